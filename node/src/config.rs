@@ -1,0 +1,230 @@
+//! The node's TOML configuration.
+//!
+//! ```toml
+//! [node]
+//! org = "bank"                       # this organisation; must match the certificate
+//! listen = "127.0.0.1:7101"
+//! output_dir = "results"             # where results are written
+//!
+//! [tls]
+//! ca = "keys/ca.pem"                 # the consortium CA
+//! cert = "keys/bank.pem"
+//! key = "keys/bank.key"
+//!
+//! [peers]
+//! bureau = "https://127.0.0.1:7102"  # org name = the name in its certificate
+//!
+//! [datasets.applicants]
+//! path = "data/applicants.csv"       # CSV with a header row, or Parquet
+//! key_columns = ["national_id"]      # one or more; composite keys are encoded unambiguously
+//! normalise = ["trim", "uppercase"]  # applied in order to every key column
+//! ```
+//!
+//! Relative paths are resolved against the configuration file's folder.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use stayput_psi::keys::KeyRules;
+
+use crate::NodeError;
+use crate::dataset::{Dataset, FileFormat};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    node: RawNode,
+    tls: TlsPaths,
+    #[serde(default)]
+    peers: BTreeMap<String, String>,
+    #[serde(default)]
+    datasets: BTreeMap<String, RawDataset>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    org: String,
+    listen: SocketAddr,
+    output_dir: PathBuf,
+    #[serde(default)]
+    batch_size: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDataset {
+    path: PathBuf,
+    #[serde(default)]
+    format: Option<FileFormat>,
+    key_columns: Vec<String>,
+    #[serde(default)]
+    normalise: Vec<String>,
+}
+
+/// Paths of the node's TLS material.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsPaths {
+    /// The consortium CA certificate (PEM).
+    pub ca: PathBuf,
+    /// This organisation's certificate (PEM).
+    pub cert: PathBuf,
+    /// This organisation's private key (PEM).
+    pub key: PathBuf,
+}
+
+/// A validated node configuration.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// This organisation's name, as in its certificate.
+    pub org: String,
+    /// Where the node listens.
+    pub listen: SocketAddr,
+    /// Where results are written.
+    pub output_dir: PathBuf,
+    /// Items per PSI batch this node sends.
+    pub batch_size: usize,
+    /// TLS material.
+    pub tls: TlsPaths,
+    /// Peer organisations by name → endpoint URL.
+    pub peers: BTreeMap<String, String>,
+    /// Datasets by name.
+    pub datasets: BTreeMap<String, Dataset>,
+}
+
+/// Default PSI batch: 4096 points = 128 KiB per message.
+pub const DEFAULT_BATCH_SIZE: usize = 4096;
+
+impl NodeConfig {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Self, NodeError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| NodeError::ReadFile { path: path.into(), source })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, base).map_err(|e| match e {
+            NodeError::Config { source, .. } => NodeError::Config { path: path.into(), source },
+            other => other,
+        })
+    }
+
+    /// Parses a configuration, resolving relative paths against `base`.
+    pub fn parse(text: &str, base: &Path) -> Result<Self, NodeError> {
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| NodeError::Config { path: PathBuf::from("<config>"), source: Box::new(e) })?;
+        let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        let mut datasets = BTreeMap::new();
+        for (name, d) in raw.datasets {
+            if d.key_columns.is_empty() {
+                return Err(NodeError::InvalidConfig(format!("dataset '{name}' names no key_columns")));
+            }
+            let path = resolve(d.path);
+            let format = match d.format {
+                Some(f) => f,
+                None => FileFormat::from_path(&path).ok_or(NodeError::UnknownFormat { path: path.clone() })?,
+            };
+            let rules = KeyRules::parse(&d.normalise)?;
+            datasets.insert(name.clone(), Dataset { name, path, format, key_columns: d.key_columns, rules });
+        }
+        for (peer, endpoint) in &raw.peers {
+            if !endpoint.starts_with("https://") {
+                return Err(NodeError::InvalidConfig(format!(
+                    "peer '{peer}' endpoint '{endpoint}' must be an https:// URL: nodes only talk mutually authenticated TLS"
+                )));
+            }
+        }
+        let batch_size = raw.node.batch_size.unwrap_or(DEFAULT_BATCH_SIZE);
+        if batch_size == 0 || batch_size > stayput_psi::messages::MAX_BATCH {
+            return Err(NodeError::InvalidConfig(format!(
+                "batch_size must be 1 to {}",
+                stayput_psi::messages::MAX_BATCH
+            )));
+        }
+        Ok(Self {
+            org: raw.node.org,
+            listen: raw.node.listen,
+            output_dir: resolve(raw.node.output_dir),
+            batch_size,
+            tls: TlsPaths { ca: resolve(raw.tls.ca), cert: resolve(raw.tls.cert), key: resolve(raw.tls.key) },
+            peers: raw.peers,
+            datasets,
+        })
+    }
+
+    /// A dataset by name, or an error listing the known ones.
+    pub fn dataset(&self, name: &str) -> Result<&Dataset, NodeError> {
+        self.datasets.get(name).ok_or_else(|| NodeError::UnknownDataset {
+            name: name.to_owned(),
+            known: join_names(self.datasets.keys()),
+        })
+    }
+
+    /// A peer's endpoint by organisation name.
+    pub fn peer(&self, name: &str) -> Result<&str, NodeError> {
+        self.peers
+            .get(name)
+            .map(String::as_str)
+            .ok_or_else(|| NodeError::UnknownPeer { name: name.to_owned(), known: join_names(self.peers.keys()) })
+    }
+}
+
+fn join_names<'a>(names: impl Iterator<Item = &'a String>) -> String {
+    let names: Vec<&str> = names.map(String::as_str).collect();
+    if names.is_empty() { "(none)".into() } else { names.join(", ") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[node]
+org = "bank"
+listen = "127.0.0.1:7101"
+output_dir = "out"
+[tls]
+ca = "ca.pem"
+cert = "bank.pem"
+key = "/abs/bank.key"
+[peers]
+bureau = "https://127.0.0.1:7102"
+[datasets.applicants]
+path = "applicants.csv"
+key_columns = ["national_id", "name"]
+normalise = ["trim", "uppercase"]
+"#;
+
+    #[test]
+    fn parses_and_resolves_paths() {
+        let c = NodeConfig::parse(GOOD, Path::new("/etc/stayput")).unwrap();
+        assert_eq!(c.org, "bank");
+        assert_eq!(c.output_dir, Path::new("/etc/stayput/out"));
+        assert_eq!(c.tls.key, Path::new("/abs/bank.key"));
+        let d = c.dataset("applicants").unwrap();
+        assert_eq!(d.format, FileFormat::Csv);
+        assert_eq!(d.key_columns, ["national_id", "name"]);
+        assert_eq!(d.rules.to_string(), "trim, uppercase");
+        assert_eq!(c.peer("bureau").unwrap(), "https://127.0.0.1:7102");
+        assert_eq!(c.batch_size, DEFAULT_BATCH_SIZE);
+    }
+
+    #[test]
+    fn errors_name_what_is_wrong() {
+        let c = NodeConfig::parse(GOOD, Path::new("/")).unwrap();
+        let e = c.dataset("loans").unwrap_err().to_string();
+        assert!(e.contains("'loans'") && e.contains("applicants"), "{e}");
+        let e = c.peer("hospital").unwrap_err().to_string();
+        assert!(e.contains("'hospital'") && e.contains("bureau"), "{e}");
+        let bad_rule = GOOD.replace("\"uppercase\"", "\"upcase\"");
+        let e = NodeConfig::parse(&bad_rule, Path::new("/")).unwrap_err().to_string();
+        assert!(e.contains("'upcase'"), "{e}");
+        let plain = GOOD.replace("https://127", "http://127");
+        assert!(NodeConfig::parse(&plain, Path::new("/")).unwrap_err().to_string().contains("https://"));
+        let typo = GOOD.replace("key_columns", "key_column");
+        assert!(matches!(NodeConfig::parse(&typo, Path::new("/")), Err(NodeError::Config { .. })));
+        let unknown = GOOD.replace("applicants.csv", "applicants.xlsx");
+        assert!(matches!(NodeConfig::parse(&unknown, Path::new("/")), Err(NodeError::UnknownFormat { .. })));
+    }
+}

@@ -1,0 +1,343 @@
+//! Datasets: reading key columns from CSV and Parquet with arrow,
+//! normalising them into protocol keys, and writing results.
+//!
+//! * **CSV** files have a header row; every column is read as text, so ids
+//!   keep their leading zeros and nothing is guessed.
+//! * **Parquet** key columns must be text or integers; integers are keyed by
+//!   their decimal text, so `00123` in CSV and `123` in Parquet do *not*
+//!   match unless a rule such as `digits_only` is not enough — declare ids as
+//!   text on both sides.
+//! * A row whose key has a null part, or a part that is empty after
+//!   normalisation, is skipped and counted ([`DatasetKeys::null_keys`]).
+//! * Duplicate keys are sent once; every row carrying a common key is
+//!   written to the result.
+//!
+//! Files are read in batches of [`READ_BATCH_ROWS`] rows. Results are written
+//! to a temporary file beside the target and renamed into place only when
+//! complete, so a failed session never leaves a file that looks finished.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{Seek, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, BooleanArray, StringArray};
+use arrow::compute::{cast, filter_record_batch};
+use arrow::csv::reader::Format;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use stayput_psi::keys::{KeyList, KeyRules, encode_key};
+
+use crate::NodeError;
+
+/// Rows per record batch when reading.
+pub const READ_BATCH_ROWS: usize = 65_536;
+
+/// A file format the node reads and writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileFormat {
+    /// Comma-separated values with a header row.
+    Csv,
+    /// Apache Parquet.
+    Parquet,
+}
+
+impl FileFormat {
+    /// The format a file name implies.
+    pub fn from_path(path: &Path) -> Option<Self> {
+        match path.extension()?.to_str()?.to_ascii_lowercase().as_str() {
+            "csv" => Some(Self::Csv),
+            "parquet" | "pq" => Some(Self::Parquet),
+            _ => None,
+        }
+    }
+
+    /// The file name extension.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Self::Csv => "csv",
+            Self::Parquet => "parquet",
+        }
+    }
+}
+
+/// A dataset a node serves: a file, its key columns and their rules.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    /// The name peers use.
+    pub name: String,
+    /// The file.
+    pub path: PathBuf,
+    /// Its format.
+    pub format: FileFormat,
+    /// Key columns, in order.
+    pub key_columns: Vec<String>,
+    /// Normalisation applied to every key column.
+    pub rules: KeyRules,
+}
+
+/// The distinct protocol keys of a dataset, and what was counted on the way.
+#[derive(Debug)]
+pub struct DatasetKeys {
+    /// Distinct encoded keys, in order of first appearance.
+    pub keys: KeyList,
+    /// Data rows read.
+    pub rows_read: u64,
+    /// Rows whose key repeated an earlier row's.
+    pub duplicates: u64,
+    /// Rows skipped for a null or empty key part.
+    pub null_keys: u64,
+}
+
+/// A result file that was written.
+#[derive(Debug, Clone)]
+pub struct WrittenFile {
+    /// Where.
+    pub path: PathBuf,
+    /// Data rows written.
+    pub rows: u64,
+    /// SHA-256 of the file's bytes.
+    pub sha256: [u8; 32],
+}
+
+type Batches = Box<dyn Iterator<Item = Result<RecordBatch, NodeError>> + Send>;
+
+impl Dataset {
+    /// Reads the key columns and returns the distinct keys.
+    pub fn load_keys(&self) -> Result<DatasetKeys, NodeError> {
+        let (schema, batches) = self.open(true)?;
+        self.check_key_columns(&schema)?;
+        let mut all = KeyList::new();
+        let (mut rows_read, mut null_keys) = (0u64, 0u64);
+        for batch in batches {
+            let batch = batch?;
+            rows_read += batch.num_rows() as u64;
+            for key in self.encode_rows(&batch)? {
+                match key {
+                    Some(key) => all.push(&key),
+                    None => null_keys += 1,
+                }
+            }
+        }
+        let (keys, duplicates) = all.dedup();
+        Ok(DatasetKeys { keys, rows_read, duplicates: duplicates as u64, null_keys })
+    }
+
+    /// Writes every row (all columns) whose encoded key is in `keys` to
+    /// `target` in `format`, atomically.
+    pub fn write_rows_with_keys(
+        &self,
+        keys: &HashSet<Vec<u8>>,
+        target: &Path,
+        format: FileFormat,
+    ) -> Result<WrittenFile, NodeError> {
+        let (schema, batches) = self.open(false)?;
+        let dir = target.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(|source| NodeError::WriteFile { path: dir.into(), source })?;
+        let io_err = |source| NodeError::WriteFile { path: target.into(), source };
+        let mut temp = tempfile::Builder::new().prefix(".partial-").tempfile_in(dir).map_err(io_err)?;
+        let write_err = |source| NodeError::WriteResult { path: target.into(), source };
+        let mut writer = ResultWriter::new(format, temp.as_file_mut(), schema).map_err(write_err)?;
+        let mut rows = 0u64;
+        for batch in batches {
+            let batch = batch?;
+            let mask: BooleanArray =
+                self.encode_rows(&batch)?.into_iter().map(|k| Some(k.is_some_and(|k| keys.contains(&k)))).collect();
+            let selected = filter_record_batch(&batch, &mask).map_err(write_err)?;
+            rows += selected.num_rows() as u64;
+            writer.write(&selected).map_err(write_err)?;
+        }
+        writer.finish().map_err(write_err)?;
+        let file = temp.as_file_mut();
+        file.flush().map_err(io_err)?;
+        file.sync_all().map_err(io_err)?;
+        file.rewind().map_err(io_err)?;
+        let mut hasher = Sha256::new();
+        std::io::copy(file, &mut hasher).map_err(io_err)?;
+        temp.persist(target).map_err(|e| io_err(e.error))?;
+        Ok(WrittenFile { path: target.into(), rows, sha256: hasher.finalize().into() })
+    }
+
+    /// Opens the file as a stream of record batches; with `keys_only`, only
+    /// the key columns are decoded.
+    fn open(&self, keys_only: bool) -> Result<(SchemaRef, Batches), NodeError> {
+        let path = &self.path;
+        let file = File::open(path).map_err(|source| NodeError::ReadFile { path: path.clone(), source })?;
+        match self.format {
+            FileFormat::Csv => self.open_csv(file, keys_only),
+            FileFormat::Parquet => self.open_parquet(file, keys_only),
+        }
+    }
+
+    fn open_csv(&self, mut file: File, keys_only: bool) -> Result<(SchemaRef, Batches), NodeError> {
+        let path = self.path.clone();
+        let csv_err = |source| NodeError::Csv { path: path.clone(), source };
+        let format = Format::default().with_header(true);
+        let (header, _) = format.infer_schema(&mut file, Some(0)).map_err(csv_err)?;
+        file.rewind().map_err(|source| NodeError::ReadFile { path: path.clone(), source })?;
+        // Every column as text: nothing is guessed, nothing loses its zeros.
+        let schema: SchemaRef = Arc::new(Schema::new(
+            header.fields().iter().map(|f| Field::new(f.name(), DataType::Utf8, true)).collect::<Vec<_>>(),
+        ));
+        let mut builder = arrow::csv::ReaderBuilder::new(schema.clone())
+            .with_format(format)
+            .with_batch_size(READ_BATCH_ROWS);
+        let mut projected = schema.clone();
+        if keys_only {
+            self.check_key_columns(&schema)?;
+            let indices = self.key_indices(&schema);
+            projected = Arc::new(schema.project(&indices).expect("indices come from the schema"));
+            builder = builder.with_projection(indices);
+        }
+        let reader = builder.build(file).map_err(csv_err)?;
+        Ok((projected, Box::new(reader.map(move |b| b.map_err(|source| NodeError::Records { path: path.clone(), source })))))
+    }
+
+    fn open_parquet(&self, file: File, keys_only: bool) -> Result<(SchemaRef, Batches), NodeError> {
+        let path = self.path.clone();
+        let pq_err = |source| NodeError::Parquet { path: path.clone(), source };
+        let mut builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(pq_err)?.with_batch_size(READ_BATCH_ROWS);
+        let mut schema = builder.schema().clone();
+        if keys_only {
+            self.check_key_columns(&schema)?;
+            let indices = self.key_indices(&schema);
+            let mask = ProjectionMask::roots(builder.parquet_schema(), indices.iter().copied());
+            builder = builder.with_projection(mask);
+            let mut sorted = indices;
+            sorted.sort_unstable();
+            schema = Arc::new(schema.project(&sorted).expect("indices come from the schema"));
+        }
+        let reader = builder.build().map_err(pq_err)?;
+        Ok((schema, Box::new(reader.map(move |b| b.map_err(|source| NodeError::Records { path: path.clone(), source })))))
+    }
+
+    fn key_indices(&self, schema: &Schema) -> Vec<usize> {
+        self.key_columns.iter().map(|c| schema.index_of(c).expect("checked")).collect()
+    }
+
+    /// Every key column exists and has a type keys can be made of.
+    fn check_key_columns(&self, schema: &Schema) -> Result<(), NodeError> {
+        for column in &self.key_columns {
+            let field = schema.field_with_name(column).map_err(|_| NodeError::MissingColumn {
+                path: self.path.clone(),
+                column: column.clone(),
+                available: schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", "),
+            })?;
+            if !is_key_type(field.data_type()) {
+                return Err(NodeError::KeyColumnType {
+                    path: self.path.clone(),
+                    column: column.clone(),
+                    found: field.data_type().to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The encoded, normalised key of every row; `None` for a null or empty part.
+    fn encode_rows(&self, batch: &RecordBatch) -> Result<Vec<Option<Vec<u8>>>, NodeError> {
+        let columns: Vec<ArrayRef> = self
+            .key_columns
+            .iter()
+            .map(|name| {
+                let column = batch.column_by_name(name).expect("checked against the schema");
+                cast(column, &DataType::Utf8).map_err(|source| NodeError::Records { path: self.path.clone(), source })
+            })
+            .collect::<Result<_, _>>()?;
+        let text: Vec<&StringArray> =
+            columns.iter().map(|c| c.as_any().downcast_ref::<StringArray>().expect("cast to Utf8")).collect();
+        (0..batch.num_rows())
+            .map(|row| {
+                let mut parts = Vec::with_capacity(text.len());
+                for column in &text {
+                    if column.is_null(row) {
+                        return Ok(None);
+                    }
+                    let part = self.rules.normalise(column.value(row));
+                    if part.is_empty() {
+                        return Ok(None);
+                    }
+                    parts.push(part);
+                }
+                let mut key = Vec::new();
+                encode_key(&parts, &mut key)?;
+                Ok(Some(key))
+            })
+            .collect()
+    }
+}
+
+fn is_key_type(t: &DataType) -> bool {
+    matches!(
+        t,
+        DataType::Utf8
+            | DataType::LargeUtf8
+            | DataType::Utf8View
+            | DataType::Int8
+            | DataType::Int16
+            | DataType::Int32
+            | DataType::Int64
+            | DataType::UInt8
+            | DataType::UInt16
+            | DataType::UInt32
+            | DataType::UInt64
+    )
+}
+
+enum ResultWriter<'f> {
+    Csv(arrow::csv::Writer<&'f mut File>),
+    Parquet(parquet::arrow::ArrowWriter<&'f mut File>),
+}
+
+impl<'f> ResultWriter<'f> {
+    fn new(format: FileFormat, file: &'f mut File, schema: SchemaRef) -> Result<Self, arrow::error::ArrowError> {
+        Ok(match format {
+            FileFormat::Csv => Self::Csv(arrow::csv::WriterBuilder::new().with_header(true).build(file)),
+            FileFormat::Parquet => {
+                let props = parquet::file::properties::WriterProperties::builder()
+                    .set_compression(parquet::basic::Compression::SNAPPY)
+                    .build();
+                Self::Parquet(parquet::arrow::ArrowWriter::try_new(file, schema, Some(props))?)
+            }
+        })
+    }
+
+    fn write(&mut self, batch: &RecordBatch) -> Result<(), arrow::error::ArrowError> {
+        match self {
+            Self::Csv(w) => w.write(batch),
+            Self::Parquet(w) => w.write(batch).map_err(Into::into),
+        }
+    }
+
+    fn finish(self) -> Result<(), arrow::error::ArrowError> {
+        match self {
+            Self::Csv(w) => {
+                drop(w.into_inner());
+                Ok(())
+            }
+            Self::Parquet(w) => w.close().map(drop).map_err(Into::into),
+        }
+    }
+}
+
+/// Writes record batches to a Parquet file (used by tests and the demo's
+/// data generator).
+pub fn write_parquet(path: &Path, batches: &[RecordBatch]) -> Result<(), NodeError> {
+    let schema = batches.first().map(RecordBatch::schema).unwrap_or_else(|| Arc::new(Schema::empty()));
+    let mut file = File::create(path).map_err(|source| NodeError::WriteFile { path: path.into(), source })?;
+    let write_err = |source| NodeError::WriteResult { path: path.into(), source };
+    let mut writer = ResultWriter::new(FileFormat::Parquet, &mut file, schema).map_err(write_err)?;
+    for batch in batches {
+        writer.write(batch).map_err(write_err)?;
+    }
+    writer.finish().map_err(write_err)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,96 @@
+//! The node crate's one error type, and its mapping to gRPC statuses at the
+//! edge. Messages name the file, column, dataset or peer concerned and what
+//! to do; they never carry key values or rows.
+
+use std::path::PathBuf;
+
+use stayput_psi::PsiError;
+
+/// Everything a node can fail at.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    #[error("cannot read {path}: {source}")]
+    ReadFile { path: PathBuf, source: std::io::Error },
+    #[error("cannot write {path}: {source}")]
+    WriteFile { path: PathBuf, source: std::io::Error },
+    #[error("{path} is not a valid node configuration: {source}")]
+    Config { path: PathBuf, source: Box<toml::de::Error> },
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+    #[error("cannot tell the format of {path}: name it .csv or .parquet, or set `format` in the dataset's configuration")]
+    UnknownFormat { path: PathBuf },
+    #[error("{path} is not readable as CSV: {source}")]
+    Csv { path: PathBuf, source: arrow::error::ArrowError },
+    #[error("cannot read records from {path}: {source}")]
+    Records { path: PathBuf, source: arrow::error::ArrowError },
+    #[error("{path} is not readable as Parquet: {source}")]
+    Parquet { path: PathBuf, source: parquet::errors::ParquetError },
+    #[error("{path} has no column '{column}'; its columns are: {available}. Fix key_columns in the dataset's configuration")]
+    MissingColumn { path: PathBuf, column: String, available: String },
+    #[error("column '{column}' of {path} has type {found}; key columns must be text or integers")]
+    KeyColumnType { path: PathBuf, column: String, found: String },
+    #[error("cannot write the result to {path}: {source}")]
+    WriteResult { path: PathBuf, source: arrow::error::ArrowError },
+    #[error("unknown dataset '{name}'; this node serves: {known}")]
+    UnknownDataset { name: String, known: String },
+    #[error("unknown peer '{name}'; add it to [peers] in the node configuration (known: {known})")]
+    UnknownPeer { name: String, known: String },
+    #[error(
+        "dataset '{dataset}' declares {ours} but the requester declared {theirs}; both sides must normalise keys the same way"
+    )]
+    KeyDeclarationMismatch { dataset: String, ours: String, theirs: String },
+    #[error("invalid task id: {0}")]
+    BadTaskId(&'static str),
+    #[error("protocol version {0} is not supported; this node speaks version 1")]
+    UnsupportedVersion(u32),
+    #[error("the request does not name an output mode")]
+    MissingMode,
+    #[error("{0}")]
+    Psi(#[from] PsiError),
+    #[error("TLS material: {0}")]
+    Tls(String),
+    #[error("cannot create certificates: {0}")]
+    Certificate(#[from] rcgen::Error),
+    #[error("cannot connect to peer '{peer}' at {endpoint}: {detail}. Check that the peer node runs and that both certificates come from the same consortium CA")]
+    Connect { peer: String, endpoint: String, detail: String },
+    #[error("peer '{peer}' refused: {message}")]
+    PeerRefused { peer: String, code: tonic::Code, message: String },
+    #[error("peer '{peer}' went away during the {phase} phase: {detail}; no result was written")]
+    PeerVanished { peer: String, phase: &'static str, detail: String },
+    #[error("peer '{peer}' sent {got} where {expected} was expected")]
+    UnexpectedMessage { peer: String, expected: &'static str, got: &'static str },
+    #[error("caller '{caller}' may not use this node's control service; only '{org}' may")]
+    NotOwnOrganisation { caller: String, org: String },
+    #[error("the caller presented no client certificate")]
+    NoClientCertificate,
+    #[error("the session was cancelled")]
+    Cancelled,
+    #[error("a worker task failed: {0}")]
+    Worker(String),
+    #[error("cannot listen on {address}: {detail}")]
+    Listen { address: String, detail: String },
+}
+
+impl From<NodeError> for tonic::Status {
+    fn from(err: NodeError) -> Self {
+        use tonic::Code;
+        let code = match &err {
+            NodeError::UnknownDataset { .. } | NodeError::UnknownPeer { .. } => Code::NotFound,
+            NodeError::MissingColumn { .. }
+            | NodeError::KeyColumnType { .. }
+            | NodeError::KeyDeclarationMismatch { .. }
+            | NodeError::UnknownFormat { .. } => Code::FailedPrecondition,
+            NodeError::BadTaskId(_) | NodeError::UnsupportedVersion(_) | NodeError::MissingMode => {
+                Code::InvalidArgument
+            }
+            NodeError::Psi(_) | NodeError::UnexpectedMessage { .. } => Code::InvalidArgument,
+            NodeError::NotOwnOrganisation { .. } | NodeError::NoClientCertificate => Code::PermissionDenied,
+            NodeError::PeerRefused { code, .. } => *code,
+            NodeError::Connect { .. } | NodeError::PeerVanished { .. } => Code::Unavailable,
+            NodeError::Cancelled => Code::Cancelled,
+            _ => Code::Internal,
+        };
+        tonic::Status::new(code, err.to_string())
+    }
+}

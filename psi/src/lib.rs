@@ -1,0 +1,32 @@
+//! # Stayput PSI — sans-IO private set intersection
+//!
+//! This crate holds the set-intersection protocols that Stayput nodes run with
+//! each other. It performs no I/O, spawns no tasks and knows nothing about
+//! gRPC: each protocol is a pair of role types that take decoded messages in
+//! and hand encoded messages out, so the whole protocol runs in a unit test
+//! with no network ([`ecdh::run_in_memory`]) and the node only carries bytes.
+//!
+//! * [`ecdh`] — balanced PSI by commutative blinding over Ristretto255
+//!   (the "ECDH-PSI" of Meadows 1986 / Huberman–Franklin–Hogg 1999), with
+//!   three output modes: intersection to the requester, to both parties, or
+//!   cardinality only.
+//! * [`keys`] — the inputs: how key columns are normalised and encoded into
+//!   the byte strings both sides hash, identically.
+//! * [`messages`] — the wire messages, their canonical encodings and their
+//!   validating decoders.
+//! * [`group`] — hash-to-group with task-bound domain separation, secret
+//!   scalars, and the batched multiply-and-compress kernel.
+//!
+//! Heavy work (hashing to the curve, scalar multiplication) runs on the rayon
+//! pool inside the calls that produce or absorb a batch; callers on an async
+//! runtime must call them from a blocking context.
+#![forbid(unsafe_code)]
+
+pub mod ecdh;
+mod error;
+pub mod group;
+pub mod keys;
+pub mod messages;
+mod permutation;
+
+pub use error::PsiError;
