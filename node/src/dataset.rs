@@ -318,7 +318,7 @@ impl<'f> ResultWriter<'f> {
     fn finish(self) -> Result<(), arrow::error::ArrowError> {
         match self {
             Self::Csv(w) => {
-                drop(w.into_inner());
+                let _file = w.into_inner();
                 Ok(())
             }
             Self::Parquet(w) => w.close().map(drop).map_err(Into::into),

@@ -1,1 +1,48 @@
-//! placeholder
+//! # Stayput node
+//!
+//! The process a data owner (or requester) runs beside its data. It serves
+//! its configured datasets to peer nodes through protocol services, runs
+//! sessions as a requester on its own organisation's behalf, and writes
+//! results only on its own disk. Raw rows never leave it.
+//!
+//! * [`config`] — the TOML configuration.
+//! * [`dataset`] — CSV/Parquet input through arrow, key normalisation,
+//!   result files.
+//! * [`identity`] — consortium CA, organisation certificates, mTLS, caller
+//!   identity.
+//! * [`responder`] — the `PsiPeer` gRPC service (this node as responder).
+//! * [`requester`] — this node as requester, driving a peer.
+//! * [`control`] — the `NodeControl` service its own organisation calls.
+//! * [`server`] — assembling the gRPC server (TLS, health, reflection).
+//! * [`wire`] — the stream/role edge and prost ↔ domain conversions.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod control;
+pub mod dataset;
+mod error;
+pub mod identity;
+pub mod requester;
+pub mod responder;
+pub mod server;
+pub mod wire;
+
+pub use config::NodeConfig;
+pub use error::NodeError;
+
+/// What every service of a node shares.
+#[derive(Debug)]
+pub struct NodeState {
+    /// The configuration.
+    pub config: NodeConfig,
+    /// TLS material loaded from the configuration's paths.
+    pub tls: identity::TlsMaterial,
+}
+
+impl NodeState {
+    /// Loads the TLS material named by `config`.
+    pub fn new(config: NodeConfig) -> Result<Self, NodeError> {
+        let tls = identity::TlsMaterial::load(&config.tls)?;
+        Ok(Self { config, tls })
+    }
+}

@@ -87,7 +87,7 @@ pub fn inbound_error(inbound: Inbound, peer: &str, phase: &'static str) -> NodeE
 pub fn status_error(status: tonic::Status, peer: &str, phase: &'static str) -> NodeError {
     match status.code() {
         tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled | tonic::Code::Internal
-            if status.source().is_some() || status.message().contains("transport") || status.message().contains("h2") =>
+            if std::error::Error::source(&status).is_some() || status.message().contains("transport") || status.message().contains("h2") =>
         {
             NodeError::PeerVanished { peer: peer.to_owned(), phase, detail: status.message().to_owned() }
         }

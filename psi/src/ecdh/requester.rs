@@ -119,6 +119,11 @@ impl<K: KeySet> RequesterRequests<'_, K> {
         self.next
     }
 
+    /// How many answers have been absorbed.
+    pub fn replies(&self) -> u64 {
+        self.replies
+    }
+
     /// Absorbs a batch of answers: in intersection modes the answer to the
     /// oldest unanswered request, in cardinality mode any run of sorted tags.
     pub fn absorb_reply(&mut self, reply: TagBatch) -> Result<(), PsiError> {

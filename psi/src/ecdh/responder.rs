@@ -174,6 +174,11 @@ impl ResponderClosing {
         Ok(())
     }
 
+    /// How many echoed tags have been absorbed.
+    pub fn echoed(&self) -> u64 {
+        self.echoed
+    }
+
     /// Ends the session.
     pub fn finish(mut self) -> Result<ResponderOutput, PsiError> {
         let intersection = match self.params.mode() {

@@ -1,0 +1,275 @@
+//! This node as the requester of a PSI session: load own keys, dial the
+//! peer over mTLS, run the requester's role on a blocking thread, and write
+//! the result on this node only after the peer has confirmed a clean end.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::rngs::OsRng;
+use stayput_proto::v1::psi_peer_client::PsiPeerClient;
+use stayput_proto::v1::{
+    PsiOpen, PsiRequesterMessage, PsiResponderMessage, psi_requester_message::Body as Out,
+    psi_responder_message::Body as In,
+};
+use stayput_psi::ecdh::{OutputMode, RequesterOutput, RequesterSession, SessionParams};
+use stayput_psi::group::TaskId;
+use stayput_psi::messages::{PointBatch, TagBatch};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::dataset::{DatasetKeys, FileFormat, WrittenFile};
+use crate::wire::{
+    Inbound, MAX_MESSAGE_BYTES, check_task_id, forward_inbound, inbound_error, mode_to_wire, recv_blocking,
+    responder_body_name, status_error,
+};
+use crate::{NodeError, NodeState};
+
+/// What the requesting organisation asks its node to run.
+#[derive(Debug, Clone)]
+pub struct PsiRequest {
+    /// Caller-given task id (checked against the ledger in a later stage).
+    pub task_id: String,
+    /// This node's dataset.
+    pub dataset: String,
+    /// The peer organisation.
+    pub peer: String,
+    /// The peer's dataset.
+    pub peer_dataset: String,
+    /// Output mode.
+    pub mode: OutputMode,
+    /// Format of the result file.
+    pub output_format: FileFormat,
+}
+
+/// Progress of a running session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    /// Phase name.
+    pub phase: &'static str,
+    /// Items done in this phase.
+    pub done: u64,
+    /// Items in this phase.
+    pub total: u64,
+}
+
+/// What a finished session reports to the requester.
+#[derive(Debug, Clone)]
+pub struct PsiReport {
+    /// The result file (intersection modes).
+    pub output: Option<WrittenFile>,
+    /// Data rows read from this node's dataset.
+    pub rows_read: u64,
+    /// Distinct keys sent.
+    pub distinct_keys: u64,
+    /// Rows whose key repeated an earlier one.
+    pub duplicate_keys: u64,
+    /// Rows skipped for a null or empty key.
+    pub null_keys: u64,
+    /// The peer's distinct keys.
+    pub peer_keys: u64,
+    /// Common distinct keys.
+    pub intersection_keys: u64,
+    /// Wall-clock time.
+    pub elapsed: Duration,
+}
+
+type ProgressTx = mpsc::UnboundedSender<Progress>;
+
+/// Opens a mutually authenticated channel to a peer organisation's node.
+pub async fn connect_peer(state: &NodeState, peer: &str) -> Result<Channel, NodeError> {
+    let endpoint = state.config.peer(peer)?;
+    connect(state, peer, endpoint).await
+}
+
+/// Opens a mutually authenticated channel to `endpoint`, which must present
+/// a certificate for organisation `org`.
+pub async fn connect(state: &NodeState, org: &str, endpoint: &str) -> Result<Channel, NodeError> {
+    let connect_err = |detail: String| NodeError::Connect { peer: org.into(), endpoint: endpoint.into(), detail };
+    Endpoint::from_shared(endpoint.to_owned())
+        .map_err(|e| connect_err(e.to_string()))?
+        .tls_config(state.tls.client(org))
+        .map_err(|e| connect_err(e.to_string()))?
+        .connect_timeout(Duration::from_secs(10))
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .connect()
+        .await
+        .map_err(|e| connect_err(error_chain(&e)))
+}
+
+/// An error and its sources on one line (TLS failures hide the useful part
+/// in a source).
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// Runs a PSI session as the requester.
+pub async fn run_psi(state: Arc<NodeState>, request: PsiRequest, progress: ProgressTx) -> Result<PsiReport, NodeError> {
+    let started = Instant::now();
+    check_task_id(&request.task_id)?;
+    let dataset = state.config.dataset(&request.dataset)?.clone();
+    let channel = connect_peer(&state, &request.peer).await?;
+    let _ = progress.send(Progress { phase: "loading keys", done: 0, total: 0 });
+    let loader = dataset.clone();
+    let keys = tokio::task::spawn_blocking(move || loader.load_keys())
+        .await
+        .map_err(|e| NodeError::Worker(e.to_string()))??;
+
+    let mut client = PsiPeerClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let (out_tx, out_rx) = mpsc::channel(4);
+    let open = PsiOpen {
+        protocol_version: 1,
+        task_id: request.task_id.clone(),
+        dataset: request.peer_dataset.clone(),
+        mode: mode_to_wire(request.mode) as i32,
+        requester_size: keys.keys.len() as u64,
+        key_columns: u32::try_from(dataset.key_columns.len()).unwrap_or(u32::MAX),
+        normalisation: dataset.rules.names().into_iter().map(String::from).collect(),
+        batch_size: u32::try_from(state.config.batch_size).unwrap_or(u32::MAX),
+    };
+    out_tx.send(PsiRequesterMessage { body: Some(Out::Open(open)) }).await.map_err(|_| NodeError::Cancelled)?;
+    let peer = request.peer.clone();
+    let mut inbound =
+        client.exchange(ReceiverStream::new(out_rx)).await.map_err(|s| status_error(s, &peer, "open"))?.into_inner();
+    let responder_size = match inbound.message().await {
+        Ok(Some(PsiResponderMessage { body: Some(In::Accept(accept)) })) => accept.responder_size,
+        Ok(Some(other)) => {
+            let got = responder_body_name(other.body.as_ref());
+            return Err(NodeError::UnexpectedMessage { peer, expected: "accept", got });
+        }
+        Ok(None) => return Err(NodeError::PeerVanished { peer, phase: "open", detail: "no answer".into() }),
+        Err(status) => return Err(inbound_error(Inbound::Status(status), &peer, "open")),
+    };
+    let params = SessionParams::new(
+        TaskId::new(request.task_id.clone())?,
+        request.mode,
+        keys.keys.len() as u64,
+        responder_size,
+        state.config.batch_size,
+    )?;
+    tracing::info!(task = %request.task_id, peer = %peer, mode = %request.mode, "psi session started");
+
+    let (in_tx, in_rx) = mpsc::unbounded_channel();
+    tokio::spawn(forward_inbound(inbound, in_tx));
+    let worker_peer = peer.clone();
+    let (keys, output) = tokio::task::spawn_blocking(move || {
+        let output = request_role(params, &keys, &worker_peer, in_rx, out_tx, &progress);
+        output.map(|o| (keys, o))
+    })
+    .await
+    .map_err(|e| NodeError::Worker(e.to_string()))??;
+
+    let written = match output.intersection() {
+        Some(indices) => {
+            let common: HashSet<Vec<u8>> = indices.iter().map(|&i| keys.keys.get(i).to_vec()).collect();
+            let target = state
+                .config
+                .output_dir
+                .join(format!("{}.{}", request.task_id, request.output_format.extension()));
+            let format = request.output_format;
+            let writer = dataset.clone();
+            Some(
+                tokio::task::spawn_blocking(move || writer.write_rows_with_keys(&common, &target, format))
+                    .await
+                    .map_err(|e| NodeError::Worker(e.to_string()))??,
+            )
+        }
+        None => None,
+    };
+    tracing::info!(task = %request.task_id, "psi session completed");
+    Ok(PsiReport {
+        output: written,
+        rows_read: keys.rows_read,
+        distinct_keys: keys.keys.len() as u64,
+        duplicate_keys: keys.duplicates,
+        null_keys: keys.null_keys,
+        peer_keys: responder_size,
+        intersection_keys: output.cardinality(),
+        elapsed: started.elapsed(),
+    })
+}
+
+fn send(tx: &mpsc::Sender<PsiRequesterMessage>, body: Out, peer: &str, phase: &'static str) -> Result<(), NodeError> {
+    tx.blocking_send(PsiRequesterMessage { body: Some(body) }).map_err(|_| NodeError::PeerVanished {
+        peer: peer.to_owned(),
+        phase,
+        detail: "the connection closed".into(),
+    })
+}
+
+fn expect_body(message: PsiResponderMessage, peer: &str, expected: &'static str) -> Result<In, NodeError> {
+    match message.body {
+        Some(body) => Ok(body),
+        None => Err(NodeError::UnexpectedMessage { peer: peer.into(), expected, got: "an empty message" }),
+    }
+}
+
+fn unexpected(peer: &str, expected: &'static str, got: &In) -> NodeError {
+    NodeError::UnexpectedMessage { peer: peer.into(), expected, got: responder_body_name(Some(got)) }
+}
+
+/// The requester's role, on a blocking thread.
+fn request_role(
+    params: SessionParams,
+    keys: &DatasetKeys,
+    peer: &str,
+    mut rx: mpsc::UnboundedReceiver<Result<PsiResponderMessage, Inbound>>,
+    tx: mpsc::Sender<PsiRequesterMessage>,
+    progress: &ProgressTx,
+) -> Result<RequesterOutput, NodeError> {
+    let (requester_len, responder_len) = (params.requester_len(), params.responder_len());
+    let report = |phase, done, total| drop(progress.send(Progress { phase, done, total }));
+    let mut session = RequesterSession::new(params, &keys.keys, &mut OsRng)?;
+    let mut absorbed = 0u64;
+    while absorbed < responder_len {
+        match expect_body(recv_blocking(&mut rx, peer, "responder points")?, peer, "responder points")? {
+            In::ResponderPoints(bytes) => {
+                let points = PointBatch::decode(&bytes)?;
+                absorbed += points.len() as u64;
+                session.absorb(points)?;
+                report("peer keys", absorbed, responder_len);
+            }
+            other => return Err(unexpected(peer, "responder points", &other)),
+        }
+    }
+
+    let mut requests = session.finish()?;
+    let absorb = |requests: &mut stayput_psi::ecdh::requester::RequesterRequests<'_, _>, message| -> Result<(), NodeError> {
+        match expect_body(message, peer, "reply tags")? {
+            In::ReplyTags(bytes) => Ok(requests.absorb_reply(TagBatch::decode(&bytes)?)?),
+            other => Err(unexpected(peer, "reply tags", &other)),
+        }
+    };
+    while let Some(batch) = requests.next_batch() {
+        send(&tx, Out::RequestPoints(batch.into_bytes().into()), peer, "requests")?;
+        report("own keys", requests.sent() as u64, requester_len);
+        // Drain answers that have arrived, so the peer is never blocked on us.
+        while let Ok(item) = rx.try_recv() {
+            absorb(&mut requests, item.map_err(|e| inbound_error(e, peer, "replies"))?)?;
+        }
+    }
+    while requests.replies() < requester_len {
+        absorb(&mut requests, recv_blocking(&mut rx, peer, "replies")?)?;
+    }
+    let output = requests.finish()?;
+    for echo in output.echo_batches() {
+        send(&tx, Out::EchoTags(echo.to_bytes().into()), peer, "echo")?;
+    }
+    drop(tx); // half-close: the peer sees the end of our stream
+    match expect_body(recv_blocking(&mut rx, peer, "summary")?, peer, "summary")? {
+        In::Summary(_) => {}
+        other => return Err(unexpected(peer, "summary", &other)),
+    }
+    Ok(output)
+}
