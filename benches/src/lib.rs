@@ -1,1 +1,34 @@
-//! placeholder
+//! # Stayput benchmarks
+//!
+//! Two kinds, by the house rule that speed is measured in benchmarks, not
+//! in timed tests:
+//!
+//! * criterion benches of the primitives (`cargo bench -p stayput-benches`);
+//! * whole-protocol runs behind `stayput bench …`, which print figures and
+//!   ratios measured **in the same run** (this hardware is noisy; a ratio
+//!   to a floor measured seconds earlier is stable where absolute times
+//!   drift).
+#![forbid(unsafe_code)]
+
+pub mod psi;
+
+/// What a benchmark run can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error(transparent)]
+    Node(#[from] stayput_node::NodeError),
+    #[error(transparent)]
+    Psi(#[from] stayput_psi::PsiError),
+    #[error("benchmark data in {path}: {source}")]
+    Io { path: std::path::PathBuf, source: std::io::Error },
+    #[error("the protocol found {got} common keys where {expected} were planted")]
+    WrongResult { expected: u64, got: u64 },
+}
+
+/// Peak resident set size of this process so far, in bytes (Linux).
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}

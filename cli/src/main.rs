@@ -1,1 +1,269 @@
-fn main() {}
+//! `stayput` — the one binary of a Stayput deployment.
+#![forbid(unsafe_code)]
+
+mod demo;
+mod error;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use stayput_node::NodeConfig;
+use stayput_node::dataset::FileFormat;
+use stayput_node::identity;
+use stayput_node::requester::PsiRequest;
+use stayput_psi::ecdh::OutputMode;
+
+use crate::error::CliError;
+
+/// Stayput: compute together on data that stays put.
+///
+/// Each organisation runs a node beside its data. Nodes run private set
+/// intersection with each other over mutually authenticated TLS; raw rows
+/// never leave the node that owns them.
+///
+/// Getting started:
+///   stayput demo                      run a small consortium on loopback
+///   stayput keys ca --dir keys        create the consortium CA
+///   stayput keys org --dir keys --org bank --host 127.0.0.1
+///   stayput node --config bank.toml   run a node
+///   stayput psi --config bank.toml --dataset applicants --peer bureau \
+///       --peer-dataset blacklist --mode intersection --task-id t-001
+#[derive(Debug, Parser)]
+#[command(name = "stayput", version, verbatim_doc_comment)]
+struct Cli {
+    /// Log filter, e.g. `info` or `stayput_node=debug` (also RUST_LOG).
+    #[arg(long, global = true, env = "STAYPUT_LOG", default_value = "warn")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create keys and certificates: the consortium CA, or an organisation's.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Run a node with the given configuration until interrupted.
+    Node {
+        /// The node's TOML configuration.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Run private set intersection: this organisation's node against a peer's.
+    Psi(PsiArgs),
+    /// List the datasets your node serves.
+    Datasets {
+        /// Your node's TOML configuration.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Measure performance and print figures and ratios.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+    /// Run the whole product on loopback with synthetic data, end to end.
+    Demo {
+        /// Working directory to create (kept for inspection); a temporary one otherwise.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Create the consortium CA: <dir>/ca.pem and <dir>/ca.key (mode 0600).
+    Ca {
+        #[arg(long)]
+        dir: PathBuf,
+        /// The consortium's name, shown in the CA certificate.
+        #[arg(long, default_value = "stayput")]
+        consortium: String,
+    },
+    /// Create an organisation's TLS key and certificate under the CA in <dir>.
+    Org {
+        /// Folder holding ca.pem and ca.key; the organisation's files go there too.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Organisation name (a-z, 0-9, '-'); peers dial it by this name.
+        #[arg(long)]
+        org: String,
+        /// Host names or IP addresses the node is reached at.
+        #[arg(long = "host", default_values = ["localhost", "127.0.0.1"])]
+        hosts: Vec<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Mode {
+    /// You learn the common keys; the peer learns nothing.
+    Intersection,
+    /// Both learn the common keys; each side's rows are written on its own node.
+    IntersectionBoth,
+    /// You learn only how many keys are common.
+    Cardinality,
+}
+
+impl From<Mode> for OutputMode {
+    fn from(m: Mode) -> Self {
+        match m {
+            Mode::Intersection => OutputMode::IntersectionToRequester,
+            Mode::IntersectionBoth => OutputMode::IntersectionToBoth,
+            Mode::Cardinality => OutputMode::CardinalityOnly,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Format {
+    Csv,
+    Parquet,
+}
+
+#[derive(Debug, Args)]
+struct PsiArgs {
+    /// Your node's TOML configuration (its address and your organisation's TLS files).
+    #[arg(long)]
+    config: PathBuf,
+    /// Your dataset, by the name in your node's configuration.
+    #[arg(long)]
+    dataset: String,
+    /// The peer organisation, as in your node's [peers] table.
+    #[arg(long)]
+    peer: String,
+    /// The peer's dataset, by the name in its node's configuration.
+    #[arg(long)]
+    peer_dataset: String,
+    #[arg(long, value_enum, default_value = "intersection")]
+    mode: Mode,
+    /// Task id (letters, digits, '.', '_', '-'): names the result file and binds the protocol.
+    #[arg(long)]
+    task_id: String,
+    /// Format of the result file written on your node.
+    #[arg(long, value_enum, default_value = "csv")]
+    format: Format,
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Balanced PSI, n × n keys, both parties in this process; prints elements/s,
+    /// the ratio to the curve-operation floor measured in the same run, and peak RSS.
+    Psi {
+        /// Keys per side.
+        #[arg(long, default_value_t = 1 << 16)]
+        n: usize,
+        /// Run the protocol in memory, without gRPC (and without files).
+        #[arg(long)]
+        in_memory: bool,
+        /// Keys per batch.
+        #[arg(long, default_value_t = 4096)]
+        batch: usize,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "warn".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> Result<(), CliError> {
+    match command {
+        Command::Keys(KeysCommand::Ca { dir, consortium }) => {
+            let ca = identity::generate_ca(&consortium)?;
+            identity::write_certified_key(&dir, "ca", &ca)?;
+            println!("created {} and {} (keep the key offline)", dir.join("ca.pem").display(), dir.join("ca.key").display());
+        }
+        Command::Keys(KeysCommand::Org { dir, org, hosts }) => {
+            let ca = identity::read_certified_key(&dir, "ca")?;
+            let issued = identity::issue_org_certificate(&ca, &org, &hosts)?;
+            identity::write_certified_key(&dir, &org, &issued)?;
+            println!(
+                "created {} and {} for '{org}' (hosts: {})",
+                dir.join(format!("{org}.pem")).display(),
+                dir.join(format!("{org}.key")).display(),
+                hosts.join(", ")
+            );
+        }
+        Command::Node { config } => {
+            let config = NodeConfig::load(&config)?;
+            let node = stayput_node::server::spawn(config).await?;
+            eprintln!("node '{}' listening on {}", node.state.config.org, node.addr);
+            tokio::signal::ctrl_c().await.map_err(|e| CliError::Signal(e.to_string()))?;
+            eprintln!("shutting down");
+            node.shutdown().await?;
+        }
+        Command::Psi(args) => psi(args).await?,
+        Command::Datasets { config } => {
+            let state = stayput_node::NodeState::new(NodeConfig::load(&config)?)?;
+            for (name, keys, rules) in stayput_node::control::list_datasets(&state).await? {
+                println!("{name}: key columns [{}], normalisation [{}]", keys.join(", "), rules.join(", "));
+            }
+        }
+        Command::Bench(BenchCommand::Psi { n, in_memory, batch }) => {
+            let report = tokio::task::spawn_blocking(move || stayput_benches::psi::run(n, in_memory, batch))
+                .await
+                .map_err(|e| CliError::Signal(e.to_string()))??;
+            println!("{report}");
+        }
+        Command::Demo { dir } => demo::run(dir).await?,
+    }
+    Ok(())
+}
+
+async fn psi(args: PsiArgs) -> Result<(), CliError> {
+    let state = stayput_node::NodeState::new(NodeConfig::load(&args.config)?)?;
+    let request = PsiRequest {
+        task_id: args.task_id,
+        dataset: args.dataset,
+        peer: args.peer,
+        peer_dataset: args.peer_dataset,
+        mode: args.mode.into(),
+        output_format: match args.format {
+            Format::Csv => FileFormat::Csv,
+            Format::Parquet => FileFormat::Parquet,
+        },
+    };
+    let bar = ProgressBar::new(0).with_style(
+        ProgressStyle::with_template("{spinner} {msg:>12} [{bar:30}] {pos}/{len} keys ({elapsed})")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    let report = stayput_node::control::request_psi(&state, &request, |p| {
+        bar.set_message(p.phase);
+        bar.set_length(p.total);
+        bar.set_position(p.done);
+    })
+    .await;
+    bar.finish_and_clear();
+    let report = report?;
+    println!("task {} ({}) with '{}' done in {:.2} s", request.task_id, request.mode, request.peer, report.elapsed.as_secs_f64());
+    println!(
+        "  your keys: {} distinct from {} rows ({} duplicate, {} without a key)",
+        report.distinct_keys, report.rows_read, report.duplicate_keys, report.null_keys
+    );
+    println!("  peer keys: {}", report.peer_keys);
+    println!("  common keys: {}", report.intersection_keys);
+    if let Some(file) = &report.output {
+        println!("  result: {} ({} rows, sha256 {})", file.path.display(), file.rows, hex_lower(&file.sha256));
+    }
+    Ok(())
+}
+
+fn hex_lower(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -126,3 +126,94 @@ impl NodeControl for ControlService {
         Ok(Response::new(ListDatasetsResponse { datasets }))
     }
 }
+
+/// The client side, for the organisation's own tools: runs a PSI session on
+/// this organisation's node and reports progress as it comes.
+pub async fn request_psi(
+    state: &NodeState,
+    request: &PsiRequest,
+    mut on_progress: impl FnMut(crate::requester::Progress),
+) -> Result<PsiReport, NodeError> {
+    use stayput_proto::v1::node_control_client::NodeControlClient;
+
+    let channel = crate::requester::connect(state, &state.config.org, &local_endpoint(state)).await?;
+    let mut client = NodeControlClient::new(channel);
+    let wire = RunPsiRequest {
+        task_id: request.task_id.clone(),
+        dataset: request.dataset.clone(),
+        peer: request.peer.clone(),
+        peer_dataset: request.peer_dataset.clone(),
+        mode: crate::wire::mode_to_wire(request.mode) as i32,
+        output_format: match request.output_format {
+            FileFormat::Csv => OutputFormat::Csv,
+            FileFormat::Parquet => OutputFormat::Parquet,
+        } as i32,
+    };
+    let own = state.config.org.clone();
+    let refused = |status: Status| match crate::wire::status_error(status, &own, "control") {
+        // The node relays the peer's failure in the status message.
+        NodeError::PeerRefused { message, .. } => NodeError::NodeReported(message),
+        other => other,
+    };
+    let mut events = client.run_psi(wire).await.map_err(refused)?.into_inner();
+    while let Some(event) = events.message().await.map_err(refused)? {
+        match event.event {
+            Some(Event::Progress(p)) => on_progress(crate::requester::Progress {
+                phase: progress_phase(&p.phase),
+                done: p.done,
+                total: p.total,
+            }),
+            Some(Event::Result(r)) => return Ok(report_from_wire(r)),
+            None => {}
+        }
+    }
+    Err(NodeError::NodeReported("the node ended the session without a result".into()))
+}
+
+/// Lists the datasets of the organisation's own node.
+pub async fn list_datasets(state: &NodeState) -> Result<Vec<(String, Vec<String>, Vec<String>)>, NodeError> {
+    use stayput_proto::v1::node_control_client::NodeControlClient;
+    let channel = crate::requester::connect(state, &state.config.org, &local_endpoint(state)).await?;
+    let response = NodeControlClient::new(channel)
+        .list_datasets(ListDatasetsRequest {})
+        .await
+        .map_err(|s| NodeError::NodeReported(s.message().to_owned()))?;
+    Ok(response.into_inner().datasets.into_iter().map(|d| (d.name, d.key_columns, d.normalisation)).collect())
+}
+
+/// The node's own address as a URL its organisation dials (a wildcard
+/// listen address is dialled on loopback).
+pub fn local_endpoint(state: &NodeState) -> String {
+    let mut addr = state.config.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    format!("https://{addr}")
+}
+
+fn progress_phase(phase: &str) -> &'static str {
+    match phase {
+        "loading keys" => "loading keys",
+        "peer keys" => "peer keys",
+        "own keys" => "own keys",
+        _ => "working",
+    }
+}
+
+fn report_from_wire(r: PsiResult) -> PsiReport {
+    let output = (!r.output_path.is_empty()).then(|| crate::dataset::WrittenFile {
+        path: r.output_path.into(),
+        rows: r.output_rows,
+        sha256: hex::decode(&r.output_sha256).ok().and_then(|h| h.try_into().ok()).unwrap_or_default(),
+    });
+    PsiReport {
+        output,
+        rows_read: r.rows_read,
+        distinct_keys: r.distinct_keys,
+        duplicate_keys: r.duplicate_keys,
+        null_keys: r.null_keys,
+        peer_keys: r.peer_keys,
+        intersection_keys: r.intersection_keys,
+        elapsed: std::time::Duration::from_secs_f64(r.seconds.max(0.0)),
+    }
+}

@@ -64,6 +64,8 @@ pub enum NodeError {
     NotOwnOrganisation { caller: String, org: String },
     #[error("the caller presented no client certificate")]
     NoClientCertificate,
+    #[error("the node reported: {0}")]
+    NodeReported(String),
     #[error("the session was cancelled")]
     Cancelled,
     #[error("a worker task failed: {0}")]

@@ -14,6 +14,7 @@
 //! * [`requester`] — this node as requester, driving a peer.
 //! * [`control`] — the `NodeControl` service its own organisation calls.
 //! * [`server`] — assembling the gRPC server (TLS, health, reflection).
+//! * [`localnet`] — a whole consortium on loopback (demo, bench, tests).
 //! * [`wire`] — the stream/role edge and prost ↔ domain conversions.
 #![forbid(unsafe_code)]
 
@@ -22,6 +23,7 @@ pub mod control;
 pub mod dataset;
 mod error;
 pub mod identity;
+pub mod localnet;
 pub mod requester;
 pub mod responder;
 pub mod server;

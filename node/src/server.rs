@@ -46,11 +46,17 @@ impl RunningNode {
 
 /// Binds the configured address and serves in the background.
 pub async fn spawn(config: NodeConfig) -> Result<RunningNode, NodeError> {
-    let state = Arc::new(NodeState::new(config)?);
-    let listen = state.config.listen;
+    let listen = config.listen;
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|e| NodeError::Listen { address: listen.to_string(), detail: e.to_string() })?;
+    spawn_on(config, listener).await
+}
+
+/// Serves in the background on an already bound listener.
+pub async fn spawn_on(config: NodeConfig, listener: TcpListener) -> Result<RunningNode, NodeError> {
+    let state = Arc::new(NodeState::new(config)?);
+    let listen = state.config.listen;
     let addr = listener.local_addr().map_err(|e| NodeError::Listen { address: listen.to_string(), detail: e.to_string() })?;
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(serve_on(state.clone(), listener, async {

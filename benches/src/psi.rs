@@ -1,0 +1,284 @@
+//! `stayput bench psi`: balanced PSI, `n × n` keys with half in common, both
+//! parties in this process — over loopback gRPC with mTLS between two real
+//! nodes reading CSV files (default), or in memory with keys generated on
+//! the fly (`--in-memory`).
+//!
+//! The **floor** is what the curve operations alone cost, measured in the
+//! same run on all cores: per key and party, one hash-to-group, two scalar
+//! multiplications, two compressions and one decompression. The protocol
+//! needs exactly one such unit per key per side, so
+//! `ratio = floor time for 2n units / protocol wall time`. The protocol
+//! uses batched double-and-compress where the floor uses plain
+//! compressions, so a ratio slightly above 1 is possible.
+
+use std::fmt;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use curve25519_dalek::ristretto::{CompressedRistretto, RistrettoPoint};
+use curve25519_dalek::scalar::Scalar;
+use rand::rngs::OsRng;
+use rayon::prelude::*;
+use stayput_node::dataset::FileFormat;
+use stayput_node::localnet::{DatasetSpec, LocalNet, OrgSpec};
+use stayput_node::requester::PsiRequest;
+use stayput_psi::ecdh::{OutputMode, PROTOCOL_LABEL, SessionParams, run_in_memory};
+use stayput_psi::group::{HashToGroup, TaskId};
+use stayput_psi::keys::KeySet;
+
+use crate::{BenchError, peak_rss_bytes};
+
+/// Keys `id-%012d` for `start..start + len`, generated on demand.
+#[derive(Debug, Clone, Copy)]
+pub struct SyntheticIds {
+    /// First id.
+    pub start: u64,
+    /// How many.
+    pub len: usize,
+}
+
+impl KeySet for SyntheticIds {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn key_into(&self, index: usize, out: &mut Vec<u8>) {
+        out.clear();
+        let _ = write!(out, "id-{:012}", self.start + index as u64);
+    }
+}
+
+/// Per-operation costs on one core, and the all-core floor rate.
+#[derive(Debug, Clone, Copy)]
+pub struct Floor {
+    /// Hash-to-group, one core.
+    pub hash: Duration,
+    /// Scalar multiplication, one core.
+    pub mul: Duration,
+    /// Compression, one core.
+    pub compress: Duration,
+    /// Decompression, one core.
+    pub decompress: Duration,
+    /// Units (one key, one party) per second on all cores.
+    pub units_per_sec: f64,
+}
+
+/// Measures the floor on `samples` keys.
+pub fn measure_floor(samples: usize) -> Floor {
+    let hasher = HashToGroup::new(PROTOCOL_LABEL, &TaskId::new("bench-floor").expect("valid"));
+    let scalar = Scalar::from(0x1234_5678_9abc_def1u64) * Scalar::from(0xfedc_ba98_7654_3210u64);
+    let keys: Vec<Vec<u8>> = (0..samples).map(|i| format!("id-{i:012}").into_bytes()).collect();
+    let per = |d: Duration| d / samples as u32;
+
+    let t = Instant::now();
+    let points: Vec<RistrettoPoint> = keys.iter().map(|k| hasher.hash(k)).collect();
+    let hash = per(t.elapsed());
+    let t = Instant::now();
+    let blinded: Vec<RistrettoPoint> = points.iter().map(|p| p * scalar).collect();
+    let mul = per(t.elapsed());
+    let t = Instant::now();
+    let compressed: Vec<CompressedRistretto> = blinded.iter().map(RistrettoPoint::compress).collect();
+    let compress = per(t.elapsed());
+    let t = Instant::now();
+    let decompressed: Vec<RistrettoPoint> = compressed.iter().filter_map(CompressedRistretto::decompress).collect();
+    let decompress = per(t.elapsed());
+    assert_eq!(decompressed.len(), samples);
+
+    let t = Instant::now();
+    let units: usize = keys
+        .par_iter()
+        .map(|k| {
+            let own = (hasher.hash(k) * scalar).compress();
+            let peer = own.decompress().expect("valid point");
+            usize::from((peer * scalar).compress().as_bytes()[0] == 0xff)
+        })
+        .sum();
+    std::hint::black_box(units);
+    let units_per_sec = samples as f64 / t.elapsed().as_secs_f64();
+    Floor { hash, mul, compress, decompress, units_per_sec }
+}
+
+/// One benchmark run's figures.
+#[derive(Debug, Clone)]
+pub struct PsiBenchReport {
+    /// Keys per side.
+    pub n: usize,
+    /// Whether it ran without gRPC.
+    pub in_memory: bool,
+    /// Keys per batch.
+    pub batch: usize,
+    /// Protocol wall time (for gRPC: from the request until the result is written).
+    pub elapsed: Duration,
+    /// Common keys found.
+    pub intersection: u64,
+    /// The floor measured in this run.
+    pub floor: Floor,
+    /// Peak RSS of the process, bytes.
+    pub peak_rss: Option<u64>,
+    /// Cores rayon used.
+    pub threads: usize,
+}
+
+impl PsiBenchReport {
+    /// Keys per second per side.
+    pub fn elements_per_sec(&self) -> f64 {
+        self.n as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// Protocol speed over floor speed.
+    pub fn ratio(&self) -> f64 {
+        let floor_secs = 2.0 * self.n as f64 / self.floor.units_per_sec;
+        floor_secs / self.elapsed.as_secs_f64()
+    }
+}
+
+impl fmt::Display for PsiBenchReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
+        let fl = &self.floor;
+        let unit = us(fl.hash) + 2.0 * us(fl.mul) + 2.0 * us(fl.compress) + us(fl.decompress);
+        writeln!(
+            f,
+            "psi n={} per side ({}), batch {}, {} threads",
+            self.n,
+            if self.in_memory { "in memory" } else { "two nodes, gRPC over mTLS on loopback, CSV input" },
+            self.batch,
+            self.threads
+        )?;
+        writeln!(
+            f,
+            "  protocol: {:.2} s, {:.0} elements/s per side, intersection {}",
+            self.elapsed.as_secs_f64(),
+            self.elements_per_sec(),
+            self.intersection
+        )?;
+        writeln!(
+            f,
+            "  floor, one core: hash {:.1} µs, mul {:.1} µs, compress {:.1} µs, decompress {:.1} µs = {:.1} µs per key per party",
+            us(fl.hash),
+            us(fl.mul),
+            us(fl.compress),
+            us(fl.decompress),
+            unit
+        )?;
+        writeln!(f, "  floor, all cores: {:.0} elements/s per side", fl.units_per_sec / 2.0)?;
+        writeln!(f, "  ratio to floor: {:.2}", self.ratio())?;
+        match self.peak_rss {
+            Some(b) => write!(f, "  peak RSS: {:.1} MB", b as f64 / 1e6),
+            None => write!(f, "  peak RSS: unavailable"),
+        }
+    }
+}
+
+/// Runs the benchmark.
+pub fn run(n: usize, in_memory: bool, batch: usize) -> Result<PsiBenchReport, BenchError> {
+    let floor = measure_floor(8192);
+    let requester = SyntheticIds { start: 0, len: n };
+    let responder = SyntheticIds { start: (n / 2) as u64, len: n };
+    let expected = (n - n / 2) as u64;
+    let (elapsed, intersection) = if in_memory {
+        let params = SessionParams::new(
+            TaskId::new("bench-psi")?,
+            OutputMode::CardinalityOnly,
+            n as u64,
+            n as u64,
+            batch,
+        )?;
+        let t = Instant::now();
+        let (out, _) = run_in_memory(
+            &params,
+            &requester,
+            &responder,
+            &mut OsRng,
+            &mut OsRng,
+        )?;
+        (t.elapsed(), out.cardinality())
+    } else {
+        over_grpc(requester, responder, batch)?
+    };
+    if intersection != expected {
+        return Err(BenchError::WrongResult { expected, got: intersection });
+    }
+    Ok(PsiBenchReport {
+        n,
+        in_memory,
+        batch,
+        elapsed,
+        intersection,
+        floor,
+        peak_rss: peak_rss_bytes(),
+        threads: rayon::current_num_threads(),
+    })
+}
+
+fn write_ids(path: &std::path::Path, ids: SyntheticIds) -> Result<(), BenchError> {
+    let io = |source| BenchError::Io { path: path.into(), source };
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).map_err(io)?);
+    writeln!(out, "customer_id").map_err(io)?;
+    let mut key = Vec::new();
+    for i in 0..ids.len {
+        ids.key_into(i, &mut key);
+        out.write_all(&key).map_err(io)?;
+        out.write_all(b"\n").map_err(io)?;
+    }
+    out.flush().map_err(io)
+}
+
+fn over_grpc(requester: SyntheticIds, responder: SyntheticIds, batch: usize) -> Result<(Duration, u64), BenchError> {
+    let dir = tempfile::tempdir().map_err(|source| BenchError::Io { path: "(temp)".into(), source })?;
+    let (bank_csv, bureau_csv) = (dir.path().join("bank.csv"), dir.path().join("bureau.csv"));
+    write_ids(&bank_csv, requester)?;
+    write_ids(&bureau_csv, responder)?;
+    let spec = |name: &str, path: std::path::PathBuf| OrgSpec {
+        name: name.into(),
+        datasets: vec![DatasetSpec {
+            name: "customers".into(),
+            path,
+            key_columns: vec!["customer_id".into()],
+            normalise: vec!["trim".into()],
+        }],
+    };
+    let orgs = [spec("bank", bank_csv), spec("bureau", bureau_csv)];
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|source| BenchError::Io { path: "(runtime)".into(), source })?;
+    runtime.block_on(async {
+        let net = LocalNet::start(dir.path(), &orgs, Some(batch)).await?;
+        let request = PsiRequest {
+            task_id: "bench-psi".into(),
+            dataset: "customers".into(),
+            peer: "bureau".into(),
+            peer_dataset: "customers".into(),
+            mode: OutputMode::CardinalityOnly,
+            output_format: FileFormat::Csv,
+        };
+        let t = Instant::now();
+        let report = stayput_node::control::request_psi(net.state("bank"), &request, |_| {}).await?;
+        let elapsed = t.elapsed();
+        net.shutdown().await?;
+        Ok((elapsed, report.intersection_keys))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn synthetic_ids_are_distinct_and_formatted() {
+        let ids = SyntheticIds { start: 5, len: 3 };
+        let mut k = Vec::new();
+        ids.key_into(2, &mut k);
+        assert_eq!(k, b"id-000000000007");
+    }
+
+    #[test]
+    fn small_in_memory_run_finds_the_planted_intersection() {
+        let report = run(300, true, 64).unwrap();
+        assert_eq!(report.intersection, 150);
+        assert!(report.ratio() > 0.0);
+        assert!(report.to_string().contains("ratio to floor"));
+    }
+}

@@ -1,0 +1,14 @@
+//! The command's one error type.
+
+/// What a `stayput` command can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Node(#[from] stayput_node::NodeError),
+    #[error(transparent)]
+    Bench(#[from] stayput_benches::BenchError),
+    #[error("{0}")]
+    Signal(String),
+    #[error("demo: {0}")]
+    Demo(String),
+}
