@@ -57,10 +57,17 @@ fn validate_open(state: &NodeState, peer: String, open: PsiOpen) -> Result<Accep
     check_task_id(&open.task_id)?;
     let mode = mode_from_wire(open.mode)?;
     let dataset = state.config.dataset(&open.dataset)?.clone();
-    let ours = format!("{} key column(s) normalised with [{}]", dataset.key_columns.len(), dataset.rules);
-    let theirs = format!("{} key column(s) normalised with [{}]", open.key_columns, open.normalisation.join(", "));
-    if ours != theirs {
-        return Err(NodeError::KeyDeclarationMismatch { dataset: dataset.name.clone(), ours, theirs });
+    let declared = |columns: usize, rules: &[String]| {
+        let rules = if rules.is_empty() { "(none)".to_owned() } else { rules.join(", ") };
+        format!("{columns} key column(s) normalised with [{rules}]")
+    };
+    let our_rules: Vec<String> = dataset.rules.names().into_iter().map(String::from).collect();
+    if dataset.key_columns.len() != open.key_columns as usize || our_rules != open.normalisation {
+        return Err(NodeError::KeyDeclarationMismatch {
+            dataset: dataset.name.clone(),
+            ours: declared(dataset.key_columns.len(), &our_rules),
+            theirs: declared(open.key_columns as usize, &open.normalisation),
+        });
     }
     Ok(Accepted { peer, task: open.task_id, mode, requester_size: open.requester_size, dataset })
 }
