@@ -228,7 +228,7 @@ pub async fn run(dir: Option<PathBuf>) -> Result<(), CliError> {
             println!("  bank's result: {} ({} rows of its own applicants)", file.path.display(), file.rows);
         }
         if mode == OutputMode::IntersectionToBoth {
-            let theirs = net.state("bureau").config.output_dir.join(format!("{task}-blacklist.csv"));
+            let theirs = net.state("bureau").config.output_dir.join("from-bank").join(format!("{task}-blacklist.csv"));
             println!("  bureau's result: {} (its own blacklist rows)", theirs.display());
         }
     }

@@ -194,7 +194,7 @@ fn two_nodes_over_mtls() {
     assert_eq!(field(&out, "common keys:"), "3000");
     let bank_result = field(&out, "result:").split(" (").next().unwrap().to_string();
     assert!(bank_result.ends_with("e2e-2.parquet"), "{bank_result}");
-    let theirs = d.join("results-bureau").join("e2e-2-blacklist.csv");
+    let theirs = d.join("results-bureau").join("from-bank").join("e2e-2-blacklist.csv");
     assert_eq!(result_ids(theirs.to_str().unwrap()), expected);
 
     // Cardinality only: a count and no file.

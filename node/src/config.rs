@@ -5,6 +5,7 @@
 //! org = "bank"                       # this organisation; must match the certificate
 //! listen = "127.0.0.1:7101"
 //! output_dir = "results"             # where results are written
+//! max_sessions = 4                   # sessions at once (each holds a dataset's keys)
 //!
 //! [tls]
 //! ca = "keys/ca.pem"                 # the consortium CA
@@ -18,6 +19,7 @@
 //! path = "data/applicants.csv"       # CSV with a header row, or Parquet
 //! key_columns = ["national_id"]      # one or more; composite keys are encoded unambiguously
 //! normalise = ["trim", "uppercase"]  # applied in order to every key column
+//! null_values = ["N/A", "NULL"]      # raw values that mean "no key" (never matched)
 //! ```
 //!
 //! Relative paths are resolved against the configuration file's folder.
@@ -51,6 +53,8 @@ struct RawNode {
     output_dir: PathBuf,
     #[serde(default)]
     batch_size: Option<usize>,
+    #[serde(default)]
+    max_sessions: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -62,6 +66,8 @@ struct RawDataset {
     key_columns: Vec<String>,
     #[serde(default)]
     normalise: Vec<String>,
+    #[serde(default)]
+    null_values: Vec<String>,
 }
 
 /// Paths of the node's TLS material.
@@ -87,6 +93,8 @@ pub struct NodeConfig {
     pub output_dir: PathBuf,
     /// Items per PSI batch this node sends.
     pub batch_size: usize,
+    /// Protocol sessions this node runs at once (as requester or responder).
+    pub max_sessions: usize,
     /// TLS material.
     pub tls: TlsPaths,
     /// Peer organisations by name → endpoint URL.
@@ -94,6 +102,9 @@ pub struct NodeConfig {
     /// Datasets by name.
     pub datasets: BTreeMap<String, Dataset>,
 }
+
+/// Default number of concurrent sessions: each holds a dataset's keys.
+pub const DEFAULT_MAX_SESSIONS: usize = 4;
 
 /// Default PSI batch: 4096 points = 128 KiB per message.
 pub const DEFAULT_BATCH_SIZE: usize = 4096;
@@ -126,7 +137,10 @@ impl NodeConfig {
                 None => FileFormat::from_path(&path).ok_or(NodeError::UnknownFormat { path: path.clone() })?,
             };
             let rules = KeyRules::parse(&d.normalise)?;
-            datasets.insert(name.clone(), Dataset { name, path, format, key_columns: d.key_columns, rules });
+            datasets.insert(
+                name.clone(),
+                Dataset { name, path, format, key_columns: d.key_columns, rules, null_values: d.null_values },
+            );
         }
         for (peer, endpoint) in &raw.peers {
             if !endpoint.starts_with("https://") {
@@ -147,6 +161,7 @@ impl NodeConfig {
             listen: raw.node.listen,
             output_dir: resolve(raw.node.output_dir),
             batch_size,
+            max_sessions: raw.node.max_sessions.unwrap_or(DEFAULT_MAX_SESSIONS).max(1),
             tls: TlsPaths { ca: resolve(raw.tls.ca), cert: resolve(raw.tls.cert), key: resolve(raw.tls.key) },
             peers: raw.peers,
             datasets,

@@ -93,11 +93,19 @@ impl NodeControl for ControlService {
             }
         });
         tokio::spawn(async move {
-            let outcome = run_psi(state, psi_request, progress_tx).await;
+            // A caller that goes away cancels its session: dropping the
+            // session closes its streams and its role thread stops.
+            let outcome = tokio::select! {
+                outcome = run_psi(state, psi_request, progress_tx) => outcome,
+                () = tx.closed() => {
+                    tracing::warn!("the caller went away; session cancelled");
+                    return;
+                }
+            };
             let message = match outcome {
                 Ok(report) => Ok(RunPsiEvent { event: Some(Event::Result(report_to_wire(report))) }),
                 Err(err) => {
-                    tracing::warn!(error = %err, "psi session failed");
+                    tracing::warn!(error = ?err.to_string(), "psi session failed");
                     Err(err.into())
                 }
             };

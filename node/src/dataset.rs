@@ -7,14 +7,20 @@
 //!   their decimal text, so `00123` in CSV and `123` in Parquet do *not*
 //!   match unless a rule such as `digits_only` is not enough — declare ids as
 //!   text on both sides.
-//! * A row whose key has a null part, or a part that is empty after
-//!   normalisation, is skipped and counted ([`DatasetKeys::null_keys`]).
+//! * A row whose key has a null part, a part equal (after trimming, ignoring
+//!   case) to one of the dataset's declared `null_values` (such as `N/A`),
+//!   or a part that is empty after normalisation, is skipped and counted
+//!   ([`DatasetKeys::null_keys`]): sentinels must not match across parties.
 //! * Duplicate keys are sent once; every row carrying a common key is
 //!   written to the result.
 //!
 //! Files are read in batches of [`READ_BATCH_ROWS`] rows. Results are written
 //! to a temporary file beside the target and renamed into place only when
-//! complete, so a failed session never leaves a file that looks finished.
+//! complete, so a failed session never leaves a file that looks finished;
+//! an existing result is never overwritten. The file's size and
+//! modification time are recorded when keys are loaded and checked again
+//! before rows are written, so a result always comes from the data that was
+//! keyed.
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -80,6 +86,15 @@ pub struct Dataset {
     pub key_columns: Vec<String>,
     /// Normalisation applied to every key column.
     pub rules: KeyRules,
+    /// Raw values that mean "no key" (compared trimmed, ignoring case).
+    pub null_values: Vec<String>,
+}
+
+/// What identifies one version of a dataset file on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fingerprint {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
 }
 
 /// The distinct protocol keys of a dataset, and what was counted on the way.
@@ -93,6 +108,8 @@ pub struct DatasetKeys {
     pub duplicates: u64,
     /// Rows skipped for a null or empty key part.
     pub null_keys: u64,
+    /// The file version the keys came from.
+    pub fingerprint: Fingerprint,
 }
 
 /// A result file that was written.
@@ -111,6 +128,7 @@ type Batches = Box<dyn Iterator<Item = Result<RecordBatch, NodeError>> + Send>;
 impl Dataset {
     /// Reads the key columns and returns the distinct keys.
     pub fn load_keys(&self) -> Result<DatasetKeys, NodeError> {
+        let fingerprint = self.fingerprint()?;
         let (schema, batches) = self.open(true)?;
         self.check_key_columns(&schema)?;
         let mut all = KeyList::new();
@@ -126,18 +144,34 @@ impl Dataset {
             }
         }
         let (keys, duplicates) = all.dedup();
-        Ok(DatasetKeys { keys, rows_read, duplicates: duplicates as u64, null_keys })
+        Ok(DatasetKeys { keys, rows_read, duplicates: duplicates as u64, null_keys, fingerprint })
+    }
+
+    /// The file's current version.
+    pub fn fingerprint(&self) -> Result<Fingerprint, NodeError> {
+        let meta =
+            std::fs::metadata(&self.path).map_err(|source| NodeError::ReadFile { path: self.path.clone(), source })?;
+        Ok(Fingerprint { len: meta.len(), modified: meta.modified().ok() })
     }
 
     /// Writes every row (all columns) whose encoded key is in `keys` to
-    /// `target` in `format`, atomically.
+    /// `target` in `format`, atomically, provided the file is still the
+    /// version `keyed` and `target` does not exist yet.
     pub fn write_rows_with_keys(
         &self,
         keys: &HashSet<Vec<u8>>,
+        keyed: Fingerprint,
         target: &Path,
         format: FileFormat,
     ) -> Result<WrittenFile, NodeError> {
+        if self.fingerprint()? != keyed {
+            return Err(NodeError::DatasetChanged { path: self.path.clone() });
+        }
+        if target.exists() {
+            return Err(NodeError::ResultExists { path: target.into() });
+        }
         let (schema, batches) = self.open(false)?;
+        self.check_key_columns(&schema)?;
         let dir = target.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(|source| NodeError::WriteFile { path: dir.into(), source })?;
         let io_err = |source| NodeError::WriteFile { path: target.into(), source };
@@ -160,7 +194,10 @@ impl Dataset {
         file.rewind().map_err(io_err)?;
         let mut hasher = Sha256::new();
         std::io::copy(file, &mut hasher).map_err(io_err)?;
-        temp.persist(target).map_err(|e| io_err(e.error))?;
+        temp.persist_noclobber(target).map_err(|e| match e.error.kind() {
+            std::io::ErrorKind::AlreadyExists => NodeError::ResultExists { path: target.into() },
+            _ => io_err(e.error),
+        })?;
         Ok(WrittenFile { path: target.into(), rows, sha256: hasher.finalize().into() })
     }
 
@@ -256,7 +293,7 @@ impl Dataset {
             .map(|row| {
                 let mut parts = Vec::with_capacity(text.len());
                 for column in &text {
-                    if column.is_null(row) {
+                    if column.is_null(row) || self.is_null_value(column.value(row)) {
                         return Ok(None);
                     }
                     let part = self.rules.normalise(column.value(row));
@@ -270,6 +307,13 @@ impl Dataset {
                 Ok(Some(key))
             })
             .collect()
+    }
+}
+
+impl Dataset {
+    fn is_null_value(&self, raw: &str) -> bool {
+        let raw = raw.trim();
+        self.null_values.iter().any(|n| n.eq_ignore_ascii_case(raw))
     }
 }
 

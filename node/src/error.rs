@@ -32,6 +32,14 @@ pub enum NodeError {
     KeyColumnType { path: PathBuf, column: String, found: String },
     #[error("cannot write the result to {path}: {source}")]
     WriteResult { path: PathBuf, source: arrow::error::ArrowError },
+    #[error("{path} changed while the session ran; no result was written. Run the session again")]
+    DatasetChanged { path: PathBuf },
+    #[error("a result already exists at {path}; task ids are single-use, so choose a new one")]
+    ResultExists { path: PathBuf },
+    #[error("this node is already running its maximum of {max} sessions; retry later")]
+    Busy { max: usize },
+    #[error("the peer announced {announced} keys; sessions are limited to {max} keys per side")]
+    TooManyPeerKeys { announced: u64, max: u64 },
     #[error("unknown dataset '{name}'; this node serves: {known}")]
     UnknownDataset { name: String, known: String },
     #[error("unknown peer '{name}'; add it to [peers] in the node configuration (known: {known})")]
@@ -58,6 +66,8 @@ pub enum NodeError {
     PeerRefused { peer: String, code: tonic::Code, message: String },
     #[error("peer '{peer}' went away during the {phase} phase: {detail}; no result was written")]
     PeerVanished { peer: String, phase: &'static str, detail: String },
+    #[error("peer '{peer}' is inconsistent: {detail}; no result was written")]
+    InconsistentPeer { peer: String, detail: String },
     #[error("peer '{peer}' sent {got} where {expected} was expected")]
     UnexpectedMessage { peer: String, expected: &'static str, got: &'static str },
     #[error("caller '{caller}' may not use this node's control service; only '{org}' may")]
@@ -90,6 +100,9 @@ impl From<NodeError> for tonic::Status {
             NodeError::NotOwnOrganisation { .. } | NodeError::NoClientCertificate => Code::PermissionDenied,
             NodeError::PeerRefused { code, .. } => *code,
             NodeError::Connect { .. } | NodeError::PeerVanished { .. } => Code::Unavailable,
+            NodeError::Busy { .. } | NodeError::TooManyPeerKeys { .. } => Code::ResourceExhausted,
+            NodeError::ResultExists { .. } => Code::AlreadyExists,
+            NodeError::DatasetChanged { .. } => Code::Aborted,
             NodeError::Cancelled => Code::Cancelled,
             _ => Code::Internal,
         };

@@ -39,12 +39,20 @@ pub struct NodeState {
     pub config: NodeConfig,
     /// TLS material loaded from the configuration's paths.
     pub tls: identity::TlsMaterial,
+    /// One permit per concurrent protocol session.
+    pub sessions: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl NodeState {
     /// Loads the TLS material named by `config`.
     pub fn new(config: NodeConfig) -> Result<Self, NodeError> {
         let tls = identity::TlsMaterial::load(&config.tls)?;
-        Ok(Self { config, tls })
+        let sessions = std::sync::Arc::new(tokio::sync::Semaphore::new(config.max_sessions));
+        Ok(Self { config, tls, sessions })
+    }
+
+    /// A session permit, or [`NodeError::Busy`] when every one is taken.
+    pub fn session_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, NodeError> {
+        self.sessions.clone().try_acquire_owned().map_err(|_| NodeError::Busy { max: self.config.max_sessions })
     }
 }

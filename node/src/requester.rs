@@ -12,7 +12,9 @@ use stayput_proto::v1::{
     PsiOpen, PsiRequesterMessage, PsiResponderMessage, psi_requester_message::Body as Out,
     psi_responder_message::Body as In,
 };
+use stayput_psi::ecdh::requester::RequesterRequests;
 use stayput_psi::ecdh::{OutputMode, RequesterOutput, RequesterSession, SessionParams};
+use stayput_psi::keys::KeyList;
 use stayput_psi::group::TaskId;
 use stayput_psi::messages::{PointBatch, TagBatch};
 use tokio::sync::mpsc;
@@ -21,8 +23,8 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::dataset::{DatasetKeys, FileFormat, WrittenFile};
 use crate::wire::{
-    Inbound, MAX_MESSAGE_BYTES, check_task_id, forward_inbound, inbound_error, mode_to_wire, recv_blocking,
-    responder_body_name, status_error,
+    IDLE_TIMEOUT, INBOUND_CAPACITY, MAX_MESSAGE_BYTES, MAX_OUTSTANDING_BATCHES, PeerLink, check_task_id,
+    forward_inbound, mode_to_wire, responder_body_name, status_error,
 };
 use crate::{NodeError, NodeState};
 
@@ -116,7 +118,12 @@ pub fn error_chain(err: &dyn std::error::Error) -> String {
 pub async fn run_psi(state: Arc<NodeState>, request: PsiRequest, progress: ProgressTx) -> Result<PsiReport, NodeError> {
     let started = Instant::now();
     check_task_id(&request.task_id)?;
+    let permit = state.session_permit()?;
     let dataset = state.config.dataset(&request.dataset)?.clone();
+    let target = state.config.output_dir.join(format!("{}.{}", request.task_id, request.output_format.extension()));
+    if request.mode.reveals_intersection() && target.exists() {
+        return Err(NodeError::ResultExists { path: target });
+    }
     let channel = connect_peer(&state, &request.peer).await?;
     let _ = progress.send(Progress { phase: "loading keys", done: 0, total: 0 });
     let loader = dataset.clone();
@@ -140,16 +147,25 @@ pub async fn run_psi(state: Arc<NodeState>, request: PsiRequest, progress: Progr
     };
     out_tx.send(PsiRequesterMessage { body: Some(Out::Open(open)) }).await.map_err(|_| NodeError::Cancelled)?;
     let peer = request.peer.clone();
-    let mut inbound =
-        client.exchange(ReceiverStream::new(out_rx)).await.map_err(|s| status_error(s, &peer, "open"))?.into_inner();
-    let responder_size = match inbound.message().await {
+    let silent = |phase| NodeError::PeerVanished {
+        peer: peer.clone(),
+        phase,
+        detail: format!("no answer for {} s", IDLE_TIMEOUT.as_secs()),
+    };
+    let mut inbound = tokio::time::timeout(IDLE_TIMEOUT, client.exchange(ReceiverStream::new(out_rx)))
+        .await
+        .map_err(|_| silent("open"))?
+        .map_err(|s| status_error(s, &peer, "open"))?
+        .into_inner();
+    let accept = tokio::time::timeout(IDLE_TIMEOUT, inbound.message()).await.map_err(|_| silent("open"))?;
+    let responder_size = match accept {
         Ok(Some(PsiResponderMessage { body: Some(In::Accept(accept)) })) => accept.responder_size,
         Ok(Some(other)) => {
             let got = responder_body_name(other.body.as_ref());
             return Err(NodeError::UnexpectedMessage { peer, expected: "accept", got });
         }
         Ok(None) => return Err(NodeError::PeerVanished { peer, phase: "open", detail: "no answer".into() }),
-        Err(status) => return Err(inbound_error(Inbound::Status(status), &peer, "open")),
+        Err(status) => return Err(status_error(status, &peer, "open")),
     };
     let params = SessionParams::new(
         TaskId::new(request.task_id.clone())?,
@@ -160,116 +176,132 @@ pub async fn run_psi(state: Arc<NodeState>, request: PsiRequest, progress: Progr
     )?;
     tracing::info!(task = %request.task_id, peer = %peer, mode = %request.mode, "psi session started");
 
-    let (in_tx, in_rx) = mpsc::unbounded_channel();
+    let (in_tx, in_rx) = mpsc::channel(INBOUND_CAPACITY);
     tokio::spawn(forward_inbound(inbound, in_tx));
-    let worker_peer = peer.clone();
-    let (keys, output) = tokio::task::spawn_blocking(move || {
-        let output = request_role(params, &keys, &worker_peer, in_rx, out_tx, &progress);
-        output.map(|o| (keys, o))
+    let mut link = PeerLink::new(&peer, in_rx, out_tx);
+    let format = request.output_format;
+    let report = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let output = request_role(params, &keys, &mut link, &progress)?;
+        let written = match output.intersection() {
+            Some(indices) => {
+                let _ = progress.send(Progress { phase: "writing", done: 0, total: indices.len() as u64 });
+                let common: HashSet<Vec<u8>> = indices.iter().map(|&i| keys.keys.get(i as usize).to_vec()).collect();
+                Some(dataset.write_rows_with_keys(&common, keys.fingerprint, &target, format)?)
+            }
+            None => None,
+        };
+        Ok::<_, NodeError>(PsiReport {
+            output: written,
+            rows_read: keys.rows_read,
+            distinct_keys: keys.keys.len() as u64,
+            duplicate_keys: keys.duplicates,
+            null_keys: keys.null_keys,
+            peer_keys: responder_size,
+            intersection_keys: output.cardinality(),
+            elapsed: started.elapsed(),
+        })
     })
     .await
     .map_err(|e| NodeError::Worker(e.to_string()))??;
-
-    let written = match output.intersection() {
-        Some(indices) => {
-            let common: HashSet<Vec<u8>> = indices.iter().map(|&i| keys.keys.get(i).to_vec()).collect();
-            let target = state
-                .config
-                .output_dir
-                .join(format!("{}.{}", request.task_id, request.output_format.extension()));
-            let format = request.output_format;
-            let writer = dataset.clone();
-            Some(
-                tokio::task::spawn_blocking(move || writer.write_rows_with_keys(&common, &target, format))
-                    .await
-                    .map_err(|e| NodeError::Worker(e.to_string()))??,
-            )
-        }
-        None => None,
-    };
     tracing::info!(task = %request.task_id, "psi session completed");
-    Ok(PsiReport {
-        output: written,
-        rows_read: keys.rows_read,
-        distinct_keys: keys.keys.len() as u64,
-        duplicate_keys: keys.duplicates,
-        null_keys: keys.null_keys,
-        peer_keys: responder_size,
-        intersection_keys: output.cardinality(),
-        elapsed: started.elapsed(),
+    Ok(report)
+}
+
+type Link = PeerLink<PsiResponderMessage, PsiRequesterMessage>;
+
+fn send(link: &Link, body: Out, phase: &'static str) -> Result<(), NodeError> {
+    link.send(PsiRequesterMessage { body: Some(body) }, phase)
+}
+
+fn body(link: &Link, message: PsiResponderMessage, expected: &'static str) -> Result<In, NodeError> {
+    message.body.ok_or_else(|| NodeError::UnexpectedMessage {
+        peer: link.peer().into(),
+        expected,
+        got: responder_body_name(None),
     })
 }
 
-fn send(tx: &mpsc::Sender<PsiRequesterMessage>, body: Out, peer: &str, phase: &'static str) -> Result<(), NodeError> {
-    tx.blocking_send(PsiRequesterMessage { body: Some(body) }).map_err(|_| NodeError::PeerVanished {
-        peer: peer.to_owned(),
-        phase,
-        detail: "the connection closed".into(),
-    })
+fn unexpected(link: &Link, expected: &'static str, got: &In) -> NodeError {
+    NodeError::UnexpectedMessage { peer: link.peer().into(), expected, got: responder_body_name(Some(got)) }
 }
 
-fn expect_body(message: PsiResponderMessage, peer: &str, expected: &'static str) -> Result<In, NodeError> {
-    match message.body {
-        Some(body) => Ok(body),
-        None => Err(NodeError::UnexpectedMessage { peer: peer.into(), expected, got: "an empty message" }),
+fn absorb_reply(
+    link: &Link,
+    requests: &mut RequesterRequests<'_, KeyList>,
+    message: PsiResponderMessage,
+) -> Result<(), NodeError> {
+    match body(link, message, "reply tags")? {
+        In::ReplyTags(bytes) => Ok(requests.absorb_reply(TagBatch::decode(&bytes)?)?),
+        other => Err(unexpected(link, "reply tags", &other)),
     }
-}
-
-fn unexpected(peer: &str, expected: &'static str, got: &In) -> NodeError {
-    NodeError::UnexpectedMessage { peer: peer.into(), expected, got: responder_body_name(Some(got)) }
 }
 
 /// The requester's role, on a blocking thread.
 fn request_role(
     params: SessionParams,
     keys: &DatasetKeys,
-    peer: &str,
-    mut rx: mpsc::UnboundedReceiver<Result<PsiResponderMessage, Inbound>>,
-    tx: mpsc::Sender<PsiRequesterMessage>,
+    link: &mut Link,
     progress: &ProgressTx,
 ) -> Result<RequesterOutput, NodeError> {
     let (requester_len, responder_len) = (params.requester_len(), params.responder_len());
+    let mode = params.mode();
     let report = |phase, done, total| drop(progress.send(Progress { phase, done, total }));
     let mut session = RequesterSession::new(params, &keys.keys, &mut OsRng)?;
     let mut absorbed = 0u64;
     while absorbed < responder_len {
-        match expect_body(recv_blocking(&mut rx, peer, "responder points")?, peer, "responder points")? {
+        let message = link.recv("responder points")?;
+        match body(link, message, "responder points")? {
             In::ResponderPoints(bytes) => {
                 let points = PointBatch::decode(&bytes)?;
                 absorbed += points.len() as u64;
                 session.absorb(points)?;
                 report("peer keys", absorbed, responder_len);
             }
-            other => return Err(unexpected(peer, "responder points", &other)),
+            other => return Err(unexpected(link, "responder points", &other)),
         }
     }
 
     let mut requests = session.finish()?;
-    let absorb = |requests: &mut stayput_psi::ecdh::requester::RequesterRequests<'_, _>, message| -> Result<(), NodeError> {
-        match expect_body(message, peer, "reply tags")? {
-            In::ReplyTags(bytes) => Ok(requests.absorb_reply(TagBatch::decode(&bytes)?)?),
-            other => Err(unexpected(peer, "reply tags", &other)),
+    loop {
+        // Keep at most MAX_OUTSTANDING_BATCHES unanswered, so the peer's
+        // answers always fit in our inbound buffer and neither side can
+        // block the other.
+        while requests.awaiting_replies() >= MAX_OUTSTANDING_BATCHES {
+            let message = link.recv("replies")?;
+            absorb_reply(link, &mut requests, message)?;
         }
-    };
-    while let Some(batch) = requests.next_batch() {
-        send(&tx, Out::RequestPoints(batch.into_bytes().into()), peer, "requests")?;
+        while let Some(message) = link.try_recv("replies")? {
+            absorb_reply(link, &mut requests, message)?;
+        }
+        let Some(batch) = requests.next_batch() else { break };
+        send(link, Out::RequestPoints(batch.into_bytes().into()), "requests")?;
         report("own keys", requests.sent() as u64, requester_len);
-        // Drain answers that have arrived, so the peer is never blocked on us.
-        while let Ok(item) = rx.try_recv() {
-            absorb(&mut requests, item.map_err(|e| inbound_error(e, peer, "replies"))?)?;
-        }
     }
     while requests.replies() < requester_len {
-        absorb(&mut requests, recv_blocking(&mut rx, peer, "replies")?)?;
+        let message = link.recv("replies")?;
+        absorb_reply(link, &mut requests, message)?;
     }
     let output = requests.finish()?;
     for echo in output.echo_batches() {
-        send(&tx, Out::EchoTags(echo.to_bytes().into()), peer, "echo")?;
+        send(link, Out::EchoTags(echo.to_bytes().into()), "echo")?;
     }
-    drop(tx); // half-close: the peer sees the end of our stream
-    match expect_body(recv_blocking(&mut rx, peer, "summary")?, peer, "summary")? {
-        In::Summary(_) => {}
-        other => return Err(unexpected(peer, "summary", &other)),
+    link.close(); // half-close: the peer sees the end of our stream
+    let message = link.recv("summary")?;
+    match body(link, message, "summary")? {
+        In::Summary(summary) => {
+            if mode == OutputMode::IntersectionToBoth && summary.responder_matches != output.cardinality() {
+                return Err(NodeError::InconsistentPeer {
+                    peer: link.peer().into(),
+                    detail: format!(
+                        "it found {} common keys where we found {}",
+                        summary.responder_matches,
+                        output.cardinality()
+                    ),
+                });
+            }
+        }
+        other => return Err(unexpected(link, "summary", &other)),
     }
     Ok(output)
 }

@@ -1,9 +1,14 @@
 //! The `PsiPeer` service: this node as the responder of a PSI session.
 //!
-//! A session is refused before any key is touched if the task id, mode,
-//! version, dataset or key declaration is wrong. Keys are loaded and the
-//! protocol role runs on a blocking thread; nothing is written unless the
-//! session completes (intersection-to-both mode writes this side's rows).
+//! A session is refused before any key is touched if the node is busy, or
+//! the task id, mode, version, announced size, dataset or key declaration is
+//! wrong. Keys are loaded and the protocol role runs on a blocking thread.
+//! Failures about this node's own files are logged here in full and reported
+//! to the peer only as "unavailable": paths and column names stay local.
+//! Nothing is written unless the session completes; in
+//! intersection-to-both mode this side's rows go to
+//! `<output_dir>/from-<peer>/<task>-<dataset>.csv`, so no peer can name a
+//! file outside its own folder.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -23,7 +28,9 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::dataset::{Dataset, DatasetKeys, FileFormat};
 use crate::identity::caller_org;
-use crate::wire::{Inbound, check_task_id, forward_inbound, mode_from_wire, recv_blocking, requester_body_name};
+use crate::wire::{
+    INBOUND_CAPACITY, PeerLink, check_task_id, forward_inbound, mode_from_wire, requester_body_name,
+};
 use crate::{NodeError, NodeState};
 
 /// The responder's gRPC service.
@@ -39,7 +46,7 @@ impl PsiPeerService {
     }
 }
 
-type OutboundTx = mpsc::Sender<Result<PsiResponderMessage, Status>>;
+type Link = PeerLink<PsiRequesterMessage, Result<PsiResponderMessage, Status>>;
 
 /// A validated session request.
 struct Accepted {
@@ -56,6 +63,10 @@ fn validate_open(state: &NodeState, peer: String, open: PsiOpen) -> Result<Accep
     }
     check_task_id(&open.task_id)?;
     let mode = mode_from_wire(open.mode)?;
+    let max = u64::from(u32::MAX);
+    if open.requester_size > max {
+        return Err(NodeError::TooManyPeerKeys { announced: open.requester_size, max });
+    }
     let dataset = state.config.dataset(&open.dataset)?.clone();
     let declared = |columns: usize, rules: &[String]| {
         let rules = if rules.is_empty() { "(none)".to_owned() } else { rules.join(", ") };
@@ -72,6 +83,27 @@ fn validate_open(state: &NodeState, peer: String, open: PsiOpen) -> Result<Accep
     Ok(Accepted { peer, task: open.task_id, mode, requester_size: open.requester_size, dataset })
 }
 
+/// What a peer is told about a failure: everything about the protocol and
+/// its own request; nothing about this node's files.
+fn for_peer(err: NodeError, dataset: &str) -> Status {
+    match err {
+        NodeError::ReadFile { .. }
+        | NodeError::WriteFile { .. }
+        | NodeError::Csv { .. }
+        | NodeError::Records { .. }
+        | NodeError::Parquet { .. }
+        | NodeError::MissingColumn { .. }
+        | NodeError::KeyColumnType { .. }
+        | NodeError::UnknownFormat { .. }
+        | NodeError::WriteResult { .. }
+        | NodeError::DatasetChanged { .. }
+        | NodeError::Worker(_) => Status::unavailable(format!(
+            "dataset '{dataset}' cannot be served right now; its owner has been told the cause"
+        )),
+        other => other.into(),
+    }
+}
+
 #[tonic::async_trait]
 impl PsiPeer for PsiPeerService {
     type ExchangeStream = ReceiverStream<Result<PsiResponderMessage, Status>>;
@@ -81,6 +113,7 @@ impl PsiPeer for PsiPeerService {
         request: Request<Streaming<PsiRequesterMessage>>,
     ) -> Result<Response<Self::ExchangeStream>, Status> {
         let peer = caller_org(&request)?;
+        let permit = self.state.session_permit()?;
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(crate::wire::IDLE_TIMEOUT, inbound.message())
             .await
@@ -93,18 +126,24 @@ impl PsiPeer for PsiPeerService {
             }
         };
         let accepted = validate_open(&self.state, peer, open)?;
+        let dataset_name = accepted.dataset.name.clone();
         tracing::info!(
             task = %accepted.task,
             peer = %accepted.peer,
-            dataset = %accepted.dataset.name,
+            dataset = %dataset_name,
             mode = %accepted.mode,
             requester_size = accepted.requester_size,
             "psi session opened"
         );
         let dataset = accepted.dataset.clone();
-        let keys = tokio::task::spawn_blocking(move || dataset.load_keys())
+        let loaded = tokio::task::spawn_blocking(move || dataset.load_keys())
             .await
-            .map_err(|e| NodeError::Worker(e.to_string()))??;
+            .map_err(|e| NodeError::Worker(e.to_string()))
+            .and_then(|r| r);
+        let keys = loaded.map_err(|err| {
+            tracing::error!(task = %accepted.task, dataset = %dataset_name, error = %err, "cannot serve dataset");
+            for_peer(err, &dataset_name)
+        })?;
         let params = SessionParams::new(
             TaskId::new(accepted.task.clone()).map_err(NodeError::from)?,
             accepted.mode,
@@ -115,16 +154,18 @@ impl PsiPeer for PsiPeerService {
         .map_err(NodeError::from)?;
 
         let (out_tx, out_rx) = mpsc::channel(4);
-        let (in_tx, in_rx) = mpsc::unbounded_channel();
+        let (in_tx, in_rx) = mpsc::channel(INBOUND_CAPACITY);
         tokio::spawn(forward_inbound(inbound, in_tx));
+        let mut link = PeerLink::new(&accepted.peer, in_rx, out_tx);
         let state = self.state.clone();
         tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let task = accepted.task.clone();
-            match respond(&state, &accepted, params, &keys, in_rx, &out_tx) {
+            match respond(&state, &accepted, params, &keys, &mut link) {
                 Ok(matches) => tracing::info!(task = %task, matches, "psi session completed"),
                 Err(err) => {
-                    tracing::warn!(task = %task, error = %err, "psi session failed");
-                    let _ = out_tx.blocking_send(Err(err.into()));
+                    tracing::warn!(task = %task, error = ?err.to_string(), "psi session failed");
+                    let _ = link.send(Err(for_peer(err, &accepted.dataset.name)), "error");
                 }
             }
         });
@@ -132,12 +173,21 @@ impl PsiPeer for PsiPeerService {
     }
 }
 
-fn send(tx: &OutboundTx, body: Out, peer: &str, phase: &'static str) -> Result<(), NodeError> {
-    tx.blocking_send(Ok(PsiResponderMessage { body: Some(body) })).map_err(|_| NodeError::PeerVanished {
-        peer: peer.to_owned(),
-        phase,
-        detail: "the connection closed".into(),
+fn send(link: &Link, body: Out, phase: &'static str) -> Result<(), NodeError> {
+    link.send(Ok(PsiResponderMessage { body: Some(body) }), phase)
+}
+
+fn expect(link: &mut Link, expected: &'static str) -> Result<In, NodeError> {
+    let message = link.recv(expected)?;
+    message.body.ok_or_else(|| NodeError::UnexpectedMessage {
+        peer: link.peer().into(),
+        expected,
+        got: requester_body_name(None),
     })
+}
+
+fn unexpected(link: &Link, expected: &'static str, got: &In) -> NodeError {
+    NodeError::UnexpectedMessage { peer: link.peer().into(), expected, got: requester_body_name(Some(got)) }
 }
 
 /// Runs the responder's role; returns how many of its keys matched (both
@@ -147,57 +197,54 @@ fn respond(
     session: &Accepted,
     params: SessionParams,
     keys: &DatasetKeys,
-    mut rx: mpsc::UnboundedReceiver<Result<PsiRequesterMessage, Inbound>>,
-    tx: &OutboundTx,
+    link: &mut Link,
 ) -> Result<u64, NodeError> {
-    let peer = session.peer.as_str();
     let (requester_len, responder_len) = (params.requester_len(), params.responder_len());
-    send(tx, Out::Accept(PsiAccept { responder_size: responder_len }), peer, "accept")?;
+    send(link, Out::Accept(PsiAccept { responder_size: responder_len }), "accept")?;
 
     let mut own = ResponderSession::new(params, &keys.keys, &mut OsRng)?;
     while let Some(batch) = own.next_batch() {
-        send(tx, Out::ResponderPoints(batch.into_bytes().into()), peer, "responder points")?;
+        send(link, Out::ResponderPoints(batch.into_bytes().into()), "responder points")?;
     }
 
     let mut answering = own.finish()?;
     while answering.received() < requester_len {
-        let message = recv_blocking(&mut rx, peer, "requests")?;
-        let Some(In::RequestPoints(bytes)) = message.body else {
-            let got = requester_body_name(message.body.as_ref());
-            return Err(NodeError::UnexpectedMessage { peer: peer.into(), expected: "request points", got });
-        };
-        if let Some(reply) = answering.answer(PointBatch::decode(&bytes)?)? {
-            send(tx, Out::ReplyTags(reply.to_bytes().into()), peer, "replies")?;
+        match expect(link, "request points")? {
+            In::RequestPoints(bytes) => {
+                if let Some(reply) = answering.answer(PointBatch::decode(&bytes)?)? {
+                    send(link, Out::ReplyTags(reply.to_bytes().into()), "replies")?;
+                }
+            }
+            other => return Err(unexpected(link, "request points", &other)),
         }
     }
 
     let mut closing = answering.finish()?;
     while let Some(reply) = closing.next_batch() {
-        send(tx, Out::ReplyTags(reply.to_bytes().into()), peer, "replies")?;
+        send(link, Out::ReplyTags(reply.to_bytes().into()), "replies")?;
     }
     if session.mode == OutputMode::IntersectionToBoth {
         while closing.echoed() < responder_len {
-            let message = recv_blocking(&mut rx, peer, "echo")?;
-            let Some(In::EchoTags(bytes)) = message.body else {
-                let got = requester_body_name(message.body.as_ref());
-                return Err(NodeError::UnexpectedMessage { peer: peer.into(), expected: "echo tags", got });
-            };
-            closing.absorb_echo(TagBatch::decode(&bytes)?)?;
+            match expect(link, "echo tags")? {
+                In::EchoTags(bytes) => closing.absorb_echo(TagBatch::decode(&bytes)?)?,
+                other => return Err(unexpected(link, "echo tags", &other)),
+            }
         }
     }
     let output = closing.finish()?;
     let matches = match output.intersection() {
         Some(indices) => {
-            let common: HashSet<Vec<u8>> = indices.iter().map(|&i| keys.keys.get(i).to_vec()).collect();
+            let common: HashSet<Vec<u8>> = indices.iter().map(|&i| keys.keys.get(i as usize).to_vec()).collect();
             let target = state
                 .config
                 .output_dir
+                .join(format!("from-{}", session.peer))
                 .join(format!("{}-{}.{}", session.task, session.dataset.name, FileFormat::Csv.extension()));
-            session.dataset.write_rows_with_keys(&common, &target, FileFormat::Csv)?;
+            session.dataset.write_rows_with_keys(&common, keys.fingerprint, &target, FileFormat::Csv)?;
             indices.len() as u64
         }
         None => 0,
     };
-    send(tx, Out::Summary(PsiSummary { responder_matches: matches }), peer, "summary")?;
+    send(link, Out::Summary(PsiSummary { responder_matches: matches }), "summary")?;
     Ok(matches)
 }

@@ -19,67 +19,101 @@ use crate::NodeError;
 /// plus framing.
 pub const MAX_MESSAGE_BYTES: usize = stayput_psi::messages::MAX_BATCH * 32 + 4096;
 
-/// How long a session waits for the peer's next message before giving up.
+/// How long a role waits for its peer (a message, or room to send one)
+/// before giving up. Transport death is detected sooner by HTTP/2
+/// keep-alives.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Why an inbound message did not arrive.
-#[derive(Debug)]
-pub enum Inbound {
-    /// The peer (or the transport) ended the stream with a status.
-    Status(tonic::Status),
-    /// Nothing arrived within [`IDLE_TIMEOUT`].
-    Idle,
-}
+/// Inbound messages buffered per session; with at most
+/// [`MAX_OUTSTANDING_BATCHES`] requests unanswered, replies always fit, so
+/// back-pressure never deadlocks the two roles.
+pub const INBOUND_CAPACITY: usize = 8;
 
-/// Forwards messages from a gRPC stream into `tx` until the stream ends,
-/// fails, idles or the receiver goes away.
+/// Request batches a requester may have sent without an answer.
+pub const MAX_OUTSTANDING_BATCHES: usize = 4;
+
+/// Forwards messages from a gRPC stream into a bounded channel until the
+/// stream ends or fails. The forwarder waits when the channel is full, so
+/// HTTP/2 flow control pushes back on a peer that sends faster than the
+/// role absorbs; a failure is forwarded as the peer's status.
 pub async fn forward_inbound<M: Send + 'static>(
     mut stream: tonic::Streaming<M>,
-    tx: mpsc::UnboundedSender<Result<M, Inbound>>,
+    tx: mpsc::Sender<Result<M, tonic::Status>>,
 ) {
     loop {
-        let next = tokio::time::timeout(IDLE_TIMEOUT, stream.message()).await;
-        let item = match next {
-            Ok(Ok(Some(message))) => Ok(message),
-            Ok(Ok(None)) => return, // dropping tx tells the worker the stream ended
-            Ok(Err(status)) => Err(Inbound::Status(status)),
-            Err(_) => Err(Inbound::Idle),
+        let item = match stream.message().await {
+            Ok(Some(message)) => Ok(message),
+            Ok(None) => return, // dropping tx tells the role the stream ended
+            Err(status) => Err(status),
         };
         let stop = item.is_err();
-        if tx.send(item).is_err() || stop {
+        if tx.send(item).await.is_err() || stop {
             return;
         }
     }
 }
 
-/// Receives the next inbound message on a blocking thread, turning every
-/// way a peer can fail into a [`NodeError`] naming the phase.
-pub fn recv_blocking<M>(
-    rx: &mut mpsc::UnboundedReceiver<Result<M, Inbound>>,
-    peer: &str,
-    phase: &'static str,
-) -> Result<M, NodeError> {
-    match rx.blocking_recv() {
-        Some(Ok(message)) => Ok(message),
-        Some(Err(inbound)) => Err(inbound_error(inbound, peer, phase)),
-        None => Err(NodeError::PeerVanished {
-            peer: peer.to_owned(),
-            phase,
-            detail: "the stream ended early".into(),
-        }),
-    }
+/// A role's connection to its peer, used from a blocking thread: every wait
+/// is bounded by [`IDLE_TIMEOUT`], counted only while the role itself waits.
+#[derive(Debug)]
+pub struct PeerLink<In, Out> {
+    runtime: tokio::runtime::Handle,
+    peer: String,
+    rx: mpsc::Receiver<Result<In, tonic::Status>>,
+    tx: Option<mpsc::Sender<Out>>,
 }
 
-/// Maps an inbound failure: statuses the peer chose to send are refusals;
-/// transport failures and silence mean it went away.
-pub fn inbound_error(inbound: Inbound, peer: &str, phase: &'static str) -> NodeError {
-    match inbound {
-        Inbound::Idle => NodeError::PeerVanished {
-            peer: peer.to_owned(),
-            phase,
-            detail: format!("no message for {} s", IDLE_TIMEOUT.as_secs()),
-        },
-        Inbound::Status(status) => status_error(status, peer, phase),
+impl<In, Out> PeerLink<In, Out> {
+    /// Wraps the two channels; call from within the runtime.
+    pub fn new(peer: &str, rx: mpsc::Receiver<Result<In, tonic::Status>>, tx: mpsc::Sender<Out>) -> Self {
+        Self { runtime: tokio::runtime::Handle::current(), peer: peer.to_owned(), rx, tx: Some(tx) }
+    }
+
+    /// The peer's organisation.
+    pub fn peer(&self) -> &str {
+        &self.peer
+    }
+
+    fn vanished(&self, phase: &'static str, detail: impl Into<String>) -> NodeError {
+        NodeError::PeerVanished { peer: self.peer.clone(), phase, detail: detail.into() }
+    }
+
+    /// The next message; every way a peer can fail becomes an error naming
+    /// the phase.
+    pub fn recv(&mut self, phase: &'static str) -> Result<In, NodeError> {
+        let next = self.runtime.block_on(tokio::time::timeout(IDLE_TIMEOUT, self.rx.recv()));
+        match next {
+            Ok(Some(Ok(message))) => Ok(message),
+            Ok(Some(Err(status))) => Err(status_error(status, &self.peer, phase)),
+            Ok(None) => Err(self.vanished(phase, "the stream ended early")),
+            Err(_) => Err(self.vanished(phase, format!("no message for {} s", IDLE_TIMEOUT.as_secs()))),
+        }
+    }
+
+    /// A message if one is waiting.
+    pub fn try_recv(&mut self, phase: &'static str) -> Result<Option<In>, NodeError> {
+        match self.rx.try_recv() {
+            Ok(Ok(message)) => Ok(Some(message)),
+            Ok(Err(status)) => Err(status_error(status, &self.peer, phase)),
+            Err(mpsc::error::TryRecvError::Empty) => Ok(None),
+            Err(mpsc::error::TryRecvError::Disconnected) => Err(self.vanished(phase, "the stream ended early")),
+        }
+    }
+
+    /// Sends a message, waiting at most [`IDLE_TIMEOUT`] for the peer to
+    /// make room.
+    pub fn send(&self, message: Out, phase: &'static str) -> Result<(), NodeError> {
+        let tx = self.tx.as_ref().ok_or_else(|| self.vanished(phase, "our stream is already closed"))?;
+        match self.runtime.block_on(tokio::time::timeout(IDLE_TIMEOUT, tx.send(message))) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(self.vanished(phase, "the connection closed")),
+            Err(_) => Err(self.vanished(phase, format!("it read nothing for {} s", IDLE_TIMEOUT.as_secs()))),
+        }
+    }
+
+    /// Ends our side of the stream.
+    pub fn close(&mut self) {
+        self.tx = None;
     }
 }
 

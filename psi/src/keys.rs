@@ -178,8 +178,16 @@ impl KeyList {
         Self::default()
     }
 
-    /// Appends a key.
+    /// Appends a key. The buffer grows by explicit reallocation so that
+    /// no copy of earlier keys is left behind unzeroized.
     pub fn push(&mut self, key: &[u8]) {
+        let needed = self.bytes.len() + key.len();
+        if needed > self.bytes.capacity() {
+            let mut grown = Vec::with_capacity(needed.max(2 * self.bytes.capacity()).max(4096));
+            grown.extend_from_slice(&self.bytes);
+            self.bytes.zeroize();
+            self.bytes = grown;
+        }
         self.bytes.extend_from_slice(key);
         self.ends.push(self.bytes.len());
     }

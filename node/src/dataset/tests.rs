@@ -15,6 +15,7 @@ fn dataset(path: &Path, keys: &[&str], rules: &[&str]) -> Dataset {
         format: FileFormat::from_path(path).unwrap(),
         key_columns: keys.iter().map(|s| s.to_string()).collect(),
         rules: KeyRules::parse(rules).unwrap(),
+        null_values: vec!["N/A".into(), "null".into()],
     }
 }
 
@@ -24,7 +25,7 @@ fn key(parts: &[&str]) -> Vec<u8> {
     out
 }
 
-const CSV: &str = "id,name,score\n 00123 ,Alice,1\n00123,alice,2\n,Bob,3\n456,,4\n789, Carol ,5\n";
+const CSV: &str = "id,name,score\n 00123 ,Alice,1\n00123,alice,2\n,Bob,3\n456,,4\n789, Carol ,5\n n/a ,Dan,6\nNULL,Eve,7\n";
 
 #[test]
 fn csv_keys_are_text_normalised_and_deduplicated() {
@@ -32,14 +33,14 @@ fn csv_keys_are_text_normalised_and_deduplicated() {
     let path = dir.path().join("people.csv");
     std::fs::write(&path, CSV).unwrap();
     let keys = dataset(&path, &["id"], &["trim"]).load_keys().unwrap();
-    assert_eq!(keys.rows_read, 5);
-    assert_eq!(keys.null_keys, 1, "the empty id");
+    assert_eq!(keys.rows_read, 7);
+    assert_eq!(keys.null_keys, 3, "the empty id and the two sentinels");
     assert_eq!(keys.duplicates, 1, "' 00123 ' trims to 00123");
     let got: Vec<Vec<u8>> = keys.keys.iter().map(<[u8]>::to_vec).collect();
     assert_eq!(got, vec![key(&["00123"]), key(&["456"]), key(&["789"])], "leading zeros kept");
 
     let composite = dataset(&path, &["id", "name"], &["trim", "lowercase"]).load_keys().unwrap();
-    assert_eq!(composite.null_keys, 2, "empty id and empty name");
+    assert_eq!(composite.null_keys, 4, "empty id, empty name, two sentinels");
     assert_eq!(composite.duplicates, 1, "(00123, alice) twice after normalisation");
     assert_eq!(composite.keys.len(), 2);
     assert_eq!(composite.keys.get(1), &key(&["789", "carol"])[..]);
@@ -112,19 +113,28 @@ fn results_hold_every_matching_row_and_are_written_atomically() {
     let d = dataset(&path, &["id"], &["trim"]);
     let wanted: HashSet<Vec<u8>> = [key(&["00123"]), key(&["789"])].into_iter().collect();
     let out = dir.path().join("out").join("result.csv");
-    let written = d.write_rows_with_keys(&wanted, &out, FileFormat::Csv).unwrap();
+    let keyed = d.fingerprint().unwrap();
+    let written = d.write_rows_with_keys(&wanted, keyed, &out, FileFormat::Csv).unwrap();
     assert_eq!(written.rows, 3, "both 00123 rows and 789");
     let text = std::fs::read_to_string(&out).unwrap();
     assert_eq!(text, "id,name,score\n 00123 ,Alice,1\n00123,alice,2\n789, Carol ,5\n");
     assert_eq!(written.sha256, <[u8; 32]>::from(Sha256::digest(text.as_bytes())));
     let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("out")).unwrap().collect();
     assert_eq!(leftovers.len(), 1, "no partial files left");
+    let again = d.write_rows_with_keys(&wanted, keyed, &out, FileFormat::Csv).unwrap_err();
+    assert!(matches!(again, NodeError::ResultExists { .. }), "results are never overwritten: {again}");
+
+    // A dataset that changed after its keys were loaded is not written from.
+    std::fs::write(&path, format!("{CSV}999,Zed,8\n")).unwrap();
+    let changed = d.write_rows_with_keys(&wanted, keyed, &dir.path().join("x.csv"), FileFormat::Csv).unwrap_err();
+    assert!(matches!(changed, NodeError::DatasetChanged { .. }), "{changed}");
 
     let pq = parquet_file(dir.path());
     let d = dataset(&pq, &["customer_no"], &[]);
     let wanted: HashSet<Vec<u8>> = [key(&["7"])].into_iter().collect();
     let out = dir.path().join("out.parquet");
-    assert_eq!(d.write_rows_with_keys(&wanted, &out, FileFormat::Parquet).unwrap().rows, 2);
+    let keyed = d.fingerprint().unwrap();
+    assert_eq!(d.write_rows_with_keys(&wanted, keyed, &out, FileFormat::Parquet).unwrap().rows, 2);
     let back = dataset(&out, &["customer_no"], &[]).load_keys().unwrap();
     assert_eq!((back.rows_read, back.duplicates), (2, 1));
 }

@@ -51,16 +51,26 @@
 //! zeroized when a role is dropped. Everything is bound to `T`: a message
 //! replayed into another task hashes to unrelated points.
 //!
+//! **Not caught:** in cardinality mode a malicious requester can blind each
+//! of its keys with a different scalar `aᵢ` and, spending `|X|·|Y|` scalar
+//! multiplications on the responder's points, map each sorted answer back to
+//! its key — learning the intersection, not only its size. For a handful of
+//! targeted ids that is cheap. Cardinality mode therefore protects the
+//! responder only against a semi-honest requester; a responder that needs
+//! more must meter such queries (the ledger's grants) or wait for a
+//! maliciously secure cardinality protocol.
+//!
 //! Keys are low-entropy (ids, phone numbers): the protocol hides them from
 //! the peer, not from someone who can query the peer at will; limiting who
 //! may run which queries is the ledger's job.
 //!
 //! ## Memory
 //!
-//! Keys are hashed on the fly from a [`KeySet`] (random access), so memory
-//! holds one batch of points per side plus: `A` 12 bytes per key of `B`
-//! (24 in both-mode) and 4 per own key (its order); `B` 4 per own key, and in
-//! cardinality and both modes 12 per key of `A`.
+//! Keys are hashed on the fly from a [`KeySet`] (random access) and send
+//! orders are computed, not stored, so memory holds one batch of points per
+//! side plus: `A` 12 bytes per key of `B` (24 in both mode) and 4 per common
+//! key; `B` nothing per key in intersection-to-requester mode, 12 per key of
+//! `A` in cardinality mode (to sort the answers) and in both mode.
 
 pub mod requester;
 pub mod responder;

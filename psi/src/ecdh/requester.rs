@@ -99,7 +99,7 @@ pub struct RequesterRequests<'k, K: KeySet> {
     pending: VecDeque<Range<usize>>,
     replies: u64,
     /// Key indices found in the intersection.
-    matched: Vec<usize>,
+    matched: Vec<u32>,
     matches: u64,
 }
 
@@ -117,6 +117,12 @@ impl<K: KeySet> RequesterRequests<'_, K> {
     /// How many blinded keys have been sent.
     pub fn sent(&self) -> usize {
         self.next
+    }
+
+    /// Request batches sent and not yet answered (intersection modes; in
+    /// cardinality mode answers come only at the end, so always 0).
+    pub fn awaiting_replies(&self) -> usize {
+        self.pending.len()
     }
 
     /// How many answers have been absorbed.
@@ -145,8 +151,11 @@ impl<K: KeySet> RequesterRequests<'_, K> {
         if range.len() != reply.len() {
             return Err(PsiError::ReplyMismatch { expected: range.len(), got: reply.len() });
         }
-        let found: Vec<usize> =
-            range.zip(&reply.tags).filter(|(_, tag)| known(tag)).map(|(pos, _)| self.order.at(pos)).collect();
+        let found: Vec<u32> = range
+            .zip(&reply.tags)
+            .filter(|(_, tag)| known(tag))
+            .map(|(pos, _)| u32::try_from(self.order.at(pos)).expect("set sizes are bounded by u32"))
+            .collect();
         self.matches += found.len() as u64;
         self.matched.extend(found);
         Ok(())
@@ -187,7 +196,7 @@ impl<K: KeySet> std::fmt::Debug for RequesterRequests<'_, K> {
 
 /// What the requester learns.
 pub struct RequesterOutput {
-    intersection: Option<Vec<usize>>,
+    intersection: Option<Vec<u32>>,
     cardinality: u64,
     echo: Option<Vec<Tag>>,
     batch_size: usize,
@@ -196,7 +205,7 @@ pub struct RequesterOutput {
 impl RequesterOutput {
     /// Indices (into the requester's key set, ascending) of the common keys;
     /// `None` in cardinality mode.
-    pub fn intersection(&self) -> Option<&[usize]> {
+    pub fn intersection(&self) -> Option<&[u32]> {
         self.intersection.as_deref()
     }
 

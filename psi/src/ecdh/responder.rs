@@ -141,7 +141,7 @@ pub struct ResponderClosing {
     kept: Vec<Tag>,
     sent: usize,
     echoed: u64,
-    matched: Vec<usize>,
+    matched: Vec<u32>,
 }
 
 impl ResponderClosing {
@@ -168,7 +168,7 @@ impl ResponderClosing {
         for (offset, tag) in echo.tags.iter().enumerate() {
             if self.kept.binary_search(tag).is_ok() {
                 let position = usize::try_from(start).expect("bounded by u32") + offset;
-                self.matched.push(self.order.at(position));
+                self.matched.push(u32::try_from(self.order.at(position)).expect("set sizes are bounded by u32"));
             }
         }
         Ok(())
@@ -208,14 +208,14 @@ impl std::fmt::Debug for ResponderClosing {
 
 /// What the responder learns.
 pub struct ResponderOutput {
-    intersection: Option<Vec<usize>>,
+    intersection: Option<Vec<u32>>,
     requester_len: u64,
 }
 
 impl ResponderOutput {
     /// Indices (into the responder's key set, ascending) of the common keys,
     /// in intersection-to-both mode; `None` otherwise.
-    pub fn intersection(&self) -> Option<&[usize]> {
+    pub fn intersection(&self) -> Option<&[u32]> {
         self.intersection.as_deref()
     }
 

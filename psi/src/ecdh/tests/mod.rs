@@ -20,11 +20,12 @@ fn run(mode: OutputMode, a: &KeyList, b: &KeyList, batch: usize, seed: u64) -> (
 }
 
 /// The reference: plain set intersection, as indices into each distinct list.
-fn plain(a: &KeyList, b: &KeyList) -> (Vec<usize>, Vec<usize>) {
+fn plain(a: &KeyList, b: &KeyList) -> (Vec<u32>, Vec<u32>) {
     let sa: BTreeSet<&[u8]> = a.iter().collect();
     let sb: BTreeSet<&[u8]> = b.iter().collect();
-    let ia = a.iter().enumerate().filter(|(_, k)| sb.contains(k)).map(|(i, _)| i).collect();
-    let ib = b.iter().enumerate().filter(|(_, k)| sa.contains(k)).map(|(i, _)| i).collect();
+    let index = |i: usize| u32::try_from(i).unwrap();
+    let ia = a.iter().enumerate().filter(|(_, k)| sb.contains(k)).map(|(i, _)| index(i)).collect();
+    let ib = b.iter().enumerate().filter(|(_, k)| sa.contains(k)).map(|(i, _)| index(i)).collect();
     (ia, ib)
 }
 

@@ -44,8 +44,8 @@ struct SessionVector {
     replies_hex: Vec<String>,
     echo_hex: Vec<String>,
     cardinality: u64,
-    requester_intersection: Option<Vec<usize>>,
-    responder_intersection: Option<Vec<usize>>,
+    requester_intersection: Option<Vec<u32>>,
+    responder_intersection: Option<Vec<u32>>,
 }
 
 #[derive(Serialize, Deserialize, PartialEq, Debug)]
@@ -88,8 +88,8 @@ fn session(mode: OutputMode, seed: u64) -> SessionVector {
         replies_hex,
         echo_hex,
         cardinality: out_a.cardinality(),
-        requester_intersection: out_a.intersection().map(<[usize]>::to_vec),
-        responder_intersection: out_b.intersection().map(<[usize]>::to_vec),
+        requester_intersection: out_a.intersection().map(<[u32]>::to_vec),
+        responder_intersection: out_b.intersection().map(<[u32]>::to_vec),
     }
 }
 
