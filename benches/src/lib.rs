@@ -20,7 +20,10 @@ pub enum BenchError {
     #[error(transparent)]
     Psi(#[from] stayput_psi::PsiError),
     #[error("benchmark data in {path}: {source}")]
-    Io { path: std::path::PathBuf, source: std::io::Error },
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("the protocol found {got} common keys where {expected} were planted")]
     WrongResult { expected: u64, got: u64 },
 }

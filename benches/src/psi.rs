@@ -1,4 +1,5 @@
-//! `stayput bench psi`: balanced PSI, `n × n` keys with half in common, both
+//! `stayput bench psi`: balanced PSI, `n × n` keys with half in common, in
+//! a chosen output mode (intersection to the requester by default), both
 //! parties in this process — over loopback gRPC with mTLS between two real
 //! nodes reading CSV files (default), or in memory with keys generated on
 //! the fly (`--in-memory`).
@@ -67,8 +68,10 @@ pub struct Floor {
 pub fn measure_floor(samples: usize) -> Floor {
     let hasher = HashToGroup::new(PROTOCOL_LABEL, &TaskId::new("bench-floor").expect("valid"));
     let scalar = Scalar::from(0x1234_5678_9abc_def1u64) * Scalar::from(0xfedc_ba98_7654_3210u64);
-    let keys: Vec<Vec<u8>> = (0..samples).map(|i| format!("id-{i:012}").into_bytes()).collect();
-    let per = |d: Duration| d / samples as u32;
+    let keys: Vec<Vec<u8>> = (0..samples)
+        .map(|i| format!("id-{i:012}").into_bytes())
+        .collect();
+    let per = |d: Duration| d.div_f64(samples as f64);
 
     let t = Instant::now();
     let points: Vec<RistrettoPoint> = keys.iter().map(|k| hasher.hash(k)).collect();
@@ -77,10 +80,14 @@ pub fn measure_floor(samples: usize) -> Floor {
     let blinded: Vec<RistrettoPoint> = points.iter().map(|p| p * scalar).collect();
     let mul = per(t.elapsed());
     let t = Instant::now();
-    let compressed: Vec<CompressedRistretto> = blinded.iter().map(RistrettoPoint::compress).collect();
+    let compressed: Vec<CompressedRistretto> =
+        blinded.iter().map(RistrettoPoint::compress).collect();
     let compress = per(t.elapsed());
     let t = Instant::now();
-    let decompressed: Vec<RistrettoPoint> = compressed.iter().filter_map(CompressedRistretto::decompress).collect();
+    let decompressed: Vec<RistrettoPoint> = compressed
+        .iter()
+        .filter_map(CompressedRistretto::decompress)
+        .collect();
     let decompress = per(t.elapsed());
     assert_eq!(decompressed.len(), samples);
 
@@ -95,7 +102,13 @@ pub fn measure_floor(samples: usize) -> Floor {
         .sum();
     std::hint::black_box(units);
     let units_per_sec = samples as f64 / t.elapsed().as_secs_f64();
-    Floor { hash, mul, compress, decompress, units_per_sec }
+    Floor {
+        hash,
+        mul,
+        compress,
+        decompress,
+        units_per_sec,
+    }
 }
 
 /// One benchmark run's figures.
@@ -103,6 +116,8 @@ pub fn measure_floor(samples: usize) -> Floor {
 pub struct PsiBenchReport {
     /// Keys per side.
     pub n: usize,
+    /// Output mode.
+    pub mode: OutputMode,
     /// Whether it ran without gRPC.
     pub in_memory: bool,
     /// Keys per batch.
@@ -139,9 +154,14 @@ impl fmt::Display for PsiBenchReport {
         let unit = us(fl.hash) + 2.0 * us(fl.mul) + 2.0 * us(fl.compress) + us(fl.decompress);
         writeln!(
             f,
-            "psi n={} per side ({}), batch {}, {} threads",
+            "psi n={} per side, mode {} ({}), batch {}, {} threads",
             self.n,
-            if self.in_memory { "in memory" } else { "two nodes, gRPC over mTLS on loopback, CSV input" },
+            self.mode,
+            if self.in_memory {
+                "in memory"
+            } else {
+                "two nodes, gRPC over mTLS on loopback, CSV input"
+            },
             self.batch,
             self.threads
         )?;
@@ -161,7 +181,11 @@ impl fmt::Display for PsiBenchReport {
             us(fl.decompress),
             unit
         )?;
-        writeln!(f, "  floor, all cores: {:.0} elements/s per side", fl.units_per_sec / 2.0)?;
+        writeln!(
+            f,
+            "  floor, all cores: {:.0} elements/s per side",
+            fl.units_per_sec / 2.0
+        )?;
         writeln!(f, "  ratio to floor: {:.2}", self.ratio())?;
         match self.peak_rss {
             Some(b) => write!(f, "  peak RSS: {:.1} MB", b as f64 / 1e6),
@@ -171,36 +195,37 @@ impl fmt::Display for PsiBenchReport {
 }
 
 /// Runs the benchmark.
-pub fn run(n: usize, in_memory: bool, batch: usize) -> Result<PsiBenchReport, BenchError> {
+pub fn run(
+    n: usize,
+    mode: OutputMode,
+    in_memory: bool,
+    batch: usize,
+) -> Result<PsiBenchReport, BenchError> {
     let floor = measure_floor(8192);
     let requester = SyntheticIds { start: 0, len: n };
-    let responder = SyntheticIds { start: (n / 2) as u64, len: n };
+    let responder = SyntheticIds {
+        start: (n / 2) as u64,
+        len: n,
+    };
     let expected = (n - n / 2) as u64;
     let (elapsed, intersection) = if in_memory {
-        let params = SessionParams::new(
-            TaskId::new("bench-psi")?,
-            OutputMode::CardinalityOnly,
-            n as u64,
-            n as u64,
-            batch,
-        )?;
+        let params =
+            SessionParams::new(TaskId::new("bench-psi")?, mode, n as u64, n as u64, batch)?;
         let t = Instant::now();
-        let (out, _) = run_in_memory(
-            &params,
-            &requester,
-            &responder,
-            &mut OsRng,
-            &mut OsRng,
-        )?;
+        let (out, _) = run_in_memory(&params, &requester, &responder, &mut OsRng, &mut OsRng)?;
         (t.elapsed(), out.cardinality())
     } else {
-        over_grpc(requester, responder, batch)?
+        over_grpc(requester, responder, mode, batch)?
     };
     if intersection != expected {
-        return Err(BenchError::WrongResult { expected, got: intersection });
+        return Err(BenchError::WrongResult {
+            expected,
+            got: intersection,
+        });
     }
     Ok(PsiBenchReport {
         n,
+        mode,
         in_memory,
         batch,
         elapsed,
@@ -212,7 +237,10 @@ pub fn run(n: usize, in_memory: bool, batch: usize) -> Result<PsiBenchReport, Be
 }
 
 fn write_ids(path: &std::path::Path, ids: SyntheticIds) -> Result<(), BenchError> {
-    let io = |source| BenchError::Io { path: path.into(), source };
+    let io = |source| BenchError::Io {
+        path: path.into(),
+        source,
+    };
     let mut out = std::io::BufWriter::new(std::fs::File::create(path).map_err(io)?);
     writeln!(out, "customer_id").map_err(io)?;
     let mut key = Vec::new();
@@ -224,8 +252,16 @@ fn write_ids(path: &std::path::Path, ids: SyntheticIds) -> Result<(), BenchError
     out.flush().map_err(io)
 }
 
-fn over_grpc(requester: SyntheticIds, responder: SyntheticIds, batch: usize) -> Result<(Duration, u64), BenchError> {
-    let dir = tempfile::tempdir().map_err(|source| BenchError::Io { path: "(temp)".into(), source })?;
+fn over_grpc(
+    requester: SyntheticIds,
+    responder: SyntheticIds,
+    mode: OutputMode,
+    batch: usize,
+) -> Result<(Duration, u64), BenchError> {
+    let dir = tempfile::tempdir().map_err(|source| BenchError::Io {
+        path: "(temp)".into(),
+        source,
+    })?;
     let (bank_csv, bureau_csv) = (dir.path().join("bank.csv"), dir.path().join("bureau.csv"));
     write_ids(&bank_csv, requester)?;
     write_ids(&bureau_csv, responder)?;
@@ -243,7 +279,10 @@ fn over_grpc(requester: SyntheticIds, responder: SyntheticIds, batch: usize) -> 
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(|source| BenchError::Io { path: "(runtime)".into(), source })?;
+        .map_err(|source| BenchError::Io {
+            path: "(runtime)".into(),
+            source,
+        })?;
     runtime.block_on(async {
         let net = LocalNet::start(dir.path(), &orgs, Some(batch)).await?;
         let request = PsiRequest {
@@ -251,11 +290,12 @@ fn over_grpc(requester: SyntheticIds, responder: SyntheticIds, batch: usize) -> 
             dataset: "customers".into(),
             peer: "bureau".into(),
             peer_dataset: "customers".into(),
-            mode: OutputMode::CardinalityOnly,
+            mode,
             output_format: FileFormat::Csv,
         };
         let t = Instant::now();
-        let report = stayput_node::control::request_psi(net.state("bank"), &request, |_| {}).await?;
+        let report =
+            stayput_node::control::request_psi(net.state("bank"), &request, |_| {}).await?;
         let elapsed = t.elapsed();
         net.shutdown().await?;
         Ok((elapsed, report.intersection_keys))
@@ -276,7 +316,7 @@ mod tests {
 
     #[test]
     fn small_in_memory_run_finds_the_planted_intersection() {
-        let report = run(300, true, 64).unwrap();
+        let report = run(300, OutputMode::IntersectionToRequester, true, 64).unwrap();
         assert_eq!(report.intersection, 150);
         assert!(report.ratio() > 0.0);
         assert!(report.to_string().contains("ratio to floor"));

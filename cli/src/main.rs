@@ -155,6 +155,9 @@ enum BenchCommand {
         /// Run the protocol in memory, without gRPC (and without files).
         #[arg(long)]
         in_memory: bool,
+        /// Output mode.
+        #[arg(long, value_enum, default_value = "intersection")]
+        mode: Mode,
         /// Keys per batch.
         #[arg(long, default_value_t = 4096)]
         batch: usize,
@@ -164,8 +167,14 @@ enum BenchCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "warn".into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -186,7 +195,11 @@ async fn run(command: Command) -> Result<(), CliError> {
         Command::Keys(KeysCommand::Ca { dir, consortium }) => {
             let ca = identity::generate_ca(&consortium)?;
             identity::write_certified_key(&dir, "ca", &ca)?;
-            println!("created {} and {} (keep the key offline)", dir.join("ca.pem").display(), dir.join("ca.key").display());
+            println!(
+                "created {} and {} (keep the key offline)",
+                dir.join("ca.pem").display(),
+                dir.join("ca.key").display()
+            );
         }
         Command::Keys(KeysCommand::Org { dir, org, hosts }) => {
             let ca = identity::read_certified_key(&dir, "ca")?;
@@ -202,8 +215,13 @@ async fn run(command: Command) -> Result<(), CliError> {
         Command::Node { config } => {
             let config = NodeConfig::load(&config)?;
             let node = stayput_node::server::spawn(config).await?;
-            eprintln!("node '{}' listening on {}", node.state.config.org, node.addr);
-            tokio::signal::ctrl_c().await.map_err(|e| CliError::Signal(e.to_string()))?;
+            eprintln!(
+                "node '{}' listening on {}",
+                node.state.config.org, node.addr
+            );
+            tokio::signal::ctrl_c()
+                .await
+                .map_err(|e| CliError::Signal(e.to_string()))?;
             eprintln!("shutting down");
             node.shutdown().await?;
         }
@@ -211,13 +229,24 @@ async fn run(command: Command) -> Result<(), CliError> {
         Command::Datasets { config } => {
             let state = stayput_node::NodeState::new(NodeConfig::load(&config)?)?;
             for (name, keys, rules) in stayput_node::control::list_datasets(&state).await? {
-                println!("{name}: key columns [{}], normalisation [{}]", keys.join(", "), rules.join(", "));
+                println!(
+                    "{name}: key columns [{}], normalisation [{}]",
+                    keys.join(", "),
+                    rules.join(", ")
+                );
             }
         }
-        Command::Bench(BenchCommand::Psi { n, in_memory, batch }) => {
-            let report = tokio::task::spawn_blocking(move || stayput_benches::psi::run(n, in_memory, batch))
-                .await
-                .map_err(|e| CliError::Signal(e.to_string()))??;
+        Command::Bench(BenchCommand::Psi {
+            n,
+            in_memory,
+            mode,
+            batch,
+        }) => {
+            let report = tokio::task::spawn_blocking(move || {
+                stayput_benches::psi::run(n, mode.into(), in_memory, batch)
+            })
+            .await
+            .map_err(|e| CliError::Signal(e.to_string()))??;
             println!("{report}");
         }
         Command::Demo { dir } => demo::run(dir).await?,
@@ -251,7 +280,13 @@ async fn psi(args: PsiArgs) -> Result<(), CliError> {
     .await;
     bar.finish_and_clear();
     let report = report?;
-    println!("task {} ({}) with '{}' done in {:.2} s", request.task_id, request.mode, request.peer, report.elapsed.as_secs_f64());
+    println!(
+        "task {} ({}) with '{}' done in {:.2} s",
+        request.task_id,
+        request.mode,
+        request.peer,
+        report.elapsed.as_secs_f64()
+    );
     println!(
         "  your keys: {} distinct from {} rows ({} duplicate, {} without a key)",
         report.distinct_keys, report.rows_read, report.duplicate_keys, report.null_keys
@@ -259,7 +294,12 @@ async fn psi(args: PsiArgs) -> Result<(), CliError> {
     println!("  peer keys: {}", report.peer_keys);
     println!("  common keys: {}", report.intersection_keys);
     if let Some(file) = &report.output {
-        println!("  result: {} ({} rows, sha256 {})", file.path.display(), file.rows, hex_lower(&file.sha256));
+        println!(
+            "  result: {} ({} rows, sha256 {})",
+            file.path.display(),
+            file.rows,
+            hex_lower(&file.sha256)
+        );
     }
     Ok(())
 }
