@@ -1,8 +1,33 @@
-//! # Stayput chain connector (not built yet)
+//! # Stayput chain connector
 //!
-//! Will hold the `Ledger` trait and its two backends — an embedded,
-//! hash-chained, signed ledger and an EVM backend for consortium chains —
-//! holding members, datasets, grants, tasks, use records and result digests
-//! (design brief §5). Empty until the ledger issue; until then nodes accept
-//! caller-given task ids without a ledger check, as the PSI issue states.
+//! The ledger is where the consortium's trust lives: members, dataset
+//! versions, grants, tasks, use records and result digests. This crate
+//! holds:
+//!
+//! * [`records`] — the records, their canonical encoding ([`codec`]) and
+//!   ed25519 signatures; a record's hash is the same on every backend.
+//! * [`rules`] — who may write what, and when a record is refused, as a
+//!   state machine every backend enforces.
+//! * [`ledger`] — the [`Ledger`] trait both backends implement, and
+//!   [`ledger::subscribe`] to follow it from a height.
+//! * [`embedded`] — the default backend: a hash-chained, operator-sealed,
+//!   Merkle-rooted block log in a redb file, re-verified on open, with
+//!   offline-verifiable inclusion proofs ([`block`], [`merkle`]).
+//! * [`conformance`] — the suite every backend must pass unchanged.
+//!
+//! The EVM backend (a Solidity contract driven over JSON-RPC) is the next
+//! step of this crate and is not built yet.
 #![forbid(unsafe_code)]
+
+pub mod block;
+pub mod codec;
+pub mod conformance;
+pub mod embedded;
+mod error;
+pub mod ledger;
+pub mod merkle;
+pub mod records;
+pub mod rules;
+
+pub use error::LedgerError;
+pub use ledger::Ledger;

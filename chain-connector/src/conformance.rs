@@ -1,0 +1,517 @@
+//! The conformance suite: the consortium's rules, checked the same way on
+//! every backend. A backend's tests implement [`Backend`] and call
+//! [`run_all`]; a failure panics with what was expected.
+
+use std::sync::Arc;
+
+use crate::LedgerError;
+use crate::ledger::{GrantFilter, Ledger, subscribe};
+use crate::records::{
+    Computation, DatasetVersion, Grant, Member, OrgKey, Record, ResultRecord, Role, SignedRecord,
+    Task, TaskStatus, UseRecord,
+};
+use crate::rules::Refusal;
+
+/// A backend under test.
+#[async_trait::async_trait]
+pub trait Backend: Sync {
+    /// A fresh, empty ledger whose genesis admits `operator_member`, sealed
+    /// or administered with `operator`.
+    async fn fresh(&self, operator: OrgKey, operator_member: Member) -> Arc<dyn Ledger>;
+    /// The ledger's current time (unix seconds), as its rules see it.
+    async fn now(&self, ledger: &Arc<dyn Ledger>) -> u64;
+    /// Moves the ledger's clock forward.
+    async fn advance(&self, ledger: &Arc<dyn Ledger>, seconds: u64);
+}
+
+/// One organisation of the test consortium.
+#[derive(Debug)]
+pub struct Org {
+    /// Its id.
+    pub id: &'static str,
+    /// Its signing key.
+    pub key: OrgKey,
+}
+
+impl Org {
+    fn new(id: &'static str) -> Self {
+        Self {
+            id,
+            key: OrgKey::generate(),
+        }
+    }
+
+    fn member(&self, roles: &[Role]) -> Member {
+        Member {
+            org: self.id.into(),
+            name: format!("{} (test)", self.id),
+            roles: roles.to_vec(),
+            signing_key: self.key.public_key(),
+            endpoint: format!("https://{}.example.invalid:7100", self.id),
+        }
+    }
+
+    /// Signs a record as this organisation.
+    pub fn sign(&self, record: Record) -> SignedRecord {
+        SignedRecord::sign(record, self.id, &self.key)
+    }
+}
+
+/// A consortium on a fresh ledger: operator, bank (requester), bureau and
+/// hospital (data owners; the hospital also requests).
+pub struct Consortium {
+    /// The ledger.
+    pub ledger: Arc<dyn Ledger>,
+    /// The operator.
+    pub operator: Org,
+    /// A requester.
+    pub bank: Org,
+    /// A data owner.
+    pub bureau: Org,
+    /// A data owner and requester.
+    pub hospital: Org,
+}
+
+impl std::fmt::Debug for Consortium {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consortium")
+            .field("ledger", &self.ledger)
+            .finish_non_exhaustive()
+    }
+}
+
+fn digest(tag: u8) -> [u8; 32] {
+    [tag; 32]
+}
+
+impl Consortium {
+    /// Creates the consortium and the bureau's dataset `blacklist` (v1).
+    pub async fn new(backend: &dyn Backend) -> Self {
+        let operator = Org::new("operator");
+        let (bank, bureau, hospital) = (Org::new("bank"), Org::new("bureau"), Org::new("hospital"));
+        let op_member = operator.member(&[Role::Operator]);
+        let op_key = OrgKey::from_bytes(&operator.key.to_secret_bytes());
+        let ledger = backend.fresh(op_key, op_member).await;
+        let c = Self {
+            ledger,
+            operator,
+            bank,
+            bureau,
+            hospital,
+        };
+        for (org, roles) in [
+            (&c.bank, &[Role::Requester][..]),
+            (&c.bureau, &[Role::DataOwner][..]),
+            (&c.hospital, &[Role::DataOwner, Role::Requester][..]),
+        ] {
+            c.ok(&c.operator, Record::Member(org.member(roles))).await;
+        }
+        c.ok(
+            &c.bureau,
+            Record::DatasetVersion(c.version("blacklist", "bureau", 1)),
+        )
+        .await;
+        c
+    }
+
+    fn version(&self, dataset: &str, owner: &str, version: u32) -> DatasetVersion {
+        DatasetVersion {
+            dataset: dataset.into(),
+            owner: owner.into(),
+            version,
+            schema_digest: digest(1),
+            content_digest: digest(version as u8),
+            protocol_key: Some(vec![7; 32]),
+        }
+    }
+
+    /// A grant on `blacklist` to the bank.
+    pub fn grant(&self, id: &str, max_uses: u32, max_items: u64, expires_at: u64) -> Record {
+        Record::Grant(Grant {
+            id: id.into(),
+            dataset: "blacklist".into(),
+            grantee: "bank".into(),
+            computations: vec![Computation::Psi, Computation::LabeledPsi],
+            columns: vec!["national_id".into()],
+            min_cohort: 0,
+            max_uses,
+            max_items,
+            expires_at,
+        })
+    }
+
+    /// A bank task on `blacklist` under `grants`.
+    pub fn task(&self, id: &str, grants: &[&str]) -> Record {
+        Record::Task(Task {
+            id: id.into(),
+            requester: "bank".into(),
+            kind: Computation::Psi,
+            datasets: vec!["blacklist".into()],
+            params_digest: digest(9),
+            grants: grants.iter().map(|g| (*g).to_owned()).collect(),
+        })
+    }
+
+    /// A bureau use record.
+    pub fn use_of(&self, task: &str, grant: &str, items: u64) -> SignedRecord {
+        self.bureau.sign(Record::Use(UseRecord {
+            task: task.into(),
+            grant: grant.into(),
+            items,
+        }))
+    }
+
+    /// Submits and expects acceptance.
+    pub async fn ok(&self, writer: &Org, record: Record) {
+        let kind = record.kind();
+        if let Err(e) = self.ledger.submit(writer.sign(record)).await {
+            panic!(
+                "{} writing a {kind} record should be accepted, got: {e}",
+                writer.id
+            );
+        }
+    }
+
+    /// Submits and returns the refusal (panics if accepted or failed otherwise).
+    pub async fn refused(&self, record: SignedRecord) -> Refusal {
+        let kind = record.record.kind();
+        match self.ledger.submit(record).await {
+            Err(LedgerError::Refused(r)) => r,
+            Err(other) => panic!("a {kind} record should be refused by the rules, got: {other}"),
+            Ok(_) => panic!("a {kind} record should have been refused"),
+        }
+    }
+}
+
+macro_rules! expect_refusal {
+    ($c:expr, $record:expr, $pattern:pat) => {{
+        let refusal = $c.refused($record).await;
+        assert!(
+            matches!(refusal, $pattern),
+            "expected {}, got {refusal:?}",
+            stringify!($pattern)
+        );
+    }};
+}
+
+/// Only a dataset's owner grants, revokes and publishes versions; only the
+/// operator admits members; signatures must match the writer.
+pub async fn owner_only_writes(backend: &dyn Backend) {
+    let c = Consortium::new(backend).await;
+    let far = backend.now(&c.ledger).await + 86_400;
+    expect_refusal!(
+        c,
+        c.hospital.sign(c.grant("g-h", 1, 10, far)),
+        Refusal::NotOwner { .. }
+    );
+    expect_refusal!(
+        c,
+        c.bank.sign(c.grant("g-b", 1, 10, far)),
+        Refusal::NotOwner { .. }
+    );
+    c.ok(&c.bureau, c.grant("g1", 1, 10, far)).await;
+    expect_refusal!(
+        c,
+        c.bureau.sign(c.grant("g1", 1, 10, far)),
+        Refusal::Duplicate { .. }
+    );
+    expect_refusal!(
+        c,
+        c.hospital.sign(Record::RevokeGrant { grant: "g1".into() }),
+        Refusal::NotOwner { .. }
+    );
+    expect_refusal!(
+        c,
+        c.hospital.sign(Record::DatasetVersion(c.version(
+            "blacklist",
+            "hospital",
+            2
+        ))),
+        Refusal::NotOwner { .. }
+    );
+    expect_refusal!(
+        c,
+        c.bureau
+            .sign(Record::DatasetVersion(c.version("blacklist", "bureau", 3))),
+        Refusal::VersionOutOfOrder {
+            current: 1,
+            got: 3,
+            ..
+        }
+    );
+    c.ok(
+        &c.bureau,
+        Record::DatasetVersion(c.version("blacklist", "bureau", 2)),
+    )
+    .await;
+    assert_eq!(c.ledger.dataset("blacklist").await.unwrap().len(), 2);
+    expect_refusal!(
+        c,
+        c.bank
+            .sign(Record::DatasetVersion(c.version("loans", "bank", 1))),
+        Refusal::MissingRole {
+            role: Role::DataOwner,
+            ..
+        }
+    );
+    expect_refusal!(
+        c,
+        c.bank
+            .sign(Record::Member(c.hospital.member(&[Role::Operator]))),
+        Refusal::NotOperator { .. }
+    );
+    // A record signed by someone else's key, and one from a stranger.
+    let forged = SignedRecord::sign(c.grant("g-f", 1, 1, far), "bureau", &c.bank.key);
+    assert!(matches!(
+        c.ledger.submit(forged).await,
+        Err(LedgerError::BadSignature { .. })
+    ));
+    let stranger = Org::new("stranger");
+    expect_refusal!(
+        c,
+        stranger.sign(c.task("t-x", &[])),
+        Refusal::UnknownWriter { .. }
+    );
+    let grants = c
+        .ledger
+        .grants(&GrantFilter {
+            dataset: Some("blacklist".into()),
+            grantee: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(grants.len(), 1);
+}
+
+/// A grant is refused beyond its uses or items, once expired, and once revoked.
+pub async fn grant_limits(backend: &dyn Backend) {
+    let c = Consortium::new(backend).await;
+    let now = backend.now(&c.ledger).await;
+    c.ok(&c.bureau, c.grant("g", 2, 100, now + 86_400)).await;
+    for t in ["t1", "t2", "t3"] {
+        c.ok(&c.bank, c.task(t, &["g"])).await;
+    }
+    c.ledger
+        .submit(c.use_of("t1", "g", 60))
+        .await
+        .expect("first use");
+    expect_refusal!(
+        c,
+        c.use_of("t2", "g", 41),
+        Refusal::ItemsExhausted {
+            used: 60,
+            asked: 41,
+            ..
+        }
+    );
+    c.ledger
+        .submit(c.use_of("t2", "g", 40))
+        .await
+        .expect("second use, exactly at the item limit");
+    expect_refusal!(
+        c,
+        c.use_of("t3", "g", 0),
+        Refusal::UsesExhausted { max_uses: 2, .. }
+    );
+    let state = c.ledger.grant("g").await.unwrap().unwrap();
+    assert_eq!((state.uses, state.items), (2, 100));
+    // Only the dataset owner's node records uses; a grant must be in the task.
+    c.ok(&c.bureau, c.grant("g2", 5, 100, now + 86_400)).await;
+    c.ok(&c.bank, c.task("t4", &["g2"])).await;
+    let by_bank = c.bank.sign(Record::Use(UseRecord {
+        task: "t4".into(),
+        grant: "g2".into(),
+        items: 1,
+    }));
+    expect_refusal!(c, by_bank, Refusal::NotOwner { .. });
+    expect_refusal!(c, c.use_of("t1", "g2", 1), Refusal::GrantMismatch { .. });
+
+    // Expiry, by the ledger's clock.
+    c.ok(&c.bureau, c.grant("g-exp", 5, 100, now + 100)).await;
+    c.ok(&c.bank, c.task("t-exp", &["g-exp"])).await;
+    backend.advance(&c.ledger, 200).await;
+    expect_refusal!(c, c.use_of("t-exp", "g-exp", 1), Refusal::Expired { .. });
+    expect_refusal!(
+        c,
+        c.bank.sign(c.task("t-exp2", &["g-exp"])),
+        Refusal::Expired { .. }
+    );
+
+    // Revocation.
+    let now = backend.now(&c.ledger).await;
+    c.ok(&c.bureau, c.grant("g-rev", 5, 100, now + 86_400))
+        .await;
+    c.ok(&c.bank, c.task("t-rev", &["g-rev"])).await;
+    c.ok(
+        &c.bureau,
+        Record::RevokeGrant {
+            grant: "g-rev".into(),
+        },
+    )
+    .await;
+    expect_refusal!(c, c.use_of("t-rev", "g-rev", 1), Refusal::Revoked { .. });
+    expect_refusal!(
+        c,
+        c.bureau.sign(Record::RevokeGrant {
+            grant: "g-rev".into()
+        }),
+        Refusal::Revoked { .. }
+    );
+    expect_refusal!(
+        c,
+        c.bank.sign(c.task("t-rev2", &["g-rev"])),
+        Refusal::Revoked { .. }
+    );
+}
+
+/// Tasks move only along legal transitions, and only their parties move them.
+pub async fn task_transitions(backend: &dyn Backend) {
+    let c = Consortium::new(backend).await;
+    let now = backend.now(&c.ledger).await;
+    c.ok(&c.bureau, c.grant("g", 5, 100, now + 86_400)).await;
+    c.ok(&c.bank, c.task("t", &["g"])).await;
+    expect_refusal!(
+        c,
+        c.bank.sign(c.task("t", &["g"])),
+        Refusal::Duplicate { .. }
+    );
+    let status = |s| Record::TaskStatus {
+        task: "t".into(),
+        status: s,
+    };
+    expect_refusal!(
+        c,
+        c.bank.sign(status(TaskStatus::Succeeded)),
+        Refusal::IllegalTransition { .. }
+    );
+    expect_refusal!(
+        c,
+        c.bureau.sign(status(TaskStatus::Running)),
+        Refusal::NotTaskParty { .. }
+    );
+    c.ok(&c.operator, status(TaskStatus::Running)).await;
+    expect_refusal!(
+        c,
+        c.bank.sign(status(TaskStatus::Cancelled)),
+        Refusal::IllegalTransition { .. }
+    );
+    c.ledger
+        .submit(c.use_of("t", "g", 3))
+        .await
+        .expect("use while running");
+    c.ok(&c.bank, status(TaskStatus::Succeeded)).await;
+    expect_refusal!(
+        c,
+        c.bank.sign(status(TaskStatus::Failed)),
+        Refusal::IllegalTransition { .. }
+    );
+    expect_refusal!(c, c.use_of("t", "g", 1), Refusal::TaskNotActive { .. });
+    c.ok(
+        &c.operator,
+        Record::Result(ResultRecord {
+            task: "t".into(),
+            result_digest: digest(5),
+            receiver: "bank".into(),
+            intermediates: vec![],
+        }),
+    )
+    .await;
+    let trail = c.ledger.task("t").await.unwrap().unwrap();
+    assert_eq!(trail.status, TaskStatus::Succeeded);
+    assert_eq!(trail.uses.len(), 1);
+    assert_eq!(trail.results.len(), 1);
+    // A task may not lean on another requester's grant.
+    c.ok(
+        &c.bureau,
+        Record::Grant(Grant {
+            grantee: "hospital".into(),
+            ..match c.grant("g-h", 1, 1, now + 86_400) {
+                Record::Grant(g) => g,
+                _ => unreachable!(),
+            }
+        }),
+    )
+    .await;
+    expect_refusal!(
+        c,
+        c.bank.sign(c.task("t2", &["g-h"])),
+        Refusal::GrantMismatch { .. }
+    );
+}
+
+/// Replaying from a height returns exactly the records after it, in order,
+/// and a subscription picks up from there.
+pub async fn event_replay(backend: &dyn Backend) {
+    let c = Consortium::new(backend).await;
+    let mark = c.ledger.height().await.unwrap();
+    let now = backend.now(&c.ledger).await;
+    let mut written = Vec::new();
+    for i in 0..5 {
+        let record = c.bureau.sign(c.grant(&format!("g{i}"), 1, 1, now + 86_400));
+        written.push(record.clone());
+        c.ledger.submit(record).await.unwrap();
+    }
+    let events = c.ledger.events_after(mark, 1000).await.unwrap();
+    let replayed: Vec<SignedRecord> = events.iter().map(|e| e.record.clone()).collect();
+    assert_eq!(
+        replayed, written,
+        "exactly the records after the mark, in order"
+    );
+    assert!(
+        events
+            .iter()
+            .all(|e| e.receipt.height > mark && e.receipt.record_hash == e.record.hash())
+    );
+    let mut stream = subscribe(c.ledger.clone(), mark);
+    for expected in &written {
+        let event = tokio::time::timeout(std::time::Duration::from_secs(20), stream.recv())
+            .await
+            .expect("the subscription delivers")
+            .expect("open")
+            .expect("no error");
+        assert_eq!(&event.record, expected);
+    }
+    let live = c.bureau.sign(c.grant("g-live", 1, 1, now + 86_400));
+    c.ledger.submit(live.clone()).await.unwrap();
+    let event = tokio::time::timeout(std::time::Duration::from_secs(20), stream.recv())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(event.record, live, "new records reach a live subscription");
+}
+
+/// Two nodes racing for the last remaining use: exactly one wins.
+pub async fn last_use_race(backend: &dyn Backend) {
+    let c = Consortium::new(backend).await;
+    let now = backend.now(&c.ledger).await;
+    c.ok(&c.bureau, c.grant("g", 1, 100, now + 86_400)).await;
+    c.ok(&c.bank, c.task("ta", &["g"])).await;
+    c.ok(&c.bank, c.task("tb", &["g"])).await;
+    let (a, b) = tokio::join!(
+        c.ledger.submit(c.use_of("ta", "g", 1)),
+        c.ledger.submit(c.use_of("tb", "g", 1))
+    );
+    let wins = [a.is_ok(), b.is_ok()].iter().filter(|w| **w).count();
+    assert_eq!(
+        wins, 1,
+        "exactly one use of the last remaining use: {a:?} / {b:?}"
+    );
+    let loser = if a.is_ok() { b } else { a };
+    assert!(
+        matches!(
+            loser,
+            Err(LedgerError::Refused(Refusal::UsesExhausted { .. }))
+        ),
+        "{loser:?}"
+    );
+}
+
+/// Every check, in order.
+pub async fn run_all(backend: &dyn Backend) {
+    owner_only_writes(backend).await;
+    grant_limits(backend).await;
+    task_transitions(backend).await;
+    event_replay(backend).await;
+    last_use_race(backend).await;
+}

@@ -1,0 +1,581 @@
+//! The embedded ledger: a hash-chained, operator-sealed block log in one
+//! redb file — the default backend.
+//!
+//! * **Blocks.** Each block holds the records of one group commit, a header
+//!   with the previous block's hash, the Merkle root of its records and the
+//!   sealing time, and the operator's ed25519 seal over the header hash.
+//! * **Writes.** Writers hand signed records to one committer thread, which
+//!   takes every record waiting (up to [`MAX_BLOCK_RECORDS`]), checks each
+//!   against the rules in order, seals the accepted ones into a block and
+//!   commits it in one durable redb transaction (fsync) before any writer is
+//!   told it landed. Concurrent writers are serialised there, so the last
+//!   remaining use of a grant goes to exactly one of them. If storage fails
+//!   the handle stops; reopening re-verifies from disk.
+//! * **Opening** re-verifies everything: block sequence, hash chain, seals,
+//!   Merkle roots, every record's signature (in parallel) and every rule,
+//!   and that the recorded tip is the last block. Any failure names the
+//!   block. A consistent rollback of the newest blocks (tip rewritten too)
+//!   cannot be detected from the file alone; receipts and inclusion proofs
+//!   held by others are the check against it.
+//! * **Proofs.** [`EmbeddedLedger::prove`] returns an [`InclusionProof`] for
+//!   any record, verifiable with the operator's public key alone.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock, mpsc};
+use std::thread::JoinHandle;
+
+use rayon::prelude::*;
+use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition};
+use tokio::sync::oneshot;
+
+use crate::LedgerError;
+use crate::block::{Block, BlockHeader, InclusionProof, MAX_BLOCK_RECORDS};
+use crate::ledger::{GrantFilter, Ledger, LedgerEvent, Receipt};
+use crate::merkle;
+use crate::records::{DatasetVersion, Digest, Member, OrgKey, Record, SignedRecord};
+use crate::rules::{GrantState, State, TaskState};
+
+const BLOCKS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("blocks");
+const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
+
+/// Seconds since the Unix epoch, as the ledger's rules see time.
+pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// The system clock.
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    })
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Tip {
+    height: u64,
+    hash: Digest,
+    timestamp: u64,
+}
+
+#[derive(Debug)]
+struct Chain {
+    state: State,
+    tip: Tip,
+    records: u64,
+    index: HashMap<Digest, (u64, u32)>,
+    stopped: Option<String>,
+}
+
+struct Pending {
+    record: SignedRecord,
+    reply: oneshot::Sender<Result<Receipt, LedgerError>>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    db: Database,
+    path: PathBuf,
+    chain: RwLock<Chain>,
+}
+
+/// What verifying a ledger file found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainSummary {
+    /// Blocks.
+    pub blocks: u64,
+    /// Records.
+    pub records: u64,
+    /// Hash of the newest block's header.
+    pub tip_hash: Digest,
+}
+
+/// The embedded ledger.
+pub struct EmbeddedLedger {
+    shared: Arc<Shared>,
+    submissions: Option<mpsc::Sender<Pending>>,
+    committer: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for EmbeddedLedger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedLedger")
+            .field("path", &self.shared.path)
+            .finish_non_exhaustive()
+    }
+}
+
+fn read_chain(txn: &ReadTransaction, operator: &[u8; 32]) -> Result<Chain, LedgerError> {
+    let meta = txn.open_table(META)?;
+    let sealed_by: [u8; 32] = meta
+        .get("operator")?
+        .and_then(|v| v.value().try_into().ok())
+        .ok_or(LedgerError::Corrupt {
+            height: 0,
+            reason: "the operator key is not recorded".into(),
+        })?;
+    if &sealed_by != operator {
+        return Err(LedgerError::WrongOperator {
+            expected: hex::encode(operator),
+            found: hex::encode(sealed_by),
+        });
+    }
+    let recorded_tip = meta
+        .get("tip")?
+        .map(|v| v.value().to_vec())
+        .unwrap_or_default();
+    let blocks = txn.open_table(BLOCKS)?;
+    let mut state = State::default();
+    let mut index = HashMap::new();
+    let mut tip: Option<Tip> = None;
+    let mut records = 0u64;
+    let mut pending: Vec<(u64, usize, [u8; 32], SignedRecord)> = Vec::new();
+    let verify = |jobs: &mut Vec<(u64, usize, [u8; 32], SignedRecord)>| -> Result<(), LedgerError> {
+        let failed = jobs
+            .par_iter()
+            .filter_map(|(h, i, key, r)| r.verify(key).err().map(|e| (*h, *i, e)))
+            .min_by_key(|(h, i, _)| (*h, *i));
+        jobs.clear();
+        match failed {
+            Some((height, i, e)) => Err(LedgerError::Corrupt {
+                height,
+                reason: format!("record {i}: {e}"),
+            }),
+            None => Ok(()),
+        }
+    };
+    for entry in blocks.iter()? {
+        let (key, value) = entry?;
+        let height = key.value();
+        let corrupt = |reason: String| LedgerError::Corrupt { height, reason };
+        let expected = tip.map_or(0, |t| t.height + 1);
+        if height != expected {
+            return Err(corrupt(format!(
+                "expected block {expected} here; blocks are missing"
+            )));
+        }
+        let block = Block::from_bytes(value.value()).map_err(|e| corrupt(e.to_string()))?;
+        if block.header.height != height {
+            return Err(corrupt(format!(
+                "it claims to be block {}",
+                block.header.height
+            )));
+        }
+        let prev = tip.map_or([0; 32], |t| t.hash);
+        if block.header.prev_hash != prev {
+            return Err(corrupt(
+                "it does not chain to the previous block's hash".into(),
+            ));
+        }
+        if tip.is_some_and(|t| block.header.timestamp < t.timestamp) {
+            return Err(corrupt(
+                "its time is earlier than the previous block's".into(),
+            ));
+        }
+        block.check(operator).map_err(corrupt)?;
+        for (i, record) in block.records.iter().enumerate() {
+            let key = state
+                .apply_unverified(record, block.header.timestamp)
+                .map_err(|e| corrupt(format!("record {i} breaks the rules: {e}")))?;
+            index.insert(record.hash(), (height, u32::try_from(i).expect("bounded")));
+            pending.push((height, i, key, record.clone()));
+        }
+        records += block.records.len() as u64;
+        if pending.len() >= 4096 {
+            verify(&mut pending)?;
+        }
+        tip = Some(Tip {
+            height,
+            hash: block.header.hash(),
+            timestamp: block.header.timestamp,
+        });
+    }
+    verify(&mut pending)?;
+    let tip = tip.ok_or(LedgerError::Corrupt {
+        height: 0,
+        reason: "there is no genesis block".into(),
+    })?;
+    let mut expected_tip = tip.height.to_le_bytes().to_vec();
+    expected_tip.extend_from_slice(&tip.hash);
+    if recorded_tip != expected_tip {
+        let recorded = recorded_tip
+            .get(..8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes);
+        return Err(LedgerError::Corrupt {
+            height: tip.height,
+            reason: match recorded {
+                Some(h) if h > tip.height => {
+                    format!("the chain ends here but block {h} was committed: the file lost blocks")
+                }
+                _ => "it is not the tip the ledger committed".into(),
+            },
+        });
+    }
+    Ok(Chain {
+        state,
+        tip,
+        records,
+        index,
+        stopped: None,
+    })
+}
+
+fn write_block(
+    db: &Database,
+    block: &Block,
+    operator: Option<&[u8; 32]>,
+) -> Result<(), LedgerError> {
+    let txn = db.begin_write()?;
+    {
+        let mut blocks = txn.open_table(BLOCKS)?;
+        blocks.insert(block.header.height, block.to_bytes().as_slice())?;
+        let mut meta = txn.open_table(META)?;
+        let mut tip = block.header.height.to_le_bytes().to_vec();
+        tip.extend_from_slice(&block.header.hash());
+        meta.insert("tip", tip.as_slice())?;
+        if let Some(key) = operator {
+            meta.insert("operator", key.as_slice())?;
+        }
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+fn seal(
+    operator: &OrgKey,
+    height: u64,
+    prev: Digest,
+    timestamp: u64,
+    records: Vec<SignedRecord>,
+) -> Block {
+    let leaves: Vec<Digest> = records.iter().map(SignedRecord::hash).collect();
+    let header = BlockHeader {
+        height,
+        prev_hash: prev,
+        merkle_root: merkle::root(&leaves),
+        timestamp,
+        record_count: u32::try_from(records.len()).expect("bounded"),
+    };
+    Block {
+        seal: operator.sign_bytes(&header.hash()),
+        header,
+        records,
+    }
+}
+
+impl EmbeddedLedger {
+    /// Creates a new ledger file whose genesis block admits the operator.
+    /// `operator_member.signing_key` must be `operator`'s public key.
+    pub fn create(
+        path: &Path,
+        operator: OrgKey,
+        operator_member: Member,
+        clock: Clock,
+    ) -> Result<Self, LedgerError> {
+        if path.exists() {
+            return Err(LedgerError::Exists(path.into()));
+        }
+        let db = Database::create(path)?;
+        let now = clock();
+        let org = operator_member.org.clone();
+        let genesis = SignedRecord::sign(Record::Member(operator_member), &org, &operator);
+        let mut state = State::default();
+        state.apply(&genesis, now)?;
+        let mut index = HashMap::new();
+        index.insert(genesis.hash(), (0, 0));
+        let block = seal(&operator, 0, [0; 32], now, vec![genesis]);
+        write_block(&db, &block, Some(&operator.public_key()))?;
+        let tip = Tip {
+            height: 0,
+            hash: block.header.hash(),
+            timestamp: now,
+        };
+        Ok(Self::start(
+            db,
+            path,
+            Chain {
+                state,
+                tip,
+                records: 1,
+                index,
+                stopped: None,
+            },
+            operator,
+            clock,
+        ))
+    }
+
+    /// Opens and re-verifies an existing ledger file.
+    pub fn open(path: &Path, operator: OrgKey, clock: Clock) -> Result<Self, LedgerError> {
+        if !path.exists() {
+            return Err(LedgerError::NotFound(path.into()));
+        }
+        let db = Database::open(path).map_err(|e| LedgerError::Corrupt {
+            height: 0,
+            reason: format!("the storage engine cannot open the file ({e})"),
+        })?;
+        let chain = read_chain(&db.begin_read()?, &operator.public_key())?;
+        Ok(Self::start(db, path, chain, operator, clock))
+    }
+
+    /// Verifies a ledger file without opening it for writing.
+    pub fn verify_file(path: &Path, operator: &[u8; 32]) -> Result<ChainSummary, LedgerError> {
+        if !path.exists() {
+            return Err(LedgerError::NotFound(path.into()));
+        }
+        let db = redb::ReadOnlyDatabase::open(path).map_err(|e| LedgerError::Corrupt {
+            height: 0,
+            reason: format!("the storage engine cannot open the file ({e})"),
+        })?;
+        let chain = read_chain(&db.begin_read()?, operator)?;
+        Ok(ChainSummary {
+            blocks: chain.tip.height + 1,
+            records: chain.records,
+            tip_hash: chain.tip.hash,
+        })
+    }
+
+    fn start(db: Database, path: &Path, chain: Chain, operator: OrgKey, clock: Clock) -> Self {
+        let shared = Arc::new(Shared {
+            db,
+            path: path.into(),
+            chain: RwLock::new(chain),
+        });
+        let (tx, rx) = mpsc::channel::<Pending>();
+        let worker = shared.clone();
+        let committer = std::thread::Builder::new()
+            .name("ledger-committer".into())
+            .spawn(move || commit_loop(&worker, &operator, &clock, &rx))
+            .expect("spawn the committer thread");
+        Self {
+            shared,
+            submissions: Some(tx),
+            committer: Some(committer),
+        }
+    }
+
+    /// Summary of the chain as this handle sees it.
+    pub fn summary(&self) -> ChainSummary {
+        let chain = self.shared.chain.read().expect("ledger lock");
+        ChainSummary {
+            blocks: chain.tip.height + 1,
+            records: chain.records,
+            tip_hash: chain.tip.hash,
+        }
+    }
+
+    /// An inclusion proof for the record with this hash.
+    pub fn prove(&self, record_hash: &Digest) -> Result<InclusionProof, LedgerError> {
+        let (height, index) = *self
+            .shared
+            .chain
+            .read()
+            .expect("ledger lock")
+            .index
+            .get(record_hash)
+            .ok_or_else(|| LedgerError::UnknownRecord(hex::encode(record_hash)))?;
+        let block = self.block(height)?;
+        Ok(block.proof(index as usize))
+    }
+
+    /// A stored block.
+    pub fn block(&self, height: u64) -> Result<Block, LedgerError> {
+        let txn = self.shared.db.begin_read()?;
+        let table = txn.open_table(BLOCKS)?;
+        let bytes = table.get(height)?.ok_or(LedgerError::Corrupt {
+            height,
+            reason: "missing".into(),
+        })?;
+        Block::from_bytes(bytes.value())
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
+        f(&self.shared.chain.read().expect("ledger lock").state)
+    }
+}
+
+fn commit_loop(shared: &Shared, operator: &OrgKey, clock: &Clock, rx: &mpsc::Receiver<Pending>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BLOCK_RECORDS {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let mut chain = shared.chain.write().expect("ledger lock");
+        if let Some(reason) = &chain.stopped {
+            for p in batch {
+                let _ = p.reply.send(Err(LedgerError::Stopped(reason.clone())));
+            }
+            continue;
+        }
+        let now = clock().max(chain.tip.timestamp);
+        let mut accepted = Vec::with_capacity(batch.len());
+        for p in batch {
+            match chain.state.apply(&p.record, now) {
+                Ok(()) => accepted.push(p),
+                Err(e) => drop(p.reply.send(Err(e))),
+            }
+        }
+        if accepted.is_empty() {
+            continue;
+        }
+        let (replies, records): (Vec<_>, Vec<_>) =
+            accepted.into_iter().map(|p| (p.reply, p.record)).unzip();
+        let height = chain.tip.height + 1;
+        let block = seal(operator, height, chain.tip.hash, now, records);
+        match write_block(&shared.db, &block, None) {
+            Ok(()) => {
+                let hashes = block.leaves();
+                for (i, hash) in hashes.iter().enumerate() {
+                    chain
+                        .index
+                        .insert(*hash, (height, u32::try_from(i).expect("bounded")));
+                }
+                chain.tip = Tip {
+                    height,
+                    hash: block.header.hash(),
+                    timestamp: now,
+                };
+                chain.records += hashes.len() as u64;
+                drop(chain);
+                for (i, (reply, hash)) in replies.into_iter().zip(hashes).enumerate() {
+                    let receipt = Receipt {
+                        height,
+                        index: u32::try_from(i).expect("bounded"),
+                        record_hash: hash,
+                    };
+                    let _ = reply.send(Ok(receipt));
+                }
+            }
+            Err(e) => {
+                // The state now runs ahead of the disk: stop this handle.
+                let reason = e.to_string();
+                chain.stopped = Some(reason.clone());
+                for reply in replies {
+                    let _ = reply.send(Err(LedgerError::Stopped(reason.clone())));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for EmbeddedLedger {
+    fn drop(&mut self) {
+        self.submissions.take();
+        if let Some(handle) = self.committer.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Ledger for EmbeddedLedger {
+    async fn submit(&self, record: SignedRecord) -> Result<Receipt, LedgerError> {
+        let (reply, answer) = oneshot::channel();
+        let stopped = || LedgerError::Stopped("the ledger is closing".into());
+        self.submissions
+            .as_ref()
+            .ok_or_else(stopped)?
+            .send(Pending { record, reply })
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    async fn height(&self) -> Result<u64, LedgerError> {
+        Ok(self.shared.chain.read().expect("ledger lock").tip.height)
+    }
+
+    async fn member(&self, org: &str) -> Result<Option<Member>, LedgerError> {
+        Ok(self.read(|s| s.members.get(org).cloned()))
+    }
+
+    async fn members(&self) -> Result<Vec<Member>, LedgerError> {
+        Ok(self.read(|s| s.members.values().cloned().collect()))
+    }
+
+    async fn dataset(&self, id: &str) -> Result<Vec<DatasetVersion>, LedgerError> {
+        Ok(self.read(|s| s.datasets.get(id).cloned().unwrap_or_default()))
+    }
+
+    async fn datasets(&self) -> Result<Vec<DatasetVersion>, LedgerError> {
+        Ok(self.read(|s| {
+            s.datasets
+                .values()
+                .filter_map(|v| v.last().cloned())
+                .collect()
+        }))
+    }
+
+    async fn grant(&self, id: &str) -> Result<Option<GrantState>, LedgerError> {
+        Ok(self.read(|s| s.grants.get(id).cloned()))
+    }
+
+    async fn grants(&self, filter: &GrantFilter) -> Result<Vec<GrantState>, LedgerError> {
+        Ok(self.read(|s| {
+            s.grants
+                .values()
+                .filter(|g| {
+                    filter
+                        .dataset
+                        .as_ref()
+                        .is_none_or(|d| &g.grant.dataset == d)
+                })
+                .filter(|g| {
+                    filter
+                        .grantee
+                        .as_ref()
+                        .is_none_or(|o| &g.grant.grantee == o)
+                })
+                .cloned()
+                .collect()
+        }))
+    }
+
+    async fn task(&self, id: &str) -> Result<Option<TaskState>, LedgerError> {
+        Ok(self.read(|s| s.tasks.get(id).cloned()))
+    }
+
+    async fn tasks(&self, requester: Option<&str>) -> Result<Vec<TaskState>, LedgerError> {
+        Ok(self.read(|s| {
+            s.tasks
+                .values()
+                .filter(|t| requester.is_none_or(|r| t.task.requester == r))
+                .cloned()
+                .collect()
+        }))
+    }
+
+    async fn events_after(
+        &self,
+        height: u64,
+        limit: usize,
+    ) -> Result<Vec<LedgerEvent>, LedgerError> {
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || {
+            let txn = shared.db.begin_read()?;
+            let table = txn.open_table(BLOCKS)?;
+            let mut events = Vec::new();
+            for entry in table.range(height.saturating_add(1)..)? {
+                let (key, value) = entry?;
+                let block = Block::from_bytes(value.value())?;
+                for (i, record) in block.records.into_iter().enumerate() {
+                    let receipt = Receipt {
+                        height: key.value(),
+                        index: u32::try_from(i).expect("bounded"),
+                        record_hash: record.hash(),
+                    };
+                    events.push(LedgerEvent { receipt, record });
+                }
+                if events.len() >= limit {
+                    break;
+                }
+            }
+            Ok(events)
+        })
+        .await
+        .map_err(|e| LedgerError::Stopped(e.to_string()))?
+    }
+}

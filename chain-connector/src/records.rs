@@ -1,0 +1,537 @@
+//! The consortium's records (design brief §5) and their canonical encoding.
+//!
+//! Every record travels as a [`SignedRecord`]: the writer's organisation id,
+//! the record, and the writer's ed25519 signature over
+//! `"stayput/ledger/record/v1" ‖ writer ‖ record` in the canonical encoding
+//! of [`crate::codec`]. Its hash — the Merkle leaf on the embedded ledger and
+//! the record id on every backend — is `SHA-256(0x00 ‖ signed encoding)`.
+
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use sha2::{Digest as _, Sha256};
+
+use crate::LedgerError;
+use crate::codec::{Reader, Writer};
+
+/// A SHA-256 digest.
+pub type Digest = [u8; 32];
+
+const SIGNING_LABEL: &[u8] = b"stayput/ledger/record/v1";
+
+macro_rules! wire_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $code:literal => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum $name { $($(#[$vmeta])* $variant),+ }
+
+        impl $name {
+            /// Every value.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The value's code in the canonical encoding.
+            pub fn code(self) -> u8 {
+                match self { $($name::$variant => $code),+ }
+            }
+
+            /// The value's name in commands and messages.
+            pub fn name(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+
+            fn from_code(code: u8) -> Result<Self, LedgerError> {
+                match code {
+                    $($code => Ok($name::$variant),)+
+                    other => Err(LedgerError::Malformed {
+                        what: stringify!($name),
+                        reason: format!("unknown code {other}"),
+                    }),
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                Self::ALL.iter().copied().find(|v| v.name() == s).ok_or_else(|| {
+                    let known: Vec<&str> = Self::ALL.iter().map(|v| v.name()).collect();
+                    format!("unknown {} '{s}'; one of: {}", stringify!($name), known.join(", "))
+                })
+            }
+        }
+    };
+}
+
+wire_enum!(
+    /// What an organisation may do in the consortium.
+    Role {
+        /// Holds datasets and serves protocols.
+        DataOwner = 1 => "data_owner",
+        /// Submits tasks.
+        Requester = 2 => "requester",
+        /// Runs the coordinator and seals the embedded ledger.
+        Operator = 3 => "operator",
+        /// Publishes algorithms.
+        AlgorithmProvider = 4 => "algorithm_provider",
+        /// Reads the whole trail.
+        Regulator = 5 => "regulator",
+    }
+);
+
+wire_enum!(
+    /// A kind of computation a grant allows and a task runs.
+    Computation {
+        /// Balanced PSI revealing the intersection.
+        Psi = 1 => "psi",
+        /// Balanced PSI revealing the cardinality only.
+        PsiCardinality = 2 => "psi_cardinality",
+        /// Unbalanced labeled PSI (blacklist query).
+        LabeledPsi = 3 => "labeled_psi",
+        /// Federated statistics.
+        FederatedStats = 4 => "federated_stats",
+        /// Aggregate-only queries.
+        ComputeOnly = 5 => "compute_only",
+        /// Private record lookup.
+        Pir = 6 => "pir",
+    }
+);
+
+wire_enum!(
+    /// Where a task is in its life.
+    TaskStatus {
+        /// Recorded, not started.
+        Submitted = 0 => "submitted",
+        /// Nodes are serving it.
+        Running = 1 => "running",
+        /// Finished with a result.
+        Succeeded = 2 => "succeeded",
+        /// Finished without a result.
+        Failed = 3 => "failed",
+        /// Withdrawn before it ran.
+        Cancelled = 4 => "cancelled",
+    }
+);
+
+impl TaskStatus {
+    /// Whether `self → next` is a legal transition.
+    pub fn may_become(self, next: TaskStatus) -> bool {
+        use TaskStatus::*;
+        matches!(
+            (self, next),
+            (Submitted, Running)
+                | (Submitted, Failed)
+                | (Submitted, Cancelled)
+                | (Running, Succeeded)
+                | (Running, Failed)
+        )
+    }
+}
+
+/// A member organisation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Organisation id (a DNS label, as in its TLS certificate).
+    pub org: String,
+    /// Display name.
+    pub name: String,
+    /// What it may do.
+    pub roles: Vec<Role>,
+    /// Its ed25519 public key: every record it writes is signed with it.
+    pub signing_key: [u8; 32],
+    /// Its node's endpoint URL.
+    pub endpoint: String,
+}
+
+/// One version of a dataset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatasetVersion {
+    /// Dataset id.
+    pub dataset: String,
+    /// The owning organisation.
+    pub owner: String,
+    /// 1 for the first version, then consecutive.
+    pub version: u32,
+    /// Digest of the schema.
+    pub schema_digest: Digest,
+    /// Digest of the content.
+    pub content_digest: Digest,
+    /// A protocol public key for this version (such as an OPRF key).
+    pub protocol_key: Option<Vec<u8>>,
+}
+
+/// What a dataset's owner allows one grantee to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// Grant id.
+    pub id: String,
+    /// The dataset.
+    pub dataset: String,
+    /// Who may use it.
+    pub grantee: String,
+    /// Allowed computations.
+    pub computations: Vec<Computation>,
+    /// Allowed columns (empty: the dataset's key columns only).
+    pub columns: Vec<String>,
+    /// Smallest cohort a result may describe.
+    pub min_cohort: u32,
+    /// Tasks it may serve.
+    pub max_uses: u32,
+    /// Items (ids queried, rows scanned) across all uses.
+    pub max_items: u64,
+    /// Unix time (seconds) from which it is void.
+    pub expires_at: u64,
+}
+
+/// A task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Task {
+    /// Task id.
+    pub id: String,
+    /// The requesting organisation.
+    pub requester: String,
+    /// What it computes.
+    pub kind: Computation,
+    /// The datasets it reads.
+    pub datasets: Vec<String>,
+    /// Digest of its canonical parameters.
+    pub params_digest: Digest,
+    /// The grants it relies on.
+    pub grants: Vec<String>,
+}
+
+/// A dataset owner's node served a task under a grant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UseRecord {
+    /// The task.
+    pub task: String,
+    /// The grant consumed.
+    pub grant: String,
+    /// Items served (ids queried, rows scanned).
+    pub items: u64,
+}
+
+/// A task's result, by digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResultRecord {
+    /// The task.
+    pub task: String,
+    /// Digest of the result.
+    pub result_digest: Digest,
+    /// The organisation that received it.
+    pub receiver: String,
+    /// Digests of key intermediate values (commitments and the like).
+    pub intermediates: Vec<Digest>,
+}
+
+/// Every kind of record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    /// Admit or update a member (operator only).
+    Member(Member),
+    /// Publish a dataset version (its owner only).
+    DatasetVersion(DatasetVersion),
+    /// Grant use of a dataset (its owner only).
+    Grant(Grant),
+    /// Revoke a grant (the dataset's owner only).
+    RevokeGrant {
+        /// The grant.
+        grant: String,
+    },
+    /// Record a task (its requester or the operator).
+    Task(Task),
+    /// Move a task on (its requester or the operator).
+    TaskStatus {
+        /// The task.
+        task: String,
+        /// The new status.
+        status: TaskStatus,
+    },
+    /// A served use (the dataset owner's node).
+    Use(UseRecord),
+    /// A result digest (the operator or the task's requester).
+    Result(ResultRecord),
+}
+
+impl Record {
+    /// The record kind's name.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Record::Member(_) => "member",
+            Record::DatasetVersion(_) => "dataset_version",
+            Record::Grant(_) => "grant",
+            Record::RevokeGrant { .. } => "revoke_grant",
+            Record::Task(_) => "task",
+            Record::TaskStatus { .. } => "task_status",
+            Record::Use(_) => "use",
+            Record::Result(_) => "result",
+        }
+    }
+
+    /// Appends the canonical encoding.
+    pub fn encode(&self, w: &mut Writer) {
+        match self {
+            Record::Member(m) => {
+                w.u8(1).str(&m.org).str(&m.name).list(&m.roles, |w, r| {
+                    w.u8(r.code());
+                });
+                w.fixed(&m.signing_key).str(&m.endpoint);
+            }
+            Record::DatasetVersion(d) => {
+                w.u8(2)
+                    .str(&d.dataset)
+                    .str(&d.owner)
+                    .u32(d.version)
+                    .fixed(&d.schema_digest)
+                    .fixed(&d.content_digest);
+                match &d.protocol_key {
+                    None => {
+                        w.u8(0);
+                    }
+                    Some(k) => {
+                        w.u8(1).bytes(k);
+                    }
+                }
+            }
+            Record::Grant(g) => {
+                w.u8(3).str(&g.id).str(&g.dataset).str(&g.grantee);
+                w.list(&g.computations, |w, c| {
+                    w.u8(c.code());
+                });
+                w.list(&g.columns, |w, c| {
+                    w.str(c);
+                });
+                w.u32(g.min_cohort)
+                    .u32(g.max_uses)
+                    .u64(g.max_items)
+                    .u64(g.expires_at);
+            }
+            Record::RevokeGrant { grant } => {
+                w.u8(4).str(grant);
+            }
+            Record::Task(t) => {
+                w.u8(5).str(&t.id).str(&t.requester).u8(t.kind.code());
+                w.list(&t.datasets, |w, d| {
+                    w.str(d);
+                });
+                w.fixed(&t.params_digest).list(&t.grants, |w, g| {
+                    w.str(g);
+                });
+            }
+            Record::TaskStatus { task, status } => {
+                w.u8(6).str(task).u8(status.code());
+            }
+            Record::Use(u) => {
+                w.u8(7).str(&u.task).str(&u.grant).u64(u.items);
+            }
+            Record::Result(r) => {
+                w.u8(8)
+                    .str(&r.task)
+                    .fixed(&r.result_digest)
+                    .str(&r.receiver);
+                w.list(&r.intermediates, |w, d| {
+                    w.fixed(d);
+                });
+            }
+        }
+    }
+
+    /// Reads one canonical record.
+    pub fn decode(r: &mut Reader<'_>) -> Result<Self, LedgerError> {
+        Ok(match r.u8()? {
+            1 => Record::Member(Member {
+                org: r.str()?,
+                name: r.str()?,
+                roles: r.list(|r| Role::from_code(r.u8()?))?,
+                signing_key: r.fixed()?,
+                endpoint: r.str()?,
+            }),
+            2 => Record::DatasetVersion(DatasetVersion {
+                dataset: r.str()?,
+                owner: r.str()?,
+                version: r.u32()?,
+                schema_digest: r.fixed()?,
+                content_digest: r.fixed()?,
+                protocol_key: match r.u8()? {
+                    0 => None,
+                    1 => Some(r.bytes()?),
+                    other => {
+                        return Err(LedgerError::Malformed {
+                            what: "option",
+                            reason: format!("tag {other}"),
+                        });
+                    }
+                },
+            }),
+            3 => Record::Grant(Grant {
+                id: r.str()?,
+                dataset: r.str()?,
+                grantee: r.str()?,
+                computations: r.list(|r| Computation::from_code(r.u8()?))?,
+                columns: r.list(Reader::str)?,
+                min_cohort: r.u32()?,
+                max_uses: r.u32()?,
+                max_items: r.u64()?,
+                expires_at: r.u64()?,
+            }),
+            4 => Record::RevokeGrant { grant: r.str()? },
+            5 => Record::Task(Task {
+                id: r.str()?,
+                requester: r.str()?,
+                kind: Computation::from_code(r.u8()?)?,
+                datasets: r.list(Reader::str)?,
+                params_digest: r.fixed()?,
+                grants: r.list(Reader::str)?,
+            }),
+            6 => Record::TaskStatus {
+                task: r.str()?,
+                status: TaskStatus::from_code(r.u8()?)?,
+            },
+            7 => Record::Use(UseRecord {
+                task: r.str()?,
+                grant: r.str()?,
+                items: r.u64()?,
+            }),
+            8 => Record::Result(ResultRecord {
+                task: r.str()?,
+                result_digest: r.fixed()?,
+                receiver: r.str()?,
+                intermediates: r.list(|r| r.fixed())?,
+            }),
+            other => {
+                return Err(LedgerError::Malformed {
+                    what: "record",
+                    reason: format!("unknown kind {other}"),
+                });
+            }
+        })
+    }
+
+    fn signing_message(&self, writer: &str) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.bytes(SIGNING_LABEL).str(writer);
+        self.encode(&mut w);
+        w.into_bytes()
+    }
+}
+
+/// A record with its writer and the writer's signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedRecord {
+    /// The writing organisation.
+    pub writer: String,
+    /// The record.
+    pub record: Record,
+    /// The writer's ed25519 signature.
+    pub signature: [u8; 64],
+}
+
+impl SignedRecord {
+    /// Signs `record` as `writer`.
+    pub fn sign(record: Record, writer: &str, key: &OrgKey) -> Self {
+        let signature = key.0.sign(&record.signing_message(writer)).to_bytes();
+        Self {
+            writer: writer.to_owned(),
+            record,
+            signature,
+        }
+    }
+
+    /// Checks the signature against the writer's public key.
+    pub fn verify(&self, public_key: &[u8; 32]) -> Result<(), LedgerError> {
+        let bad = || LedgerError::BadSignature {
+            writer: self.writer.clone(),
+            kind: self.record.kind(),
+        };
+        let key = VerifyingKey::from_bytes(public_key).map_err(|_| bad())?;
+        key.verify_strict(
+            &self.record.signing_message(&self.writer),
+            &Signature::from_bytes(&self.signature),
+        )
+        .map_err(|_| bad())
+    }
+
+    /// The canonical encoding.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.str(&self.writer);
+        self.record.encode(&mut w);
+        w.fixed(&self.signature);
+        w.into_bytes()
+    }
+
+    /// Decodes a canonical encoding.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, LedgerError> {
+        let mut r = Reader::new(bytes, "signed record");
+        let record = Self {
+            writer: r.str()?,
+            record: Record::decode(&mut r)?,
+            signature: r.fixed()?,
+        };
+        r.finish()?;
+        Ok(record)
+    }
+
+    /// The record's hash: `SHA-256(0x00 ‖ encoding)`, its Merkle leaf.
+    pub fn hash(&self) -> Digest {
+        leaf_hash(&self.to_bytes())
+    }
+}
+
+/// `SHA-256(0x00 ‖ bytes)` (RFC 9162 leaf hash).
+pub fn leaf_hash(bytes: &[u8]) -> Digest {
+    let mut h = Sha256::new();
+    h.update([0u8]);
+    h.update(bytes);
+    h.finalize().into()
+}
+
+/// An organisation's ed25519 signing key: zeroized on drop, redacted in `Debug`.
+pub struct OrgKey(SigningKey);
+
+impl OrgKey {
+    /// A fresh random key.
+    pub fn generate() -> Self {
+        Self(SigningKey::generate(&mut rand::rngs::OsRng))
+    }
+
+    /// A key from its 32 secret bytes.
+    pub fn from_bytes(secret: &[u8; 32]) -> Self {
+        Self(SigningKey::from_bytes(secret))
+    }
+
+    /// The 32 secret bytes, for storing with restrictive permissions.
+    pub fn to_secret_bytes(&self) -> zeroize::Zeroizing<[u8; 32]> {
+        zeroize::Zeroizing::new(self.0.to_bytes())
+    }
+
+    /// The public key.
+    pub fn public_key(&self) -> [u8; 32] {
+        self.0.verifying_key().to_bytes()
+    }
+
+    /// Signs arbitrary bytes (block headers).
+    pub fn sign_bytes(&self, message: &[u8]) -> [u8; 64] {
+        self.0.sign(message).to_bytes()
+    }
+}
+
+impl std::fmt::Debug for OrgKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "OrgKey(public {}, <secret redacted>)",
+            hex::encode(self.public_key())
+        )
+    }
+}
+
+/// Checks a signature over arbitrary bytes.
+pub fn verify_bytes(public_key: &[u8; 32], message: &[u8], signature: &[u8; 64]) -> bool {
+    VerifyingKey::from_bytes(public_key)
+        .and_then(|k| k.verify_strict(message, &Signature::from_bytes(signature)))
+        .is_ok()
+}

@@ -1,0 +1,482 @@
+//! The consortium's rules, as a state machine over signed records.
+//!
+//! Both backends enforce exactly these rules at write time (the embedded
+//! ledger by running this code; the EVM contract by its own checks, held to
+//! the same conformance suite). `now` is the time of the block that will
+//! hold the record, so expiry is judged by the ledger's clock, never the
+//! writer's.
+//!
+//! | record | who may write it | refused when |
+//! |---|---|---|
+//! | member | the operator (the first record: the operator admitting itself) | — |
+//! | dataset version | the dataset's owner, a `data_owner` | version not the next one; owner changes |
+//! | grant | the dataset's owner | id reused; dataset or grantee unknown; no computation |
+//! | revoke grant | the dataset's owner | grant unknown or already revoked |
+//! | task | its requester (a `requester`) or the operator | id reused; a dataset unknown; a grant not the requester's, not for a listed dataset, revoked or expired |
+//! | task status | its requester or the operator | not a legal transition |
+//! | use | the owner of the grant's dataset | task not submitted or running; grant not in the task; revoked; expired; no uses left; items would exceed the limit |
+//! | result | the operator or the task's requester | task unknown |
+
+use std::collections::BTreeMap;
+
+use crate::LedgerError;
+use crate::records::{
+    DatasetVersion, Grant, Member, Record, ResultRecord, Role, SignedRecord, Task, TaskStatus,
+    UseRecord,
+};
+
+/// Why a record was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    #[error("'{writer}' is not a member of the consortium")]
+    UnknownWriter { writer: String },
+    #[error("the first record must be the operator admitting itself")]
+    BadGenesis,
+    #[error("only the operator may write {kind} records; '{writer}' is not the operator")]
+    NotOperator { writer: String, kind: &'static str },
+    #[error("'{org}' lacks the {role} role")]
+    MissingRole { org: String, role: Role },
+    #[error("only '{owner}', the owner of dataset '{dataset}', may do that; '{writer}' may not")]
+    NotOwner {
+        writer: String,
+        owner: String,
+        dataset: String,
+    },
+    #[error("'{writer}' may not write records for task '{task}' of '{requester}'")]
+    NotTaskParty {
+        writer: String,
+        task: String,
+        requester: String,
+    },
+    #[error("unknown {what} '{id}'")]
+    Unknown { what: &'static str, id: String },
+    #[error("{what} '{id}' exists already; ids are single-use")]
+    Duplicate { what: &'static str, id: String },
+    #[error("dataset '{dataset}' is at version {current}; the next version must be {}", current + 1)]
+    VersionOutOfOrder {
+        dataset: String,
+        current: u32,
+        got: u32,
+    },
+    #[error("grant '{grant}' allows no computation")]
+    EmptyGrant { grant: String },
+    #[error("grant '{grant}' is revoked")]
+    Revoked { grant: String },
+    #[error("grant '{grant}' expired at {expires_at} (unix seconds); the ledger's time is {now}")]
+    Expired {
+        grant: String,
+        expires_at: u64,
+        now: u64,
+    },
+    #[error("grant '{grant}' has used all of its {max_uses} uses")]
+    UsesExhausted { grant: String, max_uses: u32 },
+    #[error(
+        "grant '{grant}' allows {max_items} items; {used} are used and {asked} more were asked"
+    )]
+    ItemsExhausted {
+        grant: String,
+        max_items: u64,
+        used: u64,
+        asked: u64,
+    },
+    #[error("grant '{grant}' is {problem} for task '{task}'")]
+    GrantMismatch {
+        grant: String,
+        task: String,
+        problem: &'static str,
+    },
+    #[error("task '{task}' may not go from {from} to {to}")]
+    IllegalTransition {
+        task: String,
+        from: TaskStatus,
+        to: TaskStatus,
+    },
+    #[error("task '{task}' is {status}; uses are recorded only while it is submitted or running")]
+    TaskNotActive { task: String, status: TaskStatus },
+}
+
+/// A grant and what has been consumed of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantState {
+    /// The grant as written.
+    pub grant: Grant,
+    /// Uses consumed.
+    pub uses: u32,
+    /// Items consumed.
+    pub items: u64,
+    /// Whether its owner revoked it.
+    pub revoked: bool,
+}
+
+/// A task and its trail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskState {
+    /// The task as written.
+    pub task: Task,
+    /// Current status.
+    pub status: TaskStatus,
+    /// Uses served for it, with the serving organisation.
+    pub uses: Vec<(String, UseRecord)>,
+    /// Result digests recorded for it.
+    pub results: Vec<ResultRecord>,
+}
+
+/// The consortium's state: what the records so far add up to.
+#[derive(Debug, Clone, Default)]
+pub struct State {
+    /// Members by organisation id.
+    pub members: BTreeMap<String, Member>,
+    /// Dataset versions by dataset id, oldest first.
+    pub datasets: BTreeMap<String, Vec<DatasetVersion>>,
+    /// Grants by id.
+    pub grants: BTreeMap<String, GrantState>,
+    /// Tasks by id.
+    pub tasks: BTreeMap<String, TaskState>,
+}
+
+impl State {
+    /// The operator: the organisation that admitted itself first.
+    pub fn is_operator(&self, org: &str) -> bool {
+        self.members
+            .get(org)
+            .is_some_and(|m| m.roles.contains(&Role::Operator))
+    }
+
+    /// Checks the writer's signature and the rules, then applies the record.
+    /// On error the state is unchanged.
+    pub fn apply(&mut self, signed: &SignedRecord, now: u64) -> Result<(), LedgerError> {
+        signed.verify(&self.writer_key(signed)?)?;
+        self.apply_unverified(signed, now).map(drop)
+    }
+
+    /// Checks the rules and applies the record, leaving the signature to the
+    /// caller (who verifies many in parallel); returns the key to verify
+    /// it with.
+    pub fn apply_unverified(
+        &mut self,
+        signed: &SignedRecord,
+        now: u64,
+    ) -> Result<[u8; 32], LedgerError> {
+        let key = self.writer_key(signed)?;
+        if !self.members.is_empty() {
+            self.check_rules(&signed.writer, &signed.record, now)?;
+        }
+        self.commit(signed);
+        Ok(key)
+    }
+
+    /// The public key the record must be signed with: the writer's member
+    /// key, or for the very first record the key it admits.
+    pub fn writer_key(&self, signed: &SignedRecord) -> Result<[u8; 32], LedgerError> {
+        let writer = signed.writer.as_str();
+        if self.members.is_empty() {
+            return match &signed.record {
+                Record::Member(m) if m.org == writer && m.roles.contains(&Role::Operator) => {
+                    Ok(m.signing_key)
+                }
+                _ => Err(Refusal::BadGenesis.into()),
+            };
+        }
+        let member = self
+            .members
+            .get(writer)
+            .ok_or_else(|| Refusal::UnknownWriter {
+                writer: writer.into(),
+            })?;
+        Ok(member.signing_key)
+    }
+
+    fn owner_of(&self, dataset: &str) -> Result<&str, Refusal> {
+        self.datasets
+            .get(dataset)
+            .and_then(|v| v.last())
+            .map(|v| v.owner.as_str())
+            .ok_or_else(|| Refusal::Unknown {
+                what: "dataset",
+                id: dataset.into(),
+            })
+    }
+
+    fn require_owner(&self, writer: &str, dataset: &str) -> Result<(), Refusal> {
+        let owner = self.owner_of(dataset)?;
+        if owner != writer {
+            return Err(Refusal::NotOwner {
+                writer: writer.into(),
+                owner: owner.into(),
+                dataset: dataset.into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn require_role(&self, org: &str, role: Role) -> Result<(), Refusal> {
+        let member = self.members.get(org).ok_or_else(|| Refusal::Unknown {
+            what: "member",
+            id: org.into(),
+        })?;
+        if member.roles.contains(&role) {
+            Ok(())
+        } else {
+            Err(Refusal::MissingRole {
+                org: org.into(),
+                role,
+            })
+        }
+    }
+
+    fn grant(&self, id: &str) -> Result<&GrantState, Refusal> {
+        self.grants.get(id).ok_or_else(|| Refusal::Unknown {
+            what: "grant",
+            id: id.into(),
+        })
+    }
+
+    fn task(&self, id: &str) -> Result<&TaskState, Refusal> {
+        self.tasks.get(id).ok_or_else(|| Refusal::Unknown {
+            what: "task",
+            id: id.into(),
+        })
+    }
+
+    fn require_task_party(&self, writer: &str, task: &TaskState) -> Result<(), Refusal> {
+        if writer == task.task.requester || self.is_operator(writer) {
+            Ok(())
+        } else {
+            Err(Refusal::NotTaskParty {
+                writer: writer.into(),
+                task: task.task.id.clone(),
+                requester: task.task.requester.clone(),
+            })
+        }
+    }
+
+    fn require_live(grant: &GrantState, now: u64) -> Result<(), Refusal> {
+        if grant.revoked {
+            return Err(Refusal::Revoked {
+                grant: grant.grant.id.clone(),
+            });
+        }
+        if now >= grant.grant.expires_at {
+            return Err(Refusal::Expired {
+                grant: grant.grant.id.clone(),
+                expires_at: grant.grant.expires_at,
+                now,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_rules(&self, writer: &str, record: &Record, now: u64) -> Result<(), Refusal> {
+        match record {
+            Record::Member(_) => {
+                if !self.is_operator(writer) {
+                    return Err(Refusal::NotOperator {
+                        writer: writer.into(),
+                        kind: "member",
+                    });
+                }
+            }
+            Record::DatasetVersion(d) => {
+                if d.owner != writer {
+                    return Err(Refusal::NotOwner {
+                        writer: writer.into(),
+                        owner: d.owner.clone(),
+                        dataset: d.dataset.clone(),
+                    });
+                }
+                self.require_role(writer, Role::DataOwner)?;
+                let current = match self.datasets.get(&d.dataset) {
+                    Some(versions) => {
+                        self.require_owner(writer, &d.dataset)?;
+                        versions.last().map_or(0, |v| v.version)
+                    }
+                    None => 0,
+                };
+                if d.version != current + 1 {
+                    return Err(Refusal::VersionOutOfOrder {
+                        dataset: d.dataset.clone(),
+                        current,
+                        got: d.version,
+                    });
+                }
+            }
+            Record::Grant(g) => {
+                self.require_owner(writer, &g.dataset)?;
+                if self.grants.contains_key(&g.id) {
+                    return Err(Refusal::Duplicate {
+                        what: "grant",
+                        id: g.id.clone(),
+                    });
+                }
+                if !self.members.contains_key(&g.grantee) {
+                    return Err(Refusal::Unknown {
+                        what: "member",
+                        id: g.grantee.clone(),
+                    });
+                }
+                if g.computations.is_empty() {
+                    return Err(Refusal::EmptyGrant {
+                        grant: g.id.clone(),
+                    });
+                }
+            }
+            Record::RevokeGrant { grant } => {
+                let state = self.grant(grant)?;
+                self.require_owner(writer, &state.grant.dataset)?;
+                if state.revoked {
+                    return Err(Refusal::Revoked {
+                        grant: grant.clone(),
+                    });
+                }
+            }
+            Record::Task(t) => {
+                if self.tasks.contains_key(&t.id) {
+                    return Err(Refusal::Duplicate {
+                        what: "task",
+                        id: t.id.clone(),
+                    });
+                }
+                if writer != t.requester && !self.is_operator(writer) {
+                    return Err(Refusal::NotTaskParty {
+                        writer: writer.into(),
+                        task: t.id.clone(),
+                        requester: t.requester.clone(),
+                    });
+                }
+                self.require_role(&t.requester, Role::Requester)?;
+                for dataset in &t.datasets {
+                    self.owner_of(dataset)?;
+                }
+                for id in &t.grants {
+                    let grant = self.grant(id)?;
+                    let mismatch = |problem| Refusal::GrantMismatch {
+                        grant: id.clone(),
+                        task: t.id.clone(),
+                        problem,
+                    };
+                    if grant.grant.grantee != t.requester {
+                        return Err(mismatch("not the requester's"));
+                    }
+                    if !t.datasets.contains(&grant.grant.dataset) {
+                        return Err(mismatch("for a dataset the task does not read"));
+                    }
+                    if !grant.grant.computations.contains(&t.kind) {
+                        return Err(mismatch("not for this kind of computation"));
+                    }
+                    Self::require_live(grant, now)?;
+                }
+            }
+            Record::TaskStatus { task, status } => {
+                let state = self.task(task)?;
+                self.require_task_party(writer, state)?;
+                if !state.status.may_become(*status) {
+                    return Err(Refusal::IllegalTransition {
+                        task: task.clone(),
+                        from: state.status,
+                        to: *status,
+                    });
+                }
+            }
+            Record::Use(u) => {
+                let task = self.task(&u.task)?;
+                let grant = self.grant(&u.grant)?;
+                self.require_owner(writer, &grant.grant.dataset)?;
+                if !task.task.grants.contains(&u.grant) {
+                    return Err(Refusal::GrantMismatch {
+                        grant: u.grant.clone(),
+                        task: u.task.clone(),
+                        problem: "not listed",
+                    });
+                }
+                if !matches!(task.status, TaskStatus::Submitted | TaskStatus::Running) {
+                    return Err(Refusal::TaskNotActive {
+                        task: u.task.clone(),
+                        status: task.status,
+                    });
+                }
+                Self::require_live(grant, now)?;
+                if grant.uses >= grant.grant.max_uses {
+                    return Err(Refusal::UsesExhausted {
+                        grant: u.grant.clone(),
+                        max_uses: grant.grant.max_uses,
+                    });
+                }
+                if grant
+                    .items
+                    .checked_add(u.items)
+                    .is_none_or(|total| total > grant.grant.max_items)
+                {
+                    return Err(Refusal::ItemsExhausted {
+                        grant: u.grant.clone(),
+                        max_items: grant.grant.max_items,
+                        used: grant.items,
+                        asked: u.items,
+                    });
+                }
+            }
+            Record::Result(r) => {
+                let task = self.task(&r.task)?;
+                self.require_task_party(writer, task)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self, signed: &SignedRecord) {
+        match &signed.record {
+            Record::Member(m) => {
+                self.members.insert(m.org.clone(), m.clone());
+            }
+            Record::DatasetVersion(d) => self
+                .datasets
+                .entry(d.dataset.clone())
+                .or_default()
+                .push(d.clone()),
+            Record::Grant(g) => {
+                self.grants.insert(
+                    g.id.clone(),
+                    GrantState {
+                        grant: g.clone(),
+                        uses: 0,
+                        items: 0,
+                        revoked: false,
+                    },
+                );
+            }
+            Record::RevokeGrant { grant } => {
+                if let Some(g) = self.grants.get_mut(grant) {
+                    g.revoked = true;
+                }
+            }
+            Record::Task(t) => {
+                let state = TaskState {
+                    task: t.clone(),
+                    status: TaskStatus::Submitted,
+                    uses: vec![],
+                    results: vec![],
+                };
+                self.tasks.insert(t.id.clone(), state);
+            }
+            Record::TaskStatus { task, status } => {
+                if let Some(t) = self.tasks.get_mut(task) {
+                    t.status = *status;
+                }
+            }
+            Record::Use(u) => {
+                if let Some(g) = self.grants.get_mut(&u.grant) {
+                    g.uses += 1;
+                    g.items += u.items;
+                }
+                if let Some(t) = self.tasks.get_mut(&u.task) {
+                    t.uses.push((signed.writer.clone(), u.clone()));
+                }
+            }
+            Record::Result(r) => {
+                if let Some(t) = self.tasks.get_mut(&r.task) {
+                    t.results.push(r.clone());
+                }
+            }
+        }
+    }
+}
