@@ -10,6 +10,7 @@
 //!   drift).
 #![forbid(unsafe_code)]
 
+pub mod ledger;
 pub mod psi;
 
 /// What a benchmark run can fail with.
@@ -24,7 +25,9 @@ pub enum BenchError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
-    #[error("the protocol found {got} common keys where {expected} were planted")]
+    #[error(transparent)]
+    Ledger(#[from] stayput_chain_connector::LedgerError),
+    #[error("the run counted {got} where {expected} were expected")]
     WrongResult { expected: u64, got: u64 },
 }
 

@@ -120,7 +120,7 @@ impl Consortium {
             owner: owner.into(),
             version,
             schema_digest: digest(1),
-            content_digest: digest(version as u8),
+            content_digest: digest(u8::try_from(version).unwrap_or(u8::MAX)),
             protocol_key: Some(vec![7; 32]),
         }
     }

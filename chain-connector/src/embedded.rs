@@ -311,9 +311,12 @@ impl EmbeddedLedger {
         if !path.exists() {
             return Err(LedgerError::NotFound(path.into()));
         }
-        let db = Database::open(path).map_err(|e| LedgerError::Corrupt {
-            height: 0,
-            reason: format!("the storage engine cannot open the file ({e})"),
+        let db = Database::open(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => LedgerError::InUse(path.into()),
+            other => LedgerError::Corrupt {
+                height: 0,
+                reason: format!("the storage engine cannot open the file ({other})"),
+            },
         })?;
         let chain = read_chain(&db.begin_read()?, &operator.public_key())?;
         Ok(Self::start(db, path, chain, operator, clock))
@@ -395,6 +398,96 @@ impl EmbeddedLedger {
     }
 }
 
+/// A verified, read-only view of a ledger file: for listing, audit and
+/// proofs by anyone holding the operator's public key.
+pub struct Snapshot {
+    db: redb::ReadOnlyDatabase,
+    chain: Chain,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("summary", &self.summary())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Snapshot {
+    /// Opens and verifies `path` against the operator's public key.
+    pub fn open(path: &Path, operator: &[u8; 32]) -> Result<Self, LedgerError> {
+        if !path.exists() {
+            return Err(LedgerError::NotFound(path.into()));
+        }
+        let db = redb::ReadOnlyDatabase::open(path).map_err(|e| match e {
+            redb::DatabaseError::RepairAborted => LedgerError::NeedsRecovery(path.into()),
+            redb::DatabaseError::DatabaseAlreadyOpen => LedgerError::InUse(path.into()),
+            other => LedgerError::Corrupt {
+                height: 0,
+                reason: format!("the storage engine cannot open the file ({other})"),
+            },
+        })?;
+        let chain = read_chain(&db.begin_read()?, operator)?;
+        Ok(Self { db, chain })
+    }
+
+    /// The consortium's state at the tip.
+    pub fn state(&self) -> &State {
+        &self.chain.state
+    }
+
+    /// Blocks, records and tip.
+    pub fn summary(&self) -> ChainSummary {
+        ChainSummary {
+            blocks: self.chain.tip.height + 1,
+            records: self.chain.records,
+            tip_hash: self.chain.tip.hash,
+        }
+    }
+
+    /// Where a record landed.
+    pub fn locate(&self, record_hash: &Digest) -> Option<(u64, u32)> {
+        self.chain.index.get(record_hash).copied()
+    }
+
+    /// An inclusion proof for a record.
+    pub fn prove(&self, record_hash: &Digest) -> Result<InclusionProof, LedgerError> {
+        let (height, index) = self
+            .locate(record_hash)
+            .ok_or_else(|| LedgerError::UnknownRecord(hex::encode(record_hash)))?;
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(BLOCKS)?;
+        let bytes = table.get(height)?.ok_or(LedgerError::Corrupt {
+            height,
+            reason: "missing".into(),
+        })?;
+        Ok(Block::from_bytes(bytes.value())?.proof(index as usize))
+    }
+
+    /// Every record with its receipt, oldest first.
+    pub fn records(&self) -> Result<Vec<LedgerEvent>, LedgerError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(BLOCKS)?;
+        let mut events = Vec::new();
+        for entry in table.iter()? {
+            let (key, value) = entry?;
+            for (i, record) in Block::from_bytes(value.value())?
+                .records
+                .into_iter()
+                .enumerate()
+            {
+                let receipt = Receipt {
+                    height: key.value(),
+                    index: u32::try_from(i).expect("bounded"),
+                    record_hash: record.hash(),
+                };
+                events.push(LedgerEvent { receipt, record });
+            }
+        }
+        Ok(events)
+    }
+}
+
 fn commit_loop(shared: &Shared, operator: &OrgKey, clock: &Clock, rx: &mpsc::Receiver<Pending>) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
@@ -412,9 +505,28 @@ fn commit_loop(shared: &Shared, operator: &OrgKey, clock: &Clock, rx: &mpsc::Rec
             continue;
         }
         let now = clock().max(chain.tip.timestamp);
+        // Signatures on all cores against the keys known now; the rules in
+        // order. A record whose writer's key changed earlier in this batch
+        // is verified again against the new key.
+        let verified: Vec<Option<[u8; 32]>> = batch
+            .par_iter()
+            .map(|p| {
+                chain
+                    .state
+                    .writer_key(&p.record)
+                    .ok()
+                    .filter(|key| p.record.verify(key).is_ok())
+            })
+            .collect();
         let mut accepted = Vec::with_capacity(batch.len());
-        for p in batch {
-            match chain.state.apply(&p.record, now) {
+        for (p, verified_with) in batch.into_iter().zip(verified) {
+            let outcome = match verified_with {
+                Some(key) if chain.state.writer_key(&p.record).ok() == Some(key) => {
+                    chain.state.apply_unverified(&p.record, now).map(drop)
+                }
+                _ => chain.state.apply(&p.record, now),
+            };
+            match outcome {
                 Ok(()) => accepted.push(p),
                 Err(e) => drop(p.reply.send(Err(e))),
             }

@@ -39,6 +39,14 @@ pub enum LedgerError {
     /// No ledger file where one was to be opened.
     #[error("{0} does not exist; create the ledger first")]
     NotFound(PathBuf),
+    /// The file was not closed cleanly and a read-only open cannot recover it.
+    #[error(
+        "{0} was not closed cleanly; the operator's ledger process recovers it when it next opens it (committed blocks are kept)"
+    )]
+    NeedsRecovery(PathBuf),
+    /// Another process holds the file.
+    #[error("{0} is open in another process; stop it or read a copy")]
+    InUse(PathBuf),
     /// The storage engine failed.
     #[error("ledger storage: {0}")]
     Store(#[from] redb::Error),

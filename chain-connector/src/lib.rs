@@ -24,6 +24,7 @@ pub mod codec;
 pub mod conformance;
 pub mod embedded;
 mod error;
+pub mod keys;
 pub mod ledger;
 pub mod merkle;
 pub mod records;

@@ -7,6 +7,10 @@ pub enum CliError {
     Node(#[from] stayput_node::NodeError),
     #[error(transparent)]
     Bench(#[from] stayput_benches::BenchError),
+    #[error(transparent)]
+    Ledger(#[from] stayput_chain_connector::LedgerError),
+    #[error("{0}")]
+    NotFound(String),
     #[error("{0}")]
     Signal(String),
     #[error("demo: {0}")]

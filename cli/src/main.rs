@@ -3,6 +3,7 @@
 
 mod demo;
 mod error;
+mod ledger;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -59,6 +60,12 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Read the consortium's ledger: members, datasets, grants, tasks.
+    #[command(subcommand)]
+    Ledger(ledger::LedgerCommand),
+    /// Audit: a task's whole trail, inclusion proofs, the whole chain.
+    #[command(subcommand)]
+    Audit(ledger::AuditCommand),
     /// Measure performance and print figures and ratios.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -80,7 +87,8 @@ enum KeysCommand {
         #[arg(long, default_value = "stayput")]
         consortium: String,
     },
-    /// Create an organisation's TLS key and certificate under the CA in <dir>.
+    /// Create an organisation's TLS key and certificate under the CA in <dir>,
+    /// and its ed25519 signing key for ledger records (<org>.ed25519, 0600).
     Org {
         /// Folder holding ca.pem and ca.key; the organisation's files go there too.
         #[arg(long)]
@@ -162,6 +170,22 @@ enum BenchCommand {
         #[arg(long, default_value_t = 4096)]
         batch: usize,
     },
+    /// The embedded ledger: durable signed records per second, and the time
+    /// to re-verify the whole chain on open.
+    Ledger {
+        /// Records to write.
+        #[arg(long, default_value_t = 100_000)]
+        records: usize,
+        /// Concurrent writers.
+        #[arg(long, default_value_t = 256)]
+        writers: usize,
+        /// Folder to keep the ledger and keys in (a temporary one otherwise).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Print `ack <record hash>` as each record is acknowledged.
+        #[arg(long)]
+        print_acks: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -205,11 +229,17 @@ async fn run(command: Command) -> Result<(), CliError> {
             let ca = identity::read_certified_key(&dir, "ca")?;
             let issued = identity::issue_org_certificate(&ca, &org, &hosts)?;
             identity::write_certified_key(&dir, &org, &issued)?;
+            stayput_chain_connector::keys::save(
+                &dir,
+                &org,
+                &stayput_chain_connector::records::OrgKey::generate(),
+            )?;
             println!(
-                "created {} and {} for '{org}' (hosts: {})",
+                "created {} and {} for '{org}' (hosts: {}), and its ledger signing key {}",
                 dir.join(format!("{org}.pem")).display(),
                 dir.join(format!("{org}.key")).display(),
-                hosts.join(", ")
+                hosts.join(", "),
+                dir.join(format!("{org}.ed25519")).display()
             );
         }
         Command::Node { config } => {
@@ -249,9 +279,34 @@ async fn run(command: Command) -> Result<(), CliError> {
             .map_err(|e| CliError::Signal(e.to_string()))??;
             println!("{report}");
         }
+        Command::Bench(BenchCommand::Ledger {
+            records,
+            writers,
+            dir,
+            print_acks,
+        }) => {
+            let report = tokio::task::spawn_blocking(move || {
+                stayput_benches::ledger::run(records, writers, dir.as_deref(), print_acks)
+            })
+            .await
+            .map_err(|e| CliError::Signal(e.to_string()))??;
+            println!("{report}");
+        }
+        Command::Ledger(command) => {
+            tokio::task::spawn_blocking(move || ledger::ledger(command))
+                .await
+                .map_err(|e| CliError::Signal(e.to_string()))??;
+        }
+        Command::Audit(command) => audit_blocking(command).await?,
         Command::Demo { dir } => demo::run(dir).await?,
     }
     Ok(())
+}
+
+async fn audit_blocking(command: ledger::AuditCommand) -> Result<(), CliError> {
+    tokio::task::spawn_blocking(move || ledger::audit(command))
+        .await
+        .map_err(|e| CliError::Signal(e.to_string()))?
 }
 
 async fn psi(args: PsiArgs) -> Result<(), CliError> {

@@ -1,0 +1,238 @@
+//! `stayput bench ledger`: durable signed records per second on the
+//! embedded ledger, and the time to re-verify the whole chain on open.
+//!
+//! A consortium (operator, a bank, a bureau with a dataset and a grant) is
+//! set up, then `records` task records, signed beforehand by the bank, are
+//! submitted by `writers` concurrent writers; each is acknowledged only
+//! once its block is durable. The ledger is then closed and reopened, which
+//! re-verifies every block, seal, Merkle root, signature and rule.
+
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use rayon::prelude::*;
+use stayput_chain_connector::embedded::{EmbeddedLedger, system_clock};
+use stayput_chain_connector::records::{
+    Computation, DatasetVersion, Grant, Member, OrgKey, Record, Role, SignedRecord, Task,
+};
+use stayput_chain_connector::{Ledger, LedgerError, keys};
+
+use crate::BenchError;
+
+/// One run's figures.
+#[derive(Debug, Clone)]
+pub struct LedgerBenchReport {
+    /// Records written in the timed phase.
+    pub records: usize,
+    /// Concurrent writers.
+    pub writers: usize,
+    /// Time to write them durably.
+    pub write_time: Duration,
+    /// Blocks the chain holds.
+    pub blocks: u64,
+    /// Records the chain holds.
+    pub chain_records: u64,
+    /// Time to reopen and re-verify the whole chain.
+    pub verify_time: Duration,
+    /// Size of the ledger file.
+    pub file_bytes: u64,
+}
+
+impl fmt::Display for LedgerBenchReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "ledger bench: embedded ledger (redb, fsync per block), {} concurrent writers",
+            self.writers
+        )?;
+        writeln!(
+            f,
+            "  write: {} signed records durable in {:.2} s = {:.0} records/s ({} blocks, {:.1} records per block)",
+            self.records,
+            self.write_time.as_secs_f64(),
+            self.records as f64 / self.write_time.as_secs_f64(),
+            self.blocks,
+            self.chain_records as f64 / self.blocks as f64
+        )?;
+        writeln!(
+            f,
+            "  open: re-verified {} records in {} blocks in {:.2} s ({:.0} records/s)",
+            self.chain_records,
+            self.blocks,
+            self.verify_time.as_secs_f64(),
+            self.chain_records as f64 / self.verify_time.as_secs_f64()
+        )?;
+        write!(f, "  file: {:.1} MB", self.file_bytes as f64 / 1e6)
+    }
+}
+
+fn member(org: &str, key: &OrgKey, roles: &[Role]) -> Member {
+    Member {
+        org: org.into(),
+        name: org.into(),
+        roles: roles.to_vec(),
+        signing_key: key.public_key(),
+        endpoint: format!("https://{org}.example.invalid:7100"),
+    }
+}
+
+fn key_err(e: LedgerError) -> BenchError {
+    BenchError::Ledger(e)
+}
+
+/// Runs the benchmark in `dir` (kept) or a temporary folder. With
+/// `print_acks`, prints `ack <record hash>` as each record is acknowledged
+/// (the crash test reads these).
+pub fn run(
+    records: usize,
+    writers: usize,
+    dir: Option<&Path>,
+    print_acks: bool,
+) -> Result<LedgerBenchReport, BenchError> {
+    let temp = tempfile::tempdir().map_err(|source| BenchError::Io {
+        path: "(temp)".into(),
+        source,
+    })?;
+    let dir: PathBuf = dir.map_or_else(|| temp.path().to_path_buf(), Path::to_path_buf);
+    std::fs::create_dir_all(&dir).map_err(|source| BenchError::Io {
+        path: dir.clone(),
+        source,
+    })?;
+    let (operator, bank, bureau) = (OrgKey::generate(), OrgKey::generate(), OrgKey::generate());
+    let key_dir = dir.join("keys");
+    for (org, key) in [
+        ("operator", &operator),
+        ("bank", &bank),
+        ("bureau", &bureau),
+    ] {
+        keys::save(&key_dir, org, key).map_err(key_err)?;
+    }
+    let path = dir.join("ledger.redb");
+    let operator_member = member("operator", &operator, &[Role::Operator]);
+    let op = OrgKey::from_bytes(&operator.to_secret_bytes());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|source| BenchError::Io {
+            path: "(runtime)".into(),
+            source,
+        })?;
+    let (write_time, blocks, chain_records) = runtime.block_on(async {
+        let ledger = Arc::new(
+            EmbeddedLedger::create(&path, operator, operator_member, system_clock())
+                .map_err(key_err)?,
+        );
+        let setup = [
+            SignedRecord::sign(
+                Record::Member(member("bank", &bank, &[Role::Requester])),
+                "operator",
+                &op,
+            ),
+            SignedRecord::sign(
+                Record::Member(member("bureau", &bureau, &[Role::DataOwner])),
+                "operator",
+                &op,
+            ),
+            SignedRecord::sign(
+                Record::DatasetVersion(DatasetVersion {
+                    dataset: "blacklist".into(),
+                    owner: "bureau".into(),
+                    version: 1,
+                    schema_digest: [1; 32],
+                    content_digest: [2; 32],
+                    protocol_key: None,
+                }),
+                "bureau",
+                &bureau,
+            ),
+            SignedRecord::sign(
+                Record::Grant(Grant {
+                    id: "g-bench".into(),
+                    dataset: "blacklist".into(),
+                    grantee: "bank".into(),
+                    computations: vec![Computation::Psi],
+                    columns: vec![],
+                    min_cohort: 0,
+                    max_uses: u32::MAX,
+                    max_items: u64::MAX,
+                    expires_at: u64::MAX,
+                }),
+                "bureau",
+                &bureau,
+            ),
+        ];
+        for record in setup {
+            ledger.submit(record).await.map_err(key_err)?;
+        }
+        let signed: Vec<SignedRecord> = (0..records)
+            .into_par_iter()
+            .map(|i| {
+                let task = Task {
+                    id: format!("bench-{i:09}"),
+                    requester: "bank".into(),
+                    kind: Computation::Psi,
+                    datasets: vec!["blacklist".into()],
+                    params_digest: [3; 32],
+                    grants: vec!["g-bench".into()],
+                };
+                SignedRecord::sign(Record::Task(task), "bank", &bank)
+            })
+            .collect();
+        let signed = Arc::new(signed);
+        let next = Arc::new(AtomicUsize::new(0));
+        let started = Instant::now();
+        let mut handles = Vec::new();
+        for _ in 0..writers.max(1) {
+            let (ledger, signed, next) = (ledger.clone(), signed.clone(), next.clone());
+            handles.push(tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(record) = signed.get(i) else {
+                        return Ok::<_, LedgerError>(());
+                    };
+                    let receipt = ledger.submit(record.clone()).await?;
+                    if print_acks {
+                        let mut out = std::io::stdout().lock();
+                        let _ = writeln!(out, "ack {}", hex::encode(receipt.record_hash));
+                        let _ = out.flush();
+                    }
+                }
+            }));
+        }
+        for h in handles {
+            h.await
+                .map_err(|e| BenchError::Io {
+                    path: "(writer)".into(),
+                    source: std::io::Error::other(e),
+                })?
+                .map_err(key_err)?;
+        }
+        let write_time = started.elapsed();
+        let summary = ledger.summary();
+        Ok::<_, BenchError>((write_time, summary.blocks, summary.records))
+    })?;
+    let file_bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    let started = Instant::now();
+    let reopened = EmbeddedLedger::open(&path, op, system_clock()).map_err(key_err)?;
+    let verify_time = started.elapsed();
+    if reopened.summary().records != chain_records {
+        return Err(BenchError::WrongResult {
+            expected: chain_records,
+            got: reopened.summary().records,
+        });
+    }
+    Ok(LedgerBenchReport {
+        records,
+        writers,
+        write_time,
+        blocks,
+        chain_records,
+        verify_time,
+        file_bytes,
+    })
+}

@@ -1,0 +1,295 @@
+//! `stayput ledger …` and `stayput audit …`: reading, auditing and
+//! verifying an embedded ledger file with nothing but the operator's public
+//! key. Every command verifies the whole chain first.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use stayput_chain_connector::block::InclusionProof;
+use stayput_chain_connector::embedded::Snapshot;
+use stayput_chain_connector::keys;
+use stayput_chain_connector::records::Record;
+
+use crate::error::CliError;
+
+/// Which ledger, and whose seal to trust.
+#[derive(Debug, Args)]
+pub struct LedgerArgs {
+    /// The embedded ledger file.
+    #[arg(long)]
+    ledger: PathBuf,
+    /// The operator's public key: 64 hex characters or a .ed25519.pub file.
+    #[arg(long)]
+    operator: String,
+}
+
+impl LedgerArgs {
+    fn open(&self) -> Result<Snapshot, CliError> {
+        Ok(Snapshot::open(
+            &self.ledger,
+            &keys::public_key(&self.operator)?,
+        )?)
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LedgerCommand {
+    /// List the consortium's members.
+    Members(LedgerArgs),
+    /// List datasets (newest version of each).
+    Datasets(LedgerArgs),
+    /// List grants and what has been used of them.
+    Grants {
+        #[command(flatten)]
+        ledger: LedgerArgs,
+        /// Only grants on this dataset.
+        #[arg(long)]
+        dataset: Option<String>,
+        /// Only grants to this organisation.
+        #[arg(long)]
+        grantee: Option<String>,
+    },
+    /// List tasks.
+    Tasks {
+        #[command(flatten)]
+        ledger: LedgerArgs,
+        /// Only tasks of this requester.
+        #[arg(long)]
+        requester: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Print one task's whole trail: submission, grants, status changes, uses, results.
+    Task {
+        /// The task id.
+        id: String,
+        #[command(flatten)]
+        ledger: LedgerArgs,
+    },
+    /// Verify the whole chain (--ledger) or one inclusion proof (--proof).
+    Verify {
+        /// The ledger file to verify end to end.
+        #[arg(long, conflicts_with = "proof", required_unless_present = "proof")]
+        ledger: Option<PathBuf>,
+        /// An inclusion proof file (from `stayput audit prove`).
+        #[arg(long)]
+        proof: Option<PathBuf>,
+        /// The operator's public key: 64 hex characters or a .ed25519.pub file.
+        #[arg(long)]
+        operator: String,
+    },
+    /// Write an inclusion proof for one record, verifiable offline.
+    Prove {
+        #[command(flatten)]
+        ledger: LedgerArgs,
+        /// The record's hash (hex).
+        #[arg(long)]
+        record: String,
+        /// Where to write the proof.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+fn short(digest: &[u8]) -> String {
+    hex::encode(&digest[..8])
+}
+
+pub fn ledger(command: LedgerCommand) -> Result<(), CliError> {
+    match command {
+        LedgerCommand::Members(args) => {
+            let snapshot = args.open()?;
+            for m in snapshot.state().members.values() {
+                let roles: Vec<&str> = m.roles.iter().map(|r| r.name()).collect();
+                println!(
+                    "{:<16} {:<28} roles [{}] key {} {}",
+                    m.org,
+                    m.name,
+                    roles.join(", "),
+                    short(&m.signing_key),
+                    m.endpoint
+                );
+            }
+        }
+        LedgerCommand::Datasets(args) => {
+            let snapshot = args.open()?;
+            for versions in snapshot.state().datasets.values() {
+                let Some(d) = versions.last() else { continue };
+                println!(
+                    "{:<20} owner {:<12} v{} content {} schema {}{}",
+                    d.dataset,
+                    d.owner,
+                    d.version,
+                    short(&d.content_digest),
+                    short(&d.schema_digest),
+                    d.protocol_key
+                        .as_ref()
+                        .map_or(String::new(), |k| format!(" protocol key {}", short(k)))
+                );
+            }
+        }
+        LedgerCommand::Grants {
+            ledger,
+            dataset,
+            grantee,
+        } => {
+            let snapshot = ledger.open()?;
+            for g in snapshot.state().grants.values() {
+                if dataset.as_ref().is_some_and(|d| d != &g.grant.dataset)
+                    || grantee.as_ref().is_some_and(|o| o != &g.grant.grantee)
+                {
+                    continue;
+                }
+                let computations: Vec<&str> =
+                    g.grant.computations.iter().map(|c| c.name()).collect();
+                println!(
+                    "{:<16} {} → {:<12} [{}] uses {}/{} items {}/{} expires {}{}",
+                    g.grant.id,
+                    g.grant.dataset,
+                    g.grant.grantee,
+                    computations.join(", "),
+                    g.uses,
+                    g.grant.max_uses,
+                    g.items,
+                    g.grant.max_items,
+                    g.grant.expires_at,
+                    if g.revoked { " REVOKED" } else { "" }
+                );
+            }
+        }
+        LedgerCommand::Tasks { ledger, requester } => {
+            let snapshot = ledger.open()?;
+            for t in snapshot.state().tasks.values() {
+                if requester.as_ref().is_some_and(|r| r != &t.task.requester) {
+                    continue;
+                }
+                println!(
+                    "{:<20} {:<10} by {:<12} on [{}] {} uses, {} results",
+                    t.task.id,
+                    t.status,
+                    t.task.requester,
+                    t.task.datasets.join(", "),
+                    t.uses.len(),
+                    t.results.len()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn audit(command: AuditCommand) -> Result<(), CliError> {
+    match command {
+        AuditCommand::Task { id, ledger } => {
+            let snapshot = ledger.open()?;
+            let state = snapshot.state();
+            let task = state
+                .tasks
+                .get(&id)
+                .ok_or_else(|| CliError::NotFound(format!("task '{id}' is not on the ledger")))?;
+            println!(
+                "task {id}: {} by {}, {}",
+                task.task.kind, task.task.requester, task.status
+            );
+            println!("  datasets: {}", task.task.datasets.join(", "));
+            println!(
+                "  parameters digest: {}",
+                hex::encode(task.task.params_digest)
+            );
+            for g in &task.task.grants {
+                if let Some(g) = state.grants.get(g) {
+                    println!(
+                        "  grant {}: {} → {}, uses {}/{}, items {}/{}{}",
+                        g.grant.id,
+                        g.grant.dataset,
+                        g.grant.grantee,
+                        g.uses,
+                        g.grant.max_uses,
+                        g.items,
+                        g.grant.max_items,
+                        if g.revoked { ", revoked" } else { "" }
+                    );
+                }
+            }
+            println!("  trail:");
+            for event in snapshot.records()? {
+                let line = match &event.record.record {
+                    Record::Task(t) if t.id == id => "submitted".to_string(),
+                    Record::TaskStatus { task, status } if *task == id => {
+                        format!("status → {status}")
+                    }
+                    Record::Use(u) if u.task == id => {
+                        format!("use of grant {} for {} items", u.grant, u.items)
+                    }
+                    Record::Result(r) if r.task == id => format!(
+                        "result {} for {} ({} intermediate digests)",
+                        hex::encode(r.result_digest),
+                        r.receiver,
+                        r.intermediates.len()
+                    ),
+                    _ => continue,
+                };
+                println!(
+                    "    block {:>6} #{:<4} {:<48} by {:<10} record {}",
+                    event.receipt.height,
+                    event.receipt.index,
+                    line,
+                    event.record.writer,
+                    hex::encode(event.receipt.record_hash)
+                );
+            }
+        }
+        AuditCommand::Verify {
+            ledger,
+            proof,
+            operator,
+        } => {
+            let key = keys::public_key(&operator)?;
+            if let Some(path) = ledger {
+                let summary = Snapshot::open(&path, &key)?.summary();
+                println!(
+                    "ledger {} verifies: {} blocks, {} records, every seal, Merkle root, signature and rule checked; tip {}",
+                    path.display(),
+                    summary.blocks,
+                    summary.records,
+                    hex::encode(summary.tip_hash)
+                );
+            } else if let Some(path) = proof {
+                let bytes = std::fs::read(&path)
+                    .map_err(|e| CliError::NotFound(format!("{}: {e}", path.display())))?;
+                let proof = InclusionProof::from_bytes(&bytes)?;
+                let hash = proof.verify(&key)?;
+                println!(
+                    "proof verifies: the {} record {} by {} is #{} of block {}, sealed by the operator",
+                    proof.record.record.kind(),
+                    hex::encode(hash),
+                    proof.record.writer,
+                    proof.index,
+                    proof.header.height
+                );
+            }
+        }
+        AuditCommand::Prove {
+            ledger,
+            record,
+            out,
+        } => {
+            let snapshot = ledger.open()?;
+            let mut hash = [0u8; 32];
+            hex::decode_to_slice(record.trim(), &mut hash).map_err(|_| {
+                CliError::NotFound("--record takes a record hash: 64 hex characters".into())
+            })?;
+            let proof = snapshot.prove(&hash)?;
+            std::fs::write(&out, proof.to_bytes())
+                .map_err(|e| CliError::NotFound(format!("{}: {e}", out.display())))?;
+            println!(
+                "wrote the inclusion proof for record {record} (block {}) to {}",
+                proof.header.height,
+                out.display()
+            );
+        }
+    }
+    Ok(())
+}
