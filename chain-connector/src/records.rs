@@ -535,3 +535,6 @@ pub fn verify_bytes(public_key: &[u8; 32], message: &[u8], signature: &[u8; 64])
         .and_then(|k| k.verify_strict(message, &Signature::from_bytes(signature)))
         .is_ok()
 }
+
+#[cfg(test)]
+mod tests;
