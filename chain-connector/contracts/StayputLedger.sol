@@ -1,0 +1,422 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity 0.8.37;
+
+/// @title Stayput consortium ledger (EVM backend)
+/// @notice Holds the same records as the embedded ledger, in the same
+/// canonical encoding (stayput/ledger/record/v1), and enforces the same
+/// rules at write time. Each record arrives as its canonical signed bytes;
+/// the contract parses them, checks the rules against its state and
+/// `block.timestamp`, and emits `Recorded` with the bytes, so every reader
+/// rebuilds and re-verifies the same history. `msg.sender` must be the
+/// writer's registered account. Ed25519 signatures cannot be checked on a
+/// london EVM; writers check before sending and readers on replay.
+contract StayputLedger {
+    uint8 private constant MEMBER = 1;
+    uint8 private constant DATASET_VERSION = 2;
+    uint8 private constant GRANT = 3;
+    uint8 private constant REVOKE_GRANT = 4;
+    uint8 private constant TASK = 5;
+    uint8 private constant TASK_STATUS = 6;
+    uint8 private constant USE = 7;
+    uint8 private constant RESULT = 8;
+
+    uint8 private constant ROLE_DATA_OWNER = 1;
+    uint8 private constant ROLE_REQUESTER = 2;
+    uint8 private constant ROLE_OPERATOR = 3;
+
+    uint8 private constant SUBMITTED = 0;
+    uint8 private constant RUNNING = 1;
+    uint8 private constant SUCCEEDED = 2;
+    uint8 private constant FAILED = 3;
+    uint8 private constant CANCELLED = 4;
+
+    struct Member {
+        address account;
+        uint256 roles; // bit (1 << role code)
+        bool exists;
+    }
+
+    struct Dataset {
+        string owner;
+        uint32 version;
+    }
+
+    struct Grant {
+        string dataset;
+        string grantee;
+        uint256 computations; // bit (1 << computation code)
+        uint32 maxUses;
+        uint32 uses;
+        uint64 maxItems;
+        uint64 items;
+        uint64 expiresAt;
+        bool revoked;
+        bool exists;
+    }
+
+    struct Task {
+        string requester;
+        uint8 kind;
+        uint8 status;
+        bool exists;
+        string[] datasets;
+        string[] grants;
+    }
+
+    mapping(bytes32 => Member) private members;
+    mapping(bytes32 => Dataset) private datasets;
+    mapping(bytes32 => Grant) private grants;
+    mapping(bytes32 => Task) private tasks;
+    uint256 public memberCount;
+    uint64 public recordCount;
+
+    /// One event per record: its sequence number, the id it is about
+    /// (org, dataset, grant or task), its hash and its canonical bytes.
+    event Recorded(uint64 indexed seq, bytes32 indexed subject, bytes32 recordHash, bytes signedRecord);
+
+    error Malformed(string reason);
+    error WrongAccount(string writer);
+    error UnknownWriter(string writer);
+    error BadGenesis();
+    error NotOperator(string writer, string kind);
+    error MissingRole(string org, uint8 role);
+    error NotOwner(string writer, string owner, string dataset);
+    error NotTaskParty(string writer, string task, string requester);
+    error Unknown(string what, string id);
+    error Duplicate(string what, string id);
+    error VersionOutOfOrder(string dataset, uint32 current, uint32 got);
+    error EmptyGrant(string grant);
+    error Revoked(string grant);
+    error Expired(string grant, uint64 expiresAt, uint64 now_);
+    error UsesExhausted(string grant, uint32 maxUses);
+    error ItemsExhausted(string grant, uint64 maxItems, uint64 used, uint64 asked);
+    error GrantMismatch(string grant, string task, string problem);
+    error IllegalTransition(string task, uint8 from, uint8 to);
+    error TaskNotActive(string task, uint8 status);
+
+    // ---- Canonical decoding (little-endian, u32 length prefixes) ----
+
+    struct Cursor {
+        bytes data;
+        uint256 pos;
+    }
+
+    function _take(Cursor memory c, uint256 n) private pure returns (uint256 start) {
+        if (c.pos + n > c.data.length) revert Malformed("truncated");
+        start = c.pos;
+        c.pos += n;
+    }
+
+    function _u8(Cursor memory c) private pure returns (uint8) {
+        return uint8(c.data[_take(c, 1)]);
+    }
+
+    function _uint(Cursor memory c, uint256 n) private pure returns (uint256 v) {
+        uint256 start = _take(c, n);
+        for (uint256 i = 0; i < n; i++) {
+            v |= uint256(uint8(c.data[start + i])) << (8 * i);
+        }
+    }
+
+    function _bytes(Cursor memory c, uint256 n) private pure returns (bytes memory out) {
+        uint256 start = _take(c, n);
+        out = new bytes(n);
+        for (uint256 i = 0; i < n; i++) {
+            out[i] = c.data[start + i];
+        }
+    }
+
+    function _str(Cursor memory c) private pure returns (string memory) {
+        uint256 len = _uint(c, 4);
+        if (len > 4096) revert Malformed("field too long");
+        return string(_bytes(c, len));
+    }
+
+    function _count(Cursor memory c) private pure returns (uint256 n) {
+        n = _uint(c, 4);
+        if (n > 1024) revert Malformed("list too long");
+    }
+
+    function _strs(Cursor memory c) private pure returns (string[] memory items) {
+        items = new string[](_count(c));
+        for (uint256 i = 0; i < items.length; i++) {
+            items[i] = _str(c);
+        }
+    }
+
+    function _key(string memory id) private pure returns (bytes32) {
+        return keccak256(bytes(id));
+    }
+
+    function _eq(string memory a, string memory b) private pure returns (bool) {
+        return _key(a) == _key(b);
+    }
+
+    // ---- Writes ----
+
+    /// @param signedRecord the genesis record: the operator admitting itself (its account: the deployer)
+    constructor(bytes memory signedRecord) {
+        _submit(signedRecord, msg.sender);
+    }
+
+    /// Appends one record after checking the rules; reverts with the refusal otherwise.
+    /// @param signedRecord the canonical signed record (writer, record, ed25519 signature)
+    /// @param account for a member record: the admitted organisation's account; otherwise ignored
+    function submit(bytes calldata signedRecord, address account) external returns (uint64 seq) {
+        return _submit(signedRecord, account);
+    }
+
+    function _submit(bytes memory signedRecord, address account) private returns (uint64 seq) {
+        Cursor memory c = Cursor(signedRecord, 0);
+        string memory writer = _str(c);
+        uint8 kind = _u8(c);
+        bytes32 subject;
+        if (memberCount == 0) {
+            if (kind != MEMBER) revert BadGenesis();
+        } else {
+            Member storage w = members[_key(writer)];
+            if (!w.exists) revert UnknownWriter(writer);
+            if (w.account != msg.sender) revert WrongAccount(writer);
+        }
+        if (kind == MEMBER) subject = _member(c, writer, account);
+        else if (kind == DATASET_VERSION) subject = _datasetVersion(c, writer);
+        else if (kind == GRANT) subject = _grant(c, writer);
+        else if (kind == REVOKE_GRANT) subject = _revoke(c, writer);
+        else if (kind == TASK) subject = _task(c, writer);
+        else if (kind == TASK_STATUS) subject = _taskStatus(c, writer);
+        else if (kind == USE) subject = _use(c, writer);
+        else if (kind == RESULT) subject = _result(c, writer);
+        else revert Malformed("unknown record kind");
+        _take(c, 64); // the writer's ed25519 signature
+        if (c.pos != signedRecord.length) revert Malformed("trailing bytes");
+        seq = recordCount++;
+        emit Recorded(seq, subject, sha256(abi.encodePacked(bytes1(0x00), signedRecord)), signedRecord);
+    }
+
+    function _isOperator(string memory org) private view returns (bool) {
+        Member storage m = members[_key(org)];
+        return m.exists && (m.roles & (1 << ROLE_OPERATOR)) != 0;
+    }
+
+    function _requireRole(string memory org, uint8 role) private view {
+        Member storage m = members[_key(org)];
+        if (!m.exists) revert Unknown("member", org);
+        if ((m.roles & (1 << role)) == 0) revert MissingRole(org, role);
+    }
+
+    function _ownerOf(string memory dataset) private view returns (string memory) {
+        Dataset storage d = datasets[_key(dataset)];
+        if (d.version == 0) revert Unknown("dataset", dataset);
+        return d.owner;
+    }
+
+    function _requireOwner(string memory writer, string memory dataset) private view {
+        string memory owner = _ownerOf(dataset);
+        if (!_eq(owner, writer)) revert NotOwner(writer, owner, dataset);
+    }
+
+    function _member(Cursor memory c, string memory writer, address account) private returns (bytes32) {
+        string memory org = _str(c);
+        _str(c); // name
+        uint256 n = _count(c);
+        uint256 roles;
+        for (uint256 i = 0; i < n; i++) {
+            uint8 role = _u8(c);
+            if (role < 1 || role > 5) revert Malformed("unknown role");
+            roles |= 1 << role;
+        }
+        _take(c, 32); // ed25519 public key
+        _str(c); // endpoint
+        if (memberCount == 0) {
+            if (!_eq(org, writer) || (roles & (1 << ROLE_OPERATOR)) == 0) revert BadGenesis();
+        } else if (!_isOperator(writer)) {
+            revert NotOperator(writer, "member");
+        }
+        if (account == address(0)) revert Malformed("a member needs an account");
+        Member storage m = members[_key(org)];
+        if (!m.exists) memberCount++;
+        m.account = account;
+        m.roles = roles;
+        m.exists = true;
+        return _key(org);
+    }
+
+    function _datasetVersion(Cursor memory c, string memory writer) private returns (bytes32) {
+        string memory dataset = _str(c);
+        string memory owner = _str(c);
+        uint32 version = uint32(_uint(c, 4));
+        _take(c, 64); // schema and content digests
+        uint8 hasKey = _u8(c);
+        if (hasKey == 1) _bytes(c, _uint(c, 4));
+        else if (hasKey != 0) revert Malformed("option tag");
+        if (!_eq(owner, writer)) revert NotOwner(writer, owner, dataset);
+        _requireRole(writer, ROLE_DATA_OWNER);
+        Dataset storage d = datasets[_key(dataset)];
+        if (d.version != 0 && !_eq(d.owner, writer)) revert NotOwner(writer, d.owner, dataset);
+        if (version != d.version + 1) revert VersionOutOfOrder(dataset, d.version, version);
+        d.owner = owner;
+        d.version = version;
+        return _key(dataset);
+    }
+
+    function _grant(Cursor memory c, string memory writer) private returns (bytes32) {
+        string memory id = _str(c);
+        Grant storage g = grants[_key(id)];
+        string memory dataset = _str(c);
+        string memory grantee = _str(c);
+        uint256 n = _count(c);
+        uint256 computations;
+        for (uint256 i = 0; i < n; i++) {
+            computations |= 1 << _u8(c);
+        }
+        _strs(c); // columns
+        _take(c, 4); // min cohort
+        uint32 maxUses = uint32(_uint(c, 4));
+        uint64 maxItems = uint64(_uint(c, 8));
+        uint64 expiresAt = uint64(_uint(c, 8));
+        _requireOwner(writer, dataset);
+        if (g.exists) revert Duplicate("grant", id);
+        if (!members[_key(grantee)].exists) revert Unknown("member", grantee);
+        if (n == 0) revert EmptyGrant(id);
+        g.dataset = dataset;
+        g.grantee = grantee;
+        g.computations = computations;
+        g.maxUses = maxUses;
+        g.maxItems = maxItems;
+        g.expiresAt = expiresAt;
+        g.exists = true;
+        return _key(id);
+    }
+
+    function _liveGrant(string memory id) private view returns (Grant storage g) {
+        g = grants[_key(id)];
+        if (!g.exists) revert Unknown("grant", id);
+        if (g.revoked) revert Revoked(id);
+        if (block.timestamp >= g.expiresAt) revert Expired(id, g.expiresAt, uint64(block.timestamp));
+    }
+
+    function _revoke(Cursor memory c, string memory writer) private returns (bytes32) {
+        string memory id = _str(c);
+        Grant storage g = grants[_key(id)];
+        if (!g.exists) revert Unknown("grant", id);
+        _requireOwner(writer, g.dataset);
+        if (g.revoked) revert Revoked(id);
+        g.revoked = true;
+        return _key(id);
+    }
+
+    function _task(Cursor memory c, string memory writer) private returns (bytes32) {
+        string memory id = _str(c);
+        string memory requester = _str(c);
+        uint8 kind = _u8(c);
+        string[] memory ds = _strs(c);
+        _take(c, 32); // parameters digest
+        string[] memory gs = _strs(c);
+        Task storage t = tasks[_key(id)];
+        if (t.exists) revert Duplicate("task", id);
+        if (!_eq(writer, requester) && !_isOperator(writer)) revert NotTaskParty(writer, id, requester);
+        _requireRole(requester, ROLE_REQUESTER);
+        for (uint256 i = 0; i < ds.length; i++) {
+            _ownerOf(ds[i]);
+        }
+        for (uint256 i = 0; i < gs.length; i++) {
+            Grant storage g = grants[_key(gs[i])];
+            if (!g.exists) revert Unknown("grant", gs[i]);
+            if (!_eq(g.grantee, requester)) revert GrantMismatch(gs[i], id, "not the requester's");
+            bool listed = false;
+            for (uint256 j = 0; j < ds.length; j++) {
+                if (_eq(ds[j], g.dataset)) listed = true;
+            }
+            if (!listed) revert GrantMismatch(gs[i], id, "for a dataset the task does not read");
+            if ((g.computations & (1 << kind)) == 0) revert GrantMismatch(gs[i], id, "not for this kind of computation");
+            _liveGrant(gs[i]);
+        }
+        t.requester = requester;
+        t.kind = kind;
+        t.status = SUBMITTED;
+        t.exists = true;
+        for (uint256 i = 0; i < ds.length; i++) t.datasets.push(ds[i]);
+        for (uint256 i = 0; i < gs.length; i++) t.grants.push(gs[i]);
+        return _key(id);
+    }
+
+    function _existingTask(string memory id) private view returns (Task storage t) {
+        t = tasks[_key(id)];
+        if (!t.exists) revert Unknown("task", id);
+    }
+
+    function _requireTaskParty(string memory writer, string memory id, Task storage t) private view {
+        if (!_eq(writer, t.requester) && !_isOperator(writer)) revert NotTaskParty(writer, id, t.requester);
+    }
+
+    function _taskStatus(Cursor memory c, string memory writer) private returns (bytes32) {
+        string memory id = _str(c);
+        uint8 next = _u8(c);
+        if (next > CANCELLED) revert Malformed("unknown status");
+        Task storage t = _existingTask(id);
+        _requireTaskParty(writer, id, t);
+        uint8 cur = t.status;
+        bool legal = (cur == SUBMITTED && (next == RUNNING || next == FAILED || next == CANCELLED))
+            || (cur == RUNNING && (next == SUCCEEDED || next == FAILED));
+        if (!legal) revert IllegalTransition(id, cur, next);
+        t.status = next;
+        return _key(id);
+    }
+
+    function _use(Cursor memory c, string memory writer) private returns (bytes32) {
+        string memory taskId = _str(c);
+        string memory grantId = _str(c);
+        uint64 items = uint64(_uint(c, 8));
+        Task storage t = _existingTask(taskId);
+        Grant storage g = grants[_key(grantId)];
+        if (!g.exists) revert Unknown("grant", grantId);
+        _requireOwner(writer, g.dataset);
+        bool listed = false;
+        for (uint256 i = 0; i < t.grants.length; i++) {
+            if (_eq(t.grants[i], grantId)) listed = true;
+        }
+        if (!listed) revert GrantMismatch(grantId, taskId, "not listed");
+        if (t.status != SUBMITTED && t.status != RUNNING) revert TaskNotActive(taskId, t.status);
+        _liveGrant(grantId);
+        if (g.uses >= g.maxUses) revert UsesExhausted(grantId, g.maxUses);
+        if (uint256(g.items) + items > g.maxItems) revert ItemsExhausted(grantId, g.maxItems, g.items, items);
+        g.uses += 1;
+        g.items += items;
+        return _key(taskId);
+    }
+
+    function _result(Cursor memory c, string memory writer) private returns (bytes32) {
+        string memory id = _str(c);
+        _take(c, 32); // result digest
+        _str(c); // receiver
+        uint256 n = _count(c);
+        _take(c, 32 * n); // intermediate digests
+        Task storage t = _existingTask(id);
+        _requireTaskParty(writer, id, t);
+        return _key(id);
+    }
+
+    // ---- Reads (eth_call) ----
+
+    /// A member's account and role bits.
+    function member(string calldata org) external view returns (bool exists, address account, uint256 roles) {
+        Member storage m = members[_key(org)];
+        return (m.exists, m.account, m.roles);
+    }
+
+    /// What has been consumed of a grant.
+    function grantUsage(string calldata id)
+        external
+        view
+        returns (bool exists, uint32 uses, uint32 maxUses, uint64 items, uint64 maxItems, bool revoked)
+    {
+        Grant storage g = grants[_key(id)];
+        return (g.exists, g.uses, g.maxUses, g.items, g.maxItems, g.revoked);
+    }
+
+    /// A task's status.
+    function taskStatus(string calldata id) external view returns (bool exists, uint8 status) {
+        Task storage t = tasks[_key(id)];
+        return (t.exists, t.status);
+    }
+}
