@@ -47,6 +47,15 @@ pub enum LedgerError {
     /// Another process holds the file.
     #[error("{0} is open in another process; stop it or read a copy")]
     InUse(PathBuf),
+    /// An EVM account's transaction was for another writer.
+    #[error("the account that sent the record is not the registered account of '{writer}'")]
+    WrongAccount { writer: String },
+    /// This EVM handle holds no account for an organisation.
+    #[error("no EVM account is configured for '{org}'")]
+    NoAccount { org: String },
+    /// The EVM node failed or answered unexpectedly.
+    #[error("EVM node: {0}")]
+    Rpc(String),
     /// The storage engine failed.
     #[error("ledger storage: {0}")]
     Store(#[from] redb::Error),

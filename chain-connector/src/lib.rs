@@ -15,8 +15,9 @@
 //!   offline-verifiable inclusion proofs ([`block`], [`merkle`]).
 //! * [`conformance`] — the suite every backend must pass unchanged.
 //!
-//! The EVM backend (a Solidity contract driven over JSON-RPC) is the next
-//! step of this crate and is not built yet.
+//! * [`evm`] — the EVM backend: one Solidity contract
+//!   (`contracts/StayputLedger.sol`) on any EVM chain over JSON-RPC, and an
+//!   [`evm::Anvil`] helper for tests.
 #![forbid(unsafe_code)]
 
 pub mod block;
@@ -24,6 +25,7 @@ pub mod codec;
 pub mod conformance;
 pub mod embedded;
 mod error;
+pub mod evm;
 pub mod keys;
 pub mod ledger;
 pub mod merkle;

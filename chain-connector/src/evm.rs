@@ -1,0 +1,669 @@
+//! The EVM backend: the consortium's ledger as one Solidity contract
+//! (`contracts/StayputLedger.sol`) on any EVM chain — FISCO BCOS ≥ 3.9
+//! through its web3 endpoint, Hyperledger Besu, geth, anvil.
+//!
+//! * **Writes.** A record is checked locally first (its ed25519 signature
+//!   against the writer's member key, which the contract cannot do on a
+//!   london EVM), simulated with `eth_call` so a refusal comes back as the
+//!   rule that refused it, then signed locally with the writer's account
+//!   and sent with `eth_sendRawTransaction` (FISCO BCOS's endpoint does not
+//!   sign). Sends are serialised per account, so nonces never gap. The
+//!   contract enforces the rules again, authoritatively, at write time.
+//! * **Reads.** A replica follows the contract's `Recorded` events with
+//!   `eth_getLogs`, decodes each record, checks its hash, verifies its
+//!   signature and replays it through [`crate::rules`] at its block's
+//!   timestamp: any disagreement with the contract is reported as damage.
+//!   Grant usage and task status are read live with `eth_call`.
+//! * **Heights** are EVM block numbers; a receipt's index is the log index.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use alloy::network::{EthereumWallet, TransactionBuilder};
+use alloy::primitives::{Address, Bytes, U256};
+use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::rpc::types::{Filter, TransactionRequest};
+use alloy::signers::local::PrivateKeySigner;
+use alloy::sol;
+use alloy::sol_types::{SolConstructor, SolEvent};
+use tokio::sync::Mutex;
+
+use crate::LedgerError;
+use crate::ledger::{GrantFilter, Ledger, LedgerEvent, Receipt};
+use crate::records::{DatasetVersion, Member, Record, Role, SignedRecord, TaskStatus};
+use crate::rules::{GrantState, Refusal, State, TaskState};
+
+sol!(
+    #[sol(rpc)]
+    #[allow(missing_docs, clippy::all)]
+    StayputLedger,
+    "contracts/StayputLedger.abi.json"
+);
+
+use StayputLedger::StayputLedgerErrors as ContractError;
+
+/// The contract's deployment bytecode (compiled by `contracts/build.mjs`).
+pub const BYTECODE_HEX: &str = include_str!("../contracts/StayputLedger.bin");
+
+fn rpc_err(context: &str, e: impl std::fmt::Display) -> LedgerError {
+    LedgerError::Rpc(format!("{context}: {e}"))
+}
+
+fn static_str(s: &str, known: &[&'static str]) -> &'static str {
+    known
+        .iter()
+        .copied()
+        .find(|k| *k == s)
+        .unwrap_or("(unrecognised)")
+}
+
+/// The refusal a contract revert stands for.
+fn refusal(e: ContractError) -> LedgerError {
+    use ContractError as E;
+    let status = |code: u8| {
+        TaskStatus::ALL
+            .iter()
+            .copied()
+            .find(|s| s.code() == code)
+            .unwrap_or(TaskStatus::Failed)
+    };
+    let refusal = match e {
+        E::Malformed(x) => {
+            return LedgerError::Malformed {
+                what: "record (contract)",
+                reason: x.reason,
+            };
+        }
+        E::WrongAccount(x) => return LedgerError::WrongAccount { writer: x.writer },
+        E::UnknownWriter(x) => Refusal::UnknownWriter { writer: x.writer },
+        E::BadGenesis(_) => Refusal::BadGenesis,
+        E::NotOperator(x) => Refusal::NotOperator {
+            writer: x.writer,
+            kind: static_str(&x.kind, &["member"]),
+        },
+        E::MissingRole(x) => Refusal::MissingRole {
+            org: x.org,
+            role: Role::ALL
+                .iter()
+                .copied()
+                .find(|r| r.code() == x.role)
+                .unwrap_or(Role::Regulator),
+        },
+        E::NotOwner(x) => Refusal::NotOwner {
+            writer: x.writer,
+            owner: x.owner,
+            dataset: x.dataset,
+        },
+        E::NotTaskParty(x) => Refusal::NotTaskParty {
+            writer: x.writer,
+            task: x.task,
+            requester: x.requester,
+        },
+        E::Unknown(x) => Refusal::Unknown {
+            what: static_str(&x.what, &["member", "dataset", "grant", "task"]),
+            id: x.id,
+        },
+        E::Duplicate(x) => Refusal::Duplicate {
+            what: static_str(&x.what, &["grant", "task"]),
+            id: x.id,
+        },
+        E::VersionOutOfOrder(x) => Refusal::VersionOutOfOrder {
+            dataset: x.dataset,
+            current: x.current,
+            got: x.got,
+        },
+        E::EmptyGrant(x) => Refusal::EmptyGrant { grant: x.grant },
+        E::Revoked(x) => Refusal::Revoked { grant: x.grant },
+        E::Expired(x) => Refusal::Expired {
+            grant: x.grant,
+            expires_at: x.expiresAt,
+            now: x.now_,
+        },
+        E::UsesExhausted(x) => Refusal::UsesExhausted {
+            grant: x.grant,
+            max_uses: x.maxUses,
+        },
+        E::ItemsExhausted(x) => Refusal::ItemsExhausted {
+            grant: x.grant,
+            max_items: x.maxItems,
+            used: x.used,
+            asked: x.asked,
+        },
+        E::GrantMismatch(x) => Refusal::GrantMismatch {
+            grant: x.grant,
+            task: x.task,
+            problem: static_str(
+                &x.problem,
+                &[
+                    "not the requester's",
+                    "for a dataset the task does not read",
+                    "not for this kind of computation",
+                    "not listed",
+                ],
+            ),
+        },
+        E::IllegalTransition(x) => Refusal::IllegalTransition {
+            task: x.task,
+            from: status(x.from),
+            to: status(x.to),
+        },
+        E::TaskNotActive(x) => Refusal::TaskNotActive {
+            task: x.task,
+            status: status(x.status),
+        },
+    };
+    LedgerError::Refused(refusal)
+}
+
+fn contract_error(context: &str, e: &alloy::contract::Error) -> LedgerError {
+    match e.as_decoded_interface_error::<ContractError>() {
+        Some(decoded) => refusal(decoded),
+        None => rpc_err(context, e),
+    }
+}
+
+/// What a handle knows about the deployed contract.
+#[derive(Debug, Clone)]
+pub struct EvmConfig {
+    /// The JSON-RPC endpoint (loopback only in this project's tests).
+    pub rpc_url: String,
+    /// The contract's address.
+    pub contract: Address,
+    /// The block it was deployed in (replay starts there).
+    pub deployed_at: u64,
+}
+
+#[derive(Debug, Default)]
+struct Replica {
+    state: State,
+    synced_to: Option<u64>,
+}
+
+/// A handle on the EVM ledger, writing for the organisations whose
+/// accounts it holds.
+pub struct EvmLedger {
+    config: EvmConfig,
+    reader: DynProvider,
+    writers: BTreeMap<String, Mutex<DynProvider>>,
+    accounts: BTreeMap<String, Address>,
+    replica: Mutex<Replica>,
+    timestamps: Mutex<HashMap<u64, u64>>,
+}
+
+impl std::fmt::Debug for EvmLedger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EvmLedger")
+            .field("config", &self.config)
+            .field("writes_for", &self.writers.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+fn parse_url(url: &str) -> Result<alloy::transports::http::reqwest::Url, LedgerError> {
+    url.parse()
+        .map_err(|e| rpc_err(&format!("endpoint '{url}'"), e))
+}
+
+fn read_provider(url: &str) -> Result<DynProvider, LedgerError> {
+    Ok(ProviderBuilder::default()
+        .connect_http(parse_url(url)?)
+        .erased())
+}
+
+fn wallet_provider(url: &str, signer: PrivateKeySigner) -> Result<DynProvider, LedgerError> {
+    Ok(ProviderBuilder::default()
+        .with_simple_nonce_management()
+        .with_gas_estimation()
+        .fetch_chain_id()
+        .wallet(EthereumWallet::from(signer))
+        .connect_http(parse_url(url)?)
+        .erased())
+}
+
+impl EvmLedger {
+    /// Deploys the contract from the operator's account with the genesis
+    /// record (the operator admitting itself); returns its configuration.
+    pub async fn deploy(
+        rpc_url: &str,
+        operator: PrivateKeySigner,
+        genesis: &SignedRecord,
+    ) -> Result<EvmConfig, LedgerError> {
+        let provider = wallet_provider(rpc_url, operator)?;
+        let mut code =
+            hex::decode(BYTECODE_HEX.trim()).map_err(|e| rpc_err("contract bytecode", e))?;
+        code.extend(
+            StayputLedger::constructorCall {
+                signedRecord: genesis.to_bytes().into(),
+            }
+            .abi_encode(),
+        );
+        let tx = TransactionRequest::default().with_deploy_code(code);
+        let pending = provider
+            .send_transaction(tx)
+            .await
+            .map_err(|e| rpc_err("deploying the contract", e))?;
+        let receipt = pending
+            .get_receipt()
+            .await
+            .map_err(|e| rpc_err("deploying the contract", e))?;
+        let contract = receipt
+            .contract_address
+            .ok_or_else(|| rpc_err("deploying the contract", "no contract address"))?;
+        let deployed_at = receipt.block_number.unwrap_or(0);
+        Ok(EvmConfig {
+            rpc_url: rpc_url.into(),
+            contract,
+            deployed_at,
+        })
+    }
+
+    /// A handle that writes for the organisations in `signers` and knows
+    /// the EVM accounts of `accounts` (needed to admit members).
+    pub fn connect(
+        config: EvmConfig,
+        signers: BTreeMap<String, PrivateKeySigner>,
+        accounts: BTreeMap<String, Address>,
+    ) -> Result<Self, LedgerError> {
+        let reader = read_provider(&config.rpc_url)?;
+        let writers = signers
+            .into_iter()
+            .map(|(org, signer)| Ok((org, Mutex::new(wallet_provider(&config.rpc_url, signer)?))))
+            .collect::<Result<_, LedgerError>>()?;
+        Ok(Self {
+            config,
+            reader,
+            writers,
+            accounts,
+            replica: Mutex::new(Replica::default()),
+            timestamps: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn contract(&self, provider: DynProvider) -> StayputLedger::StayputLedgerInstance<DynProvider> {
+        StayputLedger::new(self.config.contract, provider)
+    }
+
+    async fn block_timestamp(&self, block: u64) -> Result<u64, LedgerError> {
+        if let Some(t) = self.timestamps.lock().await.get(&block) {
+            return Ok(*t);
+        }
+        let header = self
+            .reader
+            .get_block_by_number(block.into())
+            .await
+            .map_err(|e| rpc_err("reading a block", e))?
+            .ok_or_else(|| rpc_err("reading a block", format!("block {block} is missing")))?;
+        let t = header.header.timestamp;
+        self.timestamps.lock().await.insert(block, t);
+        Ok(t)
+    }
+
+    /// Records in blocks `from..=to`, decoded and hash-checked.
+    async fn logs(&self, from: u64, to: u64) -> Result<Vec<LedgerEvent>, LedgerError> {
+        let filter = Filter::new()
+            .address(self.config.contract)
+            .event_signature(StayputLedger::Recorded::SIGNATURE_HASH)
+            .from_block(from)
+            .to_block(to);
+        let logs = self
+            .reader
+            .get_logs(&filter)
+            .await
+            .map_err(|e| rpc_err("eth_getLogs", e))?;
+        logs.into_iter()
+            .map(|log| {
+                let height = log.block_number.unwrap_or(0);
+                let index = u32::try_from(log.log_index.unwrap_or(0)).unwrap_or(u32::MAX);
+                let event = StayputLedger::Recorded::decode_log(&log.inner).map_err(|e| {
+                    LedgerError::Corrupt {
+                        height,
+                        reason: format!("undecodable event: {e}"),
+                    }
+                })?;
+                let record = SignedRecord::from_bytes(&event.signedRecord).map_err(|e| {
+                    LedgerError::Corrupt {
+                        height,
+                        reason: e.to_string(),
+                    }
+                })?;
+                if record.hash() != event.recordHash.0 {
+                    return Err(LedgerError::Corrupt {
+                        height,
+                        reason: "an event's record hash does not match its record".into(),
+                    });
+                }
+                Ok(LedgerEvent {
+                    receipt: Receipt {
+                        height,
+                        index,
+                        record_hash: record.hash(),
+                    },
+                    record,
+                })
+            })
+            .collect()
+    }
+
+    /// Brings the replica up to the newest block, verifying every record.
+    async fn sync(&self) -> Result<tokio::sync::MutexGuard<'_, Replica>, LedgerError> {
+        let mut replica = self.replica.lock().await;
+        let latest = self
+            .reader
+            .get_block_number()
+            .await
+            .map_err(|e| rpc_err("eth_blockNumber", e))?;
+        let from = replica.synced_to.map_or(self.config.deployed_at, |h| h + 1);
+        if from <= latest {
+            for event in self.logs(from, latest).await? {
+                let now = self.block_timestamp(event.receipt.height).await?;
+                replica
+                    .state
+                    .apply(&event.record, now)
+                    .map_err(|e| LedgerError::Corrupt {
+                        height: event.receipt.height,
+                        reason: format!("the contract accepted a record the rules refuse: {e}"),
+                    })?;
+            }
+            replica.synced_to = Some(latest);
+        }
+        Ok(replica)
+    }
+}
+
+#[async_trait::async_trait]
+impl Ledger for EvmLedger {
+    async fn submit(&self, record: SignedRecord) -> Result<Receipt, LedgerError> {
+        let writer = self
+            .writers
+            .get(&record.writer)
+            .ok_or_else(|| LedgerError::NoAccount {
+                org: record.writer.clone(),
+            })?;
+        {
+            let replica = self.sync().await?;
+            let key = replica.state.writer_key(&record)?;
+            record.verify(&key)?;
+        }
+        let account = match &record.record {
+            Record::Member(m) => *self
+                .accounts
+                .get(&m.org)
+                .ok_or_else(|| LedgerError::NoAccount { org: m.org.clone() })?,
+            _ => Address::ZERO,
+        };
+        let provider = writer.lock().await; // one send at a time per account
+        let instance = self.contract(provider.clone());
+        let call = instance.submit(Bytes::from(record.to_bytes()), account);
+        call.call()
+            .await
+            .map_err(|e| contract_error("simulating the record", &e))?;
+        let pending = call
+            .send()
+            .await
+            .map_err(|e| contract_error("sending the record", &e))?;
+        let receipt = pending
+            .get_receipt()
+            .await
+            .map_err(|e| rpc_err("waiting for the record's receipt", e))?;
+        if !receipt.status() {
+            // Reverted on chain after simulating cleanly: another write got in first.
+            return Err(call.call().await.err().map_or_else(
+                || rpc_err("sending the record", "the transaction reverted"),
+                |e| contract_error("the record", &e),
+            ));
+        }
+        let log = receipt
+            .inner
+            .logs()
+            .iter()
+            .find(|l| l.address() == self.config.contract)
+            .ok_or_else(|| rpc_err("the record's receipt", "no Recorded event"))?;
+        Ok(Receipt {
+            height: receipt.block_number.unwrap_or(0),
+            index: u32::try_from(log.log_index.unwrap_or(0)).unwrap_or(u32::MAX),
+            record_hash: record.hash(),
+        })
+    }
+
+    async fn height(&self) -> Result<u64, LedgerError> {
+        self.reader
+            .get_block_number()
+            .await
+            .map_err(|e| rpc_err("eth_blockNumber", e))
+    }
+
+    async fn member(&self, org: &str) -> Result<Option<Member>, LedgerError> {
+        Ok(self.sync().await?.state.members.get(org).cloned())
+    }
+
+    async fn members(&self) -> Result<Vec<Member>, LedgerError> {
+        Ok(self.sync().await?.state.members.values().cloned().collect())
+    }
+
+    async fn dataset(&self, id: &str) -> Result<Vec<DatasetVersion>, LedgerError> {
+        Ok(self
+            .sync()
+            .await?
+            .state
+            .datasets
+            .get(id)
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    async fn datasets(&self) -> Result<Vec<DatasetVersion>, LedgerError> {
+        Ok(self
+            .sync()
+            .await?
+            .state
+            .datasets
+            .values()
+            .filter_map(|v| v.last().cloned())
+            .collect())
+    }
+
+    async fn grant(&self, id: &str) -> Result<Option<GrantState>, LedgerError> {
+        let Some(mut state) = self.sync().await?.state.grants.get(id).cloned() else {
+            return Ok(None);
+        };
+        // The live counters, read from the contract.
+        let usage = self
+            .contract(self.reader.clone())
+            .grantUsage(id.to_owned())
+            .call()
+            .await;
+        let usage = usage.map_err(|e| contract_error("eth_call grantUsage", &e))?;
+        state.uses = usage.uses;
+        state.items = usage.items;
+        state.revoked = usage.revoked;
+        Ok(Some(state))
+    }
+
+    async fn grants(&self, filter: &GrantFilter) -> Result<Vec<GrantState>, LedgerError> {
+        Ok(self
+            .sync()
+            .await?
+            .state
+            .grants
+            .values()
+            .filter(|g| {
+                filter
+                    .dataset
+                    .as_ref()
+                    .is_none_or(|d| &g.grant.dataset == d)
+            })
+            .filter(|g| {
+                filter
+                    .grantee
+                    .as_ref()
+                    .is_none_or(|o| &g.grant.grantee == o)
+            })
+            .cloned()
+            .collect())
+    }
+
+    async fn task(&self, id: &str) -> Result<Option<TaskState>, LedgerError> {
+        let Some(mut state) = self.sync().await?.state.tasks.get(id).cloned() else {
+            return Ok(None);
+        };
+        let live = self
+            .contract(self.reader.clone())
+            .taskStatus(id.to_owned())
+            .call()
+            .await;
+        let live = live.map_err(|e| contract_error("eth_call taskStatus", &e))?;
+        if let Some(status) = TaskStatus::ALL
+            .iter()
+            .copied()
+            .find(|s| s.code() == live.status)
+        {
+            state.status = status;
+        }
+        Ok(Some(state))
+    }
+
+    async fn tasks(&self, requester: Option<&str>) -> Result<Vec<TaskState>, LedgerError> {
+        Ok(self
+            .sync()
+            .await?
+            .state
+            .tasks
+            .values()
+            .filter(|t| requester.is_none_or(|r| t.task.requester == r))
+            .cloned()
+            .collect())
+    }
+
+    async fn events_after(
+        &self,
+        height: u64,
+        limit: usize,
+    ) -> Result<Vec<LedgerEvent>, LedgerError> {
+        let latest = self.sync().await?.synced_to.unwrap_or(0);
+        let from = height.saturating_add(1).max(self.config.deployed_at);
+        if from > latest {
+            return Ok(Vec::new());
+        }
+        let events = self.logs(from, latest).await?;
+        // Whole blocks only: stop after the block in which `limit` is reached.
+        let mut out: Vec<LedgerEvent> = Vec::new();
+        for event in events {
+            if out.len() >= limit
+                && out
+                    .last()
+                    .is_some_and(|l| l.receipt.height != event.receipt.height)
+            {
+                break;
+            }
+            out.push(event);
+        }
+        Ok(out)
+    }
+}
+
+/// A local anvil node for tests and benchmarks: the pinned npm build,
+/// listening on a free loopback port, stopped when dropped.
+#[derive(Debug)]
+pub struct Anvil {
+    child: Child,
+    /// Its JSON-RPC endpoint.
+    pub url: String,
+}
+
+impl Anvil {
+    /// Where the project's test command installs anvil, or `STAYPUT_ANVIL`.
+    pub fn binary() -> Result<PathBuf, LedgerError> {
+        if let Some(path) = std::env::var_os("STAYPUT_ANVIL") {
+            return Ok(path.into());
+        }
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("contracts/tools/node_modules/.bin/anvil");
+        if path.exists() {
+            Ok(path)
+        } else {
+            Err(LedgerError::Rpc(format!(
+                "anvil is not installed at {}: run ./scripts/test, which installs the pinned npm tools, or set STAYPUT_ANVIL",
+                path.display()
+            )))
+        }
+    }
+
+    /// Starts anvil on a free loopback port and waits until it answers.
+    pub fn start() -> Result<Self, LedgerError> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| rpc_err("finding a free port", e))?
+            .port();
+        let child = Command::new(Self::binary()?)
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--silent",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| rpc_err("starting anvil", e))?;
+        let anvil = Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                return Err(rpc_err("starting anvil", "it did not listen within 30 s"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(anvil)
+    }
+
+    /// Gives `account` a large balance (anvil only).
+    pub async fn fund(&self, account: Address) -> Result<(), LedgerError> {
+        let provider = read_provider(&self.url)?;
+        let _: serde_json::Value = provider
+            .raw_request(
+                "anvil_setBalance".into(),
+                (account, U256::from(10u128.pow(24))),
+            )
+            .await
+            .map_err(|e| rpc_err("anvil_setBalance", e))?;
+        Ok(())
+    }
+
+    /// Moves the chain's clock forward and mines a block (anvil only).
+    pub async fn advance(&self, seconds: u64) -> Result<(), LedgerError> {
+        let provider = read_provider(&self.url)?;
+        let _: serde_json::Value = provider
+            .raw_request("evm_increaseTime".into(), (seconds,))
+            .await
+            .map_err(|e| rpc_err("evm_increaseTime", e))?;
+        let _: serde_json::Value = provider
+            .raw_request("evm_mine".into(), ())
+            .await
+            .map_err(|e| rpc_err("evm_mine", e))?;
+        Ok(())
+    }
+
+    /// The newest block's timestamp.
+    pub async fn now(&self) -> Result<u64, LedgerError> {
+        let provider = read_provider(&self.url)?;
+        let block = provider
+            .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
+            .await
+            .map_err(|e| rpc_err("reading the latest block", e))?
+            .ok_or_else(|| rpc_err("reading the latest block", "none"))?;
+        Ok(block.header.timestamp)
+    }
+}
+
+impl Drop for Anvil {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
