@@ -14,15 +14,9 @@ fn curve(c: &mut Criterion) {
     let compressed = point.compress();
     let mut group = c.benchmark_group("curve");
     group.throughput(Throughput::Elements(1));
-    group.bench_function("hash_to_group", |b| {
-        b.iter(|| hasher.hash(std::hint::black_box(b"id-000000000001")))
-    });
-    group.bench_function("scalar_mul", |b| {
-        b.iter(|| std::hint::black_box(point) * scalar)
-    });
-    group.bench_function("compress", |b| {
-        b.iter(|| std::hint::black_box(point).compress())
-    });
+    group.bench_function("hash_to_group", |b| b.iter(|| hasher.hash(std::hint::black_box(b"id-000000000001"))));
+    group.bench_function("scalar_mul", |b| b.iter(|| std::hint::black_box(point) * scalar));
+    group.bench_function("compress", |b| b.iter(|| std::hint::black_box(point).compress()));
     group.bench_function("decompress", |b| {
         b.iter(|| CompressedRistretto::decompress(std::hint::black_box(&compressed)))
     });
@@ -36,11 +30,7 @@ fn curve(c: &mut Criterion) {
     });
     let secret = SecretScalar::random(&mut OsRng);
     batch.bench_function("mul_compress (all cores)", |b| {
-        b.iter_batched(
-            || points.clone(),
-            |p| secret.mul_compress(&p),
-            BatchSize::SmallInput,
-        )
+        b.iter_batched(|| points.clone(), |p| secret.mul_compress(&p), BatchSize::SmallInput)
     });
     batch.finish();
 }

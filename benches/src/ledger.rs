@@ -14,18 +14,23 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use alloy::signers::local::PrivateKeySigner;
 use rayon::prelude::*;
 use stayput_chain_connector::embedded::{EmbeddedLedger, system_clock};
+use stayput_chain_connector::evm::{Anvil, EvmLedger};
 use stayput_chain_connector::records::{
     Computation, DatasetVersion, Grant, Member, OrgKey, Record, Role, SignedRecord, Task,
 };
 use stayput_chain_connector::{Ledger, LedgerError, keys};
+use std::collections::BTreeMap;
 
 use crate::BenchError;
 
 /// One run's figures.
 #[derive(Debug, Clone)]
 pub struct LedgerBenchReport {
+    /// Which ledger.
+    pub backend: Backend,
     /// Records written in the timed phase.
     pub records: usize,
     /// Concurrent writers.
@@ -44,11 +49,21 @@ pub struct LedgerBenchReport {
 
 impl fmt::Display for LedgerBenchReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "ledger bench: embedded ledger (redb, fsync per block), {} concurrent writers",
-            self.writers
-        )?;
+        match self.backend {
+            Backend::Embedded => {
+                writeln!(
+                    f,
+                    "ledger bench: embedded ledger (redb, fsync per block), {} concurrent writers",
+                    self.writers
+                )?;
+            }
+            Backend::Anvil => writeln!(
+                f,
+                "ledger bench: EVM backend against anvil on loopback (automine; each record checked, simulated, \
+                 signed locally, sent raw, receipt awaited), {} concurrent writers",
+                self.writers
+            )?,
+        }
         writeln!(
             f,
             "  write: {} signed records durable in {:.2} s = {:.0} records/s ({} blocks, {:.1} records per block)",
@@ -60,13 +75,16 @@ impl fmt::Display for LedgerBenchReport {
         )?;
         writeln!(
             f,
-            "  open: re-verified {} records in {} blocks in {:.2} s ({:.0} records/s)",
+            "  open: replayed and re-verified {} records in {} blocks in {:.2} s ({:.0} records/s)",
             self.chain_records,
             self.blocks,
             self.verify_time.as_secs_f64(),
             self.chain_records as f64 / self.verify_time.as_secs_f64()
         )?;
-        write!(f, "  file: {:.1} MB", self.file_bytes as f64 / 1e6)
+        if self.file_bytes > 0 {
+            write!(f, "  file: {:.1} MB", self.file_bytes as f64 / 1e6)?;
+        }
+        Ok(())
     }
 }
 
@@ -84,60 +102,29 @@ fn key_err(e: LedgerError) -> BenchError {
     BenchError::Ledger(e)
 }
 
-/// Runs the benchmark in `dir` (kept) or a temporary folder. With
-/// `print_acks`, prints `ack <record hash>` as each record is acknowledged
-/// (the crash test reads these).
-pub fn run(
-    records: usize,
-    writers: usize,
-    dir: Option<&Path>,
-    print_acks: bool,
-) -> Result<LedgerBenchReport, BenchError> {
-    let temp = tempfile::tempdir().map_err(|source| BenchError::Io {
-        path: "(temp)".into(),
-        source,
-    })?;
-    let dir: PathBuf = dir.map_or_else(|| temp.path().to_path_buf(), Path::to_path_buf);
-    std::fs::create_dir_all(&dir).map_err(|source| BenchError::Io {
-        path: dir.clone(),
-        source,
-    })?;
-    let (operator, bank, bureau) = (OrgKey::generate(), OrgKey::generate(), OrgKey::generate());
-    let key_dir = dir.join("keys");
-    for (org, key) in [
-        ("operator", &operator),
-        ("bank", &bank),
-        ("bureau", &bureau),
-    ] {
-        keys::save(&key_dir, org, key).map_err(key_err)?;
-    }
-    let path = dir.join("ledger.redb");
-    let operator_member = member("operator", &operator, &[Role::Operator]);
-    let op = OrgKey::from_bytes(&operator.to_secret_bytes());
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|source| BenchError::Io {
-            path: "(runtime)".into(),
-            source,
-        })?;
-    let (write_time, blocks, chain_records) = runtime.block_on(async {
-        let ledger = Arc::new(
-            EmbeddedLedger::create(&path, operator, operator_member, system_clock())
-                .map_err(key_err)?,
-        );
-        let setup = [
-            SignedRecord::sign(
-                Record::Member(member("bank", &bank, &[Role::Requester])),
-                "operator",
-                &op,
-            ),
-            SignedRecord::sign(
-                Record::Member(member("bureau", &bureau, &[Role::DataOwner])),
-                "operator",
-                &op,
-            ),
+/// Which ledger to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded ledger (redb).
+    Embedded,
+    /// The EVM backend against a local anvil node.
+    Anvil,
+}
+
+/// The organisations of the benchmark consortium.
+struct Orgs {
+    operator: OrgKey,
+    bank: OrgKey,
+    bureau: OrgKey,
+}
+
+impl Orgs {
+    /// The records that set the consortium up: members, a dataset, a grant.
+    fn setup(&self) -> Vec<SignedRecord> {
+        let (op, bank, bureau) = (&self.operator, &self.bank, &self.bureau);
+        vec![
+            SignedRecord::sign(Record::Member(member("bank", bank, &[Role::Requester])), "operator", op),
+            SignedRecord::sign(Record::Member(member("bureau", bureau, &[Role::DataOwner])), "operator", op),
             SignedRecord::sign(
                 Record::DatasetVersion(DatasetVersion {
                     dataset: "blacklist".into(),
@@ -148,7 +135,7 @@ pub fn run(
                     protocol_key: None,
                 }),
                 "bureau",
-                &bureau,
+                bureau,
             ),
             SignedRecord::sign(
                 Record::Grant(Grant {
@@ -163,13 +150,14 @@ pub fn run(
                     expires_at: u64::MAX,
                 }),
                 "bureau",
-                &bureau,
+                bureau,
             ),
-        ];
-        for record in setup {
-            ledger.submit(record).await.map_err(key_err)?;
-        }
-        let signed: Vec<SignedRecord> = (0..records)
+        ]
+    }
+
+    /// `n` task records, signed by the bank (in parallel, before timing).
+    fn tasks(&self, n: usize) -> Vec<SignedRecord> {
+        (0..n)
             .into_par_iter()
             .map(|i| {
                 let task = Task {
@@ -180,53 +168,104 @@ pub fn run(
                     params_digest: [3; 32],
                     grants: vec!["g-bench".into()],
                 };
-                SignedRecord::sign(Record::Task(task), "bank", &bank)
+                SignedRecord::sign(Record::Task(task), "bank", &self.bank)
             })
-            .collect();
-        let signed = Arc::new(signed);
-        let next = Arc::new(AtomicUsize::new(0));
-        let started = Instant::now();
-        let mut handles = Vec::new();
-        for _ in 0..writers.max(1) {
-            let (ledger, signed, next) = (ledger.clone(), signed.clone(), next.clone());
-            handles.push(tokio::spawn(async move {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(record) = signed.get(i) else {
-                        return Ok::<_, LedgerError>(());
-                    };
-                    let receipt = ledger.submit(record.clone()).await?;
-                    if print_acks {
-                        let mut out = std::io::stdout().lock();
-                        let _ = writeln!(out, "ack {}", hex::encode(receipt.record_hash));
-                        let _ = out.flush();
-                    }
+            .collect()
+    }
+}
+
+/// Submits `signed` from `writers` concurrent writers; returns the time.
+async fn write_all(
+    ledger: Arc<dyn Ledger>,
+    signed: Vec<SignedRecord>,
+    writers: usize,
+    print_acks: bool,
+) -> Result<Duration, BenchError> {
+    let signed = Arc::new(signed);
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for _ in 0..writers.max(1) {
+        let (ledger, signed, next) = (ledger.clone(), signed.clone(), next.clone());
+        handles.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(record) = signed.get(i) else { return Ok::<_, LedgerError>(()) };
+                let receipt = ledger.submit(record.clone()).await?;
+                if print_acks {
+                    let mut out = std::io::stdout().lock();
+                    let _ = writeln!(out, "ack {}", hex::encode(receipt.record_hash));
+                    let _ = out.flush();
                 }
-            }));
+            }
+        }));
+    }
+    for h in handles {
+        h.await
+            .map_err(|e| BenchError::Io { path: "(writer)".into(), source: std::io::Error::other(e) })?
+            .map_err(key_err)?;
+    }
+    Ok(started.elapsed())
+}
+
+/// Runs the benchmark in `dir` (kept) or a temporary folder. With
+/// `print_acks`, prints `ack <record hash>` as each record is acknowledged
+/// (the crash test reads these).
+pub fn run(
+    backend: Backend,
+    records: usize,
+    writers: usize,
+    dir: Option<&Path>,
+    print_acks: bool,
+) -> Result<LedgerBenchReport, BenchError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|source| BenchError::Io { path: "(runtime)".into(), source })?;
+    let orgs = Orgs { operator: OrgKey::generate(), bank: OrgKey::generate(), bureau: OrgKey::generate() };
+    match backend {
+        Backend::Embedded => run_embedded(&runtime, &orgs, records, writers, dir, print_acks),
+        Backend::Anvil => runtime.block_on(run_anvil(&orgs, records, writers)),
+    }
+}
+
+fn run_embedded(
+    runtime: &tokio::runtime::Runtime,
+    orgs: &Orgs,
+    records: usize,
+    writers: usize,
+    dir: Option<&Path>,
+    print_acks: bool,
+) -> Result<LedgerBenchReport, BenchError> {
+    let temp = tempfile::tempdir().map_err(|source| BenchError::Io { path: "(temp)".into(), source })?;
+    let dir: PathBuf = dir.map_or_else(|| temp.path().to_path_buf(), Path::to_path_buf);
+    std::fs::create_dir_all(&dir).map_err(|source| BenchError::Io { path: dir.clone(), source })?;
+    let key_dir = dir.join("keys");
+    for (org, key) in [("operator", &orgs.operator), ("bank", &orgs.bank), ("bureau", &orgs.bureau)] {
+        keys::save(&key_dir, org, key).map_err(key_err)?;
+    }
+    let path = dir.join("ledger.redb");
+    let op = || OrgKey::from_bytes(&orgs.operator.to_secret_bytes());
+    let (write_time, blocks, chain_records) = runtime.block_on(async {
+        let operator_member = member("operator", &orgs.operator, &[Role::Operator]);
+        let ledger = Arc::new(EmbeddedLedger::create(&path, op(), operator_member, system_clock()).map_err(key_err)?);
+        for record in orgs.setup() {
+            ledger.submit(record).await.map_err(key_err)?;
         }
-        for h in handles {
-            h.await
-                .map_err(|e| BenchError::Io {
-                    path: "(writer)".into(),
-                    source: std::io::Error::other(e),
-                })?
-                .map_err(key_err)?;
-        }
-        let write_time = started.elapsed();
+        let write_time = write_all(ledger.clone(), orgs.tasks(records), writers, print_acks).await?;
         let summary = ledger.summary();
         Ok::<_, BenchError>((write_time, summary.blocks, summary.records))
     })?;
     let file_bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     let started = Instant::now();
-    let reopened = EmbeddedLedger::open(&path, op, system_clock()).map_err(key_err)?;
+    let reopened = EmbeddedLedger::open(&path, op(), system_clock()).map_err(key_err)?;
     let verify_time = started.elapsed();
     if reopened.summary().records != chain_records {
-        return Err(BenchError::WrongResult {
-            expected: chain_records,
-            got: reopened.summary().records,
-        });
+        return Err(BenchError::WrongResult { expected: chain_records, got: reopened.summary().records });
     }
     Ok(LedgerBenchReport {
+        backend: Backend::Embedded,
         records,
         writers,
         write_time,
@@ -234,5 +273,47 @@ pub fn run(
         chain_records,
         verify_time,
         file_bytes,
+    })
+}
+
+async fn run_anvil(orgs: &Orgs, records: usize, writers: usize) -> Result<LedgerBenchReport, BenchError> {
+    let anvil = Anvil::start().map_err(key_err)?;
+    let mut signers = BTreeMap::new();
+    for org in ["operator", "bank", "bureau"] {
+        let signer = PrivateKeySigner::random();
+        anvil.fund(signer.address()).await.map_err(key_err)?;
+        signers.insert(org.to_owned(), signer);
+    }
+    let accounts: BTreeMap<String, _> = signers.iter().map(|(o, s)| (o.clone(), s.address())).collect();
+    let genesis = SignedRecord::sign(
+        Record::Member(member("operator", &orgs.operator, &[Role::Operator])),
+        "operator",
+        &orgs.operator,
+    );
+    let config = EvmLedger::deploy(&anvil.url, signers["operator"].clone(), &genesis).await.map_err(key_err)?;
+    let ledger = Arc::new(EvmLedger::connect(config.clone(), signers.clone(), accounts.clone()).map_err(key_err)?);
+    for record in orgs.setup() {
+        ledger.submit(record).await.map_err(key_err)?;
+    }
+    let write_time = write_all(ledger.clone(), orgs.tasks(records), writers, false).await?;
+    let blocks = ledger.height().await.map_err(key_err)? - config.deployed_at + 1;
+    // A fresh reader replays and re-verifies every event from deployment.
+    let started = Instant::now();
+    let reader = EvmLedger::connect(config, BTreeMap::new(), accounts).map_err(key_err)?;
+    let chain_records = reader.members().await.map_err(key_err)?.len() as u64;
+    let verify_time = started.elapsed();
+    let tasks = reader.tasks(None).await.map_err(key_err)?.len();
+    if tasks != records || chain_records != 3 {
+        return Err(BenchError::WrongResult { expected: records as u64, got: tasks as u64 });
+    }
+    Ok(LedgerBenchReport {
+        backend: Backend::Anvil,
+        records,
+        writers,
+        write_time,
+        blocks,
+        chain_records: records as u64 + 5,
+        verify_time,
+        file_bytes: 0,
     })
 }

@@ -21,10 +21,7 @@ pub enum BenchError {
     #[error(transparent)]
     Psi(#[from] stayput_psi::PsiError),
     #[error("benchmark data in {path}: {source}")]
-    Io {
-        path: std::path::PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: std::path::PathBuf, source: std::io::Error },
     #[error(transparent)]
     Ledger(#[from] stayput_chain_connector::LedgerError),
     #[error("the run counted {got} where {expected} were expected")]

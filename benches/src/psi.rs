@@ -68,9 +68,7 @@ pub struct Floor {
 pub fn measure_floor(samples: usize) -> Floor {
     let hasher = HashToGroup::new(PROTOCOL_LABEL, &TaskId::new("bench-floor").expect("valid"));
     let scalar = Scalar::from(0x1234_5678_9abc_def1u64) * Scalar::from(0xfedc_ba98_7654_3210u64);
-    let keys: Vec<Vec<u8>> = (0..samples)
-        .map(|i| format!("id-{i:012}").into_bytes())
-        .collect();
+    let keys: Vec<Vec<u8>> = (0..samples).map(|i| format!("id-{i:012}").into_bytes()).collect();
     let per = |d: Duration| d.div_f64(samples as f64);
 
     let t = Instant::now();
@@ -80,14 +78,10 @@ pub fn measure_floor(samples: usize) -> Floor {
     let blinded: Vec<RistrettoPoint> = points.iter().map(|p| p * scalar).collect();
     let mul = per(t.elapsed());
     let t = Instant::now();
-    let compressed: Vec<CompressedRistretto> =
-        blinded.iter().map(RistrettoPoint::compress).collect();
+    let compressed: Vec<CompressedRistretto> = blinded.iter().map(RistrettoPoint::compress).collect();
     let compress = per(t.elapsed());
     let t = Instant::now();
-    let decompressed: Vec<RistrettoPoint> = compressed
-        .iter()
-        .filter_map(CompressedRistretto::decompress)
-        .collect();
+    let decompressed: Vec<RistrettoPoint> = compressed.iter().filter_map(CompressedRistretto::decompress).collect();
     let decompress = per(t.elapsed());
     assert_eq!(decompressed.len(), samples);
 
@@ -102,13 +96,7 @@ pub fn measure_floor(samples: usize) -> Floor {
         .sum();
     std::hint::black_box(units);
     let units_per_sec = samples as f64 / t.elapsed().as_secs_f64();
-    Floor {
-        hash,
-        mul,
-        compress,
-        decompress,
-        units_per_sec,
-    }
+    Floor { hash, mul, compress, decompress, units_per_sec }
 }
 
 /// One benchmark run's figures.
@@ -157,11 +145,7 @@ impl fmt::Display for PsiBenchReport {
             "psi n={} per side, mode {} ({}), batch {}, {} threads",
             self.n,
             self.mode,
-            if self.in_memory {
-                "in memory"
-            } else {
-                "two nodes, gRPC over mTLS on loopback, CSV input"
-            },
+            if self.in_memory { "in memory" } else { "two nodes, gRPC over mTLS on loopback, CSV input" },
             self.batch,
             self.threads
         )?;
@@ -181,11 +165,7 @@ impl fmt::Display for PsiBenchReport {
             us(fl.decompress),
             unit
         )?;
-        writeln!(
-            f,
-            "  floor, all cores: {:.0} elements/s per side",
-            fl.units_per_sec / 2.0
-        )?;
+        writeln!(f, "  floor, all cores: {:.0} elements/s per side", fl.units_per_sec / 2.0)?;
         writeln!(f, "  ratio to floor: {:.2}", self.ratio())?;
         match self.peak_rss {
             Some(b) => write!(f, "  peak RSS: {:.1} MB", b as f64 / 1e6),
@@ -195,22 +175,13 @@ impl fmt::Display for PsiBenchReport {
 }
 
 /// Runs the benchmark.
-pub fn run(
-    n: usize,
-    mode: OutputMode,
-    in_memory: bool,
-    batch: usize,
-) -> Result<PsiBenchReport, BenchError> {
+pub fn run(n: usize, mode: OutputMode, in_memory: bool, batch: usize) -> Result<PsiBenchReport, BenchError> {
     let floor = measure_floor(8192);
     let requester = SyntheticIds { start: 0, len: n };
-    let responder = SyntheticIds {
-        start: (n / 2) as u64,
-        len: n,
-    };
+    let responder = SyntheticIds { start: (n / 2) as u64, len: n };
     let expected = (n - n / 2) as u64;
     let (elapsed, intersection) = if in_memory {
-        let params =
-            SessionParams::new(TaskId::new("bench-psi")?, mode, n as u64, n as u64, batch)?;
+        let params = SessionParams::new(TaskId::new("bench-psi")?, mode, n as u64, n as u64, batch)?;
         let t = Instant::now();
         let (out, _) = run_in_memory(&params, &requester, &responder, &mut OsRng, &mut OsRng)?;
         (t.elapsed(), out.cardinality())
@@ -218,10 +189,7 @@ pub fn run(
         over_grpc(requester, responder, mode, batch)?
     };
     if intersection != expected {
-        return Err(BenchError::WrongResult {
-            expected,
-            got: intersection,
-        });
+        return Err(BenchError::WrongResult { expected, got: intersection });
     }
     Ok(PsiBenchReport {
         n,
@@ -237,10 +205,7 @@ pub fn run(
 }
 
 fn write_ids(path: &std::path::Path, ids: SyntheticIds) -> Result<(), BenchError> {
-    let io = |source| BenchError::Io {
-        path: path.into(),
-        source,
-    };
+    let io = |source| BenchError::Io { path: path.into(), source };
     let mut out = std::io::BufWriter::new(std::fs::File::create(path).map_err(io)?);
     writeln!(out, "customer_id").map_err(io)?;
     let mut key = Vec::new();
@@ -258,10 +223,7 @@ fn over_grpc(
     mode: OutputMode,
     batch: usize,
 ) -> Result<(Duration, u64), BenchError> {
-    let dir = tempfile::tempdir().map_err(|source| BenchError::Io {
-        path: "(temp)".into(),
-        source,
-    })?;
+    let dir = tempfile::tempdir().map_err(|source| BenchError::Io { path: "(temp)".into(), source })?;
     let (bank_csv, bureau_csv) = (dir.path().join("bank.csv"), dir.path().join("bureau.csv"));
     write_ids(&bank_csv, requester)?;
     write_ids(&bureau_csv, responder)?;
@@ -279,10 +241,7 @@ fn over_grpc(
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(|source| BenchError::Io {
-            path: "(runtime)".into(),
-            source,
-        })?;
+        .map_err(|source| BenchError::Io { path: "(runtime)".into(), source })?;
     runtime.block_on(async {
         let net = LocalNet::start(dir.path(), &orgs, Some(batch)).await?;
         let request = PsiRequest {
@@ -294,8 +253,7 @@ fn over_grpc(
             output_format: FileFormat::Csv,
         };
         let t = Instant::now();
-        let report =
-            stayput_node::control::request_psi(net.state("bank"), &request, |_| {}).await?;
+        let report = stayput_node::control::request_psi(net.state("bank"), &request, |_| {}).await?;
         let elapsed = t.elapsed();
         net.shutdown().await?;
         Ok((elapsed, report.intersection_keys))

@@ -45,10 +45,7 @@ impl BlockHeader {
 
     fn decode(r: &mut Reader<'_>) -> Result<Self, LedgerError> {
         if r.bytes()? != BLOCK_LABEL {
-            return Err(LedgerError::Malformed {
-                what: "block header",
-                reason: "wrong label".into(),
-            });
+            return Err(LedgerError::Malformed { what: "block header", reason: "wrong label".into() });
         }
         Ok(Self {
             height: r.u64()?,
@@ -98,23 +95,14 @@ impl Block {
         let seal = r.fixed()?;
         let count = r.u32()? as usize;
         if count > MAX_BLOCK_RECORDS || count != header.record_count as usize {
-            return Err(LedgerError::Malformed {
-                what: "block",
-                reason: format!("{count} records"),
-            });
+            return Err(LedgerError::Malformed { what: "block", reason: format!("{count} records") });
         }
         let mut records = Vec::with_capacity(count);
         for _ in 0..count {
-            records.push(SignedRecord::from_bytes(
-                &r.bytes_bounded(MAX_RECORD_BYTES)?,
-            )?);
+            records.push(SignedRecord::from_bytes(&r.bytes_bounded(MAX_RECORD_BYTES)?)?);
         }
         r.finish()?;
-        Ok(Self {
-            header,
-            seal,
-            records,
-        })
+        Ok(Self { header, seal, records })
     }
 
     /// Leaf hashes of the records.
@@ -167,22 +155,12 @@ impl InclusionProof {
     pub fn verify(&self, operator_key: &[u8; 32]) -> Result<Digest, LedgerError> {
         let bad = |reason: &str| LedgerError::BadProof(reason.into());
         if !verify_bytes(operator_key, &self.header.hash(), &self.seal) {
-            return Err(bad(
-                "the block header's seal does not verify against the operator's key",
-            ));
+            return Err(bad("the block header's seal does not verify against the operator's key"));
         }
         let leaf = self.record.hash();
         let size = u64::from(self.header.record_count);
-        if !merkle::verify(
-            &leaf,
-            u64::from(self.index),
-            size,
-            &self.path,
-            &self.header.merkle_root,
-        ) {
-            return Err(bad(
-                "the record is not in the block: the audit path does not lead to the Merkle root",
-            ));
+        if !merkle::verify(&leaf, u64::from(self.index), size, &self.path, &self.header.merkle_root) {
+            return Err(bad("the record is not in the block: the audit path does not lead to the Merkle root"));
         }
         Ok(leaf)
     }
@@ -192,11 +170,9 @@ impl InclusionProof {
         let mut w = Writer::new();
         w.bytes(PROOF_LABEL);
         self.header.encode(&mut w);
-        w.fixed(&self.seal)
-            .u32(self.index)
-            .list(&self.path, |w, d| {
-                w.fixed(d);
-            });
+        w.fixed(&self.seal).u32(self.index).list(&self.path, |w, d| {
+            w.fixed(d);
+        });
         w.bytes_unbounded(&self.record.to_bytes());
         w.into_bytes()
     }
@@ -205,10 +181,7 @@ impl InclusionProof {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, LedgerError> {
         let mut r = Reader::new(bytes, "inclusion proof");
         if r.bytes()? != PROOF_LABEL {
-            return Err(LedgerError::Malformed {
-                what: "inclusion proof",
-                reason: "wrong label".into(),
-            });
+            return Err(LedgerError::Malformed { what: "inclusion proof", reason: "wrong label".into() });
         }
         let proof = Self {
             header: BlockHeader::decode(&mut r)?,

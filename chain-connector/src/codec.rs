@@ -97,10 +97,7 @@ impl<'a> Reader<'a> {
     }
 
     fn err(&self, reason: impl Into<String>) -> LedgerError {
-        LedgerError::Malformed {
-            what: self.what,
-            reason: reason.into(),
-        }
+        LedgerError::Malformed { what: self.what, reason: reason.into() }
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8], LedgerError> {
@@ -119,16 +116,12 @@ impl<'a> Reader<'a> {
 
     /// A `u32`.
     pub fn u32(&mut self) -> Result<u32, LedgerError> {
-        Ok(u32::from_le_bytes(
-            self.take(4)?.try_into().expect("4 bytes"),
-        ))
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
     }
 
     /// A `u64`.
     pub fn u64(&mut self) -> Result<u64, LedgerError> {
-        Ok(u64::from_le_bytes(
-            self.take(8)?.try_into().expect("8 bytes"),
-        ))
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
     }
 
     /// Fixed-size bytes.
@@ -173,10 +166,6 @@ impl<'a> Reader<'a> {
 
     /// Fails unless every byte was read.
     pub fn finish(self) -> Result<(), LedgerError> {
-        if self.bytes.is_empty() {
-            Ok(())
-        } else {
-            Err(self.err(format!("{} trailing bytes", self.bytes.len())))
-        }
+        if self.bytes.is_empty() { Ok(()) } else { Err(self.err(format!("{} trailing bytes", self.bytes.len()))) }
     }
 }

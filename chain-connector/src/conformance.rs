@@ -7,8 +7,8 @@ use std::sync::Arc;
 use crate::LedgerError;
 use crate::ledger::{GrantFilter, Ledger, subscribe};
 use crate::records::{
-    Computation, DatasetVersion, Grant, Member, OrgKey, Record, ResultRecord, Role, SignedRecord,
-    Task, TaskStatus, UseRecord,
+    Computation, DatasetVersion, Grant, Member, OrgKey, Record, ResultRecord, Role, SignedRecord, Task, TaskStatus,
+    UseRecord,
 };
 use crate::rules::Refusal;
 
@@ -35,10 +35,7 @@ pub struct Org {
 
 impl Org {
     fn new(id: &'static str) -> Self {
-        Self {
-            id,
-            key: OrgKey::generate(),
-        }
+        Self { id, key: OrgKey::generate() }
     }
 
     fn member(&self, roles: &[Role]) -> Member {
@@ -74,9 +71,7 @@ pub struct Consortium {
 
 impl std::fmt::Debug for Consortium {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Consortium")
-            .field("ledger", &self.ledger)
-            .finish_non_exhaustive()
+        f.debug_struct("Consortium").field("ledger", &self.ledger).finish_non_exhaustive()
     }
 }
 
@@ -92,13 +87,7 @@ impl Consortium {
         let op_member = operator.member(&[Role::Operator]);
         let op_key = OrgKey::from_bytes(&operator.key.to_secret_bytes());
         let ledger = backend.fresh(op_key, op_member).await;
-        let c = Self {
-            ledger,
-            operator,
-            bank,
-            bureau,
-            hospital,
-        };
+        let c = Self { ledger, operator, bank, bureau, hospital };
         for (org, roles) in [
             (&c.bank, &[Role::Requester][..]),
             (&c.bureau, &[Role::DataOwner][..]),
@@ -106,11 +95,7 @@ impl Consortium {
         ] {
             c.ok(&c.operator, Record::Member(org.member(roles))).await;
         }
-        c.ok(
-            &c.bureau,
-            Record::DatasetVersion(c.version("blacklist", "bureau", 1)),
-        )
-        .await;
+        c.ok(&c.bureau, Record::DatasetVersion(c.version("blacklist", "bureau", 1))).await;
         c
     }
 
@@ -154,21 +139,14 @@ impl Consortium {
 
     /// A bureau use record.
     pub fn use_of(&self, task: &str, grant: &str, items: u64) -> SignedRecord {
-        self.bureau.sign(Record::Use(UseRecord {
-            task: task.into(),
-            grant: grant.into(),
-            items,
-        }))
+        self.bureau.sign(Record::Use(UseRecord { task: task.into(), grant: grant.into(), items }))
     }
 
     /// Submits and expects acceptance.
     pub async fn ok(&self, writer: &Org, record: Record) {
         let kind = record.kind();
         if let Err(e) = self.ledger.submit(writer.sign(record)).await {
-            panic!(
-                "{} writing a {kind} record should be accepted, got: {e}",
-                writer.id
-            );
+            panic!("{} writing a {kind} record should be accepted, got: {e}", writer.id);
         }
     }
 
@@ -186,11 +164,7 @@ impl Consortium {
 macro_rules! expect_refusal {
     ($c:expr, $record:expr, $pattern:pat) => {{
         let refusal = $c.refused($record).await;
-        assert!(
-            matches!(refusal, $pattern),
-            "expected {}, got {refusal:?}",
-            stringify!($pattern)
-        );
+        assert!(matches!(refusal, $pattern), "expected {}, got {refusal:?}", stringify!($pattern));
     }};
 }
 
@@ -199,87 +173,35 @@ macro_rules! expect_refusal {
 pub async fn owner_only_writes(backend: &dyn Backend) {
     let c = Consortium::new(backend).await;
     let far = backend.now(&c.ledger).await + 86_400;
-    expect_refusal!(
-        c,
-        c.hospital.sign(c.grant("g-h", 1, 10, far)),
-        Refusal::NotOwner { .. }
-    );
-    expect_refusal!(
-        c,
-        c.bank.sign(c.grant("g-b", 1, 10, far)),
-        Refusal::NotOwner { .. }
-    );
+    expect_refusal!(c, c.hospital.sign(c.grant("g-h", 1, 10, far)), Refusal::NotOwner { .. });
+    expect_refusal!(c, c.bank.sign(c.grant("g-b", 1, 10, far)), Refusal::NotOwner { .. });
     c.ok(&c.bureau, c.grant("g1", 1, 10, far)).await;
+    expect_refusal!(c, c.bureau.sign(c.grant("g1", 1, 10, far)), Refusal::Duplicate { .. });
+    expect_refusal!(c, c.hospital.sign(Record::RevokeGrant { grant: "g1".into() }), Refusal::NotOwner { .. });
     expect_refusal!(
         c,
-        c.bureau.sign(c.grant("g1", 1, 10, far)),
-        Refusal::Duplicate { .. }
-    );
-    expect_refusal!(
-        c,
-        c.hospital.sign(Record::RevokeGrant { grant: "g1".into() }),
+        c.hospital.sign(Record::DatasetVersion(c.version("blacklist", "hospital", 2))),
         Refusal::NotOwner { .. }
     );
     expect_refusal!(
         c,
-        c.hospital.sign(Record::DatasetVersion(c.version(
-            "blacklist",
-            "hospital",
-            2
-        ))),
-        Refusal::NotOwner { .. }
+        c.bureau.sign(Record::DatasetVersion(c.version("blacklist", "bureau", 3))),
+        Refusal::VersionOutOfOrder { current: 1, got: 3, .. }
     );
-    expect_refusal!(
-        c,
-        c.bureau
-            .sign(Record::DatasetVersion(c.version("blacklist", "bureau", 3))),
-        Refusal::VersionOutOfOrder {
-            current: 1,
-            got: 3,
-            ..
-        }
-    );
-    c.ok(
-        &c.bureau,
-        Record::DatasetVersion(c.version("blacklist", "bureau", 2)),
-    )
-    .await;
+    c.ok(&c.bureau, Record::DatasetVersion(c.version("blacklist", "bureau", 2))).await;
     assert_eq!(c.ledger.dataset("blacklist").await.unwrap().len(), 2);
     expect_refusal!(
         c,
-        c.bank
-            .sign(Record::DatasetVersion(c.version("loans", "bank", 1))),
-        Refusal::MissingRole {
-            role: Role::DataOwner,
-            ..
-        }
+        c.bank.sign(Record::DatasetVersion(c.version("loans", "bank", 1))),
+        Refusal::MissingRole { role: Role::DataOwner, .. }
     );
-    expect_refusal!(
-        c,
-        c.bank
-            .sign(Record::Member(c.hospital.member(&[Role::Operator]))),
-        Refusal::NotOperator { .. }
-    );
+    expect_refusal!(c, c.bank.sign(Record::Member(c.hospital.member(&[Role::Operator]))), Refusal::NotOperator { .. });
     // A record signed by someone else's key, and one from a stranger.
     let forged = SignedRecord::sign(c.grant("g-f", 1, 1, far), "bureau", &c.bank.key);
-    assert!(matches!(
-        c.ledger.submit(forged).await,
-        Err(LedgerError::BadSignature { .. })
-    ));
+    assert!(matches!(c.ledger.submit(forged).await, Err(LedgerError::BadSignature { .. })));
     let stranger = Org::new("stranger");
-    expect_refusal!(
-        c,
-        stranger.sign(c.task("t-x", &[])),
-        Refusal::UnknownWriter { .. }
-    );
-    let grants = c
-        .ledger
-        .grants(&GrantFilter {
-            dataset: Some("blacklist".into()),
-            grantee: None,
-        })
-        .await
-        .unwrap();
+    expect_refusal!(c, stranger.sign(c.task("t-x", &[])), Refusal::UnknownWriter { .. });
+    let grants = c.ledger.grants(&GrantFilter { dataset: Some("blacklist".into()), grantee: None }).await.unwrap();
     assert_eq!(grants.len(), 1);
 }
 
@@ -291,38 +213,16 @@ pub async fn grant_limits(backend: &dyn Backend) {
     for t in ["t1", "t2", "t3"] {
         c.ok(&c.bank, c.task(t, &["g"])).await;
     }
-    c.ledger
-        .submit(c.use_of("t1", "g", 60))
-        .await
-        .expect("first use");
-    expect_refusal!(
-        c,
-        c.use_of("t2", "g", 41),
-        Refusal::ItemsExhausted {
-            used: 60,
-            asked: 41,
-            ..
-        }
-    );
-    c.ledger
-        .submit(c.use_of("t2", "g", 40))
-        .await
-        .expect("second use, exactly at the item limit");
-    expect_refusal!(
-        c,
-        c.use_of("t3", "g", 0),
-        Refusal::UsesExhausted { max_uses: 2, .. }
-    );
+    c.ledger.submit(c.use_of("t1", "g", 60)).await.expect("first use");
+    expect_refusal!(c, c.use_of("t2", "g", 41), Refusal::ItemsExhausted { used: 60, asked: 41, .. });
+    c.ledger.submit(c.use_of("t2", "g", 40)).await.expect("second use, exactly at the item limit");
+    expect_refusal!(c, c.use_of("t3", "g", 0), Refusal::UsesExhausted { max_uses: 2, .. });
     let state = c.ledger.grant("g").await.unwrap().unwrap();
     assert_eq!((state.uses, state.items), (2, 100));
     // Only the dataset owner's node records uses; a grant must be in the task.
     c.ok(&c.bureau, c.grant("g2", 5, 100, now + 86_400)).await;
     c.ok(&c.bank, c.task("t4", &["g2"])).await;
-    let by_bank = c.bank.sign(Record::Use(UseRecord {
-        task: "t4".into(),
-        grant: "g2".into(),
-        items: 1,
-    }));
+    let by_bank = c.bank.sign(Record::Use(UseRecord { task: "t4".into(), grant: "g2".into(), items: 1 }));
     expect_refusal!(c, by_bank, Refusal::NotOwner { .. });
     expect_refusal!(c, c.use_of("t1", "g2", 1), Refusal::GrantMismatch { .. });
 
@@ -331,37 +231,16 @@ pub async fn grant_limits(backend: &dyn Backend) {
     c.ok(&c.bank, c.task("t-exp", &["g-exp"])).await;
     backend.advance(&c.ledger, 200).await;
     expect_refusal!(c, c.use_of("t-exp", "g-exp", 1), Refusal::Expired { .. });
-    expect_refusal!(
-        c,
-        c.bank.sign(c.task("t-exp2", &["g-exp"])),
-        Refusal::Expired { .. }
-    );
+    expect_refusal!(c, c.bank.sign(c.task("t-exp2", &["g-exp"])), Refusal::Expired { .. });
 
     // Revocation.
     let now = backend.now(&c.ledger).await;
-    c.ok(&c.bureau, c.grant("g-rev", 5, 100, now + 86_400))
-        .await;
+    c.ok(&c.bureau, c.grant("g-rev", 5, 100, now + 86_400)).await;
     c.ok(&c.bank, c.task("t-rev", &["g-rev"])).await;
-    c.ok(
-        &c.bureau,
-        Record::RevokeGrant {
-            grant: "g-rev".into(),
-        },
-    )
-    .await;
+    c.ok(&c.bureau, Record::RevokeGrant { grant: "g-rev".into() }).await;
     expect_refusal!(c, c.use_of("t-rev", "g-rev", 1), Refusal::Revoked { .. });
-    expect_refusal!(
-        c,
-        c.bureau.sign(Record::RevokeGrant {
-            grant: "g-rev".into()
-        }),
-        Refusal::Revoked { .. }
-    );
-    expect_refusal!(
-        c,
-        c.bank.sign(c.task("t-rev2", &["g-rev"])),
-        Refusal::Revoked { .. }
-    );
+    expect_refusal!(c, c.bureau.sign(Record::RevokeGrant { grant: "g-rev".into() }), Refusal::Revoked { .. });
+    expect_refusal!(c, c.bank.sign(c.task("t-rev2", &["g-rev"])), Refusal::Revoked { .. });
 }
 
 /// Tasks move only along legal transitions, and only their parties move them.
@@ -370,41 +249,15 @@ pub async fn task_transitions(backend: &dyn Backend) {
     let now = backend.now(&c.ledger).await;
     c.ok(&c.bureau, c.grant("g", 5, 100, now + 86_400)).await;
     c.ok(&c.bank, c.task("t", &["g"])).await;
-    expect_refusal!(
-        c,
-        c.bank.sign(c.task("t", &["g"])),
-        Refusal::Duplicate { .. }
-    );
-    let status = |s| Record::TaskStatus {
-        task: "t".into(),
-        status: s,
-    };
-    expect_refusal!(
-        c,
-        c.bank.sign(status(TaskStatus::Succeeded)),
-        Refusal::IllegalTransition { .. }
-    );
-    expect_refusal!(
-        c,
-        c.bureau.sign(status(TaskStatus::Running)),
-        Refusal::NotTaskParty { .. }
-    );
+    expect_refusal!(c, c.bank.sign(c.task("t", &["g"])), Refusal::Duplicate { .. });
+    let status = |s| Record::TaskStatus { task: "t".into(), status: s };
+    expect_refusal!(c, c.bank.sign(status(TaskStatus::Succeeded)), Refusal::IllegalTransition { .. });
+    expect_refusal!(c, c.bureau.sign(status(TaskStatus::Running)), Refusal::NotTaskParty { .. });
     c.ok(&c.operator, status(TaskStatus::Running)).await;
-    expect_refusal!(
-        c,
-        c.bank.sign(status(TaskStatus::Cancelled)),
-        Refusal::IllegalTransition { .. }
-    );
-    c.ledger
-        .submit(c.use_of("t", "g", 3))
-        .await
-        .expect("use while running");
+    expect_refusal!(c, c.bank.sign(status(TaskStatus::Cancelled)), Refusal::IllegalTransition { .. });
+    c.ledger.submit(c.use_of("t", "g", 3)).await.expect("use while running");
     c.ok(&c.bank, status(TaskStatus::Succeeded)).await;
-    expect_refusal!(
-        c,
-        c.bank.sign(status(TaskStatus::Failed)),
-        Refusal::IllegalTransition { .. }
-    );
+    expect_refusal!(c, c.bank.sign(status(TaskStatus::Failed)), Refusal::IllegalTransition { .. });
     expect_refusal!(c, c.use_of("t", "g", 1), Refusal::TaskNotActive { .. });
     c.ok(
         &c.operator,
@@ -432,11 +285,7 @@ pub async fn task_transitions(backend: &dyn Backend) {
         }),
     )
     .await;
-    expect_refusal!(
-        c,
-        c.bank.sign(c.task("t2", &["g-h"])),
-        Refusal::GrantMismatch { .. }
-    );
+    expect_refusal!(c, c.bank.sign(c.task("t2", &["g-h"])), Refusal::GrantMismatch { .. });
 }
 
 /// Replaying from a height returns exactly the records after it, in order,
@@ -453,15 +302,8 @@ pub async fn event_replay(backend: &dyn Backend) {
     }
     let events = c.ledger.events_after(mark, 1000).await.unwrap();
     let replayed: Vec<SignedRecord> = events.iter().map(|e| e.record.clone()).collect();
-    assert_eq!(
-        replayed, written,
-        "exactly the records after the mark, in order"
-    );
-    assert!(
-        events
-            .iter()
-            .all(|e| e.receipt.height > mark && e.receipt.record_hash == e.record.hash())
-    );
+    assert_eq!(replayed, written, "exactly the records after the mark, in order");
+    assert!(events.iter().all(|e| e.receipt.height > mark && e.receipt.record_hash == e.record.hash()));
     let mut stream = subscribe(c.ledger.clone(), mark);
     for expected in &written {
         let event = tokio::time::timeout(std::time::Duration::from_secs(20), stream.recv())
@@ -473,11 +315,8 @@ pub async fn event_replay(backend: &dyn Backend) {
     }
     let live = c.bureau.sign(c.grant("g-live", 1, 1, now + 86_400));
     c.ledger.submit(live.clone()).await.unwrap();
-    let event = tokio::time::timeout(std::time::Duration::from_secs(20), stream.recv())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let event =
+        tokio::time::timeout(std::time::Duration::from_secs(20), stream.recv()).await.unwrap().unwrap().unwrap();
     assert_eq!(event.record, live, "new records reach a live subscription");
 }
 
@@ -488,23 +327,11 @@ pub async fn last_use_race(backend: &dyn Backend) {
     c.ok(&c.bureau, c.grant("g", 1, 100, now + 86_400)).await;
     c.ok(&c.bank, c.task("ta", &["g"])).await;
     c.ok(&c.bank, c.task("tb", &["g"])).await;
-    let (a, b) = tokio::join!(
-        c.ledger.submit(c.use_of("ta", "g", 1)),
-        c.ledger.submit(c.use_of("tb", "g", 1))
-    );
+    let (a, b) = tokio::join!(c.ledger.submit(c.use_of("ta", "g", 1)), c.ledger.submit(c.use_of("tb", "g", 1)));
     let wins = [a.is_ok(), b.is_ok()].iter().filter(|w| **w).count();
-    assert_eq!(
-        wins, 1,
-        "exactly one use of the last remaining use: {a:?} / {b:?}"
-    );
+    assert_eq!(wins, 1, "exactly one use of the last remaining use: {a:?} / {b:?}");
     let loser = if a.is_ok() { b } else { a };
-    assert!(
-        matches!(
-            loser,
-            Err(LedgerError::Refused(Refusal::UsesExhausted { .. }))
-        ),
-        "{loser:?}"
-    );
+    assert!(matches!(loser, Err(LedgerError::Refused(Refusal::UsesExhausted { .. }))), "{loser:?}");
 }
 
 /// Every check, in order.

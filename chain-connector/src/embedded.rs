@@ -44,11 +44,7 @@ pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 
 /// The system clock.
 pub fn system_clock() -> Clock {
-    Arc::new(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs())
-    })
+    Arc::new(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()))
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -99,9 +95,7 @@ pub struct EmbeddedLedger {
 
 impl std::fmt::Debug for EmbeddedLedger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EmbeddedLedger")
-            .field("path", &self.shared.path)
-            .finish_non_exhaustive()
+        f.debug_struct("EmbeddedLedger").field("path", &self.shared.path).finish_non_exhaustive()
     }
 }
 
@@ -110,20 +104,11 @@ fn read_chain(txn: &ReadTransaction, operator: &[u8; 32]) -> Result<Chain, Ledge
     let sealed_by: [u8; 32] = meta
         .get("operator")?
         .and_then(|v| v.value().try_into().ok())
-        .ok_or(LedgerError::Corrupt {
-            height: 0,
-            reason: "the operator key is not recorded".into(),
-        })?;
+        .ok_or(LedgerError::Corrupt { height: 0, reason: "the operator key is not recorded".into() })?;
     if &sealed_by != operator {
-        return Err(LedgerError::WrongOperator {
-            expected: hex::encode(operator),
-            found: hex::encode(sealed_by),
-        });
+        return Err(LedgerError::WrongOperator { expected: hex::encode(operator), found: hex::encode(sealed_by) });
     }
-    let recorded_tip = meta
-        .get("tip")?
-        .map(|v| v.value().to_vec())
-        .unwrap_or_default();
+    let recorded_tip = meta.get("tip")?.map(|v| v.value().to_vec()).unwrap_or_default();
     let blocks = txn.open_table(BLOCKS)?;
     let mut state = State::default();
     let mut index = HashMap::new();
@@ -137,10 +122,7 @@ fn read_chain(txn: &ReadTransaction, operator: &[u8; 32]) -> Result<Chain, Ledge
             .min_by_key(|(h, i, _)| (*h, *i));
         jobs.clear();
         match failed {
-            Some((height, i, e)) => Err(LedgerError::Corrupt {
-                height,
-                reason: format!("record {i}: {e}"),
-            }),
+            Some((height, i, e)) => Err(LedgerError::Corrupt { height, reason: format!("record {i}: {e}") }),
             None => Ok(()),
         }
     };
@@ -150,27 +132,18 @@ fn read_chain(txn: &ReadTransaction, operator: &[u8; 32]) -> Result<Chain, Ledge
         let corrupt = |reason: String| LedgerError::Corrupt { height, reason };
         let expected = tip.map_or(0, |t| t.height + 1);
         if height != expected {
-            return Err(corrupt(format!(
-                "expected block {expected} here; blocks are missing"
-            )));
+            return Err(corrupt(format!("expected block {expected} here; blocks are missing")));
         }
         let block = Block::from_bytes(value.value()).map_err(|e| corrupt(e.to_string()))?;
         if block.header.height != height {
-            return Err(corrupt(format!(
-                "it claims to be block {}",
-                block.header.height
-            )));
+            return Err(corrupt(format!("it claims to be block {}", block.header.height)));
         }
         let prev = tip.map_or([0; 32], |t| t.hash);
         if block.header.prev_hash != prev {
-            return Err(corrupt(
-                "it does not chain to the previous block's hash".into(),
-            ));
+            return Err(corrupt("it does not chain to the previous block's hash".into()));
         }
         if tip.is_some_and(|t| block.header.timestamp < t.timestamp) {
-            return Err(corrupt(
-                "its time is earlier than the previous block's".into(),
-            ));
+            return Err(corrupt("its time is earlier than the previous block's".into()));
         }
         block.check(operator).map_err(corrupt)?;
         for (i, record) in block.records.iter().enumerate() {
@@ -184,24 +157,14 @@ fn read_chain(txn: &ReadTransaction, operator: &[u8; 32]) -> Result<Chain, Ledge
         if pending.len() >= 4096 {
             verify(&mut pending)?;
         }
-        tip = Some(Tip {
-            height,
-            hash: block.header.hash(),
-            timestamp: block.header.timestamp,
-        });
+        tip = Some(Tip { height, hash: block.header.hash(), timestamp: block.header.timestamp });
     }
     verify(&mut pending)?;
-    let tip = tip.ok_or(LedgerError::Corrupt {
-        height: 0,
-        reason: "there is no genesis block".into(),
-    })?;
+    let tip = tip.ok_or(LedgerError::Corrupt { height: 0, reason: "there is no genesis block".into() })?;
     let mut expected_tip = tip.height.to_le_bytes().to_vec();
     expected_tip.extend_from_slice(&tip.hash);
     if recorded_tip != expected_tip {
-        let recorded = recorded_tip
-            .get(..8)
-            .and_then(|b| b.try_into().ok())
-            .map(u64::from_le_bytes);
+        let recorded = recorded_tip.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
         return Err(LedgerError::Corrupt {
             height: tip.height,
             reason: match recorded {
@@ -212,20 +175,10 @@ fn read_chain(txn: &ReadTransaction, operator: &[u8; 32]) -> Result<Chain, Ledge
             },
         });
     }
-    Ok(Chain {
-        state,
-        tip,
-        records,
-        index,
-        stopped: None,
-    })
+    Ok(Chain { state, tip, records, index, stopped: None })
 }
 
-fn write_block(
-    db: &Database,
-    block: &Block,
-    operator: Option<&[u8; 32]>,
-) -> Result<(), LedgerError> {
+fn write_block(db: &Database, block: &Block, operator: Option<&[u8; 32]>) -> Result<(), LedgerError> {
     let txn = db.begin_write()?;
     {
         let mut blocks = txn.open_table(BLOCKS)?;
@@ -242,13 +195,7 @@ fn write_block(
     Ok(())
 }
 
-fn seal(
-    operator: &OrgKey,
-    height: u64,
-    prev: Digest,
-    timestamp: u64,
-    records: Vec<SignedRecord>,
-) -> Block {
+fn seal(operator: &OrgKey, height: u64, prev: Digest, timestamp: u64, records: Vec<SignedRecord>) -> Block {
     let leaves: Vec<Digest> = records.iter().map(SignedRecord::hash).collect();
     let header = BlockHeader {
         height,
@@ -257,22 +204,13 @@ fn seal(
         timestamp,
         record_count: u32::try_from(records.len()).expect("bounded"),
     };
-    Block {
-        seal: operator.sign_bytes(&header.hash()),
-        header,
-        records,
-    }
+    Block { seal: operator.sign_bytes(&header.hash()), header, records }
 }
 
 impl EmbeddedLedger {
     /// Creates a new ledger file whose genesis block admits the operator.
     /// `operator_member.signing_key` must be `operator`'s public key.
-    pub fn create(
-        path: &Path,
-        operator: OrgKey,
-        operator_member: Member,
-        clock: Clock,
-    ) -> Result<Self, LedgerError> {
+    pub fn create(path: &Path, operator: OrgKey, operator_member: Member, clock: Clock) -> Result<Self, LedgerError> {
         if path.exists() {
             return Err(LedgerError::Exists(path.into()));
         }
@@ -286,24 +224,8 @@ impl EmbeddedLedger {
         index.insert(genesis.hash(), (0, 0));
         let block = seal(&operator, 0, [0; 32], now, vec![genesis]);
         write_block(&db, &block, Some(&operator.public_key()))?;
-        let tip = Tip {
-            height: 0,
-            hash: block.header.hash(),
-            timestamp: now,
-        };
-        Ok(Self::start(
-            db,
-            path,
-            Chain {
-                state,
-                tip,
-                records: 1,
-                index,
-                stopped: None,
-            },
-            operator,
-            clock,
-        ))
+        let tip = Tip { height: 0, hash: block.header.hash(), timestamp: now };
+        Ok(Self::start(db, path, Chain { state, tip, records: 1, index, stopped: None }, operator, clock))
     }
 
     /// Opens and re-verifies an existing ledger file.
@@ -313,10 +235,9 @@ impl EmbeddedLedger {
         }
         let db = Database::open(path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => LedgerError::InUse(path.into()),
-            other => LedgerError::Corrupt {
-                height: 0,
-                reason: format!("the storage engine cannot open the file ({other})"),
-            },
+            other => {
+                LedgerError::Corrupt { height: 0, reason: format!("the storage engine cannot open the file ({other})") }
+            }
         })?;
         let chain = read_chain(&db.begin_read()?, &operator.public_key())?;
         Ok(Self::start(db, path, chain, operator, clock))
@@ -332,40 +253,24 @@ impl EmbeddedLedger {
             reason: format!("the storage engine cannot open the file ({e})"),
         })?;
         let chain = read_chain(&db.begin_read()?, operator)?;
-        Ok(ChainSummary {
-            blocks: chain.tip.height + 1,
-            records: chain.records,
-            tip_hash: chain.tip.hash,
-        })
+        Ok(ChainSummary { blocks: chain.tip.height + 1, records: chain.records, tip_hash: chain.tip.hash })
     }
 
     fn start(db: Database, path: &Path, chain: Chain, operator: OrgKey, clock: Clock) -> Self {
-        let shared = Arc::new(Shared {
-            db,
-            path: path.into(),
-            chain: RwLock::new(chain),
-        });
+        let shared = Arc::new(Shared { db, path: path.into(), chain: RwLock::new(chain) });
         let (tx, rx) = mpsc::channel::<Pending>();
         let worker = shared.clone();
         let committer = std::thread::Builder::new()
             .name("ledger-committer".into())
             .spawn(move || commit_loop(&worker, &operator, &clock, &rx))
             .expect("spawn the committer thread");
-        Self {
-            shared,
-            submissions: Some(tx),
-            committer: Some(committer),
-        }
+        Self { shared, submissions: Some(tx), committer: Some(committer) }
     }
 
     /// Summary of the chain as this handle sees it.
     pub fn summary(&self) -> ChainSummary {
         let chain = self.shared.chain.read().expect("ledger lock");
-        ChainSummary {
-            blocks: chain.tip.height + 1,
-            records: chain.records,
-            tip_hash: chain.tip.hash,
-        }
+        ChainSummary { blocks: chain.tip.height + 1, records: chain.records, tip_hash: chain.tip.hash }
     }
 
     /// An inclusion proof for the record with this hash.
@@ -386,10 +291,7 @@ impl EmbeddedLedger {
     pub fn block(&self, height: u64) -> Result<Block, LedgerError> {
         let txn = self.shared.db.begin_read()?;
         let table = txn.open_table(BLOCKS)?;
-        let bytes = table.get(height)?.ok_or(LedgerError::Corrupt {
-            height,
-            reason: "missing".into(),
-        })?;
+        let bytes = table.get(height)?.ok_or(LedgerError::Corrupt { height, reason: "missing".into() })?;
         Block::from_bytes(bytes.value())
     }
 
@@ -407,9 +309,7 @@ pub struct Snapshot {
 
 impl std::fmt::Debug for Snapshot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Snapshot")
-            .field("summary", &self.summary())
-            .finish_non_exhaustive()
+        f.debug_struct("Snapshot").field("summary", &self.summary()).finish_non_exhaustive()
     }
 }
 
@@ -422,10 +322,9 @@ impl Snapshot {
         let db = redb::ReadOnlyDatabase::open(path).map_err(|e| match e {
             redb::DatabaseError::RepairAborted => LedgerError::NeedsRecovery(path.into()),
             redb::DatabaseError::DatabaseAlreadyOpen => LedgerError::InUse(path.into()),
-            other => LedgerError::Corrupt {
-                height: 0,
-                reason: format!("the storage engine cannot open the file ({other})"),
-            },
+            other => {
+                LedgerError::Corrupt { height: 0, reason: format!("the storage engine cannot open the file ({other})") }
+            }
         })?;
         let chain = read_chain(&db.begin_read()?, operator)?;
         Ok(Self { db, chain })
@@ -438,11 +337,7 @@ impl Snapshot {
 
     /// Blocks, records and tip.
     pub fn summary(&self) -> ChainSummary {
-        ChainSummary {
-            blocks: self.chain.tip.height + 1,
-            records: self.chain.records,
-            tip_hash: self.chain.tip.hash,
-        }
+        ChainSummary { blocks: self.chain.tip.height + 1, records: self.chain.records, tip_hash: self.chain.tip.hash }
     }
 
     /// Where a record landed.
@@ -452,15 +347,11 @@ impl Snapshot {
 
     /// An inclusion proof for a record.
     pub fn prove(&self, record_hash: &Digest) -> Result<InclusionProof, LedgerError> {
-        let (height, index) = self
-            .locate(record_hash)
-            .ok_or_else(|| LedgerError::UnknownRecord(hex::encode(record_hash)))?;
+        let (height, index) =
+            self.locate(record_hash).ok_or_else(|| LedgerError::UnknownRecord(hex::encode(record_hash)))?;
         let txn = self.db.begin_read()?;
         let table = txn.open_table(BLOCKS)?;
-        let bytes = table.get(height)?.ok_or(LedgerError::Corrupt {
-            height,
-            reason: "missing".into(),
-        })?;
+        let bytes = table.get(height)?.ok_or(LedgerError::Corrupt { height, reason: "missing".into() })?;
         Ok(Block::from_bytes(bytes.value())?.proof(index as usize))
     }
 
@@ -471,11 +362,7 @@ impl Snapshot {
         let mut events = Vec::new();
         for entry in table.iter()? {
             let (key, value) = entry?;
-            for (i, record) in Block::from_bytes(value.value())?
-                .records
-                .into_iter()
-                .enumerate()
-            {
+            for (i, record) in Block::from_bytes(value.value())?.records.into_iter().enumerate() {
                 let receipt = Receipt {
                     height: key.value(),
                     index: u32::try_from(i).expect("bounded"),
@@ -510,13 +397,7 @@ fn commit_loop(shared: &Shared, operator: &OrgKey, clock: &Clock, rx: &mpsc::Rec
         // is verified again against the new key.
         let verified: Vec<Option<[u8; 32]>> = batch
             .par_iter()
-            .map(|p| {
-                chain
-                    .state
-                    .writer_key(&p.record)
-                    .ok()
-                    .filter(|key| p.record.verify(key).is_ok())
-            })
+            .map(|p| chain.state.writer_key(&p.record).ok().filter(|key| p.record.verify(key).is_ok()))
             .collect();
         let mut accepted = Vec::with_capacity(batch.len());
         for (p, verified_with) in batch.into_iter().zip(verified) {
@@ -534,31 +415,20 @@ fn commit_loop(shared: &Shared, operator: &OrgKey, clock: &Clock, rx: &mpsc::Rec
         if accepted.is_empty() {
             continue;
         }
-        let (replies, records): (Vec<_>, Vec<_>) =
-            accepted.into_iter().map(|p| (p.reply, p.record)).unzip();
+        let (replies, records): (Vec<_>, Vec<_>) = accepted.into_iter().map(|p| (p.reply, p.record)).unzip();
         let height = chain.tip.height + 1;
         let block = seal(operator, height, chain.tip.hash, now, records);
         match write_block(&shared.db, &block, None) {
             Ok(()) => {
                 let hashes = block.leaves();
                 for (i, hash) in hashes.iter().enumerate() {
-                    chain
-                        .index
-                        .insert(*hash, (height, u32::try_from(i).expect("bounded")));
+                    chain.index.insert(*hash, (height, u32::try_from(i).expect("bounded")));
                 }
-                chain.tip = Tip {
-                    height,
-                    hash: block.header.hash(),
-                    timestamp: now,
-                };
+                chain.tip = Tip { height, hash: block.header.hash(), timestamp: now };
                 chain.records += hashes.len() as u64;
                 drop(chain);
                 for (i, (reply, hash)) in replies.into_iter().zip(hashes).enumerate() {
-                    let receipt = Receipt {
-                        height,
-                        index: u32::try_from(i).expect("bounded"),
-                        record_hash: hash,
-                    };
+                    let receipt = Receipt { height, index: u32::try_from(i).expect("bounded"), record_hash: hash };
                     let _ = reply.send(Ok(receipt));
                 }
             }
@@ -588,11 +458,7 @@ impl Ledger for EmbeddedLedger {
     async fn submit(&self, record: SignedRecord) -> Result<Receipt, LedgerError> {
         let (reply, answer) = oneshot::channel();
         let stopped = || LedgerError::Stopped("the ledger is closing".into());
-        self.submissions
-            .as_ref()
-            .ok_or_else(stopped)?
-            .send(Pending { record, reply })
-            .map_err(|_| stopped())?;
+        self.submissions.as_ref().ok_or_else(stopped)?.send(Pending { record, reply }).map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
 
@@ -613,12 +479,7 @@ impl Ledger for EmbeddedLedger {
     }
 
     async fn datasets(&self) -> Result<Vec<DatasetVersion>, LedgerError> {
-        Ok(self.read(|s| {
-            s.datasets
-                .values()
-                .filter_map(|v| v.last().cloned())
-                .collect()
-        }))
+        Ok(self.read(|s| s.datasets.values().filter_map(|v| v.last().cloned()).collect()))
     }
 
     async fn grant(&self, id: &str) -> Result<Option<GrantState>, LedgerError> {
@@ -629,18 +490,8 @@ impl Ledger for EmbeddedLedger {
         Ok(self.read(|s| {
             s.grants
                 .values()
-                .filter(|g| {
-                    filter
-                        .dataset
-                        .as_ref()
-                        .is_none_or(|d| &g.grant.dataset == d)
-                })
-                .filter(|g| {
-                    filter
-                        .grantee
-                        .as_ref()
-                        .is_none_or(|o| &g.grant.grantee == o)
-                })
+                .filter(|g| filter.dataset.as_ref().is_none_or(|d| &g.grant.dataset == d))
+                .filter(|g| filter.grantee.as_ref().is_none_or(|o| &g.grant.grantee == o))
                 .cloned()
                 .collect()
         }))
@@ -651,20 +502,11 @@ impl Ledger for EmbeddedLedger {
     }
 
     async fn tasks(&self, requester: Option<&str>) -> Result<Vec<TaskState>, LedgerError> {
-        Ok(self.read(|s| {
-            s.tasks
-                .values()
-                .filter(|t| requester.is_none_or(|r| t.task.requester == r))
-                .cloned()
-                .collect()
-        }))
+        Ok(self
+            .read(|s| s.tasks.values().filter(|t| requester.is_none_or(|r| t.task.requester == r)).cloned().collect()))
     }
 
-    async fn events_after(
-        &self,
-        height: u64,
-        limit: usize,
-    ) -> Result<Vec<LedgerEvent>, LedgerError> {
+    async fn events_after(&self, height: u64, limit: usize) -> Result<Vec<LedgerEvent>, LedgerError> {
         let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || {
             let txn = shared.db.begin_read()?;

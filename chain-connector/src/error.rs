@@ -18,14 +18,10 @@ pub enum LedgerError {
     #[error("malformed {what}: {reason}")]
     Malformed { what: &'static str, reason: String },
     /// The stored chain does not verify.
-    #[error(
-        "the ledger is damaged at block {height}: {reason}; restore it from a replica or backup"
-    )]
+    #[error("the ledger is damaged at block {height}: {reason}; restore it from a replica or backup")]
     Corrupt { height: u64, reason: String },
     /// The ledger file was sealed by a different operator.
-    #[error(
-        "the ledger was sealed by operator key {found}, not {expected}; open it with the operator's key"
-    )]
+    #[error("the ledger was sealed by operator key {found}, not {expected}; open it with the operator's key")]
     WrongOperator { expected: String, found: String },
     /// An inclusion proof that does not hold.
     #[error("the inclusion proof does not hold: {0}")]
@@ -77,10 +73,4 @@ macro_rules! from_redb {
     };
 }
 
-from_redb!(
-    redb::DatabaseError,
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError
-);
+from_redb!(redb::DatabaseError, redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);

@@ -52,85 +52,39 @@ fn rpc_err(context: &str, e: impl std::fmt::Display) -> LedgerError {
 }
 
 fn static_str(s: &str, known: &[&'static str]) -> &'static str {
-    known
-        .iter()
-        .copied()
-        .find(|k| *k == s)
-        .unwrap_or("(unrecognised)")
+    known.iter().copied().find(|k| *k == s).unwrap_or("(unrecognised)")
 }
 
 /// The refusal a contract revert stands for.
 fn refusal(e: ContractError) -> LedgerError {
     use ContractError as E;
-    let status = |code: u8| {
-        TaskStatus::ALL
-            .iter()
-            .copied()
-            .find(|s| s.code() == code)
-            .unwrap_or(TaskStatus::Failed)
-    };
+    let status = |code: u8| TaskStatus::ALL.iter().copied().find(|s| s.code() == code).unwrap_or(TaskStatus::Failed);
     let refusal = match e {
         E::Malformed(x) => {
-            return LedgerError::Malformed {
-                what: "record (contract)",
-                reason: x.reason,
-            };
+            return LedgerError::Malformed { what: "record (contract)", reason: x.reason };
         }
         E::WrongAccount(x) => return LedgerError::WrongAccount { writer: x.writer },
         E::UnknownWriter(x) => Refusal::UnknownWriter { writer: x.writer },
         E::BadGenesis(_) => Refusal::BadGenesis,
-        E::NotOperator(x) => Refusal::NotOperator {
-            writer: x.writer,
-            kind: static_str(&x.kind, &["member"]),
-        },
+        E::NotOperator(x) => Refusal::NotOperator { writer: x.writer, kind: static_str(&x.kind, &["member"]) },
         E::MissingRole(x) => Refusal::MissingRole {
             org: x.org,
-            role: Role::ALL
-                .iter()
-                .copied()
-                .find(|r| r.code() == x.role)
-                .unwrap_or(Role::Regulator),
+            role: Role::ALL.iter().copied().find(|r| r.code() == x.role).unwrap_or(Role::Regulator),
         },
-        E::NotOwner(x) => Refusal::NotOwner {
-            writer: x.writer,
-            owner: x.owner,
-            dataset: x.dataset,
-        },
-        E::NotTaskParty(x) => Refusal::NotTaskParty {
-            writer: x.writer,
-            task: x.task,
-            requester: x.requester,
-        },
-        E::Unknown(x) => Refusal::Unknown {
-            what: static_str(&x.what, &["member", "dataset", "grant", "task"]),
-            id: x.id,
-        },
-        E::Duplicate(x) => Refusal::Duplicate {
-            what: static_str(&x.what, &["grant", "task"]),
-            id: x.id,
-        },
-        E::VersionOutOfOrder(x) => Refusal::VersionOutOfOrder {
-            dataset: x.dataset,
-            current: x.current,
-            got: x.got,
-        },
+        E::NotOwner(x) => Refusal::NotOwner { writer: x.writer, owner: x.owner, dataset: x.dataset },
+        E::NotTaskParty(x) => Refusal::NotTaskParty { writer: x.writer, task: x.task, requester: x.requester },
+        E::Unknown(x) => {
+            Refusal::Unknown { what: static_str(&x.what, &["member", "dataset", "grant", "task"]), id: x.id }
+        }
+        E::Duplicate(x) => Refusal::Duplicate { what: static_str(&x.what, &["grant", "task"]), id: x.id },
+        E::VersionOutOfOrder(x) => Refusal::VersionOutOfOrder { dataset: x.dataset, current: x.current, got: x.got },
         E::EmptyGrant(x) => Refusal::EmptyGrant { grant: x.grant },
         E::Revoked(x) => Refusal::Revoked { grant: x.grant },
-        E::Expired(x) => Refusal::Expired {
-            grant: x.grant,
-            expires_at: x.expiresAt,
-            now: x.now_,
-        },
-        E::UsesExhausted(x) => Refusal::UsesExhausted {
-            grant: x.grant,
-            max_uses: x.maxUses,
-        },
-        E::ItemsExhausted(x) => Refusal::ItemsExhausted {
-            grant: x.grant,
-            max_items: x.maxItems,
-            used: x.used,
-            asked: x.asked,
-        },
+        E::Expired(x) => Refusal::Expired { grant: x.grant, expires_at: x.expiresAt, now: x.now_ },
+        E::UsesExhausted(x) => Refusal::UsesExhausted { grant: x.grant, max_uses: x.maxUses },
+        E::ItemsExhausted(x) => {
+            Refusal::ItemsExhausted { grant: x.grant, max_items: x.maxItems, used: x.used, asked: x.asked }
+        }
         E::GrantMismatch(x) => Refusal::GrantMismatch {
             grant: x.grant,
             task: x.task,
@@ -144,15 +98,8 @@ fn refusal(e: ContractError) -> LedgerError {
                 ],
             ),
         },
-        E::IllegalTransition(x) => Refusal::IllegalTransition {
-            task: x.task,
-            from: status(x.from),
-            to: status(x.to),
-        },
-        E::TaskNotActive(x) => Refusal::TaskNotActive {
-            task: x.task,
-            status: status(x.status),
-        },
+        E::IllegalTransition(x) => Refusal::IllegalTransition { task: x.task, from: status(x.from), to: status(x.to) },
+        E::TaskNotActive(x) => Refusal::TaskNotActive { task: x.task, status: status(x.status) },
     };
     LedgerError::Refused(refusal)
 }
@@ -202,24 +149,33 @@ impl std::fmt::Debug for EvmLedger {
 }
 
 fn parse_url(url: &str) -> Result<alloy::transports::http::reqwest::Url, LedgerError> {
-    url.parse()
-        .map_err(|e| rpc_err(&format!("endpoint '{url}'"), e))
+    url.parse().map_err(|e| rpc_err(&format!("endpoint '{url}'"), e))
+}
+
+/// How often to poll for a receipt: a loopback node mines at once, a
+/// consortium chain takes seconds.
+fn poll_interval(url: &alloy::transports::http::reqwest::Url) -> Duration {
+    let local = url.host_str().is_some_and(|h| h == "localhost" || h == "::1" || h == "[::1]" || h.starts_with("127."));
+    if local { Duration::from_millis(5) } else { Duration::from_secs(1) }
 }
 
 fn read_provider(url: &str) -> Result<DynProvider, LedgerError> {
-    Ok(ProviderBuilder::default()
-        .connect_http(parse_url(url)?)
-        .erased())
+    let url = parse_url(url)?;
+    let provider = ProviderBuilder::default().connect_http(url.clone());
+    provider.client().set_poll_interval(poll_interval(&url));
+    Ok(provider.erased())
 }
 
 fn wallet_provider(url: &str, signer: PrivateKeySigner) -> Result<DynProvider, LedgerError> {
-    Ok(ProviderBuilder::default()
+    let url = parse_url(url)?;
+    let provider = ProviderBuilder::default()
         .with_simple_nonce_management()
         .with_gas_estimation()
         .fetch_chain_id()
         .wallet(EthereumWallet::from(signer))
-        .connect_http(parse_url(url)?)
-        .erased())
+        .connect_http(url.clone());
+    provider.client().set_poll_interval(poll_interval(&url));
+    Ok(provider.erased())
 }
 
 impl EvmLedger {
@@ -231,32 +187,15 @@ impl EvmLedger {
         genesis: &SignedRecord,
     ) -> Result<EvmConfig, LedgerError> {
         let provider = wallet_provider(rpc_url, operator)?;
-        let mut code =
-            hex::decode(BYTECODE_HEX.trim()).map_err(|e| rpc_err("contract bytecode", e))?;
-        code.extend(
-            StayputLedger::constructorCall {
-                signedRecord: genesis.to_bytes().into(),
-            }
-            .abi_encode(),
-        );
+        let mut code = hex::decode(BYTECODE_HEX.trim()).map_err(|e| rpc_err("contract bytecode", e))?;
+        code.extend(StayputLedger::constructorCall { signedRecord: genesis.to_bytes().into() }.abi_encode());
         let tx = TransactionRequest::default().with_deploy_code(code);
-        let pending = provider
-            .send_transaction(tx)
-            .await
-            .map_err(|e| rpc_err("deploying the contract", e))?;
-        let receipt = pending
-            .get_receipt()
-            .await
-            .map_err(|e| rpc_err("deploying the contract", e))?;
-        let contract = receipt
-            .contract_address
-            .ok_or_else(|| rpc_err("deploying the contract", "no contract address"))?;
+        let pending = provider.send_transaction(tx).await.map_err(|e| rpc_err("deploying the contract", e))?;
+        let receipt = pending.get_receipt().await.map_err(|e| rpc_err("deploying the contract", e))?;
+        let contract =
+            receipt.contract_address.ok_or_else(|| rpc_err("deploying the contract", "no contract address"))?;
         let deployed_at = receipt.block_number.unwrap_or(0);
-        Ok(EvmConfig {
-            rpc_url: rpc_url.into(),
-            contract,
-            deployed_at,
-        })
+        Ok(EvmConfig { rpc_url: rpc_url.into(), contract, deployed_at })
     }
 
     /// A handle that writes for the organisations in `signers` and knows
@@ -307,41 +246,22 @@ impl EvmLedger {
             .event_signature(StayputLedger::Recorded::SIGNATURE_HASH)
             .from_block(from)
             .to_block(to);
-        let logs = self
-            .reader
-            .get_logs(&filter)
-            .await
-            .map_err(|e| rpc_err("eth_getLogs", e))?;
+        let logs = self.reader.get_logs(&filter).await.map_err(|e| rpc_err("eth_getLogs", e))?;
         logs.into_iter()
             .map(|log| {
                 let height = log.block_number.unwrap_or(0);
                 let index = u32::try_from(log.log_index.unwrap_or(0)).unwrap_or(u32::MAX);
-                let event = StayputLedger::Recorded::decode_log(&log.inner).map_err(|e| {
-                    LedgerError::Corrupt {
-                        height,
-                        reason: format!("undecodable event: {e}"),
-                    }
-                })?;
-                let record = SignedRecord::from_bytes(&event.signedRecord).map_err(|e| {
-                    LedgerError::Corrupt {
-                        height,
-                        reason: e.to_string(),
-                    }
-                })?;
+                let event = StayputLedger::Recorded::decode_log(&log.inner)
+                    .map_err(|e| LedgerError::Corrupt { height, reason: format!("undecodable event: {e}") })?;
+                let record = SignedRecord::from_bytes(&event.signedRecord)
+                    .map_err(|e| LedgerError::Corrupt { height, reason: e.to_string() })?;
                 if record.hash() != event.recordHash.0 {
                     return Err(LedgerError::Corrupt {
                         height,
                         reason: "an event's record hash does not match its record".into(),
                     });
                 }
-                Ok(LedgerEvent {
-                    receipt: Receipt {
-                        height,
-                        index,
-                        record_hash: record.hash(),
-                    },
-                    record,
-                })
+                Ok(LedgerEvent { receipt: Receipt { height, index, record_hash: record.hash() }, record })
             })
             .collect()
     }
@@ -349,22 +269,15 @@ impl EvmLedger {
     /// Brings the replica up to the newest block, verifying every record.
     async fn sync(&self) -> Result<tokio::sync::MutexGuard<'_, Replica>, LedgerError> {
         let mut replica = self.replica.lock().await;
-        let latest = self
-            .reader
-            .get_block_number()
-            .await
-            .map_err(|e| rpc_err("eth_blockNumber", e))?;
+        let latest = self.reader.get_block_number().await.map_err(|e| rpc_err("eth_blockNumber", e))?;
         let from = replica.synced_to.map_or(self.config.deployed_at, |h| h + 1);
         if from <= latest {
             for event in self.logs(from, latest).await? {
                 let now = self.block_timestamp(event.receipt.height).await?;
-                replica
-                    .state
-                    .apply(&event.record, now)
-                    .map_err(|e| LedgerError::Corrupt {
-                        height: event.receipt.height,
-                        reason: format!("the contract accepted a record the rules refuse: {e}"),
-                    })?;
+                replica.state.apply(&event.record, now).map_err(|e| LedgerError::Corrupt {
+                    height: event.receipt.height,
+                    reason: format!("the contract accepted a record the rules refuse: {e}"),
+                })?;
             }
             replica.synced_to = Some(latest);
         }
@@ -375,38 +288,25 @@ impl EvmLedger {
 #[async_trait::async_trait]
 impl Ledger for EvmLedger {
     async fn submit(&self, record: SignedRecord) -> Result<Receipt, LedgerError> {
-        let writer = self
-            .writers
-            .get(&record.writer)
-            .ok_or_else(|| LedgerError::NoAccount {
-                org: record.writer.clone(),
-            })?;
+        let writer =
+            self.writers.get(&record.writer).ok_or_else(|| LedgerError::NoAccount { org: record.writer.clone() })?;
         {
             let replica = self.sync().await?;
             let key = replica.state.writer_key(&record)?;
             record.verify(&key)?;
         }
         let account = match &record.record {
-            Record::Member(m) => *self
-                .accounts
-                .get(&m.org)
-                .ok_or_else(|| LedgerError::NoAccount { org: m.org.clone() })?,
+            Record::Member(m) => {
+                *self.accounts.get(&m.org).ok_or_else(|| LedgerError::NoAccount { org: m.org.clone() })?
+            }
             _ => Address::ZERO,
         };
         let provider = writer.lock().await; // one send at a time per account
         let instance = self.contract(provider.clone());
         let call = instance.submit(Bytes::from(record.to_bytes()), account);
-        call.call()
-            .await
-            .map_err(|e| contract_error("simulating the record", &e))?;
-        let pending = call
-            .send()
-            .await
-            .map_err(|e| contract_error("sending the record", &e))?;
-        let receipt = pending
-            .get_receipt()
-            .await
-            .map_err(|e| rpc_err("waiting for the record's receipt", e))?;
+        call.call().await.map_err(|e| contract_error("simulating the record", &e))?;
+        let pending = call.send().await.map_err(|e| contract_error("sending the record", &e))?;
+        let receipt = pending.get_receipt().await.map_err(|e| rpc_err("waiting for the record's receipt", e))?;
         if !receipt.status() {
             // Reverted on chain after simulating cleanly: another write got in first.
             return Err(call.call().await.err().map_or_else(
@@ -428,10 +328,7 @@ impl Ledger for EvmLedger {
     }
 
     async fn height(&self) -> Result<u64, LedgerError> {
-        self.reader
-            .get_block_number()
-            .await
-            .map_err(|e| rpc_err("eth_blockNumber", e))
+        self.reader.get_block_number().await.map_err(|e| rpc_err("eth_blockNumber", e))
     }
 
     async fn member(&self, org: &str) -> Result<Option<Member>, LedgerError> {
@@ -443,25 +340,11 @@ impl Ledger for EvmLedger {
     }
 
     async fn dataset(&self, id: &str) -> Result<Vec<DatasetVersion>, LedgerError> {
-        Ok(self
-            .sync()
-            .await?
-            .state
-            .datasets
-            .get(id)
-            .cloned()
-            .unwrap_or_default())
+        Ok(self.sync().await?.state.datasets.get(id).cloned().unwrap_or_default())
     }
 
     async fn datasets(&self) -> Result<Vec<DatasetVersion>, LedgerError> {
-        Ok(self
-            .sync()
-            .await?
-            .state
-            .datasets
-            .values()
-            .filter_map(|v| v.last().cloned())
-            .collect())
+        Ok(self.sync().await?.state.datasets.values().filter_map(|v| v.last().cloned()).collect())
     }
 
     async fn grant(&self, id: &str) -> Result<Option<GrantState>, LedgerError> {
@@ -469,11 +352,7 @@ impl Ledger for EvmLedger {
             return Ok(None);
         };
         // The live counters, read from the contract.
-        let usage = self
-            .contract(self.reader.clone())
-            .grantUsage(id.to_owned())
-            .call()
-            .await;
+        let usage = self.contract(self.reader.clone()).grantUsage(id.to_owned()).call().await;
         let usage = usage.map_err(|e| contract_error("eth_call grantUsage", &e))?;
         state.uses = usage.uses;
         state.items = usage.items;
@@ -488,18 +367,8 @@ impl Ledger for EvmLedger {
             .state
             .grants
             .values()
-            .filter(|g| {
-                filter
-                    .dataset
-                    .as_ref()
-                    .is_none_or(|d| &g.grant.dataset == d)
-            })
-            .filter(|g| {
-                filter
-                    .grantee
-                    .as_ref()
-                    .is_none_or(|o| &g.grant.grantee == o)
-            })
+            .filter(|g| filter.dataset.as_ref().is_none_or(|d| &g.grant.dataset == d))
+            .filter(|g| filter.grantee.as_ref().is_none_or(|o| &g.grant.grantee == o))
             .cloned()
             .collect())
     }
@@ -508,17 +377,9 @@ impl Ledger for EvmLedger {
         let Some(mut state) = self.sync().await?.state.tasks.get(id).cloned() else {
             return Ok(None);
         };
-        let live = self
-            .contract(self.reader.clone())
-            .taskStatus(id.to_owned())
-            .call()
-            .await;
+        let live = self.contract(self.reader.clone()).taskStatus(id.to_owned()).call().await;
         let live = live.map_err(|e| contract_error("eth_call taskStatus", &e))?;
-        if let Some(status) = TaskStatus::ALL
-            .iter()
-            .copied()
-            .find(|s| s.code() == live.status)
-        {
+        if let Some(status) = TaskStatus::ALL.iter().copied().find(|s| s.code() == live.status) {
             state.status = status;
         }
         Ok(Some(state))
@@ -536,11 +397,7 @@ impl Ledger for EvmLedger {
             .collect())
     }
 
-    async fn events_after(
-        &self,
-        height: u64,
-        limit: usize,
-    ) -> Result<Vec<LedgerEvent>, LedgerError> {
+    async fn events_after(&self, height: u64, limit: usize) -> Result<Vec<LedgerEvent>, LedgerError> {
         let latest = self.sync().await?.synced_to.unwrap_or(0);
         let from = height.saturating_add(1).max(self.config.deployed_at);
         if from > latest {
@@ -550,11 +407,7 @@ impl Ledger for EvmLedger {
         // Whole blocks only: stop after the block in which `limit` is reached.
         let mut out: Vec<LedgerEvent> = Vec::new();
         for event in events {
-            if out.len() >= limit
-                && out
-                    .last()
-                    .is_some_and(|l| l.receipt.height != event.receipt.height)
-            {
+            if out.len() >= limit && out.last().is_some_and(|l| l.receipt.height != event.receipt.height) {
                 break;
             }
             out.push(event);
@@ -578,8 +431,7 @@ impl Anvil {
         if let Some(path) = std::env::var_os("STAYPUT_ANVIL") {
             return Ok(path.into());
         }
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("contracts/tools/node_modules/.bin/anvil");
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("contracts/tools/node_modules/.bin/anvil");
         if path.exists() {
             Ok(path)
         } else {
@@ -597,21 +449,12 @@ impl Anvil {
             .map_err(|e| rpc_err("finding a free port", e))?
             .port();
         let child = Command::new(Self::binary()?)
-            .args([
-                "--host",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--silent",
-            ])
+            .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--silent"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| rpc_err("starting anvil", e))?;
-        let anvil = Self {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-        };
+        let anvil = Self { child, url: format!("http://127.0.0.1:{port}") };
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             if Instant::now() > deadline {
@@ -626,10 +469,7 @@ impl Anvil {
     pub async fn fund(&self, account: Address) -> Result<(), LedgerError> {
         let provider = read_provider(&self.url)?;
         let _: serde_json::Value = provider
-            .raw_request(
-                "anvil_setBalance".into(),
-                (account, U256::from(10u128.pow(24))),
-            )
+            .raw_request("anvil_setBalance".into(), (account, U256::from(10u128.pow(24))))
             .await
             .map_err(|e| rpc_err("anvil_setBalance", e))?;
         Ok(())
@@ -642,10 +482,8 @@ impl Anvil {
             .raw_request("evm_increaseTime".into(), (seconds,))
             .await
             .map_err(|e| rpc_err("evm_increaseTime", e))?;
-        let _: serde_json::Value = provider
-            .raw_request("evm_mine".into(), ())
-            .await
-            .map_err(|e| rpc_err("evm_mine", e))?;
+        let _: serde_json::Value =
+            provider.raw_request("evm_mine".into(), ()).await.map_err(|e| rpc_err("evm_mine", e))?;
         Ok(())
     }
 

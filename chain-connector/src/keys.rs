@@ -7,10 +7,7 @@ use crate::LedgerError;
 use crate::records::OrgKey;
 
 fn key_err(path: &Path, reason: impl Into<String>) -> LedgerError {
-    LedgerError::KeyFile {
-        path: path.into(),
-        reason: reason.into(),
-    }
+    LedgerError::KeyFile { path: path.into(), reason: reason.into() }
 }
 
 /// Writes `<dir>/<org>.ed25519` (0600) and `<dir>/<org>.ed25519.pub`;
@@ -23,24 +20,19 @@ pub fn save(dir: &Path, org: &str, key: &OrgKey) -> Result<PathBuf, LedgerError>
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(&secret_path)
-        .map_err(|e| key_err(&secret_path, e.to_string()))?;
+    let mut file = options.open(&secret_path).map_err(|e| key_err(&secret_path, e.to_string()))?;
     let secret = zeroize::Zeroizing::new(hex::encode(*key.to_secret_bytes()));
     file.write_all(secret.as_bytes())
         .and_then(|()| file.sync_all())
         .map_err(|e| key_err(&secret_path, e.to_string()))?;
     let public_path = dir.join(format!("{org}.ed25519.pub"));
-    std::fs::write(&public_path, hex::encode(key.public_key()))
-        .map_err(|e| key_err(&public_path, e.to_string()))?;
+    std::fs::write(&public_path, hex::encode(key.public_key())).map_err(|e| key_err(&public_path, e.to_string()))?;
     Ok(secret_path)
 }
 
 /// Reads a secret key file.
 pub fn load(path: &Path) -> Result<OrgKey, LedgerError> {
-    let text = zeroize::Zeroizing::new(
-        std::fs::read_to_string(path).map_err(|e| key_err(path, e.to_string()))?,
-    );
+    let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| key_err(path, e.to_string()))?);
     let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
     hex::decode_to_slice(text.trim(), bytes.as_mut_slice())
         .map_err(|_| key_err(path, "not a 32-byte hex ed25519 secret key"))?;
@@ -56,12 +48,8 @@ pub fn public_key(hex_or_path: &str) -> Result<[u8; 32], LedgerError> {
         hex_or_path.to_owned()
     };
     let mut key = [0u8; 32];
-    hex::decode_to_slice(text.trim(), &mut key).map_err(|_| {
-        key_err(
-            path,
-            "give 64 hex characters or the path of a .ed25519.pub file",
-        )
-    })?;
+    hex::decode_to_slice(text.trim(), &mut key)
+        .map_err(|_| key_err(path, "give 64 hex characters or the path of a .ed25519.pub file"))?;
     Ok(key)
 }
 
@@ -76,26 +64,14 @@ mod tests {
         let path = save(dir.path(), "bank", &key).unwrap();
         assert_eq!(load(&path).unwrap().public_key(), key.public_key());
         let public = dir.path().join("bank.ed25519.pub");
-        assert_eq!(
-            public_key(public.to_str().unwrap()).unwrap(),
-            key.public_key()
-        );
-        assert_eq!(
-            public_key(&hex::encode(key.public_key())).unwrap(),
-            key.public_key()
-        );
+        assert_eq!(public_key(public.to_str().unwrap()).unwrap(), key.public_key());
+        assert_eq!(public_key(&hex::encode(key.public_key())).unwrap(), key.public_key());
         assert!(public_key("nonsense").is_err());
-        assert!(
-            save(dir.path(), "bank", &key).is_err(),
-            "never overwrites a key"
-        );
+        assert!(save(dir.path(), "bank", &key).is_err(), "never overwrites a key");
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(
-                std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-                0o600
-            );
+            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         }
     }
 }

@@ -66,19 +66,12 @@ pub trait Ledger: Send + Sync + std::fmt::Debug {
     async fn tasks(&self, requester: Option<&str>) -> Result<Vec<TaskState>, LedgerError>;
     /// Records in blocks above `height`, oldest first: whole blocks, stopping
     /// after the block in which `limit` records are reached.
-    async fn events_after(
-        &self,
-        height: u64,
-        limit: usize,
-    ) -> Result<Vec<LedgerEvent>, LedgerError>;
+    async fn events_after(&self, height: u64, limit: usize) -> Result<Vec<LedgerEvent>, LedgerError>;
 }
 
 /// Follows the ledger from just after `height`: every record above it, in
 /// order, then each new one as it lands. The stream ends on an error.
-pub fn subscribe(
-    ledger: Arc<dyn Ledger>,
-    height: u64,
-) -> mpsc::Receiver<Result<LedgerEvent, LedgerError>> {
+pub fn subscribe(ledger: Arc<dyn Ledger>, height: u64) -> mpsc::Receiver<Result<LedgerEvent, LedgerError>> {
     let (tx, rx) = mpsc::channel(256);
     tokio::spawn(async move {
         let mut after = height;

@@ -52,13 +52,7 @@ pub fn path(leaves: &[Digest], index: usize) -> Vec<Digest> {
 }
 
 /// Whether `leaf` is at `index` of a tree of `size` leaves with root `root`.
-pub fn verify(
-    leaf: &Digest,
-    index: u64,
-    size: u64,
-    path: &[Digest],
-    expected_root: &Digest,
-) -> bool {
+pub fn verify(leaf: &Digest, index: u64, size: u64, path: &[Digest], expected_root: &Digest) -> bool {
     if index >= size {
         return false;
     }
@@ -96,14 +90,8 @@ mod tests {
             let r = root(&leaves);
             for i in 0..n {
                 let p = path(&leaves, i);
-                assert!(
-                    verify(&leaves[i], i as u64, n as u64, &p, &r),
-                    "n={n} i={i}"
-                );
-                assert!(
-                    !verify(&leaves[(i + 1) % n], i as u64, n as u64, &p, &r) || n == 1,
-                    "n={n} i={i}"
-                );
+                assert!(verify(&leaves[i], i as u64, n as u64, &p, &r), "n={n} i={i}");
+                assert!(!verify(&leaves[(i + 1) % n], i as u64, n as u64, &p, &r) || n == 1, "n={n} i={i}");
             }
         }
     }
@@ -112,13 +100,7 @@ mod tests {
     fn known_answer() {
         // RFC 9162 structure: root of [a, b, c] = H(1 ‖ H(1 ‖ a ‖ b) ‖ c).
         let leaves: Vec<Digest> = [b"a", b"b", b"c"].iter().map(|x| leaf_hash(*x)).collect();
-        assert_eq!(
-            root(&leaves),
-            node(&node(&leaves[0], &leaves[1]), &leaves[2])
-        );
-        assert_eq!(
-            hex::encode(root(&[])),
-            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-        );
+        assert_eq!(root(&leaves), node(&node(&leaves[0], &leaves[1]), &leaves[2]));
+        assert_eq!(hex::encode(root(&[])), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
     }
 }

@@ -281,12 +281,7 @@ impl Record {
                 w.fixed(&m.signing_key).str(&m.endpoint);
             }
             Record::DatasetVersion(d) => {
-                w.u8(2)
-                    .str(&d.dataset)
-                    .str(&d.owner)
-                    .u32(d.version)
-                    .fixed(&d.schema_digest)
-                    .fixed(&d.content_digest);
+                w.u8(2).str(&d.dataset).str(&d.owner).u32(d.version).fixed(&d.schema_digest).fixed(&d.content_digest);
                 match &d.protocol_key {
                     None => {
                         w.u8(0);
@@ -304,10 +299,7 @@ impl Record {
                 w.list(&g.columns, |w, c| {
                     w.str(c);
                 });
-                w.u32(g.min_cohort)
-                    .u32(g.max_uses)
-                    .u64(g.max_items)
-                    .u64(g.expires_at);
+                w.u32(g.min_cohort).u32(g.max_uses).u64(g.max_items).u64(g.expires_at);
             }
             Record::RevokeGrant { grant } => {
                 w.u8(4).str(grant);
@@ -328,10 +320,7 @@ impl Record {
                 w.u8(7).str(&u.task).str(&u.grant).u64(u.items);
             }
             Record::Result(r) => {
-                w.u8(8)
-                    .str(&r.task)
-                    .fixed(&r.result_digest)
-                    .str(&r.receiver);
+                w.u8(8).str(&r.task).fixed(&r.result_digest).str(&r.receiver);
                 w.list(&r.intermediates, |w, d| {
                     w.fixed(d);
                 });
@@ -359,10 +348,7 @@ impl Record {
                     0 => None,
                     1 => Some(r.bytes()?),
                     other => {
-                        return Err(LedgerError::Malformed {
-                            what: "option",
-                            reason: format!("tag {other}"),
-                        });
+                        return Err(LedgerError::Malformed { what: "option", reason: format!("tag {other}") });
                     }
                 },
             }),
@@ -386,15 +372,8 @@ impl Record {
                 params_digest: r.fixed()?,
                 grants: r.list(Reader::str)?,
             }),
-            6 => Record::TaskStatus {
-                task: r.str()?,
-                status: TaskStatus::from_code(r.u8()?)?,
-            },
-            7 => Record::Use(UseRecord {
-                task: r.str()?,
-                grant: r.str()?,
-                items: r.u64()?,
-            }),
+            6 => Record::TaskStatus { task: r.str()?, status: TaskStatus::from_code(r.u8()?)? },
+            7 => Record::Use(UseRecord { task: r.str()?, grant: r.str()?, items: r.u64()? }),
             8 => Record::Result(ResultRecord {
                 task: r.str()?,
                 result_digest: r.fixed()?,
@@ -402,10 +381,7 @@ impl Record {
                 intermediates: r.list(|r| r.fixed())?,
             }),
             other => {
-                return Err(LedgerError::Malformed {
-                    what: "record",
-                    reason: format!("unknown kind {other}"),
-                });
+                return Err(LedgerError::Malformed { what: "record", reason: format!("unknown kind {other}") });
             }
         })
     }
@@ -433,25 +409,15 @@ impl SignedRecord {
     /// Signs `record` as `writer`.
     pub fn sign(record: Record, writer: &str, key: &OrgKey) -> Self {
         let signature = key.0.sign(&record.signing_message(writer)).to_bytes();
-        Self {
-            writer: writer.to_owned(),
-            record,
-            signature,
-        }
+        Self { writer: writer.to_owned(), record, signature }
     }
 
     /// Checks the signature against the writer's public key.
     pub fn verify(&self, public_key: &[u8; 32]) -> Result<(), LedgerError> {
-        let bad = || LedgerError::BadSignature {
-            writer: self.writer.clone(),
-            kind: self.record.kind(),
-        };
+        let bad = || LedgerError::BadSignature { writer: self.writer.clone(), kind: self.record.kind() };
         let key = VerifyingKey::from_bytes(public_key).map_err(|_| bad())?;
-        key.verify_strict(
-            &self.record.signing_message(&self.writer),
-            &Signature::from_bytes(&self.signature),
-        )
-        .map_err(|_| bad())
+        key.verify_strict(&self.record.signing_message(&self.writer), &Signature::from_bytes(&self.signature))
+            .map_err(|_| bad())
     }
 
     /// The canonical encoding.
@@ -466,11 +432,7 @@ impl SignedRecord {
     /// Decodes a canonical encoding.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, LedgerError> {
         let mut r = Reader::new(bytes, "signed record");
-        let record = Self {
-            writer: r.str()?,
-            record: Record::decode(&mut r)?,
-            signature: r.fixed()?,
-        };
+        let record = Self { writer: r.str()?, record: Record::decode(&mut r)?, signature: r.fixed()? };
         r.finish()?;
         Ok(record)
     }
@@ -521,11 +483,7 @@ impl OrgKey {
 
 impl std::fmt::Debug for OrgKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "OrgKey(public {}, <secret redacted>)",
-            hex::encode(self.public_key())
-        )
+        write!(f, "OrgKey(public {}, <secret redacted>)", hex::encode(self.public_key()))
     }
 }
 

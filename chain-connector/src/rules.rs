@@ -21,8 +21,7 @@ use std::collections::BTreeMap;
 
 use crate::LedgerError;
 use crate::records::{
-    DatasetVersion, Grant, Member, Record, ResultRecord, Role, SignedRecord, Task, TaskStatus,
-    UseRecord,
+    DatasetVersion, Grant, Member, Record, ResultRecord, Role, SignedRecord, Task, TaskStatus, UseRecord,
 };
 
 /// Why a record was refused.
@@ -38,60 +37,29 @@ pub enum Refusal {
     #[error("'{org}' lacks the {role} role")]
     MissingRole { org: String, role: Role },
     #[error("only '{owner}', the owner of dataset '{dataset}', may do that; '{writer}' may not")]
-    NotOwner {
-        writer: String,
-        owner: String,
-        dataset: String,
-    },
+    NotOwner { writer: String, owner: String, dataset: String },
     #[error("'{writer}' may not write records for task '{task}' of '{requester}'")]
-    NotTaskParty {
-        writer: String,
-        task: String,
-        requester: String,
-    },
+    NotTaskParty { writer: String, task: String, requester: String },
     #[error("unknown {what} '{id}'")]
     Unknown { what: &'static str, id: String },
     #[error("{what} '{id}' exists already; ids are single-use")]
     Duplicate { what: &'static str, id: String },
     #[error("dataset '{dataset}' is at version {current}; the next version must be {}", current + 1)]
-    VersionOutOfOrder {
-        dataset: String,
-        current: u32,
-        got: u32,
-    },
+    VersionOutOfOrder { dataset: String, current: u32, got: u32 },
     #[error("grant '{grant}' allows no computation")]
     EmptyGrant { grant: String },
     #[error("grant '{grant}' is revoked")]
     Revoked { grant: String },
     #[error("grant '{grant}' expired at {expires_at} (unix seconds); the ledger's time is {now}")]
-    Expired {
-        grant: String,
-        expires_at: u64,
-        now: u64,
-    },
+    Expired { grant: String, expires_at: u64, now: u64 },
     #[error("grant '{grant}' has used all of its {max_uses} uses")]
     UsesExhausted { grant: String, max_uses: u32 },
-    #[error(
-        "grant '{grant}' allows {max_items} items; {used} are used and {asked} more were asked"
-    )]
-    ItemsExhausted {
-        grant: String,
-        max_items: u64,
-        used: u64,
-        asked: u64,
-    },
+    #[error("grant '{grant}' allows {max_items} items; {used} are used and {asked} more were asked")]
+    ItemsExhausted { grant: String, max_items: u64, used: u64, asked: u64 },
     #[error("grant '{grant}' is {problem} for task '{task}'")]
-    GrantMismatch {
-        grant: String,
-        task: String,
-        problem: &'static str,
-    },
+    GrantMismatch { grant: String, task: String, problem: &'static str },
     #[error("task '{task}' may not go from {from} to {to}")]
-    IllegalTransition {
-        task: String,
-        from: TaskStatus,
-        to: TaskStatus,
-    },
+    IllegalTransition { task: String, from: TaskStatus, to: TaskStatus },
     #[error("task '{task}' is {status}; uses are recorded only while it is submitted or running")]
     TaskNotActive { task: String, status: TaskStatus },
 }
@@ -138,9 +106,7 @@ pub struct State {
 impl State {
     /// The operator: the organisation that admitted itself first.
     pub fn is_operator(&self, org: &str) -> bool {
-        self.members
-            .get(org)
-            .is_some_and(|m| m.roles.contains(&Role::Operator))
+        self.members.get(org).is_some_and(|m| m.roles.contains(&Role::Operator))
     }
 
     /// Checks the writer's signature and the rules, then applies the record.
@@ -153,11 +119,7 @@ impl State {
     /// Checks the rules and applies the record, leaving the signature to the
     /// caller (who verifies many in parallel); returns the key to verify
     /// it with.
-    pub fn apply_unverified(
-        &mut self,
-        signed: &SignedRecord,
-        now: u64,
-    ) -> Result<[u8; 32], LedgerError> {
+    pub fn apply_unverified(&mut self, signed: &SignedRecord, now: u64) -> Result<[u8; 32], LedgerError> {
         let key = self.writer_key(signed)?;
         if !self.members.is_empty() {
             self.check_rules(&signed.writer, &signed.record, now)?;
@@ -172,18 +134,11 @@ impl State {
         let writer = signed.writer.as_str();
         if self.members.is_empty() {
             return match &signed.record {
-                Record::Member(m) if m.org == writer && m.roles.contains(&Role::Operator) => {
-                    Ok(m.signing_key)
-                }
+                Record::Member(m) if m.org == writer && m.roles.contains(&Role::Operator) => Ok(m.signing_key),
                 _ => Err(Refusal::BadGenesis.into()),
             };
         }
-        let member = self
-            .members
-            .get(writer)
-            .ok_or_else(|| Refusal::UnknownWriter {
-                writer: writer.into(),
-            })?;
+        let member = self.members.get(writer).ok_or_else(|| Refusal::UnknownWriter { writer: writer.into() })?;
         Ok(member.signing_key)
     }
 
@@ -192,51 +147,28 @@ impl State {
             .get(dataset)
             .and_then(|v| v.last())
             .map(|v| v.owner.as_str())
-            .ok_or_else(|| Refusal::Unknown {
-                what: "dataset",
-                id: dataset.into(),
-            })
+            .ok_or_else(|| Refusal::Unknown { what: "dataset", id: dataset.into() })
     }
 
     fn require_owner(&self, writer: &str, dataset: &str) -> Result<(), Refusal> {
         let owner = self.owner_of(dataset)?;
         if owner != writer {
-            return Err(Refusal::NotOwner {
-                writer: writer.into(),
-                owner: owner.into(),
-                dataset: dataset.into(),
-            });
+            return Err(Refusal::NotOwner { writer: writer.into(), owner: owner.into(), dataset: dataset.into() });
         }
         Ok(())
     }
 
     fn require_role(&self, org: &str, role: Role) -> Result<(), Refusal> {
-        let member = self.members.get(org).ok_or_else(|| Refusal::Unknown {
-            what: "member",
-            id: org.into(),
-        })?;
-        if member.roles.contains(&role) {
-            Ok(())
-        } else {
-            Err(Refusal::MissingRole {
-                org: org.into(),
-                role,
-            })
-        }
+        let member = self.members.get(org).ok_or_else(|| Refusal::Unknown { what: "member", id: org.into() })?;
+        if member.roles.contains(&role) { Ok(()) } else { Err(Refusal::MissingRole { org: org.into(), role }) }
     }
 
     fn grant(&self, id: &str) -> Result<&GrantState, Refusal> {
-        self.grants.get(id).ok_or_else(|| Refusal::Unknown {
-            what: "grant",
-            id: id.into(),
-        })
+        self.grants.get(id).ok_or_else(|| Refusal::Unknown { what: "grant", id: id.into() })
     }
 
     fn task(&self, id: &str) -> Result<&TaskState, Refusal> {
-        self.tasks.get(id).ok_or_else(|| Refusal::Unknown {
-            what: "task",
-            id: id.into(),
-        })
+        self.tasks.get(id).ok_or_else(|| Refusal::Unknown { what: "task", id: id.into() })
     }
 
     fn require_task_party(&self, writer: &str, task: &TaskState) -> Result<(), Refusal> {
@@ -253,16 +185,10 @@ impl State {
 
     fn require_live(grant: &GrantState, now: u64) -> Result<(), Refusal> {
         if grant.revoked {
-            return Err(Refusal::Revoked {
-                grant: grant.grant.id.clone(),
-            });
+            return Err(Refusal::Revoked { grant: grant.grant.id.clone() });
         }
         if now >= grant.grant.expires_at {
-            return Err(Refusal::Expired {
-                grant: grant.grant.id.clone(),
-                expires_at: grant.grant.expires_at,
-                now,
-            });
+            return Err(Refusal::Expired { grant: grant.grant.id.clone(), expires_at: grant.grant.expires_at, now });
         }
         Ok(())
     }
@@ -271,10 +197,7 @@ impl State {
         match record {
             Record::Member(_) => {
                 if !self.is_operator(writer) {
-                    return Err(Refusal::NotOperator {
-                        writer: writer.into(),
-                        kind: "member",
-                    });
+                    return Err(Refusal::NotOperator { writer: writer.into(), kind: "member" });
                 }
             }
             Record::DatasetVersion(d) => {
@@ -294,48 +217,31 @@ impl State {
                     None => 0,
                 };
                 if d.version != current + 1 {
-                    return Err(Refusal::VersionOutOfOrder {
-                        dataset: d.dataset.clone(),
-                        current,
-                        got: d.version,
-                    });
+                    return Err(Refusal::VersionOutOfOrder { dataset: d.dataset.clone(), current, got: d.version });
                 }
             }
             Record::Grant(g) => {
                 self.require_owner(writer, &g.dataset)?;
                 if self.grants.contains_key(&g.id) {
-                    return Err(Refusal::Duplicate {
-                        what: "grant",
-                        id: g.id.clone(),
-                    });
+                    return Err(Refusal::Duplicate { what: "grant", id: g.id.clone() });
                 }
                 if !self.members.contains_key(&g.grantee) {
-                    return Err(Refusal::Unknown {
-                        what: "member",
-                        id: g.grantee.clone(),
-                    });
+                    return Err(Refusal::Unknown { what: "member", id: g.grantee.clone() });
                 }
                 if g.computations.is_empty() {
-                    return Err(Refusal::EmptyGrant {
-                        grant: g.id.clone(),
-                    });
+                    return Err(Refusal::EmptyGrant { grant: g.id.clone() });
                 }
             }
             Record::RevokeGrant { grant } => {
                 let state = self.grant(grant)?;
                 self.require_owner(writer, &state.grant.dataset)?;
                 if state.revoked {
-                    return Err(Refusal::Revoked {
-                        grant: grant.clone(),
-                    });
+                    return Err(Refusal::Revoked { grant: grant.clone() });
                 }
             }
             Record::Task(t) => {
                 if self.tasks.contains_key(&t.id) {
-                    return Err(Refusal::Duplicate {
-                        what: "task",
-                        id: t.id.clone(),
-                    });
+                    return Err(Refusal::Duplicate { what: "task", id: t.id.clone() });
                 }
                 if writer != t.requester && !self.is_operator(writer) {
                     return Err(Refusal::NotTaskParty {
@@ -350,11 +256,7 @@ impl State {
                 }
                 for id in &t.grants {
                     let grant = self.grant(id)?;
-                    let mismatch = |problem| Refusal::GrantMismatch {
-                        grant: id.clone(),
-                        task: t.id.clone(),
-                        problem,
-                    };
+                    let mismatch = |problem| Refusal::GrantMismatch { grant: id.clone(), task: t.id.clone(), problem };
                     if grant.grant.grantee != t.requester {
                         return Err(mismatch("not the requester's"));
                     }
@@ -371,11 +273,7 @@ impl State {
                 let state = self.task(task)?;
                 self.require_task_party(writer, state)?;
                 if !state.status.may_become(*status) {
-                    return Err(Refusal::IllegalTransition {
-                        task: task.clone(),
-                        from: state.status,
-                        to: *status,
-                    });
+                    return Err(Refusal::IllegalTransition { task: task.clone(), from: state.status, to: *status });
                 }
             }
             Record::Use(u) => {
@@ -390,23 +288,13 @@ impl State {
                     });
                 }
                 if !matches!(task.status, TaskStatus::Submitted | TaskStatus::Running) {
-                    return Err(Refusal::TaskNotActive {
-                        task: u.task.clone(),
-                        status: task.status,
-                    });
+                    return Err(Refusal::TaskNotActive { task: u.task.clone(), status: task.status });
                 }
                 Self::require_live(grant, now)?;
                 if grant.uses >= grant.grant.max_uses {
-                    return Err(Refusal::UsesExhausted {
-                        grant: u.grant.clone(),
-                        max_uses: grant.grant.max_uses,
-                    });
+                    return Err(Refusal::UsesExhausted { grant: u.grant.clone(), max_uses: grant.grant.max_uses });
                 }
-                if grant
-                    .items
-                    .checked_add(u.items)
-                    .is_none_or(|total| total > grant.grant.max_items)
-                {
+                if grant.items.checked_add(u.items).is_none_or(|total| total > grant.grant.max_items) {
                     return Err(Refusal::ItemsExhausted {
                         grant: u.grant.clone(),
                         max_items: grant.grant.max_items,
@@ -428,21 +316,9 @@ impl State {
             Record::Member(m) => {
                 self.members.insert(m.org.clone(), m.clone());
             }
-            Record::DatasetVersion(d) => self
-                .datasets
-                .entry(d.dataset.clone())
-                .or_default()
-                .push(d.clone()),
+            Record::DatasetVersion(d) => self.datasets.entry(d.dataset.clone()).or_default().push(d.clone()),
             Record::Grant(g) => {
-                self.grants.insert(
-                    g.id.clone(),
-                    GrantState {
-                        grant: g.clone(),
-                        uses: 0,
-                        items: 0,
-                        revoked: false,
-                    },
-                );
+                self.grants.insert(g.id.clone(), GrantState { grant: g.clone(), uses: 0, items: 0, revoked: false });
             }
             Record::RevokeGrant { grant } => {
                 if let Some(g) = self.grants.get_mut(grant) {
@@ -450,12 +326,7 @@ impl State {
                 }
             }
             Record::Task(t) => {
-                let state = TaskState {
-                    task: t.clone(),
-                    status: TaskStatus::Submitted,
-                    uses: vec![],
-                    results: vec![],
-                };
+                let state = TaskState { task: t.clone(), status: TaskStatus::Submitted, uses: vec![], results: vec![] };
                 self.tasks.insert(t.id.clone(), state);
             }
             Record::TaskStatus { task, status } => {

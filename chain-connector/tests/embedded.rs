@@ -91,8 +91,7 @@ async fn ledger_with_members(dir: &Path, n: usize) -> PathBuf {
             signing_key: org.public_key(),
             endpoint: format!("https://127.0.0.1:{}", 7001 + i),
         });
-        let signed =
-            stayput_chain_connector::records::SignedRecord::sign(record, "operator", &op_key());
+        let signed = stayput_chain_connector::records::SignedRecord::sign(record, "operator", &op_key());
         ledger.submit(signed).await.unwrap();
     }
     path
@@ -124,14 +123,8 @@ async fn reopens_with_the_same_state() {
     assert_eq!(ledger.height().await.unwrap(), 5);
     let summary = ledger.summary();
     drop(ledger);
-    assert_eq!(
-        EmbeddedLedger::verify_file(&path, &op_key().public_key()).unwrap(),
-        summary
-    );
-    assert!(matches!(
-        EmbeddedLedger::create(&path, operator().0, operator().1, clock()),
-        Err(LedgerError::Exists(_))
-    ));
+    assert_eq!(EmbeddedLedger::verify_file(&path, &op_key().public_key()).unwrap(), summary);
+    assert!(matches!(EmbeddedLedger::create(&path, operator().0, operator().1, clock()), Err(LedgerError::Exists(_))));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -144,10 +137,7 @@ async fn tampering_is_refused_naming_the_block() {
         bytes[at] = b'9';
     });
     let err = EmbeddedLedger::open(&path, op_key(), clock()).unwrap_err();
-    assert!(
-        matches!(err, LedgerError::Corrupt { height: 3, .. }),
-        "{err}"
-    );
+    assert!(matches!(err, LedgerError::Corrupt { height: 3, .. }), "{err}");
     assert!(err.to_string().contains("block 3"), "{err}");
 }
 
@@ -157,10 +147,7 @@ async fn missing_blocks_are_refused() {
     let path = ledger_with_members(dir.path(), 6).await;
     rewrite_block(&path, 2, Vec::clear);
     let err = EmbeddedLedger::open(&path, op_key(), clock()).unwrap_err();
-    assert!(
-        matches!(err, LedgerError::Corrupt { height: 3, .. }),
-        "{err}"
-    );
+    assert!(matches!(err, LedgerError::Corrupt { height: 3, .. }), "{err}");
     assert!(err.to_string().contains("expected block 2"), "{err}");
 
     let dir = tempfile::tempdir().unwrap();
@@ -209,13 +196,7 @@ async fn inclusion_proofs_verify_offline() {
                 signing_key: org.public_key(),
                 endpoint: String::new(),
             });
-            ledger
-                .submit(stayput_chain_connector::records::SignedRecord::sign(
-                    record,
-                    "operator",
-                    &op_key(),
-                ))
-                .await
+            ledger.submit(stayput_chain_connector::records::SignedRecord::sign(record, "operator", &op_key())).await
         }));
     }
     let mut receipts = Vec::new();
@@ -232,23 +213,14 @@ async fn inclusion_proofs_verify_offline() {
         let bytes = proof.to_bytes();
         let back = InclusionProof::from_bytes(&bytes).unwrap();
         assert_eq!(back.verify(&public).unwrap(), receipt.record_hash);
-        assert!(matches!(
-            back.verify(&OrgKey::generate().public_key()),
-            Err(LedgerError::BadProof(_))
-        ));
+        assert!(matches!(back.verify(&OrgKey::generate().public_key()), Err(LedgerError::BadProof(_))));
     }
     // A proof for an altered record fails.
     let mut forged = ledger.prove(&receipts[0].record_hash).unwrap();
     forged.record.writer = "someone-else".into();
-    assert!(matches!(
-        forged.verify(&public),
-        Err(LedgerError::BadProof(_))
-    ));
+    assert!(matches!(forged.verify(&public), Err(LedgerError::BadProof(_))));
     let block: Block = ledger.block(receipts[0].height).unwrap();
     assert!(block.check(&public).is_ok());
     drop(ledger);
-    assert_eq!(
-        EmbeddedLedger::verify_file(&path, &public).unwrap(),
-        summary
-    );
+    assert_eq!(EmbeddedLedger::verify_file(&path, &public).unwrap(), summary);
 }

@@ -35,14 +35,8 @@ impl Backend for AnvilBackend {
     async fn fresh(&self, operator: OrgKey, operator_member: Member) -> Arc<dyn Ledger> {
         let org = operator_member.org.clone();
         let genesis = SignedRecord::sign(Record::Member(operator_member), &org, &operator);
-        let config = EvmLedger::deploy(&self.anvil.url, self.signers[&org].clone(), &genesis)
-            .await
-            .unwrap();
-        let accounts = self
-            .signers
-            .iter()
-            .map(|(o, s)| (o.clone(), s.address()))
-            .collect();
+        let config = EvmLedger::deploy(&self.anvil.url, self.signers[&org].clone(), &genesis).await.unwrap();
+        let accounts = self.signers.iter().map(|(o, s)| (o.clone(), s.address())).collect();
         Arc::new(EvmLedger::connect(config, self.signers.clone(), accounts).unwrap())
     }
 

@@ -43,11 +43,7 @@ fn resident_id(rng: &mut StdRng) -> String {
         rng.gen_range(0..1000)
     );
     const WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
-    let sum: u32 = body
-        .bytes()
-        .zip(WEIGHTS)
-        .map(|(b, w)| u32::from(b - b'0') * w)
-        .sum();
+    let sum: u32 = body.bytes().zip(WEIGHTS).map(|(b, w)| u32::from(b - b'0') * w).sum();
     let check = b"10X98765432"[(sum % 11) as usize] as char;
     format!("{body}{check}")
 }
@@ -75,20 +71,12 @@ fn generate(dir: &Path) -> Result<DemoData, CliError> {
     let applicants_csv = dir.join("bank").join("applicants.csv");
     let mut out = std::io::BufWriter::new(std::fs::File::create(&applicants_csv).map_err(io)?);
     writeln!(out, "applicant_id,name,loan_amount_cny,branch").map_err(io)?;
-    let surnames = [
-        "Wang", "Li", "Zhang", "Liu", "Chen", "Yang", "Zhao", "Huang", "Zhou", "Wu",
-    ];
-    let branches = [
-        "Beijing", "Shanghai", "Shenzhen", "Hangzhou", "Chengdu", "Wuhan",
-    ];
+    let surnames = ["Wang", "Li", "Zhang", "Liu", "Chen", "Yang", "Zhao", "Huang", "Zhou", "Wu"];
+    let branches = ["Beijing", "Shanghai", "Shenzhen", "Hangzhou", "Chengdu", "Wuhan"];
     let mut applicants: Vec<&String> = applicant_only.iter().chain(common).collect();
     applicants.shuffle(&mut rng);
     for id in applicants {
-        let shown = if rng.gen_bool(0.1) {
-            format!(" {} ", id.to_lowercase())
-        } else {
-            id.clone()
-        };
+        let shown = if rng.gen_bool(0.1) { format!(" {} ", id.to_lowercase()) } else { id.clone() };
         writeln!(
             out,
             "{shown},{} {},{},{}",
@@ -115,39 +103,21 @@ fn generate(dir: &Path) -> Result<DemoData, CliError> {
     let batch = RecordBatch::try_new(
         schema,
         vec![
-            Arc::new(StringArray::from_iter_values(
-                listed.iter().map(|s| s.as_str()),
-            )),
-            Arc::new(StringArray::from_iter_values(
-                listed
-                    .iter()
-                    .map(|_| reasons[rng.gen_range(0..reasons.len())]),
-            )),
+            Arc::new(StringArray::from_iter_values(listed.iter().map(|s| s.as_str()))),
+            Arc::new(StringArray::from_iter_values(listed.iter().map(|_| reasons[rng.gen_range(0..reasons.len())]))),
             Arc::new(StringArray::from_iter_values(listed.iter().map(|_| {
-                format!(
-                    "20{:02}-{:02}-{:02}",
-                    rng.gen_range(18..27),
-                    rng.gen_range(1..13),
-                    rng.gen_range(1..29)
-                )
+                format!("20{:02}-{:02}-{:02}", rng.gen_range(18..27), rng.gen_range(1..13), rng.gen_range(1..29))
             }))),
-            Arc::new(UInt8Array::from_iter_values(
-                listed.iter().map(|_| rng.gen_range(1..6)),
-            )),
+            Arc::new(UInt8Array::from_iter_values(listed.iter().map(|_| rng.gen_range(1..6)))),
         ],
     )
     .map_err(|e| CliError::Demo(e.to_string()))?;
     write_parquet(&blacklist_parquet, &[batch])?;
-    Ok(DemoData {
-        applicants_csv,
-        blacklist_parquet,
-        listed: common.iter().cloned().collect(),
-    })
+    Ok(DemoData { applicants_csv, blacklist_parquet, listed: common.iter().cloned().collect() })
 }
 
 fn spinner(message: &str) -> ProgressBar {
-    let bar = ProgressBar::new_spinner()
-        .with_style(ProgressStyle::with_template("{spinner} {msg}").expect("static"));
+    let bar = ProgressBar::new_spinner().with_style(ProgressStyle::with_template("{spinner} {msg}").expect("static"));
     bar.set_message(message.to_owned());
     bar.enable_steady_tick(std::time::Duration::from_millis(100));
     bar
@@ -169,18 +139,10 @@ pub async fn run(dir: Option<PathBuf>) -> Result<(), CliError> {
     let temp;
     let dir = match dir {
         Some(d) => {
-            if d.exists()
-                && std::fs::read_dir(&d)
-                    .map(|mut r| r.next().is_some())
-                    .unwrap_or(false)
-            {
-                return Err(CliError::Demo(format!(
-                    "{} is not empty; give a new folder",
-                    d.display()
-                )));
+            if d.exists() && std::fs::read_dir(&d).map(|mut r| r.next().is_some()).unwrap_or(false) {
+                return Err(CliError::Demo(format!("{} is not empty; give a new folder", d.display())));
             }
-            std::fs::create_dir_all(&d)
-                .map_err(|e| CliError::Demo(format!("creating {}: {e}", d.display())))?;
+            std::fs::create_dir_all(&d).map_err(|e| CliError::Demo(format!("creating {}: {e}", d.display())))?;
             d
         }
         None => {
@@ -198,12 +160,9 @@ pub async fn run(dir: Option<PathBuf>) -> Result<(), CliError> {
     .await
     .map_err(|e| CliError::Demo(e.to_string()))??;
     bar.finish_and_clear();
-    println!(
-        "data: bank has {APPLICANTS} loan applicants (CSV), bureau has a {BLACKLIST}-entry blacklist (Parquet)"
-    );
+    println!("data: bank has {APPLICANTS} loan applicants (CSV), bureau has a {BLACKLIST}-entry blacklist (Parquet)");
 
-    let bar =
-        spinner("creating the consortium CA, certificates and node configurations; starting nodes");
+    let bar = spinner("creating the consortium CA, certificates and node configurations; starting nodes");
     let orgs = [
         OrgSpec {
             name: "bank".into(),
@@ -276,39 +235,20 @@ pub async fn run(dir: Option<PathBuf>) -> Result<(), CliError> {
             report.elapsed.as_secs_f64()
         );
         if let Some(file) = &report.output {
-            println!(
-                "  bank's result: {} ({} rows of its own applicants)",
-                file.path.display(),
-                file.rows
-            );
+            println!("  bank's result: {} ({} rows of its own applicants)", file.path.display(), file.rows);
         }
         if mode == OutputMode::IntersectionToBoth {
-            let theirs = net
-                .state("bureau")
-                .config
-                .output_dir
-                .join("from-bank")
-                .join(format!("{task}-blacklist.csv"));
-            println!(
-                "  bureau's result: {} (its own blacklist rows)",
-                theirs.display()
-            );
+            let theirs = net.state("bureau").config.output_dir.join("from-bank").join(format!("{task}-blacklist.csv"));
+            println!("  bureau's result: {} (its own blacklist rows)", theirs.display());
         }
     }
 
-    println!(
-        "\nAll journeys checked against the planted data in {:.1} s.",
-        started.elapsed().as_secs_f64()
-    );
+    println!("\nAll journeys checked against the planted data in {:.1} s.", started.elapsed().as_secs_f64());
     println!("Raw rows never left their node: only blinded points and tags crossed the wire.");
     net.shutdown().await?;
     println!("\nWhat to try next:");
-    println!(
-        "  stayput demo --dir ./demo            keep the folder: configs, keys, data and results"
-    );
-    println!(
-        "  stayput node --config ./demo/bank/node.toml    (and the bureau's) in two terminals, then"
-    );
+    println!("  stayput demo --dir ./demo            keep the folder: configs, keys, data and results");
+    println!("  stayput node --config ./demo/bank/node.toml    (and the bureau's) in two terminals, then");
     println!(
         "  stayput psi --config ./demo/bank/node.toml --dataset applicants --peer bureau --peer-dataset blacklist --task-id t-1"
     );

@@ -25,10 +25,7 @@ pub struct LedgerArgs {
 
 impl LedgerArgs {
     fn open(&self) -> Result<Snapshot, CliError> {
-        Ok(Snapshot::open(
-            &self.ledger,
-            &keys::public_key(&self.operator)?,
-        )?)
+        Ok(Snapshot::open(&self.ledger, &keys::public_key(&self.operator)?)?)
     }
 }
 
@@ -124,17 +121,11 @@ pub fn ledger(command: LedgerCommand) -> Result<(), CliError> {
                     d.version,
                     short(&d.content_digest),
                     short(&d.schema_digest),
-                    d.protocol_key
-                        .as_ref()
-                        .map_or(String::new(), |k| format!(" protocol key {}", short(k)))
+                    d.protocol_key.as_ref().map_or(String::new(), |k| format!(" protocol key {}", short(k)))
                 );
             }
         }
-        LedgerCommand::Grants {
-            ledger,
-            dataset,
-            grantee,
-        } => {
+        LedgerCommand::Grants { ledger, dataset, grantee } => {
             let snapshot = ledger.open()?;
             for g in snapshot.state().grants.values() {
                 if dataset.as_ref().is_some_and(|d| d != &g.grant.dataset)
@@ -142,8 +133,7 @@ pub fn ledger(command: LedgerCommand) -> Result<(), CliError> {
                 {
                     continue;
                 }
-                let computations: Vec<&str> =
-                    g.grant.computations.iter().map(|c| c.name()).collect();
+                let computations: Vec<&str> = g.grant.computations.iter().map(|c| c.name()).collect();
                 println!(
                     "{:<16} {} → {:<12} [{}] uses {}/{} items {}/{} expires {}{}",
                     g.grant.id,
@@ -185,19 +175,11 @@ pub fn audit(command: AuditCommand) -> Result<(), CliError> {
         AuditCommand::Task { id, ledger } => {
             let snapshot = ledger.open()?;
             let state = snapshot.state();
-            let task = state
-                .tasks
-                .get(&id)
-                .ok_or_else(|| CliError::NotFound(format!("task '{id}' is not on the ledger")))?;
-            println!(
-                "task {id}: {} by {}, {}",
-                task.task.kind, task.task.requester, task.status
-            );
+            let task =
+                state.tasks.get(&id).ok_or_else(|| CliError::NotFound(format!("task '{id}' is not on the ledger")))?;
+            println!("task {id}: {} by {}, {}", task.task.kind, task.task.requester, task.status);
             println!("  datasets: {}", task.task.datasets.join(", "));
-            println!(
-                "  parameters digest: {}",
-                hex::encode(task.task.params_digest)
-            );
+            println!("  parameters digest: {}", hex::encode(task.task.params_digest));
             for g in &task.task.grants {
                 if let Some(g) = state.grants.get(g) {
                     println!(
@@ -241,11 +223,7 @@ pub fn audit(command: AuditCommand) -> Result<(), CliError> {
                 );
             }
         }
-        AuditCommand::Verify {
-            ledger,
-            proof,
-            operator,
-        } => {
+        AuditCommand::Verify { ledger, proof, operator } => {
             let key = keys::public_key(&operator)?;
             if let Some(path) = ledger {
                 let summary = Snapshot::open(&path, &key)?.summary();
@@ -257,8 +235,7 @@ pub fn audit(command: AuditCommand) -> Result<(), CliError> {
                     hex::encode(summary.tip_hash)
                 );
             } else if let Some(path) = proof {
-                let bytes = std::fs::read(&path)
-                    .map_err(|e| CliError::NotFound(format!("{}: {e}", path.display())))?;
+                let bytes = std::fs::read(&path).map_err(|e| CliError::NotFound(format!("{}: {e}", path.display())))?;
                 let proof = InclusionProof::from_bytes(&bytes)?;
                 let hash = proof.verify(&key)?;
                 println!(
@@ -271,16 +248,11 @@ pub fn audit(command: AuditCommand) -> Result<(), CliError> {
                 );
             }
         }
-        AuditCommand::Prove {
-            ledger,
-            record,
-            out,
-        } => {
+        AuditCommand::Prove { ledger, record, out } => {
             let snapshot = ledger.open()?;
             let mut hash = [0u8; 32];
-            hex::decode_to_slice(record.trim(), &mut hash).map_err(|_| {
-                CliError::NotFound("--record takes a record hash: 64 hex characters".into())
-            })?;
+            hex::decode_to_slice(record.trim(), &mut hash)
+                .map_err(|_| CliError::NotFound("--record takes a record hash: 64 hex characters".into()))?;
             let proof = snapshot.prove(&hash)?;
             std::fs::write(&out, proof.to_bytes())
                 .map_err(|e| CliError::NotFound(format!("{}: {e}", out.display())))?;

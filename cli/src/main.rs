@@ -123,6 +123,14 @@ impl From<Mode> for OutputMode {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
+enum LedgerBackend {
+    /// The embedded ledger (redb file).
+    Embedded,
+    /// The EVM backend against a local anvil node (installed by ./scripts/test).
+    Anvil,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
 enum Format {
     Csv,
     Parquet,
@@ -173,6 +181,9 @@ enum BenchCommand {
     /// The embedded ledger: durable signed records per second, and the time
     /// to re-verify the whole chain on open.
     Ledger {
+        /// Which ledger: the embedded one, or the EVM backend against a local anvil.
+        #[arg(long, value_enum, default_value = "embedded")]
+        backend: LedgerBackend,
         /// Records to write.
         #[arg(long, default_value_t = 100_000)]
         records: usize,
@@ -191,14 +202,8 @@ enum BenchCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "warn".into());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -229,11 +234,7 @@ async fn run(command: Command) -> Result<(), CliError> {
             let ca = identity::read_certified_key(&dir, "ca")?;
             let issued = identity::issue_org_certificate(&ca, &org, &hosts)?;
             identity::write_certified_key(&dir, &org, &issued)?;
-            stayput_chain_connector::keys::save(
-                &dir,
-                &org,
-                &stayput_chain_connector::records::OrgKey::generate(),
-            )?;
+            stayput_chain_connector::keys::save(&dir, &org, &stayput_chain_connector::records::OrgKey::generate())?;
             println!(
                 "created {} and {} for '{org}' (hosts: {}), and its ledger signing key {}",
                 dir.join(format!("{org}.pem")).display(),
@@ -245,13 +246,8 @@ async fn run(command: Command) -> Result<(), CliError> {
         Command::Node { config } => {
             let config = NodeConfig::load(&config)?;
             let node = stayput_node::server::spawn(config).await?;
-            eprintln!(
-                "node '{}' listening on {}",
-                node.state.config.org, node.addr
-            );
-            tokio::signal::ctrl_c()
-                .await
-                .map_err(|e| CliError::Signal(e.to_string()))?;
+            eprintln!("node '{}' listening on {}", node.state.config.org, node.addr);
+            tokio::signal::ctrl_c().await.map_err(|e| CliError::Signal(e.to_string()))?;
             eprintln!("shutting down");
             node.shutdown().await?;
         }
@@ -259,34 +255,23 @@ async fn run(command: Command) -> Result<(), CliError> {
         Command::Datasets { config } => {
             let state = stayput_node::NodeState::new(NodeConfig::load(&config)?)?;
             for (name, keys, rules) in stayput_node::control::list_datasets(&state).await? {
-                println!(
-                    "{name}: key columns [{}], normalisation [{}]",
-                    keys.join(", "),
-                    rules.join(", ")
-                );
+                println!("{name}: key columns [{}], normalisation [{}]", keys.join(", "), rules.join(", "));
             }
         }
-        Command::Bench(BenchCommand::Psi {
-            n,
-            in_memory,
-            mode,
-            batch,
-        }) => {
-            let report = tokio::task::spawn_blocking(move || {
-                stayput_benches::psi::run(n, mode.into(), in_memory, batch)
-            })
-            .await
-            .map_err(|e| CliError::Signal(e.to_string()))??;
+        Command::Bench(BenchCommand::Psi { n, in_memory, mode, batch }) => {
+            let report =
+                tokio::task::spawn_blocking(move || stayput_benches::psi::run(n, mode.into(), in_memory, batch))
+                    .await
+                    .map_err(|e| CliError::Signal(e.to_string()))??;
             println!("{report}");
         }
-        Command::Bench(BenchCommand::Ledger {
-            records,
-            writers,
-            dir,
-            print_acks,
-        }) => {
+        Command::Bench(BenchCommand::Ledger { backend, records, writers, dir, print_acks }) => {
+            let backend = match backend {
+                LedgerBackend::Embedded => stayput_benches::ledger::Backend::Embedded,
+                LedgerBackend::Anvil => stayput_benches::ledger::Backend::Anvil,
+            };
             let report = tokio::task::spawn_blocking(move || {
-                stayput_benches::ledger::run(records, writers, dir.as_deref(), print_acks)
+                stayput_benches::ledger::run(backend, records, writers, dir.as_deref(), print_acks)
             })
             .await
             .map_err(|e| CliError::Signal(e.to_string()))??;
@@ -304,9 +289,7 @@ async fn run(command: Command) -> Result<(), CliError> {
 }
 
 async fn audit_blocking(command: ledger::AuditCommand) -> Result<(), CliError> {
-    tokio::task::spawn_blocking(move || ledger::audit(command))
-        .await
-        .map_err(|e| CliError::Signal(e.to_string()))?
+    tokio::task::spawn_blocking(move || ledger::audit(command)).await.map_err(|e| CliError::Signal(e.to_string()))?
 }
 
 async fn psi(args: PsiArgs) -> Result<(), CliError> {
@@ -349,12 +332,7 @@ async fn psi(args: PsiArgs) -> Result<(), CliError> {
     println!("  peer keys: {}", report.peer_keys);
     println!("  common keys: {}", report.intersection_keys);
     if let Some(file) = &report.output {
-        println!(
-            "  result: {} ({} rows, sha256 {})",
-            file.path.display(),
-            file.rows,
-            hex_lower(&file.sha256)
-        );
+        println!("  result: {} ({} rows, sha256 {})", file.path.display(), file.rows, hex_lower(&file.sha256));
     }
     Ok(())
 }

@@ -9,21 +9,11 @@ use serde_json::Value;
 fn metadata() -> Value {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let out = std::process::Command::new(env!("CARGO"))
-        .args([
-            "metadata",
-            "--format-version",
-            "1",
-            "--offline",
-            "--manifest-path",
-        ])
+        .args(["metadata", "--format-version", "1", "--locked", "--manifest-path"])
         .arg(workspace.join("Cargo.toml"))
         .output()
         .expect("run cargo metadata");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -34,12 +24,7 @@ fn normal_edges(meta: &Value) -> (BTreeMap<String, String>, BTreeMap<String, Vec
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| {
-            (
-                p["id"].as_str().unwrap().to_owned(),
-                p["name"].as_str().unwrap().to_owned(),
-            )
-        })
+        .map(|p| (p["id"].as_str().unwrap().to_owned(), p["name"].as_str().unwrap().to_owned()))
         .collect();
     let mut edges = BTreeMap::new();
     for node in meta["resolve"]["nodes"].as_array().unwrap() {
@@ -47,13 +32,7 @@ fn normal_edges(meta: &Value) -> (BTreeMap<String, String>, BTreeMap<String, Vec
             .as_array()
             .unwrap()
             .iter()
-            .filter(|d| {
-                d["dep_kinds"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .any(|k| k["kind"].is_null())
-            })
+            .filter(|d| d["dep_kinds"].as_array().unwrap().iter().any(|k| k["kind"].is_null()))
             .map(|d| d["pkg"].as_str().unwrap().to_owned())
             .collect();
         edges.insert(node["id"].as_str().unwrap().to_owned(), deps);
@@ -61,16 +40,8 @@ fn normal_edges(meta: &Value) -> (BTreeMap<String, String>, BTreeMap<String, Vec
     (names, edges)
 }
 
-fn closure(
-    root: &str,
-    names: &BTreeMap<String, String>,
-    edges: &BTreeMap<String, Vec<String>>,
-) -> BTreeSet<String> {
-    let start = names
-        .iter()
-        .find(|(_, n)| *n == root)
-        .map(|(id, _)| id.clone())
-        .expect("package exists");
+fn closure(root: &str, names: &BTreeMap<String, String>, edges: &BTreeMap<String, Vec<String>>) -> BTreeSet<String> {
+    let start = names.iter().find(|(_, n)| *n == root).map(|(id, _)| id.clone()).expect("package exists");
     let (mut seen, mut stack) = (BTreeSet::new(), vec![start]);
     while let Some(id) = stack.pop() {
         if seen.insert(id.clone()) {
@@ -88,10 +59,8 @@ fn protocol_crates_are_sans_io() {
     let (names, edges) = normal_edges(&meta);
     for krate in ["stayput-psi", "stayput-mpc-engine", "stayput-zk-proofs"] {
         let deps = closure(krate, &names, &edges);
-        let forbidden: Vec<&String> = deps
-            .iter()
-            .filter(|d| ["tokio", "tonic", "prost", "hyper", "mio"].contains(&d.as_str()))
-            .collect();
+        let forbidden: Vec<&String> =
+            deps.iter().filter(|d| ["tokio", "tonic", "prost", "hyper", "mio"].contains(&d.as_str())).collect();
         assert!(forbidden.is_empty(), "{krate} pulls in {forbidden:?}");
     }
 }
@@ -107,10 +76,7 @@ fn only_proto_holds_prost_types() {
         }
         for dep in package["dependencies"].as_array().unwrap() {
             let dep_name = dep["name"].as_str().unwrap();
-            assert!(
-                !["prost", "prost-types", "tonic-prost"].contains(&dep_name),
-                "{name} depends on {dep_name}"
-            );
+            assert!(!["prost", "prost-types", "tonic-prost"].contains(&dep_name), "{name} depends on {dep_name}");
         }
     }
 }
@@ -120,9 +86,6 @@ fn protocol_crates_forbid_unsafe_code() {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     for krate in ["psi", "mpc-engine", "zk-proofs"] {
         let lib = std::fs::read_to_string(workspace.join(krate).join("src/lib.rs")).unwrap();
-        assert!(
-            lib.contains("#![forbid(unsafe_code)]"),
-            "{krate}/src/lib.rs must forbid unsafe code"
-        );
+        assert!(lib.contains("#![forbid(unsafe_code)]"), "{krate}/src/lib.rs must forbid unsafe code");
     }
 }

@@ -20,16 +20,7 @@ fn acknowledged_records_survive_a_kill() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let mut writer = Command::new(BIN)
-        .args([
-            "bench",
-            "ledger",
-            "--records",
-            "300000",
-            "--writers",
-            "64",
-            "--print-acks",
-            "--dir",
-        ])
+        .args(["bench", "ledger", "--records", "300000", "--writers", "64", "--print-acks", "--dir"])
         .arg(d)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -39,10 +30,7 @@ fn acknowledged_records_survive_a_kill() {
     let mut acked = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(120);
     while acked.len() < 5000 {
-        assert!(
-            Instant::now() < deadline,
-            "the writer acknowledged too little in time"
-        );
+        assert!(Instant::now() < deadline, "the writer acknowledged too little in time");
         let line = lines.next().expect("the writer is still running").unwrap();
         if let Some(hash) = line.strip_prefix("ack ") {
             acked.push(hash.to_owned());
@@ -51,36 +39,22 @@ fn acknowledged_records_survive_a_kill() {
     writer.kill().unwrap(); // SIGKILL, mid-stream
     writer.wait().unwrap();
     // Acknowledgements already in the pipe were given before the kill.
-    acked.extend(
-        lines
-            .map_while(Result::ok)
-            .filter_map(|l| l.strip_prefix("ack ").map(str::to_owned)),
-    );
-    assert!(
-        acked.len() < 300_000,
-        "the kill came too late to test anything"
-    );
+    acked.extend(lines.map_while(Result::ok).filter_map(|l| l.strip_prefix("ack ").map(str::to_owned)));
+    assert!(acked.len() < 300_000, "the kill came too late to test anything");
 
     let ledger_path = d.join("ledger.redb");
-    let operator_public =
-        keys::public_key(d.join("keys/operator.ed25519.pub").to_str().unwrap()).unwrap();
+    let operator_public = keys::public_key(d.join("keys/operator.ed25519.pub").to_str().unwrap()).unwrap();
     // An auditor's read-only open does not modify the file; it says who recovers it.
     let err = Snapshot::open(&ledger_path, &operator_public).unwrap_err();
     assert!(err.to_string().contains("not closed cleanly"), "{err}");
     // The operator's process restarts: redb recovers, the chain re-verifies.
     let operator = keys::load(&d.join("keys/operator.ed25519")).unwrap();
-    drop(
-        EmbeddedLedger::open(&ledger_path, operator, system_clock())
-            .expect("the chain verifies after the crash"),
-    );
+    drop(EmbeddedLedger::open(&ledger_path, operator, system_clock()).expect("the chain verifies after the crash"));
     let snapshot = Snapshot::open(&ledger_path, &operator_public).unwrap();
     let mut hash = [0u8; 32];
     for h in &acked {
         hex::decode_to_slice(h, &mut hash).unwrap();
-        assert!(
-            snapshot.locate(&hash).is_some(),
-            "acknowledged record {h} was lost"
-        );
+        assert!(snapshot.locate(&hash).is_some(), "acknowledged record {h} was lost");
     }
     let summary = snapshot.summary();
     assert!(summary.records >= acked.len() as u64);
@@ -90,16 +64,13 @@ fn acknowledged_records_survive_a_kill() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let operator = keys::load(&d.join("keys/operator.ed25519")).unwrap();
-        let ledger =
-            Arc::new(EmbeddedLedger::open(&ledger_path, operator, system_clock()).unwrap());
+        let ledger = Arc::new(EmbeddedLedger::open(&ledger_path, operator, system_clock()).unwrap());
         let bank = keys::load(&d.join("keys/bank.ed25519")).unwrap();
         let record = Record::TaskStatus {
             task: "bench-000000000".into(),
             status: stayput_chain_connector::records::TaskStatus::Cancelled,
         };
-        let receipt = ledger
-            .submit(SignedRecord::sign(record, "bank", &bank))
-            .await;
+        let receipt = ledger.submit(SignedRecord::sign(record, "bank", &bank)).await;
         // bench-000000000 may or may not have landed before the kill.
         match receipt {
             Ok(r) => assert_eq!(r.height, summary.blocks),
@@ -111,51 +82,25 @@ fn acknowledged_records_survive_a_kill() {
     let out = Command::new(BIN)
         .args(["audit", "verify", "--ledger"])
         .arg(&ledger_path)
-        .args([
-            "--operator",
-            d.join("keys/operator.ed25519.pub").to_str().unwrap(),
-        ])
+        .args(["--operator", d.join("keys/operator.ed25519.pub").to_str().unwrap()])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("verifies"));
     let proof = d.join("proof.bin");
     let out = Command::new(BIN)
         .args(["audit", "prove", "--ledger"])
         .arg(&ledger_path)
-        .args([
-            "--operator",
-            d.join("keys/operator.ed25519.pub").to_str().unwrap(),
-            "--record",
-            &acked[0],
-            "--out",
-        ])
+        .args(["--operator", d.join("keys/operator.ed25519.pub").to_str().unwrap(), "--record", &acked[0], "--out"])
         .arg(&proof)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let verify = |key: &str| {
-        Command::new(BIN)
-            .args(["audit", "verify", "--proof"])
-            .arg(&proof)
-            .args(["--operator", key])
-            .output()
-            .unwrap()
+        Command::new(BIN).args(["audit", "verify", "--proof"]).arg(&proof).args(["--operator", key]).output().unwrap()
     };
     let out = verify(d.join("keys/operator.ed25519.pub").to_str().unwrap());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains(&acked[0]));
     let out = verify(d.join("keys/bank.ed25519.pub").to_str().unwrap());
     assert!(!out.status.success());

@@ -17,20 +17,12 @@ use arrow::record_batch::RecordBatch;
 const BIN: &str = env!("CARGO_BIN_EXE_stayput");
 
 fn stayput(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env("STAYPUT_LOG", "warn")
-        .output()
-        .expect("run stayput")
+    Command::new(BIN).args(args).env("STAYPUT_LOG", "warn").output().expect("run stayput")
 }
 
 fn ok(args: &[&str]) -> String {
     let out = stayput(args);
-    assert!(
-        out.status.success(),
-        "stayput {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "stayput {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -41,11 +33,7 @@ fn fails(args: &[&str]) -> String {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A node process, killed when dropped.
@@ -64,15 +52,8 @@ impl NodeProcess {
         let node = Self(child);
         // Ready when its own organisation can list its datasets (a full mTLS round trip).
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !stayput(&["datasets", "--config", config.to_str().unwrap()])
-            .status
-            .success()
-        {
-            assert!(
-                Instant::now() < deadline,
-                "node {} did not come up",
-                config.display()
-            );
+        while !stayput(&["datasets", "--config", config.to_str().unwrap()]).status.success() {
+            assert!(Instant::now() < deadline, "node {} did not come up", config.display());
             std::thread::sleep(Duration::from_millis(100));
         }
         node
@@ -141,9 +122,7 @@ fn write_data(dir: &Path) -> BTreeSet<String> {
     .unwrap();
     stayput_node::dataset::write_parquet(&dir.join("bureau.parquet"), &[batch]).unwrap();
     // Large inputs for the kill test.
-    let big: String = std::iter::once("id\n".to_string())
-        .chain((0..150_000).map(|i| format!("{}\n", id(i))))
-        .collect();
+    let big: String = std::iter::once("id\n".to_string()).chain((0..150_000).map(|i| format!("{}\n", id(i)))).collect();
     std::fs::write(dir.join("big.csv"), big).unwrap();
     (7_000..10_000).map(id).collect()
 }
@@ -176,16 +155,8 @@ fn two_nodes_over_mtls() {
     ok(&["keys", "org", "--dir", k, "--org", "bureau"]);
     let expected = write_data(d);
 
-    let bank = Org {
-        name: "bank",
-        port: free_port(),
-        keys: keys.clone(),
-    };
-    let bureau = Org {
-        name: "bureau",
-        port: free_port(),
-        keys: keys.clone(),
-    };
+    let bank = Org { name: "bank", port: free_port(), keys: keys.clone() };
+    let bureau = Org { name: "bureau", port: free_port(), keys: keys.clone() };
     let bank_datasets = format!(
         "\n[datasets.customers]\npath = \"{0}/bank.csv\"\nkey_columns = [\"customer_id\"]\nnormalise = [\"trim\", \"uppercase\"]\n\
          \n[datasets.misconfigured]\npath = \"{0}/bank.csv\"\nkey_columns = [\"national_id\"]\nnormalise = [\"trim\", \"uppercase\"]\n\
@@ -228,34 +199,19 @@ fn two_nodes_over_mtls() {
     let out = run(psi("e2e-1", "intersection", &[]));
     assert_eq!(field(&out, "common keys:"), "3000", "{out}");
     assert!(
-        field(&out, "your keys:")
-            .starts_with("10000 distinct from 10002 rows (1 duplicate, 1 without a key)"),
+        field(&out, "your keys:").starts_with("10000 distinct from 10002 rows (1 duplicate, 1 without a key)"),
         "{out}"
     );
-    let path = field(&out, "result:")
-        .split(" (")
-        .next()
-        .unwrap()
-        .to_string();
+    let path = field(&out, "result:").split(" (").next().unwrap().to_string();
     assert_eq!(result_ids(&path), expected);
-    assert_eq!(
-        std::fs::read_to_string(&path).unwrap().lines().count(),
-        1 + 3000
-    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1 + 3000);
 
     // Intersection to both: each side writes its own rows.
     let out = run(psi("e2e-2", "intersection-both", &["--format", "parquet"]));
     assert_eq!(field(&out, "common keys:"), "3000");
-    let bank_result = field(&out, "result:")
-        .split(" (")
-        .next()
-        .unwrap()
-        .to_string();
+    let bank_result = field(&out, "result:").split(" (").next().unwrap().to_string();
     assert!(bank_result.ends_with("e2e-2.parquet"), "{bank_result}");
-    let theirs = d
-        .join("results-bureau")
-        .join("from-bank")
-        .join("e2e-2-blacklist.csv");
+    let theirs = d.join("results-bureau").join("from-bank").join("e2e-2-blacklist.csv");
     assert_eq!(result_ids(theirs.to_str().unwrap()), expected);
 
     // Cardinality only: a count and no file.
@@ -271,28 +227,16 @@ fn two_nodes_over_mtls() {
             .map(|s| if s == "blacklist" { "nope" } else { s.as_str() })
             .collect::<Vec<_>>(),
     );
-    assert!(
-        err.contains("unknown dataset 'nope'") && err.contains("blacklist"),
-        "{err}"
-    );
+    assert!(err.contains("unknown dataset 'nope'") && err.contains("blacklist"), "{err}");
 
     // Missing column in our own dataset: file and column named.
     let err = fails(
         &psi("e2e-5", "intersection", &[])
             .iter()
-            .map(|s| {
-                if s == "customers" {
-                    "misconfigured"
-                } else {
-                    s.as_str()
-                }
-            })
+            .map(|s| if s == "customers" { "misconfigured" } else { s.as_str() })
             .collect::<Vec<_>>(),
     );
-    assert!(
-        err.contains("bank.csv") && err.contains("'national_id'"),
-        "{err}"
-    );
+    assert!(err.contains("bank.csv") && err.contains("'national_id'"), "{err}");
 
     // Different normalisation on the two sides is refused before any key is sent.
     let err = fails(
@@ -301,12 +245,7 @@ fn two_nodes_over_mtls() {
             .map(|s| if s == "customers" { "big" } else { s.as_str() })
             .collect::<Vec<_>>(),
     );
-    assert!(
-        err.contains(
-            "dataset 'blacklist' declares 1 key column(s) normalised with [trim, uppercase]"
-        ),
-        "{err}"
-    );
+    assert!(err.contains("dataset 'blacklist' declares 1 key column(s) normalised with [trim, uppercase]"), "{err}");
     assert!(err.contains("normalised with [(none)]"), "{err}");
 
     // A peer certificate from another CA is refused at the TLS handshake.
@@ -314,29 +253,14 @@ fn two_nodes_over_mtls() {
     let rk = rogue_keys.to_str().unwrap();
     ok(&["keys", "ca", "--dir", rk, "--consortium", "rogue"]);
     ok(&["keys", "org", "--dir", rk, "--org", "mallory"]);
-    let mallory = Org {
-        name: "mallory",
-        port: free_port(),
-        keys: rogue_keys.clone(),
-    };
+    let mallory = Org { name: "mallory", port: free_port(), keys: rogue_keys.clone() };
     let mallory_toml = write_config(d, &mallory, &[&bureau], &bank_datasets);
     let _mallory_node = NodeProcess::start(&mallory_toml, &d.join("mallory.log"));
     let args = psi("e2e-6", "intersection", &[]);
-    let args: Vec<&str> = args
-        .iter()
-        .map(|s| {
-            if s == bank_cfg {
-                mallory_toml.to_str().unwrap()
-            } else {
-                s.as_str()
-            }
-        })
-        .collect();
+    let args: Vec<&str> =
+        args.iter().map(|s| if s == bank_cfg { mallory_toml.to_str().unwrap() } else { s.as_str() }).collect();
     let err = fails(&args);
-    assert!(
-        err.contains("cannot connect to peer 'bureau'") && err.contains("consortium CA"),
-        "{err}"
-    );
+    assert!(err.contains("cannot connect to peer 'bureau'") && err.contains("consortium CA"), "{err}");
 
     // The peer is killed mid-protocol: reported promptly, no result file.
     let args = psi("e2e-7", "intersection", &[]);
@@ -347,12 +271,7 @@ fn two_nodes_over_mtls() {
             other => other,
         })
         .collect();
-    let mut session = Command::new(BIN)
-        .args(&args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut session = Command::new(BIN).args(&args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     std::thread::sleep(Duration::from_millis(2500));
     if let Some(status) = session.try_wait().unwrap() {
         let mut err = String::new();
@@ -365,24 +284,14 @@ fn two_nodes_over_mtls() {
         if let Some(status) = session.try_wait().unwrap() {
             break status;
         }
-        assert!(
-            killed_at.elapsed() < Duration::from_secs(30),
-            "the requester hung after its peer died"
-        );
+        assert!(killed_at.elapsed() < Duration::from_secs(30), "the requester hung after its peer died");
         std::thread::sleep(Duration::from_millis(50));
     };
     let mut err = String::new();
     std::io::Read::read_to_string(session.stderr.as_mut().unwrap(), &mut err).unwrap();
     assert!(!status.success());
-    assert!(
-        err.contains("bureau") && (err.contains("went away") || err.contains("cannot connect")),
-        "{err}"
-    );
-    assert!(
-        killed_at.elapsed() < Duration::from_secs(10),
-        "reported after {:?}",
-        killed_at.elapsed()
-    );
+    assert!(err.contains("bureau") && (err.contains("went away") || err.contains("cannot connect")), "{err}");
+    assert!(killed_at.elapsed() < Duration::from_secs(10), "reported after {:?}", killed_at.elapsed());
     let leftovers: Vec<String> = std::fs::read_dir(d.join("results-bank"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

@@ -112,51 +112,33 @@ pub const DEFAULT_BATCH_SIZE: usize = 4096;
 impl NodeConfig {
     /// Reads and validates a configuration file.
     pub fn load(path: &Path) -> Result<Self, NodeError> {
-        let text = std::fs::read_to_string(path).map_err(|source| NodeError::ReadFile {
-            path: path.into(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| NodeError::ReadFile { path: path.into(), source })?;
         let base = path.parent().unwrap_or(Path::new("."));
         Self::parse(&text, base).map_err(|e| match e {
-            NodeError::Config { source, .. } => NodeError::Config {
-                path: path.into(),
-                source,
-            },
+            NodeError::Config { source, .. } => NodeError::Config { path: path.into(), source },
             other => other,
         })
     }
 
     /// Parses a configuration, resolving relative paths against `base`.
     pub fn parse(text: &str, base: &Path) -> Result<Self, NodeError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| NodeError::Config {
-            path: PathBuf::from("<config>"),
-            source: Box::new(e),
-        })?;
+        let raw: RawConfig = toml::from_str(text)
+            .map_err(|e| NodeError::Config { path: PathBuf::from("<config>"), source: Box::new(e) })?;
         let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
         let mut datasets = BTreeMap::new();
         for (name, d) in raw.datasets {
             if d.key_columns.is_empty() {
-                return Err(NodeError::InvalidConfig(format!(
-                    "dataset '{name}' names no key_columns"
-                )));
+                return Err(NodeError::InvalidConfig(format!("dataset '{name}' names no key_columns")));
             }
             let path = resolve(d.path);
             let format = match d.format {
                 Some(f) => f,
-                None => FileFormat::from_path(&path)
-                    .ok_or(NodeError::UnknownFormat { path: path.clone() })?,
+                None => FileFormat::from_path(&path).ok_or(NodeError::UnknownFormat { path: path.clone() })?,
             };
             let rules = KeyRules::parse(&d.normalise)?;
             datasets.insert(
                 name.clone(),
-                Dataset {
-                    name,
-                    path,
-                    format,
-                    key_columns: d.key_columns,
-                    rules,
-                    null_values: d.null_values,
-                },
+                Dataset { name, path, format, key_columns: d.key_columns, rules, null_values: d.null_values },
             );
         }
         for (peer, endpoint) in &raw.peers {
@@ -179,11 +161,7 @@ impl NodeConfig {
             output_dir: resolve(raw.node.output_dir),
             batch_size,
             max_sessions: raw.node.max_sessions.unwrap_or(DEFAULT_MAX_SESSIONS).max(1),
-            tls: TlsPaths {
-                ca: resolve(raw.tls.ca),
-                cert: resolve(raw.tls.cert),
-                key: resolve(raw.tls.key),
-            },
+            tls: TlsPaths { ca: resolve(raw.tls.ca), cert: resolve(raw.tls.cert), key: resolve(raw.tls.key) },
             peers: raw.peers,
             datasets,
         })
@@ -193,10 +171,7 @@ impl NodeConfig {
     pub fn dataset(&self, name: &str) -> Result<&Dataset, NodeError> {
         self.datasets
             .get(name)
-            .ok_or_else(|| NodeError::UnknownDataset {
-                name: name.to_owned(),
-                known: join_names(self.datasets.keys()),
-            })
+            .ok_or_else(|| NodeError::UnknownDataset { name: name.to_owned(), known: join_names(self.datasets.keys()) })
     }
 
     /// A peer's endpoint by organisation name.
@@ -204,20 +179,13 @@ impl NodeConfig {
         self.peers
             .get(name)
             .map(String::as_str)
-            .ok_or_else(|| NodeError::UnknownPeer {
-                name: name.to_owned(),
-                known: join_names(self.peers.keys()),
-            })
+            .ok_or_else(|| NodeError::UnknownPeer { name: name.to_owned(), known: join_names(self.peers.keys()) })
     }
 }
 
 fn join_names<'a>(names: impl Iterator<Item = &'a String>) -> String {
     let names: Vec<&str> = names.map(String::as_str).collect();
-    if names.is_empty() {
-        "(none)".into()
-    } else {
-        names.join(", ")
-    }
+    if names.is_empty() { "(none)".into() } else { names.join(", ") }
 }
 
 #[cfg(test)]
@@ -263,26 +231,13 @@ normalise = ["trim", "uppercase"]
         let e = c.peer("hospital").unwrap_err().to_string();
         assert!(e.contains("'hospital'") && e.contains("bureau"), "{e}");
         let bad_rule = GOOD.replace("\"uppercase\"", "\"upcase\"");
-        let e = NodeConfig::parse(&bad_rule, Path::new("/"))
-            .unwrap_err()
-            .to_string();
+        let e = NodeConfig::parse(&bad_rule, Path::new("/")).unwrap_err().to_string();
         assert!(e.contains("'upcase'"), "{e}");
         let plain = GOOD.replace("https://127", "http://127");
-        assert!(
-            NodeConfig::parse(&plain, Path::new("/"))
-                .unwrap_err()
-                .to_string()
-                .contains("https://")
-        );
+        assert!(NodeConfig::parse(&plain, Path::new("/")).unwrap_err().to_string().contains("https://"));
         let typo = GOOD.replace("key_columns", "key_column");
-        assert!(matches!(
-            NodeConfig::parse(&typo, Path::new("/")),
-            Err(NodeError::Config { .. })
-        ));
+        assert!(matches!(NodeConfig::parse(&typo, Path::new("/")), Err(NodeError::Config { .. })));
         let unknown = GOOD.replace("applicants.csv", "applicants.xlsx");
-        assert!(matches!(
-            NodeConfig::parse(&unknown, Path::new("/")),
-            Err(NodeError::UnknownFormat { .. })
-        ));
+        assert!(matches!(NodeConfig::parse(&unknown, Path::new("/")), Err(NodeError::UnknownFormat { .. })));
     }
 }

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use stayput_proto::v1::node_control_server::NodeControl;
 use stayput_proto::v1::{
-    DatasetInfo, ListDatasetsRequest, ListDatasetsResponse, OutputFormat, PsiProgress, PsiResult,
-    RunPsiEvent, RunPsiRequest, run_psi_event::Event,
+    DatasetInfo, ListDatasetsRequest, ListDatasetsResponse, OutputFormat, PsiProgress, PsiResult, RunPsiEvent,
+    RunPsiRequest, run_psi_event::Event,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -33,10 +33,7 @@ impl ControlService {
     fn authorise<T>(&self, request: &Request<T>) -> Result<(), NodeError> {
         let caller = caller_org(request)?;
         if caller != self.state.config.org {
-            return Err(NodeError::NotOwnOrganisation {
-                caller,
-                org: self.state.config.org.clone(),
-            });
+            return Err(NodeError::NotOwnOrganisation { caller, org: self.state.config.org.clone() });
         }
         Ok(())
     }
@@ -80,29 +77,17 @@ fn report_to_wire(report: PsiReport) -> PsiResult {
 impl NodeControl for ControlService {
     type RunPsiStream = ReceiverStream<Result<RunPsiEvent, Status>>;
 
-    async fn run_psi(
-        &self,
-        request: Request<RunPsiRequest>,
-    ) -> Result<Response<Self::RunPsiStream>, Status> {
+    async fn run_psi(&self, request: Request<RunPsiRequest>) -> Result<Response<Self::RunPsiStream>, Status> {
         self.authorise(&request)?;
         let psi_request = request_from_wire(request.into_inner())?;
         let (tx, rx) = mpsc::channel(16);
-        let (progress_tx, mut progress_rx) =
-            mpsc::unbounded_channel::<crate::requester::Progress>();
+        let (progress_tx, mut progress_rx) = mpsc::unbounded_channel::<crate::requester::Progress>();
         let state = self.state.clone();
         let events = tx.clone();
         tokio::spawn(async move {
             while let Some(p) = progress_rx.recv().await {
-                let event = Event::Progress(PsiProgress {
-                    phase: p.phase.into(),
-                    done: p.done,
-                    total: p.total,
-                });
-                if events
-                    .send(Ok(RunPsiEvent { event: Some(event) }))
-                    .await
-                    .is_err()
-                {
+                let event = Event::Progress(PsiProgress { phase: p.phase.into(), done: p.done, total: p.total });
+                if events.send(Ok(RunPsiEvent { event: Some(event) })).await.is_err() {
                     break;
                 }
             }
@@ -118,9 +103,7 @@ impl NodeControl for ControlService {
                 }
             };
             let message = match outcome {
-                Ok(report) => Ok(RunPsiEvent {
-                    event: Some(Event::Result(report_to_wire(report))),
-                }),
+                Ok(report) => Ok(RunPsiEvent { event: Some(Event::Result(report_to_wire(report))) }),
                 Err(err) => {
                     tracing::warn!(error = ?err.to_string(), "psi session failed");
                     Err(err.into())
@@ -161,8 +144,7 @@ pub async fn request_psi(
 ) -> Result<PsiReport, NodeError> {
     use stayput_proto::v1::node_control_client::NodeControlClient;
 
-    let channel =
-        crate::requester::connect(state, &state.config.org, &local_endpoint(state)).await?;
+    let channel = crate::requester::connect(state, &state.config.org, &local_endpoint(state)).await?;
     let mut client = NodeControlClient::new(channel);
     let wire = RunPsiRequest {
         task_id: request.task_id.clone(),
@@ -193,28 +175,18 @@ pub async fn request_psi(
             None => {}
         }
     }
-    Err(NodeError::NodeReported(
-        "the node ended the session without a result".into(),
-    ))
+    Err(NodeError::NodeReported("the node ended the session without a result".into()))
 }
 
 /// Lists the datasets of the organisation's own node.
-pub async fn list_datasets(
-    state: &NodeState,
-) -> Result<Vec<(String, Vec<String>, Vec<String>)>, NodeError> {
+pub async fn list_datasets(state: &NodeState) -> Result<Vec<(String, Vec<String>, Vec<String>)>, NodeError> {
     use stayput_proto::v1::node_control_client::NodeControlClient;
-    let channel =
-        crate::requester::connect(state, &state.config.org, &local_endpoint(state)).await?;
+    let channel = crate::requester::connect(state, &state.config.org, &local_endpoint(state)).await?;
     let response = NodeControlClient::new(channel)
         .list_datasets(ListDatasetsRequest {})
         .await
         .map_err(|s| NodeError::NodeReported(s.message().to_owned()))?;
-    Ok(response
-        .into_inner()
-        .datasets
-        .into_iter()
-        .map(|d| (d.name, d.key_columns, d.normalisation))
-        .collect())
+    Ok(response.into_inner().datasets.into_iter().map(|d| (d.name, d.key_columns, d.normalisation)).collect())
 }
 
 /// The node's own address as a URL its organisation dials (a wildcard
@@ -240,10 +212,7 @@ fn report_from_wire(r: PsiResult) -> PsiReport {
     let output = (!r.output_path.is_empty()).then(|| crate::dataset::WrittenFile {
         path: r.output_path.into(),
         rows: r.output_rows,
-        sha256: hex::decode(&r.output_sha256)
-            .ok()
-            .and_then(|h| h.try_into().ok())
-            .unwrap_or_default(),
+        sha256: hex::decode(&r.output_sha256).ok().and_then(|h| h.try_into().ok()).unwrap_or_default(),
     });
     PsiReport {
         output,

@@ -144,25 +144,14 @@ impl Dataset {
             }
         }
         let (keys, duplicates) = all.dedup();
-        Ok(DatasetKeys {
-            keys,
-            rows_read,
-            duplicates: duplicates as u64,
-            null_keys,
-            fingerprint,
-        })
+        Ok(DatasetKeys { keys, rows_read, duplicates: duplicates as u64, null_keys, fingerprint })
     }
 
     /// The file's current version.
     pub fn fingerprint(&self) -> Result<Fingerprint, NodeError> {
-        let meta = std::fs::metadata(&self.path).map_err(|source| NodeError::ReadFile {
-            path: self.path.clone(),
-            source,
-        })?;
-        Ok(Fingerprint {
-            len: meta.len(),
-            modified: meta.modified().ok(),
-        })
+        let meta =
+            std::fs::metadata(&self.path).map_err(|source| NodeError::ReadFile { path: self.path.clone(), source })?;
+        Ok(Fingerprint { len: meta.len(), modified: meta.modified().ok() })
     }
 
     /// Writes every row (all columns) whose encoded key is in `keys` to
@@ -176,44 +165,24 @@ impl Dataset {
         format: FileFormat,
     ) -> Result<WrittenFile, NodeError> {
         if self.fingerprint()? != keyed {
-            return Err(NodeError::DatasetChanged {
-                path: self.path.clone(),
-            });
+            return Err(NodeError::DatasetChanged { path: self.path.clone() });
         }
         if target.exists() {
-            return Err(NodeError::ResultExists {
-                path: target.into(),
-            });
+            return Err(NodeError::ResultExists { path: target.into() });
         }
         let (schema, batches) = self.open(false)?;
         self.check_key_columns(&schema)?;
         let dir = target.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(|source| NodeError::WriteFile {
-            path: dir.into(),
-            source,
-        })?;
-        let io_err = |source| NodeError::WriteFile {
-            path: target.into(),
-            source,
-        };
-        let mut temp = tempfile::Builder::new()
-            .prefix(".partial-")
-            .tempfile_in(dir)
-            .map_err(io_err)?;
-        let write_err = |source| NodeError::WriteResult {
-            path: target.into(),
-            source,
-        };
-        let mut writer =
-            ResultWriter::new(format, temp.as_file_mut(), schema).map_err(write_err)?;
+        std::fs::create_dir_all(dir).map_err(|source| NodeError::WriteFile { path: dir.into(), source })?;
+        let io_err = |source| NodeError::WriteFile { path: target.into(), source };
+        let mut temp = tempfile::Builder::new().prefix(".partial-").tempfile_in(dir).map_err(io_err)?;
+        let write_err = |source| NodeError::WriteResult { path: target.into(), source };
+        let mut writer = ResultWriter::new(format, temp.as_file_mut(), schema).map_err(write_err)?;
         let mut rows = 0u64;
         for batch in batches {
             let batch = batch?;
-            let mask: BooleanArray = self
-                .encode_rows(&batch)?
-                .into_iter()
-                .map(|k| Some(k.is_some_and(|k| keys.contains(&k))))
-                .collect();
+            let mask: BooleanArray =
+                self.encode_rows(&batch)?.into_iter().map(|k| Some(k.is_some_and(|k| keys.contains(&k)))).collect();
             let selected = filter_record_batch(&batch, &mask).map_err(write_err)?;
             rows += selected.num_rows() as u64;
             writer.write(&selected).map_err(write_err)?;
@@ -225,28 +194,18 @@ impl Dataset {
         file.rewind().map_err(io_err)?;
         let mut hasher = Sha256::new();
         std::io::copy(file, &mut hasher).map_err(io_err)?;
-        temp.persist_noclobber(target)
-            .map_err(|e| match e.error.kind() {
-                std::io::ErrorKind::AlreadyExists => NodeError::ResultExists {
-                    path: target.into(),
-                },
-                _ => io_err(e.error),
-            })?;
-        Ok(WrittenFile {
-            path: target.into(),
-            rows,
-            sha256: hasher.finalize().into(),
-        })
+        temp.persist_noclobber(target).map_err(|e| match e.error.kind() {
+            std::io::ErrorKind::AlreadyExists => NodeError::ResultExists { path: target.into() },
+            _ => io_err(e.error),
+        })?;
+        Ok(WrittenFile { path: target.into(), rows, sha256: hasher.finalize().into() })
     }
 
     /// Opens the file as a stream of record batches; with `keys_only`, only
     /// the key columns are decoded.
     fn open(&self, keys_only: bool) -> Result<(SchemaRef, Batches), NodeError> {
         let path = &self.path;
-        let file = File::open(path).map_err(|source| NodeError::ReadFile {
-            path: path.clone(),
-            source,
-        })?;
+        let file = File::open(path).map_err(|source| NodeError::ReadFile { path: path.clone(), source })?;
         match self.format {
             FileFormat::Csv => self.open_csv(file, keys_only),
             FileFormat::Parquet => self.open_parquet(file, keys_only),
@@ -255,59 +214,35 @@ impl Dataset {
 
     fn open_csv(&self, mut file: File, keys_only: bool) -> Result<(SchemaRef, Batches), NodeError> {
         let path = self.path.clone();
-        let csv_err = |source| NodeError::Csv {
-            path: path.clone(),
-            source,
-        };
+        let csv_err = |source| NodeError::Csv { path: path.clone(), source };
         let format = Format::default().with_header(true);
         let (header, _) = format.infer_schema(&mut file, Some(0)).map_err(csv_err)?;
-        file.rewind().map_err(|source| NodeError::ReadFile {
-            path: path.clone(),
-            source,
-        })?;
+        file.rewind().map_err(|source| NodeError::ReadFile { path: path.clone(), source })?;
         // Every column as text: nothing is guessed, nothing loses its zeros.
         let schema: SchemaRef = Arc::new(Schema::new(
-            header
-                .fields()
-                .iter()
-                .map(|f| Field::new(f.name(), DataType::Utf8, true))
-                .collect::<Vec<_>>(),
+            header.fields().iter().map(|f| Field::new(f.name(), DataType::Utf8, true)).collect::<Vec<_>>(),
         ));
-        let mut builder = arrow::csv::ReaderBuilder::new(schema.clone())
-            .with_format(format)
-            .with_batch_size(READ_BATCH_ROWS);
+        let mut builder =
+            arrow::csv::ReaderBuilder::new(schema.clone()).with_format(format).with_batch_size(READ_BATCH_ROWS);
         let mut projected = schema.clone();
         if keys_only {
             self.check_key_columns(&schema)?;
             let indices = self.key_indices(&schema);
-            projected = Arc::new(
-                schema
-                    .project(&indices)
-                    .expect("indices come from the schema"),
-            );
+            projected = Arc::new(schema.project(&indices).expect("indices come from the schema"));
             builder = builder.with_projection(indices);
         }
         let reader = builder.build(file).map_err(csv_err)?;
         Ok((
             projected,
-            Box::new(reader.map(move |b| {
-                b.map_err(|source| NodeError::Records {
-                    path: path.clone(),
-                    source,
-                })
-            })),
+            Box::new(reader.map(move |b| b.map_err(|source| NodeError::Records { path: path.clone(), source }))),
         ))
     }
 
     fn open_parquet(&self, file: File, keys_only: bool) -> Result<(SchemaRef, Batches), NodeError> {
         let path = self.path.clone();
-        let pq_err = |source| NodeError::Parquet {
-            path: path.clone(),
-            source,
-        };
-        let mut builder = ParquetRecordBatchReaderBuilder::try_new(file)
-            .map_err(pq_err)?
-            .with_batch_size(READ_BATCH_ROWS);
+        let pq_err = |source| NodeError::Parquet { path: path.clone(), source };
+        let mut builder =
+            ParquetRecordBatchReaderBuilder::try_new(file).map_err(pq_err)?.with_batch_size(READ_BATCH_ROWS);
         let mut schema = builder.schema().clone();
         if keys_only {
             self.check_key_columns(&schema)?;
@@ -316,46 +251,27 @@ impl Dataset {
             builder = builder.with_projection(mask);
             let mut sorted = indices;
             sorted.sort_unstable();
-            schema = Arc::new(
-                schema
-                    .project(&sorted)
-                    .expect("indices come from the schema"),
-            );
+            schema = Arc::new(schema.project(&sorted).expect("indices come from the schema"));
         }
         let reader = builder.build().map_err(pq_err)?;
         Ok((
             schema,
-            Box::new(reader.map(move |b| {
-                b.map_err(|source| NodeError::Records {
-                    path: path.clone(),
-                    source,
-                })
-            })),
+            Box::new(reader.map(move |b| b.map_err(|source| NodeError::Records { path: path.clone(), source }))),
         ))
     }
 
     fn key_indices(&self, schema: &Schema) -> Vec<usize> {
-        self.key_columns
-            .iter()
-            .map(|c| schema.index_of(c).expect("checked"))
-            .collect()
+        self.key_columns.iter().map(|c| schema.index_of(c).expect("checked")).collect()
     }
 
     /// Every key column exists and has a type keys can be made of.
     fn check_key_columns(&self, schema: &Schema) -> Result<(), NodeError> {
         for column in &self.key_columns {
-            let field = schema
-                .field_with_name(column)
-                .map_err(|_| NodeError::MissingColumn {
-                    path: self.path.clone(),
-                    column: column.clone(),
-                    available: schema
-                        .fields()
-                        .iter()
-                        .map(|f| f.name().as_str())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                })?;
+            let field = schema.field_with_name(column).map_err(|_| NodeError::MissingColumn {
+                path: self.path.clone(),
+                column: column.clone(),
+                available: schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", "),
+            })?;
             if !is_key_type(field.data_type()) {
                 return Err(NodeError::KeyColumnType {
                     path: self.path.clone(),
@@ -373,23 +289,12 @@ impl Dataset {
             .key_columns
             .iter()
             .map(|name| {
-                let column = batch
-                    .column_by_name(name)
-                    .expect("checked against the schema");
-                cast(column, &DataType::Utf8).map_err(|source| NodeError::Records {
-                    path: self.path.clone(),
-                    source,
-                })
+                let column = batch.column_by_name(name).expect("checked against the schema");
+                cast(column, &DataType::Utf8).map_err(|source| NodeError::Records { path: self.path.clone(), source })
             })
             .collect::<Result<_, _>>()?;
-        let text: Vec<&StringArray> = columns
-            .iter()
-            .map(|c| {
-                c.as_any()
-                    .downcast_ref::<StringArray>()
-                    .expect("cast to Utf8")
-            })
-            .collect();
+        let text: Vec<&StringArray> =
+            columns.iter().map(|c| c.as_any().downcast_ref::<StringArray>().expect("cast to Utf8")).collect();
         (0..batch.num_rows())
             .map(|row| {
                 let mut parts = Vec::with_capacity(text.len());
@@ -441,26 +346,14 @@ enum ResultWriter<'f> {
 }
 
 impl<'f> ResultWriter<'f> {
-    fn new(
-        format: FileFormat,
-        file: &'f mut File,
-        schema: SchemaRef,
-    ) -> Result<Self, arrow::error::ArrowError> {
+    fn new(format: FileFormat, file: &'f mut File, schema: SchemaRef) -> Result<Self, arrow::error::ArrowError> {
         Ok(match format {
-            FileFormat::Csv => Self::Csv(
-                arrow::csv::WriterBuilder::new()
-                    .with_header(true)
-                    .build(file),
-            ),
+            FileFormat::Csv => Self::Csv(arrow::csv::WriterBuilder::new().with_header(true).build(file)),
             FileFormat::Parquet => {
                 let props = parquet::file::properties::WriterProperties::builder()
                     .set_compression(parquet::basic::Compression::SNAPPY)
                     .build();
-                Self::Parquet(parquet::arrow::ArrowWriter::try_new(
-                    file,
-                    schema,
-                    Some(props),
-                )?)
+                Self::Parquet(parquet::arrow::ArrowWriter::try_new(file, schema, Some(props))?)
             }
         })
     }
@@ -486,20 +379,10 @@ impl<'f> ResultWriter<'f> {
 /// Writes record batches to a Parquet file (used by tests and the demo's
 /// data generator).
 pub fn write_parquet(path: &Path, batches: &[RecordBatch]) -> Result<(), NodeError> {
-    let schema = batches
-        .first()
-        .map(RecordBatch::schema)
-        .unwrap_or_else(|| Arc::new(Schema::empty()));
-    let mut file = File::create(path).map_err(|source| NodeError::WriteFile {
-        path: path.into(),
-        source,
-    })?;
-    let write_err = |source| NodeError::WriteResult {
-        path: path.into(),
-        source,
-    };
-    let mut writer =
-        ResultWriter::new(FileFormat::Parquet, &mut file, schema).map_err(write_err)?;
+    let schema = batches.first().map(RecordBatch::schema).unwrap_or_else(|| Arc::new(Schema::empty()));
+    let mut file = File::create(path).map_err(|source| NodeError::WriteFile { path: path.into(), source })?;
+    let write_err = |source| NodeError::WriteResult { path: path.into(), source };
+    let mut writer = ResultWriter::new(FileFormat::Parquet, &mut file, schema).map_err(write_err)?;
     for batch in batches {
         writer.write(batch).map_err(write_err)?;
     }

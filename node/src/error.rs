@@ -11,20 +11,11 @@ use stayput_psi::PsiError;
 #[non_exhaustive]
 pub enum NodeError {
     #[error("cannot read {path}: {source}")]
-    ReadFile {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    ReadFile { path: PathBuf, source: std::io::Error },
     #[error("cannot write {path}: {source}")]
-    WriteFile {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    WriteFile { path: PathBuf, source: std::io::Error },
     #[error("{path} is not a valid node configuration: {source}")]
-    Config {
-        path: PathBuf,
-        source: Box<toml::de::Error>,
-    },
+    Config { path: PathBuf, source: Box<toml::de::Error> },
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
     #[error(
@@ -32,39 +23,19 @@ pub enum NodeError {
     )]
     UnknownFormat { path: PathBuf },
     #[error("{path} is not readable as CSV: {source}")]
-    Csv {
-        path: PathBuf,
-        source: arrow::error::ArrowError,
-    },
+    Csv { path: PathBuf, source: arrow::error::ArrowError },
     #[error("cannot read records from {path}: {source}")]
-    Records {
-        path: PathBuf,
-        source: arrow::error::ArrowError,
-    },
+    Records { path: PathBuf, source: arrow::error::ArrowError },
     #[error("{path} is not readable as Parquet: {source}")]
-    Parquet {
-        path: PathBuf,
-        source: parquet::errors::ParquetError,
-    },
+    Parquet { path: PathBuf, source: parquet::errors::ParquetError },
     #[error(
         "{path} has no column '{column}'; its columns are: {available}. Fix key_columns in the dataset's configuration"
     )]
-    MissingColumn {
-        path: PathBuf,
-        column: String,
-        available: String,
-    },
+    MissingColumn { path: PathBuf, column: String, available: String },
     #[error("column '{column}' of {path} has type {found}; key columns must be text or integers")]
-    KeyColumnType {
-        path: PathBuf,
-        column: String,
-        found: String,
-    },
+    KeyColumnType { path: PathBuf, column: String, found: String },
     #[error("cannot write the result to {path}: {source}")]
-    WriteResult {
-        path: PathBuf,
-        source: arrow::error::ArrowError,
-    },
+    WriteResult { path: PathBuf, source: arrow::error::ArrowError },
     #[error("{path} changed while the session ran; no result was written. Run the session again")]
     DatasetChanged { path: PathBuf },
     #[error("a result already exists at {path}; task ids are single-use, so choose a new one")]
@@ -80,11 +51,7 @@ pub enum NodeError {
     #[error(
         "dataset '{dataset}' declares {ours} but the requester declared {theirs}; both sides must normalise keys the same way"
     )]
-    KeyDeclarationMismatch {
-        dataset: String,
-        ours: String,
-        theirs: String,
-    },
+    KeyDeclarationMismatch { dataset: String, ours: String, theirs: String },
     #[error("invalid task id: {0}")]
     BadTaskId(&'static str),
     #[error("protocol version {0} is not supported; this node speaks version 1")]
@@ -100,31 +67,15 @@ pub enum NodeError {
     #[error(
         "cannot connect to peer '{peer}' at {endpoint}: {detail}. Check that the peer node runs and that both certificates come from the same consortium CA"
     )]
-    Connect {
-        peer: String,
-        endpoint: String,
-        detail: String,
-    },
+    Connect { peer: String, endpoint: String, detail: String },
     #[error("peer '{peer}' refused: {message}")]
-    PeerRefused {
-        peer: String,
-        code: tonic::Code,
-        message: String,
-    },
+    PeerRefused { peer: String, code: tonic::Code, message: String },
     #[error("peer '{peer}' went away during the {phase} phase: {detail}; no result was written")]
-    PeerVanished {
-        peer: String,
-        phase: &'static str,
-        detail: String,
-    },
+    PeerVanished { peer: String, phase: &'static str, detail: String },
     #[error("peer '{peer}' is inconsistent: {detail}; no result was written")]
     InconsistentPeer { peer: String, detail: String },
     #[error("peer '{peer}' sent {got} where {expected} was expected")]
-    UnexpectedMessage {
-        peer: String,
-        expected: &'static str,
-        got: &'static str,
-    },
+    UnexpectedMessage { peer: String, expected: &'static str, got: &'static str },
     #[error("caller '{caller}' may not use this node's control service; only '{org}' may")]
     NotOwnOrganisation { caller: String, org: String },
     #[error("the caller presented no client certificate")]
@@ -152,9 +103,7 @@ impl From<NodeError> for tonic::Status {
                 Code::InvalidArgument
             }
             NodeError::Psi(_) | NodeError::UnexpectedMessage { .. } => Code::InvalidArgument,
-            NodeError::NotOwnOrganisation { .. } | NodeError::NoClientCertificate => {
-                Code::PermissionDenied
-            }
+            NodeError::NotOwnOrganisation { .. } | NodeError::NoClientCertificate => Code::PermissionDenied,
             NodeError::PeerRefused { code, .. } => *code,
             NodeError::Connect { .. } | NodeError::PeerVanished { .. } => Code::Unavailable,
             NodeError::Busy { .. } | NodeError::TooManyPeerKeys { .. } => Code::ResourceExhausted,

@@ -14,8 +14,8 @@
 use std::path::Path;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
 };
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 use zeroize_pem::SecretPem;
@@ -33,9 +33,7 @@ pub struct CertifiedKey {
 
 impl std::fmt::Debug for CertifiedKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CertifiedKey")
-            .field("key_pem", &"<redacted>")
-            .finish_non_exhaustive()
+        f.debug_struct("CertifiedKey").field("key_pem", &"<redacted>").finish_non_exhaustive()
     }
 }
 
@@ -44,27 +42,16 @@ pub fn generate_ca(consortium: &str) -> Result<CertifiedKey, NodeError> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     params.distinguished_name = name(&format!("{consortium} consortium CA"));
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     let key = KeyPair::generate()?;
     let cert = params.self_signed(&key)?;
-    Ok(CertifiedKey {
-        cert_pem: cert.pem(),
-        key_pem: SecretPem::new(key.serialize_pem()),
-    })
+    Ok(CertifiedKey { cert_pem: cert.pem(), key_pem: SecretPem::new(key.serialize_pem()) })
 }
 
 /// A certificate for organisation `org`, signed by the CA, valid as both
 /// TLS server and client, for the organisation name plus `hosts` (DNS names
 /// or IP addresses the node is reached at).
-pub fn issue_org_certificate(
-    ca: &CertifiedKey,
-    org: &str,
-    hosts: &[String],
-) -> Result<CertifiedKey, NodeError> {
+pub fn issue_org_certificate(ca: &CertifiedKey, org: &str, hosts: &[String]) -> Result<CertifiedKey, NodeError> {
     check_org_name(org)?;
     let ca_key = KeyPair::from_pem(ca.key_pem.expose())?;
     let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key)?;
@@ -77,25 +64,17 @@ pub fn issue_org_certificate(
     }
     params.distinguished_name = name(org);
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
     let key = KeyPair::generate()?;
     let cert = params.signed_by(&key, &issuer)?;
-    Ok(CertifiedKey {
-        cert_pem: cert.pem(),
-        key_pem: SecretPem::new(key.serialize_pem()),
-    })
+    Ok(CertifiedKey { cert_pem: cert.pem(), key_pem: SecretPem::new(key.serialize_pem()) })
 }
 
 /// Organisation names double as DNS names in certificates.
 pub fn check_org_name(org: &str) -> Result<(), NodeError> {
     let ok = !org.is_empty()
         && org.len() <= 63
-        && org
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && org.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !org.starts_with('-')
         && !org.ends_with('-');
     if ok {
@@ -117,20 +96,9 @@ fn name(common_name: &str) -> DistinguishedName {
 /// Writes a certificate (0644) and its key (0600) as `<stem>.pem` and
 /// `<stem>.key` in `dir`.
 pub fn write_certified_key(dir: &Path, stem: &str, ck: &CertifiedKey) -> Result<(), NodeError> {
-    std::fs::create_dir_all(dir).map_err(|source| NodeError::WriteFile {
-        path: dir.into(),
-        source,
-    })?;
-    write_file(
-        &dir.join(format!("{stem}.pem")),
-        ck.cert_pem.as_bytes(),
-        0o644,
-    )?;
-    write_file(
-        &dir.join(format!("{stem}.key")),
-        ck.key_pem.expose().as_bytes(),
-        0o600,
-    )
+    std::fs::create_dir_all(dir).map_err(|source| NodeError::WriteFile { path: dir.into(), source })?;
+    write_file(&dir.join(format!("{stem}.pem")), ck.cert_pem.as_bytes(), 0o644)?;
+    write_file(&dir.join(format!("{stem}.key")), ck.key_pem.expose().as_bytes(), 0o600)
 }
 
 /// Reads a certificate and key written by [`write_certified_key`].
@@ -144,10 +112,7 @@ fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), NodeError> {
     use std::io::Write;
     #[cfg(unix)]
     use std::os::unix::fs::OpenOptionsExt;
-    let err = |source| NodeError::WriteFile {
-        path: path.into(),
-        source,
-    };
+    let err = |source| NodeError::WriteFile { path: path.into(), source };
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
@@ -156,18 +121,14 @@ fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), NodeError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        file.set_permissions(std::fs::Permissions::from_mode(mode))
-            .map_err(err)?;
+        file.set_permissions(std::fs::Permissions::from_mode(mode)).map_err(err)?;
     }
     file.write_all(bytes).map_err(err)?;
     file.sync_all().map_err(err)
 }
 
 fn read_text(path: &Path) -> Result<String, NodeError> {
-    std::fs::read_to_string(path).map_err(|source| NodeError::ReadFile {
-        path: path.into(),
-        source,
-    })
+    std::fs::read_to_string(path).map_err(|source| NodeError::ReadFile { path: path.into(), source })
 }
 
 /// TLS material loaded from disk, ready for servers and clients.
@@ -189,42 +150,25 @@ impl TlsMaterial {
         let ca = read_text(&paths.ca)?;
         let cert = read_text(&paths.cert)?;
         let key = SecretPem::new(read_text(&paths.key)?);
-        for (path, text, what) in [
-            (&paths.ca, &ca, "CERTIFICATE"),
-            (&paths.cert, &cert, "CERTIFICATE"),
-        ] {
+        for (path, text, what) in [(&paths.ca, &ca, "CERTIFICATE"), (&paths.cert, &cert, "CERTIFICATE")] {
             if !text.contains(&format!("-----BEGIN {what}-----")) {
-                return Err(NodeError::Tls(format!(
-                    "{} holds no PEM certificate",
-                    path.display()
-                )));
+                return Err(NodeError::Tls(format!("{} holds no PEM certificate", path.display())));
             }
         }
         if !key.expose().contains("PRIVATE KEY-----") {
-            return Err(NodeError::Tls(format!(
-                "{} holds no PEM private key",
-                paths.key.display()
-            )));
+            return Err(NodeError::Tls(format!("{} holds no PEM private key", paths.key.display())));
         }
-        Ok(Self {
-            ca: Certificate::from_pem(ca),
-            identity: Identity::from_pem(cert, key.expose()),
-        })
+        Ok(Self { ca: Certificate::from_pem(ca), identity: Identity::from_pem(cert, key.expose()) })
     }
 
     /// Server side: our identity, and client certificates required under the CA.
     pub fn server(&self) -> ServerTlsConfig {
-        ServerTlsConfig::new()
-            .identity(self.identity.clone())
-            .client_ca_root(self.ca.clone())
+        ServerTlsConfig::new().identity(self.identity.clone()).client_ca_root(self.ca.clone())
     }
 
     /// Client side: the peer must present a certificate for `org` under the CA.
     pub fn client(&self, org: &str) -> ClientTlsConfig {
-        ClientTlsConfig::new()
-            .ca_certificate(self.ca.clone())
-            .identity(self.identity.clone())
-            .domain_name(org)
+        ClientTlsConfig::new().ca_certificate(self.ca.clone()).identity(self.identity.clone()).domain_name(org)
     }
 }
 
@@ -278,8 +222,7 @@ mod tests {
     #[test]
     fn issues_certificates_and_writes_keys_privately() {
         let ca = generate_ca("test").unwrap();
-        let org =
-            issue_org_certificate(&ca, "bank", &["localhost".into(), "127.0.0.1".into()]).unwrap();
+        let org = issue_org_certificate(&ca, "bank", &["localhost".into(), "127.0.0.1".into()]).unwrap();
         assert!(org.cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));
         assert_eq!(format!("{:?}", org.key_pem), "SecretPem(<redacted>)");
         let dir = tempfile::tempdir().unwrap();
@@ -287,10 +230,7 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join("bank.key"))
-                .unwrap()
-                .permissions()
-                .mode();
+            let mode = std::fs::metadata(dir.path().join("bank.key")).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         let back = read_certified_key(dir.path(), "bank").unwrap();

@@ -48,20 +48,11 @@ impl NodeState {
     pub fn new(config: NodeConfig) -> Result<Self, NodeError> {
         let tls = identity::TlsMaterial::load(&config.tls)?;
         let sessions = std::sync::Arc::new(tokio::sync::Semaphore::new(config.max_sessions));
-        Ok(Self {
-            config,
-            tls,
-            sessions,
-        })
+        Ok(Self { config, tls, sessions })
     }
 
     /// A session permit, or [`NodeError::Busy`] when every one is taken.
     pub fn session_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, NodeError> {
-        self.sessions
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| NodeError::Busy {
-                max: self.config.max_sessions,
-            })
+        self.sessions.clone().try_acquire_owned().map_err(|_| NodeError::Busy { max: self.config.max_sessions })
     }
 }

@@ -59,20 +59,12 @@ pub fn write_consortium(
     write_certified_key(&keys, "ca", &ca)?;
     let mut configs = BTreeMap::new();
     for (org, addr) in orgs.iter().zip(addrs) {
-        let cert =
-            issue_org_certificate(&ca, &org.name, &["localhost".into(), "127.0.0.1".into()])?;
+        let cert = issue_org_certificate(&ca, &org.name, &["localhost".into(), "127.0.0.1".into()])?;
         write_certified_key(&keys, &org.name, &cert)?;
         let org_dir = dir.join(&org.name);
-        std::fs::create_dir_all(&org_dir).map_err(|source| NodeError::WriteFile {
-            path: org_dir.clone(),
-            source,
-        })?;
+        std::fs::create_dir_all(&org_dir).map_err(|source| NodeError::WriteFile { path: org_dir.clone(), source })?;
         let mut text = String::new();
-        let _ = writeln!(
-            text,
-            "[node]\norg = {:?}\nlisten = \"{addr}\"\noutput_dir = \"results\"",
-            org.name
-        );
+        let _ = writeln!(text, "[node]\norg = {:?}\nlisten = \"{addr}\"\noutput_dir = \"results\"", org.name);
         if let Some(b) = batch_size {
             let _ = writeln!(text, "batch_size = {b}");
         }
@@ -98,10 +90,7 @@ pub fn write_consortium(
             );
         }
         let path = org_dir.join("node.toml");
-        std::fs::write(&path, text).map_err(|source| NodeError::WriteFile {
-            path: path.clone(),
-            source,
-        })?;
+        std::fs::write(&path, text).map_err(|source| NodeError::WriteFile { path: path.clone(), source })?;
         configs.insert(org.name.clone(), path);
     }
     Ok(configs)
@@ -110,40 +99,22 @@ pub fn write_consortium(
 impl LocalNet {
     /// Creates keys and configurations under `dir` and starts every node on
     /// a free loopback port.
-    pub async fn start(
-        dir: &Path,
-        orgs: &[OrgSpec],
-        batch_size: Option<usize>,
-    ) -> Result<Self, NodeError> {
+    pub async fn start(dir: &Path, orgs: &[OrgSpec], batch_size: Option<usize>) -> Result<Self, NodeError> {
         let mut listeners = Vec::new();
         for _ in orgs {
-            let listener =
-                TcpListener::bind("127.0.0.1:0")
-                    .await
-                    .map_err(|e| NodeError::Listen {
-                        address: "127.0.0.1:0".into(),
-                        detail: e.to_string(),
-                    })?;
+            let listener = TcpListener::bind("127.0.0.1:0")
+                .await
+                .map_err(|e| NodeError::Listen { address: "127.0.0.1:0".into(), detail: e.to_string() })?;
             listeners.push(listener);
         }
-        let addrs: Vec<_> = listeners
-            .iter()
-            .map(|l| l.local_addr().expect("bound"))
-            .collect();
+        let addrs: Vec<_> = listeners.iter().map(|l| l.local_addr().expect("bound")).collect();
         let configs = write_consortium(dir, orgs, &addrs, batch_size)?;
         let mut nodes = BTreeMap::new();
         for (org, listener) in orgs.iter().zip(listeners) {
             let config = NodeConfig::load(&configs[&org.name])?;
-            nodes.insert(
-                org.name.clone(),
-                crate::server::spawn_on(config, listener).await?,
-            );
+            nodes.insert(org.name.clone(), crate::server::spawn_on(config, listener).await?);
         }
-        Ok(Self {
-            dir: dir.into(),
-            nodes,
-            configs,
-        })
+        Ok(Self { dir: dir.into(), nodes, configs })
     }
 
     /// A node's shared state.

@@ -23,8 +23,8 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::dataset::{DatasetKeys, FileFormat, WrittenFile};
 use crate::wire::{
-    IDLE_TIMEOUT, INBOUND_CAPACITY, MAX_MESSAGE_BYTES, MAX_OUTSTANDING_BATCHES, PeerLink,
-    check_task_id, forward_inbound, mode_to_wire, responder_body_name, status_error,
+    IDLE_TIMEOUT, INBOUND_CAPACITY, MAX_MESSAGE_BYTES, MAX_OUTSTANDING_BATCHES, PeerLink, check_task_id,
+    forward_inbound, mode_to_wire, responder_body_name, status_error,
 };
 use crate::{NodeError, NodeState};
 
@@ -88,11 +88,7 @@ pub async fn connect_peer(state: &NodeState, peer: &str) -> Result<Channel, Node
 /// Opens a mutually authenticated channel to `endpoint`, which must present
 /// a certificate for organisation `org`.
 pub async fn connect(state: &NodeState, org: &str, endpoint: &str) -> Result<Channel, NodeError> {
-    let connect_err = |detail: String| NodeError::Connect {
-        peer: org.into(),
-        endpoint: endpoint.into(),
-        detail,
-    };
+    let connect_err = |detail: String| NodeError::Connect { peer: org.into(), endpoint: endpoint.into(), detail };
     Endpoint::from_shared(endpoint.to_owned())
         .map_err(|e| connect_err(e.to_string()))?
         .tls_config(state.tls.client(org))
@@ -119,29 +115,17 @@ pub fn error_chain(err: &dyn std::error::Error) -> String {
 }
 
 /// Runs a PSI session as the requester.
-pub async fn run_psi(
-    state: Arc<NodeState>,
-    request: PsiRequest,
-    progress: ProgressTx,
-) -> Result<PsiReport, NodeError> {
+pub async fn run_psi(state: Arc<NodeState>, request: PsiRequest, progress: ProgressTx) -> Result<PsiReport, NodeError> {
     let started = Instant::now();
     check_task_id(&request.task_id)?;
     let permit = state.session_permit()?;
     let dataset = state.config.dataset(&request.dataset)?.clone();
-    let target = state.config.output_dir.join(format!(
-        "{}.{}",
-        request.task_id,
-        request.output_format.extension()
-    ));
+    let target = state.config.output_dir.join(format!("{}.{}", request.task_id, request.output_format.extension()));
     if request.mode.reveals_intersection() && target.exists() {
         return Err(NodeError::ResultExists { path: target });
     }
     let channel = connect_peer(&state, &request.peer).await?;
-    let _ = progress.send(Progress {
-        phase: "loading keys",
-        done: 0,
-        total: 0,
-    });
+    let _ = progress.send(Progress { phase: "loading keys", done: 0, total: 0 });
     let loader = dataset.clone();
     let keys = tokio::task::spawn_blocking(move || loader.load_keys())
         .await
@@ -158,53 +142,30 @@ pub async fn run_psi(
         mode: mode_to_wire(request.mode) as i32,
         requester_size: keys.keys.len() as u64,
         key_columns: u32::try_from(dataset.key_columns.len()).unwrap_or(u32::MAX),
-        normalisation: dataset
-            .rules
-            .names()
-            .into_iter()
-            .map(String::from)
-            .collect(),
+        normalisation: dataset.rules.names().into_iter().map(String::from).collect(),
         batch_size: u32::try_from(state.config.batch_size).unwrap_or(u32::MAX),
     };
-    out_tx
-        .send(PsiRequesterMessage {
-            body: Some(Out::Open(open)),
-        })
-        .await
-        .map_err(|_| NodeError::Cancelled)?;
+    out_tx.send(PsiRequesterMessage { body: Some(Out::Open(open)) }).await.map_err(|_| NodeError::Cancelled)?;
     let peer = request.peer.clone();
     let silent = |phase| NodeError::PeerVanished {
         peer: peer.clone(),
         phase,
         detail: format!("no answer for {} s", IDLE_TIMEOUT.as_secs()),
     };
-    let mut inbound =
-        tokio::time::timeout(IDLE_TIMEOUT, client.exchange(ReceiverStream::new(out_rx)))
-            .await
-            .map_err(|_| silent("open"))?
-            .map_err(|s| status_error(s, &peer, "open"))?
-            .into_inner();
-    let accept = tokio::time::timeout(IDLE_TIMEOUT, inbound.message())
+    let mut inbound = tokio::time::timeout(IDLE_TIMEOUT, client.exchange(ReceiverStream::new(out_rx)))
         .await
-        .map_err(|_| silent("open"))?;
+        .map_err(|_| silent("open"))?
+        .map_err(|s| status_error(s, &peer, "open"))?
+        .into_inner();
+    let accept = tokio::time::timeout(IDLE_TIMEOUT, inbound.message()).await.map_err(|_| silent("open"))?;
     let responder_size = match accept {
-        Ok(Some(PsiResponderMessage {
-            body: Some(In::Accept(accept)),
-        })) => accept.responder_size,
+        Ok(Some(PsiResponderMessage { body: Some(In::Accept(accept)) })) => accept.responder_size,
         Ok(Some(other)) => {
             let got = responder_body_name(other.body.as_ref());
-            return Err(NodeError::UnexpectedMessage {
-                peer,
-                expected: "accept",
-                got,
-            });
+            return Err(NodeError::UnexpectedMessage { peer, expected: "accept", got });
         }
         Ok(None) => {
-            return Err(NodeError::PeerVanished {
-                peer,
-                phase: "open",
-                detail: "no answer".into(),
-            });
+            return Err(NodeError::PeerVanished { peer, phase: "open", detail: "no answer".into() });
         }
         Err(status) => return Err(status_error(status, &peer, "open")),
     };
@@ -226,15 +187,8 @@ pub async fn run_psi(
         let output = request_role(params, &keys, &mut link, &progress)?;
         let written = match output.intersection() {
             Some(indices) => {
-                let _ = progress.send(Progress {
-                    phase: "writing",
-                    done: 0,
-                    total: indices.len() as u64,
-                });
-                let common: HashSet<Vec<u8>> = indices
-                    .iter()
-                    .map(|&i| keys.keys.get(i as usize).to_vec())
-                    .collect();
+                let _ = progress.send(Progress { phase: "writing", done: 0, total: indices.len() as u64 });
+                let common: HashSet<Vec<u8>> = indices.iter().map(|&i| keys.keys.get(i as usize).to_vec()).collect();
                 Some(dataset.write_rows_with_keys(&common, keys.fingerprint, &target, format)?)
             }
             None => None,
@@ -262,11 +216,7 @@ fn send(link: &Link, body: Out, phase: &'static str) -> Result<(), NodeError> {
     link.send(PsiRequesterMessage { body: Some(body) }, phase)
 }
 
-fn body(
-    link: &Link,
-    message: PsiResponderMessage,
-    expected: &'static str,
-) -> Result<In, NodeError> {
+fn body(link: &Link, message: PsiResponderMessage, expected: &'static str) -> Result<In, NodeError> {
     message.body.ok_or_else(|| NodeError::UnexpectedMessage {
         peer: link.peer().into(),
         expected,
@@ -275,11 +225,7 @@ fn body(
 }
 
 fn unexpected(link: &Link, expected: &'static str, got: &In) -> NodeError {
-    NodeError::UnexpectedMessage {
-        peer: link.peer().into(),
-        expected,
-        got: responder_body_name(Some(got)),
-    }
+    NodeError::UnexpectedMessage { peer: link.peer().into(), expected, got: responder_body_name(Some(got)) }
 }
 
 fn absorb_reply(
@@ -333,11 +279,7 @@ fn request_role(
         let Some(batch) = requests.next_batch() else {
             break;
         };
-        send(
-            link,
-            Out::RequestPoints(batch.into_bytes().into()),
-            "requests",
-        )?;
+        send(link, Out::RequestPoints(batch.into_bytes().into()), "requests")?;
         report("own keys", requests.sent() as u64, requester_len);
     }
     while requests.replies() < requester_len {
@@ -352,9 +294,7 @@ fn request_role(
     let message = link.recv("summary")?;
     match body(link, message, "summary")? {
         In::Summary(summary) => {
-            if mode == OutputMode::IntersectionToBoth
-                && summary.responder_matches != output.cardinality()
-            {
+            if mode == OutputMode::IntersectionToBoth && summary.responder_matches != output.cardinality() {
                 return Err(NodeError::InconsistentPeer {
                     peer: link.peer().into(),
                     detail: format!(

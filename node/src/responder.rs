@@ -16,8 +16,8 @@ use std::sync::Arc;
 use rand::rngs::OsRng;
 use stayput_proto::v1::psi_peer_server::PsiPeer;
 use stayput_proto::v1::{
-    PsiAccept, PsiOpen, PsiRequesterMessage, PsiResponderMessage, PsiSummary,
-    psi_requester_message::Body as In, psi_responder_message::Body as Out,
+    PsiAccept, PsiOpen, PsiRequesterMessage, PsiResponderMessage, PsiSummary, psi_requester_message::Body as In,
+    psi_responder_message::Body as Out,
 };
 use stayput_psi::ecdh::{OutputMode, ResponderSession, SessionParams};
 use stayput_psi::group::TaskId;
@@ -28,9 +28,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::dataset::{Dataset, DatasetKeys, FileFormat};
 use crate::identity::caller_org;
-use crate::wire::{
-    INBOUND_CAPACITY, PeerLink, check_task_id, forward_inbound, mode_from_wire, requester_body_name,
-};
+use crate::wire::{INBOUND_CAPACITY, PeerLink, check_task_id, forward_inbound, mode_from_wire, requester_body_name};
 use crate::{NodeError, NodeState};
 
 /// The responder's gRPC service.
@@ -65,26 +63,14 @@ fn validate_open(state: &NodeState, peer: String, open: PsiOpen) -> Result<Accep
     let mode = mode_from_wire(open.mode)?;
     let max = u64::from(u32::MAX);
     if open.requester_size > max {
-        return Err(NodeError::TooManyPeerKeys {
-            announced: open.requester_size,
-            max,
-        });
+        return Err(NodeError::TooManyPeerKeys { announced: open.requester_size, max });
     }
     let dataset = state.config.dataset(&open.dataset)?.clone();
     let declared = |columns: usize, rules: &[String]| {
-        let rules = if rules.is_empty() {
-            "(none)".to_owned()
-        } else {
-            rules.join(", ")
-        };
+        let rules = if rules.is_empty() { "(none)".to_owned() } else { rules.join(", ") };
         format!("{columns} key column(s) normalised with [{rules}]")
     };
-    let our_rules: Vec<String> = dataset
-        .rules
-        .names()
-        .into_iter()
-        .map(String::from)
-        .collect();
+    let our_rules: Vec<String> = dataset.rules.names().into_iter().map(String::from).collect();
     if dataset.key_columns.len() != open.key_columns as usize || our_rules != open.normalisation {
         return Err(NodeError::KeyDeclarationMismatch {
             dataset: dataset.name.clone(),
@@ -92,13 +78,7 @@ fn validate_open(state: &NodeState, peer: String, open: PsiOpen) -> Result<Accep
             theirs: declared(open.key_columns as usize, &open.normalisation),
         });
     }
-    Ok(Accepted {
-        peer,
-        task: open.task_id,
-        mode,
-        requester_size: open.requester_size,
-        dataset,
-    })
+    Ok(Accepted { peer, task: open.task_id, mode, requester_size: open.requester_size, dataset })
 }
 
 /// What a peer is told about a failure: everything about the protocol and
@@ -140,12 +120,7 @@ impl PsiPeer for PsiPeerService {
             Some(In::Open(open)) => open,
             other => {
                 let got = requester_body_name(other.as_ref());
-                return Err(NodeError::UnexpectedMessage {
-                    peer,
-                    expected: "open",
-                    got,
-                }
-                .into());
+                return Err(NodeError::UnexpectedMessage { peer, expected: "open", got }.into());
             }
         };
         let accepted = validate_open(&self.state, peer, open)?;
@@ -210,11 +185,7 @@ fn expect(link: &mut Link, expected: &'static str) -> Result<In, NodeError> {
 }
 
 fn unexpected(link: &Link, expected: &'static str, got: &In) -> NodeError {
-    NodeError::UnexpectedMessage {
-        peer: link.peer().into(),
-        expected,
-        got: requester_body_name(Some(got)),
-    }
+    NodeError::UnexpectedMessage { peer: link.peer().into(), expected, got: requester_body_name(Some(got)) }
 }
 
 /// Runs the responder's role; returns how many of its keys matched (both
@@ -227,21 +198,11 @@ fn respond(
     link: &mut Link,
 ) -> Result<u64, NodeError> {
     let (requester_len, responder_len) = (params.requester_len(), params.responder_len());
-    send(
-        link,
-        Out::Accept(PsiAccept {
-            responder_size: responder_len,
-        }),
-        "accept",
-    )?;
+    send(link, Out::Accept(PsiAccept { responder_size: responder_len }), "accept")?;
 
     let mut own = ResponderSession::new(params, &keys.keys, &mut OsRng)?;
     while let Some(batch) = own.next_batch() {
-        send(
-            link,
-            Out::ResponderPoints(batch.into_bytes().into()),
-            "responder points",
-        )?;
+        send(link, Out::ResponderPoints(batch.into_bytes().into()), "responder points")?;
     }
 
     let mut answering = own.finish()?;
@@ -271,36 +232,18 @@ fn respond(
     let output = closing.finish()?;
     let matches = match output.intersection() {
         Some(indices) => {
-            let common: HashSet<Vec<u8>> = indices
-                .iter()
-                .map(|&i| keys.keys.get(i as usize).to_vec())
-                .collect();
-            let target = state
-                .config
-                .output_dir
-                .join(format!("from-{}", session.peer))
-                .join(format!(
-                    "{}-{}.{}",
-                    session.task,
-                    session.dataset.name,
-                    FileFormat::Csv.extension()
-                ));
-            session.dataset.write_rows_with_keys(
-                &common,
-                keys.fingerprint,
-                &target,
-                FileFormat::Csv,
-            )?;
+            let common: HashSet<Vec<u8>> = indices.iter().map(|&i| keys.keys.get(i as usize).to_vec()).collect();
+            let target = state.config.output_dir.join(format!("from-{}", session.peer)).join(format!(
+                "{}-{}.{}",
+                session.task,
+                session.dataset.name,
+                FileFormat::Csv.extension()
+            ));
+            session.dataset.write_rows_with_keys(&common, keys.fingerprint, &target, FileFormat::Csv)?;
             indices.len() as u64
         }
         None => 0,
     };
-    send(
-        link,
-        Out::Summary(PsiSummary {
-            responder_matches: matches,
-        }),
-        "summary",
-    )?;
+    send(link, Out::Summary(PsiSummary { responder_matches: matches }), "summary")?;
     Ok(matches)
 }

@@ -35,9 +35,7 @@ impl RunningNode {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        self.task
-            .await
-            .map_err(|e| NodeError::Worker(e.to_string()))?
+        self.task.await.map_err(|e| NodeError::Worker(e.to_string()))?
     }
 
     /// Stops at once, dropping every connection (as a crash would).
@@ -51,10 +49,7 @@ pub async fn spawn(config: NodeConfig) -> Result<RunningNode, NodeError> {
     let listen = config.listen;
     let listener = TcpListener::bind(listen)
         .await
-        .map_err(|e| NodeError::Listen {
-            address: listen.to_string(),
-            detail: e.to_string(),
-        })?;
+        .map_err(|e| NodeError::Listen { address: listen.to_string(), detail: e.to_string() })?;
     spawn_on(config, listener).await
 }
 
@@ -62,20 +57,13 @@ pub async fn spawn(config: NodeConfig) -> Result<RunningNode, NodeError> {
 pub async fn spawn_on(config: NodeConfig, listener: TcpListener) -> Result<RunningNode, NodeError> {
     let state = Arc::new(NodeState::new(config)?);
     let listen = state.config.listen;
-    let addr = listener.local_addr().map_err(|e| NodeError::Listen {
-        address: listen.to_string(),
-        detail: e.to_string(),
-    })?;
+    let addr =
+        listener.local_addr().map_err(|e| NodeError::Listen { address: listen.to_string(), detail: e.to_string() })?;
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(serve_on(state.clone(), listener, async {
         let _ = stopped.await;
     }));
-    Ok(RunningNode {
-        addr,
-        state,
-        stop: Some(stop),
-        task,
-    })
+    Ok(RunningNode { addr, state, stop: Some(stop), task })
 }
 
 /// Serves on `listener` until `shutdown` completes.
@@ -86,9 +74,7 @@ pub async fn serve_on(
 ) -> Result<(), NodeError> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<PsiPeerServer<PsiPeerService>>().await;
-    health
-        .set_serving::<NodeControlServer<ControlService>>()
-        .await;
+    health.set_serving::<NodeControlServer<ControlService>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(stayput_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -110,8 +96,5 @@ pub async fn serve_on(
         .add_service(control)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
-        .map_err(|e| NodeError::Listen {
-            address: "(bound)".into(),
-            detail: e.to_string(),
-        })
+        .map_err(|e| NodeError::Listen { address: "(bound)".into(), detail: e.to_string() })
 }

@@ -65,17 +65,8 @@ pub struct PeerLink<In, Out> {
 
 impl<In, Out> PeerLink<In, Out> {
     /// Wraps the two channels; call from within the runtime.
-    pub fn new(
-        peer: &str,
-        rx: mpsc::Receiver<Result<In, tonic::Status>>,
-        tx: mpsc::Sender<Out>,
-    ) -> Self {
-        Self {
-            runtime: tokio::runtime::Handle::current(),
-            peer: peer.to_owned(),
-            rx,
-            tx: Some(tx),
-        }
+    pub fn new(peer: &str, rx: mpsc::Receiver<Result<In, tonic::Status>>, tx: mpsc::Sender<Out>) -> Self {
+        Self { runtime: tokio::runtime::Handle::current(), peer: peer.to_owned(), rx, tx: Some(tx) }
     }
 
     /// The peer's organisation.
@@ -84,27 +75,18 @@ impl<In, Out> PeerLink<In, Out> {
     }
 
     fn vanished(&self, phase: &'static str, detail: impl Into<String>) -> NodeError {
-        NodeError::PeerVanished {
-            peer: self.peer.clone(),
-            phase,
-            detail: detail.into(),
-        }
+        NodeError::PeerVanished { peer: self.peer.clone(), phase, detail: detail.into() }
     }
 
     /// The next message; every way a peer can fail becomes an error naming
     /// the phase.
     pub fn recv(&mut self, phase: &'static str) -> Result<In, NodeError> {
-        let next = self
-            .runtime
-            .block_on(tokio::time::timeout(IDLE_TIMEOUT, self.rx.recv()));
+        let next = self.runtime.block_on(tokio::time::timeout(IDLE_TIMEOUT, self.rx.recv()));
         match next {
             Ok(Some(Ok(message))) => Ok(message),
             Ok(Some(Err(status))) => Err(status_error(status, &self.peer, phase)),
             Ok(None) => Err(self.vanished(phase, "the stream ended early")),
-            Err(_) => Err(self.vanished(
-                phase,
-                format!("no message for {} s", IDLE_TIMEOUT.as_secs()),
-            )),
+            Err(_) => Err(self.vanished(phase, format!("no message for {} s", IDLE_TIMEOUT.as_secs()))),
         }
     }
 
@@ -114,29 +96,18 @@ impl<In, Out> PeerLink<In, Out> {
             Ok(Ok(message)) => Ok(Some(message)),
             Ok(Err(status)) => Err(status_error(status, &self.peer, phase)),
             Err(mpsc::error::TryRecvError::Empty) => Ok(None),
-            Err(mpsc::error::TryRecvError::Disconnected) => {
-                Err(self.vanished(phase, "the stream ended early"))
-            }
+            Err(mpsc::error::TryRecvError::Disconnected) => Err(self.vanished(phase, "the stream ended early")),
         }
     }
 
     /// Sends a message, waiting at most [`IDLE_TIMEOUT`] for the peer to
     /// make room.
     pub fn send(&self, message: Out, phase: &'static str) -> Result<(), NodeError> {
-        let tx = self
-            .tx
-            .as_ref()
-            .ok_or_else(|| self.vanished(phase, "our stream is already closed"))?;
-        match self
-            .runtime
-            .block_on(tokio::time::timeout(IDLE_TIMEOUT, tx.send(message)))
-        {
+        let tx = self.tx.as_ref().ok_or_else(|| self.vanished(phase, "our stream is already closed"))?;
+        match self.runtime.block_on(tokio::time::timeout(IDLE_TIMEOUT, tx.send(message))) {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(self.vanished(phase, "the connection closed")),
-            Err(_) => Err(self.vanished(
-                phase,
-                format!("it read nothing for {} s", IDLE_TIMEOUT.as_secs()),
-            )),
+            Err(_) => Err(self.vanished(phase, format!("it read nothing for {} s", IDLE_TIMEOUT.as_secs()))),
         }
     }
 
@@ -149,25 +120,14 @@ impl<In, Out> PeerLink<In, Out> {
 /// Maps a status received from a peer.
 pub fn status_error(status: tonic::Status, peer: &str, phase: &'static str) -> NodeError {
     match status.code() {
-        tonic::Code::Unavailable
-        | tonic::Code::Unknown
-        | tonic::Code::Cancelled
-        | tonic::Code::Internal
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled | tonic::Code::Internal
             if std::error::Error::source(&status).is_some()
                 || status.message().contains("transport")
                 || status.message().contains("h2") =>
         {
-            NodeError::PeerVanished {
-                peer: peer.to_owned(),
-                phase,
-                detail: status.message().to_owned(),
-            }
+            NodeError::PeerVanished { peer: peer.to_owned(), phase, detail: status.message().to_owned() }
         }
-        code => NodeError::PeerRefused {
-            peer: peer.to_owned(),
-            code,
-            message: status.message().to_owned(),
-        },
+        code => NodeError::PeerRefused { peer: peer.to_owned(), code, message: status.message().to_owned() },
     }
 }
 
@@ -220,13 +180,8 @@ pub fn check_task_id(task_id: &str) -> Result<(), NodeError> {
     if task_id.starts_with('.') {
         return Err(NodeError::BadTaskId("it must not start with a dot"));
     }
-    if !task_id
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-    {
-        return Err(NodeError::BadTaskId(
-            "it may hold only letters, digits, '.', '_' and '-'",
-        ));
+    if !task_id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) {
+        return Err(NodeError::BadTaskId("it may hold only letters, digits, '.', '_' and '-'"));
     }
     Ok(())
 }

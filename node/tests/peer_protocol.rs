@@ -7,9 +7,7 @@ use stayput_node::localnet::{DatasetSpec, LocalNet, OrgSpec};
 use stayput_node::requester::connect;
 use stayput_proto::v1::node_control_client::NodeControlClient;
 use stayput_proto::v1::psi_peer_client::PsiPeerClient;
-use stayput_proto::v1::{
-    ListDatasetsRequest, PsiMode, PsiOpen, PsiRequesterMessage, psi_requester_message::Body,
-};
+use stayput_proto::v1::{ListDatasetsRequest, PsiMode, PsiOpen, PsiRequesterMessage, psi_requester_message::Body};
 use tonic::Code;
 
 async fn consortium(dir: &std::path::Path) -> LocalNet {
@@ -24,9 +22,7 @@ async fn consortium(dir: &std::path::Path) -> LocalNet {
             normalise: vec!["trim".into()],
         }],
     };
-    LocalNet::start(dir, &[org("bank"), org("bureau")], None)
-        .await
-        .unwrap()
+    LocalNet::start(dir, &[org("bank"), org("bureau")], None).await.unwrap()
 }
 
 fn open(size: u64) -> PsiRequesterMessage {
@@ -48,9 +44,7 @@ fn open(size: u64) -> PsiRequesterMessage {
 /// error status the exchange produces.
 async fn exchange_error(net: &LocalNet, messages: Vec<PsiRequesterMessage>) -> tonic::Status {
     let addr = net.nodes["bureau"].addr;
-    let channel = connect(net.state("bank"), "bureau", &format!("https://{addr}"))
-        .await
-        .unwrap();
+    let channel = connect(net.state("bank"), "bureau", &format!("https://{addr}")).await.unwrap();
     let mut client = PsiPeerClient::new(channel).max_encoding_message_size(16 << 20);
     let outbound = tokio_stream::iter(messages);
     let mut inbound = match client.exchange(outbound).await {
@@ -59,10 +53,7 @@ async fn exchange_error(net: &LocalNet, messages: Vec<PsiRequesterMessage>) -> t
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        match tokio::time::timeout_at(deadline, inbound.message())
-            .await
-            .expect("no hang")
-        {
+        match tokio::time::timeout_at(deadline, inbound.message()).await.expect("no hang") {
             Ok(Some(_)) => continue,
             Ok(None) => panic!("the exchange ended without an error"),
             Err(status) => return status,
@@ -75,86 +66,42 @@ async fn misbehaving_requesters_get_clear_statuses() {
     let dir = tempfile::tempdir().unwrap();
     let net = consortium(dir.path()).await;
 
-    let status = exchange_error(
-        &net,
-        vec![PsiRequesterMessage {
-            body: Some(Body::RequestPoints(vec![1u8; 32].into())),
-        }],
-    )
-    .await;
+    let status =
+        exchange_error(&net, vec![PsiRequesterMessage { body: Some(Body::RequestPoints(vec![1u8; 32].into())) }]).await;
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    assert!(
-        status.message().contains("where open was expected"),
-        "{status:?}"
-    );
+    assert!(status.message().contains("where open was expected"), "{status:?}");
 
     let mut bad_version = open(1);
     if let Some(Body::Open(o)) = bad_version.body.as_mut() {
         o.protocol_version = 2;
     }
     let status = exchange_error(&net, vec![bad_version]).await;
-    assert!(
-        status.message().contains("protocol version 2"),
-        "{status:?}"
-    );
+    assert!(status.message().contains("protocol version 2"), "{status:?}");
 
     // The point 2^255 - 1 is not canonical: named, the session ends.
     let mut bad_point = vec![0xffu8; 32];
     bad_point[31] = 0x7f;
-    let status = exchange_error(
-        &net,
-        vec![
-            open(1),
-            PsiRequesterMessage {
-                body: Some(Body::RequestPoints(bad_point.into())),
-            },
-        ],
-    )
-    .await;
+    let status =
+        exchange_error(&net, vec![open(1), PsiRequesterMessage { body: Some(Body::RequestPoints(bad_point.into())) }])
+            .await;
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    assert!(
-        status
-            .message()
-            .contains("not a canonical Ristretto255 encoding"),
-        "{status:?}"
-    );
+    assert!(status.message().contains("not a canonical Ristretto255 encoding"), "{status:?}");
 
     // A message beyond the size limit is refused by the transport.
     let huge = vec![0u8; stayput_node::wire::MAX_MESSAGE_BYTES + 64];
-    let status = exchange_error(
-        &net,
-        vec![
-            open(1),
-            PsiRequesterMessage {
-                body: Some(Body::RequestPoints(huge.into())),
-            },
-        ],
-    )
-    .await;
+    let status =
+        exchange_error(&net, vec![open(1), PsiRequesterMessage { body: Some(Body::RequestPoints(huge.into())) }]).await;
     assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
-    assert!(
-        status.message().contains("message length too large"),
-        "{status:?}"
-    );
+    assert!(status.message().contains("message length too large"), "{status:?}");
 
     // More points than announced: two valid points where one was announced.
     let point = curve25519_dalek::constants::RISTRETTO_BASEPOINT_COMPRESSED.to_bytes();
     let status = exchange_error(
         &net,
-        vec![
-            open(1),
-            PsiRequesterMessage {
-                body: Some(Body::RequestPoints([point, point].concat().into())),
-            },
-        ],
+        vec![open(1), PsiRequesterMessage { body: Some(Body::RequestPoints([point, point].concat().into())) }],
     )
     .await;
-    assert!(
-        status
-            .message()
-            .contains("sent 2 items in the requests phase but announced 1"),
-        "{status:?}"
-    );
+    assert!(status.message().contains("sent 2 items in the requests phase but announced 1"), "{status:?}");
 
     net.shutdown().await.unwrap();
 }
@@ -165,19 +112,12 @@ async fn control_service_serves_only_its_own_organisation() {
     let net = consortium(dir.path()).await;
     let bank_addr = net.nodes["bank"].addr;
     // The bureau dials the bank's node with its own certificate.
-    let channel = connect(net.state("bureau"), "bank", &format!("https://{bank_addr}"))
-        .await
-        .unwrap();
-    let status = NodeControlClient::new(channel)
-        .list_datasets(ListDatasetsRequest {})
-        .await
-        .unwrap_err();
+    let channel = connect(net.state("bureau"), "bank", &format!("https://{bank_addr}")).await.unwrap();
+    let status = NodeControlClient::new(channel).list_datasets(ListDatasetsRequest {}).await.unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied);
     assert!(status.message().contains("caller 'bureau'"), "{status:?}");
     // The bank itself may.
-    let own = stayput_node::control::list_datasets(net.state("bank"))
-        .await
-        .unwrap();
+    let own = stayput_node::control::list_datasets(net.state("bank")).await.unwrap();
     assert_eq!(own[0].0, "ids");
     net.shutdown().await.unwrap();
 }
@@ -194,14 +134,10 @@ async fn health_and_reflection_answer() {
     let dir = tempfile::tempdir().unwrap();
     let net = consortium(dir.path()).await;
     let addr = net.nodes["bureau"].addr;
-    let channel = connect(net.state("bank"), "bureau", &format!("https://{addr}"))
-        .await
-        .unwrap();
+    let channel = connect(net.state("bank"), "bureau", &format!("https://{addr}")).await.unwrap();
 
     let health = HealthClient::new(channel.clone())
-        .check(HealthCheckRequest {
-            service: "stayput.v1.PsiPeer".into(),
-        })
+        .check(HealthCheckRequest { service: "stayput.v1.PsiPeer".into() })
         .await
         .unwrap();
     assert_eq!(health.into_inner().status(), ServingStatus::Serving);
@@ -221,15 +157,8 @@ async fn health_and_reflection_answer() {
         panic!("not a service list");
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    for expected in [
-        "stayput.v1.PsiPeer",
-        "stayput.v1.NodeControl",
-        "grpc.health.v1.Health",
-    ] {
-        assert!(
-            names.iter().any(|n| n == expected),
-            "{expected} missing from {names:?}"
-        );
+    for expected in ["stayput.v1.PsiPeer", "stayput.v1.NodeControl", "grpc.health.v1.Health"] {
+        assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
     }
     net.shutdown().await.unwrap();
 }

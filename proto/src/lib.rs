@@ -3,12 +3,7 @@
 //! This is the only crate that holds prost types (architecture invariant 2):
 //! conversions to and from domain types live in `node` and `coordinator`.
 
-#![allow(
-    missing_docs,
-    missing_debug_implementations,
-    clippy::all,
-    clippy::pedantic
-)]
+#![allow(missing_docs, missing_debug_implementations, clippy::all, clippy::pedantic)]
 
 /// Version 1 of the Stayput API.
 pub mod v1 {

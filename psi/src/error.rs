@@ -21,51 +21,28 @@ pub enum PsiError {
     #[error(
         "a {message} of {len} bytes is not a whole number of {item_len}-byte items; the message was truncated or corrupted"
     )]
-    RaggedMessage {
-        message: &'static str,
-        len: usize,
-        item_len: usize,
-    },
+    RaggedMessage { message: &'static str, len: usize, item_len: usize },
     /// A message carried no items.
     #[error("an empty {message} was received; batches carry at least one item")]
     EmptyMessage { message: &'static str },
     /// A message carried more items than one batch may.
     #[error("a {message} carries {count} items, more than the limit of {max} per batch")]
-    OversizedBatch {
-        message: &'static str,
-        count: usize,
-        max: usize,
-    },
+    OversizedBatch { message: &'static str, count: usize, max: usize },
     /// The peer sent more items in a phase than it announced.
     #[error("the peer sent {received} items in the {phase} phase but announced {announced}")]
-    TooManyItems {
-        phase: Phase,
-        announced: u64,
-        received: u64,
-    },
+    TooManyItems { phase: Phase, announced: u64, received: u64 },
     /// A phase ended before every announced item arrived.
-    #[error(
-        "the {phase} phase ended after {received} of {announced} announced items; the peer stopped early"
-    )]
-    MissingItems {
-        phase: Phase,
-        announced: u64,
-        received: u64,
-    },
+    #[error("the {phase} phase ended after {received} of {announced} announced items; the peer stopped early")]
+    MissingItems { phase: Phase, announced: u64, received: u64 },
     /// A reply batch did not match the request batch it answers.
-    #[error(
-        "a reply of {got} tags answers a request batch of {expected} points; the peer is faulty"
-    )]
+    #[error("a reply of {got} tags answers a request batch of {expected} points; the peer is faulty")]
     ReplyMismatch { expected: usize, got: usize },
     /// A reply arrived with no request outstanding.
     #[error("a reply arrived although no request batch is waiting for one")]
     UnexpectedReply,
     /// A message that this output mode does not use.
     #[error("a {message} is not part of the {mode} output mode")]
-    NotInMode {
-        message: &'static str,
-        mode: crate::ecdh::OutputMode,
-    },
+    NotInMode { message: &'static str, mode: crate::ecdh::OutputMode },
     /// The sets are too large for the tag length to keep false matches negligible.
     #[error(
         "sets of {requester} and {responder} keys exceed what this protocol version supports (product at most 2^56, each at most 2^32 - 1); split the input"

@@ -47,10 +47,7 @@ impl TaskId {
     pub fn new(id: impl Into<Vec<u8>>) -> Result<Self, PsiError> {
         let id = id.into();
         if id.is_empty() || id.len() > MAX_TASK_ID_LEN {
-            return Err(PsiError::BadTaskId {
-                len: id.len(),
-                max: MAX_TASK_ID_LEN,
-            });
+            return Err(PsiError::BadTaskId { len: id.len(), max: MAX_TASK_ID_LEN });
         }
         Ok(Self(id))
     }
@@ -161,9 +158,7 @@ impl std::fmt::Debug for SecretScalar {
 /// Decodes one compressed point, rejecting non-canonical encodings and the
 /// identity. `index` names the point in errors.
 pub fn decode_point(bytes: &[u8; POINT_LEN], index: usize) -> Result<RistrettoPoint, PsiError> {
-    let point = CompressedRistretto(*bytes)
-        .decompress()
-        .ok_or(PsiError::NonCanonicalPoint { index })?;
+    let point = CompressedRistretto(*bytes).decompress().ok_or(PsiError::NonCanonicalPoint { index })?;
     // The identity check compares public data: variable time is fine.
     if point == RistrettoPoint::identity() {
         return Err(PsiError::IdentityPoint { index });
@@ -195,9 +190,8 @@ mod tests {
     fn batched_kernel_equals_plain_multiplication() {
         let mut rng = ChaCha20Rng::seed_from_u64(7);
         let secret = SecretScalar::random(&mut rng);
-        let points: Vec<RistrettoPoint> = (0..600u32)
-            .map(|i| HashToGroup::new(b"t", &TaskId::new("x").unwrap()).hash(&i.to_le_bytes()))
-            .collect();
+        let points: Vec<RistrettoPoint> =
+            (0..600u32).map(|i| HashToGroup::new(b"t", &TaskId::new("x").unwrap()).hash(&i.to_le_bytes())).collect();
         let batched = secret.mul_compress(&points);
         for (p, c) in points.iter().zip(&batched) {
             assert_eq!(secret.mul(p).compress(), *c);
@@ -215,24 +209,15 @@ mod tests {
     #[test]
     fn rejects_identity_and_non_canonical_points() {
         let identity = RistrettoPoint::identity().compress().to_bytes();
-        assert_eq!(
-            decode_point(&identity, 3),
-            Err(PsiError::IdentityPoint { index: 3 })
-        );
+        assert_eq!(decode_point(&identity, 3), Err(PsiError::IdentityPoint { index: 3 }));
         // 2^255 - 1 is not a canonical field element encoding.
         let mut bad = [0xffu8; POINT_LEN];
         bad[31] = 0x7f;
-        assert_eq!(
-            decode_point(&bad, 0),
-            Err(PsiError::NonCanonicalPoint { index: 0 })
-        );
+        assert_eq!(decode_point(&bad, 0), Err(PsiError::NonCanonicalPoint { index: 0 }));
         // A negative (odd) field element is not a canonical Ristretto encoding.
         let mut odd = [0u8; POINT_LEN];
         odd[0] = 1;
-        assert_eq!(
-            decode_point(&odd, 9),
-            Err(PsiError::NonCanonicalPoint { index: 9 })
-        );
+        assert_eq!(decode_point(&odd, 9), Err(PsiError::NonCanonicalPoint { index: 9 }));
     }
 
     #[test]

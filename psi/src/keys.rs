@@ -43,7 +43,8 @@ pub enum Normalisation {
     AlphanumericOnly,
 }
 
-const KNOWN_RULES: &str = "trim, lowercase, uppercase, remove_whitespace, collapse_whitespace, digits_only, alphanumeric_only";
+const KNOWN_RULES: &str =
+    "trim, lowercase, uppercase, remove_whitespace, collapse_whitespace, digits_only, alphanumeric_only";
 
 impl Normalisation {
     /// The rule's name in configuration files and on the wire.
@@ -85,10 +86,7 @@ impl FromStr for Normalisation {
             "digits_only" => Self::DigitsOnly,
             "alphanumeric_only" => Self::AlphanumericOnly,
             other => {
-                return Err(PsiError::UnknownRule {
-                    name: other.to_owned(),
-                    known: KNOWN_RULES,
-                });
+                return Err(PsiError::UnknownRule { name: other.to_owned(), known: KNOWN_RULES });
             }
         })
     }
@@ -106,11 +104,7 @@ impl KeyRules {
 
     /// Parses rule names, e.g. from a configuration file.
     pub fn parse<S: AsRef<str>>(names: &[S]) -> Result<Self, PsiError> {
-        names
-            .iter()
-            .map(|n| n.as_ref().parse())
-            .collect::<Result<_, _>>()
-            .map(Self)
+        names.iter().map(|n| n.as_ref().parse()).collect::<Result<_, _>>().map(Self)
     }
 
     /// The rules in order.
@@ -125,9 +119,7 @@ impl KeyRules {
 
     /// Normalises one key part.
     pub fn normalise(&self, text: &str) -> String {
-        self.0
-            .iter()
-            .fold(text.to_owned(), |acc, rule| rule.apply(&acc))
+        self.0.iter().fold(text.to_owned(), |acc, rule| rule.apply(&acc))
     }
 }
 
@@ -145,10 +137,7 @@ pub fn encode_key<P: AsRef<[u8]>>(parts: &[P], out: &mut Vec<u8>) -> Result<(), 
     for part in parts {
         let part = part.as_ref();
         if part.len() > MAX_KEY_PART_LEN {
-            return Err(PsiError::KeyTooLong {
-                len: part.len(),
-                max: MAX_KEY_PART_LEN,
-            });
+            return Err(PsiError::KeyTooLong { len: part.len(), max: MAX_KEY_PART_LEN });
         }
         let len = u32::try_from(part.len()).expect("bounded above");
         out.extend_from_slice(&len.to_le_bytes());
@@ -289,18 +278,8 @@ mod tests {
         assert_eq!(digits.normalise("+86 (10) 1234-5678"), "861012345678");
         let collapse = KeyRules::parse(&["collapse_whitespace", "uppercase"]).unwrap();
         assert_eq!(collapse.normalise(" zhang   san\t"), "ZHANG SAN");
-        assert_eq!(
-            KeyRules::parse(&["alphanumeric_only"])
-                .unwrap()
-                .normalise("a-b c.d"),
-            "abcd"
-        );
-        assert_eq!(
-            KeyRules::parse(&["remove_whitespace"])
-                .unwrap()
-                .normalise(" a b\tc "),
-            "abc"
-        );
+        assert_eq!(KeyRules::parse(&["alphanumeric_only"]).unwrap().normalise("a-b c.d"), "abcd");
+        assert_eq!(KeyRules::parse(&["remove_whitespace"]).unwrap().normalise(" a b\tc "), "abc");
         assert_eq!(rules.to_string(), "trim, lowercase");
         assert_eq!(KeyRules::default().to_string(), "(none)");
     }
@@ -320,10 +299,7 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a, b"\x02\0\0\0ab\x01\0\0\0c");
         let long = vec![b'x'; MAX_KEY_PART_LEN + 1];
-        assert!(matches!(
-            encode_key(&[long], &mut a),
-            Err(PsiError::KeyTooLong { .. })
-        ));
+        assert!(matches!(encode_key(&[long], &mut a), Err(PsiError::KeyTooLong { .. })));
     }
 
     #[test]
@@ -331,10 +307,7 @@ mod tests {
         let list: KeyList = ["b", "a", "b", "", "a", "c", ""].into_iter().collect();
         let (distinct, dropped) = list.dedup();
         assert_eq!(dropped, 3);
-        assert_eq!(
-            distinct.iter().collect::<Vec<_>>(),
-            vec![&b"b"[..], b"a", b"", b"c"]
-        );
+        assert_eq!(distinct.iter().collect::<Vec<_>>(), vec![&b"b"[..], b"a", b"", b"c"]);
         assert_eq!(format!("{distinct:?}"), "KeyList(4 keys, <redacted>)");
     }
 }

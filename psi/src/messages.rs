@@ -32,19 +32,11 @@ fn check_shape(message: &'static str, bytes: &[u8], item_len: usize) -> Result<u
         return Err(PsiError::EmptyMessage { message });
     }
     if !bytes.len().is_multiple_of(item_len) {
-        return Err(PsiError::RaggedMessage {
-            message,
-            len: bytes.len(),
-            item_len,
-        });
+        return Err(PsiError::RaggedMessage { message, len: bytes.len(), item_len });
     }
     let count = bytes.len() / item_len;
     if count > MAX_BATCH {
-        return Err(PsiError::OversizedBatch {
-            message,
-            count,
-            max: MAX_BATCH,
-        });
+        return Err(PsiError::OversizedBatch { message, count, max: MAX_BATCH });
     }
     Ok(count)
 }
@@ -90,9 +82,7 @@ impl PointBatch {
     /// the identity. Decompression runs on the rayon pool.
     pub fn decode(bytes: &[u8]) -> Result<DecodedPoints, PsiError> {
         check_shape(Self::NAME, bytes, POINT_LEN)?;
-        Ok(DecodedPoints {
-            points: decode_points(bytes)?,
-        })
+        Ok(DecodedPoints { points: decode_points(bytes)? })
     }
 }
 
@@ -148,11 +138,7 @@ impl TagBatch {
     pub fn decode(bytes: &[u8]) -> Result<Self, PsiError> {
         let count = check_shape(Self::NAME, bytes, TAG_LEN)?;
         let mut tags = Vec::with_capacity(count);
-        tags.extend(
-            bytes
-                .chunks_exact(TAG_LEN)
-                .map(|c| Tag::try_from(c).expect("exact chunks")),
-        );
+        tags.extend(bytes.chunks_exact(TAG_LEN).map(|c| Tag::try_from(c).expect("exact chunks")));
         Ok(Self { tags })
     }
 }
@@ -169,35 +155,18 @@ mod tests {
 
     #[test]
     fn shape_errors_are_typed() {
-        assert_eq!(
-            PointBatch::decode(&[]).unwrap_err(),
-            PsiError::EmptyMessage {
-                message: "point batch"
-            }
-        );
+        assert_eq!(PointBatch::decode(&[]).unwrap_err(), PsiError::EmptyMessage { message: "point batch" });
         assert_eq!(
             PointBatch::decode(&[0u8; 33]).unwrap_err(),
-            PsiError::RaggedMessage {
-                message: "point batch",
-                len: 33,
-                item_len: 32
-            }
+            PsiError::RaggedMessage { message: "point batch", len: 33, item_len: 32 }
         );
         assert_eq!(
             TagBatch::decode(&vec![1u8; TAG_LEN * (MAX_BATCH + 1)]).unwrap_err(),
-            PsiError::OversizedBatch {
-                message: "tag batch",
-                count: MAX_BATCH + 1,
-                max: MAX_BATCH
-            }
+            PsiError::OversizedBatch { message: "tag batch", count: MAX_BATCH + 1, max: MAX_BATCH }
         );
         assert_eq!(
             TagBatch::decode(&[1u8; 13]).unwrap_err(),
-            PsiError::RaggedMessage {
-                message: "tag batch",
-                len: 13,
-                item_len: TAG_LEN
-            }
+            PsiError::RaggedMessage { message: "tag batch", len: 13, item_len: TAG_LEN }
         );
     }
 

@@ -36,11 +36,7 @@ impl SecretPermutation {
         key.zeroize();
         let n = n as u64;
         let bits = u64::BITS - n.saturating_sub(1).leading_zeros();
-        Self {
-            cipher,
-            n,
-            half_bits: bits.div_ceil(2).max(1),
-        }
+        Self { cipher, n, half_bits: bits.div_ceil(2).max(1) }
     }
 
     /// The key index sent at `position` (`position < n`).

@@ -61,9 +61,7 @@ fn samples() -> Vec<Record> {
             max_items: 1_000_000,
             expires_at: 1_893_456_000,
         }),
-        Record::RevokeGrant {
-            grant: "g-2026-001".into(),
-        },
+        Record::RevokeGrant { grant: "g-2026-001".into() },
         Record::Task(Task {
             id: "t-0001".into(),
             requester: "bank".into(),
@@ -72,15 +70,8 @@ fn samples() -> Vec<Record> {
             params_digest: [0x55; 32],
             grants: vec!["g-2026-001".into()],
         }),
-        Record::TaskStatus {
-            task: "t-0001".into(),
-            status: TaskStatus::Running,
-        },
-        Record::Use(UseRecord {
-            task: "t-0001".into(),
-            grant: "g-2026-001".into(),
-            items: 1000,
-        }),
+        Record::TaskStatus { task: "t-0001".into(), status: TaskStatus::Running },
+        Record::Use(UseRecord { task: "t-0001".into(), grant: "g-2026-001".into(), items: 1000 }),
         Record::Result(ResultRecord {
             task: "t-0001".into(),
             result_digest: [0x66; 32],
@@ -92,11 +83,7 @@ fn samples() -> Vec<Record> {
 
 fn invalid(description: &str, bytes: &[u8]) -> Invalid {
     let error = SignedRecord::from_bytes(bytes).expect_err(description);
-    Invalid {
-        description: description.into(),
-        hex: hex::encode(bytes),
-        error: error.to_string(),
-    }
+    Invalid { description: description.into(), hex: hex::encode(bytes), error: error.to_string() }
 }
 
 fn compute() -> Vectors {
@@ -131,22 +118,14 @@ fn compute() -> Vectors {
         invalid("a list of 5000 roles", &huge_list.into_bytes()),
         invalid("a writer name that is not UTF-8", &bad_utf8.into_bytes()),
     ];
-    Vectors {
-        version: "stayput/ledger/record/v1".into(),
-        records,
-        invalid,
-    }
+    Vectors { version: "stayput/ledger/record/v1".into(), records, invalid }
 }
 
 #[test]
 fn vectors() {
     let computed = compute();
     if std::env::var_os("STAYPUT_WRITE_VECTORS").is_some() {
-        std::fs::write(
-            PATH,
-            serde_json::to_string_pretty(&computed).unwrap() + "\n",
-        )
-        .unwrap();
+        std::fs::write(PATH, serde_json::to_string_pretty(&computed).unwrap() + "\n").unwrap();
     }
     let stored: Vectors = serde_json::from_str(&std::fs::read_to_string(PATH).unwrap()).unwrap();
     assert_eq!(stored, computed);
@@ -171,16 +150,10 @@ fn a_changed_byte_breaks_the_signature() {
         u.items += 1;
     }
     assert!(signed.verify(&key.public_key()).is_ok());
-    assert!(matches!(
-        tampered.verify(&key.public_key()),
-        Err(LedgerError::BadSignature { .. })
-    ));
+    assert!(matches!(tampered.verify(&key.public_key()), Err(LedgerError::BadSignature { .. })));
     let mut renamed = signed;
     renamed.writer = "bureau-b".into();
-    assert!(
-        renamed.verify(&key.public_key()).is_err(),
-        "the writer is signed too"
-    );
+    assert!(renamed.verify(&key.public_key()).is_err(), "the writer is signed too");
 }
 
 proptest! {

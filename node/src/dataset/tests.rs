@@ -25,7 +25,8 @@ fn key(parts: &[&str]) -> Vec<u8> {
     out
 }
 
-const CSV: &str = "id,name,score\n 00123 ,Alice,1\n00123,alice,2\n,Bob,3\n456,,4\n789, Carol ,5\n n/a ,Dan,6\nNULL,Eve,7\n";
+const CSV: &str =
+    "id,name,score\n 00123 ,Alice,1\n00123,alice,2\n,Bob,3\n456,,4\n789, Carol ,5\n n/a ,Dan,6\nNULL,Eve,7\n";
 
 #[test]
 fn csv_keys_are_text_normalised_and_deduplicated() {
@@ -37,23 +38,11 @@ fn csv_keys_are_text_normalised_and_deduplicated() {
     assert_eq!(keys.null_keys, 3, "the empty id and the two sentinels");
     assert_eq!(keys.duplicates, 1, "' 00123 ' trims to 00123");
     let got: Vec<Vec<u8>> = keys.keys.iter().map(<[u8]>::to_vec).collect();
-    assert_eq!(
-        got,
-        vec![key(&["00123"]), key(&["456"]), key(&["789"])],
-        "leading zeros kept"
-    );
+    assert_eq!(got, vec![key(&["00123"]), key(&["456"]), key(&["789"])], "leading zeros kept");
 
-    let composite = dataset(&path, &["id", "name"], &["trim", "lowercase"])
-        .load_keys()
-        .unwrap();
-    assert_eq!(
-        composite.null_keys, 4,
-        "empty id, empty name, two sentinels"
-    );
-    assert_eq!(
-        composite.duplicates, 1,
-        "(00123, alice) twice after normalisation"
-    );
+    let composite = dataset(&path, &["id", "name"], &["trim", "lowercase"]).load_keys().unwrap();
+    assert_eq!(composite.null_keys, 4, "empty id, empty name, two sentinels");
+    assert_eq!(composite.duplicates, 1, "(00123, alice) twice after normalisation");
     assert_eq!(composite.keys.len(), 2);
     assert_eq!(composite.keys.get(1), &key(&["789", "carol"])[..]);
 }
@@ -63,15 +52,11 @@ fn missing_column_names_file_and_column() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("people.csv");
     std::fs::write(&path, CSV).unwrap();
-    let err = dataset(&path, &["national_id"], &[])
-        .load_keys()
-        .unwrap_err();
+    let err = dataset(&path, &["national_id"], &[]).load_keys().unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, NodeError::MissingColumn { .. }));
     assert!(
-        text.contains("people.csv")
-            && text.contains("'national_id'")
-            && text.contains("id, name, score"),
+        text.contains("people.csv") && text.contains("'national_id'") && text.contains("id, name, score"),
         "{text}"
     );
 }
@@ -79,9 +64,7 @@ fn missing_column_names_file_and_column() {
 #[test]
 fn unreadable_files_are_reported() {
     let dir = tempfile::tempdir().unwrap();
-    let missing = dataset(&dir.path().join("nope.csv"), &["id"], &[])
-        .load_keys()
-        .unwrap_err();
+    let missing = dataset(&dir.path().join("nope.csv"), &["id"], &[]).load_keys().unwrap_err();
     assert!(matches!(missing, NodeError::ReadFile { .. }), "{missing}");
     let garbage = dir.path().join("garbage.parquet");
     std::fs::write(&garbage, b"this is not parquet").unwrap();
@@ -104,12 +87,7 @@ fn parquet_file(dir: &Path) -> PathBuf {
         schema,
         vec![
             Arc::new(Int64Array::from(vec![Some(7), Some(8), None, Some(7)])),
-            Arc::new(StringArray::from(vec![
-                Some("A@X.COM"),
-                Some("b@x.com"),
-                Some("c@x.com"),
-                Some("a@x.com"),
-            ])),
+            Arc::new(StringArray::from(vec![Some("A@X.COM"), Some("b@x.com"), Some("c@x.com"), Some("a@x.com")])),
             Arc::new(Float64Array::from(vec![1.5, 2.5, 3.5, 4.5])),
         ],
     )
@@ -123,17 +101,12 @@ fn parquet_file(dir: &Path) -> PathBuf {
 fn parquet_integer_and_text_keys() {
     let dir = tempfile::tempdir().unwrap();
     let path = parquet_file(dir.path());
-    let keys = dataset(&path, &["customer_no", "email"], &["lowercase"])
-        .load_keys()
-        .unwrap();
+    let keys = dataset(&path, &["customer_no", "email"], &["lowercase"]).load_keys().unwrap();
     assert_eq!((keys.rows_read, keys.null_keys, keys.duplicates), (4, 1, 1));
     assert_eq!(keys.keys.get(0), &key(&["7", "a@x.com"])[..]);
     let err = dataset(&path, &["balance"], &[]).load_keys().unwrap_err();
     assert!(matches!(err, NodeError::KeyColumnType { .. }));
-    assert!(
-        err.to_string().contains("'balance'") && err.to_string().contains("Float64"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("'balance'") && err.to_string().contains("Float64"), "{err}");
 }
 
 #[test]
@@ -145,50 +118,27 @@ fn results_hold_every_matching_row_and_are_written_atomically() {
     let wanted: HashSet<Vec<u8>> = [key(&["00123"]), key(&["789"])].into_iter().collect();
     let out = dir.path().join("out").join("result.csv");
     let keyed = d.fingerprint().unwrap();
-    let written = d
-        .write_rows_with_keys(&wanted, keyed, &out, FileFormat::Csv)
-        .unwrap();
+    let written = d.write_rows_with_keys(&wanted, keyed, &out, FileFormat::Csv).unwrap();
     assert_eq!(written.rows, 3, "both 00123 rows and 789");
     let text = std::fs::read_to_string(&out).unwrap();
-    assert_eq!(
-        text,
-        "id,name,score\n 00123 ,Alice,1\n00123,alice,2\n789, Carol ,5\n"
-    );
-    assert_eq!(
-        written.sha256,
-        <[u8; 32]>::from(Sha256::digest(text.as_bytes()))
-    );
+    assert_eq!(text, "id,name,score\n 00123 ,Alice,1\n00123,alice,2\n789, Carol ,5\n");
+    assert_eq!(written.sha256, <[u8; 32]>::from(Sha256::digest(text.as_bytes())));
     let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("out")).unwrap().collect();
     assert_eq!(leftovers.len(), 1, "no partial files left");
-    let again = d
-        .write_rows_with_keys(&wanted, keyed, &out, FileFormat::Csv)
-        .unwrap_err();
-    assert!(
-        matches!(again, NodeError::ResultExists { .. }),
-        "results are never overwritten: {again}"
-    );
+    let again = d.write_rows_with_keys(&wanted, keyed, &out, FileFormat::Csv).unwrap_err();
+    assert!(matches!(again, NodeError::ResultExists { .. }), "results are never overwritten: {again}");
 
     // A dataset that changed after its keys were loaded is not written from.
     std::fs::write(&path, format!("{CSV}999,Zed,8\n")).unwrap();
-    let changed = d
-        .write_rows_with_keys(&wanted, keyed, &dir.path().join("x.csv"), FileFormat::Csv)
-        .unwrap_err();
-    assert!(
-        matches!(changed, NodeError::DatasetChanged { .. }),
-        "{changed}"
-    );
+    let changed = d.write_rows_with_keys(&wanted, keyed, &dir.path().join("x.csv"), FileFormat::Csv).unwrap_err();
+    assert!(matches!(changed, NodeError::DatasetChanged { .. }), "{changed}");
 
     let pq = parquet_file(dir.path());
     let d = dataset(&pq, &["customer_no"], &[]);
     let wanted: HashSet<Vec<u8>> = [key(&["7"])].into_iter().collect();
     let out = dir.path().join("out.parquet");
     let keyed = d.fingerprint().unwrap();
-    assert_eq!(
-        d.write_rows_with_keys(&wanted, keyed, &out, FileFormat::Parquet)
-            .unwrap()
-            .rows,
-        2
-    );
+    assert_eq!(d.write_rows_with_keys(&wanted, keyed, &out, FileFormat::Parquet).unwrap().rows, 2);
     let back = dataset(&out, &["customer_no"], &[]).load_keys().unwrap();
     assert_eq!((back.rows_read, back.duplicates), (2, 1));
 }

@@ -111,11 +111,7 @@ pub enum OutputMode {
 
 impl OutputMode {
     /// Every mode, for tests and help texts.
-    pub const ALL: [OutputMode; 3] = [
-        Self::IntersectionToRequester,
-        Self::IntersectionToBoth,
-        Self::CardinalityOnly,
-    ];
+    pub const ALL: [OutputMode; 3] = [Self::IntersectionToRequester, Self::IntersectionToBoth, Self::CardinalityOnly];
 
     /// The mode's name on the command line and on the wire.
     pub fn name(self) -> &'static str {
@@ -145,11 +141,7 @@ impl std::str::FromStr for OutputMode {
         Self::ALL
             .into_iter()
             .find(|m| m.name() == s)
-            .ok_or_else(|| {
-                format!(
-                    "unknown output mode '{s}'; use intersection, intersection-both or cardinality"
-                )
-            })
+            .ok_or_else(|| format!("unknown output mode '{s}'; use intersection, intersection-both or cardinality"))
     }
 }
 
@@ -196,10 +188,7 @@ impl SessionParams {
         responder_len: u64,
         batch_size: usize,
     ) -> Result<Self, PsiError> {
-        let too_large = PsiError::SetsTooLarge {
-            requester: requester_len,
-            responder: responder_len,
-        };
+        let too_large = PsiError::SetsTooLarge { requester: requester_len, responder: responder_len };
         if requester_len > u64::from(u32::MAX) || responder_len > u64::from(u32::MAX) {
             return Err(too_large);
         }
@@ -207,18 +196,9 @@ impl SessionParams {
             return Err(too_large);
         }
         if batch_size == 0 || batch_size > MAX_BATCH {
-            return Err(PsiError::BadBatchSize {
-                got: batch_size,
-                max: MAX_BATCH,
-            });
+            return Err(PsiError::BadBatchSize { got: batch_size, max: MAX_BATCH });
         }
-        Ok(Self {
-            task,
-            mode,
-            requester_len,
-            responder_len,
-            batch_size,
-        })
+        Ok(Self { task, mode, requester_len, responder_len, batch_size })
     }
 
     /// The task this session is bound to.
@@ -261,11 +241,7 @@ impl Blinder {
         tag_prefix.update(TAG_LABEL);
         tag_prefix.update((task.as_bytes().len() as u64).to_le_bytes());
         tag_prefix.update(task.as_bytes());
-        Self {
-            secret: SecretScalar::random(rng),
-            hash: HashToGroup::new(PROTOCOL_LABEL, task),
-            tag_prefix,
-        }
+        Self { secret: SecretScalar::random(rng), hash: HashToGroup::new(PROTOCOL_LABEL, task), tag_prefix }
     }
 
     /// `s·H_T(k)` for the keys at `order[positions]`, compressed, as a batch.
@@ -287,29 +263,20 @@ impl Blinder {
 
     /// `tag(s·P)` for every validated point.
     fn tags(&self, points: &[curve25519_dalek::ristretto::RistrettoPoint]) -> Vec<Tag> {
-        self.secret
-            .mul_compress(points)
-            .par_iter()
-            .map(|c| self.tag(c))
-            .collect()
+        self.secret.mul_compress(points).par_iter().map(|c| self.tag(c)).collect()
     }
 
     fn tag(&self, point: &CompressedRistretto) -> Tag {
         let mut hash = self.tag_prefix.clone();
         hash.update(point.as_bytes());
         let digest = hash.finalize();
-        digest[..TAG_LEN]
-            .try_into()
-            .expect("digest is longer than a tag")
+        digest[..TAG_LEN].try_into().expect("digest is longer than a tag")
     }
 }
 
 fn check_len(actual: usize, announced: u64) -> Result<(), PsiError> {
     if actual as u64 != announced {
-        return Err(PsiError::KeyCountMismatch {
-            announced,
-            actual: actual as u64,
-        });
+        return Err(PsiError::KeyCountMismatch { announced, actual: actual as u64 });
     }
     Ok(())
 }
@@ -326,9 +293,7 @@ fn next_range(next: &mut usize, len: usize, batch_size: usize) -> Option<std::op
 
 /// Cuts a list of tags into wire batches.
 fn tag_batches(tags: &[Tag], batch_size: usize) -> impl Iterator<Item = TagBatch> + '_ {
-    tags.chunks(batch_size).map(|chunk| TagBatch {
-        tags: chunk.to_vec(),
-    })
+    tags.chunks(batch_size).map(|chunk| TagBatch { tags: chunk.to_vec() })
 }
 
 /// Runs a whole session in memory, passing every message through its wire
@@ -341,14 +306,7 @@ pub fn run_in_memory<A: KeySet, B: KeySet>(
     requester_rng: &mut (impl RngCore + CryptoRng),
     responder_rng: &mut (impl RngCore + CryptoRng),
 ) -> Result<(RequesterOutput, ResponderOutput), PsiError> {
-    run_observed(
-        params,
-        requester_keys,
-        responder_keys,
-        requester_rng,
-        responder_rng,
-        |_, _| {},
-    )
+    run_observed(params, requester_keys, responder_keys, requester_rng, responder_rng, |_, _| {})
 }
 
 /// [`run_in_memory`], showing every wire message to `observe` as it is

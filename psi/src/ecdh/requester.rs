@@ -24,21 +24,11 @@ pub struct RequesterSession<'k, K: KeySet> {
 impl<'k, K: KeySet> RequesterSession<'k, K> {
     /// Starts a session over `keys`, whose length must be the announced
     /// requester size.
-    pub fn new(
-        params: SessionParams,
-        keys: &'k K,
-        rng: &mut (impl RngCore + CryptoRng),
-    ) -> Result<Self, PsiError> {
+    pub fn new(params: SessionParams, keys: &'k K, rng: &mut (impl RngCore + CryptoRng)) -> Result<Self, PsiError> {
         super::check_len(keys.len(), params.requester_len())?;
         let blinder = Blinder::new(params.task(), rng);
         let order = SecretPermutation::random(keys.len(), rng);
-        Ok(Self {
-            params,
-            keys,
-            blinder,
-            order,
-            peer_tags: Vec::new(),
-        })
+        Ok(Self { params, keys, blinder, order, peer_tags: Vec::new() })
     }
 
     /// Absorbs one batch of the responder's points.
@@ -92,9 +82,7 @@ impl<'k, K: KeySet> RequesterSession<'k, K> {
 
 impl<K: KeySet> std::fmt::Debug for RequesterSession<'_, K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RequesterSession")
-            .field("params", &self.params)
-            .finish_non_exhaustive()
+        f.debug_struct("RequesterSession").field("params", &self.params).finish_non_exhaustive()
     }
 }
 
@@ -119,9 +107,7 @@ impl<K: KeySet> RequesterRequests<'_, K> {
     /// The next batch of blinded keys, or `None` when all are sent.
     pub fn next_batch(&mut self) -> Option<PointBatch> {
         let range = next_range(&mut self.next, self.keys.len(), self.params.batch_size())?;
-        let batch = self
-            .blinder
-            .blind_keys(self.keys, &self.order, range.clone());
+        let batch = self.blinder.blind_keys(self.keys, &self.order, range.clone());
         if self.params.mode().reveals_intersection() {
             self.pending.push_back(range);
         }
@@ -163,17 +149,12 @@ impl<K: KeySet> RequesterRequests<'_, K> {
         }
         let range = self.pending.pop_front().ok_or(PsiError::UnexpectedReply)?;
         if range.len() != reply.len() {
-            return Err(PsiError::ReplyMismatch {
-                expected: range.len(),
-                got: reply.len(),
-            });
+            return Err(PsiError::ReplyMismatch { expected: range.len(), got: reply.len() });
         }
         let found: Vec<u32> = range
             .zip(&reply.tags)
             .filter(|(_, tag)| known(tag))
-            .map(|(pos, _)| {
-                u32::try_from(self.order.at(pos)).expect("set sizes are bounded by u32")
-            })
+            .map(|(pos, _)| u32::try_from(self.order.at(pos)).expect("set sizes are bounded by u32"))
             .collect();
         self.matches += found.len() as u64;
         self.matched.extend(found);
@@ -242,8 +223,6 @@ impl RequesterOutput {
 
 impl std::fmt::Debug for RequesterOutput {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RequesterOutput")
-            .field("cardinality", &self.cardinality)
-            .finish_non_exhaustive()
+        f.debug_struct("RequesterOutput").field("cardinality", &self.cardinality).finish_non_exhaustive()
     }
 }

@@ -20,21 +20,11 @@ pub struct ResponderSession<'k, K: KeySet> {
 impl<'k, K: KeySet> ResponderSession<'k, K> {
     /// Starts a session over `keys`, whose length must be the announced
     /// responder size.
-    pub fn new(
-        params: SessionParams,
-        keys: &'k K,
-        rng: &mut (impl RngCore + CryptoRng),
-    ) -> Result<Self, PsiError> {
+    pub fn new(params: SessionParams, keys: &'k K, rng: &mut (impl RngCore + CryptoRng)) -> Result<Self, PsiError> {
         super::check_len(keys.len(), params.responder_len())?;
         let blinder = Blinder::new(params.task(), rng);
         let order = SecretPermutation::random(keys.len(), rng);
-        Ok(Self {
-            params,
-            keys,
-            blinder,
-            order,
-            next: 0,
-        })
+        Ok(Self { params, keys, blinder, order, next: 0 })
     }
 
     /// The next batch of blinded keys, or `None` when all are sent.
@@ -173,10 +163,7 @@ impl ResponderClosing {
     /// Absorbs a batch of the requester's echo (both mode only).
     pub fn absorb_echo(&mut self, echo: TagBatch) -> Result<(), PsiError> {
         if self.params.mode() != OutputMode::IntersectionToBoth {
-            return Err(PsiError::NotInMode {
-                message: "echo",
-                mode: self.params.mode(),
-            });
+            return Err(PsiError::NotInMode { message: "echo", mode: self.params.mode() });
         }
         let start = self.echoed;
         let received = start + echo.len() as u64;
@@ -191,9 +178,7 @@ impl ResponderClosing {
         for (offset, tag) in echo.tags.iter().enumerate() {
             if self.kept.binary_search(tag).is_ok() {
                 let position = usize::try_from(start).expect("bounded by u32") + offset;
-                self.matched.push(
-                    u32::try_from(self.order.at(position)).expect("set sizes are bounded by u32"),
-                );
+                self.matched.push(u32::try_from(self.order.at(position)).expect("set sizes are bounded by u32"));
             }
         }
         Ok(())
@@ -221,18 +206,13 @@ impl ResponderClosing {
             }
             _ => None,
         };
-        Ok(ResponderOutput {
-            intersection,
-            requester_len: self.params.requester_len(),
-        })
+        Ok(ResponderOutput { intersection, requester_len: self.params.requester_len() })
     }
 }
 
 impl std::fmt::Debug for ResponderClosing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ResponderClosing")
-            .field("params", &self.params)
-            .finish_non_exhaustive()
+        f.debug_struct("ResponderClosing").field("params", &self.params).finish_non_exhaustive()
     }
 }
 
@@ -257,8 +237,6 @@ impl ResponderOutput {
 
 impl std::fmt::Debug for ResponderOutput {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ResponderOutput")
-            .field("requester_len", &self.requester_len)
-            .finish_non_exhaustive()
+        f.debug_struct("ResponderOutput").field("requester_len", &self.requester_len).finish_non_exhaustive()
     }
 }

@@ -9,23 +9,10 @@ use crate::keys::KeyList;
 use crate::messages::{PointBatch, TagBatch};
 
 fn params(mode: OutputMode, a: usize, b: usize, batch: usize) -> SessionParams {
-    SessionParams::new(
-        TaskId::new("task-test").unwrap(),
-        mode,
-        a as u64,
-        b as u64,
-        batch,
-    )
-    .unwrap()
+    SessionParams::new(TaskId::new("task-test").unwrap(), mode, a as u64, b as u64, batch).unwrap()
 }
 
-fn run(
-    mode: OutputMode,
-    a: &KeyList,
-    b: &KeyList,
-    batch: usize,
-    seed: u64,
-) -> (RequesterOutput, ResponderOutput) {
+fn run(mode: OutputMode, a: &KeyList, b: &KeyList, batch: usize, seed: u64) -> (RequesterOutput, ResponderOutput) {
     let p = params(mode, a.len(), b.len(), batch);
     let mut ra = ChaCha20Rng::seed_from_u64(seed);
     let mut rb = ChaCha20Rng::seed_from_u64(seed ^ 0x5eed);
@@ -37,18 +24,8 @@ fn plain(a: &KeyList, b: &KeyList) -> (Vec<u32>, Vec<u32>) {
     let sa: BTreeSet<&[u8]> = a.iter().collect();
     let sb: BTreeSet<&[u8]> = b.iter().collect();
     let index = |i: usize| u32::try_from(i).unwrap();
-    let ia = a
-        .iter()
-        .enumerate()
-        .filter(|(_, k)| sb.contains(k))
-        .map(|(i, _)| index(i))
-        .collect();
-    let ib = b
-        .iter()
-        .enumerate()
-        .filter(|(_, k)| sa.contains(k))
-        .map(|(i, _)| index(i))
-        .collect();
+    let ia = a.iter().enumerate().filter(|(_, k)| sb.contains(k)).map(|(i, _)| index(i)).collect();
+    let ib = b.iter().enumerate().filter(|(_, k)| sa.contains(k)).map(|(i, _)| index(i)).collect();
     (ia, ib)
 }
 
@@ -78,10 +55,7 @@ fn check_all_modes(raw_a: &[Vec<u8>], raw_b: &[Vec<u8>], batch: usize, seed: u64
 }
 
 fn keys(values: impl IntoIterator<Item = u32>) -> Vec<Vec<u8>> {
-    values
-        .into_iter()
-        .map(|v| format!("id-{v}").into_bytes())
-        .collect()
+    values.into_iter().map(|v| format!("id-{v}").into_bytes()).collect()
 }
 
 proptest! {
@@ -134,36 +108,17 @@ fn different_tasks_do_not_match() {
     // task replayed into another finds nothing.
     let a: KeyList = keys(0..5).iter().collect();
     let mut rng = ChaCha20Rng::seed_from_u64(1);
-    let p1 = SessionParams::new(
-        TaskId::new("task-1").unwrap(),
-        OutputMode::IntersectionToRequester,
-        5,
-        5,
-        8,
-    )
-    .unwrap();
-    let p2 = SessionParams::new(
-        TaskId::new("task-2").unwrap(),
-        OutputMode::IntersectionToRequester,
-        5,
-        5,
-        8,
-    )
-    .unwrap();
+    let p1 = SessionParams::new(TaskId::new("task-1").unwrap(), OutputMode::IntersectionToRequester, 5, 5, 8).unwrap();
+    let p2 = SessionParams::new(TaskId::new("task-2").unwrap(), OutputMode::IntersectionToRequester, 5, 5, 8).unwrap();
     let mut responder = ResponderSession::new(p1, &a, &mut rng).unwrap();
     let mut requester = RequesterSession::new(p2.clone(), &a, &mut rng).unwrap();
-    requester
-        .absorb(PointBatch::decode(responder.next_batch().unwrap().as_bytes()).unwrap())
-        .unwrap();
+    requester.absorb(PointBatch::decode(responder.next_batch().unwrap().as_bytes()).unwrap()).unwrap();
     let mut requester = requester.finish().unwrap();
     let mut honest = ResponderSession::new(p2, &a, &mut rng).unwrap();
     while honest.next_batch().is_some() {}
     let mut honest = honest.finish().unwrap();
     let request = requester.next_batch().unwrap();
-    let reply = honest
-        .answer(PointBatch::decode(request.as_bytes()).unwrap())
-        .unwrap()
-        .unwrap();
+    let reply = honest.answer(PointBatch::decode(request.as_bytes()).unwrap()).unwrap().unwrap();
     requester.absorb_reply(reply).unwrap();
     assert_eq!(requester.finish().unwrap().cardinality(), 0);
 }
@@ -176,16 +131,10 @@ fn order_of_messages_is_enforced() {
     // A responder that stops early is caught.
     let mut requester = RequesterSession::new(p.clone(), &a, &mut rng).unwrap();
     let mut responder = ResponderSession::new(p.clone(), &a, &mut rng).unwrap();
-    requester
-        .absorb(PointBatch::decode(responder.next_batch().unwrap().as_bytes()).unwrap())
-        .unwrap();
+    requester.absorb(PointBatch::decode(responder.next_batch().unwrap().as_bytes()).unwrap()).unwrap();
     assert_eq!(
         requester.finish().unwrap_err(),
-        PsiError::MissingItems {
-            phase: Phase::ResponderPoints,
-            announced: 6,
-            received: 4
-        }
+        PsiError::MissingItems { phase: Phase::ResponderPoints, announced: 6, received: 4 }
     );
     // A responder that sends more than announced is caught.
     let mut requester = RequesterSession::new(p.clone(), &a, &mut rng).unwrap();
@@ -196,41 +145,23 @@ fn order_of_messages_is_enforced() {
     }
     assert_eq!(
         requester.absorb(batch),
-        Err(PsiError::TooManyItems {
-            phase: Phase::ResponderPoints,
-            announced: 6,
-            received: 6 + 2
-        })
+        Err(PsiError::TooManyItems { phase: Phase::ResponderPoints, announced: 6, received: 6 + 2 })
     );
     // A reply that does not fit its request, or comes unasked, is caught.
     let mut requester = RequesterSession::new(p.clone(), &a, &mut rng).unwrap();
     let mut responder = ResponderSession::new(p.clone(), &a, &mut rng).unwrap();
     while let Some(b) = responder.next_batch() {
-        requester
-            .absorb(PointBatch::decode(b.as_bytes()).unwrap())
-            .unwrap();
+        requester.absorb(PointBatch::decode(b.as_bytes()).unwrap()).unwrap();
     }
     let mut requester = requester.finish().unwrap();
-    assert_eq!(
-        requester.absorb_reply(TagBatch::decode(&[0u8; 12]).unwrap()),
-        Err(PsiError::UnexpectedReply)
-    );
+    assert_eq!(requester.absorb_reply(TagBatch::decode(&[0u8; 12]).unwrap()), Err(PsiError::UnexpectedReply));
     requester.next_batch().unwrap();
     assert_eq!(
         requester.absorb_reply(TagBatch::decode(&[0u8; 24]).unwrap()),
-        Err(PsiError::ReplyMismatch {
-            expected: 4,
-            got: 2
-        })
+        Err(PsiError::ReplyMismatch { expected: 4, got: 2 })
     );
     // Finishing with requests unanswered fails.
-    assert!(matches!(
-        requester.finish(),
-        Err(PsiError::MissingItems {
-            phase: Phase::Replies,
-            ..
-        })
-    ));
+    assert!(matches!(requester.finish(), Err(PsiError::MissingItems { phase: Phase::Replies, .. })));
 }
 
 #[test]
@@ -238,31 +169,16 @@ fn parameters_are_bounded() {
     let t = || TaskId::new("t").unwrap();
     let m = OutputMode::IntersectionToRequester;
     assert!(SessionParams::new(t(), m, 1 << 28, 1 << 28, 10).is_ok());
-    assert!(matches!(
-        SessionParams::new(t(), m, 1 << 29, 1 << 28, 10),
-        Err(PsiError::SetsTooLarge { .. })
-    ));
-    assert!(matches!(
-        SessionParams::new(t(), m, 1 << 33, 1, 10),
-        Err(PsiError::SetsTooLarge { .. })
-    ));
-    assert!(matches!(
-        SessionParams::new(t(), m, 1, 1, 0),
-        Err(PsiError::BadBatchSize { .. })
-    ));
-    assert!(matches!(
-        SessionParams::new(t(), m, 1, 1, MAX_BATCH + 1),
-        Err(PsiError::BadBatchSize { .. })
-    ));
+    assert!(matches!(SessionParams::new(t(), m, 1 << 29, 1 << 28, 10), Err(PsiError::SetsTooLarge { .. })));
+    assert!(matches!(SessionParams::new(t(), m, 1 << 33, 1, 10), Err(PsiError::SetsTooLarge { .. })));
+    assert!(matches!(SessionParams::new(t(), m, 1, 1, 0), Err(PsiError::BadBatchSize { .. })));
+    assert!(matches!(SessionParams::new(t(), m, 1, 1, MAX_BATCH + 1), Err(PsiError::BadBatchSize { .. })));
     let a: KeyList = keys(0..3).iter().collect();
     let wrong = SessionParams::new(t(), m, 4, 1, 10).unwrap();
     let mut rng = ChaCha20Rng::seed_from_u64(0);
     assert_eq!(
         RequesterSession::new(wrong, &a, &mut rng).unwrap_err(),
-        PsiError::KeyCountMismatch {
-            announced: 4,
-            actual: 3
-        }
+        PsiError::KeyCountMismatch { announced: 4, actual: 3 }
     );
 }
 
@@ -271,12 +187,7 @@ fn mode_names_round_trip() {
     for mode in OutputMode::ALL {
         assert_eq!(mode.name().parse::<OutputMode>().unwrap(), mode);
     }
-    assert!(
-        "union"
-            .parse::<OutputMode>()
-            .unwrap_err()
-            .contains("cardinality")
-    );
+    assert!("union".parse::<OutputMode>().unwrap_err().contains("cardinality"));
 }
 
 mod vectors;

@@ -13,10 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::*;
 use crate::group::HashToGroup;
 
-const PATH: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/test-vectors/ecdh-ristretto255-v1.json"
-);
+const PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/test-vectors/ecdh-ristretto255-v1.json");
 
 #[derive(Serialize, Deserialize, PartialEq, Debug)]
 struct Vectors {
@@ -60,22 +57,13 @@ struct InvalidVector {
 }
 
 fn session(mode: OutputMode, seed: u64) -> SessionVector {
-    let requester_keys: Vec<String> = ["alice", "bob", "carol", "dave", "erin"]
-        .map(String::from)
-        .to_vec();
+    let requester_keys: Vec<String> = ["alice", "bob", "carol", "dave", "erin"].map(String::from).to_vec();
     let responder_keys: Vec<String> = ["bob", "frank", "erin", "grace"].map(String::from).to_vec();
     let task_id = "kat-task-0001".to_string();
     let batch_size = 2;
     let a: KeyList = requester_keys.iter().collect();
     let b: KeyList = responder_keys.iter().collect();
-    let p = SessionParams::new(
-        TaskId::new(task_id.clone()).unwrap(),
-        mode,
-        5,
-        4,
-        batch_size,
-    )
-    .unwrap();
+    let p = SessionParams::new(TaskId::new(task_id.clone()).unwrap(), mode, 5, 4, batch_size).unwrap();
     let mut transcript: [Vec<String>; 4] = Default::default();
     let (out_a, out_b) = run_observed(
         &p,
@@ -129,14 +117,8 @@ fn compute() -> Vectors {
             point_hex: hex::encode(hasher.hash(key.as_bytes()).compress().as_bytes()),
         })
         .collect();
-    let sessions = OutputMode::ALL
-        .into_iter()
-        .zip([11, 22, 33])
-        .map(|(m, s)| session(m, s))
-        .collect();
-    let good =
-        hex::decode(&session(OutputMode::IntersectionToRequester, 11).responder_points_hex[0])
-            .unwrap();
+    let sessions = OutputMode::ALL.into_iter().zip([11, 22, 33]).map(|(m, s)| session(m, s)).collect();
+    let good = hex::decode(&session(OutputMode::IntersectionToRequester, 11).responder_points_hex[0]).unwrap();
     let mut non_canonical = good.clone();
     non_canonical[32..64].copy_from_slice(&[0xff; 32]);
     non_canonical[63] = 0x7f;
@@ -147,48 +129,24 @@ fn compute() -> Vectors {
     negative[32] = 1;
     let invalid = vec![
         invalid("empty point batch", "point batch", &[]),
-        invalid(
-            "point batch cut one byte short",
-            "point batch",
-            &good[..good.len() - 1],
-        ),
-        invalid(
-            "second point is 2^255-1, a non-canonical field element",
-            "point batch",
-            &non_canonical,
-        ),
+        invalid("point batch cut one byte short", "point batch", &good[..good.len() - 1]),
+        invalid("second point is 2^255-1, a non-canonical field element", "point batch", &non_canonical),
         invalid("first point is the identity", "point batch", &identity),
-        invalid(
-            "second point is the negative field element 1",
-            "point batch",
-            &negative,
-        ),
+        invalid("second point is the negative field element 1", "point batch", &negative),
         invalid("tag batch of 13 bytes", "tag batch", &[7; 13]),
         invalid("empty tag batch", "tag batch", &[]),
     ];
-    Vectors {
-        protocol: String::from_utf8(PROTOCOL_LABEL.to_vec()).unwrap(),
-        hash_to_group,
-        sessions,
-        invalid,
-    }
+    Vectors { protocol: String::from_utf8(PROTOCOL_LABEL.to_vec()).unwrap(), hash_to_group, sessions, invalid }
 }
 
 #[test]
 fn known_answer_vectors() {
     let computed = compute();
     if std::env::var_os("STAYPUT_WRITE_VECTORS").is_some() {
-        std::fs::write(
-            PATH,
-            serde_json::to_string_pretty(&computed).unwrap() + "\n",
-        )
-        .unwrap();
+        std::fs::write(PATH, serde_json::to_string_pretty(&computed).unwrap() + "\n").unwrap();
     }
     let stored: Vectors = serde_json::from_str(&std::fs::read_to_string(PATH).unwrap()).unwrap();
-    assert_eq!(
-        stored.hash_to_group, computed.hash_to_group,
-        "hash-to-group changed"
-    );
+    assert_eq!(stored.hash_to_group, computed.hash_to_group, "hash-to-group changed");
     for (s, c) in stored.sessions.iter().zip(&computed.sessions) {
         assert_eq!(s, c, "transcript of the {} session changed", s.mode);
     }
@@ -209,10 +167,6 @@ fn stored_sessions_have_the_expected_outputs() {
     assert_eq!(stored.sessions[0].requester_intersection, Some(vec![1, 4]));
     assert_eq!(stored.sessions[1].responder_intersection, Some(vec![0, 2]));
     assert_eq!(stored.sessions[2].requester_intersection, None);
-    assert_eq!(
-        stored.sessions[2].replies_hex.len(),
-        3,
-        "sorted replies in batches of 2"
-    );
+    assert_eq!(stored.sessions[2].replies_hex.len(), 3, "sorted replies in batches of 2");
     assert_eq!(stored.sessions[1].echo_hex.len(), 2);
 }
