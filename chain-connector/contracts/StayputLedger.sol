@@ -8,8 +8,10 @@ pragma solidity 0.8.37;
 /// the contract parses them, checks the rules against its state and
 /// `block.timestamp`, and emits `Recorded` with the bytes, so every reader
 /// rebuilds and re-verifies the same history. `msg.sender` must be the
-/// writer's registered account. Ed25519 signatures cannot be checked on a
-/// london EVM; writers check before sending and readers on replay.
+/// writer's registered account; an identical record is never accepted twice.
+/// Ed25519 signatures cannot be checked on a london EVM: writers check
+/// before sending, and readers replay every event through the rules and set
+/// aside (quarantine) any record that fails, naming its writer's account.
 contract StayputLedger {
     uint8 private constant MEMBER = 1;
     uint8 private constant DATASET_VERSION = 2;
@@ -67,6 +69,7 @@ contract StayputLedger {
     mapping(bytes32 => Dataset) private datasets;
     mapping(bytes32 => Grant) private grants;
     mapping(bytes32 => Task) private tasks;
+    mapping(bytes32 => bool) private seen;
     uint256 public memberCount;
     uint64 public recordCount;
 
@@ -93,6 +96,7 @@ contract StayputLedger {
     error GrantMismatch(string grant, string task, string problem);
     error IllegalTransition(string task, uint8 from, uint8 to);
     error TaskNotActive(string task, uint8 status);
+    error Replayed(bytes32 recordHash);
 
     // ---- Canonical decoding (little-endian, u32 length prefixes) ----
 
@@ -144,6 +148,11 @@ contract StayputLedger {
         }
     }
 
+    function _computation(Cursor memory c) private pure returns (uint8 code) {
+        code = _u8(c);
+        if (code < 1 || code > 6) revert Malformed("unknown computation");
+    }
+
     function _key(string memory id) private pure returns (bytes32) {
         return keccak256(bytes(id));
     }
@@ -171,6 +180,7 @@ contract StayputLedger {
         string memory writer = _str(c);
         uint8 kind = _u8(c);
         bytes32 subject;
+        bytes32 recordHash = sha256(abi.encodePacked(bytes1(0x00), signedRecord));
         if (memberCount == 0) {
             if (kind != MEMBER) revert BadGenesis();
         } else {
@@ -178,6 +188,7 @@ contract StayputLedger {
             if (!w.exists) revert UnknownWriter(writer);
             if (w.account != msg.sender) revert WrongAccount(writer);
         }
+        if (seen[recordHash]) revert Replayed(recordHash);
         if (kind == MEMBER) subject = _member(c, writer, account);
         else if (kind == DATASET_VERSION) subject = _datasetVersion(c, writer);
         else if (kind == GRANT) subject = _grant(c, writer);
@@ -189,8 +200,9 @@ contract StayputLedger {
         else revert Malformed("unknown record kind");
         _take(c, 64); // the writer's ed25519 signature
         if (c.pos != signedRecord.length) revert Malformed("trailing bytes");
+        seen[recordHash] = true;
         seq = recordCount++;
-        emit Recorded(seq, subject, sha256(abi.encodePacked(bytes1(0x00), signedRecord)), signedRecord);
+        emit Recorded(seq, subject, recordHash, signedRecord);
     }
 
     function _isOperator(string memory org) private view returns (bool) {
@@ -247,8 +259,13 @@ contract StayputLedger {
         uint32 version = uint32(_uint(c, 4));
         _take(c, 64); // schema and content digests
         uint8 hasKey = _u8(c);
-        if (hasKey == 1) _bytes(c, _uint(c, 4));
-        else if (hasKey != 0) revert Malformed("option tag");
+        if (hasKey == 1) {
+            uint256 keyLen = _uint(c, 4);
+            if (keyLen > 4096) revert Malformed("field too long");
+            _take(c, keyLen);
+        } else if (hasKey != 0) {
+            revert Malformed("option tag");
+        }
         if (!_eq(owner, writer)) revert NotOwner(writer, owner, dataset);
         _requireRole(writer, ROLE_DATA_OWNER);
         Dataset storage d = datasets[_key(dataset)];
@@ -267,7 +284,7 @@ contract StayputLedger {
         uint256 n = _count(c);
         uint256 computations;
         for (uint256 i = 0; i < n; i++) {
-            computations |= 1 << _u8(c);
+            computations |= 1 << _computation(c);
         }
         _strs(c); // columns
         _take(c, 4); // min cohort
@@ -308,7 +325,7 @@ contract StayputLedger {
     function _task(Cursor memory c, string memory writer) private returns (bytes32) {
         string memory id = _str(c);
         string memory requester = _str(c);
-        uint8 kind = _u8(c);
+        uint8 kind = _computation(c);
         string[] memory ds = _strs(c);
         _take(c, 32); // parameters digest
         string[] memory gs = _strs(c);

@@ -176,7 +176,8 @@ pub async fn owner_only_writes(backend: &dyn Backend) {
     expect_refusal!(c, c.hospital.sign(c.grant("g-h", 1, 10, far)), Refusal::NotOwner { .. });
     expect_refusal!(c, c.bank.sign(c.grant("g-b", 1, 10, far)), Refusal::NotOwner { .. });
     c.ok(&c.bureau, c.grant("g1", 1, 10, far)).await;
-    expect_refusal!(c, c.bureau.sign(c.grant("g1", 1, 10, far)), Refusal::Duplicate { .. });
+    expect_refusal!(c, c.bureau.sign(c.grant("g1", 1, 10, far)), Refusal::Replayed { .. });
+    expect_refusal!(c, c.bureau.sign(c.grant("g1", 2, 10, far)), Refusal::Duplicate { .. });
     expect_refusal!(c, c.hospital.sign(Record::RevokeGrant { grant: "g1".into() }), Refusal::NotOwner { .. });
     expect_refusal!(
         c,
@@ -214,6 +215,7 @@ pub async fn grant_limits(backend: &dyn Backend) {
         c.ok(&c.bank, c.task(t, &["g"])).await;
     }
     c.ledger.submit(c.use_of("t1", "g", 60)).await.expect("first use");
+    expect_refusal!(c, c.use_of("t1", "g", 60), Refusal::Replayed { .. });
     expect_refusal!(c, c.use_of("t2", "g", 41), Refusal::ItemsExhausted { used: 60, asked: 41, .. });
     c.ledger.submit(c.use_of("t2", "g", 40)).await.expect("second use, exactly at the item limit");
     expect_refusal!(c, c.use_of("t3", "g", 0), Refusal::UsesExhausted { max_uses: 2, .. });
@@ -239,7 +241,7 @@ pub async fn grant_limits(backend: &dyn Backend) {
     c.ok(&c.bank, c.task("t-rev", &["g-rev"])).await;
     c.ok(&c.bureau, Record::RevokeGrant { grant: "g-rev".into() }).await;
     expect_refusal!(c, c.use_of("t-rev", "g-rev", 1), Refusal::Revoked { .. });
-    expect_refusal!(c, c.bureau.sign(Record::RevokeGrant { grant: "g-rev".into() }), Refusal::Revoked { .. });
+    expect_refusal!(c, c.bureau.sign(Record::RevokeGrant { grant: "g-rev".into() }), Refusal::Replayed { .. });
     expect_refusal!(c, c.bank.sign(c.task("t-rev2", &["g-rev"])), Refusal::Revoked { .. });
 }
 
@@ -249,7 +251,8 @@ pub async fn task_transitions(backend: &dyn Backend) {
     let now = backend.now(&c.ledger).await;
     c.ok(&c.bureau, c.grant("g", 5, 100, now + 86_400)).await;
     c.ok(&c.bank, c.task("t", &["g"])).await;
-    expect_refusal!(c, c.bank.sign(c.task("t", &["g"])), Refusal::Duplicate { .. });
+    expect_refusal!(c, c.bank.sign(c.task("t", &["g"])), Refusal::Replayed { .. });
+    expect_refusal!(c, c.operator.sign(c.task("t", &["g"])), Refusal::Duplicate { .. });
     let status = |s| Record::TaskStatus { task: "t".into(), status: s };
     expect_refusal!(c, c.bank.sign(status(TaskStatus::Succeeded)), Refusal::IllegalTransition { .. });
     expect_refusal!(c, c.bureau.sign(status(TaskStatus::Running)), Refusal::NotTaskParty { .. });

@@ -211,21 +211,37 @@ impl EmbeddedLedger {
     /// Creates a new ledger file whose genesis block admits the operator.
     /// `operator_member.signing_key` must be `operator`'s public key.
     pub fn create(path: &Path, operator: OrgKey, operator_member: Member, clock: Clock) -> Result<Self, LedgerError> {
-        if path.exists() {
-            return Err(LedgerError::Exists(path.into()));
+        // Exclusive creation: two operators racing cannot both write a genesis.
+        let file = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                LedgerError::Exists(path.into())
+            } else {
+                LedgerError::Store(redb::Error::Io(e))
+            }
+        })?;
+        let genesis = || -> Result<(Database, Chain), LedgerError> {
+            let backend = redb::backends::FileBackend::new(file).map_err(|e| LedgerError::Store(e.into()))?;
+            let db = Database::builder().create_with_backend(backend)?;
+            let now = clock();
+            let org = operator_member.org.clone();
+            let genesis = SignedRecord::sign(Record::Member(operator_member), &org, &operator);
+            genesis.check_storable()?;
+            let mut state = State::default();
+            state.apply(&genesis, now)?;
+            let mut index = HashMap::new();
+            index.insert(genesis.hash(), (0, 0));
+            let block = seal(&operator, 0, [0; 32], now, vec![genesis]);
+            write_block(&db, &block, Some(&operator.public_key()))?;
+            let tip = Tip { height: 0, hash: block.header.hash(), timestamp: now };
+            Ok((db, Chain { state, tip, records: 1, index, stopped: None }))
+        };
+        match genesis() {
+            Ok((db, chain)) => Ok(Self::start(db, path, chain, operator, clock)),
+            Err(e) => {
+                let _ = std::fs::remove_file(path);
+                Err(e)
+            }
         }
-        let db = Database::create(path)?;
-        let now = clock();
-        let org = operator_member.org.clone();
-        let genesis = SignedRecord::sign(Record::Member(operator_member), &org, &operator);
-        let mut state = State::default();
-        state.apply(&genesis, now)?;
-        let mut index = HashMap::new();
-        index.insert(genesis.hash(), (0, 0));
-        let block = seal(&operator, 0, [0; 32], now, vec![genesis]);
-        write_block(&db, &block, Some(&operator.public_key()))?;
-        let tip = Tip { height: 0, hash: block.header.hash(), timestamp: now };
-        Ok(Self::start(db, path, Chain { state, tip, records: 1, index, stopped: None }, operator, clock))
     }
 
     /// Opens and re-verifies an existing ledger file.
@@ -295,8 +311,14 @@ impl EmbeddedLedger {
         Block::from_bytes(bytes.value())
     }
 
-    fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
-        f(&self.shared.chain.read().expect("ledger lock").state)
+    /// Reads the state; refuses once a storage failure has stopped the
+    /// handle (the state may then hold records the disk does not).
+    fn read<T>(&self, f: impl FnOnce(&State) -> T) -> Result<T, LedgerError> {
+        let chain = self.shared.chain.read().expect("ledger lock");
+        match &chain.stopped {
+            Some(reason) => Err(LedgerError::Stopped(reason.clone())),
+            None => Ok(f(&chain.state)),
+        }
     }
 }
 
@@ -401,6 +423,10 @@ fn commit_loop(shared: &Shared, operator: &OrgKey, clock: &Clock, rx: &mpsc::Rec
             .collect();
         let mut accepted = Vec::with_capacity(batch.len());
         for (p, verified_with) in batch.into_iter().zip(verified) {
+            if let Err(e) = p.record.check_storable() {
+                let _ = p.reply.send(Err(e));
+                continue;
+            }
             let outcome = match verified_with {
                 Some(key) if chain.state.writer_key(&p.record).ok() == Some(key) => {
                     chain.state.apply_unverified(&p.record, now).map(drop)
@@ -467,43 +493,42 @@ impl Ledger for EmbeddedLedger {
     }
 
     async fn member(&self, org: &str) -> Result<Option<Member>, LedgerError> {
-        Ok(self.read(|s| s.members.get(org).cloned()))
+        self.read(|s| s.members.get(org).cloned())
     }
 
     async fn members(&self) -> Result<Vec<Member>, LedgerError> {
-        Ok(self.read(|s| s.members.values().cloned().collect()))
+        self.read(|s| s.members.values().cloned().collect())
     }
 
     async fn dataset(&self, id: &str) -> Result<Vec<DatasetVersion>, LedgerError> {
-        Ok(self.read(|s| s.datasets.get(id).cloned().unwrap_or_default()))
+        self.read(|s| s.datasets.get(id).cloned().unwrap_or_default())
     }
 
     async fn datasets(&self) -> Result<Vec<DatasetVersion>, LedgerError> {
-        Ok(self.read(|s| s.datasets.values().filter_map(|v| v.last().cloned()).collect()))
+        self.read(|s| s.datasets.values().filter_map(|v| v.last().cloned()).collect())
     }
 
     async fn grant(&self, id: &str) -> Result<Option<GrantState>, LedgerError> {
-        Ok(self.read(|s| s.grants.get(id).cloned()))
+        self.read(|s| s.grants.get(id).cloned())
     }
 
     async fn grants(&self, filter: &GrantFilter) -> Result<Vec<GrantState>, LedgerError> {
-        Ok(self.read(|s| {
+        self.read(|s| {
             s.grants
                 .values()
                 .filter(|g| filter.dataset.as_ref().is_none_or(|d| &g.grant.dataset == d))
                 .filter(|g| filter.grantee.as_ref().is_none_or(|o| &g.grant.grantee == o))
                 .cloned()
                 .collect()
-        }))
+        })
     }
 
     async fn task(&self, id: &str) -> Result<Option<TaskState>, LedgerError> {
-        Ok(self.read(|s| s.tasks.get(id).cloned()))
+        self.read(|s| s.tasks.get(id).cloned())
     }
 
     async fn tasks(&self, requester: Option<&str>) -> Result<Vec<TaskState>, LedgerError> {
-        Ok(self
-            .read(|s| s.tasks.values().filter(|t| requester.is_none_or(|r| t.task.requester == r)).cloned().collect()))
+        self.read(|s| s.tasks.values().filter(|t| requester.is_none_or(|r| t.task.requester == r)).cloned().collect())
     }
 
     async fn events_after(&self, height: u64, limit: usize) -> Result<Vec<LedgerEvent>, LedgerError> {

@@ -58,7 +58,12 @@ fn static_str(s: &str, known: &[&'static str]) -> &'static str {
 /// The refusal a contract revert stands for.
 fn refusal(e: ContractError) -> LedgerError {
     use ContractError as E;
-    let status = |code: u8| TaskStatus::ALL.iter().copied().find(|s| s.code() == code).unwrap_or(TaskStatus::Failed);
+    let unknown = |what: &str, code: u8| LedgerError::Malformed {
+        what: "contract revert",
+        reason: format!("an unknown {what} code {code}; the contract and this build disagree"),
+    };
+    let status =
+        |code: u8| TaskStatus::ALL.iter().copied().find(|s| s.code() == code).ok_or_else(|| unknown("status", code));
     let refusal = match e {
         E::Malformed(x) => {
             return LedgerError::Malformed { what: "record (contract)", reason: x.reason };
@@ -67,9 +72,9 @@ fn refusal(e: ContractError) -> LedgerError {
         E::UnknownWriter(x) => Refusal::UnknownWriter { writer: x.writer },
         E::BadGenesis(_) => Refusal::BadGenesis,
         E::NotOperator(x) => Refusal::NotOperator { writer: x.writer, kind: static_str(&x.kind, &["member"]) },
-        E::MissingRole(x) => Refusal::MissingRole {
-            org: x.org,
-            role: Role::ALL.iter().copied().find(|r| r.code() == x.role).unwrap_or(Role::Regulator),
+        E::MissingRole(x) => match Role::ALL.iter().copied().find(|r| r.code() == x.role) {
+            Some(role) => Refusal::MissingRole { org: x.org, role },
+            None => return unknown("role", x.role),
         },
         E::NotOwner(x) => Refusal::NotOwner { writer: x.writer, owner: x.owner, dataset: x.dataset },
         E::NotTaskParty(x) => Refusal::NotTaskParty { writer: x.writer, task: x.task, requester: x.requester },
@@ -98,8 +103,15 @@ fn refusal(e: ContractError) -> LedgerError {
                 ],
             ),
         },
-        E::IllegalTransition(x) => Refusal::IllegalTransition { task: x.task, from: status(x.from), to: status(x.to) },
-        E::TaskNotActive(x) => Refusal::TaskNotActive { task: x.task, status: status(x.status) },
+        E::IllegalTransition(x) => match (status(x.from), status(x.to)) {
+            (Ok(from), Ok(to)) => Refusal::IllegalTransition { task: x.task, from, to },
+            (Err(e), _) | (_, Err(e)) => return e,
+        },
+        E::TaskNotActive(x) => match status(x.status) {
+            Ok(status) => Refusal::TaskNotActive { task: x.task, status },
+            Err(e) => return e,
+        },
+        E::Replayed(x) => Refusal::Replayed { hash: hex::encode(x.recordHash) },
     };
     LedgerError::Refused(refusal)
 }
@@ -112,7 +124,7 @@ fn contract_error(context: &str, e: &alloy::contract::Error) -> LedgerError {
 }
 
 /// What a handle knows about the deployed contract.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct EvmConfig {
     /// The JSON-RPC endpoint (loopback only in this project's tests).
     pub rpc_url: String,
@@ -122,11 +134,54 @@ pub struct EvmConfig {
     pub deployed_at: u64,
 }
 
+impl std::fmt::Debug for EvmConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Endpoint URLs may carry credentials: show scheme, host and port only.
+        let endpoint = parse_url(&self.rpc_url).map_or_else(
+            |_| "<unparsable>".to_owned(),
+            |u| format!("{}://{}:{}", u.scheme(), u.host_str().unwrap_or("?"), u.port_or_known_default().unwrap_or(0)),
+        );
+        f.debug_struct("EvmConfig")
+            .field("endpoint", &endpoint)
+            .field("contract", &self.contract)
+            .field("deployed_at", &self.deployed_at)
+            .finish()
+    }
+}
+
+/// A record the contract accepted but the rules (or decoding) refuse: set
+/// aside by every reader, never applied, so one member cannot halt readers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quarantined {
+    /// Block it landed in.
+    pub height: u64,
+    /// Its sequence number in the contract.
+    pub seq: u64,
+    /// Why it was set aside.
+    pub reason: String,
+}
+
 #[derive(Debug, Default)]
 struct Replica {
     state: State,
     synced_to: Option<u64>,
+    next_seq: u64,
+    quarantined: Vec<Quarantined>,
 }
+
+/// One `Recorded` event, checked for origin and order but not yet decoded.
+struct RawEvent {
+    height: u64,
+    index: u32,
+    seq: u64,
+    record_hash: [u8; 32],
+    bytes: Vec<u8>,
+}
+
+/// Blocks per `eth_getLogs` request (nodes cap ranges).
+const LOG_PAGE_BLOCKS: u64 = 2000;
+/// How long to wait for a record's receipt.
+const RECEIPT_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A handle on the EVM ledger, writing for the organisations whose
 /// accounts it holds.
@@ -220,6 +275,11 @@ impl EvmLedger {
         })
     }
 
+    /// The deployment this handle talks to.
+    pub fn config(&self) -> &EvmConfig {
+        &self.config
+    }
+
     fn contract(&self, provider: DynProvider) -> StayputLedger::StayputLedgerInstance<DynProvider> {
         StayputLedger::new(self.config.contract, provider)
     }
@@ -235,53 +295,97 @@ impl EvmLedger {
             .map_err(|e| rpc_err("reading a block", e))?
             .ok_or_else(|| rpc_err("reading a block", format!("block {block} is missing")))?;
         let t = header.header.timestamp;
-        self.timestamps.lock().await.insert(block, t);
+        let mut cache = self.timestamps.lock().await;
+        if cache.len() > 4096 {
+            cache.clear();
+        }
+        cache.insert(block, t);
         Ok(t)
     }
 
-    /// Records in blocks `from..=to`, decoded and hash-checked.
-    async fn logs(&self, from: u64, to: u64) -> Result<Vec<LedgerEvent>, LedgerError> {
+    /// `Recorded` events in blocks `from..=to`, from this contract only,
+    /// not removed by a reorganisation, in chain order.
+    async fn raw_events(&self, from: u64, to: u64) -> Result<Vec<RawEvent>, LedgerError> {
         let filter = Filter::new()
             .address(self.config.contract)
             .event_signature(StayputLedger::Recorded::SIGNATURE_HASH)
             .from_block(from)
             .to_block(to);
         let logs = self.reader.get_logs(&filter).await.map_err(|e| rpc_err("eth_getLogs", e))?;
-        logs.into_iter()
-            .map(|log| {
-                let height = log.block_number.unwrap_or(0);
-                let index = u32::try_from(log.log_index.unwrap_or(0)).unwrap_or(u32::MAX);
-                let event = StayputLedger::Recorded::decode_log(&log.inner)
-                    .map_err(|e| LedgerError::Corrupt { height, reason: format!("undecodable event: {e}") })?;
-                let record = SignedRecord::from_bytes(&event.signedRecord)
-                    .map_err(|e| LedgerError::Corrupt { height, reason: e.to_string() })?;
-                if record.hash() != event.recordHash.0 {
-                    return Err(LedgerError::Corrupt {
-                        height,
-                        reason: "an event's record hash does not match its record".into(),
-                    });
-                }
-                Ok(LedgerEvent { receipt: Receipt { height, index, record_hash: record.hash() }, record })
-            })
-            .collect()
+        let mut events = Vec::with_capacity(logs.len());
+        for log in logs {
+            let bad = |reason: &str| rpc_err("eth_getLogs", format!("the node returned {reason}"));
+            if log.address() != self.config.contract {
+                return Err(bad("a log of another contract"));
+            }
+            if log.removed {
+                continue;
+            }
+            let height = log.block_number.ok_or_else(|| bad("a log without a block number"))?;
+            let index = log.log_index.ok_or_else(|| bad("a log without an index"))?;
+            let event = StayputLedger::Recorded::decode_log(&log.inner)
+                .map_err(|e| LedgerError::Corrupt { height, reason: format!("undecodable event: {e}") })?;
+            events.push(RawEvent {
+                height,
+                index: u32::try_from(index).map_err(|_| bad("a log index beyond u32"))?,
+                seq: event.seq,
+                record_hash: event.recordHash.0,
+                bytes: event.signedRecord.to_vec(),
+            });
+        }
+        events.sort_by_key(|e| (e.height, e.index));
+        Ok(events)
     }
 
-    /// Brings the replica up to the newest block, verifying every record.
+    /// Brings the replica up to the newest block, page by page. Each page's
+    /// block times are fetched before anything is applied, so a failing
+    /// node leaves the replica exactly as it was. Every record is decoded,
+    /// hash-checked, signature-checked and run through the rules; one that
+    /// fails is quarantined. A gap or reordering in the contract's sequence
+    /// numbers means the node is hiding records: that stops the read.
     async fn sync(&self) -> Result<tokio::sync::MutexGuard<'_, Replica>, LedgerError> {
         let mut replica = self.replica.lock().await;
         let latest = self.reader.get_block_number().await.map_err(|e| rpc_err("eth_blockNumber", e))?;
-        let from = replica.synced_to.map_or(self.config.deployed_at, |h| h + 1);
-        if from <= latest {
-            for event in self.logs(from, latest).await? {
-                let now = self.block_timestamp(event.receipt.height).await?;
-                replica.state.apply(&event.record, now).map_err(|e| LedgerError::Corrupt {
-                    height: event.receipt.height,
-                    reason: format!("the contract accepted a record the rules refuse: {e}"),
-                })?;
+        let mut from = replica.synced_to.map_or(self.config.deployed_at, |h| h + 1);
+        while from <= latest {
+            let to = latest.min(from + LOG_PAGE_BLOCKS - 1);
+            let events = self.raw_events(from, to).await?;
+            let mut times = HashMap::new();
+            for e in &events {
+                if let std::collections::hash_map::Entry::Vacant(slot) = times.entry(e.height) {
+                    slot.insert(self.block_timestamp(e.height).await?);
+                }
             }
-            replica.synced_to = Some(latest);
+            for e in events {
+                if e.seq != replica.next_seq {
+                    return Err(LedgerError::Corrupt {
+                        height: e.height,
+                        reason: format!(
+                            "record {} arrived where {} was due: the node omitted or reordered records",
+                            e.seq, replica.next_seq
+                        ),
+                    });
+                }
+                replica.next_seq += 1;
+                let applied = SignedRecord::from_bytes(&e.bytes).and_then(|record| {
+                    if record.hash() != e.record_hash {
+                        return Err(LedgerError::Malformed { what: "event", reason: "record hash mismatch".into() });
+                    }
+                    replica.state.apply(&record, times[&e.height])
+                });
+                if let Err(err) = applied {
+                    replica.quarantined.push(Quarantined { height: e.height, seq: e.seq, reason: err.to_string() });
+                }
+            }
+            replica.synced_to = Some(to);
+            from = to + 1;
         }
         Ok(replica)
+    }
+
+    /// Records the contract accepted that the rules refuse, set aside.
+    pub async fn quarantined(&self) -> Result<Vec<Quarantined>, LedgerError> {
+        Ok(self.sync().await?.quarantined.clone())
     }
 }
 
@@ -290,6 +394,7 @@ impl Ledger for EvmLedger {
     async fn submit(&self, record: SignedRecord) -> Result<Receipt, LedgerError> {
         let writer =
             self.writers.get(&record.writer).ok_or_else(|| LedgerError::NoAccount { org: record.writer.clone() })?;
+        record.check_storable()?;
         {
             let replica = self.sync().await?;
             let key = replica.state.writer_key(&record)?;
@@ -306,7 +411,12 @@ impl Ledger for EvmLedger {
         let call = instance.submit(Bytes::from(record.to_bytes()), account);
         call.call().await.map_err(|e| contract_error("simulating the record", &e))?;
         let pending = call.send().await.map_err(|e| contract_error("sending the record", &e))?;
-        let receipt = pending.get_receipt().await.map_err(|e| rpc_err("waiting for the record's receipt", e))?;
+        let tx_hash = *pending.tx_hash();
+        let receipt = pending
+            .with_timeout(Some(RECEIPT_TIMEOUT))
+            .get_receipt()
+            .await
+            .map_err(|e| rpc_err(&format!("waiting for the receipt of transaction {tx_hash}"), e))?;
         if !receipt.status() {
             // Reverted on chain after simulating cleanly: another write got in first.
             return Err(call.call().await.err().map_or_else(
@@ -348,15 +458,18 @@ impl Ledger for EvmLedger {
     }
 
     async fn grant(&self, id: &str) -> Result<Option<GrantState>, LedgerError> {
-        let Some(mut state) = self.sync().await?.state.grants.get(id).cloned() else {
-            return Ok(None);
+        let (mut state, at) = {
+            let replica = self.sync().await?;
+            let Some(state) = replica.state.grants.get(id).cloned() else { return Ok(None) };
+            (state, replica.synced_to.unwrap_or(self.config.deployed_at))
         };
-        // The live counters, read from the contract.
-        let usage = self.contract(self.reader.clone()).grantUsage(id.to_owned()).call().await;
+        // The contract's own counters at the same block (eth_call); where they
+        // are stricter (a quarantined record consumed a use), they win.
+        let usage = self.contract(self.reader.clone()).grantUsage(id.to_owned()).block(at.into()).call().await;
         let usage = usage.map_err(|e| contract_error("eth_call grantUsage", &e))?;
-        state.uses = usage.uses;
-        state.items = usage.items;
-        state.revoked = usage.revoked;
+        state.uses = state.uses.max(usage.uses);
+        state.items = state.items.max(usage.items);
+        state.revoked |= usage.revoked;
         Ok(Some(state))
     }
 
@@ -374,15 +487,7 @@ impl Ledger for EvmLedger {
     }
 
     async fn task(&self, id: &str) -> Result<Option<TaskState>, LedgerError> {
-        let Some(mut state) = self.sync().await?.state.tasks.get(id).cloned() else {
-            return Ok(None);
-        };
-        let live = self.contract(self.reader.clone()).taskStatus(id.to_owned()).call().await;
-        let live = live.map_err(|e| contract_error("eth_call taskStatus", &e))?;
-        if let Some(status) = TaskStatus::ALL.iter().copied().find(|s| s.code() == live.status) {
-            state.status = status;
-        }
-        Ok(Some(state))
+        Ok(self.sync().await?.state.tasks.get(id).cloned())
     }
 
     async fn tasks(&self, requester: Option<&str>) -> Result<Vec<TaskState>, LedgerError> {
@@ -398,19 +503,28 @@ impl Ledger for EvmLedger {
     }
 
     async fn events_after(&self, height: u64, limit: usize) -> Result<Vec<LedgerEvent>, LedgerError> {
-        let latest = self.sync().await?.synced_to.unwrap_or(0);
-        let from = height.saturating_add(1).max(self.config.deployed_at);
-        if from > latest {
-            return Ok(Vec::new());
-        }
-        let events = self.logs(from, latest).await?;
-        // Whole blocks only: stop after the block in which `limit` is reached.
+        let replica = self.sync().await?;
+        let latest = replica.synced_to.unwrap_or(0);
         let mut out: Vec<LedgerEvent> = Vec::new();
-        for event in events {
-            if out.len() >= limit && out.last().is_some_and(|l| l.receipt.height != event.receipt.height) {
-                break;
+        let mut from = height.saturating_add(1).max(self.config.deployed_at);
+        // Page by block range; whole blocks only; only records the replica
+        // verified and applied (quarantined ones are left out).
+        while from <= latest && out.len() < limit {
+            let to = latest.min(from + LOG_PAGE_BLOCKS - 1);
+            for e in self.raw_events(from, to).await? {
+                if out.len() >= limit && out.last().is_some_and(|l| l.receipt.height != e.height) {
+                    break;
+                }
+                if !replica.state.seen.contains(&e.record_hash) {
+                    continue;
+                }
+                let record = SignedRecord::from_bytes(&e.bytes)?;
+                out.push(LedgerEvent {
+                    receipt: Receipt { height: e.height, index: e.index, record_hash: e.record_hash },
+                    record,
+                });
             }
-            out.push(event);
+            from = to + 1;
         }
         Ok(out)
     }

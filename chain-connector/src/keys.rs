@@ -21,7 +21,7 @@ pub fn save(dir: &Path, org: &str, key: &OrgKey) -> Result<PathBuf, LedgerError>
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options.open(&secret_path).map_err(|e| key_err(&secret_path, e.to_string()))?;
-    let secret = zeroize::Zeroizing::new(hex::encode(*key.to_secret_bytes()));
+    let secret = zeroize::Zeroizing::new(hex::encode(key.to_secret_bytes().as_ref()));
     file.write_all(secret.as_bytes())
         .and_then(|()| file.sync_all())
         .map_err(|e| key_err(&secret_path, e.to_string()))?;

@@ -437,6 +437,21 @@ impl SignedRecord {
         Ok(record)
     }
 
+    /// Checks that the record can be stored and read back: its encoding
+    /// round-trips through the bounded decoder and fits a block. A backend
+    /// refuses anything else before accepting it, so no reader is ever
+    /// handed a record it cannot decode.
+    pub fn check_storable(&self) -> Result<(), LedgerError> {
+        let bytes = self.to_bytes();
+        if bytes.len() > crate::block::MAX_RECORD_BYTES {
+            return Err(LedgerError::Malformed {
+                what: "signed record",
+                reason: format!("{} bytes exceed {}", bytes.len(), crate::block::MAX_RECORD_BYTES),
+            });
+        }
+        Self::from_bytes(&bytes).map(drop)
+    }
+
     /// The record's hash: `SHA-256(0x00 ‖ encoding)`, its Merkle leaf.
     pub fn hash(&self) -> Digest {
         leaf_hash(&self.to_bytes())

@@ -16,6 +16,9 @@
 //! | task status | its requester or the operator | not a legal transition |
 //! | use | the owner of the grant's dataset | task not submitted or running; grant not in the task; revoked; expired; no uses left; items would exceed the limit |
 //! | result | the operator or the task's requester | task unknown |
+//!
+//! Any record identical to one already applied (same hash) is refused, so a
+//! signed record cannot be replayed — not a use, not an old member record.
 
 use std::collections::BTreeMap;
 
@@ -62,6 +65,8 @@ pub enum Refusal {
     IllegalTransition { task: String, from: TaskStatus, to: TaskStatus },
     #[error("task '{task}' is {status}; uses are recorded only while it is submitted or running")]
     TaskNotActive { task: String, status: TaskStatus },
+    #[error("an identical record ({hash}) is already on the ledger; records cannot be replayed")]
+    Replayed { hash: String },
 }
 
 /// A grant and what has been consumed of it.
@@ -101,6 +106,8 @@ pub struct State {
     pub grants: BTreeMap<String, GrantState>,
     /// Tasks by id.
     pub tasks: BTreeMap<String, TaskState>,
+    /// Hashes of every record applied: a record is never accepted twice.
+    pub seen: std::collections::HashSet<crate::records::Digest>,
 }
 
 impl State {
@@ -121,10 +128,15 @@ impl State {
     /// it with.
     pub fn apply_unverified(&mut self, signed: &SignedRecord, now: u64) -> Result<[u8; 32], LedgerError> {
         let key = self.writer_key(signed)?;
+        let hash = signed.hash();
+        if self.seen.contains(&hash) {
+            return Err(Refusal::Replayed { hash: hex::encode(hash) }.into());
+        }
         if !self.members.is_empty() {
             self.check_rules(&signed.writer, &signed.record, now)?;
         }
         self.commit(signed);
+        self.seen.insert(hash);
         Ok(key)
     }
 
@@ -216,7 +228,7 @@ impl State {
                     }
                     None => 0,
                 };
-                if d.version != current + 1 {
+                if current.checked_add(1) != Some(d.version) {
                     return Err(Refusal::VersionOutOfOrder { dataset: d.dataset.clone(), current, got: d.version });
                 }
             }

@@ -224,3 +224,26 @@ async fn inclusion_proofs_verify_offline() {
     drop(ledger);
     assert_eq!(EmbeddedLedger::verify_file(&path, &public).unwrap(), summary);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_that_could_not_be_read_back_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.redb");
+    let (key, member) = operator();
+    let ledger = EmbeddedLedger::create(&path, key, member, clock()).unwrap();
+    // A member with 2,000 roles encodes, but no reader would decode it.
+    let record = Record::Member(Member {
+        org: "bloated".into(),
+        name: String::new(),
+        roles: vec![Role::Regulator; 2000],
+        signing_key: [1; 32],
+        endpoint: String::new(),
+    });
+    let signed = stayput_chain_connector::records::SignedRecord::sign(record, "operator", &op_key());
+    assert!(matches!(ledger.submit(signed).await, Err(LedgerError::Malformed { .. })));
+    drop(ledger);
+    EmbeddedLedger::open(&path, op_key(), clock()).expect("the ledger stays readable");
+    // Creating over an existing ledger is refused and leaves it intact.
+    assert!(matches!(EmbeddedLedger::create(&path, operator().0, operator().1, clock()), Err(LedgerError::Exists(_))));
+    EmbeddedLedger::open(&path, op_key(), clock()).unwrap();
+}
