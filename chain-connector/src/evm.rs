@@ -356,27 +356,19 @@ impl EvmLedger {
                     slot.insert(self.block_timestamp(e.height).await?);
                 }
             }
-            for e in events {
-                if e.seq != replica.next_seq {
-                    return Err(LedgerError::Corrupt {
-                        height: e.height,
-                        reason: format!(
-                            "record {} arrived where {} was due: the node omitted or reordered records",
-                            e.seq, replica.next_seq
-                        ),
-                    });
-                }
-                replica.next_seq += 1;
-                let applied = SignedRecord::from_bytes(&e.bytes).and_then(|record| {
-                    if record.hash() != e.record_hash {
-                        return Err(LedgerError::Malformed { what: "event", reason: "record hash mismatch".into() });
-                    }
-                    replica.state.apply(&record, times[&e.height])
-                });
-                if let Err(err) = applied {
-                    replica.quarantined.push(Quarantined { height: e.height, seq: e.seq, reason: err.to_string() });
-                }
-            }
+            // Decoding, signature checks and rules are heavy: off the executor.
+            let state = std::mem::take(&mut replica.state);
+            let next_seq = replica.next_seq;
+            let replayed = tokio::task::spawn_blocking(move || apply_events(state, next_seq, events, &times)).await;
+            let Ok((state, next_seq, quarantined, outcome)) = replayed else {
+                // The state went with the failed task: replay from deployment next time.
+                *replica = Replica::default();
+                return Err(rpc_err("replaying events", "the replay task failed"));
+            };
+            replica.state = state;
+            replica.next_seq = next_seq;
+            replica.quarantined.extend(quarantined);
+            outcome?;
             replica.synced_to = Some(to);
             from = to + 1;
         }
@@ -387,6 +379,36 @@ impl EvmLedger {
     pub async fn quarantined(&self) -> Result<Vec<Quarantined>, LedgerError> {
         Ok(self.sync().await?.quarantined.clone())
     }
+}
+
+/// Applies one page of events in order to `state`: checks the contract's
+/// sequence, decodes, checks the hash and replays through the rules
+/// (signatures included); a record that fails is quarantined.
+fn apply_events(
+    mut state: State,
+    mut next_seq: u64,
+    events: Vec<RawEvent>,
+    times: &HashMap<u64, u64>,
+) -> (State, u64, Vec<Quarantined>, Result<(), LedgerError>) {
+    let mut quarantined = Vec::new();
+    for e in events {
+        if e.seq != next_seq {
+            let reason =
+                format!("record {} arrived where {next_seq} was due: the node omitted or reordered records", e.seq);
+            return (state, next_seq, quarantined, Err(LedgerError::Corrupt { height: e.height, reason }));
+        }
+        next_seq += 1;
+        let applied = SignedRecord::from_bytes(&e.bytes).and_then(|record| {
+            if record.hash() != e.record_hash {
+                return Err(LedgerError::Malformed { what: "event", reason: "record hash mismatch".into() });
+            }
+            state.apply(&record, times[&e.height])
+        });
+        if let Err(err) = applied {
+            quarantined.push(Quarantined { height: e.height, seq: e.seq, reason: err.to_string() });
+        }
+    }
+    (state, next_seq, quarantined, Ok(()))
 }
 
 #[async_trait::async_trait]
