@@ -1,0 +1,104 @@
+//! Known-answer vectors for the gRPC messages (stayput.v1): the protobuf
+//! bytes of fixed messages, so a renumbered or retyped field — which would
+//! silently break nodes of different versions — fails here. Regenerate after
+//! a deliberate, version-bumping change with
+//! `STAYPUT_WRITE_VECTORS=1 cargo test -p stayput-proto`.
+
+use std::collections::BTreeMap;
+
+use prost::Message;
+use stayput_proto::v1::{
+    OutputFormat, PsiAccept, PsiMode, PsiOpen, PsiRequesterMessage, PsiResponderMessage, PsiSummary, RunPsiRequest,
+    psi_requester_message, psi_responder_message,
+};
+
+const PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/test-vectors/stayput-v1.json");
+
+fn open() -> PsiOpen {
+    PsiOpen {
+        protocol_version: 1,
+        task_id: "t-0001".into(),
+        dataset: "blacklist".into(),
+        mode: PsiMode::IntersectionBoth as i32,
+        requester_size: 1_048_576,
+        key_columns: 2,
+        normalisation: vec!["trim".into(), "uppercase".into()],
+        batch_size: 4096,
+    }
+}
+
+fn encoded() -> BTreeMap<&'static str, Vec<u8>> {
+    let mut v = BTreeMap::new();
+    v.insert("PsiOpen", open().encode_to_vec());
+    v.insert(
+        "PsiRequesterMessage.open",
+        PsiRequesterMessage { body: Some(psi_requester_message::Body::Open(open())) }.encode_to_vec(),
+    );
+    v.insert(
+        "PsiRequesterMessage.request_points",
+        PsiRequesterMessage { body: Some(psi_requester_message::Body::RequestPoints(vec![0xaa; 32].into())) }
+            .encode_to_vec(),
+    );
+    v.insert(
+        "PsiRequesterMessage.echo_tags",
+        PsiRequesterMessage { body: Some(psi_requester_message::Body::EchoTags(vec![0xbb; 12].into())) }
+            .encode_to_vec(),
+    );
+    v.insert(
+        "PsiResponderMessage.accept",
+        PsiResponderMessage { body: Some(psi_responder_message::Body::Accept(PsiAccept { responder_size: 300 })) }
+            .encode_to_vec(),
+    );
+    v.insert(
+        "PsiResponderMessage.responder_points",
+        PsiResponderMessage { body: Some(psi_responder_message::Body::ResponderPoints(vec![0xcc; 32].into())) }
+            .encode_to_vec(),
+    );
+    v.insert(
+        "PsiResponderMessage.reply_tags",
+        PsiResponderMessage { body: Some(psi_responder_message::Body::ReplyTags(vec![0xdd; 12].into())) }
+            .encode_to_vec(),
+    );
+    v.insert(
+        "PsiResponderMessage.summary",
+        PsiResponderMessage { body: Some(psi_responder_message::Body::Summary(PsiSummary { responder_matches: 7 })) }
+            .encode_to_vec(),
+    );
+    v.insert(
+        "RunPsiRequest",
+        RunPsiRequest {
+            task_id: "t-0001".into(),
+            dataset: "applicants".into(),
+            peer: "bureau".into(),
+            peer_dataset: "blacklist".into(),
+            mode: PsiMode::Cardinality as i32,
+            output_format: OutputFormat::Parquet as i32,
+        }
+        .encode_to_vec(),
+    );
+    v
+}
+
+#[test]
+fn messages_encode_as_recorded() {
+    let computed: BTreeMap<String, String> =
+        encoded().into_iter().map(|(name, bytes)| (name.to_owned(), hex::encode(bytes))).collect();
+    if std::env::var_os("STAYPUT_WRITE_VECTORS").is_some() {
+        std::fs::write(PATH, serde_json::to_string_pretty(&computed).unwrap() + "\n").unwrap();
+    }
+    let stored: BTreeMap<String, String> = serde_json::from_str(&std::fs::read_to_string(PATH).unwrap()).unwrap();
+    assert_eq!(stored, computed);
+}
+
+#[test]
+fn recorded_bytes_decode_to_the_messages() {
+    let stored: BTreeMap<String, String> = serde_json::from_str(&std::fs::read_to_string(PATH).unwrap()).unwrap();
+    let open_bytes = hex::decode(&stored["PsiOpen"]).unwrap();
+    assert_eq!(PsiOpen::decode(open_bytes.as_slice()).unwrap(), open());
+    // Field numbers a peer relies on: task_id is field 2 (tag 0x12), dataset field 3 (0x1a).
+    assert_eq!(open_bytes[0..2], [0x08, 0x01], "protocol_version = 1 as field 1");
+    assert_eq!(open_bytes[2], 0x12);
+    let summary = hex::decode(&stored["PsiResponderMessage.summary"]).unwrap();
+    let decoded = PsiResponderMessage::decode(summary.as_slice()).unwrap();
+    assert_eq!(decoded.body, Some(psi_responder_message::Body::Summary(PsiSummary { responder_matches: 7 })));
+}
