@@ -31,10 +31,12 @@ use crate::error::CliError;
 ///   stayput node --config bank.toml   run a node
 ///   stayput psi --config bank.toml --dataset applicants --peer bureau \
 ///       --peer-dataset blacklist --mode intersection --task-id t-001
+///   stayput audit verify --ledger ledger.redb --operator keys/operator.ed25519.pub
 #[derive(Debug, Parser)]
 #[command(name = "stayput", version, verbatim_doc_comment)]
 struct Cli {
-    /// Log filter, e.g. `info` or `stayput_node=debug` (also RUST_LOG).
+    /// Log filter, e.g. `info` or `stayput_node=debug`. Logs go to stderr and
+    /// never carry keys, rows or secrets.
     #[arg(long, global = true, env = "STAYPUT_LOG", default_value = "warn")]
     log: String,
     #[command(subcommand)]
