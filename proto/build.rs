@@ -8,6 +8,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.bytes(["."]);
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("stayput_descriptor.bin"))
-        .compile_with_config(config, &["proto/stayput/v1/psi.proto", "proto/stayput/v1/node.proto"], &["proto"])?;
+        .compile_with_config(
+            config,
+            &["proto/stayput/v1/psi.proto", "proto/stayput/v1/node.proto", "proto/stayput/v1/ledger.proto"],
+            &["proto"],
+        )?;
     Ok(())
 }

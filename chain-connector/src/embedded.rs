@@ -89,6 +89,7 @@ pub struct ChainSummary {
 /// The embedded ledger.
 pub struct EmbeddedLedger {
     shared: Arc<Shared>,
+    clock: Clock,
     submissions: Option<mpsc::Sender<Pending>>,
     committer: Option<JoinHandle<()>>,
 }
@@ -278,9 +279,12 @@ impl EmbeddedLedger {
         let worker = shared.clone();
         let committer = std::thread::Builder::new()
             .name("ledger-committer".into())
-            .spawn(move || commit_loop(&worker, &operator, &clock, &rx))
+            .spawn({
+                let clock = clock.clone();
+                move || commit_loop(&worker, &operator, &clock, &rx)
+            })
             .expect("spawn the committer thread");
-        Self { shared, submissions: Some(tx), committer: Some(committer) }
+        Self { shared, clock, submissions: Some(tx), committer: Some(committer) }
     }
 
     /// Summary of the chain as this handle sees it.
@@ -301,6 +305,26 @@ impl EmbeddedLedger {
             .ok_or_else(|| LedgerError::UnknownRecord(hex::encode(record_hash)))?;
         let block = self.block(height)?;
         Ok(block.proof(index as usize))
+    }
+
+    /// Up to `limit` stored blocks above `after` (from genesis when `None`),
+    /// in their canonical encoding, and the tip height.
+    pub fn blocks_after(&self, after: Option<u64>, limit: usize) -> Result<(Vec<Vec<u8>>, u64), LedgerError> {
+        let tip = self.shared.chain.read().expect("ledger lock").tip.height;
+        let txn = self.shared.db.begin_read()?;
+        let table = txn.open_table(BLOCKS)?;
+        let start = after.map_or(0, |h| h.saturating_add(1));
+        let mut blocks = Vec::new();
+        for entry in table.range(start..)?.take(limit) {
+            blocks.push(entry?.1.value().to_vec());
+        }
+        Ok((blocks, tip))
+    }
+
+    /// The ledger's clock now (what the rules would judge a record by).
+    pub fn now(&self) -> u64 {
+        let tip = self.shared.chain.read().expect("ledger lock").tip.timestamp;
+        (self.clock)().max(tip)
     }
 
     /// A stored block.

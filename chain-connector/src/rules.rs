@@ -123,6 +123,20 @@ impl State {
         self.apply_unverified(signed, now).map(drop)
     }
 
+    /// Checks a record as [`State::apply`] would — signature, replay, rules —
+    /// without applying it (a client's check before it submits).
+    pub fn check(&self, signed: &SignedRecord, now: u64) -> Result<(), LedgerError> {
+        signed.verify(&self.writer_key(signed)?)?;
+        let hash = signed.hash();
+        if self.seen.contains(&hash) {
+            return Err(Refusal::Replayed { hash: hex::encode(hash) }.into());
+        }
+        if !self.members.is_empty() {
+            self.check_rules(&signed.writer, &signed.record, now)?;
+        }
+        Ok(())
+    }
+
     /// Checks the rules and applies the record, leaving the signature to the
     /// caller (who verifies many in parallel); returns the key to verify
     /// it with.

@@ -1,7 +1,10 @@
-//! # Stayput coordinator (not built yet)
+//! # Stayput coordinator
 //!
-//! Will run the task lifecycle: accept signed task submissions, check
-//! grants on the ledger, drive the participating nodes, and record tasks,
-//! use records and result digests (design brief §2, §3). Empty until the
-//! coordinator issue; nothing here claims to work.
+//! Run by the consortium's operator. Today it serves the embedded ledger to
+//! members over mutually authenticated TLS ([`ledger_service`]); the task
+//! lifecycle (accepting signed task submissions, checking grants, driving
+//! nodes, recording uses and result digests) is the rest of its issue and
+//! is not built yet.
 #![forbid(unsafe_code)]
+
+pub mod ledger_service;

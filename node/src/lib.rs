@@ -14,6 +14,8 @@
 //! * [`requester`] — this node as requester, driving a peer.
 //! * [`control`] — the `NodeControl` service its own organisation calls.
 //! * [`server`] — assembling the gRPC server (TLS, health, reflection).
+//! * [`ledger_client`] — the operator's embedded ledger, read and written
+//!   over mTLS through a replica this node verifies itself.
 //! * [`localnet`] — a whole consortium on loopback (demo, bench, tests).
 //! * [`wire`] — the stream/role edge and prost ↔ domain conversions.
 #![forbid(unsafe_code)]
@@ -23,6 +25,7 @@ pub mod control;
 pub mod dataset;
 mod error;
 pub mod identity;
+pub mod ledger_client;
 pub mod localnet;
 pub mod requester;
 pub mod responder;

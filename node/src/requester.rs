@@ -88,10 +88,15 @@ pub async fn connect_peer(state: &NodeState, peer: &str) -> Result<Channel, Node
 /// Opens a mutually authenticated channel to `endpoint`, which must present
 /// a certificate for organisation `org`.
 pub async fn connect(state: &NodeState, org: &str, endpoint: &str) -> Result<Channel, NodeError> {
+    connect_with(&state.tls, org, endpoint).await
+}
+
+/// [`connect`] with explicit TLS material (tools that are not a node).
+pub async fn connect_with(tls: &crate::identity::TlsMaterial, org: &str, endpoint: &str) -> Result<Channel, NodeError> {
     let connect_err = |detail: String| NodeError::Connect { peer: org.into(), endpoint: endpoint.into(), detail };
     Endpoint::from_shared(endpoint.to_owned())
         .map_err(|e| connect_err(e.to_string()))?
-        .tls_config(state.tls.client(org))
+        .tls_config(tls.client(org))
         .map_err(|e| connect_err(e.to_string()))?
         .connect_timeout(Duration::from_secs(10))
         .http2_keep_alive_interval(Duration::from_secs(10))

@@ -1,0 +1,227 @@
+//! A member's view of the operator's embedded ledger, over mTLS.
+//!
+//! The client keeps a replica: it fetches sealed blocks, checks each one's
+//! height, hash chain, operator seal and Merkle root, and replays every
+//! record through the rules (signature included) at the block's time. It
+//! trusts the operator's public key and nothing else — not the transport,
+//! not the server's answers. Queries are answered from the replica.
+//!
+//! A write is checked locally first (signature, replay, rules at the
+//! ledger's current time), so a refusal comes back as the rule that refused
+//! it; the server checks again and is authoritative. If the server refuses
+//! what passed locally (another write got in first), the client catches up
+//! and checks again to name the rule.
+
+use stayput_chain_connector::LedgerError;
+use stayput_chain_connector::block::Block;
+use stayput_chain_connector::ledger::{GrantFilter, Ledger, LedgerEvent, Receipt};
+use stayput_chain_connector::records::{DatasetVersion, Digest, Member, SignedRecord};
+use stayput_chain_connector::rules::{GrantState, State, TaskState};
+use stayput_proto::v1::ledger_service_client::LedgerServiceClient;
+use stayput_proto::v1::{BlocksRequest, SubmitRecordRequest};
+use tokio::sync::{Mutex, MutexGuard};
+use tonic::transport::Channel;
+
+use crate::wire::MAX_MESSAGE_BYTES;
+
+const PAGE: u32 = 256;
+
+#[derive(Debug, Clone, Copy)]
+struct Tip {
+    height: u64,
+    hash: Digest,
+    timestamp: u64,
+}
+
+#[derive(Debug, Default)]
+struct Replica {
+    state: State,
+    tip: Option<Tip>,
+    now: u64,
+}
+
+/// The ledger client.
+#[derive(Debug)]
+pub struct RemoteLedger {
+    client: LedgerServiceClient<Channel>,
+    operator: [u8; 32],
+    replica: Mutex<Replica>,
+}
+
+fn rpc(e: &tonic::Status) -> LedgerError {
+    LedgerError::Rpc(format!("ledger service: {}", e.message()))
+}
+
+/// Verifies `blocks` (consecutive, chained, sealed, rooted) and replays their
+/// records into `state`.
+fn apply_blocks(
+    mut state: State,
+    mut tip: Option<Tip>,
+    blocks: Vec<Vec<u8>>,
+    operator: [u8; 32],
+) -> (State, Option<Tip>, Result<(), LedgerError>) {
+    for bytes in blocks {
+        let expected = tip.map_or(0, |t| t.height + 1);
+        let corrupt = |reason: String| LedgerError::Corrupt { height: expected, reason };
+        let outcome = Block::from_bytes(&bytes).map_err(|e| corrupt(e.to_string())).and_then(|block| {
+            if block.header.height != expected {
+                return Err(corrupt(format!("the server sent block {} instead", block.header.height)));
+            }
+            if block.header.prev_hash != tip.map_or([0; 32], |t| t.hash) {
+                return Err(corrupt("it does not chain to the previous block".into()));
+            }
+            if tip.is_some_and(|t| block.header.timestamp < t.timestamp) {
+                return Err(corrupt("its time runs backwards".into()));
+            }
+            block.check(&operator).map_err(corrupt)?;
+            for (i, record) in block.records.iter().enumerate() {
+                state
+                    .apply(record, block.header.timestamp)
+                    .map_err(|e| corrupt(format!("the operator sealed record {i}, which the rules refuse: {e}")))?;
+            }
+            Ok(Tip { height: block.header.height, hash: block.header.hash(), timestamp: block.header.timestamp })
+        });
+        match outcome {
+            Ok(next) => tip = Some(next),
+            Err(e) => return (state, tip, Err(e)),
+        }
+    }
+    (state, tip, Ok(()))
+}
+
+impl RemoteLedger {
+    /// A client on an mTLS channel to the coordinator, trusting `operator`'s
+    /// public key.
+    pub fn new(channel: Channel, operator: [u8; 32]) -> Self {
+        let client = LedgerServiceClient::new(channel)
+            .max_decoding_message_size(64 * MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        Self { client, operator, replica: Mutex::new(Replica::default()) }
+    }
+
+    async fn sync(&self) -> Result<MutexGuard<'_, Replica>, LedgerError> {
+        let mut replica = self.replica.lock().await;
+        loop {
+            let request = BlocksRequest { after: replica.tip.map(|t| t.height), limit: PAGE };
+            let answer = self.client.clone().blocks(request).await.map_err(|e| rpc(&e))?.into_inner();
+            replica.now = answer.now;
+            if answer.blocks.is_empty() {
+                return Ok(replica);
+            }
+            let blocks: Vec<Vec<u8>> = answer.blocks.into_iter().map(|b| b.to_vec()).collect();
+            let (state, tip, operator) = (std::mem::take(&mut replica.state), replica.tip, self.operator);
+            let replayed = tokio::task::spawn_blocking(move || apply_blocks(state, tip, blocks, operator)).await;
+            let Ok((state, tip, outcome)) = replayed else {
+                *replica = Replica::default();
+                return Err(LedgerError::Rpc("replaying blocks failed".into()));
+            };
+            replica.state = state;
+            replica.tip = tip;
+            outcome?;
+            if replica.tip.is_some_and(|t| t.height >= answer.tip) {
+                return Ok(replica);
+            }
+        }
+    }
+
+    fn read<T>(replica: &Replica, f: impl FnOnce(&State) -> T) -> T {
+        f(&replica.state)
+    }
+}
+
+#[async_trait::async_trait]
+impl Ledger for RemoteLedger {
+    async fn submit(&self, record: SignedRecord) -> Result<Receipt, LedgerError> {
+        record.check_storable()?;
+        {
+            let replica = self.sync().await?;
+            replica.state.check(&record, replica.now)?;
+        }
+        let request = SubmitRecordRequest { signed_record: record.to_bytes().into() };
+        match self.client.clone().submit(request).await {
+            Ok(answer) => {
+                let answer = answer.into_inner();
+                Ok(Receipt { height: answer.height, index: answer.index, record_hash: record.hash() })
+            }
+            Err(status) => {
+                // Name the rule if another write got in first; else relay.
+                let replica = self.sync().await?;
+                replica.state.check(&record, replica.now)?;
+                Err(rpc(&status))
+            }
+        }
+    }
+
+    async fn height(&self) -> Result<u64, LedgerError> {
+        Ok(self.sync().await?.tip.map_or(0, |t| t.height))
+    }
+
+    async fn member(&self, org: &str) -> Result<Option<Member>, LedgerError> {
+        Ok(Self::read(&*self.sync().await?, |s| s.members.get(org).cloned()))
+    }
+
+    async fn members(&self) -> Result<Vec<Member>, LedgerError> {
+        Ok(Self::read(&*self.sync().await?, |s| s.members.values().cloned().collect()))
+    }
+
+    async fn dataset(&self, id: &str) -> Result<Vec<DatasetVersion>, LedgerError> {
+        Ok(Self::read(&*self.sync().await?, |s| s.datasets.get(id).cloned().unwrap_or_default()))
+    }
+
+    async fn datasets(&self) -> Result<Vec<DatasetVersion>, LedgerError> {
+        Ok(Self::read(&*self.sync().await?, |s| s.datasets.values().filter_map(|v| v.last().cloned()).collect()))
+    }
+
+    async fn grant(&self, id: &str) -> Result<Option<GrantState>, LedgerError> {
+        Ok(Self::read(&*self.sync().await?, |s| s.grants.get(id).cloned()))
+    }
+
+    async fn grants(&self, filter: &GrantFilter) -> Result<Vec<GrantState>, LedgerError> {
+        Ok(Self::read(&*self.sync().await?, |s| {
+            s.grants
+                .values()
+                .filter(|g| filter.dataset.as_ref().is_none_or(|d| &g.grant.dataset == d))
+                .filter(|g| filter.grantee.as_ref().is_none_or(|o| &g.grant.grantee == o))
+                .cloned()
+                .collect()
+        }))
+    }
+
+    async fn task(&self, id: &str) -> Result<Option<TaskState>, LedgerError> {
+        Ok(Self::read(&*self.sync().await?, |s| s.tasks.get(id).cloned()))
+    }
+
+    async fn tasks(&self, requester: Option<&str>) -> Result<Vec<TaskState>, LedgerError> {
+        Ok(Self::read(&*self.sync().await?, |s| {
+            s.tasks.values().filter(|t| requester.is_none_or(|r| t.task.requester == r)).cloned().collect()
+        }))
+    }
+
+    async fn events_after(&self, height: u64, limit: usize) -> Result<Vec<LedgerEvent>, LedgerError> {
+        let tip = self.sync().await?.tip.map_or(0, |t| t.height);
+        let mut events = Vec::new();
+        let mut after = height;
+        while after < tip && events.len() < limit {
+            let request = BlocksRequest { after: Some(after), limit: PAGE };
+            let answer = self.client.clone().blocks(request).await.map_err(|e| rpc(&e))?.into_inner();
+            if answer.blocks.is_empty() {
+                break;
+            }
+            for bytes in answer.blocks {
+                let block = Block::from_bytes(&bytes)?;
+                let height = block.header.height;
+                // Already replayed (signatures, rules); seal and root checked again here.
+                block.check(&self.operator).map_err(|reason| LedgerError::Corrupt { height, reason })?;
+                for (i, record) in block.records.into_iter().enumerate() {
+                    let index = u32::try_from(i).unwrap_or(u32::MAX);
+                    events.push(LedgerEvent { receipt: Receipt { height, index, record_hash: record.hash() }, record });
+                }
+                after = height;
+                if events.len() >= limit || after >= tip {
+                    break;
+                }
+            }
+        }
+        Ok(events)
+    }
+}
