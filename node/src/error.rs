@@ -52,6 +52,8 @@ pub enum NodeError {
         "dataset '{dataset}' declares {ours} but the requester declared {theirs}; both sides must normalise keys the same way"
     )]
     KeyDeclarationMismatch { dataset: String, ours: String, theirs: String },
+    #[error("task '{task}' is not authorised on the ledger: {reason}")]
+    NotAuthorised { task: String, reason: String },
     #[error("invalid task id: {0}")]
     BadTaskId(&'static str),
     #[error("protocol version {0} is not supported; this node speaks version 1")]
@@ -103,7 +105,9 @@ impl From<NodeError> for tonic::Status {
                 Code::InvalidArgument
             }
             NodeError::Psi(_) | NodeError::UnexpectedMessage { .. } => Code::InvalidArgument,
-            NodeError::NotOwnOrganisation { .. } | NodeError::NoClientCertificate => Code::PermissionDenied,
+            NodeError::NotOwnOrganisation { .. } | NodeError::NoClientCertificate | NodeError::NotAuthorised { .. } => {
+                Code::PermissionDenied
+            }
             NodeError::PeerRefused { code, .. } => *code,
             NodeError::Connect { .. } | NodeError::PeerVanished { .. } => Code::Unavailable,
             NodeError::Busy { .. } | NodeError::TooManyPeerKeys { .. } => Code::ResourceExhausted,

@@ -5,6 +5,8 @@
 //! sessions as a requester on its own organisation's behalf, and writes
 //! results only on its own disk. Raw rows never leave it.
 //!
+//! * [`authorisation`] — the node's own check of the ledger before it
+//!   serves a task, and the use record it writes.
 //! * [`config`] — the TOML configuration.
 //! * [`dataset`] — CSV/Parquet input through arrow, key normalisation,
 //!   result files.
@@ -20,6 +22,7 @@
 //! * [`wire`] — the stream/role edge and prost ↔ domain conversions.
 #![forbid(unsafe_code)]
 
+pub mod authorisation;
 pub mod config;
 pub mod control;
 pub mod dataset;

@@ -1,0 +1,82 @@
+//! A data owner's node decides for itself whether to serve (brief,
+//! invariant 6): it reads the ledger, never the coordinator's word.
+//!
+//! To serve task `t` to peer `p` on dataset `d` in mode `m`, the ledger must
+//! show: task `t` exists, was requested by `p`, is submitted or running,
+//! reads `d`, and is of a kind that allows `m`; and among the task's grants
+//! one on `d` to `p` for that kind. The node then writes the use record —
+//! signed with its organisation's key, counting the items it will serve —
+//! and serves only if the ledger accepts it: the ledger consumes the use
+//! atomically and refuses a grant that is exhausted, expired or revoked, so
+//! two sessions can never both take the last use. A task is served once per
+//! grant: a second identical use record would be a replay, which the ledger
+//! refuses.
+
+use stayput_chain_connector::Ledger;
+use stayput_chain_connector::records::{Computation, OrgKey, Record, SignedRecord, TaskStatus, UseRecord};
+use stayput_psi::ecdh::OutputMode;
+
+use crate::NodeError;
+
+/// What a session asks to be served.
+#[derive(Debug, Clone)]
+pub struct ServeRequest<'a> {
+    /// The task id the peer gave.
+    pub task: &'a str,
+    /// The peer's organisation (from its TLS certificate).
+    pub peer: &'a str,
+    /// This node's dataset.
+    pub dataset: &'a str,
+    /// The output mode asked for.
+    pub mode: OutputMode,
+    /// Items the session will serve (keys the peer queries).
+    pub items: u64,
+}
+
+/// The computation kinds under which a mode may run.
+fn kinds_for(mode: OutputMode) -> &'static [Computation] {
+    match mode {
+        OutputMode::CardinalityOnly => &[Computation::Psi, Computation::PsiCardinality],
+        _ => &[Computation::Psi],
+    }
+}
+
+/// Checks the ledger and records the use; returns the grant consumed.
+pub async fn authorise(
+    ledger: &dyn Ledger,
+    own_org: &str,
+    own_key: &OrgKey,
+    request: &ServeRequest<'_>,
+) -> Result<String, NodeError> {
+    let refuse = |reason: String| NodeError::NotAuthorised { task: request.task.to_owned(), reason };
+    let ledger_err = |e: stayput_chain_connector::LedgerError| refuse(e.to_string());
+    let task = ledger
+        .task(request.task)
+        .await
+        .map_err(ledger_err)?
+        .ok_or_else(|| refuse("the task is not on the ledger".into()))?;
+    if task.task.requester != request.peer {
+        return Err(refuse(format!("it was requested by '{}', not by '{}'", task.task.requester, request.peer)));
+    }
+    if !matches!(task.status, TaskStatus::Submitted | TaskStatus::Running) {
+        return Err(refuse(format!("it is {}", task.status)));
+    }
+    if !task.task.datasets.iter().any(|d| d == request.dataset) {
+        return Err(refuse(format!("it does not read dataset '{}'", request.dataset)));
+    }
+    if !kinds_for(request.mode).contains(&task.task.kind) {
+        return Err(refuse(format!("a {} task does not allow {} output", task.task.kind, request.mode)));
+    }
+    let mut grant = None;
+    for id in &task.task.grants {
+        let covers = ledger.grant(id).await.map_err(ledger_err)?;
+        if covers.is_some_and(|g| g.grant.dataset == request.dataset && g.grant.grantee == request.peer) {
+            grant = Some(id.clone());
+            break;
+        }
+    }
+    let grant = grant.ok_or_else(|| refuse(format!("none of its grants covers dataset '{}'", request.dataset)))?;
+    let record = Record::Use(UseRecord { task: request.task.to_owned(), grant: grant.clone(), items: request.items });
+    ledger.submit(SignedRecord::sign(record, own_org, own_key)).await.map_err(ledger_err)?;
+    Ok(grant)
+}
