@@ -15,6 +15,12 @@
 //! [peers]
 //! bureau = "https://127.0.0.1:7102"  # org name = the name in its certificate
 //!
+//! [ledger]                           # optional: serve only what the ledger authorises
+//! endpoint = "https://127.0.0.1:7000"
+//! operator = "operator"
+//! operator_key = "keys/operator.ed25519.pub"
+//! signing_key = "keys/bank.ed25519"
+//!
 //! [datasets.applicants]
 //! path = "data/applicants.csv"       # CSV with a header row, or Parquet
 //! key_columns = ["national_id"]      # one or more; composite keys are encoded unambiguously
@@ -39,6 +45,8 @@ use crate::dataset::{Dataset, FileFormat};
 struct RawConfig {
     node: RawNode,
     tls: TlsPaths,
+    #[serde(default)]
+    ledger: Option<LedgerSettings>,
     #[serde(default)]
     peers: BTreeMap<String, String>,
     #[serde(default)]
@@ -68,6 +76,21 @@ struct RawDataset {
     normalise: Vec<String>,
     #[serde(default)]
     null_values: Vec<String>,
+}
+
+/// Where the consortium's ledger is and how this node signs for it. With
+/// it, the node serves a task only when the ledger authorises it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerSettings {
+    /// The coordinator's ledger service (https URL).
+    pub endpoint: String,
+    /// The operator organisation (the name in the coordinator's certificate).
+    pub operator: String,
+    /// The operator's ed25519 public key: 64 hex characters or a .pub file.
+    pub operator_key: String,
+    /// This organisation's ed25519 signing key file (for use records).
+    pub signing_key: PathBuf,
 }
 
 /// Paths of the node's TLS material.
@@ -101,6 +124,8 @@ pub struct NodeConfig {
     pub peers: BTreeMap<String, String>,
     /// Datasets by name.
     pub datasets: BTreeMap<String, Dataset>,
+    /// The ledger, when the node checks authorisation on it.
+    pub ledger: Option<LedgerSettings>,
 }
 
 /// Default number of concurrent sessions: each holds a dataset's keys.
@@ -164,6 +189,7 @@ impl NodeConfig {
             tls: TlsPaths { ca: resolve(raw.tls.ca), cert: resolve(raw.tls.cert), key: resolve(raw.tls.key) },
             peers: raw.peers,
             datasets,
+            ledger: raw.ledger.map(|l| LedgerSettings { signing_key: resolve(l.signing_key), ..l }),
         })
     }
 

@@ -47,6 +47,32 @@ pub struct NodeState {
     pub tls: identity::TlsMaterial,
     /// One permit per concurrent protocol session.
     pub sessions: std::sync::Arc<tokio::sync::Semaphore>,
+    /// The ledger and this organisation's signing key, when configured.
+    pub ledger: Option<LedgerAccess>,
+}
+
+/// A node's access to the consortium's ledger.
+#[derive(Debug)]
+pub struct LedgerAccess {
+    /// The verifying client.
+    pub ledger: ledger_client::RemoteLedger,
+    /// This organisation's ed25519 key, for use records.
+    pub key: stayput_chain_connector::records::OrgKey,
+}
+
+impl LedgerAccess {
+    fn open(settings: &config::LedgerSettings, tls: &identity::TlsMaterial) -> Result<Self, NodeError> {
+        use stayput_chain_connector::keys;
+        let key_err = |e: stayput_chain_connector::LedgerError| NodeError::InvalidConfig(format!("[ledger]: {e}"));
+        let operator = keys::public_key(&settings.operator_key).map_err(key_err)?;
+        let key = keys::load(&settings.signing_key).map_err(key_err)?;
+        let channel = tonic::transport::Endpoint::from_shared(settings.endpoint.clone())
+            .and_then(|e| e.tls_config(tls.client(&settings.operator)))
+            .map_err(|e| NodeError::InvalidConfig(format!("[ledger] endpoint '{}': {e}", settings.endpoint)))?
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .connect_lazy();
+        Ok(Self { ledger: ledger_client::RemoteLedger::new(channel, operator), key })
+    }
 }
 
 impl NodeState {
@@ -54,7 +80,11 @@ impl NodeState {
     pub fn new(config: NodeConfig) -> Result<Self, NodeError> {
         let tls = identity::TlsMaterial::load(&config.tls)?;
         let sessions = std::sync::Arc::new(tokio::sync::Semaphore::new(config.max_sessions));
-        Ok(Self { config, tls, sessions })
+        let ledger = match &config.ledger {
+            Some(settings) => Some(LedgerAccess::open(settings, &tls)?),
+            None => None,
+        };
+        Ok(Self { config, tls, sessions, ledger })
     }
 
     /// A session permit, or [`NodeError::Busy`] when every one is taken.

@@ -53,6 +53,7 @@ pub fn write_consortium(
     orgs: &[OrgSpec],
     addrs: &[std::net::SocketAddr],
     batch_size: Option<usize>,
+    extra: &dyn Fn(&str) -> String,
 ) -> Result<BTreeMap<String, PathBuf>, NodeError> {
     let keys = dir.join("keys");
     let ca = generate_ca("stayput-local")?;
@@ -89,6 +90,7 @@ pub fn write_consortium(
                 d.normalise
             );
         }
+        text.push_str(&extra(&org.name));
         let path = org_dir.join("node.toml");
         std::fs::write(&path, text).map_err(|source| NodeError::WriteFile { path: path.clone(), source })?;
         configs.insert(org.name.clone(), path);
@@ -100,6 +102,17 @@ impl LocalNet {
     /// Creates keys and configurations under `dir` and starts every node on
     /// a free loopback port.
     pub async fn start(dir: &Path, orgs: &[OrgSpec], batch_size: Option<usize>) -> Result<Self, NodeError> {
+        Self::start_with(dir, orgs, batch_size, &|_| String::new()).await
+    }
+
+    /// [`LocalNet::start`], appending `extra(org)` to each organisation's
+    /// configuration (a `[ledger]` section, say).
+    pub async fn start_with(
+        dir: &Path,
+        orgs: &[OrgSpec],
+        batch_size: Option<usize>,
+        extra: &dyn Fn(&str) -> String,
+    ) -> Result<Self, NodeError> {
         let mut listeners = Vec::new();
         for _ in orgs {
             let listener = TcpListener::bind("127.0.0.1:0")
@@ -108,7 +121,7 @@ impl LocalNet {
             listeners.push(listener);
         }
         let addrs: Vec<_> = listeners.iter().map(|l| l.local_addr().expect("bound")).collect();
-        let configs = write_consortium(dir, orgs, &addrs, batch_size)?;
+        let configs = write_consortium(dir, orgs, &addrs, batch_size, extra)?;
         let mut nodes = BTreeMap::new();
         for (org, listener) in orgs.iter().zip(listeners) {
             let config = NodeConfig::load(&configs[&org.name])?;

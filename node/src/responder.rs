@@ -26,6 +26,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::authorisation::{ServeRequest, authorise};
 use crate::dataset::{Dataset, DatasetKeys, FileFormat};
 use crate::identity::caller_org;
 use crate::wire::{INBOUND_CAPACITY, PeerLink, check_task_id, forward_inbound, mode_from_wire, requester_body_name};
@@ -125,6 +126,20 @@ impl PsiPeer for PsiPeerService {
         };
         let accepted = validate_open(&self.state, peer, open)?;
         let dataset_name = accepted.dataset.name.clone();
+        if let Some(access) = &self.state.ledger {
+            let request = ServeRequest {
+                task: &accepted.task,
+                peer: &accepted.peer,
+                dataset: &dataset_name,
+                mode: accepted.mode,
+                items: accepted.requester_size,
+            };
+            let grant = authorise(&access.ledger, &self.state.config.org, &access.key, &request).await.map_err(|e| {
+                tracing::warn!(task = %accepted.task, peer = %accepted.peer, error = ?e.to_string(), "psi session refused");
+                Status::from(e)
+            })?;
+            tracing::info!(task = %accepted.task, grant = %grant, "use recorded on the ledger");
+        }
         tracing::info!(
             task = %accepted.task,
             peer = %accepted.peer,
