@@ -529,7 +529,7 @@ impl Ledger for EmbeddedLedger {
     }
 
     async fn datasets(&self) -> Result<Vec<DatasetVersion>, LedgerError> {
-        self.read(|s| s.datasets.values().filter_map(|v| v.last().cloned()).collect())
+        self.read(State::latest_datasets)
     }
 
     async fn grant(&self, id: &str) -> Result<Option<GrantState>, LedgerError> {
@@ -537,14 +537,7 @@ impl Ledger for EmbeddedLedger {
     }
 
     async fn grants(&self, filter: &GrantFilter) -> Result<Vec<GrantState>, LedgerError> {
-        self.read(|s| {
-            s.grants
-                .values()
-                .filter(|g| filter.dataset.as_ref().is_none_or(|d| &g.grant.dataset == d))
-                .filter(|g| filter.grantee.as_ref().is_none_or(|o| &g.grant.grantee == o))
-                .cloned()
-                .collect()
-        })
+        self.read(|s| s.grants_matching(filter))
     }
 
     async fn task(&self, id: &str) -> Result<Option<TaskState>, LedgerError> {
@@ -552,7 +545,7 @@ impl Ledger for EmbeddedLedger {
     }
 
     async fn tasks(&self, requester: Option<&str>) -> Result<Vec<TaskState>, LedgerError> {
-        self.read(|s| s.tasks.values().filter(|t| requester.is_none_or(|r| t.task.requester == r)).cloned().collect())
+        self.read(|s| s.tasks_of(requester))
     }
 
     async fn events_after(&self, height: u64, limit: usize) -> Result<Vec<LedgerEvent>, LedgerError> {

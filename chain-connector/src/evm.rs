@@ -476,7 +476,7 @@ impl Ledger for EvmLedger {
     }
 
     async fn datasets(&self) -> Result<Vec<DatasetVersion>, LedgerError> {
-        Ok(self.sync().await?.state.datasets.values().filter_map(|v| v.last().cloned()).collect())
+        Ok(self.sync().await?.state.latest_datasets())
     }
 
     async fn grant(&self, id: &str) -> Result<Option<GrantState>, LedgerError> {
@@ -496,16 +496,7 @@ impl Ledger for EvmLedger {
     }
 
     async fn grants(&self, filter: &GrantFilter) -> Result<Vec<GrantState>, LedgerError> {
-        Ok(self
-            .sync()
-            .await?
-            .state
-            .grants
-            .values()
-            .filter(|g| filter.dataset.as_ref().is_none_or(|d| &g.grant.dataset == d))
-            .filter(|g| filter.grantee.as_ref().is_none_or(|o| &g.grant.grantee == o))
-            .cloned()
-            .collect())
+        Ok(self.sync().await?.state.grants_matching(filter))
     }
 
     async fn task(&self, id: &str) -> Result<Option<TaskState>, LedgerError> {
@@ -513,15 +504,7 @@ impl Ledger for EvmLedger {
     }
 
     async fn tasks(&self, requester: Option<&str>) -> Result<Vec<TaskState>, LedgerError> {
-        Ok(self
-            .sync()
-            .await?
-            .state
-            .tasks
-            .values()
-            .filter(|t| requester.is_none_or(|r| t.task.requester == r))
-            .cloned()
-            .collect())
+        Ok(self.sync().await?.state.tasks_of(requester))
     }
 
     async fn events_after(&self, height: u64, limit: usize) -> Result<Vec<LedgerEvent>, LedgerError> {

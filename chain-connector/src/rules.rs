@@ -111,6 +111,26 @@ pub struct State {
 }
 
 impl State {
+    /// The newest version of every dataset.
+    pub fn latest_datasets(&self) -> Vec<DatasetVersion> {
+        self.datasets.values().filter_map(|v| v.last().cloned()).collect()
+    }
+
+    /// Grants matching a filter.
+    pub fn grants_matching(&self, filter: &crate::ledger::GrantFilter) -> Vec<GrantState> {
+        self.grants
+            .values()
+            .filter(|g| filter.dataset.as_ref().is_none_or(|d| &g.grant.dataset == d))
+            .filter(|g| filter.grantee.as_ref().is_none_or(|o| &g.grant.grantee == o))
+            .cloned()
+            .collect()
+    }
+
+    /// Tasks requested by `requester` (all when `None`).
+    pub fn tasks_of(&self, requester: Option<&str>) -> Vec<TaskState> {
+        self.tasks.values().filter(|t| requester.is_none_or(|r| t.task.requester == r)).cloned().collect()
+    }
+
     /// The operator: the organisation that admitted itself first.
     pub fn is_operator(&self, org: &str) -> bool {
         self.members.get(org).is_some_and(|m| m.roles.contains(&Role::Operator))

@@ -112,8 +112,7 @@ pub fn ledger(command: LedgerCommand) -> Result<(), CliError> {
         }
         LedgerCommand::Datasets(args) => {
             let snapshot = args.open()?;
-            for versions in snapshot.state().datasets.values() {
-                let Some(d) = versions.last() else { continue };
+            for d in snapshot.state().latest_datasets() {
                 println!(
                     "{:<20} owner {:<12} v{} content {} schema {}{}",
                     d.dataset,
@@ -127,12 +126,8 @@ pub fn ledger(command: LedgerCommand) -> Result<(), CliError> {
         }
         LedgerCommand::Grants { ledger, dataset, grantee } => {
             let snapshot = ledger.open()?;
-            for g in snapshot.state().grants.values() {
-                if dataset.as_ref().is_some_and(|d| d != &g.grant.dataset)
-                    || grantee.as_ref().is_some_and(|o| o != &g.grant.grantee)
-                {
-                    continue;
-                }
+            let filter = stayput_chain_connector::ledger::GrantFilter { dataset, grantee };
+            for g in snapshot.state().grants_matching(&filter) {
                 let computations: Vec<&str> = g.grant.computations.iter().map(|c| c.name()).collect();
                 println!(
                     "{:<16} {} → {:<12} [{}] uses {}/{} items {}/{} expires {}{}",

@@ -123,10 +123,6 @@ impl RemoteLedger {
             }
         }
     }
-
-    fn read<T>(replica: &Replica, f: impl FnOnce(&State) -> T) -> T {
-        f(&replica.state)
-    }
 }
 
 #[async_trait::async_trait]
@@ -157,44 +153,35 @@ impl Ledger for RemoteLedger {
     }
 
     async fn member(&self, org: &str) -> Result<Option<Member>, LedgerError> {
-        Ok(Self::read(&*self.sync().await?, |s| s.members.get(org).cloned()))
+        Ok(self.sync().await?.state.members.get(org).cloned())
     }
 
     async fn members(&self) -> Result<Vec<Member>, LedgerError> {
-        Ok(Self::read(&*self.sync().await?, |s| s.members.values().cloned().collect()))
+        Ok(self.sync().await?.state.members.values().cloned().collect())
     }
 
     async fn dataset(&self, id: &str) -> Result<Vec<DatasetVersion>, LedgerError> {
-        Ok(Self::read(&*self.sync().await?, |s| s.datasets.get(id).cloned().unwrap_or_default()))
+        Ok(self.sync().await?.state.datasets.get(id).cloned().unwrap_or_default())
     }
 
     async fn datasets(&self) -> Result<Vec<DatasetVersion>, LedgerError> {
-        Ok(Self::read(&*self.sync().await?, |s| s.datasets.values().filter_map(|v| v.last().cloned()).collect()))
+        Ok(self.sync().await?.state.latest_datasets())
     }
 
     async fn grant(&self, id: &str) -> Result<Option<GrantState>, LedgerError> {
-        Ok(Self::read(&*self.sync().await?, |s| s.grants.get(id).cloned()))
+        Ok(self.sync().await?.state.grants.get(id).cloned())
     }
 
     async fn grants(&self, filter: &GrantFilter) -> Result<Vec<GrantState>, LedgerError> {
-        Ok(Self::read(&*self.sync().await?, |s| {
-            s.grants
-                .values()
-                .filter(|g| filter.dataset.as_ref().is_none_or(|d| &g.grant.dataset == d))
-                .filter(|g| filter.grantee.as_ref().is_none_or(|o| &g.grant.grantee == o))
-                .cloned()
-                .collect()
-        }))
+        Ok(self.sync().await?.state.grants_matching(filter))
     }
 
     async fn task(&self, id: &str) -> Result<Option<TaskState>, LedgerError> {
-        Ok(Self::read(&*self.sync().await?, |s| s.tasks.get(id).cloned()))
+        Ok(self.sync().await?.state.tasks.get(id).cloned())
     }
 
     async fn tasks(&self, requester: Option<&str>) -> Result<Vec<TaskState>, LedgerError> {
-        Ok(Self::read(&*self.sync().await?, |s| {
-            s.tasks.values().filter(|t| requester.is_none_or(|r| t.task.requester == r)).cloned().collect()
-        }))
+        Ok(self.sync().await?.state.tasks_of(requester))
     }
 
     async fn events_after(&self, height: u64, limit: usize) -> Result<Vec<LedgerEvent>, LedgerError> {
