@@ -546,11 +546,22 @@ pub struct Anvil {
 
 impl Anvil {
     /// Where the project's test command installs anvil, or `STAYPUT_ANVIL`.
+    /// The platform package's binary is run directly (not the npm wrapper
+    /// script), so stopping it stops anvil itself.
     pub fn binary() -> Result<PathBuf, LedgerError> {
         if let Some(path) = std::env::var_os("STAYPUT_ANVIL") {
             return Ok(path.into());
         }
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("contracts/tools/node_modules/.bin/anvil");
+        let packages = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("contracts/tools/node_modules/@foundry-rs");
+        let platform = match (std::env::consts::OS, std::env::consts::ARCH) {
+            ("linux", "x86_64") => "anvil-linux-amd64",
+            ("linux", "aarch64") => "anvil-linux-arm64",
+            ("macos", "x86_64") => "anvil-darwin-amd64",
+            ("macos", "aarch64") => "anvil-darwin-arm64",
+            ("windows", "x86_64") => "anvil-win32-amd64",
+            _ => "anvil-unsupported-platform",
+        };
+        let path = packages.join(platform).join("bin").join("anvil");
         if path.exists() {
             Ok(path)
         } else {
@@ -584,14 +595,23 @@ impl Anvil {
         Ok(anvil)
     }
 
-    /// Gives `account` a large balance (anvil only).
+    /// Gives `account` a large balance (anvil only). The first call after
+    /// start may race anvil's HTTP server coming up: retried briefly.
     pub async fn fund(&self, account: Address) -> Result<(), LedgerError> {
         let provider = read_provider(&self.url)?;
-        let _: serde_json::Value = provider
-            .raw_request("anvil_setBalance".into(), (account, U256::from(10u128.pow(24))))
-            .await
-            .map_err(|e| rpc_err("anvil_setBalance", e))?;
-        Ok(())
+        let mut attempts = 0;
+        loop {
+            let answer: Result<serde_json::Value, _> =
+                provider.raw_request("anvil_setBalance".into(), (account, U256::from(10u128.pow(24)))).await;
+            match answer {
+                Ok(_) => return Ok(()),
+                Err(e) if attempts >= 40 => return Err(rpc_err("anvil_setBalance", e)),
+                Err(_) => {
+                    attempts += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
     }
 
     /// Moves the chain's clock forward and mines a block (anvil only).

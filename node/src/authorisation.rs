@@ -49,7 +49,11 @@ pub async fn authorise(
     request: &ServeRequest<'_>,
 ) -> Result<String, NodeError> {
     let refuse = |reason: String| NodeError::NotAuthorised { task: request.task.to_owned(), reason };
-    let ledger_err = |e: stayput_chain_connector::LedgerError| refuse(e.to_string());
+    // A ledger that cannot be reached is not a refusal: say it is unavailable.
+    let ledger_err = |e: stayput_chain_connector::LedgerError| match e {
+        stayput_chain_connector::LedgerError::Rpc(detail) => NodeError::LedgerUnavailable(detail),
+        other => refuse(other.to_string()),
+    };
     let task = ledger
         .task(request.task)
         .await

@@ -52,6 +52,8 @@ pub enum NodeError {
         "dataset '{dataset}' declares {ours} but the requester declared {theirs}; both sides must normalise keys the same way"
     )]
     KeyDeclarationMismatch { dataset: String, ours: String, theirs: String },
+    #[error("the ledger cannot be reached ({0}); no task is served until it can")]
+    LedgerUnavailable(String),
     #[error("task '{task}' is not authorised on the ledger: {reason}")]
     NotAuthorised { task: String, reason: String },
     #[error("invalid task id: {0}")]
@@ -109,7 +111,9 @@ impl From<NodeError> for tonic::Status {
                 Code::PermissionDenied
             }
             NodeError::PeerRefused { code, .. } => *code,
-            NodeError::Connect { .. } | NodeError::PeerVanished { .. } => Code::Unavailable,
+            NodeError::Connect { .. } | NodeError::PeerVanished { .. } | NodeError::LedgerUnavailable(_) => {
+                Code::Unavailable
+            }
             NodeError::Busy { .. } | NodeError::TooManyPeerKeys { .. } => Code::ResourceExhausted,
             NodeError::ResultExists { .. } => Code::AlreadyExists,
             NodeError::DatasetChanged { .. } => Code::Aborted,

@@ -197,6 +197,10 @@ impl Ledger for RemoteLedger {
             for bytes in answer.blocks {
                 let block = Block::from_bytes(&bytes)?;
                 let height = block.header.height;
+                if height <= after {
+                    let reason = format!("the server sent block {height} when asked for blocks after {after}");
+                    return Err(LedgerError::Corrupt { height, reason });
+                }
                 // Already replayed (signatures, rules); seal and root checked again here.
                 block.check(&self.operator).map_err(|reason| LedgerError::Corrupt { height, reason })?;
                 for (i, record) in block.records.into_iter().enumerate() {

@@ -128,3 +128,14 @@ async fn the_node_serves_only_what_the_ledger_authorises() {
     assert!(c.ledger.task("t-rev").await.unwrap().unwrap().uses.is_empty());
     assert!(c.ledger.task("t-exp").await.unwrap().unwrap().uses.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_ledger_means_unavailable_not_refused() {
+    // Nothing listens on this port: bind one, then close it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}")).unwrap().connect_lazy();
+    let ledger = stayput_node::ledger_client::RemoteLedger::new(channel, OrgKey::generate().public_key());
+    let err = authorise(&ledger, "bureau", &OrgKey::generate(), &request("t1", "bank", "blacklist")).await.unwrap_err();
+    assert!(matches!(err, NodeError::LedgerUnavailable(_)), "{err:?}");
+    assert_eq!(tonic::Status::from(err).code(), tonic::Code::Unavailable);
+}
