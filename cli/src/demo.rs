@@ -137,6 +137,7 @@ fn check(report: &PsiReport, expected: usize, what: &str) -> Result<(), CliError
 pub async fn run(dir: Option<PathBuf>) -> Result<(), CliError> {
     let started = Instant::now();
     let temp;
+    let kept = dir.is_some();
     let dir = match dir {
         Some(d) => {
             if d.exists() && std::fs::read_dir(&d).map(|mut r| r.next().is_some()).unwrap_or(false) {
@@ -150,7 +151,11 @@ pub async fn run(dir: Option<PathBuf>) -> Result<(), CliError> {
             temp.path().to_path_buf()
         }
     };
-    println!("Stayput demo in {}", dir.display());
+    if kept {
+        println!("Stayput demo in {}", dir.display());
+    } else {
+        println!("Stayput demo in {} (a temporary folder, removed on exit: give --dir to keep it)", dir.display());
+    }
 
     let bar = spinner("generating synthetic data");
     let data = tokio::task::spawn_blocking({
