@@ -277,7 +277,7 @@ fn run_embedded(
 }
 
 async fn run_anvil(orgs: &Orgs, records: usize, writers: usize) -> Result<LedgerBenchReport, BenchError> {
-    let anvil = Anvil::start().map_err(key_err)?;
+    let anvil = Anvil::start().await.map_err(key_err)?;
     let mut signers = BTreeMap::new();
     for org in ["operator", "bank", "bureau"] {
         let signer = PrivateKeySigner::random();

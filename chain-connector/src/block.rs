@@ -111,15 +111,17 @@ impl Block {
     }
 
     /// Checks the seal and the Merkle root (not the records' own signatures
-    /// or rules: those need the ledger's state).
-    pub fn check(&self, operator_key: &[u8; 32]) -> Result<(), String> {
+    /// or rules: those need the ledger's state); returns the records' leaf
+    /// hashes it computed on the way.
+    pub fn check(&self, operator_key: &[u8; 32]) -> Result<Vec<Digest>, String> {
         if !verify_bytes(operator_key, &self.header.hash(), &self.seal) {
             return Err("the operator's seal does not verify".into());
         }
-        if merkle::root(&self.leaves()) != self.header.merkle_root {
+        let leaves = self.leaves();
+        if merkle::root(&leaves) != self.header.merkle_root {
             return Err("the records do not match the header's Merkle root".into());
         }
-        Ok(())
+        Ok(leaves)
     }
 
     /// An inclusion proof for record `index`.

@@ -146,12 +146,12 @@ fn read_chain(txn: &ReadTransaction, operator: &[u8; 32]) -> Result<Chain, Ledge
         if tip.is_some_and(|t| block.header.timestamp < t.timestamp) {
             return Err(corrupt("its time is earlier than the previous block's".into()));
         }
-        block.check(operator).map_err(corrupt)?;
-        for (i, record) in block.records.iter().enumerate() {
+        let leaves = block.check(operator).map_err(corrupt)?;
+        for (i, (record, leaf)) in block.records.iter().zip(leaves).enumerate() {
             let key = state
                 .apply_unverified(record, block.header.timestamp)
                 .map_err(|e| corrupt(format!("record {i} breaks the rules: {e}")))?;
-            index.insert(record.hash(), (height, u32::try_from(i).expect("bounded")));
+            index.insert(leaf, (height, u32::try_from(i).expect("bounded")));
             pending.push((height, i, key, record.clone()));
         }
         records += block.records.len() as u64;
@@ -196,12 +196,18 @@ fn write_block(db: &Database, block: &Block, operator: Option<&[u8; 32]>) -> Res
     Ok(())
 }
 
-fn seal(operator: &OrgKey, height: u64, prev: Digest, timestamp: u64, records: Vec<SignedRecord>) -> Block {
-    let leaves: Vec<Digest> = records.iter().map(SignedRecord::hash).collect();
+fn seal(
+    operator: &OrgKey,
+    height: u64,
+    prev: Digest,
+    timestamp: u64,
+    records: Vec<SignedRecord>,
+    leaves: &[Digest],
+) -> Block {
     let header = BlockHeader {
         height,
         prev_hash: prev,
-        merkle_root: merkle::root(&leaves),
+        merkle_root: merkle::root(leaves),
         timestamp,
         record_count: u32::try_from(records.len()).expect("bounded"),
     };
@@ -229,9 +235,10 @@ impl EmbeddedLedger {
             genesis.check_storable()?;
             let mut state = State::default();
             state.apply(&genesis, now)?;
+            let leaf = genesis.hash();
             let mut index = HashMap::new();
-            index.insert(genesis.hash(), (0, 0));
-            let block = seal(&operator, 0, [0; 32], now, vec![genesis]);
+            index.insert(leaf, (0, 0));
+            let block = seal(&operator, 0, [0; 32], now, vec![genesis], &[leaf]);
             write_block(&db, &block, Some(&operator.public_key()))?;
             let tip = Tip { height: 0, hash: block.header.hash(), timestamp: now };
             Ok((db, Chain { state, tip, records: 1, index, stopped: None }))
@@ -467,10 +474,10 @@ fn commit_loop(shared: &Shared, operator: &OrgKey, clock: &Clock, rx: &mpsc::Rec
         }
         let (replies, records): (Vec<_>, Vec<_>) = accepted.into_iter().map(|p| (p.reply, p.record)).unzip();
         let height = chain.tip.height + 1;
-        let block = seal(operator, height, chain.tip.hash, now, records);
+        let hashes: Vec<Digest> = records.iter().map(SignedRecord::hash).collect();
+        let block = seal(operator, height, chain.tip.hash, now, records, &hashes);
         match write_block(&shared.db, &block, None) {
             Ok(()) => {
-                let hashes = block.leaves();
                 for (i, hash) in hashes.iter().enumerate() {
                     chain.index.insert(*hash, (height, u32::try_from(i).expect("bounded")));
                 }

@@ -572,8 +572,9 @@ impl Anvil {
         }
     }
 
-    /// Starts anvil on a free loopback port and waits until it answers.
-    pub fn start() -> Result<Self, LedgerError> {
+    /// Starts anvil on a free loopback port and returns once it answers
+    /// JSON-RPC (not merely once its port accepts connections).
+    pub async fn start() -> Result<Self, LedgerError> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map_err(|e| rpc_err("finding a free port", e))?
@@ -585,33 +586,25 @@ impl Anvil {
             .spawn()
             .map_err(|e| rpc_err("starting anvil", e))?;
         let anvil = Self { child, url: format!("http://127.0.0.1:{port}") };
+        let provider = read_provider(&anvil.url)?;
         let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while provider.get_block_number().await.is_err() {
             if Instant::now() > deadline {
-                return Err(rpc_err("starting anvil", "it did not listen within 30 s"));
+                return Err(rpc_err("starting anvil", "it did not answer JSON-RPC within 30 s"));
             }
-            std::thread::sleep(Duration::from_millis(50));
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Ok(anvil)
     }
 
-    /// Gives `account` a large balance (anvil only). The first call after
-    /// start may race anvil's HTTP server coming up: retried briefly.
+    /// Gives `account` a large balance (anvil only).
     pub async fn fund(&self, account: Address) -> Result<(), LedgerError> {
         let provider = read_provider(&self.url)?;
-        let mut attempts = 0;
-        loop {
-            let answer: Result<serde_json::Value, _> =
-                provider.raw_request("anvil_setBalance".into(), (account, U256::from(10u128.pow(24)))).await;
-            match answer {
-                Ok(_) => return Ok(()),
-                Err(e) if attempts >= 40 => return Err(rpc_err("anvil_setBalance", e)),
-                Err(_) => {
-                    attempts += 1;
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
+        let _: serde_json::Value = provider
+            .raw_request("anvil_setBalance".into(), (account, U256::from(10u128.pow(24))))
+            .await
+            .map_err(|e| rpc_err("anvil_setBalance", e))?;
+        Ok(())
     }
 
     /// Moves the chain's clock forward and mines a block (anvil only).

@@ -19,7 +19,7 @@ struct AnvilBackend {
 
 impl AnvilBackend {
     async fn start() -> Self {
-        let anvil = Anvil::start().expect("anvil starts (./scripts/test installs it)");
+        let anvil = Anvil::start().await.expect("anvil starts (./scripts/test installs it)");
         let mut signers = BTreeMap::new();
         for org in ["operator", "bank", "bureau", "hospital", "stranger"] {
             let signer = PrivateKeySigner::random();
