@@ -10,7 +10,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .file_descriptor_set_path(out_dir.join("stayput_descriptor.bin"))
         .compile_with_config(
             config,
-            &["proto/stayput/v1/psi.proto", "proto/stayput/v1/node.proto", "proto/stayput/v1/ledger.proto"],
+            &[
+                "proto/stayput/v1/psi.proto",
+                "proto/stayput/v1/node.proto",
+                "proto/stayput/v1/ledger.proto",
+                "proto/stayput/v1/coordinator.proto",
+            ],
             &["proto"],
         )?;
     Ok(())

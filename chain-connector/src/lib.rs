@@ -14,6 +14,8 @@
 //!   Merkle-rooted block log in a redb file, re-verified on open, with
 //!   offline-verifiable inclusion proofs ([`block`], [`merkle`]).
 //! * [`conformance`] — the suite every backend must pass unchanged.
+//! * [`tasks`] — signed task requests (what a requester sends the
+//!   coordinator) and the canonical task parameters the ledger digests.
 //!
 //! * [`evm`] — the EVM backend: one Solidity contract
 //!   (`contracts/StayputLedger.sol`) on any EVM chain over JSON-RPC, and an
@@ -31,6 +33,7 @@ pub mod ledger;
 pub mod merkle;
 pub mod records;
 pub mod rules;
+pub mod tasks;
 
 pub use error::LedgerError;
 pub use ledger::Ledger;

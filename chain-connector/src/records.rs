@@ -37,7 +37,7 @@ macro_rules! wire_enum {
                 match self { $($name::$variant => $text),+ }
             }
 
-            fn from_code(code: u8) -> Result<Self, LedgerError> {
+            pub(crate) fn from_code(code: u8) -> Result<Self, LedgerError> {
                 match code {
                     $($code => Ok($name::$variant),)+
                     other => Err(LedgerError::Malformed {

@@ -4,7 +4,10 @@
 //! To serve task `t` to peer `p` on dataset `d` in mode `m`, the ledger must
 //! show: task `t` exists, was requested by `p`, is submitted or running,
 //! reads `d`, and is of a kind that allows `m`; and among the task's grants
-//! one on `d` to `p` for that kind. The node then writes the use record —
+//! one on `d` to `p` for that kind whose allowed columns (when it names
+//! any) include every key column the session matches on, and that this
+//! node has not served for the task already. The node then writes the use
+//! record —
 //! signed with its organisation's key, counting the items it will serve —
 //! and serves only if the ledger accepts it: the ledger consumes the use
 //! atomically and refuses a grant that is exhausted, expired or revoked, so
@@ -31,6 +34,8 @@ pub struct ServeRequest<'a> {
     pub mode: OutputMode,
     /// Items the session will serve (keys the peer queries).
     pub items: u64,
+    /// The columns of this node's dataset the session reads.
+    pub columns: &'a [String],
 }
 
 /// The computation kinds under which a mode may run.
@@ -73,13 +78,24 @@ pub async fn authorise(
     }
     let mut grant = None;
     for id in &task.task.grants {
-        let covers = ledger.grant(id).await.map_err(ledger_err)?;
-        if covers.is_some_and(|g| g.grant.dataset == request.dataset && g.grant.grantee == request.peer) {
-            grant = Some(id.clone());
-            break;
+        let Some(state) = ledger.grant(id).await.map_err(ledger_err)? else { continue };
+        let g = &state.grant;
+        if g.dataset != request.dataset || g.grantee != request.peer {
+            continue;
         }
+        if let Some(column) = request.columns.iter().find(|c| !g.columns.is_empty() && !g.columns.contains(c)) {
+            return Err(refuse(format!(
+                "grant '{id}' does not allow column '{column}' (it allows: {})",
+                g.columns.join(", ")
+            )));
+        }
+        grant = Some(id.clone());
+        break;
     }
     let grant = grant.ok_or_else(|| refuse(format!("none of its grants covers dataset '{}'", request.dataset)))?;
+    if task.uses.iter().any(|(org, used)| org == own_org && used.grant == grant) {
+        return Err(refuse(format!("this node has served it under grant '{grant}' already; a task is served once")));
+    }
     let record = Record::Use(UseRecord { task: request.task.to_owned(), grant: grant.clone(), items: request.items });
     ledger.submit(SignedRecord::sign(record, own_org, own_key)).await.map_err(ledger_err)?;
     Ok(grant)

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use stayput_proto::v1::node_control_server::NodeControl;
 use stayput_proto::v1::{
     DatasetInfo, ListDatasetsRequest, ListDatasetsResponse, OutputFormat, PsiProgress, PsiResult, RunPsiEvent,
-    RunPsiRequest, run_psi_event::Event,
+    RunPsiRequest, RunTaskRequest, run_psi_event::Event,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -36,6 +36,17 @@ impl ControlService {
             return Err(NodeError::NotOwnOrganisation { caller, org: self.state.config.org.clone() });
         }
         Ok(())
+    }
+
+    /// Tasks may also be started by the operator's coordinator: the node
+    /// checks the task on the ledger itself, so the caller grants nothing.
+    fn authorise_task<T>(&self, request: &Request<T>) -> Result<(), NodeError> {
+        let caller = caller_org(request)?;
+        let operator = self.state.config.ledger.as_ref().map(|l| l.operator.as_str());
+        if caller == self.state.config.org || Some(caller.as_str()) == operator {
+            return Ok(());
+        }
+        Err(NodeError::NotOwnOrganisation { caller, org: self.state.config.org.clone() })
     }
 }
 
@@ -73,6 +84,47 @@ fn report_to_wire(report: PsiReport) -> PsiResult {
     }
 }
 
+type EventSender = mpsc::Sender<Result<RunPsiEvent, Status>>;
+
+/// Runs `work` on its own task, streaming its progress and then its result.
+/// A caller that goes away cancels the work: dropping it closes its
+/// streams and its role thread stops.
+fn stream_events<F, Fut>(work: F) -> mpsc::Receiver<Result<RunPsiEvent, Status>>
+where
+    F: FnOnce(mpsc::UnboundedSender<crate::requester::Progress>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<PsiResult, NodeError>> + Send + 'static,
+{
+    let (tx, rx): (EventSender, _) = mpsc::channel(16);
+    let (progress_tx, mut progress_rx) = mpsc::unbounded_channel::<crate::requester::Progress>();
+    let events = tx.clone();
+    tokio::spawn(async move {
+        while let Some(p) = progress_rx.recv().await {
+            let event = Event::Progress(PsiProgress { phase: p.phase.into(), done: p.done, total: p.total });
+            if events.send(Ok(RunPsiEvent { event: Some(event) })).await.is_err() {
+                break;
+            }
+        }
+    });
+    tokio::spawn(async move {
+        let outcome = tokio::select! {
+            outcome = work(progress_tx) => outcome,
+            () = tx.closed() => {
+                tracing::warn!("the caller went away; session cancelled");
+                return;
+            }
+        };
+        let message = match outcome {
+            Ok(result) => Ok(RunPsiEvent { event: Some(Event::Result(result)) }),
+            Err(err) => {
+                tracing::warn!(error = ?err.to_string(), "session failed");
+                Err(err.into())
+            }
+        };
+        let _ = tx.send(message).await;
+    });
+    rx
+}
+
 #[tonic::async_trait]
 impl NodeControl for ControlService {
     type RunPsiStream = ReceiverStream<Result<RunPsiEvent, Status>>;
@@ -80,36 +132,28 @@ impl NodeControl for ControlService {
     async fn run_psi(&self, request: Request<RunPsiRequest>) -> Result<Response<Self::RunPsiStream>, Status> {
         self.authorise(&request)?;
         let psi_request = request_from_wire(request.into_inner())?;
-        let (tx, rx) = mpsc::channel(16);
-        let (progress_tx, mut progress_rx) = mpsc::unbounded_channel::<crate::requester::Progress>();
         let state = self.state.clone();
-        let events = tx.clone();
-        tokio::spawn(async move {
-            while let Some(p) = progress_rx.recv().await {
-                let event = Event::Progress(PsiProgress { phase: p.phase.into(), done: p.done, total: p.total });
-                if events.send(Ok(RunPsiEvent { event: Some(event) })).await.is_err() {
-                    break;
-                }
-            }
-        });
-        tokio::spawn(async move {
-            // A caller that goes away cancels its session: dropping the
-            // session closes its streams and its role thread stops.
-            let outcome = tokio::select! {
-                outcome = run_psi(state, psi_request, progress_tx) => outcome,
-                () = tx.closed() => {
-                    tracing::warn!("the caller went away; session cancelled");
-                    return;
-                }
-            };
-            let message = match outcome {
-                Ok(report) => Ok(RunPsiEvent { event: Some(Event::Result(report_to_wire(report))) }),
-                Err(err) => {
-                    tracing::warn!(error = ?err.to_string(), "psi session failed");
-                    Err(err.into())
-                }
-            };
-            let _ = tx.send(message).await;
+        let rx =
+            stream_events(
+                move |progress| async move { Ok(report_to_wire(run_psi(state, psi_request, progress).await?)) },
+            );
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    type RunTaskStream = ReceiverStream<Result<RunPsiEvent, Status>>;
+
+    async fn run_task(&self, request: Request<RunTaskRequest>) -> Result<Response<Self::RunTaskStream>, Status> {
+        self.authorise_task(&request)?;
+        let RunTaskRequest { task_id, params } = request.into_inner();
+        let state = self.state.clone();
+        let rx = stream_events(move |progress| async move {
+            let outcome = crate::tasks::run_task(state, task_id, params.to_vec(), progress).await?;
+            Ok(PsiResult {
+                output_path: outcome.result_file.display().to_string(),
+                output_sha256: hex::encode(outcome.result_sha256),
+                intersection_keys: outcome.result_count,
+                ..PsiResult::default()
+            })
         });
         Ok(Response::new(ReceiverStream::new(rx)))
     }

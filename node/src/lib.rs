@@ -15,6 +15,8 @@
 //! * [`responder`] — the `PsiPeer` gRPC service (this node as responder).
 //! * [`requester`] — this node as requester, driving a peer.
 //! * [`control`] — the `NodeControl` service its own organisation calls.
+//! * [`tasks`] — running a task recorded on the ledger as its requester's
+//!   node (checked against the ledger, idempotent).
 //! * [`server`] — assembling the gRPC server (TLS, health, reflection).
 //! * [`ledger_client`] — the operator's embedded ledger, read and written
 //!   over mTLS through a replica this node verifies itself.
@@ -33,6 +35,7 @@ pub mod localnet;
 pub mod requester;
 pub mod responder;
 pub mod server;
+pub mod tasks;
 pub mod wire;
 
 pub use config::NodeConfig;
@@ -49,13 +52,16 @@ pub struct NodeState {
     pub sessions: std::sync::Arc<tokio::sync::Semaphore>,
     /// The ledger and this organisation's signing key, when configured.
     pub ledger: Option<LedgerAccess>,
+    /// Tasks running on this node.
+    pub tasks: tasks::TaskRegistry,
 }
 
 /// A node's access to the consortium's ledger.
 #[derive(Debug)]
 pub struct LedgerAccess {
-    /// The verifying client.
-    pub ledger: ledger_client::RemoteLedger,
+    /// The ledger (a verifying client of the operator's embedded ledger,
+    /// or an EVM chain).
+    pub ledger: std::sync::Arc<dyn stayput_chain_connector::Ledger>,
     /// This organisation's ed25519 key, for use records.
     pub key: stayput_chain_connector::records::OrgKey,
 }
@@ -71,7 +77,7 @@ impl LedgerAccess {
             .map_err(|e| NodeError::InvalidConfig(format!("[ledger] endpoint '{}': {e}", settings.endpoint)))?
             .connect_timeout(std::time::Duration::from_secs(10))
             .connect_lazy();
-        Ok(Self { ledger: ledger_client::RemoteLedger::new(channel, operator), key })
+        Ok(Self { ledger: std::sync::Arc::new(ledger_client::RemoteLedger::new(channel, operator)), key })
     }
 }
 
@@ -84,7 +90,7 @@ impl NodeState {
             Some(settings) => Some(LedgerAccess::open(settings, &tls)?),
             None => None,
         };
-        Ok(Self { config, tls, sessions, ledger })
+        Ok(Self { config, tls, sessions, ledger, tasks: tasks::TaskRegistry::default() })
     }
 
     /// A session permit, or [`NodeError::Busy`] when every one is taken.

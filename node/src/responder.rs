@@ -133,8 +133,9 @@ impl PsiPeer for PsiPeerService {
                 dataset: &dataset_name,
                 mode: accepted.mode,
                 items: accepted.requester_size,
+                columns: &accepted.dataset.key_columns,
             };
-            let grant = authorise(&access.ledger, &self.state.config.org, &access.key, &request).await.map_err(|e| {
+            let grant = authorise(&*access.ledger, &self.state.config.org, &access.key, &request).await.map_err(|e| {
                 tracing::warn!(task = %accepted.task, peer = %accepted.peer, error = ?e.to_string(), "psi session refused");
                 Status::from(e)
             })?;

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use prost::Message;
 use stayput_proto::v1::{
     OutputFormat, PsiAccept, PsiMode, PsiOpen, PsiRequesterMessage, PsiResponderMessage, PsiSummary, RunPsiRequest,
+    RunTaskRequest, SubmitTaskRequest, SubmitTaskResponse, TaskState, TaskUpdate, WatchTaskRequest,
     psi_requester_message, psi_responder_message,
 };
 
@@ -73,6 +74,31 @@ fn encoded() -> BTreeMap<&'static str, Vec<u8>> {
             peer_dataset: "blacklist".into(),
             mode: PsiMode::Cardinality as i32,
             output_format: OutputFormat::Parquet as i32,
+        }
+        .encode_to_vec(),
+    );
+    v.insert(
+        "RunTaskRequest",
+        RunTaskRequest { task_id: "t-0001".into(), params: vec![1, 2, 3].into() }.encode_to_vec(),
+    );
+    v.insert("SubmitTaskRequest", SubmitTaskRequest { signed_request: vec![0xee; 8].into() }.encode_to_vec());
+    v.insert(
+        "SubmitTaskResponse",
+        SubmitTaskResponse { task_id: "t-0001".into(), grants: vec!["g-1".into()], existing: true }.encode_to_vec(),
+    );
+    v.insert("WatchTaskRequest", WatchTaskRequest { task_id: "t-0001".into() }.encode_to_vec());
+    v.insert(
+        "TaskUpdate",
+        TaskUpdate {
+            task_id: "t-0001".into(),
+            state: TaskState::Succeeded as i32,
+            phase: "done".into(),
+            done: 5,
+            total: 5,
+            result_digest: "ab".into(),
+            receiver: "bank".into(),
+            error: String::new(),
+            result_count: 300,
         }
         .encode_to_vec(),
     );

@@ -1,0 +1,311 @@
+//! Task requests: what a requester signs and sends to the coordinator, and
+//! the canonical parameters whose digest the task record carries.
+//!
+//! A [`SignedTaskRequest`] is the requester organisation's ed25519
+//! signature over `"stayput/coordinator/task-request/v1" ‖ request` in the
+//! canonical encoding of [`crate::codec`]. The request carries a random
+//! nonce and its issue time: the coordinator accepts it only within
+//! [`REQUEST_WINDOW_SECS`] of its own clock and only once (it remembers
+//! nonces for the window), so a captured request cannot be replayed. The
+//! task id is derived from the signed bytes, so re-sending the same request
+//! can never create a second task.
+//!
+//! The parameters travel as bytes, bounded by [`MAX_PARAMS_BYTES`], and
+//! decode per kind ([`TaskParams::decode`]). Their digest
+//! ([`params_digest`]) goes on the ledger in the task record; a node that is
+//! asked to run a task checks the parameters it was handed against that
+//! digest, so nobody — the coordinator included — can run a task other than
+//! the one recorded.
+
+use sha2::{Digest as _, Sha256};
+
+use crate::LedgerError;
+use crate::codec::{Reader, Writer};
+use crate::records::{Computation, Digest, OrgKey, verify_bytes};
+
+const SIGNING_LABEL: &[u8] = b"stayput/coordinator/task-request/v1";
+const PARAMS_LABEL: &[u8] = b"stayput/task-params/v1";
+
+/// Largest parameter blob a task may carry.
+pub const MAX_PARAMS_BYTES: usize = 16 * 1024;
+/// Largest encoded signed request.
+pub const MAX_REQUEST_BYTES: usize = MAX_PARAMS_BYTES + 64 * 1024;
+/// How far a request's issue time may be from the coordinator's clock.
+pub const REQUEST_WINDOW_SECS: u64 = 300;
+
+/// What a requester asks the coordinator to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskRequest {
+    /// The requesting organisation.
+    pub requester: String,
+    /// What it computes.
+    pub kind: Computation,
+    /// The ledger datasets it reads.
+    pub datasets: Vec<String>,
+    /// The organisation whose node receives the result.
+    pub receiver: String,
+    /// Canonical parameters of the kind ([`TaskParams::encode`]).
+    pub params: Vec<u8>,
+    /// Random; never reused.
+    pub nonce: [u8; 16],
+    /// Unix seconds when it was signed.
+    pub issued_at: u64,
+}
+
+impl TaskRequest {
+    fn encode(&self, w: &mut Writer) {
+        w.str(&self.requester).u8(self.kind.code());
+        w.list(&self.datasets, |w, d| {
+            w.str(d);
+        });
+        w.str(&self.receiver).bytes_unbounded(&self.params).fixed(&self.nonce).u64(self.issued_at);
+    }
+
+    fn decode(r: &mut Reader<'_>) -> Result<Self, LedgerError> {
+        Ok(Self {
+            requester: r.str()?,
+            kind: Computation::from_code(r.u8()?)?,
+            datasets: r.list(Reader::str)?,
+            receiver: r.str()?,
+            params: r.bytes_bounded(MAX_PARAMS_BYTES)?,
+            nonce: r.fixed()?,
+            issued_at: r.u64()?,
+        })
+    }
+
+    fn signing_message(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.bytes(SIGNING_LABEL);
+        self.encode(&mut w);
+        w.into_bytes()
+    }
+
+    /// Signs the request with the requester's key.
+    pub fn sign(self, key: &OrgKey) -> SignedTaskRequest {
+        let signature = key.sign_bytes(&self.signing_message());
+        SignedTaskRequest { request: self, signature }
+    }
+}
+
+/// A task request with the requester's signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedTaskRequest {
+    /// The request.
+    pub request: TaskRequest,
+    /// The requester's ed25519 signature.
+    pub signature: [u8; 64],
+}
+
+impl SignedTaskRequest {
+    /// Checks the signature against the requester's public key.
+    pub fn verify(&self, public_key: &[u8; 32]) -> Result<(), LedgerError> {
+        if verify_bytes(public_key, &self.request.signing_message(), &self.signature) {
+            Ok(())
+        } else {
+            Err(LedgerError::BadSignature { writer: self.request.requester.clone(), kind: "task request" })
+        }
+    }
+
+    /// The canonical encoding.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        self.request.encode(&mut w);
+        w.fixed(&self.signature);
+        w.into_bytes()
+    }
+
+    /// Decodes a canonical encoding, refusing anything over
+    /// [`MAX_REQUEST_BYTES`] before reading it.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, LedgerError> {
+        if bytes.len() > MAX_REQUEST_BYTES {
+            return Err(LedgerError::Malformed {
+                what: "task request",
+                reason: format!("{} bytes; at most {MAX_REQUEST_BYTES} are accepted", bytes.len()),
+            });
+        }
+        let mut r = Reader::new(bytes, "task request");
+        let request = TaskRequest::decode(&mut r)?;
+        let signature = r.fixed()?;
+        r.finish()?;
+        Ok(Self { request, signature })
+    }
+
+    /// The task id: `t-` and 24 hex digits of the signed request's SHA-256.
+    pub fn task_id(&self) -> String {
+        let digest = Sha256::digest(self.to_bytes());
+        format!("t-{}", hex::encode(&digest[..12]))
+    }
+}
+
+/// The digest of a task's canonical parameters, as the task record holds it.
+pub fn params_digest(kind: Computation, params: &[u8]) -> Digest {
+    let mut h = Sha256::new();
+    h.update(PARAMS_LABEL);
+    h.update([kind.code()]);
+    h.update(params);
+    h.finalize().into()
+}
+
+/// Parameters of a balanced PSI task (kinds `psi` and `psi_cardinality`):
+/// the requester's node runs the requester role on its own dataset against
+/// the peer dataset's owner; `psi` delivers the common rows of the
+/// requester's dataset to the requester, `psi_cardinality` only their count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PsiParams {
+    /// The requester node's own dataset (a name in its configuration).
+    pub requester_dataset: String,
+    /// The peer's dataset on the ledger.
+    pub peer_dataset: String,
+    /// The peer dataset's key columns the task matches on.
+    pub columns: Vec<String>,
+}
+
+/// The parameters of a task, by kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TaskParams {
+    /// Balanced PSI, intersection or cardinality.
+    Psi(PsiParams),
+}
+
+impl TaskParams {
+    /// The canonical encoding.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        match self {
+            TaskParams::Psi(p) => {
+                w.u8(1).str(&p.requester_dataset).str(&p.peer_dataset).list(&p.columns, |w, c| {
+                    w.str(c);
+                });
+            }
+        }
+        w.into_bytes()
+    }
+
+    /// Decodes the parameters of a task of `kind`.
+    pub fn decode(kind: Computation, bytes: &[u8]) -> Result<Self, LedgerError> {
+        if bytes.len() > MAX_PARAMS_BYTES {
+            return Err(LedgerError::Malformed {
+                what: "task parameters",
+                reason: format!("{} bytes; at most {MAX_PARAMS_BYTES} are accepted", bytes.len()),
+            });
+        }
+        let mut r = Reader::new(bytes, "task parameters");
+        let params = match (kind, r.u8()?) {
+            (Computation::Psi | Computation::PsiCardinality, 1) => TaskParams::Psi(PsiParams {
+                requester_dataset: r.str()?,
+                peer_dataset: r.str()?,
+                columns: r.list(Reader::str)?,
+            }),
+            (kind, tag) => {
+                return Err(LedgerError::Malformed {
+                    what: "task parameters",
+                    reason: format!("parameters of type {tag} are not for a {kind} task"),
+                });
+            }
+        };
+        r.finish()?;
+        Ok(params)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> TaskRequest {
+        let params = TaskParams::Psi(PsiParams {
+            requester_dataset: "applicants".into(),
+            peer_dataset: "blacklist".into(),
+            columns: vec!["national_id".into()],
+        });
+        TaskRequest {
+            requester: "bank".into(),
+            kind: Computation::Psi,
+            datasets: vec!["blacklist".into()],
+            receiver: "bank".into(),
+            params: params.encode(),
+            nonce: [7; 16],
+            issued_at: 1_790_000_000,
+        }
+    }
+
+    #[test]
+    fn signed_requests_round_trip_and_verify() {
+        let key = OrgKey::from_bytes(&[1; 32]);
+        let signed = request().sign(&key);
+        let back = SignedTaskRequest::from_bytes(&signed.to_bytes()).unwrap();
+        assert_eq!(back, signed);
+        back.verify(&key.public_key()).unwrap();
+        assert!(back.verify(&OrgKey::from_bytes(&[2; 32]).public_key()).is_err());
+        assert!(back.task_id().starts_with("t-") && back.task_id().len() == 26);
+    }
+
+    #[test]
+    fn any_change_breaks_the_signature_and_changes_the_id() {
+        let key = OrgKey::from_bytes(&[1; 32]);
+        let signed = request().sign(&key);
+        let mut changed = signed.clone();
+        changed.request.receiver = "bureau".into();
+        assert!(changed.verify(&key.public_key()).is_err());
+        assert_ne!(changed.task_id(), signed.task_id());
+    }
+
+    #[test]
+    fn decoders_bound_sizes_and_reject_trailing_bytes() {
+        let key = OrgKey::from_bytes(&[1; 32]);
+        let mut bytes = request().sign(&key).to_bytes();
+        bytes.push(0);
+        assert!(SignedTaskRequest::from_bytes(&bytes).is_err());
+        let huge = vec![0u8; MAX_REQUEST_BYTES + 1];
+        assert!(SignedTaskRequest::from_bytes(&huge).unwrap_err().to_string().contains("at most"));
+        let mut big = request();
+        big.params = vec![0; MAX_PARAMS_BYTES + 1];
+        let encoded = big.sign(&key).to_bytes();
+        assert!(SignedTaskRequest::from_bytes(&encoded).is_err());
+    }
+
+    /// Known-answer vector: the signed request's bytes, its task id and the
+    /// parameters' digest. Ed25519 is deterministic, so they are stable;
+    /// regenerate with `STAYPUT_WRITE_VECTORS=1 cargo test -p
+    /// stayput-chain-connector task_request_vector`.
+    #[test]
+    fn task_request_vector() {
+        #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+        struct Vector {
+            version: String,
+            requester_secret_hex: String,
+            signed_request_hex: String,
+            task_id: String,
+            params_digest_hex: String,
+        }
+        const PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/test-vectors/task-requests-v1.json");
+        let secret = [0x5a; 32];
+        let signed = request().sign(&OrgKey::from_bytes(&secret));
+        let computed = Vector {
+            version: "stayput task request v1".into(),
+            requester_secret_hex: hex::encode(secret),
+            signed_request_hex: hex::encode(signed.to_bytes()),
+            task_id: signed.task_id(),
+            params_digest_hex: hex::encode(params_digest(signed.request.kind, &signed.request.params)),
+        };
+        if std::env::var_os("STAYPUT_WRITE_VECTORS").is_some() {
+            std::fs::write(PATH, serde_json::to_string_pretty(&computed).unwrap() + "\n").unwrap();
+        }
+        let stored: Vector = serde_json::from_str(&std::fs::read_to_string(PATH).unwrap()).unwrap();
+        assert_eq!(stored, computed);
+        let decoded = SignedTaskRequest::from_bytes(&hex::decode(&stored.signed_request_hex).unwrap()).unwrap();
+        decoded.verify(&OrgKey::from_bytes(&secret).public_key()).unwrap();
+    }
+
+    #[test]
+    fn params_decode_only_for_their_kind() {
+        let params = TaskParams::decode(Computation::Psi, &request().params).unwrap();
+        assert_eq!(params.encode(), request().params);
+        assert!(TaskParams::decode(Computation::FederatedStats, &request().params).is_err());
+        assert_ne!(
+            params_digest(Computation::Psi, &request().params),
+            params_digest(Computation::PsiCardinality, &request().params)
+        );
+    }
+}

@@ -1,0 +1,220 @@
+//! Running a task recorded on the ledger, as its requester's node.
+//!
+//! The coordinator (or the organisation itself) hands this node a task id
+//! and the task's canonical parameters. The node trusts neither: it reads
+//! the task from the ledger and runs it only if the ledger shows it
+//! requested by this node's organisation, still submitted or running, and
+//! recorded with exactly these parameters (their digest is the task
+//! record's). The peer node then makes its own check of the ledger before
+//! it serves ([`crate::authorisation`]).
+//!
+//! Running is idempotent, so a coordinator that restarts can simply ask
+//! again: a task whose result is on disk returns that result without
+//! running again, and a task that is running is joined. Every task leaves
+//! one result file, `<output_dir>/<task>.csv` (the common rows for `psi`, a
+//! one-row count for `psi_cardinality`) — its SHA-256 is the result digest
+//! the ledger records — and a small `<task>.outcome` file written after it,
+//! which marks the task finished on this node.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use sha2::{Digest as _, Sha256};
+use stayput_chain_connector::records::{Computation, TaskStatus};
+use stayput_chain_connector::tasks::{TaskParams, params_digest};
+use stayput_psi::ecdh::OutputMode;
+use tokio::sync::{mpsc, watch};
+
+use crate::dataset::FileFormat;
+use crate::requester::{Progress, PsiRequest, run_psi};
+use crate::{NodeError, NodeState};
+
+/// What a finished task left on this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskOutcome {
+    /// The task.
+    pub task: String,
+    /// The result file.
+    pub result_file: PathBuf,
+    /// SHA-256 of the result file.
+    pub result_sha256: [u8; 32],
+    /// The result's size in its own unit (common keys for PSI).
+    pub result_count: u64,
+}
+
+type Shared = watch::Receiver<Option<Result<TaskOutcome, String>>>;
+
+/// The tasks running on this node, so a second request joins the first.
+#[derive(Debug, Default)]
+pub struct TaskRegistry {
+    running: Mutex<HashMap<String, Shared>>,
+}
+
+fn outcome_path(dir: &Path, task: &str) -> PathBuf {
+    dir.join(format!("{task}.outcome"))
+}
+
+/// The result file of `task` under a node's output folder.
+pub fn result_path(dir: &Path, task: &str) -> PathBuf {
+    dir.join(format!("{task}.csv"))
+}
+
+/// SHA-256 of a file's bytes.
+pub fn file_sha256(path: &Path) -> Result<[u8; 32], NodeError> {
+    let mut file = std::fs::File::open(path).map_err(|source| NodeError::ReadFile { path: path.into(), source })?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher).map_err(|source| NodeError::ReadFile { path: path.into(), source })?;
+    Ok(hasher.finalize().into())
+}
+
+/// Writes `text` to `path` durably and atomically; never replaces a file.
+fn write_new(path: &Path, text: &str) -> Result<(), NodeError> {
+    let io_err = |source| NodeError::WriteFile { path: path.into(), source };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(io_err)?;
+    let mut temp = tempfile::Builder::new().prefix(".partial-").tempfile_in(dir).map_err(io_err)?;
+    temp.write_all(text.as_bytes()).map_err(io_err)?;
+    temp.as_file().sync_all().map_err(io_err)?;
+    temp.persist_noclobber(path).map_err(|e| match e.error.kind() {
+        std::io::ErrorKind::AlreadyExists => NodeError::ResultExists { path: path.into() },
+        _ => io_err(e.error),
+    })?;
+    Ok(())
+}
+
+/// Reads a finished task's outcome, checking the result file still has the
+/// digest it was written with.
+fn read_outcome(dir: &Path, task: &str) -> Result<Option<TaskOutcome>, NodeError> {
+    let path = outcome_path(dir, task);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(NodeError::ReadFile { path, source }),
+    };
+    let damaged = |what: &str| NodeError::InvalidConfig(format!("{} is damaged ({what}); remove it", path.display()));
+    let mut fields = HashMap::new();
+    for line in text.lines() {
+        let (k, v) = line.split_once('=').ok_or_else(|| damaged("a line without '='"))?;
+        fields.insert(k, v);
+    }
+    let digest: [u8; 32] = fields
+        .get("sha256")
+        .and_then(|h| hex::decode(h).ok())
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| damaged("no sha256"))?;
+    let count = fields.get("count").and_then(|c| c.parse().ok()).ok_or_else(|| damaged("no count"))?;
+    let result_file = result_path(dir, task);
+    if file_sha256(&result_file)? != digest {
+        return Err(NodeError::InvalidConfig(format!(
+            "the result file {} no longer has the digest it was written with; it was changed after the task ran",
+            result_file.display()
+        )));
+    }
+    Ok(Some(TaskOutcome { task: task.into(), result_file, result_sha256: digest, result_count: count }))
+}
+
+/// Runs (or joins, or reports) task `task_id` with `params`.
+pub async fn run_task(
+    state: Arc<NodeState>,
+    task_id: String,
+    params: Vec<u8>,
+    progress: mpsc::UnboundedSender<Progress>,
+) -> Result<TaskOutcome, NodeError> {
+    crate::wire::check_task_id(&task_id)?;
+    let dir = state.config.output_dir.clone();
+    if let Some(done) = read_outcome(&dir, &task_id)? {
+        return Ok(done);
+    }
+    let joined = {
+        let mut running = state.tasks.running.lock().expect("task registry");
+        match running.get(&task_id) {
+            Some(rx) => Err(rx.clone()),
+            None => {
+                let (tx, rx) = watch::channel(None);
+                running.insert(task_id.clone(), rx);
+                Ok(tx)
+            }
+        }
+    };
+    let tx = match joined {
+        Ok(tx) => tx,
+        Err(mut rx) => {
+            tracing::info!(task = %task_id, "task is running here already; joining it");
+            let outcome = rx.wait_for(Option::is_some).await.map_err(|_| NodeError::Cancelled)?;
+            return outcome.clone().expect("waited for").map_err(NodeError::NodeReported);
+        }
+    };
+    let outcome = execute(&state, &task_id, &params, progress).await;
+    state.tasks.running.lock().expect("task registry").remove(&task_id);
+    let _ = tx.send(Some(outcome.as_ref().map(Clone::clone).map_err(ToString::to_string)));
+    outcome
+}
+
+async fn execute(
+    state: &Arc<NodeState>,
+    task_id: &str,
+    params: &[u8],
+    progress: mpsc::UnboundedSender<Progress>,
+) -> Result<TaskOutcome, NodeError> {
+    let refuse = |reason: String| NodeError::NotAuthorised { task: task_id.to_owned(), reason };
+    let access = state
+        .ledger
+        .as_ref()
+        .ok_or_else(|| refuse("this node has no [ledger] configured, so it cannot check tasks".into()))?;
+    let ledger = &access.ledger;
+    let unavailable = |e: stayput_chain_connector::LedgerError| NodeError::LedgerUnavailable(e.to_string());
+    let task = ledger.task(task_id).await.map_err(unavailable)?.ok_or_else(|| refuse("not on the ledger".into()))?;
+    if task.task.requester != state.config.org {
+        return Err(refuse(format!("it was requested by '{}', not by this node's organisation", task.task.requester)));
+    }
+    if !matches!(task.status, TaskStatus::Submitted | TaskStatus::Running) {
+        return Err(refuse(format!("it is {}", task.status)));
+    }
+    if params_digest(task.task.kind, params) != task.task.params_digest {
+        return Err(refuse("the parameters given are not the ones recorded with the task".into()));
+    }
+    let decoded = TaskParams::decode(task.task.kind, params).map_err(|e| refuse(e.to_string()))?;
+    match decoded {
+        TaskParams::Psi(p) => {
+            if !task.task.datasets.contains(&p.peer_dataset) {
+                return Err(refuse(format!("it does not read dataset '{}'", p.peer_dataset)));
+            }
+            let owner = ledger
+                .dataset(&p.peer_dataset)
+                .await
+                .map_err(unavailable)?
+                .last()
+                .map(|v| v.owner.clone())
+                .ok_or_else(|| refuse(format!("dataset '{}' is not on the ledger", p.peer_dataset)))?;
+            let mode = match task.task.kind {
+                Computation::PsiCardinality => OutputMode::CardinalityOnly,
+                _ => OutputMode::IntersectionToRequester,
+            };
+            let request = PsiRequest {
+                task_id: task_id.to_owned(),
+                dataset: p.requester_dataset,
+                peer: owner,
+                peer_dataset: p.peer_dataset,
+                mode,
+                output_format: FileFormat::Csv,
+            };
+            let report = run_psi(state.clone(), request, progress).await?;
+            let dir = &state.config.output_dir;
+            let result_file = result_path(dir, task_id);
+            let result_sha256 = match report.output {
+                Some(written) => written.sha256,
+                None => {
+                    write_new(&result_file, &format!("intersection_keys\n{}\n", report.intersection_keys))?;
+                    file_sha256(&result_file)?
+                }
+            };
+            let count = report.intersection_keys;
+            write_new(&outcome_path(dir, task_id), &format!("sha256={}\ncount={count}\n", hex::encode(result_sha256)))?;
+            tracing::info!(task = %task_id, "task finished; result written on this node");
+            Ok(TaskOutcome { task: task_id.to_owned(), result_file, result_sha256, result_count: count })
+        }
+        _ => Err(refuse(format!("{} tasks are not supported by this node yet", task.task.kind))),
+    }
+}
