@@ -147,6 +147,21 @@ impl Dataset {
         Ok(DatasetKeys { keys, rows_read, duplicates: duplicates as u64, null_keys, fingerprint })
     }
 
+    /// The digests a dataset version records on the ledger: the schema
+    /// (column names and types, in order) and the file's content.
+    pub fn digests(&self) -> Result<([u8; 32], [u8; 32]), NodeError> {
+        let (schema, _) = self.open(false)?;
+        let mut h = Sha256::new();
+        for field in schema.fields() {
+            h.update(field.name().as_bytes());
+            h.update([0]);
+            h.update(field.data_type().to_string().as_bytes());
+            h.update([0]);
+        }
+        let content = crate::tasks::file_sha256(&self.path)?;
+        Ok((h.finalize().into(), content))
+    }
+
     /// The file's current version.
     pub fn fingerprint(&self) -> Result<Fingerprint, NodeError> {
         let meta =

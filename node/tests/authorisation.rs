@@ -40,7 +40,7 @@ impl Backend for Embedded {
 }
 
 fn request<'a>(task: &'a str, peer: &'a str, dataset: &'a str) -> ServeRequest<'a> {
-    ServeRequest { task, peer, dataset, mode: OutputMode::IntersectionToRequester, items: 10 }
+    ServeRequest { task, peer, dataset, mode: OutputMode::IntersectionToRequester, items: 10, columns: &[] }
 }
 
 async fn refused(c: &Consortium, req: ServeRequest<'_>) -> String {
@@ -112,6 +112,7 @@ async fn the_node_serves_only_what_the_ledger_authorises() {
         dataset: "records",
         mode: OutputMode::IntersectionToRequester,
         items: 1,
+        columns: &[],
     };
     let err = authorise(c.ledger.as_ref(), "hospital", &c.hospital.key, &by_hospital).await.unwrap_err();
     assert!(err.to_string().contains("none of its grants covers dataset 'records'"), "{err}");

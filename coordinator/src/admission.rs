@@ -1,0 +1,165 @@
+//! Admission: everything checked before a task is recorded, so that bad
+//! input costs nothing — no task record, no use consumed.
+//!
+//! In order: the caller's certificate names the requester; the request's
+//! signature verifies against the requester's key on the ledger; its issue
+//! time is within the window; the requester holds the `requester` role;
+//! the kind is one this coordinator runs; the parameters decode for the
+//! kind and agree with the datasets named; every dataset is on the ledger;
+//! the receiver is a participant who can receive this kind's result; and
+//! for every dataset the requester does not own, a grant to the requester
+//! that is live, allows the kind and the columns, and has uses left.
+//! (Nodes check the ledger again themselves before they serve: admission
+//! is for clear early errors, not for security.)
+
+use std::collections::BTreeSet;
+
+use stayput_chain_connector::Ledger;
+use stayput_chain_connector::ledger::GrantFilter;
+use stayput_chain_connector::records::{Computation, Role, Task};
+use stayput_chain_connector::rules::GrantState;
+use stayput_chain_connector::tasks::{REQUEST_WINDOW_SECS, SignedTaskRequest, TaskParams, params_digest};
+
+use crate::CoordinatorError;
+
+/// A request that passed admission.
+#[derive(Debug, Clone)]
+pub struct Admitted {
+    /// The task record to write.
+    pub task: Task,
+    /// The decoded parameters.
+    pub params: TaskParams,
+}
+
+/// Why one grant does not serve the task (the best reason is reported).
+fn grant_problem(g: &GrantState, kind: Computation, columns: &[String], now: u64) -> Option<CoordinatorError> {
+    let id = &g.grant.id;
+    let problem = |reason: String| {
+        Some(CoordinatorError::NoGrant { requester: g.grant.grantee.clone(), dataset: g.grant.dataset.clone(), reason })
+    };
+    if g.revoked {
+        return problem(format!("grant '{id}' is revoked"));
+    }
+    if now >= g.grant.expires_at {
+        return problem(format!("grant '{id}' expired at {} (unix seconds)", g.grant.expires_at));
+    }
+    if !g.grant.computations.contains(&kind) {
+        let allowed: Vec<&str> = g.grant.computations.iter().map(|c| c.name()).collect();
+        return problem(format!("grant '{id}' allows {} but not {kind}", allowed.join(", ")));
+    }
+    if g.uses >= g.grant.max_uses {
+        return problem(format!("grant '{id}' has used all of its {} uses", g.grant.max_uses));
+    }
+    if let Some(column) = columns.iter().find(|c| !g.grant.columns.is_empty() && !g.grant.columns.contains(c)) {
+        return Some(CoordinatorError::ColumnNotAllowed {
+            grant: id.clone(),
+            column: column.clone(),
+            allowed: g.grant.columns.join(", "),
+        });
+    }
+    None
+}
+
+/// Checks a signed request from `caller` at time `now` against `ledger`.
+pub async fn admit(
+    ledger: &dyn Ledger,
+    signed: &SignedTaskRequest,
+    caller: &str,
+    now: u64,
+) -> Result<Admitted, CoordinatorError> {
+    let request = &signed.request;
+    if caller != request.requester {
+        return Err(CoordinatorError::NotRequester { caller: caller.into(), requester: request.requester.clone() });
+    }
+    let member = ledger.member(&request.requester).await?.ok_or_else(|| {
+        CoordinatorError::BadRequest(format!("'{}' is not a member of the consortium", request.requester))
+    })?;
+    signed.verify(&member.signing_key)?;
+    if request.issued_at.abs_diff(now) > REQUEST_WINDOW_SECS {
+        return Err(CoordinatorError::Stale { issued_at: request.issued_at, now, window: REQUEST_WINDOW_SECS });
+    }
+    if !member.roles.contains(&Role::Requester) {
+        return Err(CoordinatorError::BadRequest(format!("'{}' lacks the requester role", request.requester)));
+    }
+    if !matches!(request.kind, Computation::Psi | Computation::PsiCardinality) {
+        return Err(CoordinatorError::Unsupported { kind: request.kind.to_string() });
+    }
+    let params = TaskParams::decode(request.kind, &request.params)
+        .map_err(|e| CoordinatorError::BadRequest(format!("parameters: {e}")))?;
+    let columns = match &params {
+        TaskParams::Psi(p) => {
+            if request.datasets != [p.peer_dataset.clone()] {
+                return Err(CoordinatorError::BadRequest(format!(
+                    "a psi task reads exactly the peer's dataset '{}'; the request names {:?}",
+                    p.peer_dataset, request.datasets
+                )));
+            }
+            if p.columns.is_empty() {
+                return Err(CoordinatorError::BadRequest("a psi task must name the key columns it matches on".into()));
+            }
+            p.columns.clone()
+        }
+        _ => return Err(CoordinatorError::Unsupported { kind: request.kind.to_string() }),
+    };
+
+    let mut owners = BTreeSet::new();
+    let mut grants = Vec::new();
+    for dataset in &request.datasets {
+        let owner = ledger
+            .dataset(dataset)
+            .await?
+            .last()
+            .map(|v| v.owner.clone())
+            .ok_or_else(|| CoordinatorError::UnknownDataset { dataset: dataset.clone() })?;
+        owners.insert(owner.clone());
+        if owner == request.requester {
+            continue;
+        }
+        let filter = GrantFilter { dataset: Some(dataset.clone()), grantee: Some(request.requester.clone()) };
+        let candidates = ledger.grants(&filter).await?;
+        let mut best = None;
+        let mut chosen = None;
+        for g in &candidates {
+            match grant_problem(g, request.kind, &columns, now) {
+                None => {
+                    chosen = Some(g.grant.id.clone());
+                    break;
+                }
+                // A column refusal is the most specific reason to report.
+                Some(e @ CoordinatorError::ColumnNotAllowed { .. }) => best = Some(e),
+                Some(e) => best = best.or(Some(e)),
+            }
+        }
+        match chosen {
+            Some(id) => grants.push(id),
+            None => {
+                return Err(best.unwrap_or_else(|| CoordinatorError::NoGrant {
+                    requester: request.requester.clone(),
+                    dataset: dataset.clone(),
+                    reason: format!("'{owner}' has granted none"),
+                }));
+            }
+        }
+    }
+
+    let receiver_problem =
+        |reason: String| CoordinatorError::BadReceiver { receiver: request.receiver.clone(), reason };
+    if request.receiver != request.requester && !owners.contains(&request.receiver) {
+        let mut participants: Vec<&str> = owners.iter().map(String::as_str).collect();
+        participants.push(&request.requester);
+        return Err(receiver_problem(format!("not a participant (participants: {})", participants.join(", "))));
+    }
+    if matches!(params, TaskParams::Psi(_)) && request.receiver != request.requester {
+        return Err(receiver_problem("a psi task delivers its result to the requester's node only".into()));
+    }
+
+    let task = Task {
+        id: signed.task_id(),
+        requester: request.requester.clone(),
+        kind: request.kind,
+        datasets: request.datasets.clone(),
+        params_digest: params_digest(request.kind, &request.params),
+        grants,
+    };
+    Ok(Admitted { task, params })
+}

@@ -1,0 +1,101 @@
+//! The coordinator's TOML configuration.
+//!
+//! ```toml
+//! [coordinator]
+//! org = "operator"                  # the operator organisation (its certificate's name)
+//! name = "Consortium operator"      # display name in its member record
+//! listen = "127.0.0.1:7000"
+//! state = "coordinator.redb"        # durable task state
+//! signing_key = "keys/operator.ed25519"
+//!
+//! [tls]
+//! ca = "keys/ca.pem"
+//! cert = "keys/operator.pem"
+//! key = "keys/operator.key"
+//!
+//! [ledger]
+//! backend = "embedded"              # served to members by this process
+//! path = "ledger.redb"              # created (with the operator as its first member) if missing
+//! ```
+//!
+//! Relative paths are relative to the configuration file's folder.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use stayput_node::config::TlsPaths;
+
+use crate::CoordinatorError;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    coordinator: Section,
+    tls: TlsPaths,
+    ledger: LedgerBackend,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Section {
+    org: String,
+    #[serde(default)]
+    name: Option<String>,
+    listen: SocketAddr,
+    state: PathBuf,
+    signing_key: PathBuf,
+}
+
+/// Which ledger the coordinator writes to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, tag = "backend", rename_all = "lowercase")]
+pub enum LedgerBackend {
+    /// The embedded ledger in a redb file, served to members by this process.
+    Embedded {
+        /// The ledger file.
+        path: PathBuf,
+    },
+}
+
+/// A validated coordinator configuration.
+#[derive(Debug, Clone)]
+pub struct CoordinatorConfig {
+    /// The operator organisation.
+    pub org: String,
+    /// Its display name.
+    pub name: String,
+    /// Where the service listens.
+    pub listen: SocketAddr,
+    /// The durable task store.
+    pub state: PathBuf,
+    /// The operator's ed25519 key file.
+    pub signing_key: PathBuf,
+    /// TLS material.
+    pub tls: TlsPaths,
+    /// The ledger.
+    pub ledger: LedgerBackend,
+}
+
+impl CoordinatorConfig {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Self, CoordinatorError> {
+        let bad = |reason: String| CoordinatorError::Config { path: path.into(), reason };
+        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        let file: File = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let at = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        stayput_node::identity::check_org_name(&file.coordinator.org).map_err(|e| bad(e.to_string()))?;
+        Ok(Self {
+            name: file.coordinator.name.unwrap_or_else(|| file.coordinator.org.clone()),
+            org: file.coordinator.org,
+            listen: file.coordinator.listen,
+            state: at(file.coordinator.state),
+            signing_key: at(file.coordinator.signing_key),
+            tls: TlsPaths { ca: at(file.tls.ca), cert: at(file.tls.cert), key: at(file.tls.key) },
+            ledger: match file.ledger {
+                LedgerBackend::Embedded { path } => LedgerBackend::Embedded { path: at(path) },
+            },
+        })
+    }
+}

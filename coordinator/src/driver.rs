@@ -1,0 +1,190 @@
+//! The task lifecycle: record, start, drive the receiver's node, record the
+//! result digest — each step committed to the store before the next, each
+//! safe to repeat after a crash.
+//!
+//! | stored phase | on (re)start the coordinator … |
+//! |---|---|
+//! | accepted | writes the task record unless the ledger has it (a refusal fails the task before anything ran) |
+//! | recorded | moves the ledger's status to running (unless it is already) |
+//! | running | asks the receiver's node to run the task — idempotent: a node that has the result returns it, one still running is joined — then writes the result record (unless the ledger has one) and the status `succeeded` |
+//!
+//! A task the ledger shows ended is settled from the ledger. A node that
+//! refuses or fails the task ends it as `failed` on the ledger. Uses are
+//! written by the data owners' nodes only, for a task the ledger holds, and
+//! each node serves a task once, so no restart can serve a task twice or
+//! consume a use without a task record.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use stayput_chain_connector::LedgerError;
+use stayput_chain_connector::records::{Record, ResultRecord, SignedRecord, Task, TaskStatus};
+use stayput_chain_connector::rules::Refusal;
+use stayput_chain_connector::tasks::SignedTaskRequest;
+use stayput_proto::v1::RunTaskRequest;
+use stayput_proto::v1::node_control_client::NodeControlClient;
+use stayput_proto::v1::run_psi_event::Event;
+
+use crate::CoordinatorError;
+use crate::service::{Inner, Progress};
+use crate::store::{Phase, StoredTask};
+
+/// Attempts to reach a node before the task fails.
+const CONNECT_ATTEMPTS: u32 = 4;
+/// Attempts at a ledger write before the task is left for a restart.
+const LEDGER_ATTEMPTS: u32 = 6;
+
+/// Writes `record` as the operator, treating "already there" as done.
+async fn record(inner: &Inner, record: Record) -> Result<(), CoordinatorError> {
+    let signed = SignedRecord::sign(record, &inner.org, &inner.key);
+    let mut delay = Duration::from_millis(200);
+    for attempt in 1..=LEDGER_ATTEMPTS {
+        match inner.ledger.submit(signed.clone()).await {
+            Ok(_) | Err(LedgerError::Refused(Refusal::Replayed { .. })) => return Ok(()),
+            Err(LedgerError::Rpc(detail)) if attempt < LEDGER_ATTEMPTS => {
+                tracing::warn!(attempt, detail = %detail, "ledger unavailable; retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    unreachable!("the last attempt returns")
+}
+
+/// Drives `task` to its end, publishing every step.
+pub async fn drive(inner: Arc<Inner>, mut task: StoredTask) {
+    let id = task.id.clone();
+    match step(&inner, &mut task).await {
+        Ok(()) => {}
+        Err(e) => {
+            let message = e.to_string();
+            tracing::warn!(task = %id, error = %message, "task failed");
+            // End it on the ledger when it is there and may still move.
+            let may_fail =
+                matches!(inner.ledger.task(&id).await, Ok(Some(s)) if s.status.may_become(TaskStatus::Failed));
+            let failed = Record::TaskStatus { task: id.clone(), status: TaskStatus::Failed };
+            if may_fail && let Err(e) = record(&inner, failed).await {
+                tracing::error!(task = %id, error = %e, "cannot record the failure; a restart will retry");
+                return;
+            }
+            task.phase = Phase::Failed;
+            task.error = Some(message);
+            inner.save(&task).await;
+        }
+    }
+}
+
+async fn step(inner: &Arc<Inner>, task: &mut StoredTask) -> Result<(), CoordinatorError> {
+    let request = SignedTaskRequest::from_bytes(&hex::decode(&task.signed_request).unwrap_or_default())?;
+    let record_of = || Task {
+        id: task.id.clone(),
+        requester: request.request.requester.clone(),
+        kind: request.request.kind,
+        datasets: request.request.datasets.clone(),
+        params_digest: stayput_chain_connector::tasks::params_digest(request.request.kind, &request.request.params),
+        grants: task.grants.clone(),
+    };
+    let mut on_ledger = inner.ledger.task(&task.id).await?;
+    if on_ledger.is_none() {
+        if task.phase != Phase::Accepted {
+            return Err(CoordinatorError::UnknownTask(format!(
+                "{} (stored as recorded, missing from the ledger)",
+                task.id
+            )));
+        }
+        record(inner, Record::Task(record_of())).await?;
+        on_ledger = inner.ledger.task(&task.id).await?;
+    }
+    let state = on_ledger.ok_or_else(|| CoordinatorError::UnknownTask(task.id.clone()))?;
+    if task.phase == Phase::Accepted {
+        task.phase = Phase::Recorded;
+        inner.save(task).await;
+    }
+    match state.status {
+        TaskStatus::Succeeded => {
+            let result = state.results.last();
+            task.result_digest = result.map(|r| hex::encode(r.result_digest));
+            task.phase = Phase::Succeeded;
+            inner.save(task).await;
+            return Ok(());
+        }
+        TaskStatus::Failed | TaskStatus::Cancelled => {
+            return Err(CoordinatorError::NodeFailed {
+                org: request.request.receiver.clone(),
+                message: format!("the ledger shows the task {}", state.status),
+            });
+        }
+        TaskStatus::Submitted => {
+            record(inner, Record::TaskStatus { task: task.id.clone(), status: TaskStatus::Running }).await?;
+        }
+        TaskStatus::Running => {}
+    }
+    if task.phase != Phase::Running {
+        task.phase = Phase::Running;
+        inner.save(task).await;
+    }
+
+    let receiver = request.request.receiver.clone();
+    let (digest, count) = run_on_node(inner, &task.id, &receiver, request.request.params.clone()).await?;
+    if !state.results.iter().any(|r| r.result_digest == digest) {
+        let result = ResultRecord { task: task.id.clone(), result_digest: digest, receiver, intermediates: vec![] };
+        record(inner, Record::Result(result)).await?;
+    }
+    record(inner, Record::TaskStatus { task: task.id.clone(), status: TaskStatus::Succeeded }).await?;
+    task.result_digest = Some(hex::encode(digest));
+    task.result_count = count;
+    task.phase = Phase::Succeeded;
+    inner.save(task).await;
+    tracing::info!(task = %task.id, "task succeeded; result digest recorded");
+    Ok(())
+}
+
+/// Asks `org`'s node to run the task; returns the result digest and count.
+async fn run_on_node(
+    inner: &Arc<Inner>,
+    task: &str,
+    org: &str,
+    params: Vec<u8>,
+) -> Result<([u8; 32], u64), CoordinatorError> {
+    let member = inner
+        .ledger
+        .member(org)
+        .await?
+        .ok_or_else(|| CoordinatorError::NodeFailed { org: org.into(), message: "not a member".into() })?;
+    let mut delay = Duration::from_millis(250);
+    let mut attempt = 0;
+    let channel = loop {
+        attempt += 1;
+        match stayput_node::requester::connect_with(&inner.tls, org, &member.endpoint).await {
+            Ok(channel) => break channel,
+            Err(e) if attempt < CONNECT_ATTEMPTS => {
+                tracing::warn!(task = %task, org = %org, attempt, error = %e, "node unreachable; retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let failed =
+        |status: tonic::Status| CoordinatorError::NodeFailed { org: org.into(), message: status.message().into() };
+    let mut events = NodeControlClient::new(channel)
+        .run_task(RunTaskRequest { task_id: task.into(), params: params.into() })
+        .await
+        .map_err(failed)?
+        .into_inner();
+    while let Some(event) = events.message().await.map_err(failed)? {
+        match event.event {
+            Some(Event::Progress(p)) => inner.progress(task, Progress { phase: p.phase, done: p.done, total: p.total }),
+            Some(Event::Result(r)) => {
+                let digest =
+                    hex::decode(&r.output_sha256).ok().and_then(|d| <[u8; 32]>::try_from(d).ok()).ok_or_else(|| {
+                        CoordinatorError::NodeFailed { org: org.into(), message: "it reported no result digest".into() }
+                    })?;
+                return Ok((digest, r.intersection_keys));
+            }
+            None => {}
+        }
+    }
+    Err(CoordinatorError::NodeFailed { org: org.into(), message: "it ended the task without a result".into() })
+}

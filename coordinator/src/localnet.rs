@@ -1,0 +1,210 @@
+//! A whole consortium on loopback, in this process: the CA, each
+//! organisation's TLS certificate and ed25519 key, the operator's
+//! coordinator with the embedded ledger, and every organisation's node
+//! configured to check that ledger. The demo and the tests start here, so
+//! they exercise exactly what operators configure by hand.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use stayput_chain_connector::embedded::{Clock, EmbeddedLedger};
+use stayput_chain_connector::keys;
+use stayput_chain_connector::records::{
+    Computation, DatasetVersion, Grant, Member, OrgKey, Record, Role, SignedRecord,
+};
+use stayput_chain_connector::{Ledger, LedgerError};
+use stayput_node::identity::{TlsMaterial, issue_org_certificate, read_certified_key, write_certified_key};
+use stayput_node::localnet::{LocalNet, OrgSpec};
+use tokio::net::TcpListener;
+
+use crate::client::{Client, Submitted, TaskSpec};
+use crate::{CoordinatorConfig, CoordinatorError, RunningCoordinator};
+
+/// An organisation of the local consortium with its roles.
+#[derive(Debug, Clone)]
+pub struct Participant {
+    /// Its node and datasets.
+    pub spec: OrgSpec,
+    /// Display name.
+    pub display: String,
+    /// Roles on the ledger.
+    pub roles: Vec<Role>,
+}
+
+/// The running consortium.
+pub struct LocalConsortium {
+    /// The folder holding everything.
+    pub dir: PathBuf,
+    /// The nodes.
+    pub net: LocalNet,
+    /// The coordinator.
+    pub coordinator: RunningCoordinator,
+    /// The operator's embedded ledger.
+    pub ledger: Arc<EmbeddedLedger>,
+    /// The coordinator's configuration file.
+    pub coordinator_config: PathBuf,
+    /// The operator organisation.
+    pub operator: String,
+    keys: BTreeMap<String, OrgKey>,
+    clock: Clock,
+}
+
+impl std::fmt::Debug for LocalConsortium {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalConsortium").field("dir", &self.dir).field("net", &self.net).finish_non_exhaustive()
+    }
+}
+
+/// The operator's organisation id in a local consortium.
+pub const OPERATOR: &str = "operator";
+
+fn coordinator_toml(listen: std::net::SocketAddr, keys: &Path) -> String {
+    let k = |f: &str| keys.join(f).display().to_string();
+    format!(
+        "[coordinator]\norg = \"{OPERATOR}\"\nname = \"Consortium operator\"\nlisten = \"{listen}\"\nstate = \"coordinator.redb\"\nsigning_key = {:?}\n\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n\n[ledger]\nbackend = \"embedded\"\npath = \"ledger.redb\"\n",
+        k(&format!("{OPERATOR}.ed25519")),
+        k("ca.pem"),
+        k(&format!("{OPERATOR}.pem")),
+        k(&format!("{OPERATOR}.key"))
+    )
+}
+
+impl LocalConsortium {
+    /// Creates keys, certificates and configurations under `dir`; starts the
+    /// coordinator (embedded ledger, judged by `clock`) and every node;
+    /// admits every participant as a member with its node's endpoint.
+    pub async fn start(dir: &Path, participants: &[Participant], clock: Clock) -> Result<Self, CoordinatorError> {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| CoordinatorError::Listen { address: "127.0.0.1:0".into(), detail: e.to_string() })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| CoordinatorError::Listen { address: "127.0.0.1:0".into(), detail: e.to_string() })?;
+        let key_dir = dir.join("keys");
+        let mut org_keys = BTreeMap::new();
+        for name in participants.iter().map(|p| p.spec.name.as_str()).chain([OPERATOR]) {
+            let key = OrgKey::generate();
+            keys::save(&key_dir, name, &key)?;
+            org_keys.insert(name.to_owned(), key);
+        }
+        let operator_hex = hex::encode(org_keys[OPERATOR].public_key());
+        let extra = |name: &str| {
+            format!(
+                "\n[ledger]\nendpoint = \"https://{addr}\"\noperator = \"{OPERATOR}\"\noperator_key = \"{operator_hex}\"\nsigning_key = {:?}\n",
+                key_dir.join(format!("{name}.ed25519")).display().to_string()
+            )
+        };
+        let specs: Vec<OrgSpec> = participants.iter().map(|p| p.spec.clone()).collect();
+        let net = LocalNet::start_with(dir, &specs, None, &extra).await?;
+
+        // The operator's certificate, under the consortium CA LocalNet made.
+        let ca = read_certified_key(&key_dir, "ca")?;
+        let cert = issue_org_certificate(&ca, OPERATOR, &["localhost".into(), "127.0.0.1".into()])?;
+        write_certified_key(&key_dir, OPERATOR, &cert)?;
+        let operator_dir = dir.join(OPERATOR);
+        std::fs::create_dir_all(&operator_dir)
+            .map_err(|e| CoordinatorError::Config { path: operator_dir.clone(), reason: e.to_string() })?;
+        let coordinator_config = operator_dir.join("coordinator.toml");
+        std::fs::write(&coordinator_config, coordinator_toml(addr, &key_dir))
+            .map_err(|e| CoordinatorError::Config { path: coordinator_config.clone(), reason: e.to_string() })?;
+        let config = CoordinatorConfig::load(&coordinator_config)?;
+        let ledger = crate::open_embedded(&config, clock.clone())?;
+        let operator_key = &org_keys[OPERATOR];
+        for p in participants {
+            let member = Member {
+                org: p.spec.name.clone(),
+                name: p.display.clone(),
+                roles: p.roles.clone(),
+                signing_key: org_keys[&p.spec.name].public_key(),
+                endpoint: format!("https://{}", net.nodes[&p.spec.name].addr),
+            };
+            ledger.submit(SignedRecord::sign(Record::Member(member), OPERATOR, operator_key)).await?;
+        }
+        let coordinator =
+            crate::spawn_on(&config, listener, ledger.clone(), Some(ledger.clone()), clock.clone()).await?;
+        Ok(Self {
+            dir: dir.into(),
+            net,
+            coordinator,
+            ledger,
+            coordinator_config,
+            operator: OPERATOR.into(),
+            keys: org_keys,
+            clock,
+        })
+    }
+
+    /// An organisation's ledger signing key.
+    pub fn key(&self, org: &str) -> &OrgKey {
+        &self.keys[org]
+    }
+
+    /// Submits `record` signed by `org`.
+    pub async fn write(&self, org: &str, record: Record) -> Result<(), LedgerError> {
+        self.ledger.submit(SignedRecord::sign(record, org, &self.keys[org])).await.map(drop)
+    }
+
+    /// The owner publishes the next version of one of its node's datasets,
+    /// with the digests of its schema and content.
+    pub async fn publish_dataset(&self, org: &str, dataset: &str) -> Result<(), CoordinatorError> {
+        let config = &self.net.state(org).config;
+        let (schema_digest, content_digest) = config.dataset(dataset)?.digests()?;
+        let version = u32::try_from(self.ledger.dataset(dataset).await?.len()).unwrap_or(u32::MAX - 1) + 1;
+        let record = DatasetVersion {
+            dataset: dataset.into(),
+            owner: org.into(),
+            version,
+            schema_digest,
+            content_digest,
+            protocol_key: None,
+        };
+        Ok(self.write(org, Record::DatasetVersion(record)).await?)
+    }
+
+    /// The owner of `dataset` grants it to `grantee`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn grant(
+        &self,
+        owner: &str,
+        id: &str,
+        dataset: &str,
+        grantee: &str,
+        computations: Vec<Computation>,
+        columns: &[&str],
+        max_uses: u32,
+        valid_for_secs: u64,
+    ) -> Result<(), CoordinatorError> {
+        let grant = Grant {
+            id: id.into(),
+            dataset: dataset.into(),
+            grantee: grantee.into(),
+            computations,
+            columns: columns.iter().map(|c| (*c).to_owned()).collect(),
+            min_cohort: 0,
+            max_uses,
+            max_items: 100_000_000,
+            expires_at: (self.clock)().saturating_add(valid_for_secs),
+        };
+        Ok(self.write(owner, Record::Grant(grant)).await?)
+    }
+
+    /// `org`'s client of the coordinator (its node's TLS identity).
+    pub async fn client(&self, org: &str) -> Result<Client, CoordinatorError> {
+        let tls: &TlsMaterial = &self.net.state(org).tls;
+        Client::connect(tls, OPERATOR, &format!("https://{}", self.coordinator.addr)).await
+    }
+
+    /// Signs `spec` as `org` and submits it.
+    pub async fn submit(&self, org: &str, spec: &TaskSpec) -> Result<Submitted, CoordinatorError> {
+        let signed = crate::client::sign(spec, org, &self.keys[org], (self.clock)());
+        self.client(org).await?.submit(&signed).await
+    }
+
+    /// Stops the coordinator and every node.
+    pub async fn shutdown(self) -> Result<(), CoordinatorError> {
+        self.coordinator.shutdown().await?;
+        self.net.shutdown().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,360 @@
+//! The task lifecycle end to end on loopback: a requester's signed task
+//! through the coordinator, nodes checking the ledger themselves, the
+//! result digest on the ledger matching the receiver's file; bad input
+//! refused before anything is recorded; grants that are exhausted,
+//! expired, revoked or for another dataset refused by the data owner's
+//! node; a restarted coordinator finishing each task exactly once.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use stayput_chain_connector::Ledger;
+use stayput_chain_connector::records::{Computation, Record, Role, Task, TaskStatus};
+use stayput_chain_connector::tasks::{PsiParams, SignedTaskRequest, TaskParams, TaskRequest, params_digest};
+use stayput_coordinator::client::{TaskSpec, sign};
+use stayput_coordinator::localnet::{LocalConsortium, Participant};
+use stayput_coordinator::store::{Phase, Store, StoredTask};
+use stayput_node::dataset::FileFormat;
+use stayput_node::localnet::{DatasetSpec, OrgSpec};
+use stayput_node::requester::PsiRequest;
+use stayput_proto::v1::TaskState;
+use stayput_psi::ecdh::OutputMode;
+
+fn ids(path: &std::path::Path, range: std::ops::Range<u32>) -> std::path::PathBuf {
+    let text: Vec<String> =
+        std::iter::once("id,score".to_string()).chain(range.map(|i| format!("C{i:05},{i}"))).collect();
+    std::fs::write(path, text.join("\n")).unwrap();
+    path.into()
+}
+
+fn participant(name: &str, roles: Vec<Role>, dataset: &str, path: std::path::PathBuf) -> Participant {
+    Participant {
+        spec: OrgSpec {
+            name: name.into(),
+            datasets: vec![DatasetSpec {
+                name: dataset.into(),
+                path,
+                key_columns: vec!["id".into()],
+                normalise: vec!["trim".into()],
+            }],
+        },
+        display: name.into(),
+        roles,
+    }
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    net: LocalConsortium,
+    time: Arc<AtomicU64>,
+}
+
+async fn consortium() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let time = Arc::new(AtomicU64::new(stayput_coordinator::client::unix_now()));
+    let t = time.clone();
+    let clock: stayput_chain_connector::embedded::Clock = Arc::new(move || t.load(Ordering::SeqCst));
+    let participants = [
+        participant("bank", vec![Role::Requester], "applicants", ids(&d.join("bank.csv"), 0..200)),
+        participant("bureau", vec![Role::DataOwner], "blacklist", ids(&d.join("bureau.csv"), 100..400)),
+        participant("bureau2", vec![Role::DataOwner], "watchlist", ids(&d.join("bureau2.csv"), 150..160)),
+    ];
+    let net = LocalConsortium::start(d, &participants, clock).await.unwrap();
+    net.publish_dataset("bureau", "blacklist").await.unwrap();
+    net.publish_dataset("bureau2", "watchlist").await.unwrap();
+    Fixture { dir, net, time }
+}
+
+fn psi(kind: Computation, dataset: &str, columns: &[&str], receiver: &str) -> TaskSpec {
+    TaskSpec {
+        kind,
+        datasets: vec![dataset.into()],
+        receiver: receiver.into(),
+        params: TaskParams::Psi(PsiParams {
+            requester_dataset: "applicants".into(),
+            peer_dataset: dataset.into(),
+            columns: columns.iter().map(|c| (*c).to_owned()).collect(),
+        }),
+    }
+}
+
+async fn run(f: &Fixture, spec: &TaskSpec) -> stayput_proto::v1::TaskUpdate {
+    let submitted = f.net.submit("bank", spec).await.unwrap();
+    f.net.client("bank").await.unwrap().follow(&submitted.task_id, |_| {}).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_run_end_to_end_and_bad_input_costs_nothing() {
+    let f = consortium().await;
+    let net = &f.net;
+    let both = vec![Computation::Psi, Computation::PsiCardinality];
+    net.grant("bureau", "g-bl", "blacklist", "bank", both, &["id"], 10, 3600).await.unwrap();
+
+    // Two tasks at once: neither waits for the other.
+    let spec = psi(Computation::Psi, "blacklist", &["id"], "bank");
+    let count_spec = psi(Computation::PsiCardinality, "blacklist", &["id"], "bank");
+    let (done, counted) = tokio::join!(run(&f, &spec), run(&f, &count_spec));
+    assert_eq!(TaskState::try_from(done.state), Ok(TaskState::Succeeded), "{}", done.error);
+    assert_eq!(done.result_count, 100);
+    assert_eq!(TaskState::try_from(counted.state), Ok(TaskState::Succeeded), "{}", counted.error);
+    assert_eq!(counted.result_count, 100);
+
+    // The result is on the bank's node only; its digest is on the ledger.
+    let bank_out = net.net.state("bank").config.output_dir.clone();
+    let file = stayput_node::tasks::result_path(&bank_out, &done.task_id);
+    let digest = stayput_node::tasks::file_sha256(&file).unwrap();
+    let trail = net.ledger.task(&done.task_id).await.unwrap().unwrap();
+    assert_eq!(trail.status, TaskStatus::Succeeded);
+    assert_eq!(trail.results.len(), 1);
+    assert_eq!(trail.results[0].result_digest, digest);
+    assert_eq!(trail.results[0].receiver, "bank");
+    assert_eq!(trail.uses.len(), 1);
+    assert_eq!(trail.uses[0].0, "bureau");
+    assert_eq!(hex::encode(digest), done.result_digest);
+    let count_file = stayput_node::tasks::result_path(&bank_out, &counted.task_id);
+    assert_eq!(std::fs::read_to_string(count_file).unwrap(), "intersection_keys\n100\n");
+    let bureau_out = net.net.state("bureau").config.output_dir.clone();
+    assert!(!stayput_node::tasks::result_path(&bureau_out, &done.task_id).exists(), "the bureau gets no result");
+
+    // The same signed request again is the same task, not a second one.
+    let key = net.key("bank");
+    let signed = sign(&spec, "bank", key, f.time.load(Ordering::SeqCst));
+    let mut client = net.client("bank").await.unwrap();
+    let first = client.submit(&signed).await.unwrap();
+    let again = client.submit(&signed).await.unwrap();
+    assert_eq!(first.task_id, again.task_id);
+    assert!(again.existing && !first.existing);
+    client.follow(&first.task_id, |_| {}).await.unwrap();
+    let grant_uses = net.ledger.grant("g-bl").await.unwrap().unwrap().uses;
+    let tasks_before = net.ledger.tasks(None).await.unwrap().len();
+
+    // Bad input: a clear error, and nothing recorded or used.
+    let refuse = |spec: TaskSpec| async move { net.submit("bank", &spec).await.unwrap_err().to_string() };
+    let err = refuse(psi(Computation::Psi, "no-such-set", &["id"], "bank")).await;
+    assert!(err.contains("unknown dataset 'no-such-set'"), "{err}");
+    let err = refuse(psi(Computation::Psi, "blacklist", &["phone"], "bank")).await;
+    assert!(err.contains("does not allow column 'phone'"), "{err}");
+    let err = refuse(psi(Computation::Psi, "blacklist", &["id"], "bureau2")).await;
+    assert!(err.contains("not a participant"), "{err}");
+    let err = refuse(psi(Computation::Psi, "blacklist", &["id"], "bureau")).await;
+    assert!(err.contains("requester's node only"), "{err}");
+    let err = refuse(psi(Computation::Psi, "watchlist", &["id"], "bank")).await;
+    assert!(err.contains("no grant lets 'bank' use dataset 'watchlist'"), "{err}");
+    let err = refuse(TaskSpec { kind: Computation::FederatedStats, ..spec.clone() }).await;
+    assert!(err.contains("not supported"), "{err}");
+
+    // Replays, stale requests, requests signed for someone else, oversized
+    // parameters.
+    let mut replay = signed.request.clone();
+    replay.issued_at += 1;
+    let err = client.submit(&replay.sign(key)).await.unwrap_err().to_string();
+    assert!(err.contains("nonce was used before"), "{err}");
+    let stale = sign(&spec, "bank", key, f.time.load(Ordering::SeqCst) - 3600);
+    let err = client.submit(&stale).await.unwrap_err().to_string();
+    assert!(err.contains("sign a new request"), "{err}");
+    let forged = sign(&spec, "bureau", net.key("bureau"), f.time.load(Ordering::SeqCst));
+    let err = client.submit(&forged).await.unwrap_err().to_string();
+    assert!(err.contains("may only submit its own requests"), "{err}");
+    let mut badly_signed = sign(&spec, "bank", key, f.time.load(Ordering::SeqCst));
+    badly_signed.signature[0] ^= 1;
+    let err = client.submit(&badly_signed).await.unwrap_err().to_string();
+    assert!(err.contains("signature does not verify"), "{err}");
+    let huge = TaskRequest { params: vec![0; 20_000], ..sign(&spec, "bank", key, 0).request };
+    let huge = SignedTaskRequest { request: huge, signature: [0; 64] };
+    let err = client.submit(&huge).await.unwrap_err().to_string();
+    assert!(err.contains("malformed") && err.contains("exceeds"), "{err}");
+
+    assert_eq!(net.ledger.tasks(None).await.unwrap().len(), tasks_before, "no refused task was recorded");
+    assert_eq!(net.ledger.grant("g-bl").await.unwrap().unwrap().uses, grant_uses, "no use was consumed");
+    drop(client);
+    f.net.shutdown().await.unwrap();
+    drop(f.dir);
+}
+
+/// Records a task straight on the ledger, as its requester may.
+async fn record_task(net: &LocalConsortium, id: &str, datasets: &[&str], grants: &[&str]) {
+    let task = Task {
+        id: id.into(),
+        requester: "bank".into(),
+        kind: Computation::Psi,
+        datasets: datasets.iter().map(|d| (*d).to_owned()).collect(),
+        params_digest: [0; 32],
+        grants: grants.iter().map(|g| (*g).to_owned()).collect(),
+    };
+    net.write("bank", Record::Task(task)).await.unwrap();
+}
+
+async fn psi_direct(net: &LocalConsortium, task: &str) -> Result<u64, String> {
+    psi_direct_mode(net, task, OutputMode::IntersectionToRequester).await
+}
+
+async fn psi_direct_mode(net: &LocalConsortium, task: &str, mode: OutputMode) -> Result<u64, String> {
+    let request = PsiRequest {
+        task_id: task.into(),
+        dataset: "applicants".into(),
+        peer: "bureau".into(),
+        peer_dataset: "blacklist".into(),
+        mode,
+        output_format: FileFormat::Csv,
+    };
+    stayput_node::control::request_psi(net.net.state("bank"), &request, |_| {})
+        .await
+        .map(|r| r.intersection_keys)
+        .map_err(|e| e.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_owners_refuse_what_the_ledger_does_not_allow() {
+    let f = consortium().await;
+    let net = &f.net;
+    let psi_only = || vec![Computation::Psi];
+    net.grant("bureau", "g-once", "blacklist", "bank", psi_only(), &["id"], 1, 3600).await.unwrap();
+    net.grant("bureau", "g-revoked", "blacklist", "bank", psi_only(), &["id"], 5, 3600).await.unwrap();
+    net.grant("bureau", "g-short", "blacklist", "bank", psi_only(), &["id"], 5, 100).await.unwrap();
+    net.grant("bureau2", "g-other", "watchlist", "bank", psi_only(), &["id"], 5, 3600).await.unwrap();
+    record_task(net, "t-first", &["blacklist"], &["g-once"]).await;
+    record_task(net, "t-second", &["blacklist"], &["g-once"]).await;
+    record_task(net, "t-revoked", &["blacklist"], &["g-revoked"]).await;
+    record_task(net, "t-expired", &["blacklist"], &["g-short"]).await;
+    record_task(net, "t-borrow", &["blacklist", "watchlist"], &["g-other"]).await;
+
+    assert_eq!(psi_direct(net, "t-first").await, Ok(100));
+    // Served once: the same task again is refused by the bureau's node.
+    let err = psi_direct_mode(net, "t-first", OutputMode::CardinalityOnly).await.unwrap_err();
+    assert!(err.contains("served it under grant 'g-once' already"), "{err}");
+    let err = psi_direct(net, "t-second").await.unwrap_err();
+    assert!(err.contains("used all of its 1 uses"), "{err}");
+    net.write("bureau", Record::RevokeGrant { grant: "g-revoked".into() }).await.unwrap();
+    let err = psi_direct(net, "t-revoked").await.unwrap_err();
+    assert!(err.contains("'g-revoked' is revoked"), "{err}");
+    f.time.fetch_add(200, Ordering::SeqCst);
+    let err = psi_direct(net, "t-expired").await.unwrap_err();
+    assert!(err.contains("'g-short' expired"), "{err}");
+    let err = psi_direct(net, "t-borrow").await.unwrap_err();
+    assert!(err.contains("none of its grants covers dataset 'blacklist'"), "{err}");
+    let err = psi_direct(net, "t-forged").await.unwrap_err();
+    assert!(err.contains("not on the ledger"), "{err}");
+
+    for (grant, uses) in [("g-once", 1), ("g-revoked", 0), ("g-short", 0), ("g-other", 0)] {
+        assert_eq!(net.ledger.grant(grant).await.unwrap().unwrap().uses, uses, "{grant}");
+    }
+    f.net.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn columns_outside_the_grant_are_refused_by_the_node() {
+    let f = consortium().await;
+    let net = &f.net;
+    net.grant("bureau", "g-cols", "blacklist", "bank", vec![Computation::Psi], &["score"], 5, 3600).await.unwrap();
+    record_task(net, "t-columns", &["blacklist"], &["g-cols"]).await;
+    let err = psi_direct(net, "t-columns").await.unwrap_err();
+    assert!(err.contains("does not allow column 'id'"), "{err}");
+    assert_eq!(net.ledger.grant("g-cols").await.unwrap().unwrap().uses, 0);
+    f.net.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_coordinator_finishes_each_task_exactly_once() {
+    let mut f = consortium().await;
+    let both = vec![Computation::Psi, Computation::PsiCardinality];
+    f.net.grant("bureau", "g-bl", "blacklist", "bank", both, &["id"], 10, 3600).await.unwrap();
+    let now = f.time.load(Ordering::SeqCst);
+    let key = f.net.key("bank");
+
+    // Crash state 1: accepted and stored, the task record never written.
+    let accepted = sign(&psi(Computation::Psi, "blacklist", &["id"], "bank"), "bank", key, now);
+    // Crash state 2: recorded and running on the ledger, and the bank's
+    // node already ran it (the bureau's use is consumed), result unrecorded.
+    let ran = sign(&psi(Computation::PsiCardinality, "blacklist", &["id"], "bank"), "bank", key, now);
+    let ran_id = ran.task_id();
+    let task = Task {
+        id: ran_id.clone(),
+        requester: "bank".into(),
+        kind: Computation::PsiCardinality,
+        datasets: vec!["blacklist".into()],
+        params_digest: params_digest(Computation::PsiCardinality, &ran.request.params),
+        grants: vec!["g-bl".into()],
+    };
+    f.net.write("operator", Record::Task(task)).await.unwrap();
+    f.net.write("operator", Record::TaskStatus { task: ran_id.clone(), status: TaskStatus::Running }).await.unwrap();
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let bank = f.net.net.state("bank").clone();
+    let outcome = stayput_node::tasks::run_task(bank, ran_id.clone(), ran.request.params.clone(), tx).await.unwrap();
+    assert_eq!(f.net.ledger.task(&ran_id).await.unwrap().unwrap().uses.len(), 1);
+
+    // The coordinator goes down; its store holds both tasks mid-way.
+    let addr = f.net.coordinator.addr;
+    let config = stayput_coordinator::CoordinatorConfig::load(&f.net.coordinator_config).unwrap();
+    let stored = |signed: &SignedTaskRequest, phase| StoredTask {
+        id: signed.task_id(),
+        signed_request: hex::encode(signed.to_bytes()),
+        grants: vec!["g-bl".into()],
+        phase,
+        result_digest: None,
+        result_count: 0,
+        error: None,
+    };
+    let placeholder = placeholder_after_abort(&f.net).await;
+    let old = std::mem::replace(&mut f.net.coordinator, placeholder);
+    old.abort();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    {
+        let store = Store::open(&config.state).unwrap();
+        store.accept(&stored(&accepted, Phase::Accepted), b"bank\0a", now).unwrap();
+        store.accept(&stored(&ran, Phase::Running), b"bank\0r", now).unwrap();
+    }
+
+    // It comes back on the same address and resumes both.
+    let listener = rebind(addr).await;
+    let t = f.time.clone();
+    let clock: stayput_chain_connector::embedded::Clock = Arc::new(move || t.load(Ordering::SeqCst));
+    let restarted =
+        stayput_coordinator::spawn_on(&config, listener, f.net.ledger.clone(), Some(f.net.ledger.clone()), clock)
+            .await
+            .unwrap();
+    let placeholder = std::mem::replace(&mut f.net.coordinator, restarted);
+    placeholder.abort();
+    let mut client = f.net.client("bank").await.unwrap();
+    let first = client.follow(&accepted.task_id(), |_| {}).await.unwrap();
+    assert_eq!(TaskState::try_from(first.state), Ok(TaskState::Succeeded), "{}", first.error);
+    assert_eq!(first.result_count, 100);
+    let second = client.follow(&ran_id, |_| {}).await.unwrap();
+    assert_eq!(TaskState::try_from(second.state), Ok(TaskState::Succeeded), "{}", second.error);
+    assert_eq!(second.result_digest, hex::encode(outcome.result_sha256), "the node's first result is the one recorded");
+
+    for id in [accepted.task_id(), ran_id] {
+        let trail = f.net.ledger.task(&id).await.unwrap().unwrap();
+        assert_eq!(trail.status, TaskStatus::Succeeded);
+        assert_eq!(trail.uses.len(), 1, "served exactly once");
+        assert_eq!(trail.results.len(), 1);
+    }
+    assert_eq!(f.net.ledger.grant("g-bl").await.unwrap().unwrap().uses, 2);
+    f.net.shutdown().await.unwrap();
+}
+
+/// A stand-in coordinator on a throwaway port, so the real one can be
+/// taken out of the fixture and aborted.
+async fn placeholder_after_abort(net: &LocalConsortium) -> stayput_coordinator::RunningCoordinator {
+    let dir = net.dir.join("placeholder");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut text = std::fs::read_to_string(&net.coordinator_config).unwrap();
+    text = text.replace("coordinator.redb", &dir.join("c.redb").display().to_string());
+    let path = dir.join("coordinator.toml");
+    std::fs::write(&path, text).unwrap();
+    let config = stayput_coordinator::CoordinatorConfig::load(&path).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ledger = net.ledger.clone();
+    let clock = stayput_chain_connector::embedded::system_clock();
+    stayput_coordinator::spawn_on(&config, listener, ledger, None, clock).await.unwrap()
+}
+
+async fn rebind(addr: std::net::SocketAddr) -> tokio::net::TcpListener {
+    for _ in 0..50 {
+        if let Ok(listener) = tokio::net::TcpListener::bind(addr).await {
+            return listener;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("cannot rebind {addr}");
+}
