@@ -1,10 +1,16 @@
 //! `stayput demo`: a small consortium on loopback, end to end.
 //!
-//! A bank checks its loan applicants against a credit bureau's blacklist by
-//! balanced PSI in each output mode. Everything an operator would set up by
-//! hand is created in one folder: the consortium CA, organisation
-//! certificates, node configurations, CSV and Parquet datasets. The planted
-//! overlap is known, so every result is checked before it is shown.
+//! A consortium of seven organisations — a bank, two credit bureaus, three
+//! hospitals and an ocean-science data centre — plus the operator's
+//! coordinator with the embedded ledger. Everything an operator would set
+//! up by hand is created in one folder: the consortium CA, certificates,
+//! ed25519 signing keys, node and coordinator configurations, and synthetic
+//! but realistic CSV and Parquet datasets. Members, dataset versions and
+//! grants are registered on the ledger; then every journey that exists runs
+//! as a signed task through the coordinator, with nodes checking the
+//! ledger themselves. The planted overlaps are known, so every result is
+//! checked before it is shown, and the audit trail is read back with the
+//! result file checked against its digest on the ledger.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -12,23 +18,33 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use arrow::array::{StringArray, UInt8Array};
+use arrow::array::{Float64Array, StringArray, UInt8Array};
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use stayput_node::dataset::{FileFormat, write_parquet};
-use stayput_node::localnet::{DatasetSpec, LocalNet, OrgSpec};
-use stayput_node::requester::{PsiReport, PsiRequest};
-use stayput_psi::ecdh::OutputMode;
+use stayput_chain_connector::Ledger as _;
+use stayput_chain_connector::embedded::system_clock;
+use stayput_chain_connector::records::{Computation, Role};
+use stayput_chain_connector::tasks::{PsiParams, TaskParams};
+use stayput_coordinator::client::{Phase, TaskReport, TaskSpec};
+use stayput_coordinator::localnet::{LocalConsortium, Participant};
+use stayput_node::dataset::write_parquet;
+use stayput_node::localnet::{DatasetSpec, OrgSpec};
 
 use crate::error::CliError;
 
 const APPLICANTS: usize = 10_000;
-const BLACKLIST: usize = 50_000;
-const LISTED_APPLICANTS: usize = 300;
+const BUREAU_A_ENTRIES: usize = 50_000;
+const BUREAU_B_ENTRIES: usize = 30_000;
+/// Applicants on bureau A's list; the first `BOTH_LISTED` are also on B's.
+const LISTED_A: usize = 300;
+const LISTED_B: usize = 120;
+const BOTH_LISTED: usize = 80;
+const PATIENTS_PER_HOSPITAL: usize = 3_000;
+const OBSERVATIONS: usize = 50_000;
 
 /// A mainland resident identity number: region, birth date, sequence, and
 /// the ISO 7064 MOD 11-2 check character.
@@ -50,49 +66,77 @@ fn resident_id(rng: &mut StdRng) -> String {
 
 struct DemoData {
     applicants_csv: PathBuf,
-    blacklist_parquet: PathBuf,
-    listed: BTreeSet<String>,
+    bureau_a_parquet: PathBuf,
+    bureau_b_csv: PathBuf,
+    hospitals: Vec<(String, PathBuf)>,
+    observations_parquet: PathBuf,
+}
+
+fn io_err(e: impl std::fmt::Display) -> CliError {
+    CliError::Demo(format!("writing demo data: {e}"))
+}
+
+fn write_csv(path: &Path, header: &str, rows: impl IntoIterator<Item = String>) -> Result<(), CliError> {
+    std::fs::create_dir_all(path.parent().unwrap_or(Path::new("."))).map_err(io_err)?;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).map_err(io_err)?);
+    writeln!(out, "{header}").map_err(io_err)?;
+    for row in rows {
+        writeln!(out, "{row}").map_err(io_err)?;
+    }
+    out.flush().map_err(io_err)
+}
+
+fn listing_date(rng: &mut StdRng) -> String {
+    format!("20{:02}-{:02}-{:02}", rng.gen_range(18..27), rng.gen_range(1..13), rng.gen_range(1..29))
+}
+
+/// A normal variate by Box–Muller (enough for synthetic clinical values).
+fn normal(rng: &mut StdRng, mean: f64, sd: f64) -> f64 {
+    let (u, v): (f64, f64) = (rng.gen_range(1e-12..1.0), rng.gen_range(0.0..1.0));
+    mean + sd * (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
 }
 
 fn generate(dir: &Path) -> Result<DemoData, CliError> {
-    let io = |e: std::io::Error| CliError::Demo(format!("writing demo data: {e}"));
     let mut rng = StdRng::seed_from_u64(20261121);
     let mut ids = BTreeSet::new();
-    while ids.len() < APPLICANTS + BLACKLIST - LISTED_APPLICANTS {
+    while ids.len() < APPLICANTS + BUREAU_A_ENTRIES + BUREAU_B_ENTRIES {
         ids.insert(resident_id(&mut rng));
     }
-    let ids: Vec<String> = ids.into_iter().collect();
-    let (applicant_only, rest) = ids.split_at(APPLICANTS - LISTED_APPLICANTS);
-    let (common, bureau_only) = rest.split_at(LISTED_APPLICANTS);
+    let mut ids: Vec<String> = ids.into_iter().collect();
+    ids.shuffle(&mut rng);
+    let (applicants, rest) = ids.split_at(APPLICANTS);
+    let (only_a, only_b) = rest.split_at(BUREAU_A_ENTRIES - LISTED_A);
+    let only_b = &only_b[..BUREAU_B_ENTRIES - LISTED_B];
+    // Applicants 0..300 are on A's list; 220..340 on B's (80 on both).
+    let on_a = &applicants[..LISTED_A];
+    let on_b = &applicants[LISTED_A - BOTH_LISTED..LISTED_A - BOTH_LISTED + LISTED_B];
 
     // The bank's applicants: CSV as an upstream system exports it, with
     // stray spaces and lower-case check characters that normalisation fixes.
-    std::fs::create_dir_all(dir.join("bank")).map_err(io)?;
     let applicants_csv = dir.join("bank").join("applicants.csv");
-    let mut out = std::io::BufWriter::new(std::fs::File::create(&applicants_csv).map_err(io)?);
-    writeln!(out, "applicant_id,name,loan_amount_cny,branch").map_err(io)?;
     let surnames = ["Wang", "Li", "Zhang", "Liu", "Chen", "Yang", "Zhao", "Huang", "Zhou", "Wu"];
     let branches = ["Beijing", "Shanghai", "Shenzhen", "Hangzhou", "Chengdu", "Wuhan"];
-    let mut applicants: Vec<&String> = applicant_only.iter().chain(common).collect();
-    applicants.shuffle(&mut rng);
-    for id in applicants {
-        let shown = if rng.gen_bool(0.1) { format!(" {} ", id.to_lowercase()) } else { id.clone() };
-        writeln!(
-            out,
-            "{shown},{} {},{},{}",
-            surnames[rng.gen_range(0..surnames.len())],
-            ["Wei", "Fang", "Min", "Jing", "Lei", "Yan"][rng.gen_range(0..6)],
-            rng.gen_range(20..500) * 1000,
-            branches[rng.gen_range(0..branches.len())]
-        )
-        .map_err(io)?;
-    }
-    out.flush().map_err(io)?;
+    let mut shown: Vec<String> = applicants.to_vec();
+    shown.shuffle(&mut rng);
+    let rows: Vec<String> = shown
+        .iter()
+        .map(|id| {
+            let id = if rng.gen_bool(0.1) { format!(" {} ", id.to_lowercase()) } else { id.clone() };
+            format!(
+                "{id},{} {},{},{}",
+                surnames[rng.gen_range(0..surnames.len())],
+                ["Wei", "Fang", "Min", "Jing", "Lei", "Yan"][rng.gen_range(0..6)],
+                rng.gen_range(20..500) * 1000,
+                branches[rng.gen_range(0..branches.len())]
+            )
+        })
+        .collect();
+    write_csv(&applicants_csv, "applicant_id,name,loan_amount_cny,branch", rows)?;
 
-    // The bureau's blacklist: Parquet with its labels.
-    std::fs::create_dir_all(dir.join("bureau")).map_err(io)?;
-    let blacklist_parquet = dir.join("bureau").join("blacklist.parquet");
-    let listed: Vec<&String> = common.iter().chain(bureau_only).collect();
+    // Bureau A: Parquet blacklist with labels.
+    let bureau_a_parquet = dir.join("bureau-a").join("blacklist.parquet");
+    std::fs::create_dir_all(dir.join("bureau-a")).map_err(io_err)?;
+    let listed: Vec<&String> = on_a.iter().chain(only_a).collect();
     let reasons = ["D90", "D60", "FRAUD", "COURT", "WRITE-OFF"];
     let schema = Arc::new(Schema::new(vec![
         Field::new("national_id", DataType::Utf8, false),
@@ -105,15 +149,88 @@ fn generate(dir: &Path) -> Result<DemoData, CliError> {
         vec![
             Arc::new(StringArray::from_iter_values(listed.iter().map(|s| s.as_str()))),
             Arc::new(StringArray::from_iter_values(listed.iter().map(|_| reasons[rng.gen_range(0..reasons.len())]))),
-            Arc::new(StringArray::from_iter_values(listed.iter().map(|_| {
-                format!("20{:02}-{:02}-{:02}", rng.gen_range(18..27), rng.gen_range(1..13), rng.gen_range(1..29))
-            }))),
+            Arc::new(StringArray::from_iter_values(listed.iter().map(|_| listing_date(&mut rng)))),
             Arc::new(UInt8Array::from_iter_values(listed.iter().map(|_| rng.gen_range(1..6)))),
         ],
     )
     .map_err(|e| CliError::Demo(e.to_string()))?;
-    write_parquet(&blacklist_parquet, &[batch])?;
-    Ok(DemoData { applicants_csv, blacklist_parquet, listed: common.iter().cloned().collect() })
+    write_parquet(&bureau_a_parquet, &[batch])?;
+
+    // Bureau B: a CSV export of court judgements.
+    let bureau_b_csv = dir.join("bureau-b").join("judgements.csv");
+    let rows: Vec<String> = on_b
+        .iter()
+        .chain(only_b)
+        .map(|id| {
+            format!(
+                "{id},{},{},{}",
+                listing_date(&mut rng),
+                ["civil", "enforcement"][rng.gen_range(0..2)],
+                rng.gen_range(5..900) * 1000
+            )
+        })
+        .collect();
+    write_csv(&bureau_b_csv, "national_id,judgement_date,case_type,amount_cny", rows)?;
+
+    // Three hospitals: one row per inpatient stay.
+    let diagnoses = ["I10", "E11", "I25", "J44", "N18", "I50"];
+    let mut hospitals = Vec::new();
+    for (h, name) in ["hospital-a", "hospital-b", "hospital-c"].into_iter().enumerate() {
+        let path = dir.join(name).join("inpatients.csv");
+        let rows: Vec<String> = (0..PATIENTS_PER_HOSPITAL)
+            .map(|i| {
+                let age = rng.gen_range(18..95);
+                let bmi = normal(&mut rng, 25.5 + h as f64 * 0.4, 4.0).clamp(15.0, 50.0);
+                let diagnosis = diagnoses[rng.gen_range(0..diagnoses.len())];
+                let base = if diagnosis == "I10" { 142.0 } else { 128.0 };
+                let sbp = normal(&mut rng, base + 0.35 * f64::from(age - 50) + 0.6 * (bmi - 25.0), 12.0).round();
+                format!(
+                    "H{}-{i:06},{age},{},{bmi:.1},{sbp},{diagnosis},{}",
+                    h + 1,
+                    ["F", "M"][rng.gen_range(0..2)],
+                    rng.gen_range(1..30)
+                )
+            })
+            .collect();
+        write_csv(&path, "patient_id,age,sex,bmi,systolic_bp,diagnosis,length_of_stay", rows)?;
+        hospitals.push((name.to_owned(), path));
+    }
+
+    // The ocean-science data centre: CTD observations at stations.
+    let observations_parquet = dir.join("ocean").join("observations.parquet");
+    std::fs::create_dir_all(dir.join("ocean")).map_err(io_err)?;
+    let n = OBSERVATIONS;
+    let stations: Vec<String> = (0..n).map(|i| format!("ST{:04}", i % 400)).collect();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("station_id", DataType::Utf8, false),
+        Field::new("time", DataType::Utf8, false),
+        Field::new("lat", DataType::Float64, false),
+        Field::new("lon", DataType::Float64, false),
+        Field::new("depth_m", DataType::Float64, false),
+        Field::new("temperature_c", DataType::Float64, false),
+        Field::new("salinity_psu", DataType::Float64, false),
+    ]));
+    let depth: Vec<f64> = (0..n).map(|_| rng.gen_range(0.0..1000.0)).collect();
+    let lat: Vec<f64> = (0..n).map(|_| rng.gen_range(18.0..40.0)).collect();
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(StringArray::from_iter_values(stations.iter().map(String::as_str))),
+            Arc::new(StringArray::from_iter_values(
+                (0..n).map(|i| format!("2025-{:02}-{:02}T{:02}:00:00Z", i % 12 + 1, i % 28 + 1, i % 24)),
+            )),
+            Arc::new(Float64Array::from(lat.clone())),
+            Arc::new(Float64Array::from_iter_values((0..n).map(|_| rng.gen_range(110.0..130.0)))),
+            Arc::new(Float64Array::from(depth.clone())),
+            Arc::new(Float64Array::from_iter_values(
+                (0..n).map(|i| 28.0 - 0.25 * (lat[i] - 18.0) - 20.0 * (1.0 - (-depth[i] / 300.0).exp())),
+            )),
+            Arc::new(Float64Array::from_iter_values((0..n).map(|_| normal(&mut rng, 34.5, 0.3)))),
+        ],
+    )
+    .map_err(|e| CliError::Demo(e.to_string()))?;
+    write_parquet(&observations_parquet, &[batch])?;
+    Ok(DemoData { applicants_csv, bureau_a_parquet, bureau_b_csv, hospitals, observations_parquet })
 }
 
 fn spinner(message: &str) -> ProgressBar {
@@ -123,12 +240,76 @@ fn spinner(message: &str) -> ProgressBar {
     bar
 }
 
-fn check(report: &PsiReport, expected: usize, what: &str) -> Result<(), CliError> {
-    if report.intersection_keys != expected as u64 {
-        return Err(CliError::Demo(format!(
-            "{what}: found {} common keys where {expected} were planted",
-            report.intersection_keys
-        )));
+fn prepare_dir(dir: Option<PathBuf>) -> Result<(PathBuf, Option<tempfile::TempDir>), CliError> {
+    match dir {
+        Some(d) => {
+            if d.exists() && std::fs::read_dir(&d).map(|mut r| r.next().is_some()).unwrap_or(false) {
+                return Err(CliError::Demo(format!("{} is not empty; give a new folder", d.display())));
+            }
+            std::fs::create_dir_all(&d).map_err(|e| CliError::Demo(format!("creating {}: {e}", d.display())))?;
+            Ok((d, None))
+        }
+        None => {
+            let temp = tempfile::tempdir().map_err(|e| CliError::Demo(e.to_string()))?;
+            Ok((temp.path().to_path_buf(), Some(temp)))
+        }
+    }
+}
+
+fn participant(name: &str, display: &str, roles: Vec<Role>, datasets: Vec<(&str, &Path, &str)>) -> Participant {
+    Participant {
+        spec: OrgSpec {
+            name: name.into(),
+            datasets: datasets
+                .into_iter()
+                .map(|(dataset, path, key)| DatasetSpec {
+                    name: dataset.into(),
+                    path: path.into(),
+                    key_columns: vec![key.into()],
+                    normalise: vec!["trim".into(), "uppercase".into()],
+                })
+                .collect(),
+        },
+        display: display.into(),
+        roles,
+    }
+}
+
+fn psi_task(kind: Computation, peer_dataset: &str) -> TaskSpec {
+    TaskSpec {
+        kind,
+        datasets: vec![peer_dataset.into()],
+        receiver: "bank".into(),
+        params: TaskParams::Psi(PsiParams {
+            requester_dataset: "applicants".into(),
+            peer_dataset: peer_dataset.into(),
+            columns: vec!["national_id".into()],
+        }),
+    }
+}
+
+/// Submits a task as the bank and follows it with a spinner.
+async fn run_task(net: &LocalConsortium, spec: &TaskSpec, what: &str) -> Result<TaskReport, CliError> {
+    let submitted = net.submit("bank", spec).await?;
+    let bar = spinner(&format!("{}: {what}", submitted.task_id));
+    let report = net
+        .client("bank")
+        .await?
+        .follow(&submitted.task_id, |r| {
+            let step = if r.step.is_empty() { format!("{:?}", r.phase).to_lowercase() } else { r.step.clone() };
+            bar.set_message(format!("{}: {what} — {step} {}/{}", submitted.task_id, r.done, r.total));
+        })
+        .await?;
+    bar.finish_and_clear();
+    if report.phase != Phase::Succeeded {
+        return Err(CliError::Demo(format!("task {} failed: {}", report.task_id, report.error)));
+    }
+    Ok(report)
+}
+
+fn expect(report: &TaskReport, planted: usize, what: &str) -> Result<(), CliError> {
+    if report.result_count != planted as u64 {
+        return Err(CliError::Demo(format!("{what}: found {} where {planted} were planted", report.result_count)));
     }
     Ok(())
 }
@@ -136,28 +317,15 @@ fn check(report: &PsiReport, expected: usize, what: &str) -> Result<(), CliError
 /// Runs the demo in `dir` (kept) or in a temporary folder.
 pub async fn run(dir: Option<PathBuf>) -> Result<(), CliError> {
     let started = Instant::now();
-    let temp;
     let kept = dir.is_some();
-    let dir = match dir {
-        Some(d) => {
-            if d.exists() && std::fs::read_dir(&d).map(|mut r| r.next().is_some()).unwrap_or(false) {
-                return Err(CliError::Demo(format!("{} is not empty; give a new folder", d.display())));
-            }
-            std::fs::create_dir_all(&d).map_err(|e| CliError::Demo(format!("creating {}: {e}", d.display())))?;
-            d
-        }
-        None => {
-            temp = tempfile::tempdir().map_err(|e| CliError::Demo(e.to_string()))?;
-            temp.path().to_path_buf()
-        }
-    };
+    let (dir, _temp) = prepare_dir(dir)?;
     if kept {
         println!("Stayput demo in {}", dir.display());
     } else {
         println!("Stayput demo in {} (a temporary folder, removed on exit: give --dir to keep it)", dir.display());
     }
 
-    let bar = spinner("generating synthetic data");
+    let bar = spinner("generating synthetic data for seven organisations");
     let data = tokio::task::spawn_blocking({
         let dir = dir.clone();
         move || generate(&dir)
@@ -165,98 +333,143 @@ pub async fn run(dir: Option<PathBuf>) -> Result<(), CliError> {
     .await
     .map_err(|e| CliError::Demo(e.to_string()))??;
     bar.finish_and_clear();
-    println!("data: bank has {APPLICANTS} loan applicants (CSV), bureau has a {BLACKLIST}-entry blacklist (Parquet)");
-
-    let bar = spinner("creating the consortium CA, certificates and node configurations; starting nodes");
-    let orgs = [
-        OrgSpec {
-            name: "bank".into(),
-            datasets: vec![DatasetSpec {
-                name: "applicants".into(),
-                path: data.applicants_csv.clone(),
-                key_columns: vec!["applicant_id".into()],
-                normalise: vec!["trim".into(), "uppercase".into()],
-            }],
-        },
-        OrgSpec {
-            name: "bureau".into(),
-            datasets: vec![DatasetSpec {
-                name: "blacklist".into(),
-                path: data.blacklist_parquet.clone(),
-                key_columns: vec!["national_id".into()],
-                normalise: vec!["trim".into(), "uppercase".into()],
-            }],
-        },
-    ];
-    let net = LocalNet::start(&dir, &orgs, None).await?;
-    bar.finish_and_clear();
     println!(
-        "nodes: bank at {}, bureau at {} (mutual TLS under the consortium CA)",
-        net.nodes["bank"].addr, net.nodes["bureau"].addr
+        "data: bank {APPLICANTS} loan applicants (CSV); bureau-a {BUREAU_A_ENTRIES}-entry blacklist (Parquet); \
+         bureau-b {BUREAU_B_ENTRIES} court judgements (CSV);\n      3 hospitals × {PATIENTS_PER_HOSPITAL} inpatient stays (CSV); \
+         ocean centre {OBSERVATIONS} CTD observations (Parquet)"
     );
 
-    let journeys = [
-        (
-            "demo-psi-001",
-            OutputMode::IntersectionToRequester,
-            "which applicants are blacklisted (bank learns them; bureau learns nothing)",
+    let bar =
+        spinner("creating the CA, certificates, signing keys and configurations; starting the coordinator and 7 nodes");
+    let h = &data.hospitals;
+    let participants = [
+        participant(
+            "bank",
+            "Lakeside Commercial Bank",
+            vec![Role::Requester, Role::DataOwner],
+            vec![("applicants", &data.applicants_csv, "applicant_id")],
         ),
-        (
-            "demo-psi-002",
-            OutputMode::CardinalityOnly,
-            "how many applicants are blacklisted (bank learns the count only)",
+        participant(
+            "bureau-a",
+            "Credit Bureau A",
+            vec![Role::DataOwner],
+            vec![("blacklist-a", &data.bureau_a_parquet, "national_id")],
         ),
-        (
-            "demo-psi-003",
-            OutputMode::IntersectionToBoth,
-            "common customers, both sides learn them (each writes its own rows)",
+        participant(
+            "bureau-b",
+            "Credit Bureau B",
+            vec![Role::DataOwner],
+            vec![("judgements-b", &data.bureau_b_csv, "national_id")],
+        ),
+        participant(
+            "hospital-a",
+            "City Hospital A",
+            vec![Role::DataOwner],
+            vec![("inpatients-a", &h[0].1, "patient_id")],
+        ),
+        participant(
+            "hospital-b",
+            "University Hospital B",
+            vec![Role::DataOwner],
+            vec![("inpatients-b", &h[1].1, "patient_id")],
+        ),
+        participant(
+            "hospital-c",
+            "County Hospital C",
+            vec![Role::DataOwner],
+            vec![("inpatients-c", &h[2].1, "patient_id")],
+        ),
+        participant(
+            "ocean",
+            "Ocean Science Data Centre",
+            vec![Role::DataOwner],
+            vec![("ctd-observations", &data.observations_parquet, "station_id")],
         ),
     ];
-    println!();
-    for (task, mode, what) in journeys {
-        let request = PsiRequest {
-            task_id: task.into(),
-            dataset: "applicants".into(),
-            peer: "bureau".into(),
-            peer_dataset: "blacklist".into(),
-            mode,
-            output_format: FileFormat::Csv,
-        };
-        let bar = spinner(&format!("{task}: {what}"));
-        let report = stayput_node::control::request_psi(net.state("bank"), &request, |p| {
-            bar.set_message(format!("{task}: {} {}/{}", p.phase, p.done, p.total));
-        })
-        .await?;
-        bar.finish_and_clear();
-        check(&report, data.listed.len(), task)?;
-        println!("{task} [{mode}] {what}");
-        println!(
-            "  bank sent {} distinct keys ({} rows), bureau {}; common: {} — matches the {} planted; {:.2} s",
-            report.distinct_keys,
-            report.rows_read,
-            report.peer_keys,
-            report.intersection_keys,
-            data.listed.len(),
-            report.elapsed.as_secs_f64()
-        );
-        if let Some(file) = &report.output {
-            println!("  bank's result: {} ({} rows of its own applicants)", file.path.display(), file.rows);
-        }
-        if mode == OutputMode::IntersectionToBoth {
-            let theirs = net.state("bureau").config.output_dir.join("from-bank").join(format!("{task}-blacklist.csv"));
-            println!("  bureau's result: {} (its own blacklist rows)", theirs.display());
+    let net = LocalConsortium::start(&dir, &participants, system_clock()).await?;
+    bar.finish_and_clear();
+    println!(
+        "coordinator: {} (embedded ledger {}), 7 nodes on loopback, mutual TLS under the consortium CA",
+        net.coordinator.addr,
+        dir.join("operator/ledger.redb").display()
+    );
+
+    let bar = spinner("registering datasets and grants on the ledger");
+    for p in &participants {
+        for d in &p.spec.datasets {
+            net.publish_dataset(&p.spec.name, &d.name).await?;
         }
     }
+    let month = 30 * 24 * 3600;
+    let both = vec![Computation::Psi, Computation::PsiCardinality];
+    net.grant("bureau-a", "g-a-bank", "blacklist-a", "bank", both, &["national_id"], 10, month).await?;
+    net.grant(
+        "bureau-b",
+        "g-b-bank",
+        "judgements-b",
+        "bank",
+        vec![Computation::PsiCardinality],
+        &["national_id"],
+        10,
+        month,
+    )
+    .await?;
+    bar.finish_and_clear();
+    println!(
+        "ledger: 8 members, 7 dataset versions (schema and content digests), 2 grants — each signed by its writer"
+    );
+    println!("  grant g-a-bank: bureau-a lets bank run psi or psi_cardinality on blacklist-a.national_id, 10 uses");
+    println!("  grant g-b-bank: bureau-b lets bank learn only counts (psi_cardinality) on judgements-b.national_id");
+
+    println!("\njourney 1 — balanced PSI (bank × bureau-a): which applicants are blacklisted?");
+    let listed = run_task(&net, &psi_task(Computation::Psi, "blacklist-a"), "bank × bureau-a").await?;
+    expect(&listed, LISTED_A, "bank × bureau-a")?;
+    let result = stayput_node::tasks::result_path(&net.net.state("bank").config.output_dir, &listed.task_id);
+    println!("  task {}: {} applicants listed — matches the {LISTED_A} planted", listed.task_id, listed.result_count);
+    println!("  result (bank's node only): {}", result.display());
+    println!("  bureau-a learned how many ids the bank sent, nothing else; the coordinator saw only the digest");
+
+    println!("\njourney 2 — PSI cardinality (bank × bureau-b): how many applicants have court judgements?");
+    let counted = run_task(&net, &psi_task(Computation::PsiCardinality, "judgements-b"), "bank × bureau-b").await?;
+    expect(&counted, LISTED_B, "bank × bureau-b")?;
+    println!(
+        "  task {}: {} applicants — matches the {LISTED_B} planted; bank learned the count only",
+        counted.task_id, counted.result_count
+    );
+
+    println!("\na refused request — the bank asks bureau-b for the names, which its grant does not allow:");
+    match net.submit("bank", &psi_task(Computation::Psi, "judgements-b")).await {
+        Err(e) => println!("  refused before anything ran: {e}"),
+        Ok(t) => return Err(CliError::Demo(format!("task {} should have been refused", t.task_id))),
+    }
+
+    println!("\naudit trail of task {} (read back from the ledger):", listed.task_id);
+    let task = net.ledger.task(&listed.task_id).await?.ok_or_else(|| CliError::Demo("task missing".into()))?;
+    let mut grants = Vec::new();
+    for g in &task.task.grants {
+        grants.extend(net.ledger.grant(g).await?);
+    }
+    let events = net.ledger.events_after(0, usize::MAX).await?;
+    print!("{}", crate::ledger::task_trail(&task, &grants, &events));
+    println!("{}", crate::ledger::check_result(&task, &result)?);
 
     println!("\nAll journeys checked against the planted data in {:.1} s.", started.elapsed().as_secs_f64());
     println!("Raw rows never left their node: only blinded points and tags crossed the wire.");
     net.shutdown().await?;
     println!("\nWhat to try next:");
-    println!("  stayput demo --dir ./demo            keep the folder: configs, keys, data and results");
-    println!("  stayput node --config ./demo/bank/node.toml    (and the bureau's) in two terminals, then");
+    println!("  stayput demo --dir ./demo     keep everything: keys, configs, data, ledger, results");
     println!(
-        "  stayput psi --config ./demo/bank/node.toml --dataset applicants --peer bureau --peer-dataset blacklist --task-id t-1"
+        "  stayput audit task <task-id> --ledger ./demo/operator/ledger.redb --operator ./demo/keys/operator.ed25519.pub \\"
     );
-    println!("  stayput bench psi --n 1048576        throughput and the ratio to the curve floor");
+    println!("      --result ./demo/bank/results/<task-id>.csv");
+    println!("  stayput audit verify --ledger ./demo/operator/ledger.redb --operator ./demo/keys/operator.ed25519.pub");
+    println!("  stayput coordinator --config ./demo/operator/coordinator.toml, and each node with");
+    println!("  stayput node --config ./demo/<org>/node.toml; then as the bank:");
+    println!(
+        "  stayput task psi --config ./demo/bank/node.toml --dataset applicants --peer-dataset blacklist-a --columns national_id"
+    );
+    println!("  stayput bench psi --n 1048576  throughput and the ratio to the curve floor");
+    println!("  (hospital statistics, blacklist labels, ocean queries and private lookups arrive with their issues;");
+    println!("   their data and datasets are already registered above)");
     Ok(())
 }

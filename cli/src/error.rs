@@ -9,6 +9,8 @@ pub enum CliError {
     Bench(#[from] stayput_benches::BenchError),
     #[error(transparent)]
     Ledger(#[from] stayput_chain_connector::LedgerError),
+    #[error(transparent)]
+    Coordinator(#[from] stayput_coordinator::CoordinatorError),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]

@@ -8,7 +8,9 @@ use clap::{Args, Subcommand};
 use stayput_chain_connector::block::InclusionProof;
 use stayput_chain_connector::embedded::Snapshot;
 use stayput_chain_connector::keys;
+use stayput_chain_connector::ledger::LedgerEvent;
 use stayput_chain_connector::records::Record;
+use stayput_chain_connector::rules::{GrantState, TaskState};
 
 use crate::error::CliError;
 
@@ -58,12 +60,28 @@ pub enum LedgerCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Print one task's whole trail: submission, grants, status changes, uses, results.
+    /// Print one task's whole trail (submission, grants, status changes,
+    /// uses, result digest) and check the digest against the result file.
+    ///
+    /// Read the ledger file (--ledger, --operator; a copy while the
+    /// coordinator runs) or, as a member, through your node's [ledger]
+    /// (--config; every block verified). With --config, the result file on
+    /// your node is found and checked when you are the task's receiver.
     Task {
         /// The task id.
         id: String,
-        #[command(flatten)]
-        ledger: LedgerArgs,
+        /// The embedded ledger file.
+        #[arg(long, requires = "operator", conflicts_with = "config", required_unless_present = "config")]
+        ledger: Option<PathBuf>,
+        /// The operator's public key: 64 hex characters or a .ed25519.pub file.
+        #[arg(long)]
+        operator: Option<String>,
+        /// Your node's TOML configuration (reads the ledger through its [ledger] section).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The result file to check against the digest on the ledger.
+        #[arg(long)]
+        result: Option<PathBuf>,
     },
     /// Verify the whole chain (--ledger) or one inclusion proof (--proof).
     Verify {
@@ -165,57 +183,113 @@ pub fn ledger(command: LedgerCommand) -> Result<(), CliError> {
     Ok(())
 }
 
+/// A task's trail as text: the task, its grants, and each record about it
+/// with its block, position, writer and hash.
+pub fn task_trail(task: &TaskState, grants: &[GrantState], events: &[LedgerEvent]) -> String {
+    use std::fmt::Write as _;
+    let id = &task.task.id;
+    let mut out = String::new();
+    let _ = writeln!(out, "task {id}: {} by {}, {}", task.task.kind, task.task.requester, task.status);
+    let _ = writeln!(out, "  datasets: {}", task.task.datasets.join(", "));
+    let _ = writeln!(out, "  parameters digest: {}", hex::encode(task.task.params_digest));
+    for g in grants {
+        let _ = writeln!(
+            out,
+            "  grant {}: {} → {}, columns [{}], uses {}/{}, items {}/{}{}",
+            g.grant.id,
+            g.grant.dataset,
+            g.grant.grantee,
+            g.grant.columns.join(", "),
+            g.uses,
+            g.grant.max_uses,
+            g.items,
+            g.grant.max_items,
+            if g.revoked { ", revoked" } else { "" }
+        );
+    }
+    let _ = writeln!(out, "  trail:");
+    for event in events {
+        let line = match &event.record.record {
+            Record::Task(t) if t.id == *id => "submitted".to_string(),
+            Record::TaskStatus { task, status } if task == id => format!("status → {status}"),
+            Record::Use(u) if u.task == *id => format!("use of grant {} for {} items", u.grant, u.items),
+            Record::Result(r) if r.task == *id => {
+                format!("result {} for {}", short(&r.result_digest), r.receiver)
+            }
+            _ => continue,
+        };
+        let _ = writeln!(
+            out,
+            "    block {:>5} #{:<3} {:<44} by {:<9} record {}",
+            event.receipt.height,
+            event.receipt.index,
+            line,
+            event.record.writer,
+            short(&event.receipt.record_hash)
+        );
+    }
+    out
+}
+
+/// Checks the result file's SHA-256 against the task's result digest.
+pub fn check_result(task: &TaskState, path: &std::path::Path) -> Result<String, CliError> {
+    let recorded = task
+        .results
+        .last()
+        .ok_or_else(|| CliError::NotFound(format!("task '{}' has no result digest on the ledger yet", task.task.id)))?;
+    let actual = stayput_node::tasks::file_sha256(path)?;
+    if actual == recorded.result_digest {
+        Ok(format!("  result file {} matches the digest on the ledger ({})", path.display(), hex::encode(actual)))
+    } else {
+        Err(CliError::NotFound(format!(
+            "the result file {} does NOT match the ledger: its SHA-256 is {}, the ledger records {}",
+            path.display(),
+            hex::encode(actual),
+            hex::encode(recorded.result_digest)
+        )))
+    }
+}
+
+/// `audit task --config`: the trail read through the node's verified
+/// replica of the ledger, and the result checked on this node when it is
+/// the receiver.
+pub async fn audit_task_remote(id: &str, config: &std::path::Path, result: Option<PathBuf>) -> Result<(), CliError> {
+    let state = stayput_node::NodeState::new(stayput_node::NodeConfig::load(config)?)?;
+    let access = state
+        .ledger
+        .as_ref()
+        .ok_or_else(|| CliError::NotFound(format!("{} has no [ledger] section", config.display())))?;
+    let ledger = &access.ledger;
+    let task = ledger.task(id).await?.ok_or_else(|| CliError::NotFound(format!("task '{id}' is not on the ledger")))?;
+    let mut grants = Vec::new();
+    for g in &task.task.grants {
+        grants.extend(ledger.grant(g).await?);
+    }
+    let events = ledger.events_after(0, usize::MAX).await?;
+    print!("{}", task_trail(&task, &grants, &events));
+    let own = task.results.last().is_some_and(|r| r.receiver == state.config.org);
+    let path = result.or_else(|| own.then(|| stayput_node::tasks::result_path(&state.config.output_dir, id)));
+    if let Some(path) = path {
+        println!("{}", check_result(&task, &path)?);
+    }
+    Ok(())
+}
+
 pub fn audit(command: AuditCommand) -> Result<(), CliError> {
     match command {
-        AuditCommand::Task { id, ledger } => {
-            let snapshot = ledger.open()?;
+        AuditCommand::Task { id, ledger, operator, config: _, result } => {
+            let (Some(ledger), Some(operator)) = (ledger, operator) else {
+                return Err(CliError::NotFound(format!("audit task {id} --config runs through the node (async)")));
+            };
+            let snapshot = Snapshot::open(&ledger, &keys::public_key(&operator)?)?;
             let state = snapshot.state();
             let task =
                 state.tasks.get(&id).ok_or_else(|| CliError::NotFound(format!("task '{id}' is not on the ledger")))?;
-            println!("task {id}: {} by {}, {}", task.task.kind, task.task.requester, task.status);
-            println!("  datasets: {}", task.task.datasets.join(", "));
-            println!("  parameters digest: {}", hex::encode(task.task.params_digest));
-            for g in &task.task.grants {
-                if let Some(g) = state.grants.get(g) {
-                    println!(
-                        "  grant {}: {} → {}, uses {}/{}, items {}/{}{}",
-                        g.grant.id,
-                        g.grant.dataset,
-                        g.grant.grantee,
-                        g.uses,
-                        g.grant.max_uses,
-                        g.items,
-                        g.grant.max_items,
-                        if g.revoked { ", revoked" } else { "" }
-                    );
-                }
-            }
-            println!("  trail:");
-            for event in snapshot.records()? {
-                let line = match &event.record.record {
-                    Record::Task(t) if t.id == id => "submitted".to_string(),
-                    Record::TaskStatus { task, status } if *task == id => {
-                        format!("status → {status}")
-                    }
-                    Record::Use(u) if u.task == id => {
-                        format!("use of grant {} for {} items", u.grant, u.items)
-                    }
-                    Record::Result(r) if r.task == id => format!(
-                        "result {} for {} ({} intermediate digests)",
-                        hex::encode(r.result_digest),
-                        r.receiver,
-                        r.intermediates.len()
-                    ),
-                    _ => continue,
-                };
-                println!(
-                    "    block {:>6} #{:<4} {:<48} by {:<10} record {}",
-                    event.receipt.height,
-                    event.receipt.index,
-                    line,
-                    event.record.writer,
-                    hex::encode(event.receipt.record_hash)
-                );
+            let grants: Vec<GrantState> =
+                task.task.grants.iter().filter_map(|g| state.grants.get(g).cloned()).collect();
+            print!("{}", task_trail(task, &grants, &snapshot.records()?));
+            if let Some(path) = result {
+                println!("{}", check_result(task, &path)?);
             }
         }
         AuditCommand::Verify { ledger, proof, operator } => {

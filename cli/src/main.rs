@@ -4,6 +4,7 @@
 mod demo;
 mod error;
 mod ledger;
+mod task;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,9 +29,11 @@ use crate::error::CliError;
 ///   stayput demo                      run a small consortium on loopback
 ///   stayput keys ca --dir keys        create the consortium CA
 ///   stayput keys org --dir keys --org bank --host 127.0.0.1
+///   stayput coordinator --config coordinator.toml   run the operator's coordinator
 ///   stayput node --config bank.toml   run a node
-///   stayput psi --config bank.toml --dataset applicants --peer bureau \
-///       --peer-dataset blacklist --mode intersection --task-id t-001
+///   stayput task psi --config bank.toml --dataset applicants \
+///       --peer-dataset blacklist --columns national_id
+///   stayput audit task <task-id> --config bank.toml
 ///   stayput audit verify --ledger ledger.redb --operator keys/operator.ed25519.pub
 #[derive(Debug, Parser)]
 #[command(name = "stayput", version, verbatim_doc_comment)]
@@ -54,7 +57,17 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
-    /// Run private set intersection: this organisation's node against a peer's.
+    /// Run the operator's coordinator (task service and embedded ledger) until interrupted.
+    Coordinator {
+        /// The coordinator's TOML configuration.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Submit and follow tasks through the coordinator (authorised on the ledger).
+    #[command(subcommand)]
+    Task(task::TaskCommand),
+    /// Run private set intersection directly, node to node, without the
+    /// coordinator (nodes with a [ledger] section still require a recorded task).
     Psi(PsiArgs),
     /// List the datasets your node serves.
     Datasets {
@@ -253,6 +266,8 @@ async fn run(command: Command) -> Result<(), CliError> {
             eprintln!("shutting down");
             node.shutdown().await?;
         }
+        Command::Coordinator { config } => task::coordinator(config).await?,
+        Command::Task(command) => task::run(command).await?,
         Command::Psi(args) => psi(args).await?,
         Command::Datasets { config } => {
             let state = stayput_node::NodeState::new(NodeConfig::load(&config)?)?;
@@ -283,6 +298,9 @@ async fn run(command: Command) -> Result<(), CliError> {
             tokio::task::spawn_blocking(move || ledger::ledger(command))
                 .await
                 .map_err(|e| CliError::Signal(e.to_string()))??;
+        }
+        Command::Audit(ledger::AuditCommand::Task { id, config: Some(config), result, .. }) => {
+            ledger::audit_task_remote(&id, &config, result).await?;
         }
         Command::Audit(command) => audit_blocking(command).await?,
         Command::Demo { dir } => demo::run(dir).await?,

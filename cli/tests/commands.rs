@@ -15,15 +15,45 @@ fn demo_runs_every_journey_and_checks_it() {
     let dir = tempfile::tempdir().unwrap();
     let kept = dir.path().join("demo");
     let out = run(&["demo", "--dir", kept.to_str().unwrap()]);
-    for task in ["demo-psi-001", "demo-psi-002", "demo-psi-003"] {
-        assert!(out.contains(task), "{out}");
-    }
-    assert_eq!(out.matches("matches the 300 planted").count(), 3, "{out}");
+    assert!(out.contains("8 members, 7 dataset versions"), "{out}");
+    assert!(out.contains("300 applicants listed — matches the 300 planted"), "{out}");
+    assert!(out.contains("120 applicants — matches the 120 planted"), "{out}");
+    assert!(out.contains("refused before anything ran") && out.contains("allows psi_cardinality but not psi"), "{out}");
+    assert!(out.contains("matches the digest on the ledger"), "{out}");
     assert!(out.contains("All journeys checked"), "{out}");
-    // Results were written on each organisation's own node only.
-    assert!(kept.join("bank/results/demo-psi-001.csv").exists());
-    assert!(!kept.join("bank/results/demo-psi-002.csv").exists(), "cardinality mode writes no rows");
-    assert!(kept.join("bureau/results/from-bank/demo-psi-003-blacklist.csv").exists());
+    // Results were written on the receiver's node only; secrets are 0600.
+    let results: Vec<_> =
+        std::fs::read_dir(kept.join("bank/results")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(results.iter().filter(|n| n.to_string_lossy().ends_with(".csv")).count(), 2, "{results:?}");
+    assert!(!kept.join("bureau-a/results").exists(), "the bureau holds no result");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for secret in ["keys/bank.ed25519", "keys/bank.key", "keys/operator.ed25519", "keys/ca.key"] {
+            let mode = std::fs::metadata(kept.join(secret)).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{secret}");
+        }
+    }
+    // The kept ledger verifies offline and audits the task with its result.
+    let (ledger, operator) = (kept.join("operator/ledger.redb"), kept.join("keys/operator.ed25519.pub"));
+    let verified =
+        run(&["audit", "verify", "--ledger", ledger.to_str().unwrap(), "--operator", operator.to_str().unwrap()]);
+    assert!(verified.contains("verifies"), "{verified}");
+    let task = out.split("task t-").nth(1).unwrap().split(':').next().unwrap();
+    let task = format!("t-{task}");
+    let result = kept.join(format!("bank/results/{task}.csv"));
+    let trail = run(&[
+        "audit",
+        "task",
+        &task,
+        "--ledger",
+        ledger.to_str().unwrap(),
+        "--operator",
+        operator.to_str().unwrap(),
+        "--result",
+        result.to_str().unwrap(),
+    ]);
+    assert!(trail.contains("use of grant g-a-bank") && trail.contains("matches the digest"), "{trail}");
     // A kept folder is never reused.
     let again = Command::new(BIN).args(["demo", "--dir", kept.to_str().unwrap()]).output().unwrap();
     assert!(!again.status.success());

@@ -9,6 +9,7 @@ use stayput_proto::v1::{SubmitTaskRequest, TaskState, TaskUpdate, WatchTaskReque
 use tonic::transport::Channel;
 
 use crate::CoordinatorError;
+pub use crate::store::Phase;
 
 /// A task as the requester describes it.
 #[derive(Debug, Clone)]
@@ -42,6 +43,52 @@ pub fn sign(spec: &TaskSpec, requester: &str, key: &OrgKey, now: u64) -> SignedT
 /// Unix seconds now.
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// A task's state as the coordinator reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskReport {
+    /// The task id.
+    pub task_id: String,
+    /// Where it is.
+    pub phase: Phase,
+    /// What its protocol is doing now.
+    pub step: String,
+    /// Items done in that step.
+    pub done: u64,
+    /// Items in that step.
+    pub total: u64,
+    /// SHA-256 of the result file on the receiver's node, hex.
+    pub result_digest: String,
+    /// Who received the result.
+    pub receiver: String,
+    /// Why it failed.
+    pub error: String,
+    /// The result's size in its own unit (common keys for PSI).
+    pub result_count: u64,
+}
+
+impl TaskReport {
+    fn from_wire(u: TaskUpdate) -> Self {
+        let phase = match TaskState::try_from(u.state) {
+            Ok(TaskState::Recorded) => Phase::Recorded,
+            Ok(TaskState::Running) => Phase::Running,
+            Ok(TaskState::Succeeded) => Phase::Succeeded,
+            Ok(TaskState::Failed) => Phase::Failed,
+            _ => Phase::Accepted,
+        };
+        Self {
+            task_id: u.task_id,
+            phase,
+            step: u.phase,
+            done: u.done,
+            total: u.total,
+            result_digest: u.result_digest,
+            receiver: u.receiver,
+            error: u.error,
+            result_count: u.result_count,
+        }
+    }
 }
 
 /// A connection to the coordinator.
@@ -93,24 +140,24 @@ impl Client {
     pub async fn follow(
         &mut self,
         task_id: &str,
-        mut on_update: impl FnMut(&TaskUpdate),
-    ) -> Result<TaskUpdate, CoordinatorError> {
+        mut on_update: impl FnMut(&TaskReport),
+    ) -> Result<TaskReport, CoordinatorError> {
         let mut updates =
             self.inner.watch_task(WatchTaskRequest { task_id: task_id.into() }).await.map_err(refused)?.into_inner();
         let mut last = None;
         while let Some(update) = updates.message().await.map_err(refused)? {
-            on_update(&update);
-            let done = matches!(TaskState::try_from(update.state), Ok(TaskState::Succeeded | TaskState::Failed));
-            last = Some(update);
+            let report = TaskReport::from_wire(update);
+            on_update(&report);
+            let done = report.phase.is_final();
+            last = Some(report);
             if done {
                 break;
             }
         }
-        last.filter(|u| matches!(TaskState::try_from(u.state), Ok(TaskState::Succeeded | TaskState::Failed)))
-            .ok_or_else(|| {
-                CoordinatorError::Unavailable(format!(
-                    "it stopped reporting task '{task_id}' before it ended; watch it again"
-                ))
-            })
+        last.filter(|r| r.phase.is_final()).ok_or_else(|| {
+            CoordinatorError::Unavailable(format!(
+                "it stopped reporting task '{task_id}' before it ended; watch it again"
+            ))
+        })
     }
 }

@@ -17,7 +17,6 @@ use stayput_coordinator::store::{Phase, Store, StoredTask};
 use stayput_node::dataset::FileFormat;
 use stayput_node::localnet::{DatasetSpec, OrgSpec};
 use stayput_node::requester::PsiRequest;
-use stayput_proto::v1::TaskState;
 use stayput_psi::ecdh::OutputMode;
 
 fn ids(path: &std::path::Path, range: std::ops::Range<u32>) -> std::path::PathBuf {
@@ -79,7 +78,7 @@ fn psi(kind: Computation, dataset: &str, columns: &[&str], receiver: &str) -> Ta
     }
 }
 
-async fn run(f: &Fixture, spec: &TaskSpec) -> stayput_proto::v1::TaskUpdate {
+async fn run(f: &Fixture, spec: &TaskSpec) -> stayput_coordinator::client::TaskReport {
     let submitted = f.net.submit("bank", spec).await.unwrap();
     f.net.client("bank").await.unwrap().follow(&submitted.task_id, |_| {}).await.unwrap()
 }
@@ -95,9 +94,9 @@ async fn tasks_run_end_to_end_and_bad_input_costs_nothing() {
     let spec = psi(Computation::Psi, "blacklist", &["id"], "bank");
     let count_spec = psi(Computation::PsiCardinality, "blacklist", &["id"], "bank");
     let (done, counted) = tokio::join!(run(&f, &spec), run(&f, &count_spec));
-    assert_eq!(TaskState::try_from(done.state), Ok(TaskState::Succeeded), "{}", done.error);
+    assert_eq!(done.phase, Phase::Succeeded, "{}", done.error);
     assert_eq!(done.result_count, 100);
-    assert_eq!(TaskState::try_from(counted.state), Ok(TaskState::Succeeded), "{}", counted.error);
+    assert_eq!(counted.phase, Phase::Succeeded, "{}", counted.error);
     assert_eq!(counted.result_count, 100);
 
     // The result is on the bank's node only; its digest is on the ledger.
@@ -317,10 +316,10 @@ async fn a_restarted_coordinator_finishes_each_task_exactly_once() {
     placeholder.abort();
     let mut client = f.net.client("bank").await.unwrap();
     let first = client.follow(&accepted.task_id(), |_| {}).await.unwrap();
-    assert_eq!(TaskState::try_from(first.state), Ok(TaskState::Succeeded), "{}", first.error);
+    assert_eq!(first.phase, Phase::Succeeded, "{}", first.error);
     assert_eq!(first.result_count, 100);
     let second = client.follow(&ran_id, |_| {}).await.unwrap();
-    assert_eq!(TaskState::try_from(second.state), Ok(TaskState::Succeeded), "{}", second.error);
+    assert_eq!(second.phase, Phase::Succeeded, "{}", second.error);
     assert_eq!(second.result_digest, hex::encode(outcome.result_sha256), "the node's first result is the one recorded");
 
     for id in [accepted.task_id(), ran_id] {

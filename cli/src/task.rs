@@ -1,0 +1,133 @@
+//! `stayput task …` (a requester submits and follows tasks through the
+//! coordinator) and `stayput coordinator` (the operator runs it).
+
+use std::path::PathBuf;
+
+use clap::Subcommand;
+use indicatif::{ProgressBar, ProgressStyle};
+use stayput_chain_connector::records::Computation;
+use stayput_chain_connector::tasks::{PsiParams, TaskParams};
+use stayput_coordinator::client::{Client, Phase, TaskReport, TaskSpec, sign, unix_now};
+use stayput_node::NodeConfig;
+
+use crate::error::CliError;
+
+#[derive(Debug, Subcommand)]
+pub enum TaskCommand {
+    /// Submit a balanced PSI task: your node's dataset against a peer's
+    /// dataset on the ledger, under a grant the peer gave you. The result is
+    /// written on your node only; its digest goes on the ledger.
+    Psi {
+        /// Your node's TOML configuration (with its [ledger] section).
+        #[arg(long)]
+        config: PathBuf,
+        /// Your dataset, by the name in your node's configuration.
+        #[arg(long)]
+        dataset: String,
+        /// The peer's dataset, as on the ledger.
+        #[arg(long)]
+        peer_dataset: String,
+        /// The peer dataset's key columns to match on (as the grant allows).
+        #[arg(long, value_delimiter = ',', required = true)]
+        columns: Vec<String>,
+        /// Learn only how many keys are common.
+        #[arg(long)]
+        cardinality: bool,
+        /// Return once the task is accepted instead of following it.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Follow a task until it ends.
+    Watch {
+        /// The task id.
+        id: String,
+        /// Your node's TOML configuration.
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+async fn client(config: &NodeConfig) -> Result<Client, CliError> {
+    let settings = config.ledger.as_ref().ok_or_else(|| {
+        CliError::NotFound("the node configuration has no [ledger] section naming the coordinator".into())
+    })?;
+    let tls = stayput_node::identity::TlsMaterial::load(&config.tls)?;
+    Ok(Client::connect(&tls, &settings.operator, &settings.endpoint).await?)
+}
+
+/// Follows a task with a progress bar; returns its final update.
+pub async fn follow(client: &mut Client, id: &str) -> Result<TaskReport, CliError> {
+    let bar = ProgressBar::new(0).with_style(
+        ProgressStyle::with_template("{spinner} {msg:>24} [{bar:30}] {pos}/{len} ({elapsed})")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    let last = client
+        .follow(id, |u| {
+            bar.set_message(if u.step.is_empty() { format!("{:?}", u.phase).to_lowercase() } else { u.step.clone() });
+            bar.set_length(u.total);
+            bar.set_position(u.done);
+        })
+        .await;
+    bar.finish_and_clear();
+    Ok(last?)
+}
+
+fn report(config: &NodeConfig, update: &TaskReport) -> Result<(), CliError> {
+    match update.phase {
+        Phase::Succeeded => {
+            println!("task {} succeeded: {} common keys", update.task_id, update.result_count);
+            if update.receiver == config.org {
+                let path = stayput_node::tasks::result_path(&config.output_dir, &update.task_id);
+                println!("  result on your node: {}", path.display());
+            }
+            println!("  result digest on the ledger: {}", update.result_digest);
+            Ok(())
+        }
+        _ => Err(CliError::NotFound(format!("task {} failed: {}", update.task_id, update.error))),
+    }
+}
+
+pub async fn run(command: TaskCommand) -> Result<(), CliError> {
+    match command {
+        TaskCommand::Psi { config, dataset, peer_dataset, columns, cardinality, no_wait } => {
+            let config = NodeConfig::load(&config)?;
+            let settings = config.ledger.as_ref().ok_or_else(|| {
+                CliError::NotFound("the node configuration has no [ledger] section naming the coordinator".into())
+            })?;
+            let key = stayput_chain_connector::keys::load(&settings.signing_key)?;
+            let spec = TaskSpec {
+                kind: if cardinality { Computation::PsiCardinality } else { Computation::Psi },
+                datasets: vec![peer_dataset.clone()],
+                receiver: config.org.clone(),
+                params: TaskParams::Psi(PsiParams { requester_dataset: dataset, peer_dataset, columns }),
+            };
+            let signed = sign(&spec, &config.org, &key, unix_now());
+            let mut client = client(&config).await?;
+            let submitted = client.submit(&signed).await?;
+            println!("task {} accepted under grant(s) {}", submitted.task_id, submitted.grants.join(", "));
+            if !no_wait {
+                let last = follow(&mut client, &submitted.task_id).await?;
+                report(&config, &last)?;
+            }
+        }
+        TaskCommand::Watch { id, config } => {
+            let config = NodeConfig::load(&config)?;
+            let mut client = client(&config).await?;
+            let last = follow(&mut client, &id).await?;
+            report(&config, &last)?;
+        }
+    }
+    Ok(())
+}
+
+/// `stayput coordinator --config …`: serves until interrupted.
+pub async fn coordinator(config: PathBuf) -> Result<(), CliError> {
+    let config = stayput_coordinator::CoordinatorConfig::load(&config)?;
+    let running = stayput_coordinator::spawn(&config).await?;
+    eprintln!("coordinator '{}' listening on {}", config.org, running.addr);
+    tokio::signal::ctrl_c().await.map_err(|e| CliError::Signal(e.to_string()))?;
+    eprintln!("shutting down");
+    running.shutdown().await?;
+    Ok(())
+}
