@@ -279,7 +279,12 @@ mod tests {
             task_id: String,
             params_digest_hex: String,
         }
-        const PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/test-vectors/task-requests-v1.json");
+        /// The vectors beside this crate, found at run time: a test binary reused
+        /// from a shared target directory must not read another checkout's file.
+        fn vectors_path() -> std::path::PathBuf {
+            std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("run by cargo"))
+                .join("test-vectors/task-requests-v1.json")
+        }
         let secret = [0x5a; 32];
         let signed = request().sign(&OrgKey::from_bytes(&secret));
         let computed = Vector {
@@ -290,9 +295,9 @@ mod tests {
             params_digest_hex: hex::encode(params_digest(signed.request.kind, &signed.request.params)),
         };
         if std::env::var_os("STAYPUT_WRITE_VECTORS").is_some() {
-            std::fs::write(PATH, serde_json::to_string_pretty(&computed).unwrap() + "\n").unwrap();
+            std::fs::write(vectors_path(), serde_json::to_string_pretty(&computed).unwrap() + "\n").unwrap();
         }
-        let stored: Vector = serde_json::from_str(&std::fs::read_to_string(PATH).unwrap()).unwrap();
+        let stored: Vector = serde_json::from_str(&std::fs::read_to_string(vectors_path()).unwrap()).unwrap();
         assert_eq!(stored, computed);
         let decoded = SignedTaskRequest::from_bytes(&hex::decode(&stored.signed_request_hex).unwrap()).unwrap();
         decoded.verify(&OrgKey::from_bytes(&secret).public_key()).unwrap();

@@ -13,7 +13,12 @@ use stayput_proto::v1::{
     psi_requester_message, psi_responder_message,
 };
 
-const PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/test-vectors/stayput-v1.json");
+/// The vectors beside this crate, found at run time: a test binary reused
+/// from a shared target directory must not read another checkout's file.
+fn vectors_path() -> std::path::PathBuf {
+    std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("run by cargo"))
+        .join("test-vectors/stayput-v1.json")
+}
 
 fn open() -> PsiOpen {
     PsiOpen {
@@ -110,15 +115,17 @@ fn messages_encode_as_recorded() {
     let computed: BTreeMap<String, String> =
         encoded().into_iter().map(|(name, bytes)| (name.to_owned(), hex::encode(bytes))).collect();
     if std::env::var_os("STAYPUT_WRITE_VECTORS").is_some() {
-        std::fs::write(PATH, serde_json::to_string_pretty(&computed).unwrap() + "\n").unwrap();
+        std::fs::write(vectors_path(), serde_json::to_string_pretty(&computed).unwrap() + "\n").unwrap();
     }
-    let stored: BTreeMap<String, String> = serde_json::from_str(&std::fs::read_to_string(PATH).unwrap()).unwrap();
+    let stored: BTreeMap<String, String> =
+        serde_json::from_str(&std::fs::read_to_string(vectors_path()).unwrap()).unwrap();
     assert_eq!(stored, computed);
 }
 
 #[test]
 fn recorded_bytes_decode_to_the_messages() {
-    let stored: BTreeMap<String, String> = serde_json::from_str(&std::fs::read_to_string(PATH).unwrap()).unwrap();
+    let stored: BTreeMap<String, String> =
+        serde_json::from_str(&std::fs::read_to_string(vectors_path()).unwrap()).unwrap();
     let open_bytes = hex::decode(&stored["PsiOpen"]).unwrap();
     assert_eq!(PsiOpen::decode(open_bytes.as_slice()).unwrap(), open());
     // Field numbers a peer relies on: task_id is field 2 (tag 0x12), dataset field 3 (0x1a).

@@ -9,7 +9,12 @@ use serde::{Deserialize, Serialize};
 
 use super::*;
 
-const PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/test-vectors/records-v1.json");
+/// The vectors beside this crate, found at run time: a test binary reused
+/// from a shared target directory must not read another checkout's file.
+fn vectors_path() -> std::path::PathBuf {
+    std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("run by cargo"))
+        .join("test-vectors/records-v1.json")
+}
 
 #[derive(Serialize, Deserialize, PartialEq, Debug)]
 struct Vector {
@@ -125,9 +130,9 @@ fn compute() -> Vectors {
 fn vectors() {
     let computed = compute();
     if std::env::var_os("STAYPUT_WRITE_VECTORS").is_some() {
-        std::fs::write(PATH, serde_json::to_string_pretty(&computed).unwrap() + "\n").unwrap();
+        std::fs::write(vectors_path(), serde_json::to_string_pretty(&computed).unwrap() + "\n").unwrap();
     }
-    let stored: Vectors = serde_json::from_str(&std::fs::read_to_string(PATH).unwrap()).unwrap();
+    let stored: Vectors = serde_json::from_str(&std::fs::read_to_string(vectors_path()).unwrap()).unwrap();
     assert_eq!(stored, computed);
     // Every stored record decodes, verifies and re-encodes to the same bytes.
     let public = OrgKey::from_bytes(&[7; 32]).public_key();

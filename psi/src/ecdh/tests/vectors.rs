@@ -13,7 +13,12 @@ use serde::{Deserialize, Serialize};
 use super::*;
 use crate::group::HashToGroup;
 
-const PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/test-vectors/ecdh-ristretto255-v1.json");
+/// The vectors beside this crate, found at run time: a test binary reused
+/// from a shared target directory must not read another checkout's file.
+fn vectors_path() -> std::path::PathBuf {
+    std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("run by cargo"))
+        .join("test-vectors/ecdh-ristretto255-v1.json")
+}
 
 #[derive(Serialize, Deserialize, PartialEq, Debug)]
 struct Vectors {
@@ -143,9 +148,9 @@ fn compute() -> Vectors {
 fn known_answer_vectors() {
     let computed = compute();
     if std::env::var_os("STAYPUT_WRITE_VECTORS").is_some() {
-        std::fs::write(PATH, serde_json::to_string_pretty(&computed).unwrap() + "\n").unwrap();
+        std::fs::write(vectors_path(), serde_json::to_string_pretty(&computed).unwrap() + "\n").unwrap();
     }
-    let stored: Vectors = serde_json::from_str(&std::fs::read_to_string(PATH).unwrap()).unwrap();
+    let stored: Vectors = serde_json::from_str(&std::fs::read_to_string(vectors_path()).unwrap()).unwrap();
     assert_eq!(stored.hash_to_group, computed.hash_to_group, "hash-to-group changed");
     for (s, c) in stored.sessions.iter().zip(&computed.sessions) {
         assert_eq!(s, c, "transcript of the {} session changed", s.mode);
@@ -157,7 +162,7 @@ fn known_answer_vectors() {
 #[test]
 fn stored_sessions_have_the_expected_outputs() {
     // Independent of the transcript bytes: keys in both lists are bob and erin.
-    let stored: Vectors = serde_json::from_str(&std::fs::read_to_string(PATH).unwrap()).unwrap();
+    let stored: Vectors = serde_json::from_str(&std::fs::read_to_string(vectors_path()).unwrap()).unwrap();
     for s in &stored.sessions {
         assert_eq!(s.cardinality, 2);
         assert_eq!(s.responder_points_hex.len(), 2, "4 keys in batches of 2");
