@@ -149,6 +149,49 @@ impl std::fmt::Debug for EvmConfig {
     }
 }
 
+/// Where an organisation finds the EVM ledger and its own account, as a
+/// `[ledger.evm]` section of a node or coordinator configuration.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvmSettings {
+    /// The chain's JSON-RPC endpoint.
+    pub rpc_url: String,
+    /// The contract's address (0x…).
+    pub contract: Address,
+    /// The block the contract was deployed in.
+    pub deployed_at: u64,
+    /// File holding this organisation's EVM account key (hex; mode 0600).
+    pub account_key: PathBuf,
+}
+
+/// Reads an EVM account key file (64 hex digits, optional 0x).
+pub fn load_account(path: &std::path::Path) -> Result<PrivateKeySigner, LedgerError> {
+    let bad = |reason: String| LedgerError::KeyFile { path: path.into(), reason };
+    let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?);
+    let hex_text = text.trim().trim_start_matches("0x");
+    let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
+    hex::decode_to_slice(hex_text, bytes.as_mut_slice()).map_err(|_| bad("expected 64 hex digits".into()))?;
+    PrivateKeySigner::from_slice(bytes.as_slice()).map_err(|e| bad(e.to_string()))
+}
+
+/// Writes a new random EVM account key to `path` (mode 0600); returns it.
+pub fn create_account(path: &std::path::Path) -> Result<PrivateKeySigner, LedgerError> {
+    let signer = PrivateKeySigner::random();
+    let text = zeroize::Zeroizing::new(hex::encode(signer.to_bytes()));
+    crate::keys::write_secret(path, text.as_bytes())?;
+    Ok(signer)
+}
+
+impl EvmSettings {
+    /// A handle writing as `org` with its configured account.
+    pub fn open(&self, org: &str) -> Result<EvmLedger, LedgerError> {
+        let signer = load_account(&self.account_key)?;
+        let config =
+            EvmConfig { rpc_url: self.rpc_url.clone(), contract: self.contract, deployed_at: self.deployed_at };
+        EvmLedger::connect(config, BTreeMap::from([(org.to_owned(), signer)]), BTreeMap::new())
+    }
+}
+
 /// A record the contract accepted but the rules (or decoding) refuse: set
 /// aside by every reader, never applied, so one member cannot halt readers.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,21 +13,25 @@ fn key_err(path: &Path, reason: impl Into<String>) -> LedgerError {
 /// Writes `<dir>/<org>.ed25519` (0600) and `<dir>/<org>.ed25519.pub`;
 /// returns the secret key's path.
 pub fn save(dir: &Path, org: &str, key: &OrgKey) -> Result<PathBuf, LedgerError> {
-    use std::io::Write;
     std::fs::create_dir_all(dir).map_err(|e| key_err(dir, e.to_string()))?;
     let secret_path = dir.join(format!("{org}.ed25519"));
+    let secret = zeroize::Zeroizing::new(hex::encode(key.to_secret_bytes().as_ref()));
+    write_secret(&secret_path, secret.as_bytes())?;
+    let public_path = dir.join(format!("{org}.ed25519.pub"));
+    std::fs::write(&public_path, hex::encode(key.public_key())).map_err(|e| key_err(&public_path, e.to_string()))?;
+    Ok(secret_path)
+}
+
+/// Creates `path` with mode 0600 (never replacing a file) and writes a
+/// secret to it durably.
+pub fn write_secret(path: &Path, secret: &[u8]) -> Result<(), LedgerError> {
+    use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(&secret_path).map_err(|e| key_err(&secret_path, e.to_string()))?;
-    let secret = zeroize::Zeroizing::new(hex::encode(key.to_secret_bytes().as_ref()));
-    file.write_all(secret.as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(|e| key_err(&secret_path, e.to_string()))?;
-    let public_path = dir.join(format!("{org}.ed25519.pub"));
-    std::fs::write(&public_path, hex::encode(key.public_key())).map_err(|e| key_err(&public_path, e.to_string()))?;
-    Ok(secret_path)
+    let mut file = options.open(path).map_err(|e| key_err(path, e.to_string()))?;
+    file.write_all(secret).and_then(|()| file.sync_all()).map_err(|e| key_err(path, e.to_string()))
 }
 
 /// Reads a secret key file.

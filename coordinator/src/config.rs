@@ -16,6 +16,14 @@
 //! [ledger]
 //! backend = "embedded"              # served to members by this process
 //! path = "ledger.redb"              # created (with the operator as its first member) if missing
+//!
+//! # or, on an EVM chain:
+//! # [ledger]
+//! # backend = "evm"
+//! # rpc_url = "http://127.0.0.1:8545"
+//! # contract = "0x…"
+//! # deployed_at = 1
+//! # account_key = "keys/operator.evm"   # the operator's EVM account (hex, 0600)
 //! ```
 //!
 //! Relative paths are relative to the configuration file's folder.
@@ -56,6 +64,9 @@ pub enum LedgerBackend {
         /// The ledger file.
         path: PathBuf,
     },
+    /// An EVM chain (FISCO BCOS ≥ 3.9, Besu, geth, anvil): the operator's
+    /// writes go from its own account; members read and write it directly.
+    Evm(stayput_chain_connector::evm::EvmSettings),
 }
 
 /// A validated coordinator configuration.
@@ -95,6 +106,10 @@ impl CoordinatorConfig {
             tls: TlsPaths { ca: at(file.tls.ca), cert: at(file.tls.cert), key: at(file.tls.key) },
             ledger: match file.ledger {
                 LedgerBackend::Embedded { path } => LedgerBackend::Embedded { path: at(path) },
+                LedgerBackend::Evm(e) => LedgerBackend::Evm(stayput_chain_connector::evm::EvmSettings {
+                    account_key: at(e.account_key),
+                    ..e
+                }),
             },
         })
     }

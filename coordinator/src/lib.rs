@@ -85,7 +85,12 @@ impl RunningCoordinator {
 /// Opens the embedded ledger named by `config`, creating it (the operator
 /// admitting itself) when the file does not exist.
 pub fn open_embedded(config: &CoordinatorConfig, clock: Clock) -> Result<Arc<EmbeddedLedger>, CoordinatorError> {
-    let config::LedgerBackend::Embedded { path } = &config.ledger;
+    let config::LedgerBackend::Embedded { path } = &config.ledger else {
+        return Err(CoordinatorError::Config {
+            path: "coordinator configuration".into(),
+            reason: "the ledger is not the embedded one".into(),
+        });
+    };
     let key = stayput_chain_connector::keys::load(&config.signing_key)?;
     let ledger = if path.exists() {
         EmbeddedLedger::open(path, key, clock)?
@@ -159,6 +164,14 @@ pub async fn spawn(config: &CoordinatorConfig) -> Result<RunningCoordinator, Coo
         .await
         .map_err(|e| CoordinatorError::Listen { address: config.listen.to_string(), detail: e.to_string() })?;
     let clock = stayput_chain_connector::embedded::system_clock();
-    let embedded = open_embedded(config, clock.clone())?;
-    spawn_on(config, listener, embedded.clone(), Some(embedded), clock).await
+    match &config.ledger {
+        config::LedgerBackend::Embedded { .. } => {
+            let embedded = open_embedded(config, clock.clone())?;
+            spawn_on(config, listener, embedded.clone(), Some(embedded), clock).await
+        }
+        config::LedgerBackend::Evm(evm) => {
+            let ledger: Arc<dyn Ledger> = Arc::new(evm.open(&config.org)?);
+            spawn_on(config, listener, ledger, None, clock).await
+        }
+    }
 }

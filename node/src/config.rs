@@ -91,6 +91,11 @@ pub struct LedgerSettings {
     pub operator_key: String,
     /// This organisation's ed25519 signing key file (for use records).
     pub signing_key: PathBuf,
+    /// When the ledger is an EVM chain: read and write it there directly,
+    /// with this organisation's own account (`endpoint` is then only the
+    /// coordinator's address).
+    #[serde(default)]
+    pub evm: Option<stayput_chain_connector::evm::EvmSettings>,
 }
 
 /// Paths of the node's TLS material.
@@ -189,7 +194,13 @@ impl NodeConfig {
             tls: TlsPaths { ca: resolve(raw.tls.ca), cert: resolve(raw.tls.cert), key: resolve(raw.tls.key) },
             peers: raw.peers,
             datasets,
-            ledger: raw.ledger.map(|l| LedgerSettings { signing_key: resolve(l.signing_key), ..l }),
+            ledger: raw.ledger.map(|l| LedgerSettings {
+                signing_key: resolve(l.signing_key),
+                evm: l
+                    .evm
+                    .map(|e| stayput_chain_connector::evm::EvmSettings { account_key: resolve(e.account_key), ..e }),
+                ..l
+            }),
         })
     }
 

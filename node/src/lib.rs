@@ -67,9 +67,13 @@ pub struct LedgerAccess {
 }
 
 impl LedgerAccess {
-    fn open(settings: &config::LedgerSettings, tls: &identity::TlsMaterial) -> Result<Self, NodeError> {
+    fn open(settings: &config::LedgerSettings, tls: &identity::TlsMaterial, org: &str) -> Result<Self, NodeError> {
         use stayput_chain_connector::keys;
         let key_err = |e: stayput_chain_connector::LedgerError| NodeError::InvalidConfig(format!("[ledger]: {e}"));
+        if let Some(evm) = &settings.evm {
+            let key = keys::load(&settings.signing_key).map_err(key_err)?;
+            return Ok(Self { ledger: std::sync::Arc::new(evm.open(org).map_err(key_err)?), key });
+        }
         let operator = keys::public_key(&settings.operator_key).map_err(key_err)?;
         let key = keys::load(&settings.signing_key).map_err(key_err)?;
         let channel = tonic::transport::Endpoint::from_shared(settings.endpoint.clone())
@@ -87,7 +91,7 @@ impl NodeState {
         let tls = identity::TlsMaterial::load(&config.tls)?;
         let sessions = std::sync::Arc::new(tokio::sync::Semaphore::new(config.max_sessions));
         let ledger = match &config.ledger {
-            Some(settings) => Some(LedgerAccess::open(settings, &tls)?),
+            Some(settings) => Some(LedgerAccess::open(settings, &tls, &config.org)?),
             None => None,
         };
         Ok(Self { config, tls, sessions, ledger, tasks: tasks::TaskRegistry::default() })
