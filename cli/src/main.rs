@@ -1,6 +1,7 @@
 //! `stayput` — the one binary of a Stayput deployment.
 #![forbid(unsafe_code)]
 
+mod admin;
 mod demo;
 mod error;
 mod ledger;
@@ -75,6 +76,10 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Write the consortium's records: deploy the EVM contract, admit members
+    /// (the operator); publish datasets, grant and revoke use (data owners).
+    #[command(subcommand)]
+    Consortium(admin::ConsortiumCommand),
     /// Read the consortium's ledger: members, datasets, grants, tasks.
     #[command(subcommand)]
     Ledger(ledger::LedgerCommand),
@@ -268,6 +273,7 @@ async fn run(command: Command) -> Result<(), CliError> {
         }
         Command::Coordinator { config } => task::coordinator(config).await?,
         Command::Task(command) => task::run(command).await?,
+        Command::Consortium(command) => admin::run(command).await?,
         Command::Psi(args) => psi(args).await?,
         Command::Datasets { config } => {
             let state = stayput_node::NodeState::new(NodeConfig::load(&config)?)?;

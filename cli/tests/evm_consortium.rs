@@ -1,28 +1,26 @@
-//! The PSI journey across separate processes on the EVM backend: a real
-//! anvil chain, `stayput coordinator` and three `stayput node` processes
-//! configured with `[ledger.evm]`, each organisation writing from its own
-//! EVM account; the bank submits a signed task with `stayput task`, the
-//! bureau's node checks the chain before serving and records its use there,
-//! and `stayput audit task` checks the result against the digest on chain.
+//! `examples/consortium/` followed step by step, as its README tells an
+//! operator to, on a copy whose ports are moved to free ones: a real anvil
+//! chain, `stayput consortium deploy|admit|publish|grant`, `stayput
+//! coordinator` and three `stayput node` processes on the EVM backend, each
+//! organisation writing from its own account; the bank's `stayput task psi`
+//! end to end; `stayput audit task` checking the result against the digest
+//! on chain; a task without a grant refused with nothing recorded.
 
-use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use stayput_chain_connector::evm::{Anvil, EvmLedger, create_account};
-use stayput_chain_connector::records::{Computation, DatasetVersion, Grant, Member, Record, Role, SignedRecord};
-use stayput_chain_connector::{Ledger, keys};
+use stayput_chain_connector::evm::Anvil;
 
 const BIN: &str = env!("CARGO_BIN_EXE_stayput");
 
-fn stayput(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).env("STAYPUT_LOG", "warn").output().expect("run stayput")
+fn stayput_in(dir: &Path, args: &[&str]) -> Output {
+    Command::new(BIN).args(args).current_dir(dir).env("STAYPUT_LOG", "warn").output().expect("run stayput")
 }
 
-fn ok(args: &[&str]) -> String {
-    let out = stayput(args);
+fn ok(dir: &Path, args: &[&str]) -> String {
+    let out = stayput_in(dir, args);
     assert!(out.status.success(), "stayput {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
@@ -35,20 +33,23 @@ fn free_port() -> u16 {
 struct Process(Child);
 
 impl Process {
-    fn start(args: &[&str], log: &Path, port: u16) -> Self {
+    fn start(dir: &Path, args: &[&str], log: &str, port: u16) -> Self {
+        let log = dir.join(log);
         let child = Command::new(BIN)
             .args(args)
+            .current_dir(dir)
             .env("STAYPUT_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log).unwrap())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("start stayput");
+        let process = Self(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "{args:?} did not listen: {}", std::fs::read_to_string(log).unwrap());
+            assert!(Instant::now() < deadline, "{args:?} did not listen: {}", std::fs::read_to_string(&log).unwrap());
             std::thread::sleep(Duration::from_millis(100));
         }
-        Self(child)
+        process
     }
 }
 
@@ -59,181 +60,149 @@ impl Drop for Process {
     }
 }
 
-fn ids(path: &Path, range: std::ops::Range<u32>) {
-    let rows: Vec<String> = std::iter::once("id".to_string()).chain(range.map(|i| format!("C{i:05}"))).collect();
-    std::fs::write(path, rows.join("\n")).unwrap();
+/// Copies the example, moving its fixed ports to free ones.
+fn copy_example(to: &Path, anvil_url: &str) -> [u16; 4] {
+    let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/consortium");
+    let ports = [free_port(), free_port(), free_port(), free_port()];
+    for sub in ["data", "evm"] {
+        std::fs::create_dir_all(to.join(sub)).unwrap();
+        for entry in std::fs::read_dir(from.join(sub)).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), to.join(sub).join(entry.file_name())).unwrap();
+        }
+    }
+    for file in ["coordinator.toml", "bank.toml", "bureau-a.toml", "bureau-b.toml"] {
+        let mut text = std::fs::read_to_string(from.join(file)).unwrap();
+        text = text.replace("http://127.0.0.1:8545", anvil_url);
+        for (fixed, port) in ["7000", "7101", "7102", "7103"].iter().zip(ports) {
+            text = text.replace(&format!("127.0.0.1:{fixed}"), &format!("127.0.0.1:{port}"));
+        }
+        std::fs::write(to.join(file), text).unwrap();
+    }
+    ports
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn psi_journey_across_processes_on_the_evm_backend() {
+async fn the_example_consortium_runs_psi_across_processes_on_anvil() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let k = d.join("keys");
-    let orgs = ["operator", "bank", "bureau-a", "bureau-b"];
-    ok(&["keys", "ca", "--dir", k.to_str().unwrap()]);
-    for org in orgs {
-        ok(&["keys", "org", "--dir", k.to_str().unwrap(), "--org", org, "--host", "127.0.0.1"]);
-    }
     let anvil = Anvil::start().await.expect("anvil (installed by ./scripts/test)");
-    let mut accounts = BTreeMap::new();
-    for org in orgs {
-        let signer = create_account(&k.join(format!("{org}.evm"))).unwrap();
-        anvil.fund(signer.address()).await.unwrap();
-        accounts.insert(org.to_owned(), signer);
-    }
-    let key = |org: &str| keys::load(&k.join(format!("{org}.ed25519"))).unwrap();
-    let ports: BTreeMap<&str, u16> = orgs.iter().map(|o| (*o, free_port())).collect();
-    let member = |org: &str, roles: Vec<Role>| Member {
-        org: org.into(),
-        name: org.into(),
-        roles,
-        signing_key: key(org).public_key(),
-        endpoint: format!("https://127.0.0.1:{}", ports[org]),
-    };
+    let [coordinator_port, bank_port, bureau_a_port, bureau_b_port] = copy_example(d, &anvil.url);
 
-    // Setup as each organisation would do it from its own account: the
-    // operator deploys and admits members; owners publish and grant.
-    let genesis =
-        SignedRecord::sign(Record::Member(member("operator", vec![Role::Operator])), "operator", &key("operator"));
-    let config = EvmLedger::deploy(&anvil.url, accounts["operator"].clone(), &genesis).await.unwrap();
-    let addresses = accounts.iter().map(|(o, s)| (o.clone(), s.address())).collect();
-    let admin = EvmLedger::connect(config.clone(), accounts.clone(), addresses).unwrap();
-    let write = |org: &'static str, record| {
-        let signed = SignedRecord::sign(record, org, &key(org));
-        let admin = &admin;
-        async move { admin.submit(signed).await.unwrap() }
-    };
-    write("operator", Record::Member(member("bank", vec![Role::Requester]))).await;
-    write("operator", Record::Member(member("bureau-a", vec![Role::DataOwner]))).await;
-    write("operator", Record::Member(member("bureau-b", vec![Role::DataOwner]))).await;
-    for (owner, dataset) in [("bureau-a", "blacklist-a"), ("bureau-b", "blacklist-b")] {
-        let version = DatasetVersion {
-            dataset: dataset.into(),
-            owner: owner.into(),
-            version: 1,
-            schema_digest: [1; 32],
-            content_digest: [2; 32],
-            protocol_key: None,
-        };
-        write(owner, Record::DatasetVersion(version)).await;
+    // Keys and certificates.
+    ok(d, &["keys", "ca", "--dir", "keys"]);
+    for org in ["operator", "bank", "bureau-a", "bureau-b"] {
+        ok(d, &["keys", "org", "--dir", "keys", "--org", org, "--host", "127.0.0.1"]);
     }
-    let grant = Grant {
-        id: "g-a".into(),
-        dataset: "blacklist-a".into(),
-        grantee: "bank".into(),
-        computations: vec![Computation::Psi],
-        columns: vec!["id".into()],
-        min_cohort: 0,
-        max_uses: 5,
-        max_items: 1_000_000,
-        expires_at: anvil.now().await.unwrap() + 3600,
-    };
-    write("bureau-a", Record::Grant(grant)).await;
+    // The operator deploys the contract; its address is the one configured.
+    let deployed = ok(d, &["consortium", "deploy", "--config", "coordinator.toml"]);
+    assert!(deployed.contains("0x5FbDB2315678afecb367f032d93F642f64180aa3"), "{deployed}");
+    let _coordinator =
+        Process::start(d, &["coordinator", "--config", "coordinator.toml"], "coordinator.log", coordinator_port);
 
-    // Configurations: every process reads and writes the chain itself.
-    let evm = |org: &str| {
-        format!(
-            "rpc_url = \"{}\"\ncontract = \"{}\"\ndeployed_at = {}\naccount_key = {:?}\n",
-            anvil.url,
-            config.contract,
-            config.deployed_at,
-            k.join(format!("{org}.evm")).display().to_string()
-        )
-    };
-    let path = |f: &str| k.join(f).display().to_string();
-    std::fs::write(
-        d.join("coordinator.toml"),
-        format!(
-            "[coordinator]\norg = \"operator\"\nlisten = \"127.0.0.1:{}\"\nstate = \"coordinator.redb\"\nsigning_key = {:?}\n\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n\n[ledger]\nbackend = \"evm\"\n{}",
-            ports["operator"],
-            path("operator.ed25519"),
-            path("ca.pem"),
-            path("operator.pem"),
-            path("operator.key"),
-            evm("operator")
-        ),
-    )
-    .unwrap();
-    for (org, dataset, range) in
-        [("bank", "applicants", 0..100), ("bureau-a", "blacklist-a", 50..300), ("bureau-b", "blacklist-b", 0..10)]
-    {
-        let org_dir = d.join(org);
-        std::fs::create_dir_all(&org_dir).unwrap();
-        ids(&org_dir.join("data.csv"), range);
-        let peers: String = orgs
-            .iter()
-            .filter(|p| **p != org && **p != "operator")
-            .map(|p| format!("{p} = \"https://127.0.0.1:{}\"\n", ports[p]))
-            .collect();
-        std::fs::write(
-            org_dir.join("node.toml"),
-            format!(
-                "[node]\norg = \"{org}\"\nlisten = \"127.0.0.1:{}\"\noutput_dir = \"results\"\n\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n\n[peers]\n{peers}\n[datasets.{dataset}]\npath = \"data.csv\"\nkey_columns = [\"id\"]\nnormalise = [\"trim\"]\n\n[ledger]\nendpoint = \"https://127.0.0.1:{}\"\noperator = \"operator\"\noperator_key = {:?}\nsigning_key = {:?}\n\n[ledger.evm]\n{}",
-                ports[org],
-                path("ca.pem"),
-                path(&format!("{org}.pem")),
-                path(&format!("{org}.key")),
-                ports["operator"],
-                path("operator.ed25519.pub"),
-                path(&format!("{org}.ed25519")),
-                evm(org)
-            ),
-        )
-        .unwrap();
+    // The operator admits the members, each with its EVM account.
+    for (org, roles, port) in [
+        ("bank", "requester", bank_port),
+        ("bureau-a", "data_owner", bureau_a_port),
+        ("bureau-b", "data_owner", bureau_b_port),
+    ] {
+        let address = ok(d, &["consortium", "account", "--dir", "evm", "--org", org]);
+        let signing_key = format!("keys/{org}.ed25519.pub");
+        let endpoint = format!("https://127.0.0.1:{port}");
+        ok(
+            d,
+            &[
+                "consortium",
+                "admit",
+                "--config",
+                "coordinator.toml",
+                "--org",
+                org,
+                "--name",
+                org,
+                "--roles",
+                roles,
+                "--signing-key",
+                &signing_key,
+                "--endpoint",
+                &endpoint,
+                "--evm-address",
+                address.trim(),
+            ],
+        );
     }
+    let _nodes = [("bank", bank_port), ("bureau-a", bureau_a_port), ("bureau-b", bureau_b_port)].map(|(org, port)| {
+        Process::start(d, &["node", "--config", &format!("{org}.toml")], &format!("{org}.log"), port)
+    });
 
-    let config_of = |org: &str| d.join(org).join("node.toml").display().to_string();
-    let _coordinator = Process::start(
-        &["coordinator", "--config", d.join("coordinator.toml").to_str().unwrap()],
-        &d.join("coordinator.log"),
-        ports["operator"],
+    // The bureaus publish their datasets; bureau-a grants the bank PSI.
+    ok(d, &["consortium", "publish", "--config", "bureau-a.toml", "--dataset", "blacklist-a"]);
+    ok(d, &["consortium", "publish", "--config", "bureau-b.toml", "--dataset", "blacklist-b"]);
+    ok(
+        d,
+        &[
+            "consortium",
+            "grant",
+            "--config",
+            "bureau-a.toml",
+            "--id",
+            "g-a",
+            "--dataset",
+            "blacklist-a",
+            "--grantee",
+            "bank",
+            "--allow",
+            "psi,psi_cardinality",
+            "--columns",
+            "national_id",
+            "--max-uses",
+            "5",
+        ],
     );
-    let _nodes: Vec<Process> = ["bank", "bureau-a", "bureau-b"]
-        .iter()
-        .map(|org| Process::start(&["node", "--config", &config_of(org)], &d.join(format!("{org}.log")), ports[org]))
-        .collect();
 
-    let out = ok(&[
-        "task",
-        "psi",
-        "--config",
-        &config_of("bank"),
-        "--dataset",
-        "applicants",
-        "--peer-dataset",
-        "blacklist-a",
-        "--columns",
-        "id",
-    ]);
-    assert!(out.contains("succeeded: 50 common keys"), "{out}");
-    let task = out.split_whitespace().nth(1).unwrap().to_owned();
-    assert!(task.starts_with("t-"), "{out}");
-    assert!(d.join("bank/results").join(format!("{task}.csv")).exists());
+    // The bank's task, end to end.
+    let psi = |peer_dataset: &str| {
+        stayput_in(
+            d,
+            &[
+                "task",
+                "psi",
+                "--config",
+                "bank.toml",
+                "--dataset",
+                "applicants",
+                "--peer-dataset",
+                peer_dataset,
+                "--columns",
+                "national_id",
+            ],
+        )
+    };
+    let out = psi("blacklist-a");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("succeeded: 50 common keys"), "{text}");
+    let task = text.split_whitespace().nth(1).unwrap().to_owned();
+    assert!(d.join("results/bank").join(format!("{task}.csv")).exists());
+    assert!(!d.join("results/bureau-a").join(format!("{task}.csv")).exists());
 
     // The chain holds the trail; the bank's result matches its digest.
-    let trail = ok(&["audit", "task", &task, "--config", &config_of("bank")]);
+    let trail = ok(d, &["audit", "task", &task, "--config", "bank.toml"]);
     assert!(trail.contains("psi by bank, succeeded"), "{trail}");
     assert!(trail.contains("use of grant g-a for 100 items") && trail.contains("by bureau-a"), "{trail}");
     assert!(trail.contains("matches the digest on the ledger"), "{trail}");
-    let on_chain = admin.task(&task).await.unwrap().unwrap();
-    assert_eq!(on_chain.uses.len(), 1);
-    assert_eq!(on_chain.results.len(), 1);
 
-    // No grant from bureau-b: refused before anything ran, nothing recorded.
-    let out = stayput(&[
-        "task",
-        "psi",
-        "--config",
-        &config_of("bank"),
-        "--dataset",
-        "applicants",
-        "--peer-dataset",
-        "blacklist-b",
-        "--columns",
-        "id",
-    ]);
+    // No grant from bureau-b: refused before anything ran.
+    let out = psi("blacklist-b");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no grant lets 'bank' use dataset 'blacklist-b'"), "{err}");
-    assert_eq!(admin.tasks(None).await.unwrap().len(), 1);
+    // A revoked grant stops the next task at admission.
+    ok(d, &["consortium", "revoke", "--config", "bureau-a.toml", "--grant", "g-a"]);
+    let out = psi("blacklist-a");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("'g-a' is revoked"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -84,6 +84,9 @@ impl Store {
     /// Opens (or creates) the store at `path`.
     pub fn open(path: &Path) -> Result<Self, CoordinatorError> {
         let err = |reason: String| CoordinatorError::Store { path: path.into(), reason };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
+        }
         let db = Database::create(path).map_err(|e| err(e.to_string()))?;
         let store = Self { db, path: path.into() };
         let txn = store.db.begin_write().map_err(|e| store.err(e))?;
