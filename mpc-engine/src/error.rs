@@ -2,7 +2,7 @@
 //! value or a row.
 
 /// Everything the engine can fail at.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum MpcError {
     #[error("invalid query: {0}")]
@@ -13,6 +13,10 @@ pub enum MpcError {
     ColumnNotAllowed { column: String, allowed: String },
     #[error("column '{column}' has {count} values that are not numbers; clean them or filter them out")]
     NotNumeric { column: String, count: usize },
+    #[error(
+        "column '{column}' has {count} values outside its declared range [{low}, {high}]; widen the range in the query or filter them out"
+    )]
+    OutsideRange { column: String, count: usize, low: f64, high: f64 },
     #[error("a value of column '{column}' is too large for the declared precision; lower the precision")]
     OutOfRange { column: String },
     #[error("a sum over column '{column}' overflows; lower the precision or split the query")]

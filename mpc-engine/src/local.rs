@@ -75,6 +75,64 @@ pub fn vector_len(query: &CohortQuery) -> usize {
     group_count(query) * group_len(query)
 }
 
+/// Inclusive bounds of every entry of a site's vector with at most `rows`
+/// rows whose values lie within the query's declared ranges: what the site
+/// proves and the requester checks (entries in the order of the vector).
+pub fn entry_bounds(query: &CohortQuery, rows: u64) -> Result<Vec<(i128, i128)>, MpcError> {
+    let fixed = FixedPoint::new(query.precision)?;
+    let n = i128::from(rows);
+    let range = |c: &str| -> Result<(i128, i128), MpcError> {
+        let [lo, hi] = query.ranges.get(c).ok_or_else(|| MpcError::Query(format!("no declared range for '{c}'")))?;
+        Ok((i128::from(fixed.encode(*lo, c)?), i128::from(fixed.encode(*hi, c)?)))
+    };
+    let magnitude = |c: &str| -> Result<i128, MpcError> { range(c).map(|(lo, hi)| lo.abs().max(hi.abs())) };
+    let count = (0, n);
+    let sum = |c: &str, factor: i128| -> Result<(i128, i128), MpcError> {
+        let (lo, hi) = range(c)?;
+        Ok((n * lo.min(0) * factor, n * hi.max(0) * factor))
+    };
+    let square = |c: &str| -> Result<(i128, i128), MpcError> { magnitude(c).map(|m| (0, n * m * m)) };
+    let cross = |x: &str, y: &str| -> Result<(i128, i128), MpcError> {
+        let b = n * magnitude(x)? * magnitude(y)?;
+        Ok((-b, b))
+    };
+    let scale = i128::from(fixed.scale());
+    let mut block = vec![count];
+    for m in &query.measures {
+        match m {
+            Measure::Count => {}
+            Measure::Sum { column } | Measure::Mean { column } => block.extend([count, sum(column, 1)?]),
+            Measure::Variance { column } | Measure::StdDev { column } => {
+                block.extend([count, sum(column, 1)?, square(column)?]);
+            }
+            Measure::Min { .. } | Measure::Max { .. } => block.push(count),
+            Measure::Histogram { edges, .. } => block.extend(std::iter::repeat_n(count, edges.len() + 1)),
+            Measure::Covariance { x, y } | Measure::Correlation { x, y } => {
+                block.extend([count, sum(x, 1)?, sum(y, 1)?, square(x)?, square(y)?, cross(x, y)?]);
+            }
+            Measure::Regression { y, x } => {
+                let q = x.len() + 1;
+                for i in 0..q {
+                    for j in i..q {
+                        block.push(match (i, j) {
+                            (0, 0) => (0, n * scale * scale),
+                            (0, j) => sum(&x[j - 1], scale)?,
+                            (i, j) if i == j => square(&x[i - 1])?,
+                            (i, j) => cross(&x[i - 1], &x[j - 1])?,
+                        });
+                    }
+                }
+                block.push(sum(y, scale)?);
+                for c in x {
+                    block.push(cross(c, y)?);
+                }
+                block.push(square(y)?);
+            }
+        }
+    }
+    Ok(std::iter::repeat_n(block, group_count(query)).flatten().collect())
+}
+
 /// One site's contribution.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalStats {
@@ -253,6 +311,14 @@ impl<'q> LocalScan<'q> {
             for c in m.columns() {
                 if !cache.contains_key(c) {
                     cache.insert(c, numeric(batch, c)?);
+                }
+            }
+        }
+        for (name, values) in &cache {
+            if let Some([lo, hi]) = query.ranges.get(*name) {
+                let outside = values.iter().flatten().filter(|v| v < lo || v > hi).count();
+                if outside > 0 {
+                    return Err(MpcError::OutsideRange { column: (*name).into(), count: outside, low: *lo, high: *hi });
                 }
             }
         }

@@ -262,6 +262,11 @@ pub struct CohortQuery {
     pub group_by: Option<GroupBy>,
     /// What to compute.
     pub measures: Vec<Measure>,
+    /// Declared `[low, high]` of every numeric column a measure reads: the
+    /// bounds each site proves its contribution within (a value outside
+    /// them is an error at the site).
+    #[serde(default)]
+    pub ranges: std::collections::BTreeMap<String, [f64; 2]>,
 }
 
 impl CohortQuery {
@@ -352,6 +357,21 @@ impl CohortQuery {
                 _ => {}
             }
             columns.extend(m.columns());
+        }
+        for m in &self.measures {
+            for c in m.columns() {
+                match self.ranges.get(c) {
+                    Some([lo, hi]) if lo.is_finite() && hi.is_finite() && lo <= hi => {}
+                    Some(_) => {
+                        return Err(MpcError::Query(format!("the range of '{c}' must be finite with low <= high")));
+                    }
+                    None => {
+                        return Err(MpcError::Query(format!(
+                            "declare the range of '{c}' (ranges = {{ {c} = [low, high] }}): contributions are proven within it"
+                        )));
+                    }
+                }
+            }
         }
         for column in columns {
             if !schema.contains(&column) {

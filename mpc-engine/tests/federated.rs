@@ -46,6 +46,7 @@ fn batch(rows: &[Row]) -> RecordBatch {
 
 const QUERY: &str = r#"
 precision = 2
+ranges = { age = [0, 120], systolic_bp = [50, 260], bmi = [10, 70] }
 filter = { all = [ { column = "diagnosis", is_in = ["I10", "E11"] }, { column = "age", ge = 30 } ] }
 group_by = { column = "sex", values = ["F", "M"] }
 
@@ -238,6 +239,31 @@ proptest! {
 }
 
 #[test]
+fn every_honest_vector_lies_within_its_entry_bounds() {
+    let query = CohortQuery::from_toml(QUERY).unwrap();
+    let rows: Vec<Row> = (0..200)
+        .map(|i| Row {
+            age: f64::from(i % 120),
+            sex: if i % 2 == 0 { "F" } else { "M" },
+            bmi: Some(10.0 + f64::from(i % 60)),
+            sbp: 50.0 + f64::from(i),
+            dx: "I10",
+        })
+        .collect();
+    let stats = local(&query, &rows);
+    let bounds = stayput_mpc_engine::local::entry_bounds(&query, 200).unwrap();
+    assert_eq!(bounds.len(), stats.additive.len());
+    for (k, (v, (lo, hi))) in stats.additive.iter().zip(&bounds).enumerate() {
+        assert!(lo <= v && v <= hi, "entry {k}: {v} not in [{lo}, {hi}]");
+    }
+    let mut outside = rows.clone();
+    outside[3].sbp = 400.0;
+    let mut scan = LocalScan::new(&query).unwrap();
+    let err = scan.absorb(&batch(&outside)).unwrap_err();
+    assert!(err.to_string().contains("outside its declared range"), "{err}");
+}
+
+#[test]
 fn a_site_that_drops_out_aborts_the_aggregation() {
     let query = CohortQuery::from_toml(QUERY).unwrap();
     let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(3);
@@ -274,13 +300,17 @@ kind = "count"
 "#;
     let err = CohortQuery::from_toml(two_tests).unwrap().validate(&schema, &[]).unwrap_err();
     assert!(err.to_string().contains("exactly one"), "{err}");
+    let no_range = CohortQuery::from_toml("[[measures]]\nkind = \"mean\"\ncolumn = \"age\"\n").unwrap();
+    assert!(no_range.validate(&schema, &[]).unwrap_err().to_string().contains("declare the range of 'age'"));
     // JSON round trip of the canonical form.
     assert_eq!(CohortQuery::from_json(&query.to_canonical_json()).unwrap(), query);
 }
 
 #[test]
 fn text_in_a_numeric_column_fails_loudly_without_values() {
-    let query = CohortQuery::from_toml("[[measures]]\nkind = \"mean\"\ncolumn = \"age\"\n").unwrap();
+    let query =
+        CohortQuery::from_toml("ranges = { age = [0, 120] }\n[[measures]]\nkind = \"mean\"\ncolumn = \"age\"\n")
+            .unwrap();
     let mut rows = vec![Row { age: 50.0, sex: "F", bmi: None, sbp: 130.0, dx: "I10" }; 3];
     rows[1].age = 51.0;
     let mut b = batch(&rows);
