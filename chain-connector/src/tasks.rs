@@ -160,12 +160,23 @@ pub struct PsiParams {
     pub columns: Vec<String>,
 }
 
+/// Parameters of a federated-statistics task: the cohort query (canonical
+/// JSON of `stayput-mpc-engine`'s `CohortQuery`); the sites are the owners
+/// of the task's datasets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatsParams {
+    /// The query, canonical JSON.
+    pub query: String,
+}
+
 /// The parameters of a task, by kind.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum TaskParams {
     /// Balanced PSI, intersection or cardinality.
     Psi(PsiParams),
+    /// Federated statistics over several sites.
+    FederatedStats(StatsParams),
 }
 
 impl TaskParams {
@@ -177,6 +188,9 @@ impl TaskParams {
                 w.u8(1).str(&p.requester_dataset).str(&p.peer_dataset).list(&p.columns, |w, c| {
                     w.str(c);
                 });
+            }
+            TaskParams::FederatedStats(p) => {
+                w.u8(2).bytes_unbounded(p.query.as_bytes());
             }
         }
         w.into_bytes()
@@ -196,6 +210,12 @@ impl TaskParams {
                 requester_dataset: r.str()?,
                 peer_dataset: r.str()?,
                 columns: r.list(Reader::str)?,
+            }),
+            (Computation::FederatedStats, 2) => TaskParams::FederatedStats(StatsParams {
+                query: String::from_utf8(r.bytes_bounded(MAX_PARAMS_BYTES)?).map_err(|_| LedgerError::Malformed {
+                    what: "task parameters",
+                    reason: "the query is not UTF-8".into(),
+                })?,
             }),
             (kind, tag) => {
                 return Err(LedgerError::Malformed {

@@ -60,6 +60,25 @@ fn grant_problem(g: &GrantState, kind: Computation, columns: &[String], now: u64
     None
 }
 
+/// The columns a federated-statistics query reads, after checking its shape
+/// (columns against each site's schema are checked by the sites).
+fn stats_columns(query: &str, datasets: &[String]) -> Result<Vec<String>, CoordinatorError> {
+    use stayput_mpc_engine::query::{CohortQuery, Measure};
+    let query = CohortQuery::from_json(query).map_err(|e| CoordinatorError::BadRequest(e.to_string()))?;
+    if let Some(m) = query.measures.iter().find(|m| matches!(m, Measure::Min { .. } | Measure::Max { .. })) {
+        return Err(CoordinatorError::Unsupported {
+            kind: format!("{} (cross-site min/max needs the TFHE post-processing, not built yet); it", m.label()),
+        });
+    }
+    let columns = query.columns();
+    let schema: Vec<&str> = columns.iter().map(String::as_str).collect();
+    query.validate(&schema, &[]).map_err(|e| CoordinatorError::BadRequest(e.to_string()))?;
+    if datasets.len() < 2 {
+        return Err(CoordinatorError::BadRequest("federated statistics need at least two sites' datasets".into()));
+    }
+    Ok(columns)
+}
+
 /// Checks a signed request from `caller` at time `now` against `ledger`.
 pub async fn admit(
     ledger: &dyn Ledger,
@@ -81,7 +100,7 @@ pub async fn admit(
     if !member.roles.contains(&Role::Requester) {
         return Err(CoordinatorError::BadRequest(format!("'{}' lacks the requester role", request.requester)));
     }
-    if !matches!(request.kind, Computation::Psi | Computation::PsiCardinality) {
+    if !matches!(request.kind, Computation::Psi | Computation::PsiCardinality | Computation::FederatedStats) {
         return Err(CoordinatorError::Unsupported { kind: request.kind.to_string() });
     }
     let params = TaskParams::decode(request.kind, &request.params)
@@ -99,6 +118,7 @@ pub async fn admit(
             }
             p.columns.clone()
         }
+        TaskParams::FederatedStats(p) => stats_columns(&p.query, &request.datasets)?,
         _ => return Err(CoordinatorError::Unsupported { kind: request.kind.to_string() }),
     };
 
@@ -149,8 +169,16 @@ pub async fn admit(
         participants.push(&request.requester);
         return Err(receiver_problem(format!("not a participant (participants: {})", participants.join(", "))));
     }
-    if matches!(params, TaskParams::Psi(_)) && request.receiver != request.requester {
-        return Err(receiver_problem("a psi task delivers its result to the requester's node only".into()));
+    if request.receiver != request.requester {
+        return Err(receiver_problem(format!(
+            "a {} task delivers its result to the requester's node only",
+            request.kind
+        )));
+    }
+    if matches!(params, TaskParams::FederatedStats(_)) && owners.len() != request.datasets.len() {
+        return Err(CoordinatorError::BadRequest(
+            "federated statistics read one dataset per site, from at least two different owners".into(),
+        ));
     }
 
     let task = Task {

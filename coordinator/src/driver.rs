@@ -126,9 +126,10 @@ async fn step(inner: &Arc<Inner>, task: &mut StoredTask) -> Result<(), Coordinat
     }
 
     let receiver = request.request.receiver.clone();
-    let (digest, count) = run_on_node(inner, &task.id, &receiver, request.request.params.clone()).await?;
+    let (digest, count, intermediates) =
+        run_on_node(inner, &task.id, &receiver, request.request.params.clone()).await?;
     if !state.results.iter().any(|r| r.result_digest == digest) {
-        let result = ResultRecord { task: task.id.clone(), result_digest: digest, receiver, intermediates: vec![] };
+        let result = ResultRecord { task: task.id.clone(), result_digest: digest, receiver, intermediates };
         record(inner, Record::Result(result)).await?;
     }
     record(inner, Record::TaskStatus { task: task.id.clone(), status: TaskStatus::Succeeded }).await?;
@@ -140,13 +141,14 @@ async fn step(inner: &Arc<Inner>, task: &mut StoredTask) -> Result<(), Coordinat
     Ok(())
 }
 
-/// Asks `org`'s node to run the task; returns the result digest and count.
+/// Asks `org`'s node to run the task; returns the result digest, count and
+/// intermediate digests.
 async fn run_on_node(
     inner: &Arc<Inner>,
     task: &str,
     org: &str,
     params: Vec<u8>,
-) -> Result<([u8; 32], u64), CoordinatorError> {
+) -> Result<([u8; 32], u64, Vec<[u8; 32]>), CoordinatorError> {
     let member = inner
         .ledger
         .member(org)
@@ -181,7 +183,16 @@ async fn run_on_node(
                     hex::decode(&r.output_sha256).ok().and_then(|d| <[u8; 32]>::try_from(d).ok()).ok_or_else(|| {
                         CoordinatorError::NodeFailed { org: org.into(), message: "it reported no result digest".into() }
                     })?;
-                return Ok((digest, r.intersection_keys));
+                let intermediates = r
+                    .intermediate_digests
+                    .iter()
+                    .map(|d| <[u8; 32]>::try_from(d.as_ref()))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|_| CoordinatorError::NodeFailed {
+                        org: org.into(),
+                        message: "it reported a malformed intermediate digest".into(),
+                    })?;
+                return Ok((digest, r.intersection_keys, intermediates));
             }
             None => {}
         }

@@ -310,6 +310,22 @@ impl CohortQuery {
         Ok(())
     }
 
+    /// Every column the query reads (filter, grouping, measures), sorted
+    /// and without repeats: what a grant must allow.
+    pub fn columns(&self) -> Vec<String> {
+        let mut out: Vec<&str> = Vec::new();
+        if let Some(f) = &self.filter {
+            // Depth is validated separately; collect what is there.
+            let _ = Self::filter_columns(f, 0, &mut out);
+        }
+        out.extend(self.group_by.iter().map(|g| g.column.as_str()));
+        out.extend(self.measures.iter().flat_map(Measure::columns));
+        let mut out: Vec<String> = out.into_iter().map(String::from).collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// Checks the query's shape, that every column it reads is in `schema`,
     /// and — when `allowed` is not empty — that the grant allows it. Run
     /// before anything is computed.

@@ -30,16 +30,16 @@ pub struct ServeRequest<'a> {
     pub peer: &'a str,
     /// This node's dataset.
     pub dataset: &'a str,
-    /// The output mode asked for.
-    pub mode: OutputMode,
+    /// The computations that may serve it (see [`kinds_for`]).
+    pub kinds: &'a [Computation],
     /// Items the session will serve (keys the peer queries).
     pub items: u64,
     /// The columns of this node's dataset the session reads.
     pub columns: &'a [String],
 }
 
-/// The computation kinds under which a mode may run.
-fn kinds_for(mode: OutputMode) -> &'static [Computation] {
+/// The computation kinds under which a PSI output mode may run.
+pub fn kinds_for(mode: OutputMode) -> &'static [Computation] {
     match mode {
         OutputMode::CardinalityOnly => &[Computation::Psi, Computation::PsiCardinality],
         _ => &[Computation::Psi],
@@ -53,12 +53,38 @@ pub async fn authorise(
     own_key: &OrgKey,
     request: &ServeRequest<'_>,
 ) -> Result<String, NodeError> {
+    let grant = check(ledger, own_org, request).await?;
+    record_use(ledger, own_org, own_key, request.task, &grant, request.items).await?;
+    Ok(grant)
+}
+
+fn ledger_error(task: &str) -> impl Fn(stayput_chain_connector::LedgerError) -> NodeError + '_ {
+    move |e| match e {
+        stayput_chain_connector::LedgerError::Rpc(detail) => NodeError::LedgerUnavailable(detail),
+        other => NodeError::NotAuthorised { task: task.to_owned(), reason: other.to_string() },
+    }
+}
+
+/// Writes the use record; the ledger refuses it atomically when the grant
+/// is exhausted, expired or revoked.
+pub async fn record_use(
+    ledger: &dyn Ledger,
+    own_org: &str,
+    own_key: &OrgKey,
+    task: &str,
+    grant: &str,
+    items: u64,
+) -> Result<(), NodeError> {
+    let record = Record::Use(UseRecord { task: task.to_owned(), grant: grant.to_owned(), items });
+    ledger.submit(SignedRecord::sign(record, own_org, own_key)).await.map_err(ledger_error(task))?;
+    Ok(())
+}
+
+/// The ledger check alone: returns the grant that covers the request.
+pub async fn check(ledger: &dyn Ledger, own_org: &str, request: &ServeRequest<'_>) -> Result<String, NodeError> {
     let refuse = |reason: String| NodeError::NotAuthorised { task: request.task.to_owned(), reason };
     // A ledger that cannot be reached is not a refusal: say it is unavailable.
-    let ledger_err = |e: stayput_chain_connector::LedgerError| match e {
-        stayput_chain_connector::LedgerError::Rpc(detail) => NodeError::LedgerUnavailable(detail),
-        other => refuse(other.to_string()),
-    };
+    let ledger_err = &ledger_error(request.task);
     let task = ledger
         .task(request.task)
         .await
@@ -73,8 +99,8 @@ pub async fn authorise(
     if !task.task.datasets.iter().any(|d| d == request.dataset) {
         return Err(refuse(format!("it does not read dataset '{}'", request.dataset)));
     }
-    if !kinds_for(request.mode).contains(&task.task.kind) {
-        return Err(refuse(format!("a {} task does not allow {} output", task.task.kind, request.mode)));
+    if !request.kinds.contains(&task.task.kind) {
+        return Err(refuse(format!("a {} task does not allow this computation", task.task.kind)));
     }
     let mut grant = None;
     for id in &task.task.grants {
@@ -96,7 +122,5 @@ pub async fn authorise(
     if task.uses.iter().any(|(org, used)| org == own_org && used.grant == grant) {
         return Err(refuse(format!("this node has served it under grant '{grant}' already; a task is served once")));
     }
-    let record = Record::Use(UseRecord { task: request.task.to_owned(), grant: grant.clone(), items: request.items });
-    ledger.submit(SignedRecord::sign(record, own_org, own_key)).await.map_err(ledger_err)?;
     Ok(grant)
 }

@@ -81,6 +81,7 @@ fn report_to_wire(report: PsiReport) -> PsiResult {
         intersection_keys: report.intersection_keys,
         output_rows,
         seconds: report.elapsed.as_secs_f64(),
+        intermediate_digests: vec![],
     }
 }
 
@@ -152,6 +153,7 @@ impl NodeControl for ControlService {
                 output_path: outcome.result_file.display().to_string(),
                 output_sha256: hex::encode(outcome.result_sha256),
                 intersection_keys: outcome.result_count,
+                intermediate_digests: outcome.intermediates.iter().map(|d| d.to_vec().into()).collect(),
                 ..PsiResult::default()
             })
         });

@@ -123,7 +123,8 @@ pub struct WrittenFile {
     pub sha256: [u8; 32],
 }
 
-type Batches = Box<dyn Iterator<Item = Result<RecordBatch, NodeError>> + Send>;
+/// A stream of record batches read from a dataset file.
+pub type Batches = Box<dyn Iterator<Item = Result<RecordBatch, NodeError>> + Send>;
 
 impl Dataset {
     /// Reads the key columns and returns the distinct keys.
@@ -214,6 +215,11 @@ impl Dataset {
             _ => io_err(e.error),
         })?;
         Ok(WrittenFile { path: target.into(), rows, sha256: hasher.finalize().into() })
+    }
+
+    /// The whole file (every column) as a stream of record batches.
+    pub fn batches(&self) -> Result<(SchemaRef, Batches), NodeError> {
+        self.open(false)
     }
 
     /// Opens the file as a stream of record batches; with `keys_only`, only

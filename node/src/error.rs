@@ -58,6 +58,8 @@ pub enum NodeError {
     NotAuthorised { task: String, reason: String },
     #[error("invalid task id: {0}")]
     BadTaskId(&'static str),
+    #[error("federated statistics: {0}")]
+    Stats(String),
     #[error("protocol version {0} is not supported; this node speaks version 1")]
     UnsupportedVersion(u32),
     #[error("the request does not name an output mode")]
@@ -117,6 +119,7 @@ impl From<NodeError> for tonic::Status {
             NodeError::Busy { .. } | NodeError::TooManyPeerKeys { .. } => Code::ResourceExhausted,
             NodeError::ResultExists { .. } => Code::AlreadyExists,
             NodeError::DatasetChanged { .. } => Code::Aborted,
+            NodeError::Stats(_) => Code::FailedPrecondition,
             NodeError::Cancelled => Code::Cancelled,
             _ => Code::Internal,
         };

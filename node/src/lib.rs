@@ -17,6 +17,8 @@
 //! * [`control`] — the `NodeControl` service its own organisation calls.
 //! * [`tasks`] — running a task recorded on the ledger as its requester's
 //!   node (checked against the ledger, idempotent).
+//! * [`stats`] — federated statistics: the `StatsPeer` service (this node
+//!   as a site) and the requester's side.
 //! * [`server`] — assembling the gRPC server (TLS, health, reflection).
 //! * [`ledger_client`] — the operator's embedded ledger, read and written
 //!   over mTLS through a replica this node verifies itself.
@@ -35,6 +37,7 @@ pub mod localnet;
 pub mod requester;
 pub mod responder;
 pub mod server;
+pub mod stats;
 pub mod tasks;
 pub mod wire;
 
@@ -54,6 +57,8 @@ pub struct NodeState {
     pub ledger: Option<LedgerAccess>,
     /// Tasks running on this node.
     pub tasks: tasks::TaskRegistry,
+    /// Federated-statistics shares received from other sites.
+    pub shares: stats::ShareBox,
 }
 
 /// A node's access to the consortium's ledger.
@@ -94,7 +99,14 @@ impl NodeState {
             Some(settings) => Some(LedgerAccess::open(settings, &tls, &config.org)?),
             None => None,
         };
-        Ok(Self { config, tls, sessions, ledger, tasks: tasks::TaskRegistry::default() })
+        Ok(Self {
+            config,
+            tls,
+            sessions,
+            ledger,
+            tasks: tasks::TaskRegistry::default(),
+            shares: stats::ShareBox::default(),
+        })
     }
 
     /// A session permit, or [`NodeError::Busy`] when every one is taken.

@@ -131,7 +131,7 @@ impl PsiPeer for PsiPeerService {
                 task: &accepted.task,
                 peer: &accepted.peer,
                 dataset: &dataset_name,
-                mode: accepted.mode,
+                kinds: crate::authorisation::kinds_for(accepted.mode),
                 items: accepted.requester_size,
                 columns: &accepted.dataset.key_columns,
             };

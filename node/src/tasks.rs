@@ -40,8 +40,11 @@ pub struct TaskOutcome {
     pub result_file: PathBuf,
     /// SHA-256 of the result file.
     pub result_sha256: [u8; 32],
-    /// The result's size in its own unit (common keys for PSI).
+    /// The result's size in its own unit (common keys for PSI, cohort rows
+    /// for statistics).
     pub result_count: u64,
+    /// Digests of key intermediate values (sites' commitments).
+    pub intermediates: Vec<[u8; 32]>,
 }
 
 type Shared = watch::Receiver<Option<Result<TaskOutcome, String>>>;
@@ -105,6 +108,12 @@ fn read_outcome(dir: &Path, task: &str) -> Result<Option<TaskOutcome>, NodeError
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| damaged("no sha256"))?;
     let count = fields.get("count").and_then(|c| c.parse().ok()).ok_or_else(|| damaged("no count"))?;
+    let intermediates = fields
+        .get("intermediates")
+        .filter(|v| !v.is_empty())
+        .map(|v| v.split(',').map(|h| hex::decode(h).ok().and_then(|b| b.try_into().ok())).collect::<Option<Vec<_>>>())
+        .unwrap_or(Some(vec![]))
+        .ok_or_else(|| damaged("bad intermediates"))?;
     let result_file = result_path(dir, task);
     if file_sha256(&result_file)? != digest {
         return Err(NodeError::InvalidConfig(format!(
@@ -112,7 +121,28 @@ fn read_outcome(dir: &Path, task: &str) -> Result<Option<TaskOutcome>, NodeError
             result_file.display()
         )));
     }
-    Ok(Some(TaskOutcome { task: task.into(), result_file, result_sha256: digest, result_count: count }))
+    Ok(Some(TaskOutcome { task: task.into(), result_file, result_sha256: digest, result_count: count, intermediates }))
+}
+
+/// Marks a task finished on this node (after its result file is durable).
+fn finished(
+    dir: &Path,
+    task: &str,
+    result_sha256: [u8; 32],
+    count: u64,
+    intermediates: Vec<[u8; 32]>,
+) -> Result<TaskOutcome, NodeError> {
+    let listed: Vec<String> = intermediates.iter().map(hex::encode).collect();
+    let text = format!("sha256={}\ncount={count}\nintermediates={}\n", hex::encode(result_sha256), listed.join(","));
+    write_new(&outcome_path(dir, task), &text)?;
+    tracing::info!(task = %task, "task finished; result written on this node");
+    Ok(TaskOutcome {
+        task: task.to_owned(),
+        result_file: result_path(dir, task),
+        result_sha256,
+        result_count: count,
+        intermediates,
+    })
 }
 
 /// Runs (or joins, or reports) task `task_id` with `params`.
@@ -210,10 +240,14 @@ async fn execute(
                     file_sha256(&result_file)?
                 }
             };
-            let count = report.intersection_keys;
-            write_new(&outcome_path(dir, task_id), &format!("sha256={}\ncount={count}\n", hex::encode(result_sha256)))?;
-            tracing::info!(task = %task_id, "task finished; result written on this node");
-            Ok(TaskOutcome { task: task_id.to_owned(), result_file, result_sha256, result_count: count })
+            finished(dir, task_id, result_sha256, report.intersection_keys, vec![])
+        }
+        TaskParams::FederatedStats(_) => {
+            let (text, cohort, intermediates) = crate::stats::run_stats(state, task_id, params).await?;
+            let dir = &state.config.output_dir;
+            let result_file = result_path(dir, task_id);
+            write_new(&result_file, &text)?;
+            finished(dir, task_id, file_sha256(&result_file)?, cohort, intermediates)
         }
         _ => Err(refuse(format!("{} tasks are not supported by this node yet", task.task.kind))),
     }

@@ -11,7 +11,7 @@ use stayput_chain_connector::conformance::{Backend, Consortium};
 use stayput_chain_connector::embedded::EmbeddedLedger;
 use stayput_chain_connector::records::{Computation, DatasetVersion, Member, OrgKey, Record, Task};
 use stayput_node::NodeError;
-use stayput_node::authorisation::{ServeRequest, authorise};
+use stayput_node::authorisation::{ServeRequest, authorise, kinds_for};
 use stayput_psi::ecdh::OutputMode;
 
 struct Embedded {
@@ -40,7 +40,7 @@ impl Backend for Embedded {
 }
 
 fn request<'a>(task: &'a str, peer: &'a str, dataset: &'a str) -> ServeRequest<'a> {
-    ServeRequest { task, peer, dataset, mode: OutputMode::IntersectionToRequester, items: 10, columns: &[] }
+    ServeRequest { task, peer, dataset, kinds: kinds_for(OutputMode::IntersectionToRequester), items: 10, columns: &[] }
 }
 
 async fn refused(c: &Consortium, req: ServeRequest<'_>) -> String {
@@ -72,7 +72,7 @@ async fn the_node_serves_only_what_the_ledger_authorises() {
     assert!(refused(&c, request("t1", "bank", "blacklist")).await.contains("served it under grant 'g' already"));
     // Cardinality output is allowed under a PSI task too.
     let mut card = request("t2", "bank", "blacklist");
-    card.mode = OutputMode::CardinalityOnly;
+    card.kinds = kinds_for(OutputMode::CardinalityOnly);
     authorise(c.ledger.as_ref(), "bureau", &c.bureau.key, &card).await.unwrap();
 
     // A forged task, sent straight to the node.
@@ -110,7 +110,7 @@ async fn the_node_serves_only_what_the_ledger_authorises() {
         task: "t-both",
         peer: "bank",
         dataset: "records",
-        mode: OutputMode::IntersectionToRequester,
+        kinds: kinds_for(OutputMode::IntersectionToRequester),
         items: 1,
         columns: &[],
     };

@@ -1,0 +1,151 @@
+//! Federated statistics end to end on loopback: a researcher's signed task,
+//! three hospitals' nodes checking the ledger, computing, proving and
+//! sharing their statistics site to site; the researcher's node verifying
+//! the proofs and the pooled opening; the result compared with the merged
+//! table; the commitments' digests on the ledger.
+
+use stayput_chain_connector::Ledger;
+use stayput_chain_connector::records::{Computation, Grant, Record, Role, TaskStatus};
+use stayput_chain_connector::tasks::{StatsParams, TaskParams};
+use stayput_coordinator::client::{Phase, TaskSpec};
+use stayput_coordinator::localnet::{LocalConsortium, Participant};
+use stayput_node::localnet::{DatasetSpec, OrgSpec};
+
+const QUERY: &str = r#"
+precision = 2
+ranges = { age = [0, 120], systolic_bp = [50, 260], bmi = [10, 70] }
+filter = { column = "diagnosis", eq = "I10" }
+
+[[measures]]
+kind = "count"
+
+[[measures]]
+kind = "mean"
+column = "systolic_bp"
+
+[[measures]]
+kind = "histogram"
+column = "age"
+edges = [0, 40, 60, 80, 120]
+
+[[measures]]
+kind = "regression"
+y = "systolic_bp"
+x = ["age", "bmi"]
+"#;
+
+fn hospital(dir: &std::path::Path, name: &str, seed: u32, sbp_shift: f64) -> (Participant, Vec<(f64, f64)>) {
+    let mut rows = vec!["patient_id,age,bmi,systolic_bp,diagnosis".to_string()];
+    let mut cohort = Vec::new();
+    for i in 0..150u32 {
+        let age = f64::from(20 + (i * 7 + seed) % 70);
+        let bmi = 18.0 + f64::from((i * 3 + seed) % 20);
+        let dx = if (i + seed).is_multiple_of(3) { "E11" } else { "I10" };
+        let sbp = 100.0 + 0.5 * age + bmi + sbp_shift;
+        if dx == "I10" {
+            cohort.push((age, sbp));
+        }
+        rows.push(format!("{name}-{i},{age},{bmi},{sbp},{dx}"));
+    }
+    let path = dir.join(format!("{name}.csv"));
+    std::fs::write(&path, rows.join("\n")).unwrap();
+    let spec = OrgSpec {
+        name: name.into(),
+        datasets: vec![DatasetSpec {
+            name: format!("{name}-stays"),
+            path,
+            key_columns: vec!["patient_id".into()],
+            normalise: vec![],
+        }],
+    };
+    (Participant { spec, display: name.into(), roles: vec![Role::DataOwner] }, cohort)
+}
+
+fn grant(owner: &str, min_cohort: u32, columns: &[&str]) -> Record {
+    Record::Grant(Grant {
+        id: format!("g-{owner}"),
+        dataset: format!("{owner}-stays"),
+        grantee: "research".into(),
+        computations: vec![Computation::FederatedStats],
+        columns: columns.iter().map(|c| (*c).to_owned()).collect(),
+        min_cohort,
+        max_uses: 5,
+        max_items: 1_000_000,
+        expires_at: u64::MAX,
+    })
+}
+
+fn spec(query: &str) -> TaskSpec {
+    let query = stayput_mpc_engine::query::CohortQuery::from_toml(query).unwrap().to_canonical_json();
+    TaskSpec {
+        kind: Computation::FederatedStats,
+        datasets: ["hospital-a", "hospital-b", "hospital-c"].iter().map(|h| format!("{h}-stays")).collect(),
+        receiver: "research".into(),
+        params: TaskParams::FederatedStats(StatsParams { query }),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hospitals_pool_statistics_verifiably() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (a, ca) = hospital(d, "hospital-a", 1, 0.0);
+    let (b, cb) = hospital(d, "hospital-b", 2, 5.0);
+    let (c, cc) = hospital(d, "hospital-c", 3, -3.0);
+    let research = Participant {
+        spec: OrgSpec { name: "research".into(), datasets: vec![] },
+        display: "Cardiology research group".into(),
+        roles: vec![Role::Requester],
+    };
+    let clock = stayput_chain_connector::embedded::system_clock();
+    let net = LocalConsortium::start(d, &[a, b, c, research], clock).await.unwrap();
+    let all = ["patient_id", "age", "bmi", "systolic_bp", "diagnosis"];
+    for h in ["hospital-a", "hospital-b", "hospital-c"] {
+        net.publish_dataset(h, &format!("{h}-stays")).await.unwrap();
+        net.write(h, grant(h, 5, &all)).await.unwrap();
+    }
+
+    let submitted = net.submit("research", &spec(QUERY)).await.unwrap();
+    let report = net.client("research").await.unwrap().follow(&submitted.task_id, |_| {}).await.unwrap();
+    assert_eq!(report.phase, Phase::Succeeded, "{}", report.error);
+    let merged: Vec<(f64, f64)> = [ca, cb, cc].concat();
+    assert_eq!(report.result_count, merged.len() as u64);
+
+    // The result is on the researcher's node; its digest and the three
+    // sites' commitment digests are on the ledger; each site used once.
+    let out = net.net.state("research").config.output_dir.clone();
+    let text = std::fs::read_to_string(stayput_node::tasks::result_path(&out, &submitted.task_id)).unwrap();
+    let mean = merged.iter().map(|r| r.1).sum::<f64>() / merged.len() as f64;
+    let line = text.lines().find(|l| l.contains("mean(systolic_bp)")).unwrap();
+    let reported: f64 = line.rsplit(',').next().unwrap().parse().unwrap();
+    assert!((reported - mean).abs() < 1e-6, "{reported} vs {mean}\n{text}");
+    // sbp = 100 + 0.5·age + bmi + site shift: the age coefficient is ~0.5.
+    let age_coef: f64 = text.lines().find(|l| l.contains(",age,")).unwrap().split(',').nth(4).unwrap().parse().unwrap();
+    assert!((age_coef - 0.5).abs() < 0.05, "{text}");
+    let trail = net.ledger.task(&submitted.task_id).await.unwrap().unwrap();
+    assert_eq!(trail.status, TaskStatus::Succeeded);
+    assert_eq!(trail.results[0].intermediates.len(), 3, "one commitment digest per site");
+    assert_eq!(trail.uses.len(), 3);
+    assert!(trail.uses.iter().all(|(_, u)| u.items == 150), "metered by rows scanned");
+
+    // A column the grants do not allow is refused before anything runs.
+    let tasks_before = net.ledger.tasks(None).await.unwrap().len();
+    let with_pid = QUERY.replace("x = [\"age\", \"bmi\"]", "x = [\"age\", \"bmi\", \"length_of_stay\"]");
+    let err = net.submit("research", &spec(&with_pid)).await.unwrap_err().to_string();
+    assert!(err.contains("length_of_stay"), "{err}");
+    // Min/max across sites waits for TFHE: refused clearly.
+    let with_max = format!("{QUERY}\n[[measures]]\nkind = \"max\"\ncolumn = \"age\"\n");
+    let err = net.submit("research", &spec(&with_max)).await.unwrap_err().to_string();
+    assert!(err.contains("TFHE"), "{err}");
+    assert_eq!(net.ledger.tasks(None).await.unwrap().len(), tasks_before);
+
+    // A site whose values fall outside the declared ranges fails the task:
+    // no result is written.
+    let tight = QUERY.replace("systolic_bp = [50, 260]", "systolic_bp = [50, 150]");
+    let submitted = net.submit("research", &spec(&tight)).await.unwrap();
+    let report = net.client("research").await.unwrap().follow(&submitted.task_id, |_| {}).await.unwrap();
+    assert_eq!(report.phase, Phase::Failed);
+    assert!(report.error.contains("outside its declared range"), "{}", report.error);
+    assert!(!stayput_node::tasks::result_path(&out, &submitted.task_id).exists());
+    net.shutdown().await.unwrap();
+}

@@ -1,0 +1,433 @@
+//! Federated statistics between nodes: the `StatsPeer` service (this node
+//! as a contributing site) and the requester's side ([`run_stats`]).
+//!
+//! 1. The requester's node asks every site (`Contribute`) with the task's
+//!    parameters. Each site checks the ledger itself — the task, its
+//!    parameters' digest, its dataset, a grant to the requester allowing
+//!    federated statistics on every column the query reads — validates the
+//!    query against its schema, and scans its table (arrow, blocking
+//!    thread).
+//! 2. The site commits to its vector and proves every entry within the
+//!    bounds the declared column ranges imply (`zk-proofs`), splits values
+//!    and blindings into one additive share per site (`mpc-engine`), keeps
+//!    its own and hands each other site its share (`Share`, site to site).
+//! 3. When it holds every site's share, it adds them, records its use on
+//!    the ledger (items = rows scanned) and only then returns its
+//!    commitments, proofs and partial sums to the requester's node.
+//! 4. The requester's node verifies every site's proofs (naming a site
+//!    whose contribution is out of range), adds the partial sums, checks
+//!    the pooled opening against the product of the commitments, computes
+//!    the statistics, suppresses cells below the grants' minimum cohort,
+//!    and writes the result on its own disk; the commitments' digests go
+//!    on the ledger with the result digest.
+//!
+//! Any site that fails, refuses or stays silent aborts the task: no partial
+//! result is ever written. A site learns nothing but uniform shares; the
+//! requester's node learns the pooled vector. Small-cell suppression is
+//! applied by the requester's node to what it writes; the TFHE design that
+//! keeps small counts from the requester's node itself is not built yet.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::rngs::OsRng;
+use stayput_chain_connector::records::{Computation, TaskStatus};
+use stayput_chain_connector::rules::TaskState;
+use stayput_chain_connector::tasks::{StatsParams, TaskParams, params_digest};
+use stayput_mpc_engine::finish::{GroupResult, Value, finish};
+use stayput_mpc_engine::local::{LocalScan, entry_bounds, vector_len};
+use stayput_mpc_engine::query::CohortQuery;
+use stayput_mpc_engine::sharing::{Aggregator, Reconstruction, Share, split, split_scalars};
+use stayput_proto::v1::stats_peer_client::StatsPeerClient;
+use stayput_proto::v1::stats_peer_server::StatsPeer;
+use stayput_proto::v1::{ContributeRequest, ContributeResponse, ShareRequest, ShareResponse};
+use stayput_zk_proofs::contribution::{Bounds, Contribution, ProofContext, check_opening, commit_and_prove, verify};
+use tokio::sync::Notify;
+use tonic::{Request, Response, Status};
+
+use crate::authorisation::{ServeRequest, check, record_use};
+use crate::identity::caller_org;
+use crate::wire::{IDLE_TIMEOUT, MAX_MESSAGE_BYTES};
+use crate::{NodeError, NodeState};
+
+/// A site's value share and blinding share, as received.
+type ShareBytes = (Vec<u8>, Vec<u8>);
+/// One task's received shares by sending site, and who to wake on arrival.
+type TaskShares = (BTreeMap<String, ShareBytes>, Arc<Notify>);
+
+/// Shares that arrived for tasks, by task, then by sending site.
+#[derive(Debug, Default)]
+pub struct ShareBox {
+    tasks: Mutex<HashMap<String, TaskShares>>,
+}
+
+/// Most tasks with shares waiting at once (a bound on what peers can park).
+const MAX_WAITING_TASKS: usize = 64;
+
+impl ShareBox {
+    fn put(&self, task: &str, from: &str, value: Vec<u8>, blinding: Vec<u8>) -> Result<(), NodeError> {
+        let mut tasks = self.tasks.lock().expect("share box");
+        if !tasks.contains_key(task) && tasks.len() >= MAX_WAITING_TASKS {
+            return Err(NodeError::Busy { max: MAX_WAITING_TASKS });
+        }
+        let (shares, notify) = tasks.entry(task.into()).or_insert_with(|| (BTreeMap::new(), Arc::new(Notify::new())));
+        if shares.contains_key(from) {
+            return Err(NodeError::Stats(format!("'{from}' already sent its share for this task")));
+        }
+        shares.insert(from.into(), (value, blinding));
+        notify.notify_waiters();
+        Ok(())
+    }
+
+    /// Waits until every one of `parties` has sent its share; takes them.
+    async fn take_all(&self, task: &str, parties: &[String]) -> Result<BTreeMap<String, ShareBytes>, NodeError> {
+        let deadline = tokio::time::Instant::now() + IDLE_TIMEOUT;
+        loop {
+            let notify = {
+                let mut tasks = self.tasks.lock().expect("share box");
+                let (shares, notify) =
+                    tasks.entry(task.into()).or_insert_with(|| (BTreeMap::new(), Arc::new(Notify::new())));
+                if parties.iter().all(|p| shares.contains_key(p)) {
+                    return Ok(tasks.remove(task).map(|(s, _)| s).unwrap_or_default());
+                }
+                notify.clone()
+            };
+            let waiting = notify.notified();
+            if tokio::time::timeout_at(deadline, waiting).await.is_err() {
+                let tasks = self.tasks.lock().expect("share box");
+                let have = tasks.get(task).map(|(s, _)| s.keys().cloned().collect::<Vec<_>>()).unwrap_or_default();
+                let missing: Vec<&String> = parties.iter().filter(|p| !have.contains(p)).collect();
+                drop(tasks);
+                self.tasks.lock().expect("share box").remove(task);
+                return Err(NodeError::PeerVanished {
+                    peer: missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+                    phase: "shares",
+                    detail: format!("no share within {} s; the aggregation is aborted", IDLE_TIMEOUT.as_secs()),
+                });
+            }
+        }
+    }
+}
+
+/// The sites of a task: the owners of its datasets, in the task's order.
+async fn sites(state: &NodeState, task: &TaskState) -> Result<Vec<(String, String)>, NodeError> {
+    let ledger = &state.ledger.as_ref().ok_or_else(no_ledger)?.ledger;
+    let mut out = Vec::new();
+    for d in &task.task.datasets {
+        let versions = ledger.dataset(d).await.map_err(|e| NodeError::LedgerUnavailable(e.to_string()))?;
+        let owner = versions.last().map(|v| v.owner.clone()).ok_or_else(|| NodeError::NotAuthorised {
+            task: task.task.id.clone(),
+            reason: format!("dataset '{d}' is not on the ledger"),
+        })?;
+        if out.iter().any(|(o, _)| o == &owner) {
+            return Err(NodeError::Stats(format!("'{owner}' owns two of the task's datasets; one dataset per site")));
+        }
+        out.push((owner, d.clone()));
+    }
+    if out.len() < 2 {
+        return Err(NodeError::Stats("federated statistics need at least two sites".into()));
+    }
+    Ok(out)
+}
+
+fn no_ledger() -> NodeError {
+    NodeError::InvalidConfig("federated statistics need a [ledger] section".into())
+}
+
+/// The task from the ledger, checked active, of kind federated statistics
+/// and recorded with exactly `params`; returns it with its query.
+async fn stats_task(state: &NodeState, task_id: &str, params: &[u8]) -> Result<(TaskState, CohortQuery), NodeError> {
+    let refuse = |reason: String| NodeError::NotAuthorised { task: task_id.to_owned(), reason };
+    let ledger = &state.ledger.as_ref().ok_or_else(no_ledger)?.ledger;
+    let task = ledger
+        .task(task_id)
+        .await
+        .map_err(|e| NodeError::LedgerUnavailable(e.to_string()))?
+        .ok_or_else(|| refuse("not on the ledger".into()))?;
+    if task.task.kind != Computation::FederatedStats
+        || !matches!(task.status, TaskStatus::Submitted | TaskStatus::Running)
+    {
+        return Err(refuse(format!("it is a {} task, {}", task.task.kind, task.status)));
+    }
+    if params_digest(task.task.kind, params) != task.task.params_digest {
+        return Err(refuse("the parameters given are not the ones recorded with the task".into()));
+    }
+    let TaskParams::FederatedStats(StatsParams { query }) =
+        TaskParams::decode(task.task.kind, params).map_err(|e| refuse(e.to_string()))?
+    else {
+        return Err(refuse("not federated-statistics parameters".into()));
+    };
+    let query = CohortQuery::from_json(&query).map_err(|e| refuse(e.to_string()))?;
+    Ok((task, query))
+}
+
+fn stats_err(e: impl std::fmt::Display) -> NodeError {
+    NodeError::Stats(e.to_string())
+}
+
+fn bounds(query: &CohortQuery, rows: u64) -> Result<Vec<Bounds>, NodeError> {
+    Ok(entry_bounds(query, rows).map_err(stats_err)?.into_iter().map(|(low, high)| Bounds { low, high }).collect())
+}
+
+/// The `StatsPeer` service.
+#[derive(Debug, Clone)]
+pub struct StatsPeerService {
+    state: Arc<NodeState>,
+}
+
+impl StatsPeerService {
+    /// A service over the node's state.
+    pub fn new(state: Arc<NodeState>) -> Self {
+        Self { state }
+    }
+}
+
+#[tonic::async_trait]
+impl StatsPeer for StatsPeerService {
+    async fn contribute(&self, request: Request<ContributeRequest>) -> Result<Response<ContributeResponse>, Status> {
+        let caller = caller_org(&request)?;
+        let request = request.into_inner();
+        let task = request.task_id.clone();
+        contribute(&self.state, &caller, request).await.map(Response::new).map_err(|e| {
+            tracing::warn!(task = %task, peer = %caller, error = %e, "contribution refused or failed");
+            Status::from(e)
+        })
+    }
+
+    async fn share(&self, request: Request<ShareRequest>) -> Result<Response<ShareResponse>, Status> {
+        let caller = caller_org(&request)?;
+        let ShareRequest { task_id, value_share, blinding_share } = request.into_inner();
+        crate::wire::check_task_id(&task_id)?;
+        let max = stayput_mpc_engine::sharing::MAX_ENTRIES * 32;
+        if value_share.len() != blinding_share.len() || value_share.len() > max || value_share.len() % 32 != 0 {
+            return Err(Status::invalid_argument("shares must be equal lists of 32-byte scalars"));
+        }
+        let ledger = &self.state.ledger.as_ref().ok_or_else(no_ledger)?.ledger;
+        let refuse = |reason: &str| NodeError::NotAuthorised { task: task_id.clone(), reason: reason.into() };
+        let task = ledger
+            .task(&task_id)
+            .await
+            .map_err(|e| NodeError::LedgerUnavailable(e.to_string()))?
+            .ok_or_else(|| refuse("not on the ledger"))?;
+        if task.task.kind != Computation::FederatedStats {
+            return Err(refuse("not a federated-statistics task").into());
+        }
+        let sites = sites(&self.state, &task).await?;
+        if !sites.iter().any(|(o, _)| o == &caller) || !sites.iter().any(|(o, _)| o == &self.state.config.org) {
+            return Err(refuse("the sender and this node must both be sites of the task").into());
+        }
+        self.state.shares.put(&task_id, &caller, value_share.to_vec(), blinding_share.to_vec())?;
+        Ok(Response::new(ShareResponse {}))
+    }
+}
+
+async fn contribute(
+    state: &Arc<NodeState>,
+    caller: &str,
+    request: ContributeRequest,
+) -> Result<ContributeResponse, NodeError> {
+    let ContributeRequest { task_id, dataset, params } = request;
+    crate::wire::check_task_id(&task_id)?;
+    let (task, query) = stats_task(state, &task_id, &params).await?;
+    let access = state.ledger.as_ref().ok_or_else(no_ledger)?;
+    let own = state.config.org.clone();
+    let sites = sites(state, &task).await?;
+    if !sites.iter().any(|(o, d)| o == &own && d == &dataset) {
+        return Err(NodeError::NotAuthorised {
+            task: task_id,
+            reason: format!("dataset '{dataset}' is not this site's part of it"),
+        });
+    }
+    let columns = query.columns();
+    let serve = ServeRequest {
+        task: &task_id,
+        peer: caller,
+        dataset: &dataset,
+        kinds: &[Computation::FederatedStats],
+        items: 0,
+        columns: &columns,
+    };
+    let grant = check(&*access.ledger, &own, &serve).await?;
+    let source = state.config.dataset(&dataset)?.clone();
+    let permit = state.session_permit()?;
+    tracing::info!(task = %task_id, dataset = %dataset, "computing a federated-statistics contribution");
+
+    // Scan, commit, prove and split on a blocking thread.
+    let names: Vec<String> = sites.iter().map(|(o, _)| o.clone()).collect();
+    let (task_for_proofs, own_for_proofs, scan_query) = (task_id.clone(), own.clone(), query.clone());
+    let (contribution, rows, value_shares, blinding_shares) = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let (schema, batches) = source.batches()?;
+        let names_in: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        scan_query.validate(&names_in, &[]).map_err(stats_err)?;
+        let mut scan = LocalScan::new(&scan_query).map_err(stats_err)?;
+        for batch in batches {
+            scan.absorb(&batch?).map_err(stats_err)?;
+        }
+        let stats = scan.finish();
+        let ctx = ProofContext { task: &task_for_proofs, party: &own_for_proofs };
+        let (contribution, blindings) =
+            commit_and_prove(&ctx, &stats.additive, &bounds(&scan_query, stats.rows_scanned)?, &mut OsRng)
+                .map_err(stats_err)?;
+        let parties = names.len();
+        let value_shares = split(&stats.additive, parties, &mut OsRng).map_err(stats_err)?;
+        let blinding_shares = split_scalars(&blindings.0, parties, &mut OsRng).map_err(stats_err)?;
+        Ok::<_, NodeError>((contribution, stats.rows_scanned, value_shares, blinding_shares))
+    })
+    .await
+    .map_err(|e| NodeError::Worker(e.to_string()))??;
+
+    // Own share into the box; every other site's share to it directly.
+    let mut sends = Vec::new();
+    for (i, (site, _)) in sites.iter().enumerate() {
+        let (v, b) = (value_shares[i].to_bytes(), blinding_shares[i].to_bytes());
+        if site == &own {
+            state.shares.put(&task_id, &own, v, b)?;
+            continue;
+        }
+        let (state, site, task_id) = (state.clone(), site.clone(), task_id.clone());
+        sends.push(tokio::spawn(async move {
+            let channel = crate::requester::connect_peer(&state, &site).await?;
+            StatsPeerClient::new(channel)
+                .share(ShareRequest { task_id, value_share: v.into(), blinding_share: b.into() })
+                .await
+                .map_err(|s| crate::wire::status_error(s, &site, "shares"))?;
+            Ok::<_, NodeError>(())
+        }));
+    }
+    for send in sends {
+        send.await.map_err(|e| NodeError::Worker(e.to_string()))??;
+    }
+    let received = state.shares.take_all(&task_id, &sites.iter().map(|(o, _)| o.clone()).collect::<Vec<_>>()).await?;
+    let len = vector_len(&query);
+    let mut values = Aggregator::new(&names_of(&sites), len);
+    let mut blinds = Aggregator::new(&names_of(&sites), len);
+    for (from, (v, b)) in received {
+        values.absorb(&from, Share::from_bytes(&v, len).map_err(stats_err)?).map_err(stats_err)?;
+        blinds.absorb(&from, Share::from_bytes(&b, len).map_err(stats_err)?).map_err(stats_err)?;
+    }
+    let (value_sum, blinding_sum) = (values.finish().map_err(stats_err)?, blinds.finish().map_err(stats_err)?);
+    // Nothing leaves before the use is on the ledger.
+    record_use(&*access.ledger, &own, &access.key, &task_id, &grant, rows).await?;
+    tracing::info!(task = %task_id, "contribution sent; use recorded");
+    Ok(ContributeResponse {
+        contribution: contribution.to_bytes().into(),
+        rows,
+        value_sum: value_sum.to_bytes().into(),
+        blinding_sum: blinding_sum.to_bytes().into(),
+    })
+}
+
+fn names_of(sites: &[(String, String)]) -> Vec<String> {
+    sites.iter().map(|(o, _)| o.clone()).collect()
+}
+
+/// The requester's node: collects, verifies and pools; returns the result
+/// file's text, the cohort size and the commitments' digests.
+pub async fn run_stats(
+    state: &Arc<NodeState>,
+    task_id: &str,
+    params: &[u8],
+) -> Result<(String, u64, Vec<[u8; 32]>), NodeError> {
+    let (task, query) = stats_task(state, task_id, params).await?;
+    let sites = sites(state, &task).await?;
+    let mut calls = Vec::new();
+    for (site, dataset) in &sites {
+        let (state, site, dataset, task_id, params) =
+            (state.clone(), site.clone(), dataset.clone(), task_id.to_owned(), params.to_vec());
+        calls.push(tokio::spawn(async move {
+            let channel = crate::requester::connect_peer(&state, &site).await?;
+            let response = StatsPeerClient::new(channel)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .contribute(ContributeRequest { task_id, dataset, params: params.into() })
+                .await
+                .map_err(|s| crate::wire::status_error(s, &site, "contribution"))?;
+            Ok::<_, NodeError>((site, response.into_inner()))
+        }));
+    }
+    let mut responses = Vec::new();
+    for call in calls {
+        responses.push(call.await.map_err(|e| NodeError::Worker(e.to_string()))??);
+    }
+    let len = vector_len(&query);
+    let names = names_of(&sites);
+    let (verify_query, verify_task) = (query.clone(), task_id.to_owned());
+    let (pooled, contributions) = tokio::task::spawn_blocking(move || {
+        let mut values = Reconstruction::new(&names, len);
+        let mut blinds = Reconstruction::new(&names, len);
+        let mut contributions = Vec::new();
+        for (site, r) in &responses {
+            let c = Contribution::from_bytes(&r.contribution).map_err(stats_err)?;
+            verify(&ProofContext { task: &verify_task, party: site }, &c, &bounds(&verify_query, r.rows)?)
+                .map_err(|e| NodeError::Stats(format!("the contribution of '{site}' is refused: {e}")))?;
+            values.absorb(site, Share::from_bytes(&r.value_sum, len).map_err(stats_err)?).map_err(stats_err)?;
+            blinds.absorb(site, Share::from_bytes(&r.blinding_sum, len).map_err(stats_err)?).map_err(stats_err)?;
+            contributions.push(c);
+        }
+        let pooled = values.finish().map_err(stats_err)?;
+        let blindings = blinds.finish_scalars().map_err(stats_err)?;
+        let refs: Vec<&Contribution> = contributions.iter().collect();
+        check_opening(&refs, &pooled, &blindings)
+            .map_err(|e| NodeError::Stats(format!("the pooled result does not open the sites' commitments: {e}")))?;
+        Ok::<_, NodeError>((pooled, contributions))
+    })
+    .await
+    .map_err(|e| NodeError::Worker(e.to_string()))??;
+    let results = finish(&query, &pooled, &[]).map_err(stats_err)?;
+    let mut min_cohort = 0;
+    let ledger = &state.ledger.as_ref().ok_or_else(no_ledger)?.ledger;
+    for g in &task.task.grants {
+        if let Some(grant) = ledger.grant(g).await.map_err(|e| NodeError::LedgerUnavailable(e.to_string()))? {
+            min_cohort = min_cohort.max(u64::from(grant.grant.min_cohort));
+        }
+    }
+    let cohort = results.iter().map(|g| g.count).sum();
+    Ok((render(&results, min_cohort), cohort, contributions.iter().map(Contribution::digest).collect()))
+}
+
+fn suppressed(n: u64, min: u64) -> bool {
+    n > 0 && n < min
+}
+
+/// The results as CSV: group, measure, statistic, n, value; cells below the
+/// minimum cohort read `suppressed`.
+pub fn render(results: &[GroupResult], min_cohort: u64) -> String {
+    let mut out = String::from("group,measure,statistic,n,value\n");
+    for g in results {
+        let group = g.group.clone().unwrap_or_else(|| "all".into());
+        if suppressed(g.count, min_cohort) {
+            let _ = writeln!(out, "{group},count,count,,suppressed");
+            continue;
+        }
+        for m in &g.measures {
+            let label = format!("\"{}\"", m.label.replace('"', "'"));
+            match &m.value {
+                Value::Count(n) => {
+                    let _ = writeln!(out, "{group},{label},count,{n},{n}");
+                }
+                Value::Number { n, value } => {
+                    let v = value.map_or_else(|| "undefined".to_owned(), |v| format!("{v}"));
+                    let _ = writeln!(out, "{group},{label},value,{n},{v}");
+                }
+                Value::Histogram(bins) => {
+                    for (bin, n) in bins {
+                        let v = if suppressed(*n, min_cohort) { "suppressed".to_owned() } else { n.to_string() };
+                        let _ = writeln!(out, "{group},{label},\"{bin}\",,{v}");
+                    }
+                }
+                Value::Regression { n, coefficients, r_squared } => {
+                    for (name, b) in coefficients {
+                        let _ = writeln!(out, "{group},{label},{name},{n},{b}");
+                    }
+                    let _ = writeln!(out, "{group},{label},r_squared,{n},{r_squared}");
+                }
+            }
+        }
+    }
+    out
+}
+
+/// How long a site waits for the other sites' shares.
+pub const SHARE_WAIT: Duration = IDLE_TIMEOUT;
