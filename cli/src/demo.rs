@@ -27,8 +27,8 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use stayput_chain_connector::Ledger as _;
 use stayput_chain_connector::embedded::system_clock;
-use stayput_chain_connector::records::{Computation, Role};
-use stayput_chain_connector::tasks::{PsiParams, TaskParams};
+use stayput_chain_connector::records::{Computation, Grant, Record, Role};
+use stayput_chain_connector::tasks::{PsiParams, StatsParams, TaskParams};
 use stayput_coordinator::client::{Phase, TaskReport, TaskSpec};
 use stayput_coordinator::localnet::{LocalConsortium, Participant};
 use stayput_node::dataset::write_parquet;
@@ -69,6 +69,8 @@ struct DemoData {
     bureau_a_parquet: PathBuf,
     bureau_b_csv: PathBuf,
     hospitals: Vec<(String, PathBuf)>,
+    /// Inpatient stays with diagnosis I10 across the three hospitals.
+    hypertension: u64,
     observations_parquet: PathBuf,
 }
 
@@ -175,6 +177,7 @@ fn generate(dir: &Path) -> Result<DemoData, CliError> {
     // Three hospitals: one row per inpatient stay.
     let diagnoses = ["I10", "E11", "I25", "J44", "N18", "I50"];
     let mut hospitals = Vec::new();
+    let mut hypertension = 0;
     for (h, name) in ["hospital-a", "hospital-b", "hospital-c"].into_iter().enumerate() {
         let path = dir.join(name).join("inpatients.csv");
         let rows: Vec<String> = (0..PATIENTS_PER_HOSPITAL)
@@ -182,6 +185,7 @@ fn generate(dir: &Path) -> Result<DemoData, CliError> {
                 let age = rng.gen_range(18..95);
                 let bmi = normal(&mut rng, 25.5 + h as f64 * 0.4, 4.0).clamp(15.0, 50.0);
                 let diagnosis = diagnoses[rng.gen_range(0..diagnoses.len())];
+                hypertension += u64::from(diagnosis == "I10");
                 let base = if diagnosis == "I10" { 142.0 } else { 128.0 };
                 let sbp = normal(&mut rng, base + 0.35 * f64::from(age - 50) + 0.6 * (bmi - 25.0), 12.0).round();
                 format!(
@@ -230,7 +234,7 @@ fn generate(dir: &Path) -> Result<DemoData, CliError> {
     )
     .map_err(|e| CliError::Demo(e.to_string()))?;
     write_parquet(&observations_parquet, &[batch])?;
-    Ok(DemoData { applicants_csv, bureau_a_parquet, bureau_b_csv, hospitals, observations_parquet })
+    Ok(DemoData { applicants_csv, bureau_a_parquet, bureau_b_csv, hospitals, hypertension, observations_parquet })
 }
 
 fn spinner(message: &str) -> ProgressBar {
@@ -275,6 +279,51 @@ fn participant(name: &str, display: &str, roles: Vec<Role>, datasets: Vec<(&str,
     }
 }
 
+/// The researcher's query (what `stayput task stats --query` reads from a file).
+const HOSPITAL_QUERY: &str = r#"
+precision = 2
+ranges = { age = [0, 120], systolic_bp = [40, 260], bmi = [10, 70] }
+filter = { column = "diagnosis", eq = "I10" }
+
+[[measures]]
+kind = "count"
+
+[[measures]]
+kind = "mean"
+column = "systolic_bp"
+
+[[measures]]
+kind = "std_dev"
+column = "systolic_bp"
+
+[[measures]]
+kind = "histogram"
+column = "age"
+edges = [18, 30, 45, 60, 75, 95]
+
+[[measures]]
+kind = "correlation"
+x = "systolic_bp"
+y = "bmi"
+
+[[measures]]
+kind = "regression"
+y = "systolic_bp"
+x = ["age", "bmi"]
+"#;
+
+fn hospital_query() -> Result<TaskSpec, CliError> {
+    let query = stayput_mpc_engine::query::CohortQuery::from_toml(HOSPITAL_QUERY)
+        .map_err(|e| CliError::Demo(e.to_string()))?
+        .to_canonical_json();
+    Ok(TaskSpec {
+        kind: Computation::FederatedStats,
+        datasets: vec!["inpatients-a".into(), "inpatients-b".into(), "inpatients-c".into()],
+        receiver: "research".into(),
+        params: TaskParams::FederatedStats(StatsParams { query }),
+    })
+}
+
 fn psi_task(kind: Computation, peer_dataset: &str) -> TaskSpec {
     TaskSpec {
         kind,
@@ -288,12 +337,12 @@ fn psi_task(kind: Computation, peer_dataset: &str) -> TaskSpec {
     }
 }
 
-/// Submits a task as the bank and follows it with a spinner.
-async fn run_task(net: &LocalConsortium, spec: &TaskSpec, what: &str) -> Result<TaskReport, CliError> {
-    let submitted = net.submit("bank", spec).await?;
+/// Submits a task as `org` and follows it with a spinner.
+async fn run_task(net: &LocalConsortium, org: &str, spec: &TaskSpec, what: &str) -> Result<TaskReport, CliError> {
+    let submitted = net.submit(org, spec).await?;
     let bar = spinner(&format!("{}: {what}", submitted.task_id));
     let report = net
-        .client("bank")
+        .client(org)
         .await?
         .follow(&submitted.task_id, |r| {
             let step = if r.step.is_empty() { format!("{:?}", r.phase).to_lowercase() } else { r.step.clone() };
@@ -325,7 +374,7 @@ pub async fn run(dir: Option<PathBuf>) -> Result<(), CliError> {
         println!("Stayput demo in {} (a temporary folder, removed on exit: give --dir to keep it)", dir.display());
     }
 
-    let bar = spinner("generating synthetic data for seven organisations");
+    let bar = spinner("generating synthetic data for the consortium");
     let data = tokio::task::spawn_blocking({
         let dir = dir.clone();
         move || generate(&dir)
@@ -379,6 +428,7 @@ pub async fn run(dir: Option<PathBuf>) -> Result<(), CliError> {
             vec![Role::DataOwner],
             vec![("inpatients-c", &h[2].1, "patient_id")],
         ),
+        participant("research", "Cardiovascular Research Institute", vec![Role::Requester], vec![]),
         participant(
             "ocean",
             "Ocean Science Data Centre",
@@ -389,7 +439,7 @@ pub async fn run(dir: Option<PathBuf>) -> Result<(), CliError> {
     let net = LocalConsortium::start(&dir, &participants, system_clock()).await?;
     bar.finish_and_clear();
     println!(
-        "coordinator: {} (embedded ledger {}), 7 nodes on loopback, mutual TLS under the consortium CA",
+        "coordinator: {} (embedded ledger {}), 8 nodes on loopback, mutual TLS under the consortium CA",
         net.coordinator.addr,
         dir.join("operator/ledger.redb").display()
     );
@@ -414,15 +464,34 @@ pub async fn run(dir: Option<PathBuf>) -> Result<(), CliError> {
         month,
     )
     .await?;
+    let clinical = ["age", "sex", "bmi", "systolic_bp", "diagnosis", "length_of_stay"];
+    for h in ["a", "b", "c"] {
+        let (owner, dataset) = (format!("hospital-{h}"), format!("inpatients-{h}"));
+        net.write(
+            &owner,
+            Record::Grant(Grant {
+                id: format!("g-{h}-research"),
+                dataset,
+                grantee: "research".into(),
+                computations: vec![Computation::FederatedStats],
+                columns: clinical.iter().map(|c| (*c).to_owned()).collect(),
+                min_cohort: 10,
+                max_uses: 20,
+                max_items: 10_000_000,
+                expires_at: stayput_coordinator::client::unix_now() + month,
+            }),
+        )
+        .await?;
+    }
     bar.finish_and_clear();
     println!(
-        "ledger: 8 members, 7 dataset versions (schema and content digests), 2 grants — each signed by its writer"
+        "ledger: 9 members, 7 dataset versions (schema and content digests), 5 grants — each signed by its writer"
     );
     println!("  grant g-a-bank: bureau-a lets bank run psi or psi_cardinality on blacklist-a.national_id, 10 uses");
     println!("  grant g-b-bank: bureau-b lets bank learn only counts (psi_cardinality) on judgements-b.national_id");
 
     println!("\njourney 1 — balanced PSI (bank × bureau-a): which applicants are blacklisted?");
-    let listed = run_task(&net, &psi_task(Computation::Psi, "blacklist-a"), "bank × bureau-a").await?;
+    let listed = run_task(&net, "bank", &psi_task(Computation::Psi, "blacklist-a"), "bank × bureau-a").await?;
     expect(&listed, LISTED_A, "bank × bureau-a")?;
     let result = stayput_node::tasks::result_path(&net.net.state("bank").config.output_dir, &listed.task_id);
     println!("  task {}: {} applicants listed — matches the {LISTED_A} planted", listed.task_id, listed.result_count);
@@ -430,11 +499,29 @@ pub async fn run(dir: Option<PathBuf>) -> Result<(), CliError> {
     println!("  bureau-a learned how many ids the bank sent, nothing else; the coordinator saw only the digest");
 
     println!("\njourney 2 — PSI cardinality (bank × bureau-b): how many applicants have court judgements?");
-    let counted = run_task(&net, &psi_task(Computation::PsiCardinality, "judgements-b"), "bank × bureau-b").await?;
+    let counted =
+        run_task(&net, "bank", &psi_task(Computation::PsiCardinality, "judgements-b"), "bank × bureau-b").await?;
     expect(&counted, LISTED_B, "bank × bureau-b")?;
     println!(
         "  task {}: {} applicants — matches the {LISTED_B} planted; bank learned the count only",
         counted.task_id, counted.result_count
+    );
+
+    println!("\njourney 3 — federated statistics (research × 3 hospitals): hypertensive inpatients (I10)");
+    let stats = run_task(&net, "research", &hospital_query()?, "research × hospitals").await?;
+    expect(&stats, usize::try_from(data.hypertension).unwrap_or(usize::MAX), "hypertension cohort")?;
+    let stats_file = stayput_node::tasks::result_path(&net.net.state("research").config.output_dir, &stats.task_id);
+    println!(
+        "  task {}: cohort of {} stays — matches the merged tables; each hospital's contribution committed, range-proven",
+        stats.task_id, stats.result_count
+    );
+    println!("  and shared site to site; the pooled result opens the commitments (verified on the institute's node):");
+    let table = std::fs::read_to_string(&stats_file).map_err(|e| CliError::Demo(e.to_string()))?;
+    for line in table.lines().skip(1) {
+        println!("    {line}");
+    }
+    println!(
+        "  histogram cells under the grants' minimum cohort (10) read 'suppressed'; no hospital's own numbers left it"
     );
 
     println!("\na refused request — the bank asks bureau-b for the names, which its grant does not allow:");
@@ -469,7 +556,7 @@ pub async fn run(dir: Option<PathBuf>) -> Result<(), CliError> {
         "  stayput task psi --config ./demo/bank/node.toml --dataset applicants --peer-dataset blacklist-a --columns national_id"
     );
     println!("  stayput bench psi --n 1048576  throughput and the ratio to the curve floor");
-    println!("  (hospital statistics, blacklist labels, ocean queries and private lookups arrive with their issues;");
-    println!("   their data and datasets are already registered above)");
+    println!("  (blacklist labels, ocean queries and private lookups arrive with their issues; their data and");
+    println!("   datasets are already registered above)");
     Ok(())
 }

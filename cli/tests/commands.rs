@@ -15,7 +15,8 @@ fn demo_runs_every_journey_and_checks_it() {
     let dir = tempfile::tempdir().unwrap();
     let kept = dir.path().join("demo");
     let out = run(&["demo", "--dir", kept.to_str().unwrap()]);
-    assert!(out.contains("8 members, 7 dataset versions"), "{out}");
+    assert!(out.contains("9 members, 7 dataset versions"), "{out}");
+    assert!(out.contains("matches the merged tables") && out.contains("regression(systolic_bp ~ age + bmi)"), "{out}");
     assert!(out.contains("300 applicants listed — matches the 300 planted"), "{out}");
     assert!(out.contains("120 applicants — matches the 120 planted"), "{out}");
     assert!(out.contains("refused before anything ran") && out.contains("allows psi_cardinality but not psi"), "{out}");
@@ -26,6 +27,8 @@ fn demo_runs_every_journey_and_checks_it() {
         std::fs::read_dir(kept.join("bank/results")).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(results.iter().filter(|n| n.to_string_lossy().ends_with(".csv")).count(), 2, "{results:?}");
     assert!(!kept.join("bureau-a/results").exists(), "the bureau holds no result");
+    assert!(!kept.join("hospital-a/results").exists(), "no hospital holds a result");
+    assert_eq!(std::fs::read_dir(kept.join("research/results")).unwrap().count(), 2, "result + outcome marker");
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
