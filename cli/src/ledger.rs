@@ -83,6 +83,20 @@ pub enum AuditCommand {
         #[arg(long)]
         result: Option<PathBuf>,
     },
+    /// Re-check a federated-statistics result: the sites' commitments
+    /// against the digests on the ledger, every range proof, the pooled
+    /// opening against the commitments, and the result file's digest.
+    VerifyResult {
+        /// The task id.
+        id: String,
+        /// The receiving node's configuration (finds the ledger, the result
+        /// and its evidence file).
+        #[arg(long)]
+        config: PathBuf,
+        /// The evidence file, when not beside the result on this node.
+        #[arg(long)]
+        evidence: Option<PathBuf>,
+    },
     /// Verify the whole chain (--ledger) or one inclusion proof (--proof).
     Verify {
         /// The ledger file to verify end to end.
@@ -275,6 +289,34 @@ pub async fn audit_task_remote(id: &str, config: &std::path::Path, result: Optio
     Ok(())
 }
 
+/// `audit verify-result`: re-checks a statistics result through the node's
+/// verified view of the ledger.
+pub async fn verify_result(id: &str, config: &std::path::Path, evidence: Option<PathBuf>) -> Result<(), CliError> {
+    let state = stayput_node::NodeState::new(stayput_node::NodeConfig::load(config)?)?;
+    let access = state
+        .ledger
+        .as_ref()
+        .ok_or_else(|| CliError::NotFound(format!("{} has no [ledger] section", config.display())))?;
+    let task =
+        access.ledger.task(id).await?.ok_or_else(|| CliError::NotFound(format!("task '{id}' is not on the ledger")))?;
+    let recorded = task
+        .results
+        .last()
+        .ok_or_else(|| CliError::NotFound(format!("task '{id}' has no result on the ledger yet")))?;
+    let dir = &state.config.output_dir;
+    let path = evidence.unwrap_or_else(|| stayput_node::tasks::evidence_path(dir, id));
+    let text = std::fs::read_to_string(&path).map_err(|e| CliError::NotFound(format!("{}: {e}", path.display())))?;
+    let evidence: stayput_node::stats::Evidence = serde_json::from_str(&text)
+        .map_err(|e| CliError::NotFound(format!("{} is not an evidence file: {e}", path.display())))?;
+    let summary = stayput_node::stats::verify_evidence(id, &evidence, &recorded.intermediates)?;
+    println!("task {id}: {summary}");
+    let result = stayput_node::tasks::result_path(dir, id);
+    if result.exists() {
+        println!("{}", check_result(&task, &result)?);
+    }
+    Ok(())
+}
+
 pub fn audit(command: AuditCommand) -> Result<(), CliError> {
     match command {
         AuditCommand::Task { id, ledger, operator, config: _, result } => {
@@ -291,6 +333,9 @@ pub fn audit(command: AuditCommand) -> Result<(), CliError> {
             if let Some(path) = result {
                 println!("{}", check_result(task, &path)?);
             }
+        }
+        AuditCommand::VerifyResult { id, .. } => {
+            return Err(CliError::NotFound(format!("audit verify-result {id} runs through the node (async)")));
         }
         AuditCommand::Verify { ledger, proof, operator } => {
             let key = keys::public_key(&operator)?;

@@ -308,6 +308,9 @@ async fn run(command: Command) -> Result<(), CliError> {
         Command::Audit(ledger::AuditCommand::Task { id, config: Some(config), result, .. }) => {
             ledger::audit_task_remote(&id, &config, result).await?;
         }
+        Command::Audit(ledger::AuditCommand::VerifyResult { id, config, evidence }) => {
+            ledger::verify_result(&id, &config, evidence).await?;
+        }
         Command::Audit(command) => audit_blocking(command).await?,
         Command::Demo { dir } => demo::run(dir).await?,
     }

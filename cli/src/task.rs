@@ -37,6 +37,21 @@ pub enum TaskCommand {
         #[arg(long)]
         no_wait: bool,
     },
+    /// Submit a federated-statistics task: a cohort query (TOML, see
+    /// `stayput-mpc-engine`'s query docs) over one dataset per site. The
+    /// result is written on your node only, with an evidence file that
+    /// `stayput audit verify-result` re-checks.
+    Stats {
+        /// Your node's TOML configuration (with its [ledger] section).
+        #[arg(long)]
+        config: PathBuf,
+        /// The query file (TOML).
+        #[arg(long)]
+        query: PathBuf,
+        /// The sites' datasets on the ledger, one per site.
+        #[arg(long, value_delimiter = ',', required = true)]
+        datasets: Vec<String>,
+    },
     /// Follow a task until it ends.
     Watch {
         /// The task id.
@@ -110,6 +125,37 @@ pub async fn run(command: TaskCommand) -> Result<(), CliError> {
                 let last = follow(&mut client, &submitted.task_id).await?;
                 report(&config, &last)?;
             }
+        }
+        TaskCommand::Stats { config, query, datasets } => {
+            let config = NodeConfig::load(&config)?;
+            let settings = config.ledger.as_ref().ok_or_else(|| {
+                CliError::NotFound("the node configuration has no [ledger] section naming the coordinator".into())
+            })?;
+            let key = stayput_chain_connector::keys::load(&settings.signing_key)?;
+            let text =
+                std::fs::read_to_string(&query).map_err(|e| CliError::NotFound(format!("{}: {e}", query.display())))?;
+            let query = stayput_mpc_engine::query::CohortQuery::from_toml(&text)
+                .map_err(|e| CliError::NotFound(format!("{}: {e}", query.display())))?;
+            let spec = TaskSpec {
+                kind: Computation::FederatedStats,
+                datasets,
+                receiver: config.org.clone(),
+                params: TaskParams::FederatedStats(stayput_chain_connector::tasks::StatsParams {
+                    query: query.to_canonical_json(),
+                }),
+            };
+            let signed = sign(&spec, &config.org, &key, unix_now());
+            let mut client = client(&config).await?;
+            let submitted = client.submit(&signed).await?;
+            println!("task {} accepted under grant(s) {}", submitted.task_id, submitted.grants.join(", "));
+            let last = follow(&mut client, &submitted.task_id).await?;
+            if last.phase != Phase::Succeeded {
+                return Err(CliError::NotFound(format!("task {} failed: {}", last.task_id, last.error)));
+            }
+            let path = stayput_node::tasks::result_path(&config.output_dir, &last.task_id);
+            println!("task {} succeeded: cohort of {}", last.task_id, last.result_count);
+            print!("{}", std::fs::read_to_string(&path).unwrap_or_default());
+            println!("result on your node: {} (digest on the ledger: {})", path.display(), last.result_digest);
         }
         TaskCommand::Watch { id, config } => {
             let config = NodeConfig::load(&config)?;

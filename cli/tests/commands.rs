@@ -28,7 +28,11 @@ fn demo_runs_every_journey_and_checks_it() {
     assert_eq!(results.iter().filter(|n| n.to_string_lossy().ends_with(".csv")).count(), 2, "{results:?}");
     assert!(!kept.join("bureau-a/results").exists(), "the bureau holds no result");
     assert!(!kept.join("hospital-a/results").exists(), "no hospital holds a result");
-    assert_eq!(std::fs::read_dir(kept.join("research/results")).unwrap().count(), 2, "result + outcome marker");
+    assert_eq!(
+        std::fs::read_dir(kept.join("research/results")).unwrap().count(),
+        3,
+        "result, evidence, outcome marker"
+    );
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

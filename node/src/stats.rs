@@ -324,13 +324,84 @@ fn names_of(sites: &[(String, String)]) -> Vec<String> {
     sites.iter().map(|(o, _)| o.clone()).collect()
 }
 
-/// The requester's node: collects, verifies and pools; returns the result
-/// file's text, the cohort size and the commitments' digests.
-pub async fn run_stats(
-    state: &Arc<NodeState>,
-    task_id: &str,
-    params: &[u8],
-) -> Result<(String, u64, Vec<[u8; 32]>), NodeError> {
+/// What the requester's node keeps beside a statistics result so that it,
+/// or an auditor it hands the file to, can re-check the result later
+/// ([`verify_evidence`]): every site's commitments and proofs with its row
+/// count, and the pooled opening.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Evidence {
+    /// The query, canonical JSON.
+    pub query: String,
+    /// Per site: organisation, rows scanned, contribution (hex).
+    pub sites: Vec<(String, u64, String)>,
+    /// The pooled vector.
+    pub pooled: Vec<String>,
+    /// The pooled blindings (hex).
+    pub blindings: Vec<String>,
+}
+
+/// What a statistics task produced on the requester's node.
+#[derive(Debug)]
+pub struct StatsOutcome {
+    /// The result file's text.
+    pub table: String,
+    /// Rows in the cohort.
+    pub cohort: u64,
+    /// The sites' commitment digests, in site order.
+    pub digests: Vec<[u8; 32]>,
+    /// What re-checks the result.
+    pub evidence: Evidence,
+}
+
+/// Re-checks a statistics result: each site's commitments against the
+/// digests recorded on the ledger (in order), each site's range proofs,
+/// and the pooled opening against the commitments; returns a summary.
+pub fn verify_evidence(task: &str, evidence: &Evidence, recorded: &[[u8; 32]]) -> Result<String, NodeError> {
+    let query = CohortQuery::from_json(&evidence.query).map_err(stats_err)?;
+    if recorded.len() != evidence.sites.len() {
+        return Err(NodeError::Stats(format!(
+            "the ledger records {} commitment digests, the evidence has {} sites",
+            recorded.len(),
+            evidence.sites.len()
+        )));
+    }
+    let mut contributions = Vec::new();
+    for ((site, rows, hex_bytes), digest) in evidence.sites.iter().zip(recorded) {
+        let bytes = hex::decode(hex_bytes).map_err(stats_err)?;
+        let c = Contribution::from_bytes(&bytes).map_err(stats_err)?;
+        if &c.digest() != digest {
+            return Err(NodeError::Stats(format!("the commitments of '{site}' are not the ones on the ledger")));
+        }
+        verify(&ProofContext { task, party: site }, &c, &bounds(&query, *rows)?)
+            .map_err(|e| NodeError::Stats(format!("the contribution of '{site}' does not verify: {e}")))?;
+        contributions.push(c);
+    }
+    let pooled: Vec<i128> = evidence.pooled.iter().map(|v| v.parse().map_err(stats_err)).collect::<Result<_, _>>()?;
+    let blindings = evidence
+        .blindings
+        .iter()
+        .map(|h| {
+            let bytes: [u8; 32] = hex::decode(h)
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| stats_err("a blinding is not 32 hex bytes"))?;
+            Option::<curve25519_dalek::scalar::Scalar>::from(curve25519_dalek::scalar::Scalar::from_canonical_bytes(
+                bytes,
+            ))
+            .ok_or_else(|| stats_err("a blinding is not a canonical scalar"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let refs: Vec<&Contribution> = contributions.iter().collect();
+    check_opening(&refs, &pooled, &blindings).map_err(stats_err)?;
+    Ok(format!(
+        "{} sites' commitments match the ledger, every range proof verifies, and the pooled vector ({} entries) opens their product",
+        evidence.sites.len(),
+        pooled.len()
+    ))
+}
+
+/// The requester's node: collects, verifies and pools.
+pub async fn run_stats(state: &Arc<NodeState>, task_id: &str, params: &[u8]) -> Result<StatsOutcome, NodeError> {
     let (task, query) = stats_task(state, task_id, params).await?;
     let sites = sites(state, &task).await?;
     let mut calls = Vec::new();
@@ -354,7 +425,7 @@ pub async fn run_stats(
     let len = vector_len(&query);
     let names = names_of(&sites);
     let (verify_query, verify_task) = (query.clone(), task_id.to_owned());
-    let (pooled, contributions) = tokio::task::spawn_blocking(move || {
+    let (pooled, blindings, contributions, rows) = tokio::task::spawn_blocking(move || {
         let mut values = Reconstruction::new(&names, len);
         let mut blinds = Reconstruction::new(&names, len);
         let mut contributions = Vec::new();
@@ -371,7 +442,8 @@ pub async fn run_stats(
         let refs: Vec<&Contribution> = contributions.iter().collect();
         check_opening(&refs, &pooled, &blindings)
             .map_err(|e| NodeError::Stats(format!("the pooled result does not open the sites' commitments: {e}")))?;
-        Ok::<_, NodeError>((pooled, contributions))
+        let rows: Vec<u64> = responses.iter().map(|(_, r)| r.rows).collect();
+        Ok::<_, NodeError>((pooled, blindings, contributions, rows))
     })
     .await
     .map_err(|e| NodeError::Worker(e.to_string()))??;
@@ -384,7 +456,23 @@ pub async fn run_stats(
         }
     }
     let cohort = results.iter().map(|g| g.count).sum();
-    Ok((render(&results, min_cohort), cohort, contributions.iter().map(Contribution::digest).collect()))
+    let evidence = Evidence {
+        query: query.to_canonical_json(),
+        sites: sites
+            .iter()
+            .zip(&contributions)
+            .zip(&rows)
+            .map(|(((site, _), c), rows)| (site.clone(), *rows, hex::encode(c.to_bytes())))
+            .collect(),
+        pooled: pooled.iter().map(ToString::to_string).collect(),
+        blindings: blindings.iter().map(|b| hex::encode(b.to_bytes())).collect(),
+    };
+    Ok(StatsOutcome {
+        table: render(&results, min_cohort),
+        cohort,
+        digests: contributions.iter().map(Contribution::digest).collect(),
+        evidence,
+    })
 }
 
 fn suppressed(n: u64, min: u64) -> bool {

@@ -64,6 +64,12 @@ pub fn result_path(dir: &Path, task: &str) -> PathBuf {
     dir.join(format!("{task}.csv"))
 }
 
+/// The evidence file of a statistics task (commitments, proofs, pooled
+/// opening) beside its result.
+pub fn evidence_path(dir: &Path, task: &str) -> PathBuf {
+    dir.join(format!("{task}.evidence.json"))
+}
+
 /// SHA-256 of a file's bytes.
 pub fn file_sha256(path: &Path) -> Result<[u8; 32], NodeError> {
     let mut file = std::fs::File::open(path).map_err(|source| NodeError::ReadFile { path: path.into(), source })?;
@@ -243,11 +249,14 @@ async fn execute(
             finished(dir, task_id, result_sha256, report.intersection_keys, vec![])
         }
         TaskParams::FederatedStats(_) => {
-            let (text, cohort, intermediates) = crate::stats::run_stats(state, task_id, params).await?;
+            let outcome = crate::stats::run_stats(state, task_id, params).await?;
             let dir = &state.config.output_dir;
+            let evidence =
+                serde_json::to_string_pretty(&outcome.evidence).map_err(|e| NodeError::Stats(e.to_string()))?;
+            write_new(&evidence_path(dir, task_id), &evidence)?;
             let result_file = result_path(dir, task_id);
-            write_new(&result_file, &text)?;
-            finished(dir, task_id, file_sha256(&result_file)?, cohort, intermediates)
+            write_new(&result_file, &outcome.table)?;
+            finished(dir, task_id, file_sha256(&result_file)?, outcome.cohort, outcome.digests)
         }
         _ => Err(refuse(format!("{} tasks are not supported by this node yet", task.task.kind))),
     }
