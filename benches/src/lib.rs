@@ -12,6 +12,7 @@
 
 pub mod ledger;
 pub mod psi;
+pub mod stats;
 
 /// What a benchmark run can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +25,8 @@ pub enum BenchError {
     Io { path: std::path::PathBuf, source: std::io::Error },
     #[error(transparent)]
     Ledger(#[from] stayput_chain_connector::LedgerError),
+    #[error("federated statistics: {0}")]
+    Stats(String),
     #[error("the run counted {got} where {expected} were expected")]
     WrongResult { expected: u64, got: u64 },
 }

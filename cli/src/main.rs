@@ -198,6 +198,16 @@ enum BenchCommand {
         #[arg(long, default_value_t = 4096)]
         batch: usize,
     },
+    /// Federated statistics: the demo's hospital query over several sites,
+    /// timed phase by phase (scan, proofs, sharing, verification).
+    Stats {
+        /// Sites.
+        #[arg(long, default_value_t = 3)]
+        sites: usize,
+        /// Rows per site.
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: usize,
+    },
     /// The embedded ledger: durable signed records per second, and the time
     /// to re-verify the whole chain on open.
     Ledger {
@@ -286,6 +296,12 @@ async fn run(command: Command) -> Result<(), CliError> {
                 tokio::task::spawn_blocking(move || stayput_benches::psi::run(n, mode.into(), in_memory, batch))
                     .await
                     .map_err(|e| CliError::Signal(e.to_string()))??;
+            println!("{report}");
+        }
+        Command::Bench(BenchCommand::Stats { sites, rows }) => {
+            let report = tokio::task::spawn_blocking(move || stayput_benches::stats::run(sites, rows))
+                .await
+                .map_err(|e| CliError::Signal(e.to_string()))??;
             println!("{report}");
         }
         Command::Bench(BenchCommand::Ledger { backend, records, writers, dir, print_acks }) => {

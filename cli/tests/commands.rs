@@ -109,3 +109,11 @@ fn ledger_commands_list_and_audit() {
         Command::new(BIN).args(["audit", "task", "nope", "--ledger", ledger, "--operator", operator]).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("task 'nope' is not on the ledger"));
 }
+
+#[test]
+fn bench_stats_prints_every_phase() {
+    let out = run(&["bench", "stats", "--sites", "2", "--rows", "5000"]);
+    for phase in ["local scan", "commitments + proofs", "sharing + aggregation", "verify proofs", "end to end"] {
+        assert!(out.contains(phase), "{out}");
+    }
+}

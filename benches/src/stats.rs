@@ -1,0 +1,220 @@
+//! `stayput bench stats`: federated statistics over several sites of
+//! `rows` rows each, the demo's hospital query, timed phase by phase in one
+//! run: each site's local scan (arrow), its commitments and range proofs,
+//! secret sharing and aggregation, the requester's verification of every
+//! proof and of the pooled opening, and finishing. Sites run one after the
+//! other here; in a deployment they scan, prove and share in parallel on
+//! their own machines, so the wall time there is the slowest site's share
+//! of each phase ("per site" below) plus the requester's verification.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{ArrayRef, Float64Array, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow::record_batch::RecordBatch;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use stayput_mpc_engine::finish::finish;
+use stayput_mpc_engine::local::{LocalScan, entry_bounds, vector_len};
+use stayput_mpc_engine::query::CohortQuery;
+use stayput_mpc_engine::sharing::{Aggregator, Reconstruction, split, split_scalars};
+use stayput_zk_proofs::contribution::{Bounds, ProofContext, check_opening, commit_and_prove, verify};
+
+use crate::BenchError;
+
+/// The demo's researcher query.
+pub const QUERY: &str = r#"
+precision = 2
+ranges = { age = [0, 120], systolic_bp = [40, 260], bmi = [10, 70] }
+filter = { column = "diagnosis", eq = "I10" }
+[[measures]]
+kind = "count"
+[[measures]]
+kind = "mean"
+column = "systolic_bp"
+[[measures]]
+kind = "std_dev"
+column = "systolic_bp"
+[[measures]]
+kind = "histogram"
+column = "age"
+edges = [18, 30, 45, 60, 75, 95]
+[[measures]]
+kind = "correlation"
+x = "systolic_bp"
+y = "bmi"
+[[measures]]
+kind = "regression"
+y = "systolic_bp"
+x = ["age", "bmi"]
+"#;
+
+const BATCH: usize = 65_536;
+
+fn site_batches(rows: usize, seed: u64) -> Vec<RecordBatch> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("age", DataType::Float64, true),
+        Field::new("bmi", DataType::Float64, true),
+        Field::new("systolic_bp", DataType::Float64, true),
+        Field::new("diagnosis", DataType::Utf8, true),
+    ]));
+    let dx = ["I10", "E11", "I25", "J44", "N18", "I50"];
+    (0..rows.div_ceil(BATCH))
+        .map(|b| {
+            let n = BATCH.min(rows - b * BATCH);
+            let age: Vec<f64> = (0..n).map(|_| f64::from(rng.gen_range(18..95))).collect();
+            let bmi: Vec<f64> = (0..n).map(|_| (rng.gen_range(160..450) as f64) / 10.0).collect();
+            let sbp: Vec<f64> = age
+                .iter()
+                .zip(&bmi)
+                .map(|(a, m)| (100.0 + 0.4 * a + 0.6 * m + rng.gen_range(-15.0..15.0)).round())
+                .collect();
+            let columns: Vec<ArrayRef> = vec![
+                Arc::new(Float64Array::from(age)),
+                Arc::new(Float64Array::from(bmi)),
+                Arc::new(Float64Array::from(sbp)),
+                Arc::new(StringArray::from_iter_values((0..n).map(|_| dx[rng.gen_range(0..dx.len())]))),
+            ];
+            RecordBatch::try_new(schema.clone(), columns).expect("consistent batch")
+        })
+        .collect()
+}
+
+/// Figures of one run.
+#[derive(Debug)]
+pub struct StatsReport {
+    sites: usize,
+    rows: usize,
+    entries: usize,
+    scan: Vec<Duration>,
+    prove: Vec<Duration>,
+    share: Vec<Duration>,
+    verify: Duration,
+    finish: Duration,
+    cohort: u64,
+    proof_bytes: usize,
+}
+
+fn max(d: &[Duration]) -> Duration {
+    d.iter().copied().max().unwrap_or_default()
+}
+
+impl std::fmt::Display for StatsReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let scan_rate = self.rows as f64 / max(&self.scan).as_secs_f64() / 1e6;
+        writeln!(
+            f,
+            "federated statistics: {} sites × {} rows, demo query ({} vector entries per site)",
+            self.sites, self.rows, self.entries
+        )?;
+        writeln!(f, "  cohort: {} rows", self.cohort)?;
+        writeln!(
+            f,
+            "  local scan (arrow)        {:>9.1} ms per site (slowest; {scan_rate:.1} M rows/s)",
+            ms(max(&self.scan))
+        )?;
+        writeln!(
+            f,
+            "  commitments + proofs      {:>9.1} ms per site ({} bytes each)",
+            ms(max(&self.prove)),
+            self.proof_bytes
+        )?;
+        writeln!(f, "  sharing + aggregation     {:>9.1} ms per site", ms(max(&self.share)))?;
+        writeln!(f, "  requester: verify proofs + opening {:>6.1} ms", ms(self.verify))?;
+        writeln!(f, "  requester: finish         {:>9.3} ms", ms(self.finish))?;
+        let wall = max(&self.scan) + max(&self.prove) + max(&self.share) + self.verify + self.finish;
+        writeln!(
+            f,
+            "  end to end, sites in parallel (excluding transport, ledger and TFHE): {:.3} s",
+            wall.as_secs_f64()
+        )?;
+        write!(f, "  TFHE post-processing: not built yet; ledger writes: see `stayput bench ledger`")
+    }
+}
+
+/// Runs the pipeline over `sites` sites of `rows` rows.
+pub fn run(sites: usize, rows: usize) -> Result<StatsReport, BenchError> {
+    let bad = |e: String| BenchError::Stats(e);
+    let query = CohortQuery::from_toml(QUERY).map_err(|e| bad(e.to_string()))?;
+    let names: Vec<String> = (0..sites).map(|i| format!("site-{i}")).collect();
+    let len = vector_len(&query);
+    let (mut scan_t, mut prove_t, mut share_t) = (vec![], vec![], vec![]);
+    let mut contributions = Vec::new();
+    let mut value_shares = Vec::new();
+    let mut blinding_shares = Vec::new();
+    let mut csprng = rand::rngs::OsRng;
+    for (i, name) in names.iter().enumerate() {
+        let batches = site_batches(rows, i as u64 + 7);
+        let t = Instant::now();
+        let mut scan = LocalScan::new(&query).map_err(|e| bad(e.to_string()))?;
+        for b in &batches {
+            scan.absorb(b).map_err(|e| bad(e.to_string()))?;
+        }
+        let stats = scan.finish();
+        scan_t.push(t.elapsed());
+        let t = Instant::now();
+        let bounds: Vec<Bounds> = entry_bounds(&query, stats.rows_scanned)
+            .map_err(|e| bad(e.to_string()))?
+            .into_iter()
+            .map(|(low, high)| Bounds { low, high })
+            .collect();
+        let (c, blind) =
+            commit_and_prove(&ProofContext { task: "bench", party: name }, &stats.additive, &bounds, &mut csprng)
+                .map_err(|e| bad(e.to_string()))?;
+        prove_t.push(t.elapsed());
+        let t = Instant::now();
+        value_shares.push(split(&stats.additive, sites, &mut csprng).map_err(|e| bad(e.to_string()))?);
+        blinding_shares.push(split_scalars(&blind.0, sites, &mut csprng).map_err(|e| bad(e.to_string()))?);
+        share_t.push(t.elapsed());
+        contributions.push((c, stats.rows_scanned));
+    }
+    // Each site aggregates what it received.
+    let mut partials = Vec::new();
+    for (j, _) in names.iter().enumerate() {
+        let t = Instant::now();
+        let mut v = Aggregator::new(&names, len);
+        let mut b = Aggregator::new(&names, len);
+        for (i, from) in names.iter().enumerate() {
+            v.absorb(from, value_shares[i][j].clone()).map_err(|e| bad(e.to_string()))?;
+            b.absorb(from, blinding_shares[i][j].clone()).map_err(|e| bad(e.to_string()))?;
+        }
+        partials.push((v.finish().map_err(|e| bad(e.to_string()))?, b.finish().map_err(|e| bad(e.to_string()))?));
+        share_t[j] += t.elapsed();
+    }
+    let t = Instant::now();
+    let mut values = Reconstruction::new(&names, len);
+    let mut blinds = Reconstruction::new(&names, len);
+    for (name, ((c, rows), (v, b))) in names.iter().zip(contributions.iter().zip(partials)) {
+        let bounds: Vec<Bounds> = entry_bounds(&query, *rows)
+            .map_err(|e| bad(e.to_string()))?
+            .into_iter()
+            .map(|(low, high)| Bounds { low, high })
+            .collect();
+        verify(&ProofContext { task: "bench", party: name }, c, &bounds).map_err(|e| bad(e.to_string()))?;
+        values.absorb(name, v).map_err(|e| bad(e.to_string()))?;
+        blinds.absorb(name, b).map_err(|e| bad(e.to_string()))?;
+    }
+    let pooled = values.finish().map_err(|e| bad(e.to_string()))?;
+    let blindings = blinds.finish_scalars().map_err(|e| bad(e.to_string()))?;
+    let refs: Vec<_> = contributions.iter().map(|(c, _)| c).collect();
+    check_opening(&refs, &pooled, &blindings).map_err(|e| bad(e.to_string()))?;
+    let verify_t = t.elapsed();
+    let t = Instant::now();
+    let results = finish(&query, &pooled, &[]).map_err(|e| bad(e.to_string()))?;
+    let finish_t = t.elapsed();
+    Ok(StatsReport {
+        sites,
+        rows,
+        entries: len,
+        scan: scan_t,
+        prove: prove_t,
+        share: share_t,
+        verify: verify_t,
+        finish: finish_t,
+        cohort: results.iter().map(|g| g.count).sum(),
+        proof_bytes: contributions[0].0.to_bytes().len(),
+    })
+}
