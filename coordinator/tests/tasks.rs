@@ -140,7 +140,7 @@ async fn tasks_run_end_to_end_and_bad_input_costs_nothing() {
     assert!(err.contains("requester's node only"), "{err}");
     let err = refuse(psi(Computation::Psi, "watchlist", &["id"], "bank")).await;
     assert!(err.contains("no grant lets 'bank' use dataset 'watchlist'"), "{err}");
-    let err = refuse(TaskSpec { kind: Computation::FederatedStats, ..spec.clone() }).await;
+    let err = refuse(TaskSpec { kind: Computation::Pir, ..spec.clone() }).await;
     assert!(err.contains("not supported"), "{err}");
 
     // Replays, stale requests, requests signed for someone else, oversized
