@@ -20,6 +20,8 @@ pub enum ZkError {
     OpeningMismatch { entry: usize },
     #[error("malformed contribution: {0}")]
     Malformed(&'static str),
+    #[error("the DLEQ proof does not verify: the evaluations were not all made with the published key")]
+    DleqFails,
     #[error("proving failed: {0}")]
     Proof(String),
 }

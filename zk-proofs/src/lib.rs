@@ -6,12 +6,12 @@
 //!   statistics vector, bulletproofs range proofs of declared bounds, and
 //!   the check of a pooled opening against the product of every site's
 //!   commitments (design brief §4.3).
-//!
-//! Batched DLEQ proofs for the blacklist query's verifiable OPRF (§4.2)
-//! arrive with that issue.
+//! * [`dleq`] — batched Chaum–Pedersen discrete-log-equality proofs (RFC
+//!   9497 style) for the blacklist query's verifiable OPRF (§4.2).
 #![forbid(unsafe_code)]
 
 pub mod contribution;
+pub mod dleq;
 mod error;
 
 pub use error::ZkError;
