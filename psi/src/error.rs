@@ -13,6 +13,9 @@ pub enum PsiError {
         "point {index} of the batch is not a canonical Ristretto255 encoding; the peer is faulty or not speaking this protocol version"
     )]
     NonCanonicalPoint { index: usize },
+    /// Labeled PSI input or answers that are refused.
+    #[error("labeled PSI: {0}")]
+    Labeled(&'static str),
     /// A point decoded to the identity element, which would reveal nothing
     /// useful and is a classic small-subgroup probe.
     #[error("point {index} of the batch is the identity element; the peer is faulty or malicious")]

@@ -14,6 +14,9 @@
 //!   the byte strings both sides hash, identically.
 //! * [`messages`] — the wire messages, their canonical encodings and their
 //!   validating decoders.
+//! * [`labeled`] — unbalanced labeled PSI over a verifiable OPRF (the
+//!   blacklist query): encoded sets with sealed labels, versions and deltas,
+//!   blinded queries answered with a batched DLEQ proof.
 //! * [`group`] — hash-to-group with task-bound domain separation, secret
 //!   scalars, and the batched multiply-and-compress kernel.
 //!
@@ -26,6 +29,7 @@ pub mod ecdh;
 mod error;
 pub mod group;
 pub mod keys;
+pub mod labeled;
 pub mod messages;
 mod permutation;
 

@@ -1,0 +1,526 @@
+//! Unbalanced labeled PSI — the blacklist query (design brief §4.2) — over
+//! a verifiable OPRF on Ristretto255. Sans-IO.
+//!
+//! **The bureau** holds an OPRF key k and publishes K = k·G with each
+//! version of its blacklist. For every listed id x it computes
+//! y = k·H_D(x) (H_D: hash-to-group under the dataset's domain), and
+//! stores a short tag of y (`TAG_LEN` bytes) with the entry's label sealed
+//! by AES-256-GCM under a key derived from y (padded to `LABEL_LEN`, fresh
+//! random nonce). The encoded set's digest and K go on the ledger as the
+//! dataset's version; adding or removing entries yields a new version and a
+//! [`Delta`].
+//!
+//! **The bank** keeps a cached copy of the encoded set, checked against the
+//! ledger's digest (a cache that does not match is refused). Per query it
+//! blinds each applicant's id, A_i = r_i·H_D(x_i); the bureau answers
+//! B_i = k·A_i with one batched DLEQ proof that every B_i used the key
+//! behind K ([`stayput_zk_proofs::dleq`]); the bank verifies the proof,
+//! unblinds y_i = r_i⁻¹·B_i, looks the tag up and decrypts the label.
+//!
+//! **What each side learns.** The bureau: how many ids were queried (it
+//! sees uniformly random points). The bank: the labels of the listed
+//! applicants, and the size of each blacklist (the encoded set); it cannot
+//! test other ids without a query, which the grant meters by items. The
+//! DLEQ proof stops a bureau from answering some ids under another key to
+//! mark or single out applicants.
+//!
+//! Tags are 64 bits: with 10^3 queries against 10^6 entries a false tag
+//! match has probability ≈ 5·10⁻¹¹, and a false match would then fail to
+//! decrypt, which is reported, never mistaken for a listing.
+
+use std::collections::BTreeMap;
+
+use aes_gcm::aead::{Aead, KeyInit};
+use aes_gcm::{Aes256Gcm, Nonce};
+use curve25519_dalek::ristretto::{CompressedRistretto, RistrettoPoint};
+use curve25519_dalek::scalar::Scalar;
+use rand_core::{CryptoRng, RngCore};
+use rayon::prelude::*;
+use sha2::{Digest, Sha256, Sha512};
+use stayput_zk_proofs::dleq::DleqProof;
+use zeroize::{Zeroize, Zeroizing};
+
+use crate::PsiError;
+use crate::group::{HashToGroup, TaskId};
+
+/// Bytes of an entry's tag.
+pub const TAG_LEN: usize = 8;
+/// Bytes of a padded label (one length byte, then the label).
+pub const LABEL_LEN: usize = 64;
+/// Bytes of a sealed label: nonce, ciphertext, GCM tag.
+pub const SEALED_LEN: usize = 12 + LABEL_LEN + 16;
+/// Most entries an encoded set may hold.
+pub const MAX_ENTRIES: usize = 1 << 24;
+/// Most ids in one query.
+pub const MAX_QUERY: usize = 1 << 16;
+
+const HASH_LABEL: &[u8] = b"stayput/labeled-psi/v1";
+
+/// A tag.
+pub type Tag = [u8; TAG_LEN];
+/// A sealed label.
+pub type Sealed = [u8; SEALED_LEN];
+
+fn hasher(dataset: &str) -> Result<HashToGroup, PsiError> {
+    Ok(HashToGroup::new(HASH_LABEL, &TaskId::new(dataset.as_bytes().to_vec())?))
+}
+
+fn tag_and_key(y: &CompressedRistretto) -> (Tag, Zeroizing<[u8; 32]>) {
+    let mut h = Sha512::new();
+    h.update(b"stayput/labeled-psi/tag");
+    h.update(y.as_bytes());
+    let wide = h.finalize();
+    let mut tag = [0u8; TAG_LEN];
+    tag.copy_from_slice(&wide[..TAG_LEN]);
+    let mut k = Sha256::new();
+    k.update(b"stayput/labeled-psi/key");
+    k.update(y.as_bytes());
+    (tag, Zeroizing::new(k.finalize().into()))
+}
+
+/// The bureau's OPRF key (zeroized, redacted).
+pub struct OprfKey(Scalar);
+
+impl Drop for OprfKey {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl std::fmt::Debug for OprfKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OprfKey(redacted)")
+    }
+}
+
+impl OprfKey {
+    /// A fresh key.
+    pub fn random(rng: &mut (impl RngCore + CryptoRng)) -> Self {
+        Self(Scalar::random(rng))
+    }
+
+    /// The key from its 32 bytes (refusing zero and non-canonical values).
+    pub fn from_bytes(bytes: &[u8; 32]) -> Result<Self, PsiError> {
+        let s = Option::<Scalar>::from(Scalar::from_canonical_bytes(*bytes))
+            .filter(|s| *s != Scalar::ZERO)
+            .ok_or(PsiError::Labeled("the OPRF key is not a canonical non-zero scalar"))?;
+        Ok(Self(s))
+    }
+
+    /// The key's bytes, for its owner's key file.
+    pub fn to_bytes(&self) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(self.0.to_bytes())
+    }
+
+    /// K = k·G.
+    pub fn public_key(&self) -> CompressedRistretto {
+        (self.0 * curve25519_dalek::constants::RISTRETTO_BASEPOINT_POINT).compress()
+    }
+
+    /// Answers a query: k·A_i for every blinded point, with a batched DLEQ
+    /// proof bound to `context` (task id).
+    pub fn evaluate(
+        &self,
+        context: &[u8],
+        blinded: &[CompressedRistretto],
+        rng: &mut (impl RngCore + CryptoRng),
+    ) -> Result<(Vec<CompressedRistretto>, DleqProof), PsiError> {
+        if blinded.is_empty() || blinded.len() > MAX_QUERY {
+            return Err(PsiError::Labeled("a query holds 1 to 65,536 blinded ids"));
+        }
+        let inputs: Vec<RistrettoPoint> = blinded
+            .iter()
+            .enumerate()
+            .map(|(i, c)| crate::group::decode_point(c.as_bytes(), i))
+            .collect::<Result<_, _>>()?;
+        let outputs: Vec<RistrettoPoint> = inputs.par_iter().map(|a| self.0 * a).collect();
+        let proof = DleqProof::prove(context, &self.0, &inputs, &outputs, rng)
+            .map_err(|_| PsiError::Labeled("the DLEQ proof could not be made"))?;
+        Ok((outputs.iter().map(RistrettoPoint::compress).collect(), proof))
+    }
+}
+
+/// One version of an encoded blacklist: tags with sealed labels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedSet {
+    /// The dataset it encodes.
+    pub dataset: String,
+    /// Its version (as on the ledger).
+    pub version: u32,
+    /// K, the OPRF public key.
+    pub public_key: CompressedRistretto,
+    entries: BTreeMap<Tag, Sealed>,
+}
+
+/// The change from one version of an encoded set to the next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delta {
+    /// The version it applies to.
+    pub from: u32,
+    /// The version it yields.
+    pub to: u32,
+    /// Tags removed.
+    pub removed: Vec<Tag>,
+    /// Entries added.
+    pub added: Vec<(Tag, Sealed)>,
+}
+
+fn seal(
+    y: &CompressedRistretto,
+    label: &[u8],
+    rng: &mut (impl RngCore + CryptoRng),
+) -> Result<(Tag, Sealed), PsiError> {
+    if label.len() >= LABEL_LEN {
+        return Err(PsiError::Labeled("a label is at most 63 bytes"));
+    }
+    let (tag, key) = tag_and_key(y);
+    let mut plain = Zeroizing::new([0u8; LABEL_LEN]);
+    plain[0] = u8::try_from(label.len()).expect("checked");
+    plain[1..=label.len()].copy_from_slice(label);
+    let mut nonce = [0u8; 12];
+    rng.fill_bytes(&mut nonce);
+    let cipher = Aes256Gcm::new_from_slice(key.as_slice()).expect("32-byte key");
+    let ct =
+        cipher.encrypt(Nonce::from_slice(&nonce), plain.as_slice()).map_err(|_| PsiError::Labeled("sealing failed"))?;
+    let mut sealed = [0u8; SEALED_LEN];
+    sealed[..12].copy_from_slice(&nonce);
+    sealed[12..].copy_from_slice(&ct);
+    Ok((tag, sealed))
+}
+
+fn seal_all(
+    key: &OprfKey,
+    dataset: &str,
+    entries: &[(Vec<u8>, Vec<u8>)],
+    seed: [u8; 32],
+) -> Result<Vec<(Tag, Sealed)>, PsiError> {
+    if entries.len() > MAX_ENTRIES {
+        return Err(PsiError::Labeled("an encoded set holds at most 2^24 entries"));
+    }
+    let h = hasher(dataset)?;
+    entries
+        .par_iter()
+        .enumerate()
+        .map(|(i, (id, label))| {
+            // Per-entry nonce randomness from the seed: parallel, no shared state.
+            use rand_core::SeedableRng;
+            let mut s = seed;
+            for (b, x) in s.iter_mut().zip((i as u64).to_le_bytes()) {
+                *b ^= x;
+            }
+            let mut rng = rand_chacha::ChaCha20Rng::from_seed(s);
+            seal(&(key.0 * h.hash(id)).compress(), label, &mut rng)
+        })
+        .collect()
+}
+
+fn open(y: &CompressedRistretto, sealed: &Sealed) -> Option<Vec<u8>> {
+    let (_, key) = tag_and_key(y);
+    let cipher = Aes256Gcm::new_from_slice(key.as_slice()).expect("32-byte key");
+    let plain = Zeroizing::new(cipher.decrypt(Nonce::from_slice(&sealed[..12]), &sealed[12..]).ok()?);
+    let len = usize::from(plain[0]);
+    (len < LABEL_LEN).then(|| plain[1..=len].to_vec())
+}
+
+impl EncodedSet {
+    /// Encodes `(id, label)` entries (ids already normalised and encoded as
+    /// for PSI) under `key`; parallel over entries. `seed` feeds the
+    /// sealing nonces (draw it from the OS).
+    pub fn encode(
+        key: &OprfKey,
+        dataset: &str,
+        version: u32,
+        entries: &[(Vec<u8>, Vec<u8>)],
+        seed: [u8; 32],
+    ) -> Result<Self, PsiError> {
+        let mut set = Self { dataset: dataset.into(), version, public_key: key.public_key(), entries: BTreeMap::new() };
+        for (tag, sealed) in seal_all(key, dataset, entries, seed)? {
+            if set.entries.insert(tag, sealed).is_some() {
+                return Err(PsiError::Labeled("two entries share a tag (a duplicate id?)"));
+            }
+        }
+        Ok(set)
+    }
+
+    /// The next version: `removed` ids taken out, `added` entries sealed in;
+    /// every other entry keeps its sealing. Returns the new set and the
+    /// delta a cache applies to reach it.
+    pub fn update(
+        &self,
+        key: &OprfKey,
+        removed: &[Vec<u8>],
+        added: &[(Vec<u8>, Vec<u8>)],
+        seed: [u8; 32],
+    ) -> Result<(Self, Delta), PsiError> {
+        if key.public_key() != self.public_key {
+            return Err(PsiError::Labeled("the key is not the one this set was encoded with"));
+        }
+        let h = hasher(&self.dataset)?;
+        let removed: Vec<Tag> = removed.iter().map(|id| tag_and_key(&(key.0 * h.hash(id)).compress()).0).collect();
+        let added = seal_all(key, &self.dataset, added, seed)?;
+        let delta = Delta { from: self.version, to: self.version + 1, removed, added };
+        let mut next = self.clone();
+        next.version = delta.to;
+        for tag in &delta.removed {
+            next.entries.remove(tag);
+        }
+        for (tag, sealed) in &delta.added {
+            if next.entries.insert(*tag, *sealed).is_some() {
+                return Err(PsiError::Labeled("an added id is already listed; remove it first"));
+            }
+        }
+        Ok((next, delta))
+    }
+
+    /// Entries in the set.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// SHA-256 of the canonical encoding (what the ledger records).
+    pub fn digest(&self) -> [u8; 32] {
+        Sha256::digest(self.to_bytes()).into()
+    }
+
+    /// Canonical bytes: label, dataset, version, K, count, sorted entries.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64 + self.entries.len() * (TAG_LEN + SEALED_LEN));
+        out.extend_from_slice(HASH_LABEL);
+        // Both bounded: the dataset id by the task-id limit, entries by MAX_ENTRIES.
+        out.extend_from_slice(&u32::try_from(self.dataset.len()).expect("bounded").to_le_bytes());
+        out.extend_from_slice(self.dataset.as_bytes());
+        out.extend_from_slice(&self.version.to_le_bytes());
+        out.extend_from_slice(self.public_key.as_bytes());
+        out.extend_from_slice(&u32::try_from(self.entries.len()).expect("bounded").to_le_bytes());
+        for (tag, sealed) in &self.entries {
+            out.extend_from_slice(tag);
+            out.extend_from_slice(sealed);
+        }
+        out
+    }
+
+    /// Decodes [`EncodedSet::to_bytes`], checking sizes before allocating
+    /// and that the bytes have the `expected` digest (the ledger's).
+    pub fn from_bytes(bytes: &[u8], expected: &[u8; 32]) -> Result<Self, PsiError> {
+        let actual: [u8; 32] = Sha256::digest(bytes).into();
+        if &actual != expected {
+            return Err(PsiError::Labeled("the cached set does not match the digest on the ledger; fetch it again"));
+        }
+        const BAD: PsiError = PsiError::Labeled("malformed encoded set");
+        let rest = bytes.strip_prefix(HASH_LABEL).ok_or(BAD)?;
+        let (len, rest) = rest.split_first_chunk::<4>().ok_or(BAD)?;
+        let len = u32::from_le_bytes(*len) as usize;
+        if len > 255 || rest.len() < len {
+            return Err(BAD);
+        }
+        let (name, rest) = rest.split_at(len);
+        let dataset = String::from_utf8(name.to_vec()).map_err(|_| BAD)?;
+        let (version, rest) = rest.split_first_chunk::<4>().ok_or(BAD)?;
+        let (key, rest) = rest.split_first_chunk::<32>().ok_or(BAD)?;
+        let (count, rest) = rest.split_first_chunk::<4>().ok_or(BAD)?;
+        let count = u32::from_le_bytes(*count) as usize;
+        if count > MAX_ENTRIES || rest.len() != count * (TAG_LEN + SEALED_LEN) {
+            return Err(BAD);
+        }
+        let mut entries = BTreeMap::new();
+        for chunk in rest.chunks_exact(TAG_LEN + SEALED_LEN) {
+            let tag: Tag = chunk[..TAG_LEN].try_into().expect("sized");
+            let sealed: Sealed = chunk[TAG_LEN..].try_into().expect("sized");
+            if entries.insert(tag, sealed).is_some() {
+                return Err(BAD);
+            }
+        }
+        let public_key = CompressedRistretto(*key);
+        public_key.decompress().ok_or(BAD)?;
+        Ok(Self { dataset, version: u32::from_le_bytes(*version), public_key, entries })
+    }
+
+    /// Applies a delta to a cached copy; the result must have the ledger's
+    /// digest for the new version, else it is refused.
+    pub fn apply(&self, delta: &Delta, expected: &[u8; 32]) -> Result<Self, PsiError> {
+        if delta.from != self.version || delta.to <= self.version {
+            return Err(PsiError::Labeled("the delta is not for this cached version"));
+        }
+        let mut next = self.clone();
+        next.version = delta.to;
+        for tag in &delta.removed {
+            next.entries.remove(tag);
+        }
+        for (tag, sealed) in &delta.added {
+            next.entries.insert(*tag, *sealed);
+        }
+        if &next.digest() != expected {
+            return Err(PsiError::Labeled(
+                "the cache after the delta does not match the digest on the ledger; fetch the full set",
+            ));
+        }
+        Ok(next)
+    }
+}
+
+/// The bank's side of one query (its blinding factors are zeroized).
+pub struct Query {
+    blinds: Vec<Scalar>,
+}
+
+impl Drop for Query {
+    fn drop(&mut self) {
+        for b in &mut self.blinds {
+            b.zeroize();
+        }
+    }
+}
+
+impl std::fmt::Debug for Query {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Query({} ids, redacted)", self.blinds.len())
+    }
+}
+
+impl Query {
+    /// Blinds the encoded ids for the bureau of `dataset`.
+    pub fn blind(
+        dataset: &str,
+        ids: &[Vec<u8>],
+        rng: &mut (impl RngCore + CryptoRng),
+    ) -> Result<(Self, Vec<CompressedRistretto>), PsiError> {
+        if ids.is_empty() || ids.len() > MAX_QUERY {
+            return Err(PsiError::Labeled("a query holds 1 to 65,536 ids"));
+        }
+        let h = hasher(dataset)?;
+        let blinds: Vec<Scalar> = ids.iter().map(|_| Scalar::random(rng)).collect();
+        let points = ids.par_iter().zip(&blinds).map(|(id, r)| (r * h.hash(id)).compress()).collect();
+        Ok((Self { blinds }, points))
+    }
+
+    /// Verifies the bureau's answer against the set's public key and
+    /// returns, per queried id, its label when listed.
+    pub fn finish(
+        self,
+        context: &[u8],
+        blinded: &[CompressedRistretto],
+        evaluations: &[CompressedRistretto],
+        proof: &DleqProof,
+        set: &EncodedSet,
+    ) -> Result<Vec<Option<Vec<u8>>>, PsiError> {
+        if evaluations.len() != self.blinds.len() || blinded.len() != self.blinds.len() {
+            return Err(PsiError::Labeled("the answer does not hold one evaluation per id"));
+        }
+        let decode = |v: &[CompressedRistretto]| -> Result<Vec<RistrettoPoint>, PsiError> {
+            v.iter().enumerate().map(|(i, c)| crate::group::decode_point(c.as_bytes(), i)).collect()
+        };
+        let (inputs, outputs) = (decode(blinded)?, decode(evaluations)?);
+        let public = set.public_key.decompress().ok_or(PsiError::Labeled("the set's public key is not a point"))?;
+        proof.verify(context, &public, &inputs, &outputs).map_err(|_| {
+            PsiError::Labeled("the bureau's proof does not verify against its published key; nothing is released")
+        })?;
+        outputs
+            .par_iter()
+            .zip(&self.blinds)
+            .map(|(b, r)| {
+                let y = (r.invert() * b).compress();
+                let (tag, _) = tag_and_key(&y);
+                match set.entries.get(&tag) {
+                    None => Ok(None),
+                    Some(sealed) => open(&y, sealed)
+                        .map(Some)
+                        .ok_or(PsiError::Labeled("a listed entry does not decrypt: the cached set is damaged")),
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+
+    use super::*;
+
+    fn entries(range: std::ops::Range<u32>) -> Vec<(Vec<u8>, Vec<u8>)> {
+        range
+            .map(|i| (format!("ID{i:06}").into_bytes(), format!("D90|2025-0{}|{}", i % 9 + 1, i % 5).into_bytes()))
+            .collect()
+    }
+
+    #[test]
+    fn listed_applicants_get_their_labels() {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(1);
+        let key = OprfKey::random(&mut rng);
+        let set = EncodedSet::encode(&key, "blacklist", 1, &entries(0..2000), [7; 32]).unwrap();
+        let cache = EncodedSet::from_bytes(&set.to_bytes(), &set.digest()).unwrap();
+        let ids: Vec<Vec<u8>> = (1990..2010).map(|i: u32| format!("ID{i:06}").into_bytes()).collect();
+        let (query, blinded) = Query::blind("blacklist", &ids, &mut rng).unwrap();
+        let (answers, proof) = key.evaluate(b"t-1", &blinded, &mut rng).unwrap();
+        let labels = query.finish(b"t-1", &blinded, &answers, &proof, &cache).unwrap();
+        for (i, label) in (1990..2010).zip(&labels) {
+            if i < 2000 {
+                assert_eq!(label.as_deref(), Some(format!("D90|2025-0{}|{}", i % 9 + 1, i % 5).as_bytes()));
+            } else {
+                assert_eq!(label, &None);
+            }
+        }
+    }
+
+    #[test]
+    fn a_cheating_bureau_or_a_bad_cache_is_caught() {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(2);
+        let key = OprfKey::random(&mut rng);
+        let set = EncodedSet::encode(&key, "blacklist", 1, &entries(0..100), [1; 32]).unwrap();
+        let ids: Vec<Vec<u8>> = (0..10).map(|i: u32| format!("ID{i:06}").into_bytes()).collect();
+        // Answered with another key for one id: the proof fails.
+        let (query, blinded) = Query::blind("blacklist", &ids, &mut rng).unwrap();
+        let (mut answers, proof) = key.evaluate(b"t-1", &blinded, &mut rng).unwrap();
+        answers[4] = (Scalar::from(3u8) * answers[4].decompress().unwrap()).compress();
+        assert!(
+            query.finish(b"t-1", &blinded, &answers, &proof, &set).unwrap_err().to_string().contains("does not verify")
+        );
+        // A cache with another digest is refused.
+        let mut bytes = set.to_bytes();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        assert!(EncodedSet::from_bytes(&bytes, &set.digest()).is_err());
+        // Another task's proof does not carry over.
+        let (query, blinded) = Query::blind("blacklist", &ids, &mut rng).unwrap();
+        let (answers, proof) = key.evaluate(b"t-1", &blinded, &mut rng).unwrap();
+        assert!(query.finish(b"t-2", &blinded, &answers, &proof, &set).is_err());
+    }
+
+    #[test]
+    fn deltas_move_a_cache_to_the_next_version() {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(3);
+        let key = OprfKey::random(&mut rng);
+        let v1 = EncodedSet::encode(&key, "blacklist", 1, &entries(0..300), [2; 32]).unwrap();
+        let removed: Vec<Vec<u8>> = entries(0..50).into_iter().map(|(id, _)| id).collect();
+        let (v2, delta) = v1.update(&key, &removed, &entries(300..400), [3; 32]).unwrap();
+        assert_eq!((v2.version, v2.len()), (2, 350));
+        assert_eq!((delta.removed.len(), delta.added.len()), (50, 100));
+        // A bank's cache of v1 reaches exactly v2 (the ledger's digest).
+        assert_eq!(v1.apply(&delta, &v2.digest()).unwrap(), v2);
+        // Removed ids are no longer found; added ones are.
+        let ids = vec![b"ID000010".to_vec(), b"ID000350".to_vec()];
+        let (query, blinded) = Query::blind("blacklist", &ids, &mut rng).unwrap();
+        let (answers, proof) = key.evaluate(b"t", &blinded, &mut rng).unwrap();
+        let found = query.finish(b"t", &blinded, &answers, &proof, &v2).unwrap();
+        assert!(found[0].is_none() && found[1].is_some());
+        let wrong = Delta { from: 2, ..delta.clone() };
+        assert!(v1.apply(&wrong, &v2.digest()).is_err());
+        assert!(v1.apply(&delta, &[0; 32]).unwrap_err().to_string().contains("fetch the full set"));
+    }
+
+    #[test]
+    fn oversized_and_malformed_input_is_refused() {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(4);
+        let key = OprfKey::random(&mut rng);
+        assert!(EncodedSet::encode(&key, "b", 1, &[(b"x".to_vec(), vec![0; 64])], [0; 32]).is_err());
+        assert!(key.evaluate(b"t", &[], &mut rng).is_err());
+        assert!(key.evaluate(b"t", &[CompressedRistretto([0xff; 32])], &mut rng).is_err());
+        assert!(OprfKey::from_bytes(&[0; 32]).is_err());
+        assert!(Query::blind("b", &[], &mut rng).is_err());
+    }
+}
