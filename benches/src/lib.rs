@@ -10,6 +10,7 @@
 //!   drift).
 #![forbid(unsafe_code)]
 
+pub mod blacklist;
 pub mod ledger;
 pub mod psi;
 pub mod stats;

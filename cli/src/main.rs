@@ -198,6 +198,23 @@ enum BenchCommand {
         #[arg(long, default_value_t = 4096)]
         batch: usize,
     },
+    /// The blacklist query (unbalanced labeled PSI, in memory): bureau
+    /// precompute, encoded set size, online latency against one and several
+    /// bureaus, and balanced PSI on the same data for comparison.
+    Blacklist {
+        /// Entries per bureau.
+        #[arg(long, default_value_t = 1_000_000)]
+        entries: usize,
+        /// Ids per query.
+        #[arg(long, default_value_t = 1_000)]
+        query: usize,
+        /// Bureaus queried.
+        #[arg(long, default_value_t = 3)]
+        bureaus: usize,
+        /// Skip the balanced-PSI comparison.
+        #[arg(long)]
+        no_balanced: bool,
+    },
     /// Federated statistics: the demo's hospital query over several sites,
     /// timed phase by phase (scan, proofs, sharing, verification).
     Stats {
@@ -296,6 +313,14 @@ async fn run(command: Command) -> Result<(), CliError> {
                 tokio::task::spawn_blocking(move || stayput_benches::psi::run(n, mode.into(), in_memory, batch))
                     .await
                     .map_err(|e| CliError::Signal(e.to_string()))??;
+            println!("{report}");
+        }
+        Command::Bench(BenchCommand::Blacklist { entries, query, bureaus, no_balanced }) => {
+            let report = tokio::task::spawn_blocking(move || {
+                stayput_benches::blacklist::run(entries, query, bureaus, !no_balanced)
+            })
+            .await
+            .map_err(|e| CliError::Signal(e.to_string()))??;
             println!("{report}");
         }
         Command::Bench(BenchCommand::Stats { sites, rows }) => {

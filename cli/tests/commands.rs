@@ -117,3 +117,11 @@ fn bench_stats_prints_every_phase() {
         assert!(out.contains(phase), "{out}");
     }
 }
+
+#[test]
+fn bench_blacklist_prints_its_figures() {
+    let out = run(&["bench", "blacklist", "--entries", "2000", "--query", "100", "--bureaus", "2"]);
+    for figure in ["bureau precompute", "encoded set", "online, one bureau", "(50 listed ids found)", "balanced PSI"] {
+        assert!(out.contains(figure), "{out}");
+    }
+}
