@@ -513,6 +513,62 @@ mod tests {
         assert!(v1.apply(&delta, &[0; 32]).unwrap_err().to_string().contains("fetch the full set"));
     }
 
+    /// Known-answer vector of the encoded-set format and of a query answer:
+    /// fixed key, entries, sealing seed and query randomness. Regenerate with
+    /// `STAYPUT_WRITE_VECTORS=1 cargo test -p stayput-psi labeled`.
+    #[test]
+    fn encoded_set_known_answer_vector() {
+        #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+        struct Vector {
+            version: String,
+            oprf_key_hex: String,
+            dataset: String,
+            entries: Vec<(String, String)>,
+            seed_hex: String,
+            encoded_set_hex: String,
+            digest_hex: String,
+            query_ids: Vec<String>,
+            blinded_hex: Vec<String>,
+            evaluations_hex: Vec<String>,
+            proof_hex: String,
+            labels: Vec<Option<String>>,
+        }
+        let path = std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("run by cargo"))
+            .join("test-vectors/labeled-psi-v1.json");
+        let key = OprfKey::from_bytes(&Scalar::from(0x5eed_u64).to_bytes()).unwrap();
+        let listed = entries(0..4);
+        let set = EncodedSet::encode(&key, "blacklist", 1, &listed, [9; 32]).unwrap();
+        let ids = vec![b"ID000002".to_vec(), b"ID000777".to_vec()];
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(5);
+        let (query, blinded) = Query::blind("blacklist", &ids, &mut rng).unwrap();
+        let (answers, proof) = key.evaluate(b"t-kat", &blinded, &mut rng).unwrap();
+        let labels = query.finish(b"t-kat", &blinded, &answers, &proof, &set).unwrap();
+        let hexes = |v: &[CompressedRistretto]| v.iter().map(|p| hex::encode(p.as_bytes())).collect();
+        let computed = Vector {
+            version: "stayput labeled psi v1".into(),
+            oprf_key_hex: hex::encode(*key.to_bytes()),
+            dataset: "blacklist".into(),
+            entries: listed
+                .iter()
+                .map(|(i, l)| (String::from_utf8_lossy(i).into(), String::from_utf8_lossy(l).into()))
+                .collect(),
+            seed_hex: hex::encode([9u8; 32]),
+            encoded_set_hex: hex::encode(set.to_bytes()),
+            digest_hex: hex::encode(set.digest()),
+            query_ids: ids.iter().map(|i| String::from_utf8_lossy(i).into()).collect(),
+            blinded_hex: hexes(&blinded),
+            evaluations_hex: hexes(&answers),
+            proof_hex: hex::encode(proof.to_bytes()),
+            labels: labels.iter().map(|l| l.as_ref().map(|l| String::from_utf8_lossy(l).into())).collect(),
+        };
+        if std::env::var_os("STAYPUT_WRITE_VECTORS").is_some() {
+            std::fs::write(&path, serde_json::to_string_pretty(&computed).unwrap() + "\n").unwrap();
+        }
+        let stored: Vector = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(stored, computed);
+        assert_eq!(stored.labels, vec![Some("D90|2025-03|2".to_string()), None]);
+    }
+
     #[test]
     fn oversized_and_malformed_input_is_refused() {
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(4);
