@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 
 use prost::Message;
 use stayput_proto::v1::{
-    OutputFormat, PsiAccept, PsiMode, PsiOpen, PsiRequesterMessage, PsiResponderMessage, PsiSummary, RunPsiRequest,
-    RunTaskRequest, SubmitTaskRequest, SubmitTaskResponse, TaskState, TaskUpdate, WatchTaskRequest,
-    psi_requester_message, psi_responder_message,
+    ContributeRequest, ContributeResponse, OutputFormat, PsiAccept, PsiMode, PsiOpen, PsiRequesterMessage,
+    PsiResponderMessage, PsiSummary, RunPsiRequest, RunTaskRequest, ShareRequest, SubmitTaskRequest,
+    SubmitTaskResponse, TaskState, TaskUpdate, WatchTaskRequest, psi_requester_message, psi_responder_message,
 };
 
 /// The vectors beside this crate, found at run time: a test binary reused
@@ -90,6 +90,30 @@ fn encoded() -> BTreeMap<&'static str, Vec<u8>> {
     v.insert(
         "SubmitTaskResponse",
         SubmitTaskResponse { task_id: "t-0001".into(), grants: vec!["g-1".into()], existing: true }.encode_to_vec(),
+    );
+    v.insert(
+        "ContributeRequest",
+        ContributeRequest { task_id: "t-0001".into(), dataset: "inpatients-a".into(), params: vec![2, 1].into() }
+            .encode_to_vec(),
+    );
+    v.insert(
+        "ContributeResponse",
+        ContributeResponse {
+            contribution: vec![0x11; 4].into(),
+            rows: 3000,
+            value_sum: vec![0x22; 32].into(),
+            blinding_sum: vec![0x33; 32].into(),
+        }
+        .encode_to_vec(),
+    );
+    v.insert(
+        "ShareRequest",
+        ShareRequest {
+            task_id: "t-0001".into(),
+            value_share: vec![0x44; 32].into(),
+            blinding_share: vec![0x55; 32].into(),
+        }
+        .encode_to_vec(),
     );
     v.insert("WatchTaskRequest", WatchTaskRequest { task_id: "t-0001".into() }.encode_to_vec());
     v.insert(

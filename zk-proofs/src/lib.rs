@@ -54,6 +54,44 @@ mod tests {
         assert_eq!(back.digest(), ca.digest());
     }
 
+    /// Known-answer vector of the contribution wire format: fixed values,
+    /// bounds, context and proving randomness. Regenerate with
+    /// `STAYPUT_WRITE_VECTORS=1 cargo test -p stayput-zk-proofs contribution_known`.
+    #[test]
+    fn contribution_known_answer_vector() {
+        #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+        struct Vector {
+            version: String,
+            task: String,
+            party: String,
+            values: Vec<i64>,
+            bounds: Vec<(i64, i64)>,
+            contribution_hex: String,
+            digest_hex: String,
+        }
+        let path = std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("run by cargo"))
+            .join("test-vectors/contribution-v1.json");
+        let values: Vec<i128> = vec![120, -35, 0];
+        let b = vec![Bounds { low: 0, high: 1000 }, Bounds { low: -100, high: 100 }, Bounds { low: 0, high: 0 }];
+        let (c, _) = commit_and_prove(&CTX, &values, &b, &mut rand_chacha::ChaCha20Rng::seed_from_u64(21)).unwrap();
+        let computed = Vector {
+            version: "stayput contribution v1".into(),
+            task: CTX.task.into(),
+            party: CTX.party.into(),
+            values: values.iter().map(|v| i64::try_from(*v).unwrap()).collect(),
+            bounds: b.iter().map(|x| (i64::try_from(x.low).unwrap(), i64::try_from(x.high).unwrap())).collect(),
+            contribution_hex: hex::encode(c.to_bytes()),
+            digest_hex: hex::encode(c.digest()),
+        };
+        if std::env::var_os("STAYPUT_WRITE_VECTORS").is_some() {
+            std::fs::write(&path, serde_json::to_string_pretty(&computed).unwrap() + "\n").unwrap();
+        }
+        let stored: Vector = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(stored, computed);
+        let decoded = Contribution::from_bytes(&hex::decode(&stored.contribution_hex).unwrap()).unwrap();
+        verify(&CTX, &decoded, &b).unwrap();
+    }
+
     #[test]
     fn out_of_range_contributions_are_refused_or_caught() {
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(2);
