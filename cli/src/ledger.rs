@@ -308,7 +308,13 @@ pub async fn verify_result(id: &str, config: &std::path::Path, evidence: Option<
     let text = std::fs::read_to_string(&path).map_err(|e| CliError::NotFound(format!("{}: {e}", path.display())))?;
     let evidence: stayput_node::stats::Evidence = serde_json::from_str(&text)
         .map_err(|e| CliError::NotFound(format!("{} is not an evidence file: {e}", path.display())))?;
-    let summary = stayput_node::stats::verify_evidence(id, &evidence, &recorded.intermediates)?;
+    // Proof verification is heavy: off the async executor.
+    let (task_id, recorded_digests) = (id.to_owned(), recorded.intermediates.clone());
+    let summary = tokio::task::spawn_blocking(move || {
+        stayput_node::stats::verify_evidence(&task_id, &evidence, &recorded_digests)
+    })
+    .await
+    .map_err(|e| CliError::Signal(e.to_string()))??;
     println!("task {id}: {summary}");
     let result = stayput_node::tasks::result_path(dir, id);
     if result.exists() {

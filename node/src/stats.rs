@@ -54,13 +54,21 @@ use crate::{NodeError, NodeState};
 
 /// A site's value share and blinding share, as received.
 type ShareBytes = (Vec<u8>, Vec<u8>);
-/// One task's received shares by sending site, and who to wake on arrival.
-type TaskShares = (BTreeMap<String, ShareBytes>, Arc<Notify>);
+/// One task's received shares by sending site, who to wake on arrival, and
+/// when the first share came (parked shares expire).
+type TaskShares = (BTreeMap<String, ShareBytes>, Arc<Notify>, std::time::Instant);
+
+/// How long shares for a task this node has not (yet) contributed to are kept.
+const PARKED_FOR: Duration = Duration::from_secs(2 * IDLE_TIMEOUT.as_secs());
 
 /// Shares that arrived for tasks, by task, then by sending site.
 #[derive(Debug, Default)]
 pub struct ShareBox {
     tasks: Mutex<HashMap<String, TaskShares>>,
+}
+
+fn fresh() -> TaskShares {
+    (BTreeMap::new(), Arc::new(Notify::new()), std::time::Instant::now())
 }
 
 /// Most tasks with shares waiting at once (a bound on what peers can park).
@@ -69,10 +77,11 @@ const MAX_WAITING_TASKS: usize = 64;
 impl ShareBox {
     fn put(&self, task: &str, from: &str, value: Vec<u8>, blinding: Vec<u8>) -> Result<(), NodeError> {
         let mut tasks = self.tasks.lock().expect("share box");
+        tasks.retain(|_, (_, _, since)| since.elapsed() < PARKED_FOR);
         if !tasks.contains_key(task) && tasks.len() >= MAX_WAITING_TASKS {
             return Err(NodeError::Busy { max: MAX_WAITING_TASKS });
         }
-        let (shares, notify) = tasks.entry(task.into()).or_insert_with(|| (BTreeMap::new(), Arc::new(Notify::new())));
+        let (shares, notify, _) = tasks.entry(task.into()).or_insert_with(fresh);
         if shares.contains_key(from) {
             return Err(NodeError::Stats(format!("'{from}' already sent its share for this task")));
         }
@@ -87,17 +96,16 @@ impl ShareBox {
         loop {
             let notify = {
                 let mut tasks = self.tasks.lock().expect("share box");
-                let (shares, notify) =
-                    tasks.entry(task.into()).or_insert_with(|| (BTreeMap::new(), Arc::new(Notify::new())));
+                let (shares, notify, _) = tasks.entry(task.into()).or_insert_with(fresh);
                 if parties.iter().all(|p| shares.contains_key(p)) {
-                    return Ok(tasks.remove(task).map(|(s, _)| s).unwrap_or_default());
+                    return Ok(tasks.remove(task).map(|(s, _, _)| s).unwrap_or_default());
                 }
                 notify.clone()
             };
             let waiting = notify.notified();
             if tokio::time::timeout_at(deadline, waiting).await.is_err() {
                 let tasks = self.tasks.lock().expect("share box");
-                let have = tasks.get(task).map(|(s, _)| s.keys().cloned().collect::<Vec<_>>()).unwrap_or_default();
+                let have = tasks.get(task).map(|(s, _, _)| s.keys().cloned().collect::<Vec<_>>()).unwrap_or_default();
                 let missing: Vec<&String> = parties.iter().filter(|p| !have.contains(p)).collect();
                 drop(tasks);
                 self.tasks.lock().expect("share box").remove(task);
@@ -516,6 +524,3 @@ pub fn render(results: &[GroupResult], min_cohort: u64) -> String {
     }
     out
 }
-
-/// How long a site waits for the other sites' shares.
-pub const SHARE_WAIT: Duration = IDLE_TIMEOUT;
