@@ -50,6 +50,12 @@ fn grant_problem(g: &GrantState, kind: Computation, columns: &[String], now: u64
     if g.uses >= g.grant.max_uses {
         return problem(format!("grant '{id}' has used all of its {} uses", g.grant.max_uses));
     }
+    // A grant naming no columns allows the dataset's key columns only, which
+    // the owner's node knows; statistics read other columns, so they need a
+    // grant that names them.
+    if kind == Computation::FederatedStats && g.grant.columns.is_empty() {
+        return problem(format!("grant '{id}' names no columns; federated statistics need a grant that names them"));
+    }
     if let Some(column) = columns.iter().find(|c| !g.grant.columns.is_empty() && !g.grant.columns.contains(c)) {
         return Some(CoordinatorError::ColumnNotAllowed {
             grant: id.clone(),

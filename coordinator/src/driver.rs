@@ -57,6 +57,11 @@ pub async fn drive(inner: Arc<Inner>, mut task: StoredTask) {
     let id = task.id.clone();
     match step(&inner, &mut task).await {
         Ok(()) => {}
+        // The ledger could not be reached: nothing is settled; the stored
+        // phase stands and a restart resumes the task from the ledger.
+        Err(CoordinatorError::Ledger(LedgerError::Rpc(detail))) => {
+            tracing::error!(task = %id, detail = %detail, "ledger unavailable; the task is left for a restart");
+        }
         Err(e) => {
             let message = e.to_string();
             tracing::warn!(task = %id, error = %message, "task failed");

@@ -163,5 +163,21 @@ async fn hospitals_pool_statistics_verifiably() {
     assert_eq!(report.phase, Phase::Failed);
     assert!(report.error.contains("outside its declared range"), "{}", report.error);
     assert!(!stayput_node::tasks::result_path(&out, &submitted.task_id).exists());
+    // A failure that depends on a site's data is metered like a query (it
+    // says something about the table), and never carries counts or values.
+    let failed = net.ledger.task(&submitted.task_id).await.unwrap().unwrap();
+    assert!(!failed.uses.is_empty(), "a data-dependent refusal is recorded as a use");
+    assert!(report.error.contains("does not fit the query") && !report.error.contains("of them"), "{}", report.error);
+
+    // A grant that names no columns allows the key columns only: not enough
+    // for statistics, refused at admission.
+    let mut bare = grant("hospital-a", 5, &[]);
+    if let Record::Grant(g) = &mut bare {
+        g.id = "g-bare".into();
+    }
+    net.write("hospital-a", bare).await.unwrap();
+    net.write("hospital-a", Record::RevokeGrant { grant: "g-hospital-a".into() }).await.unwrap();
+    let err = net.submit("research", &spec(QUERY)).await.unwrap_err().to_string();
+    assert!(err.contains("names no columns"), "{err}");
     net.shutdown().await.unwrap();
 }

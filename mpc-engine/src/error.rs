@@ -11,7 +11,7 @@ pub enum MpcError {
     UnknownColumn { column: String, available: String },
     #[error("the grant does not allow column '{column}' (it allows: {allowed})")]
     ColumnNotAllowed { column: String, allowed: String },
-    #[error("column '{column}' has {count} values that are not numbers; clean them or filter them out")]
+    #[error("column '{column}' has values that are not numbers ({count} of them); clean them or filter them out")]
     NotNumeric { column: String, count: usize },
     #[error(
         "column '{column}' has {count} values outside its declared range [{low}, {high}]; widen the range in the query or filter them out"

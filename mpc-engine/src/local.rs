@@ -87,13 +87,22 @@ pub fn entry_bounds(query: &CohortQuery, rows: u64) -> Result<Vec<(i128, i128)>,
     };
     let magnitude = |c: &str| -> Result<i128, MpcError> { range(c).map(|(lo, hi)| lo.abs().max(hi.abs())) };
     let count = (0, n);
+    let product = |c: &str, parts: &[i128]| -> Result<i128, MpcError> {
+        parts
+            .iter()
+            .try_fold(1i128, |acc, p| acc.checked_mul(*p))
+            .ok_or_else(|| MpcError::Overflow { column: c.into() })
+    };
     let sum = |c: &str, factor: i128| -> Result<(i128, i128), MpcError> {
         let (lo, hi) = range(c)?;
-        Ok((n * lo.min(0) * factor, n * hi.max(0) * factor))
+        Ok((product(c, &[n, lo.min(0), factor])?, product(c, &[n, hi.max(0), factor])?))
     };
-    let square = |c: &str| -> Result<(i128, i128), MpcError> { magnitude(c).map(|m| (0, n * m * m)) };
+    let square = |c: &str| -> Result<(i128, i128), MpcError> {
+        let m = magnitude(c)?;
+        Ok((0, product(c, &[n, m, m])?))
+    };
     let cross = |x: &str, y: &str| -> Result<(i128, i128), MpcError> {
-        let b = n * magnitude(x)? * magnitude(y)?;
+        let b = product(x, &[n, magnitude(x)?, magnitude(y)?])?;
         Ok((-b, b))
     };
     let scale = i128::from(fixed.scale());
@@ -115,7 +124,7 @@ pub fn entry_bounds(query: &CohortQuery, rows: u64) -> Result<Vec<(i128, i128)>,
                 for i in 0..q {
                     for j in i..q {
                         block.push(match (i, j) {
-                            (0, 0) => (0, n * scale * scale),
+                            (0, 0) => (0, product(y, &[n, scale, scale])?),
                             (0, j) => sum(&x[j - 1], scale)?,
                             (i, j) if i == j => square(&x[i - 1])?,
                             (i, j) => cross(&x[i - 1], &x[j - 1])?,

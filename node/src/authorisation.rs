@@ -36,6 +36,8 @@ pub struct ServeRequest<'a> {
     pub items: u64,
     /// The columns of this node's dataset the session reads.
     pub columns: &'a [String],
+    /// The dataset's key columns: what a grant naming no columns allows.
+    pub key_columns: &'a [String],
 }
 
 /// The computation kinds under which a PSI output mode may run.
@@ -109,10 +111,12 @@ pub async fn check(ledger: &dyn Ledger, own_org: &str, request: &ServeRequest<'_
         if g.dataset != request.dataset || g.grantee != request.peer {
             continue;
         }
-        if let Some(column) = request.columns.iter().find(|c| !g.columns.is_empty() && !g.columns.contains(c)) {
+        // A grant naming no columns allows the dataset's key columns only.
+        let allowed = if g.columns.is_empty() { request.key_columns } else { g.columns.as_slice() };
+        if let Some(column) = request.columns.iter().find(|c| !allowed.contains(c)) {
             return Err(refuse(format!(
                 "grant '{id}' does not allow column '{column}' (it allows: {})",
-                g.columns.join(", ")
+                allowed.join(", ")
             )));
         }
         grant = Some(id.clone());

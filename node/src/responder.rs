@@ -134,6 +134,7 @@ impl PsiPeer for PsiPeerService {
                 kinds: crate::authorisation::kinds_for(accepted.mode),
                 items: accepted.requester_size,
                 columns: &accepted.dataset.key_columns,
+                key_columns: &accepted.dataset.key_columns,
             };
             let grant = authorise(&*access.ledger, &self.state.config.org, &access.key, &request).await.map_err(|e| {
                 tracing::warn!(task = %accepted.task, peer = %accepted.peer, error = ?e.to_string(), "psi session refused");

@@ -77,6 +77,8 @@ const MAX_WAITING_TASKS: usize = 64;
 impl ShareBox {
     fn put(&self, task: &str, from: &str, value: Vec<u8>, blinding: Vec<u8>) -> Result<(), NodeError> {
         let mut tasks = self.tasks.lock().expect("share box");
+        // Shares parked for tasks this node never joined expire; a task
+        // being waited on is refreshed below, so it is never dropped early.
         tasks.retain(|_, (_, _, since)| since.elapsed() < PARKED_FOR);
         if !tasks.contains_key(task) && tasks.len() >= MAX_WAITING_TASKS {
             return Err(NodeError::Busy { max: MAX_WAITING_TASKS });
@@ -96,13 +98,25 @@ impl ShareBox {
         loop {
             let notify = {
                 let mut tasks = self.tasks.lock().expect("share box");
-                let (shares, notify, _) = tasks.entry(task.into()).or_insert_with(fresh);
+                let (shares, notify, since) = tasks.entry(task.into()).or_insert_with(fresh);
+                *since = std::time::Instant::now();
                 if parties.iter().all(|p| shares.contains_key(p)) {
                     return Ok(tasks.remove(task).map(|(s, _, _)| s).unwrap_or_default());
                 }
                 notify.clone()
             };
+            // Register interest before re-checking, so a share that lands in
+            // between is not missed.
             let waiting = notify.notified();
+            tokio::pin!(waiting);
+            waiting.as_mut().enable();
+            let complete = {
+                let tasks = self.tasks.lock().expect("share box");
+                tasks.get(task).is_some_and(|(shares, _, _)| parties.iter().all(|p| shares.contains_key(p)))
+            };
+            if complete {
+                continue;
+            }
             if tokio::time::timeout_at(deadline, waiting).await.is_err() {
                 let tasks = self.tasks.lock().expect("share box");
                 let have = tasks.get(task).map(|(s, _, _)| s.keys().cloned().collect::<Vec<_>>()).unwrap_or_default();
@@ -174,6 +188,27 @@ async fn stats_task(state: &NodeState, task_id: &str, params: &[u8]) -> Result<(
 fn stats_err(e: impl std::fmt::Display) -> NodeError {
     NodeError::Stats(e.to_string())
 }
+
+/// A scan failure that depends on the table's contents (values outside the
+/// declared ranges, text in a numeric column, overflow). Its message names
+/// the column and never a count or a value.
+fn data_error(e: stayput_mpc_engine::MpcError) -> NodeError {
+    use stayput_mpc_engine::MpcError as E;
+    match e {
+        E::OutsideRange { column, low, high, .. } => NodeError::Stats(format!(
+            "{DATA_DEPENDENT}column '{column}' has values outside its declared range [{low}, {high}]"
+        )),
+        E::NotNumeric { column, .. } => {
+            NodeError::Stats(format!("{DATA_DEPENDENT}column '{column}' has values that are not numbers"))
+        }
+        E::Overflow { column } | E::OutOfRange { column } => {
+            NodeError::Stats(format!("{DATA_DEPENDENT}values of column '{column}' overflow the declared precision"))
+        }
+        other => stats_err(other),
+    }
+}
+
+const DATA_DEPENDENT: &str = "this site's data does not fit the query: ";
 
 fn bounds(query: &CohortQuery, rows: u64) -> Result<Vec<Bounds>, NodeError> {
     Ok(entry_bounds(query, rows).map_err(stats_err)?.into_iter().map(|(low, high)| Bounds { low, high }).collect())
@@ -249,6 +284,7 @@ async fn contribute(
         });
     }
     let columns = query.columns();
+    let source = state.config.dataset(&dataset)?.clone();
     let serve = ServeRequest {
         task: &task_id,
         peer: caller,
@@ -256,23 +292,23 @@ async fn contribute(
         kinds: &[Computation::FederatedStats],
         items: 0,
         columns: &columns,
+        key_columns: &source.key_columns,
     };
     let grant = check(&*access.ledger, &own, &serve).await?;
-    let source = state.config.dataset(&dataset)?.clone();
     let permit = state.session_permit()?;
     tracing::info!(task = %task_id, dataset = %dataset, "computing a federated-statistics contribution");
 
     // Scan, commit, prove and split on a blocking thread.
     let names: Vec<String> = sites.iter().map(|(o, _)| o.clone()).collect();
     let (task_for_proofs, own_for_proofs, scan_query) = (task_id.clone(), own.clone(), query.clone());
-    let (contribution, rows, value_shares, blinding_shares) = tokio::task::spawn_blocking(move || {
+    let scanned = tokio::task::spawn_blocking(move || {
         let _permit = permit;
         let (schema, batches) = source.batches()?;
         let names_in: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
         scan_query.validate(&names_in, &[]).map_err(stats_err)?;
         let mut scan = LocalScan::new(&scan_query).map_err(stats_err)?;
         for batch in batches {
-            scan.absorb(&batch?).map_err(stats_err)?;
+            scan.absorb(&batch?).map_err(data_error)?;
         }
         let stats = scan.finish();
         let ctx = ProofContext { task: &task_for_proofs, party: &own_for_proofs };
@@ -285,7 +321,18 @@ async fn contribute(
         Ok::<_, NodeError>((contribution, stats.rows_scanned, value_shares, blinding_shares))
     })
     .await
-    .map_err(|e| NodeError::Worker(e.to_string()))??;
+    .map_err(|e| NodeError::Worker(e.to_string()))?;
+    let (contribution, rows, value_shares, blinding_shares) = match scanned {
+        Ok(done) => done,
+        Err(NodeError::Stats(message)) if message.starts_with(DATA_DEPENDENT) => {
+            // The failure says something about the data, so it is a use:
+            // recorded before the requester hears of it, so it cannot be
+            // used to probe the table for free.
+            record_use(&*access.ledger, &own, &access.key, &task_id, &grant, 0).await?;
+            return Err(NodeError::Stats(message));
+        }
+        Err(e) => return Err(e),
+    };
 
     // Own share into the box; every other site's share to it directly.
     let mut sends = Vec::new();
@@ -504,7 +551,11 @@ pub fn render(results: &[GroupResult], min_cohort: u64) -> String {
                     let _ = writeln!(out, "{group},{label},count,{n},{n}");
                 }
                 Value::Number { n, value } => {
-                    let v = value.map_or_else(|| "undefined".to_owned(), |v| format!("{v}"));
+                    let v = if suppressed(*n, min_cohort) {
+                        "suppressed".to_owned()
+                    } else {
+                        value.map_or_else(|| "undefined".to_owned(), |v| format!("{v}"))
+                    };
                     let _ = writeln!(out, "{group},{label},value,{n},{v}");
                 }
                 Value::Histogram(bins) => {

@@ -178,14 +178,37 @@ pub async fn run_task(
         Ok(tx) => tx,
         Err(mut rx) => {
             tracing::info!(task = %task_id, "task is running here already; joining it");
-            let outcome = rx.wait_for(Option::is_some).await.map_err(|_| NodeError::Cancelled)?;
-            return outcome.clone().expect("waited for").map_err(NodeError::NodeReported);
+            return match rx.wait_for(Option::is_some).await {
+                Ok(outcome) => outcome.clone().expect("waited for").map_err(NodeError::NodeReported),
+                // The first run was cancelled (its caller went away): its
+                // outcome, if it got that far, is on disk.
+                Err(_) => read_outcome(&dir, &task_id)?.ok_or(NodeError::Cancelled),
+            };
         }
     };
+    // Unregister however this ends, cancellation included, so a later
+    // request (a resumed coordinator) runs or joins afresh.
+    let _registered = Unregister { state: &state, task: &task_id };
+    // The first run may have finished between the check above and our
+    // registration.
+    if let Some(done) = read_outcome(&dir, &task_id)? {
+        return Ok(done);
+    }
     let outcome = execute(&state, &task_id, &params, progress).await;
-    state.tasks.running.lock().expect("task registry").remove(&task_id);
     let _ = tx.send(Some(outcome.as_ref().map(Clone::clone).map_err(ToString::to_string)));
     outcome
+}
+
+/// Removes a task from the registry when dropped.
+struct Unregister<'a> {
+    state: &'a NodeState,
+    task: &'a str,
+}
+
+impl Drop for Unregister<'_> {
+    fn drop(&mut self) {
+        self.state.tasks.running.lock().expect("task registry").remove(self.task);
+    }
 }
 
 async fn execute(

@@ -40,7 +40,15 @@ impl Backend for Embedded {
 }
 
 fn request<'a>(task: &'a str, peer: &'a str, dataset: &'a str) -> ServeRequest<'a> {
-    ServeRequest { task, peer, dataset, kinds: kinds_for(OutputMode::IntersectionToRequester), items: 10, columns: &[] }
+    ServeRequest {
+        task,
+        peer,
+        dataset,
+        kinds: kinds_for(OutputMode::IntersectionToRequester),
+        items: 10,
+        columns: &[],
+        key_columns: &[],
+    }
 }
 
 async fn refused(c: &Consortium, req: ServeRequest<'_>) -> String {
@@ -113,6 +121,7 @@ async fn the_node_serves_only_what_the_ledger_authorises() {
         kinds: kinds_for(OutputMode::IntersectionToRequester),
         items: 1,
         columns: &[],
+        key_columns: &[],
     };
     let err = authorise(c.ledger.as_ref(), "hospital", &c.hospital.key, &by_hospital).await.unwrap_err();
     assert!(err.to_string().contains("none of its grants covers dataset 'records'"), "{err}");
