@@ -299,22 +299,16 @@ pub async fn verify_result(id: &str, config: &std::path::Path, evidence: Option<
         .ok_or_else(|| CliError::NotFound(format!("{} has no [ledger] section", config.display())))?;
     let task =
         access.ledger.task(id).await?.ok_or_else(|| CliError::NotFound(format!("task '{id}' is not on the ledger")))?;
-    let recorded = task
-        .results
-        .last()
-        .ok_or_else(|| CliError::NotFound(format!("task '{id}' has no result on the ledger yet")))?;
     let dir = &state.config.output_dir;
     let path = evidence.unwrap_or_else(|| stayput_node::tasks::evidence_path(dir, id));
     let text = std::fs::read_to_string(&path).map_err(|e| CliError::NotFound(format!("{}: {e}", path.display())))?;
     let evidence: stayput_node::stats::Evidence = serde_json::from_str(&text)
         .map_err(|e| CliError::NotFound(format!("{} is not an evidence file: {e}", path.display())))?;
     // Proof verification is heavy: off the async executor.
-    let (task_id, recorded_digests) = (id.to_owned(), recorded.intermediates.clone());
-    let summary = tokio::task::spawn_blocking(move || {
-        stayput_node::stats::verify_evidence(&task_id, &evidence, &recorded_digests)
-    })
-    .await
-    .map_err(|e| CliError::Signal(e.to_string()))??;
+    let on_ledger = task.clone();
+    let summary = tokio::task::spawn_blocking(move || stayput_node::stats::verify_evidence(&on_ledger, &evidence))
+        .await
+        .map_err(|e| CliError::Signal(e.to_string()))??;
     println!("task {id}: {summary}");
     let result = stayput_node::tasks::result_path(dir, id);
     if result.exists() {

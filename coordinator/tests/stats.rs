@@ -132,17 +132,20 @@ async fn hospitals_pool_statistics_verifiably() {
     // ledger; a doctored pooled value or another site's commitments fail.
     let evidence_text = std::fs::read_to_string(stayput_node::tasks::evidence_path(&out, &submitted.task_id)).unwrap();
     let evidence: stayput_node::stats::Evidence = serde_json::from_str(&evidence_text).unwrap();
-    let recorded = &trail.results[0].intermediates;
-    let summary = stayput_node::stats::verify_evidence(&submitted.task_id, &evidence, recorded).unwrap();
+    let summary = stayput_node::stats::verify_evidence(&trail, &evidence).unwrap();
     assert!(summary.contains("3 sites"), "{summary}");
     let mut doctored = evidence.clone();
     doctored.pooled[1] = (doctored.pooled[1].parse::<i128>().unwrap() + 1).to_string();
-    let err = stayput_node::stats::verify_evidence(&submitted.task_id, &doctored, recorded).unwrap_err();
+    let err = stayput_node::stats::verify_evidence(&trail, &doctored).unwrap_err();
     assert!(err.to_string().contains("does not match the commitments at entry 1"), "{err}");
     let mut swapped = evidence.clone();
     swapped.sites.swap(0, 1);
-    let err = stayput_node::stats::verify_evidence(&submitted.task_id, &swapped, recorded).unwrap_err();
+    let err = stayput_node::stats::verify_evidence(&trail, &swapped).unwrap_err();
     assert!(err.to_string().contains("not the ones on the ledger"), "{err}");
+    let mut other_query = evidence.clone();
+    other_query.query = other_query.query.replace("I10", "E11");
+    let err = stayput_node::stats::verify_evidence(&trail, &other_query).unwrap_err();
+    assert!(err.to_string().contains("not the one recorded"), "{err}");
 
     // A column the grants do not allow is refused before anything runs.
     let tasks_before = net.ledger.tasks(None).await.unwrap().len();

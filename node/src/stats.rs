@@ -408,10 +408,22 @@ pub struct StatsOutcome {
     pub evidence: Evidence,
 }
 
-/// Re-checks a statistics result: each site's commitments against the
-/// digests recorded on the ledger (in order), each site's range proofs,
-/// and the pooled opening against the commitments; returns a summary.
-pub fn verify_evidence(task: &str, evidence: &Evidence, recorded: &[[u8; 32]]) -> Result<String, NodeError> {
+/// Re-checks a statistics result against the task on the ledger: the
+/// evidence's query is the one recorded (parameter digest), each site's
+/// commitments match the digests recorded with the result (in order), each
+/// site's range proofs verify, and the pooled opening matches the
+/// commitments; returns a summary.
+pub fn verify_evidence(on_ledger: &TaskState, evidence: &Evidence) -> Result<String, NodeError> {
+    let task = on_ledger.task.id.as_str();
+    let recorded = on_ledger
+        .results
+        .last()
+        .map(|r| r.intermediates.as_slice())
+        .ok_or_else(|| NodeError::Stats(format!("task '{task}' has no result on the ledger yet")))?;
+    let params = TaskParams::FederatedStats(StatsParams { query: evidence.query.clone() }).encode();
+    if params_digest(Computation::FederatedStats, &params) != on_ledger.task.params_digest {
+        return Err(NodeError::Stats("the evidence's query is not the one recorded with the task".into()));
+    }
     let query = CohortQuery::from_json(&evidence.query).map_err(stats_err)?;
     if recorded.len() != evidence.sites.len() {
         return Err(NodeError::Stats(format!(
