@@ -218,7 +218,10 @@ pub async fn run(command: ConsortiumCommand) -> Result<(), CliError> {
         ConsortiumCommand::Publish { config, dataset } => {
             let (node, state) = node_access(&config)?;
             let access = state.ledger.as_ref().expect("checked");
-            let (schema_digest, content_digest) = node.dataset(&dataset)?.digests()?;
+            // Hashing the whole file is blocking work.
+            let source = node.dataset(&dataset)?.clone();
+            let (schema_digest, content_digest) =
+                tokio::task::spawn_blocking(move || source.digests()).await.map_err(|e| bad(e.to_string()))??;
             let version = u32::try_from(access.ledger.dataset(&dataset).await?.len()).unwrap_or(u32::MAX - 1) + 1;
             let record = Record::DatasetVersion(DatasetVersion {
                 dataset: dataset.clone(),

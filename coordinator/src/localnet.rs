@@ -148,8 +148,10 @@ impl LocalConsortium {
     /// The owner publishes the next version of one of its node's datasets,
     /// with the digests of its schema and content.
     pub async fn publish_dataset(&self, org: &str, dataset: &str) -> Result<(), CoordinatorError> {
-        let config = &self.net.state(org).config;
-        let (schema_digest, content_digest) = config.dataset(dataset)?.digests()?;
+        let source = self.net.state(org).config.dataset(dataset)?.clone();
+        let (schema_digest, content_digest) = tokio::task::spawn_blocking(move || source.digests())
+            .await
+            .map_err(|e| CoordinatorError::Node(stayput_node::NodeError::Worker(e.to_string())))??;
         let version = u32::try_from(self.ledger.dataset(dataset).await?.len()).unwrap_or(u32::MAX - 1) + 1;
         let record = DatasetVersion {
             dataset: dataset.into(),

@@ -249,7 +249,11 @@ impl CoordinatorRpc for CoordinatorService {
 
     async fn watch_task(&self, request: Request<WatchTaskRequest>) -> Result<Response<Self::WatchTaskStream>, Status> {
         let caller = caller_org(&request).map_err(Status::from)?;
-        let mut views = self.inner.watch(&request.into_inner().task_id, &caller)?;
+        // The store read is a redb transaction: off the async executor.
+        let (inner, id) = (self.inner.clone(), request.into_inner().task_id);
+        let mut views = tokio::task::spawn_blocking(move || inner.watch(&id, &caller))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))??;
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(async move {
             loop {
