@@ -489,6 +489,22 @@ pub async fn run_stats(state: &Arc<NodeState>, task_id: &str, params: &[u8]) -> 
     for call in calls {
         responses.push(call.await.map_err(|e| NodeError::Worker(e.to_string()))??);
     }
+    // A site's row count sets its proof bounds: it must be the item count
+    // the site signed into its use record on the ledger.
+    let ledger = &state.ledger.as_ref().ok_or_else(no_ledger)?.ledger;
+    let recorded = ledger
+        .task(task_id)
+        .await
+        .map_err(|e| NodeError::LedgerUnavailable(e.to_string()))?
+        .map(|t| t.uses)
+        .unwrap_or_default();
+    for (site, r) in &responses {
+        if !recorded.iter().any(|(org, u)| org == site && u.items == r.rows) {
+            return Err(NodeError::Stats(format!(
+                "'{site}' reported a row count its use record on the ledger does not show; its contribution is refused"
+            )));
+        }
+    }
     let len = vector_len(&query);
     let names = names_of(&sites);
     let (verify_query, verify_task) = (query.clone(), task_id.to_owned());
@@ -516,7 +532,6 @@ pub async fn run_stats(state: &Arc<NodeState>, task_id: &str, params: &[u8]) -> 
     .map_err(|e| NodeError::Worker(e.to_string()))??;
     let results = finish(&query, &pooled, &[]).map_err(stats_err)?;
     let mut min_cohort = 0;
-    let ledger = &state.ledger.as_ref().ok_or_else(no_ledger)?.ledger;
     for g in &task.task.grants {
         if let Some(grant) = ledger.grant(g).await.map_err(|e| NodeError::LedgerUnavailable(e.to_string()))? {
             min_cohort = min_cohort.max(u64::from(grant.grant.min_cohort));
