@@ -23,7 +23,8 @@ use stayput_zk_proofs::contribution::{Bounds, ProofContext, check_opening, commi
 
 use crate::BenchError;
 
-/// The demo's researcher query.
+/// The researcher's query of the demo's hospital journey (`stayput demo`
+/// runs it too), as a researcher would write it for `stayput task stats`.
 pub const QUERY: &str = r#"
 precision = 2
 ranges = { age = [0, 120], systolic_bp = [40, 260], bmi = [10, 70] }
@@ -135,6 +136,14 @@ impl std::fmt::Display for StatsReport {
     }
 }
 
+fn bounds(query: &CohortQuery, rows: u64) -> Result<Vec<Bounds>, BenchError> {
+    Ok(entry_bounds(query, rows)
+        .map_err(|e| BenchError::Stats(e.to_string()))?
+        .into_iter()
+        .map(|(low, high)| Bounds { low, high })
+        .collect())
+}
+
 /// Runs the pipeline over `sites` sites of `rows` rows.
 pub fn run(sites: usize, rows: usize) -> Result<StatsReport, BenchError> {
     let bad = |e: String| BenchError::Stats(e);
@@ -156,11 +165,7 @@ pub fn run(sites: usize, rows: usize) -> Result<StatsReport, BenchError> {
         let stats = scan.finish();
         scan_t.push(t.elapsed());
         let t = Instant::now();
-        let bounds: Vec<Bounds> = entry_bounds(&query, stats.rows_scanned)
-            .map_err(|e| bad(e.to_string()))?
-            .into_iter()
-            .map(|(low, high)| Bounds { low, high })
-            .collect();
+        let bounds = bounds(&query, stats.rows_scanned)?;
         let (c, blind) =
             commit_and_prove(&ProofContext { task: "bench", party: name }, &stats.additive, &bounds, &mut csprng)
                 .map_err(|e| bad(e.to_string()))?;
@@ -188,11 +193,7 @@ pub fn run(sites: usize, rows: usize) -> Result<StatsReport, BenchError> {
     let mut values = Reconstruction::new(&names, len);
     let mut blinds = Reconstruction::new(&names, len);
     for (name, ((c, rows), (v, b))) in names.iter().zip(contributions.iter().zip(partials)) {
-        let bounds: Vec<Bounds> = entry_bounds(&query, *rows)
-            .map_err(|e| bad(e.to_string()))?
-            .into_iter()
-            .map(|(low, high)| Bounds { low, high })
-            .collect();
+        let bounds = bounds(&query, *rows)?;
         verify(&ProofContext { task: "bench", party: name }, c, &bounds).map_err(|e| bad(e.to_string()))?;
         values.absorb(name, v).map_err(|e| bad(e.to_string()))?;
         blinds.absorb(name, b).map_err(|e| bad(e.to_string()))?;

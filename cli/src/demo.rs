@@ -279,41 +279,8 @@ fn participant(name: &str, display: &str, roles: Vec<Role>, datasets: Vec<(&str,
     }
 }
 
-/// The researcher's query (what `stayput task stats --query` reads from a file).
-const HOSPITAL_QUERY: &str = r#"
-precision = 2
-ranges = { age = [0, 120], systolic_bp = [40, 260], bmi = [10, 70] }
-filter = { column = "diagnosis", eq = "I10" }
-
-[[measures]]
-kind = "count"
-
-[[measures]]
-kind = "mean"
-column = "systolic_bp"
-
-[[measures]]
-kind = "std_dev"
-column = "systolic_bp"
-
-[[measures]]
-kind = "histogram"
-column = "age"
-edges = [18, 30, 45, 60, 75, 95]
-
-[[measures]]
-kind = "correlation"
-x = "systolic_bp"
-y = "bmi"
-
-[[measures]]
-kind = "regression"
-y = "systolic_bp"
-x = ["age", "bmi"]
-"#;
-
 fn hospital_query() -> Result<TaskSpec, CliError> {
-    let query = stayput_mpc_engine::query::CohortQuery::from_toml(HOSPITAL_QUERY)
+    let query = stayput_mpc_engine::query::CohortQuery::from_toml(stayput_benches::stats::QUERY)
         .map_err(|e| CliError::Demo(e.to_string()))?
         .to_canonical_json();
     Ok(TaskSpec {
