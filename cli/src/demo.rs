@@ -487,8 +487,12 @@ pub async fn run(dir: Option<PathBuf>) -> Result<(), CliError> {
     for line in table.lines().skip(1) {
         println!("    {line}");
     }
+    let hidden = table.lines().filter(|l| l.ends_with(",suppressed")).count();
     println!(
-        "  histogram cells under the grants' minimum cohort (10) read 'suppressed'; no hospital's own numbers left it"
+        "  the cohort's size and histogram cells were pooled and checked against the minimum cohort (10) by the coordinator"
+    );
+    println!(
+        "  under TFHE, on ciphertexts under the institute's one-task key: {hidden} cell(s) suppressed; no hospital's own numbers left it"
     );
 
     println!("\na refused request — the bank asks bureau-b for the names, which its grant does not allow:");

@@ -66,15 +66,23 @@ fn grant_problem(g: &GrantState, kind: Computation, columns: &[String], now: u64
     None
 }
 
+/// Most cells (group sizes and histogram bins) a statistics task may have.
+pub const MAX_CELLS: usize = 256;
+/// Most min/max values a statistics task may have.
+pub const MAX_EXTREMES: usize = 64;
+
 /// The columns a federated-statistics query reads, after checking its shape
 /// (columns against each site's schema are checked by the sites).
 fn stats_columns(query: &str, datasets: &[String]) -> Result<Vec<String>, CoordinatorError> {
-    use stayput_mpc_engine::query::{CohortQuery, Measure};
+    use stayput_mpc_engine::query::CohortQuery;
     let query = CohortQuery::from_json(query).map_err(|e| CoordinatorError::BadRequest(e.to_string()))?;
-    if let Some(m) = query.measures.iter().find(|m| matches!(m, Measure::Min { .. } | Measure::Max { .. })) {
-        return Err(CoordinatorError::Unsupported {
-            kind: format!("{} (cross-site min/max needs the TFHE post-processing, not built yet); it", m.label()),
-        });
+    // Every cell and extreme costs seconds of TFHE at the coordinator.
+    let (cells, extremes) =
+        (stayput_mpc_engine::local::cells(&query).len(), stayput_mpc_engine::fhe::extreme_kinds(&query).len());
+    if cells > MAX_CELLS || extremes > MAX_EXTREMES {
+        return Err(CoordinatorError::BadRequest(format!(
+            "the query has {cells} cells (groups and histogram bins) and {extremes} min/max values; homomorphic post-processing takes at most {MAX_CELLS} and {MAX_EXTREMES} (about 1.5 s each per site). Use fewer groups or bins"
+        )));
     }
     let columns = query.columns();
     let schema: Vec<&str> = columns.iter().map(String::as_str).collect();

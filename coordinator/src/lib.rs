@@ -29,6 +29,7 @@ pub mod client;
 pub mod config;
 pub mod driver;
 mod error;
+pub mod evaluation;
 pub mod ledger_service;
 pub mod localnet;
 pub mod service;

@@ -10,7 +10,9 @@ use stayput_chain_connector::records::OrgKey;
 use stayput_chain_connector::tasks::SignedTaskRequest;
 use stayput_node::identity::{TlsMaterial, caller_org};
 use stayput_proto::v1::coordinator_server::Coordinator as CoordinatorRpc;
-use stayput_proto::v1::{SubmitTaskRequest, SubmitTaskResponse, TaskState, TaskUpdate, WatchTaskRequest};
+use stayput_proto::v1::{
+    FheDownload, FheUpload, SubmitTaskRequest, SubmitTaskResponse, TaskState, TaskUpdate, WatchTaskRequest,
+};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -273,5 +275,21 @@ impl CoordinatorRpc for CoordinatorService {
             }
         });
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    type EvaluateStream = tokio_stream::Iter<std::vec::IntoIter<Result<FheDownload, Status>>>;
+
+    async fn evaluate(
+        &self,
+        request: Request<tonic::Streaming<FheUpload>>,
+    ) -> Result<Response<Self::EvaluateStream>, Status> {
+        let caller = caller_org(&request).map_err(Status::from)?;
+        let results = crate::evaluation::evaluate(self.inner.clone(), caller.clone(), request.into_inner())
+            .await
+            .map_err(|e| {
+                tracing::warn!(caller = %caller, error = %e, "homomorphic post-processing refused or failed");
+                Status::from(e)
+            })?;
+        Ok(Response::new(tokio_stream::iter(results.into_iter().map(Ok).collect::<Vec<_>>())))
     }
 }

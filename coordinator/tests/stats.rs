@@ -38,7 +38,7 @@ fn hospital(dir: &std::path::Path, name: &str, seed: u32, sbp_shift: f64) -> (Pa
     let mut rows = vec!["patient_id,age,bmi,systolic_bp,diagnosis".to_string()];
     let mut cohort = Vec::new();
     for i in 0..150u32 {
-        let age = f64::from(20 + (i * 7 + seed) % 70);
+        let age = f64::from(20 + (i * 37 + seed) % 70);
         let bmi = 18.0 + f64::from((i * 3 + seed) % 20);
         let dx = if (i + seed).is_multiple_of(3) { "E11" } else { "I10" };
         let sbp = 100.0 + 0.5 * age + bmi + sbp_shift;
@@ -73,6 +73,16 @@ fn grant(owner: &str, min_cohort: u32, columns: &[&str]) -> Record {
         max_items: 1_000_000,
         expires_at: u64::MAX,
     })
+}
+
+/// Calls `Coordinator.Evaluate` as `org` with an upload that opens `task`.
+async fn evaluate_as(net: &LocalConsortium, org: &str, task: &str) -> Result<(), tonic::Status> {
+    use stayput_proto::v1::coordinator_client::CoordinatorClient;
+    use stayput_proto::v1::{FheOpen, FheUpload, fhe_upload};
+    let endpoint = format!("https://{}", net.coordinator.addr);
+    let channel = stayput_node::requester::connect(net.net.state(org), &net.operator, &endpoint).await.unwrap();
+    let open = FheUpload { part: Some(fhe_upload::Part::Open(FheOpen { task_id: task.into(), server_key_len: 16 })) };
+    CoordinatorClient::new(channel).evaluate(tokio_stream::iter(vec![open])).await.map(|_| ())
 }
 
 fn spec(query: &str) -> TaskSpec {
@@ -147,16 +157,61 @@ async fn hospitals_pool_statistics_verifiably() {
     let err = stayput_node::stats::verify_evidence(&trail, &other_query).unwrap_err();
     assert!(err.to_string().contains("not the one recorded"), "{err}");
 
+    // Only the task's requester may have it post-processed, and only while
+    // it runs: a hospital, or the researcher after the end, is refused.
+    for (org, expected) in [("hospital-a", "may not"), ("research", "not a running")] {
+        let err = evaluate_as(&net, org, &submitted.task_id).await.unwrap_err();
+        assert!(err.message().contains(expected), "{org}: {err:?}");
+    }
+
     // A column the grants do not allow is refused before anything runs.
     let tasks_before = net.ledger.tasks(None).await.unwrap().len();
     let with_pid = QUERY.replace("x = [\"age\", \"bmi\"]", "x = [\"age\", \"bmi\", \"length_of_stay\"]");
     let err = net.submit("research", &spec(&with_pid)).await.unwrap_err().to_string();
     assert!(err.contains("length_of_stay"), "{err}");
-    // Min/max across sites waits for TFHE: refused clearly.
-    let with_max = format!("{QUERY}\n[[measures]]\nkind = \"max\"\ncolumn = \"age\"\n");
-    let err = net.submit("research", &spec(&with_max)).await.unwrap_err().to_string();
-    assert!(err.contains("TFHE"), "{err}");
     assert_eq!(net.ledger.tasks(None).await.unwrap().len(), tasks_before);
+
+    // Min and max across sites and small-cell suppression run under TFHE at
+    // the coordinator: the researcher's node sees the extremes and only the
+    // bins with no row or at least the grants' minimum cohort (5).
+    let edges = [0.0, 40.0, 60.0, 80.0, 89.0, 120.0];
+    let extremes = format!(
+        "{}\n[[measures]]\nkind = \"min\"\ncolumn = \"age\"\n[[measures]]\nkind = \"max\"\ncolumn = \"systolic_bp\"\n",
+        QUERY.replace("edges = [0, 40, 60, 80, 120]", "edges = [0, 40, 60, 80, 89, 120]")
+    );
+    let submitted = net.submit("research", &spec(&extremes)).await.unwrap();
+    let report = net.client("research").await.unwrap().follow(&submitted.task_id, |_| {}).await.unwrap();
+    assert_eq!(report.phase, Phase::Succeeded, "{}", report.error);
+    let text = std::fs::read_to_string(stayput_node::tasks::result_path(&out, &submitted.task_id)).unwrap();
+    let value = |label: &str| -> String {
+        text.lines()
+            .find(|l| l.contains(label))
+            .unwrap_or_else(|| panic!("{label} in\n{text}"))
+            .rsplit(',')
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    let min_age = merged.iter().map(|r| r.0).fold(f64::INFINITY, f64::min);
+    let max_sbp = merged.iter().map(|r| r.1).fold(f64::NEG_INFINITY, f64::max);
+    assert_eq!(value("min(age)").parse::<f64>().unwrap(), min_age, "{text}");
+    assert!((value("max(systolic_bp)").parse::<f64>().unwrap() - max_sbp).abs() < 1e-9, "{text}");
+    let bin_lines: Vec<&str> = text.lines().filter(|l| l.contains("histogram(age)")).collect();
+    assert_eq!(bin_lines.len(), edges.len() + 1);
+    let mut suppressed = 0;
+    for (i, line) in bin_lines.iter().enumerate() {
+        let (lo, hi) =
+            (if i == 0 { f64::NEG_INFINITY } else { edges[i - 1] }, edges.get(i).copied().unwrap_or(f64::INFINITY));
+        let n = merged.iter().filter(|r| r.0 >= lo && r.0 < hi).count();
+        let shown = line.rsplit(',').next().unwrap();
+        if n > 0 && n < 5 {
+            assert_eq!(shown, "suppressed", "bin {i} holds {n}: {line}");
+            suppressed += 1;
+        } else {
+            assert_eq!(shown, n.to_string(), "bin {i}: {line}");
+        }
+    }
+    assert!(suppressed > 0, "the data leaves one bin below the minimum cohort\n{text}");
 
     // A site whose values fall outside the declared ranges fails the task:
     // no result is written.

@@ -37,4 +37,6 @@ pub enum MpcError {
     Missing(String),
     #[error("the pooled vector does not decode to integers: a contribution was corrupted")]
     NotAnInteger,
+    #[error("homomorphic post-processing: {0}")]
+    Fhe(String),
 }

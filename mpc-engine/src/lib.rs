@@ -15,12 +15,17 @@
 //! * [`finish`] — means, variances, correlations, regression from the
 //!   pooled vector.
 //!
+//! * [`fhe`] (feature `fhe`, on by default) — TFHE post-processing of
+//!   per-site aggregates: cross-site min/max and small-cell suppression,
+//!   evaluated under the requester's key by someone who cannot decrypt.
+//!
 //! No I/O, no async: nodes feed batches and messages in and carry what
-//! comes out. TFHE post-processing (cross-site min/max, small-cell
-//! suppression) is the next step of its issue and not here yet.
+//! comes out.
 #![forbid(unsafe_code)]
 
 mod error;
+#[cfg(feature = "fhe")]
+pub mod fhe;
 pub mod finish;
 pub mod fixed;
 pub mod local;

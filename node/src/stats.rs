@@ -17,15 +17,28 @@
 //! 4. The requester's node verifies every site's proofs (naming a site
 //!    whose contribution is out of range), adds the partial sums, checks
 //!    the pooled opening against the product of the commitments, computes
-//!    the statistics, suppresses cells below the grants' minimum cohort,
-//!    and writes the result on its own disk; the commitments' digests go
-//!    on the ledger with the result digest.
+//!    the statistics and writes the result on its own disk; the
+//!    commitments' digests go on the ledger with the result digest.
+//!
+//! **TFHE post-processing.** When the query asks for min/max or a grant
+//! sets a minimum cohort above 1, the requester's node makes a fresh TFHE
+//! key pair for the task and sends the compact public key with each
+//! `Contribute`. Each site then encrypts its extremes and its cells (group
+//! sizes and histogram bins, `mpc_engine::local::cells`) and sets the cells
+//! to zero in what it commits and shares; a site whose grant sets a minimum
+//! cohort refuses a request without a key. The requester's node uploads its
+//! server key and the sites' ciphertexts to the coordinator
+//! (`Coordinator.Evaluate`), which computes min/max and the suppressed
+//! pooled counts on ciphertexts, and decrypts what comes back: a cell below
+//! the minimum cohort reaches it only as "suppressed". The cells are range
+//! checked by nothing (the Pedersen commitments hold zero there); per-measure
+//! counts (n of a mean) stay in the shared vector, so a group's size is
+//! hidden only as well as its measures' counts are — render them
+//! `suppressed` too below the minimum cohort.
 //!
 //! Any site that fails, refuses or stays silent aborts the task: no partial
 //! result is ever written. A site learns nothing but uniform shares; the
-//! requester's node learns the pooled vector. Small-cell suppression is
-//! applied by the requester's node to what it writes; the TFHE design that
-//! keeps small counts from the requester's node itself is not built yet.
+//! requester's node learns the pooled vector (cells excepted).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -36,8 +49,9 @@ use rand::rngs::OsRng;
 use stayput_chain_connector::records::{Computation, TaskStatus};
 use stayput_chain_connector::rules::TaskState;
 use stayput_chain_connector::tasks::{StatsParams, TaskParams, params_digest};
+use stayput_mpc_engine::fhe;
 use stayput_mpc_engine::finish::{GroupResult, Value, finish};
-use stayput_mpc_engine::local::{LocalScan, entry_bounds, vector_len};
+use stayput_mpc_engine::local::{Cell, LocalScan, cells as local_cells, entry_bounds, vector_len};
 use stayput_mpc_engine::query::CohortQuery;
 use stayput_mpc_engine::sharing::{Aggregator, Reconstruction, Share, split, split_scalars};
 use stayput_proto::v1::stats_peer_client::StatsPeerClient;
@@ -271,7 +285,10 @@ async fn contribute(
     caller: &str,
     request: ContributeRequest,
 ) -> Result<ContributeResponse, NodeError> {
-    let ContributeRequest { task_id, dataset, params } = request;
+    let ContributeRequest { task_id, dataset, params, fhe_public_key } = request;
+    if fhe_public_key.len() as u64 > fhe::PUBLIC_KEY_LIMIT {
+        return Err(NodeError::Stats(format!("the TFHE public key exceeds {} bytes", fhe::PUBLIC_KEY_LIMIT)));
+    }
     crate::wire::check_task_id(&task_id)?;
     let (task, query) = stats_task(state, &task_id, &params).await?;
     let access = state.ledger.as_ref().ok_or_else(no_ledger)?;
@@ -295,6 +312,22 @@ async fn contribute(
         key_columns: &source.key_columns,
     };
     let grant = check(&*access.ledger, &own, &serve).await?;
+    let min_cohort = access
+        .ledger
+        .grant(&grant)
+        .await
+        .map_err(|e| NodeError::LedgerUnavailable(e.to_string()))?
+        .map_or(0, |g| g.grant.min_cohort);
+    let kinds = fhe::extreme_kinds(&query);
+    let cells = local_cells(&query);
+    if fhe_public_key.is_empty() && (!kinds.is_empty() || min_cohort > 1) {
+        return Err(NodeError::NotAuthorised {
+            task: task_id,
+            reason: format!(
+                "the query needs homomorphic post-processing (min/max, or suppression below the grant's minimum cohort of {min_cohort}), and no TFHE key came with it"
+            ),
+        });
+    }
     let permit = state.session_permit()?;
     tracing::info!(task = %task_id, dataset = %dataset, "computing a federated-statistics contribution");
 
@@ -310,7 +343,22 @@ async fn contribute(
         for batch in batches {
             scan.absorb(&batch?).map_err(data_error)?;
         }
-        let stats = scan.finish();
+        let mut stats = scan.finish();
+        // With a TFHE key, extremes and cells travel only encrypted; the
+        // cells are zero in what is committed and shared.
+        let encrypted = if fhe_public_key.is_empty() {
+            (Vec::new(), Vec::new())
+        } else {
+            let counts: Vec<u64> =
+                cells.iter().map(|c| u64::try_from(stats.additive[c.entry]).unwrap_or(u64::MAX)).collect();
+            for c in &cells {
+                stats.additive[c.entry] = 0;
+            }
+            (
+                fhe::encrypt_extremes(&fhe_public_key, &kinds, &stats.extrema).map_err(stats_err)?,
+                fhe::encrypt_counts(&fhe_public_key, &counts).map_err(stats_err)?,
+            )
+        };
         let ctx = ProofContext { task: &task_for_proofs, party: &own_for_proofs };
         let (contribution, blindings) =
             commit_and_prove(&ctx, &stats.additive, &bounds(&scan_query, stats.rows_scanned)?, &mut OsRng)
@@ -318,11 +366,11 @@ async fn contribute(
         let parties = names.len();
         let value_shares = split(&stats.additive, parties, &mut OsRng).map_err(stats_err)?;
         let blinding_shares = split_scalars(&blindings.0, parties, &mut OsRng).map_err(stats_err)?;
-        Ok::<_, NodeError>((contribution, stats.rows_scanned, value_shares, blinding_shares))
+        Ok::<_, NodeError>((contribution, stats.rows_scanned, value_shares, blinding_shares, encrypted))
     })
     .await
     .map_err(|e| NodeError::Worker(e.to_string()))?;
-    let (contribution, rows, value_shares, blinding_shares) = match scanned {
+    let (contribution, rows, value_shares, blinding_shares, (fhe_extremes, fhe_cells)) = match scanned {
         Ok(done) => done,
         Err(NodeError::Stats(message)) if message.starts_with(DATA_DEPENDENT) => {
             // The failure says something about the data, so it is a use:
@@ -372,6 +420,8 @@ async fn contribute(
         rows,
         value_sum: value_sum.to_bytes().into(),
         blinding_sum: blinding_sum.to_bytes().into(),
+        fhe_extremes: fhe_extremes.into(),
+        fhe_cells: fhe_cells.into(),
     })
 }
 
@@ -471,15 +521,41 @@ pub fn verify_evidence(on_ledger: &TaskState, evidence: &Evidence) -> Result<Str
 pub async fn run_stats(state: &Arc<NodeState>, task_id: &str, params: &[u8]) -> Result<StatsOutcome, NodeError> {
     let (task, query) = stats_task(state, task_id, params).await?;
     let sites = sites(state, &task).await?;
+    let ledger = &state.ledger.as_ref().ok_or_else(no_ledger)?.ledger;
+    let mut min_cohort = 0;
+    for g in &task.task.grants {
+        if let Some(grant) = ledger.grant(g).await.map_err(|e| NodeError::LedgerUnavailable(e.to_string()))? {
+            min_cohort = min_cohort.max(grant.grant.min_cohort);
+        }
+    }
+    // TFHE post-processing when the query has extremes or the grants ask
+    // for small-cell suppression: fresh keys for this task only.
+    let kinds = fhe::extreme_kinds(&query);
+    let cells = local_cells(&query);
+    let keys = if !kinds.is_empty() || min_cohort > 1 {
+        let (keys, material) = tokio::task::spawn_blocking(fhe::RequesterKeys::generate)
+            .await
+            .map_err(|e| NodeError::Worker(e.to_string()))?
+            .map_err(stats_err)?;
+        Some((keys, material))
+    } else {
+        None
+    };
+    let public_key = keys.as_ref().map(|(_, m)| m.public_key.clone()).unwrap_or_default();
     let mut calls = Vec::new();
     for (site, dataset) in &sites {
-        let (state, site, dataset, task_id, params) =
-            (state.clone(), site.clone(), dataset.clone(), task_id.to_owned(), params.to_vec());
+        let (state, site, dataset, task_id, params, fhe_public_key) =
+            (state.clone(), site.clone(), dataset.clone(), task_id.to_owned(), params.to_vec(), public_key.clone());
         calls.push(tokio::spawn(async move {
             let channel = crate::requester::connect_peer(&state, &site).await?;
             let response = StatsPeerClient::new(channel)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .contribute(ContributeRequest { task_id, dataset, params: params.into() })
+                .contribute(ContributeRequest {
+                    task_id,
+                    dataset,
+                    params: params.into(),
+                    fhe_public_key: fhe_public_key.into(),
+                })
                 .await
                 .map_err(|s| crate::wire::status_error(s, &site, "contribution"))?;
             Ok::<_, NodeError>((site, response.into_inner()))
@@ -491,7 +567,6 @@ pub async fn run_stats(state: &Arc<NodeState>, task_id: &str, params: &[u8]) -> 
     }
     // A site's row count sets its proof bounds: it must be the item count
     // the site signed into its use record on the ledger.
-    let ledger = &state.ledger.as_ref().ok_or_else(no_ledger)?.ledger;
     let recorded = ledger
         .task(task_id)
         .await
@@ -507,12 +582,12 @@ pub async fn run_stats(state: &Arc<NodeState>, task_id: &str, params: &[u8]) -> 
     }
     let len = vector_len(&query);
     let names = names_of(&sites);
-    let (verify_query, verify_task) = (query.clone(), task_id.to_owned());
+    let (verify_query, verify_task, checked) = (query.clone(), task_id.to_owned(), responses.clone());
     let (pooled, blindings, contributions, rows) = tokio::task::spawn_blocking(move || {
         let mut values = Reconstruction::new(&names, len);
         let mut blinds = Reconstruction::new(&names, len);
         let mut contributions = Vec::new();
-        for (site, r) in &responses {
+        for (site, r) in &checked {
             let c = Contribution::from_bytes(&r.contribution).map_err(stats_err)?;
             verify(&ProofContext { task: &verify_task, party: site }, &c, &bounds(&verify_query, r.rows)?)
                 .map_err(|e| NodeError::Stats(format!("the contribution of '{site}' is refused: {e}")))?;
@@ -525,18 +600,48 @@ pub async fn run_stats(state: &Arc<NodeState>, task_id: &str, params: &[u8]) -> 
         let refs: Vec<&Contribution> = contributions.iter().collect();
         check_opening(&refs, &pooled, &blindings)
             .map_err(|e| NodeError::Stats(format!("the pooled result does not open the sites' commitments: {e}")))?;
-        let rows: Vec<u64> = responses.iter().map(|(_, r)| r.rows).collect();
+        let rows: Vec<u64> = checked.iter().map(|(_, r)| r.rows).collect();
         Ok::<_, NodeError>((pooled, blindings, contributions, rows))
     })
     .await
     .map_err(|e| NodeError::Worker(e.to_string()))??;
-    let results = finish(&query, &pooled, &[]).map_err(stats_err)?;
-    let mut min_cohort = 0;
-    for g in &task.task.grants {
-        if let Some(grant) = ledger.grant(g).await.map_err(|e| NodeError::LedgerUnavailable(e.to_string()))? {
-            min_cohort = min_cohort.max(u64::from(grant.grant.min_cohort));
+
+    let mut table_vector = pooled.clone();
+    let mut extrema = Vec::new();
+    let mut hidden = Vec::new();
+    if let Some((keys, material)) = keys {
+        // Pooled cell counts must stay below the suppression sentinel.
+        if rows.iter().sum::<u64>() >= u64::from(fhe::SUPPRESSED) {
+            return Err(NodeError::Stats(
+                "the sites hold 2^32 rows or more: too many for 32-bit encrypted counts".into(),
+            ));
+        }
+        let (extreme_cts, cell_cts) =
+            post_process(state, task_id, &material, &responses, kinds.len(), cells.len()).await?;
+        let (decrypted_extremes, counts) = tokio::task::spawn_blocking(move || {
+            Ok::<_, NodeError>((
+                keys.decrypt_extremes(&extreme_cts, &kinds).map_err(stats_err)?,
+                keys.decrypt_counts(&cell_cts).map_err(stats_err)?,
+            ))
+        })
+        .await
+        .map_err(|e| NodeError::Worker(e.to_string()))??;
+        if counts.len() != cells.len() {
+            return Err(NodeError::Stats(format!(
+                "expected {} cell counts, the evaluator returned {}",
+                cells.len(),
+                counts.len()
+            )));
+        }
+        extrema = decrypted_extremes;
+        for (cell, count) in cells.iter().zip(counts) {
+            match count {
+                Some(n) => table_vector[cell.entry] = i128::from(n),
+                None => hidden.push(*cell),
+            }
         }
     }
+    let results = finish(&query, &table_vector, &extrema).map_err(stats_err)?;
     let cohort = results.iter().map(|g| g.count).sum();
     let evidence = Evidence {
         query: query.to_canonical_json(),
@@ -550,28 +655,98 @@ pub async fn run_stats(state: &Arc<NodeState>, task_id: &str, params: &[u8]) -> 
         blindings: blindings.iter().map(|b| hex::encode(b.to_bytes())).collect(),
     };
     Ok(StatsOutcome {
-        table: render(&results, min_cohort),
+        table: render(&results, u64::from(min_cohort), &hidden),
         cohort,
         digests: contributions.iter().map(Contribution::digest).collect(),
         evidence,
     })
 }
 
+/// Bytes of the server key per upload message.
+const KEY_CHUNK: usize = 1 << 20;
+/// How long the coordinator may take over the homomorphic evaluation.
+const EVALUATION_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Sends the server key and the sites' ciphertexts to the coordinator and
+/// collects the evaluated extremes and cells (still encrypted).
+async fn post_process(
+    state: &NodeState,
+    task_id: &str,
+    material: &fhe::PublicMaterial,
+    responses: &[(String, ContributeResponse)],
+    extremes: usize,
+    cells: usize,
+) -> Result<(Vec<Vec<u8>>, Vec<Vec<u8>>), NodeError> {
+    use stayput_proto::v1::coordinator_client::CoordinatorClient;
+    use stayput_proto::v1::{FheOpen, FheSiteInput, FheUpload, fhe_download, fhe_upload};
+    let settings = state.config.ledger.as_ref().ok_or_else(no_ledger)?;
+    let operator = settings.operator.clone();
+    let channel = crate::requester::connect(state, &operator, &settings.endpoint).await?;
+    let mut uploads = vec![FheUpload {
+        part: Some(fhe_upload::Part::Open(FheOpen {
+            task_id: task_id.to_owned(),
+            server_key_len: material.server_key.len() as u64,
+        })),
+    }];
+    uploads.extend(
+        material
+            .server_key
+            .chunks(KEY_CHUNK)
+            .map(|chunk| FheUpload { part: Some(fhe_upload::Part::ServerKeyChunk(chunk.to_vec().into())) }),
+    );
+    uploads.extend(responses.iter().map(|(site, r)| FheUpload {
+        part: Some(fhe_upload::Part::Site(FheSiteInput {
+            site: site.clone(),
+            extremes: r.fhe_extremes.clone(),
+            cells: r.fhe_cells.clone(),
+        })),
+    }));
+    tracing::info!(task = %task_id, "homomorphic post-processing at the coordinator");
+    let evaluation = async {
+        let mut stream = CoordinatorClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .evaluate(tokio_stream::iter(uploads))
+            .await
+            .map_err(|s| crate::wire::status_error(s, &operator, "post-processing"))?
+            .into_inner();
+        let (mut got_extremes, mut got_cells) = (Vec::new(), Vec::new());
+        while let Some(message) =
+            stream.message().await.map_err(|s| crate::wire::status_error(s, &operator, "post-processing"))?
+        {
+            match message.value {
+                Some(fhe_download::Value::Extreme(b)) if got_extremes.len() < extremes => got_extremes.push(b.to_vec()),
+                Some(fhe_download::Value::Cell(b)) if got_cells.len() < cells => got_cells.push(b.to_vec()),
+                _ => return Err(NodeError::Stats("the evaluator returned more or other values than asked".into())),
+            }
+        }
+        if got_extremes.len() != extremes || got_cells.len() != cells {
+            return Err(NodeError::Stats("the evaluator returned fewer values than asked".into()));
+        }
+        Ok((got_extremes, got_cells))
+    };
+    tokio::time::timeout(EVALUATION_TIMEOUT, evaluation).await.map_err(|_| NodeError::PeerVanished {
+        peer: operator.clone(),
+        phase: "post-processing",
+        detail: format!("no result within {} s", EVALUATION_TIMEOUT.as_secs()),
+    })?
+}
+
 fn suppressed(n: u64, min: u64) -> bool {
     n > 0 && n < min
 }
 
-/// The results as CSV: group, measure, statistic, n, value; cells below the
-/// minimum cohort read `suppressed`.
-pub fn render(results: &[GroupResult], min_cohort: u64) -> String {
+/// The results as CSV: group, measure, statistic, n, value. A group or a
+/// histogram bin in `hidden` (suppressed under TFHE), and a statistic over
+/// fewer rows than the minimum cohort, reads `suppressed`.
+pub fn render(results: &[GroupResult], min_cohort: u64, hidden: &[Cell]) -> String {
     let mut out = String::from("group,measure,statistic,n,value\n");
-    for g in results {
+    for (index, g) in results.iter().enumerate() {
         let group = g.group.clone().unwrap_or_else(|| "all".into());
-        if suppressed(g.count, min_cohort) {
+        if hidden.iter().any(|c| c.group == index && c.bin.is_none()) {
             let _ = writeln!(out, "{group},count,count,,suppressed");
             continue;
         }
-        for m in &g.measures {
+        for (measure, m) in g.measures.iter().enumerate() {
             let label = format!("\"{}\"", m.label.replace('"', "'"));
             match &m.value {
                 Value::Count(n) => {
@@ -586,8 +761,9 @@ pub fn render(results: &[GroupResult], min_cohort: u64) -> String {
                     let _ = writeln!(out, "{group},{label},value,{n},{v}");
                 }
                 Value::Histogram(bins) => {
-                    for (bin, n) in bins {
-                        let v = if suppressed(*n, min_cohort) { "suppressed".to_owned() } else { n.to_string() };
+                    for (at, (bin, n)) in bins.iter().enumerate() {
+                        let hide = hidden.iter().any(|c| c.group == index && c.bin == Some((measure, at)));
+                        let v = if hide { "suppressed".to_owned() } else { n.to_string() };
                         let _ = writeln!(out, "{group},{label},\"{bin}\",,{v}");
                     }
                 }

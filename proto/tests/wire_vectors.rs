@@ -8,9 +8,10 @@ use std::collections::BTreeMap;
 
 use prost::Message;
 use stayput_proto::v1::{
-    ContributeRequest, ContributeResponse, OutputFormat, PsiAccept, PsiMode, PsiOpen, PsiRequesterMessage,
-    PsiResponderMessage, PsiSummary, RunPsiRequest, RunTaskRequest, ShareRequest, SubmitTaskRequest,
-    SubmitTaskResponse, TaskState, TaskUpdate, WatchTaskRequest, psi_requester_message, psi_responder_message,
+    ContributeRequest, ContributeResponse, FheDownload, FheOpen, FheSiteInput, FheUpload, OutputFormat, PsiAccept,
+    PsiMode, PsiOpen, PsiRequesterMessage, PsiResponderMessage, PsiSummary, RunPsiRequest, RunTaskRequest,
+    ShareRequest, SubmitTaskRequest, SubmitTaskResponse, TaskState, TaskUpdate, WatchTaskRequest, fhe_download,
+    fhe_upload, psi_requester_message, psi_responder_message,
 };
 
 /// The vectors beside this crate, found at run time: a test binary reused
@@ -93,8 +94,47 @@ fn encoded() -> BTreeMap<&'static str, Vec<u8>> {
     );
     v.insert(
         "ContributeRequest",
-        ContributeRequest { task_id: "t-0001".into(), dataset: "inpatients-a".into(), params: vec![2, 1].into() }
+        ContributeRequest {
+            task_id: "t-0001".into(),
+            dataset: "inpatients-a".into(),
+            params: vec![2, 1].into(),
+            fhe_public_key: Default::default(),
+        }
+        .encode_to_vec(),
+    );
+    v.insert(
+        "ContributeRequestWithFheKey",
+        ContributeRequest {
+            task_id: "t-0001".into(),
+            dataset: "inpatients-a".into(),
+            params: vec![2, 1].into(),
+            fhe_public_key: vec![0x66; 4].into(),
+        }
+        .encode_to_vec(),
+    );
+    v.insert(
+        "FheUploadOpen",
+        FheUpload { part: Some(fhe_upload::Part::Open(FheOpen { task_id: "t-0001".into(), server_key_len: 1 << 20 })) }
             .encode_to_vec(),
+    );
+    v.insert(
+        "FheUploadKeyChunk",
+        FheUpload { part: Some(fhe_upload::Part::ServerKeyChunk(vec![0x77; 4].into())) }.encode_to_vec(),
+    );
+    v.insert(
+        "FheUploadSite",
+        FheUpload {
+            part: Some(fhe_upload::Part::Site(FheSiteInput {
+                site: "hospital-a".into(),
+                extremes: vec![0x88; 2].into(),
+                cells: vec![0x99; 2].into(),
+            })),
+        }
+        .encode_to_vec(),
+    );
+    v.insert(
+        "FheDownloadCell",
+        FheDownload { value: Some(fhe_download::Value::Cell(vec![0xaa; 2].into())) }.encode_to_vec(),
     );
     v.insert(
         "ContributeResponse",
@@ -103,6 +143,8 @@ fn encoded() -> BTreeMap<&'static str, Vec<u8>> {
             rows: 3000,
             value_sum: vec![0x22; 32].into(),
             blinding_sum: vec![0x33; 32].into(),
+            fhe_extremes: Default::default(),
+            fhe_cells: Default::default(),
         }
         .encode_to_vec(),
     );
