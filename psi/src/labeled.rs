@@ -363,6 +363,70 @@ impl EncodedSet {
     }
 }
 
+const DELTA_LABEL: &[u8] = b"stayput/labeled-psi/delta/v1";
+
+impl Delta {
+    /// Canonical bytes: label, from, to, the removed tags (count, then
+    /// sorted), the added entries (count, then sorted by tag).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut removed = self.removed.clone();
+        removed.sort_unstable();
+        let mut added = self.added.clone();
+        added.sort_unstable_by_key(|e| e.0);
+        let mut out =
+            Vec::with_capacity(DELTA_LABEL.len() + 16 + removed.len() * TAG_LEN + added.len() * (TAG_LEN + SEALED_LEN));
+        out.extend_from_slice(DELTA_LABEL);
+        out.extend_from_slice(&self.from.to_le_bytes());
+        out.extend_from_slice(&self.to.to_le_bytes());
+        // Both bounded by MAX_ENTRIES (an update holds at most a set's worth).
+        out.extend_from_slice(&u32::try_from(removed.len()).expect("bounded").to_le_bytes());
+        for tag in &removed {
+            out.extend_from_slice(tag);
+        }
+        out.extend_from_slice(&u32::try_from(added.len()).expect("bounded").to_le_bytes());
+        for (tag, sealed) in &added {
+            out.extend_from_slice(tag);
+            out.extend_from_slice(sealed);
+        }
+        out
+    }
+
+    /// Decodes [`Delta::to_bytes`], checking every count against the bytes
+    /// left and [`MAX_ENTRIES`] before allocating. Whether it leads to the
+    /// ledger's digest is checked by [`EncodedSet::apply`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, PsiError> {
+        const BAD: PsiError = PsiError::Labeled("malformed delta");
+        let rest = bytes.strip_prefix(DELTA_LABEL).ok_or(BAD)?;
+        let (from, rest) = rest.split_first_chunk::<4>().ok_or(BAD)?;
+        let (to, rest) = rest.split_first_chunk::<4>().ok_or(BAD)?;
+        let (from, to) = (u32::from_le_bytes(*from), u32::from_le_bytes(*to));
+        if to <= from {
+            return Err(PsiError::Labeled("a delta must lead to a later version"));
+        }
+        let (count, rest) = rest.split_first_chunk::<4>().ok_or(BAD)?;
+        let count = u32::from_le_bytes(*count) as usize;
+        if count > MAX_ENTRIES || rest.len() < count * TAG_LEN {
+            return Err(BAD);
+        }
+        let (tags, rest) = rest.split_at(count * TAG_LEN);
+        let removed: Vec<Tag> = tags.chunks_exact(TAG_LEN).map(|t| t.try_into().expect("sized")).collect();
+        let (count, rest) = rest.split_first_chunk::<4>().ok_or(BAD)?;
+        let count = u32::from_le_bytes(*count) as usize;
+        if count > MAX_ENTRIES || rest.len() != count * (TAG_LEN + SEALED_LEN) {
+            return Err(BAD);
+        }
+        let added: Vec<(Tag, Sealed)> = rest
+            .chunks_exact(TAG_LEN + SEALED_LEN)
+            .map(|c| (c[..TAG_LEN].try_into().expect("sized"), c[TAG_LEN..].try_into().expect("sized")))
+            .collect();
+        let sorted_unique = removed.windows(2).all(|w| w[0] < w[1]) && added.windows(2).all(|w| w[0].0 < w[1].0);
+        if !sorted_unique {
+            return Err(PsiError::Labeled("a delta's tags must be sorted and distinct"));
+        }
+        Ok(Self { from, to, removed, added })
+    }
+}
+
 /// The bank's side of one query (its blinding factors are zeroized).
 pub struct Query {
     blinds: Vec<Scalar>,
@@ -567,6 +631,63 @@ mod tests {
         let stored: Vector = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         assert_eq!(stored, computed);
         assert_eq!(stored.labels, vec![Some("D90|2025-03|2".to_string()), None]);
+    }
+
+    /// Known-answer vector of the delta format: the KAT set above, one id
+    /// removed and two added. Regenerate with
+    /// `STAYPUT_WRITE_VECTORS=1 cargo test -p stayput-psi labeled`.
+    #[test]
+    fn delta_known_answer_vector_and_decoding() {
+        #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+        struct Vector {
+            version: String,
+            removed_ids: Vec<String>,
+            added: Vec<(String, String)>,
+            seed_hex: String,
+            delta_hex: String,
+            next_digest_hex: String,
+        }
+        let path = std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("run by cargo"))
+            .join("test-vectors/labeled-delta-v1.json");
+        let key = OprfKey::from_bytes(&Scalar::from(0x5eed_u64).to_bytes()).unwrap();
+        let v1 = EncodedSet::encode(&key, "blacklist", 1, &entries(0..4), [9; 32]).unwrap();
+        let removed = vec![b"ID000001".to_vec()];
+        let added = entries(4..6);
+        let (v2, delta) = v1.update(&key, &removed, &added, [10; 32]).unwrap();
+        let bytes = delta.to_bytes();
+        let computed = Vector {
+            version: "stayput labeled psi delta v1".into(),
+            removed_ids: removed.iter().map(|i| String::from_utf8_lossy(i).into()).collect(),
+            added: added
+                .iter()
+                .map(|(i, l)| (String::from_utf8_lossy(i).into(), String::from_utf8_lossy(l).into()))
+                .collect(),
+            seed_hex: hex::encode([10u8; 32]),
+            delta_hex: hex::encode(&bytes),
+            next_digest_hex: hex::encode(v2.digest()),
+        };
+        if std::env::var_os("STAYPUT_WRITE_VECTORS").is_some() {
+            std::fs::write(&path, serde_json::to_string_pretty(&computed).unwrap() + "\n").unwrap();
+        }
+        let stored: Vector = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(stored, computed);
+        // Decoding gives a delta that takes a cache of v1 to exactly v2.
+        let decoded = Delta::from_bytes(&bytes).unwrap();
+        assert_eq!(v1.apply(&decoded, &v2.digest()).unwrap(), v2);
+        assert_eq!(decoded.to_bytes(), bytes);
+        // Malformed: truncated, trailing byte, a count larger than the bytes,
+        // a backwards version, tags out of order.
+        assert!(Delta::from_bytes(&bytes[..bytes.len() - 1]).is_err());
+        assert!(Delta::from_bytes(&[bytes.as_slice(), &[0]].concat()).is_err());
+        let mut huge = bytes.clone();
+        let at = DELTA_LABEL.len() + 8;
+        huge[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(Delta::from_bytes(&huge).is_err());
+        let backwards = Delta { from: 2, to: 1, removed: vec![], added: vec![] };
+        assert!(Delta::from_bytes(&backwards.to_bytes()).unwrap_err().to_string().contains("later version"));
+        let mut unsorted = decoded.clone();
+        unsorted.removed = vec![[2; TAG_LEN], [2; TAG_LEN]];
+        assert!(Delta::from_bytes(&unsorted.to_bytes()).unwrap_err().to_string().contains("sorted"));
     }
 
     #[test]
