@@ -272,6 +272,56 @@ impl EncodedSet {
         Ok((next, delta))
     }
 
+    /// The next version from the full list of entries as they are now:
+    /// entries whose id and label are unchanged keep their sealing, so the
+    /// returned delta holds only what changed (removed ids, new ids, and
+    /// ids whose label changed, as additions that replace). This is what a
+    /// bureau's node runs when its blacklist file changes.
+    pub fn next_version(
+        &self,
+        key: &OprfKey,
+        entries: &[(Vec<u8>, Vec<u8>)],
+        seed: [u8; 32],
+    ) -> Result<(Self, Delta), PsiError> {
+        if key.public_key() != self.public_key {
+            return Err(PsiError::Labeled("the key is not the one this set was encoded with"));
+        }
+        if entries.len() > MAX_ENTRIES {
+            return Err(PsiError::Labeled("an encoded set holds at most 2^24 entries"));
+        }
+        let h = hasher(&self.dataset)?;
+        // Which entries are unchanged: same tag, and the old sealing opens
+        // to the same label.
+        let unchanged: Vec<Option<(Tag, Sealed)>> = entries
+            .par_iter()
+            .map(|(id, label)| {
+                let y = (key.0 * h.hash(id)).compress();
+                let (tag, _) = tag_and_key(&y);
+                self.entries
+                    .get(&tag)
+                    .filter(|sealed| open(&y, sealed).is_some_and(|old| &old == label))
+                    .map(|sealed| (tag, *sealed))
+            })
+            .collect();
+        let changed: Vec<(Vec<u8>, Vec<u8>)> =
+            entries.iter().zip(&unchanged).filter(|(_, u)| u.is_none()).map(|(e, _)| e.clone()).collect();
+        let added = seal_all(key, &self.dataset, &changed, seed)?;
+        let mut next = Self {
+            dataset: self.dataset.clone(),
+            version: self.version + 1,
+            public_key: self.public_key,
+            entries: unchanged.into_iter().flatten().collect(),
+        };
+        for (tag, sealed) in &added {
+            if next.entries.insert(*tag, *sealed).is_some() {
+                return Err(PsiError::Labeled("two entries share a tag (a duplicate id?)"));
+            }
+        }
+        let removed: Vec<Tag> = self.entries.keys().filter(|t| !next.entries.contains_key(*t)).copied().collect();
+        let delta = Delta { from: self.version, to: next.version, removed, added };
+        Ok((next, delta))
+    }
+
     /// Entries in the set.
     pub fn len(&self) -> usize {
         self.entries.len()
@@ -631,6 +681,31 @@ mod tests {
         let stored: Vector = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         assert_eq!(stored, computed);
         assert_eq!(stored.labels, vec![Some("D90|2025-03|2".to_string()), None]);
+    }
+
+    #[test]
+    fn a_changed_list_becomes_the_next_version_with_a_minimal_delta() {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(6);
+        let key = OprfKey::random(&mut rng);
+        let v1 = EncodedSet::encode(&key, "blacklist", 1, &entries(0..100), [1; 32]).unwrap();
+        // 10 ids gone, 5 new, one label changed.
+        let mut now = entries(10..105);
+        now[0].1 = b"settled".to_vec();
+        let (v2, delta) = v1.next_version(&key, &now, [2; 32]).unwrap();
+        assert_eq!((v2.version, v2.len()), (2, 95));
+        assert_eq!(delta.removed.len(), 10);
+        assert_eq!(delta.added.len(), 6, "5 new ids and 1 changed label");
+        assert_eq!(v1.apply(&delta, &v2.digest()).unwrap(), v2);
+        // The changed label is what the bank now reads.
+        let (query, blinded) = Query::blind("blacklist", &[now[0].0.clone()], &mut rng).unwrap();
+        let (answers, proof) = key.evaluate(b"t", &blinded, &mut rng).unwrap();
+        assert_eq!(query.finish(b"t", &blinded, &answers, &proof, &v2).unwrap(), vec![Some(b"settled".to_vec())]);
+        // Nothing changed: an empty delta, same entries.
+        let (v3, empty) = v2.next_version(&key, &now, [3; 32]).unwrap();
+        assert!(empty.removed.is_empty() && empty.added.is_empty());
+        assert_eq!(v3.len(), v2.len());
+        let other = OprfKey::random(&mut rng);
+        assert!(v2.next_version(&other, &now, [4; 32]).is_err());
     }
 
     /// Known-answer vector of the delta format: the KAT set above, one id
