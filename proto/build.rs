@@ -16,6 +16,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "proto/stayput/v1/ledger.proto",
                 "proto/stayput/v1/coordinator.proto",
                 "proto/stayput/v1/stats.proto",
+                "proto/stayput/v1/labeled.proto",
             ],
             &["proto"],
         )?;

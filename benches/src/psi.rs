@@ -234,6 +234,7 @@ fn over_grpc(
             path,
             key_columns: vec!["customer_id".into()],
             normalise: vec!["trim".into()],
+            labels: None,
         }],
     };
     let orgs = [spec("bank", bank_csv), spec("bureau", bureau_csv)];

@@ -169,6 +169,17 @@ pub struct StatsParams {
     pub query: String,
 }
 
+/// Parameters of a blacklist query (unbalanced labeled PSI): the
+/// requester's dataset of ids to check, against the bureaus' datasets (the
+/// task's datasets, every one queried in parallel).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabeledPsiParams {
+    /// The requester's dataset.
+    pub requester_dataset: String,
+    /// The bureaus' datasets, in the task's order.
+    pub bureau_datasets: Vec<String>,
+}
+
 /// The parameters of a task, by kind.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -177,6 +188,8 @@ pub enum TaskParams {
     Psi(PsiParams),
     /// Federated statistics over several sites.
     FederatedStats(StatsParams),
+    /// A blacklist query against one or more bureaus.
+    LabeledPsi(LabeledPsiParams),
 }
 
 impl TaskParams {
@@ -191,6 +204,11 @@ impl TaskParams {
             }
             TaskParams::FederatedStats(p) => {
                 w.u8(2).bytes_unbounded(p.query.as_bytes());
+            }
+            TaskParams::LabeledPsi(p) => {
+                w.u8(3).str(&p.requester_dataset).list(&p.bureau_datasets, |w, d| {
+                    w.str(d);
+                });
             }
         }
         w.into_bytes()
@@ -216,6 +234,10 @@ impl TaskParams {
                     what: "task parameters",
                     reason: "the query is not UTF-8".into(),
                 })?,
+            }),
+            (Computation::LabeledPsi, 3) => TaskParams::LabeledPsi(LabeledPsiParams {
+                requester_dataset: r.str()?,
+                bureau_datasets: r.list(Reader::str)?,
             }),
             (kind, tag) => {
                 return Err(LedgerError::Malformed {
@@ -269,6 +291,31 @@ mod tests {
         changed.request.receiver = "bureau".into();
         assert!(changed.verify(&key.public_key()).is_err());
         assert_ne!(changed.task_id(), signed.task_id());
+    }
+
+    #[test]
+    fn blacklist_query_parameters_have_one_encoding() {
+        let params = TaskParams::LabeledPsi(LabeledPsiParams {
+            requester_dataset: "applicants".into(),
+            bureau_datasets: vec!["blacklist-a".into(), "blacklist-b".into()],
+        });
+        let bytes = params.encode();
+        // Known answer: tag 3, the requester's dataset, then the counted list
+        // of bureau datasets; every length a little-endian u32.
+        let expected = concat!(
+            "03",
+            "0a000000",
+            "6170706c6963616e7473",
+            "02000000",
+            "0b000000",
+            "626c61636b6c6973742d61",
+            "0b000000",
+            "626c61636b6c6973742d62"
+        );
+        assert_eq!(hex::encode(&bytes), expected);
+        assert_eq!(TaskParams::decode(Computation::LabeledPsi, &bytes).unwrap(), params);
+        assert!(TaskParams::decode(Computation::Psi, &bytes).is_err());
+        assert!(TaskParams::decode(Computation::LabeledPsi, &bytes[..bytes.len() - 1]).is_err());
     }
 
     #[test]

@@ -15,9 +15,7 @@ use std::sync::Arc;
 
 use clap::Subcommand;
 use stayput_chain_connector::evm::{Address, EvmLedger, create_account, load_account};
-use stayput_chain_connector::records::{
-    Computation, DatasetVersion, Grant, Member, OrgKey, Record, Role, SignedRecord,
-};
+use stayput_chain_connector::records::{Computation, Grant, Member, OrgKey, Record, Role, SignedRecord};
 use stayput_chain_connector::{Ledger, keys};
 use stayput_coordinator::CoordinatorConfig;
 use stayput_coordinator::config::LedgerBackend;
@@ -218,19 +216,15 @@ pub async fn run(command: ConsortiumCommand) -> Result<(), CliError> {
         ConsortiumCommand::Publish { config, dataset } => {
             let (node, state) = node_access(&config)?;
             let access = state.ledger.as_ref().expect("checked");
-            // Hashing the whole file is blocking work.
             let source = node.dataset(&dataset)?.clone();
-            let (schema_digest, content_digest) =
-                tokio::task::spawn_blocking(move || source.digests()).await.map_err(|e| bad(e.to_string()))??;
             let version = u32::try_from(access.ledger.dataset(&dataset).await?.len()).unwrap_or(u32::MAX - 1) + 1;
-            let record = Record::DatasetVersion(DatasetVersion {
-                dataset: dataset.clone(),
-                owner: node.org.clone(),
-                version,
-                schema_digest,
-                content_digest,
-                protocol_key: None,
-            });
+            // Hashing the whole file (and encoding a blacklist) is blocking work.
+            let config = node.clone();
+            let record =
+                tokio::task::spawn_blocking(move || stayput_node::blacklist::version_record(&config, &source, version))
+                    .await
+                    .map_err(|e| bad(e.to_string()))??;
+            let record = Record::DatasetVersion(record);
             println!("{} — {dataset} v{version}", submit(&*access.ledger, record, &node.org, &access.key).await?);
         }
         ConsortiumCommand::Grant {

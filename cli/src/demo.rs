@@ -271,6 +271,7 @@ fn participant(name: &str, display: &str, roles: Vec<Role>, datasets: Vec<(&str,
                     path: path.into(),
                     key_columns: vec![key.into()],
                     normalise: vec!["trim".into(), "uppercase".into()],
+                    labels: None,
                 })
                 .collect(),
         },

@@ -66,6 +66,9 @@ fn grant_problem(g: &GrantState, kind: Computation, columns: &[String], now: u64
     None
 }
 
+/// Most bureaus one blacklist query asks.
+pub const MAX_BUREAUS: usize = 16;
+
 /// Most cells (group sizes and histogram bins) a statistics task may have.
 pub const MAX_CELLS: usize = 256;
 /// Most min/max values a statistics task may have.
@@ -114,7 +117,10 @@ pub async fn admit(
     if !member.roles.contains(&Role::Requester) {
         return Err(CoordinatorError::BadRequest(format!("'{}' lacks the requester role", request.requester)));
     }
-    if !matches!(request.kind, Computation::Psi | Computation::PsiCardinality | Computation::FederatedStats) {
+    if !matches!(
+        request.kind,
+        Computation::Psi | Computation::PsiCardinality | Computation::FederatedStats | Computation::LabeledPsi
+    ) {
         return Err(CoordinatorError::Unsupported { kind: request.kind.to_string() });
     }
     let params = TaskParams::decode(request.kind, &request.params)
@@ -133,6 +139,28 @@ pub async fn admit(
             p.columns.clone()
         }
         TaskParams::FederatedStats(p) => stats_columns(&p.query, &request.datasets)?,
+        TaskParams::LabeledPsi(p) => {
+            let distinct: BTreeSet<&String> = p.bureau_datasets.iter().collect();
+            if p.bureau_datasets.is_empty()
+                || p.bureau_datasets.len() > MAX_BUREAUS
+                || distinct.len() != p.bureau_datasets.len()
+                || request.datasets != p.bureau_datasets
+            {
+                return Err(CoordinatorError::BadRequest(format!(
+                    "a blacklist query names 1 to {MAX_BUREAUS} distinct bureau datasets, the same as the task's datasets"
+                )));
+            }
+            for d in &p.bureau_datasets {
+                let versions = ledger.dataset(d).await?;
+                let latest = versions.last().ok_or_else(|| CoordinatorError::UnknownDataset { dataset: d.clone() })?;
+                if latest.protocol_key.is_none() {
+                    return Err(CoordinatorError::BadRequest(format!(
+                        "dataset '{d}' is not published as a blacklist (its version carries no OPRF key)"
+                    )));
+                }
+            }
+            Vec::new()
+        }
         _ => return Err(CoordinatorError::Unsupported { kind: request.kind.to_string() }),
     };
 

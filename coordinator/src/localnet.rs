@@ -10,9 +10,7 @@ use std::sync::Arc;
 
 use stayput_chain_connector::embedded::{Clock, EmbeddedLedger};
 use stayput_chain_connector::keys;
-use stayput_chain_connector::records::{
-    Computation, DatasetVersion, Grant, Member, OrgKey, Record, Role, SignedRecord,
-};
+use stayput_chain_connector::records::{Computation, Grant, Member, OrgKey, Record, Role, SignedRecord};
 use stayput_chain_connector::{Ledger, LedgerError};
 use stayput_node::identity::{TlsMaterial, issue_org_certificate, read_certified_key, write_certified_key};
 use stayput_node::localnet::{LocalNet, OrgSpec};
@@ -148,19 +146,14 @@ impl LocalConsortium {
     /// The owner publishes the next version of one of its node's datasets,
     /// with the digests of its schema and content.
     pub async fn publish_dataset(&self, org: &str, dataset: &str) -> Result<(), CoordinatorError> {
-        let source = self.net.state(org).config.dataset(dataset)?.clone();
-        let (schema_digest, content_digest) = tokio::task::spawn_blocking(move || source.digests())
-            .await
-            .map_err(|e| CoordinatorError::Node(stayput_node::NodeError::Worker(e.to_string())))??;
+        let state = self.net.state(org).clone();
+        let source = state.config.dataset(dataset)?.clone();
         let version = u32::try_from(self.ledger.dataset(dataset).await?.len()).unwrap_or(u32::MAX - 1) + 1;
-        let record = DatasetVersion {
-            dataset: dataset.into(),
-            owner: org.into(),
-            version,
-            schema_digest,
-            content_digest,
-            protocol_key: None,
-        };
+        let record = tokio::task::spawn_blocking(move || {
+            stayput_node::blacklist::version_record(&state.config, &source, version)
+        })
+        .await
+        .map_err(|e| CoordinatorError::Node(stayput_node::NodeError::Worker(e.to_string())))??;
         Ok(self.write(org, Record::DatasetVersion(record)).await?)
     }
 

@@ -35,6 +35,7 @@ fn participant(name: &str, roles: Vec<Role>, dataset: &str, path: std::path::Pat
                 path,
                 key_columns: vec!["id".into()],
                 normalise: vec!["trim".into()],
+                labels: None,
             }],
         },
         display: name.into(),

@@ -76,6 +76,27 @@ struct RawDataset {
     normalise: Vec<String>,
     #[serde(default)]
     null_values: Vec<String>,
+    #[serde(default)]
+    labels: Option<LabelSettings>,
+}
+
+/// A dataset served for the blacklist query (unbalanced labeled PSI): the
+/// column whose value is each id's label, the bureau's OPRF key file
+/// (created on first use, 0600) and the most ids one task may query.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabelSettings {
+    /// The label column.
+    pub column: String,
+    /// The OPRF key file.
+    pub oprf_key: PathBuf,
+    /// Most ids one task may query (the ledger's grant limits the total).
+    #[serde(default = "default_ids_per_task")]
+    pub max_ids_per_task: u64,
+}
+
+fn default_ids_per_task() -> u64 {
+    10_000
 }
 
 /// Where the consortium's ledger is and how this node signs for it. With
@@ -166,9 +187,10 @@ impl NodeConfig {
                 None => FileFormat::from_path(&path).ok_or(NodeError::UnknownFormat { path: path.clone() })?,
             };
             let rules = KeyRules::parse(&d.normalise)?;
+            let labels = d.labels.map(|l| LabelSettings { oprf_key: resolve(l.oprf_key), ..l });
             datasets.insert(
                 name.clone(),
-                Dataset { name, path, format, key_columns: d.key_columns, rules, null_values: d.null_values },
+                Dataset { name, path, format, key_columns: d.key_columns, rules, null_values: d.null_values, labels },
             );
         }
         for (peer, endpoint) in &raw.peers {

@@ -88,6 +88,8 @@ pub struct Dataset {
     pub rules: KeyRules,
     /// Raw values that mean "no key" (compared trimmed, ignoring case).
     pub null_values: Vec<String>,
+    /// Set when the dataset is served for the blacklist query.
+    pub labels: Option<crate::config::LabelSettings>,
 }
 
 /// What identifies one version of a dataset file on disk.
@@ -122,6 +124,9 @@ pub struct WrittenFile {
     /// SHA-256 of the file's bytes.
     pub sha256: [u8; 32],
 }
+
+/// Encoded keys, each with the text of another column of its row.
+pub type KeyedValues = Vec<(Vec<u8>, String)>;
 
 /// A stream of record batches read from a dataset file.
 pub type Batches = Box<dyn Iterator<Item = Result<RecordBatch, NodeError>> + Send>;
@@ -215,6 +220,43 @@ impl Dataset {
             _ => io_err(e.error),
         })?;
         Ok(WrittenFile { path: target.into(), rows, sha256: hasher.finalize().into() })
+    }
+
+    /// How this dataset encodes its ids: what two sides of a protocol must
+    /// agree on for any id to match.
+    pub fn key_declaration(&self) -> String {
+        format!("{} key column(s) normalised with [{}]", self.key_columns.len(), self.rules)
+    }
+
+    /// Every row's encoded key with the text of `column`, rows without a key
+    /// skipped; returns the pairs and the number of rows skipped.
+    pub fn keys_with(&self, column: &str) -> Result<(KeyedValues, u64), NodeError> {
+        let (schema, batches) = self.open(false)?;
+        self.check_key_columns(&schema)?;
+        if schema.field_with_name(column).is_err() {
+            return Err(NodeError::MissingColumn {
+                path: self.path.clone(),
+                column: column.into(),
+                available: schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", "),
+            });
+        }
+        let (mut out, mut skipped) = (Vec::new(), 0u64);
+        for batch in batches {
+            let batch = batch?;
+            let values = cast(batch.column_by_name(column).expect("checked"), &DataType::Utf8)
+                .map_err(|source| NodeError::Records { path: self.path.clone(), source })?;
+            let values = values.as_any().downcast_ref::<StringArray>().expect("cast to Utf8");
+            for (row, key) in self.encode_rows(&batch)?.into_iter().enumerate() {
+                match key {
+                    Some(key) => {
+                        let value = if values.is_null(row) { String::new() } else { values.value(row).to_owned() };
+                        out.push((key, value));
+                    }
+                    None => skipped += 1,
+                }
+            }
+        }
+        Ok((out, skipped))
     }
 
     /// The whole file (every column) as a stream of record batches.

@@ -60,6 +60,8 @@ pub enum NodeError {
     BadTaskId(&'static str),
     #[error("federated statistics: {0}")]
     Stats(String),
+    #[error("blacklist query: {0}")]
+    Blacklist(String),
     #[error("protocol version {0} is not supported; this node speaks version 1")]
     UnsupportedVersion(u32),
     #[error("the request does not name an output mode")]
@@ -119,7 +121,7 @@ impl From<NodeError> for tonic::Status {
             NodeError::Busy { .. } | NodeError::TooManyPeerKeys { .. } => Code::ResourceExhausted,
             NodeError::ResultExists { .. } => Code::AlreadyExists,
             NodeError::DatasetChanged { .. } => Code::Aborted,
-            NodeError::Stats(_) => Code::FailedPrecondition,
+            NodeError::Stats(_) | NodeError::Blacklist(_) => Code::FailedPrecondition,
             NodeError::Cancelled => Code::Cancelled,
             _ => Code::Internal,
         };

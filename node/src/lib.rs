@@ -17,6 +17,10 @@
 //! * [`control`] — the `NodeControl` service its own organisation calls.
 //! * [`tasks`] — running a task recorded on the ledger as its requester's
 //!   node (checked against the ledger, idempotent).
+//! * [`blacklist`] — the blacklist query: the bureau's `LabeledPeer`
+//!   service (encoded-set versions and deltas, metered evaluations) and the
+//!   bank's side (verified caches, every bureau in parallel, partial results
+//!   that name a bureau that did not answer).
 //! * [`stats`] — federated statistics: the `StatsPeer` service (this node
 //!   as a site) and the requester's side.
 //! * [`server`] — assembling the gRPC server (TLS, health, reflection).
@@ -27,6 +31,7 @@
 #![forbid(unsafe_code)]
 
 pub mod authorisation;
+pub mod blacklist;
 pub mod config;
 pub mod control;
 pub mod dataset;

@@ -24,6 +24,9 @@ pub struct DatasetSpec {
     pub key_columns: Vec<String>,
     /// Normalisation rule names.
     pub normalise: Vec<String>,
+    /// For a blacklist: the label column (the OPRF key goes beside the
+    /// organisation's configuration as `<dataset>.oprf`).
+    pub labels: Option<String>,
 }
 
 /// An organisation of the local consortium.
@@ -89,6 +92,9 @@ pub fn write_consortium(
                 d.key_columns,
                 d.normalise
             );
+            if let Some(column) = &d.labels {
+                let _ = writeln!(text, "labels = {{ column = {column:?}, oprf_key = \"{}.oprf\" }}", d.name);
+            }
         }
         text.push_str(&extra(&org.name));
         let path = org_dir.join("node.toml");

@@ -5,6 +5,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use stayput_proto::v1::labeled_peer_server::LabeledPeerServer;
 use stayput_proto::v1::node_control_server::NodeControlServer;
 use stayput_proto::v1::psi_peer_server::PsiPeerServer;
 use stayput_proto::v1::stats_peer_server::StatsPeerServer;
@@ -77,6 +78,7 @@ pub async fn serve_on(
     health.set_serving::<PsiPeerServer<PsiPeerService>>().await;
     health.set_serving::<NodeControlServer<ControlService>>().await;
     health.set_serving::<StatsPeerServer<crate::stats::StatsPeerService>>().await;
+    health.set_serving::<LabeledPeerServer<crate::blacklist::LabeledPeerService>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(stayput_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -87,6 +89,9 @@ pub async fn serve_on(
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let control = NodeControlServer::new(ControlService::new(state.clone()));
     let stats = StatsPeerServer::new(crate::stats::StatsPeerService::new(state.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let labeled = LabeledPeerServer::new(crate::blacklist::LabeledPeerService::new(state.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     tracing::info!(org = %state.config.org, addr = ?listener.local_addr().ok(), "node listening");
@@ -100,6 +105,7 @@ pub async fn serve_on(
         .add_service(psi)
         .add_service(control)
         .add_service(stats)
+        .add_service(labeled)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
         .map_err(|e| NodeError::Listen { address: "(bound)".into(), detail: e.to_string() })

@@ -281,6 +281,16 @@ async fn execute(
             write_new(&result_file, &outcome.table)?;
             finished(dir, task_id, file_sha256(&result_file)?, outcome.cohort, outcome.digests)
         }
+        TaskParams::LabeledPsi(p) => {
+            if p.bureau_datasets != task.task.datasets {
+                return Err(refuse("its bureau datasets are not the task's datasets".into()));
+            }
+            let outcome = crate::blacklist::run_blacklist(state, task_id, p).await?;
+            let dir = &state.config.output_dir;
+            let result_file = result_path(dir, task_id);
+            write_new(&result_file, &outcome.table)?;
+            finished(dir, task_id, file_sha256(&result_file)?, outcome.listings, vec![])
+        }
         _ => Err(refuse(format!("{} tasks are not supported by this node yet", task.task.kind))),
     }
 }

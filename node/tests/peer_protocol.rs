@@ -20,6 +20,7 @@ async fn consortium(dir: &std::path::Path) -> LocalNet {
             path: csv.clone(),
             key_columns: vec!["id".into()],
             normalise: vec!["trim".into()],
+            labels: None,
         }],
     };
     LocalNet::start(dir, &[org("bank"), org("bureau")], None).await.unwrap()

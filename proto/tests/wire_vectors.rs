@@ -8,10 +8,11 @@ use std::collections::BTreeMap;
 
 use prost::Message;
 use stayput_proto::v1::{
-    ContributeRequest, ContributeResponse, FheDownload, FheOpen, FheSiteInput, FheUpload, OutputFormat, PsiAccept,
-    PsiMode, PsiOpen, PsiRequesterMessage, PsiResponderMessage, PsiSummary, RunPsiRequest, RunTaskRequest,
-    ShareRequest, SubmitTaskRequest, SubmitTaskResponse, TaskState, TaskUpdate, WatchTaskRequest, fhe_download,
-    fhe_upload, psi_requester_message, psi_responder_message,
+    ContributeRequest, ContributeResponse, EvaluateRequest, EvaluateResponse, FetchSetRequest, FheDownload, FheOpen,
+    FheSiteInput, FheUpload, OutputFormat, PsiAccept, PsiMode, PsiOpen, PsiRequesterMessage, PsiResponderMessage,
+    PsiSummary, RunPsiRequest, RunTaskRequest, SetChunk, SetHeader, ShareRequest, SubmitTaskRequest,
+    SubmitTaskResponse, TaskState, TaskUpdate, WatchTaskRequest, fhe_download, fhe_upload, psi_requester_message,
+    psi_responder_message, set_chunk,
 };
 
 /// The vectors beside this crate, found at run time: a test binary reused
@@ -131,6 +132,33 @@ fn encoded() -> BTreeMap<&'static str, Vec<u8>> {
             })),
         }
         .encode_to_vec(),
+    );
+    v.insert(
+        "FetchSetRequest",
+        FetchSetRequest { task_id: "t-0001".into(), dataset: "blacklist-a".into(), have_version: 1 }.encode_to_vec(),
+    );
+    v.insert(
+        "SetChunkHeader",
+        SetChunk {
+            part: Some(set_chunk::Part::Header(SetHeader {
+                delta: true,
+                from_version: 1,
+                to_version: 2,
+                length: 300,
+                key_declaration: "1 key column(s) normalised with [trim]".into(),
+            })),
+        }
+        .encode_to_vec(),
+    );
+    v.insert("SetChunkData", SetChunk { part: Some(set_chunk::Part::Data(vec![0xbb; 3].into())) }.encode_to_vec());
+    v.insert(
+        "EvaluateRequest",
+        EvaluateRequest { task_id: "t-0001".into(), dataset: "blacklist-a".into(), blinded: vec![0xcc; 32].into() }
+            .encode_to_vec(),
+    );
+    v.insert(
+        "EvaluateResponse",
+        EvaluateResponse { evaluations: vec![0xdd; 32].into(), proof: vec![0xee; 64].into() }.encode_to_vec(),
     );
     v.insert(
         "FheDownloadCell",

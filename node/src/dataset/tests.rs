@@ -10,6 +10,7 @@ use super::*;
 
 fn dataset(path: &Path, keys: &[&str], rules: &[&str]) -> Dataset {
     Dataset {
+        labels: None,
         name: "d".into(),
         path: path.into(),
         format: FileFormat::from_path(path).unwrap(),
