@@ -12,7 +12,7 @@
 //! checked before it is shown, and the audit trail is read back with the
 //! result file checked against its digest on the ledger.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,7 +28,7 @@ use rand::{Rng, SeedableRng};
 use stayput_chain_connector::Ledger as _;
 use stayput_chain_connector::embedded::system_clock;
 use stayput_chain_connector::records::{Computation, Grant, Record, Role};
-use stayput_chain_connector::tasks::{PsiParams, StatsParams, TaskParams};
+use stayput_chain_connector::tasks::{LabeledPsiParams, PsiParams, StatsParams, TaskParams};
 use stayput_coordinator::client::{Phase, TaskReport, TaskSpec};
 use stayput_coordinator::localnet::{LocalConsortium, Participant};
 use stayput_node::dataset::write_parquet;
@@ -43,6 +43,15 @@ const BUREAU_B_ENTRIES: usize = 30_000;
 const LISTED_A: usize = 300;
 const LISTED_B: usize = 120;
 const BOTH_LISTED: usize = 80;
+/// The credit journey: 1,000 new applicants checked against two bureaus'
+/// labeled blacklists of 100,000 entries each.
+const NEW_APPLICANTS: usize = 1_000;
+const DEFAULTS_ENTRIES: usize = 100_000;
+/// New applicants listed by bureau A's and B's defaults lists; the first
+/// `DEFAULTS_BOTH` of A's are also on B's.
+const DEFAULTS_A: usize = 40;
+const DEFAULTS_B: usize = 25;
+const DEFAULTS_BOTH: usize = 10;
 const PATIENTS_PER_HOSPITAL: usize = 3_000;
 const OBSERVATIONS: usize = 50_000;
 
@@ -68,6 +77,8 @@ struct DemoData {
     applicants_csv: PathBuf,
     bureau_a_parquet: PathBuf,
     bureau_b_csv: PathBuf,
+    new_applicants_csv: PathBuf,
+    defaults_csv: [PathBuf; 2],
     hospitals: Vec<(String, PathBuf)>,
     /// Inpatient stays with diagnosis I10 across the three hospitals.
     hypertension: u64,
@@ -101,14 +112,14 @@ fn normal(rng: &mut StdRng, mean: f64, sd: f64) -> f64 {
 fn generate(dir: &Path) -> Result<DemoData, CliError> {
     let mut rng = StdRng::seed_from_u64(20261121);
     let mut ids = BTreeSet::new();
-    while ids.len() < APPLICANTS + BUREAU_A_ENTRIES + BUREAU_B_ENTRIES {
+    while ids.len() < APPLICANTS + BUREAU_A_ENTRIES + BUREAU_B_ENTRIES + 2 * DEFAULTS_ENTRIES {
         ids.insert(resident_id(&mut rng));
     }
     let mut ids: Vec<String> = ids.into_iter().collect();
     ids.shuffle(&mut rng);
     let (applicants, rest) = ids.split_at(APPLICANTS);
     let (only_a, only_b) = rest.split_at(BUREAU_A_ENTRIES - LISTED_A);
-    let only_b = &only_b[..BUREAU_B_ENTRIES - LISTED_B];
+    let (only_b, unrelated) = only_b.split_at(BUREAU_B_ENTRIES - LISTED_B);
     // Applicants 0..300 are on A's list; 220..340 on B's (80 on both).
     let on_a = &applicants[..LISTED_A];
     let on_b = &applicants[LISTED_A - BOTH_LISTED..LISTED_A - BOTH_LISTED + LISTED_B];
@@ -174,6 +185,27 @@ fn generate(dir: &Path) -> Result<DemoData, CliError> {
         .collect();
     write_csv(&bureau_b_csv, "national_id,judgement_date,case_type,amount_cny", rows)?;
 
+    // The credit journey: the last 1,000 applicants are new; each bureau
+    // keeps a defaults list of 100,000 with a label per entry.
+    let new = &applicants[APPLICANTS - NEW_APPLICANTS..];
+    let new_applicants_csv = dir.join("bank").join("new-applicants.csv");
+    write_csv(&new_applicants_csv, "applicant_id", new.iter().cloned())?;
+    let planted = [&new[..DEFAULTS_A], &new[DEFAULTS_A - DEFAULTS_BOTH..DEFAULTS_A - DEFAULTS_BOTH + DEFAULTS_B]];
+    let others = unrelated.chunks(DEFAULTS_ENTRIES);
+    let mut defaults_csv = Vec::new();
+    for ((bureau, planted), others) in ["bureau-a", "bureau-b"].into_iter().zip(planted).zip(others) {
+        let path = dir.join(bureau).join("defaults.csv");
+        let labels = ["D90", "D180", "WRITE-OFF", "FRAUD"];
+        let rows: Vec<String> = planted
+            .iter()
+            .chain(&others[..DEFAULTS_ENTRIES - planted.len()])
+            .map(|id| format!("{id},{}|{}", labels[rng.gen_range(0..labels.len())], &listing_date(&mut rng)[..7]))
+            .collect();
+        write_csv(&path, "national_id,status", rows)?;
+        defaults_csv.push(path);
+    }
+    let defaults_csv: [PathBuf; 2] = defaults_csv.try_into().map_err(|_| CliError::Demo("two bureaus".into()))?;
+
     // Three hospitals: one row per inpatient stay.
     let diagnoses = ["I10", "E11", "I25", "J44", "N18", "I50"];
     let mut hospitals = Vec::new();
@@ -234,7 +266,16 @@ fn generate(dir: &Path) -> Result<DemoData, CliError> {
     )
     .map_err(|e| CliError::Demo(e.to_string()))?;
     write_parquet(&observations_parquet, &[batch])?;
-    Ok(DemoData { applicants_csv, bureau_a_parquet, bureau_b_csv, hospitals, hypertension, observations_parquet })
+    Ok(DemoData {
+        applicants_csv,
+        bureau_a_parquet,
+        bureau_b_csv,
+        new_applicants_csv,
+        defaults_csv,
+        hospitals,
+        hypertension,
+        observations_parquet,
+    })
 }
 
 fn spinner(message: &str) -> ProgressBar {
@@ -260,18 +301,22 @@ fn prepare_dir(dir: Option<PathBuf>) -> Result<(PathBuf, Option<tempfile::TempDi
     }
 }
 
-fn participant(name: &str, display: &str, roles: Vec<Role>, datasets: Vec<(&str, &Path, &str)>) -> Participant {
+/// A dataset of a demo participant: name, file, key column, and the label
+/// column when it is a blacklist.
+type DemoDataset<'a> = (&'a str, &'a Path, &'a str, Option<&'a str>);
+
+fn participant(name: &str, display: &str, roles: Vec<Role>, datasets: Vec<DemoDataset<'_>>) -> Participant {
     Participant {
         spec: OrgSpec {
             name: name.into(),
             datasets: datasets
                 .into_iter()
-                .map(|(dataset, path, key)| DatasetSpec {
+                .map(|(dataset, path, key, labels)| DatasetSpec {
                     name: dataset.into(),
                     path: path.into(),
                     key_columns: vec![key.into()],
                     normalise: vec!["trim".into(), "uppercase".into()],
-                    labels: None,
+                    labels: labels.map(str::to_owned),
                 })
                 .collect(),
         },
@@ -352,7 +397,7 @@ pub async fn run(dir: Option<PathBuf>) -> Result<(), CliError> {
     bar.finish_and_clear();
     println!(
         "data: bank {APPLICANTS} loan applicants (CSV); bureau-a {BUREAU_A_ENTRIES}-entry blacklist (Parquet); \
-         bureau-b {BUREAU_B_ENTRIES} court judgements (CSV);\n      3 hospitals × {PATIENTS_PER_HOSPITAL} inpatient stays (CSV); \
+         bureau-b {BUREAU_B_ENTRIES} court judgements (CSV);\n      {NEW_APPLICANTS} new applicants; two bureaus' defaults lists of {DEFAULTS_ENTRIES} labeled entries (CSV);\n      3 hospitals × {PATIENTS_PER_HOSPITAL} inpatient stays (CSV); \
          ocean centre {OBSERVATIONS} CTD observations (Parquet)"
     );
 
@@ -364,44 +409,53 @@ pub async fn run(dir: Option<PathBuf>) -> Result<(), CliError> {
             "bank",
             "Lakeside Commercial Bank",
             vec![Role::Requester, Role::DataOwner],
-            vec![("applicants", &data.applicants_csv, "applicant_id")],
+            vec![
+                ("applicants", &data.applicants_csv, "applicant_id", None),
+                ("new-applicants", &data.new_applicants_csv, "applicant_id", None),
+            ],
         ),
         participant(
             "bureau-a",
             "Credit Bureau A",
             vec![Role::DataOwner],
-            vec![("blacklist-a", &data.bureau_a_parquet, "national_id")],
+            vec![
+                ("blacklist-a", &data.bureau_a_parquet, "national_id", None),
+                ("defaults-a", &data.defaults_csv[0], "national_id", Some("status")),
+            ],
         ),
         participant(
             "bureau-b",
             "Credit Bureau B",
             vec![Role::DataOwner],
-            vec![("judgements-b", &data.bureau_b_csv, "national_id")],
+            vec![
+                ("judgements-b", &data.bureau_b_csv, "national_id", None),
+                ("defaults-b", &data.defaults_csv[1], "national_id", Some("status")),
+            ],
         ),
         participant(
             "hospital-a",
             "City Hospital A",
             vec![Role::DataOwner],
-            vec![("inpatients-a", &h[0].1, "patient_id")],
+            vec![("inpatients-a", &h[0].1, "patient_id", None)],
         ),
         participant(
             "hospital-b",
             "University Hospital B",
             vec![Role::DataOwner],
-            vec![("inpatients-b", &h[1].1, "patient_id")],
+            vec![("inpatients-b", &h[1].1, "patient_id", None)],
         ),
         participant(
             "hospital-c",
             "County Hospital C",
             vec![Role::DataOwner],
-            vec![("inpatients-c", &h[2].1, "patient_id")],
+            vec![("inpatients-c", &h[2].1, "patient_id", None)],
         ),
         participant("research", "Cardiovascular Research Institute", vec![Role::Requester], vec![]),
         participant(
             "ocean",
             "Ocean Science Data Centre",
             vec![Role::DataOwner],
-            vec![("ctd-observations", &data.observations_parquet, "station_id")],
+            vec![("ctd-observations", &data.observations_parquet, "station_id", None)],
         ),
     ];
     let net = LocalConsortium::start(&dir, &participants, system_clock()).await?;
@@ -432,6 +486,23 @@ pub async fn run(dir: Option<PathBuf>) -> Result<(), CliError> {
         month,
     )
     .await?;
+    for (bureau, dataset) in [("bureau-a", "defaults-a"), ("bureau-b", "defaults-b")] {
+        net.write(
+            bureau,
+            Record::Grant(Grant {
+                id: format!("g-{dataset}-bank"),
+                dataset: dataset.into(),
+                grantee: "bank".into(),
+                computations: vec![Computation::LabeledPsi],
+                columns: vec![],
+                min_cohort: 0,
+                max_uses: 30,
+                max_items: 30_000,
+                expires_at: stayput_coordinator::client::unix_now() + month,
+            }),
+        )
+        .await?;
+    }
     let clinical = ["age", "sex", "bmi", "systolic_bp", "diagnosis", "length_of_stay"];
     for h in ["a", "b", "c"] {
         let (owner, dataset) = (format!("hospital-{h}"), format!("inpatients-{h}"));
@@ -453,7 +524,7 @@ pub async fn run(dir: Option<PathBuf>) -> Result<(), CliError> {
     }
     bar.finish_and_clear();
     println!(
-        "ledger: 9 members, 7 dataset versions (schema and content digests), 5 grants — each signed by its writer"
+        "ledger: 9 members, 9 dataset versions (schema and content digests; the two defaults lists as encoded sets with their OPRF keys), 7 grants — each signed by its writer"
     );
     println!("  grant g-a-bank: bureau-a lets bank run psi or psi_cardinality on blacklist-a.national_id, 10 uses");
     println!("  grant g-b-bank: bureau-b lets bank learn only counts (psi_cardinality) on judgements-b.national_id");
@@ -475,7 +546,54 @@ pub async fn run(dir: Option<PathBuf>) -> Result<(), CliError> {
         counted.task_id, counted.result_count
     );
 
-    println!("\njourney 3 — federated statistics (research × 3 hospitals): hypertensive inpatients (I10)");
+    println!(
+        "\njourney 3 — blacklist query (bank × bureau-a, bureau-b): which of {NEW_APPLICANTS} new applicants are on a defaults list, with what status?"
+    );
+    let spec = TaskSpec {
+        kind: Computation::LabeledPsi,
+        datasets: vec!["defaults-a".into(), "defaults-b".into()],
+        receiver: "bank".into(),
+        params: TaskParams::LabeledPsi(LabeledPsiParams {
+            requester_dataset: "new-applicants".into(),
+            bureau_datasets: vec!["defaults-a".into(), "defaults-b".into()],
+        }),
+    };
+    let checked = run_task(&net, "bank", &spec, "bank × bureaus").await?;
+    expect(&checked, DEFAULTS_A + DEFAULTS_B, "blacklist query")?;
+    let file = stayput_node::tasks::result_path(&net.net.state("bank").config.output_dir, &checked.task_id);
+    let table = std::fs::read_to_string(&file).map_err(|e| CliError::Demo(e.to_string()))?;
+    println!(
+        "  task {}: both bureaus queried in parallel, {DEFAULTS_ENTRIES:>} entries each; every answer's DLEQ proof checked against the bureau's key on the ledger",
+        checked.task_id
+    );
+    for (bureau, planted) in [("bureau-a", DEFAULTS_A), ("bureau-b", DEFAULTS_B)] {
+        let mut statuses: BTreeMap<String, usize> = BTreeMap::new();
+        for line in table.lines().filter(|l| l.split(',').nth(1) == Some(bureau)) {
+            let label = line.rsplit(',').next().unwrap_or_default();
+            *statuses.entry(label.split('|').next().unwrap_or_default().to_owned()).or_default() += 1;
+        }
+        let found: usize = statuses.values().sum();
+        let listed: Vec<String> = statuses.iter().map(|(s, n)| format!("{s} ×{n}")).collect();
+        println!("  {bureau} lists {found} of them ({planted} planted): {}", listed.join(", "));
+    }
+    let both = {
+        let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+        for line in table.lines().skip(1) {
+            *seen.entry(line.split(',').next().unwrap_or_default()).or_default() += 1;
+        }
+        seen.values().filter(|n| **n > 1).count()
+    };
+    println!(
+        "  {both} applicants are on both lists ({DEFAULTS_BOTH} planted); ids and statuses went to the bank's node only: {}",
+        file.display()
+    );
+    let trail = net.ledger.task(&checked.task_id).await.map_err(|e| CliError::Demo(e.to_string()))?;
+    for (org, used) in trail.map(|t| t.uses).unwrap_or_default() {
+        println!("  metered: {org} recorded a use of {} ids under grant {}", used.items, used.grant);
+    }
+    println!("  the bureaus learned how many ids were asked, nothing about which");
+
+    println!("\njourney 4 — federated statistics (research × 3 hospitals): hypertensive inpatients (I10)");
     let stats = run_task(&net, "research", &hospital_query()?, "research × hospitals").await?;
     expect(&stats, usize::try_from(data.hypertension).unwrap_or(usize::MAX), "hypertension cohort")?;
     let stats_file = stayput_node::tasks::result_path(&net.net.state("research").config.output_dir, &stats.task_id);
