@@ -136,14 +136,14 @@ async fn a_bank_checks_applicants_against_two_bureaus() {
     let b_path = d.join("b.csv");
     blacklist(&b_path, (290..295).chain(std::iter::once(10)).chain(300..1290), "fraud");
     net.publish_dataset("bureau-b", "blacklist-b").await.unwrap();
-    let cache = net.net.state("bank").config.output_dir.join(".stayput/cache");
+    let cache = net.net.state("bank").config.state_dir.join("cache");
     assert!(cache.join("blacklist-b.v1.set").exists());
     let (report, text) = run(&net, &spec(&["blacklist-a", "blacklist-b"])).await;
     assert_eq!(report.phase, Phase::Succeeded, "{}", report.error);
     let b = listed_by(&text, "bureau-b");
     assert_eq!(b, ["C00010", "C00290", "C00291", "C00292", "C00293", "C00294"]);
     assert!(cache.join("blacklist-b.v2.set").exists() && !cache.join("blacklist-b.v1.set").exists());
-    let bureau_b_sets = net.net.state("bureau-b").config.output_dir.join(".stayput/labeled/blacklist-b");
+    let bureau_b_sets = net.net.state("bureau-b").config.state_dir.join("labeled/blacklist-b");
     assert!(bureau_b_sets.join("v2.delta").exists());
 
     // A third task would take bureau-a past its 700 ids: it refuses, the
@@ -168,6 +168,34 @@ async fn a_bank_checks_applicants_against_two_bureaus() {
     let (report, text) = run(&net, &spec(&["blacklist-b"])).await;
     assert_eq!(report.phase, Phase::Succeeded, "{}", report.error);
     assert_eq!(listed_by(&text, "bureau-b").len(), 6);
+
+    // A bureau's node refuses malformed or oversized queries and callers
+    // without a task before it touches its key or the ledger's grants.
+    {
+        use stayput_proto::v1::EvaluateRequest;
+        use stayput_proto::v1::labeled_peer_client::LabeledPeerClient;
+        let bank = net.net.state("bank").clone();
+        let channel = stayput_node::requester::connect_peer(&bank, "bureau-b").await.unwrap();
+        let mut client = LabeledPeerClient::new(channel);
+        let ask = |blinded: Vec<u8>, task: &str| EvaluateRequest {
+            task_id: task.into(),
+            dataset: "blacklist-b".into(),
+            blinded: blinded.into(),
+        };
+        let uses_before = net.ledger.task(&report.task_id).await.unwrap().unwrap().uses.len();
+        for (blinded, expected) in [
+            (vec![], "32-byte points"),
+            (vec![7; 33], "32-byte points"),
+            (vec![0; 32 * 10_001], "at most 10000"),
+            (vec![0; 32], "is succeeded"),
+        ] {
+            let err = client.evaluate(ask(blinded, &report.task_id)).await.unwrap_err();
+            assert!(err.message().contains(expected), "{expected}: {err:?}");
+        }
+        let err = client.evaluate(ask(vec![0; 32], "t-000000000000000000000000")).await.unwrap_err();
+        assert!(err.message().contains("not on the ledger"), "{err:?}");
+        assert_eq!(net.ledger.task(&report.task_id).await.unwrap().unwrap().uses.len(), uses_before);
+    }
 
     // Bad input costs nothing: a dataset that is not a blacklist, a bureau
     // without a grant.

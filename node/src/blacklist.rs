@@ -5,12 +5,12 @@
 //! an encoded set ([`stayput_psi::labeled`]): [`prepare_version`] reads the
 //! file's ids and labels, encodes them under the bureau's OPRF key (created
 //! on first use) and keeps the set — and the delta from the previous
-//! version — under `<output_dir>/.stayput/labeled/<dataset>/`. The set's
+//! version — under `<state_dir>/labeled/<dataset>/`. The set's
 //! digest is the version's content digest on the ledger and K = k·G its
 //! protocol key.
 //!
 //! **The bank's cache** of each bureau's set lives under
-//! `<output_dir>/.stayput/cache/` and is always checked against the digest
+//! `<state_dir>/cache/` and is always checked against the digest
 //! the ledger holds for its version; `FetchSet` brings it to the latest
 //! version by deltas when the bureau has them, else whole, and the result
 //! must match the ledger's digest and K, or it is refused.
@@ -57,12 +57,8 @@ fn err(message: impl Into<String>) -> NodeError {
     NodeError::Blacklist(message.into())
 }
 
-fn state_dir(config: &NodeConfig) -> PathBuf {
-    config.output_dir.join(".stayput")
-}
-
 fn sets_dir(config: &NodeConfig, dataset: &str) -> PathBuf {
-    state_dir(config).join("labeled").join(dataset)
+    config.state_dir.join("labeled").join(dataset)
 }
 
 fn set_file(dir: &Path, version: u32) -> PathBuf {
@@ -74,7 +70,7 @@ fn delta_file(dir: &Path, version: u32) -> PathBuf {
 }
 
 fn cache_file(config: &NodeConfig, dataset: &str, version: u32) -> PathBuf {
-    state_dir(config).join("cache").join(format!("{dataset}.v{version}.set"))
+    config.state_dir.join("cache").join(format!("{dataset}.v{version}.set"))
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, NodeError> {

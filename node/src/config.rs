@@ -5,6 +5,7 @@
 //! org = "bank"                       # this organisation; must match the certificate
 //! listen = "127.0.0.1:7101"
 //! output_dir = "results"             # where results are written
+//! state_dir = "state"                # the node's own working state (default "state")
 //! max_sessions = 4                   # sessions at once (each holds a dataset's keys)
 //!
 //! [tls]
@@ -59,6 +60,8 @@ struct RawNode {
     org: String,
     listen: SocketAddr,
     output_dir: PathBuf,
+    #[serde(default)]
+    state_dir: Option<PathBuf>,
     #[serde(default)]
     batch_size: Option<usize>,
     #[serde(default)]
@@ -140,6 +143,9 @@ pub struct NodeConfig {
     pub listen: SocketAddr,
     /// Where results are written.
     pub output_dir: PathBuf,
+    /// The node's own working state: blacklist versions it serves, caches
+    /// of other organisations' encoded sets.
+    pub state_dir: PathBuf,
     /// Items per PSI batch this node sends.
     pub batch_size: usize,
     /// Protocol sessions this node runs at once (as requester or responder).
@@ -211,6 +217,7 @@ impl NodeConfig {
             org: raw.node.org,
             listen: raw.node.listen,
             output_dir: resolve(raw.node.output_dir),
+            state_dir: resolve(raw.node.state_dir.unwrap_or_else(|| PathBuf::from("state"))),
             batch_size,
             max_sessions: raw.node.max_sessions.unwrap_or(DEFAULT_MAX_SESSIONS).max(1),
             tls: TlsPaths { ca: resolve(raw.tls.ca), cert: resolve(raw.tls.cert), key: resolve(raw.tls.key) },
@@ -273,6 +280,7 @@ normalise = ["trim", "uppercase"]
         let c = NodeConfig::parse(GOOD, Path::new("/etc/stayput")).unwrap();
         assert_eq!(c.org, "bank");
         assert_eq!(c.output_dir, Path::new("/etc/stayput/out"));
+        assert_eq!(c.state_dir, Path::new("/etc/stayput/state"));
         assert_eq!(c.tls.key, Path::new("/abs/bank.key"));
         let d = c.dataset("applicants").unwrap();
         assert_eq!(d.format, FileFormat::Csv);
