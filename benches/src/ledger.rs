@@ -147,6 +147,7 @@ impl Orgs {
                     min_cohort: 0,
                     max_uses: u32::MAX,
                     max_items: u64::MAX,
+                    max_items_per_use: u64::MAX,
                     expires_at: u64::MAX,
                 }),
                 "bureau",

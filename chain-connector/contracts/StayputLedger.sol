@@ -50,6 +50,7 @@ contract StayputLedger {
         uint32 maxUses;
         uint32 uses;
         uint64 maxItems;
+        uint64 maxItemsPerUse;
         uint64 items;
         uint64 expiresAt;
         bool revoked;
@@ -93,6 +94,7 @@ contract StayputLedger {
     error Expired(string grant, uint64 expiresAt, uint64 now_);
     error UsesExhausted(string grant, uint32 maxUses);
     error ItemsExhausted(string grant, uint64 maxItems, uint64 used, uint64 asked);
+    error ItemsPerUseExceeded(string grant, uint64 maxItemsPerUse, uint64 asked);
     error GrantMismatch(string grant, string task, string problem);
     error IllegalTransition(string task, uint8 from, uint8 to);
     error TaskNotActive(string task, uint8 status);
@@ -290,6 +292,7 @@ contract StayputLedger {
         _take(c, 4); // min cohort
         uint32 maxUses = uint32(_uint(c, 4));
         uint64 maxItems = uint64(_uint(c, 8));
+        uint64 maxItemsPerUse = uint64(_uint(c, 8));
         uint64 expiresAt = uint64(_uint(c, 8));
         _requireOwner(writer, dataset);
         if (g.exists) revert Duplicate("grant", id);
@@ -300,6 +303,7 @@ contract StayputLedger {
         g.computations = computations;
         g.maxUses = maxUses;
         g.maxItems = maxItems;
+        g.maxItemsPerUse = maxItemsPerUse;
         g.expiresAt = expiresAt;
         g.exists = true;
         return _key(id);
@@ -396,6 +400,7 @@ contract StayputLedger {
         if (t.status != SUBMITTED && t.status != RUNNING) revert TaskNotActive(taskId, t.status);
         _liveGrant(grantId);
         if (g.uses >= g.maxUses) revert UsesExhausted(grantId, g.maxUses);
+        if (items > g.maxItemsPerUse) revert ItemsPerUseExceeded(grantId, g.maxItemsPerUse, items);
         if (uint256(g.items) + items > g.maxItems) revert ItemsExhausted(grantId, g.maxItems, g.items, items);
         g.uses += 1;
         g.items += items;

@@ -121,6 +121,7 @@ impl Consortium {
             min_cohort: 0,
             max_uses,
             max_items,
+            max_items_per_use: max_items.min(60),
             expires_at,
         })
     }
@@ -206,7 +207,8 @@ pub async fn owner_only_writes(backend: &dyn Backend) {
     assert_eq!(grants.len(), 1);
 }
 
-/// A grant is refused beyond its uses or items, once expired, and once revoked.
+/// A grant is refused beyond its uses, its items per use or in total, once
+/// expired, and once revoked.
 pub async fn grant_limits(backend: &dyn Backend) {
     let c = Consortium::new(backend).await;
     let now = backend.now(&c.ledger).await;
@@ -214,6 +216,7 @@ pub async fn grant_limits(backend: &dyn Backend) {
     for t in ["t1", "t2", "t3"] {
         c.ok(&c.bank, c.task(t, &["g"])).await;
     }
+    expect_refusal!(c, c.use_of("t1", "g", 61), Refusal::ItemsPerUseExceeded { max_items_per_use: 60, asked: 61, .. });
     c.ledger.submit(c.use_of("t1", "g", 60)).await.expect("first use");
     expect_refusal!(c, c.use_of("t1", "g", 60), Refusal::Replayed { .. });
     expect_refusal!(c, c.use_of("t2", "g", 41), Refusal::ItemsExhausted { used: 60, asked: 41, .. });

@@ -88,6 +88,9 @@ fn refusal(e: ContractError) -> LedgerError {
         E::Revoked(x) => Refusal::Revoked { grant: x.grant },
         E::Expired(x) => Refusal::Expired { grant: x.grant, expires_at: x.expiresAt, now: x.now_ },
         E::UsesExhausted(x) => Refusal::UsesExhausted { grant: x.grant, max_uses: x.maxUses },
+        E::ItemsPerUseExceeded(x) => {
+            Refusal::ItemsPerUseExceeded { grant: x.grant, max_items_per_use: x.maxItemsPerUse, asked: x.asked }
+        }
         E::ItemsExhausted(x) => {
             Refusal::ItemsExhausted { grant: x.grant, max_items: x.maxItems, used: x.used, asked: x.asked }
         }

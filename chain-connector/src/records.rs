@@ -182,6 +182,9 @@ pub struct Grant {
     pub max_uses: u32,
     /// Items (ids queried, rows scanned) across all uses.
     pub max_items: u64,
+    /// Items one use (one task) may take: what stops a grantee from
+    /// spending the whole budget in one query.
+    pub max_items_per_use: u64,
     /// Unix time (seconds) from which it is void.
     pub expires_at: u64,
 }
@@ -299,7 +302,7 @@ impl Record {
                 w.list(&g.columns, |w, c| {
                     w.str(c);
                 });
-                w.u32(g.min_cohort).u32(g.max_uses).u64(g.max_items).u64(g.expires_at);
+                w.u32(g.min_cohort).u32(g.max_uses).u64(g.max_items).u64(g.max_items_per_use).u64(g.expires_at);
             }
             Record::RevokeGrant { grant } => {
                 w.u8(4).str(grant);
@@ -361,6 +364,7 @@ impl Record {
                 min_cohort: r.u32()?,
                 max_uses: r.u32()?,
                 max_items: r.u64()?,
+                max_items_per_use: r.u64()?,
                 expires_at: r.u64()?,
             }),
             4 => Record::RevokeGrant { grant: r.str()? },

@@ -59,6 +59,8 @@ pub enum Refusal {
     UsesExhausted { grant: String, max_uses: u32 },
     #[error("grant '{grant}' allows {max_items} items; {used} are used and {asked} more were asked")]
     ItemsExhausted { grant: String, max_items: u64, used: u64, asked: u64 },
+    #[error("grant '{grant}' allows {max_items_per_use} items per use; {asked} were asked")]
+    ItemsPerUseExceeded { grant: String, max_items_per_use: u64, asked: u64 },
     #[error("grant '{grant}' is {problem} for task '{task}'")]
     GrantMismatch { grant: String, task: String, problem: &'static str },
     #[error("task '{task}' may not go from {from} to {to}")]
@@ -339,6 +341,13 @@ impl State {
                 Self::require_live(grant, now)?;
                 if grant.uses >= grant.grant.max_uses {
                     return Err(Refusal::UsesExhausted { grant: u.grant.clone(), max_uses: grant.grant.max_uses });
+                }
+                if u.items > grant.grant.max_items_per_use {
+                    return Err(Refusal::ItemsPerUseExceeded {
+                        grant: u.grant.clone(),
+                        max_items_per_use: grant.grant.max_items_per_use,
+                        asked: u.items,
+                    });
                 }
                 if grant.items.checked_add(u.items).is_none_or(|total| total > grant.grant.max_items) {
                     return Err(Refusal::ItemsExhausted {

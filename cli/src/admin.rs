@@ -97,8 +97,12 @@ pub enum ConsortiumCommand {
         columns: Vec<String>,
         #[arg(long, default_value_t = 10)]
         max_uses: u32,
+        /// Items (ids queried, rows scanned) across all uses.
         #[arg(long, default_value_t = 10_000_000)]
         max_items: u64,
+        /// Items one use (one task) may take (default: --max-items).
+        #[arg(long)]
+        max_items_per_use: Option<u64>,
         /// Smallest cohort a result may describe.
         #[arg(long, default_value_t = 0)]
         min_cohort: u32,
@@ -236,6 +240,7 @@ pub async fn run(command: ConsortiumCommand) -> Result<(), CliError> {
             columns,
             max_uses,
             max_items,
+            max_items_per_use,
             min_cohort,
             days,
         } => {
@@ -251,6 +256,7 @@ pub async fn run(command: ConsortiumCommand) -> Result<(), CliError> {
                 min_cohort,
                 max_uses,
                 max_items,
+                max_items_per_use: max_items_per_use.unwrap_or(max_items),
                 expires_at: now.saturating_add(days.saturating_mul(86_400)),
             };
             println!("{}", submit(&*access.ledger, Record::Grant(grant), &node.org, &access.key).await?);

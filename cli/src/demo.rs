@@ -498,6 +498,7 @@ pub async fn run(dir: Option<PathBuf>) -> Result<(), CliError> {
                 min_cohort: 0,
                 max_uses: 30,
                 max_items: 30_000,
+                max_items_per_use: 2_000,
                 expires_at: stayput_coordinator::client::unix_now() + month,
             }),
         )
@@ -517,6 +518,7 @@ pub async fn run(dir: Option<PathBuf>) -> Result<(), CliError> {
                 min_cohort: 10,
                 max_uses: 20,
                 max_items: 10_000_000,
+                max_items_per_use: 10_000_000,
                 expires_at: stayput_coordinator::client::unix_now() + month,
             }),
         )

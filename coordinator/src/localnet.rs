@@ -179,6 +179,7 @@ impl LocalConsortium {
             min_cohort: 0,
             max_uses,
             max_items: 100_000_000,
+            max_items_per_use: 100_000_000,
             expires_at: (self.clock)().saturating_add(valid_for_secs),
         };
         Ok(self.write(owner, Record::Grant(grant)).await?)

@@ -41,8 +41,12 @@ fn org(name: &str, roles: Vec<Role>, dataset: &str, path: std::path::PathBuf, la
 }
 
 fn grant(owner: &str, dataset: &str, max_items: u64) -> Record {
+    grant_with(&format!("g-{owner}"), dataset, max_items, 1_000)
+}
+
+fn grant_with(id: &str, dataset: &str, max_items: u64, max_items_per_use: u64) -> Record {
     Record::Grant(Grant {
-        id: format!("g-{owner}"),
+        id: id.into(),
         dataset: dataset.into(),
         grantee: "bank".into(),
         computations: vec![Computation::LabeledPsi],
@@ -50,6 +54,7 @@ fn grant(owner: &str, dataset: &str, max_items: u64) -> Record {
         min_cohort: 0,
         max_uses: 10,
         max_items,
+        max_items_per_use,
         expires_at: stayput_coordinator::client::unix_now() + 3600,
     })
 }
@@ -183,12 +188,9 @@ async fn a_bank_checks_applicants_against_two_bureaus() {
             blinded: blinded.into(),
         };
         let uses_before = net.ledger.task(&report.task_id).await.unwrap().unwrap().uses.len();
-        for (blinded, expected) in [
-            (vec![], "32-byte points"),
-            (vec![7; 33], "32-byte points"),
-            (vec![0; 32 * 10_001], "at most 10000"),
-            (vec![0; 32], "is succeeded"),
-        ] {
+        for (blinded, expected) in
+            [(vec![], "32-byte points"), (vec![7; 33], "32-byte points"), (vec![0; 32], "is succeeded")]
+        {
             let err = client.evaluate(ask(blinded, &report.task_id)).await.unwrap_err();
             assert!(err.message().contains(expected), "{expected}: {err:?}");
         }
@@ -196,6 +198,17 @@ async fn a_bank_checks_applicants_against_two_bureaus() {
         assert!(err.message().contains("not on the ledger"), "{err:?}");
         assert_eq!(net.ledger.task(&report.task_id).await.unwrap().unwrap().uses.len(), uses_before);
     }
+
+    // A grant that allows fewer ids per task than the bank asks: the bureau
+    // refuses before any work, records nothing, and with no bureau
+    // answering the task fails saying why.
+    net.write("bureau-b", Record::RevokeGrant { grant: "g-bureau-b".into() }).await.unwrap();
+    net.write("bureau-b", grant_with("g-b-small", "blacklist-b", 100_000, 100)).await.unwrap();
+    let (report, _) = run(&net, &spec(&["blacklist-b"])).await;
+    assert_eq!(report.phase, Phase::Failed);
+    assert!(report.error.contains("at most 100 ids per task"), "{}", report.error);
+    let trail = net.ledger.task(&report.task_id).await.unwrap().unwrap();
+    assert!(trail.uses.is_empty());
 
     // Bad input costs nothing: a dataset that is not a blacklist, a bureau
     // without a grant.

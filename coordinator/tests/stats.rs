@@ -72,6 +72,7 @@ fn grant(owner: &str, min_cohort: u32, columns: &[&str]) -> Record {
         min_cohort,
         max_uses: 5,
         max_items: 1_000_000,
+        max_items_per_use: 1_000_000,
         expires_at: u64::MAX,
     })
 }

@@ -17,8 +17,9 @@
 //!
 //! **A task** queries every bureau it names in parallel. Per bureau: sync
 //! the cache, blind the applicants' ids, `Evaluate` (the bureau checks the
-//! ledger, its per-task limit and writes its use record with the number of
-//! ids before it answers), verify the DLEQ proof against K, unblind, look
+//! ledger and the grant's limit of ids per task, and writes its use record
+//! with the number of ids — the ledger judges the grant's total — before it
+//! answers), verify the DLEQ proof against K, unblind, look
 //! up and decrypt. A bureau that is down or refuses does not fail the task:
 //! the result names it as `unavailable` with the reason, so a missing
 //! bureau is never a silent miss; only when no bureau answers does the task
@@ -328,9 +329,8 @@ async fn evaluate(
         return Err(err("blinded ids come as 32-byte points, at least one"));
     }
     let n = (blinded.len() / 32) as u64;
-    let limit = labels.max_ids_per_task.min(MAX_QUERY as u64);
-    if n > limit {
-        return Err(refuse(format!("{n} ids asked; this bureau answers at most {limit} per task")));
+    if n > MAX_QUERY as u64 {
+        return Err(refuse(format!("{n} ids asked; a query holds at most {MAX_QUERY}")));
     }
     let access = state.ledger.as_ref().ok_or_else(no_ledger)?;
     let serve = ServeRequest {
@@ -343,6 +343,17 @@ async fn evaluate(
         key_columns: &source.key_columns,
     };
     let grant = check(&*access.ledger, &state.config.org, &serve).await?;
+    // The grant meters ids per task (and in total, which the ledger judges
+    // when the use is written): refuse before any work.
+    let per_use = access
+        .ledger
+        .grant(&grant)
+        .await
+        .map_err(|e| NodeError::LedgerUnavailable(e.to_string()))?
+        .map_or(0, |g| g.grant.max_items_per_use);
+    if n > per_use {
+        return Err(refuse(format!("{n} ids asked; grant '{grant}' allows at most {per_use} ids per task")));
+    }
     let on_ledger = latest(state, &dataset).await?;
     // Evaluate first (malformed points consume nothing), answer only once
     // the use is on the ledger.

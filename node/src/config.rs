@@ -84,8 +84,9 @@ struct RawDataset {
 }
 
 /// A dataset served for the blacklist query (unbalanced labeled PSI): the
-/// column whose value is each id's label, the bureau's OPRF key file
-/// (created on first use, 0600) and the most ids one task may query.
+/// column whose value is each id's label and the bureau's OPRF key file
+/// (created on first use, 0600). How many ids a task may query, and how
+/// many in all, is each grant's to say.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LabelSettings {
@@ -93,13 +94,6 @@ pub struct LabelSettings {
     pub column: String,
     /// The OPRF key file.
     pub oprf_key: PathBuf,
-    /// Most ids one task may query (the ledger's grant limits the total).
-    #[serde(default = "default_ids_per_task")]
-    pub max_ids_per_task: u64,
-}
-
-fn default_ids_per_task() -> u64 {
-    10_000
 }
 
 /// Where the consortium's ledger is and how this node signs for it. With

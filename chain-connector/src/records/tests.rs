@@ -64,6 +64,7 @@ fn samples() -> Vec<Record> {
             min_cohort: 10,
             max_uses: 100,
             max_items: 1_000_000,
+            max_items_per_use: 500_000,
             expires_at: 1_893_456_000,
         }),
         Record::RevokeGrant { grant: "g-2026-001".into() },
