@@ -111,7 +111,7 @@ async fn a_bank_checks_applicants_against_two_bureaus() {
         ),
     ];
     let clock = stayput_chain_connector::embedded::system_clock();
-    let net = LocalConsortium::start(d, &participants, clock).await.unwrap();
+    let mut net = LocalConsortium::start(d, &participants, clock).await.unwrap();
     net.publish_dataset("bureau-a", "blacklist-a").await.unwrap();
     net.publish_dataset("bureau-b", "blacklist-b").await.unwrap();
     // The version on the ledger carries the encoded set's digest and K.
@@ -218,5 +218,15 @@ async fn a_bank_checks_applicants_against_two_bureaus() {
     let err = net.submit("bank", &spec(&["blacklist-a"])).await.unwrap_err().to_string();
     assert!(err.contains("grant"), "{err}");
     assert_eq!(net.ledger.tasks(None).await.unwrap().len(), tasks_before);
+
+    // A bureau whose node is down: the task still delivers the other
+    // bureau's listings, and the result names the one that did not answer.
+    net.write("bureau-a", grant_with("g-a-again", "blacklist-a", 100_000, 1_000)).await.unwrap();
+    net.net.nodes.remove("bureau-b").unwrap().shutdown().await.unwrap();
+    let (report, text) = run(&net, &spec(&["blacklist-a", "blacklist-b"])).await;
+    assert_eq!(report.phase, Phase::Succeeded, "{}", report.error);
+    assert_eq!(listed_by(&text, "bureau-a").len(), 50);
+    let line = text.lines().find(|l| l.contains("unavailable")).unwrap_or_else(|| panic!("partial result\n{text}"));
+    assert!(line.starts_with(",bureau-b,blacklist-b,unavailable,") && line.contains("connect"), "{line}");
     net.shutdown().await.unwrap();
 }
