@@ -494,7 +494,7 @@ pub async fn run(dir: Option<PathBuf>) -> Result<(), CliError> {
                 dataset: dataset.into(),
                 grantee: "bank".into(),
                 computations: vec![Computation::LabeledPsi],
-                columns: vec![],
+                columns: vec!["national_id".into(), "status".into()],
                 min_cohort: 0,
                 max_uses: 30,
                 max_items: 30_000,

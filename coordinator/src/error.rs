@@ -67,6 +67,7 @@ impl From<CoordinatorError> for Status {
             Replayed => Code::AlreadyExists,
             UnknownDataset { .. } | UnknownTask(_) => Code::NotFound,
             Unsupported { .. } => Code::Unimplemented,
+            Refused(_) => Code::FailedPrecondition,
             Ledger(LedgerError::Refused(_)) => Code::FailedPrecondition,
             Ledger(LedgerError::BadSignature { .. }) => Code::PermissionDenied,
             Ledger(LedgerError::Malformed { .. }) => Code::InvalidArgument,

@@ -11,7 +11,8 @@ use stayput_chain_connector::tasks::SignedTaskRequest;
 use stayput_node::identity::{TlsMaterial, caller_org};
 use stayput_proto::v1::coordinator_server::Coordinator as CoordinatorRpc;
 use stayput_proto::v1::{
-    FheDownload, FheUpload, SubmitTaskRequest, SubmitTaskResponse, TaskState, TaskUpdate, WatchTaskRequest,
+    FheDeposit, FheDepositResponse, FheDownload, FheUpload, SubmitTaskRequest, SubmitTaskResponse, TaskState,
+    TaskUpdate, WatchTaskRequest,
 };
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -57,6 +58,8 @@ pub struct Inner {
     /// TLS material for dialling nodes.
     pub tls: TlsMaterial,
     pub(crate) store: Arc<Store>,
+    /// Sites' encrypted aggregates awaiting their task's post-processing.
+    pub(crate) deposits: crate::evaluation::Deposits,
     views: Mutex<HashMap<String, watch::Sender<TaskView>>>,
     clock: Clock,
 }
@@ -85,7 +88,16 @@ impl Inner {
         store: Store,
         clock: Clock,
     ) -> Self {
-        Self { org, key, ledger, tls, store: Arc::new(store), views: Mutex::new(HashMap::new()), clock }
+        Self {
+            org,
+            key,
+            ledger,
+            tls,
+            store: Arc::new(store),
+            deposits: Default::default(),
+            views: Mutex::new(HashMap::new()),
+            clock,
+        }
     }
 
     fn view_sender(&self, task: &StoredTask) -> watch::Sender<TaskView> {
@@ -275,6 +287,15 @@ impl CoordinatorRpc for CoordinatorService {
             }
         });
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn deposit(&self, request: Request<FheDeposit>) -> Result<Response<FheDepositResponse>, Status> {
+        let caller = caller_org(&request).map_err(Status::from)?;
+        crate::evaluation::deposit(self.inner.clone(), caller.clone(), request.into_inner()).await.map_err(|e| {
+            tracing::warn!(caller = %caller, error = %e, "deposit refused");
+            Status::from(e)
+        })?;
+        Ok(Response::new(FheDepositResponse {}))
     }
 
     type EvaluateStream = tokio_stream::Iter<std::vec::IntoIter<Result<FheDownload, Status>>>;

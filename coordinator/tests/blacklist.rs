@@ -50,7 +50,7 @@ fn grant_with(id: &str, dataset: &str, max_items: u64, max_items_per_use: u64) -
         dataset: dataset.into(),
         grantee: "bank".into(),
         computations: vec![Computation::LabeledPsi],
-        columns: vec![],
+        columns: vec!["national_id".into(), "reason".into()],
         min_cohort: 0,
         max_uses: 10,
         max_items,

@@ -29,12 +29,17 @@
 //! never for multiplications (≈ 24 s for 64 bits).
 //!
 //! **Serialisation** is tfhe's safe serialisation: versioned, typed headers,
-//! with a size limit checked before allocation; encrypted lists are checked
-//! for their expected length and expanded (which validates their structure)
-//! before any operation.
+//! with a size limit checked before allocation. A public key (at a site)
+//! and an encrypted list (at the evaluator) must also conform to this
+//! project's parameter set, with a bounded number of blocks, and a list
+//! must hold the expected number of values. The requester's server key is
+//! only size-bounded: tfhe does not expose its conformance parameters, so
+//! a requester could make the evaluator allocate what its key's declared
+//! dimensions ask (a denial of service by an authenticated member, not a
+//! disclosure).
 
 use tfhe::prelude::*;
-use tfhe::safe_serialization::{safe_deserialize, safe_serialize};
+use tfhe::safe_serialization::{safe_deserialize, safe_deserialize_conformant, safe_serialize};
 use tfhe::{
     ClientKey, CompactCiphertextList, CompactPublicKey, CompressedServerKey, ConfigBuilder, FheBool, FheUint32,
     FheUint64, ServerKey, set_server_key,
@@ -177,8 +182,20 @@ impl RequesterKeys {
     }
 }
 
+/// The encryption parameters of this project's TFHE configuration: what a
+/// public key and an encrypted list must conform to.
+fn encryption_parameters() -> Result<tfhe::shortint::parameters::CompactPublicKeyEncryptionParameters, MpcError> {
+    ConfigBuilder::default().build().public_key_encryption_parameters().map_err(|e| fhe_err("parameters", e))
+}
+
+/// A public key, checked to be of this project's parameters (a key of other
+/// dimensions would make encryption allocate or fail at will).
 fn public_key(bytes: &[u8]) -> Result<CompactPublicKey, MpcError> {
-    de(bytes, PUBLIC_KEY_LIMIT, "public key")
+    if bytes.len() as u64 > PUBLIC_KEY_LIMIT {
+        return Err(fhe_err("public key", format!("{} bytes exceed the limit of {PUBLIC_KEY_LIMIT}", bytes.len())));
+    }
+    safe_deserialize_conformant(bytes, PUBLIC_KEY_LIMIT, &encryption_parameters()?)
+        .map_err(|e| fhe_err("public key", e))
 }
 
 /// A site encrypts its local extremes (fixed point) for the evaluator.
@@ -229,7 +246,21 @@ fn expand<T: tfhe::HlExpandable + tfhe::prelude::Tagged>(
     len: usize,
     what: &str,
 ) -> Result<Vec<T>, MpcError> {
-    let list: CompactCiphertextList = de(bytes, CIPHERTEXT_LIMIT, what)?;
+    if bytes.len() as u64 > CIPHERTEXT_LIMIT {
+        return Err(fhe_err(what, format!("{} bytes exceed the limit of {CIPHERTEXT_LIMIT}", bytes.len())));
+    }
+    // Conformant to this project's parameters, with a bounded number of
+    // blocks, before anything is expanded or computed on.
+    let constraint = tfhe::conformance::ListSizeConstraint::try_size_in_range(1, 64 * MAX_VALUES)
+        .map_err(|e| fhe_err(what, e))?;
+    let mut params = tfhe::CompactCiphertextListConformanceParams::from_parameters_and_size_constraint(
+        encryption_parameters()?,
+        constraint,
+    );
+    // The default configuration encrypts without packing.
+    params.allow_unpacked = true;
+    let list: CompactCiphertextList =
+        safe_deserialize_conformant(bytes, CIPHERTEXT_LIMIT, &params).map_err(|e| fhe_err(what, e))?;
     if list.len() != len {
         return Err(MpcError::Shape { expected: len, got: list.len() });
     }

@@ -70,8 +70,12 @@ fn delta_file(dir: &Path, version: u32) -> PathBuf {
     dir.join(format!("v{version}.delta"))
 }
 
-fn cache_file(config: &NodeConfig, dataset: &str, version: u32) -> PathBuf {
-    config.state_dir.join("cache").join(format!("{dataset}.v{version}.set"))
+/// The cache file of another organisation's dataset; the name comes from
+/// the ledger, so it is checked to be a plain file name first.
+fn cache_file(config: &NodeConfig, dataset: &str, version: u32) -> Result<PathBuf, NodeError> {
+    crate::wire::check_task_id(dataset)
+        .map_err(|_| err("a dataset name on the ledger is not a plain name; refusing to cache it"))?;
+    Ok(config.state_dir.join("cache").join(format!("{dataset}.v{version}.set")))
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, NodeError> {
@@ -265,27 +269,43 @@ fn chunks(bytes: Vec<u8>, out: &mut Vec<SetChunk>) {
     }
 }
 
+/// The bureau's ledger check for `caller`'s task on `source` (no use is
+/// written): the grant must allow the label column, which the query
+/// releases for every listed id. Returns the grant that covers it.
+async fn ledger_check(
+    state: &NodeState,
+    task: &str,
+    caller: &str,
+    source: &Dataset,
+    items: u64,
+) -> Result<String, NodeError> {
+    let access = state.ledger.as_ref().ok_or_else(no_ledger)?;
+    let columns = [settings(source)?.column.clone()];
+    let serve = ServeRequest {
+        task,
+        peer: caller,
+        dataset: &source.name,
+        kinds: &[Computation::LabeledPsi],
+        items,
+        columns: &columns,
+        key_columns: &source.key_columns,
+    };
+    check(&*access.ledger, &state.config.org, &serve).await
+}
+
 async fn fetch_set(state: &Arc<NodeState>, caller: &str, request: FetchSetRequest) -> Result<Vec<SetChunk>, NodeError> {
     let FetchSetRequest { task_id, dataset, have_version } = request;
     crate::wire::check_task_id(&task_id)?;
     let source = state.config.dataset(&dataset)?.clone();
     settings(&source)?;
-    let access = state.ledger.as_ref().ok_or_else(no_ledger)?;
-    let serve = ServeRequest {
-        task: &task_id,
-        peer: caller,
-        dataset: &dataset,
-        kinds: &[Computation::LabeledPsi],
-        items: 0,
-        columns: &[],
-        key_columns: &source.key_columns,
-    };
-    check(&*access.ledger, &state.config.org, &serve).await?;
+    ledger_check(state, &task_id, caller, &source, 0).await?;
+    let permit = state.session_permit()?;
     let on_ledger = latest(state, &dataset).await?;
     let dir = sets_dir(&state.config, &dataset);
     let declaration = source.key_declaration();
     let (version, digest) = (on_ledger.version, on_ledger.content_digest);
     tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         let set = read(&set_file(&dir, version))?;
         if <[u8; 32]>::from(Sha256::digest(&set)) != digest {
             return Err(err(format!(
@@ -333,16 +353,8 @@ async fn evaluate(
         return Err(refuse(format!("{n} ids asked; a query holds at most {MAX_QUERY}")));
     }
     let access = state.ledger.as_ref().ok_or_else(no_ledger)?;
-    let serve = ServeRequest {
-        task: &task_id,
-        peer: caller,
-        dataset: &dataset,
-        kinds: &[Computation::LabeledPsi],
-        items: n,
-        columns: &[],
-        key_columns: &source.key_columns,
-    };
-    let grant = check(&*access.ledger, &state.config.org, &serve).await?;
+    let grant = ledger_check(state, &task_id, caller, &source, n).await?;
+    let permit = state.session_permit()?;
     // The grant meters ids per task (and in total, which the ledger judges
     // when the use is written): refuse before any work.
     let per_use = access
@@ -359,6 +371,7 @@ async fn evaluate(
     // the use is on the ledger.
     let context = task_id.clone().into_bytes();
     let (evaluations, proof) = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         let key = oprf_key(&labels.oprf_key)?;
         if on_ledger.protocol_key.as_deref() != Some(key.public_key().as_bytes().as_slice()) {
             return Err(err("this node's OPRF key is not the one recorded with the dataset's latest version"));
@@ -426,7 +439,7 @@ async fn synced_set(
     let config = &state.config;
     let mut cached: Option<EncodedSet> = None;
     for v in (1..=latest.version).rev() {
-        let path = cache_file(config, dataset, v);
+        let path = cache_file(config, dataset, v)?;
         if let (Ok(bytes), Some(digest)) = (std::fs::read(&path), digest_of(v)) {
             match EncodedSet::from_bytes(&bytes, &digest) {
                 Ok(set) => {
@@ -450,10 +463,13 @@ async fn synced_set(
         .map_err(|s| crate::wire::status_error(s, bureau, "set sync"))?
         .into_inner();
     let mut parts: Vec<(SetHeader, Vec<u8>)> = Vec::new();
+    // At most one part per version to catch up, and one set's worth in all.
+    let (max_parts, mut total) = ((latest.version - have).max(1) as usize, 0u64);
     while let Some(chunk) = stream.message().await.map_err(|s| crate::wire::status_error(s, bureau, "set sync"))? {
         match chunk.part {
             Some(set_chunk::Part::Header(h)) => {
-                if h.length > MAX_SET_BYTES || parts.len() > latest.version as usize {
+                total = total.saturating_add(h.length);
+                if total > MAX_SET_BYTES || parts.len() >= max_parts {
                     return Err(err(format!("'{bureau}' announced an oversized set or too many deltas")));
                 }
                 if h.key_declaration != own_declaration {
@@ -478,8 +494,8 @@ async fn synced_set(
     }
     let (dataset_name, latest_version) = (dataset.to_owned(), latest.version);
     let digests: BTreeMap<u32, [u8; 32]> = versions.iter().map(|d| (d.version, d.content_digest)).collect();
-    let path = cache_file(config, dataset, latest_version);
-    let old = cached.as_ref().map(|s| cache_file(config, dataset, s.version));
+    let path = cache_file(config, dataset, latest_version)?;
+    let old = cached.as_ref().map(|s| cache_file(config, dataset, s.version)).transpose()?;
     let bureau_name = bureau.to_owned();
     tokio::task::spawn_blocking(move || {
         let mut set = cached;

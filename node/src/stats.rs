@@ -24,11 +24,12 @@
 //! sets a minimum cohort above 1, the requester's node makes a fresh TFHE
 //! key pair for the task and sends the compact public key with each
 //! `Contribute`. Each site then encrypts its extremes and its cells (group
-//! sizes and histogram bins, `mpc_engine::local::cells`) and sets the cells
-//! to zero in what it commits and shares; a site whose grant sets a minimum
-//! cohort refuses a request without a key. The requester's node uploads its
-//! server key and the sites' ciphertexts to the coordinator
-//! (`Coordinator.Evaluate`), which computes min/max and the suppressed
+//! sizes and histogram bins, `mpc_engine::local::cells`), sets the cells to
+//! zero in what it commits and shares, and deposits the ciphertexts with the
+//! coordinator (`Coordinator.Deposit`) — never with the requester, whose key
+//! decrypts them; a site whose grant sets a minimum cohort refuses a request
+//! without a key. The requester's node uploads its server key to the
+//! coordinator (`Coordinator.Evaluate`), which computes min/max and the suppressed
 //! pooled counts on ciphertexts, and decrypts what comes back: a cell below
 //! the minimum cohort reaches it only as "suppressed". The cells are range
 //! checked by nothing (the Pedersen commitments hold zero there); per-measure
@@ -334,6 +335,7 @@ async fn contribute(
     // Scan, commit, prove and split on a blocking thread.
     let names: Vec<String> = sites.iter().map(|(o, _)| o.clone()).collect();
     let (task_for_proofs, own_for_proofs, scan_query) = (task_id.clone(), own.clone(), query.clone());
+    let encrypts = !fhe_public_key.is_empty();
     let scanned = tokio::task::spawn_blocking(move || {
         let _permit = permit;
         let (schema, batches) = source.batches()?;
@@ -414,15 +416,36 @@ async fn contribute(
     let (value_sum, blinding_sum) = (values.finish().map_err(stats_err)?, blinds.finish().map_err(stats_err)?);
     // Nothing leaves before the use is on the ledger.
     record_use(&*access.ledger, &own, &access.key, &task_id, &grant, rows).await?;
+    if encrypts {
+        deposit(state, &task_id, fhe_extremes, fhe_cells).await?;
+    }
     tracing::info!(task = %task_id, "contribution sent; use recorded");
     Ok(ContributeResponse {
         contribution: contribution.to_bytes().into(),
         rows,
         value_sum: value_sum.to_bytes().into(),
         blinding_sum: blinding_sum.to_bytes().into(),
-        fhe_extremes: fhe_extremes.into(),
-        fhe_cells: fhe_cells.into(),
     })
+}
+
+/// The coordinator's endpoint, dialled as the operator.
+async fn coordinator(state: &NodeState) -> Result<(tonic::transport::Channel, String), NodeError> {
+    let settings = state.config.ledger.as_ref().ok_or_else(no_ledger)?;
+    let channel = crate::requester::connect(state, &settings.operator, &settings.endpoint).await?;
+    Ok((channel, settings.operator.clone()))
+}
+
+/// A site hands its encrypted extremes and cells to the coordinator: the
+/// requester holds the key that decrypts them, so they never go there.
+async fn deposit(state: &NodeState, task_id: &str, extremes: Vec<u8>, cells: Vec<u8>) -> Result<(), NodeError> {
+    use stayput_proto::v1::FheDeposit;
+    use stayput_proto::v1::coordinator_client::CoordinatorClient;
+    let (channel, operator) = coordinator(state).await?;
+    CoordinatorClient::new(channel)
+        .deposit(FheDeposit { task_id: task_id.to_owned(), extremes: extremes.into(), cells: cells.into() })
+        .await
+        .map_err(|s| crate::wire::status_error(s, &operator, "deposit"))?;
+    Ok(())
 }
 
 fn names_of(sites: &[(String, String)]) -> Vec<String> {
@@ -582,7 +605,7 @@ pub async fn run_stats(state: &Arc<NodeState>, task_id: &str, params: &[u8]) -> 
     }
     let len = vector_len(&query);
     let names = names_of(&sites);
-    let (verify_query, verify_task, checked) = (query.clone(), task_id.to_owned(), responses.clone());
+    let (verify_query, verify_task, checked) = (query.clone(), task_id.to_owned(), responses);
     let (pooled, blindings, contributions, rows) = tokio::task::spawn_blocking(move || {
         let mut values = Reconstruction::new(&names, len);
         let mut blinds = Reconstruction::new(&names, len);
@@ -611,13 +634,13 @@ pub async fn run_stats(state: &Arc<NodeState>, task_id: &str, params: &[u8]) -> 
     let mut hidden = Vec::new();
     if let Some((keys, material)) = keys {
         // Pooled cell counts must stay below the suppression sentinel.
-        if rows.iter().sum::<u64>() >= u64::from(fhe::SUPPRESSED) {
+        let total = rows.iter().try_fold(0u64, |acc, r| acc.checked_add(*r));
+        if total.is_none_or(|t| t >= u64::from(fhe::SUPPRESSED)) {
             return Err(NodeError::Stats(
                 "the sites hold 2^32 rows or more: too many for 32-bit encrypted counts".into(),
             ));
         }
-        let (extreme_cts, cell_cts) =
-            post_process(state, task_id, &material, &responses, kinds.len(), cells.len()).await?;
+        let (extreme_cts, cell_cts) = post_process(state, task_id, &material, kinds.len(), cells.len()).await?;
         let (decrypted_extremes, counts) = tokio::task::spawn_blocking(move || {
             Ok::<_, NodeError>((
                 keys.decrypt_extremes(&extreme_cts, &kinds).map_err(stats_err)?,
@@ -667,21 +690,19 @@ const KEY_CHUNK: usize = 1 << 20;
 /// How long the coordinator may take over the homomorphic evaluation.
 const EVALUATION_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// Sends the server key and the sites' ciphertexts to the coordinator and
-/// collects the evaluated extremes and cells (still encrypted).
+/// Sends the server key to the coordinator, which evaluates the sites'
+/// deposits, and collects the evaluated extremes and cells (still
+/// encrypted).
 async fn post_process(
     state: &NodeState,
     task_id: &str,
     material: &fhe::PublicMaterial,
-    responses: &[(String, ContributeResponse)],
     extremes: usize,
     cells: usize,
 ) -> Result<(Vec<Vec<u8>>, Vec<Vec<u8>>), NodeError> {
     use stayput_proto::v1::coordinator_client::CoordinatorClient;
-    use stayput_proto::v1::{FheOpen, FheSiteInput, FheUpload, fhe_download, fhe_upload};
-    let settings = state.config.ledger.as_ref().ok_or_else(no_ledger)?;
-    let operator = settings.operator.clone();
-    let channel = crate::requester::connect(state, &operator, &settings.endpoint).await?;
+    use stayput_proto::v1::{FheOpen, FheUpload, fhe_download, fhe_upload};
+    let (channel, operator) = coordinator(state).await?;
     let mut uploads = vec![FheUpload {
         part: Some(fhe_upload::Part::Open(FheOpen {
             task_id: task_id.to_owned(),
@@ -694,13 +715,6 @@ async fn post_process(
             .chunks(KEY_CHUNK)
             .map(|chunk| FheUpload { part: Some(fhe_upload::Part::ServerKeyChunk(chunk.to_vec().into())) }),
     );
-    uploads.extend(responses.iter().map(|(site, r)| FheUpload {
-        part: Some(fhe_upload::Part::Site(FheSiteInput {
-            site: site.clone(),
-            extremes: r.fhe_extremes.clone(),
-            cells: r.fhe_cells.clone(),
-        })),
-    }));
     tracing::info!(task = %task_id, "homomorphic post-processing at the coordinator");
     let evaluation = async {
         let mut stream = CoordinatorClient::new(channel)
@@ -753,10 +767,11 @@ pub fn render(results: &[GroupResult], min_cohort: u64, hidden: &[Cell]) -> Stri
                     let _ = writeln!(out, "{group},{label},count,{n},{n}");
                 }
                 Value::Number { n, value } => {
-                    let v = if suppressed(*n, min_cohort) {
-                        "suppressed".to_owned()
+                    // A suppressed statistic shows neither its value nor its n.
+                    let (n, v) = if suppressed(*n, min_cohort) {
+                        (String::new(), "suppressed".to_owned())
                     } else {
-                        value.map_or_else(|| "undefined".to_owned(), |v| format!("{v}"))
+                        (n.to_string(), value.map_or_else(|| "undefined".to_owned(), |v| format!("{v}")))
                     };
                     let _ = writeln!(out, "{group},{label},value,{n},{v}");
                 }
@@ -768,6 +783,10 @@ pub fn render(results: &[GroupResult], min_cohort: u64, hidden: &[Cell]) -> Stri
                     }
                 }
                 Value::Regression { n, coefficients, r_squared } => {
+                    if suppressed(*n, min_cohort) {
+                        let _ = writeln!(out, "{group},{label},regression,,suppressed");
+                        continue;
+                    }
                     for (name, b) in coefficients {
                         let _ = writeln!(out, "{group},{label},{name},{n},{b}");
                     }

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 
 use prost::Message;
 use stayput_proto::v1::{
-    ContributeRequest, ContributeResponse, EvaluateRequest, EvaluateResponse, FetchSetRequest, FheDownload, FheOpen,
-    FheSiteInput, FheUpload, OutputFormat, PsiAccept, PsiMode, PsiOpen, PsiRequesterMessage, PsiResponderMessage,
+    ContributeRequest, ContributeResponse, EvaluateRequest, EvaluateResponse, FetchSetRequest, FheDeposit, FheDownload,
+    FheOpen, FheUpload, OutputFormat, PsiAccept, PsiMode, PsiOpen, PsiRequesterMessage, PsiResponderMessage,
     PsiSummary, RunPsiRequest, RunTaskRequest, SetChunk, SetHeader, ShareRequest, SubmitTaskRequest,
     SubmitTaskResponse, TaskState, TaskUpdate, WatchTaskRequest, fhe_download, fhe_upload, psi_requester_message,
     psi_responder_message, set_chunk,
@@ -123,17 +123,6 @@ fn encoded() -> BTreeMap<&'static str, Vec<u8>> {
         FheUpload { part: Some(fhe_upload::Part::ServerKeyChunk(vec![0x77; 4].into())) }.encode_to_vec(),
     );
     v.insert(
-        "FheUploadSite",
-        FheUpload {
-            part: Some(fhe_upload::Part::Site(FheSiteInput {
-                site: "hospital-a".into(),
-                extremes: vec![0x88; 2].into(),
-                cells: vec![0x99; 2].into(),
-            })),
-        }
-        .encode_to_vec(),
-    );
-    v.insert(
         "FetchSetRequest",
         FetchSetRequest { task_id: "t-0001".into(), dataset: "blacklist-a".into(), have_version: 1 }.encode_to_vec(),
     );
@@ -161,6 +150,11 @@ fn encoded() -> BTreeMap<&'static str, Vec<u8>> {
         EvaluateResponse { evaluations: vec![0xdd; 32].into(), proof: vec![0xee; 64].into() }.encode_to_vec(),
     );
     v.insert(
+        "FheDeposit",
+        FheDeposit { task_id: "t-0001".into(), extremes: vec![0x88; 2].into(), cells: vec![0x99; 2].into() }
+            .encode_to_vec(),
+    );
+    v.insert(
         "FheDownloadCell",
         FheDownload { value: Some(fhe_download::Value::Cell(vec![0xaa; 2].into())) }.encode_to_vec(),
     );
@@ -171,8 +165,6 @@ fn encoded() -> BTreeMap<&'static str, Vec<u8>> {
             rows: 3000,
             value_sum: vec![0x22; 32].into(),
             blinding_sum: vec![0x33; 32].into(),
-            fhe_extremes: Default::default(),
-            fhe_cells: Default::default(),
         }
         .encode_to_vec(),
     );
