@@ -648,7 +648,9 @@ pub async fn run(dir: Option<PathBuf>) -> Result<(), CliError> {
         "  stayput task psi --config ./demo/bank/node.toml --dataset applicants --peer-dataset blacklist-a --columns national_id"
     );
     println!("  stayput bench psi --n 1048576  throughput and the ratio to the curve floor");
-    println!("  (blacklist labels, ocean queries and private lookups arrive with their issues; their data and");
-    println!("   datasets are already registered above)");
+    println!(
+        "  stayput task blacklist --config ./demo/bank/node.toml --dataset new-applicants --bureaus defaults-a,defaults-b"
+    );
+    println!("  (ocean queries and private lookups arrive with their issues; the ocean data is registered above)");
     Ok(())
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
 use stayput_chain_connector::records::Computation;
-use stayput_chain_connector::tasks::{PsiParams, TaskParams};
+use stayput_chain_connector::tasks::{LabeledPsiParams, PsiParams, TaskParams};
 use stayput_coordinator::client::{Client, Phase, TaskReport, TaskSpec, sign, unix_now};
 use stayput_node::NodeConfig;
 
@@ -52,6 +52,21 @@ pub enum TaskCommand {
         #[arg(long, value_delimiter = ',', required = true)]
         datasets: Vec<String>,
     },
+    /// Submit a blacklist query: your dataset's ids against one or more
+    /// bureaus' blacklists on the ledger, every bureau at once. The result —
+    /// which bureau lists which id with its label, and any bureau that did
+    /// not answer — is written on your node only.
+    Blacklist {
+        /// Your node's TOML configuration (with its [ledger] section).
+        #[arg(long)]
+        config: PathBuf,
+        /// Your dataset of ids, by the name in your node's configuration.
+        #[arg(long)]
+        dataset: String,
+        /// The bureaus' blacklist datasets on the ledger.
+        #[arg(long, value_delimiter = ',', required = true)]
+        bureaus: Vec<String>,
+    },
     /// Follow a task until it ends.
     Watch {
         /// The task id.
@@ -60,6 +75,16 @@ pub enum TaskCommand {
         #[arg(long)]
         config: PathBuf,
     },
+}
+
+/// The node configuration at `path` and its organisation's signing key.
+fn requester(path: &std::path::Path) -> Result<(NodeConfig, stayput_chain_connector::records::OrgKey), CliError> {
+    let config = NodeConfig::load(path)?;
+    let settings = config.ledger.as_ref().ok_or_else(|| {
+        CliError::NotFound("the node configuration has no [ledger] section naming the coordinator".into())
+    })?;
+    let key = stayput_chain_connector::keys::load(&settings.signing_key)?;
+    Ok((config, key))
 }
 
 async fn client(config: &NodeConfig) -> Result<Client, CliError> {
@@ -106,11 +131,7 @@ fn report(config: &NodeConfig, update: &TaskReport) -> Result<(), CliError> {
 pub async fn run(command: TaskCommand) -> Result<(), CliError> {
     match command {
         TaskCommand::Psi { config, dataset, peer_dataset, columns, cardinality, no_wait } => {
-            let config = NodeConfig::load(&config)?;
-            let settings = config.ledger.as_ref().ok_or_else(|| {
-                CliError::NotFound("the node configuration has no [ledger] section naming the coordinator".into())
-            })?;
-            let key = stayput_chain_connector::keys::load(&settings.signing_key)?;
+            let (config, key) = requester(&config)?;
             let spec = TaskSpec {
                 kind: if cardinality { Computation::PsiCardinality } else { Computation::Psi },
                 datasets: vec![peer_dataset.clone()],
@@ -127,11 +148,7 @@ pub async fn run(command: TaskCommand) -> Result<(), CliError> {
             }
         }
         TaskCommand::Stats { config, query, datasets } => {
-            let config = NodeConfig::load(&config)?;
-            let settings = config.ledger.as_ref().ok_or_else(|| {
-                CliError::NotFound("the node configuration has no [ledger] section naming the coordinator".into())
-            })?;
-            let key = stayput_chain_connector::keys::load(&settings.signing_key)?;
+            let (config, key) = requester(&config)?;
             let text =
                 std::fs::read_to_string(&query).map_err(|e| CliError::NotFound(format!("{}: {e}", query.display())))?;
             let query = stayput_mpc_engine::query::CohortQuery::from_toml(&text)
@@ -155,6 +172,34 @@ pub async fn run(command: TaskCommand) -> Result<(), CliError> {
             let path = stayput_node::tasks::result_path(&config.output_dir, &last.task_id);
             println!("task {} succeeded: cohort of {}", last.task_id, last.result_count);
             print!("{}", std::fs::read_to_string(&path).unwrap_or_default());
+            println!("result on your node: {} (digest on the ledger: {})", path.display(), last.result_digest);
+        }
+        TaskCommand::Blacklist { config, dataset, bureaus } => {
+            let (config, key) = requester(&config)?;
+            let spec = TaskSpec {
+                kind: Computation::LabeledPsi,
+                datasets: bureaus.clone(),
+                receiver: config.org.clone(),
+                params: TaskParams::LabeledPsi(LabeledPsiParams {
+                    requester_dataset: dataset,
+                    bureau_datasets: bureaus,
+                }),
+            };
+            let signed = sign(&spec, &config.org, &key, unix_now());
+            let mut client = client(&config).await?;
+            let submitted = client.submit(&signed).await?;
+            println!("task {} accepted under grant(s) {}", submitted.task_id, submitted.grants.join(", "));
+            let last = follow(&mut client, &submitted.task_id).await?;
+            if last.phase != Phase::Succeeded {
+                return Err(CliError::NotFound(format!("task {} failed: {}", last.task_id, last.error)));
+            }
+            let path = stayput_node::tasks::result_path(&config.output_dir, &last.task_id);
+            let table = std::fs::read_to_string(&path).unwrap_or_default();
+            println!("task {} succeeded: {} listings", last.task_id, last.result_count);
+            for line in table.lines().skip(1).filter(|l| l.split(',').nth(3) == Some("unavailable")) {
+                let fields: Vec<&str> = line.splitn(5, ',').collect();
+                println!("  PARTIAL: {} ({}) did not answer: {}", fields[1], fields[2], fields.get(4).unwrap_or(&""));
+            }
             println!("result on your node: {} (digest on the ledger: {})", path.display(), last.result_digest);
         }
         TaskCommand::Watch { id, config } => {

@@ -251,8 +251,8 @@ fn expand<T: tfhe::HlExpandable + tfhe::prelude::Tagged>(
     }
     // Conformant to this project's parameters, with a bounded number of
     // blocks, before anything is expanded or computed on.
-    let constraint = tfhe::conformance::ListSizeConstraint::try_size_in_range(1, 64 * MAX_VALUES)
-        .map_err(|e| fhe_err(what, e))?;
+    let constraint =
+        tfhe::conformance::ListSizeConstraint::try_size_in_range(1, 64 * MAX_VALUES).map_err(|e| fhe_err(what, e))?;
     let mut params = tfhe::CompactCiphertextListConformanceParams::from_parameters_and_size_constraint(
         encryption_parameters()?,
         constraint,
