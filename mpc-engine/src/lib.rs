@@ -14,6 +14,8 @@
 //!   contribution aborts.
 //! * [`finish`] — means, variances, correlations, regression from the
 //!   pooled vector.
+//! * [`privacy`] — exact discrete Laplace noise and ε budgets for
+//!   aggregate-only queries.
 //!
 //! * [`fhe`] (feature `fhe`, on by default) — TFHE post-processing of
 //!   per-site aggregates: cross-site min/max and small-cell suppression,
@@ -29,6 +31,7 @@ pub mod fhe;
 pub mod finish;
 pub mod fixed;
 pub mod local;
+pub mod privacy;
 pub mod query;
 pub mod sharing;
 
