@@ -128,6 +128,26 @@ fn report(config: &NodeConfig, update: &TaskReport) -> Result<(), CliError> {
     }
 }
 
+/// Signs and submits `spec`, follows it to its end and returns the final
+/// report with the result file's path on this node; a failed task is an
+/// error naming why.
+async fn run_to_end(
+    config: &NodeConfig,
+    key: &stayput_chain_connector::records::OrgKey,
+    spec: &TaskSpec,
+) -> Result<(TaskReport, PathBuf), CliError> {
+    let signed = sign(spec, &config.org, key, unix_now());
+    let mut client = client(config).await?;
+    let submitted = client.submit(&signed).await?;
+    println!("task {} accepted under grant(s) {}", submitted.task_id, submitted.grants.join(", "));
+    let last = follow(&mut client, &submitted.task_id).await?;
+    if last.phase != Phase::Succeeded {
+        return Err(CliError::NotFound(format!("task {} failed: {}", last.task_id, last.error)));
+    }
+    let path = stayput_node::tasks::result_path(&config.output_dir, &last.task_id);
+    Ok((last, path))
+}
+
 pub async fn run(command: TaskCommand) -> Result<(), CliError> {
     match command {
         TaskCommand::Psi { config, dataset, peer_dataset, columns, cardinality, no_wait } => {
@@ -161,15 +181,7 @@ pub async fn run(command: TaskCommand) -> Result<(), CliError> {
                     query: query.to_canonical_json(),
                 }),
             };
-            let signed = sign(&spec, &config.org, &key, unix_now());
-            let mut client = client(&config).await?;
-            let submitted = client.submit(&signed).await?;
-            println!("task {} accepted under grant(s) {}", submitted.task_id, submitted.grants.join(", "));
-            let last = follow(&mut client, &submitted.task_id).await?;
-            if last.phase != Phase::Succeeded {
-                return Err(CliError::NotFound(format!("task {} failed: {}", last.task_id, last.error)));
-            }
-            let path = stayput_node::tasks::result_path(&config.output_dir, &last.task_id);
+            let (last, path) = run_to_end(&config, &key, &spec).await?;
             println!("task {} succeeded: cohort of {}", last.task_id, last.result_count);
             print!("{}", std::fs::read_to_string(&path).unwrap_or_default());
             println!("result on your node: {} (digest on the ledger: {})", path.display(), last.result_digest);
@@ -185,15 +197,7 @@ pub async fn run(command: TaskCommand) -> Result<(), CliError> {
                     bureau_datasets: bureaus,
                 }),
             };
-            let signed = sign(&spec, &config.org, &key, unix_now());
-            let mut client = client(&config).await?;
-            let submitted = client.submit(&signed).await?;
-            println!("task {} accepted under grant(s) {}", submitted.task_id, submitted.grants.join(", "));
-            let last = follow(&mut client, &submitted.task_id).await?;
-            if last.phase != Phase::Succeeded {
-                return Err(CliError::NotFound(format!("task {} failed: {}", last.task_id, last.error)));
-            }
-            let path = stayput_node::tasks::result_path(&config.output_dir, &last.task_id);
+            let (last, path) = run_to_end(&config, &key, &spec).await?;
             let table = std::fs::read_to_string(&path).unwrap_or_default();
             println!("task {} succeeded: {} listings", last.task_id, last.result_count);
             for line in table.lines().skip(1).filter(|l| l.split(',').nth(3) == Some("unavailable")) {
