@@ -114,64 +114,72 @@ pub fn finish(query: &CohortQuery, pooled: &[i128], extrema: &[Option<i64>]) -> 
     if extrema.len() != per_group_extremes * groups {
         return Err(MpcError::Shape { expected: per_group_extremes * groups, got: extrema.len() });
     }
-    let mut out = Vec::with_capacity(groups);
-    for g in 0..groups {
-        let v = &pooled[g * block..(g + 1) * block];
-        let mut at = 1;
-        let mut extreme = 0;
-        let mut measures = Vec::new();
-        for m in &query.measures {
-            let s = &v[at..at + measure_len(m)];
-            at += measure_len(m);
-            let value = match m {
-                Measure::Count => Value::Count(count(v[0])),
-                Measure::Sum { .. } => Value::Number { n: count(s[0]), value: Some(fixed.decode(s[1], 1)) },
-                Measure::Mean { .. } => {
-                    Value::Number { n: count(s[0]), value: (s[0] > 0).then(|| fixed.decode(s[1], 1) / s[0] as f64) }
+    Ok((0..groups)
+        .map(|g| {
+            let extremes = &extrema[g * per_group_extremes..(g + 1) * per_group_extremes];
+            finish_group(query, &fixed, g, &pooled[g * block..(g + 1) * block], extremes)
+        })
+        .collect())
+}
+
+/// One group's results from its block of the pooled vector and its
+/// extremes (one per min/max measure).
+pub fn finish_group(
+    query: &CohortQuery,
+    fixed: &FixedPoint,
+    g: usize,
+    v: &[i128],
+    extremes: &[Option<i64>],
+) -> GroupResult {
+    let mut at = 1;
+    let mut extreme = 0;
+    let mut measures = Vec::new();
+    for m in &query.measures {
+        let s = &v[at..at + measure_len(m)];
+        at += measure_len(m);
+        let value = match m {
+            Measure::Count => Value::Count(count(v[0])),
+            Measure::Sum { .. } => Value::Number { n: count(s[0]), value: Some(fixed.decode(s[1], 1)) },
+            Measure::Mean { .. } => {
+                Value::Number { n: count(s[0]), value: (s[0] > 0).then(|| fixed.decode(s[1], 1) / s[0] as f64) }
+            }
+            Measure::Variance { .. } | Measure::StdDev { .. } => {
+                let n = s[0];
+                let var = (n > 1).then(|| {
+                    spread(n, s[1], s[2]).max(0.0) / (n as f64 * (n - 1) as f64) / (fixed.scale() as f64).powi(2)
+                });
+                let value = if matches!(m, Measure::StdDev { .. }) { var.map(f64::sqrt) } else { var };
+                Value::Number { n: count(n), value }
+            }
+            Measure::Min { .. } | Measure::Max { .. } => {
+                let e = extremes[extreme];
+                extreme += 1;
+                Value::Number { n: count(s[0]), value: e.map(|e| fixed.decode(i128::from(e), 1)) }
+            }
+            Measure::Histogram { edges, .. } => {
+                let mut bins = vec![(format!("< {}", edges[0]), count(s[0]))];
+                for (i, w) in edges.windows(2).enumerate() {
+                    bins.push((format!("[{}, {})", w[0], w[1]), count(s[i + 1])));
                 }
-                Measure::Variance { .. } | Measure::StdDev { .. } => {
-                    let n = s[0];
-                    let var = (n > 1).then(|| {
-                        spread(n, s[1], s[2]).max(0.0) / (n as f64 * (n - 1) as f64) / (fixed.scale() as f64).powi(2)
-                    });
-                    let value = if matches!(m, Measure::StdDev { .. }) { var.map(f64::sqrt) } else { var };
-                    Value::Number { n: count(n), value }
-                }
-                Measure::Min { .. } | Measure::Max { .. } => {
-                    let e = extrema[g * per_group_extremes + extreme];
-                    extreme += 1;
-                    Value::Number { n: count(s[0]), value: e.map(|e| fixed.decode(i128::from(e), 1)) }
-                }
-                Measure::Histogram { edges, .. } => {
-                    let mut bins = vec![(format!("< {}", edges[0]), count(s[0]))];
-                    for (i, w) in edges.windows(2).enumerate() {
-                        bins.push((format!("[{}, {})", w[0], w[1]), count(s[i + 1])));
-                    }
-                    bins.push((format!(">= {}", edges[edges.len() - 1]), count(s[edges.len()])));
-                    Value::Histogram(bins)
-                }
-                Measure::Covariance { .. } | Measure::Correlation { .. } => {
-                    let (n, sx, sy, sxx, syy, sxy) = (s[0], s[1], s[2], s[3], s[4], s[5]);
-                    let cov = co_spread(n, sx, sy, sxy);
-                    let value = if matches!(m, Measure::Covariance { .. }) {
-                        (n > 1).then(|| cov / (n as f64 * (n - 1) as f64) / (fixed.scale() as f64).powi(2))
-                    } else {
-                        let denom = (spread(n, sx, sxx) * spread(n, sy, syy)).sqrt();
-                        (n > 1 && denom > 0.0).then(|| cov / denom)
-                    };
-                    Value::Number { n: count(n), value }
-                }
-                Measure::Regression { y, x } => regression(s, y, x, &fixed),
-            };
-            measures.push(MeasureResult { label: m.label(), value });
-        }
-        out.push(GroupResult {
-            group: query.group_by.as_ref().map(|gb| gb.values[g].clone()),
-            count: count(v[0]),
-            measures,
-        });
+                bins.push((format!(">= {}", edges[edges.len() - 1]), count(s[edges.len()])));
+                Value::Histogram(bins)
+            }
+            Measure::Covariance { .. } | Measure::Correlation { .. } => {
+                let (n, sx, sy, sxx, syy, sxy) = (s[0], s[1], s[2], s[3], s[4], s[5]);
+                let cov = co_spread(n, sx, sy, sxy);
+                let value = if matches!(m, Measure::Covariance { .. }) {
+                    (n > 1).then(|| cov / (n as f64 * (n - 1) as f64) / (fixed.scale() as f64).powi(2))
+                } else {
+                    let denom = (spread(n, sx, sxx) * spread(n, sy, syy)).sqrt();
+                    (n > 1 && denom > 0.0).then(|| cov / denom)
+                };
+                Value::Number { n: count(n), value }
+            }
+            Measure::Regression { y, x } => regression(s, y, x, fixed),
+        };
+        measures.push(MeasureResult { label: m.label(), value });
     }
-    Ok(out)
+    GroupResult { group: crate::local::group_name(query, g), count: count(v[0]), measures }
 }
 
 fn regression(s: &[i128], y: &str, x: &[String], fixed: &FixedPoint) -> Value {

@@ -5,6 +5,8 @@
 //! * [`query`] — cohort queries a researcher writes by hand (TOML/JSON):
 //!   filters, measures, grouping; validated against the schema and the
 //!   grant's columns before anything runs.
+//! * [`binning`] — grid cells, bands and time windows as group-by keys
+//!   for observational data.
 //! * [`local`] — a site's local sufficient statistics over arrow record
 //!   batches, as one fixed-point vector every site lays out identically.
 //! * [`fixed`] — the fixed-point encoding and its embedding in the
@@ -16,6 +18,9 @@
 //!   pooled vector.
 //! * [`privacy`] — exact discrete Laplace noise and ε budgets for
 //!   aggregate-only queries.
+//! * [`release`] — compute-only releases: what a data owner's node may
+//!   hand out of a query (aggregates only, small groups suppressed,
+//!   optional calibrated noise) as an arrow table.
 //!
 //! * [`fhe`] (feature `fhe`, on by default) — TFHE post-processing of
 //!   per-site aggregates: cross-site min/max and small-cell suppression,
@@ -25,6 +30,7 @@
 //! comes out.
 #![forbid(unsafe_code)]
 
+pub mod binning;
 mod error;
 #[cfg(feature = "fhe")]
 pub mod fhe;
@@ -33,6 +39,7 @@ pub mod fixed;
 pub mod local;
 pub mod privacy;
 pub mod query;
+pub mod release;
 pub mod sharing;
 
 pub use error::MpcError;

@@ -31,15 +31,17 @@
 //! of present x, not the cohort's size. A text cell in a numeric column
 //! that is not a number is an error (how many, never which).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, BooleanArray, Float64Array, StringArray};
 use arrow::compute::kernels::cmp;
-use arrow::compute::{CastOptions, and_kleene, cast_with_options, filter, is_not_null, is_null, not, or_kleene};
+use arrow::compute::{CastOptions, and_kleene, cast_with_options, is_not_null, is_null, not, or_kleene};
 use arrow::datatypes::DataType;
 use arrow::record_batch::RecordBatch;
 
 use crate::MpcError;
+use crate::binning::NO_GROUP;
 use crate::fixed::FixedPoint;
 use crate::query::{CmpOp, CohortQuery, Filter, Literal, Measure, Test};
 
@@ -65,9 +67,37 @@ pub fn group_len(query: &CohortQuery) -> usize {
     1 + query.measures.iter().map(measure_len).sum::<usize>()
 }
 
-/// Groups of a query (at least one).
+/// Groups of a query (at least one): the `group_by` values times every
+/// bin's keys (see [`crate::binning`] for the layout).
 pub fn group_count(query: &CohortQuery) -> usize {
-    query.group_by.as_ref().map_or(1, |g| g.values.len())
+    let keys = query.bins.iter().map(|b| b.keys().unwrap_or(1)).product::<usize>();
+    query.group_by.as_ref().map_or(1, |g| g.values.len()) * keys
+}
+
+/// The keys of group `g`: its `group_by` value (when the query groups by
+/// one) and each bin's key index, in the order of the layout.
+pub fn group_keys(query: &CohortQuery, mut g: usize) -> (Option<&str>, Vec<usize>) {
+    let mut keys = vec![0; query.bins.len()];
+    for (slot, bin) in keys.iter_mut().zip(&query.bins).rev() {
+        let n = bin.keys().unwrap_or(1);
+        *slot = g % n;
+        g /= n;
+    }
+    (query.group_by.as_ref().map(|gb| gb.values[g].as_str()), keys)
+}
+
+/// A readable name of group `g` (`None` for a query without groups).
+pub fn group_name(query: &CohortQuery, g: usize) -> Option<String> {
+    let (value, keys) = group_keys(query, g);
+    let mut parts: Vec<String> = value.map(str::to_owned).into_iter().collect();
+    for (bin, k) in query.bins.iter().zip(keys) {
+        let labels = bin.label(k).into_iter().map(|l| match l {
+            crate::binning::Label::Number(x) => x.to_string(),
+            crate::binning::Label::Text(t) => t,
+        });
+        parts.push(labels.collect::<Vec<_>>().join(" "));
+    }
+    (!parts.is_empty()).then(|| parts.join(" | "))
 }
 
 /// Entries of the whole vector.
@@ -201,7 +231,7 @@ fn add(acc: &mut i128, v: i128, column: &str) -> Result<(), MpcError> {
     Ok(())
 }
 
-fn column<'b>(batch: &'b RecordBatch, name: &str) -> Result<&'b ArrayRef, MpcError> {
+pub(crate) fn column<'b>(batch: &'b RecordBatch, name: &str) -> Result<&'b ArrayRef, MpcError> {
     batch.column_by_name(name).ok_or_else(|| MpcError::UnknownColumn {
         column: name.into(),
         available: batch.schema().fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", "),
@@ -209,7 +239,7 @@ fn column<'b>(batch: &'b RecordBatch, name: &str) -> Result<&'b ArrayRef, MpcErr
 }
 
 /// A column as f64, refusing text that is not a number.
-fn numeric(batch: &RecordBatch, name: &str) -> Result<Float64Array, MpcError> {
+pub(crate) fn numeric(batch: &RecordBatch, name: &str) -> Result<Float64Array, MpcError> {
     let source = column(batch, name)?;
     let arrow_err = |e: arrow::error::ArrowError| MpcError::Arrow(format!("column '{name}': {e}"));
     let source = if source.data_type() == &DataType::Utf8 {
@@ -309,11 +339,6 @@ fn evaluate(batch: &RecordBatch, f: &Filter) -> Result<BooleanArray, MpcError> {
     }
 }
 
-/// Unknown (null) counts as false.
-fn definite(mask: &BooleanArray) -> BooleanArray {
-    mask.iter().map(|v| Some(v == Some(true))).collect()
-}
-
 impl<'q> LocalScan<'q> {
     /// A scan for `query` (validate it first).
     pub fn new(query: &'q CohortQuery) -> Result<Self, MpcError> {
@@ -327,78 +352,84 @@ impl<'q> LocalScan<'q> {
         Ok(Self { query, fixed, stats })
     }
 
+    /// Each row's group index ([`NO_GROUP`] when the row is outside the
+    /// cohort or outside every group).
+    fn groups(&self, batch: &RecordBatch) -> Result<Vec<u32>, MpcError> {
+        let query = self.query;
+        let mut groups = vec![0u32; batch.num_rows()];
+        if let Some(f) = &query.filter {
+            for (g, keep) in groups.iter_mut().zip(evaluate(batch, f)?.iter()) {
+                if keep != Some(true) {
+                    *g = NO_GROUP;
+                }
+            }
+        }
+        if let Some(g) = &query.group_by {
+            let values = text(batch, &g.column)?;
+            let values = values.as_any().downcast_ref::<StringArray>().expect("utf8");
+            let index: HashMap<&str, u32> = g.values.iter().enumerate().map(|(i, v)| (v.as_str(), i as u32)).collect();
+            for (group, value) in groups.iter_mut().zip(values.iter()) {
+                if *group != NO_GROUP {
+                    *group = value.and_then(|v| index.get(v).copied()).unwrap_or(NO_GROUP);
+                }
+            }
+        }
+        for bin in &query.bins {
+            let keys = u32::try_from(bin.keys()?).map_err(|_| MpcError::Query("too many keys".into()))?;
+            bin.assign(batch, &mut groups, keys)?;
+        }
+        Ok(groups)
+    }
+
     /// Adds one batch.
     pub fn absorb(&mut self, batch: &RecordBatch) -> Result<(), MpcError> {
         let query = self.query;
         self.stats.rows_scanned += batch.num_rows() as u64;
-        let cohort = match &query.filter {
-            Some(f) => definite(&evaluate(batch, f)?),
-            None => BooleanArray::from(vec![true; batch.num_rows()]),
-        };
-        let groups: Vec<BooleanArray> = match &query.group_by {
-            None => vec![cohort],
-            Some(g) => {
-                let values = text(batch, &g.column)?;
-                g.values
-                    .iter()
-                    .map(|v| {
-                        let is = definite(&compare(CmpOp::Eq, &values, &StringArray::new_scalar(v.as_str()))?);
-                        kleene(and_kleene, &cohort, &is)
-                    })
-                    .collect::<Result<_, _>>()?
-            }
-        };
-        // Every numeric column once per batch.
-        let mut cache: std::collections::HashMap<&str, Float64Array> = std::collections::HashMap::new();
+        let groups = self.groups(batch)?;
+        // Every numeric column once per batch, range-checked, in fixed point.
+        let mut encoded: HashMap<&str, Vec<Option<i64>>> = HashMap::new();
         for m in &query.measures {
             for c in m.columns() {
-                if !cache.contains_key(c) {
-                    cache.insert(c, numeric(batch, c)?);
+                if encoded.contains_key(c) {
+                    continue;
                 }
-            }
-        }
-        for (name, values) in &cache {
-            if let Some([lo, hi]) = query.ranges.get(*name) {
-                let outside = values.iter().flatten().filter(|v| v < lo || v > hi).count();
-                if outside > 0 {
-                    return Err(MpcError::OutsideRange { column: (*name).into(), count: outside, low: *lo, high: *hi });
+                let values = numeric(batch, c)?;
+                if let Some([lo, hi]) = query.ranges.get(c) {
+                    let outside = values.iter().flatten().filter(|v| v < lo || v > hi).count();
+                    if outside > 0 {
+                        return Err(MpcError::OutsideRange { column: c.into(), count: outside, low: *lo, high: *hi });
+                    }
                 }
+                let fixed = &self.fixed;
+                let column: Vec<Option<i64>> =
+                    values.iter().map(|v| v.map(|x| fixed.encode(x, c)).transpose()).collect::<Result<_, _>>()?;
+                encoded.insert(c, column);
             }
         }
         let block = group_len(query);
+        for &g in &groups {
+            if g != NO_GROUP {
+                add(&mut self.stats.additive[g as usize * block], 1, "the cohort count")?;
+            }
+        }
         let extremes_per_group = self.stats.extrema.len() / group_count(query);
-        for (g, mask) in groups.iter().enumerate() {
-            let mut extreme = 0;
-            let selected: std::collections::HashMap<&str, Vec<Option<i64>>> = cache
-                .iter()
-                .map(|(name, values)| {
-                    let kept = filter(values, mask).map_err(|e| MpcError::Arrow(e.to_string()))?;
-                    let kept = kept.as_any().downcast_ref::<Float64Array>().expect("float64");
-                    let encoded = kept
-                        .iter()
-                        .map(|v| v.map(|x| self.fixed.encode(x, name)).transpose())
-                        .collect::<Result<Vec<_>, _>>()?;
-                    Ok((*name, encoded))
-                })
-                .collect::<Result<_, MpcError>>()?;
-            let out = &mut self.stats.additive[g * block..(g + 1) * block];
-            add(&mut out[0], mask.true_count() as i128, "the cohort count")?;
-            let mut at = 1;
-            for m in &query.measures {
-                let len = measure_len(m);
-                let slot = &mut out[at..at + len];
-                at += len;
-                accumulate(m, &selected, slot, &self.fixed)?;
-                if let Measure::Min { column } | Measure::Max { column } = m {
-                    let local = selected[column.as_str()].iter().flatten().copied();
-                    let local = if matches!(m, Measure::Min { .. }) { local.min() } else { local.max() };
-                    let current = &mut self.stats.extrema[g * extremes_per_group + extreme];
-                    *current = match (*current, local) {
-                        (Some(a), Some(b)) => Some(if matches!(m, Measure::Min { .. }) { a.min(b) } else { a.max(b) }),
-                        (a, b) => a.or(b),
-                    };
-                    extreme += 1;
+        let mut at = 1;
+        let mut extreme = 0;
+        for m in &query.measures {
+            accumulate(m, &encoded, &groups, &mut self.stats.additive, block, at, &self.fixed)?;
+            at += measure_len(m);
+            if let Measure::Min { column } | Measure::Max { column } = m {
+                let is_min = matches!(m, Measure::Min { .. });
+                for (&g, x) in groups.iter().zip(&encoded[column.as_str()]) {
+                    let (true, Some(x)) = (g != NO_GROUP, *x) else { continue };
+                    let current = &mut self.stats.extrema[g as usize * extremes_per_group + extreme];
+                    *current = Some(match *current {
+                        Some(c) if is_min => c.min(x),
+                        Some(c) => c.max(x),
+                        None => x,
+                    });
                 }
+                extreme += 1;
             }
         }
         Ok(())
@@ -410,44 +441,89 @@ impl<'q> LocalScan<'q> {
     }
 }
 
+impl LocalStats {
+    /// Adds another scan's statistics of the same query (a scan split
+    /// across threads or files merges into the scan of the whole).
+    pub fn merge(&mut self, other: LocalStats, query: &CohortQuery) -> Result<(), MpcError> {
+        if self.additive.len() != other.additive.len() || self.extrema.len() != other.extrema.len() {
+            return Err(MpcError::Shape { expected: self.additive.len(), got: other.additive.len() });
+        }
+        for (a, b) in self.additive.iter_mut().zip(other.additive) {
+            add(a, b, "a merged entry")?;
+        }
+        let is_min: Vec<bool> = query
+            .measures
+            .iter()
+            .filter(|m| matches!(m, Measure::Min { .. } | Measure::Max { .. }))
+            .map(|m| matches!(m, Measure::Min { .. }))
+            .collect();
+        for (i, (a, b)) in self.extrema.iter_mut().zip(other.extrema).enumerate() {
+            *a = match (*a, b) {
+                (Some(x), Some(y)) if is_min[i % is_min.len()] => Some(x.min(y)),
+                (Some(x), Some(y)) => Some(x.max(y)),
+                (x, y) => x.or(y),
+            };
+        }
+        self.rows_scanned += other.rows_scanned;
+        Ok(())
+    }
+}
+
+/// Adds a measure's terms of every row in a group to the vector.
 fn accumulate(
     m: &Measure,
-    cols: &std::collections::HashMap<&str, Vec<Option<i64>>>,
-    slot: &mut [i128],
+    cols: &HashMap<&str, Vec<Option<i64>>>,
+    groups: &[u32],
+    out: &mut [i128],
+    block: usize,
+    at: usize,
     fixed: &FixedPoint,
 ) -> Result<(), MpcError> {
+    let rows =
+        || groups.iter().enumerate().filter(|(_, g)| **g != NO_GROUP).map(|(r, g)| (r, *g as usize * block + at));
     match m {
         Measure::Count => {}
         Measure::Sum { column } | Measure::Mean { column } | Measure::Min { column } | Measure::Max { column } => {
-            for x in cols[column.as_str()].iter().flatten() {
-                add(&mut slot[0], 1, column)?;
-                if slot.len() > 1 {
-                    add(&mut slot[1], i128::from(*x), column)?;
+            let values = &cols[column.as_str()];
+            let with_sum = measure_len(m) > 1;
+            for (r, base) in rows() {
+                if let Some(x) = values[r] {
+                    add(&mut out[base], 1, column)?;
+                    if with_sum {
+                        add(&mut out[base + 1], i128::from(x), column)?;
+                    }
                 }
             }
         }
         Measure::Variance { column } | Measure::StdDev { column } => {
-            for x in cols[column.as_str()].iter().flatten() {
-                let x = i128::from(*x);
-                add(&mut slot[0], 1, column)?;
-                add(&mut slot[1], x, column)?;
-                add(&mut slot[2], x * x, column)?;
+            let values = &cols[column.as_str()];
+            for (r, base) in rows() {
+                if let Some(x) = values[r] {
+                    let x = i128::from(x);
+                    add(&mut out[base], 1, column)?;
+                    add(&mut out[base + 1], x, column)?;
+                    add(&mut out[base + 2], x * x, column)?;
+                }
             }
         }
         Measure::Histogram { column, edges } => {
             let edges: Vec<i64> = edges.iter().map(|e| fixed.encode(*e, column)).collect::<Result<_, _>>()?;
-            for x in cols[column.as_str()].iter().flatten() {
-                // Bin i covers [edges[i-1], edges[i]); 0 is below, last above.
-                let bin = edges.partition_point(|e| e <= x);
-                add(&mut slot[bin], 1, column)?;
+            let values = &cols[column.as_str()];
+            for (r, base) in rows() {
+                if let Some(x) = values[r] {
+                    // Bin i covers [edges[i-1], edges[i]); 0 is below, last above.
+                    let bin = edges.partition_point(|e| *e <= x);
+                    add(&mut out[base + bin], 1, column)?;
+                }
             }
         }
         Measure::Covariance { x, y } | Measure::Correlation { x, y } => {
-            for (a, b) in cols[x.as_str()].iter().zip(&cols[y.as_str()]) {
-                if let (Some(a), Some(b)) = (a, b) {
-                    let (a, b) = (i128::from(*a), i128::from(*b));
+            let (xs, ys) = (&cols[x.as_str()], &cols[y.as_str()]);
+            for (r, base) in rows() {
+                if let (Some(a), Some(b)) = (xs[r], ys[r]) {
+                    let (a, b) = (i128::from(a), i128::from(b));
                     for (i, v) in [1, a, b, a * a, b * b, a * b].into_iter().enumerate() {
-                        add(&mut slot[i], v, x)?;
+                        add(&mut out[base + i], v, x)?;
                     }
                 }
             }
@@ -458,7 +534,7 @@ fn accumulate(
             let xs: Vec<&Vec<Option<i64>>> = x.iter().map(|c| &cols[c.as_str()]).collect();
             let one = i128::from(fixed.scale());
             let mut row = vec![0i128; q];
-            'rows: for r in 0..ys.len() {
+            'rows: for (r, base) in rows() {
                 let Some(yv) = ys[r] else { continue };
                 row[0] = one;
                 for (j, col) in xs.iter().enumerate() {
@@ -468,18 +544,18 @@ fn accumulate(
                     }
                 }
                 let yv = i128::from(yv);
-                let mut k = 0;
+                let mut k = base;
                 for i in 0..q {
                     for j in i..q {
                         let p = row[i].checked_mul(row[j]).ok_or_else(|| MpcError::Overflow { column: y.clone() })?;
-                        add(&mut slot[k], p, y)?;
+                        add(&mut out[k], p, y)?;
                         k += 1;
                     }
                 }
                 for i in 0..q {
-                    add(&mut slot[k + i], row[i] * yv, y)?;
+                    add(&mut out[k + i], row[i] * yv, y)?;
                 }
-                add(&mut slot[k + q], yv * yv, y)?;
+                add(&mut out[k + q], yv * yv, y)?;
             }
         }
     }

@@ -37,9 +37,16 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use crate::MpcError;
+use crate::binning::Bin;
 
-/// Most groups a query may ask for.
+/// Most values a `group_by` may list.
 pub const MAX_GROUPS: usize = 64;
+/// Most groups (all keys combined) a query may have.
+pub const MAX_TOTAL_GROUPS: usize = 1 << 20;
+/// Most entries a query's vector may have (groups × entries per group).
+pub const MAX_VECTOR: usize = 1 << 22;
+/// Most binned keys in one query.
+pub const MAX_BINS_PER_QUERY: usize = 4;
 /// Most histogram bins (between edges).
 pub const MAX_BINS: usize = 256;
 /// Most predictors of a regression.
@@ -260,6 +267,10 @@ pub struct CohortQuery {
     /// Optional grouping.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group_by: Option<GroupBy>,
+    /// Binned group-by keys (grid cells, bands, time windows), after
+    /// `group_by`: see [`crate::binning`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bins: Vec<Bin>,
     /// What to compute.
     pub measures: Vec<Measure>,
     /// Declared `[low, high]` of every numeric column a measure reads: the
@@ -319,6 +330,7 @@ impl CohortQuery {
             let _ = Self::filter_columns(f, 0, &mut out);
         }
         out.extend(self.group_by.iter().map(|g| g.column.as_str()));
+        out.extend(self.bins.iter().flat_map(Bin::columns));
         out.extend(self.measures.iter().flat_map(Measure::columns));
         let mut out: Vec<String> = out.into_iter().map(String::from).collect();
         out.sort();
@@ -349,6 +361,20 @@ impl CohortQuery {
                 )));
             }
             columns.push(&g.column);
+        }
+        if self.bins.len() > MAX_BINS_PER_QUERY {
+            return Err(MpcError::Query(format!("a query may bin by at most {MAX_BINS_PER_QUERY} keys")));
+        }
+        let mut groups = self.group_by.as_ref().map_or(1, |g| g.values.len());
+        for bin in &self.bins {
+            bin.validate()?;
+            groups = groups.saturating_mul(bin.keys()?);
+            columns.extend(bin.columns());
+        }
+        if groups > MAX_TOTAL_GROUPS {
+            return Err(MpcError::Query(format!(
+                "the query has {groups} groups (all keys combined); at most {MAX_TOTAL_GROUPS} — narrow the region or coarsen a bin"
+            )));
         }
         for m in &self.measures {
             match m {
@@ -388,6 +414,12 @@ impl CohortQuery {
                     }
                 }
             }
+        }
+        let entries = groups.saturating_mul(crate::local::group_len(self));
+        if entries > MAX_VECTOR {
+            return Err(MpcError::Query(format!(
+                "the query needs {entries} entries (groups × measures); at most {MAX_VECTOR} — fewer groups or measures"
+            )));
         }
         for column in columns {
             if !schema.contains(&column) {
