@@ -149,6 +149,7 @@ impl Orgs {
                     max_items: u64::MAX,
                     max_items_per_use: u64::MAX,
                     expires_at: u64::MAX,
+                    epsilon_budget: 0,
                 }),
                 "bureau",
                 bureau,

@@ -53,6 +53,8 @@ contract StayputLedger {
         uint64 maxItemsPerUse;
         uint64 items;
         uint64 expiresAt;
+        uint32 epsilonBudget; // milli-epsilon; 0: no differential privacy
+        uint32 epsilonSpent;
         bool revoked;
         bool exists;
     }
@@ -95,6 +97,7 @@ contract StayputLedger {
     error UsesExhausted(string grant, uint32 maxUses);
     error ItemsExhausted(string grant, uint64 maxItems, uint64 used, uint64 asked);
     error ItemsPerUseExceeded(string grant, uint64 maxItemsPerUse, uint64 asked);
+    error EpsilonExhausted(string grant, uint32 budget, uint32 spent, uint32 asked);
     error GrantMismatch(string grant, string task, string problem);
     error IllegalTransition(string task, uint8 from, uint8 to);
     error TaskNotActive(string task, uint8 status);
@@ -294,6 +297,7 @@ contract StayputLedger {
         uint64 maxItems = uint64(_uint(c, 8));
         uint64 maxItemsPerUse = uint64(_uint(c, 8));
         uint64 expiresAt = uint64(_uint(c, 8));
+        uint32 epsilonBudget = uint32(_uint(c, 4));
         _requireOwner(writer, dataset);
         if (g.exists) revert Duplicate("grant", id);
         if (!members[_key(grantee)].exists) revert Unknown("member", grantee);
@@ -305,6 +309,7 @@ contract StayputLedger {
         g.maxItems = maxItems;
         g.maxItemsPerUse = maxItemsPerUse;
         g.expiresAt = expiresAt;
+        g.epsilonBudget = epsilonBudget;
         g.exists = true;
         return _key(id);
     }
@@ -388,6 +393,7 @@ contract StayputLedger {
         string memory taskId = _str(c);
         string memory grantId = _str(c);
         uint64 items = uint64(_uint(c, 8));
+        uint32 epsilon = uint32(_uint(c, 4));
         Task storage t = _existingTask(taskId);
         Grant storage g = grants[_key(grantId)];
         if (!g.exists) revert Unknown("grant", grantId);
@@ -402,8 +408,12 @@ contract StayputLedger {
         if (g.uses >= g.maxUses) revert UsesExhausted(grantId, g.maxUses);
         if (items > g.maxItemsPerUse) revert ItemsPerUseExceeded(grantId, g.maxItemsPerUse, items);
         if (uint256(g.items) + items > g.maxItems) revert ItemsExhausted(grantId, g.maxItems, g.items, items);
+        if (uint256(g.epsilonSpent) + epsilon > g.epsilonBudget) {
+            revert EpsilonExhausted(grantId, g.epsilonBudget, g.epsilonSpent, epsilon);
+        }
         g.uses += 1;
         g.items += items;
+        g.epsilonSpent += epsilon;
         return _key(taskId);
     }
 

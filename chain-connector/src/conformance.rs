@@ -123,6 +123,7 @@ impl Consortium {
             max_items,
             max_items_per_use: max_items.min(60),
             expires_at,
+            epsilon_budget: 1_500,
         })
     }
 
@@ -140,7 +141,12 @@ impl Consortium {
 
     /// A bureau use record.
     pub fn use_of(&self, task: &str, grant: &str, items: u64) -> SignedRecord {
-        self.bureau.sign(Record::Use(UseRecord { task: task.into(), grant: grant.into(), items }))
+        self.spend(task, grant, items, 0)
+    }
+
+    /// A use record of `items` spending `epsilon` milli-ε.
+    pub fn spend(&self, task: &str, grant: &str, items: u64, epsilon: u32) -> SignedRecord {
+        self.bureau.sign(Record::Use(UseRecord { task: task.into(), grant: grant.into(), items, epsilon }))
     }
 
     /// Submits and expects acceptance.
@@ -217,17 +223,24 @@ pub async fn grant_limits(backend: &dyn Backend) {
         c.ok(&c.bank, c.task(t, &["g"])).await;
     }
     expect_refusal!(c, c.use_of("t1", "g", 61), Refusal::ItemsPerUseExceeded { max_items_per_use: 60, asked: 61, .. });
-    c.ledger.submit(c.use_of("t1", "g", 60)).await.expect("first use");
-    expect_refusal!(c, c.use_of("t1", "g", 60), Refusal::Replayed { .. });
+    // ε budget 1.5: a use asking 1.501 is refused and spends nothing.
+    expect_refusal!(
+        c,
+        c.spend("t1", "g", 1, 1_501),
+        Refusal::EpsilonExhausted { budget: 1_500, spent: 0, asked: 1_501, .. }
+    );
+    c.ledger.submit(c.spend("t1", "g", 60, 1_000)).await.expect("first use");
+    expect_refusal!(c, c.spend("t1", "g", 60, 1_000), Refusal::Replayed { .. });
     expect_refusal!(c, c.use_of("t2", "g", 41), Refusal::ItemsExhausted { used: 60, asked: 41, .. });
-    c.ledger.submit(c.use_of("t2", "g", 40)).await.expect("second use, exactly at the item limit");
+    expect_refusal!(c, c.spend("t2", "g", 40, 501), Refusal::EpsilonExhausted { spent: 1_000, asked: 501, .. });
+    c.ledger.submit(c.spend("t2", "g", 40, 500)).await.expect("second use, exactly at the item and ε limits");
     expect_refusal!(c, c.use_of("t3", "g", 0), Refusal::UsesExhausted { max_uses: 2, .. });
     let state = c.ledger.grant("g").await.unwrap().unwrap();
-    assert_eq!((state.uses, state.items), (2, 100));
+    assert_eq!((state.uses, state.items, state.epsilon_spent), (2, 100, 1_500));
     // Only the dataset owner's node records uses; a grant must be in the task.
     c.ok(&c.bureau, c.grant("g2", 5, 100, now + 86_400)).await;
     c.ok(&c.bank, c.task("t4", &["g2"])).await;
-    let by_bank = c.bank.sign(Record::Use(UseRecord { task: "t4".into(), grant: "g2".into(), items: 1 }));
+    let by_bank = c.bank.sign(Record::Use(UseRecord { task: "t4".into(), grant: "g2".into(), items: 1, epsilon: 0 }));
     expect_refusal!(c, by_bank, Refusal::NotOwner { .. });
     expect_refusal!(c, c.use_of("t1", "g2", 1), Refusal::GrantMismatch { .. });
 

@@ -91,6 +91,9 @@ fn refusal(e: ContractError) -> LedgerError {
         E::ItemsPerUseExceeded(x) => {
             Refusal::ItemsPerUseExceeded { grant: x.grant, max_items_per_use: x.maxItemsPerUse, asked: x.asked }
         }
+        E::EpsilonExhausted(x) => {
+            Refusal::EpsilonExhausted { grant: x.grant, budget: x.budget, spent: x.spent, asked: x.asked }
+        }
         E::ItemsExhausted(x) => {
             Refusal::ItemsExhausted { grant: x.grant, max_items: x.maxItems, used: x.used, asked: x.asked }
         }

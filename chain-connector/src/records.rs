@@ -187,6 +187,9 @@ pub struct Grant {
     pub max_items_per_use: u64,
     /// Unix time (seconds) from which it is void.
     pub expires_at: u64,
+    /// Total differential-privacy budget in milli-ε across its uses; 0
+    /// means the grant releases without noise (compute-only grants only).
+    pub epsilon_budget: u32,
 }
 
 /// A task.
@@ -215,6 +218,8 @@ pub struct UseRecord {
     pub grant: String,
     /// Items served (ids queried, rows scanned).
     pub items: u64,
+    /// Privacy budget spent, in milli-ε (0 for a release without noise).
+    pub epsilon: u32,
 }
 
 /// A task's result, by digest.
@@ -302,7 +307,12 @@ impl Record {
                 w.list(&g.columns, |w, c| {
                     w.str(c);
                 });
-                w.u32(g.min_cohort).u32(g.max_uses).u64(g.max_items).u64(g.max_items_per_use).u64(g.expires_at);
+                w.u32(g.min_cohort)
+                    .u32(g.max_uses)
+                    .u64(g.max_items)
+                    .u64(g.max_items_per_use)
+                    .u64(g.expires_at)
+                    .u32(g.epsilon_budget);
             }
             Record::RevokeGrant { grant } => {
                 w.u8(4).str(grant);
@@ -320,7 +330,7 @@ impl Record {
                 w.u8(6).str(task).u8(status.code());
             }
             Record::Use(u) => {
-                w.u8(7).str(&u.task).str(&u.grant).u64(u.items);
+                w.u8(7).str(&u.task).str(&u.grant).u64(u.items).u32(u.epsilon);
             }
             Record::Result(r) => {
                 w.u8(8).str(&r.task).fixed(&r.result_digest).str(&r.receiver);
@@ -366,6 +376,7 @@ impl Record {
                 max_items: r.u64()?,
                 max_items_per_use: r.u64()?,
                 expires_at: r.u64()?,
+                epsilon_budget: r.u32()?,
             }),
             4 => Record::RevokeGrant { grant: r.str()? },
             5 => Record::Task(Task {
@@ -377,7 +388,7 @@ impl Record {
                 grants: r.list(Reader::str)?,
             }),
             6 => Record::TaskStatus { task: r.str()?, status: TaskStatus::from_code(r.u8()?)? },
-            7 => Record::Use(UseRecord { task: r.str()?, grant: r.str()?, items: r.u64()? }),
+            7 => Record::Use(UseRecord { task: r.str()?, grant: r.str()?, items: r.u64()?, epsilon: r.u32()? }),
             8 => Record::Result(ResultRecord {
                 task: r.str()?,
                 result_digest: r.fixed()?,

@@ -27,6 +27,11 @@ use crate::records::{
     DatasetVersion, Grant, Member, Record, ResultRecord, Role, SignedRecord, Task, TaskStatus, UseRecord,
 };
 
+/// Milli-ε as ε, for messages.
+fn milli(v: u32) -> String {
+    format!("{:.3}", f64::from(v) / 1000.0)
+}
+
 /// Why a record was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -61,6 +66,11 @@ pub enum Refusal {
     ItemsExhausted { grant: String, max_items: u64, used: u64, asked: u64 },
     #[error("grant '{grant}' allows {max_items_per_use} items per use; {asked} were asked")]
     ItemsPerUseExceeded { grant: String, max_items_per_use: u64, asked: u64 },
+    #[error(
+        "grant '{grant}' has a privacy budget of ε = {} with {} spent; a use of ε = {} does not fit",
+        milli(*budget), milli(*spent), milli(*asked)
+    )]
+    EpsilonExhausted { grant: String, budget: u32, spent: u32, asked: u32 },
     #[error("grant '{grant}' is {problem} for task '{task}'")]
     GrantMismatch { grant: String, task: String, problem: &'static str },
     #[error("task '{task}' may not go from {from} to {to}")]
@@ -80,6 +90,8 @@ pub struct GrantState {
     pub uses: u32,
     /// Items consumed.
     pub items: u64,
+    /// Privacy budget spent, in milli-ε.
+    pub epsilon_spent: u32,
     /// Whether its owner revoked it.
     pub revoked: bool,
 }
@@ -357,6 +369,14 @@ impl State {
                         asked: u.items,
                     });
                 }
+                if u64::from(grant.epsilon_spent) + u64::from(u.epsilon) > u64::from(grant.grant.epsilon_budget) {
+                    return Err(Refusal::EpsilonExhausted {
+                        grant: u.grant.clone(),
+                        budget: grant.grant.epsilon_budget,
+                        spent: grant.epsilon_spent,
+                        asked: u.epsilon,
+                    });
+                }
             }
             Record::Result(r) => {
                 let task = self.task(&r.task)?;
@@ -373,7 +393,10 @@ impl State {
             }
             Record::DatasetVersion(d) => self.datasets.entry(d.dataset.clone()).or_default().push(d.clone()),
             Record::Grant(g) => {
-                self.grants.insert(g.id.clone(), GrantState { grant: g.clone(), uses: 0, items: 0, revoked: false });
+                self.grants.insert(
+                    g.id.clone(),
+                    GrantState { grant: g.clone(), uses: 0, items: 0, epsilon_spent: 0, revoked: false },
+                );
             }
             Record::RevokeGrant { grant } => {
                 if let Some(g) = self.grants.get_mut(grant) {
@@ -393,6 +416,7 @@ impl State {
                 if let Some(g) = self.grants.get_mut(&u.grant) {
                     g.uses += 1;
                     g.items += u.items;
+                    g.epsilon_spent += u.epsilon;
                 }
                 if let Some(t) = self.tasks.get_mut(&u.task) {
                     t.uses.push((signed.writer.clone(), u.clone()));

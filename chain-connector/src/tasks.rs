@@ -180,6 +180,67 @@ pub struct LabeledPsiParams {
     pub bureau_datasets: Vec<String>,
 }
 
+/// The file format of a table result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResultFormat {
+    /// CSV with a header row.
+    Csv = 0,
+    /// Apache Parquet.
+    Parquet = 1,
+    /// Arrow IPC file format.
+    ArrowIpc = 2,
+}
+
+impl ResultFormat {
+    /// The usual file extension.
+    pub fn extension(self) -> &'static str {
+        match self {
+            ResultFormat::Csv => "csv",
+            ResultFormat::Parquet => "parquet",
+            ResultFormat::ArrowIpc => "arrow",
+        }
+    }
+
+    /// Parses `csv`, `parquet` or `arrow`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "csv" => Ok(ResultFormat::Csv),
+            "parquet" => Ok(ResultFormat::Parquet),
+            "arrow" | "arrow-ipc" | "ipc" => Ok(ResultFormat::ArrowIpc),
+            other => Err(format!("'{other}' is not a result format; use csv, parquet or arrow")),
+        }
+    }
+
+    fn from_code(code: u8) -> Result<Self, LedgerError> {
+        Ok(match code {
+            0 => ResultFormat::Csv,
+            1 => ResultFormat::Parquet,
+            2 => ResultFormat::ArrowIpc,
+            other => {
+                return Err(LedgerError::Malformed {
+                    what: "task parameters",
+                    reason: format!("result format {other} is unknown"),
+                });
+            }
+        })
+    }
+}
+
+/// Parameters of a compute-only task: an aggregate query (canonical JSON of
+/// `stayput-mpc-engine`'s `CohortQuery`, binned keys included) over one
+/// dataset the requester may not read, answered by its owner's node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComputeOnlyParams {
+    /// The dataset.
+    pub dataset: String,
+    /// The query, canonical JSON.
+    pub query: String,
+    /// ε of this query in milli-ε (0: no noise).
+    pub epsilon: u32,
+    /// The result table's format on the requester's node.
+    pub format: ResultFormat,
+}
+
 /// The parameters of a task, by kind.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -190,6 +251,8 @@ pub enum TaskParams {
     FederatedStats(StatsParams),
     /// A blacklist query against one or more bureaus.
     LabeledPsi(LabeledPsiParams),
+    /// An aggregate query over a compute-only dataset.
+    ComputeOnly(ComputeOnlyParams),
 }
 
 impl TaskParams {
@@ -210,6 +273,9 @@ impl TaskParams {
                     w.str(d);
                 });
             }
+            TaskParams::ComputeOnly(p) => {
+                w.u8(4).str(&p.dataset).u32(p.epsilon).u8(p.format as u8).bytes_unbounded(p.query.as_bytes());
+            }
         }
         w.into_bytes()
     }
@@ -223,29 +289,37 @@ impl TaskParams {
             });
         }
         let mut r = Reader::new(bytes, "task parameters");
-        let params = match (kind, r.u8()?) {
-            (Computation::Psi | Computation::PsiCardinality, 1) => TaskParams::Psi(PsiParams {
-                requester_dataset: r.str()?,
-                peer_dataset: r.str()?,
-                columns: r.list(Reader::str)?,
-            }),
-            (Computation::FederatedStats, 2) => TaskParams::FederatedStats(StatsParams {
-                query: String::from_utf8(r.bytes_bounded(MAX_PARAMS_BYTES)?).map_err(|_| LedgerError::Malformed {
-                    what: "task parameters",
-                    reason: "the query is not UTF-8".into(),
-                })?,
-            }),
-            (Computation::LabeledPsi, 3) => TaskParams::LabeledPsi(LabeledPsiParams {
-                requester_dataset: r.str()?,
-                bureau_datasets: r.list(Reader::str)?,
-            }),
-            (kind, tag) => {
-                return Err(LedgerError::Malformed {
-                    what: "task parameters",
-                    reason: format!("parameters of type {tag} are not for a {kind} task"),
-                });
-            }
-        };
+        let params =
+            match (kind, r.u8()?) {
+                (Computation::Psi | Computation::PsiCardinality, 1) => TaskParams::Psi(PsiParams {
+                    requester_dataset: r.str()?,
+                    peer_dataset: r.str()?,
+                    columns: r.list(Reader::str)?,
+                }),
+                (Computation::FederatedStats, 2) => TaskParams::FederatedStats(StatsParams {
+                    query: String::from_utf8(r.bytes_bounded(MAX_PARAMS_BYTES)?).map_err(|_| {
+                        LedgerError::Malformed { what: "task parameters", reason: "the query is not UTF-8".into() }
+                    })?,
+                }),
+                (Computation::LabeledPsi, 3) => TaskParams::LabeledPsi(LabeledPsiParams {
+                    requester_dataset: r.str()?,
+                    bureau_datasets: r.list(Reader::str)?,
+                }),
+                (Computation::ComputeOnly, 4) => TaskParams::ComputeOnly(ComputeOnlyParams {
+                    dataset: r.str()?,
+                    epsilon: r.u32()?,
+                    format: ResultFormat::from_code(r.u8()?)?,
+                    query: String::from_utf8(r.bytes_bounded(MAX_PARAMS_BYTES)?).map_err(|_| {
+                        LedgerError::Malformed { what: "task parameters", reason: "the query is not UTF-8".into() }
+                    })?,
+                }),
+                (kind, tag) => {
+                    return Err(LedgerError::Malformed {
+                        what: "task parameters",
+                        reason: format!("parameters of type {tag} are not for a {kind} task"),
+                    });
+                }
+            };
         r.finish()?;
         Ok(params)
     }
@@ -316,6 +390,25 @@ mod tests {
         assert_eq!(TaskParams::decode(Computation::LabeledPsi, &bytes).unwrap(), params);
         assert!(TaskParams::decode(Computation::Psi, &bytes).is_err());
         assert!(TaskParams::decode(Computation::LabeledPsi, &bytes[..bytes.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn compute_only_parameters_have_one_encoding() {
+        let params = TaskParams::ComputeOnly(ComputeOnlyParams {
+            dataset: "ctd".into(),
+            query: "{}".into(),
+            epsilon: 500,
+            format: ResultFormat::Parquet,
+        });
+        let bytes = params.encode();
+        // Known answer: tag 4, the dataset, ε in milli-ε (u32), the format
+        // code, then the query's bytes; lengths and integers little-endian.
+        assert_eq!(hex::encode(&bytes), concat!("04", "03000000", "637464", "f4010000", "01", "02000000", "7b7d"));
+        assert_eq!(TaskParams::decode(Computation::ComputeOnly, &bytes).unwrap(), params);
+        assert!(TaskParams::decode(Computation::FederatedStats, &bytes).is_err());
+        let mut unknown_format = bytes.clone();
+        unknown_format[12] = 9;
+        assert!(TaskParams::decode(Computation::ComputeOnly, &unknown_format).is_err());
     }
 
     #[test]

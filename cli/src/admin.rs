@@ -106,6 +106,11 @@ pub enum ConsortiumCommand {
         /// Smallest cohort a result may describe.
         #[arg(long, default_value_t = 0)]
         min_cohort: u32,
+        /// Total differential-privacy budget (ε, e.g. 3.0) of a compute_only
+        /// grant: every query must then ask for noise, and the owner's node
+        /// refuses one that would exceed what is left. 0: no noise.
+        #[arg(long, default_value_t = 0.0)]
+        epsilon_budget: f64,
         /// Days until it expires.
         #[arg(long, default_value_t = 30)]
         days: u64,
@@ -242,8 +247,11 @@ pub async fn run(command: ConsortiumCommand) -> Result<(), CliError> {
             max_items,
             max_items_per_use,
             min_cohort,
+            epsilon_budget,
             days,
         } => {
+            let epsilon_budget = stayput_node::aggregate::milli_epsilon(epsilon_budget)
+                .map_err(|e| CliError::Usage(format!("--epsilon-budget: {e}")))?;
             let (node, state) = node_access(&config)?;
             let access = state.ledger.as_ref().expect("checked");
             let now = stayput_coordinator::client::unix_now();
@@ -258,6 +266,7 @@ pub async fn run(command: ConsortiumCommand) -> Result<(), CliError> {
                 max_items,
                 max_items_per_use: max_items_per_use.unwrap_or(max_items),
                 expires_at: now.saturating_add(days.saturating_mul(86_400)),
+                epsilon_budget,
             };
             println!("{}", submit(&*access.ledger, Record::Grant(grant), &node.org, &access.key).await?);
         }

@@ -500,6 +500,7 @@ pub async fn run(dir: Option<PathBuf>) -> Result<(), CliError> {
                 max_items: 30_000,
                 max_items_per_use: 2_000,
                 expires_at: stayput_coordinator::client::unix_now() + month,
+                epsilon_budget: 0,
             }),
         )
         .await?;
@@ -520,6 +521,7 @@ pub async fn run(dir: Option<PathBuf>) -> Result<(), CliError> {
                 max_items: 10_000_000,
                 max_items_per_use: 10_000_000,
                 expires_at: stayput_coordinator::client::unix_now() + month,
+                epsilon_budget: 0,
             }),
         )
         .await?;

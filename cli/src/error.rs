@@ -17,4 +17,6 @@ pub enum CliError {
     Signal(String),
     #[error("demo: {0}")]
     Demo(String),
+    #[error("{0}")]
+    Usage(String),
 }

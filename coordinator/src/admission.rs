@@ -32,7 +32,13 @@ pub struct Admitted {
 }
 
 /// Why one grant does not serve the task (the best reason is reported).
-fn grant_problem(g: &GrantState, kind: Computation, columns: &[String], now: u64) -> Option<CoordinatorError> {
+fn grant_problem(
+    g: &GrantState,
+    kind: Computation,
+    columns: &[String],
+    epsilon: u32,
+    now: u64,
+) -> Option<CoordinatorError> {
     let id = &g.grant.id;
     let problem = |reason: String| {
         Some(CoordinatorError::NoGrant { requester: g.grant.grantee.clone(), dataset: g.grant.dataset.clone(), reason })
@@ -53,8 +59,32 @@ fn grant_problem(g: &GrantState, kind: Computation, columns: &[String], now: u64
     // A grant naming no columns allows the dataset's key columns only, which
     // the owner's node knows; statistics read other columns, so they need a
     // grant that names them.
-    if kind == Computation::FederatedStats && g.grant.columns.is_empty() {
-        return problem(format!("grant '{id}' names no columns; federated statistics need a grant that names them"));
+    if matches!(kind, Computation::FederatedStats | Computation::ComputeOnly) && g.grant.columns.is_empty() {
+        return problem(format!("grant '{id}' names no columns; a {kind} task needs a grant that names them"));
+    }
+    if kind == Computation::ComputeOnly {
+        let (budget, left) = (g.grant.epsilon_budget, g.grant.epsilon_budget.saturating_sub(g.epsilon_spent));
+        let eps = |v: u32| format!("{:.3}", f64::from(v) / 1000.0);
+        match (budget, epsilon) {
+            (0, 0) => {}
+            (0, _) => return problem(format!("grant '{id}' has no privacy budget; ask without noise (ε = 0)")),
+            (_, 0) => {
+                return problem(format!(
+                    "grant '{id}' releases only with differential privacy: give ε (ε = {} left of {})",
+                    eps(left),
+                    eps(budget)
+                ));
+            }
+            (_, asked) if asked > left => {
+                return problem(format!(
+                    "the query asks ε = {} but grant '{id}' has ε = {} left of {}",
+                    eps(asked),
+                    eps(left),
+                    eps(budget)
+                ));
+            }
+            _ => {}
+        }
     }
     if let Some(column) = columns.iter().find(|c| !g.grant.columns.is_empty() && !g.grant.columns.contains(c)) {
         return Some(CoordinatorError::ColumnNotAllowed {
@@ -96,6 +126,19 @@ fn stats_columns(query: &str, datasets: &[String]) -> Result<Vec<String>, Coordi
     Ok(columns)
 }
 
+/// The columns a compute-only query reads, after checking its shape and
+/// that it asks for aggregates only.
+fn compute_only_columns(query: &str, epsilon: u32) -> Result<Vec<String>, CoordinatorError> {
+    use stayput_mpc_engine::query::CohortQuery;
+    let query = CohortQuery::from_json(query).map_err(|e| CoordinatorError::BadRequest(e.to_string()))?;
+    let columns = query.columns();
+    let schema: Vec<&str> = columns.iter().map(String::as_str).collect();
+    query.validate(&schema, &[]).map_err(|e| CoordinatorError::BadRequest(e.to_string()))?;
+    stayput_mpc_engine::release::check_compute_only(&query, epsilon > 0)
+        .map_err(|e| CoordinatorError::BadRequest(e.to_string()))?;
+    Ok(columns)
+}
+
 /// Checks a signed request from `caller` at time `now` against `ledger`.
 pub async fn admit(
     ledger: &dyn Ledger,
@@ -119,7 +162,11 @@ pub async fn admit(
     }
     if !matches!(
         request.kind,
-        Computation::Psi | Computation::PsiCardinality | Computation::FederatedStats | Computation::LabeledPsi
+        Computation::Psi
+            | Computation::PsiCardinality
+            | Computation::FederatedStats
+            | Computation::LabeledPsi
+            | Computation::ComputeOnly
     ) {
         return Err(CoordinatorError::Unsupported { kind: request.kind.to_string() });
     }
@@ -161,7 +208,20 @@ pub async fn admit(
             }
             Vec::new()
         }
+        TaskParams::ComputeOnly(p) => {
+            if request.datasets != [p.dataset.clone()] {
+                return Err(CoordinatorError::BadRequest(format!(
+                    "a compute_only task reads exactly dataset '{}'; the request names {:?}",
+                    p.dataset, request.datasets
+                )));
+            }
+            compute_only_columns(&p.query, p.epsilon)?
+        }
         _ => return Err(CoordinatorError::Unsupported { kind: request.kind.to_string() }),
+    };
+    let epsilon = match &params {
+        TaskParams::ComputeOnly(p) => p.epsilon,
+        _ => 0,
     };
 
     let mut owners = BTreeSet::new();
@@ -182,7 +242,7 @@ pub async fn admit(
         let mut best = None;
         let mut chosen = None;
         for g in &candidates {
-            match grant_problem(g, request.kind, &columns, now) {
+            match grant_problem(g, request.kind, &columns, epsilon, now) {
                 None => {
                     chosen = Some(g.grant.id.clone());
                     break;

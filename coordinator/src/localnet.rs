@@ -181,6 +181,7 @@ impl LocalConsortium {
             max_items: 100_000_000,
             max_items_per_use: 100_000_000,
             expires_at: (self.clock)().saturating_add(valid_for_secs),
+            epsilon_budget: 0,
         };
         Ok(self.write(owner, Record::Grant(grant)).await?)
     }

@@ -56,6 +56,7 @@ fn grant_with(id: &str, dataset: &str, max_items: u64, max_items_per_use: u64) -
         max_items,
         max_items_per_use,
         expires_at: stayput_coordinator::client::unix_now() + 3600,
+        epsilon_budget: 0,
     })
 }
 

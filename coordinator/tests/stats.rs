@@ -74,6 +74,7 @@ fn grant(owner: &str, min_cohort: u32, columns: &[&str]) -> Record {
         max_items: 1_000_000,
         max_items_per_use: 1_000_000,
         expires_at: u64::MAX,
+        epsilon_budget: 0,
     })
 }
 

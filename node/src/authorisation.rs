@@ -77,7 +77,21 @@ pub async fn record_use(
     grant: &str,
     items: u64,
 ) -> Result<(), NodeError> {
-    let record = Record::Use(UseRecord { task: task.to_owned(), grant: grant.to_owned(), items });
+    record_use_spending(ledger, own_org, own_key, task, grant, items, 0).await
+}
+
+/// Writes a use record that also spends `epsilon` milli-ε of the grant's
+/// privacy budget; the ledger refuses it atomically when it does not fit.
+pub async fn record_use_spending(
+    ledger: &dyn Ledger,
+    own_org: &str,
+    own_key: &OrgKey,
+    task: &str,
+    grant: &str,
+    items: u64,
+    epsilon: u32,
+) -> Result<(), NodeError> {
+    let record = Record::Use(UseRecord { task: task.to_owned(), grant: grant.to_owned(), items, epsilon });
     ledger.submit(SignedRecord::sign(record, own_org, own_key)).await.map_err(ledger_error(task))?;
     Ok(())
 }

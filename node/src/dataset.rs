@@ -264,6 +264,79 @@ impl Dataset {
         self.open(false)
     }
 
+    /// The file's column names, without reading rows.
+    pub fn column_names(&self) -> Result<Vec<String>, NodeError> {
+        let (schema, _) = self.open(false)?;
+        Ok(schema.fields().iter().map(|f| f.name().clone()).collect())
+    }
+
+    /// The named columns of every row, as up to `parts` independent
+    /// streams that together cover the file once (Parquet splits by row
+    /// group, so parts scan in parallel; CSV is one stream). Memory stays
+    /// bounded by one batch per stream.
+    pub fn column_partitions(&self, columns: &[String], parts: usize) -> Result<Vec<Batches>, NodeError> {
+        let path = self.path.clone();
+        let file = File::open(&path).map_err(|source| NodeError::ReadFile { path: path.clone(), source })?;
+        let missing = |schema: &Schema| {
+            columns.iter().find(|c| schema.index_of(c).is_err()).map(|c| NodeError::MissingColumn {
+                path: path.clone(),
+                column: c.clone(),
+                available: schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", "),
+            })
+        };
+        match self.format {
+            FileFormat::Csv => {
+                let (schema, _) = self.open_csv(
+                    file.try_clone().map_err(|source| NodeError::ReadFile { path: path.clone(), source })?,
+                    false,
+                )?;
+                if let Some(e) = missing(&schema) {
+                    return Err(e);
+                }
+                let indices: Vec<usize> = columns.iter().map(|c| schema.index_of(c).expect("checked")).collect();
+                let reader = arrow::csv::ReaderBuilder::new(schema)
+                    .with_format(Format::default().with_header(true))
+                    .with_batch_size(READ_BATCH_ROWS)
+                    .with_projection(indices)
+                    .build(file)
+                    .map_err(|source| NodeError::Csv { path: path.clone(), source })?;
+                Ok(vec![Box::new(
+                    reader.map(move |b| b.map_err(|source| NodeError::Records { path: path.clone(), source })),
+                )])
+            }
+            FileFormat::Parquet => {
+                let pq_err = |source| NodeError::Parquet { path: path.clone(), source };
+                let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(pq_err)?;
+                if let Some(e) = missing(builder.schema()) {
+                    return Err(e);
+                }
+                let indices: Vec<usize> =
+                    columns.iter().map(|c| builder.schema().index_of(c).expect("checked")).collect();
+                let groups = builder.metadata().num_row_groups();
+                let parts = parts.clamp(1, groups.max(1));
+                let mut out: Vec<Batches> = Vec::with_capacity(parts);
+                for part in 0..parts {
+                    let chosen: Vec<usize> = (0..groups).filter(|g| g % parts == part).collect();
+                    let file =
+                        File::open(&path).map_err(|source| NodeError::ReadFile { path: path.clone(), source })?;
+                    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(pq_err)?;
+                    let mask = ProjectionMask::roots(builder.parquet_schema(), indices.iter().copied());
+                    let reader = builder
+                        .with_batch_size(READ_BATCH_ROWS)
+                        .with_projection(mask)
+                        .with_row_groups(chosen)
+                        .build()
+                        .map_err(pq_err)?;
+                    let path = path.clone();
+                    out.push(Box::new(
+                        reader.map(move |b| b.map_err(|source| NodeError::Records { path: path.clone(), source })),
+                    ));
+                }
+                Ok(out)
+            }
+        }
+    }
+
     /// Opens the file as a stream of record batches; with `keys_only`, only
     /// the key columns are decoded.
     fn open(&self, keys_only: bool) -> Result<(SchemaRef, Batches), NodeError> {
@@ -403,13 +476,17 @@ fn is_key_type(t: &DataType) -> bool {
     )
 }
 
-enum ResultWriter<'f> {
+pub(crate) enum ResultWriter<'f> {
     Csv(arrow::csv::Writer<&'f mut File>),
     Parquet(parquet::arrow::ArrowWriter<&'f mut File>),
 }
 
 impl<'f> ResultWriter<'f> {
-    fn new(format: FileFormat, file: &'f mut File, schema: SchemaRef) -> Result<Self, arrow::error::ArrowError> {
+    pub(crate) fn new(
+        format: FileFormat,
+        file: &'f mut File,
+        schema: SchemaRef,
+    ) -> Result<Self, arrow::error::ArrowError> {
         Ok(match format {
             FileFormat::Csv => Self::Csv(arrow::csv::WriterBuilder::new().with_header(true).build(file)),
             FileFormat::Parquet => {
@@ -421,14 +498,14 @@ impl<'f> ResultWriter<'f> {
         })
     }
 
-    fn write(&mut self, batch: &RecordBatch) -> Result<(), arrow::error::ArrowError> {
+    pub(crate) fn write(&mut self, batch: &RecordBatch) -> Result<(), arrow::error::ArrowError> {
         match self {
             Self::Csv(w) => w.write(batch),
             Self::Parquet(w) => w.write(batch).map_err(Into::into),
         }
     }
 
-    fn finish(self) -> Result<(), arrow::error::ArrowError> {
+    pub(crate) fn finish(self) -> Result<(), arrow::error::ArrowError> {
         match self {
             Self::Csv(w) => {
                 let _file = w.into_inner();

@@ -62,6 +62,8 @@ pub enum NodeError {
     Stats(String),
     #[error("blacklist query: {0}")]
     Blacklist(String),
+    #[error("compute-only query: {0}")]
+    ComputeOnly(String),
     #[error("protocol version {0} is not supported; this node speaks version 1")]
     UnsupportedVersion(u32),
     #[error("the request does not name an output mode")]

@@ -21,6 +21,10 @@
 //!   service (encoded-set versions and deltas, metered evaluations) and the
 //!   bank's side (verified caches, every bureau in parallel, partial results
 //!   that name a bureau that did not answer).
+//! * [`aggregate`] — compute-only access: the owner's `AggregatePeer`
+//!   service (ledger check, grant policy, parallel scan, release, use
+//!   record with ε) and the requester's side (the table as CSV, Parquet or
+//!   Arrow IPC).
 //! * [`stats`] — federated statistics: the `StatsPeer` service (this node
 //!   as a site) and the requester's side.
 //! * [`server`] — assembling the gRPC server (TLS, health, reflection).
@@ -30,6 +34,7 @@
 //! * [`wire`] — the stream/role edge and prost ↔ domain conversions.
 #![forbid(unsafe_code)]
 
+pub mod aggregate;
 pub mod authorisation;
 pub mod blacklist;
 pub mod config;

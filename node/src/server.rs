@@ -5,6 +5,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use stayput_proto::v1::aggregate_peer_server::AggregatePeerServer;
 use stayput_proto::v1::labeled_peer_server::LabeledPeerServer;
 use stayput_proto::v1::node_control_server::NodeControlServer;
 use stayput_proto::v1::psi_peer_server::PsiPeerServer;
@@ -79,6 +80,7 @@ pub async fn serve_on(
     health.set_serving::<NodeControlServer<ControlService>>().await;
     health.set_serving::<StatsPeerServer<crate::stats::StatsPeerService>>().await;
     health.set_serving::<LabeledPeerServer<crate::blacklist::LabeledPeerService>>().await;
+    health.set_serving::<AggregatePeerServer<crate::aggregate::AggregatePeerService>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(stayput_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -94,6 +96,9 @@ pub async fn serve_on(
     let labeled = LabeledPeerServer::new(crate::blacklist::LabeledPeerService::new(state.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let aggregate = AggregatePeerServer::new(crate::aggregate::AggregatePeerService::new(state.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(crate::aggregate::MAX_TABLE_BYTES + 4096);
     tracing::info!(org = %state.config.org, addr = ?listener.local_addr().ok(), "node listening");
     Server::builder()
         .tls_config(state.tls.server())
@@ -106,6 +111,7 @@ pub async fn serve_on(
         .add_service(control)
         .add_service(stats)
         .add_service(labeled)
+        .add_service(aggregate)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
         .map_err(|e| NodeError::Listen { address: "(bound)".into(), detail: e.to_string() })

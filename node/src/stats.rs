@@ -207,7 +207,7 @@ fn stats_err(e: impl std::fmt::Display) -> NodeError {
 /// A scan failure that depends on the table's contents (values outside the
 /// declared ranges, text in a numeric column, overflow). Its message names
 /// the column and never a count or a value.
-fn data_error(e: stayput_mpc_engine::MpcError) -> NodeError {
+pub(crate) fn data_error(e: stayput_mpc_engine::MpcError) -> NodeError {
     use stayput_mpc_engine::MpcError as E;
     match e {
         E::OutsideRange { column, low, high, .. } => NodeError::Stats(format!(

@@ -59,9 +59,21 @@ fn outcome_path(dir: &Path, task: &str) -> PathBuf {
     dir.join(format!("{task}.outcome"))
 }
 
-/// The result file of `task` under a node's output folder.
+/// The result file of `task` under a node's output folder (CSV, what
+/// every task but a compute-only one in another format writes).
 pub fn result_path(dir: &Path, task: &str) -> PathBuf {
     dir.join(format!("{task}.csv"))
+}
+
+/// The result file of `task` with extension `ext`.
+pub fn result_path_as(dir: &Path, task: &str, ext: &str) -> PathBuf {
+    dir.join(format!("{task}.{ext}"))
+}
+
+/// The result file a finished task left (whatever its format), or the CSV
+/// path when the task has not finished here.
+pub fn result_file(dir: &Path, task: &str) -> PathBuf {
+    read_outcome(dir, task).ok().flatten().map_or_else(|| result_path(dir, task), |o| o.result_file)
 }
 
 /// The evidence file of a statistics task (commitments, proofs, pooled
@@ -120,7 +132,11 @@ fn read_outcome(dir: &Path, task: &str) -> Result<Option<TaskOutcome>, NodeError
         .map(|v| v.split(',').map(|h| hex::decode(h).ok().and_then(|b| b.try_into().ok())).collect::<Option<Vec<_>>>())
         .unwrap_or(Some(vec![]))
         .ok_or_else(|| damaged("bad intermediates"))?;
-    let result_file = result_path(dir, task);
+    let result_file = match fields.get("file") {
+        Some(name) if !name.is_empty() && !name.contains(['/', '\\']) && !name.starts_with('.') => dir.join(name),
+        Some(_) => return Err(damaged("a result file name that is not a plain name")),
+        None => result_path(dir, task),
+    };
     if file_sha256(&result_file)? != digest {
         return Err(NodeError::InvalidConfig(format!(
             "the result file {} no longer has the digest it was written with; it was changed after the task ran",
@@ -138,13 +154,30 @@ fn finished(
     count: u64,
     intermediates: Vec<[u8; 32]>,
 ) -> Result<TaskOutcome, NodeError> {
+    finished_with(dir, task, &result_path(dir, task), result_sha256, count, intermediates)
+}
+
+/// [`finished`] for a result file under another name in `dir`.
+fn finished_with(
+    dir: &Path,
+    task: &str,
+    result_file: &Path,
+    result_sha256: [u8; 32],
+    count: u64,
+    intermediates: Vec<[u8; 32]>,
+) -> Result<TaskOutcome, NodeError> {
     let listed: Vec<String> = intermediates.iter().map(hex::encode).collect();
-    let text = format!("sha256={}\ncount={count}\nintermediates={}\n", hex::encode(result_sha256), listed.join(","));
+    let name = result_file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let text = format!(
+        "sha256={}\ncount={count}\nintermediates={}\nfile={name}\n",
+        hex::encode(result_sha256),
+        listed.join(",")
+    );
     write_new(&outcome_path(dir, task), &text)?;
     tracing::info!(task = %task, "task finished; result written on this node");
     Ok(TaskOutcome {
         task: task.to_owned(),
-        result_file: result_path(dir, task),
+        result_file: result_file.to_path_buf(),
         result_sha256,
         result_count: count,
         intermediates,
@@ -290,6 +323,15 @@ async fn execute(
             let result_file = result_path(dir, task_id);
             write_new(&result_file, &outcome.table)?;
             finished(dir, task_id, file_sha256(&result_file)?, outcome.listings, vec![])
+        }
+        TaskParams::ComputeOnly(p) => {
+            if task.task.datasets != [p.dataset.clone()] {
+                return Err(refuse("its dataset is not the task's dataset".into()));
+            }
+            let dir = &state.config.output_dir;
+            let result_file = result_path_as(dir, task_id, p.format.extension());
+            let outcome = crate::aggregate::run_compute_only(state, task_id, params, &p, &result_file).await?;
+            finished_with(dir, task_id, &result_file, outcome.sha256, outcome.groups_released, vec![])
         }
         _ => Err(refuse(format!("{} tasks are not supported by this node yet", task.task.kind))),
     }

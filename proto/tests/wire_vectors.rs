@@ -8,11 +8,11 @@ use std::collections::BTreeMap;
 
 use prost::Message;
 use stayput_proto::v1::{
-    ContributeRequest, ContributeResponse, EvaluateRequest, EvaluateResponse, FetchSetRequest, FheDeposit, FheDownload,
-    FheOpen, FheUpload, OutputFormat, PsiAccept, PsiMode, PsiOpen, PsiRequesterMessage, PsiResponderMessage,
-    PsiSummary, RunPsiRequest, RunTaskRequest, SetChunk, SetHeader, ShareRequest, SubmitTaskRequest,
-    SubmitTaskResponse, TaskState, TaskUpdate, WatchTaskRequest, fhe_download, fhe_upload, psi_requester_message,
-    psi_responder_message, set_chunk,
+    AggregateRequest, AggregateResponse, ContributeRequest, ContributeResponse, EvaluateRequest, EvaluateResponse,
+    FetchSetRequest, FheDeposit, FheDownload, FheOpen, FheUpload, OutputFormat, PsiAccept, PsiMode, PsiOpen,
+    PsiRequesterMessage, PsiResponderMessage, PsiSummary, RunPsiRequest, RunTaskRequest, SetChunk, SetHeader,
+    ShareRequest, SubmitTaskRequest, SubmitTaskResponse, TaskState, TaskUpdate, WatchTaskRequest, fhe_download,
+    fhe_upload, psi_requester_message, psi_responder_message, set_chunk,
 };
 
 /// The vectors beside this crate, found at run time: a test binary reused
@@ -174,6 +174,22 @@ fn encoded() -> BTreeMap<&'static str, Vec<u8>> {
             task_id: "t-0001".into(),
             value_share: vec![0x44; 32].into(),
             blinding_share: vec![0x55; 32].into(),
+        }
+        .encode_to_vec(),
+    );
+    v.insert(
+        "AggregateRequest",
+        AggregateRequest { task_id: "t-0001".into(), params: vec![0x04, 0x03].into() }.encode_to_vec(),
+    );
+    v.insert(
+        "AggregateResponse",
+        AggregateResponse {
+            table: vec![0xff; 4].into(),
+            rows_scanned: 50_000,
+            groups_released: 120,
+            groups_suppressed: 7,
+            epsilon_spent: 500,
+            epsilon_left: 2_500,
         }
         .encode_to_vec(),
     );

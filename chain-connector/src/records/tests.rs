@@ -66,6 +66,7 @@ fn samples() -> Vec<Record> {
             max_items: 1_000_000,
             max_items_per_use: 500_000,
             expires_at: 1_893_456_000,
+            epsilon_budget: 5_000,
         }),
         Record::RevokeGrant { grant: "g-2026-001".into() },
         Record::Task(Task {
@@ -77,7 +78,7 @@ fn samples() -> Vec<Record> {
             grants: vec!["g-2026-001".into()],
         }),
         Record::TaskStatus { task: "t-0001".into(), status: TaskStatus::Running },
-        Record::Use(UseRecord { task: "t-0001".into(), grant: "g-2026-001".into(), items: 1000 }),
+        Record::Use(UseRecord { task: "t-0001".into(), grant: "g-2026-001".into(), items: 1000, epsilon: 250 }),
         Record::Result(ResultRecord {
             task: "t-0001".into(),
             result_digest: [0x66; 32],
@@ -169,9 +170,9 @@ proptest! {
     }
 
     #[test]
-    fn uses_round_trip(task in "[a-z0-9-]{1,40}", grant in "[a-z0-9-]{1,40}", items in any::<u64>()) {
+    fn uses_round_trip(task in "[a-z0-9-]{1,40}", grant in "[a-z0-9-]{1,40}", items in any::<u64>(), epsilon in any::<u32>()) {
         let key = OrgKey::from_bytes(&[3; 32]);
-        let signed = SignedRecord::sign(Record::Use(UseRecord { task, grant, items }), "x", &key);
+        let signed = SignedRecord::sign(Record::Use(UseRecord { task, grant, items, epsilon }), "x", &key);
         prop_assert_eq!(SignedRecord::from_bytes(&signed.to_bytes()).unwrap(), signed);
     }
 }

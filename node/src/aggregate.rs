@@ -1,0 +1,447 @@
+//! Compute-only access (design brief §4.4): a data owner opens a dataset
+//! for computation, not for download. A grantee's node asks for the answer
+//! to an aggregate query; the owner's node computes it over its own rows
+//! and hands out only what the grant allows.
+//!
+//! **The owner's node decides, from the ledger.** Before it reads a row it
+//! checks that the task is on the ledger, active, requested by the caller,
+//! of kind `compute_only`, recorded with exactly the parameters sent (their
+//! digest), and covered by a grant on this dataset to the caller for
+//! `compute_only` that allows every column the query reads
+//! ([`crate::authorisation::check`]). It then applies the grant's policy:
+//!
+//! * **aggregates only** — the query language has no projection; `min` and
+//!   `max` are refused (each is one row's value), see
+//!   [`stayput_mpc_engine::release`];
+//! * **minimum group size** — the grant's `min_cohort`: smaller groups are
+//!   left out, smaller histogram bins and statistics are null;
+//! * **differential privacy** — a grant with an ε budget requires every
+//!   query to ask for noise (ε > 0) within what is left; the budget spent
+//!   so far is the sum of the ε in the grant's use records on the ledger,
+//!   so it survives restarts and is the same for every reader.
+//!
+//! A refused query reads nothing and writes nothing. An accepted one is
+//! scanned in parallel over the file's row groups (arrow, bounded memory),
+//! released, and only after the node's **use record** — rows scanned and
+//! ε spent — is on the ledger does the table leave, as Arrow IPC, to the
+//! requester's node alone. The ledger applies the use atomically: two
+//! queries racing for the last of a budget cannot both pass.
+//!
+//! The requester's node writes the table as CSV, Parquet or Arrow IPC; the
+//! Parquet and Arrow files carry the release's facts (rows scanned, groups
+//! suppressed, ε, minimum group) in their schema metadata.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::record_batch::RecordBatch;
+use rand::SeedableRng;
+use stayput_chain_connector::records::Computation;
+use stayput_chain_connector::tasks::{ComputeOnlyParams, ResultFormat, TaskParams, params_digest};
+use stayput_mpc_engine::local::{LocalScan, LocalStats};
+use stayput_mpc_engine::query::CohortQuery;
+use stayput_mpc_engine::release::{Disclosure, Release, check_compute_only, release};
+use stayput_proto::v1::aggregate_peer_client::AggregatePeerClient;
+use stayput_proto::v1::aggregate_peer_server::AggregatePeer;
+use stayput_proto::v1::{AggregateRequest, AggregateResponse};
+use tonic::{Request, Response, Status};
+
+use crate::authorisation::{ServeRequest, check, record_use_spending};
+use crate::dataset::{Dataset, FileFormat, ResultWriter};
+use crate::identity::caller_org;
+use crate::{NodeError, NodeState};
+
+/// Largest released table (Arrow IPC bytes) a node sends or accepts.
+pub const MAX_TABLE_BYTES: usize = 64 << 20;
+
+/// Largest ε one query or one grant may name (ε = 100).
+pub const MAX_MILLI_EPSILON: u32 = 100_000;
+
+/// ε (as a person writes it) in milli-ε; 0 stays 0.
+pub fn milli_epsilon(epsilon: f64) -> Result<u32, String> {
+    if !epsilon.is_finite() || !(0.0..=f64::from(MAX_MILLI_EPSILON) / 1000.0).contains(&epsilon) {
+        return Err(format!("ε must be between 0 and {}", MAX_MILLI_EPSILON / 1000));
+    }
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let milli = (epsilon * 1000.0).round() as u32;
+    if epsilon > 0.0 && milli == 0 {
+        return Err("ε below 0.001 is not supported; ε is accounted in thousandths".into());
+    }
+    Ok(milli)
+}
+
+fn epsilon_text(milli: u32) -> String {
+    format!("{:.3}", f64::from(milli) / 1000.0)
+}
+
+fn refuse(task: &str, reason: impl Into<String>) -> NodeError {
+    NodeError::NotAuthorised { task: task.to_owned(), reason: reason.into() }
+}
+
+fn compute_err(e: impl std::fmt::Display) -> NodeError {
+    NodeError::ComputeOnly(e.to_string())
+}
+
+/// Scans `columns` of `dataset` for `query` on up to `threads` threads
+/// (one per group of Parquet row groups) and merges the scans.
+pub fn scan(dataset: &Dataset, query: &CohortQuery, threads: usize) -> Result<LocalStats, NodeError> {
+    let columns = query.columns();
+    let parts = dataset.column_partitions(&columns, threads.max(1))?;
+    let scans: Vec<Result<LocalStats, NodeError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = parts
+            .into_iter()
+            .map(|batches| {
+                scope.spawn(move || {
+                    let mut scan = LocalScan::new(query).map_err(compute_err)?;
+                    for batch in batches {
+                        scan.absorb(&batch?).map_err(crate::stats::data_error)?;
+                    }
+                    Ok(scan.finish())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(compute_err("a scan thread panicked")))).collect()
+    });
+    let mut merged: Option<LocalStats> = None;
+    for part in scans {
+        let part = part?;
+        match &mut merged {
+            None => merged = Some(part),
+            Some(m) => m.merge(part, query).map_err(crate::stats::data_error)?,
+        }
+    }
+    merged.ok_or_else(|| compute_err("the dataset has no rows to scan"))
+}
+
+/// Threads a scan uses: the machine's cores, at most 8.
+pub fn scan_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get).min(8)
+}
+
+/// Scans and releases: what the owner's node computes for a query it has
+/// authorised (also what `stayput bench ocean` times).
+pub fn answer(dataset: &Dataset, query: &CohortQuery, disclosure: &Disclosure) -> Result<Release, NodeError> {
+    let stats = scan(dataset, query, scan_threads())?;
+    let mut rng = rand::rngs::StdRng::from_entropy();
+    release(query, &stats, disclosure, &mut rng).map_err(compute_err)
+}
+
+/// The release's table as an Arrow IPC stream, its facts in the schema
+/// metadata.
+fn to_ipc(release: &Release, disclosure: &Disclosure) -> Result<Vec<u8>, NodeError> {
+    let mut metadata = HashMap::new();
+    metadata.insert("stayput.rows_scanned".to_owned(), release.rows_scanned.to_string());
+    metadata.insert("stayput.groups_suppressed".to_owned(), release.groups_suppressed.to_string());
+    metadata.insert("stayput.min_group".to_owned(), disclosure.min_group.to_string());
+    metadata.insert("stayput.epsilon".to_owned(), disclosure.epsilon.map_or("none".to_owned(), epsilon_text));
+    let schema = Arc::new(release.table.schema().as_ref().clone().with_metadata(metadata));
+    let table = RecordBatch::try_new(schema.clone(), release.table.columns().to_vec()).map_err(compute_err)?;
+    let mut out = Vec::new();
+    let mut writer = arrow::ipc::writer::StreamWriter::try_new(&mut out, &schema).map_err(compute_err)?;
+    writer.write(&table).map_err(compute_err)?;
+    writer.finish().map_err(compute_err)?;
+    drop(writer);
+    Ok(out)
+}
+
+/// Decodes a released table (one Arrow IPC stream of at most
+/// [`MAX_TABLE_BYTES`]).
+fn from_ipc(bytes: &[u8]) -> Result<RecordBatch, NodeError> {
+    if bytes.len() > MAX_TABLE_BYTES {
+        return Err(compute_err(format!("the table exceeds {MAX_TABLE_BYTES} bytes")));
+    }
+    let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)
+        .map_err(|e| compute_err(format!("the owner's table does not decode: {e}")))?;
+    let schema = reader.schema();
+    let batches = reader
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| compute_err(format!("the owner's table does not decode: {e}")))?;
+    arrow::compute::concat_batches(&schema, &batches).map_err(compute_err)
+}
+
+/// The `AggregatePeer` service of a data owner's node.
+#[derive(Debug, Clone)]
+pub struct AggregatePeerService {
+    state: Arc<NodeState>,
+}
+
+impl AggregatePeerService {
+    /// A service over the node's state.
+    pub fn new(state: Arc<NodeState>) -> Self {
+        Self { state }
+    }
+}
+
+#[tonic::async_trait]
+impl AggregatePeer for AggregatePeerService {
+    async fn query(&self, request: Request<AggregateRequest>) -> Result<Response<AggregateResponse>, Status> {
+        let caller = caller_org(&request)?;
+        let AggregateRequest { task_id, params } = request.into_inner();
+        serve(&self.state, &caller, &task_id, &params).await.map(Response::new).map_err(|e| {
+            tracing::warn!(task = %task_id, peer = %caller, error = %e, "compute-only query refused or failed");
+            Status::from(e)
+        })
+    }
+}
+
+/// What the grant lets out of this query, or why nothing at all.
+fn policy(
+    task: &str,
+    query: &CohortQuery,
+    params: &ComputeOnlyParams,
+    grant: &stayput_chain_connector::rules::GrantState,
+) -> Result<Disclosure, NodeError> {
+    let g = &grant.grant;
+    check_compute_only(query, params.epsilon > 0).map_err(|e| refuse(task, e.to_string()))?;
+    let left = g.epsilon_budget.saturating_sub(grant.epsilon_spent);
+    match (g.epsilon_budget, params.epsilon) {
+        (0, 0) => {}
+        (0, _) => {
+            return Err(refuse(task, format!("grant '{}' has no privacy budget; ask without noise (ε = 0)", g.id)));
+        }
+        (_, 0) => {
+            return Err(refuse(
+                task,
+                format!(
+                    "grant '{}' releases only with differential privacy: give ε (ε = {} left of {})",
+                    g.id,
+                    epsilon_text(left),
+                    epsilon_text(g.epsilon_budget)
+                ),
+            ));
+        }
+        (_, asked) if asked > left => {
+            return Err(refuse(
+                task,
+                format!(
+                    "the query asks ε = {} but grant '{}' has ε = {} left of {}; ask for less or request a new grant",
+                    epsilon_text(asked),
+                    g.id,
+                    epsilon_text(left),
+                    epsilon_text(g.epsilon_budget)
+                ),
+            ));
+        }
+        _ => {}
+    }
+    Ok(Disclosure { min_group: u64::from(g.min_cohort), epsilon: (params.epsilon > 0).then_some(params.epsilon) })
+}
+
+/// The owner's node answers one compute-only query (see the module docs).
+async fn serve(
+    state: &Arc<NodeState>,
+    caller: &str,
+    task_id: &str,
+    params: &[u8],
+) -> Result<AggregateResponse, NodeError> {
+    crate::wire::check_task_id(task_id)?;
+    let access = state.ledger.as_ref().ok_or_else(|| {
+        NodeError::InvalidConfig("compute-only access needs a [ledger] section to check grants".into())
+    })?;
+    let ledger = &*access.ledger;
+    let unavailable = |e: stayput_chain_connector::LedgerError| NodeError::LedgerUnavailable(e.to_string());
+    let task = ledger.task(task_id).await.map_err(unavailable)?.ok_or_else(|| refuse(task_id, "not on the ledger"))?;
+    if task.task.kind != Computation::ComputeOnly {
+        return Err(refuse(task_id, format!("it is a {} task, not compute_only", task.task.kind)));
+    }
+    if params_digest(task.task.kind, params) != task.task.params_digest {
+        return Err(refuse(task_id, "the parameters given are not the ones recorded with the task"));
+    }
+    let TaskParams::ComputeOnly(p) =
+        TaskParams::decode(task.task.kind, params).map_err(|e| refuse(task_id, e.to_string()))?
+    else {
+        return Err(refuse(task_id, "not compute-only parameters"));
+    };
+    let query = CohortQuery::from_json(&p.query).map_err(|e| refuse(task_id, e.to_string()))?;
+    let source = state.config.dataset(&p.dataset)?.clone();
+    let own = state.config.org.clone();
+    let columns = query.columns();
+    let request = ServeRequest {
+        task: task_id,
+        peer: caller,
+        dataset: &p.dataset,
+        kinds: &[Computation::ComputeOnly],
+        items: 0,
+        columns: &columns,
+        key_columns: &source.key_columns,
+    };
+    let grant_id = check(ledger, &own, &request).await?;
+    let grant = ledger.grant(&grant_id).await.map_err(unavailable)?.ok_or_else(|| refuse(task_id, "grant vanished"))?;
+    let disclosure = policy(task_id, &query, &p, &grant)?;
+    let permit = state.session_permit()?;
+    tracing::info!(task = %task_id, dataset = %p.dataset, "answering a compute-only query");
+
+    let allowed = grant.grant.columns.clone();
+    let (scan_source, scan_query) = (source.clone(), query.clone());
+    let released = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let names = scan_source.column_names()?;
+        let schema: Vec<&str> = names.iter().map(String::as_str).collect();
+        scan_query.validate(&schema, &allowed).map_err(compute_err)?;
+        let release = answer(&scan_source, &scan_query, &disclosure)?;
+        let table = to_ipc(&release, &disclosure)?;
+        if table.len() > MAX_TABLE_BYTES {
+            return Err(compute_err(format!(
+                "the result table would be {} bytes, above {MAX_TABLE_BYTES}; narrow the region or coarsen the bins",
+                table.len()
+            )));
+        }
+        Ok((release, table))
+    })
+    .await
+    .map_err(|e| NodeError::Worker(e.to_string()))??;
+    let (release, table) = released;
+    // Nothing leaves before the use — rows scanned, ε spent — is on the ledger.
+    let epsilon = disclosure.epsilon.unwrap_or(0);
+    record_use_spending(ledger, &own, &access.key, task_id, &grant_id, release.rows_scanned, epsilon).await?;
+    let left = grant.grant.epsilon_budget.saturating_sub(grant.epsilon_spent).saturating_sub(epsilon);
+    tracing::info!(
+        task = %task_id,
+        dataset = %p.dataset,
+        rows = release.rows_scanned,
+        groups_released = release.groups_released,
+        groups_suppressed = release.groups_suppressed,
+        epsilon_milli = epsilon,
+        "compute-only query answered; use recorded"
+    );
+    Ok(AggregateResponse {
+        table: table.into(),
+        rows_scanned: release.rows_scanned,
+        groups_released: release.groups_released as u64,
+        groups_suppressed: release.groups_suppressed as u64,
+        epsilon_spent: epsilon,
+        epsilon_left: left,
+    })
+}
+
+/// What a compute-only task left on the requester's node.
+#[derive(Debug, Clone)]
+pub struct ComputeOnlyOutcome {
+    /// SHA-256 of the result file.
+    pub sha256: [u8; 32],
+    /// Groups in the table.
+    pub groups_released: u64,
+    /// Groups the owner left out.
+    pub groups_suppressed: u64,
+    /// Milli-ε spent and left.
+    pub epsilon: (u32, u32),
+}
+
+/// The requester's node runs a compute-only task: asks the dataset's
+/// owner and writes the table it gets to `result_file`.
+pub async fn run_compute_only(
+    state: &Arc<NodeState>,
+    task_id: &str,
+    params: &[u8],
+    p: &ComputeOnlyParams,
+    result_file: &Path,
+) -> Result<ComputeOnlyOutcome, NodeError> {
+    let ledger = &state.ledger.as_ref().ok_or_else(|| refuse(task_id, "this node has no [ledger]"))?.ledger;
+    let owner = ledger
+        .dataset(&p.dataset)
+        .await
+        .map_err(|e| NodeError::LedgerUnavailable(e.to_string()))?
+        .last()
+        .map(|v| v.owner.clone())
+        .ok_or_else(|| refuse(task_id, format!("dataset '{}' is not on the ledger", p.dataset)))?;
+    let channel = crate::requester::connect_peer(state, &owner).await?;
+    let mut client = AggregatePeerClient::new(channel)
+        .max_decoding_message_size(MAX_TABLE_BYTES + 4096)
+        .max_encoding_message_size(crate::wire::MAX_MESSAGE_BYTES);
+    let response = client
+        .query(AggregateRequest { task_id: task_id.to_owned(), params: params.to_vec().into() })
+        .await
+        .map_err(|s| crate::wire::status_error(s, &owner, "query"))?
+        .into_inner();
+    let (file, format) = (result_file.to_path_buf(), p.format);
+    let sha256 = tokio::task::spawn_blocking(move || {
+        let table = from_ipc(&response.table)?;
+        write_table(&file, format, &table)?;
+        crate::tasks::file_sha256(&file)
+    })
+    .await
+    .map_err(|e| NodeError::Worker(e.to_string()))??;
+    tracing::info!(
+        task = %task_id,
+        owner = %owner,
+        groups_released = response.groups_released,
+        groups_suppressed = response.groups_suppressed,
+        epsilon_milli = response.epsilon_spent,
+        epsilon_left_milli = response.epsilon_left,
+        "compute-only result written on this node"
+    );
+    Ok(ComputeOnlyOutcome {
+        sha256,
+        groups_released: response.groups_released,
+        groups_suppressed: response.groups_suppressed,
+        epsilon: (response.epsilon_spent, response.epsilon_left),
+    })
+}
+
+/// Writes `table` to `path` in `format`, durably and atomically; never
+/// replaces a file.
+pub fn write_table(path: &Path, format: ResultFormat, table: &RecordBatch) -> Result<(), NodeError> {
+    let io_err = |source| NodeError::WriteFile { path: path.into(), source };
+    let write_err = |source| NodeError::WriteResult { path: path.into(), source };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(io_err)?;
+    let mut temp = tempfile::Builder::new().prefix(".partial-").tempfile_in(dir).map_err(io_err)?;
+    match format {
+        ResultFormat::Csv | ResultFormat::Parquet => {
+            let format = if format == ResultFormat::Csv { FileFormat::Csv } else { FileFormat::Parquet };
+            let mut writer = ResultWriter::new(format, temp.as_file_mut(), table.schema()).map_err(write_err)?;
+            writer.write(table).map_err(write_err)?;
+            writer.finish().map_err(write_err)?;
+        }
+        ResultFormat::ArrowIpc => {
+            let mut writer =
+                arrow::ipc::writer::FileWriter::try_new(temp.as_file_mut(), &table.schema()).map_err(write_err)?;
+            writer.write(table).map_err(write_err)?;
+            writer.finish().map_err(write_err)?;
+        }
+    }
+    temp.as_file_mut().flush().map_err(io_err)?;
+    temp.as_file().sync_all().map_err(io_err)?;
+    temp.persist_noclobber(path).map_err(|e| match e.error.kind() {
+        std::io::ErrorKind::AlreadyExists => NodeError::ResultExists { path: path.into() },
+        _ => io_err(e.error),
+    })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epsilon_is_accounted_in_thousandths() {
+        assert_eq!(milli_epsilon(0.0), Ok(0));
+        assert_eq!(milli_epsilon(0.5), Ok(500));
+        assert_eq!(milli_epsilon(3.0), Ok(3_000));
+        assert!(milli_epsilon(0.0001).is_err());
+        assert!(milli_epsilon(-1.0).is_err());
+        assert!(milli_epsilon(f64::NAN).is_err());
+        assert!(milli_epsilon(1e9).is_err());
+    }
+
+    #[test]
+    fn tables_round_trip_through_arrow_ipc_and_reject_garbage() {
+        use arrow::array::Int64Array;
+        use arrow::datatypes::{DataType, Field, Schema};
+        let table = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new("count", DataType::Int64, false)])),
+            vec![Arc::new(Int64Array::from(vec![12, 40]))],
+        )
+        .unwrap();
+        let release = Release { table: table.clone(), groups_released: 2, groups_suppressed: 3, rows_scanned: 60 };
+        let bytes = to_ipc(&release, &Disclosure { min_group: 10, epsilon: Some(500) }).unwrap();
+        let back = from_ipc(&bytes).unwrap();
+        assert_eq!(back.columns(), table.columns());
+        assert_eq!(back.schema().metadata()["stayput.epsilon"], "0.500");
+        assert_eq!(back.schema().metadata()["stayput.groups_suppressed"], "3");
+        assert!(from_ipc(&bytes[..bytes.len() / 2]).is_err());
+        assert!(from_ipc(b"not arrow").is_err());
+    }
+}
