@@ -12,6 +12,7 @@
 
 pub mod blacklist;
 pub mod ledger;
+pub mod ocean;
 pub mod psi;
 pub mod stats;
 

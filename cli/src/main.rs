@@ -225,6 +225,17 @@ enum BenchCommand {
         #[arg(long, default_value_t = 1_000_000)]
         rows: usize,
     },
+    /// Compute-only access: a gridded monthly mean over synthetic ocean
+    /// observations in Parquet, as the data centre's node answers it;
+    /// rows/s end to end, against the Parquet decoding floor.
+    Ocean {
+        /// Observations.
+        #[arg(long, default_value_t = 10_000_000)]
+        rows: usize,
+        /// Folder to keep the generated Parquet file in (reused when present).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// The embedded ledger: durable signed records per second, and the time
     /// to re-verify the whole chain on open.
     Ledger {
@@ -325,6 +336,12 @@ async fn run(command: Command) -> Result<(), CliError> {
         }
         Command::Bench(BenchCommand::Stats { sites, rows }) => {
             let report = tokio::task::spawn_blocking(move || stayput_benches::stats::run(sites, rows))
+                .await
+                .map_err(|e| CliError::Signal(e.to_string()))??;
+            println!("{report}");
+        }
+        Command::Bench(BenchCommand::Ocean { rows, dir }) => {
+            let report = tokio::task::spawn_blocking(move || stayput_benches::ocean::run(rows, dir))
                 .await
                 .map_err(|e| CliError::Signal(e.to_string()))??;
             println!("{report}");

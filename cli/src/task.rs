@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
 use stayput_chain_connector::records::Computation;
-use stayput_chain_connector::tasks::{LabeledPsiParams, PsiParams, TaskParams};
+use stayput_chain_connector::tasks::{ComputeOnlyParams, LabeledPsiParams, PsiParams, ResultFormat, TaskParams};
 use stayput_coordinator::client::{Client, Phase, TaskReport, TaskSpec, sign, unix_now};
 use stayput_node::NodeConfig;
 
@@ -66,6 +66,29 @@ pub enum TaskCommand {
         /// The bureaus' blacklist datasets on the ledger.
         #[arg(long, value_delimiter = ',', required = true)]
         bureaus: Vec<String>,
+    },
+    /// Submit a compute-only query: aggregates over one dataset you may not
+    /// read (TOML cohort query; `[[bins]]` add grid cells, depth bands and
+    /// time windows as group keys). The owner's node enforces the grant's
+    /// minimum group size and privacy budget; the table is written on your
+    /// node only.
+    Aggregate {
+        /// Your node's TOML configuration (with its [ledger] section).
+        #[arg(long)]
+        config: PathBuf,
+        /// The query file (TOML).
+        #[arg(long)]
+        query: PathBuf,
+        /// The dataset on the ledger.
+        #[arg(long)]
+        dataset: String,
+        /// ε to spend on calibrated noise (required when the grant has a
+        /// privacy budget; 0 for none).
+        #[arg(long, default_value_t = 0.0)]
+        epsilon: f64,
+        /// Result format: csv, parquet or arrow (Arrow IPC).
+        #[arg(long, default_value = "csv")]
+        format: String,
     },
     /// Follow a task until it ends.
     Watch {
@@ -144,7 +167,7 @@ async fn run_to_end(
     if last.phase != Phase::Succeeded {
         return Err(CliError::NotFound(format!("task {} failed: {}", last.task_id, last.error)));
     }
-    let path = stayput_node::tasks::result_path(&config.output_dir, &last.task_id);
+    let path = stayput_node::tasks::result_file(&config.output_dir, &last.task_id);
     Ok((last, path))
 }
 
@@ -203,6 +226,33 @@ pub async fn run(command: TaskCommand) -> Result<(), CliError> {
             for line in table.lines().skip(1).filter(|l| l.split(',').nth(3) == Some("unavailable")) {
                 let fields: Vec<&str> = line.splitn(5, ',').collect();
                 println!("  PARTIAL: {} ({}) did not answer: {}", fields[1], fields[2], fields.get(4).unwrap_or(&""));
+            }
+            println!("result on your node: {} (digest on the ledger: {})", path.display(), last.result_digest);
+        }
+        TaskCommand::Aggregate { config, query, dataset, epsilon, format } => {
+            let (config, key) = requester(&config)?;
+            let text =
+                std::fs::read_to_string(&query).map_err(|e| CliError::NotFound(format!("{}: {e}", query.display())))?;
+            let query = stayput_mpc_engine::query::CohortQuery::from_toml(&text)
+                .map_err(|e| CliError::Usage(format!("{}: {e}", query.display())))?;
+            let epsilon = stayput_node::aggregate::milli_epsilon(epsilon)
+                .map_err(|e| CliError::Usage(format!("--epsilon: {e}")))?;
+            let format = ResultFormat::parse(&format).map_err(|e| CliError::Usage(format!("--format: {e}")))?;
+            let spec = TaskSpec {
+                kind: Computation::ComputeOnly,
+                datasets: vec![dataset.clone()],
+                receiver: config.org.clone(),
+                params: TaskParams::ComputeOnly(ComputeOnlyParams {
+                    dataset,
+                    query: query.to_canonical_json(),
+                    epsilon,
+                    format,
+                }),
+            };
+            let (last, path) = run_to_end(&config, &key, &spec).await?;
+            println!("task {} succeeded: {} groups released", last.task_id, last.result_count);
+            if format == ResultFormat::Csv {
+                print!("{}", std::fs::read_to_string(&path).unwrap_or_default());
             }
             println!("result on your node: {} (digest on the ledger: {})", path.display(), last.result_digest);
         }
