@@ -53,7 +53,7 @@ const DEFAULTS_A: usize = 40;
 const DEFAULTS_B: usize = 25;
 const DEFAULTS_BOTH: usize = 10;
 const PATIENTS_PER_HOSPITAL: usize = 3_000;
-const OBSERVATIONS: usize = 50_000;
+const OBSERVATIONS: usize = 400_000;
 
 /// A mainland resident identity number: region, birth date, sequence, and
 /// the ISO 7064 MOD 11-2 check character.
@@ -246,7 +246,8 @@ fn generate(dir: &Path) -> Result<DemoData, CliError> {
         Field::new("temperature_c", DataType::Float64, false),
         Field::new("salinity_psu", DataType::Float64, false),
     ]));
-    let depth: Vec<f64> = (0..n).map(|_| rng.gen_range(0.0..1000.0)).collect();
+    // Casts sample the surface more densely than the deep: depth = 1000·u³.
+    let depth: Vec<f64> = (0..n).map(|_| (1000.0 * rng.gen_range(0.0f64..1.0).powi(3) * 10.0).round() / 10.0).collect();
     let lat: Vec<f64> = (0..n).map(|_| rng.gen_range(18.0..40.0)).collect();
     let batch = RecordBatch::try_new(
         schema,
@@ -457,11 +458,12 @@ pub async fn run(dir: Option<PathBuf>) -> Result<(), CliError> {
             vec![Role::DataOwner],
             vec![("ctd-observations", &data.observations_parquet, "station_id", None)],
         ),
+        participant("climate", "Marine Climate Lab", vec![Role::Requester], vec![]),
     ];
     let net = LocalConsortium::start(&dir, &participants, system_clock()).await?;
     bar.finish_and_clear();
     println!(
-        "coordinator: {} (embedded ledger {}), 8 nodes on loopback, mutual TLS under the consortium CA",
+        "coordinator: {} (embedded ledger {}), 9 nodes on loopback, mutual TLS under the consortium CA",
         net.coordinator.addr,
         dir.join("operator/ledger.redb").display()
     );
@@ -505,6 +507,26 @@ pub async fn run(dir: Option<PathBuf>) -> Result<(), CliError> {
         )
         .await?;
     }
+    // The ocean centre opens its observations for computation only: aggregate
+    // queries over the measurements (not the station ids), groups of at
+    // least 10, and a total privacy budget of ε = 3.
+    net.write(
+        "ocean",
+        Record::Grant(Grant {
+            id: "g-ctd-climate".into(),
+            dataset: "ctd-observations".into(),
+            grantee: "climate".into(),
+            computations: vec![Computation::ComputeOnly],
+            columns: ["time", "lat", "lon", "depth_m", "temperature_c", "salinity_psu"].map(String::from).to_vec(),
+            min_cohort: 10,
+            max_uses: 50,
+            max_items: 100_000_000,
+            max_items_per_use: 10_000_000,
+            expires_at: stayput_coordinator::client::unix_now() + month,
+            epsilon_budget: 3_000,
+        }),
+    )
+    .await?;
     let clinical = ["age", "sex", "bmi", "systolic_bp", "diagnosis", "length_of_stay"];
     for h in ["a", "b", "c"] {
         let (owner, dataset) = (format!("hospital-{h}"), format!("inpatients-{h}"));
@@ -618,6 +640,8 @@ pub async fn run(dir: Option<PathBuf>) -> Result<(), CliError> {
         "  under TFHE, on ciphertexts under the institute's one-task key: {hidden} cell(s) suppressed; no hospital's own numbers left it"
     );
 
+    ocean_journey(&net).await?;
+
     println!("\na refused request — the bank asks bureau-b for the names, which its grant does not allow:");
     match net.submit("bank", &psi_task(Computation::Psi, "judgements-b")).await {
         Err(e) => println!("  refused before anything ran: {e}"),
@@ -653,6 +677,116 @@ pub async fn run(dir: Option<PathBuf>) -> Result<(), CliError> {
     println!(
         "  stayput task blacklist --config ./demo/bank/node.toml --dataset new-applicants --bureaus defaults-a,defaults-b"
     );
-    println!("  (ocean queries and private lookups arrive with their issues; the ocean data is registered above)");
+    println!(
+        "  stayput task aggregate --config ./demo/climate/node.toml --dataset ctd-observations --query sst.toml --epsilon 0.5 --format parquet"
+    );
+    println!("  stayput bench ocean            rows/s of a gridded monthly mean over 10M Parquet observations");
+    println!("  (private lookups arrive with their issue)");
+    Ok(())
+}
+
+/// The climate lab's gridded query: monthly mean sea-surface temperature
+/// per 2° cell of the northern South China Sea, top 10 m.
+const SST_QUERY: &str = r#"
+precision = 2
+ranges = { temperature_c = [-2, 35] }
+filter = { column = "depth_m", le = 10 }
+[[bins]]
+kind = "grid"
+lat = "lat"
+lon = "lon"
+cell_degrees = 2.0
+lat_range = [18, 26]
+lon_range = [112, 120]
+[[bins]]
+kind = "time"
+column = "time"
+window = "month"
+from = "2025-01-01"
+to = "2026-01-01"
+[[measures]]
+kind = "mean"
+column = "temperature_c"
+"#;
+
+fn compute_only(query: &str, epsilon: u32) -> Result<TaskSpec, CliError> {
+    let query = stayput_mpc_engine::query::CohortQuery::from_toml(query).map_err(|e| CliError::Demo(e.to_string()))?;
+    Ok(TaskSpec {
+        kind: Computation::ComputeOnly,
+        datasets: vec!["ctd-observations".into()],
+        receiver: "climate".into(),
+        params: TaskParams::ComputeOnly(stayput_chain_connector::tasks::ComputeOnlyParams {
+            dataset: "ctd-observations".into(),
+            query: query.to_canonical_json(),
+            epsilon,
+            format: stayput_chain_connector::tasks::ResultFormat::Csv,
+        }),
+    })
+}
+
+/// Journey 5: compute-only access to the ocean centre's observations.
+async fn ocean_journey(net: &LocalConsortium) -> Result<(), CliError> {
+    println!(
+        "\njourney 5 — compute-only access (climate lab × ocean centre): monthly mean SST per 2° cell, 18–26°N 112–120°E, top 10 m, ε = 2"
+    );
+    let sst = run_task(net, "climate", &compute_only(SST_QUERY, 2_000)?, "climate × ocean").await?;
+    let file = stayput_node::tasks::result_file(&net.net.state("climate").config.output_dir, &sst.task_id);
+    let table = std::fs::read_to_string(&file).map_err(|e| CliError::Demo(e.to_string()))?;
+    let rows: Vec<&str> = table.lines().skip(1).collect();
+    println!(
+        "  task {}: {} cell-months released (of 192; a cell-month with fewer than 10 observations after noise is left out)",
+        sst.task_id,
+        rows.len()
+    );
+    println!("    {}", table.lines().next().unwrap_or_default());
+    for line in rows.iter().take(4) {
+        println!("    {line}");
+    }
+    println!(
+        "    counts and sums carry discrete Laplace noise (ε split over count, n and Σ; Σ's sensitivity from the declared range)"
+    );
+    println!("    … (the table is on the lab's node only: {})", file.display());
+
+    println!("  attempts to get at rows, refused before anything ran:");
+    let pull = TaskSpec {
+        kind: Computation::Psi,
+        datasets: vec!["ctd-observations".into()],
+        receiver: "climate".into(),
+        params: TaskParams::Psi(PsiParams {
+            requester_dataset: "stations".into(),
+            peer_dataset: "ctd-observations".into(),
+            columns: vec!["station_id".into()],
+        }),
+    };
+    let extreme = SST_QUERY.replace("kind = \"mean\"", "kind = \"max\"");
+    for (what, spec) in [
+        ("match station ids (psi)", pull),
+        ("the warmest observation (max)", compute_only(&extreme, 500)?),
+        ("a query spending ε = 2.5", compute_only(SST_QUERY, 2_500)?),
+    ] {
+        match net.submit("climate", &spec).await {
+            Err(e) => println!("    {what}: {e}"),
+            Ok(t) => return Err(CliError::Demo(format!("task {} should have been refused", t.task_id))),
+        }
+    }
+    let task = net.ledger.task(&sst.task_id).await?.ok_or_else(|| CliError::Demo("task missing".into()))?;
+    for (org, used) in &task.uses {
+        println!(
+            "  ledger: {org} recorded a use of {} rows scanned and ε = {:.3} under grant {}",
+            used.items,
+            f64::from(used.epsilon) / 1000.0,
+            used.grant
+        );
+    }
+    let grant = net.ledger.grant("g-ctd-climate").await?.ok_or_else(|| CliError::Demo("grant missing".into()))?;
+    println!(
+        "  privacy budget of grant g-ctd-climate: ε = {:.3} spent, {:.3} left of {:.3}",
+        f64::from(grant.epsilon_spent) / 1000.0,
+        f64::from(grant.grant.epsilon_budget.saturating_sub(grant.epsilon_spent)) / 1000.0,
+        f64::from(grant.grant.epsilon_budget) / 1000.0
+    );
+    if grant.epsilon_spent != 2_000 || rows.is_empty() {
+        return Err(CliError::Demo("the ocean journey did not spend exactly ε = 2 or released nothing".into()));
+    }
     Ok(())
 }
