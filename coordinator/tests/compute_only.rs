@@ -4,6 +4,7 @@
 //! noised within a budget the owner's node enforces and records; attempts
 //! to pull rows, to exceed the budget or to read other columns are refused
 //! and consume nothing.
+#![allow(clippy::cast_possible_truncation)]
 
 use std::sync::Arc;
 
@@ -93,9 +94,12 @@ fn write_dataset(path: &std::path::Path, rows: &[Obs]) {
     stayput_node::dataset::write_parquet(path, &[batch]).unwrap();
 }
 
+/// A group's keys (south, west, month) and its (count, mean).
+type Row = ((i64, i64, String), (i64, f64));
+
 /// The plain computation: (south, west, month) → (count, mean), groups of
 /// at least 10 rows.
-fn plain(rows: &[Obs]) -> Vec<((i64, i64, String), (i64, f64))> {
+fn plain(rows: &[Obs]) -> Vec<Row> {
     let mut groups: std::collections::BTreeMap<(i64, i64, String), (i64, f64)> = Default::default();
     for r in rows.iter().filter(|r| r.depth <= 50.0) {
         let key = (r.lat.floor() as i64, r.lon.floor() as i64, format!("2025-{:02}", r.month));
@@ -177,7 +181,7 @@ async fn a_scientist_gets_aggregates_and_never_rows() {
     let text = std::fs::read_to_string(stayput_node::tasks::result_file(&out, &submitted.task_id)).unwrap();
     let mut lines = text.lines();
     assert_eq!(lines.next(), Some("lat_south,lon_west,time_month,count,mean(temperature_c)"));
-    let got: Vec<((i64, i64, String), (i64, f64))> = lines
+    let got: Vec<Row> = lines
         .map(|l| {
             let f: Vec<&str> = l.split(',').collect();
             let key = (f[0].parse::<f64>().unwrap() as i64, f[1].parse::<f64>().unwrap() as i64, f[2].to_owned());

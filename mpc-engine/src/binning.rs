@@ -289,6 +289,7 @@ impl Bin {
     }
 
     /// The labels of key `k` (as many as [`Bin::label_names`]).
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // rem_euclid(4) is 0..4
     pub fn label(&self, k: usize) -> Vec<Label> {
         match self {
             Bin::Grid { cell_degrees, lat_range, lon_range, .. } => {
@@ -321,6 +322,8 @@ impl Bin {
 
     /// Folds this bin's key into every row's group index: `group = group ·
     /// keys + key`, or [`NO_GROUP`] for a row outside the bin.
+    // Key counts are at most MAX_KEYS_PER_BIN (validated), so they fit u32.
+    #[allow(clippy::cast_possible_truncation)]
     pub fn assign(&self, batch: &RecordBatch, groups: &mut [u32], keys: u32) -> Result<(), MpcError> {
         let fold = |groups: &mut [u32], key_of: &dyn Fn(usize) -> Option<u32>| {
             for (r, g) in groups.iter_mut().enumerate() {

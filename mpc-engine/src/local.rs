@@ -367,6 +367,8 @@ impl<'q> LocalScan<'q> {
         if let Some(g) = &query.group_by {
             let values = text(batch, &g.column)?;
             let values = values.as_any().downcast_ref::<StringArray>().expect("utf8");
+            // At most MAX_GROUPS values (validated).
+            #[allow(clippy::cast_possible_truncation)]
             let index: HashMap<&str, u32> = g.values.iter().enumerate().map(|(i, v)| (v.as_str(), i as u32)).collect();
             for (group, value) in groups.iter_mut().zip(values.iter()) {
                 if *group != NO_GROUP {

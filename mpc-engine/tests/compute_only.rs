@@ -1,6 +1,7 @@
 //! A compute-only release without noise equals a plain computation on the
 //! same rows: gridded, banded, monthly groups; counts, means and
 //! histograms; groups below the minimum left out.
+#![allow(clippy::cast_possible_truncation)]
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
