@@ -16,6 +16,9 @@ pub enum PsiError {
     /// Labeled PSI input or answers that are refused.
     #[error("labeled PSI: {0}")]
     Labeled(&'static str),
+    /// Private information retrieval input, layouts or answers that are refused.
+    #[error("private lookup: {0}")]
+    Pir(&'static str),
     /// A point decoded to the identity element, which would reveal nothing
     /// useful and is a classic small-subgroup probe.
     #[error("point {index} of the batch is the identity element; the peer is faulty or malicious")]

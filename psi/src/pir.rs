@@ -1,0 +1,604 @@
+//! Single-server private information retrieval by keyword, in the style of
+//! SimplePIR (Henzinger, Hong, Corrigan-Gibbs, Meiklejohn, Vaikuntanathan,
+//! "One Server for the Price of Two: Simple and Fast Single-Server Private
+//! Information Retrieval", USENIX Security 2023). Sans-IO: the server holds
+//! a [`Database`]; the client makes a [`Query`] for a key, the server
+//! computes an [`Answer`] without learning which column was asked for, and
+//! the client decodes it with the server's [`Hint`].
+//!
+//! **The scheme.** The database is a matrix D ∈ Z_p^{ℓ×m} (one byte per
+//! entry, p = 2^8). A public matrix A ∈ Z_q^{m×n} (q = 2^32) is expanded
+//! from the layout's seed with ChaCha20. The server publishes the hint
+//! H = D·A ∈ Z_q^{ℓ×n} once per database version. To read column j the
+//! client samples a secret s ∈ Z_q^n and an error e ∈ Z^m, and sends
+//! q⃗ = A·s + e + Δ·u_j with Δ = q/p. The server returns a⃗ = D·q⃗: one
+//! pass over the database, ℓ·m multiply-adds, memory-bandwidth bound. The
+//! client computes a⃗ − H·s = D·e + Δ·D_{·,j} and rounds each entry to
+//! the nearest multiple of Δ, which gives the column.
+//!
+//! **Parameters (128-bit security).** n = 1024, q = 2^32, and an error
+//! drawn from the discrete Gaussian with σ = 6.4 (a cumulative table with
+//! the tail beyond 10σ cut off; probability mass below 2^-70). These are
+//! SimplePIR's parameters, for which the paper reports at least 128 bits
+//! of security against the lattice estimator (Albrecht, Player, Scott
+//! 2015) for up to 2^20 samples; a query is m samples and this module caps
+//! m at [`MAX_COLUMNS`] = 2^18. The hint and A are public; security rests
+//! only on s and e, which never leave the client and are zeroized.
+//!
+//! **Correctness.** Entry i of D·e is a sum of m terms D_{i,k}·e_k with
+//! D_{i,k} < 256. Its standard deviation is at most σ·255·√m ≤ 836,000 for
+//! m ≤ 2^18. Decoding fails only when it reaches Δ/2 = 2^23, that is 10
+//! standard deviations, with probability below 2^-72 per entry: about
+//! 2^-52 for a whole column of 2^20 entries.
+//!
+//! **Keyword layout.** Records have a fixed size R. A key hashes (SHA-256,
+//! bound to the layout's seed) to one column. The column holds ℓ/R slots.
+//! Each slot is a 16-byte tag of the key (SHA-256 under a separate label),
+//! a 2-byte length, then the value, zero-padded. Columns are filled to at
+//! most half their slots on average, so the busiest column is very
+//! unlikely to overflow. If one does, the build tries up to
+//! [`MAX_SEED_TRIES`] seeds derived from the first, then fails with a
+//! message to lower the load.
+//! The client reads its key's column and looks for its tag among the
+//! slots (constant-time comparisons). No match means the key is **absent**.
+//! The server cannot tell: every query is the same size, for one column,
+//! and encrypted under LWE.
+//!
+//! **Versions and integrity.** [`Hint::digest`] binds the layout and the
+//! hint. The owner publishes it on the ledger, and a client uses a cached
+//! hint only when the digest matches.
+//!
+//! **Leakage.** The server learns that a lookup happened and nothing about
+//! which key. The client learns the whole column its key falls in: the
+//! other records in that column, about 1/m of the database. This is the
+//! usual SimplePIR trade-off; a grant meters lookups, not records.
+
+use rand_chacha::ChaCha20Rng;
+use rand_core::{RngCore, SeedableRng};
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+use crate::PsiError;
+
+/// LWE secret dimension.
+pub const LWE_DIMENSION: usize = 1024;
+/// Error standard deviation.
+pub const ERROR_SIGMA: f64 = 6.4;
+/// Plaintext bits per matrix entry (p = 2^8).
+pub const PLAINTEXT_BITS: u32 = 8;
+/// Δ = q / p.
+const DELTA: u32 = 1 << (32 - PLAINTEXT_BITS);
+/// Bytes of a slot's key tag.
+pub const TAG_BYTES: usize = 16;
+/// Bytes of a slot's value length.
+const LEN_BYTES: usize = 2;
+/// Most columns (bounds the LWE samples per query and the noise).
+pub const MAX_COLUMNS: usize = 1 << 18;
+/// Most rows.
+pub const MAX_ROWS: usize = 1 << 18;
+/// Largest record (tag and length included).
+pub const MAX_RECORD_BYTES: usize = 4096;
+/// Seeds tried before the build gives up on an overflowing column.
+pub const MAX_SEED_TRIES: u32 = 8;
+
+fn err(what: &'static str) -> PsiError {
+    PsiError::Pir(what)
+}
+
+/// The public layout: how keys map to columns and slots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// Seed of the column hash and of the public matrix A.
+    pub seed: [u8; 32],
+    /// Bytes per record: tag, length, value.
+    pub record_bytes: usize,
+    /// Slots per column.
+    pub slots: usize,
+    /// Columns.
+    pub columns: usize,
+}
+
+impl Layout {
+    /// A layout for `records` records of `record_bytes` bytes, about square,
+    /// with columns at most half full on average.
+    pub fn for_records(records: usize, record_bytes: usize, seed: [u8; 32]) -> Result<Self, PsiError> {
+        if !(TAG_BYTES + LEN_BYTES < record_bytes && record_bytes <= MAX_RECORD_BYTES) {
+            return Err(err("a record must be larger than its 18-byte header and at most 4096 bytes"));
+        }
+        let capacity = records.max(1).saturating_mul(2);
+        // ℓ·m ≈ capacity·R with ℓ = slots·R ≈ m.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+        let slots = (((capacity * record_bytes) as f64).sqrt() / record_bytes as f64).round().max(8.0) as usize;
+        let columns = capacity.div_ceil(slots).max(1);
+        let layout = Self { seed, record_bytes, slots, columns };
+        layout.check()?;
+        Ok(layout)
+    }
+
+    fn check(&self) -> Result<(), PsiError> {
+        if self.columns == 0 || self.columns > MAX_COLUMNS || self.slots == 0 || self.rows() > MAX_ROWS {
+            return Err(err("the database is larger than one PIR matrix allows (2^18 × 2^18 bytes); split it"));
+        }
+        if !(TAG_BYTES + LEN_BYTES < self.record_bytes && self.record_bytes <= MAX_RECORD_BYTES) {
+            return Err(err("a record must be larger than its 18-byte header and at most 4096 bytes"));
+        }
+        Ok(())
+    }
+
+    /// Rows of the matrix (ℓ).
+    pub fn rows(&self) -> usize {
+        self.slots.saturating_mul(self.record_bytes)
+    }
+
+    /// Largest value a record holds.
+    pub fn value_capacity(&self) -> usize {
+        self.record_bytes - TAG_BYTES - LEN_BYTES
+    }
+
+    fn hash(&self, label: &[u8], key: &[u8]) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(label);
+        h.update(self.seed);
+        h.update((key.len() as u64).to_le_bytes());
+        h.update(key);
+        h.finalize().into()
+    }
+
+    /// The column `key` lives in.
+    pub fn column_of(&self, key: &[u8]) -> usize {
+        let h = self.hash(b"stayput/pir/column/v1", key);
+        let x = u64::from_le_bytes(h[..8].try_into().expect("8 bytes"));
+        #[allow(clippy::cast_possible_truncation)]
+        let column = ((u128::from(x) * self.columns as u128) >> 64) as usize;
+        column
+    }
+
+    /// The tag that marks `key`'s slot.
+    pub fn tag(&self, key: &[u8]) -> [u8; TAG_BYTES] {
+        self.hash(b"stayput/pir/tag/v1", key)[..TAG_BYTES].try_into().expect("16 bytes")
+    }
+
+    /// Canonical bytes: seed, then record bytes, slots and columns as
+    /// little-endian u32.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = self.seed.to_vec();
+        for v in [self.record_bytes, self.slots, self.columns] {
+            out.extend(u32::try_from(v).unwrap_or(u32::MAX).to_le_bytes());
+        }
+        out
+    }
+
+    /// Decodes and checks a layout.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, PsiError> {
+        if bytes.len() != 44 {
+            return Err(err("a PIR layout is 44 bytes"));
+        }
+        let word = |i: usize| u32::from_le_bytes(bytes[32 + 4 * i..36 + 4 * i].try_into().expect("4 bytes")) as usize;
+        let layout = Self {
+            seed: bytes[..32].try_into().expect("32 bytes"),
+            record_bytes: word(0),
+            slots: word(1),
+            columns: word(2),
+        };
+        layout.check()?;
+        Ok(layout)
+    }
+
+    /// The public matrix A (m × n, row-major), expanded from the seed.
+    fn public_matrix(&self) -> Vec<u32> {
+        let mut rng = ChaCha20Rng::from_seed(self.hash(b"stayput/pir/matrix-a/v1", &[]));
+        let mut a = vec![0u32; self.columns * LWE_DIMENSION];
+        for v in &mut a {
+            *v = rng.next_u32();
+        }
+        a
+    }
+}
+
+/// The server's database: the byte matrix, row-major.
+#[derive(Clone)]
+pub struct Database {
+    layout: Layout,
+    matrix: Vec<u8>,
+    records: usize,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database").field("layout", &self.layout).field("records", &self.records).finish_non_exhaustive()
+    }
+}
+
+impl Database {
+    /// Lays out `(key, value)` records of `record_bytes` bytes each.
+    /// Keys must be distinct. If a column overflows, the build tries seeds
+    /// derived from `seed`.
+    pub fn build(records: &[(Vec<u8>, Vec<u8>)], record_bytes: usize, seed: [u8; 32]) -> Result<Self, PsiError> {
+        let mut tried = seed;
+        for _ in 0..MAX_SEED_TRIES {
+            let layout = Layout::for_records(records.len(), record_bytes, tried)?;
+            if let Some(db) = Self::place(records, layout)? {
+                return Ok(db);
+            }
+            tried = Sha256::new().chain_update(b"stayput/pir/reseed/v1").chain_update(tried).finalize().into();
+        }
+        Err(err("a column overflowed under every seed tried; the keys are not distinct or the load is too high"))
+    }
+
+    fn place(records: &[(Vec<u8>, Vec<u8>)], layout: Layout) -> Result<Option<Self>, PsiError> {
+        let (rows, columns, r) = (layout.rows(), layout.columns, layout.record_bytes);
+        let mut matrix = vec![0u8; rows * columns];
+        let mut used = vec![0usize; columns];
+        for (key, value) in records {
+            if value.len() > layout.value_capacity() {
+                return Err(err("a value is larger than the record size allows"));
+            }
+            let column = layout.column_of(key);
+            let slot = used[column];
+            if slot == layout.slots {
+                return Ok(None);
+            }
+            used[column] += 1;
+            let mut record = Vec::with_capacity(r);
+            record.extend(layout.tag(key));
+            record.extend(u16::try_from(value.len()).expect("≤ 4096").to_le_bytes());
+            record.extend(value);
+            record.resize(r, 0);
+            for (k, byte) in record.into_iter().enumerate() {
+                matrix[(slot * r + k) * columns + column] = byte;
+            }
+        }
+        Ok(Some(Self { layout, matrix, records: records.len() }))
+    }
+
+    /// The layout (public).
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Bytes of the matrix the server scans per query.
+    pub fn matrix_bytes(&self) -> usize {
+        self.matrix.len()
+    }
+
+    /// The hint H = D·A, computed once per version (rows in parallel).
+    pub fn hint(&self) -> Hint {
+        let a = self.layout.public_matrix();
+        let columns = self.layout.columns;
+        let mut values = vec![0u32; self.layout.rows() * LWE_DIMENSION];
+        values.par_chunks_mut(LWE_DIMENSION).zip(self.matrix.par_chunks(columns)).for_each(|(out, row)| {
+            for (k, &d) in row.iter().enumerate() {
+                if d == 0 {
+                    continue;
+                }
+                let d = u32::from(d);
+                for (o, &x) in out.iter_mut().zip(&a[k * LWE_DIMENSION..(k + 1) * LWE_DIMENSION]) {
+                    *o = o.wrapping_add(d.wrapping_mul(x));
+                }
+            }
+        });
+        Hint { rows: self.layout.rows(), values }
+    }
+
+    /// The answer to a query: D·q⃗, one pass over the matrix (rows in
+    /// parallel). Refuses a query of the wrong length.
+    pub fn answer(&self, query: &Query) -> Result<Answer, PsiError> {
+        let columns = self.layout.columns;
+        if query.0.len() != columns {
+            return Err(err("the query's length is not the database's number of columns"));
+        }
+        let q = &query.0;
+        let values = self.matrix.par_chunks(columns).map(|row| inner_product(row, q)).collect::<Vec<u32>>();
+        Ok(Answer(values))
+    }
+}
+
+/// Σ row[k]·q[k] mod 2^32, four accumulators so the loop pipelines.
+fn inner_product(row: &[u8], q: &[u32]) -> u32 {
+    let mut acc = [0u32; 4];
+    let mut chunks = row.chunks_exact(4).zip(q.chunks_exact(4));
+    for (d, x) in &mut chunks {
+        for i in 0..4 {
+            acc[i] = acc[i].wrapping_add(u32::from(d[i]).wrapping_mul(x[i]));
+        }
+    }
+    let tail = row.len() - row.len() % 4;
+    let mut sum = acc.iter().fold(0u32, |s, a| s.wrapping_add(*a));
+    for (d, x) in row[tail..].iter().zip(&q[tail..]) {
+        sum = sum.wrapping_add(u32::from(*d).wrapping_mul(*x));
+    }
+    sum
+}
+
+/// The hint H = D·A (ℓ × n, row-major).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hint {
+    rows: usize,
+    values: Vec<u32>,
+}
+
+impl Hint {
+    /// Bytes on the wire.
+    pub fn byte_len(&self) -> usize {
+        self.values.len() * 4
+    }
+
+    /// Little-endian u32s, row by row.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.values.iter().flat_map(|v| v.to_le_bytes()).collect()
+    }
+
+    /// Decodes the hint of `layout`, refusing the wrong size before
+    /// allocating.
+    pub fn from_bytes(layout: &Layout, bytes: &[u8]) -> Result<Self, PsiError> {
+        layout.check()?;
+        if bytes.len() != layout.rows() * LWE_DIMENSION * 4 {
+            return Err(err("the hint's size does not match the layout"));
+        }
+        let values = bytes.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes"))).collect();
+        Ok(Self { rows: layout.rows(), values })
+    }
+
+    /// SHA-256 over the layout and the hint: what the owner publishes and
+    /// the client checks before it uses a hint.
+    pub fn digest(&self, layout: &Layout) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(b"stayput/pir/hint/v1");
+        h.update(layout.to_bytes());
+        for v in &self.values {
+            h.update(v.to_le_bytes());
+        }
+        h.finalize().into()
+    }
+}
+
+/// A query: A·s + e + Δ·u_j (m words).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Query(pub Vec<u32>);
+
+/// An answer: D·q⃗ (ℓ words).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer(pub Vec<u32>);
+
+impl Query {
+    /// Little-endian u32s.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.0.iter().flat_map(|v| v.to_le_bytes()).collect()
+    }
+
+    /// Decodes a query for `layout`, checking its size first.
+    pub fn from_bytes(layout: &Layout, bytes: &[u8]) -> Result<Self, PsiError> {
+        if bytes.len() != layout.columns * 4 {
+            return Err(err("the query's size does not match the layout"));
+        }
+        Ok(Self(bytes.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes"))).collect()))
+    }
+}
+
+impl Answer {
+    /// Little-endian u32s.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.0.iter().flat_map(|v| v.to_le_bytes()).collect()
+    }
+
+    /// Decodes an answer for `layout`, checking its size first.
+    pub fn from_bytes(layout: &Layout, bytes: &[u8]) -> Result<Self, PsiError> {
+        if bytes.len() != layout.rows() * 4 {
+            return Err(err("the answer's size does not match the layout"));
+        }
+        Ok(Self(bytes.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes"))).collect()))
+    }
+}
+
+/// The discrete Gaussian (σ = 6.4, |e| ≤ 64) as a cumulative table over
+/// 2^64, sampled in constant time (every entry compared).
+fn gaussian_table() -> Vec<u64> {
+    let weights: Vec<f64> =
+        (-64i32..=64).map(|z| (-f64::from(z * z) / (2.0 * ERROR_SIGMA * ERROR_SIGMA)).exp()).collect();
+    let total: f64 = weights.iter().sum();
+    let mut acc = 0.0;
+    weights
+        .iter()
+        .map(|w| {
+            acc += w / total;
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let bound = (acc.min(1.0) * 18_446_744_073_709_551_615.0) as u64;
+            bound
+        })
+        .collect()
+}
+
+fn sample_error(table: &[u64], rng: &mut impl RngCore) -> u32 {
+    let u = rng.next_u64();
+    // Index = how many cumulative bounds lie below u; constant time.
+    let index: u32 = table.iter().map(|b| u32::from((*b < u) as u8)).sum();
+    // Values −64..=64; a u beyond the last bound (rounding) stays at 64.
+    index.min(128).wrapping_sub(64)
+}
+
+/// A client's pending lookup: the secret of its query and what it looks
+/// for. Redacted in `Debug`; the secret is zeroized when dropped.
+pub struct Lookup {
+    column: usize,
+    tag: [u8; TAG_BYTES],
+    secret: Zeroizing<Vec<u32>>,
+}
+
+impl std::fmt::Debug for Lookup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Lookup { .. }")
+    }
+}
+
+impl Lookup {
+    /// Makes the query for `key` under `layout`.
+    pub fn new(layout: &Layout, key: &[u8], rng: &mut impl RngCore) -> Result<(Self, Query), PsiError> {
+        layout.check()?;
+        let column = layout.column_of(key);
+        let secret: Zeroizing<Vec<u32>> = Zeroizing::new((0..LWE_DIMENSION).map(|_| rng.next_u32()).collect());
+        let a = layout.public_matrix();
+        let table = gaussian_table();
+        let query = a
+            .chunks_exact(LWE_DIMENSION)
+            .enumerate()
+            .map(|(k, row)| {
+                let as_k = row.iter().zip(secret.iter()).fold(0u32, |s, (x, y)| s.wrapping_add(x.wrapping_mul(*y)));
+                let e = sample_error(&table, rng);
+                let unit = if k == column { DELTA } else { 0 };
+                as_k.wrapping_add(e).wrapping_add(unit)
+            })
+            .collect();
+        Ok((Self { column, tag: layout.tag(key), secret }, Query(query)))
+    }
+
+    /// The column this lookup reads (for tests and the client's own log,
+    /// never for a peer).
+    pub fn column(&self) -> usize {
+        self.column
+    }
+
+    /// Decodes the answer with the hint: the key's value, or `None` when
+    /// the key is absent.
+    pub fn decode(self, layout: &Layout, hint: &Hint, answer: &Answer) -> Result<Option<Vec<u8>>, PsiError> {
+        if hint.rows != layout.rows() || hint.values.len() != layout.rows() * LWE_DIMENSION {
+            return Err(err("the hint does not match the layout"));
+        }
+        if answer.0.len() != layout.rows() {
+            return Err(err("the answer's length does not match the layout"));
+        }
+        let column: Zeroizing<Vec<u8>> = Zeroizing::new(
+            hint.values
+                .chunks_exact(LWE_DIMENSION)
+                .zip(&answer.0)
+                .map(|(h, a)| {
+                    let hs =
+                        h.iter().zip(self.secret.iter()).fold(0u32, |s, (x, y)| s.wrapping_add(x.wrapping_mul(*y)));
+                    let noisy = a.wrapping_sub(hs);
+                    // Round to the nearest multiple of Δ.
+                    #[allow(clippy::cast_possible_truncation)]
+                    let byte = (noisy.wrapping_add(DELTA / 2) >> (32 - PLAINTEXT_BITS)) as u8;
+                    byte
+                })
+                .collect(),
+        );
+        let r = layout.record_bytes;
+        let mut found: Option<Vec<u8>> = None;
+        for slot in column.chunks_exact(r) {
+            let matches: bool = slot[..TAG_BYTES].ct_eq(&self.tag).into();
+            if matches && found.is_none() {
+                let len = usize::from(u16::from_le_bytes([slot[TAG_BYTES], slot[TAG_BYTES + 1]]));
+                if len > layout.value_capacity() {
+                    return Err(err("the record decoded with an impossible length; the answer or hint is corrupt"));
+                }
+                found = Some(slot[TAG_BYTES + LEN_BYTES..TAG_BYTES + LEN_BYTES + len].to_vec());
+            }
+        }
+        Ok(found)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn records(n: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+        (0..n)
+            .map(|i| {
+                (
+                    format!("ST{i:05}").into_bytes(),
+                    format!("station {i}: 21.{i} N, 114.{i} E, depth {}", i * 7).into_bytes(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_record_of_a_small_database_and_absent_keys() {
+        let data = records(300);
+        let db = Database::build(&data, 64, [7; 32]).unwrap();
+        let layout = db.layout().clone();
+        let hint = db.hint();
+        let mut rng = ChaCha20Rng::seed_from_u64(1);
+        for (key, value) in &data {
+            let (lookup, query) = Lookup::new(&layout, key, &mut rng).unwrap();
+            let answer = db.answer(&query).unwrap();
+            assert_eq!(lookup.decode(&layout, &hint, &answer).unwrap().as_ref(), Some(value));
+        }
+        for absent in ["ST99999", "", "st00001"] {
+            let (lookup, query) = Lookup::new(&layout, absent.as_bytes(), &mut rng).unwrap();
+            let answer = db.answer(&query).unwrap();
+            assert_eq!(lookup.decode(&layout, &hint, &answer).unwrap(), None, "{absent}");
+        }
+    }
+
+    #[test]
+    fn wire_forms_round_trip_and_refuse_wrong_sizes() {
+        let db = Database::build(&records(50), 80, [3; 32]).unwrap();
+        assert!(Database::build(&records(50), 40, [3; 32]).is_err(), "values longer than the record size are refused");
+        let layout = db.layout().clone();
+        assert_eq!(Layout::from_bytes(&layout.to_bytes()).unwrap(), layout);
+        assert!(Layout::from_bytes(&layout.to_bytes()[..43]).is_err());
+        let mut huge = layout.clone();
+        huge.columns = MAX_COLUMNS + 1;
+        assert!(Layout::from_bytes(&huge.to_bytes()).is_err());
+        let hint = db.hint();
+        assert_eq!(Hint::from_bytes(&layout, &hint.to_bytes()).unwrap(), hint);
+        assert!(Hint::from_bytes(&layout, &hint.to_bytes()[4..]).is_err());
+        let (lookup, query) = Lookup::new(&layout, b"ST00003", &mut ChaCha20Rng::seed_from_u64(2)).unwrap();
+        assert_eq!(Query::from_bytes(&layout, &query.to_bytes()).unwrap(), query);
+        assert!(db.answer(&Query(vec![0; layout.columns + 1])).is_err());
+        let answer = db.answer(&query).unwrap();
+        assert!(Answer::from_bytes(&layout, &answer.to_bytes()[..8]).is_err());
+        assert!(lookup.decode(&layout, &hint, &Answer(vec![0; 3])).is_err());
+        assert!(
+            format!("{:?}", Lookup::new(&layout, b"x", &mut ChaCha20Rng::seed_from_u64(3)).unwrap().0)
+                == "Lookup { .. }"
+        );
+    }
+
+    #[test]
+    fn a_tampered_hint_changes_its_digest_and_garbles_the_lookup() {
+        let data = records(100);
+        let db = Database::build(&data, 64, [9; 32]).unwrap();
+        let layout = db.layout().clone();
+        let hint = db.hint();
+        let published = hint.digest(&layout);
+        let mut bytes = hint.to_bytes();
+        bytes[17] ^= 1;
+        let tampered = Hint::from_bytes(&layout, &bytes).unwrap();
+        assert_ne!(tampered.digest(&layout), published);
+        let mut other = layout.clone();
+        other.seed[0] ^= 1;
+        assert_ne!(hint.digest(&other), published, "the digest binds the layout too");
+    }
+
+    #[test]
+    fn queries_for_different_columns_look_alike() {
+        // Every query word is A·s + e (+ Δ in one place): uniform-looking.
+        // A coarse check: the high bits are balanced for two different keys.
+        let db = Database::build(&records(200), 64, [4; 32]).unwrap();
+        let layout = db.layout();
+        let mut rng = ChaCha20Rng::seed_from_u64(5);
+        for key in [b"ST00001".as_slice(), b"ST00150".as_slice()] {
+            let (_, q) = Lookup::new(layout, key, &mut rng).unwrap();
+            let high = q.0.iter().filter(|v| **v >= 1 << 31).count();
+            let n = q.0.len();
+            assert!(high.abs_diff(n / 2) < n / 4 + 8, "{high} of {n}");
+        }
+    }
+
+    #[test]
+    fn the_error_table_is_a_distribution_centred_on_zero() {
+        let table = gaussian_table();
+        assert!(table.windows(2).all(|w| w[0] <= w[1]));
+        let mut rng = ChaCha20Rng::seed_from_u64(11);
+        let samples: Vec<i64> = (0..20_000).map(|_| i64::from(sample_error(&table, &mut rng) as i32)).collect();
+        let mean = samples.iter().sum::<i64>() as f64 / 20_000.0;
+        let var = samples.iter().map(|v| (*v as f64 - mean).powi(2)).sum::<f64>() / 20_000.0;
+        assert!(mean.abs() < 0.2, "{mean}");
+        assert!((var.sqrt() - ERROR_SIGMA).abs() < 0.2, "{}", var.sqrt());
+        assert!(samples.iter().all(|v| v.abs() <= 64));
+    }
+}
