@@ -13,6 +13,7 @@
 pub mod blacklist;
 pub mod ledger;
 pub mod ocean;
+pub mod pir;
 pub mod psi;
 pub mod stats;
 

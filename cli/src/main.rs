@@ -236,6 +236,17 @@ enum BenchCommand {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Private lookup (SimplePIR-style): server GB/s per core against a
+    /// plain scan of the same matrix, sizes, client times, and a checked
+    /// end-to-end lookup on a small database.
+    Pir {
+        /// Records.
+        #[arg(long, default_value_t = 1_000_000)]
+        records: usize,
+        /// Bytes per record (18 of them are the slot's tag and length).
+        #[arg(long, default_value_t = 256)]
+        record_bytes: usize,
+    },
     /// The embedded ledger: durable signed records per second, and the time
     /// to re-verify the whole chain on open.
     Ledger {
@@ -342,6 +353,12 @@ async fn run(command: Command) -> Result<(), CliError> {
         }
         Command::Bench(BenchCommand::Ocean { rows, dir }) => {
             let report = tokio::task::spawn_blocking(move || stayput_benches::ocean::run(rows, dir))
+                .await
+                .map_err(|e| CliError::Signal(e.to_string()))??;
+            println!("{report}");
+        }
+        Command::Bench(BenchCommand::Pir { records, record_bytes }) => {
+            let report = tokio::task::spawn_blocking(move || stayput_benches::pir::run(records, record_bytes))
                 .await
                 .map_err(|e| CliError::Signal(e.to_string()))??;
             println!("{report}");

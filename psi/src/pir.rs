@@ -102,7 +102,9 @@ pub struct Layout {
 
 impl Layout {
     /// A layout for `records` records of `record_bytes` bytes, about square,
-    /// with columns at most half full on average.
+    /// with columns at most half full on average and at least 64 slots
+    /// each (a column of s slots holding Poisson(s/2) keys overflows with
+    /// probability below 2^-22 for s ≥ 64, and the build reseeds if one does).
     pub fn for_records(records: usize, record_bytes: usize, seed: [u8; 32]) -> Result<Self, PsiError> {
         if !(TAG_BYTES + LEN_BYTES < record_bytes && record_bytes <= MAX_RECORD_BYTES) {
             return Err(err("a record must be larger than its 18-byte header and at most 4096 bytes"));
@@ -110,7 +112,7 @@ impl Layout {
         let capacity = records.max(1).saturating_mul(2);
         // ℓ·m ≈ capacity·R with ℓ = slots·R ≈ m.
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
-        let slots = (((capacity * record_bytes) as f64).sqrt() / record_bytes as f64).round().max(8.0) as usize;
+        let slots = (((capacity * record_bytes) as f64).sqrt() / record_bytes as f64).round().max(64.0) as usize;
         let columns = capacity.div_ceil(slots).max(1);
         let layout = Self { seed, record_bytes, slots, columns };
         layout.check()?;
@@ -263,12 +265,23 @@ impl Database {
         self.matrix.len()
     }
 
+    /// The matrix, row-major (for benchmarks' floor).
+    pub fn matrix_rows(&self) -> &[u8] {
+        &self.matrix
+    }
+
     /// The hint H = D·A, computed once per version (rows in parallel).
     pub fn hint(&self) -> Hint {
+        Hint { rows: self.layout.rows(), values: self.hint_rows(0..self.layout.rows()) }
+    }
+
+    /// Rows `range` of the hint, row-major (a whole hint is all rows).
+    pub fn hint_rows(&self, range: std::ops::Range<usize>) -> Vec<u32> {
         let a = self.layout.public_matrix();
         let columns = self.layout.columns;
-        let mut values = vec![0u32; self.layout.rows() * LWE_DIMENSION];
-        values.par_chunks_mut(LWE_DIMENSION).zip(self.matrix.par_chunks(columns)).for_each(|(out, row)| {
+        let rows = &self.matrix[range.start * columns..range.end * columns];
+        let mut values = vec![0u32; range.len() * LWE_DIMENSION];
+        values.par_chunks_mut(LWE_DIMENSION).zip(rows.par_chunks(columns)).for_each(|(out, row)| {
             for (k, &d) in row.iter().enumerate() {
                 if d == 0 {
                     continue;
@@ -279,7 +292,7 @@ impl Database {
                 }
             }
         });
-        Hint { rows: self.layout.rows(), values }
+        values
     }
 
     /// The answer to a query: D·q⃗, one pass over the matrix (rows in
