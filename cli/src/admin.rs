@@ -250,7 +250,7 @@ pub async fn run(command: ConsortiumCommand) -> Result<(), CliError> {
             epsilon_budget,
             days,
         } => {
-            let epsilon_budget = stayput_node::aggregate::milli_epsilon(epsilon_budget)
+            let epsilon_budget = stayput_mpc_engine::privacy::milli_epsilon(epsilon_budget)
                 .map_err(|e| CliError::Usage(format!("--epsilon-budget: {e}")))?;
             let (node, state) = node_access(&config)?;
             let access = state.ledger.as_ref().expect("checked");

@@ -235,7 +235,7 @@ pub async fn run(command: TaskCommand) -> Result<(), CliError> {
                 std::fs::read_to_string(&query).map_err(|e| CliError::NotFound(format!("{}: {e}", query.display())))?;
             let query = stayput_mpc_engine::query::CohortQuery::from_toml(&text)
                 .map_err(|e| CliError::Usage(format!("{}: {e}", query.display())))?;
-            let epsilon = stayput_node::aggregate::milli_epsilon(epsilon)
+            let epsilon = stayput_mpc_engine::privacy::milli_epsilon(epsilon)
                 .map_err(|e| CliError::Usage(format!("--epsilon: {e}")))?;
             let format = ResultFormat::parse(&format).map_err(|e| CliError::Usage(format!("--format: {e}")))?;
             let spec = TaskSpec {

@@ -63,27 +63,9 @@ fn grant_problem(
         return problem(format!("grant '{id}' names no columns; a {kind} task needs a grant that names them"));
     }
     if kind == Computation::ComputeOnly {
-        let (budget, left) = (g.grant.epsilon_budget, g.grant.epsilon_budget.saturating_sub(g.epsilon_spent));
-        let eps = |v: u32| format!("{:.3}", f64::from(v) / 1000.0);
-        match (budget, epsilon) {
-            (0, 0) => {}
-            (0, _) => return problem(format!("grant '{id}' has no privacy budget; ask without noise (ε = 0)")),
-            (_, 0) => {
-                return problem(format!(
-                    "grant '{id}' releases only with differential privacy: give ε (ε = {} left of {})",
-                    eps(left),
-                    eps(budget)
-                ));
-            }
-            (_, asked) if asked > left => {
-                return problem(format!(
-                    "the query asks ε = {} but grant '{id}' has ε = {} left of {}",
-                    eps(asked),
-                    eps(left),
-                    eps(budget)
-                ));
-            }
-            _ => {}
+        let budget = stayput_mpc_engine::privacy::Budget { total: g.grant.epsilon_budget, spent: g.epsilon_spent };
+        if let Err(e) = budget.admit(epsilon) {
+            return problem(format!("grant '{id}': {e}"));
         }
     }
     if let Some(column) = columns.iter().find(|c| !g.grant.columns.is_empty() && !g.grant.columns.contains(c)) {
@@ -104,11 +86,21 @@ pub const MAX_CELLS: usize = 256;
 /// Most min/max values a statistics task may have.
 pub const MAX_EXTREMES: usize = 64;
 
+/// A query parsed and checked for shape (columns against a dataset's
+/// schema are checked by its owner's node), with the columns it reads.
+fn shaped_query(query: &str) -> Result<(stayput_mpc_engine::query::CohortQuery, Vec<String>), CoordinatorError> {
+    let query = stayput_mpc_engine::query::CohortQuery::from_json(query)
+        .map_err(|e| CoordinatorError::BadRequest(e.to_string()))?;
+    let columns = query.columns();
+    let schema: Vec<&str> = columns.iter().map(String::as_str).collect();
+    query.validate(&schema, &[]).map_err(|e| CoordinatorError::BadRequest(e.to_string()))?;
+    Ok((query, columns))
+}
+
 /// The columns a federated-statistics query reads, after checking its shape
 /// (columns against each site's schema are checked by the sites).
 fn stats_columns(query: &str, datasets: &[String]) -> Result<Vec<String>, CoordinatorError> {
-    use stayput_mpc_engine::query::CohortQuery;
-    let query = CohortQuery::from_json(query).map_err(|e| CoordinatorError::BadRequest(e.to_string()))?;
+    let (query, columns) = shaped_query(query)?;
     // Every cell and extreme costs seconds of TFHE at the coordinator.
     let (cells, extremes) =
         (stayput_mpc_engine::local::cells(&query).len(), stayput_mpc_engine::fhe::extreme_kinds(&query).len());
@@ -117,9 +109,6 @@ fn stats_columns(query: &str, datasets: &[String]) -> Result<Vec<String>, Coordi
             "the query has {cells} cells (groups and histogram bins) and {extremes} min/max values; homomorphic post-processing takes at most {MAX_CELLS} and {MAX_EXTREMES} (about 1.5 s each per site). Use fewer groups or bins"
         )));
     }
-    let columns = query.columns();
-    let schema: Vec<&str> = columns.iter().map(String::as_str).collect();
-    query.validate(&schema, &[]).map_err(|e| CoordinatorError::BadRequest(e.to_string()))?;
     if datasets.len() < 2 {
         return Err(CoordinatorError::BadRequest("federated statistics need at least two sites' datasets".into()));
     }
@@ -129,11 +118,7 @@ fn stats_columns(query: &str, datasets: &[String]) -> Result<Vec<String>, Coordi
 /// The columns a compute-only query reads, after checking its shape and
 /// that it asks for aggregates only.
 fn compute_only_columns(query: &str, epsilon: u32) -> Result<Vec<String>, CoordinatorError> {
-    use stayput_mpc_engine::query::CohortQuery;
-    let query = CohortQuery::from_json(query).map_err(|e| CoordinatorError::BadRequest(e.to_string()))?;
-    let columns = query.columns();
-    let schema: Vec<&str> = columns.iter().map(String::as_str).collect();
-    query.validate(&schema, &[]).map_err(|e| CoordinatorError::BadRequest(e.to_string()))?;
+    let (query, columns) = shaped_query(query)?;
     stayput_mpc_engine::release::check_compute_only(&query, epsilon > 0)
         .map_err(|e| CoordinatorError::BadRequest(e.to_string()))?;
     Ok(columns)

@@ -113,6 +113,14 @@ pub enum Bin {
     },
 }
 
+/// A time bin's range, see [`Bin::time_range`].
+struct TimeRange {
+    from_day: i64,
+    to_day: i64,
+    first: i64,
+    last: Option<i64>,
+}
+
 /// Days since 1970-01-01 of a proleptic Gregorian date (the
 /// era-based day-count method: 400-year eras of 146,097 days, years
 /// starting in March so the leap day falls last).
@@ -201,8 +209,10 @@ impl Bin {
         }
     }
 
-    /// The window range `[first, last]` as serials, for calendar windows.
-    fn serial_range(&self) -> Result<Option<(i64, i64, i64, i64)>, MpcError> {
+    /// A time bin's days `[from, to)` and its first and last window
+    /// serials (the cycles start at 0 and have no last); `None` for the
+    /// other bins.
+    fn time_range(&self) -> Result<Option<TimeRange>, MpcError> {
         let Bin::Time { window, from, to, column } = self else { return Ok(None) };
         let from = from.as_deref().map(|f| parse_date(f, "from")).transpose()?;
         let to = to.as_deref().map(|t| parse_date(t, "to")).transpose()?;
@@ -212,17 +222,18 @@ impl Bin {
             return Err(MpcError::Query(format!("the time window of '{column}' needs from < to")));
         }
         let (from_day, to_day) = (from.unwrap_or(i64::MIN / 4), to.unwrap_or(i64::MAX / 4));
-        Ok(match window {
-            Window::MonthOfYear | Window::SeasonOfYear => None,
+        let (first, last) = match window {
+            Window::MonthOfYear | Window::SeasonOfYear => (0, None),
             _ => {
                 let (Some(f), Some(t)) = (from, to) else {
                     return Err(MpcError::Query(format!(
                         "a {window:?} window on '{column}' needs from and to (YYYY-MM-DD)",
                     )));
                 };
-                Some((from_day, to_day, window_serial(*window, f), window_serial(*window, t - 1)))
+                (window_serial(*window, f), Some(window_serial(*window, t - 1)))
             }
-        })
+        };
+        Ok(Some(TimeRange { from_day, to_day, first, last }))
     }
 
     /// How many keys it has.
@@ -235,8 +246,8 @@ impl Bin {
             Bin::Time { window: Window::MonthOfYear, .. } => 12,
             Bin::Time { window: Window::SeasonOfYear, .. } => 4,
             Bin::Time { .. } => {
-                let (_, _, first, last) = self.serial_range()?.expect("calendar window");
-                usize::try_from(last - first + 1).unwrap_or(usize::MAX)
+                let range = self.time_range()?.expect("a time bin");
+                range.last.map_or(0, |last| usize::try_from(last - range.first + 1).unwrap_or(usize::MAX))
             }
         };
         Ok(count)
@@ -266,7 +277,7 @@ impl Bin {
                 }
             }
             Bin::Time { .. } => {
-                self.serial_range()?;
+                self.time_range()?;
             }
         }
         let keys = self.keys()?;
@@ -301,7 +312,7 @@ impl Bin {
             }
             Bin::Bands { edges, .. } => vec![Label::Number(edges[k]), Label::Number(edges[k + 1])],
             Bin::Time { window, .. } => {
-                let first = self.serial_range().ok().flatten().map_or(0, |r| r.2);
+                let first = self.time_range().ok().flatten().map_or(0, |r| r.first);
                 let serial = first + k as i64;
                 vec![Label::Text(match window {
                     Window::Day => {
@@ -372,12 +383,9 @@ impl Bin {
                     Some(edges.partition_point(|e| *e <= v) as u32 - 1)
                 });
             }
-            Bin::Time { column, window, from, to } => {
+            Bin::Time { column, window, .. } => {
                 let seconds = timestamps(batch, column)?;
-                let range = self.serial_range()?;
-                let from_day = from.as_deref().map(|f| parse_date(f, "from")).transpose()?.unwrap_or(i64::MIN / 4);
-                let to_day = to.as_deref().map(|t| parse_date(t, "to")).transpose()?.unwrap_or(i64::MAX / 4);
-                let first = range.map_or(0, |r| r.2);
+                let TimeRange { from_day, to_day, first, .. } = self.time_range()?.expect("a time bin");
                 fold(groups, &|r| {
                     if seconds.is_null(r) {
                         return None;

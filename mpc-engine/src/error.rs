@@ -37,6 +37,8 @@ pub enum MpcError {
     Missing(String),
     #[error("the pooled vector does not decode to integers: a contribution was corrupted")]
     NotAnInteger,
+    #[error("{0}")]
+    Budget(String),
     #[error("homomorphic post-processing: {0}")]
     Fhe(String),
 }

@@ -132,23 +132,58 @@ impl Budget {
         self.total.saturating_sub(self.spent)
     }
 
+    /// What a query asking `asked` milli-ε may release under this budget,
+    /// spending nothing: `None` — no noise — when the budget is 0 and
+    /// nothing is asked; `Some(asked)` when a budget covers it; else why
+    /// not, with what is left. A budget of 0 means the grant releases
+    /// without noise; any other budget means every release is noised.
+    pub fn admit(&self, asked: MilliEpsilon) -> Result<Option<MilliEpsilon>, MpcError> {
+        let (left, total) = (epsilon_text(self.remaining()), epsilon_text(self.total));
+        match (self.total, asked) {
+            (0, 0) => Ok(None),
+            (0, _) => Err(MpcError::Budget("the grant has no privacy budget; ask without noise (ε = 0)".into())),
+            (_, 0) => Err(MpcError::Budget(format!(
+                "the grant releases only with differential privacy: give ε (ε = {left} left of {total})"
+            ))),
+            (_, asked) if asked > self.remaining() => Err(MpcError::Budget(format!(
+                "the query asks ε = {} but the grant has ε = {left} left of {total}; ask for less or request a new grant",
+                epsilon_text(asked)
+            ))),
+            (_, asked) => Ok(Some(asked)),
+        }
+    }
+
     /// Spends `epsilon` if it fits; a refusal says what is left and spends
     /// nothing.
     pub fn charge(&mut self, epsilon: MilliEpsilon) -> Result<MilliEpsilon, MpcError> {
         if epsilon == 0 {
-            return Err(MpcError::Query("a noisy query spends a positive ε".into()));
+            return Err(MpcError::Budget("a noisy query spends a positive ε".into()));
         }
-        if epsilon > self.remaining() {
-            return Err(MpcError::Query(format!(
-                "the query asks ε = {:.3} but the grant's budget has {:.3} left of {:.3}",
-                f64::from(epsilon) / 1000.0,
-                f64::from(self.remaining()) / 1000.0,
-                f64::from(self.total) / 1000.0
-            )));
-        }
+        self.admit(epsilon)?;
         self.spent += epsilon;
         Ok(self.remaining())
     }
+}
+
+/// Largest ε one query or one budget may name, in milli-ε (ε = 100).
+pub const MAX_MILLI_EPSILON: MilliEpsilon = 100_000;
+
+/// ε as a person writes it (e.g. 0.5) in milli-ε; 0 stays 0.
+pub fn milli_epsilon(epsilon: f64) -> Result<MilliEpsilon, MpcError> {
+    if !epsilon.is_finite() || !(0.0..=f64::from(MAX_MILLI_EPSILON) / 1000.0).contains(&epsilon) {
+        return Err(MpcError::Budget(format!("ε must be between 0 and {}", MAX_MILLI_EPSILON / 1000)));
+    }
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let milli = (epsilon * 1000.0).round() as MilliEpsilon;
+    if epsilon > 0.0 && milli == 0 {
+        return Err(MpcError::Budget("ε below 0.001 is not supported; ε is accounted in thousandths".into()));
+    }
+    Ok(milli)
+}
+
+/// Milli-ε as ε with three decimals, for messages.
+pub fn epsilon_text(milli: MilliEpsilon) -> String {
+    format!("{:.3}", f64::from(milli) / 1000.0)
 }
 
 #[cfg(test)]
@@ -215,5 +250,21 @@ mod tests {
         assert_eq!(budget.charge(100).unwrap(), 0);
         assert!(budget.charge(1).is_err());
         assert!(Budget { total: 10, spent: 0 }.charge(0).is_err());
+        assert_eq!(Budget { total: 0, spent: 0 }.admit(0), Ok(None));
+        assert!(Budget { total: 0, spent: 0 }.admit(5).unwrap_err().to_string().contains("no privacy budget"));
+        let err = Budget { total: 1_000, spent: 200 }.admit(0).unwrap_err().to_string();
+        assert!(err.contains("ε = 0.800 left of 1.000"), "{err}");
+    }
+
+    #[test]
+    fn epsilon_is_accounted_in_thousandths() {
+        assert_eq!(milli_epsilon(0.0), Ok(0));
+        assert_eq!(milli_epsilon(0.5), Ok(500));
+        assert_eq!(milli_epsilon(3.0), Ok(3_000));
+        assert!(milli_epsilon(0.0001).is_err());
+        assert!(milli_epsilon(-1.0).is_err());
+        assert!(milli_epsilon(f64::NAN).is_err());
+        assert!(milli_epsilon(1e9).is_err());
+        assert_eq!(epsilon_text(250), "0.250");
     }
 }

@@ -41,6 +41,7 @@ use rand::SeedableRng;
 use stayput_chain_connector::records::Computation;
 use stayput_chain_connector::tasks::{ComputeOnlyParams, ResultFormat, TaskParams, params_digest};
 use stayput_mpc_engine::local::{LocalScan, LocalStats};
+use stayput_mpc_engine::privacy::{Budget, epsilon_text};
 use stayput_mpc_engine::query::CohortQuery;
 use stayput_mpc_engine::release::{Disclosure, Release, check_compute_only, release};
 use stayput_proto::v1::aggregate_peer_client::AggregatePeerClient;
@@ -55,26 +56,6 @@ use crate::{NodeError, NodeState};
 
 /// Largest released table (Arrow IPC bytes) a node sends or accepts.
 pub const MAX_TABLE_BYTES: usize = 64 << 20;
-
-/// Largest ε one query or one grant may name (ε = 100).
-pub const MAX_MILLI_EPSILON: u32 = 100_000;
-
-/// ε (as a person writes it) in milli-ε; 0 stays 0.
-pub fn milli_epsilon(epsilon: f64) -> Result<u32, String> {
-    if !epsilon.is_finite() || !(0.0..=f64::from(MAX_MILLI_EPSILON) / 1000.0).contains(&epsilon) {
-        return Err(format!("ε must be between 0 and {}", MAX_MILLI_EPSILON / 1000));
-    }
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    let milli = (epsilon * 1000.0).round() as u32;
-    if epsilon > 0.0 && milli == 0 {
-        return Err("ε below 0.001 is not supported; ε is accounted in thousandths".into());
-    }
-    Ok(milli)
-}
-
-fn epsilon_text(milli: u32) -> String {
-    format!("{:.3}", f64::from(milli) / 1000.0)
-}
 
 fn refuse(task: &str, reason: impl Into<String>) -> NodeError {
     NodeError::NotAuthorised { task: task.to_owned(), reason: reason.into() }
@@ -195,38 +176,9 @@ fn policy(
 ) -> Result<Disclosure, NodeError> {
     let g = &grant.grant;
     check_compute_only(query, params.epsilon > 0).map_err(|e| refuse(task, e.to_string()))?;
-    let left = g.epsilon_budget.saturating_sub(grant.epsilon_spent);
-    match (g.epsilon_budget, params.epsilon) {
-        (0, 0) => {}
-        (0, _) => {
-            return Err(refuse(task, format!("grant '{}' has no privacy budget; ask without noise (ε = 0)", g.id)));
-        }
-        (_, 0) => {
-            return Err(refuse(
-                task,
-                format!(
-                    "grant '{}' releases only with differential privacy: give ε (ε = {} left of {})",
-                    g.id,
-                    epsilon_text(left),
-                    epsilon_text(g.epsilon_budget)
-                ),
-            ));
-        }
-        (_, asked) if asked > left => {
-            return Err(refuse(
-                task,
-                format!(
-                    "the query asks ε = {} but grant '{}' has ε = {} left of {}; ask for less or request a new grant",
-                    epsilon_text(asked),
-                    g.id,
-                    epsilon_text(left),
-                    epsilon_text(g.epsilon_budget)
-                ),
-            ));
-        }
-        _ => {}
-    }
-    Ok(Disclosure { min_group: u64::from(g.min_cohort), epsilon: (params.epsilon > 0).then_some(params.epsilon) })
+    let budget = Budget { total: g.epsilon_budget, spent: grant.epsilon_spent };
+    let epsilon = budget.admit(params.epsilon).map_err(|e| refuse(task, format!("grant '{}': {e}", g.id)))?;
+    Ok(Disclosure { min_group: u64::from(g.min_cohort), epsilon })
 }
 
 /// The owner's node answers one compute-only query (see the module docs).
@@ -414,17 +366,6 @@ pub fn write_table(path: &Path, format: ResultFormat, table: &RecordBatch) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn epsilon_is_accounted_in_thousandths() {
-        assert_eq!(milli_epsilon(0.0), Ok(0));
-        assert_eq!(milli_epsilon(0.5), Ok(500));
-        assert_eq!(milli_epsilon(3.0), Ok(3_000));
-        assert!(milli_epsilon(0.0001).is_err());
-        assert!(milli_epsilon(-1.0).is_err());
-        assert!(milli_epsilon(f64::NAN).is_err());
-        assert!(milli_epsilon(1e9).is_err());
-    }
 
     #[test]
     fn tables_round_trip_through_arrow_ipc_and_reject_garbage() {

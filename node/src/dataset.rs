@@ -34,7 +34,7 @@ use arrow::csv::reader::Format;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReaderBuilder};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use stayput_psi::keys::{KeyList, KeyRules, encode_key};
@@ -276,7 +276,7 @@ impl Dataset {
     /// bounded by one batch per stream.
     pub fn column_partitions(&self, columns: &[String], parts: usize) -> Result<Vec<Batches>, NodeError> {
         let path = self.path.clone();
-        let file = File::open(&path).map_err(|source| NodeError::ReadFile { path: path.clone(), source })?;
+        let open = || File::open(&path).map_err(|source| NodeError::ReadFile { path: path.clone(), source });
         let missing = |schema: &Schema| {
             columns.iter().find(|c| schema.index_of(c).is_err()).map(|c| NodeError::MissingColumn {
                 path: path.clone(),
@@ -286,10 +286,7 @@ impl Dataset {
         };
         match self.format {
             FileFormat::Csv => {
-                let (schema, _) = self.open_csv(
-                    file.try_clone().map_err(|source| NodeError::ReadFile { path: path.clone(), source })?,
-                    false,
-                )?;
+                let (schema, _) = self.open(false)?;
                 if let Some(e) = missing(&schema) {
                     return Err(e);
                 }
@@ -298,28 +295,28 @@ impl Dataset {
                     .with_format(Format::default().with_header(true))
                     .with_batch_size(READ_BATCH_ROWS)
                     .with_projection(indices)
-                    .build(file)
+                    .build(open()?)
                     .map_err(|source| NodeError::Csv { path: path.clone(), source })?;
+                let path = path.clone();
                 Ok(vec![Box::new(
                     reader.map(move |b| b.map_err(|source| NodeError::Records { path: path.clone(), source })),
                 )])
             }
             FileFormat::Parquet => {
                 let pq_err = |source| NodeError::Parquet { path: path.clone(), source };
-                let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(pq_err)?;
-                if let Some(e) = missing(builder.schema()) {
+                // The footer is read once; every part reuses it.
+                let metadata = ArrowReaderMetadata::load(&open()?, Default::default()).map_err(pq_err)?;
+                if let Some(e) = missing(metadata.schema()) {
                     return Err(e);
                 }
                 let indices: Vec<usize> =
-                    columns.iter().map(|c| builder.schema().index_of(c).expect("checked")).collect();
-                let groups = builder.metadata().num_row_groups();
+                    columns.iter().map(|c| metadata.schema().index_of(c).expect("checked")).collect();
+                let groups = metadata.metadata().num_row_groups();
                 let parts = parts.clamp(1, groups.max(1));
                 let mut out: Vec<Batches> = Vec::with_capacity(parts);
                 for part in 0..parts {
                     let chosen: Vec<usize> = (0..groups).filter(|g| g % parts == part).collect();
-                    let file =
-                        File::open(&path).map_err(|source| NodeError::ReadFile { path: path.clone(), source })?;
-                    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(pq_err)?;
+                    let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(open()?, metadata.clone());
                     let mask = ProjectionMask::roots(builder.parquet_schema(), indices.iter().copied());
                     let reader = builder
                         .with_batch_size(READ_BATCH_ROWS)

@@ -218,6 +218,10 @@ impl Database {
     /// Keys must be distinct. If a column overflows, the build tries seeds
     /// derived from `seed`.
     pub fn build(records: &[(Vec<u8>, Vec<u8>)], record_bytes: usize, seed: [u8; 32]) -> Result<Self, PsiError> {
+        let mut keys = std::collections::HashSet::with_capacity(records.len());
+        if !records.iter().all(|(key, _)| keys.insert(key.as_slice())) {
+            return Err(err("two records share a key; a lookup could return only one of them"));
+        }
         let mut tried = seed;
         for _ in 0..MAX_SEED_TRIES {
             let layout = Layout::for_records(records.len(), record_bytes, tried)?;
@@ -226,7 +230,7 @@ impl Database {
             }
             tried = Sha256::new().chain_update(b"stayput/pir/reseed/v1").chain_update(tried).finalize().into();
         }
-        Err(err("a column overflowed under every seed tried; the keys are not distinct or the load is too high"))
+        Err(err("a column overflowed under every seed tried; lower the load (more columns per record)"))
     }
 
     fn place(records: &[(Vec<u8>, Vec<u8>)], layout: Layout) -> Result<Option<Self>, PsiError> {
@@ -550,6 +554,9 @@ mod tests {
     fn wire_forms_round_trip_and_refuse_wrong_sizes() {
         let db = Database::build(&records(50), 80, [3; 32]).unwrap();
         assert!(Database::build(&records(50), 40, [3; 32]).is_err(), "values longer than the record size are refused");
+        let mut twice = records(5);
+        twice.push(twice[0].clone());
+        assert!(Database::build(&twice, 80, [3; 32]).unwrap_err().to_string().contains("share a key"));
         let layout = db.layout().clone();
         assert_eq!(Layout::from_bytes(&layout.to_bytes()).unwrap(), layout);
         assert!(Layout::from_bytes(&layout.to_bytes()[..43]).is_err());
@@ -572,7 +579,7 @@ mod tests {
     }
 
     #[test]
-    fn a_tampered_hint_changes_its_digest_and_garbles_the_lookup() {
+    fn a_tampered_hint_or_layout_changes_the_digest() {
         let data = records(100);
         let db = Database::build(&data, 64, [9; 32]).unwrap();
         let layout = db.layout().clone();
