@@ -18,6 +18,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "proto/stayput/v1/stats.proto",
                 "proto/stayput/v1/labeled.proto",
                 "proto/stayput/v1/aggregate.proto",
+                "proto/stayput/v1/pir.proto",
             ],
             &["proto"],
         )?;

@@ -241,6 +241,17 @@ pub struct ComputeOnlyParams {
     pub format: ResultFormat,
 }
 
+/// Parameters of a private record lookup (PIR): the keys to fetch are those
+/// of one of the requester's own datasets, read on the requester's node and
+/// never written anywhere else — not here, not on the ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PirParams {
+    /// The owner's dataset, published for private lookup.
+    pub dataset: String,
+    /// The requester's dataset whose keys are looked up.
+    pub requester_dataset: String,
+}
+
 /// The parameters of a task, by kind.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -253,6 +264,8 @@ pub enum TaskParams {
     LabeledPsi(LabeledPsiParams),
     /// An aggregate query over a compute-only dataset.
     ComputeOnly(ComputeOnlyParams),
+    /// A private record lookup.
+    Pir(PirParams),
 }
 
 impl TaskParams {
@@ -275,6 +288,9 @@ impl TaskParams {
             }
             TaskParams::ComputeOnly(p) => {
                 w.u8(4).str(&p.dataset).u32(p.epsilon).u8(p.format as u8).bytes_unbounded(p.query.as_bytes());
+            }
+            TaskParams::Pir(p) => {
+                w.u8(5).str(&p.dataset).str(&p.requester_dataset);
             }
         }
         w.into_bytes()
@@ -313,6 +329,9 @@ impl TaskParams {
                         LedgerError::Malformed { what: "task parameters", reason: "the query is not UTF-8".into() }
                     })?,
                 }),
+                (Computation::Pir, 5) => {
+                    TaskParams::Pir(PirParams { dataset: r.str()?, requester_dataset: r.str()? })
+                }
                 (kind, tag) => {
                     return Err(LedgerError::Malformed {
                         what: "task parameters",
@@ -409,6 +428,17 @@ mod tests {
         let mut unknown_format = bytes.clone();
         unknown_format[12] = 9;
         assert!(TaskParams::decode(Computation::ComputeOnly, &unknown_format).is_err());
+    }
+
+    #[test]
+    fn pir_parameters_have_one_encoding() {
+        let params = TaskParams::Pir(PirParams { dataset: "stations".into(), requester_dataset: "wanted".into() });
+        let bytes = params.encode();
+        // Known answer: tag 5, the owner's dataset, the requester's dataset.
+        assert_eq!(hex::encode(&bytes), concat!("05", "08000000", "73746174696f6e73", "06000000", "77616e746564"));
+        assert_eq!(TaskParams::decode(Computation::Pir, &bytes).unwrap(), params);
+        assert!(TaskParams::decode(Computation::ComputeOnly, &bytes).is_err());
+        assert!(TaskParams::decode(Computation::Pir, &bytes[..bytes.len() - 2]).is_err());
     }
 
     #[test]

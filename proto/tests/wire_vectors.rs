@@ -9,10 +9,11 @@ use std::collections::BTreeMap;
 use prost::Message;
 use stayput_proto::v1::{
     AggregateRequest, AggregateResponse, ContributeRequest, ContributeResponse, EvaluateRequest, EvaluateResponse,
-    FetchSetRequest, FheDeposit, FheDownload, FheOpen, FheUpload, OutputFormat, PsiAccept, PsiMode, PsiOpen,
+    FetchHintRequest, FetchSetRequest, FheDeposit, FheDownload, FheOpen, FheUpload, OutputFormat, PsiAccept, PsiMode, PsiOpen,
     PsiRequesterMessage, PsiResponderMessage, PsiSummary, RunPsiRequest, RunTaskRequest, SetChunk, SetHeader,
     ShareRequest, SubmitTaskRequest, SubmitTaskResponse, TaskState, TaskUpdate, WatchTaskRequest, fhe_download,
-    fhe_upload, psi_requester_message, psi_responder_message, set_chunk,
+    HintChunk, HintHeader, PirQueryRequest, PirQueryResponse, fhe_upload, hint_chunk, psi_requester_message,
+    psi_responder_message, set_chunk,
 };
 
 /// The vectors beside this crate, found at run time: a test binary reused
@@ -193,6 +194,33 @@ fn encoded() -> BTreeMap<&'static str, Vec<u8>> {
         }
         .encode_to_vec(),
     );
+    v.insert(
+        "FetchHintRequest",
+        FetchHintRequest { task_id: "t-0001".into(), dataset: "stations".into() }.encode_to_vec(),
+    );
+    v.insert(
+        "HintChunk.header",
+        HintChunk {
+            part: Some(hint_chunk::Part::Header(HintHeader {
+                version: 3,
+                length: 4_194_304,
+                schema: b"{\"key_columns\":1}".to_vec().into(),
+            })),
+        }
+        .encode_to_vec(),
+    );
+    v.insert("HintChunk.data", HintChunk { part: Some(hint_chunk::Part::Data(vec![0x12; 8].into())) }.encode_to_vec());
+    v.insert(
+        "PirQueryRequest",
+        PirQueryRequest {
+            task_id: "t-0001".into(),
+            dataset: "stations".into(),
+            version: 3,
+            queries: vec![vec![0x01; 8].into(), vec![0x02; 8].into()],
+        }
+        .encode_to_vec(),
+    );
+    v.insert("PirQueryResponse", PirQueryResponse { answers: vec![vec![0x03; 12].into()] }.encode_to_vec());
     v.insert("WatchTaskRequest", WatchTaskRequest { task_id: "t-0001".into() }.encode_to_vec());
     v.insert(
         "TaskUpdate",

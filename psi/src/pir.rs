@@ -44,6 +44,16 @@
 //! The server cannot tell: every query is the same size, for one column,
 //! and encrypted under LWE.
 //!
+//! **Decoding failures.** Decoding also counts the entries that land
+//! farther than Δ/4 from a multiple of Δ (at least five worst-case noise
+//! deviations). An honest answer has essentially none; an answer computed
+//! on another database, a garbled answer or the wrong hint puts about half
+//! of them there. Past one entry in eight, [`Lookup::decode`] reports an
+//! error instead of "absent", so a corrupt answer is not mistaken for a
+//! missing key. (SimplePIR is secure against an honest-but-curious server:
+//! a server that tampers on purpose can make a lookup fail, and the client
+//! does not retry on its own, so it gains only that one failure.)
+//!
 //! **Versions and integrity.** [`Hint::digest`] binds the layout and the
 //! hint. The owner publishes it on the ledger, and a client uses a cached
 //! hint only when the digest matches.
@@ -80,6 +90,10 @@ pub const MAX_COLUMNS: usize = 1 << 18;
 pub const MAX_ROWS: usize = 1 << 18;
 /// Largest record (tag and length included).
 pub const MAX_RECORD_BYTES: usize = 4096;
+/// An entry of a decoded answer this far from the nearest multiple of Δ
+/// (Δ/4, more than five times the worst-case noise deviation) counts as a
+/// decoding failure.
+const FAR_FROM_LATTICE: u32 = DELTA / 4;
 /// Seeds tried before the build gives up on an overflowing column.
 pub const MAX_SEED_TRIES: u32 = 8;
 
@@ -188,14 +202,36 @@ impl Layout {
         Ok(layout)
     }
 
-    /// The public matrix A (m × n, row-major), expanded from the seed.
-    fn public_matrix(&self) -> Vec<u32> {
+    /// The public matrix A (m × n), expanded from the seed. A client that
+    /// makes several queries under one layout expands it once.
+    pub fn public_matrix(&self) -> PublicMatrix {
         let mut rng = ChaCha20Rng::from_seed(self.hash(b"stayput/pir/matrix-a/v1", &[]));
         let mut a = vec![0u32; self.columns * LWE_DIMENSION];
         for v in &mut a {
             *v = rng.next_u32();
         }
-        a
+        PublicMatrix { layout_seed: self.seed, columns: self.columns, values: a }
+    }
+}
+
+/// The public matrix A of a layout (m × n, row-major): public, derived
+/// from the layout's seed, worth caching across queries (4·m·n bytes).
+#[derive(Clone)]
+pub struct PublicMatrix {
+    layout_seed: [u8; 32],
+    columns: usize,
+    values: Vec<u32>,
+}
+
+impl std::fmt::Debug for PublicMatrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PublicMatrix").field("columns", &self.columns).finish_non_exhaustive()
+    }
+}
+
+impl PublicMatrix {
+    fn belongs_to(&self, layout: &Layout) -> bool {
+        self.columns == layout.columns && self.layout_seed == layout.seed
     }
 }
 
@@ -259,6 +295,24 @@ impl Database {
         Ok(Some(Self { layout, matrix, records: records.len() }))
     }
 
+    /// A database from its stored parts (the owner keeps the matrix on
+    /// disk between versions); refuses a matrix of the wrong size.
+    pub fn from_parts(layout: Layout, records: usize, matrix: Vec<u8>) -> Result<Self, PsiError> {
+        layout.check()?;
+        if matrix.len() != layout.rows() * layout.columns {
+            return Err(err("the stored matrix's size does not match its layout"));
+        }
+        if records > layout.slots * layout.columns {
+            return Err(err("more records than the layout has slots"));
+        }
+        Ok(Self { layout, matrix, records })
+    }
+
+    /// Records it holds.
+    pub fn records(&self) -> usize {
+        self.records
+    }
+
     /// The layout (public).
     pub fn layout(&self) -> &Layout {
         &self.layout
@@ -281,7 +335,8 @@ impl Database {
 
     /// Rows `range` of the hint, row-major (a whole hint is all rows).
     pub fn hint_rows(&self, range: std::ops::Range<usize>) -> Vec<u32> {
-        let a = self.layout.public_matrix();
+        let matrix = self.layout.public_matrix();
+        let a = &matrix.values;
         let columns = self.layout.columns;
         let rows = &self.matrix[range.start * columns..range.end * columns];
         let mut values = vec![0u32; range.len() * LWE_DIMENSION];
@@ -450,14 +505,29 @@ impl std::fmt::Debug for Lookup {
 }
 
 impl Lookup {
-    /// Makes the query for `key` under `layout`.
+    /// Makes the query for `key` under `layout` (expanding A; see
+    /// [`Lookup::with_matrix`] to reuse it).
     pub fn new(layout: &Layout, key: &[u8], rng: &mut impl RngCore) -> Result<(Self, Query), PsiError> {
         layout.check()?;
+        Self::with_matrix(layout, &layout.public_matrix(), key, rng)
+    }
+
+    /// Makes the query for `key` under `layout` with its public matrix `a`.
+    pub fn with_matrix(
+        layout: &Layout,
+        a: &PublicMatrix,
+        key: &[u8],
+        rng: &mut impl RngCore,
+    ) -> Result<(Self, Query), PsiError> {
+        layout.check()?;
+        if !a.belongs_to(layout) {
+            return Err(err("the public matrix is not the layout's"));
+        }
         let column = layout.column_of(key);
         let secret: Zeroizing<Vec<u32>> = Zeroizing::new((0..LWE_DIMENSION).map(|_| rng.next_u32()).collect());
-        let a = layout.public_matrix();
         let table = gaussian_table();
         let query = a
+            .values
             .chunks_exact(LWE_DIMENSION)
             .enumerate()
             .map(|(k, row)| {
@@ -485,6 +555,7 @@ impl Lookup {
         if answer.0.len() != layout.rows() {
             return Err(err("the answer's length does not match the layout"));
         }
+        let mut far = 0usize;
         let column: Zeroizing<Vec<u8>> = Zeroizing::new(
             hint.values
                 .chunks_exact(LWE_DIMENSION)
@@ -493,13 +564,24 @@ impl Lookup {
                     let hs =
                         h.iter().zip(self.secret.iter()).fold(0u32, |s, (x, y)| s.wrapping_add(x.wrapping_mul(*y)));
                     let noisy = a.wrapping_sub(hs);
-                    // Round to the nearest multiple of Δ.
+                    // Round to the nearest multiple of Δ; note how far off it was.
+                    let shifted = noisy.wrapping_add(DELTA / 2);
+                    let offset = (shifted % DELTA).abs_diff(DELTA / 2);
+                    far += usize::from(offset > FAR_FROM_LATTICE);
                     #[allow(clippy::cast_possible_truncation)]
-                    let byte = (noisy.wrapping_add(DELTA / 2) >> (32 - PLAINTEXT_BITS)) as u8;
+                    let byte = (shifted >> (32 - PLAINTEXT_BITS)) as u8;
                     byte
                 })
                 .collect(),
         );
+        // An honest answer decodes with every entry far closer to a multiple
+        // of Δ than FAR_FROM_LATTICE; a wrong hint or a garbled answer puts
+        // about half of them beyond it.
+        if far > layout.rows() / 8 {
+            return Err(err(
+                "the answer does not decode under the hint (the owner's answer or the hint is corrupt); nothing was read",
+            ));
+        }
         let r = layout.record_bytes;
         let mut found: Option<Vec<u8>> = None;
         for slot in column.chunks_exact(r) {
@@ -576,6 +658,37 @@ mod tests {
             format!("{:?}", Lookup::new(&layout, b"x", &mut ChaCha20Rng::seed_from_u64(3)).unwrap().0)
                 == "Lookup { .. }"
         );
+    }
+
+    #[test]
+    fn a_garbled_answer_or_wrong_hint_is_a_decoding_failure_not_absent() {
+        let data = records(200);
+        let db = Database::build(&data, 64, [5; 32]).unwrap();
+        let layout = db.layout().clone();
+        let hint = db.hint();
+        let a = layout.public_matrix();
+        let mut rng = ChaCha20Rng::seed_from_u64(8);
+        let fails = |r: Result<Option<Vec<u8>>, PsiError>| r.unwrap_err().to_string().contains("does not decode");
+        let (lookup, query) = Lookup::with_matrix(&layout, &a, &data[3].0, &mut rng).unwrap();
+        let mut answer = db.answer(&query).unwrap();
+        for (i, v) in answer.0.iter_mut().enumerate() {
+            *v = v.wrapping_add((i as u32).wrapping_mul(0x9E37_79B9));
+        }
+        assert!(fails(lookup.decode(&layout, &hint, &answer)));
+        // Another database's hint under the same layout.
+        let changed: Vec<_> = data.iter().map(|(k, v)| (k.clone(), v.iter().rev().copied().collect())).collect();
+        let other = Database::build(&changed, 64, [5; 32]).unwrap();
+        assert_eq!(other.layout(), &layout);
+        let (lookup, query) = Lookup::with_matrix(&layout, &a, &data[3].0, &mut rng).unwrap();
+        assert!(fails(lookup.decode(&layout, &other.hint(), &db.answer(&query).unwrap())));
+        // The stored form round-trips; a matrix of the wrong size is refused.
+        let again = Database::from_parts(layout.clone(), db.records(), db.matrix_rows().to_vec()).unwrap();
+        let (lookup, query) = Lookup::with_matrix(&layout, &a, &data[7].0, &mut rng).unwrap();
+        assert_eq!(lookup.decode(&layout, &hint, &again.answer(&query).unwrap()).unwrap(), Some(data[7].1.clone()));
+        assert!(Database::from_parts(layout.clone(), 1, vec![0; 10]).is_err());
+        let mut moved = layout.clone();
+        moved.seed[1] ^= 1;
+        assert!(Lookup::with_matrix(&moved, &a, b"x", &mut rng).is_err(), "A of another layout is refused");
     }
 
     #[test]
