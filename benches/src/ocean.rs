@@ -202,6 +202,7 @@ fn dataset(path: PathBuf) -> Dataset {
         rules: Default::default(),
         null_values: vec![],
         labels: None,
+        pir: None,
     }
 }
 

@@ -235,6 +235,7 @@ fn over_grpc(
             key_columns: vec!["customer_id".into()],
             normalise: vec!["trim".into()],
             labels: None,
+            pir: None,
         }],
     };
     let orgs = [spec("bank", bank_csv), spec("bureau", bureau_csv)];

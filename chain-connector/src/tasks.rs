@@ -329,9 +329,7 @@ impl TaskParams {
                         LedgerError::Malformed { what: "task parameters", reason: "the query is not UTF-8".into() }
                     })?,
                 }),
-                (Computation::Pir, 5) => {
-                    TaskParams::Pir(PirParams { dataset: r.str()?, requester_dataset: r.str()? })
-                }
+                (Computation::Pir, 5) => TaskParams::Pir(PirParams { dataset: r.str()?, requester_dataset: r.str()? }),
                 (kind, tag) => {
                     return Err(LedgerError::Malformed {
                         what: "task parameters",

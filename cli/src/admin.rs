@@ -230,7 +230,7 @@ pub async fn run(command: ConsortiumCommand) -> Result<(), CliError> {
             // Hashing the whole file (and encoding a blacklist) is blocking work.
             let config = node.clone();
             let record =
-                tokio::task::spawn_blocking(move || stayput_node::blacklist::version_record(&config, &source, version))
+                tokio::task::spawn_blocking(move || stayput_node::publish::version_record(&config, &source, version))
                     .await
                     .map_err(|e| bad(e.to_string()))??;
             let record = Record::DatasetVersion(record);

@@ -28,7 +28,7 @@ use rand::{Rng, SeedableRng};
 use stayput_chain_connector::Ledger as _;
 use stayput_chain_connector::embedded::system_clock;
 use stayput_chain_connector::records::{Computation, Grant, Record, Role};
-use stayput_chain_connector::tasks::{LabeledPsiParams, PsiParams, StatsParams, TaskParams};
+use stayput_chain_connector::tasks::{LabeledPsiParams, PirParams, PsiParams, StatsParams, TaskParams};
 use stayput_coordinator::client::{Phase, TaskReport, TaskSpec};
 use stayput_coordinator::localnet::{LocalConsortium, Participant};
 use stayput_node::dataset::write_parquet;
@@ -54,6 +54,14 @@ const DEFAULTS_B: usize = 25;
 const DEFAULTS_BOTH: usize = 10;
 const PATIENTS_PER_HOSPITAL: usize = 3_000;
 const OBSERVATIONS: usize = 400_000;
+/// The ocean centre's station registry, served for private lookup.
+const STATIONS: usize = 5_000;
+const STATION_COLUMNS: [&str; 7] = ["name", "lat", "lon", "platform", "operator", "commissioned", "water_depth_m"];
+const STATION_RECORD_BYTES: usize = 128;
+/// The station the climate lab fetches privately, and one the registry
+/// does not list.
+const WANTED_STATION: &str = "ST0217";
+const UNLISTED_STATION: &str = "ST9999";
 
 /// A mainland resident identity number: region, birth date, sequence, and
 /// the ISO 7064 MOD 11-2 check character.
@@ -83,6 +91,9 @@ struct DemoData {
     /// Inpatient stays with diagnosis I10 across the three hospitals.
     hypertension: u64,
     observations_parquet: PathBuf,
+    /// The ocean centre's station registry and the lab's wanted stations.
+    registry_csv: PathBuf,
+    wanted_csv: PathBuf,
 }
 
 fn io_err(e: impl std::fmt::Display) -> CliError {
@@ -267,7 +278,36 @@ fn generate(dir: &Path) -> Result<DemoData, CliError> {
     )
     .map_err(|e| CliError::Demo(e.to_string()))?;
     write_parquet(&observations_parquet, &[batch])?;
+
+    // Its station registry (one record per station; the first 400 are the
+    // stations of the observations), and the lab's list of wanted stations.
+    let registry_csv = dir.join("ocean").join("stations.csv");
+    let platforms = ["moored buoy", "drifting buoy", "ship of opportunity", "coastal station", "glider"];
+    let operators = ["SCSIO", "NMDIS", "FIO", "HKO", "KMA"];
+    let places = ["Xisha", "Nansha", "Dongsha", "Pearl River", "Hainan", "Luzon Strait", "Taiwan Bank", "Beibu"];
+    let rows: Vec<String> = (0..STATIONS)
+        .map(|i| {
+            format!(
+                "ST{i:04},{} {},{:.3},{:.3},{},{},{}-{:02}-{:02},{}",
+                places[rng.gen_range(0..places.len())],
+                rng.gen_range(1..60),
+                rng.gen_range(18.0..40.0),
+                rng.gen_range(110.0..130.0),
+                platforms[rng.gen_range(0..platforms.len())],
+                operators[rng.gen_range(0..operators.len())],
+                rng.gen_range(1995..2025),
+                rng.gen_range(1..13),
+                rng.gen_range(1..29),
+                rng.gen_range(20..4000)
+            )
+        })
+        .collect();
+    write_csv(&registry_csv, &format!("station_id,{}", STATION_COLUMNS.join(",")), rows)?;
+    let wanted_csv = dir.join("climate").join("wanted-stations.csv");
+    write_csv(&wanted_csv, "station_id", [WANTED_STATION.to_lowercase(), UNLISTED_STATION.to_owned()])?;
     Ok(DemoData {
+        registry_csv,
+        wanted_csv,
         applicants_csv,
         bureau_a_parquet,
         bureau_b_csv,
@@ -302,9 +342,19 @@ fn prepare_dir(dir: Option<PathBuf>) -> Result<(PathBuf, Option<tempfile::TempDi
     }
 }
 
-/// A dataset of a demo participant: name, file, key column, and the label
-/// column when it is a blacklist.
-type DemoDataset<'a> = (&'a str, &'a Path, &'a str, Option<&'a str>);
+/// How a demo dataset is served besides PSI and computations.
+#[derive(Debug, Clone, Copy)]
+enum Serving<'a> {
+    /// As it is.
+    Plain,
+    /// As a blacklist with this label column.
+    Blacklist(&'a str),
+    /// As a lookup table of these record columns.
+    Lookup(&'a [&'a str]),
+}
+
+/// A dataset of a demo participant: name, file, key column, how it is served.
+type DemoDataset<'a> = (&'a str, &'a Path, &'a str, Serving<'a>);
 
 fn participant(name: &str, display: &str, roles: Vec<Role>, datasets: Vec<DemoDataset<'_>>) -> Participant {
     Participant {
@@ -312,12 +362,22 @@ fn participant(name: &str, display: &str, roles: Vec<Role>, datasets: Vec<DemoDa
             name: name.into(),
             datasets: datasets
                 .into_iter()
-                .map(|(dataset, path, key, labels)| DatasetSpec {
+                .map(|(dataset, path, key, serving)| DatasetSpec {
                     name: dataset.into(),
                     path: path.into(),
                     key_columns: vec![key.into()],
                     normalise: vec!["trim".into(), "uppercase".into()],
-                    labels: labels.map(str::to_owned),
+                    labels: match serving {
+                        Serving::Blacklist(column) => Some(column.to_owned()),
+                        _ => None,
+                    },
+                    pir: match serving {
+                        Serving::Lookup(columns) => Some(stayput_node::config::PirSettings {
+                            columns: columns.iter().map(|c| (*c).to_owned()).collect(),
+                            record_bytes: STATION_RECORD_BYTES,
+                        }),
+                        _ => None,
+                    },
                 })
                 .collect(),
         },
@@ -399,7 +459,7 @@ pub async fn run(dir: Option<PathBuf>) -> Result<(), CliError> {
     println!(
         "data: bank {APPLICANTS} loan applicants (CSV); bureau-a {BUREAU_A_ENTRIES}-entry blacklist (Parquet); \
          bureau-b {BUREAU_B_ENTRIES} court judgements (CSV);\n      {NEW_APPLICANTS} new applicants; two bureaus' defaults lists of {DEFAULTS_ENTRIES} labeled entries (CSV);\n      3 hospitals × {PATIENTS_PER_HOSPITAL} inpatient stays (CSV); \
-         ocean centre {OBSERVATIONS} CTD observations (Parquet)"
+         ocean centre {OBSERVATIONS} CTD observations (Parquet) and a {STATIONS}-station registry (CSV)"
     );
 
     let bar =
@@ -411,8 +471,8 @@ pub async fn run(dir: Option<PathBuf>) -> Result<(), CliError> {
             "Lakeside Commercial Bank",
             vec![Role::Requester, Role::DataOwner],
             vec![
-                ("applicants", &data.applicants_csv, "applicant_id", None),
-                ("new-applicants", &data.new_applicants_csv, "applicant_id", None),
+                ("applicants", &data.applicants_csv, "applicant_id", Serving::Plain),
+                ("new-applicants", &data.new_applicants_csv, "applicant_id", Serving::Plain),
             ],
         ),
         participant(
@@ -420,8 +480,8 @@ pub async fn run(dir: Option<PathBuf>) -> Result<(), CliError> {
             "Credit Bureau A",
             vec![Role::DataOwner],
             vec![
-                ("blacklist-a", &data.bureau_a_parquet, "national_id", None),
-                ("defaults-a", &data.defaults_csv[0], "national_id", Some("status")),
+                ("blacklist-a", &data.bureau_a_parquet, "national_id", Serving::Plain),
+                ("defaults-a", &data.defaults_csv[0], "national_id", Serving::Blacklist("status")),
             ],
         ),
         participant(
@@ -429,36 +489,44 @@ pub async fn run(dir: Option<PathBuf>) -> Result<(), CliError> {
             "Credit Bureau B",
             vec![Role::DataOwner],
             vec![
-                ("judgements-b", &data.bureau_b_csv, "national_id", None),
-                ("defaults-b", &data.defaults_csv[1], "national_id", Some("status")),
+                ("judgements-b", &data.bureau_b_csv, "national_id", Serving::Plain),
+                ("defaults-b", &data.defaults_csv[1], "national_id", Serving::Blacklist("status")),
             ],
         ),
         participant(
             "hospital-a",
             "City Hospital A",
             vec![Role::DataOwner],
-            vec![("inpatients-a", &h[0].1, "patient_id", None)],
+            vec![("inpatients-a", &h[0].1, "patient_id", Serving::Plain)],
         ),
         participant(
             "hospital-b",
             "University Hospital B",
             vec![Role::DataOwner],
-            vec![("inpatients-b", &h[1].1, "patient_id", None)],
+            vec![("inpatients-b", &h[1].1, "patient_id", Serving::Plain)],
         ),
         participant(
             "hospital-c",
             "County Hospital C",
             vec![Role::DataOwner],
-            vec![("inpatients-c", &h[2].1, "patient_id", None)],
+            vec![("inpatients-c", &h[2].1, "patient_id", Serving::Plain)],
         ),
         participant("research", "Cardiovascular Research Institute", vec![Role::Requester], vec![]),
         participant(
             "ocean",
             "Ocean Science Data Centre",
             vec![Role::DataOwner],
-            vec![("ctd-observations", &data.observations_parquet, "station_id", None)],
+            vec![
+                ("ctd-observations", &data.observations_parquet, "station_id", Serving::Plain),
+                ("station-registry", &data.registry_csv, "station_id", Serving::Lookup(&STATION_COLUMNS)),
+            ],
         ),
-        participant("climate", "Marine Climate Lab", vec![Role::Requester], vec![]),
+        participant(
+            "climate",
+            "Marine Climate Lab",
+            vec![Role::Requester],
+            vec![("wanted-stations", &data.wanted_csv, "station_id", Serving::Plain)],
+        ),
     ];
     let net = LocalConsortium::start(&dir, &participants, system_clock()).await?;
     bar.finish_and_clear();
@@ -469,7 +537,9 @@ pub async fn run(dir: Option<PathBuf>) -> Result<(), CliError> {
     );
 
     let bar = spinner("registering datasets and grants on the ledger");
-    for p in &participants {
+    // Data owners publish their datasets; the lab's list of wanted stations
+    // stays its own.
+    for p in participants.iter().filter(|p| p.roles.contains(&Role::DataOwner)) {
         for d in &p.spec.datasets {
             net.publish_dataset(&p.spec.name, &d.name).await?;
         }
@@ -527,6 +597,25 @@ pub async fn run(dir: Option<PathBuf>) -> Result<(), CliError> {
         }),
     )
     .await?;
+    // It serves its station registry for private lookup: 20 lookups, at
+    // most 4 per task.
+    net.write(
+        "ocean",
+        Record::Grant(Grant {
+            id: "g-stations-climate".into(),
+            dataset: "station-registry".into(),
+            grantee: "climate".into(),
+            computations: vec![Computation::Pir],
+            columns: STATION_COLUMNS.map(String::from).to_vec(),
+            min_cohort: 0,
+            max_uses: 10,
+            max_items: 20,
+            max_items_per_use: 4,
+            expires_at: stayput_coordinator::client::unix_now() + month,
+            epsilon_budget: 0,
+        }),
+    )
+    .await?;
     let clinical = ["age", "sex", "bmi", "systolic_bp", "diagnosis", "length_of_stay"];
     for h in ["a", "b", "c"] {
         let (owner, dataset) = (format!("hospital-{h}"), format!("inpatients-{h}"));
@@ -550,7 +639,7 @@ pub async fn run(dir: Option<PathBuf>) -> Result<(), CliError> {
     }
     bar.finish_and_clear();
     println!(
-        "ledger: 9 members, 9 dataset versions (schema and content digests; the two defaults lists as encoded sets with their OPRF keys), 7 grants — each signed by its writer"
+        "ledger: 9 members, 10 dataset versions (schema and content digests; the two defaults lists as encoded sets with their OPRF keys, the station registry as a PIR layout and hint digest), 8 grants — each signed by its writer"
     );
     println!("  grant g-a-bank: bureau-a lets bank run psi or psi_cardinality on blacklist-a.national_id, 10 uses");
     println!("  grant g-b-bank: bureau-b lets bank learn only counts (psi_cardinality) on judgements-b.national_id");
@@ -641,6 +730,7 @@ pub async fn run(dir: Option<PathBuf>) -> Result<(), CliError> {
     );
 
     ocean_journey(&net).await?;
+    lookup_journey(&net).await?;
 
     println!("\na refused request — the bank asks bureau-b for the names, which its grant does not allow:");
     match net.submit("bank", &psi_task(Computation::Psi, "judgements-b")).await {
@@ -681,7 +771,12 @@ pub async fn run(dir: Option<PathBuf>) -> Result<(), CliError> {
         "  stayput task aggregate --config ./demo/climate/node.toml --dataset ctd-observations --query sst.toml --epsilon 0.5 --format parquet"
     );
     println!("  stayput bench ocean            rows/s of a gridded monthly mean over 10M Parquet observations");
-    println!("  (private lookups arrive with their issue)");
+    println!(
+        "  stayput task lookup --config ./demo/climate/node.toml --dataset station-registry --keys wanted-stations"
+    );
+    println!(
+        "  stayput bench pir              GB/s per core of the PIR server against a plain scan, sizes, client times"
+    );
     Ok(())
 }
 
@@ -722,6 +817,111 @@ fn compute_only(query: &str, epsilon: u32) -> Result<TaskSpec, CliError> {
             format: stayput_chain_connector::tasks::ResultFormat::Csv,
         }),
     })
+}
+
+/// Journey 6: a private lookup in the ocean centre's station registry.
+async fn lookup_journey(net: &LocalConsortium) -> Result<(), CliError> {
+    println!(
+        "\njourney 6 — private record lookup (climate lab × ocean centre): one station's registry record, without the ocean centre learning which"
+    );
+    let spec = TaskSpec {
+        kind: Computation::Pir,
+        datasets: vec!["station-registry".into()],
+        receiver: "climate".into(),
+        params: TaskParams::Pir(PirParams {
+            dataset: "station-registry".into(),
+            requester_dataset: "wanted-stations".into(),
+        }),
+    };
+    let version =
+        net.ledger.dataset("station-registry").await?.pop().ok_or_else(|| CliError::Demo("no version".into()))?;
+    let layout = stayput_node::pir::published_layout(&version)?;
+    println!(
+        "  the registry's v{} on the ledger: {STATIONS} records of {STATION_RECORD_BYTES} B in a {} × {} byte matrix; hint {:.1} MB, fetched once and checked against the ledger's digest",
+        version.version,
+        layout.rows(),
+        layout.columns,
+        (layout.rows() * stayput_psi::pir::LWE_DIMENSION * 4) as f64 / 1e6
+    );
+    let report = run_task(net, "climate", &spec, "climate × ocean (lookup)").await?;
+    let dir = &net.net.state("climate").config.output_dir;
+    let file = stayput_node::tasks::result_file(dir, &report.task_id);
+    let table = std::fs::read_to_string(&file).map_err(|e| CliError::Demo(e.to_string()))?;
+    println!(
+        "  task {}: the lab's node asked for {} keys (its own file wanted-stations.csv):",
+        report.task_id, report.result_count
+    );
+    for line in table.lines() {
+        println!("    {line}");
+    }
+    let registry = &net.net.state("ocean").config.dataset("station-registry")?.path;
+    let registry = std::fs::read_to_string(registry).map_err(|e| CliError::Demo(e.to_string()))?;
+    let expected = registry.lines().find_map(|l| l.strip_prefix(&format!("{WANTED_STATION},")));
+    let fetched = table.lines().find_map(|l| l.strip_prefix(&format!("{WANTED_STATION},found,")));
+    let found = expected.is_some() && fetched == expected;
+    let absent = table.lines().any(|l| l.starts_with(&format!("{UNLISTED_STATION},absent")));
+    let task = net.ledger.task(&report.task_id).await?.ok_or_else(|| CliError::Demo("task missing".into()))?;
+    for (org, used) in &task.uses {
+        println!(
+            "  ledger: {org} recorded a use of {} lookups under grant {} — and nothing about which",
+            used.items, used.grant
+        );
+    }
+    let logged: Vec<String> =
+        captured_log().lines().filter(|l| l.contains(&report.task_id)).map(str::to_owned).collect();
+    println!("  what the nodes logged of the lookup:");
+    for line in logged.iter().filter(|l| l.contains("stayput_node::pir")) {
+        println!("    {}", line.split_once("stayput_node::pir: ").map_or(line.as_str(), |(_, rest)| rest));
+    }
+    let leaked = logged.iter().any(|l| l.contains(WANTED_STATION) || l.contains(&WANTED_STATION.to_lowercase()));
+    let grant = net.ledger.grant("g-stations-climate").await?.ok_or_else(|| CliError::Demo("grant missing".into()))?;
+    println!(
+        "  grant g-stations-climate: {} of {} lookups used; the ledger holds a salted commitment to the result, not its digest",
+        grant.items, grant.grant.max_items
+    );
+    if !found || !absent || leaked || logged.is_empty() || grant.items != 2 {
+        return Err(CliError::Demo(format!(
+            "the lookup journey went wrong: found {found}, absent {absent}, a log line naming the station {leaked}, {} log lines, {} lookups used",
+            logged.len(),
+            grant.items
+        )));
+    }
+    println!(
+        "  checked: {WANTED_STATION}'s record matches the registry file, and no node's log line names the station"
+    );
+    Ok(())
+}
+
+/// Log lines of the nodes, captured for the lookup journey (bounded).
+static CAPTURED_LOG: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+const MAX_CAPTURED_LOG: usize = 4 << 20;
+
+/// A writer into the demo's log capture (`stayput demo` installs it for
+/// the nodes' info lines); beyond 4 MiB it drops what it is given.
+pub fn log_capture() -> LogCapture {
+    LogCapture
+}
+
+/// See [`log_capture`].
+#[derive(Debug, Clone, Copy)]
+pub struct LogCapture;
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut log = CAPTURED_LOG.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if log.len() + buf.len() <= MAX_CAPTURED_LOG {
+            log.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn captured_log() -> String {
+    String::from_utf8_lossy(&CAPTURED_LOG.lock().unwrap_or_else(std::sync::PoisonError::into_inner)).into_owned()
 }
 
 /// Journey 5: compute-only access to the ocean centre's observations.

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
 use stayput_chain_connector::records::Computation;
-use stayput_chain_connector::tasks::{ComputeOnlyParams, LabeledPsiParams, PsiParams, ResultFormat, TaskParams};
+use stayput_chain_connector::tasks::{
+    ComputeOnlyParams, LabeledPsiParams, PirParams, PsiParams, ResultFormat, TaskParams,
+};
 use stayput_coordinator::client::{Client, Phase, TaskReport, TaskSpec, sign, unix_now};
 use stayput_node::NodeConfig;
 
@@ -89,6 +91,23 @@ pub enum TaskCommand {
         /// Result format: csv, parquet or arrow (Arrow IPC).
         #[arg(long, default_value = "csv")]
         format: String,
+    },
+    /// Submit a private record lookup: fetch the records of your dataset's
+    /// keys from a table another organisation serves for lookup, without
+    /// its node learning which keys (single-server PIR). Your keys never
+    /// leave your node, and the records are written on your node only.
+    Lookup {
+        /// Your node's TOML configuration (with its [ledger] section).
+        #[arg(long)]
+        config: PathBuf,
+        /// The lookup table on the ledger.
+        #[arg(long)]
+        dataset: String,
+        /// Your dataset of keys to fetch (1 to 64), by the name in your
+        /// node's configuration; its key columns and normalisation must
+        /// match the table's.
+        #[arg(long)]
+        keys: String,
     },
     /// Follow a task until it ends.
     Watch {
@@ -255,6 +274,25 @@ pub async fn run(command: TaskCommand) -> Result<(), CliError> {
                 print!("{}", std::fs::read_to_string(&path).unwrap_or_default());
             }
             println!("result on your node: {} (digest on the ledger: {})", path.display(), last.result_digest);
+        }
+        TaskCommand::Lookup { config, dataset, keys } => {
+            let (config, key) = requester(&config)?;
+            let spec = TaskSpec {
+                kind: Computation::Pir,
+                datasets: vec![dataset.clone()],
+                receiver: config.org.clone(),
+                params: TaskParams::Pir(PirParams { dataset, requester_dataset: keys }),
+            };
+            let (last, path) = run_to_end(&config, &key, &spec).await?;
+            let table = std::fs::read_to_string(&path).unwrap_or_default();
+            let found = table.lines().skip(1).filter(|l| l.contains(",found")).count();
+            println!("task {} succeeded: {found} of {} keys found", last.task_id, last.result_count);
+            print!("{table}");
+            println!(
+                "result on your node: {} (the ledger holds a salted commitment to it: {})",
+                path.display(),
+                last.result_digest
+            );
         }
         TaskCommand::Watch { id, config } => {
             let config = NodeConfig::load(&config)?;

@@ -152,6 +152,7 @@ pub async fn admit(
             | Computation::FederatedStats
             | Computation::LabeledPsi
             | Computation::ComputeOnly
+            | Computation::Pir
     ) {
         return Err(CoordinatorError::Unsupported { kind: request.kind.to_string() });
     }
@@ -201,6 +202,19 @@ pub async fn admit(
                 )));
             }
             compute_only_columns(&p.query, p.epsilon)?
+        }
+        TaskParams::Pir(p) => {
+            if request.datasets != [p.dataset.clone()] {
+                return Err(CoordinatorError::BadRequest(format!(
+                    "a pir task reads exactly dataset '{}'; the request names {:?}",
+                    p.dataset, request.datasets
+                )));
+            }
+            let versions = ledger.dataset(&p.dataset).await?;
+            let latest =
+                versions.last().ok_or_else(|| CoordinatorError::UnknownDataset { dataset: p.dataset.clone() })?;
+            stayput_node::pir::published_layout(latest).map_err(|e| CoordinatorError::BadRequest(e.to_string()))?;
+            Vec::new()
         }
         _ => return Err(CoordinatorError::Unsupported { kind: request.kind.to_string() }),
     };

@@ -149,11 +149,10 @@ impl LocalConsortium {
         let state = self.net.state(org).clone();
         let source = state.config.dataset(dataset)?.clone();
         let version = u32::try_from(self.ledger.dataset(dataset).await?.len()).unwrap_or(u32::MAX - 1) + 1;
-        let record = tokio::task::spawn_blocking(move || {
-            stayput_node::blacklist::version_record(&state.config, &source, version)
-        })
-        .await
-        .map_err(|e| CoordinatorError::Node(stayput_node::NodeError::Worker(e.to_string())))??;
+        let record =
+            tokio::task::spawn_blocking(move || stayput_node::publish::version_record(&state.config, &source, version))
+                .await
+                .map_err(|e| CoordinatorError::Node(stayput_node::NodeError::Worker(e.to_string())))??;
         Ok(self.write(org, Record::DatasetVersion(record)).await?)
     }
 

@@ -33,6 +33,7 @@ fn org(name: &str, roles: Vec<Role>, dataset: &str, path: std::path::PathBuf, la
                 key_columns: vec!["national_id".into()],
                 normalise: vec!["trim".into(), "uppercase".into()],
                 labels: labels.map(str::to_owned),
+                pir: None,
             }],
         },
         display: name.into(),

@@ -153,6 +153,7 @@ async fn a_scientist_gets_aggregates_and_never_rows() {
         key_columns: vec!["station_id".into()],
         normalise: vec![],
         labels: None,
+        pir: None,
     };
     let ocean = Participant {
         spec: OrgSpec { name: "ocean".into(), datasets: vec![dataset("ctd"), dataset("ctd-open")] },

@@ -57,6 +57,7 @@ fn hospital(dir: &std::path::Path, name: &str, seed: u32, sbp_shift: f64) -> (Pa
             key_columns: vec!["patient_id".into()],
             normalise: vec![],
             labels: None,
+            pir: None,
         }],
     };
     (Participant { spec, display: name.into(), roles: vec![Role::DataOwner] }, cohort)

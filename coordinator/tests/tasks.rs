@@ -36,6 +36,7 @@ fn participant(name: &str, roles: Vec<Role>, dataset: &str, path: std::path::Pat
                 key_columns: vec!["id".into()],
                 normalise: vec!["trim".into()],
                 labels: None,
+                pir: None,
             }],
         },
         display: name.into(),

@@ -96,6 +96,26 @@ pub async fn record_use_spending(
     Ok(())
 }
 
+/// Refuses, before any work, a task that asks more `unit` than `grant`
+/// allows per task (the ledger judges the per-task and total limits again
+/// when the use is written).
+pub async fn check_items_per_use(
+    ledger: &dyn Ledger,
+    task: &str,
+    grant: &str,
+    items: u64,
+    unit: &str,
+) -> Result<(), NodeError> {
+    let per_use = ledger.grant(grant).await.map_err(ledger_error(task))?.map_or(0, |g| g.grant.max_items_per_use);
+    if items > per_use {
+        return Err(NodeError::NotAuthorised {
+            task: task.to_owned(),
+            reason: format!("{items} {unit} asked; grant '{grant}' allows at most {per_use} {unit} per task"),
+        });
+    }
+    Ok(())
+}
+
 /// The ledger check alone: returns the grant that covers the request.
 pub async fn check(ledger: &dyn Ledger, own_org: &str, request: &ServeRequest<'_>) -> Result<String, NodeError> {
     let refuse = |reason: String| NodeError::NotAuthorised { task: request.task.to_owned(), reason };

@@ -43,7 +43,7 @@ use stayput_proto::v1::{EvaluateRequest, EvaluateResponse, FetchSetRequest, SetC
 use stayput_psi::labeled::{Delta, EncodedSet, MAX_ENTRIES, MAX_QUERY, OprfKey, Query, SEALED_LEN, TAG_LEN};
 use tonic::{Request, Response, Status};
 
-use crate::authorisation::{ServeRequest, check};
+use crate::authorisation::{ServeRequest, check, check_items_per_use};
 use crate::config::{LabelSettings, NodeConfig};
 use crate::dataset::Dataset;
 use crate::identity::caller_org;
@@ -82,13 +82,15 @@ fn read(path: &Path) -> Result<Vec<u8>, NodeError> {
     std::fs::read(path).map_err(|source| NodeError::ReadFile { path: path.into(), source })
 }
 
-/// Writes `bytes` to `path` atomically (replacing it).
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), NodeError> {
+/// Writes `parts` one after another to `path` atomically (replacing it).
+pub(crate) fn write_atomic(path: &Path, parts: &[&[u8]]) -> Result<(), NodeError> {
     let io_err = |source| NodeError::WriteFile { path: path.into(), source };
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io_err)?;
     let mut temp = tempfile::Builder::new().prefix(".partial-").tempfile_in(dir).map_err(io_err)?;
-    temp.write_all(bytes).map_err(io_err)?;
+    for bytes in parts {
+        temp.write_all(bytes).map_err(io_err)?;
+    }
     temp.as_file().sync_all().map_err(io_err)?;
     temp.persist(path).map_err(|e| io_err(e.error))?;
     Ok(())
@@ -182,13 +184,13 @@ pub fn prepare_version(config: &NodeConfig, dataset: &Dataset, version: u32) -> 
     let (set, changed) = match previous {
         Some(previous) => {
             let (set, delta) = previous.next_version(&key, &listed, seed)?;
-            write_atomic(&delta_file(&dir, version), &delta.to_bytes())?;
+            write_atomic(&delta_file(&dir, version), &[&delta.to_bytes()])?;
             let changed = delta.added.len() + delta.removed.len();
             (set, changed)
         }
         None => (EncodedSet::encode(&key, &dataset.name, version, &listed, seed)?, listed.len()),
     };
-    write_atomic(&set_file(&dir, version), &set.to_bytes())?;
+    write_atomic(&set_file(&dir, version), &[&set.to_bytes()])?;
     tracing::info!(dataset = %dataset.name, version, entries = set.len(), changed, "blacklist version prepared");
     Ok(PreparedVersion {
         version,
@@ -196,29 +198,6 @@ pub fn prepare_version(config: &NodeConfig, dataset: &Dataset, version: u32) -> 
         public_key: key.public_key().to_bytes(),
         entries: set.len(),
         changed,
-    })
-}
-
-/// The record that publishes `version` of one of this node's datasets: the
-/// schema's and the file's digests, or for a blacklist the encoded set's
-/// digest and K (preparing that version). Blocking: it reads and hashes
-/// the whole file.
-pub fn version_record(config: &NodeConfig, dataset: &Dataset, version: u32) -> Result<DatasetVersion, NodeError> {
-    let (schema_digest, file_digest) = dataset.digests()?;
-    let (content_digest, protocol_key) = match &dataset.labels {
-        Some(_) => {
-            let prepared = prepare_version(config, dataset, version)?;
-            (prepared.digest, Some(prepared.public_key.to_vec()))
-        }
-        None => (file_digest, None),
-    };
-    Ok(DatasetVersion {
-        dataset: dataset.name.clone(),
-        owner: config.org.clone(),
-        version,
-        schema_digest,
-        content_digest,
-        protocol_key,
     })
 }
 
@@ -355,17 +334,7 @@ async fn evaluate(
     let access = state.ledger.as_ref().ok_or_else(no_ledger)?;
     let grant = ledger_check(state, &task_id, caller, &source, n).await?;
     let permit = state.session_permit()?;
-    // The grant meters ids per task (and in total, which the ledger judges
-    // when the use is written): refuse before any work.
-    let per_use = access
-        .ledger
-        .grant(&grant)
-        .await
-        .map_err(|e| NodeError::LedgerUnavailable(e.to_string()))?
-        .map_or(0, |g| g.grant.max_items_per_use);
-    if n > per_use {
-        return Err(refuse(format!("{n} ids asked; grant '{grant}' allows at most {per_use} ids per task")));
-    }
+    check_items_per_use(&*access.ledger, &task_id, &grant, n, "ids").await?;
     let on_ledger = latest(state, &dataset).await?;
     // Evaluate first (malformed points consume nothing), answer only once
     // the use is on the ledger.
@@ -521,7 +490,7 @@ async fn synced_set(
         if set.public_key.to_bytes() != protocol_key {
             return Err(err(format!("the set of '{dataset_name}' is not under the OPRF key on the ledger")));
         }
-        write_atomic(&path, &set.to_bytes())?;
+        write_atomic(&path, &[&set.to_bytes()])?;
         if let Some(old) = old.filter(|o| o != &path) {
             let _ = std::fs::remove_file(old);
         }
@@ -589,7 +558,7 @@ async fn query_bureau(
 
 /// Text of an encoded key (parts joined with `|`), for the bank's own
 /// result file.
-fn key_text(encoded: &[u8]) -> String {
+pub(crate) fn key_text(encoded: &[u8]) -> String {
     let mut parts = Vec::new();
     let mut rest = encoded;
     while let Some((len, tail)) = rest.split_first_chunk::<4>() {
@@ -600,7 +569,7 @@ fn key_text(encoded: &[u8]) -> String {
     parts.join("|")
 }
 
-fn csv_field(text: &str) -> String {
+pub(crate) fn csv_field(text: &str) -> String {
     if text.contains([',', '"', '\n', '\r']) { format!("\"{}\"", text.replace('"', "\"\"")) } else { text.to_owned() }
 }
 

@@ -81,6 +81,8 @@ struct RawDataset {
     null_values: Vec<String>,
     #[serde(default)]
     labels: Option<LabelSettings>,
+    #[serde(default)]
+    pir: Option<PirSettings>,
 }
 
 /// A dataset served for the blacklist query (unbalanced labeled PSI): the
@@ -94,6 +96,23 @@ pub struct LabelSettings {
     pub column: String,
     /// The OPRF key file.
     pub oprf_key: PathBuf,
+}
+
+/// A dataset served for private record lookup (PIR): which columns make a
+/// key's record and the fixed size every record is padded to. Each grant
+/// says how many lookups a task may make, and how many in all.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PirSettings {
+    /// The record's columns, in order.
+    pub columns: Vec<String>,
+    /// Bytes per record (18 of them hold the key's tag and the length).
+    #[serde(default = "default_record_bytes")]
+    pub record_bytes: usize,
+}
+
+fn default_record_bytes() -> usize {
+    256
 }
 
 /// Where the consortium's ledger is and how this node signs for it. With
@@ -188,9 +207,33 @@ impl NodeConfig {
             };
             let rules = KeyRules::parse(&d.normalise)?;
             let labels = d.labels.map(|l| LabelSettings { oprf_key: resolve(l.oprf_key), ..l });
+            if labels.is_some() && d.pir.is_some() {
+                return Err(NodeError::InvalidConfig(format!(
+                    "dataset '{name}' has both `labels` and `pir`; serve a blacklist and a lookup table as two datasets"
+                )));
+            }
+            if let Some(pir) = &d.pir {
+                let limit = stayput_psi::pir::MAX_RECORD_BYTES;
+                if pir.columns.is_empty()
+                    || !(stayput_psi::pir::TAG_BYTES + 2 < pir.record_bytes && pir.record_bytes <= limit)
+                {
+                    return Err(NodeError::InvalidConfig(format!(
+                        "dataset '{name}': `pir` needs at least one column and a record_bytes of 19 to {limit}"
+                    )));
+                }
+            }
             datasets.insert(
                 name.clone(),
-                Dataset { name, path, format, key_columns: d.key_columns, rules, null_values: d.null_values, labels },
+                Dataset {
+                    name,
+                    path,
+                    format,
+                    key_columns: d.key_columns,
+                    rules,
+                    null_values: d.null_values,
+                    labels,
+                    pir: d.pir,
+                },
             );
         }
         for (peer, endpoint) in &raw.peers {

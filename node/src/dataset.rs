@@ -90,6 +90,8 @@ pub struct Dataset {
     pub null_values: Vec<String>,
     /// Set when the dataset is served for the blacklist query.
     pub labels: Option<crate::config::LabelSettings>,
+    /// Set when the dataset is served for private record lookup.
+    pub pir: Option<crate::config::PirSettings>,
 }
 
 /// What identifies one version of a dataset file on disk.
@@ -127,6 +129,10 @@ pub struct WrittenFile {
 
 /// Encoded keys, each with the text of another column of its row.
 pub type KeyedValues = Vec<(Vec<u8>, String)>;
+
+/// Encoded keys, each with the texts of other columns of its row (`None`
+/// for a null).
+pub type KeyedRows = Vec<(Vec<u8>, Vec<Option<String>>)>;
 
 /// A stream of record batches read from a dataset file.
 pub type Batches = Box<dyn Iterator<Item = Result<RecordBatch, NodeError>> + Send>;
@@ -231,26 +237,44 @@ impl Dataset {
     /// Every row's encoded key with the text of `column`, rows without a key
     /// skipped; returns the pairs and the number of rows skipped.
     pub fn keys_with(&self, column: &str) -> Result<(KeyedValues, u64), NodeError> {
+        let (rows, skipped) = self.keys_with_columns(&[column.to_owned()])?;
+        let pairs =
+            rows.into_iter().map(|(key, mut values)| (key, values.pop().flatten().unwrap_or_default())).collect();
+        Ok((pairs, skipped))
+    }
+
+    /// Every row's encoded key with the text of each of `columns` (`None`
+    /// for a null), rows without a key skipped; returns the rows and the
+    /// number skipped.
+    pub fn keys_with_columns(&self, columns: &[String]) -> Result<(KeyedRows, u64), NodeError> {
         let (schema, batches) = self.open(false)?;
         self.check_key_columns(&schema)?;
-        if schema.field_with_name(column).is_err() {
-            return Err(NodeError::MissingColumn {
-                path: self.path.clone(),
-                column: column.into(),
-                available: schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", "),
-            });
+        for column in columns {
+            if schema.field_with_name(column).is_err() {
+                return Err(NodeError::MissingColumn {
+                    path: self.path.clone(),
+                    column: column.clone(),
+                    available: schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", "),
+                });
+            }
         }
         let (mut out, mut skipped) = (Vec::new(), 0u64);
         for batch in batches {
             let batch = batch?;
-            let values = cast(batch.column_by_name(column).expect("checked"), &DataType::Utf8)
-                .map_err(|source| NodeError::Records { path: self.path.clone(), source })?;
-            let values = values.as_any().downcast_ref::<StringArray>().expect("cast to Utf8");
+            let texts = columns
+                .iter()
+                .map(|column| {
+                    cast(batch.column_by_name(column).expect("checked"), &DataType::Utf8)
+                        .map_err(|source| NodeError::Records { path: self.path.clone(), source })
+                })
+                .collect::<Result<Vec<ArrayRef>, _>>()?;
+            let texts: Vec<&StringArray> =
+                texts.iter().map(|t| t.as_any().downcast_ref::<StringArray>().expect("cast to Utf8")).collect();
             for (row, key) in self.encode_rows(&batch)?.into_iter().enumerate() {
                 match key {
                     Some(key) => {
-                        let value = if values.is_null(row) { String::new() } else { values.value(row).to_owned() };
-                        out.push((key, value));
+                        let values = texts.iter().map(|t| (!t.is_null(row)).then(|| t.value(row).to_owned())).collect();
+                        out.push((key, values));
                     }
                     None => skipped += 1,
                 }

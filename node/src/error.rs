@@ -64,6 +64,8 @@ pub enum NodeError {
     Blacklist(String),
     #[error("compute-only query: {0}")]
     ComputeOnly(String),
+    #[error("private lookup: {0}")]
+    Pir(String),
     #[error("protocol version {0} is not supported; this node speaks version 1")]
     UnsupportedVersion(u32),
     #[error("the request does not name an output mode")]
@@ -123,7 +125,7 @@ impl From<NodeError> for tonic::Status {
             NodeError::Busy { .. } | NodeError::TooManyPeerKeys { .. } => Code::ResourceExhausted,
             NodeError::ResultExists { .. } => Code::AlreadyExists,
             NodeError::DatasetChanged { .. } => Code::Aborted,
-            NodeError::Stats(_) | NodeError::Blacklist(_) => Code::FailedPrecondition,
+            NodeError::Stats(_) | NodeError::Blacklist(_) | NodeError::Pir(_) => Code::FailedPrecondition,
             NodeError::Cancelled => Code::Cancelled,
             _ => Code::Internal,
         };

@@ -25,6 +25,11 @@
 //!   service (ledger check, grant policy, parallel scan, release, use
 //!   record with ε) and the requester's side (the table as CSV, Parquet or
 //!   Arrow IPC).
+//! * [`pir`] — private record lookup: the owner's `PirPeer` service
+//!   (versions with their hint and layout on the ledger, metered answers)
+//!   and the requester's side (verified hint cache, LWE queries, decoding).
+//! * [`publish`] — what a dataset's version record says, by how it is
+//!   served.
 //! * [`stats`] — federated statistics: the `StatsPeer` service (this node
 //!   as a site) and the requester's side.
 //! * [`server`] — assembling the gRPC server (TLS, health, reflection).
@@ -44,6 +49,8 @@ mod error;
 pub mod identity;
 pub mod ledger_client;
 pub mod localnet;
+pub mod pir;
+pub mod publish;
 pub mod requester;
 pub mod responder;
 pub mod server;

@@ -27,6 +27,8 @@ pub struct DatasetSpec {
     /// For a blacklist: the label column (the OPRF key goes beside the
     /// organisation's configuration as `<dataset>.oprf`).
     pub labels: Option<String>,
+    /// For a lookup table: its record columns and record size.
+    pub pir: Option<crate::config::PirSettings>,
 }
 
 /// An organisation of the local consortium.
@@ -94,6 +96,9 @@ pub fn write_consortium(
             );
             if let Some(column) = &d.labels {
                 let _ = writeln!(text, "labels = {{ column = {column:?}, oprf_key = \"{}.oprf\" }}", d.name);
+            }
+            if let Some(pir) = &d.pir {
+                let _ = writeln!(text, "pir = {{ columns = {:?}, record_bytes = {} }}", pir.columns, pir.record_bytes);
             }
         }
         text.push_str(&extra(&org.name));

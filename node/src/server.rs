@@ -8,6 +8,7 @@ use std::sync::Arc;
 use stayput_proto::v1::aggregate_peer_server::AggregatePeerServer;
 use stayput_proto::v1::labeled_peer_server::LabeledPeerServer;
 use stayput_proto::v1::node_control_server::NodeControlServer;
+use stayput_proto::v1::pir_peer_server::PirPeerServer;
 use stayput_proto::v1::psi_peer_server::PsiPeerServer;
 use stayput_proto::v1::stats_peer_server::StatsPeerServer;
 use tokio::net::TcpListener;
@@ -81,6 +82,7 @@ pub async fn serve_on(
     health.set_serving::<StatsPeerServer<crate::stats::StatsPeerService>>().await;
     health.set_serving::<LabeledPeerServer<crate::blacklist::LabeledPeerService>>().await;
     health.set_serving::<AggregatePeerServer<crate::aggregate::AggregatePeerService>>().await;
+    health.set_serving::<PirPeerServer<crate::pir::PirPeerService>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(stayput_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -99,6 +101,9 @@ pub async fn serve_on(
     let aggregate = AggregatePeerServer::new(crate::aggregate::AggregatePeerService::new(state.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(crate::aggregate::MAX_TABLE_BYTES + 4096);
+    let pir = PirPeerServer::new(crate::pir::PirPeerService::new(state.clone()))
+        .max_decoding_message_size(crate::pir::MAX_PIR_MESSAGE_BYTES)
+        .max_encoding_message_size(crate::pir::MAX_PIR_MESSAGE_BYTES);
     tracing::info!(org = %state.config.org, addr = ?listener.local_addr().ok(), "node listening");
     Server::builder()
         .tls_config(state.tls.server())
@@ -112,6 +117,7 @@ pub async fn serve_on(
         .add_service(stats)
         .add_service(labeled)
         .add_service(aggregate)
+        .add_service(pir)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
         .map_err(|e| NodeError::Listen { address: "(bound)".into(), detail: e.to_string() })

@@ -82,6 +82,12 @@ pub fn evidence_path(dir: &Path, task: &str) -> PathBuf {
     dir.join(format!("{task}.evidence.json"))
 }
 
+/// The salt of a lookup task's result commitment
+/// ([`crate::pir::result_commitment`]), hex, beside its result.
+pub fn salt_path(dir: &Path, task: &str) -> PathBuf {
+    dir.join(format!("{task}.salt"))
+}
+
 /// SHA-256 of a file's bytes.
 pub fn file_sha256(path: &Path) -> Result<[u8; 32], NodeError> {
     let mut file = std::fs::File::open(path).map_err(|source| NodeError::ReadFile { path: path.into(), source })?;
@@ -332,6 +338,23 @@ async fn execute(
             let result_file = result_path_as(dir, task_id, p.format.extension());
             let outcome = crate::aggregate::run_compute_only(state, task_id, params, &p, &result_file).await?;
             finished_with(dir, task_id, &result_file, outcome.sha256, outcome.groups_released, vec![])
+        }
+        TaskParams::Pir(p) => {
+            if task.task.datasets != [p.dataset.clone()] {
+                return Err(refuse("its dataset is not the task's dataset".into()));
+            }
+            let outcome = crate::pir::run_lookup(state, task_id, &p).await?;
+            let dir = &state.config.output_dir;
+            let result_file = result_path(dir, task_id);
+            // The ledger gets a salted commitment, not the file's digest: an
+            // owner hashing candidate records must not recognise the result.
+            let mut salt = [0u8; 32];
+            rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut salt);
+            write_new(&salt_path(dir, task_id), &hex::encode(salt))?;
+            write_new(&result_file, &outcome.table)?;
+            let commitment = crate::pir::result_commitment(&salt, &file_sha256(&result_file)?);
+            tracing::info!(task = %task_id, lookups = outcome.lookups, "private lookup finished");
+            finished(dir, task_id, commitment, outcome.lookups, vec![])
         }
         _ => Err(refuse(format!("{} tasks are not supported by this node yet", task.task.kind))),
     }

@@ -21,6 +21,7 @@ async fn consortium(dir: &std::path::Path) -> LocalNet {
             key_columns: vec!["id".into()],
             normalise: vec!["trim".into()],
             labels: None,
+            pir: None,
         }],
     };
     LocalNet::start(dir, &[org("bank"), org("bureau")], None).await.unwrap()

@@ -9,11 +9,11 @@ use std::collections::BTreeMap;
 use prost::Message;
 use stayput_proto::v1::{
     AggregateRequest, AggregateResponse, ContributeRequest, ContributeResponse, EvaluateRequest, EvaluateResponse,
-    FetchHintRequest, FetchSetRequest, FheDeposit, FheDownload, FheOpen, FheUpload, OutputFormat, PsiAccept, PsiMode, PsiOpen,
-    PsiRequesterMessage, PsiResponderMessage, PsiSummary, RunPsiRequest, RunTaskRequest, SetChunk, SetHeader,
-    ShareRequest, SubmitTaskRequest, SubmitTaskResponse, TaskState, TaskUpdate, WatchTaskRequest, fhe_download,
-    HintChunk, HintHeader, PirQueryRequest, PirQueryResponse, fhe_upload, hint_chunk, psi_requester_message,
-    psi_responder_message, set_chunk,
+    FetchHintRequest, FetchSetRequest, FheDeposit, FheDownload, FheOpen, FheUpload, HintChunk, HintHeader,
+    OutputFormat, PirQueryRequest, PirQueryResponse, PsiAccept, PsiMode, PsiOpen, PsiRequesterMessage,
+    PsiResponderMessage, PsiSummary, RunPsiRequest, RunTaskRequest, SetChunk, SetHeader, ShareRequest,
+    SubmitTaskRequest, SubmitTaskResponse, TaskState, TaskUpdate, WatchTaskRequest, fhe_download, fhe_upload,
+    hint_chunk, psi_requester_message, psi_responder_message, set_chunk,
 };
 
 /// The vectors beside this crate, found at run time: a test binary reused

@@ -671,8 +671,10 @@ mod tests {
         let fails = |r: Result<Option<Vec<u8>>, PsiError>| r.unwrap_err().to_string().contains("does not decode");
         let (lookup, query) = Lookup::with_matrix(&layout, &a, &data[3].0, &mut rng).unwrap();
         let mut answer = db.answer(&query).unwrap();
-        for (i, v) in answer.0.iter_mut().enumerate() {
-            *v = v.wrapping_add((i as u32).wrapping_mul(0x9E37_79B9));
+        let mut garble = 0u32;
+        for v in &mut answer.0 {
+            garble = garble.wrapping_add(0x9E37_79B9);
+            *v = v.wrapping_add(garble);
         }
         assert!(fails(lookup.decode(&layout, &hint, &answer)));
         // Another database's hint under the same layout.

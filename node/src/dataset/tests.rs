@@ -11,6 +11,7 @@ use super::*;
 fn dataset(path: &Path, keys: &[&str], rules: &[&str]) -> Dataset {
     Dataset {
         labels: None,
+        pir: None,
         name: "d".into(),
         path: path.into(),
         format: FileFormat::from_path(path).unwrap(),

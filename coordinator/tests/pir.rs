@@ -1,0 +1,195 @@
+//! Private record lookup end to end on loopback: an ocean data centre serves
+//! its station registry for PIR; a lab fetches its stations' records with
+//! the keys never leaving its node. Checks the records and "absent", the
+//! metering by the grant (per task and in all), a tampered hint cache, a
+//! key declaration that does not match, a new version, and that nothing on
+//! the ledger names a key.
+
+use stayput_chain_connector::Ledger;
+use stayput_chain_connector::records::{Computation, Grant, Record, Role};
+use stayput_chain_connector::tasks::{PirParams, TaskParams};
+use stayput_coordinator::client::{Phase, TaskReport, TaskSpec};
+use stayput_coordinator::localnet::{LocalConsortium, Participant};
+use stayput_node::config::PirSettings;
+use stayput_node::localnet::{DatasetSpec, OrgSpec};
+
+const STATIONS: usize = 300;
+
+fn registry_row(i: usize) -> String {
+    format!("ST{i:04},\"Buoy {i} \"\"{}\"\"\",{}", ["north", "south", "east"][i % 3], 10 + i * 7)
+}
+
+fn write(path: &std::path::Path, header: &str, rows: &[String]) {
+    std::fs::write(path, format!("{header}\n{}\n", rows.join("\n"))).unwrap();
+}
+
+fn lookup(keys: &str) -> TaskSpec {
+    TaskSpec {
+        kind: Computation::Pir,
+        datasets: vec!["registry".into()],
+        receiver: "lab".into(),
+        params: TaskParams::Pir(PirParams { dataset: "registry".into(), requester_dataset: keys.into() }),
+    }
+}
+
+async fn run(net: &LocalConsortium, keys: &str) -> TaskReport {
+    let submitted = net.submit("lab", &lookup(keys)).await.unwrap();
+    net.client("lab").await.unwrap().follow(&submitted.task_id, |_| {}).await.unwrap()
+}
+
+fn result(net: &LocalConsortium, task: &str) -> String {
+    let out = &net.net.state("lab").config.output_dir;
+    std::fs::read_to_string(stayput_node::tasks::result_file(out, task)).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lab_fetches_station_records_without_the_owner_learning_which() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let registry = d.join("registry.csv");
+    let rows: Vec<String> = (0..STATIONS).map(registry_row).collect();
+    write(&registry, "station_id,name,depth_m", &rows);
+    let keys = [
+        ("wanted", vec![" st0042 ", "ST0299", "ST9999"]),
+        ("one", vec!["ST0007"]),
+        ("too-many", vec!["ST0001", "ST0002", "ST0003", "ST0004", "ST0005"]),
+        ("pair", vec!["ST0010", "ST0011"]),
+    ];
+    let mut lab_datasets = Vec::new();
+    for (name, list) in &keys {
+        let path = d.join(format!("{name}.csv"));
+        write(&path, "station_id", &list.iter().map(|k| (*k).to_owned()).collect::<Vec<_>>());
+        lab_datasets.push(DatasetSpec {
+            name: (*name).into(),
+            path,
+            key_columns: vec!["station_id".into()],
+            normalise: vec!["trim".into(), "uppercase".into()],
+            labels: None,
+            pir: None,
+        });
+    }
+    // Keys the lab does not normalise as the registry does.
+    lab_datasets.push(DatasetSpec { name: "raw".into(), normalise: vec![], ..lab_datasets[1].clone() });
+    let ocean = Participant {
+        spec: OrgSpec {
+            name: "ocean".into(),
+            datasets: vec![DatasetSpec {
+                name: "registry".into(),
+                path: registry.clone(),
+                key_columns: vec!["station_id".into()],
+                normalise: vec!["trim".into(), "uppercase".into()],
+                labels: None,
+                pir: Some(PirSettings { columns: vec!["name".into(), "depth_m".into()], record_bytes: 64 }),
+            }],
+        },
+        display: "Ocean data centre".into(),
+        roles: vec![Role::DataOwner],
+    };
+    let lab = Participant {
+        spec: OrgSpec { name: "lab".into(), datasets: lab_datasets },
+        display: "Climate lab".into(),
+        roles: vec![Role::Requester],
+    };
+    let clock = stayput_chain_connector::embedded::system_clock();
+    let net = LocalConsortium::start(d, &[ocean, lab], clock).await.unwrap();
+    net.publish_dataset("ocean", "registry").await.unwrap();
+    net.write(
+        "ocean",
+        Record::Grant(Grant {
+            id: "g-lookup".into(),
+            dataset: "registry".into(),
+            grantee: "lab".into(),
+            computations: vec![Computation::Pir],
+            columns: vec!["name".into(), "depth_m".into()],
+            min_cohort: 0,
+            max_uses: 20,
+            max_items: 6,
+            max_items_per_use: 4,
+            expires_at: stayput_coordinator::client::unix_now() + 3600,
+            epsilon_budget: 0,
+        }),
+    )
+    .await
+    .unwrap();
+    let used = || async { net.ledger.grant("g-lookup").await.unwrap().unwrap().items };
+
+    // Two present keys (one written as the registry would not) and one absent.
+    let report = run(&net, "wanted").await;
+    assert_eq!(report.phase, Phase::Succeeded, "{}", report.error);
+    assert_eq!(report.result_count, 3, "the count reported is the lookups made, not the hits");
+    let text = result(&net, &report.task_id);
+    assert_eq!(
+        text,
+        "key,status,name,depth_m\nST0042,found,\"Buoy 42 \"\"north\"\"\",304\nST0299,found,\"Buoy 299 \"\"east\"\"\",2103\nST9999,absent,,\n"
+    );
+    let task = net.ledger.task(&report.task_id).await.unwrap().unwrap();
+    assert_eq!(task.uses.len(), 1);
+    assert_eq!((task.uses[0].0.as_str(), task.uses[0].1.items), ("ocean", 3));
+    // The ledger holds a salted commitment to the result, not its digest.
+    let out = net.net.state("lab").config.output_dir.clone();
+    let file_sha = stayput_node::tasks::file_sha256(&stayput_node::tasks::result_file(&out, &report.task_id)).unwrap();
+    let salt: [u8; 32] =
+        hex::decode(std::fs::read_to_string(stayput_node::tasks::salt_path(&out, &report.task_id)).unwrap())
+            .unwrap()
+            .try_into()
+            .unwrap();
+    let recorded = task.results.last().unwrap().result_digest;
+    assert_ne!(recorded, file_sha);
+    assert_eq!(recorded, stayput_node::pir::result_commitment(&salt, &file_sha));
+    assert_eq!(used().await, 3);
+
+    // A tampered hint cache is discarded and fetched again.
+    let cache = net.net.state("lab").config.state_dir.join("cache").join("registry.v1.pirhint");
+    let mut bytes = std::fs::read(&cache).unwrap();
+    let last = bytes.len() - 5;
+    bytes[last] ^= 0x40;
+    std::fs::write(&cache, &bytes).unwrap();
+    let report = run(&net, "one").await;
+    assert_eq!(report.phase, Phase::Succeeded, "{}", report.error);
+    assert!(result(&net, &report.task_id).contains("ST0007,found,\"Buoy 7 \"\"south\"\"\",59"));
+    assert_ne!(std::fs::read(&cache).unwrap(), bytes, "the cache was replaced by a verified hint");
+    assert_eq!(used().await, 4);
+
+    // Metering: more lookups than a task may make, refused before any work.
+    let report = run(&net, "too-many").await;
+    assert_eq!(report.phase, Phase::Failed);
+    assert!(
+        report.error.contains("5 lookups asked; grant 'g-lookup' allows at most 4 lookups per task"),
+        "{}",
+        report.error
+    );
+    assert_eq!(used().await, 4);
+    // Keys encoded differently from the registry's: refused before a query.
+    let report = run(&net, "raw").await;
+    assert_eq!(report.phase, Phase::Failed);
+    assert!(report.error.contains("normalised with [trim, uppercase]"), "{}", report.error);
+    assert_eq!(used().await, 4);
+
+    // A new version (one record changed): the lab's next lookup fetches the
+    // new hint, and the old cache is gone.
+    let mut changed = rows.clone();
+    changed[7] = "ST0007,Buoy 7 (moved),61".into();
+    write(&registry, "station_id,name,depth_m", &changed);
+    net.publish_dataset("ocean", "registry").await.unwrap();
+    let report = run(&net, "one").await;
+    assert_eq!(report.phase, Phase::Succeeded, "{}", report.error);
+    assert!(result(&net, &report.task_id).contains("ST0007,found,Buoy 7 (moved),61"));
+    assert!(!cache.exists());
+    assert!(cache.with_file_name("registry.v2.pirhint").exists());
+    assert_eq!(used().await, 5);
+
+    // The grant's total: 5 of 6 used, a task of 2 lookups is refused by the
+    // ledger when the owner records its use, and the owner does not answer.
+    let report = run(&net, "pair").await;
+    assert_eq!(report.phase, Phase::Failed);
+    assert!(report.error.contains("allows 6 items; 5 are used and 2 more were asked"), "{}", report.error);
+    assert_eq!(used().await, 5);
+
+    // Nothing on the ledger names a key the lab looked up.
+    let events = net.ledger.events_after(0, usize::MAX).await.unwrap();
+    let trail = format!("{events:?}");
+    for key in ["ST0042", "ST0299", "ST9999", "ST0007", "st0042"] {
+        assert!(!trail.contains(key), "{key} appears on the ledger");
+    }
+    net.shutdown().await.unwrap();
+}

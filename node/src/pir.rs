@@ -1,0 +1,791 @@
+//! Private record lookup between nodes (匿踪查询): the owner's `PirPeer`
+//! service and the requester's side ([`run_lookup`]). The protocol is
+//! [`stayput_psi::pir`] (SimplePIR-style, single server, by keyword).
+//!
+//! **Versions.** A dataset with a `pir` section is published as a PIR
+//! database: [`prepare_version`] reads every row's key and record columns,
+//! lays the records out in the byte matrix under a fresh random seed,
+//! computes the hint H = D·A once, and keeps the matrix, the hint and the
+//! record schema under `<state_dir>/pir/<dataset>/`. On the ledger the
+//! version's protocol key is the layout (44 bytes) and its content digest
+//! is [`version_digest`]: SHA-256 over the hint's digest (which binds the
+//! layout) and the record schema. A dataset listing one key twice is
+//! refused: a lookup returns one record per key.
+//!
+//! **The requester's cache** of a version's hint lives under
+//! `<state_dir>/cache/` and is used only while its digest matches the
+//! ledger's; a cache that does not is discarded and fetched again, and a
+//! hint served by the owner that does not match is refused.
+//!
+//! **A task** looks up the keys of one of the requester's own datasets —
+//! read on the requester's node, never written to the ledger or sent
+//! anywhere. Per key the node makes one LWE query for the key's column
+//! (the same size for every key, present or not), sends them in one
+//! `Answer` call, and decodes each answer with the hint: the record, or
+//! "absent" when no slot of the column carries the key's tag.
+//!
+//! **What each side learns.** The owner: that a task made n lookups on a
+//! version, and nothing about which keys (each query is LWE-encrypted). Its
+//! use record carries n and nothing else. The requester: its keys' records
+//! and, as SimplePIR reads a whole column, the other records in the same
+//! columns (about 1/m of the table per lookup; the grant meters lookups).
+//! The coordinator and the ledger: the task, the number of lookups, and a
+//! salted commitment to the result ([`result_commitment`]) rather than its
+//! plain digest, so an owner cannot confirm a guess of what was fetched by
+//! hashing candidate records. Logs name tasks, datasets and counts, never a
+//! key or a record.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+use stayput_chain_connector::records::{Computation, DatasetVersion};
+use stayput_chain_connector::tasks::PirParams;
+use stayput_proto::v1::pir_peer_client::PirPeerClient;
+use stayput_proto::v1::pir_peer_server::PirPeer;
+use stayput_proto::v1::{FetchHintRequest, HintChunk, HintHeader, PirQueryRequest, PirQueryResponse, hint_chunk};
+use stayput_psi::pir::{Answer, Database, Hint, LWE_DIMENSION, Layout, Lookup, MAX_COLUMNS, MAX_ROWS, Query};
+use tonic::{Request, Response, Status};
+
+use crate::authorisation::{ServeRequest, check, check_items_per_use, record_use};
+use crate::config::{NodeConfig, PirSettings};
+use crate::dataset::Dataset;
+use crate::identity::caller_org;
+use crate::{NodeError, NodeState};
+
+/// Most lookups one task makes.
+pub const MAX_LOOKUPS: usize = 64;
+/// Largest `Answer` request or response: every query (or answer) of a task
+/// at the largest matrix the protocol allows.
+pub const MAX_PIR_MESSAGE_BYTES: usize =
+    MAX_LOOKUPS * 4 * if MAX_COLUMNS > MAX_ROWS { MAX_COLUMNS } else { MAX_ROWS } + 64 * 1024;
+/// Largest record schema accepted.
+const MAX_SCHEMA_BYTES: usize = 64 * 1024;
+/// Bytes per streamed hint chunk.
+const CHUNK: usize = 1 << 20;
+/// Marks a null in an encoded record.
+const NULL: u16 = u16::MAX;
+
+fn err(message: impl Into<String>) -> NodeError {
+    NodeError::Pir(message.into())
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, NodeError> {
+    std::fs::read(path).map_err(|source| NodeError::ReadFile { path: path.into(), source })
+}
+
+/// The record schema a version publishes, covered by its content digest:
+/// how keys are encoded (so the requester can encode its own the same way)
+/// and the record's columns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordSchema {
+    /// Number of key columns.
+    pub key_columns: usize,
+    /// Normalisation rules applied to every key column, by name.
+    pub normalise: Vec<String>,
+    /// The record's columns, in order.
+    pub columns: Vec<String>,
+}
+
+impl RecordSchema {
+    fn of(dataset: &Dataset, settings: &PirSettings) -> Self {
+        Self {
+            key_columns: dataset.key_columns.len(),
+            normalise: dataset.rules.names().into_iter().map(str::to_owned).collect(),
+            columns: settings.columns.clone(),
+        }
+    }
+
+    /// Canonical JSON (fields in declaration order, no spaces).
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("plain struct")
+    }
+
+    /// Parses a schema, bounded.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, NodeError> {
+        if bytes.len() > MAX_SCHEMA_BYTES {
+            return Err(err("a record schema is larger than 64 KiB"));
+        }
+        serde_json::from_slice(bytes).map_err(|e| err(format!("the record schema does not parse: {e}")))
+    }
+}
+
+/// The version's content digest: SHA-256 over the hint's digest (layout
+/// and hint) and the record schema.
+pub fn version_digest(hint_digest: &[u8; 32], schema: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"stayput/pir/version/v1");
+    h.update(hint_digest);
+    h.update((schema.len() as u64).to_le_bytes());
+    h.update(schema);
+    h.finalize().into()
+}
+
+/// What the ledger records as a lookup's result digest: SHA-256 over a
+/// random 32-byte salt kept beside the result on the requester's node and
+/// the result file's SHA-256 — a hiding commitment to the result.
+pub fn result_commitment(salt: &[u8; 32], file_sha256: &[u8; 32]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"stayput/pir/result/v1");
+    h.update(salt);
+    h.update(file_sha256);
+    h.finalize().into()
+}
+
+/// A record's bytes: per column a little-endian u16 length and the text,
+/// or `0xffff` for a null.
+pub fn encode_record(values: &[Option<String>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for value in values {
+        match value {
+            None => out.extend(NULL.to_le_bytes()),
+            Some(text) => {
+                let len = u16::try_from(text.len()).unwrap_or(NULL - 1).min(NULL - 1);
+                out.extend(len.to_le_bytes());
+                out.extend(&text.as_bytes()[..usize::from(len)]);
+            }
+        }
+    }
+    out
+}
+
+/// The inverse of [`encode_record`] for `columns` columns.
+pub fn decode_record(bytes: &[u8], columns: usize) -> Result<Vec<Option<String>>, NodeError> {
+    let malformed = || err("a decoded record is malformed (the owner's data or the hint is corrupt)");
+    let mut rest = bytes;
+    let mut out = Vec::with_capacity(columns.min(64));
+    for _ in 0..columns {
+        let (len, tail) = rest.split_first_chunk::<2>().ok_or_else(malformed)?;
+        let len = u16::from_le_bytes(*len);
+        if len == NULL {
+            out.push(None);
+            rest = tail;
+            continue;
+        }
+        let len = usize::from(len);
+        if tail.len() < len {
+            return Err(malformed());
+        }
+        out.push(Some(String::from_utf8(tail[..len].to_vec()).map_err(|_| malformed())?));
+        rest = &tail[len..];
+    }
+    if !rest.is_empty() {
+        return Err(malformed());
+    }
+    Ok(out)
+}
+
+fn settings(dataset: &Dataset) -> Result<&PirSettings, NodeError> {
+    dataset.pir.as_ref().ok_or_else(|| {
+        err(format!("dataset '{}' has no `pir` section: it is not served for private lookup", dataset.name))
+    })
+}
+
+fn versions_dir(config: &NodeConfig, dataset: &str) -> PathBuf {
+    config.state_dir.join("pir").join(dataset)
+}
+
+fn database_file(dir: &Path, version: u32) -> PathBuf {
+    dir.join(format!("v{version}.db"))
+}
+
+fn hint_file(dir: &Path, version: u32) -> PathBuf {
+    dir.join(format!("v{version}.hint"))
+}
+
+fn schema_file(dir: &Path, version: u32) -> PathBuf {
+    dir.join(format!("v{version}.schema.json"))
+}
+
+/// The requester's cache of another organisation's hint; the name comes
+/// from the ledger, so it is checked to be a plain name first.
+fn cache_file(config: &NodeConfig, dataset: &str, version: u32) -> Result<PathBuf, NodeError> {
+    crate::wire::check_task_id(dataset)
+        .map_err(|_| err("a dataset name on the ledger is not a plain name; refusing to cache it"))?;
+    Ok(config.state_dir.join("cache").join(format!("{dataset}.v{version}.pirhint")))
+}
+
+/// A version of a lookup table ready to be recorded on the ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreparedVersion {
+    /// Its version number.
+    pub version: u32,
+    /// [`version_digest`] (the version's content digest).
+    pub digest: [u8; 32],
+    /// The layout (the version's protocol key).
+    pub layout: Layout,
+    /// Records it holds.
+    pub records: usize,
+    /// Bytes of the hint a requester fetches once per version.
+    pub hint_bytes: usize,
+}
+
+/// Owner: lays out the dataset's current file as `version`, computes its
+/// hint and stores both. Blocking and heavy (the hint is ℓ·m·n
+/// multiply-adds, spread over the rayon pool).
+pub fn prepare_version(config: &NodeConfig, dataset: &Dataset, version: u32) -> Result<PreparedVersion, NodeError> {
+    let settings = settings(dataset)?;
+    let (rows, skipped) = dataset.keys_with_columns(&settings.columns)?;
+    let capacity = settings.record_bytes - stayput_psi::pir::TAG_BYTES - 2;
+    let mut records = Vec::with_capacity(rows.len());
+    for (row, (key, values)) in rows.into_iter().enumerate() {
+        let record = encode_record(&values);
+        if record.len() > capacity {
+            return Err(err(format!(
+                "the record of data row {} is {} bytes; record_bytes = {} holds {capacity}; raise record_bytes or drop columns",
+                row + 1,
+                record.len(),
+                settings.record_bytes
+            )));
+        }
+        records.push((key, record));
+    }
+    let mut seed = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed);
+    let db = Database::build(&records, settings.record_bytes, seed)
+        .map_err(|e| err(format!("dataset '{}' cannot be laid out: {e} (a key must name one record)", dataset.name)))?;
+    drop(records);
+    let layout = db.layout().clone();
+    let hint = db.hint();
+    let schema = RecordSchema::of(dataset, settings).to_json();
+    let digest = version_digest(&hint.digest(&layout), &schema);
+    let dir = versions_dir(config, &dataset.name);
+    let header = [layout.to_bytes(), (db.records() as u64).to_le_bytes().to_vec()].concat();
+    crate::blacklist::write_atomic(&database_file(&dir, version), &[&header, db.matrix_rows()])?;
+    crate::blacklist::write_atomic(&hint_file(&dir, version), &[&hint.to_bytes()])?;
+    crate::blacklist::write_atomic(&schema_file(&dir, version), &[&schema])?;
+    tracing::info!(
+        dataset = %dataset.name,
+        version,
+        records = db.records(),
+        skipped_rows = skipped,
+        matrix = format!("{} x {}", layout.rows(), layout.columns),
+        hint_bytes = hint.byte_len(),
+        "lookup table version prepared"
+    );
+    Ok(PreparedVersion { version, digest, layout, records: db.records(), hint_bytes: hint.byte_len() })
+}
+
+/// Reads a stored database, checking its layout is the one on the ledger.
+fn load_database(path: &Path, layout_on_ledger: &[u8]) -> Result<Database, NodeError> {
+    let mut bytes = read(path)?;
+    if bytes.len() < 52 || bytes[..44] != *layout_on_ledger {
+        return Err(err("the stored lookup table is not the version on the ledger; publish a new version"));
+    }
+    let layout = Layout::from_bytes(&bytes[..44])?;
+    let records = usize::try_from(u64::from_le_bytes(bytes[44..52].try_into().expect("8 bytes")))
+        .map_err(|_| err("the stored lookup table is corrupt"))?;
+    let matrix = bytes.split_off(52);
+    Ok(Database::from_parts(layout, records, matrix)?)
+}
+
+/// A version's database held in memory: (version, matrix).
+type LoadedVersion = (u32, Arc<Database>);
+
+/// The `PirPeer` service (this node as a lookup table's owner).
+#[derive(Debug, Clone)]
+pub struct PirPeerService {
+    state: Arc<NodeState>,
+    /// The latest loaded database per dataset.
+    loaded: Arc<Mutex<BTreeMap<String, LoadedVersion>>>,
+}
+
+impl PirPeerService {
+    /// A service over the node's state.
+    pub fn new(state: Arc<NodeState>) -> Self {
+        Self { state, loaded: Arc::default() }
+    }
+
+    /// The database of `dataset` at `on_ledger`'s version, loaded once.
+    /// Blocking.
+    fn database(&self, on_ledger: &DatasetVersion) -> Result<Arc<Database>, NodeError> {
+        let mut loaded = self.loaded.lock().expect("pir database cache");
+        if let Some((version, db)) = loaded.get(&on_ledger.dataset)
+            && *version == on_ledger.version
+        {
+            return Ok(db.clone());
+        }
+        let path = database_file(&versions_dir(&self.state.config, &on_ledger.dataset), on_ledger.version);
+        let db = Arc::new(load_database(&path, on_ledger.protocol_key.as_deref().unwrap_or_default())?);
+        loaded.insert(on_ledger.dataset.clone(), (on_ledger.version, db.clone()));
+        Ok(db)
+    }
+}
+
+fn no_ledger() -> NodeError {
+    NodeError::InvalidConfig("private lookup needs a [ledger] section".into())
+}
+
+/// The PIR layout a dataset version publishes, or an error saying it is
+/// not a lookup table.
+pub fn published_layout(version: &DatasetVersion) -> Result<Layout, NodeError> {
+    version.protocol_key.as_deref().and_then(|k| Layout::from_bytes(k).ok()).ok_or_else(|| {
+        err(format!(
+            "dataset '{}' is not published for private lookup (its version carries no PIR layout)",
+            version.dataset
+        ))
+    })
+}
+
+/// The dataset's latest version on the ledger and its layout.
+async fn latest(state: &NodeState, dataset: &str) -> Result<(DatasetVersion, Layout), NodeError> {
+    let ledger = &state.ledger.as_ref().ok_or_else(no_ledger)?.ledger;
+    let on_ledger = ledger
+        .dataset(dataset)
+        .await
+        .map_err(|e| NodeError::LedgerUnavailable(e.to_string()))?
+        .pop()
+        .ok_or_else(|| err(format!("dataset '{dataset}' has no version on the ledger")))?;
+    let layout = published_layout(&on_ledger)?;
+    Ok((on_ledger, layout))
+}
+
+/// The owner's ledger check for `caller`'s task on `source` (no use is
+/// written): the grant must allow the record's columns, which a lookup
+/// releases. Returns the grant that covers it.
+async fn ledger_check(
+    state: &NodeState,
+    task: &str,
+    caller: &str,
+    source: &Dataset,
+    items: u64,
+) -> Result<String, NodeError> {
+    let access = state.ledger.as_ref().ok_or_else(no_ledger)?;
+    let serve = ServeRequest {
+        task,
+        peer: caller,
+        dataset: &source.name,
+        kinds: &[Computation::Pir],
+        items,
+        columns: &settings(source)?.columns,
+        key_columns: &source.key_columns,
+    };
+    check(&*access.ledger, &state.config.org, &serve).await
+}
+
+async fn fetch_hint(
+    state: &Arc<NodeState>,
+    caller: &str,
+    request: FetchHintRequest,
+) -> Result<Vec<HintChunk>, NodeError> {
+    let FetchHintRequest { task_id, dataset } = request;
+    crate::wire::check_task_id(&task_id)?;
+    let source = state.config.dataset(&dataset)?.clone();
+    ledger_check(state, &task_id, caller, &source, 0).await?;
+    let permit = state.session_permit()?;
+    let (on_ledger, layout) = latest(state, &dataset).await?;
+    let dir = versions_dir(&state.config, &dataset);
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let version = on_ledger.version;
+        let hint = read(&hint_file(&dir, version))?;
+        let schema = read(&schema_file(&dir, version))?;
+        let parsed = Hint::from_bytes(&layout, &hint)?;
+        if version_digest(&parsed.digest(&layout), &schema) != on_ledger.content_digest {
+            return Err(err(format!(
+                "the hint of '{}' v{version} on this node does not match the ledger; publish a new version",
+                on_ledger.dataset
+            )));
+        }
+        drop(parsed);
+        let mut out = vec![HintChunk {
+            part: Some(hint_chunk::Part::Header(HintHeader {
+                version,
+                length: hint.len() as u64,
+                schema: schema.into(),
+            })),
+        }];
+        let hint = tonic::codegen::Bytes::from(hint);
+        for start in (0..hint.len()).step_by(CHUNK) {
+            let end = (start + CHUNK).min(hint.len());
+            out.push(HintChunk { part: Some(hint_chunk::Part::Data(hint.slice(start..end))) });
+        }
+        Ok(out)
+    })
+    .await
+    .map_err(|e| NodeError::Worker(e.to_string()))?
+}
+
+async fn answer(
+    service: &PirPeerService,
+    caller: &str,
+    request: PirQueryRequest,
+) -> Result<PirQueryResponse, NodeError> {
+    let state = &service.state;
+    let PirQueryRequest { task_id, dataset, version, queries } = request;
+    crate::wire::check_task_id(&task_id)?;
+    let source = state.config.dataset(&dataset)?.clone();
+    let refuse = |reason: String| NodeError::NotAuthorised { task: task_id.clone(), reason };
+    let n = queries.len();
+    if n == 0 || n > MAX_LOOKUPS {
+        return Err(refuse(format!("{n} lookups asked; a task makes 1 to {MAX_LOOKUPS}")));
+    }
+    let access = state.ledger.as_ref().ok_or_else(no_ledger)?;
+    let grant = ledger_check(state, &task_id, caller, &source, n as u64).await?;
+    check_items_per_use(&*access.ledger, &task_id, &grant, n as u64, "lookups").await?;
+    let (on_ledger, layout) = latest(state, &dataset).await?;
+    if version != on_ledger.version {
+        return Err(err(format!(
+            "the queries were made for v{version} of '{dataset}' but the ledger's latest is v{}; fetch its hint and ask again",
+            on_ledger.version
+        )));
+    }
+    let permit = state.session_permit()?;
+    // Answer first (malformed queries consume nothing), reply only once the
+    // use is on the ledger.
+    let service_for_work = service.clone();
+    let answers = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let queries = queries
+            .iter()
+            .enumerate()
+            .map(|(i, q)| {
+                Query::from_bytes(&layout, q).map_err(|_| {
+                    err(format!("query {} is {} bytes; this version takes {}", i + 1, q.len(), layout.columns * 4))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let db = service_for_work.database(&on_ledger)?;
+        queries
+            .iter()
+            .map(|q| Ok(tonic::codegen::Bytes::from(db.answer(q)?.to_bytes())))
+            .collect::<Result<Vec<_>, NodeError>>()
+    })
+    .await
+    .map_err(|e| NodeError::Worker(e.to_string()))??;
+    record_use(&*access.ledger, &state.config.org, &access.key, &task_id, &grant, n as u64).await?;
+    tracing::info!(
+        node = %state.config.org,
+        task = %task_id,
+        dataset = %dataset,
+        version,
+        lookups = n,
+        "private lookup answered; use recorded"
+    );
+    Ok(PirQueryResponse { answers })
+}
+
+#[tonic::async_trait]
+impl PirPeer for PirPeerService {
+    type FetchHintStream = tokio_stream::Iter<std::vec::IntoIter<Result<HintChunk, Status>>>;
+
+    async fn fetch_hint(&self, request: Request<FetchHintRequest>) -> Result<Response<Self::FetchHintStream>, Status> {
+        let caller = caller_org(&request)?;
+        let request = request.into_inner();
+        let task = request.task_id.clone();
+        let chunks = fetch_hint(&self.state, &caller, request).await.map_err(|e| {
+            tracing::warn!(task = %task, peer = %caller, error = %e, "hint refused");
+            Status::from(e)
+        })?;
+        Ok(Response::new(tokio_stream::iter(chunks.into_iter().map(Ok).collect::<Vec<_>>())))
+    }
+
+    async fn answer(&self, request: Request<PirQueryRequest>) -> Result<Response<PirQueryResponse>, Status> {
+        let caller = caller_org(&request)?;
+        let request = request.into_inner();
+        let task = request.task_id.clone();
+        answer(self, &caller, request).await.map(Response::new).map_err(|e| {
+            tracing::warn!(task = %task, peer = %caller, error = %e, "private lookup refused");
+            Status::from(e)
+        })
+    }
+}
+
+/// A hint and the record schema, checked against the ledger.
+#[derive(Debug)]
+struct CheckedHint {
+    hint: Hint,
+    schema: RecordSchema,
+}
+
+/// Parses `schema ‖ hint` bytes and checks them against the ledger's digest.
+fn checked(layout: &Layout, schema: &[u8], hint: &[u8], digest: &[u8; 32]) -> Result<CheckedHint, NodeError> {
+    let parsed = Hint::from_bytes(layout, hint)?;
+    if version_digest(&parsed.digest(layout), schema) != *digest {
+        return Err(err("the hint does not match the digest on the ledger"));
+    }
+    Ok(CheckedHint { hint: parsed, schema: RecordSchema::from_json(schema)? })
+}
+
+/// The cache file's bytes: the schema's length (u32), the schema, the hint.
+fn cache_bytes(schema: &[u8], hint: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(schema.len()).expect("schema ≤ 64 KiB");
+    [&len.to_le_bytes(), schema, hint].concat()
+}
+
+fn split_cache(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (len, rest) = bytes.split_first_chunk::<4>()?;
+    let len = u32::from_le_bytes(*len) as usize;
+    (len <= MAX_SCHEMA_BYTES && len <= rest.len()).then(|| rest.split_at(len))
+}
+
+/// The requester's hint of `on_ledger`'s version: from the cache when it
+/// matches the ledger, else fetched, checked and cached.
+async fn synced_hint(
+    state: &Arc<NodeState>,
+    client: &mut PirPeerClient<tonic::transport::Channel>,
+    task_id: &str,
+    on_ledger: &DatasetVersion,
+    layout: &Layout,
+) -> Result<CheckedHint, NodeError> {
+    let (dataset, version, digest) = (on_ledger.dataset.clone(), on_ledger.version, on_ledger.content_digest);
+    let path = cache_file(&state.config, &dataset, version)?;
+    let cached = {
+        let (path, layout) = (path.clone(), layout.clone());
+        tokio::task::spawn_blocking(move || {
+            let bytes = std::fs::read(&path).ok()?;
+            let found = split_cache(&bytes).and_then(|(schema, hint)| checked(&layout, schema, hint, &digest).ok());
+            if found.is_none() {
+                tracing::warn!(version, "a cached hint does not match the ledger; discarded");
+                let _ = std::fs::remove_file(&path);
+            }
+            found
+        })
+        .await
+        .map_err(|e| NodeError::Worker(e.to_string()))?
+    };
+    if let Some(hint) = cached {
+        return Ok(hint);
+    }
+    let owner = on_ledger.owner.clone();
+    let failed = |s| crate::wire::status_error(s, &owner, "hint");
+    let mut stream = client
+        .fetch_hint(FetchHintRequest { task_id: task_id.into(), dataset: dataset.clone() })
+        .await
+        .map_err(failed)?
+        .into_inner();
+    let expected = layout.rows() * LWE_DIMENSION * 4;
+    let (mut schema, mut hint): (Option<Vec<u8>>, Vec<u8>) = (None, Vec::new());
+    while let Some(chunk) = stream.message().await.map_err(failed)? {
+        match chunk.part {
+            Some(hint_chunk::Part::Header(h)) => {
+                if schema.is_some() {
+                    return Err(err(format!("'{owner}' sent two hint headers")));
+                }
+                if h.version != version || h.length != expected as u64 || h.schema.len() > MAX_SCHEMA_BYTES {
+                    return Err(err(format!(
+                        "'{owner}' announced a hint for v{} of {} bytes; the ledger's v{version} layout needs {expected}",
+                        h.version, h.length
+                    )));
+                }
+                schema = Some(h.schema.to_vec());
+                hint.reserve_exact(expected);
+            }
+            Some(hint_chunk::Part::Data(d)) => {
+                if schema.is_none() || hint.len() + d.len() > expected {
+                    return Err(err(format!("'{owner}' sent hint bytes before its header or beyond its length")));
+                }
+                hint.extend_from_slice(&d);
+            }
+            None => return Err(err(format!("'{owner}' sent an empty chunk"))),
+        }
+    }
+    let schema = schema.ok_or_else(|| err(format!("'{owner}' sent no hint")))?;
+    if hint.len() != expected {
+        return Err(err(format!("'{owner}' ended the hint early")));
+    }
+    let layout = layout.clone();
+    let config = state.config.clone();
+    tokio::task::spawn_blocking(move || {
+        let hint_checked = checked(&layout, &schema, &hint, &digest).map_err(|_| {
+            err(format!("the hint '{owner}' served does not match the digest of v{version} on the ledger; refused"))
+        })?;
+        crate::blacklist::write_atomic(&path, &[&cache_bytes(&schema, &hint)])?;
+        for old in 1..version {
+            let _ = std::fs::remove_file(cache_file(&config, &dataset, old)?);
+        }
+        Ok(hint_checked)
+    })
+    .await
+    .map_err(|e| NodeError::Worker(e.to_string()))?
+}
+
+/// What a lookup task produced on the requester's node.
+#[derive(Debug)]
+pub struct LookupOutcome {
+    /// The result file's text: `key,status,<record columns>`, one row per
+    /// key in the order of the requester's dataset; status `found` or
+    /// `absent`.
+    pub table: String,
+    /// Keys looked up.
+    pub lookups: u64,
+    /// Keys found.
+    pub found: u64,
+}
+
+/// The requester's node runs a lookup task.
+pub async fn run_lookup(state: &Arc<NodeState>, task_id: &str, params: &PirParams) -> Result<LookupOutcome, NodeError> {
+    let own = state.config.dataset(&params.requester_dataset)?.clone();
+    let (on_ledger, layout) = latest(state, &params.dataset).await?;
+    let owner = on_ledger.owner.clone();
+    let channel = crate::requester::connect_peer(state, &owner).await?;
+    let mut client = PirPeerClient::new(channel)
+        .max_decoding_message_size(MAX_PIR_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_PIR_MESSAGE_BYTES);
+    let CheckedHint { hint, schema } = synced_hint(state, &mut client, task_id, &on_ledger, &layout).await?;
+    let ours: Vec<&str> = own.rules.names();
+    if schema.key_columns != own.key_columns.len() || schema.normalise != ours {
+        return Err(NodeError::KeyDeclarationMismatch {
+            dataset: params.requester_dataset.clone(),
+            ours: own.key_declaration(),
+            theirs: format!("{} key column(s) normalised with [{}]", schema.key_columns, schema.normalise.join(", ")),
+        });
+    }
+    let loaded =
+        tokio::task::spawn_blocking(move || own.load_keys()).await.map_err(|e| NodeError::Worker(e.to_string()))??;
+    let keys: Vec<Vec<u8>> = loaded.keys.iter().map(<[u8]>::to_vec).collect();
+    if keys.is_empty() || keys.len() > MAX_LOOKUPS {
+        return Err(err(format!("a lookup task fetches 1 to {MAX_LOOKUPS} keys; the dataset holds {}", keys.len())));
+    }
+    tracing::info!(
+        node = %state.config.org,
+        task = %task_id,
+        dataset = %params.dataset,
+        lookups = keys.len(),
+        "private lookup asked"
+    );
+    let query_layout = layout.clone();
+    let query_keys = keys.clone();
+    let (lookups, queries) = tokio::task::spawn_blocking(move || {
+        let a = query_layout.public_matrix();
+        let mut rng = rand::rngs::OsRng;
+        let made = query_keys
+            .iter()
+            .map(|key| Lookup::with_matrix(&query_layout, &a, key, &mut rng))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok::<_, NodeError>(
+            made.into_iter()
+                .map(|(l, q)| (l, tonic::codegen::Bytes::from(q.to_bytes())))
+                .unzip::<_, _, Vec<_>, Vec<_>>(),
+        )
+    })
+    .await
+    .map_err(|e| NodeError::Worker(e.to_string()))??;
+    let response = client
+        .answer(PirQueryRequest {
+            task_id: task_id.into(),
+            dataset: params.dataset.clone(),
+            version: on_ledger.version,
+            queries,
+        })
+        .await
+        .map_err(|s| crate::wire::status_error(s, &owner, "lookup"))?
+        .into_inner();
+    if response.answers.len() != lookups.len() {
+        return Err(err(format!("'{owner}' answered {} of {} lookups", response.answers.len(), lookups.len())));
+    }
+    let columns = schema.columns.clone();
+    let records = tokio::task::spawn_blocking(move || {
+        lookups
+            .into_iter()
+            .zip(&response.answers)
+            .enumerate()
+            .map(|(i, (lookup, bytes))| {
+                let answer = Answer::from_bytes(&layout, bytes)
+                    .map_err(|_| err(format!("the answer to lookup {} has the wrong size", i + 1)))?;
+                let value =
+                    lookup.decode(&layout, &hint, &answer).map_err(|e| err(format!("lookup {}: {e}", i + 1)))?;
+                value.map(|v| decode_record(&v, columns.len())).transpose()
+            })
+            .collect::<Result<Vec<_>, NodeError>>()
+    })
+    .await
+    .map_err(|e| NodeError::Worker(e.to_string()))??;
+    let mut table = String::from("key,status");
+    for column in &schema.columns {
+        table.push(',');
+        table.push_str(&crate::blacklist::csv_field(column));
+    }
+    table.push('\n');
+    let mut found = 0u64;
+    for (key, record) in keys.iter().zip(&records) {
+        table.push_str(&crate::blacklist::csv_field(&crate::blacklist::key_text(key)));
+        match record {
+            Some(values) => {
+                found += 1;
+                table.push_str(",found");
+                for value in values {
+                    table.push(',');
+                    table.push_str(&value.as_deref().map(crate::blacklist::csv_field).unwrap_or_default());
+                }
+            }
+            None => {
+                table.push_str(",absent");
+                table.push_str(&",".repeat(schema.columns.len()));
+            }
+        }
+        table.push('\n');
+    }
+    Ok(LookupOutcome { table, lookups: keys.len() as u64, found })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_with_nulls_and_refuse_garbage() {
+        let values = vec![Some("ST-0042".to_owned()), None, Some(String::new()), Some("Ωcean, \"deep\"".to_owned())];
+        let bytes = encode_record(&values);
+        assert_eq!(decode_record(&bytes, 4).unwrap(), values);
+        assert!(decode_record(&bytes, 3).is_err(), "trailing bytes");
+        assert!(decode_record(&bytes, 5).is_err(), "a missing column");
+        assert!(decode_record(&[5, 0, b'a'], 1).is_err(), "a length beyond the bytes");
+        assert!(decode_record(&[2, 0, 0xff, 0xfe], 1).is_err(), "not UTF-8");
+    }
+
+    /// Known answers: the record encoding, the schema's canonical JSON, the
+    /// version digest and the result commitment.
+    #[test]
+    fn formats_have_known_answers() {
+        assert_eq!(hex::encode(encode_record(&[Some("ab".into()), None])), "02006162ffff");
+        let schema = RecordSchema { key_columns: 1, normalise: vec!["trim".into()], columns: vec!["name".into()] };
+        assert_eq!(
+            String::from_utf8(schema.to_json()).unwrap(),
+            r#"{"key_columns":1,"normalise":["trim"],"columns":["name"]}"#
+        );
+        assert_eq!(RecordSchema::from_json(&schema.to_json()).unwrap(), schema);
+        assert!(RecordSchema::from_json(br#"{"key_columns":1,"normalise":[],"columns":[],"x":1}"#).is_err());
+        // SHA-256("stayput/pir/version/v1" ‖ hint digest ‖ u64 LE length ‖ schema).
+        assert_eq!(
+            hex::encode(version_digest(&[1; 32], b"{}")),
+            "83478dcffcb994558cdcbd6aed9b3844d08df32ada85e421bcbed58c412427d0"
+        );
+        // SHA-256("stayput/pir/result/v1" ‖ salt ‖ file digest).
+        assert_eq!(
+            hex::encode(result_commitment(&[1; 32], &[2; 32])),
+            "0885bef2397cb55c93db255fdb0bfce62c4b1d19467e0efe181ee368da5c3e5c"
+        );
+    }
+
+    #[test]
+    fn a_hint_is_used_only_when_it_matches_the_ledger() {
+        let records: Vec<(Vec<u8>, Vec<u8>)> =
+            (0..50u8).map(|i| (vec![b'k', i], encode_record(&[Some(format!("record {i}"))]))).collect();
+        let db = Database::build(&records, 40, [2; 32]).unwrap();
+        let layout = db.layout().clone();
+        let hint = db.hint().to_bytes();
+        let schema = RecordSchema { key_columns: 1, normalise: vec![], columns: vec!["v".into()] }.to_json();
+        let digest = version_digest(&Hint::from_bytes(&layout, &hint).unwrap().digest(&layout), &schema);
+        assert!(checked(&layout, &schema, &hint, &digest).is_ok());
+        let mut tampered = hint.clone();
+        tampered[100] ^= 1;
+        assert!(checked(&layout, &schema, &tampered, &digest).unwrap_err().to_string().contains("does not match"));
+        let renamed = RecordSchema { key_columns: 1, normalise: vec![], columns: vec!["w".into()] }.to_json();
+        assert!(checked(&layout, &renamed, &hint, &digest).is_err(), "the schema is covered too");
+        assert!(checked(&layout, &schema, &hint[4..], &digest).is_err(), "a short hint is refused");
+    }
+
+    #[test]
+    fn cache_files_split_and_refuse_oversized_schemas() {
+        let bytes = cache_bytes(b"{}", &[9; 8]);
+        assert_eq!(split_cache(&bytes), Some((b"{}".as_slice(), [9u8; 8].as_slice())));
+        let mut huge = bytes.clone();
+        huge[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(split_cache(&huge), None);
+        assert_eq!(split_cache(&[1, 0]), None);
+    }
+}
