@@ -285,7 +285,7 @@ pub async fn run(command: TaskCommand) -> Result<(), CliError> {
             };
             let (last, path) = run_to_end(&config, &key, &spec).await?;
             let table = std::fs::read_to_string(&path).unwrap_or_default();
-            let found = table.lines().skip(1).filter(|l| l.contains(",found")).count();
+            let found = table.lines().skip(1).filter(|l| status_of(l) == Some("found")).count();
             println!("task {} succeeded: {found} of {} keys found", last.task_id, last.result_count);
             print!("{table}");
             println!(
@@ -304,6 +304,31 @@ pub async fn run(command: TaskCommand) -> Result<(), CliError> {
     Ok(())
 }
 
+/// The status field of a lookup result's line (`key,status,…`), reading
+/// past a quoted key.
+fn status_of(line: &str) -> Option<&str> {
+    let rest = match line.strip_prefix('"') {
+        Some(quoted) => {
+            // The key ends at a quote not followed by another quote.
+            let mut chars = quoted.char_indices().peekable();
+            let mut end = None;
+            while let Some((i, c)) = chars.next() {
+                if c == '"' {
+                    if chars.peek().is_some_and(|(_, n)| *n == '"') {
+                        chars.next();
+                    } else {
+                        end = Some(i + 1);
+                        break;
+                    }
+                }
+            }
+            &quoted[end?..]
+        }
+        None => &line[line.find(',')?..],
+    };
+    rest.strip_prefix(',')?.split(',').next()
+}
+
 /// `stayput coordinator --config …`: serves until interrupted.
 pub async fn coordinator(config: PathBuf) -> Result<(), CliError> {
     let config = stayput_coordinator::CoordinatorConfig::load(&config)?;
@@ -313,4 +338,14 @@ pub async fn coordinator(config: PathBuf) -> Result<(), CliError> {
     eprintln!("shutting down");
     running.shutdown().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_status_of_a_lookup_line_reads_past_quoted_keys() {
+        assert_eq!(super::status_of("ST1,found,Buoy"), Some("found"));
+        assert_eq!(super::status_of("\"ST,\"\"found\",absent,,"), Some("absent"));
+        assert_eq!(super::status_of("\"unterminated"), None);
+    }
 }

@@ -15,7 +15,7 @@ fn demo_runs_every_journey_and_checks_it() {
     let dir = tempfile::tempdir().unwrap();
     let kept = dir.path().join("demo");
     let out = run(&["demo", "--dir", kept.to_str().unwrap()]);
-    assert!(out.contains("9 members, 9 dataset versions"), "{out}");
+    assert!(out.contains("9 members, 10 dataset versions"), "{out}");
     assert!(out.contains("bureau-a lists 40 of them (40 planted)"), "{out}");
     assert!(out.contains("bureau-b lists 25 of them (25 planted)"), "{out}");
     assert!(out.contains("10 applicants are on both lists (10 planted)"), "{out}");
@@ -25,6 +25,9 @@ fn demo_runs_every_journey_and_checks_it() {
     assert!(out.contains("120 applicants — matches the 120 planted"), "{out}");
     assert!(out.contains("refused before anything ran") && out.contains("allows psi_cardinality but not psi"), "{out}");
     assert!(out.contains("matches the digest on the ledger"), "{out}");
+    assert!(out.contains("ocean recorded a use of 2 lookups under grant g-stations-climate"), "{out}");
+    assert!(out.contains("ST9999,absent"), "{out}");
+    assert!(out.contains("no node's log line names the station"), "{out}");
     assert!(out.contains("All journeys checked"), "{out}");
     // Results were written on the receiver's node only; secrets are 0600.
     let results: Vec<_> =
@@ -65,6 +68,22 @@ fn demo_runs_every_journey_and_checks_it() {
         result.to_str().unwrap(),
     ]);
     assert!(trail.contains("use of grant g-a-bank") && trail.contains("matches the digest"), "{trail}");
+    // The lookup's result is checked against the salted commitment.
+    let before = out.split("lab's node asked").next().unwrap();
+    let lookup = before.rsplit("task ").next().unwrap().split(':').next().unwrap().to_owned();
+    let result = kept.join(format!("climate/results/{lookup}.csv"));
+    let trail = run(&[
+        "audit",
+        "task",
+        &lookup,
+        "--ledger",
+        ledger.to_str().unwrap(),
+        "--operator",
+        operator.to_str().unwrap(),
+        "--result",
+        result.to_str().unwrap(),
+    ]);
+    assert!(trail.contains("use of grant g-stations-climate for 2 items") && trail.contains("matches"), "{trail}");
     // A kept folder is never reused.
     let again = Command::new(BIN).args(["demo", "--dir", kept.to_str().unwrap()]).output().unwrap();
     assert!(!again.status.success());

@@ -185,6 +185,43 @@ async fn a_lab_fetches_station_records_without_the_owner_learning_which() {
     assert!(report.error.contains("allows 6 items; 5 are used and 2 more were asked"), "{}", report.error);
     assert_eq!(used().await, 5);
 
+    // The owner's node refuses on its own, consuming nothing: queries for a
+    // version that is no longer the latest, and queries of the wrong size.
+    {
+        use stayput_chain_connector::records::Task;
+        use stayput_chain_connector::tasks::params_digest;
+        use stayput_proto::v1::PirQueryRequest;
+        use stayput_proto::v1::pir_peer_client::PirPeerClient;
+        let channel = stayput_node::requester::connect_peer(net.net.state("lab"), "ocean").await.unwrap();
+        let mut client = PirPeerClient::new(channel);
+        let params = lookup("one").params.encode();
+        let id = "t-direct-pir-0000000000000000".to_owned();
+        let task = Task {
+            id: id.clone(),
+            requester: "lab".into(),
+            kind: Computation::Pir,
+            datasets: vec!["registry".into()],
+            params_digest: params_digest(Computation::Pir, &params),
+            grants: vec!["g-lookup".into()],
+        };
+        net.write("lab", Record::Task(task)).await.unwrap();
+        for (version, query, expected) in [
+            (1, vec![0u8; 8], "the ledger's latest is v2; fetch its hint and ask again"),
+            (2, vec![0u8; 8], "query 1 is 8 bytes"),
+        ] {
+            let request = PirQueryRequest {
+                task_id: id.clone(),
+                dataset: "registry".into(),
+                version,
+                queries: vec![query.into()],
+            };
+            let err = client.answer(request).await.unwrap_err();
+            assert!(err.message().contains(expected), "{expected}: {err:?}");
+        }
+        assert!(net.ledger.task(&id).await.unwrap().unwrap().uses.is_empty());
+        assert_eq!(used().await, 5);
+    }
+
     // Nothing on the ledger names a key the lab looked up.
     let events = net.ledger.events_after(0, usize::MAX).await.unwrap();
     let trail = format!("{events:?}");

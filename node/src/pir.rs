@@ -48,6 +48,7 @@ use stayput_proto::v1::pir_peer_server::PirPeer;
 use stayput_proto::v1::{FetchHintRequest, HintChunk, HintHeader, PirQueryRequest, PirQueryResponse, hint_chunk};
 use stayput_psi::pir::{Answer, Database, Hint, LWE_DIMENSION, Layout, Lookup, MAX_COLUMNS, MAX_ROWS, Query};
 use tonic::{Request, Response, Status};
+use zeroize::Zeroizing;
 
 use crate::authorisation::{ServeRequest, check, check_items_per_use, record_use};
 use crate::config::{NodeConfig, PirSettings};
@@ -235,7 +236,7 @@ pub fn prepare_version(config: &NodeConfig, dataset: &Dataset, version: u32) -> 
         let record = encode_record(&values);
         if record.len() > capacity {
             return Err(err(format!(
-                "the record of data row {} is {} bytes; record_bytes = {} holds {capacity}; raise record_bytes or drop columns",
+                "the record of keyed row {} (rows with a key, counted from 1) is {} bytes; record_bytes = {} holds {capacity}; raise record_bytes or drop columns",
                 row + 1,
                 record.len(),
                 settings.record_bytes
@@ -257,6 +258,13 @@ pub fn prepare_version(config: &NodeConfig, dataset: &Dataset, version: u32) -> 
     crate::blacklist::write_atomic(&database_file(&dir, version), &[&header, db.matrix_rows()])?;
     crate::blacklist::write_atomic(&hint_file(&dir, version), &[&hint.to_bytes()])?;
     crate::blacklist::write_atomic(&schema_file(&dir, version), &[&schema])?;
+    // Keep this version and the previous one (tasks admitted under it may
+    // still be asking); older matrices and hints only take disk.
+    for old in 1..version.saturating_sub(1) {
+        for path in [database_file(&dir, old), hint_file(&dir, old), schema_file(&dir, old)] {
+            let _ = std::fs::remove_file(path);
+        }
+    }
     tracing::info!(
         dataset = %dataset.name,
         version,
@@ -269,16 +277,22 @@ pub fn prepare_version(config: &NodeConfig, dataset: &Dataset, version: u32) -> 
     Ok(PreparedVersion { version, digest, layout, records: db.records(), hint_bytes: hint.byte_len() })
 }
 
-/// Reads a stored database, checking its layout is the one on the ledger.
+/// Reads a stored database, checking its layout is the one on the ledger
+/// (the header first, then the matrix straight into its buffer).
 fn load_database(path: &Path, layout_on_ledger: &[u8]) -> Result<Database, NodeError> {
-    let mut bytes = read(path)?;
-    if bytes.len() < 52 || bytes[..44] != *layout_on_ledger {
+    use std::io::Read as _;
+    let io_err = |source| NodeError::ReadFile { path: path.into(), source };
+    let mut file = std::fs::File::open(path).map_err(io_err)?;
+    let mut header = [0u8; 52];
+    file.read_exact(&mut header).map_err(io_err)?;
+    if header[..44] != *layout_on_ledger {
         return Err(err("the stored lookup table is not the version on the ledger; publish a new version"));
     }
-    let layout = Layout::from_bytes(&bytes[..44])?;
-    let records = usize::try_from(u64::from_le_bytes(bytes[44..52].try_into().expect("8 bytes")))
+    let layout = Layout::from_bytes(&header[..44])?;
+    let records = usize::try_from(u64::from_le_bytes(header[44..].try_into().expect("8 bytes")))
         .map_err(|_| err("the stored lookup table is corrupt"))?;
-    let matrix = bytes.split_off(52);
+    let mut matrix = Vec::with_capacity(layout.rows() * layout.columns);
+    file.take((layout.rows() * layout.columns) as u64 + 1).read_to_end(&mut matrix).map_err(io_err)?;
     Ok(Database::from_parts(layout, records, matrix)?)
 }
 
@@ -291,12 +305,28 @@ pub struct PirPeerService {
     state: Arc<NodeState>,
     /// The latest loaded database per dataset.
     loaded: Arc<Mutex<BTreeMap<String, LoadedVersion>>>,
+    /// Tasks whose lookups are being answered: a second `Answer` for one of
+    /// them is refused, so concurrent calls cannot each pass the ledger's
+    /// "served once" check before either use is recorded.
+    answering: Arc<Mutex<std::collections::HashSet<String>>>,
+}
+
+/// Holds a task in [`PirPeerService::answering`] until dropped.
+struct Answering<'a> {
+    tasks: &'a Mutex<std::collections::HashSet<String>>,
+    task: String,
+}
+
+impl Drop for Answering<'_> {
+    fn drop(&mut self) {
+        self.tasks.lock().expect("answering set").remove(&self.task);
+    }
 }
 
 impl PirPeerService {
     /// A service over the node's state.
     pub fn new(state: Arc<NodeState>) -> Self {
-        Self { state, loaded: Arc::default() }
+        Self { state, loaded: Arc::default(), answering: Arc::default() }
     }
 
     /// The database of `dataset` at `on_ledger`'s version, loaded once.
@@ -366,11 +396,13 @@ async fn ledger_check(
     check(&*access.ledger, &state.config.org, &serve).await
 }
 
+/// The hint's chunks, with the session permit the stream holds until the
+/// caller has read it (so at most `max_sessions` hints are in memory).
 async fn fetch_hint(
     state: &Arc<NodeState>,
     caller: &str,
     request: FetchHintRequest,
-) -> Result<Vec<HintChunk>, NodeError> {
+) -> Result<(Vec<HintChunk>, tokio::sync::OwnedSemaphorePermit), NodeError> {
     let FetchHintRequest { task_id, dataset } = request;
     crate::wire::check_task_id(&task_id)?;
     let source = state.config.dataset(&dataset)?.clone();
@@ -379,7 +411,6 @@ async fn fetch_hint(
     let (on_ledger, layout) = latest(state, &dataset).await?;
     let dir = versions_dir(&state.config, &dataset);
     tokio::task::spawn_blocking(move || {
-        let _permit = permit;
         let version = on_ledger.version;
         let hint = read(&hint_file(&dir, version))?;
         let schema = read(&schema_file(&dir, version))?;
@@ -403,7 +434,7 @@ async fn fetch_hint(
             let end = (start + CHUNK).min(hint.len());
             out.push(HintChunk { part: Some(hint_chunk::Part::Data(hint.slice(start..end))) });
         }
-        Ok(out)
+        Ok((out, permit))
     })
     .await
     .map_err(|e| NodeError::Worker(e.to_string()))?
@@ -423,6 +454,10 @@ async fn answer(
     if n == 0 || n > MAX_LOOKUPS {
         return Err(refuse(format!("{n} lookups asked; a task makes 1 to {MAX_LOOKUPS}")));
     }
+    if !service.answering.lock().expect("answering set").insert(task_id.clone()) {
+        return Err(refuse("its lookups are being answered already; a task is answered once".into()));
+    }
+    let _answering = Answering { tasks: &service.answering, task: task_id.clone() };
     let access = state.ledger.as_ref().ok_or_else(no_ledger)?;
     let grant = ledger_check(state, &task_id, caller, &source, n as u64).await?;
     check_items_per_use(&*access.ledger, &task_id, &grant, n as u64, "lookups").await?;
@@ -470,17 +505,21 @@ async fn answer(
 
 #[tonic::async_trait]
 impl PirPeer for PirPeerService {
-    type FetchHintStream = tokio_stream::Iter<std::vec::IntoIter<Result<HintChunk, Status>>>;
+    type FetchHintStream = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<HintChunk, Status>> + Send>>;
 
     async fn fetch_hint(&self, request: Request<FetchHintRequest>) -> Result<Response<Self::FetchHintStream>, Status> {
         let caller = caller_org(&request)?;
         let request = request.into_inner();
         let task = request.task_id.clone();
-        let chunks = fetch_hint(&self.state, &caller, request).await.map_err(|e| {
+        let (chunks, permit) = fetch_hint(&self.state, &caller, request).await.map_err(|e| {
             tracing::warn!(task = %task, peer = %caller, error = %e, "hint refused");
             Status::from(e)
         })?;
-        Ok(Response::new(tokio_stream::iter(chunks.into_iter().map(Ok).collect::<Vec<_>>())))
+        let stream = tokio_stream::StreamExt::map(tokio_stream::iter(chunks), move |chunk| {
+            let _held = &permit;
+            Ok(chunk)
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn answer(&self, request: Request<PirQueryRequest>) -> Result<Response<PirQueryResponse>, Status> {
@@ -594,8 +633,16 @@ async fn synced_hint(
             err(format!("the hint '{owner}' served does not match the digest of v{version} on the ledger; refused"))
         })?;
         crate::blacklist::write_atomic(&path, &[&cache_bytes(&schema, &hint)])?;
-        for old in 1..version {
-            let _ = std::fs::remove_file(cache_file(&config, &dataset, old)?);
+        // Older versions' hints of this dataset are of no more use.
+        let prefix = format!("{dataset}.v");
+        if let Ok(entries) = std::fs::read_dir(config.state_dir.join("cache")) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let stale = name.strip_prefix(&prefix).and_then(|rest| rest.strip_suffix(".pirhint"));
+                if stale.is_some_and(|v| v.parse::<u32>().is_ok_and(|v| v != version)) {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
         }
         Ok(hint_checked)
     })
@@ -625,6 +672,16 @@ pub async fn run_lookup(state: &Arc<NodeState>, task_id: &str, params: &PirParam
     let mut client = PirPeerClient::new(channel)
         .max_decoding_message_size(MAX_PIR_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_PIR_MESSAGE_BYTES);
+    let loaded = {
+        let own = own.clone();
+        tokio::task::spawn_blocking(move || own.load_keys())
+    }
+    .await
+    .map_err(|e| NodeError::Worker(e.to_string()))??;
+    let keys: Zeroizing<Vec<Vec<u8>>> = Zeroizing::new(loaded.keys.iter().map(<[u8]>::to_vec).collect());
+    if keys.is_empty() || keys.len() > MAX_LOOKUPS {
+        return Err(err(format!("a lookup task fetches 1 to {MAX_LOOKUPS} keys; the dataset holds {}", keys.len())));
+    }
     let CheckedHint { hint, schema } = synced_hint(state, &mut client, task_id, &on_ledger, &layout).await?;
     let ours: Vec<&str> = own.rules.names();
     if schema.key_columns != own.key_columns.len() || schema.normalise != ours {
@@ -633,12 +690,6 @@ pub async fn run_lookup(state: &Arc<NodeState>, task_id: &str, params: &PirParam
             ours: own.key_declaration(),
             theirs: format!("{} key column(s) normalised with [{}]", schema.key_columns, schema.normalise.join(", ")),
         });
-    }
-    let loaded =
-        tokio::task::spawn_blocking(move || own.load_keys()).await.map_err(|e| NodeError::Worker(e.to_string()))??;
-    let keys: Vec<Vec<u8>> = loaded.keys.iter().map(<[u8]>::to_vec).collect();
-    if keys.is_empty() || keys.len() > MAX_LOOKUPS {
-        return Err(err(format!("a lookup task fetches 1 to {MAX_LOOKUPS} keys; the dataset holds {}", keys.len())));
     }
     tracing::info!(
         node = %state.config.org,
@@ -678,7 +729,7 @@ pub async fn run_lookup(state: &Arc<NodeState>, task_id: &str, params: &PirParam
         return Err(err(format!("'{owner}' answered {} of {} lookups", response.answers.len(), lookups.len())));
     }
     let columns = schema.columns.clone();
-    let records = tokio::task::spawn_blocking(move || {
+    let fetched = tokio::task::spawn_blocking(move || {
         lookups
             .into_iter()
             .zip(&response.answers)
@@ -686,40 +737,69 @@ pub async fn run_lookup(state: &Arc<NodeState>, task_id: &str, params: &PirParam
             .map(|(i, (lookup, bytes))| {
                 let answer = Answer::from_bytes(&layout, bytes)
                     .map_err(|_| err(format!("the answer to lookup {} has the wrong size", i + 1)))?;
-                let value =
-                    lookup.decode(&layout, &hint, &answer).map_err(|e| err(format!("lookup {}: {e}", i + 1)))?;
-                value.map(|v| decode_record(&v, columns.len())).transpose()
+                // A malformed record is that key's result: the owner can aim
+                // it at one key, so it must not fail the other lookups (see
+                // `stayput_psi::pir`, selective failure).
+                Ok(match lookup.decode(&layout, &hint, &answer) {
+                    Ok(None) => Fetched::Absent,
+                    Ok(Some(bytes)) => decode_record(&bytes, columns.len()).map_or(Fetched::Malformed, Fetched::Found),
+                    Err(stayput_psi::PsiError::PirMalformedRecord) => Fetched::Malformed,
+                    Err(e) => return Err(err(format!("lookup {}: {e}", i + 1))),
+                })
             })
             .collect::<Result<Vec<_>, NodeError>>()
     })
     .await
     .map_err(|e| NodeError::Worker(e.to_string()))??;
+    let (table, found) = result_table(&schema.columns, &keys, &fetched);
+    Ok(LookupOutcome { table, lookups: keys.len() as u64, found })
+}
+
+/// What one lookup brought back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Fetched {
+    /// The key's record, column by column.
+    Found(Vec<Option<String>>),
+    /// No record under the key.
+    Absent,
+    /// A slot carried the key's tag but no well-formed record.
+    Malformed,
+}
+
+/// The result file's text and the number of keys found.
+fn result_table(columns: &[String], keys: &[Vec<u8>], fetched: &[Fetched]) -> (String, u64) {
+    use crate::blacklist::{csv_field, key_text};
     let mut table = String::from("key,status");
-    for column in &schema.columns {
+    for column in columns {
         table.push(',');
-        table.push_str(&crate::blacklist::csv_field(column));
+        table.push_str(&csv_field(column));
     }
     table.push('\n');
     let mut found = 0u64;
-    for (key, record) in keys.iter().zip(&records) {
-        table.push_str(&crate::blacklist::csv_field(&crate::blacklist::key_text(key)));
-        match record {
-            Some(values) => {
+    let empty = ",".repeat(columns.len());
+    for (key, fetched) in keys.iter().zip(fetched) {
+        table.push_str(&csv_field(&key_text(key)));
+        match fetched {
+            Fetched::Found(values) => {
                 found += 1;
                 table.push_str(",found");
                 for value in values {
                     table.push(',');
-                    table.push_str(&value.as_deref().map(crate::blacklist::csv_field).unwrap_or_default());
+                    table.push_str(&value.as_deref().map(csv_field).unwrap_or_default());
                 }
             }
-            None => {
+            Fetched::Absent => {
                 table.push_str(",absent");
-                table.push_str(&",".repeat(schema.columns.len()));
+                table.push_str(&empty);
+            }
+            Fetched::Malformed => {
+                table.push_str(",malformed");
+                table.push_str(&empty);
             }
         }
         table.push('\n');
     }
-    Ok(LookupOutcome { table, lookups: keys.len() as u64, found })
+    (table, found)
 }
 
 #[cfg(test)]
@@ -777,6 +857,21 @@ mod tests {
         let renamed = RecordSchema { key_columns: 1, normalise: vec![], columns: vec!["w".into()] }.to_json();
         assert!(checked(&layout, &renamed, &hint, &digest).is_err(), "the schema is covered too");
         assert!(checked(&layout, &schema, &hint[4..], &digest).is_err(), "a short hint is refused");
+    }
+
+    #[test]
+    fn the_result_table_says_found_absent_or_malformed_per_key() {
+        let columns = vec!["name".to_owned(), "note".to_owned()];
+        let mut keys = Vec::new();
+        for key in ["ST1", "ST,2", "ST3"] {
+            let mut encoded = Vec::new();
+            stayput_psi::keys::encode_key(&[key], &mut encoded).unwrap();
+            keys.push(encoded);
+        }
+        let fetched = [Fetched::Found(vec![Some("Buoy \"A\"".into()), None]), Fetched::Absent, Fetched::Malformed];
+        let (table, found) = result_table(&columns, &keys, &fetched);
+        assert_eq!(found, 1);
+        assert_eq!(table, "key,status,name,note\nST1,found,\"Buoy \"\"A\"\"\",\n\"ST,2\",absent,,\nST3,malformed,,\n");
     }
 
     #[test]

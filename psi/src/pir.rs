@@ -29,7 +29,7 @@
 //! D_{i,k} < 256. Its standard deviation is at most σ·255·√m ≤ 836,000 for
 //! m ≤ 2^18. Decoding fails only when it reaches Δ/2 = 2^23, that is 10
 //! standard deviations, with probability below 2^-72 per entry: about
-//! 2^-52 for a whole column of 2^20 entries.
+//! 2^-54 for a whole column of 2^18 entries.
 //!
 //! **Keyword layout.** Records have a fixed size R. A key hashes (SHA-256,
 //! bound to the layout's seed) to one column. The column holds ℓ/R slots.
@@ -50,9 +50,18 @@
 //! on another database, a garbled answer or the wrong hint puts about half
 //! of them there. Past one entry in eight, [`Lookup::decode`] reports an
 //! error instead of "absent", so a corrupt answer is not mistaken for a
-//! missing key. (SimplePIR is secure against an honest-but-curious server:
-//! a server that tampers on purpose can make a lookup fail, and the client
-//! does not retry on its own, so it gains only that one failure.)
+//! missing key. The check catches random corruption, not a deliberate
+//! shift by whole multiples of Δ: SimplePIR protects the query's privacy
+//! against a server that follows or deviates from the protocol, but does
+//! not make the answer verifiable.
+//!
+//! **Selective failure.** A server that deviates can make *every* lookup
+//! of a task fail (a wrong answer or matrix garbles all columns alike,
+//! because (D′ − D)·A·s is spread over every row), which tells it nothing
+//! about the key. What it can aim at one key is a malformed record under
+//! that key's tag. So a malformed record is reported for that key alone
+//! ([`PsiError::PirMalformedRecord`]), and a client should treat it as a
+//! result of that lookup, never fail the other lookups over it.
 //!
 //! **Versions and integrity.** [`Hint::digest`] binds the layout and the
 //! hint. The owner publishes it on the ledger, and a client uses a cached
@@ -496,7 +505,7 @@ fn sample_error(table: &[u64], rng: &mut impl RngCore) -> u32 {
 /// for. Redacted in `Debug`; the secret is zeroized when dropped.
 pub struct Lookup {
     column: usize,
-    tag: [u8; TAG_BYTES],
+    tag: Zeroizing<[u8; TAG_BYTES]>,
     secret: Zeroizing<Vec<u32>>,
 }
 
@@ -539,7 +548,7 @@ impl Lookup {
                 as_k.wrapping_add(e).wrapping_add(unit)
             })
             .collect();
-        Ok((Self { column, tag: layout.tag(key), secret }, Query(query)))
+        Ok((Self { column, tag: Zeroizing::new(layout.tag(key)), secret }, Query(query)))
     }
 
     /// The column this lookup reads (for tests and the client's own log,
@@ -587,11 +596,11 @@ impl Lookup {
         let r = layout.record_bytes;
         let mut found: Option<Vec<u8>> = None;
         for slot in column.chunks_exact(r) {
-            let matches: bool = slot[..TAG_BYTES].ct_eq(&self.tag).into();
+            let matches: bool = slot[..TAG_BYTES].ct_eq(self.tag.as_slice()).into();
             if matches && found.is_none() {
                 let len = usize::from(u16::from_le_bytes([slot[TAG_BYTES], slot[TAG_BYTES + 1]]));
                 if len > layout.value_capacity() {
-                    return Err(err("the record decoded with an impossible length; the answer or hint is corrupt"));
+                    return Err(PsiError::PirMalformedRecord);
                 }
                 found = Some(slot[TAG_BYTES + LEN_BYTES..TAG_BYTES + LEN_BYTES + len].to_vec());
             }
@@ -693,6 +702,31 @@ mod tests {
         let mut moved = layout.clone();
         moved.seed[1] ^= 1;
         assert!(Lookup::with_matrix(&moved, &a, b"x", &mut rng).is_err(), "A of another layout is refused");
+    }
+
+    #[test]
+    fn a_malformed_record_is_reported_for_its_key_alone() {
+        let data = records(120);
+        let db = Database::build(&data, 64, [6; 32]).unwrap();
+        let layout = db.layout().clone();
+        // The first record placed in its column sits in slot 0: give it an
+        // impossible length, as a deviating owner could.
+        let column = layout.column_of(&data[0].0);
+        let mut matrix = db.matrix_rows().to_vec();
+        for k in [TAG_BYTES, TAG_BYTES + 1] {
+            matrix[k * layout.columns + column] = 0xff;
+        }
+        let db = Database::from_parts(layout.clone(), db.records(), matrix).unwrap();
+        let hint = db.hint();
+        let a = layout.public_matrix();
+        let mut rng = ChaCha20Rng::seed_from_u64(12);
+        let (lookup, query) = Lookup::with_matrix(&layout, &a, &data[0].0, &mut rng).unwrap();
+        let answer = db.answer(&query).unwrap();
+        assert!(matches!(lookup.decode(&layout, &hint, &answer), Err(PsiError::PirMalformedRecord)));
+        let other = data.iter().position(|(k, _)| layout.column_of(k) != column).unwrap();
+        let (lookup, query) = Lookup::with_matrix(&layout, &a, &data[other].0, &mut rng).unwrap();
+        let answer = db.answer(&query).unwrap();
+        assert_eq!(lookup.decode(&layout, &hint, &answer).unwrap(), Some(data[other].1.clone()));
     }
 
     #[test]
