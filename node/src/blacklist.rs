@@ -30,7 +30,6 @@
 //! Logs name tasks, datasets and counts, never an id or a label.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -47,6 +46,7 @@ use crate::authorisation::{ServeRequest, check, check_items_per_use};
 use crate::config::{LabelSettings, NodeConfig};
 use crate::dataset::Dataset;
 use crate::identity::caller_org;
+use crate::state_files::{cache_file, read, write_atomic};
 use crate::{NodeError, NodeState};
 
 /// Largest encoded set or delta accepted, in bytes.
@@ -68,32 +68,6 @@ fn set_file(dir: &Path, version: u32) -> PathBuf {
 
 fn delta_file(dir: &Path, version: u32) -> PathBuf {
     dir.join(format!("v{version}.delta"))
-}
-
-/// The cache file of another organisation's dataset; the name comes from
-/// the ledger, so it is checked to be a plain file name first.
-fn cache_file(config: &NodeConfig, dataset: &str, version: u32) -> Result<PathBuf, NodeError> {
-    crate::wire::check_task_id(dataset)
-        .map_err(|_| err("a dataset name on the ledger is not a plain name; refusing to cache it"))?;
-    Ok(config.state_dir.join("cache").join(format!("{dataset}.v{version}.set")))
-}
-
-fn read(path: &Path) -> Result<Vec<u8>, NodeError> {
-    std::fs::read(path).map_err(|source| NodeError::ReadFile { path: path.into(), source })
-}
-
-/// Writes `parts` one after another to `path` atomically (replacing it).
-pub(crate) fn write_atomic(path: &Path, parts: &[&[u8]]) -> Result<(), NodeError> {
-    let io_err = |source| NodeError::WriteFile { path: path.into(), source };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(io_err)?;
-    let mut temp = tempfile::Builder::new().prefix(".partial-").tempfile_in(dir).map_err(io_err)?;
-    for bytes in parts {
-        temp.write_all(bytes).map_err(io_err)?;
-    }
-    temp.as_file().sync_all().map_err(io_err)?;
-    temp.persist(path).map_err(|e| io_err(e.error))?;
-    Ok(())
 }
 
 fn settings(dataset: &Dataset) -> Result<&LabelSettings, NodeError> {
@@ -408,7 +382,7 @@ async fn synced_set(
     let config = &state.config;
     let mut cached: Option<EncodedSet> = None;
     for v in (1..=latest.version).rev() {
-        let path = cache_file(config, dataset, v)?;
+        let path = cache_file(config, dataset, v, "set")?;
         if let (Ok(bytes), Some(digest)) = (std::fs::read(&path), digest_of(v)) {
             match EncodedSet::from_bytes(&bytes, &digest) {
                 Ok(set) => {
@@ -463,8 +437,8 @@ async fn synced_set(
     }
     let (dataset_name, latest_version) = (dataset.to_owned(), latest.version);
     let digests: BTreeMap<u32, [u8; 32]> = versions.iter().map(|d| (d.version, d.content_digest)).collect();
-    let path = cache_file(config, dataset, latest_version)?;
-    let old = cached.as_ref().map(|s| cache_file(config, dataset, s.version)).transpose()?;
+    let path = cache_file(config, dataset, latest_version, "set")?;
+    let old = cached.as_ref().map(|s| cache_file(config, dataset, s.version, "set")).transpose()?;
     let bureau_name = bureau.to_owned();
     tokio::task::spawn_blocking(move || {
         let mut set = cached;

@@ -54,6 +54,7 @@ pub mod publish;
 pub mod requester;
 pub mod responder;
 pub mod server;
+mod state_files;
 pub mod stats;
 pub mod tasks;
 pub mod wire;

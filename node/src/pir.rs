@@ -54,6 +54,7 @@ use crate::authorisation::{ServeRequest, check, check_items_per_use, record_use}
 use crate::config::{NodeConfig, PirSettings};
 use crate::dataset::Dataset;
 use crate::identity::caller_org;
+use crate::state_files::{cache_file, read, write_atomic};
 use crate::{NodeError, NodeState};
 
 /// Most lookups one task makes.
@@ -71,10 +72,6 @@ const NULL: u16 = u16::MAX;
 
 fn err(message: impl Into<String>) -> NodeError {
     NodeError::Pir(message.into())
-}
-
-fn read(path: &Path) -> Result<Vec<u8>, NodeError> {
-    std::fs::read(path).map_err(|source| NodeError::ReadFile { path: path.into(), source })
 }
 
 /// The record schema a version publishes, covered by its content digest:
@@ -201,14 +198,6 @@ fn schema_file(dir: &Path, version: u32) -> PathBuf {
     dir.join(format!("v{version}.schema.json"))
 }
 
-/// The requester's cache of another organisation's hint; the name comes
-/// from the ledger, so it is checked to be a plain name first.
-fn cache_file(config: &NodeConfig, dataset: &str, version: u32) -> Result<PathBuf, NodeError> {
-    crate::wire::check_task_id(dataset)
-        .map_err(|_| err("a dataset name on the ledger is not a plain name; refusing to cache it"))?;
-    Ok(config.state_dir.join("cache").join(format!("{dataset}.v{version}.pirhint")))
-}
-
 /// A version of a lookup table ready to be recorded on the ledger.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PreparedVersion {
@@ -255,9 +244,9 @@ pub fn prepare_version(config: &NodeConfig, dataset: &Dataset, version: u32) -> 
     let digest = version_digest(&hint.digest(&layout), &schema);
     let dir = versions_dir(config, &dataset.name);
     let header = [layout.to_bytes(), (db.records() as u64).to_le_bytes().to_vec()].concat();
-    crate::blacklist::write_atomic(&database_file(&dir, version), &[&header, db.matrix_rows()])?;
-    crate::blacklist::write_atomic(&hint_file(&dir, version), &[&hint.to_bytes()])?;
-    crate::blacklist::write_atomic(&schema_file(&dir, version), &[&schema])?;
+    write_atomic(&database_file(&dir, version), &[&header, db.matrix_rows()])?;
+    write_atomic(&hint_file(&dir, version), &[&hint.to_bytes()])?;
+    write_atomic(&schema_file(&dir, version), &[&schema])?;
     // Keep this version and the previous one (tasks admitted under it may
     // still be asking); older matrices and hints only take disk.
     for old in 1..version.saturating_sub(1) {
@@ -571,7 +560,7 @@ async fn synced_hint(
     layout: &Layout,
 ) -> Result<CheckedHint, NodeError> {
     let (dataset, version, digest) = (on_ledger.dataset.clone(), on_ledger.version, on_ledger.content_digest);
-    let path = cache_file(&state.config, &dataset, version)?;
+    let path = cache_file(&state.config, &dataset, version, "pirhint")?;
     let cached = {
         let (path, layout) = (path.clone(), layout.clone());
         tokio::task::spawn_blocking(move || {
@@ -632,7 +621,7 @@ async fn synced_hint(
         let hint_checked = checked(&layout, &schema, &hint, &digest).map_err(|_| {
             err(format!("the hint '{owner}' served does not match the digest of v{version} on the ledger; refused"))
         })?;
-        crate::blacklist::write_atomic(&path, &[&cache_bytes(&schema, &hint)])?;
+        write_atomic(&path, &[&cache_bytes(&schema, &hint)])?;
         // Older versions' hints of this dataset are of no more use.
         let prefix = format!("{dataset}.v");
         if let Ok(entries) = std::fs::read_dir(config.state_dir.join("cache")) {
