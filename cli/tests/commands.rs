@@ -55,34 +55,25 @@ fn demo_runs_every_journey_and_checks_it() {
     assert!(verified.contains("verifies"), "{verified}");
     let task = out.split("task t-").nth(1).unwrap().split(':').next().unwrap();
     let task = format!("t-{task}");
-    let result = kept.join(format!("bank/results/{task}.csv"));
-    let trail = run(&[
-        "audit",
-        "task",
-        &task,
-        "--ledger",
-        ledger.to_str().unwrap(),
-        "--operator",
-        operator.to_str().unwrap(),
-        "--result",
-        result.to_str().unwrap(),
-    ]);
+    let audit = |task: &str, result: std::path::PathBuf| {
+        run(&[
+            "audit",
+            "task",
+            task,
+            "--ledger",
+            ledger.to_str().unwrap(),
+            "--operator",
+            operator.to_str().unwrap(),
+            "--result",
+            result.to_str().unwrap(),
+        ])
+    };
+    let trail = audit(&task, kept.join(format!("bank/results/{task}.csv")));
     assert!(trail.contains("use of grant g-a-bank") && trail.contains("matches the digest"), "{trail}");
     // The lookup's result is checked against the salted commitment.
     let before = out.split("lab's node asked").next().unwrap();
     let lookup = before.rsplit("task ").next().unwrap().split(':').next().unwrap().to_owned();
-    let result = kept.join(format!("climate/results/{lookup}.csv"));
-    let trail = run(&[
-        "audit",
-        "task",
-        &lookup,
-        "--ledger",
-        ledger.to_str().unwrap(),
-        "--operator",
-        operator.to_str().unwrap(),
-        "--result",
-        result.to_str().unwrap(),
-    ]);
+    let trail = audit(&lookup, kept.join(format!("climate/results/{lookup}.csv")));
     assert!(trail.contains("use of grant g-stations-climate for 2 items") && trail.contains("matches"), "{trail}");
     // A kept folder is never reused.
     let again = Command::new(BIN).args(["demo", "--dir", kept.to_str().unwrap()]).output().unwrap();

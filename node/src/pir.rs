@@ -207,10 +207,6 @@ pub struct PreparedVersion {
     pub digest: [u8; 32],
     /// The layout (the version's protocol key).
     pub layout: Layout,
-    /// Records it holds.
-    pub records: usize,
-    /// Bytes of the hint a requester fetches once per version.
-    pub hint_bytes: usize,
 }
 
 /// Owner: lays out the dataset's current file as `version`, computes its
@@ -263,7 +259,7 @@ pub fn prepare_version(config: &NodeConfig, dataset: &Dataset, version: u32) -> 
         hint_bytes = hint.byte_len(),
         "lookup table version prepared"
     );
-    Ok(PreparedVersion { version, digest, layout, records: db.records(), hint_bytes: hint.byte_len() })
+    Ok(PreparedVersion { version, digest, layout })
 }
 
 /// Reads a stored database, checking its layout is the one on the ledger

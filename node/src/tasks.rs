@@ -353,7 +353,7 @@ async fn execute(
             write_new(&salt_path(dir, task_id), &hex::encode(salt))?;
             write_new(&result_file, &outcome.table)?;
             let commitment = crate::pir::result_commitment(&salt, &file_sha256(&result_file)?);
-            tracing::info!(task = %task_id, lookups = outcome.lookups, "private lookup finished");
+            tracing::info!(task = %task_id, lookups = outcome.lookups, found = outcome.found, "private lookup finished");
             finished(dir, task_id, commitment, outcome.lookups, vec![])
         }
         _ => Err(refuse(format!("{} tasks are not supported by this node yet", task.task.kind))),
