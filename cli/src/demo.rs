@@ -305,6 +305,14 @@ fn generate(dir: &Path) -> Result<DemoData, CliError> {
     write_csv(&registry_csv, &format!("station_id,{}", STATION_COLUMNS.join(",")), rows)?;
     let wanted_csv = dir.join("climate").join("wanted-stations.csv");
     write_csv(&wanted_csv, "station_id", [WANTED_STATION.to_lowercase(), UNLISTED_STATION.to_owned()])?;
+    // The queries of journeys 4 and 5, kept for `stayput task stats|aggregate --query`.
+    for (path, what, query) in [
+        (dir.join("research").join("hypertension.toml"), "journey 4's cohort query", stayput_benches::stats::QUERY),
+        (dir.join("climate").join("sst.toml"), "journey 5's compute-only query", SST_QUERY),
+    ] {
+        std::fs::create_dir_all(path.parent().unwrap_or(Path::new("."))).map_err(io_err)?;
+        std::fs::write(&path, format!("# The demo's {what}.\n{query}")).map_err(io_err)?;
+    }
     Ok(DemoData {
         registry_csv,
         wanted_csv,
@@ -333,6 +341,9 @@ fn prepare_dir(dir: Option<PathBuf>) -> Result<(PathBuf, Option<tempfile::TempDi
                 return Err(CliError::Demo(format!("{} is not empty; give a new folder", d.display())));
             }
             std::fs::create_dir_all(&d).map_err(|e| CliError::Demo(format!("creating {}: {e}", d.display())))?;
+            // Configurations resolve relative paths against their own folder:
+            // the paths written into them must not be relative to ours.
+            let d = std::path::absolute(&d).map_err(|e| CliError::Demo(format!("{}: {e}", d.display())))?;
             Ok((d, None))
         }
         None => {
@@ -768,7 +779,10 @@ pub async fn run(dir: Option<PathBuf>) -> Result<(), CliError> {
         "  stayput task blacklist --config ./demo/bank/node.toml --dataset new-applicants --bureaus defaults-a,defaults-b"
     );
     println!(
-        "  stayput task aggregate --config ./demo/climate/node.toml --dataset ctd-observations --query sst.toml --epsilon 0.5 --format parquet"
+        "  stayput task stats --config ./demo/research/node.toml --query ./demo/research/hypertension.toml --datasets inpatients-a,inpatients-b,inpatients-c"
+    );
+    println!(
+        "  stayput task aggregate --config ./demo/climate/node.toml --dataset ctd-observations --query ./demo/climate/sst.toml --epsilon 0.5 --format parquet"
     );
     println!("  stayput bench ocean            rows/s of a gridded monthly mean over 10M Parquet observations");
     println!(
