@@ -239,9 +239,8 @@ impl Bin {
     /// How many keys it has.
     pub fn keys(&self) -> Result<usize, MpcError> {
         let count = match self {
-            Bin::Grid { cell_degrees, lat_range, lon_range, .. } => {
-                steps(lat_range[0], lat_range[1], *cell_degrees) * steps(lon_range[0], lon_range[1], *cell_degrees)
-            }
+            Bin::Grid { cell_degrees, lat_range, lon_range, .. } => steps(lat_range[0], lat_range[1], *cell_degrees)
+                .saturating_mul(steps(lon_range[0], lon_range[1], *cell_degrees)),
             Bin::Bands { edges, .. } => edges.len().saturating_sub(1),
             Bin::Time { window: Window::MonthOfYear, .. } => 12,
             Bin::Time { window: Window::SeasonOfYear, .. } => 4,
