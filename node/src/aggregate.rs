@@ -20,12 +20,23 @@
 //!   so far is the sum of the ε in the grant's use records on the ledger,
 //!   so it survives restarts and is the same for every reader.
 //!
-//! A refused query reads nothing and writes nothing. An accepted one is
-//! scanned in parallel over the file's row groups (arrow, bounded memory),
-//! released, and only after the node's **use record** — rows scanned and
-//! ε spent — is on the ledger does the table leave, as Arrow IPC, to the
-//! requester's node alone. The ledger applies the use atomically: two
-//! queries racing for the last of a budget cannot both pass.
+//! A refused query reads nothing and writes nothing: the query is decoded
+//! with every bound of its shape ([`CohortQuery::from_json`]) before
+//! anything is allocated for it, and checked against the schema on a
+//! blocking thread before the scan. An accepted one is scanned in parallel
+//! over the file's row groups (arrow, bounded memory), released, and only
+//! after the node's **use record** — rows scanned and ε spent — is on the
+//! ledger does the table leave, as Arrow IPC, to the requester's node
+//! alone. The ledger applies the use atomically: two queries racing for
+//! the last of a budget cannot both pass.
+//!
+//! **Failures that depend on the rows are metered too.** A value outside
+//! the declared range, text in a numeric column or an overflow tells the
+//! requester something about the rows (halving a declared range over
+//! free tasks would find a column's maximum), so such a failure is an
+//! answer: the use record — every row read, the ε the query spends — goes
+//! on the ledger first, and the error names the column, never a value, a
+//! row or how many ([`crate::authorisation::data_dependent`]).
 //!
 //! The requester's node writes the table as CSV, Parquet or Arrow IPC; the
 //! Parquet and Arrow files carry the release's facts (rows scanned, groups
@@ -49,7 +60,7 @@ use stayput_proto::v1::aggregate_peer_server::AggregatePeer;
 use stayput_proto::v1::{AggregateRequest, AggregateResponse};
 use tonic::{Request, Response, Status};
 
-use crate::authorisation::{ServeRequest, check, record_use_spending};
+use crate::authorisation::{DATA_DEPENDENT, ServeRequest, check, data_dependent, record_use_spending};
 use crate::dataset::{Dataset, FileFormat, ResultWriter};
 use crate::identity::caller_org;
 use crate::{NodeError, NodeState};
@@ -65,35 +76,75 @@ fn compute_err(e: impl std::fmt::Display) -> NodeError {
     NodeError::ComputeOnly(e.to_string())
 }
 
-/// Scans `columns` of `dataset` for `query` on up to `threads` threads
-/// (one per group of Parquet row groups) and merges the scans.
-pub fn scan(dataset: &Dataset, query: &CohortQuery, threads: usize) -> Result<LocalStats, NodeError> {
+/// A scan's rows and statistics, or the words of a failure that depends
+/// on the rows (see [`data_dependent`]).
+type Counted = (u64, Result<LocalStats, String>);
+
+/// What a reader error that depends on the rows says (never the row).
+fn unreadable_row() -> String {
+    format!("{DATA_DEPENDENT}a row of the dataset does not read as its schema says; its owner must fix the file")
+}
+
+/// Scans the columns `query` reads of `dataset` on up to `threads` threads
+/// (one per group of Parquet row groups) and merges the scans. Returns the
+/// rows read and the statistics, or — when the rows do not fit the query —
+/// the words of that failure. After such a failure every row is still
+/// read and counted, so neither the count nor the words say where it was.
+/// The outer error is a failure of the file or the query alone.
+fn scan_counted(dataset: &Dataset, query: &CohortQuery, threads: usize) -> Result<Counted, NodeError> {
     let columns = query.columns();
     let parts = dataset.column_partitions(&columns, threads.max(1))?;
-    let scans: Vec<Result<LocalStats, NodeError>> = std::thread::scope(|scope| {
+    let scans: Vec<Result<Counted, NodeError>> = std::thread::scope(|scope| {
         let handles: Vec<_> = parts
             .into_iter()
             .map(|batches| {
                 scope.spawn(move || {
                     let mut scan = LocalScan::new(query).map_err(compute_err)?;
+                    let (mut rows, mut failed) = (0u64, None::<String>);
                     for batch in batches {
-                        scan.absorb(&batch?).map_err(crate::stats::data_error)?;
+                        let batch = match batch {
+                            Ok(batch) => batch,
+                            Err(NodeError::Records { .. }) => {
+                                failed.get_or_insert_with(unreadable_row);
+                                break;
+                            }
+                            Err(e) => return Err(e),
+                        };
+                        rows += batch.num_rows() as u64;
+                        if failed.is_none()
+                            && let Err(e) = scan.absorb(&batch)
+                        {
+                            failed = Some(data_dependent(&e).ok_or_else(|| compute_err(e))?);
+                        }
                     }
-                    Ok(scan.finish())
+                    Ok((rows, failed.map_or_else(|| Ok(scan.finish()), Err)))
                 })
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(compute_err("a scan thread panicked")))).collect()
     });
-    let mut merged: Option<LocalStats> = None;
+    let (mut rows, mut merged) = (0u64, None::<Result<LocalStats, String>>);
     for part in scans {
-        let part = part?;
-        match &mut merged {
-            None => merged = Some(part),
-            Some(m) => m.merge(part, query).map_err(crate::stats::data_error)?,
-        }
+        let (part_rows, part) = part?;
+        rows += part_rows;
+        merged = Some(match (merged, part) {
+            (None, part) => part,
+            (Some(Err(failed)), _) | (Some(Ok(_)), Err(failed)) => Err(failed),
+            (Some(Ok(mut m)), Ok(part)) => match m.merge(part, query) {
+                Ok(()) => Ok(m),
+                Err(e) => Err(data_dependent(&e).ok_or_else(|| compute_err(e))?),
+            },
+        });
     }
-    merged.ok_or_else(|| compute_err("the dataset has no rows to scan"))
+    let merged = merged.ok_or_else(|| compute_err("the dataset has no rows to scan"))?;
+    Ok((rows, merged))
+}
+
+/// Scans `dataset` for `query` on up to `threads` threads and merges the
+/// scans (a failure that depends on the rows is an error in the words of
+/// [`data_dependent`]).
+pub fn scan(dataset: &Dataset, query: &CohortQuery, threads: usize) -> Result<LocalStats, NodeError> {
+    scan_counted(dataset, query, threads)?.1.map_err(NodeError::ComputeOnly)
 }
 
 /// Threads a scan uses: the machine's cores, at most 8.
@@ -104,9 +155,53 @@ pub fn scan_threads() -> usize {
 /// Scans and releases: what the owner's node computes for a query it has
 /// authorised (also what `stayput bench ocean` times).
 pub fn answer(dataset: &Dataset, query: &CohortQuery, disclosure: &Disclosure) -> Result<Release, NodeError> {
-    let stats = scan(dataset, query, scan_threads())?;
+    released(dataset, query, disclosure)?.1.map_err(NodeError::ComputeOnly)
+}
+
+/// Scans and releases (blocking): the rows read, and the release or the
+/// words of a failure that depends on the rows — both answers, metered
+/// alike. The error is a failure of the file, the schema or the query
+/// alone, which says nothing about the rows.
+fn released(
+    dataset: &Dataset,
+    query: &CohortQuery,
+    disclosure: &Disclosure,
+) -> Result<(u64, Result<Release, String>), NodeError> {
+    let (rows, stats) = scan_counted(dataset, query, scan_threads())?;
+    let stats = match stats {
+        Ok(stats) => stats,
+        Err(failed) => return Ok((rows, Err(failed))),
+    };
     let mut rng = rand::rngs::StdRng::from_entropy();
-    release(query, &stats, disclosure, &mut rng).map_err(compute_err)
+    match release(query, &stats, disclosure, &mut rng) {
+        Ok(release) => Ok((rows, Ok(release))),
+        Err(e) => Ok((rows, Err(data_dependent(&e).ok_or_else(|| compute_err(e))?))),
+    }
+}
+
+/// What the owner computed for a query: the rows read, and the release
+/// with its table as Arrow IPC or the words of a failure that depends on
+/// the rows.
+type Computed = (u64, Result<(Release, Vec<u8>), String>);
+
+/// [`released`], with the table encoded (blocking).
+fn compute(dataset: &Dataset, query: &CohortQuery, disclosure: &Disclosure) -> Result<Computed, NodeError> {
+    let (rows, release) = released(dataset, query, disclosure)?;
+    let release = match release {
+        Ok(release) => release,
+        Err(failed) => return Ok((rows, Err(failed))),
+    };
+    let table = to_ipc(&release, disclosure)?;
+    if table.len() > MAX_TABLE_BYTES {
+        // How large the table is depends on which groups were released.
+        return Ok((
+            rows,
+            Err(format!(
+                "{DATA_DEPENDENT}the result table is larger than {MAX_TABLE_BYTES} bytes; narrow the region or coarsen the bins"
+            )),
+        ));
+    }
+    Ok((rows, Ok((release, table))))
 }
 
 /// The release's table as an Arrow IPC stream, its facts in the schema
@@ -206,7 +301,10 @@ async fn serve(
     else {
         return Err(refuse(task_id, "not compute-only parameters"));
     };
-    let query = CohortQuery::from_json(&p.query).map_err(|e| refuse(task_id, e.to_string()))?;
+    // Decoding applies every bound of the query's shape, before anything
+    // is allocated for it (a task recorded straight on the ledger skipped
+    // admission).
+    let query = CohortQuery::from_json(&p.query).map_err(|e| NodeError::InvalidQuery(e.to_string()))?;
     let source = state.config.dataset(&p.dataset)?.clone();
     let own = state.config.org.clone();
     let columns = query.columns();
@@ -227,32 +325,45 @@ async fn serve(
 
     let allowed = grant.grant.columns.clone();
     let (scan_source, scan_query) = (source.clone(), query.clone());
-    let released = tokio::task::spawn_blocking(move || {
+    let (rows, outcome) = tokio::task::spawn_blocking(move || {
         let _permit = permit;
         let names = scan_source.column_names()?;
         let schema: Vec<&str> = names.iter().map(String::as_str).collect();
-        scan_query.validate(&schema, &allowed).map_err(compute_err)?;
-        let release = answer(&scan_source, &scan_query, &disclosure)?;
-        let table = to_ipc(&release, &disclosure)?;
-        if table.len() > MAX_TABLE_BYTES {
-            return Err(compute_err(format!(
-                "the result table would be {} bytes, above {MAX_TABLE_BYTES}; narrow the region or coarsen the bins",
-                table.len()
-            )));
-        }
-        Ok((release, table))
+        scan_query.validate(&schema, &allowed).map_err(|e| match e {
+            // The peer learns the column it named is missing, not the others.
+            stayput_mpc_engine::MpcError::UnknownColumn { column, .. } => {
+                NodeError::InvalidQuery(format!("the dataset has no column '{column}'"))
+            }
+            other => NodeError::InvalidQuery(other.to_string()),
+        })?;
+        compute(&scan_source, &scan_query, &disclosure)
     })
     .await
     .map_err(|e| NodeError::Worker(e.to_string()))??;
-    let (release, table) = released;
-    // Nothing leaves before the use — rows scanned, ε spent — is on the ledger.
+    // Nothing that depends on the rows leaves — the table, or a failure
+    // such as a value outside a declared range — before the use (rows
+    // read, the ε the query spends) is on the ledger: otherwise failures
+    // would be free answers (halving a declared range finds a maximum).
     let epsilon = disclosure.epsilon.unwrap_or(0);
-    record_use_spending(ledger, &own, &access.key, task_id, &grant_id, release.rows_scanned, epsilon).await?;
+    record_use_spending(ledger, &own, &access.key, task_id, &grant_id, rows, epsilon).await?;
     let left = grant.grant.epsilon_budget.saturating_sub(grant.epsilon_spent).saturating_sub(epsilon);
+    let (release, table) = match outcome {
+        Ok(done) => done,
+        Err(failed) => {
+            tracing::info!(
+                task = %task_id,
+                dataset = %p.dataset,
+                rows,
+                epsilon_milli = epsilon,
+                "compute-only query failed on the data; use recorded"
+            );
+            return Err(NodeError::ComputeOnly(failed));
+        }
+    };
     tracing::info!(
         task = %task_id,
         dataset = %p.dataset,
-        rows = release.rows_scanned,
+        rows,
         groups_released = release.groups_released,
         groups_suppressed = release.groups_suppressed,
         epsilon_milli = epsilon,
@@ -260,7 +371,7 @@ async fn serve(
     );
     Ok(AggregateResponse {
         table: table.into(),
-        rows_scanned: release.rows_scanned,
+        rows_scanned: rows,
         groups_released: release.groups_released as u64,
         groups_suppressed: release.groups_suppressed as u64,
         epsilon_spent: epsilon,

@@ -14,6 +14,14 @@
 //! two sessions can never both take the last use. A task is served once per
 //! grant: a second identical use record would be a replay, which the ledger
 //! refuses.
+//!
+//! **Failures that depend on the data are answers too.** A query can fail
+//! because of what the rows hold (a value outside the declared range, text
+//! in a numeric column, a sum that overflows); whether it fails tells the
+//! requester something about the rows, so such a failure is metered like a
+//! result — the use record first — and said in words from
+//! [`data_dependent`], which name the column and never a value, a row or a
+//! count.
 
 use stayput_chain_connector::Ledger;
 use stayput_chain_connector::records::{Computation, OrgKey, Record, SignedRecord, TaskStatus, UseRecord};
@@ -161,4 +169,29 @@ pub async fn check(ledger: &dyn Ledger, own_org: &str, request: &ServeRequest<'_
         return Err(refuse(format!("this node has served it under grant '{grant}' already; a task is served once")));
     }
     Ok(grant)
+}
+
+/// The start of every message about a failure that depends on the rows.
+pub const DATA_DEPENDENT: &str = "the data does not fit the query: ";
+
+/// When `e` is a failure that depends on the rows, what may be said of it:
+/// the column and what to do, never a value, a row or how many; `None` for
+/// failures that depend on the query or the schema alone.
+pub fn data_dependent(e: &stayput_mpc_engine::MpcError) -> Option<String> {
+    use stayput_mpc_engine::MpcError as E;
+    let message = match e {
+        E::OutsideRange { column, low, high, .. } => format!(
+            "column '{column}' holds values outside the declared range [{low}, {high}]; widen the range or filter them out"
+        ),
+        E::NotNumeric { column, .. } => {
+            format!("column '{column}' holds values that are not numbers or timestamps; filter them out")
+        }
+        E::OutOfRange { column } | E::Overflow { column } => {
+            format!(
+                "values of column '{column}' overflow at the query's precision; lower the precision or split the query"
+            )
+        }
+        _ => return None,
+    };
+    Some(format!("{DATA_DEPENDENT}{message}"))
 }

@@ -40,11 +40,16 @@ impl ControlService {
 
     /// Tasks may also be started by the operator's coordinator: the node
     /// checks the task on the ledger itself, so the caller grants nothing.
-    fn authorise_task<T>(&self, request: &Request<T>) -> Result<(), NodeError> {
+    /// Returns whether the caller is this node's own organisation (which is
+    /// told everything about a failure; the operator is told what a peer is).
+    fn authorise_task<T>(&self, request: &Request<T>) -> Result<bool, NodeError> {
         let caller = caller_org(request)?;
+        if caller == self.state.config.org {
+            return Ok(true);
+        }
         let operator = self.state.config.ledger.as_ref().map(|l| l.operator.as_str());
-        if caller == self.state.config.org || Some(caller.as_str()) == operator {
-            return Ok(());
+        if Some(caller.as_str()) == operator {
+            return Ok(false);
         }
         Err(NodeError::NotOwnOrganisation { caller, org: self.state.config.org.clone() })
     }
@@ -89,8 +94,9 @@ type EventSender = mpsc::Sender<Result<RunPsiEvent, Status>>;
 
 /// Runs `work` on its own task, streaming its progress and then its result.
 /// A caller that goes away cancels the work: dropping it closes its
-/// streams and its role thread stops.
-fn stream_events<F, Fut>(work: F) -> mpsc::Receiver<Result<RunPsiEvent, Status>>
+/// streams and its role thread stops. A failure is told in full to the
+/// node's own organisation (`local`), else as a peer is told.
+fn stream_events<F, Fut>(local: bool, work: F) -> mpsc::Receiver<Result<RunPsiEvent, Status>>
 where
     F: FnOnce(mpsc::UnboundedSender<crate::requester::Progress>) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = Result<PsiResult, NodeError>> + Send + 'static,
@@ -118,7 +124,7 @@ where
             Ok(result) => Ok(RunPsiEvent { event: Some(Event::Result(result)) }),
             Err(err) => {
                 tracing::warn!(error = ?err.to_string(), "session failed");
-                Err(err.into())
+                Err(if local { err.into_local_status() } else { err.into() })
             }
         };
         let _ = tx.send(message).await;
@@ -134,20 +140,19 @@ impl NodeControl for ControlService {
         self.authorise(&request)?;
         let psi_request = request_from_wire(request.into_inner())?;
         let state = self.state.clone();
-        let rx =
-            stream_events(
-                move |progress| async move { Ok(report_to_wire(run_psi(state, psi_request, progress).await?)) },
-            );
+        let rx = stream_events(true, move |progress| async move {
+            Ok(report_to_wire(run_psi(state, psi_request, progress).await?))
+        });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
     type RunTaskStream = ReceiverStream<Result<RunPsiEvent, Status>>;
 
     async fn run_task(&self, request: Request<RunTaskRequest>) -> Result<Response<Self::RunTaskStream>, Status> {
-        self.authorise_task(&request)?;
+        let local = self.authorise_task(&request)?;
         let RunTaskRequest { task_id, params } = request.into_inner();
         let state = self.state.clone();
-        let rx = stream_events(move |progress| async move {
+        let rx = stream_events(local, move |progress| async move {
             let outcome = crate::tasks::run_task(state, task_id, params.to_vec(), progress).await?;
             Ok(PsiResult {
                 output_path: outcome.result_file.display().to_string(),

@@ -64,6 +64,8 @@ pub enum NodeError {
     Blacklist(String),
     #[error("compute-only query: {0}")]
     ComputeOnly(String),
+    #[error("the task's query is refused: {0}. Fix the query and submit a new task")]
+    InvalidQuery(String),
     #[error("private lookup: {0}")]
     Pir(String),
     #[error("protocol version {0} is not supported; this node speaks version 1")]
@@ -102,18 +104,19 @@ pub enum NodeError {
     Listen { address: String, detail: String },
 }
 
-impl From<NodeError> for tonic::Status {
-    fn from(err: NodeError) -> Self {
+impl NodeError {
+    fn code(&self) -> tonic::Code {
         use tonic::Code;
-        let code = match &err {
+        match self {
             NodeError::UnknownDataset { .. } | NodeError::UnknownPeer { .. } => Code::NotFound,
             NodeError::MissingColumn { .. }
             | NodeError::KeyColumnType { .. }
             | NodeError::KeyDeclarationMismatch { .. }
             | NodeError::UnknownFormat { .. } => Code::FailedPrecondition,
-            NodeError::BadTaskId(_) | NodeError::UnsupportedVersion(_) | NodeError::MissingMode => {
-                Code::InvalidArgument
-            }
+            NodeError::BadTaskId(_)
+            | NodeError::UnsupportedVersion(_)
+            | NodeError::MissingMode
+            | NodeError::InvalidQuery(_) => Code::InvalidArgument,
             NodeError::Psi(_) | NodeError::UnexpectedMessage { .. } => Code::InvalidArgument,
             NodeError::NotOwnOrganisation { .. } | NodeError::NoClientCertificate | NodeError::NotAuthorised { .. } => {
                 Code::PermissionDenied
@@ -125,10 +128,50 @@ impl From<NodeError> for tonic::Status {
             NodeError::Busy { .. } | NodeError::TooManyPeerKeys { .. } => Code::ResourceExhausted,
             NodeError::ResultExists { .. } => Code::AlreadyExists,
             NodeError::DatasetChanged { .. } => Code::Aborted,
-            NodeError::Stats(_) | NodeError::Blacklist(_) | NodeError::Pir(_) => Code::FailedPrecondition,
+            NodeError::Stats(_) | NodeError::Blacklist(_) | NodeError::ComputeOnly(_) | NodeError::Pir(_) => {
+                Code::FailedPrecondition
+            }
             NodeError::Cancelled => Code::Cancelled,
             _ => Code::Internal,
+        }
+    }
+
+    /// The status for this node's own organisation (its control service):
+    /// the whole message, the datasets it serves included.
+    pub fn into_local_status(self) -> tonic::Status {
+        tonic::Status::new(self.code(), self.to_string())
+    }
+}
+
+/// The status any other caller — a peer, the operator — is sent. It never
+/// lists what this node serves: an unknown dataset is named, not the
+/// others (the list stays in the node's own log and its own CLI).
+impl From<NodeError> for tonic::Status {
+    fn from(err: NodeError) -> Self {
+        let code = err.code();
+        let message = match &err {
+            NodeError::UnknownDataset { name, .. } => format!(
+                "unknown dataset '{name}': this node serves no dataset of that name to you; check the name on the ledger"
+            ),
+            _ => err.to_string(),
         };
-        tonic::Status::new(code, err.to_string())
+        tonic::Status::new(code, message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_dataset_is_named_to_a_peer_without_the_others() {
+        let err = || NodeError::UnknownDataset { name: "ctd-x".into(), known: "ctd, registry, patients".into() };
+        let peer = tonic::Status::from(err());
+        assert_eq!(peer.code(), tonic::Code::NotFound);
+        assert!(peer.message().contains("'ctd-x'"), "{peer:?}");
+        for other in ["ctd,", "registry", "patients"] {
+            assert!(!peer.message().contains(other), "{peer:?}");
+        }
+        assert!(err().into_local_status().message().contains("ctd, registry, patients"));
     }
 }
