@@ -97,7 +97,8 @@ pub enum ConsortiumCommand {
         columns: Vec<String>,
         #[arg(long, default_value_t = 10)]
         max_uses: u32,
-        /// Items (ids queried, rows scanned) across all uses.
+        /// Items (ids queried, rows scanned, records a private lookup's
+        /// answers could disclose at worst) across all uses.
         #[arg(long, default_value_t = 10_000_000)]
         max_items: u64,
         /// Items one use (one task) may take (default: --max-items).

@@ -608,8 +608,10 @@ pub async fn run(dir: Option<PathBuf>) -> Result<(), CliError> {
         }),
     )
     .await?;
-    // It serves its station registry for private lookup: 20 lookups, at
-    // most 4 per task.
+    // It serves its station registry for private lookup, metered in the
+    // records a task's answers could disclose at worst (each answer can
+    // read the 4 fullest columns of the layout, whatever the lab asks):
+    // at most 1,000 per task, the registry's 5,000 in all.
     net.write(
         "ocean",
         Record::Grant(Grant {
@@ -620,8 +622,8 @@ pub async fn run(dir: Option<PathBuf>) -> Result<(), CliError> {
             columns: STATION_COLUMNS.map(String::from).to_vec(),
             min_cohort: 0,
             max_uses: 10,
-            max_items: 20,
-            max_items_per_use: 4,
+            max_items: STATIONS as u64,
+            max_items_per_use: 1_000,
             expires_at: stayput_coordinator::client::unix_now() + month,
             epsilon_budget: 0,
         }),
@@ -877,10 +879,15 @@ async fn lookup_journey(net: &LocalConsortium) -> Result<(), CliError> {
     let task = net.ledger.task(&report.task_id).await?.ok_or_else(|| CliError::Demo("task missing".into()))?;
     for (org, used) in &task.uses {
         println!(
-            "  ledger: {org} recorded a use of {} lookups under grant {} — and nothing about which",
-            used.items, used.grant
+            "  ledger: {org} recorded a use of {} records under grant {}: what {} answers could disclose at worst (every record of the {} fullest of {} columns), and nothing about which keys",
+            used.items,
+            used.grant,
+            report.result_count,
+            stayput_psi::pir::COLUMNS_PER_ANSWER as u64 * report.result_count,
+            layout.columns
         );
     }
+    let metered: u64 = task.uses.iter().map(|(_, u)| u.items).sum();
     let logged: Vec<String> =
         captured_log().lines().filter(|l| l.contains(&report.task_id)).map(str::to_owned).collect();
     println!("  what the nodes logged of the lookup:");
@@ -890,12 +897,13 @@ async fn lookup_journey(net: &LocalConsortium) -> Result<(), CliError> {
     let leaked = logged.iter().any(|l| l.contains(WANTED_STATION) || l.contains(&WANTED_STATION.to_lowercase()));
     let grant = net.ledger.grant("g-stations-climate").await?.ok_or_else(|| CliError::Demo("grant missing".into()))?;
     println!(
-        "  grant g-stations-climate: {} of {} lookups used; the ledger holds a salted commitment to the result, not its digest",
+        "  grant g-stations-climate: {} of {} records used; the ledger holds a salted commitment to the result, not its digest",
         grant.items, grant.grant.max_items
     );
-    if !found || !absent || leaked || logged.is_empty() || grant.items != 2 {
+    let worst_case = metered >= report.result_count && metered <= STATIONS as u64 && grant.items == metered;
+    if !found || !absent || leaked || logged.is_empty() || !worst_case {
         return Err(CliError::Demo(format!(
-            "the lookup journey went wrong: found {found}, absent {absent}, a log line naming the station {leaked}, {} log lines, {} lookups used",
+            "the lookup journey went wrong: found {found}, absent {absent}, a log line naming the station {leaked}, {} log lines, {metered} records metered, {} used",
             logged.len(),
             grant.items
         )));

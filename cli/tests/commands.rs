@@ -25,7 +25,7 @@ fn demo_runs_every_journey_and_checks_it() {
     assert!(out.contains("120 applicants — matches the 120 planted"), "{out}");
     assert!(out.contains("refused before anything ran") && out.contains("allows psi_cardinality but not psi"), "{out}");
     assert!(out.contains("matches the digest on the ledger"), "{out}");
-    assert!(out.contains("ocean recorded a use of 2 lookups under grant g-stations-climate"), "{out}");
+    assert!(out.contains("records under grant g-stations-climate: what 2 answers could disclose at worst"), "{out}");
     assert!(out.contains("ST9999,absent"), "{out}");
     assert!(out.contains("no node's log line names the station"), "{out}");
     assert!(out.contains("All journeys checked"), "{out}");

@@ -1,9 +1,11 @@
 //! Private record lookup end to end on loopback: an ocean data centre serves
 //! its station registry for PIR; a lab fetches its stations' records with
 //! the keys never leaving its node. Checks the records and "absent", the
-//! metering by the grant (per task and in all), a tampered hint cache, a
-//! key declaration that does not match, a new version, and that nothing on
-//! the ledger names a key.
+//! metering by the grant (per task and in all) of the records a task's
+//! answers can disclose at worst — every record of the 4n fullest columns
+//! for n lookups, not n — a tampered hint cache, a key declaration that
+//! does not match, a new version, and that nothing on the ledger names a
+//! key.
 
 use stayput_chain_connector::Ledger;
 use stayput_chain_connector::records::{Computation, Grant, Record, Role};
@@ -13,7 +15,9 @@ use stayput_coordinator::localnet::{LocalConsortium, Participant};
 use stayput_node::config::PirSettings;
 use stayput_node::localnet::{DatasetSpec, OrgSpec};
 
-const STATIONS: usize = 300;
+/// Enough stations for about 60 columns, so that 4 lookups' worth of
+/// columns is not the whole table.
+const STATIONS: usize = 2_000;
 
 fn registry_row(i: usize) -> String {
     format!("ST{i:04},\"Buoy {i} \"\"{}\"\"\",{}", ["north", "south", "east"][i % 3], 10 + i * 7)
@@ -30,6 +34,23 @@ fn lookup(keys: &str) -> TaskSpec {
         receiver: "lab".into(),
         params: TaskParams::Pir(PirParams { dataset: "registry".into(), requester_dataset: keys.into() }),
     }
+}
+
+/// What `lookups` lookups on the registry's latest version can disclose
+/// at worst: the records of the 4·lookups fullest columns of its layout,
+/// computed here from the public layout and the registry's keys.
+async fn worst_case(net: &LocalConsortium, lookups: usize) -> u64 {
+    let latest = net.ledger.dataset("registry").await.unwrap().pop().unwrap();
+    let layout = stayput_node::pir::published_layout(&latest).unwrap();
+    let mut loads = vec![0u64; layout.columns];
+    for i in 0..STATIONS {
+        let mut key = Vec::new();
+        stayput_psi::keys::encode_key(&[format!("ST{i:04}")], &mut key).unwrap();
+        loads[layout.column_of(&key)] += 1;
+    }
+    loads.sort_unstable_by(|a, b| b.cmp(a));
+    assert!(layout.columns > 4 * 5, "the table is wider than five lookups can read");
+    loads.iter().take(4 * lookups).sum()
 }
 
 async fn run(net: &LocalConsortium, keys: &str) -> TaskReport {
@@ -93,6 +114,18 @@ async fn a_lab_fetches_station_records_without_the_owner_learning_which() {
     let clock = stayput_chain_connector::embedded::system_clock();
     let net = LocalConsortium::start(d, &[ocean, lab], clock).await.unwrap();
     net.publish_dataset("ocean", "registry").await.unwrap();
+    let worst: Vec<u64> = {
+        let mut out = Vec::new();
+        for lookups in 0..=5 {
+            out.push(worst_case(&net, lookups).await);
+        }
+        out
+    };
+    assert!(worst[1] < worst[2] && worst[4] < worst[5] && worst[5] < STATIONS as u64);
+    // Up to 4 lookups' worth per task; in all, a 3-lookup and a 1-lookup
+    // task and not quite a 2-lookup one.
+    let per_task = worst[4];
+    let total = worst[3] + worst[1] + worst[2] - 1;
     net.write(
         "ocean",
         Record::Grant(Grant {
@@ -103,8 +136,8 @@ async fn a_lab_fetches_station_records_without_the_owner_learning_which() {
             columns: vec!["name".into(), "depth_m".into()],
             min_cohort: 0,
             max_uses: 20,
-            max_items: 6,
-            max_items_per_use: 4,
+            max_items: total,
+            max_items_per_use: per_task,
             expires_at: stayput_coordinator::client::unix_now() + 3600,
             epsilon_budget: 0,
         }),
@@ -124,7 +157,8 @@ async fn a_lab_fetches_station_records_without_the_owner_learning_which() {
     );
     let task = net.ledger.task(&report.task_id).await.unwrap().unwrap();
     assert_eq!(task.uses.len(), 1);
-    assert_eq!((task.uses[0].0.as_str(), task.uses[0].1.items), ("ocean", 3));
+    // The use counts what the 3 answers could have read at worst, not 3.
+    assert_eq!((task.uses[0].0.as_str(), task.uses[0].1.items), ("ocean", worst[3]));
     // The ledger holds a salted commitment to the result, not its digest.
     let out = net.net.state("lab").config.output_dir.clone();
     let file_sha = stayput_node::tasks::file_sha256(&stayput_node::tasks::result_file(&out, &report.task_id)).unwrap();
@@ -136,7 +170,7 @@ async fn a_lab_fetches_station_records_without_the_owner_learning_which() {
     let recorded = task.results.last().unwrap().result_digest;
     assert_ne!(recorded, file_sha);
     assert_eq!(recorded, stayput_node::pir::result_commitment(&salt, &file_sha));
-    assert_eq!(used().await, 3);
+    assert_eq!(used().await, worst[3]);
 
     // A tampered hint cache is discarded and fetched again.
     let cache = net.net.state("lab").config.state_dir.join("cache").join("registry.v1.pirhint");
@@ -148,22 +182,32 @@ async fn a_lab_fetches_station_records_without_the_owner_learning_which() {
     assert_eq!(report.phase, Phase::Succeeded, "{}", report.error);
     assert!(result(&net, &report.task_id).contains("ST0007,found,\"Buoy 7 \"\"south\"\"\",59"));
     assert_ne!(std::fs::read(&cache).unwrap(), bytes, "the cache was replaced by a verified hint");
-    assert_eq!(used().await, 4);
+    let mut used_so_far = worst[3] + worst[1];
+    assert_eq!(used().await, used_so_far);
 
-    // Metering: more lookups than a task may make, refused before any work.
+    // Metering: more than a task may disclose, refused before any work.
     let report = run(&net, "too-many").await;
     assert_eq!(report.phase, Phase::Failed);
-    assert!(
-        report.error.contains("5 lookups asked; grant 'g-lookup' allows at most 4 lookups per task"),
-        "{}",
-        report.error
+    let expected = format!(
+        "5 lookups can disclose up to {} records (each answer can read the 4 fullest columns): {} records asked; grant 'g-lookup' allows at most {per_task} records per task",
+        worst[5], worst[5]
     );
-    assert_eq!(used().await, 4);
+    assert!(report.error.contains(&expected), "{}", report.error);
+    assert_eq!(used().await, used_so_far);
     // Keys encoded differently from the registry's: refused before a query.
     let report = run(&net, "raw").await;
     assert_eq!(report.phase, Phase::Failed);
     assert!(report.error.contains("normalised with [trim, uppercase]"), "{}", report.error);
-    assert_eq!(used().await, 4);
+    assert_eq!(used().await, used_so_far);
+
+    // The grant's total: a task of 2 lookups would pass it, so the ledger
+    // refuses its use when the owner records it, and the owner does not
+    // answer.
+    let report = run(&net, "pair").await;
+    assert_eq!(report.phase, Phase::Failed);
+    let expected = format!("allows {total} items; {used_so_far} are used and {} more were asked", worst[2]);
+    assert!(report.error.contains(&expected), "{}", report.error);
+    assert_eq!(used().await, used_so_far);
 
     // A new version (one record changed): the lab's next lookup fetches the
     // new hint, and the old cache is gone.
@@ -176,14 +220,9 @@ async fn a_lab_fetches_station_records_without_the_owner_learning_which() {
     assert!(result(&net, &report.task_id).contains("ST0007,found,Buoy 7 (moved),61"));
     assert!(!cache.exists());
     assert!(cache.with_file_name("registry.v2.pirhint").exists());
-    assert_eq!(used().await, 5);
-
-    // The grant's total: 5 of 6 used, a task of 2 lookups is refused by the
-    // ledger when the owner records its use, and the owner does not answer.
-    let report = run(&net, "pair").await;
-    assert_eq!(report.phase, Phase::Failed);
-    assert!(report.error.contains("allows 6 items; 5 are used and 2 more were asked"), "{}", report.error);
-    assert_eq!(used().await, 5);
+    // Metered on the new version's layout.
+    used_so_far += worst_case(&net, 1).await;
+    assert_eq!(used().await, used_so_far);
 
     // The owner's node refuses on its own, consuming nothing: queries for a
     // version that is no longer the latest, and queries of the wrong size.
@@ -219,7 +258,7 @@ async fn a_lab_fetches_station_records_without_the_owner_learning_which() {
             assert!(err.message().contains(expected), "{expected}: {err:?}");
         }
         assert!(net.ledger.task(&id).await.unwrap().unwrap().uses.is_empty());
-        assert_eq!(used().await, 5);
+        assert_eq!(used().await, used_so_far);
     }
 
     // Nothing on the ledger names a key the lab looked up.

@@ -25,15 +25,31 @@
 //! "absent" when no slot of the column carries the key's tag.
 //!
 //! **What each side learns.** The owner: that a task made n lookups on a
-//! version, and nothing about which keys (each query is LWE-encrypted). Its
-//! use record carries n and nothing else. The requester: its keys' records
-//! and, as SimplePIR reads a whole column, the other records in the same
-//! columns (about 1/m of the table per lookup; the grant meters lookups).
-//! The coordinator and the ledger: the task, the number of lookups, and a
-//! salted commitment to the result ([`result_commitment`]) rather than its
-//! plain digest, so an owner cannot confirm a guess of what was fetched by
-//! hashing candidate records. Logs name tasks, datasets and counts, never a
-//! key or a record.
+//! version, and nothing about which keys (each query is LWE-encrypted).
+//! The requester: its keys' records and, as SimplePIR reads a whole
+//! column, the other records in the same columns. The coordinator and the
+//! ledger: the task, the metered records, and a salted commitment to the
+//! result ([`result_commitment`]) rather than its plain digest, so an
+//! owner cannot confirm a guess of what was fetched by hashing candidate
+//! records. Logs name tasks, datasets and counts, never a key or a record.
+//!
+//! **Metering: records that may be disclosed, not lookups.** The owner
+//! cannot check that a query is an honest one (it is encrypted), and one
+//! crafted query reads four whole columns exactly (see
+//! `stayput_psi::pir`, *What an answer discloses*). So the use record of a
+//! task of n lookups counts the worst case: every record held in the 4n
+//! fullest columns of the version's layout, at most every record
+//! ([`Database::disclosure_bound`], computed by the owner from its own
+//! matrix), and the grant's per-task and total item limits apply to that
+//! number. Worst case, a task of n lookups on a version with m columns
+//! discloses min(4n/m, 1) of the table in the fullest columns; an honest
+//! task reads n columns and keeps n records.
+//!
+//! **The hint is not metered yet.** `FetchHint` serves the hint to the
+//! grantee of a task without a use record, and the hint of a version with
+//! at most 1,024 columns (about 32,000 records) determines the whole table
+//! (`stayput_psi::pir`, *What the hint discloses*). Until it is, grant
+//! private lookup only to a member who may see the whole table.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -46,7 +62,9 @@ use stayput_chain_connector::tasks::PirParams;
 use stayput_proto::v1::pir_peer_client::PirPeerClient;
 use stayput_proto::v1::pir_peer_server::PirPeer;
 use stayput_proto::v1::{FetchHintRequest, HintChunk, HintHeader, PirQueryRequest, PirQueryResponse, hint_chunk};
-use stayput_psi::pir::{Answer, Database, Hint, LWE_DIMENSION, Layout, Lookup, MAX_COLUMNS, MAX_ROWS, Query};
+use stayput_psi::pir::{
+    Answer, COLUMNS_PER_ANSWER, Database, Hint, LWE_DIMENSION, Layout, Lookup, MAX_COLUMNS, MAX_ROWS, Query,
+};
 use tonic::{Request, Response, Status};
 use zeroize::Zeroizing;
 
@@ -445,7 +463,6 @@ async fn answer(
     let _answering = Answering { tasks: &service.answering, task: task_id.clone() };
     let access = state.ledger.as_ref().ok_or_else(no_ledger)?;
     let grant = ledger_check(state, &task_id, caller, &source, n as u64).await?;
-    check_items_per_use(&*access.ledger, &task_id, &grant, n as u64, "lookups").await?;
     let (on_ledger, layout) = latest(state, &dataset).await?;
     if version != on_ledger.version {
         return Err(err(format!(
@@ -453,36 +470,47 @@ async fn answer(
             on_ledger.version
         )));
     }
+    // Every query's size before anything is loaded or allocated for it.
+    if let Some((i, q)) = queries.iter().enumerate().find(|(_, q)| q.len() != layout.columns * 4) {
+        return Err(err(format!("query {} is {} bytes; this version takes {}", i + 1, q.len(), layout.columns * 4)));
+    }
     let permit = state.session_permit()?;
+    let loader = service.clone();
+    let db = tokio::task::spawn_blocking(move || loader.database(&on_ledger))
+        .await
+        .map_err(|e| NodeError::Worker(e.to_string()))??;
+    // What the answers can disclose, whatever the queries hold: the records
+    // of the 4n fullest columns (see `stayput_psi::pir`). The grant meters
+    // that, not the n lookups.
+    let items = db.disclosure_bound(n);
+    check_items_per_use(&*access.ledger, &task_id, &grant, items, "records").await.map_err(|e| match e {
+        NodeError::NotAuthorised { task, reason } => NodeError::NotAuthorised {
+            task,
+            reason: format!(
+                "{n} lookups can disclose up to {items} records (each answer can read the {COLUMNS_PER_ANSWER} fullest columns): {reason}"
+            ),
+        },
+        other => other,
+    })?;
     // Answer first (malformed queries consume nothing), reply only once the
     // use is on the ledger.
-    let service_for_work = service.clone();
     let answers = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        let queries = queries
-            .iter()
-            .enumerate()
-            .map(|(i, q)| {
-                Query::from_bytes(&layout, q).map_err(|_| {
-                    err(format!("query {} is {} bytes; this version takes {}", i + 1, q.len(), layout.columns * 4))
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let db = service_for_work.database(&on_ledger)?;
         queries
             .iter()
-            .map(|q| Ok(tonic::codegen::Bytes::from(db.answer(q)?.to_bytes())))
+            .map(|q| Ok(tonic::codegen::Bytes::from(db.answer(&Query::from_bytes(db.layout(), q)?)?.to_bytes())))
             .collect::<Result<Vec<_>, NodeError>>()
     })
     .await
     .map_err(|e| NodeError::Worker(e.to_string()))??;
-    record_use(&*access.ledger, &state.config.org, &access.key, &task_id, &grant, n as u64).await?;
+    record_use(&*access.ledger, &state.config.org, &access.key, &task_id, &grant, items).await?;
     tracing::info!(
         node = %state.config.org,
         task = %task_id,
         dataset = %dataset,
         version,
         lookups = n,
+        records_metered = items,
         "private lookup answered; use recorded"
     );
     Ok(PirQueryResponse { answers })

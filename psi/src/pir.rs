@@ -67,11 +67,34 @@
 //! hint. The owner publishes it on the ledger, and a client uses a cached
 //! hint only when the digest matches.
 //!
-//! **Leakage.** The server learns that a lookup happened and nothing about
-//! which key. The client learns the whole column its key falls in: the
-//! other records in that column, about 1/m of the database. This is the
-//! usual SimplePIR trade-off; a grant meters lookups, not records.
-
+//! **Leakage to the server.** The server learns that a lookup happened
+//! and nothing about which key.
+//!
+//! **What an answer discloses.** The server computes D·q⃗ for whatever q⃗
+//! it is sent: nothing makes a client send the LWE encryption of one unit
+//! vector. An answer is ℓ words of 32 bits and a column ℓ entries of 8
+//! bits, so one answer carries at most [`COLUMNS_PER_ANSWER`] = 4 columns'
+//! worth, and a crafted query reaches that bound exactly: q⃗ = u_j +
+//! 2^8·u_k + 2^16·u_l + 2^24·u_m returns columns j, k, l and m byte for
+//! byte (the test `one_answer_reads_four_columns_exactly`). A query can
+//! also spread its 32 bits over more columns (some bits of each of up to
+//! 32), which tells something about more records but never more than four
+//! columns' worth of bits. So the worst case of an answer is every record
+//! of the four fullest columns, and of k answers every record of the 4k
+//! fullest, at most all ([`Database::disclosure_bound`]): what a grant
+//! must meter, rather than lookups. An honest lookup reads one column,
+//! about 1/m of the table, and keeps one record of it.
+//!
+//! **What the hint discloses.** H = D·A is ℓ·n words of 32 bits: up to
+//! 4n = 4096 columns' worth of bits. When the layout has m ≤ n = 1024
+//! columns D is the unique solution of H = D·A, and a client holding the
+//! hint computes the whole table by linear algebra mod 2^32 (the test
+//! `a_hint_of_a_narrow_table_discloses_it`); up to m = 4n it determines D
+//! in principle. A layout has about R/32 columns while its columns have the
+//! minimum 64 slots, so this is every table of up to about 32,000 records
+//! (131,000 in principle). SimplePIR hides the client's query, not the
+//! database from the client: whoever gets the hint of such a table has the
+//! table.
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use rayon::prelude::*;
@@ -105,6 +128,9 @@ pub const MAX_RECORD_BYTES: usize = 4096;
 const FAR_FROM_LATTICE: u32 = DELTA / 4;
 /// Seeds tried before the build gives up on an overflowing column.
 pub const MAX_SEED_TRIES: u32 = 8;
+/// Columns one answer can read exactly: an answer entry is 32 bits and a
+/// database entry 8 (log q / log p).
+pub const COLUMNS_PER_ANSWER: usize = (32 / PLAINTEXT_BITS) as usize;
 
 fn err(what: &'static str) -> PsiError {
     PsiError::Pir(what)
@@ -223,6 +249,26 @@ impl Layout {
     }
 }
 
+/// Records per column of a stored matrix: a slot holds a record when its
+/// tag is not all zero (a real tag is all zero with probability 2^-128).
+fn column_loads(layout: &Layout, matrix: &[u8]) -> Vec<u32> {
+    let (columns, r) = (layout.columns, layout.record_bytes);
+    let mut loads = vec![0u32; columns];
+    for slot in 0..layout.slots {
+        let mut occupied = vec![false; columns];
+        for k in 0..TAG_BYTES {
+            let row = &matrix[(slot * r + k) * columns..(slot * r + k + 1) * columns];
+            for (o, byte) in occupied.iter_mut().zip(row) {
+                *o |= *byte != 0;
+            }
+        }
+        for (load, o) in loads.iter_mut().zip(occupied) {
+            *load += u32::from(o);
+        }
+    }
+    loads
+}
+
 /// The public matrix A of a layout (m × n, row-major): public, derived
 /// from the layout's seed, worth caching across queries (4·m·n bytes).
 #[derive(Clone)]
@@ -250,6 +296,8 @@ pub struct Database {
     layout: Layout,
     matrix: Vec<u8>,
     records: usize,
+    /// Records held per column.
+    loads: Vec<u32>,
 }
 
 impl std::fmt::Debug for Database {
@@ -301,7 +349,9 @@ impl Database {
                 matrix[(slot * r + k) * columns + column] = byte;
             }
         }
-        Ok(Some(Self { layout, matrix, records: records.len() }))
+        #[allow(clippy::cast_possible_truncation)] // at most `slots` ≤ 2^18 per column
+        let loads = used.into_iter().map(|n| n as u32).collect();
+        Ok(Some(Self { layout, matrix, records: records.len(), loads }))
     }
 
     /// A database from its stored parts (the owner keeps the matrix on
@@ -314,12 +364,30 @@ impl Database {
         if records > layout.slots * layout.columns {
             return Err(err("more records than the layout has slots"));
         }
-        Ok(Self { layout, matrix, records })
+        let loads = column_loads(&layout, &matrix);
+        Ok(Self { layout, matrix, records, loads })
     }
 
     /// Records it holds.
     pub fn records(&self) -> usize {
         self.records
+    }
+
+    /// Records held in each column.
+    pub fn column_loads(&self) -> &[u32] {
+        &self.loads
+    }
+
+    /// The most records `queries` answers can disclose, whatever the
+    /// queries hold (see the module docs, *What an answer discloses*): the
+    /// records of the [`COLUMNS_PER_ANSWER`]·`queries` fullest columns, at
+    /// most every record. What the owner meters.
+    pub fn disclosure_bound(&self, queries: usize) -> u64 {
+        let mut loads = self.loads.clone();
+        loads.sort_unstable_by(|a, b| b.cmp(a));
+        let columns = queries.saturating_mul(COLUMNS_PER_ANSWER);
+        let held: u64 = loads.iter().take(columns).map(|n| u64::from(*n)).sum();
+        held.min(self.records as u64)
     }
 
     /// The layout (public).
@@ -727,6 +795,118 @@ mod tests {
         let (lookup, query) = Lookup::with_matrix(&layout, &a, &data[other].0, &mut rng).unwrap();
         let answer = db.answer(&query).unwrap();
         assert_eq!(lookup.decode(&layout, &hint, &answer).unwrap(), Some(data[other].1.clone()));
+    }
+
+    /// The bound of [`Database::disclosure_bound`] is real: one crafted
+    /// "lookup" reads the four fullest columns exactly, every record in
+    /// them, and the bound counts exactly those records.
+    #[test]
+    fn one_answer_reads_four_columns_exactly() {
+        let data = records(300);
+        let db = Database::build(&data, 64, [8; 32]).unwrap();
+        let layout = db.layout().clone();
+        let m = layout.columns;
+        assert!(m > COLUMNS_PER_ANSWER);
+        let mut fullest: Vec<usize> = (0..m).collect();
+        fullest.sort_by_key(|c| std::cmp::Reverse(db.column_loads()[*c]));
+        let wanted = &fullest[..COLUMNS_PER_ANSWER];
+        // q = u_j + 2^8 u_k + 2^16 u_l + 2^24 u_m: no LWE at all.
+        let mut q = vec![0u32; m];
+        for (i, j) in wanted.iter().enumerate() {
+            q[*j] = 1 << (8 * i);
+        }
+        let answer = db.answer(&Query(q)).unwrap();
+        let mut columns: Vec<Vec<u8>> = vec![Vec::new(); COLUMNS_PER_ANSWER];
+        for (row, word) in answer.0.iter().enumerate() {
+            for (i, j) in wanted.iter().enumerate() {
+                #[allow(clippy::cast_possible_truncation)]
+                let byte = (word >> (8 * i)) as u8;
+                assert_eq!(byte, db.matrix[row * m + j], "row {row}, column {j}");
+                columns[i].push(byte);
+            }
+        }
+        // Every record of those columns is in the one answer.
+        let mut read = 0u64;
+        for (key, value) in &data {
+            let Some(i) = wanted.iter().position(|j| *j == layout.column_of(key)) else { continue };
+            let tag = layout.tag(key);
+            let slot = columns[i].chunks_exact(layout.record_bytes).find(|s| s[..TAG_BYTES] == tag).unwrap();
+            let len = usize::from(u16::from_le_bytes([slot[TAG_BYTES], slot[TAG_BYTES + 1]]));
+            assert_eq!(&slot[TAG_BYTES + LEN_BYTES..TAG_BYTES + LEN_BYTES + len], value.as_slice());
+            read += 1;
+        }
+        assert_eq!(read, db.disclosure_bound(1), "the bound is attained");
+        let loads: u64 = db.column_loads().iter().map(|n| u64::from(*n)).sum();
+        assert_eq!(loads, 300);
+        assert!(db.disclosure_bound(2) > db.disclosure_bound(1));
+        assert_eq!(db.disclosure_bound(m), 300, "at most every record");
+        assert_eq!(db.disclosure_bound(0), 0);
+        // The stored form counts the same loads.
+        let again = Database::from_parts(layout, db.records(), db.matrix_rows().to_vec()).unwrap();
+        assert_eq!(again.column_loads(), db.column_loads());
+    }
+
+    /// The hint of a table with m ≤ n columns is the table: D is the
+    /// unique solution of H = D·A mod 2^32.
+    #[test]
+    #[allow(clippy::needless_range_loop)] // matrix algebra reads best by index
+    fn a_hint_of_a_narrow_table_discloses_it() {
+        let db = Database::build(&records(300), 64, [10; 32]).unwrap();
+        let layout = db.layout().clone();
+        let (m, n) = (layout.columns, LWE_DIMENSION);
+        assert!(m <= n);
+        let a = layout.public_matrix().values;
+        let hint = db.hint();
+        // m columns of A independent mod 2, so A_S is invertible mod 2^32.
+        let mut basis: Vec<(usize, u128)> = Vec::new();
+        let mut chosen = Vec::new();
+        for t in 0..n {
+            let mut v: u128 = (0..m).fold(0, |acc, k| acc | (u128::from(a[k * n + t] & 1) << k));
+            for (bit, b) in &basis {
+                if v >> bit & 1 == 1 {
+                    v ^= b;
+                }
+            }
+            if v != 0 {
+                basis.push((v.trailing_zeros() as usize, v));
+                chosen.push(t);
+                if chosen.len() == m {
+                    break;
+                }
+            }
+        }
+        assert_eq!(chosen.len(), m);
+        // Invert A_S mod 2^32 (Gauss–Jordan; odd pivots are units).
+        let inverse_odd = |x: u32| (0..5).fold(x, |y, _| y.wrapping_mul(2u32.wrapping_sub(x.wrapping_mul(y))));
+        let mut left: Vec<Vec<u32>> = (0..m).map(|k| chosen.iter().map(|t| a[k * n + t]).collect()).collect();
+        let mut right: Vec<Vec<u32>> = (0..m).map(|k| (0..m).map(|j| u32::from(j == k)).collect()).collect();
+        for c in 0..m {
+            let p = (c..m).find(|r| left[*r][c] & 1 == 1).unwrap();
+            left.swap(c, p);
+            right.swap(c, p);
+            let inv = inverse_odd(left[c][c]);
+            for j in 0..m {
+                left[c][j] = left[c][j].wrapping_mul(inv);
+                right[c][j] = right[c][j].wrapping_mul(inv);
+            }
+            for r in (0..m).filter(|r| *r != c) {
+                let f = left[r][c];
+                for j in 0..m {
+                    left[r][j] = left[r][j].wrapping_sub(f.wrapping_mul(left[c][j]));
+                    right[r][j] = right[r][j].wrapping_sub(f.wrapping_mul(right[c][j]));
+                }
+            }
+        }
+        // D = H_S · A_S^-1, entry by entry: the whole matrix, records and all.
+        for i in 0..layout.rows() {
+            for k in 0..m {
+                let d = chosen
+                    .iter()
+                    .enumerate()
+                    .fold(0u32, |s, (j, t)| s.wrapping_add(hint.values[i * n + t].wrapping_mul(right[j][k])));
+                assert_eq!(d, u32::from(db.matrix[i * m + k]), "entry ({i}, {k})");
+            }
+        }
     }
 
     #[test]
