@@ -99,10 +99,10 @@ pub struct StatsReport {
     fhe: FheFigures,
 }
 
-/// The TFHE phases of one run (minimum cohort 10, as in the demo).
+/// The TFHE census of one run (minimum cohort 10, as in the demo).
 #[derive(Debug, Default)]
 struct FheFigures {
-    cells: usize,
+    gates: usize,
     keygen: Duration,
     encrypt: Vec<Duration>,
     evaluate: Duration,
@@ -111,7 +111,7 @@ struct FheFigures {
     server_key_bytes: usize,
     upload_bytes: usize,
     download_bytes: usize,
-    suppressed: usize,
+    withheld: usize,
 }
 
 fn max(d: &[Duration]) -> Duration {
@@ -144,7 +144,11 @@ impl std::fmt::Display for StatsReport {
         writeln!(f, "  requester: finish         {:>9.3} ms", ms(self.finish))?;
         let wall = max(&self.scan) + max(&self.prove) + max(&self.share) + self.verify + self.finish;
         let h = &self.fhe;
-        writeln!(f, "  TFHE ({} cells: group size and histogram bins; {} suppressed)", h.cells, h.suppressed)?;
+        writeln!(
+            f,
+            "  TFHE census ({} gates: group size, measures' n, histogram bins; {} withheld), before the sharing",
+            h.gates, h.withheld
+        )?;
         writeln!(
             f,
             "    requester: key generation {:>9.1} ms (public key {:.1} KB, compressed server key {:.1} MB)",
@@ -152,10 +156,14 @@ impl std::fmt::Display for StatsReport {
             h.public_key_bytes as f64 / 1e3,
             h.server_key_bytes as f64 / 1e6
         )?;
-        writeln!(f, "    site: encrypt cells      {:>9.1} ms per site (slowest)", ms(max(&h.encrypt)))?;
         writeln!(
             f,
-            "    coordinator: evaluate    {:>9.1} ms (server key decompression included; in {:.1} KB, out {:.1} MB)",
+            "    site: encrypt census     {:>9.1} ms per site (slowest; counts and tokens)",
+            ms(max(&h.encrypt))
+        )?;
+        writeln!(
+            f,
+            "    coordinator: census      {:>9.1} ms (server key decompression included; in {:.1} KB, out {:.1} MB)",
             ms(h.evaluate),
             h.upload_bytes as f64 / 1e3,
             h.download_bytes as f64 / 1e6
@@ -191,23 +199,22 @@ pub fn run(sites: usize, rows: usize) -> Result<StatsReport, BenchError> {
     let mut value_shares = Vec::new();
     let mut blinding_shares = Vec::new();
     let mut csprng = rand::rngs::OsRng;
-    let cells = stayput_mpc_engine::local::cells(&query);
-    let mut site_cells = Vec::new();
-    for (i, name) in names.iter().enumerate() {
+    let mut scanned = Vec::new();
+    for i in 0..sites {
         let batches = site_batches(rows, i as u64 + 7);
         let t = Instant::now();
         let mut scan = LocalScan::new(&query).map_err(|e| bad(e.to_string()))?;
         for b in &batches {
             scan.absorb(b).map_err(|e| bad(e.to_string()))?;
         }
-        let mut stats = scan.finish();
+        scanned.push(scan.finish());
         scan_t.push(t.elapsed());
-        // As on a node with a TFHE key: cells travel encrypted, zero in the
-        // shared vector.
-        site_cells.push(cells.iter().map(|c| u64::try_from(stats.additive[c.entry]).unwrap_or(0)).collect::<Vec<_>>());
-        for c in &cells {
-            stats.additive[c.entry] = 0;
-        }
+    }
+    // As on the nodes under a minimum cohort: the census decides which
+    // gates pass before anything is shared.
+    let (fhe, pass) = census(&query, &scanned)?;
+    for (name, mut stats) in names.iter().zip(scanned) {
+        pass.apply(&query, &mut stats.additive, &mut stats.extrema).map_err(|e| bad(e.to_string()))?;
         let t = Instant::now();
         let bounds = bounds(&query, stats.rows_scanned)?;
         let (c, blind) =
@@ -247,7 +254,6 @@ pub fn run(sites: usize, rows: usize) -> Result<StatsReport, BenchError> {
     let refs: Vec<_> = contributions.iter().map(|(c, _)| c).collect();
     check_opening(&refs, &pooled, &blindings).map_err(|e| bad(e.to_string()))?;
     let verify_t = t.elapsed();
-    let (fhe, pooled) = post_process(&query, &site_cells, pooled)?;
     let t = Instant::now();
     let results = finish(&query, &pooled, &[]).map_err(|e| bad(e.to_string()))?;
     let finish_t = t.elapsed();
@@ -269,43 +275,43 @@ pub fn run(sites: usize, rows: usize) -> Result<StatsReport, BenchError> {
 /// Minimum cohort of the bench's grants.
 const MIN_COHORT: u32 = 10;
 
-/// The TFHE phases: the requester's keys, each site encrypting its cells,
-/// the coordinator's evaluation, the requester's decryption; returns the
-/// figures and the pooled vector with the decrypted cells in place.
-fn post_process(
+/// The TFHE census: the requester's keys, each site encrypting its gate
+/// counts and tokens, the coordinator's evaluation, the requester's
+/// decryption; returns the figures and the pass set.
+fn census(
     query: &CohortQuery,
-    site_cells: &[Vec<u64>],
-    mut pooled: Vec<i128>,
-) -> Result<(FheFigures, Vec<i128>), BenchError> {
-    use stayput_mpc_engine::fhe::{Evaluator, RequesterKeys, encrypt_counts};
+    sites: &[stayput_mpc_engine::local::LocalStats],
+) -> Result<(FheFigures, stayput_mpc_engine::gates::PassSet), BenchError> {
+    use stayput_mpc_engine::fhe::{Evaluator, RequesterKeys, encrypt_census};
+    use stayput_mpc_engine::gates::{PassSet, families, gate_counts, gates};
     let bad = |e: stayput_mpc_engine::MpcError| BenchError::Stats(e.to_string());
-    let cells = stayput_mpc_engine::local::cells(query);
-    let mut figures = FheFigures { cells: cells.len(), ..FheFigures::default() };
+    let gate_count = gates(query).len();
+    let mut figures = FheFigures { gates: gate_count, ..FheFigures::default() };
     let t = Instant::now();
     let (keys, material) = RequesterKeys::generate().map_err(bad)?;
     figures.keygen = t.elapsed();
     figures.public_key_bytes = material.public_key.len();
     figures.server_key_bytes = material.server_key.len();
     let mut uploads = Vec::new();
-    for counts in site_cells {
+    for (i, stats) in sites.iter().enumerate() {
         let t = Instant::now();
-        uploads.push(encrypt_counts(&material.public_key, counts).map_err(bad)?);
+        let counts = gate_counts(query, &stats.additive).map_err(bad)?;
+        let tokens: Vec<u32> = (0..gate_count as u32).map(|g| 0x5eed_0000 + g + 1 + (i as u32) * 4096).collect();
+        uploads.push((encrypt_census(&material.public_key, &counts, &tokens).map_err(bad)?, true));
         figures.encrypt.push(t.elapsed());
     }
-    figures.upload_bytes = uploads.iter().map(Vec::len).sum();
+    figures.upload_bytes = uploads.iter().map(|(u, _)| u.len()).sum();
     let t = Instant::now();
-    let out =
-        Evaluator::new(&material.server_key).map_err(bad)?.suppress(cells.len(), &uploads, MIN_COHORT).map_err(bad)?;
+    let out = Evaluator::new(&material.server_key)
+        .map_err(bad)?
+        .census(&families(query), &uploads, MIN_COHORT)
+        .map_err(bad)?;
     figures.evaluate = t.elapsed();
-    figures.download_bytes = out.iter().map(Vec::len).sum();
+    figures.download_bytes = out.iter().flatten().map(Vec::len).sum();
     let t = Instant::now();
-    let counts = keys.decrypt_counts(&out).map_err(bad)?;
+    let per_site = out.iter().map(|site| keys.decrypt_tokens(site)).collect::<Result<Vec<_>, _>>().map_err(bad)?;
     figures.decrypt = t.elapsed();
-    for (cell, count) in cells.iter().zip(counts) {
-        match count {
-            Some(n) => pooled[cell.entry] = i128::from(n),
-            None => figures.suppressed += 1,
-        }
-    }
-    Ok((figures, pooled))
+    let flags: Vec<bool> = (0..gate_count).map(|g| per_site.iter().all(|site| site[g].is_some())).collect();
+    figures.withheld = flags.iter().filter(|p| !**p).count();
+    Ok((figures, PassSet::from_flags(query, flags).map_err(bad)?))
 }

@@ -736,11 +736,12 @@ pub async fn run(dir: Option<PathBuf>) -> Result<(), CliError> {
     }
     let hidden = table.lines().filter(|l| l.ends_with(",suppressed")).count();
     println!(
-        "  the cohort's size and histogram cells were pooled and checked against the minimum cohort (10) by the coordinator"
+        "  first a census: each hospital's group size, measures' n and histogram bins were pooled under TFHE at the coordinator"
     );
     println!(
-        "  under TFHE, on ciphertexts under the institute's one-task key: {hidden} cell(s) suppressed; no hospital's own numbers left it"
+        "  and checked against the minimum cohort (10); {hidden} line(s) withheld by the hospitals themselves, so nothing of a"
     );
+    println!("  small cell reached the institute's node — not in the pooled vector, the evidence file or a log line");
 
     ocean_journey(&net).await?;
     lookup_journey(&net).await?;

@@ -82,7 +82,7 @@ fn grant_problem(
 pub const MAX_BUREAUS: usize = 16;
 
 /// Most cells (group sizes and histogram bins) a statistics task may have.
-pub const MAX_CELLS: usize = 256;
+pub const MAX_GATES: usize = 256;
 /// Most min/max values a statistics task may have.
 pub const MAX_EXTREMES: usize = 64;
 
@@ -101,12 +101,12 @@ fn shaped_query(query: &str) -> Result<(stayput_mpc_engine::query::CohortQuery, 
 /// (columns against each site's schema are checked by the sites).
 fn stats_columns(query: &str, datasets: &[String]) -> Result<Vec<String>, CoordinatorError> {
     let (query, columns) = shaped_query(query)?;
-    // Every cell and extreme costs seconds of TFHE at the coordinator.
-    let (cells, extremes) =
-        (stayput_mpc_engine::local::cells(&query).len(), stayput_mpc_engine::fhe::extreme_kinds(&query).len());
-    if cells > MAX_CELLS || extremes > MAX_EXTREMES {
+    // Every gate and extreme costs seconds of TFHE at the coordinator.
+    let (gates, extremes) =
+        (stayput_mpc_engine::gates::gates(&query).len(), stayput_mpc_engine::fhe::extreme_kinds(&query).len());
+    if gates > MAX_GATES || extremes > MAX_EXTREMES {
         return Err(CoordinatorError::BadRequest(format!(
-            "the query has {cells} cells (groups and histogram bins) and {extremes} min/max values; homomorphic post-processing takes at most {MAX_CELLS} and {MAX_EXTREMES} (about 1.5 s each per site). Use fewer groups or bins"
+            "the query has {gates} gates (groups, measures and histogram bins) and {extremes} min/max values; homomorphic post-processing takes at most {MAX_GATES} and {MAX_EXTREMES} (about 1.5 s each per site). Use fewer groups, measures or bins"
         )));
     }
     if datasets.len() < 2 {

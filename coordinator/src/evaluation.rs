@@ -1,28 +1,31 @@
 //! Homomorphic post-processing of federated statistics (design brief §4.3),
-//! the coordinator's one computation.
+//! the coordinator's one computation, in two phases per task (see
+//! `stayput_node::stats` for the protocol).
 //!
-//! The requester's node generates a TFHE key pair for its task and sends
-//! the sites its compact public key; each site encrypts what must not reach
-//! the requester in the clear — its local minimum and maximum, and its
-//! counts per cell (group sizes, histogram bins) — and deposits the
-//! ciphertexts here ([`deposit`]), never with the requester, which holds
-//! the key that decrypts them. The requester's node then uploads its server
-//! key ([`evaluate`]). The coordinator takes the minimum or maximum across
-//! the sites' deposits, adds the cell counts and replaces every pooled
-//! count that is non-zero and below the largest minimum cohort among the
-//! task's grants with a sentinel — all on ciphertexts, since a server key
-//! decrypts nothing — and streams the results back for the requester's node
-//! to decrypt. The deposits are consumed: a task is evaluated once.
+//! * **Census.** Each site deposits, encrypted under the requester's TFHE
+//!   key, its count at every gate (group sizes, measures' n, histogram
+//!   bins) and a token per gate. The requester's node uploads its server
+//!   key; the coordinator adds the counts of every site except the
+//!   requester's own, compares each sum with the largest minimum cohort
+//!   among the task's grants, and answers per site and gate with the
+//!   site's token where the gate passes and 0 where it does not — on
+//!   ciphertexts, since a server key decrypts nothing.
+//! * **Extremes.** Sites deposit their min/max of what passed; the
+//!   coordinator takes them across sites.
+//!
+//! Deposits are consumed: each phase of a task is evaluated once.
 //!
 //! What the coordinator checks: a depositor is a site of the running
-//! statistics task and deposits once, within size bounds (the lists'
-//! lengths and structure are checked when they are expanded); the evaluator's caller is the task's requester and
-//! every site has deposited. The minimum cohort comes from the grants on the
-//! ledger, never from the caller. Evaluations run one at a time on a
-//! blocking thread: each takes seconds of both cores (cost model in
-//! `stayput_mpc_engine::fhe`). Trust: the coordinator and the requester
-//! together could decrypt a site's values; the brief's trust model has them
-//! not collude.
+//! statistics task (from its certificate) and deposits once per phase,
+//! within size bounds (the lists' lengths and structure are checked when
+//! they are expanded); the evaluator's caller is the task's requester and
+//! every site has deposited. The minimum cohort comes from the grants on
+//! the ledger, never from the caller; the requester's own census is never
+//! counted. Evaluations run one at a time on a blocking thread: each takes
+//! seconds of both cores (cost model in `stayput_mpc_engine::fhe`). Trust:
+//! the coordinator and the requester together could decrypt a site's
+//! values, and the coordinator could answer tokens of gates that do not
+//! pass; the brief's trust model has them not collude.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -31,9 +34,9 @@ use std::time::{Duration, Instant};
 use stayput_chain_connector::records::Computation;
 use stayput_chain_connector::tasks::{SignedTaskRequest, StatsParams, TaskParams};
 use stayput_mpc_engine::fhe::{self, Evaluator};
-use stayput_mpc_engine::local::cells;
+use stayput_mpc_engine::gates::{MAX_GATES, families};
 use stayput_mpc_engine::query::CohortQuery;
-use stayput_proto::v1::{FheDeposit, FheDownload, FheUpload, fhe_download, fhe_upload};
+use stayput_proto::v1::{FheDeposit, FheDownload, FhePhase, FheUpload, fhe_download, fhe_upload};
 use tokio::sync::Semaphore;
 use tokio_stream::StreamExt;
 
@@ -52,45 +55,63 @@ const MAX_TASKS: usize = 64;
 /// How long deposits wait for their evaluation.
 const KEPT_FOR: Duration = Duration::from_secs(900);
 
-/// One site's encrypted extremes and cells.
-type SiteInput = (Vec<u8>, Vec<u8>);
+/// A step of post-processing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Step {
+    Census,
+    Extremes,
+}
 
-/// One task's deposits by site, and when the first came.
-type TaskDeposits = (BTreeMap<String, SiteInput>, Instant);
+impl Step {
+    /// The phase a message names; protocol 1's messages name none.
+    fn from_wire(value: i32) -> Result<Self, CoordinatorError> {
+        match FhePhase::try_from(value) {
+            Ok(FhePhase::Census) => Ok(Self::Census),
+            Ok(FhePhase::Extremes) => Ok(Self::Extremes),
+            _ => Err(refused(
+                "the message names no post-processing phase: it is of stats protocol 1, and this coordinator speaks protocol 2 (census, then extremes); upgrade the node",
+            )),
+        }
+    }
+}
 
-/// Sites' deposits by task.
+/// One task's deposits of one phase by site, and when the first came.
+type TaskDeposits = (BTreeMap<String, Vec<u8>>, Instant);
+
+/// Sites' deposits by task and phase.
 #[derive(Debug, Default)]
 pub struct Deposits {
-    tasks: Mutex<HashMap<String, TaskDeposits>>,
+    tasks: Mutex<HashMap<(String, Step), TaskDeposits>>,
 }
 
 impl Deposits {
-    fn put(&self, task: &str, site: &str, input: SiteInput) -> Result<(), CoordinatorError> {
+    fn put(&self, task: &str, phase: Step, site: &str, input: Vec<u8>) -> Result<(), CoordinatorError> {
         let mut tasks = self.tasks.lock().expect("deposits");
         tasks.retain(|_, (_, since)| since.elapsed() < KEPT_FOR);
-        if !tasks.contains_key(task) && tasks.len() >= MAX_TASKS {
+        let key = (task.to_owned(), phase);
+        if !tasks.contains_key(&key) && tasks.len() >= MAX_TASKS {
             return Err(CoordinatorError::Unavailable("too many tasks await post-processing; retry later".into()));
         }
-        let (sites, _) = tasks.entry(task.to_owned()).or_insert_with(|| (BTreeMap::new(), Instant::now()));
+        let (sites, _) = tasks.entry(key).or_insert_with(|| (BTreeMap::new(), Instant::now()));
         if sites.contains_key(site) {
-            return Err(refused(format!("'{site}' has deposited for task '{task}' already")));
+            return Err(refused(format!("'{site}' has deposited for this phase of task '{task}' already")));
         }
         sites.insert(site.to_owned(), input);
         Ok(())
     }
 
-    /// Every site's deposit for `task`, in `sites` order, consumed.
-    fn take(&self, task: &str, sites: &[String]) -> Result<Vec<SiteInput>, CoordinatorError> {
+    /// Every site's deposit for `task` and `phase`, in `sites` order, consumed.
+    fn take(&self, task: &str, phase: Step, sites: &[String]) -> Result<Vec<Vec<u8>>, CoordinatorError> {
         let mut tasks = self.tasks.lock().expect("deposits");
-        let held = tasks
-            .get(task)
-            .map(|(d, _)| d)
-            .ok_or_else(|| refused(format!("no site has deposited for task '{task}' (or it was evaluated already)")))?;
+        let key = (task.to_owned(), phase);
+        let held = tasks.get(&key).map(|(d, _)| d).ok_or_else(|| {
+            refused(format!("no site has deposited for this phase of task '{task}' (or it was evaluated already)"))
+        })?;
         let missing: Vec<&str> = sites.iter().filter(|s| !held.contains_key(*s)).map(String::as_str).collect();
         if !missing.is_empty() {
             return Err(refused(format!("no deposit from {} yet", missing.join(", "))));
         }
-        let (mut held, _) = tasks.remove(task).expect("present");
+        let (mut held, _) = tasks.remove(&key).expect("present");
         Ok(sites.iter().map(|s| held.remove(s).expect("checked")).collect())
     }
 }
@@ -103,9 +124,10 @@ fn refused(reason: impl Into<String>) -> CoordinatorError {
 /// ledger know it.
 struct Expected {
     task: String,
+    requester: String,
     sites: Vec<String>,
     extremes: Vec<fhe::Extreme>,
-    cells: usize,
+    families: Vec<Option<usize>>,
     min_cohort: u32,
 }
 
@@ -148,26 +170,33 @@ async fn expected(inner: &Arc<Inner>, task_id: &str, requester: Option<&str>) ->
     }
     Ok(Expected {
         task: task_id.to_owned(),
+        requester: request.requester,
         sites,
         extremes: fhe::extreme_kinds(&query),
-        cells: cells(&query).len(),
+        families: families(&query),
         min_cohort,
     })
 }
 
 /// A site's deposit for a running statistics task.
 pub async fn deposit(inner: Arc<Inner>, caller: String, request: FheDeposit) -> Result<(), CoordinatorError> {
-    let FheDeposit { task_id, extremes, cells } = request;
+    let FheDeposit { task_id, extremes, phase, census } = request;
     stayput_node::wire::check_task_id(&task_id)?;
+    let phase = Step::from_wire(phase)?;
     let expected = expected(&inner, &task_id, None).await?;
     if !expected.sites.contains(&caller) {
         return Err(refused(format!("'{caller}' is not a site of task '{task_id}'")));
     }
-    if extremes.len() as u64 > fhe::CIPHERTEXT_LIMIT || cells.len() as u64 > fhe::CIPHERTEXT_LIMIT {
-        return Err(refused(format!("a deposit's lists are at most {} bytes each", fhe::CIPHERTEXT_LIMIT)));
+    let list = match phase {
+        Step::Census if extremes.is_empty() => census,
+        Step::Extremes if census.is_empty() => extremes,
+        _ => return Err(refused("a deposit holds the list of its phase only")),
+    };
+    if list.len() as u64 > fhe::CIPHERTEXT_LIMIT {
+        return Err(refused(format!("a deposit's list is at most {} bytes", fhe::CIPHERTEXT_LIMIT)));
     }
-    inner.deposits.put(&task_id, &caller, (extremes.to_vec(), cells.to_vec()))?;
-    tracing::info!(task = %task_id, site = %caller, "encrypted aggregates deposited");
+    inner.deposits.put(&task_id, phase, &caller, list.to_vec())?;
+    tracing::info!(task = %task_id, site = %caller, phase = ?phase, "encrypted aggregates deposited");
     Ok(())
 }
 
@@ -189,7 +218,14 @@ pub async fn evaluate(
         return Err(refused("an upload starts with `open`"));
     };
     stayput_node::wire::check_task_id(&open.task_id)?;
+    let phase = Step::from_wire(open.phase)?;
     let expected = expected(&inner, &open.task_id, Some(&caller)).await?;
+    if phase == Step::Census && (expected.min_cohort <= 1 || expected.families.len() > MAX_GATES) {
+        return Err(refused(format!(
+            "a census needs a grant with a minimum cohort above 1 and at most {MAX_GATES} gates (the query has {})",
+            expected.families.len()
+        )));
+    }
     if open.server_key_len == 0 || open.server_key_len > SERVER_KEY_LIMIT {
         return Err(refused(format!("a server key is 1 to {SERVER_KEY_LIMIT} bytes")));
     }
@@ -206,25 +242,40 @@ pub async fn evaluate(
     if uploads.next().await.is_some() {
         return Err(refused("the upload holds more than the server key"));
     }
-    let (extremes, cells): (Vec<Vec<u8>>, Vec<Vec<u8>>) =
-        inner.deposits.take(&expected.task, &expected.sites)?.into_iter().unzip();
+    let deposits = inner.deposits.take(&expected.task, phase, &expected.sites)?;
     let _slot = EVALUATIONS.acquire().await.map_err(|e| CoordinatorError::Unavailable(e.to_string()))?;
-    tracing::info!(task = %expected.task, sites = expected.sites.len(), "homomorphic post-processing");
+    tracing::info!(task = %expected.task, sites = expected.sites.len(), phase = ?phase, "homomorphic post-processing");
     let started = std::time::Instant::now();
-    let (extreme_cts, cell_cts) = tokio::task::spawn_blocking(move || {
+    let results = tokio::task::spawn_blocking(move || {
         let evaluator = Evaluator::new(&server_key)?;
-        Ok::<_, stayput_mpc_engine::MpcError>((
-            evaluator.extremes(&expected.extremes, &extremes)?,
-            evaluator.suppress(expected.cells, &cells, expected.min_cohort)?,
-        ))
+        match phase {
+            Step::Extremes => Ok::<_, stayput_mpc_engine::MpcError>(
+                evaluator
+                    .extremes(&expected.extremes, &deposits)?
+                    .into_iter()
+                    .map(|b| FheDownload { value: Some(fhe_download::Value::Extreme(b.into())) })
+                    .collect::<Vec<_>>(),
+            ),
+            Step::Census => {
+                // The requester's own counts never count: it could lift a
+                // small cell with its own rows and subtract them later.
+                let sites: Vec<(Vec<u8>, bool)> = deposits
+                    .into_iter()
+                    .zip(&expected.sites)
+                    .map(|(list, site)| (list, site != &expected.requester))
+                    .collect();
+                Ok(evaluator
+                    .census(&expected.families, &sites, expected.min_cohort)?
+                    .into_iter()
+                    .flatten()
+                    .map(|b| FheDownload { value: Some(fhe_download::Value::Token(b.into())) })
+                    .collect())
+            }
+        }
     })
     .await
     .map_err(|e| CoordinatorError::Unavailable(e.to_string()))?
     .map_err(|e| refused(e.to_string()))?;
-    tracing::info!(elapsed_ms = started.elapsed().as_millis(), "homomorphic post-processing done");
-    Ok(extreme_cts
-        .into_iter()
-        .map(|b| FheDownload { value: Some(fhe_download::Value::Extreme(b.into())) })
-        .chain(cell_cts.into_iter().map(|b| FheDownload { value: Some(fhe_download::Value::Cell(b.into())) }))
-        .collect())
+    tracing::info!(elapsed_ms = started.elapsed().as_millis(), phase = ?phase, "homomorphic post-processing done");
+    Ok(results)
 }

@@ -82,10 +82,16 @@ fn grant(owner: &str, min_cohort: u32, columns: &[&str]) -> Record {
 /// Calls `Coordinator.Evaluate` as `org` with an upload that opens `task`.
 async fn evaluate_as(net: &LocalConsortium, org: &str, task: &str) -> Result<(), tonic::Status> {
     use stayput_proto::v1::coordinator_client::CoordinatorClient;
-    use stayput_proto::v1::{FheOpen, FheUpload, fhe_upload};
+    use stayput_proto::v1::{FheOpen, FhePhase, FheUpload, fhe_upload};
     let endpoint = format!("https://{}", net.coordinator.addr);
     let channel = stayput_node::requester::connect(net.net.state(org), &net.operator, &endpoint).await.unwrap();
-    let open = FheUpload { part: Some(fhe_upload::Part::Open(FheOpen { task_id: task.into(), server_key_len: 16 })) };
+    let open = FheUpload {
+        part: Some(fhe_upload::Part::Open(FheOpen {
+            task_id: task.into(),
+            server_key_len: 16,
+            phase: FhePhase::Census as i32,
+        })),
+    };
     CoordinatorClient::new(channel).evaluate(tokio_stream::iter(vec![open])).await.map(|_| ())
 }
 
@@ -170,7 +176,9 @@ async fn hospitals_pool_statistics_verifiably() {
 
     // A column the grants do not allow is refused before anything runs.
     let tasks_before = net.ledger.tasks(None).await.unwrap().len();
-    let with_pid = QUERY.replace("x = [\"age\", \"bmi\"]", "x = [\"age\", \"bmi\", \"length_of_stay\"]");
+    let with_pid = QUERY
+        .replace("x = [\"age\", \"bmi\"]", "x = [\"age\", \"bmi\", \"length_of_stay\"]")
+        .replace("bmi = [10, 70] }", "bmi = [10, 70], length_of_stay = [0, 365] }");
     let err = net.submit("research", &spec(&with_pid)).await.unwrap_err().to_string();
     assert!(err.contains("length_of_stay"), "{err}");
     assert_eq!(net.ledger.tasks(None).await.unwrap().len(), tasks_before);
@@ -202,20 +210,41 @@ async fn hospitals_pool_statistics_verifiably() {
     assert!((value("max(systolic_bp)").parse::<f64>().unwrap() - max_sbp).abs() < 1e-9, "{text}");
     let bin_lines: Vec<&str> = text.lines().filter(|l| l.contains("histogram(age)")).collect();
     assert_eq!(bin_lines.len(), edges.len() + 1);
+    let counts: Vec<usize> = (0..=edges.len())
+        .map(|i| {
+            let (lo, hi) =
+                (if i == 0 { f64::NEG_INFINITY } else { edges[i - 1] }, edges.get(i).copied().unwrap_or(f64::INFINITY));
+            merged.iter().filter(|r| r.0 >= lo && r.0 < hi).count()
+        })
+        .collect();
+    // A bin of 1 to 4 rows is withheld, and the whole histogram when the
+    // withheld bins add up to 1 to 4 rows (a released total minus the
+    // released bins would give them away).
+    let small = |n: usize| n > 0 && n < 5;
+    let whole = small(counts.iter().filter(|n| small(**n)).sum());
     let mut suppressed = 0;
     for (i, line) in bin_lines.iter().enumerate() {
-        let (lo, hi) =
-            (if i == 0 { f64::NEG_INFINITY } else { edges[i - 1] }, edges.get(i).copied().unwrap_or(f64::INFINITY));
-        let n = merged.iter().filter(|r| r.0 >= lo && r.0 < hi).count();
         let shown = line.rsplit(',').next().unwrap();
-        if n > 0 && n < 5 {
-            assert_eq!(shown, "suppressed", "bin {i} holds {n}: {line}");
+        if small(counts[i]) || whole {
+            assert_eq!(shown, "suppressed", "bin {i} holds {}: {line}", counts[i]);
             suppressed += 1;
         } else {
-            assert_eq!(shown, n.to_string(), "bin {i}: {line}");
+            assert_eq!(shown, counts[i].to_string(), "bin {i}: {line}");
         }
     }
     assert!(suppressed > 0, "the data leaves one bin below the minimum cohort\n{text}");
+    // The evidence on the researcher's disk holds nothing of a withheld bin.
+    let evidence: stayput_node::stats::Evidence = serde_json::from_str(
+        &std::fs::read_to_string(stayput_node::tasks::evidence_path(&out, &submitted.task_id)).unwrap(),
+    )
+    .unwrap();
+    let query = stayput_mpc_engine::query::CohortQuery::from_json(&evidence.query).unwrap();
+    let pass = hex::decode(&evidence.pass_set).unwrap();
+    for (gate, passes) in stayput_mpc_engine::gates::gates(&query).iter().zip(&pass) {
+        if *passes == 0 {
+            assert_eq!(evidence.pooled[gate.entry], "0", "a withheld gate's count is in the evidence");
+        }
+    }
 
     // A site whose values fall outside the declared ranges fails the task:
     // no result is written.
@@ -241,5 +270,135 @@ async fn hospitals_pool_statistics_verifiably() {
     net.write("hospital-a", Record::RevokeGrant { grant: "g-hospital-a".into() }).await.unwrap();
     let err = net.submit("research", &spec(QUERY)).await.unwrap_err().to_string();
     assert!(err.contains("names no columns"), "{err}");
+    net.shutdown().await.unwrap();
+}
+
+/// Calls `StatsPeer.Contribute` on `site` as `org` for `task`, as a hostile
+/// requester would: its own task record, straight to the site.
+async fn contribute_as(
+    net: &LocalConsortium,
+    org: &str,
+    site: &str,
+    request: stayput_proto::v1::ContributeRequest,
+) -> Result<stayput_proto::v1::ContributeResponse, tonic::Status> {
+    use stayput_proto::v1::stats_peer_client::StatsPeerClient;
+    let channel = stayput_node::requester::connect_peer(net.net.state(org), site).await.unwrap();
+    StatsPeerClient::new(channel).contribute(request).await.map(tonic::Response::into_inner)
+}
+
+/// The hole of issue "small cells are protected by the sites": a researcher
+/// filters the cohort down to one patient. The sites withhold everything
+/// of it — the researcher's pooled vector, evidence file and result hold
+/// nothing of the patient — and a researcher that skips the census and asks
+/// the sites directly gets nothing at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_researcher_cannot_single_out_a_patient() {
+    use stayput_chain_connector::records::Task;
+    use stayput_chain_connector::tasks::params_digest;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (a, _) = hospital(d, "hospital-a", 1, 0.0);
+    let (b, _) = hospital(d, "hospital-b", 2, 5.0);
+    let (c, _) = hospital(d, "hospital-c", 3, -3.0);
+    let research = Participant {
+        spec: OrgSpec { name: "research".into(), datasets: vec![] },
+        display: "Cardiology research group".into(),
+        roles: vec![Role::Requester],
+    };
+    let clock = stayput_chain_connector::embedded::system_clock();
+    let net = LocalConsortium::start(d, &[a, b, c, research], clock).await.unwrap();
+    let all = ["patient_id", "age", "bmi", "systolic_bp", "diagnosis"];
+    for h in ["hospital-a", "hospital-b", "hospital-c"] {
+        net.publish_dataset(h, &format!("{h}-stays")).await.unwrap();
+        net.write(h, grant(h, 5, &all)).await.unwrap();
+    }
+    // hospital-b's patient 7: age 20 + (7·37 + 2) mod 70 = 71, bmi 18 + 23 mod 20 = 21.
+    let one_patient = r#"
+precision = 2
+ranges = { age = [0, 120], systolic_bp = [50, 260], bmi = [10, 70] }
+filter = { column = "patient_id", eq = "hospital-b-7" }
+[[measures]]
+kind = "count"
+[[measures]]
+kind = "mean"
+column = "systolic_bp"
+[[measures]]
+kind = "max"
+column = "age"
+"#;
+    let sbp = 100.0 + 0.5 * 71.0 + 21.0 + 5.0;
+    let submitted = net.submit("research", &spec(one_patient)).await.unwrap();
+    let report = net.client("research").await.unwrap().follow(&submitted.task_id, |_| {}).await.unwrap();
+    assert_eq!(report.phase, Phase::Succeeded, "{}", report.error);
+    let out = net.net.state("research").config.output_dir.clone();
+    let text = std::fs::read_to_string(stayput_node::tasks::result_path(&out, &submitted.task_id)).unwrap();
+    assert!(text.contains("all,count,count,,suppressed"), "{text}");
+    assert!(!text.contains(&format!("{sbp}")) && !text.contains("71"), "{text}");
+    let evidence_text = std::fs::read_to_string(stayput_node::tasks::evidence_path(&out, &submitted.task_id)).unwrap();
+    let evidence: stayput_node::stats::Evidence = serde_json::from_str(&evidence_text).unwrap();
+    assert!(evidence.pooled.iter().all(|v| v == "0"), "the pooled vector holds the patient: {:?}", evidence.pooled);
+    assert_eq!(evidence.pass_set, "000000", "every gate withheld");
+    // The evidence still verifies: the sites committed to what they shared.
+    let trail = net.ledger.task(&submitted.task_id).await.unwrap().unwrap();
+    stayput_node::stats::verify_evidence(&trail, &evidence).unwrap();
+    // One use per site, recorded at the census.
+    assert_eq!(trail.uses.len(), 3);
+
+    // A researcher that records its own task and asks the sites to
+    // contribute without a census gets nothing from any site.
+    let query = stayput_mpc_engine::query::CohortQuery::from_toml(
+        one_patient.replace("[[measures]]\nkind = \"max\"\ncolumn = \"age\"\n", "").as_str(),
+    )
+    .unwrap()
+    .to_canonical_json();
+    let params = TaskParams::FederatedStats(StatsParams { query }).encode();
+    let (_keys, material) = stayput_mpc_engine::fhe::RequesterKeys::generate().unwrap();
+    let id = "t-direct-stats-00000000000000".to_owned();
+    net.write(
+        "research",
+        Record::Task(Task {
+            id: id.clone(),
+            requester: "research".into(),
+            kind: Computation::FederatedStats,
+            datasets: ["hospital-a", "hospital-b", "hospital-c"].iter().map(|h| format!("{h}-stays")).collect(),
+            params_digest: params_digest(Computation::FederatedStats, &params),
+            grants: ["hospital-a", "hospital-b", "hospital-c"].iter().map(|h| format!("g-{h}")).collect(),
+        }),
+    )
+    .await
+    .unwrap();
+    let mut calls = Vec::new();
+    for h in ["hospital-a", "hospital-b", "hospital-c"] {
+        use stayput_proto::v1::stats_peer_client::StatsPeerClient;
+        let request = stayput_proto::v1::ContributeRequest {
+            task_id: id.clone(),
+            dataset: format!("{h}-stays"),
+            params: params.clone().into(),
+            fhe_public_key: material.public_key.clone().into(),
+            version: stayput_node::stats::PROTOCOL_VERSION,
+            pass_tokens: Vec::new(),
+        };
+        let channel = stayput_node::requester::connect_peer(net.net.state("research"), h).await.unwrap();
+        calls.push(tokio::spawn(async move { StatsPeerClient::new(channel).contribute(request).await }));
+    }
+    for call in calls {
+        let err = call.await.unwrap().expect_err("a site shared without a census");
+        assert!(err.message().contains("only after its census"), "{err:?}");
+    }
+    // Forged pass tokens and a request of the old protocol are refused too.
+    let forged = stayput_proto::v1::ContributeRequest {
+        task_id: id.clone(),
+        dataset: "hospital-a-stays".into(),
+        params: params.clone().into(),
+        fhe_public_key: material.public_key.clone().into(),
+        version: stayput_node::stats::PROTOCOL_VERSION,
+        pass_tokens: vec![1, 1],
+    };
+    let err = contribute_as(&net, "research", "hospital-a", forged.clone()).await.unwrap_err();
+    assert!(err.message().contains("only after its census"), "{err:?}");
+    let old = stayput_proto::v1::ContributeRequest { version: 0, ..forged };
+    let err = contribute_as(&net, "research", "hospital-a", old).await.unwrap_err();
+    assert!(err.message().contains("protocol version 0 is not supported"), "{err:?}");
+    assert!(net.ledger.task(&id).await.unwrap().unwrap().uses.is_empty(), "nothing was served, nothing recorded");
     net.shutdown().await.unwrap();
 }

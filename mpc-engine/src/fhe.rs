@@ -6,25 +6,33 @@
 //!   holding the requester's server key — which decrypts nothing) takes the
 //!   minimum or maximum over the sites' ciphertexts; only the requester's
 //!   client key decrypts the result. No one learns a site's own extreme.
-//! * **Small-cell suppression.** Sites encrypt cell counts (histogram bins,
-//!   group sizes); the evaluator adds them and replaces every sum that is
-//!   non-zero and below the minimum cohort with a sentinel, so the
-//!   requester decrypts either the count or "suppressed".
+//! * **The census: which gates pass** ([`crate::gates`]). Each site
+//!   encrypts its count at every gate (group sizes, measures' n, histogram
+//!   bins) and, per gate, a fresh random 32-bit *token* it keeps. The
+//!   evaluator adds the counts of every site except the requester's own
+//!   (a requester that is also a site could otherwise lift a small cell
+//!   over the threshold with its own rows and subtract them afterwards),
+//!   compares each sum with the minimum cohort and returns, per site and
+//!   gate, the site's token where the gate passes and 0 where it does not.
+//!   The requester decrypts which gates pass and the tokens of those gates,
+//!   and must show each site its own tokens to have a gate shared: it
+//!   cannot claim a gate passes without the token, which it never sees for
+//!   a gate that does not (a guess succeeds with probability 2^-32 per
+//!   gate, and each try costs a recorded task).
 //!
 //! **Encodings.** A fixed-point value v (|v| < 2^53) is carried as the
 //! order-preserving u64 v + 2^63 in a `FheUint64`; a site without a value
 //! sends the neutral element (u64::MAX for min, 0 for max). Counts are
-//! `FheUint32` (a site's count is below 2^32; sums are checked in the
-//! clear-text bound by the caller). The sentinel for a suppressed cell is
-//! u32::MAX.
+//! `FheUint32` (a site's count is below 2^32; sums wrap, which can only
+//! make a gate fail), and so are tokens.
 //!
 //! **Cost model** (this project's 2-core machine, default parameters):
 //! FheUint64 add ≈ 0.9 s, comparison ≈ 0.6 s, min/max ≈ a comparison and
 //! a select; FheUint32 about half of that. A min or max over s sites costs
-//! s − 1 min/max operations; suppressing c cells over s sites costs
-//! c·(s − 1) additions, then per cell one scalar subtraction, one scalar
-//! comparison and one select (1 ≤ n < m ⇔ n − 1 < m − 1 in wrapping
-//! arithmetic). Key generation is done once per task by the requester. TFHE is
+//! s − 1 min/max operations; the census of g gates over s sites (c of
+//! them counted) costs g·(c − 1) additions, then per gate one scalar
+//! subtraction and one scalar comparison (1 ≤ n < m ⇔ n − 1 < m − 1 in
+//! wrapping arithmetic), and g·s selects of a token. Key generation is done once per task by the requester. TFHE is
 //! therefore only ever used on per-site aggregates, never per row, and
 //! never for multiplications (≈ 24 s for 64 bits).
 //!
@@ -57,8 +65,6 @@ pub const CIPHERTEXT_LIMIT: u64 = 1 << 26;
 pub const PUBLIC_KEY_LIMIT: u64 = 1 << 24;
 /// Most values in one encrypted list.
 pub const MAX_VALUES: usize = 1024;
-/// What a suppressed cell decrypts to.
-pub const SUPPRESSED: u32 = u32::MAX;
 const OFFSET: i128 = 1 << 63;
 
 /// Which extreme a measure asks for.
@@ -166,17 +172,18 @@ impl RequesterKeys {
             .collect()
     }
 
-    /// The cell counts the evaluator returned (`None` where suppressed).
-    pub fn decrypt_counts(&self, items: &[Vec<u8>]) -> Result<Vec<Option<u32>>, MpcError> {
+    /// The census's answer for one site: per gate, the site's token where
+    /// the gate passes and `None` where it does not.
+    pub fn decrypt_tokens(&self, items: &[Vec<u8>]) -> Result<Vec<Option<u32>>, MpcError> {
         if items.len() > MAX_VALUES {
             return Err(MpcError::Shape { expected: MAX_VALUES, got: items.len() });
         }
         items
             .iter()
             .map(|item| {
-                let ct: FheUint32 = de(item, CIPHERTEXT_LIMIT, "count")?;
+                let ct: FheUint32 = de(item, CIPHERTEXT_LIMIT, "token")?;
                 let clear: u32 = ct.decrypt(&self.client);
-                Ok((clear != SUPPRESSED).then_some(clear))
+                Ok((clear != 0).then_some(clear))
             })
             .collect()
     }
@@ -216,17 +223,24 @@ pub fn encrypt_extremes(public: &[u8], kinds: &[Extreme], values: &[Option<i64>]
     ser(&builder.build(), "extremes")
 }
 
-/// A site encrypts its cell counts for suppression.
-pub fn encrypt_counts(public: &[u8], counts: &[u64]) -> Result<Vec<u8>, MpcError> {
-    if counts.len() > MAX_VALUES {
-        return Err(MpcError::Shape { expected: MAX_VALUES, got: counts.len() });
+/// A site encrypts its count at every gate and its token for every gate
+/// (one list: the counts, then the tokens; tokens are non-zero).
+pub fn encrypt_census(public: &[u8], counts: &[u64], tokens: &[u32]) -> Result<Vec<u8>, MpcError> {
+    if counts.len() != tokens.len() || 2 * counts.len() > MAX_VALUES {
+        return Err(MpcError::Shape { expected: counts.len().min(MAX_VALUES / 2), got: tokens.len() });
+    }
+    if tokens.contains(&0) {
+        return Err(fhe_err("census", "a token is zero"));
     }
     let pk = public_key(public)?;
     let mut builder = CompactCiphertextList::builder(&pk);
     for c in counts {
         builder.push(u32::try_from(*c).map_err(|_| fhe_err("count", "a site's count exceeds 2^32"))?);
     }
-    ser(&builder.build(), "counts")
+    for t in tokens {
+        builder.push(*t);
+    }
+    ser(&builder.build(), "census")
 }
 
 /// The evaluator: the requester's server key, installed on the calling
@@ -303,36 +317,67 @@ impl Evaluator {
         acc.iter().map(|c| ser(c, "extreme")).collect()
     }
 
-    /// Adds the sites' encrypted counts per cell and suppresses every sum
-    /// that is non-zero and below `min_cohort`.
-    pub fn suppress(&self, cells: usize, sites: &[Vec<u8>], min_cohort: u32) -> Result<Vec<Vec<u8>>, MpcError> {
-        if cells == 0 {
-            return Ok(Vec::new());
+    /// The census ([module docs](self)): `families` has one entry per gate
+    /// ([`crate::gates::families`]); `sites` holds each site's list from
+    /// [`encrypt_census`] and whether its counts count (the requester's own
+    /// do not). A gate fails when the pooled count of the counted sites is
+    /// between 1 and `min_cohort` − 1, and so does every bin of a
+    /// histogram whose failing bins add up to between 1 and `min_cohort` −
+    /// 1 (else a released total minus the released bins would give them
+    /// away). Returns, per site in order and per gate, the site's token
+    /// where the gate passes and an encrypted 0 where it fails.
+    pub fn census(
+        &self,
+        families: &[Option<usize>],
+        sites: &[(Vec<u8>, bool)],
+        min_cohort: u32,
+    ) -> Result<Vec<Vec<Vec<u8>>>, MpcError> {
+        let gates = families.len();
+        if gates == 0 || 2 * gates > MAX_VALUES || families.iter().flatten().any(|f| *f >= gates) {
+            return Err(MpcError::Shape { expected: MAX_VALUES / 2, got: gates });
         }
         set_server_key(self.key.clone());
         let mut sums: Option<Vec<FheUint32>> = None;
-        for site in sites {
-            let counts: Vec<FheUint32> = expand(site, cells, "counts")?;
-            sums = Some(match sums {
-                None => counts,
-                Some(prev) => prev.iter().zip(&counts).map(|(a, b)| a + b).collect(),
-            });
+        let mut tokens = Vec::with_capacity(sites.len());
+        for (list, counted) in sites {
+            let mut values: Vec<FheUint32> = expand(list, 2 * gates, "census")?;
+            tokens.push(values.split_off(gates));
+            if *counted {
+                sums = Some(match sums {
+                    None => values,
+                    Some(prev) => prev.iter().zip(&values).map(|(a, b)| a + b).collect(),
+                });
+            }
         }
-        let sums = sums.ok_or_else(|| fhe_err("counts", "no site"))?;
-        if min_cohort <= 1 {
-            return sums.iter().map(|c| ser(c, "count")).collect();
-        }
-        let sentinel = FheUint32::encrypt_trivial(SUPPRESSED);
+        let sums = sums.ok_or_else(|| fhe_err("census", "no site's counts count"))?;
+        let zero = FheUint32::encrypt_trivial(0u32);
+        let threshold = min_cohort.max(1) - 1;
         // 1 <= s < m  <=>  s - 1 < m - 1 in wrapping u32 arithmetic (an
-        // empty cell wraps to u32::MAX): one comparison and one select.
-        let out: Vec<FheUint32> = sums
+        // empty gate wraps to u32::MAX and passes).
+        let mut small: Vec<FheBool> = sums.iter().map(|s| (s - 1u32).lt(threshold)).collect();
+        // Complementary disclosure: per histogram, what its failing bins add to.
+        let mut withheld: std::collections::BTreeMap<usize, FheUint32> = std::collections::BTreeMap::new();
+        for (g, family) in families.iter().enumerate() {
+            if let Some(f) = family {
+                let part = small[g].if_then_else(&sums[g], &zero);
+                let total = match withheld.remove(f) {
+                    None => part,
+                    Some(acc) => acc + part,
+                };
+                withheld.insert(*f, total);
+            }
+        }
+        let family_small: std::collections::BTreeMap<usize, FheBool> =
+            withheld.into_iter().map(|(f, w)| (f, (w - 1u32).lt(threshold))).collect();
+        for (g, family) in families.iter().enumerate() {
+            if let Some(f) = family {
+                small[g] = &small[g] | &family_small[f];
+            }
+        }
+        tokens
             .iter()
-            .map(|s| {
-                let small: FheBool = (s - 1u32).lt(min_cohort - 1);
-                small.if_then_else(&sentinel, s)
-            })
-            .collect();
-        out.iter().map(|c| ser(c, "count")).collect()
+            .map(|site| site.iter().zip(&small).map(|(t, small)| ser(&small.if_then_else(&zero, t), "token")).collect())
+            .collect()
     }
 }
 
@@ -342,7 +387,7 @@ mod tests {
 
     /// One key generation for every check: the expensive part.
     #[test]
-    fn extremes_and_suppression_under_tfhe() {
+    fn extremes_and_census_under_tfhe() {
         let (keys, material) = RequesterKeys::generate().unwrap();
         let evaluator = Evaluator::new(&material.server_key).unwrap();
         let kinds = [Extreme::Min, Extreme::Max];
@@ -354,18 +399,40 @@ mod tests {
         let out = evaluator.extremes(&kinds, &sites).unwrap();
         assert_eq!(keys.decrypt_extremes(&out, &kinds).unwrap(), vec![Some(-1250), Some(21_050)]);
 
-        let counts = [
-            encrypt_counts(&material.public_key, &[3, 0, 40]).unwrap(),
-            encrypt_counts(&material.public_key, &[4, 0, 1]).unwrap(),
+        // Three gates, two counted sites and the requester's own (not
+        // counted: its 100 rows do not lift the first gate).
+        let census = [
+            (encrypt_census(&material.public_key, &[3, 0, 40], &[11, 12, 13]).unwrap(), true),
+            (encrypt_census(&material.public_key, &[4, 0, 1], &[21, 22, 23]).unwrap(), true),
+            (encrypt_census(&material.public_key, &[100, 0, 0], &[31, 32, 33]).unwrap(), false),
         ];
-        let out = evaluator.suppress(3, &counts, 10).unwrap();
-        // 7 < 10 is suppressed; an empty cell and 41 are shown.
-        assert_eq!(keys.decrypt_counts(&out).unwrap(), vec![None, Some(0), Some(41)]);
+        let out = evaluator.census(&[None; 3], &census, 10).unwrap();
+        assert_eq!(out.len(), 3);
+        // 7 < 10 fails; an empty gate and 41 pass.
+        assert_eq!(keys.decrypt_tokens(&out[0]).unwrap(), vec![None, Some(12), Some(13)]);
+        assert_eq!(keys.decrypt_tokens(&out[1]).unwrap(), vec![None, Some(22), Some(23)]);
+        assert_eq!(keys.decrypt_tokens(&out[2]).unwrap(), vec![None, Some(32), Some(33)]);
 
-        // Bad input: a list of the wrong length, garbage bytes.
-        assert!(evaluator.suppress(2, &counts, 10).is_err());
+        // A histogram of four bins (one family): one small bin alone would
+        // be given away by a released total, so the whole histogram fails;
+        // two small bins adding to 10 or more may be withheld alone.
+        let bins = [Some(0), Some(0), Some(0), Some(0)];
+        let one_small = [(encrypt_census(&material.public_key, &[50, 3, 0, 20], &[1, 2, 3, 4]).unwrap(), true)];
+        let out = evaluator.census(&bins, &one_small, 10).unwrap();
+        assert_eq!(keys.decrypt_tokens(&out[0]).unwrap(), vec![None; 4]);
+        let two_small = [(encrypt_census(&material.public_key, &[50, 6, 7, 20], &[1, 2, 3, 4]).unwrap(), true)];
+        let out = evaluator.census(&bins, &two_small, 10).unwrap();
+        assert_eq!(keys.decrypt_tokens(&out[0]).unwrap(), vec![Some(1), None, None, Some(4)]);
+
+        // Bad input: a list of the wrong length, garbage bytes, zero tokens,
+        // no counted site, a family out of range.
+        assert!(evaluator.census(&[None; 2], &census, 10).is_err());
+        assert!(evaluator.census(&[None; 3], &[(census[0].0.clone(), false)], 10).is_err());
+        assert!(evaluator.census(&[Some(3), None, None], &census, 10).is_err());
         assert!(evaluator.extremes(&kinds, &[vec![1, 2, 3]]).is_err());
-        assert!(keys.decrypt_counts(&[vec![0; 16]]).is_err());
-        assert!(encrypt_counts(&[1, 2, 3], &[1]).is_err());
+        assert!(keys.decrypt_tokens(&[vec![0; 16]]).is_err());
+        assert!(encrypt_census(&[1, 2, 3], &[1], &[1]).is_err());
+        assert!(encrypt_census(&material.public_key, &[1], &[0]).is_err());
+        assert!(encrypt_census(&material.public_key, &[1, 2], &[1]).is_err());
     }
 }

@@ -36,6 +36,7 @@ mod error;
 pub mod fhe;
 pub mod finish;
 pub mod fixed;
+pub mod gates;
 pub mod local;
 pub mod privacy;
 pub mod query;

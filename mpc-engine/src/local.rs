@@ -172,40 +172,6 @@ pub fn entry_bounds(query: &CohortQuery, rows: u64) -> Result<Vec<(i128, i128)>,
     Ok(std::iter::repeat_n(block, group_count(query)).flatten().collect())
 }
 
-/// An entry of the vector that small-cell suppression may hide: a group's
-/// size or one histogram bin. With TFHE post-processing these travel only
-/// encrypted (`crate::fhe`) and are zero in the shared vector.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Cell {
-    /// Its index in the vector.
-    pub entry: usize,
-    /// Its group.
-    pub group: usize,
-    /// `None` for the group's size; else the histogram's index among the
-    /// query's measures and the bin's index within it.
-    pub bin: Option<(usize, usize)>,
-}
-
-/// The query's cells, in vector order.
-pub fn cells(query: &CohortQuery) -> Vec<Cell> {
-    let block = group_len(query);
-    let mut out = Vec::new();
-    for group in 0..group_count(query) {
-        let base = group * block;
-        out.push(Cell { entry: base, group, bin: None });
-        let mut at = base + 1;
-        for (index, m) in query.measures.iter().enumerate() {
-            if let Measure::Histogram { edges, .. } = m {
-                for bin in 0..=edges.len() {
-                    out.push(Cell { entry: at + bin, group, bin: Some((index, bin)) });
-                }
-            }
-            at += measure_len(m);
-        }
-    }
-    out
-}
-
 /// One site's contribution.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalStats {
@@ -569,7 +535,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cells_are_group_sizes_and_histogram_bins_in_vector_order() {
+    fn gates_are_group_sizes_measures_n_and_histogram_bins_in_vector_order() {
+        use crate::gates::{Gate, Guard, gates};
         let query = CohortQuery::from_toml(
             r#"
 precision = 1
@@ -587,10 +554,10 @@ edges = [40, 60]
         .unwrap();
         // Per group: size, mean (n, Σx), histogram (below, [40, 60), above).
         assert_eq!(group_len(&query), 6);
-        let cells = cells(&query);
-        let entries: Vec<usize> = cells.iter().map(|c| c.entry).collect();
-        assert_eq!(entries, [0, 3, 4, 5, 6, 9, 10, 11]);
-        assert_eq!(cells[0], Cell { entry: 0, group: 0, bin: None });
-        assert_eq!(cells[7], Cell { entry: 11, group: 1, bin: Some((1, 2)) });
+        let gates = gates(&query);
+        let entries: Vec<usize> = gates.iter().map(|c| c.entry).collect();
+        assert_eq!(entries, [0, 1, 3, 4, 5, 6, 7, 9, 10, 11]);
+        assert_eq!(gates[0], Gate { entry: 0, group: 0, guard: Guard::Group });
+        assert_eq!(gates[9], Gate { entry: 11, group: 1, guard: Guard::Bin { measure: 1, bin: 2 } });
     }
 }

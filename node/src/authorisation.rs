@@ -124,8 +124,46 @@ pub async fn check_items_per_use(
     Ok(())
 }
 
-/// The ledger check alone: returns the grant that covers the request.
+/// The ledger check alone: returns the grant that covers the request, for
+/// a task this node has not served yet.
 pub async fn check(ledger: &dyn Ledger, own_org: &str, request: &ServeRequest<'_>) -> Result<String, NodeError> {
+    let (grant, served) = covering_grant(ledger, own_org, request).await?;
+    if served {
+        return Err(NodeError::NotAuthorised {
+            task: request.task.to_owned(),
+            reason: format!("this node has served it under grant '{grant}' already; a task is served once"),
+        });
+    }
+    Ok(grant)
+}
+
+/// The ledger check for the second round of a task whose use this node
+/// recorded in its first round (a statistics census, then the
+/// contribution): the task and its grant must still hold, and the use must
+/// be on the ledger under `grant`.
+pub async fn check_continuing(
+    ledger: &dyn Ledger,
+    own_org: &str,
+    request: &ServeRequest<'_>,
+    grant: &str,
+) -> Result<(), NodeError> {
+    let (covering, served) = covering_grant(ledger, own_org, request).await?;
+    if covering != grant || !served {
+        return Err(NodeError::NotAuthorised {
+            task: request.task.to_owned(),
+            reason: "this node's first round of the task is not on the ledger under the grant it used".into(),
+        });
+    }
+    Ok(())
+}
+
+/// The grant that covers the request, and whether this node has recorded a
+/// use of the task under it already.
+async fn covering_grant(
+    ledger: &dyn Ledger,
+    own_org: &str,
+    request: &ServeRequest<'_>,
+) -> Result<(String, bool), NodeError> {
     let refuse = |reason: String| NodeError::NotAuthorised { task: request.task.to_owned(), reason };
     // A ledger that cannot be reached is not a refusal: say it is unavailable.
     let ledger_err = &ledger_error(request.task);
@@ -165,10 +203,8 @@ pub async fn check(ledger: &dyn Ledger, own_org: &str, request: &ServeRequest<'_
         break;
     }
     let grant = grant.ok_or_else(|| refuse(format!("none of its grants covers dataset '{}'", request.dataset)))?;
-    if task.uses.iter().any(|(org, used)| org == own_org && used.grant == grant) {
-        return Err(refuse(format!("this node has served it under grant '{grant}' already; a task is served once")));
-    }
-    Ok(grant)
+    let served = task.uses.iter().any(|(org, used)| org == own_org && used.grant == grant);
+    Ok((grant, served))
 }
 
 /// The start of every message about a failure that depends on the rows.

@@ -77,6 +77,8 @@ pub struct NodeState {
     pub tasks: tasks::TaskRegistry,
     /// Federated-statistics shares received from other sites.
     pub shares: stats::ShareBox,
+    /// Federated-statistics census states, between census and contribution.
+    pub census: stats::CensusBox,
 }
 
 /// A node's access to the consortium's ledger.
@@ -124,6 +126,7 @@ impl NodeState {
             ledger,
             tasks: tasks::TaskRegistry::default(),
             shares: stats::ShareBox::default(),
+            census: stats::CensusBox::default(),
         })
     }
 

@@ -1,45 +1,72 @@
-//! Federated statistics between nodes: the `StatsPeer` service (this node
-//! as a contributing site) and the requester's side ([`run_stats`]).
+//! Federated statistics between nodes (stats protocol 2): the `StatsPeer`
+//! service (this node as a contributing site) and the requester's side
+//! ([`run_stats`]).
 //!
-//! 1. The requester's node asks every site (`Contribute`) with the task's
-//!    parameters. Each site checks the ledger itself — the task, its
-//!    parameters' digest, its dataset, a grant to the requester allowing
-//!    federated statistics on every column the query reads — validates the
-//!    query against its schema, and scans its table (arrow, blocking
-//!    thread).
-//! 2. The site commits to its vector and proves every entry within the
+//! 1. **Census** (when a grant of the task sets a minimum cohort m > 1).
+//!    The requester's node makes a fresh TFHE key pair for the task and
+//!    asks every site (`Census`) with the task's parameters and its
+//!    compact public key. Each site checks the ledger itself — the task,
+//!    its parameters' digest, its dataset, a grant to the requester
+//!    allowing federated statistics on every column the query reads —
+//!    scans its table (blocking thread), **records its use** (items = rows
+//!    scanned: which gates pass depends on the rows), and deposits with the
+//!    coordinator, encrypted, its count at every *gate* — each group's
+//!    size, each measure's n, each histogram bin
+//!    ([`stayput_mpc_engine::gates`]) — and a fresh random token per gate,
+//!    which it keeps. The coordinator adds the counts of every site except
+//!    the requester's own, and answers per site and gate with the site's
+//!    token where the pooled count is 0 or at least m and with 0 where not
+//!    (`stayput_mpc_engine::fhe::Evaluator::census`). The requester's node
+//!    decrypts which gates pass.
+//! 2. **Contribution.** The requester's node asks every site
+//!    (`Contribute`), showing each site its own tokens of the gates that
+//!    passed. A site checks every token in constant time — a claimed gate
+//!    with a wrong token refuses the whole contribution — and zeroes
+//!    everything a withheld gate guards (a group's block, a measure's
+//!    entries, a bin; extremes too). A site whose own grant sets m > 1
+//!    shares nothing without a census. Without a census every gate passes
+//!    and the site records its use after the scan.
+//! 3. The site commits to what it shares and proves every entry within the
 //!    bounds the declared column ranges imply (`zk-proofs`), splits values
 //!    and blindings into one additive share per site (`mpc-engine`), keeps
-//!    its own and hands each other site its share (`Share`, site to site).
-//! 3. When it holds every site's share, it adds them, records its use on
-//!    the ledger (items = rows scanned) and only then returns its
-//!    commitments, proofs and partial sums to the requester's node.
+//!    its own and hands each other site its share with the pass set it
+//!    applied (`Share`, site to site). When it holds every site's share —
+//!    each with the same pass set, or it refuses — it adds them, and
+//!    returns its commitments, proofs and partial sums to the requester's
+//!    node. Min/max of what passed go encrypted to the coordinator, which
+//!    takes them across sites for the requester's node to decrypt.
 //! 4. The requester's node verifies every site's proofs (naming a site
 //!    whose contribution is out of range), adds the partial sums, checks
 //!    the pooled opening against the product of the commitments, computes
-//!    the statistics and writes the result on its own disk; the
-//!    commitments' digests go on the ledger with the result digest.
+//!    the statistics and writes the result on its own disk with the
+//!    evidence; the commitments' digests go on the ledger with the result
+//!    digest.
 //!
-//! **TFHE post-processing.** When the query asks for min/max or a grant
-//! sets a minimum cohort above 1, the requester's node makes a fresh TFHE
-//! key pair for the task and sends the compact public key with each
-//! `Contribute`. Each site then encrypts its extremes and its cells (group
-//! sizes and histogram bins, `mpc_engine::local::cells`), sets the cells to
-//! zero in what it commits and shares, and deposits the ciphertexts with the
-//! coordinator (`Coordinator.Deposit`) — never with the requester, whose key
-//! decrypts them; a site whose grant sets a minimum cohort refuses a request
-//! without a key. The requester's node uploads its server key to the
-//! coordinator (`Coordinator.Evaluate`), which computes min/max and the suppressed
-//! pooled counts on ciphertexts, and decrypts what comes back: a cell below
-//! the minimum cohort reaches it only as "suppressed". The cells are range
-//! checked by nothing (the Pedersen commitments hold zero there); per-measure
-//! counts (n of a mean) stay in the shared vector, so a group's size is
-//! hidden only as well as its measures' counts are — render them
-//! `suppressed` too below the minimum cohort.
+//! **What reaches the requester.** Nothing of a group, measure or bin whose
+//! pooled row count (over the sites other than the requester) is below the
+//! minimum cohort: not in the pooled vector, the evidence file, a log line
+//! or an error. It learns which gates pass (so, that a withheld cell holds
+//! between 1 and m − 1 rows) — the residual leakage of the census — and,
+//! where a histogram's bins are released, a released total minus the
+//! released bins still bounds the withheld ones (a classic complementary
+//! disclosure of *counts*, not of values). Differencing two overlapping
+//! queries is not stopped by suppression; a grant with an ε budget asks for
+//! calibrated noise instead (compute-only access).
+//!
+//! **Trust.** A requester cannot forge a pass: it sees a token only for a
+//! gate that passed (a guess succeeds with probability 2^-32 per gate and
+//! costs a recorded task); it cannot show sites different pass sets (they
+//! compare them); it cannot lift a cell with its own rows (its census is
+//! not counted) and cannot deposit for another site (the coordinator takes
+//! each site's deposit from that site's certificate, once). A census is
+//! taken once per task and site. What is not caught: a site colluding with
+//! the requester can deposit inflated counts (census counts are not tied to
+//! the committed vector), and the coordinator, which evaluates, could
+//! answer every token (it holds them encrypted) — both are the brief's
+//! non-collusion assumption; neither learns anything alone.
 //!
 //! Any site that fails, refuses or stays silent aborts the task: no partial
-//! result is ever written. A site learns nothing but uniform shares; the
-//! requester's node learns the pooled vector (cells excepted).
+//! result is ever written. A site learns nothing but uniform shares.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -52,23 +79,27 @@ use stayput_chain_connector::rules::TaskState;
 use stayput_chain_connector::tasks::{StatsParams, TaskParams, params_digest};
 use stayput_mpc_engine::fhe;
 use stayput_mpc_engine::finish::{GroupResult, Value, finish};
-use stayput_mpc_engine::local::{Cell, LocalScan, cells as local_cells, entry_bounds, vector_len};
+use stayput_mpc_engine::gates::{self, Gate, Guard, PassSet};
+use stayput_mpc_engine::local::{LocalScan, entry_bounds, vector_len};
 use stayput_mpc_engine::query::CohortQuery;
 use stayput_mpc_engine::sharing::{Aggregator, Reconstruction, Share, split, split_scalars};
 use stayput_proto::v1::stats_peer_client::StatsPeerClient;
 use stayput_proto::v1::stats_peer_server::StatsPeer;
-use stayput_proto::v1::{ContributeRequest, ContributeResponse, ShareRequest, ShareResponse};
+use stayput_proto::v1::{
+    CensusRequest, CensusResponse, ContributeRequest, ContributeResponse, ShareRequest, ShareResponse,
+};
 use stayput_zk_proofs::contribution::{Bounds, Contribution, ProofContext, check_opening, commit_and_prove, verify};
 use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
 
-use crate::authorisation::{ServeRequest, check, record_use};
+use crate::authorisation::{ServeRequest, check, check_continuing, record_use};
 use crate::identity::caller_org;
 use crate::wire::{IDLE_TIMEOUT, MAX_MESSAGE_BYTES};
 use crate::{NodeError, NodeState};
 
-/// A site's value share and blinding share, as received.
-type ShareBytes = (Vec<u8>, Vec<u8>);
+/// A site's value share, blinding share and the pass set it applied, as
+/// received.
+type ShareBytes = (Vec<u8>, Vec<u8>, Vec<u8>);
 /// One task's received shares by sending site, who to wake on arrival, and
 /// when the first share came (parked shares expire).
 type TaskShares = (BTreeMap<String, ShareBytes>, Arc<Notify>, std::time::Instant);
@@ -90,7 +121,7 @@ fn fresh() -> TaskShares {
 const MAX_WAITING_TASKS: usize = 64;
 
 impl ShareBox {
-    fn put(&self, task: &str, from: &str, value: Vec<u8>, blinding: Vec<u8>) -> Result<(), NodeError> {
+    fn put(&self, task: &str, from: &str, share: ShareBytes) -> Result<(), NodeError> {
         let mut tasks = self.tasks.lock().expect("share box");
         // Shares parked for tasks this node never joined expire; a task
         // being waited on is refreshed below, so it is never dropped early.
@@ -102,7 +133,7 @@ impl ShareBox {
         if shares.contains_key(from) {
             return Err(NodeError::Stats(format!("'{from}' already sent its share for this task")));
         }
-        shares.insert(from.into(), (value, blinding));
+        shares.insert(from.into(), share);
         notify.notify_waiters();
         Ok(())
     }
@@ -229,6 +260,93 @@ fn bounds(query: &CohortQuery, rows: u64) -> Result<Vec<Bounds>, NodeError> {
     Ok(entry_bounds(query, rows).map_err(stats_err)?.into_iter().map(|(low, high)| Bounds { low, high }).collect())
 }
 
+/// The stats protocol version this node speaks: 2 added the census and
+/// the pass set. A request of another version is refused, saying so.
+pub const PROTOCOL_VERSION: u32 = 2;
+
+fn check_version(version: u32) -> Result<(), NodeError> {
+    if version == PROTOCOL_VERSION {
+        return Ok(());
+    }
+    Err(NodeError::Stats(format!(
+        "stats protocol version {version} is not supported: this site speaks version {PROTOCOL_VERSION} (small cells are withheld by the sites after a census); upgrade the requester's node"
+    )))
+}
+
+/// What a site keeps between its census and its contribution: its scanned
+/// statistics, the tokens it deposited (secret: a requester that learns
+/// one could claim that gate passed), and the grant its use was recorded
+/// under.
+struct CensusState {
+    stats: stayput_mpc_engine::local::LocalStats,
+    tokens: zeroize::Zeroizing<Vec<u32>>,
+    grant: String,
+    since: std::time::Instant,
+}
+
+/// Census states by task, bounded and expiring like parked shares.
+#[derive(Default)]
+pub struct CensusBox {
+    tasks: Mutex<HashMap<String, Option<CensusState>>>,
+}
+
+impl std::fmt::Debug for CensusBox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let held = self.tasks.lock().map(|t| t.len()).unwrap_or(0);
+        write!(f, "CensusBox({held} tasks, tokens redacted)")
+    }
+}
+
+impl CensusBox {
+    /// Reserves `task` for a census: once per task, ever (a second census
+    /// would hand the requester a second set of tokens to compare).
+    fn reserve(&self, task: &str) -> Result<(), NodeError> {
+        let mut tasks = self.tasks.lock().expect("census box");
+        tasks.retain(|_, state| state.as_ref().is_none_or(|s| s.since.elapsed() < PARKED_FOR));
+        if tasks.contains_key(task) {
+            return Err(NodeError::Stats("this site has taken its census for the task already; run a new task".into()));
+        }
+        if tasks.len() >= MAX_WAITING_TASKS {
+            return Err(NodeError::Busy { max: MAX_WAITING_TASKS });
+        }
+        tasks.insert(task.to_owned(), None);
+        Ok(())
+    }
+
+    fn fill(&self, task: &str, state: CensusState) {
+        self.tasks.lock().expect("census box").insert(task.to_owned(), Some(state));
+    }
+
+    /// Forgets a reservation whose census failed before its use was recorded.
+    fn release(&self, task: &str) {
+        let mut tasks = self.tasks.lock().expect("census box");
+        if tasks.get(task).is_some_and(Option::is_none) {
+            tasks.remove(task);
+        }
+    }
+
+    /// The grant a census of `task` recorded its use under, if this site
+    /// holds one.
+    fn grant_of(&self, task: &str) -> Option<String> {
+        self.tasks.lock().expect("census box").get(task).and_then(|s| s.as_ref().map(|s| s.grant.clone()))
+    }
+
+    /// Takes the census state of `task`: once (the tombstone stays, so no
+    /// second census or contribution follows). `None` when no census was
+    /// taken here.
+    fn take(&self, task: &str) -> Result<Option<CensusState>, NodeError> {
+        let mut tasks = self.tasks.lock().expect("census box");
+        match tasks.get_mut(task) {
+            None => Ok(None),
+            Some(slot) => slot.take().map(Some).ok_or_else(|| {
+                NodeError::Stats(
+                    "this site's census for the task was used (or is still running); run a new task".into(),
+                )
+            }),
+        }
+    }
+}
+
 /// The `StatsPeer` service.
 #[derive(Debug, Clone)]
 pub struct StatsPeerService {
@@ -244,6 +362,16 @@ impl StatsPeerService {
 
 #[tonic::async_trait]
 impl StatsPeer for StatsPeerService {
+    async fn census(&self, request: Request<CensusRequest>) -> Result<Response<CensusResponse>, Status> {
+        let caller = caller_org(&request)?;
+        let request = request.into_inner();
+        let task = request.task_id.clone();
+        census(&self.state, &caller, request).await.map(Response::new).map_err(|e| {
+            tracing::warn!(task = %task, peer = %caller, error = %e, "census refused or failed");
+            Status::from(e)
+        })
+    }
+
     async fn contribute(&self, request: Request<ContributeRequest>) -> Result<Response<ContributeResponse>, Status> {
         let caller = caller_org(&request)?;
         let request = request.into_inner();
@@ -256,11 +384,14 @@ impl StatsPeer for StatsPeerService {
 
     async fn share(&self, request: Request<ShareRequest>) -> Result<Response<ShareResponse>, Status> {
         let caller = caller_org(&request)?;
-        let ShareRequest { task_id, value_share, blinding_share } = request.into_inner();
+        let ShareRequest { task_id, value_share, blinding_share, pass_set } = request.into_inner();
         crate::wire::check_task_id(&task_id)?;
         let max = stayput_mpc_engine::sharing::MAX_ENTRIES * 32;
         if value_share.len() != blinding_share.len() || value_share.len() > max || value_share.len() % 32 != 0 {
             return Err(Status::invalid_argument("shares must be equal lists of 32-byte scalars"));
+        }
+        if pass_set.len() > stayput_mpc_engine::query::MAX_VECTOR {
+            return Err(Status::invalid_argument("a pass set has one byte per gate, and no query has that many"));
         }
         let ledger = &self.state.ledger.as_ref().ok_or_else(no_ledger)?.ledger;
         let refuse = |reason: &str| NodeError::NotAuthorised { task: task_id.clone(), reason: reason.into() };
@@ -276,9 +407,196 @@ impl StatsPeer for StatsPeerService {
         if !sites.iter().any(|(o, _)| o == &caller) || !sites.iter().any(|(o, _)| o == &self.state.config.org) {
             return Err(refuse("the sender and this node must both be sites of the task").into());
         }
-        self.state.shares.put(&task_id, &caller, value_share.to_vec(), blinding_share.to_vec())?;
+        self.state.shares.put(&task_id, &caller, (value_share.to_vec(), blinding_share.to_vec(), pass_set.to_vec()))?;
         Ok(Response::new(ShareResponse {}))
     }
+}
+
+/// What a site checked before it serves a task's census or contribution.
+struct Served {
+    query: CohortQuery,
+    sites: Vec<(String, String)>,
+    source: crate::dataset::Dataset,
+    grant: String,
+    min_cohort: u32,
+}
+
+/// The checks common to the census and the contribution: the task on the
+/// ledger with these parameters, this site's dataset in it, a grant to the
+/// caller for federated statistics over every column the query reads — not
+/// used yet, or (`continuing`) used by this site's census under that grant.
+async fn serve_checks(
+    state: &Arc<NodeState>,
+    caller: &str,
+    task_id: &str,
+    dataset: &str,
+    params: &[u8],
+    fhe_public_key: &[u8],
+    continuing: Option<&str>,
+) -> Result<Served, NodeError> {
+    if fhe_public_key.len() as u64 > fhe::PUBLIC_KEY_LIMIT {
+        return Err(NodeError::Stats(format!("the TFHE public key exceeds {} bytes", fhe::PUBLIC_KEY_LIMIT)));
+    }
+    crate::wire::check_task_id(task_id)?;
+    let (task, query) = stats_task(state, task_id, params).await?;
+    let access = state.ledger.as_ref().ok_or_else(no_ledger)?;
+    let own = state.config.org.clone();
+    let sites = sites(state, &task).await?;
+    if !sites.iter().any(|(o, d)| o == &own && d == dataset) {
+        return Err(NodeError::NotAuthorised {
+            task: task_id.to_owned(),
+            reason: format!("dataset '{dataset}' is not this site's part of it"),
+        });
+    }
+    let columns = query.columns();
+    let source = state.config.dataset(dataset)?.clone();
+    let serve = ServeRequest {
+        task: task_id,
+        peer: caller,
+        dataset,
+        kinds: &[Computation::FederatedStats],
+        items: 0,
+        columns: &columns,
+        key_columns: &source.key_columns,
+    };
+    let grant = match continuing {
+        None => check(&*access.ledger, &own, &serve).await?,
+        Some(grant) => {
+            check_continuing(&*access.ledger, &own, &serve, grant).await?;
+            grant.to_owned()
+        }
+    };
+    let min_cohort = access
+        .ledger
+        .grant(&grant)
+        .await
+        .map_err(|e| NodeError::LedgerUnavailable(e.to_string()))?
+        .map_or(0, |g| g.grant.min_cohort);
+    if fhe_public_key.is_empty() && !fhe::extreme_kinds(&query).is_empty() {
+        return Err(NodeError::NotAuthorised {
+            task: task_id.to_owned(),
+            reason: "the query asks for min/max, which leave a site only encrypted, and no TFHE key came with it"
+                .into(),
+        });
+    }
+    Ok(Served { query, sites, source, grant, min_cohort })
+}
+
+/// Scans this site's table for `query` on a blocking thread. A failure that
+/// depends on the data is a use: it is recorded before the caller hears of
+/// it, so it cannot probe the table for free.
+async fn scan_metered(
+    state: &Arc<NodeState>,
+    task_id: &str,
+    served: &Served,
+) -> Result<stayput_mpc_engine::local::LocalStats, NodeError> {
+    let access = state.ledger.as_ref().ok_or_else(no_ledger)?;
+    let permit = state.session_permit()?;
+    let (source, query) = (served.source.clone(), served.query.clone());
+    let scanned = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let (schema, batches) = source.batches()?;
+        let names_in: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        query.validate(&names_in, &[]).map_err(stats_err)?;
+        let mut scan = LocalScan::new(&query).map_err(stats_err)?;
+        for batch in batches {
+            scan.absorb(&batch?).map_err(data_error)?;
+        }
+        Ok::<_, NodeError>(scan.finish())
+    })
+    .await
+    .map_err(|e| NodeError::Worker(e.to_string()))?;
+    match scanned {
+        Err(NodeError::Stats(message)) if message.starts_with(DATA_DEPENDENT) => {
+            record_use(&*access.ledger, &state.config.org, &access.key, task_id, &served.grant, 0).await?;
+            Err(NodeError::Stats(message))
+        }
+        other => other,
+    }
+}
+
+/// A site's census: its count at every gate and a fresh token per gate,
+/// encrypted under the requester's key and deposited with the coordinator
+/// after the use is recorded (which gates pass depends on the rows).
+async fn census(state: &Arc<NodeState>, caller: &str, request: CensusRequest) -> Result<CensusResponse, NodeError> {
+    let CensusRequest { version, task_id, dataset, params, fhe_public_key } = request;
+    check_version(version)?;
+    if fhe_public_key.is_empty() {
+        return Err(NodeError::Stats("a census needs the requester's TFHE public key".into()));
+    }
+    let served = serve_checks(state, caller, &task_id, &dataset, &params, &fhe_public_key, None).await?;
+    let access = state.ledger.as_ref().ok_or_else(no_ledger)?;
+    state.census.reserve(&task_id)?;
+    tracing::info!(task = %task_id, dataset = %dataset, "taking a census for federated statistics");
+    let outcome = async {
+        let stats = scan_metered(state, &task_id, &served).await?;
+        let query = served.query.clone();
+        let (stats, tokens, list) = tokio::task::spawn_blocking(move || {
+            let counts = gates::gate_counts(&query, &stats.additive).map_err(stats_err)?;
+            let tokens: zeroize::Zeroizing<Vec<u32>> =
+                zeroize::Zeroizing::new(counts.iter().map(|_| fresh_token()).collect());
+            let list = fhe::encrypt_census(&fhe_public_key, &counts, &tokens).map_err(stats_err)?;
+            Ok::<_, NodeError>((stats, tokens, list))
+        })
+        .await
+        .map_err(|e| NodeError::Worker(e.to_string()))??;
+        // Which gates pass depends on the rows: the use comes first.
+        record_use(&*access.ledger, &state.config.org, &access.key, &task_id, &served.grant, stats.rows_scanned)
+            .await?;
+        Ok::<_, NodeError>((stats, tokens, list))
+    }
+    .await;
+    let (stats, tokens, list) = match outcome {
+        Ok(done) => done,
+        Err(e) => {
+            state.census.release(&task_id);
+            return Err(e);
+        }
+    };
+    let rows = stats.rows_scanned;
+    state.census.fill(&task_id, CensusState { stats, tokens, grant: served.grant, since: std::time::Instant::now() });
+    deposit(state, &task_id, Deposit::Census(list)).await?;
+    tracing::info!(task = %task_id, "census deposited; use recorded");
+    Ok(CensusResponse { rows })
+}
+
+/// A uniformly random non-zero 32-bit token.
+fn fresh_token() -> u32 {
+    use rand::RngCore;
+    loop {
+        let t = OsRng.next_u32();
+        if t != 0 {
+            return t;
+        }
+    }
+}
+
+/// The pass set the requester showed, checked against this site's tokens
+/// in constant time: a gate passes only with its exact token. A wrong
+/// non-zero token is a forged claim and refuses the whole contribution.
+fn verified_pass_set(query: &CohortQuery, tokens: &[u32], shown: &[u32]) -> Result<PassSet, NodeError> {
+    use subtle::ConstantTimeEq;
+    if shown.len() != tokens.len() {
+        return Err(NodeError::Stats(format!(
+            "the contribution shows {} pass tokens; the census had {} gates",
+            shown.len(),
+            tokens.len()
+        )));
+    }
+    let mut forged = subtle::Choice::from(0);
+    let mut passing = Vec::with_capacity(tokens.len());
+    for (mine, theirs) in tokens.iter().zip(shown) {
+        let claimed = !theirs.ct_eq(&0);
+        let matches = mine.ct_eq(theirs);
+        forged |= claimed & !matches;
+        passing.push(bool::from(claimed & matches));
+    }
+    if bool::from(forged) {
+        return Err(NodeError::Stats(
+            "a pass token does not match this site's census: the census's answer was altered; nothing is shared".into(),
+        ));
+    }
+    PassSet::from_flags(query, passing).map_err(stats_err)
 }
 
 async fn contribute(
@@ -286,80 +604,56 @@ async fn contribute(
     caller: &str,
     request: ContributeRequest,
 ) -> Result<ContributeResponse, NodeError> {
-    let ContributeRequest { task_id, dataset, params, fhe_public_key } = request;
-    if fhe_public_key.len() as u64 > fhe::PUBLIC_KEY_LIMIT {
-        return Err(NodeError::Stats(format!("the TFHE public key exceeds {} bytes", fhe::PUBLIC_KEY_LIMIT)));
-    }
-    crate::wire::check_task_id(&task_id)?;
-    let (task, query) = stats_task(state, &task_id, &params).await?;
+    let ContributeRequest { task_id, dataset, params, fhe_public_key, version, pass_tokens } = request;
+    check_version(version)?;
+    let census_grant = state.census.grant_of(&task_id);
+    let served =
+        serve_checks(state, caller, &task_id, &dataset, &params, &fhe_public_key, census_grant.as_deref()).await?;
     let access = state.ledger.as_ref().ok_or_else(no_ledger)?;
     let own = state.config.org.clone();
-    let sites = sites(state, &task).await?;
-    if !sites.iter().any(|(o, d)| o == &own && d == &dataset) {
-        return Err(NodeError::NotAuthorised {
-            task: task_id,
-            reason: format!("dataset '{dataset}' is not this site's part of it"),
-        });
-    }
-    let columns = query.columns();
-    let source = state.config.dataset(&dataset)?.clone();
-    let serve = ServeRequest {
-        task: &task_id,
-        peer: caller,
-        dataset: &dataset,
-        kinds: &[Computation::FederatedStats],
-        items: 0,
-        columns: &columns,
-        key_columns: &source.key_columns,
-    };
-    let grant = check(&*access.ledger, &own, &serve).await?;
-    let min_cohort = access
-        .ledger
-        .grant(&grant)
-        .await
-        .map_err(|e| NodeError::LedgerUnavailable(e.to_string()))?
-        .map_or(0, |g| g.grant.min_cohort);
+    let query = served.query.clone();
     let kinds = fhe::extreme_kinds(&query);
-    let cells = local_cells(&query);
-    if fhe_public_key.is_empty() && (!kinds.is_empty() || min_cohort > 1) {
-        return Err(NodeError::NotAuthorised {
-            task: task_id,
-            reason: format!(
-                "the query needs homomorphic post-processing (min/max, or suppression below the grant's minimum cohort of {min_cohort}), and no TFHE key came with it"
-            ),
-        });
-    }
-    let permit = state.session_permit()?;
+    // After a census, what this site scanned then, and the pass set the
+    // requester proves with the tokens; without one, a fresh scan and every
+    // gate passes — allowed only where this site's grant sets no minimum
+    // cohort.
+    let (stats, pass, census_grant) = match state.census.take(&task_id)? {
+        Some(census) => {
+            let pass = verified_pass_set(&query, &census.tokens, &pass_tokens)?;
+            (census.stats, pass, Some(census.grant))
+        }
+        None if served.min_cohort > 1 => {
+            return Err(NodeError::NotAuthorised {
+                task: task_id,
+                reason: format!(
+                    "the grant sets a minimum cohort of {}: this site shares only after its census, and none was taken",
+                    served.min_cohort
+                ),
+            });
+        }
+        None if !pass_tokens.is_empty() => {
+            return Err(NodeError::Stats("pass tokens came without a census at this site".into()));
+        }
+        None => (scan_metered(state, &task_id, &served).await?, PassSet::all(&query), None),
+    };
     tracing::info!(task = %task_id, dataset = %dataset, "computing a federated-statistics contribution");
 
-    // Scan, commit, prove and split on a blocking thread.
-    let names: Vec<String> = sites.iter().map(|(o, _)| o.clone()).collect();
-    let (task_for_proofs, own_for_proofs, scan_query) = (task_id.clone(), own.clone(), query.clone());
-    let encrypts = !fhe_public_key.is_empty();
-    let scanned = tokio::task::spawn_blocking(move || {
+    // Withhold what did not pass, then commit, prove and split on a
+    // blocking thread; extremes travel only encrypted, to the coordinator.
+    let names: Vec<String> = sites_names(&served.sites);
+    let (task_for_proofs, own_for_proofs, scan_query, applied) =
+        (task_id.clone(), own.clone(), query.clone(), pass.clone());
+    let permit = state.session_permit()?;
+    let (names_for_split, kinds_for_encryption) = (names.clone(), kinds.clone());
+    let built = tokio::task::spawn_blocking(move || {
+        let (names, kinds) = (names_for_split, kinds_for_encryption);
         let _permit = permit;
-        let (schema, batches) = source.batches()?;
-        let names_in: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-        scan_query.validate(&names_in, &[]).map_err(stats_err)?;
-        let mut scan = LocalScan::new(&scan_query).map_err(stats_err)?;
-        for batch in batches {
-            scan.absorb(&batch?).map_err(data_error)?;
-        }
-        let mut stats = scan.finish();
-        // With a TFHE key, extremes and cells travel only encrypted; the
-        // cells are zero in what is committed and shared.
-        let encrypted = if fhe_public_key.is_empty() {
-            (Vec::new(), Vec::new())
+        let mut stats = stats;
+        applied.apply(&scan_query, &mut stats.additive, &mut stats.extrema).map_err(stats_err)?;
+        let extremes = if kinds.is_empty() {
+            Vec::new()
         } else {
-            let counts: Vec<u64> =
-                cells.iter().map(|c| u64::try_from(stats.additive[c.entry]).unwrap_or(u64::MAX)).collect();
-            for c in &cells {
-                stats.additive[c.entry] = 0;
-            }
-            (
-                fhe::encrypt_extremes(&fhe_public_key, &kinds, &stats.extrema).map_err(stats_err)?,
-                fhe::encrypt_counts(&fhe_public_key, &counts).map_err(stats_err)?,
-            )
+            fhe::encrypt_extremes(&fhe_public_key, &kinds, &stats.extrema).map_err(stats_err)?
         };
         let ctx = ProofContext { task: &task_for_proofs, party: &own_for_proofs };
         let (contribution, blindings) =
@@ -368,35 +662,32 @@ async fn contribute(
         let parties = names.len();
         let value_shares = split(&stats.additive, parties, &mut OsRng).map_err(stats_err)?;
         let blinding_shares = split_scalars(&blindings.0, parties, &mut OsRng).map_err(stats_err)?;
-        Ok::<_, NodeError>((contribution, stats.rows_scanned, value_shares, blinding_shares, encrypted))
+        Ok::<_, NodeError>((contribution, stats.rows_scanned, value_shares, blinding_shares, extremes))
     })
     .await
-    .map_err(|e| NodeError::Worker(e.to_string()))?;
-    let (contribution, rows, value_shares, blinding_shares, (fhe_extremes, fhe_cells)) = match scanned {
-        Ok(done) => done,
-        Err(NodeError::Stats(message)) if message.starts_with(DATA_DEPENDENT) => {
-            // The failure says something about the data, so it is a use:
-            // recorded before the requester hears of it, so it cannot be
-            // used to probe the table for free.
-            record_use(&*access.ledger, &own, &access.key, &task_id, &grant, 0).await?;
-            return Err(NodeError::Stats(message));
-        }
-        Err(e) => return Err(e),
-    };
+    .map_err(|e| NodeError::Worker(e.to_string()))??;
+    let (contribution, rows, value_shares, blinding_shares, fhe_extremes) = built;
 
-    // Own share into the box; every other site's share to it directly.
+    // Own share into the box; every other site's share to it directly,
+    // each with the pass set applied.
+    let pass_bytes = pass.to_bytes();
     let mut sends = Vec::new();
-    for (i, (site, _)) in sites.iter().enumerate() {
+    for (i, (site, _)) in served.sites.iter().enumerate() {
         let (v, b) = (value_shares[i].to_bytes(), blinding_shares[i].to_bytes());
         if site == &own {
-            state.shares.put(&task_id, &own, v, b)?;
+            state.shares.put(&task_id, &own, (v, b, pass_bytes.clone()))?;
             continue;
         }
-        let (state, site, task_id) = (state.clone(), site.clone(), task_id.clone());
+        let (state, site, task_id, pass_set) = (state.clone(), site.clone(), task_id.clone(), pass_bytes.clone());
         sends.push(tokio::spawn(async move {
             let channel = crate::requester::connect_peer(&state, &site).await?;
             StatsPeerClient::new(channel)
-                .share(ShareRequest { task_id, value_share: v.into(), blinding_share: b.into() })
+                .share(ShareRequest {
+                    task_id,
+                    value_share: v.into(),
+                    blinding_share: b.into(),
+                    pass_set: pass_set.into(),
+                })
                 .await
                 .map_err(|s| crate::wire::status_error(s, &site, "shares"))?;
             Ok::<_, NodeError>(())
@@ -405,21 +696,31 @@ async fn contribute(
     for send in sends {
         send.await.map_err(|e| NodeError::Worker(e.to_string()))??;
     }
-    let received = state.shares.take_all(&task_id, &sites.iter().map(|(o, _)| o.clone()).collect::<Vec<_>>()).await?;
+    let received = state.shares.take_all(&task_id, &names).await?;
     let len = vector_len(&query);
-    let mut values = Aggregator::new(&names_of(&sites), len);
-    let mut blinds = Aggregator::new(&names_of(&sites), len);
-    for (from, (v, b)) in received {
+    let mut values = Aggregator::new(&names, len);
+    let mut blinds = Aggregator::new(&names, len);
+    for (from, (v, b, their_pass)) in received {
+        // Every site must withhold the same gates: a requester that showed
+        // sites different pass sets could read one site's cell alone.
+        if their_pass != pass_bytes {
+            return Err(NodeError::Stats(format!(
+                "'{from}' applied another pass set than this site: the requester showed the sites different census answers; nothing is returned"
+            )));
+        }
         values.absorb(&from, Share::from_bytes(&v, len).map_err(stats_err)?).map_err(stats_err)?;
         blinds.absorb(&from, Share::from_bytes(&b, len).map_err(stats_err)?).map_err(stats_err)?;
     }
     let (value_sum, blinding_sum) = (values.finish().map_err(stats_err)?, blinds.finish().map_err(stats_err)?);
-    // Nothing leaves before the use is on the ledger.
-    record_use(&*access.ledger, &own, &access.key, &task_id, &grant, rows).await?;
-    if encrypts {
-        deposit(state, &task_id, fhe_extremes, fhe_cells).await?;
+    // Nothing leaves before the use is on the ledger (after a census, it
+    // was recorded then).
+    if census_grant.is_none() {
+        record_use(&*access.ledger, &own, &access.key, &task_id, &served.grant, rows).await?;
     }
-    tracing::info!(task = %task_id, "contribution sent; use recorded");
+    if !kinds.is_empty() {
+        deposit(state, &task_id, Deposit::Extremes(fhe_extremes)).await?;
+    }
+    tracing::info!(task = %task_id, "contribution sent");
     Ok(ContributeResponse {
         contribution: contribution.to_bytes().into(),
         rows,
@@ -435,29 +736,53 @@ async fn coordinator(state: &NodeState) -> Result<(tonic::transport::Channel, St
     Ok((channel, settings.operator.clone()))
 }
 
-/// A site hands its encrypted extremes and cells to the coordinator: the
+/// What a site deposits with the coordinator.
+enum Deposit {
+    /// Its census list: gate counts, then tokens.
+    Census(Vec<u8>),
+    /// Its extremes of what passed.
+    Extremes(Vec<u8>),
+}
+
+/// A site hands its encrypted census or extremes to the coordinator: the
 /// requester holds the key that decrypts them, so they never go there.
-async fn deposit(state: &NodeState, task_id: &str, extremes: Vec<u8>, cells: Vec<u8>) -> Result<(), NodeError> {
-    use stayput_proto::v1::FheDeposit;
+async fn deposit(state: &NodeState, task_id: &str, what: Deposit) -> Result<(), NodeError> {
     use stayput_proto::v1::coordinator_client::CoordinatorClient;
+    use stayput_proto::v1::{FheDeposit, FhePhase};
     let (channel, operator) = coordinator(state).await?;
+    let message = match what {
+        Deposit::Census(list) => FheDeposit {
+            task_id: task_id.to_owned(),
+            phase: FhePhase::Census as i32,
+            census: list.into(),
+            extremes: Default::default(),
+        },
+        Deposit::Extremes(list) => FheDeposit {
+            task_id: task_id.to_owned(),
+            phase: FhePhase::Extremes as i32,
+            extremes: list.into(),
+            census: Default::default(),
+        },
+    };
     CoordinatorClient::new(channel)
-        .deposit(FheDeposit { task_id: task_id.to_owned(), extremes: extremes.into(), cells: cells.into() })
+        .deposit(message)
         .await
         .map_err(|s| crate::wire::status_error(s, &operator, "deposit"))?;
     Ok(())
 }
 
-fn names_of(sites: &[(String, String)]) -> Vec<String> {
+fn sites_names(sites: &[(String, String)]) -> Vec<String> {
     sites.iter().map(|(o, _)| o.clone()).collect()
 }
 
 /// What the requester's node keeps beside a statistics result so that it,
 /// or an auditor it hands the file to, can re-check the result later
 /// ([`verify_evidence`]): every site's commitments and proofs with its row
-/// count, and the pooled opening.
+/// count, the pooled opening and which gates the sites withheld.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Evidence {
+    /// The evidence format's version ([`EVIDENCE_VERSION`]).
+    pub version: u32,
     /// The query, canonical JSON.
     pub query: String,
     /// Per site: organisation, rows scanned, contribution (hex).
@@ -466,7 +791,14 @@ pub struct Evidence {
     pub pooled: Vec<String>,
     /// The pooled blindings (hex).
     pub blindings: Vec<String>,
+    /// The pass set every site applied, one byte per gate (hex; 1 =
+    /// shared, 0 = withheld: zero in every site's vector).
+    pub pass_set: String,
 }
+
+/// Version 2 records the pass set; version 1 evidence (before the census)
+/// is refused by [`verify_evidence`] with a clear message.
+pub const EVIDENCE_VERSION: u32 = 2;
 
 /// What a statistics task produced on the requester's node.
 #[derive(Debug)]
@@ -488,6 +820,12 @@ pub struct StatsOutcome {
 /// commitments; returns a summary.
 pub fn verify_evidence(on_ledger: &TaskState, evidence: &Evidence) -> Result<String, NodeError> {
     let task = on_ledger.task.id.as_str();
+    if evidence.version != EVIDENCE_VERSION {
+        return Err(NodeError::Stats(format!(
+            "evidence of version {} cannot be checked: this node reads version {EVIDENCE_VERSION}",
+            evidence.version
+        )));
+    }
     let recorded = on_ledger
         .results
         .last()
@@ -540,7 +878,8 @@ pub fn verify_evidence(on_ledger: &TaskState, evidence: &Evidence) -> Result<Str
     ))
 }
 
-/// The requester's node: collects, verifies and pools.
+/// The requester's node: takes the census where the grants set a minimum
+/// cohort, collects, verifies and pools.
 pub async fn run_stats(state: &Arc<NodeState>, task_id: &str, params: &[u8]) -> Result<StatsOutcome, NodeError> {
     let (task, query) = stats_task(state, task_id, params).await?;
     let sites = sites(state, &task).await?;
@@ -551,34 +890,43 @@ pub async fn run_stats(state: &Arc<NodeState>, task_id: &str, params: &[u8]) -> 
             min_cohort = min_cohort.max(grant.grant.min_cohort);
         }
     }
-    // TFHE post-processing when the query has extremes or the grants ask
-    // for small-cell suppression: fresh keys for this task only.
+    // TFHE when the query has extremes or the grants set a minimum cohort:
+    // fresh keys for this task only.
     let kinds = fhe::extreme_kinds(&query);
-    let cells = local_cells(&query);
-    let keys = if !kinds.is_empty() || min_cohort > 1 {
+    let gated = min_cohort > 1;
+    let keys = if !kinds.is_empty() || gated {
         let (keys, material) = tokio::task::spawn_blocking(fhe::RequesterKeys::generate)
             .await
             .map_err(|e| NodeError::Worker(e.to_string()))?
             .map_err(stats_err)?;
-        Some((keys, material))
+        Some((Arc::new(keys), material))
     } else {
         None
     };
     let public_key = keys.as_ref().map(|(_, m)| m.public_key.clone()).unwrap_or_default();
+    let base = ContributeRequest {
+        task_id: task_id.to_owned(),
+        dataset: String::new(),
+        params: params.to_vec().into(),
+        fhe_public_key: public_key.clone().into(),
+        version: PROTOCOL_VERSION,
+        pass_tokens: Vec::new(),
+    };
+    let (pass, tokens) = match (&keys, gated) {
+        (Some((keys, material)), true) => {
+            take_census(state, task_id, params, &sites, &query, keys.clone(), material).await?
+        }
+        _ => (PassSet::all(&query), vec![Vec::new(); sites.len()]),
+    };
     let mut calls = Vec::new();
-    for (site, dataset) in &sites {
-        let (state, site, dataset, task_id, params, fhe_public_key) =
-            (state.clone(), site.clone(), dataset.clone(), task_id.to_owned(), params.to_vec(), public_key.clone());
+    for ((site, dataset), pass_tokens) in sites.iter().zip(tokens) {
+        let request = ContributeRequest { dataset: dataset.clone(), pass_tokens, ..base.clone() };
+        let (state, site) = (state.clone(), site.clone());
         calls.push(tokio::spawn(async move {
             let channel = crate::requester::connect_peer(&state, &site).await?;
             let response = StatsPeerClient::new(channel)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .contribute(ContributeRequest {
-                    task_id,
-                    dataset,
-                    params: params.into(),
-                    fhe_public_key: fhe_public_key.into(),
-                })
+                .contribute(request)
                 .await
                 .map_err(|s| crate::wire::status_error(s, &site, "contribution"))?;
             Ok::<_, NodeError>((site, response.into_inner()))
@@ -604,7 +952,7 @@ pub async fn run_stats(state: &Arc<NodeState>, task_id: &str, params: &[u8]) -> 
         }
     }
     let len = vector_len(&query);
-    let names = names_of(&sites);
+    let names = sites_names(&sites);
     let (verify_query, verify_task, checked) = (query.clone(), task_id.to_owned(), responses);
     let (pooled, blindings, contributions, rows) = tokio::task::spawn_blocking(move || {
         let mut values = Reconstruction::new(&names, len);
@@ -629,44 +977,19 @@ pub async fn run_stats(state: &Arc<NodeState>, task_id: &str, params: &[u8]) -> 
     .await
     .map_err(|e| NodeError::Worker(e.to_string()))??;
 
-    let mut table_vector = pooled.clone();
-    let mut extrema = Vec::new();
-    let mut hidden = Vec::new();
-    if let Some((keys, material)) = keys {
-        // Pooled cell counts must stay below the suppression sentinel.
-        let total = rows.iter().try_fold(0u64, |acc, r| acc.checked_add(*r));
-        if total.is_none_or(|t| t >= u64::from(fhe::SUPPRESSED)) {
-            return Err(NodeError::Stats(
-                "the sites hold 2^32 rows or more: too many for 32-bit encrypted counts".into(),
-            ));
-        }
-        let (extreme_cts, cell_cts) = post_process(state, task_id, &material, kinds.len(), cells.len()).await?;
-        let (decrypted_extremes, counts) = tokio::task::spawn_blocking(move || {
-            Ok::<_, NodeError>((
-                keys.decrypt_extremes(&extreme_cts, &kinds).map_err(stats_err)?,
-                keys.decrypt_counts(&cell_cts).map_err(stats_err)?,
-            ))
-        })
-        .await
-        .map_err(|e| NodeError::Worker(e.to_string()))??;
-        if counts.len() != cells.len() {
-            return Err(NodeError::Stats(format!(
-                "expected {} cell counts, the evaluator returned {}",
-                cells.len(),
-                counts.len()
-            )));
-        }
-        extrema = decrypted_extremes;
-        for (cell, count) in cells.iter().zip(counts) {
-            match count {
-                Some(n) => table_vector[cell.entry] = i128::from(n),
-                None => hidden.push(*cell),
-            }
-        }
+    let mut extrema = vec![None; kinds.len()];
+    if let (Some((keys, material)), false) = (keys, kinds.is_empty()) {
+        let downloads = post_process(state, task_id, &material, Phase::Extremes, kinds.len()).await?;
+        let kinds = kinds.clone();
+        extrema = tokio::task::spawn_blocking(move || keys.decrypt_extremes(&downloads, &kinds).map_err(stats_err))
+            .await
+            .map_err(|e| NodeError::Worker(e.to_string()))??;
     }
-    let results = finish(&query, &table_vector, &extrema).map_err(stats_err)?;
+    let withheld = pass.withheld(&query);
+    let results = finish(&query, &pooled, &extrema).map_err(stats_err)?;
     let cohort = results.iter().map(|g| g.count).sum();
     let evidence = Evidence {
+        version: EVIDENCE_VERSION,
         query: query.to_canonical_json(),
         sites: sites
             .iter()
@@ -676,37 +999,114 @@ pub async fn run_stats(state: &Arc<NodeState>, task_id: &str, params: &[u8]) -> 
             .collect(),
         pooled: pooled.iter().map(ToString::to_string).collect(),
         blindings: blindings.iter().map(|b| hex::encode(b.to_bytes())).collect(),
+        pass_set: hex::encode(pass.to_bytes()),
     };
     Ok(StatsOutcome {
-        table: render(&results, u64::from(min_cohort), &hidden),
+        table: render(&results, u64::from(min_cohort), &withheld),
         cohort,
         digests: contributions.iter().map(Contribution::digest).collect(),
         evidence,
     })
 }
 
+/// The census, from the requester's side: every site scans and deposits
+/// its encrypted gate counts and tokens with the coordinator; the
+/// coordinator answers with each site's token where a gate passes; this
+/// node decrypts which gates pass, and the tokens that let each site check
+/// it. Returns the pass set and, per site, the tokens to show it.
+async fn take_census(
+    state: &Arc<NodeState>,
+    task_id: &str,
+    params: &[u8],
+    sites: &[(String, String)],
+    query: &CohortQuery,
+    keys: Arc<fhe::RequesterKeys>,
+    material: &fhe::PublicMaterial,
+) -> Result<(PassSet, Vec<Vec<u32>>), NodeError> {
+    let gate_count = gates::gates(query).len();
+    if gate_count > gates::MAX_GATES {
+        return Err(NodeError::Stats(format!(
+            "the query has {gate_count} gates (groups, measures and histogram bins) and the grants set a minimum cohort; at most {} can be checked — fewer groups, measures or bins",
+            gates::MAX_GATES
+        )));
+    }
+    let mut calls = Vec::new();
+    for (site, dataset) in sites {
+        let request = CensusRequest {
+            version: PROTOCOL_VERSION,
+            task_id: task_id.to_owned(),
+            dataset: dataset.clone(),
+            params: params.to_vec().into(),
+            fhe_public_key: material.public_key.clone().into(),
+        };
+        let (state, site) = (state.clone(), site.clone());
+        calls.push(tokio::spawn(async move {
+            let channel = crate::requester::connect_peer(&state, &site).await?;
+            StatsPeerClient::new(channel)
+                .census(request)
+                .await
+                .map_err(|s| crate::wire::status_error(s, &site, "census"))?;
+            Ok::<_, NodeError>(())
+        }));
+    }
+    for call in calls {
+        call.await.map_err(|e| NodeError::Worker(e.to_string()))??;
+    }
+    let downloads = post_process(state, task_id, material, Phase::Census, sites.len() * gate_count).await?;
+    let per_site: Vec<Vec<Option<u32>>> = tokio::task::spawn_blocking(move || {
+        downloads
+            .chunks(gate_count)
+            .map(|site| keys.decrypt_tokens(site).map_err(stats_err))
+            .collect::<Result<Vec<_>, NodeError>>()
+    })
+    .await
+    .map_err(|e| NodeError::Worker(e.to_string()))??;
+    // A gate passes when every site's token came back (the evaluator
+    // answers all sites alike; anything else withholds the gate).
+    let flags: Vec<bool> = (0..gate_count).map(|g| per_site.iter().all(|site| site[g].is_some())).collect();
+    let tokens = per_site
+        .iter()
+        .map(|site| site.iter().zip(&flags).map(|(t, pass)| if *pass { t.unwrap_or(0) } else { 0 }).collect())
+        .collect();
+    let pass = PassSet::from_flags(query, flags).map_err(stats_err)?;
+    tracing::info!(task = %task_id, gates = gate_count, withheld = pass.withheld(query).len(), "census answered");
+    Ok((pass, tokens))
+}
+
 /// Bytes of the server key per upload message.
 const KEY_CHUNK: usize = 1 << 20;
-/// How long the coordinator may take over the homomorphic evaluation.
+/// How long the coordinator may take over one homomorphic evaluation.
 const EVALUATION_TIMEOUT: Duration = Duration::from_secs(600);
 
+/// A phase of post-processing at the coordinator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Census,
+    Extremes,
+}
+
 /// Sends the server key to the coordinator, which evaluates the sites'
-/// deposits, and collects the evaluated extremes and cells (still
+/// deposits of `phase`, and collects the `expected` results (still
 /// encrypted).
 async fn post_process(
     state: &NodeState,
     task_id: &str,
     material: &fhe::PublicMaterial,
-    extremes: usize,
-    cells: usize,
-) -> Result<(Vec<Vec<u8>>, Vec<Vec<u8>>), NodeError> {
+    phase: Phase,
+    expected: usize,
+) -> Result<Vec<Vec<u8>>, NodeError> {
     use stayput_proto::v1::coordinator_client::CoordinatorClient;
-    use stayput_proto::v1::{FheOpen, FheUpload, fhe_download, fhe_upload};
+    use stayput_proto::v1::{FheOpen, FhePhase, FheUpload, fhe_download, fhe_upload};
     let (channel, operator) = coordinator(state).await?;
+    let wire_phase = match phase {
+        Phase::Census => FhePhase::Census,
+        Phase::Extremes => FhePhase::Extremes,
+    };
     let mut uploads = vec![FheUpload {
         part: Some(fhe_upload::Part::Open(FheOpen {
             task_id: task_id.to_owned(),
             server_key_len: material.server_key.len() as u64,
+            phase: wire_phase as i32,
         })),
     }];
     uploads.extend(
@@ -715,7 +1115,7 @@ async fn post_process(
             .chunks(KEY_CHUNK)
             .map(|chunk| FheUpload { part: Some(fhe_upload::Part::ServerKeyChunk(chunk.to_vec().into())) }),
     );
-    tracing::info!(task = %task_id, "homomorphic post-processing at the coordinator");
+    tracing::info!(task = %task_id, phase = ?phase, "homomorphic post-processing at the coordinator");
     let evaluation = async {
         let mut stream = CoordinatorClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -723,20 +1123,24 @@ async fn post_process(
             .await
             .map_err(|s| crate::wire::status_error(s, &operator, "post-processing"))?
             .into_inner();
-        let (mut got_extremes, mut got_cells) = (Vec::new(), Vec::new());
+        let mut got = Vec::new();
         while let Some(message) =
             stream.message().await.map_err(|s| crate::wire::status_error(s, &operator, "post-processing"))?
         {
-            match message.value {
-                Some(fhe_download::Value::Extreme(b)) if got_extremes.len() < extremes => got_extremes.push(b.to_vec()),
-                Some(fhe_download::Value::Cell(b)) if got_cells.len() < cells => got_cells.push(b.to_vec()),
+            match (message.value, phase) {
+                (Some(fhe_download::Value::Extreme(b)), Phase::Extremes)
+                | (Some(fhe_download::Value::Token(b)), Phase::Census)
+                    if got.len() < expected =>
+                {
+                    got.push(b.to_vec());
+                }
                 _ => return Err(NodeError::Stats("the evaluator returned more or other values than asked".into())),
             }
         }
-        if got_extremes.len() != extremes || got_cells.len() != cells {
+        if got.len() != expected {
             return Err(NodeError::Stats("the evaluator returned fewer values than asked".into()));
         }
-        Ok((got_extremes, got_cells))
+        Ok(got)
     };
     tokio::time::timeout(EVALUATION_TIMEOUT, evaluation).await.map_err(|_| NodeError::PeerVanished {
         peer: operator.clone(),
@@ -749,26 +1153,28 @@ fn suppressed(n: u64, min: u64) -> bool {
     n > 0 && n < min
 }
 
-/// The results as CSV: group, measure, statistic, n, value. A group or a
-/// histogram bin in `hidden` (suppressed under TFHE), and a statistic over
-/// fewer rows than the minimum cohort, reads `suppressed`.
-pub fn render(results: &[GroupResult], min_cohort: u64, hidden: &[Cell]) -> String {
+/// The results as CSV: group, measure, statistic, n, value. A group,
+/// measure or histogram bin the sites withheld reads `suppressed`, and so
+/// does a statistic over fewer rows than the minimum cohort.
+pub fn render(results: &[GroupResult], min_cohort: u64, withheld: &[Gate]) -> String {
     let mut out = String::from("group,measure,statistic,n,value\n");
+    let held = |group: usize, guard: Guard| withheld.iter().any(|g| g.group == group && g.guard == guard);
     for (index, g) in results.iter().enumerate() {
         let group = g.group.clone().unwrap_or_else(|| "all".into());
-        if hidden.iter().any(|c| c.group == index && c.bin.is_none()) {
+        if held(index, Guard::Group) {
             let _ = writeln!(out, "{group},count,count,,suppressed");
             continue;
         }
         for (measure, m) in g.measures.iter().enumerate() {
             let label = format!("\"{}\"", m.label.replace('"', "'"));
+            let hidden = held(index, Guard::Measure(measure));
             match &m.value {
                 Value::Count(n) => {
                     let _ = writeln!(out, "{group},{label},count,{n},{n}");
                 }
                 Value::Number { n, value } => {
                     // A suppressed statistic shows neither its value nor its n.
-                    let (n, v) = if suppressed(*n, min_cohort) {
+                    let (n, v) = if hidden || suppressed(*n, min_cohort) {
                         (String::new(), "suppressed".to_owned())
                     } else {
                         (n.to_string(), value.map_or_else(|| "undefined".to_owned(), |v| format!("{v}")))
@@ -777,13 +1183,13 @@ pub fn render(results: &[GroupResult], min_cohort: u64, hidden: &[Cell]) -> Stri
                 }
                 Value::Histogram(bins) => {
                     for (at, (bin, n)) in bins.iter().enumerate() {
-                        let hide = hidden.iter().any(|c| c.group == index && c.bin == Some((measure, at)));
+                        let hide = held(index, Guard::Bin { measure, bin: at });
                         let v = if hide { "suppressed".to_owned() } else { n.to_string() };
                         let _ = writeln!(out, "{group},{label},\"{bin}\",,{v}");
                     }
                 }
                 Value::Regression { n, coefficients, r_squared } => {
-                    if suppressed(*n, min_cohort) {
+                    if hidden || suppressed(*n, min_cohort) {
                         let _ = writeln!(out, "{group},{label},regression,,suppressed");
                         continue;
                     }
@@ -796,4 +1202,61 @@ pub fn render(results: &[GroupResult], min_cohort: u64, hidden: &[Cell]) -> Stri
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const QUERY: &str = r#"
+precision = 1
+ranges = { age = [0, 120], bp = [40, 260] }
+[[measures]]
+kind = "count"
+[[measures]]
+kind = "mean"
+column = "bp"
+[[measures]]
+kind = "histogram"
+column = "age"
+edges = [18, 65]
+"#;
+
+    #[test]
+    fn a_gate_passes_only_with_its_exact_token() {
+        let query = CohortQuery::from_toml(QUERY).unwrap();
+        let tokens = [0x1111_1111, 0x2222_2222, 7, 8, 9];
+        // Shown tokens pass their gates, zeros withhold theirs.
+        let pass = verified_pass_set(&query, &tokens, &[0x1111_1111, 0, 7, 0, 9]).unwrap();
+        assert_eq!(pass.flags(), &[true, false, true, false, true]);
+        // A wrong token anywhere refuses the whole contribution.
+        let err = verified_pass_set(&query, &tokens, &[0x1111_1111, 0x2222_2223, 7, 8, 9]).unwrap_err();
+        assert!(err.to_string().contains("does not match"), "{err}");
+        // So does a list of the wrong length.
+        assert!(verified_pass_set(&query, &tokens, &[1, 2]).is_err());
+        assert!(verified_pass_set(&query, &tokens[..2], &[0, 0]).is_err());
+    }
+
+    #[test]
+    fn withheld_gates_render_as_suppressed() {
+        let query = CohortQuery::from_toml(QUERY).unwrap();
+        let pooled = vec![40, 40, 4800, 10, 28, 2];
+        let results = finish(&query, &pooled, &[]).unwrap();
+        let pass = PassSet::from_flags(&query, vec![true, false, true, true, false]).unwrap();
+        let table = render(&results, 5, &pass.withheld(&query));
+        assert!(table.contains("all,\"mean(bp)\",value,,suppressed"), "{table}");
+        assert!(table.contains(",28\n") && table.lines().filter(|l| l.ends_with("suppressed")).count() == 2, "{table}");
+        let all = PassSet::from_flags(&query, vec![false; 5]).unwrap();
+        assert_eq!(
+            render(&results, 5, &all.withheld(&query)),
+            "group,measure,statistic,n,value\nall,count,count,,suppressed\n"
+        );
+    }
+
+    #[test]
+    fn only_this_protocol_version_is_served() {
+        assert!(check_version(PROTOCOL_VERSION).is_ok());
+        let err = check_version(1).unwrap_err();
+        assert!(err.to_string().contains("version 1 is not supported"), "{err}");
+    }
 }

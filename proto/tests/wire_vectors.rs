@@ -8,12 +8,12 @@ use std::collections::BTreeMap;
 
 use prost::Message;
 use stayput_proto::v1::{
-    AggregateRequest, AggregateResponse, ContributeRequest, ContributeResponse, EvaluateRequest, EvaluateResponse,
-    FetchHintRequest, FetchSetRequest, FheDeposit, FheDownload, FheOpen, FheUpload, HintChunk, HintHeader,
-    OutputFormat, PirQueryRequest, PirQueryResponse, PsiAccept, PsiMode, PsiOpen, PsiRequesterMessage,
-    PsiResponderMessage, PsiSummary, RunPsiRequest, RunTaskRequest, SetChunk, SetHeader, ShareRequest,
-    SubmitTaskRequest, SubmitTaskResponse, TaskState, TaskUpdate, WatchTaskRequest, fhe_download, fhe_upload,
-    hint_chunk, psi_requester_message, psi_responder_message, set_chunk,
+    AggregateRequest, AggregateResponse, CensusRequest, CensusResponse, ContributeRequest, ContributeResponse,
+    EvaluateRequest, EvaluateResponse, FetchHintRequest, FetchSetRequest, FheDeposit, FheDownload, FheOpen, FhePhase,
+    FheUpload, HintChunk, HintHeader, OutputFormat, PirQueryRequest, PirQueryResponse, PsiAccept, PsiMode, PsiOpen,
+    PsiRequesterMessage, PsiResponderMessage, PsiSummary, RunPsiRequest, RunTaskRequest, SetChunk, SetHeader,
+    ShareRequest, SubmitTaskRequest, SubmitTaskResponse, TaskState, TaskUpdate, WatchTaskRequest, fhe_download,
+    fhe_upload, hint_chunk, psi_requester_message, psi_responder_message, set_chunk,
 };
 
 /// The vectors beside this crate, found at run time: a test binary reused
@@ -101,6 +101,8 @@ fn encoded() -> BTreeMap<&'static str, Vec<u8>> {
             dataset: "inpatients-a".into(),
             params: vec![2, 1].into(),
             fhe_public_key: Default::default(),
+            version: 2,
+            pass_tokens: Vec::new(),
         }
         .encode_to_vec(),
     );
@@ -111,13 +113,33 @@ fn encoded() -> BTreeMap<&'static str, Vec<u8>> {
             dataset: "inpatients-a".into(),
             params: vec![2, 1].into(),
             fhe_public_key: vec![0x66; 4].into(),
+            version: 2,
+            pass_tokens: vec![0x0102_0304, 0, 0xffff_fffe],
         }
         .encode_to_vec(),
     );
     v.insert(
+        "CensusRequest",
+        CensusRequest {
+            version: 2,
+            task_id: "t-0001".into(),
+            dataset: "inpatients-a".into(),
+            params: vec![2, 1].into(),
+            fhe_public_key: vec![0x66; 4].into(),
+        }
+        .encode_to_vec(),
+    );
+    v.insert("CensusResponse", CensusResponse { rows: 3000 }.encode_to_vec());
+    v.insert(
         "FheUploadOpen",
-        FheUpload { part: Some(fhe_upload::Part::Open(FheOpen { task_id: "t-0001".into(), server_key_len: 1 << 20 })) }
-            .encode_to_vec(),
+        FheUpload {
+            part: Some(fhe_upload::Part::Open(FheOpen {
+                task_id: "t-0001".into(),
+                server_key_len: 1 << 20,
+                phase: FhePhase::Census as i32,
+            })),
+        }
+        .encode_to_vec(),
     );
     v.insert(
         "FheUploadKeyChunk",
@@ -152,12 +174,27 @@ fn encoded() -> BTreeMap<&'static str, Vec<u8>> {
     );
     v.insert(
         "FheDeposit",
-        FheDeposit { task_id: "t-0001".into(), extremes: vec![0x88; 2].into(), cells: vec![0x99; 2].into() }
-            .encode_to_vec(),
+        FheDeposit {
+            task_id: "t-0001".into(),
+            extremes: Default::default(),
+            phase: FhePhase::Census as i32,
+            census: vec![0x99; 2].into(),
+        }
+        .encode_to_vec(),
     );
     v.insert(
-        "FheDownloadCell",
-        FheDownload { value: Some(fhe_download::Value::Cell(vec![0xaa; 2].into())) }.encode_to_vec(),
+        "FheDepositExtremes",
+        FheDeposit {
+            task_id: "t-0001".into(),
+            extremes: vec![0x88; 2].into(),
+            phase: FhePhase::Extremes as i32,
+            census: Default::default(),
+        }
+        .encode_to_vec(),
+    );
+    v.insert(
+        "FheDownloadToken",
+        FheDownload { value: Some(fhe_download::Value::Token(vec![0xaa; 2].into())) }.encode_to_vec(),
     );
     v.insert(
         "ContributeResponse",
@@ -175,6 +212,7 @@ fn encoded() -> BTreeMap<&'static str, Vec<u8>> {
             task_id: "t-0001".into(),
             value_share: vec![0x44; 32].into(),
             blinding_share: vec![0x55; 32].into(),
+            pass_set: vec![1, 0, 1].into(),
         }
         .encode_to_vec(),
     );
