@@ -377,13 +377,19 @@ impl EncodedSet {
         if count > MAX_ENTRIES || rest.len() != count * (TAG_LEN + SEALED_LEN) {
             return Err(BAD);
         }
+        // Canonical only: tags strictly increasing, as `to_bytes` writes
+        // them. Otherwise two encodings (two ledger digests) would decode
+        // to one set, and the set's own digest would not be the ledger's.
         let mut entries = BTreeMap::new();
+        let mut previous: Option<Tag> = None;
         for chunk in rest.chunks_exact(TAG_LEN + SEALED_LEN) {
             let tag: Tag = chunk[..TAG_LEN].try_into().expect("sized");
             let sealed: Sealed = chunk[TAG_LEN..].try_into().expect("sized");
-            if entries.insert(tag, sealed).is_some() {
-                return Err(BAD);
+            if previous.is_some_and(|p| p >= tag) {
+                return Err(PsiError::Labeled("an encoded set's tags must be sorted and distinct"));
             }
+            previous = Some(tag);
+            entries.insert(tag, sealed);
         }
         let public_key = CompressedRistretto(*key);
         public_key.decompress().ok_or(BAD)?;
@@ -603,6 +609,29 @@ mod tests {
         let (query, blinded) = Query::blind("blacklist", &ids, &mut rng).unwrap();
         let (answers, proof) = key.evaluate(b"t-1", &blinded, &mut rng).unwrap();
         assert!(query.finish(b"t-2", &blinded, &answers, &proof, &set).is_err());
+    }
+
+    #[test]
+    fn an_encoded_set_decodes_only_from_its_canonical_bytes() {
+        // Found by fuzzing (fuzz/fuzz_targets/labeled_set.rs): entries out
+        // of order decoded, to a set whose digest was not the one checked.
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(9);
+        let key = OprfKey::random(&mut rng);
+        let set = EncodedSet::encode(&key, "blacklist", 1, &entries(0..3), [4; 32]).unwrap();
+        let bytes = set.to_bytes();
+        let entry = TAG_LEN + SEALED_LEN;
+        let start = bytes.len() - 3 * entry;
+        let digest = |b: &[u8]| -> [u8; 32] { Sha256::digest(b).into() };
+        assert_eq!(EncodedSet::from_bytes(&bytes, &digest(&bytes)).unwrap(), set);
+        // The first two entries swapped.
+        let mut swapped = bytes.clone();
+        swapped[start..start + 2 * entry].rotate_left(entry);
+        let err = EncodedSet::from_bytes(&swapped, &digest(&swapped)).unwrap_err();
+        assert!(err.to_string().contains("sorted and distinct"), "{err}");
+        // The first entry twice.
+        let mut twice = bytes.clone();
+        twice.copy_within(start..start + entry, start + entry);
+        assert!(EncodedSet::from_bytes(&twice, &digest(&twice)).is_err());
     }
 
     #[test]
