@@ -167,6 +167,9 @@ pub struct PsiParams {
 pub struct StatsParams {
     /// The query, canonical JSON.
     pub query: String,
+    /// ε of this query in milli-ε (0: no noise): every site adds discrete
+    /// Laplace noise calibrated to it, spent from its grant's budget.
+    pub epsilon: u32,
 }
 
 /// Parameters of a blacklist query (unbalanced labeled PSI): the
@@ -279,7 +282,7 @@ impl TaskParams {
                 });
             }
             TaskParams::FederatedStats(p) => {
-                w.u8(2).bytes_unbounded(p.query.as_bytes());
+                w.u8(6).u32(p.epsilon).bytes_unbounded(p.query.as_bytes());
             }
             TaskParams::LabeledPsi(p) => {
                 w.u8(3).str(&p.requester_dataset).list(&p.bureau_datasets, |w, d| {
@@ -305,38 +308,46 @@ impl TaskParams {
             });
         }
         let mut r = Reader::new(bytes, "task parameters");
-        let params =
-            match (kind, r.u8()?) {
-                (Computation::Psi | Computation::PsiCardinality, 1) => TaskParams::Psi(PsiParams {
-                    requester_dataset: r.str()?,
-                    peer_dataset: r.str()?,
-                    columns: r.list(Reader::str)?,
-                }),
-                (Computation::FederatedStats, 2) => TaskParams::FederatedStats(StatsParams {
-                    query: String::from_utf8(r.bytes_bounded(MAX_PARAMS_BYTES)?).map_err(|_| {
-                        LedgerError::Malformed { what: "task parameters", reason: "the query is not UTF-8".into() }
-                    })?,
-                }),
-                (Computation::LabeledPsi, 3) => TaskParams::LabeledPsi(LabeledPsiParams {
-                    requester_dataset: r.str()?,
-                    bureau_datasets: r.list(Reader::str)?,
-                }),
-                (Computation::ComputeOnly, 4) => TaskParams::ComputeOnly(ComputeOnlyParams {
-                    dataset: r.str()?,
-                    epsilon: r.u32()?,
-                    format: ResultFormat::from_code(r.u8()?)?,
-                    query: String::from_utf8(r.bytes_bounded(MAX_PARAMS_BYTES)?).map_err(|_| {
-                        LedgerError::Malformed { what: "task parameters", reason: "the query is not UTF-8".into() }
-                    })?,
-                }),
-                (Computation::Pir, 5) => TaskParams::Pir(PirParams { dataset: r.str()?, requester_dataset: r.str()? }),
-                (kind, tag) => {
-                    return Err(LedgerError::Malformed {
+        let params = match (kind, r.u8()?) {
+            (Computation::Psi | Computation::PsiCardinality, 1) => TaskParams::Psi(PsiParams {
+                requester_dataset: r.str()?,
+                peer_dataset: r.str()?,
+                columns: r.list(Reader::str)?,
+            }),
+            (Computation::FederatedStats, 6) => TaskParams::FederatedStats(StatsParams {
+                epsilon: r.u32()?,
+                query: String::from_utf8(r.bytes_bounded(MAX_PARAMS_BYTES)?).map_err(|_| LedgerError::Malformed {
+                    what: "task parameters",
+                    reason: "the query is not UTF-8".into(),
+                })?,
+            }),
+            (Computation::FederatedStats, 2) => {
+                return Err(LedgerError::Malformed {
                         what: "task parameters",
-                        reason: format!("parameters of type {tag} are not for a {kind} task"),
+                        reason: "federated-statistics parameters of the first version (type 2, without ε) are no longer accepted; submit the task again with a current client".into(),
                     });
-                }
-            };
+            }
+            (Computation::LabeledPsi, 3) => TaskParams::LabeledPsi(LabeledPsiParams {
+                requester_dataset: r.str()?,
+                bureau_datasets: r.list(Reader::str)?,
+            }),
+            (Computation::ComputeOnly, 4) => TaskParams::ComputeOnly(ComputeOnlyParams {
+                dataset: r.str()?,
+                epsilon: r.u32()?,
+                format: ResultFormat::from_code(r.u8()?)?,
+                query: String::from_utf8(r.bytes_bounded(MAX_PARAMS_BYTES)?).map_err(|_| LedgerError::Malformed {
+                    what: "task parameters",
+                    reason: "the query is not UTF-8".into(),
+                })?,
+            }),
+            (Computation::Pir, 5) => TaskParams::Pir(PirParams { dataset: r.str()?, requester_dataset: r.str()? }),
+            (kind, tag) => {
+                return Err(LedgerError::Malformed {
+                    what: "task parameters",
+                    reason: format!("parameters of type {tag} are not for a {kind} task"),
+                });
+            }
+        };
         r.finish()?;
         Ok(params)
     }
@@ -426,6 +437,20 @@ mod tests {
         let mut unknown_format = bytes.clone();
         unknown_format[12] = 9;
         assert!(TaskParams::decode(Computation::ComputeOnly, &unknown_format).is_err());
+    }
+
+    #[test]
+    fn statistics_parameters_have_one_encoding() {
+        let params = TaskParams::FederatedStats(StatsParams { query: "{}".into(), epsilon: 250 });
+        let bytes = params.encode();
+        // Known answer: tag 6, ε in milli-ε (u32), then the query's bytes.
+        assert_eq!(hex::encode(&bytes), concat!("06", "fa000000", "02000000", "7b7d"));
+        assert_eq!(TaskParams::decode(Computation::FederatedStats, &bytes).unwrap(), params);
+        // The first version (tag 2, no ε) is refused, saying so.
+        let old = hex::decode(concat!("02", "02000000", "7b7d")).unwrap();
+        let err = TaskParams::decode(Computation::FederatedStats, &old).unwrap_err();
+        assert!(err.to_string().contains("no longer accepted"), "{err}");
+        assert!(TaskParams::decode(Computation::FederatedStats, &bytes[..bytes.len() - 1]).is_err());
     }
 
     #[test]

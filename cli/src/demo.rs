@@ -405,7 +405,7 @@ fn hospital_query() -> Result<TaskSpec, CliError> {
         kind: Computation::FederatedStats,
         datasets: vec!["inpatients-a".into(), "inpatients-b".into(), "inpatients-c".into()],
         receiver: "research".into(),
-        params: TaskParams::FederatedStats(StatsParams { query }),
+        params: TaskParams::FederatedStats(StatsParams { query, epsilon: 0 }),
     })
 }
 

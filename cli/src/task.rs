@@ -53,6 +53,11 @@ pub enum TaskCommand {
         /// The sites' datasets on the ledger, one per site.
         #[arg(long, value_delimiter = ',', required = true)]
         datasets: Vec<String>,
+        /// Differential privacy: ε for this query (e.g. 0.5), spent from
+        /// each site's grant; every site adds calibrated noise. Required
+        /// when a grant has a privacy budget; 0 asks without noise.
+        #[arg(long, default_value_t = 0.0)]
+        epsilon: f64,
     },
     /// Submit a blacklist query: your dataset's ids against one or more
     /// bureaus' blacklists on the ledger, every bureau at once. The result —
@@ -209,8 +214,10 @@ pub async fn run(command: TaskCommand) -> Result<(), CliError> {
                 report(&config, &last)?;
             }
         }
-        TaskCommand::Stats { config, query, datasets } => {
+        TaskCommand::Stats { config, query, datasets, epsilon } => {
             let (config, key) = requester(&config)?;
+            let epsilon = stayput_mpc_engine::privacy::milli_epsilon(epsilon)
+                .map_err(|e| CliError::Usage(format!("--epsilon: {e}")))?;
             let text =
                 std::fs::read_to_string(&query).map_err(|e| CliError::NotFound(format!("{}: {e}", query.display())))?;
             let query = stayput_mpc_engine::query::CohortQuery::from_toml(&text)
@@ -221,6 +228,7 @@ pub async fn run(command: TaskCommand) -> Result<(), CliError> {
                 receiver: config.org.clone(),
                 params: TaskParams::FederatedStats(stayput_chain_connector::tasks::StatsParams {
                     query: query.to_canonical_json(),
+                    epsilon,
                 }),
             };
             let (last, path) = run_to_end(&config, &key, &spec).await?;

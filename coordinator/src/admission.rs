@@ -62,7 +62,7 @@ fn grant_problem(
     if matches!(kind, Computation::FederatedStats | Computation::ComputeOnly) && g.grant.columns.is_empty() {
         return problem(format!("grant '{id}' names no columns; a {kind} task needs a grant that names them"));
     }
-    if kind == Computation::ComputeOnly {
+    if matches!(kind, Computation::ComputeOnly | Computation::FederatedStats) {
         let budget = stayput_mpc_engine::privacy::Budget { total: g.grant.epsilon_budget, spent: g.epsilon_spent };
         if let Err(e) = budget.admit(epsilon) {
             return problem(format!("grant '{id}': {e}"));
@@ -99,8 +99,17 @@ fn shaped_query(query: &str) -> Result<(stayput_mpc_engine::query::CohortQuery, 
 
 /// The columns a federated-statistics query reads, after checking its shape
 /// (columns against each site's schema are checked by the sites).
-fn stats_columns(query: &str, datasets: &[String]) -> Result<Vec<String>, CoordinatorError> {
+fn stats_columns(query: &str, datasets: &[String], epsilon: u32) -> Result<Vec<String>, CoordinatorError> {
     let (query, columns) = shaped_query(query)?;
+    if epsilon > 0 {
+        if !stayput_mpc_engine::fhe::extreme_kinds(&query).is_empty() {
+            return Err(CoordinatorError::BadRequest(
+                "min and max cannot be released with differential privacy; ask without them, or with ε = 0 under a grant without a budget".into(),
+            ));
+        }
+        stayput_mpc_engine::privacy::StatsNoise::new(&query, epsilon)
+            .map_err(|e| CoordinatorError::BadRequest(e.to_string()))?;
+    }
     // Every gate and extreme costs seconds of TFHE at the coordinator.
     let (gates, extremes) =
         (stayput_mpc_engine::gates::gates(&query).len(), stayput_mpc_engine::fhe::extreme_kinds(&query).len());
@@ -171,7 +180,7 @@ pub async fn admit(
             }
             p.columns.clone()
         }
-        TaskParams::FederatedStats(p) => stats_columns(&p.query, &request.datasets)?,
+        TaskParams::FederatedStats(p) => stats_columns(&p.query, &request.datasets, p.epsilon)?,
         TaskParams::LabeledPsi(p) => {
             let distinct: BTreeSet<&String> = p.bureau_datasets.iter().collect();
             if p.bureau_datasets.is_empty()
@@ -220,6 +229,7 @@ pub async fn admit(
     };
     let epsilon = match &params {
         TaskParams::ComputeOnly(p) => p.epsilon,
+        TaskParams::FederatedStats(p) => p.epsilon,
         _ => 0,
     };
 

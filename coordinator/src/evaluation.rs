@@ -150,7 +150,7 @@ async fn expected(inner: &Arc<Inner>, task_id: &str, requester: Option<&str>) ->
     if request.kind != Computation::FederatedStats || stored.phase != Phase::Running {
         return Err(refused(format!("task '{task_id}' is not a running federated-statistics task")));
     }
-    let TaskParams::FederatedStats(StatsParams { query }) =
+    let TaskParams::FederatedStats(StatsParams { query, .. }) =
         TaskParams::decode(request.kind, &request.params).map_err(|e| refused(e.to_string()))?
     else {
         return Err(refused("not federated-statistics parameters"));

@@ -101,7 +101,7 @@ fn spec(query: &str) -> TaskSpec {
         kind: Computation::FederatedStats,
         datasets: ["hospital-a", "hospital-b", "hospital-c"].iter().map(|h| format!("{h}-stays")).collect(),
         receiver: "research".into(),
-        params: TaskParams::FederatedStats(StatsParams { query }),
+        params: TaskParams::FederatedStats(StatsParams { query, epsilon: 0 }),
     }
 }
 
@@ -351,7 +351,7 @@ column = "age"
     )
     .unwrap()
     .to_canonical_json();
-    let params = TaskParams::FederatedStats(StatsParams { query }).encode();
+    let params = TaskParams::FederatedStats(StatsParams { query, epsilon: 0 }).encode();
     let (_keys, material) = stayput_mpc_engine::fhe::RequesterKeys::generate().unwrap();
     let id = "t-direct-stats-00000000000000".to_owned();
     net.write(
@@ -400,5 +400,113 @@ column = "age"
     let err = contribute_as(&net, "research", "hospital-a", old).await.unwrap_err();
     assert!(err.message().contains("protocol version 0 is not supported"), "{err:?}");
     assert!(net.ledger.task(&id).await.unwrap().unwrap().uses.is_empty(), "nothing was served, nothing recorded");
+    net.shutdown().await.unwrap();
+}
+
+/// A grant with a privacy budget: every site adds calibrated noise, the ε
+/// each task spends is in every site's use record, a task over what is
+/// left is refused at admission, and a site refuses a task recorded past
+/// admission without noise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_privacy_budget_noises_statistics_and_runs_out() {
+    use stayput_chain_connector::records::Task;
+    use stayput_chain_connector::tasks::params_digest;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (a, ca) = hospital(d, "hospital-a", 1, 0.0);
+    let (b, cb) = hospital(d, "hospital-b", 2, 5.0);
+    let (c, cc) = hospital(d, "hospital-c", 3, -3.0);
+    let research = Participant {
+        spec: OrgSpec { name: "research".into(), datasets: vec![] },
+        display: "Cardiology research group".into(),
+        roles: vec![Role::Requester],
+    };
+    let clock = stayput_chain_connector::embedded::system_clock();
+    let net = LocalConsortium::start(d, &[a, b, c, research], clock).await.unwrap();
+    let all = ["patient_id", "age", "bmi", "systolic_bp", "diagnosis"];
+    for h in ["hospital-a", "hospital-b", "hospital-c"] {
+        net.publish_dataset(h, &format!("{h}-stays")).await.unwrap();
+        let mut g = grant(h, 1, &all);
+        if let Record::Grant(g) = &mut g {
+            g.epsilon_budget = 1_500;
+        }
+        net.write(h, g).await.unwrap();
+    }
+    let query = r#"
+precision = 1
+ranges = { systolic_bp = [50, 260] }
+filter = { column = "diagnosis", eq = "I10" }
+[[measures]]
+kind = "count"
+[[measures]]
+kind = "mean"
+column = "systolic_bp"
+"#;
+    let with_epsilon = |epsilon: u32| {
+        let mut s = spec(query);
+        if let TaskParams::FederatedStats(p) = &mut s.params {
+            p.epsilon = epsilon;
+        }
+        s
+    };
+    let submitted = net.submit("research", &with_epsilon(1_000)).await.unwrap();
+    let report = net.client("research").await.unwrap().follow(&submitted.task_id, |_| {}).await.unwrap();
+    assert_eq!(report.phase, Phase::Succeeded, "{}", report.error);
+    let out = net.net.state("research").config.output_dir.clone();
+    let text = std::fs::read_to_string(stayput_node::tasks::result_path(&out, &submitted.task_id)).unwrap();
+    let merged: Vec<(f64, f64)> = [ca, cb, cc].concat();
+    let count: f64 =
+        text.lines().find(|l| l.starts_with("all,\"count\"")).unwrap().rsplit(',').next().unwrap().parse().unwrap();
+    // Noise: count scale 3/ε = 3 per site; three sites.
+    assert!((count - merged.len() as f64).abs() < 100.0, "{text}");
+    let trail = net.ledger.task(&submitted.task_id).await.unwrap().unwrap();
+    assert_eq!(trail.uses.len(), 3);
+    assert!(trail.uses.iter().all(|(_, u)| u.epsilon == 1_000), "every site spends the task's ε");
+    // The evidence re-checks with the noise's widened bounds.
+    let evidence: stayput_node::stats::Evidence = serde_json::from_str(
+        &std::fs::read_to_string(stayput_node::tasks::evidence_path(&out, &submitted.task_id)).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(evidence.epsilon, 1_000);
+    stayput_node::stats::verify_evidence(&trail, &evidence).unwrap();
+
+    // 0.5 is left: 0.6 and no noise at all are refused before anything runs.
+    for (epsilon, expected) in [(600, "left"), (0, "only with differential privacy")] {
+        let err = net.submit("research", &with_epsilon(epsilon)).await.unwrap_err().to_string();
+        assert!(err.contains(expected), "{epsilon}: {err}");
+    }
+    // A task recorded straight on the ledger without noise is refused by
+    // the site itself, and nothing is recorded.
+    let canonical = stayput_mpc_engine::query::CohortQuery::from_toml(query).unwrap().to_canonical_json();
+    let params = TaskParams::FederatedStats(StatsParams { query: canonical, epsilon: 0 }).encode();
+    let id = "t-direct-noiseless-00000000000".to_owned();
+    net.write(
+        "research",
+        Record::Task(Task {
+            id: id.clone(),
+            requester: "research".into(),
+            kind: Computation::FederatedStats,
+            datasets: ["hospital-a", "hospital-b", "hospital-c"].iter().map(|h| format!("{h}-stays")).collect(),
+            params_digest: params_digest(Computation::FederatedStats, &params),
+            grants: ["hospital-a", "hospital-b", "hospital-c"].iter().map(|h| format!("g-{h}")).collect(),
+        }),
+    )
+    .await
+    .unwrap();
+    use stayput_proto::v1::stats_peer_client::StatsPeerClient;
+    let channel = stayput_node::requester::connect_peer(net.net.state("research"), "hospital-a").await.unwrap();
+    let err = StatsPeerClient::new(channel)
+        .contribute(stayput_proto::v1::ContributeRequest {
+            task_id: id.clone(),
+            dataset: "hospital-a-stays".into(),
+            params: params.into(),
+            fhe_public_key: Default::default(),
+            version: stayput_node::stats::PROTOCOL_VERSION,
+            pass_tokens: Vec::new(),
+        })
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("only with differential privacy"), "{err:?}");
+    assert!(net.ledger.task(&id).await.unwrap().unwrap().uses.is_empty());
     net.shutdown().await.unwrap();
 }

@@ -117,6 +117,89 @@ pub fn add_noise(
     Ok(())
 }
 
+/// How far a truncated noise sample may reach, in scales: a sample beyond
+/// it is drawn again. exp(−48) < 2^−69 is the probability mass cut off, so
+/// the guarantee is (ε, δ) with δ below 2^−68 — and the bound lets range
+/// proofs cover noisy values.
+pub const TAIL_SCALES: u64 = 48;
+
+/// Discrete Laplace noise for a federated-statistics vector
+/// ([`crate::local`]'s layout) at `epsilon` milli-ε. One row changes one
+/// group's block, and within it the group's count, every entry of each
+/// non-histogram measure and one bin of each histogram: ε is split evenly
+/// over those k quantities, so entry e gets scale k·Δₑ/ε with Δₑ the most
+/// one row adds to it (from the declared ranges). Each site adds this noise
+/// to its own vector on its own, so its rows are protected even if every
+/// other site shows the requester its vector; the pooled noise is the sum.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatsNoise {
+    /// Per entry of one group's block: the scale as s/r.
+    scales: Vec<(u64, u64)>,
+    groups: usize,
+}
+
+impl StatsNoise {
+    /// The noise of `query` at `epsilon` milli-ε (positive).
+    pub fn new(query: &crate::query::CohortQuery, epsilon: MilliEpsilon) -> Result<Self, MpcError> {
+        use crate::local::{entry_bounds, group_count, group_len, measure_len};
+        use crate::query::Measure;
+        if epsilon == 0 || epsilon > MAX_MILLI_EPSILON {
+            return Err(MpcError::Budget(format!("ε must be between 0.001 and {}", MAX_MILLI_EPSILON / 1000)));
+        }
+        let block = group_len(query);
+        let touched: u64 = 1 + query
+            .measures
+            .iter()
+            .map(|m| match m {
+                Measure::Histogram { .. } => 1,
+                other => measure_len(other) as u64,
+            })
+            .sum::<u64>();
+        let one_row = entry_bounds(query, 1)?;
+        let scales = one_row[..block]
+            .iter()
+            .map(|(low, high)| {
+                let delta = u64::try_from(low.unsigned_abs().max(high.unsigned_abs()).max(1))
+                    .map_err(|_| MpcError::Query("a column's declared range is too wide for noise".into()))?;
+                let s = delta
+                    .checked_mul(touched)
+                    .and_then(|v| v.checked_mul(1000))
+                    .ok_or_else(|| MpcError::Query("a column's declared range is too wide for noise".into()))?;
+                Ok((s, u64::from(epsilon)))
+            })
+            .collect::<Result<Vec<_>, MpcError>>()?;
+        Ok(Self { scales, groups: group_count(query) })
+    }
+
+    /// The largest noise any entry can carry ([`TAIL_SCALES`] scales,
+    /// rounded up), per entry of the whole vector: what range proofs widen
+    /// their bounds by.
+    pub fn tails(&self) -> Vec<i128> {
+        let block: Vec<i128> =
+            self.scales.iter().map(|(s, r)| i128::from(s.div_ceil(*r)) * i128::from(TAIL_SCALES)).collect();
+        std::iter::repeat_n(block, self.groups).flatten().collect()
+    }
+
+    /// Adds noise to every entry of `values` (the whole vector).
+    pub fn add(&self, values: &mut [i128], rng: &mut impl RngCore) -> Result<(), MpcError> {
+        let expected = self.scales.len() * self.groups;
+        if values.len() != expected {
+            return Err(MpcError::Shape { expected, got: values.len() });
+        }
+        let tails = self.tails();
+        for ((v, (s, r)), tail) in values.iter_mut().zip(self.scales.iter().cycle()).zip(tails) {
+            let z = loop {
+                let z = i128::from(discrete_laplace(*s, *r, rng)?);
+                if z.abs() <= tail {
+                    break z;
+                }
+            };
+            *v = v.checked_add(z).ok_or_else(|| MpcError::Query("noise overflows an entry".into()))?;
+        }
+        Ok(())
+    }
+}
+
 /// A grant's ε budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Budget {
@@ -190,6 +273,41 @@ pub fn epsilon_text(milli: MilliEpsilon) -> String {
 mod tests {
     use super::*;
     use rand::SeedableRng;
+
+    #[test]
+    fn statistics_noise_splits_epsilon_over_what_one_row_touches() {
+        let query = crate::query::CohortQuery::from_toml(
+            r#"
+precision = 0
+ranges = { bp = [40, 260], age = [0, 120] }
+group_by = { column = "sex", values = ["F", "M"] }
+[[measures]]
+kind = "mean"
+column = "bp"
+[[measures]]
+kind = "histogram"
+column = "age"
+edges = [18, 65]
+"#,
+        )
+        .unwrap();
+        // One row touches the count, the mean's n and Σx, and one bin: k = 4.
+        let noise = StatsNoise::new(&query, 1000).unwrap();
+        assert_eq!(
+            noise.scales,
+            vec![(4000, 1000), (4000, 1000), (4 * 260 * 1000, 1000), (4000, 1000), (4000, 1000), (4000, 1000)]
+        );
+        let tails = noise.tails();
+        assert_eq!(tails.len(), 12);
+        assert_eq!(tails[2], 4 * 260 * 48);
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(7);
+        let mut values = vec![100i128; 12];
+        noise.add(&mut values, &mut rng).unwrap();
+        assert!(values.iter().zip(&tails).all(|(v, t)| (v - 100).abs() <= *t));
+        assert!(values.iter().any(|v| *v != 100), "noise was added");
+        assert!(noise.add(&mut [0; 5], &mut rng).is_err());
+        assert!(StatsNoise::new(&query, 0).is_err());
+    }
 
     /// The empirical distribution of discrete Laplace samples matches
     /// P(z) = (1 − q)/(1 + q) · q^|z| with q = exp(−1/t), at a fixed seed.

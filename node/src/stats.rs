@@ -65,6 +65,16 @@
 //! answer every token (it holds them encrypted) — both are the brief's
 //! non-collusion assumption; neither learns anything alone.
 //!
+//! **Differential privacy.** A task may carry ε (milli-ε in its
+//! parameters); a grant with a privacy budget requires it and each site's
+//! use record spends it, the ledger refusing what would overrun the budget.
+//! Each site adds discrete Laplace noise calibrated to ε on its own
+//! (`stayput_mpc_engine::privacy::StatsNoise`: ε split over what one row
+//! touches, truncated at 48 scales so range proofs can cover it) before it
+//! commits, so its rows are protected even if the other sites reveal
+//! theirs; this is the defence against differencing overlapping queries,
+//! which suppression alone does not stop. Min and max are refused with ε.
+//!
 //! Any site that fails, refuses or stays silent aborts the task: no partial
 //! result is ever written. A site learns nothing but uniform shares.
 
@@ -92,7 +102,7 @@ use stayput_zk_proofs::contribution::{Bounds, Contribution, ProofContext, check_
 use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
 
-use crate::authorisation::{ServeRequest, check, check_continuing, record_use};
+use crate::authorisation::{ServeRequest, check, check_continuing, record_use_spending};
 use crate::identity::caller_org;
 use crate::wire::{IDLE_TIMEOUT, MAX_MESSAGE_BYTES};
 use crate::{NodeError, NodeState};
@@ -206,7 +216,7 @@ fn no_ledger() -> NodeError {
 
 /// The task from the ledger, checked active, of kind federated statistics
 /// and recorded with exactly `params`; returns it with its query.
-async fn stats_task(state: &NodeState, task_id: &str, params: &[u8]) -> Result<(TaskState, CohortQuery), NodeError> {
+async fn stats_task(state: &NodeState, task_id: &str, params: &[u8]) -> Result<(TaskState, Stats), NodeError> {
     let refuse = |reason: String| NodeError::NotAuthorised { task: task_id.to_owned(), reason };
     let ledger = &state.ledger.as_ref().ok_or_else(no_ledger)?.ledger;
     let task = ledger
@@ -222,13 +232,36 @@ async fn stats_task(state: &NodeState, task_id: &str, params: &[u8]) -> Result<(
     if params_digest(task.task.kind, params) != task.task.params_digest {
         return Err(refuse("the parameters given are not the ones recorded with the task".into()));
     }
-    let TaskParams::FederatedStats(StatsParams { query }) =
+    let TaskParams::FederatedStats(StatsParams { query, epsilon }) =
         TaskParams::decode(task.task.kind, params).map_err(|e| refuse(e.to_string()))?
     else {
         return Err(refuse("not federated-statistics parameters".into()));
     };
     let query = CohortQuery::from_json(&query).map_err(|e| refuse(e.to_string()))?;
-    Ok((task, query))
+    if epsilon > 0 && !fhe::extreme_kinds(&query).is_empty() {
+        return Err(refuse("min and max cannot be released with differential privacy; ask without them".into()));
+    }
+    let noise = (epsilon > 0)
+        .then(|| stayput_mpc_engine::privacy::StatsNoise::new(&query, epsilon))
+        .transpose()
+        .map_err(|e| refuse(e.to_string()))?;
+    Ok((task, Stats { query, epsilon, noise }))
+}
+
+/// A statistics task's query, its ε in milli-ε and the noise it implies.
+#[derive(Debug, Clone)]
+struct Stats {
+    query: CohortQuery,
+    epsilon: u32,
+    noise: Option<stayput_mpc_engine::privacy::StatsNoise>,
+}
+
+impl Stats {
+    /// The bounds every entry of a site's vector is proven within: the
+    /// declared ranges' for `rows` rows, widened by the noise's tail.
+    fn bounds(&self, rows: u64) -> Result<Vec<Bounds>, NodeError> {
+        bounds(&self.query, rows, self.noise.as_ref())
+    }
 }
 
 fn stats_err(e: impl std::fmt::Display) -> NodeError {
@@ -256,8 +289,14 @@ pub(crate) fn data_error(e: stayput_mpc_engine::MpcError) -> NodeError {
 
 const DATA_DEPENDENT: &str = "this site's data does not fit the query: ";
 
-fn bounds(query: &CohortQuery, rows: u64) -> Result<Vec<Bounds>, NodeError> {
-    Ok(entry_bounds(query, rows).map_err(stats_err)?.into_iter().map(|(low, high)| Bounds { low, high }).collect())
+fn bounds(
+    query: &CohortQuery,
+    rows: u64,
+    noise: Option<&stayput_mpc_engine::privacy::StatsNoise>,
+) -> Result<Vec<Bounds>, NodeError> {
+    let plain = entry_bounds(query, rows).map_err(stats_err)?;
+    let tails = noise.map(stayput_mpc_engine::privacy::StatsNoise::tails).unwrap_or_else(|| vec![0; plain.len()]);
+    Ok(plain.into_iter().zip(tails).map(|((low, high), t)| Bounds { low: low - t, high: high + t }).collect())
 }
 
 /// The stats protocol version this node speaks: 2 added the census and
@@ -414,7 +453,7 @@ impl StatsPeer for StatsPeerService {
 
 /// What a site checked before it serves a task's census or contribution.
 struct Served {
-    query: CohortQuery,
+    stats: Stats,
     sites: Vec<(String, String)>,
     source: crate::dataset::Dataset,
     grant: String,
@@ -438,7 +477,8 @@ async fn serve_checks(
         return Err(NodeError::Stats(format!("the TFHE public key exceeds {} bytes", fhe::PUBLIC_KEY_LIMIT)));
     }
     crate::wire::check_task_id(task_id)?;
-    let (task, query) = stats_task(state, task_id, params).await?;
+    let (task, stats) = stats_task(state, task_id, params).await?;
+    let query = &stats.query;
     let access = state.ledger.as_ref().ok_or_else(no_ledger)?;
     let own = state.config.org.clone();
     let sites = sites(state, &task).await?;
@@ -466,20 +506,37 @@ async fn serve_checks(
             grant.to_owned()
         }
     };
-    let min_cohort = access
-        .ledger
-        .grant(&grant)
-        .await
-        .map_err(|e| NodeError::LedgerUnavailable(e.to_string()))?
-        .map_or(0, |g| g.grant.min_cohort);
-    if fhe_public_key.is_empty() && !fhe::extreme_kinds(&query).is_empty() {
+    let state_of_grant =
+        access.ledger.grant(&grant).await.map_err(|e| NodeError::LedgerUnavailable(e.to_string()))?.ok_or_else(
+            || NodeError::NotAuthorised { task: task_id.to_owned(), reason: "its grant vanished".into() },
+        )?;
+    let min_cohort = state_of_grant.grant.min_cohort;
+    // A grant with a privacy budget releases only with noise, within what
+    // is left (the census's use spends it; the ledger judges it again).
+    // Continuing after the census, the budget already holds this task's ε.
+    if continuing.is_none() {
+        let budget = stayput_mpc_engine::privacy::Budget {
+            total: state_of_grant.grant.epsilon_budget,
+            spent: state_of_grant.epsilon_spent,
+        };
+        budget.admit(stats.epsilon).map_err(|e| NodeError::NotAuthorised {
+            task: task_id.to_owned(),
+            reason: format!("grant '{grant}': {e}"),
+        })?;
+    } else if (state_of_grant.grant.epsilon_budget > 0) != (stats.epsilon > 0) {
+        return Err(NodeError::NotAuthorised {
+            task: task_id.to_owned(),
+            reason: format!("grant '{grant}' and the task disagree on noise"),
+        });
+    }
+    if fhe_public_key.is_empty() && !fhe::extreme_kinds(query).is_empty() {
         return Err(NodeError::NotAuthorised {
             task: task_id.to_owned(),
             reason: "the query asks for min/max, which leave a site only encrypted, and no TFHE key came with it"
                 .into(),
         });
     }
-    Ok(Served { query, sites, source, grant, min_cohort })
+    Ok(Served { stats, sites, source, grant, min_cohort })
 }
 
 /// Scans this site's table for `query` on a blocking thread. A failure that
@@ -492,7 +549,7 @@ async fn scan_metered(
 ) -> Result<stayput_mpc_engine::local::LocalStats, NodeError> {
     let access = state.ledger.as_ref().ok_or_else(no_ledger)?;
     let permit = state.session_permit()?;
-    let (source, query) = (served.source.clone(), served.query.clone());
+    let (source, query) = (served.source.clone(), served.stats.query.clone());
     let scanned = tokio::task::spawn_blocking(move || {
         let _permit = permit;
         let (schema, batches) = source.batches()?;
@@ -508,7 +565,16 @@ async fn scan_metered(
     .map_err(|e| NodeError::Worker(e.to_string()))?;
     match scanned {
         Err(NodeError::Stats(message)) if message.starts_with(DATA_DEPENDENT) => {
-            record_use(&*access.ledger, &state.config.org, &access.key, task_id, &served.grant, 0).await?;
+            record_use_spending(
+                &*access.ledger,
+                &state.config.org,
+                &access.key,
+                task_id,
+                &served.grant,
+                0,
+                served.stats.epsilon,
+            )
+            .await?;
             Err(NodeError::Stats(message))
         }
         other => other,
@@ -530,7 +596,7 @@ async fn census(state: &Arc<NodeState>, caller: &str, request: CensusRequest) ->
     tracing::info!(task = %task_id, dataset = %dataset, "taking a census for federated statistics");
     let outcome = async {
         let stats = scan_metered(state, &task_id, &served).await?;
-        let query = served.query.clone();
+        let query = served.stats.query.clone();
         let (stats, tokens, list) = tokio::task::spawn_blocking(move || {
             let counts = gates::gate_counts(&query, &stats.additive).map_err(stats_err)?;
             let tokens: zeroize::Zeroizing<Vec<u32>> =
@@ -540,9 +606,18 @@ async fn census(state: &Arc<NodeState>, caller: &str, request: CensusRequest) ->
         })
         .await
         .map_err(|e| NodeError::Worker(e.to_string()))??;
-        // Which gates pass depends on the rows: the use comes first.
-        record_use(&*access.ledger, &state.config.org, &access.key, &task_id, &served.grant, stats.rows_scanned)
-            .await?;
+        // Which gates pass depends on the rows: the use (and the ε the
+        // task spends) comes first.
+        record_use_spending(
+            &*access.ledger,
+            &state.config.org,
+            &access.key,
+            &task_id,
+            &served.grant,
+            stats.rows_scanned,
+            served.stats.epsilon,
+        )
+        .await?;
         Ok::<_, NodeError>((stats, tokens, list))
     }
     .await;
@@ -611,7 +686,7 @@ async fn contribute(
         serve_checks(state, caller, &task_id, &dataset, &params, &fhe_public_key, census_grant.as_deref()).await?;
     let access = state.ledger.as_ref().ok_or_else(no_ledger)?;
     let own = state.config.org.clone();
-    let query = served.query.clone();
+    let query = served.stats.query.clone();
     let kinds = fhe::extreme_kinds(&query);
     // After a census, what this site scanned then, and the pass set the
     // requester proves with the tokens; without one, a fresh scan and every
@@ -641,15 +716,21 @@ async fn contribute(
     // Withhold what did not pass, then commit, prove and split on a
     // blocking thread; extremes travel only encrypted, to the coordinator.
     let names: Vec<String> = sites_names(&served.sites);
-    let (task_for_proofs, own_for_proofs, scan_query, applied) =
-        (task_id.clone(), own.clone(), query.clone(), pass.clone());
+    let (task_for_proofs, own_for_proofs, task_stats, applied) =
+        (task_id.clone(), own.clone(), served.stats.clone(), pass.clone());
     let permit = state.session_permit()?;
     let (names_for_split, kinds_for_encryption) = (names.clone(), kinds.clone());
     let built = tokio::task::spawn_blocking(move || {
         let (names, kinds) = (names_for_split, kinds_for_encryption);
         let _permit = permit;
         let mut stats = stats;
-        applied.apply(&scan_query, &mut stats.additive, &mut stats.extrema).map_err(stats_err)?;
+        let scan_query = &task_stats.query;
+        // Noise first (on everything: a withheld entry is then zeroed), so
+        // what is shared is the noisy vector of what passed.
+        if let Some(noise) = &task_stats.noise {
+            noise.add(&mut stats.additive, &mut OsRng).map_err(stats_err)?;
+        }
+        applied.apply(scan_query, &mut stats.additive, &mut stats.extrema).map_err(stats_err)?;
         let extremes = if kinds.is_empty() {
             Vec::new()
         } else {
@@ -657,7 +738,7 @@ async fn contribute(
         };
         let ctx = ProofContext { task: &task_for_proofs, party: &own_for_proofs };
         let (contribution, blindings) =
-            commit_and_prove(&ctx, &stats.additive, &bounds(&scan_query, stats.rows_scanned)?, &mut OsRng)
+            commit_and_prove(&ctx, &stats.additive, &task_stats.bounds(stats.rows_scanned)?, &mut OsRng)
                 .map_err(stats_err)?;
         let parties = names.len();
         let value_shares = split(&stats.additive, parties, &mut OsRng).map_err(stats_err)?;
@@ -715,7 +796,8 @@ async fn contribute(
     // Nothing leaves before the use is on the ledger (after a census, it
     // was recorded then).
     if census_grant.is_none() {
-        record_use(&*access.ledger, &own, &access.key, &task_id, &served.grant, rows).await?;
+        record_use_spending(&*access.ledger, &own, &access.key, &task_id, &served.grant, rows, served.stats.epsilon)
+            .await?;
     }
     if !kinds.is_empty() {
         deposit(state, &task_id, Deposit::Extremes(fhe_extremes)).await?;
@@ -785,6 +867,9 @@ pub struct Evidence {
     pub version: u32,
     /// The query, canonical JSON.
     pub query: String,
+    /// ε of the task in milli-ε (0: no noise; the proofs' bounds are
+    /// widened by the noise's tail).
+    pub epsilon: u32,
     /// Per site: organisation, rows scanned, contribution (hex).
     pub sites: Vec<(String, u64, String)>,
     /// The pooled vector.
@@ -831,11 +916,16 @@ pub fn verify_evidence(on_ledger: &TaskState, evidence: &Evidence) -> Result<Str
         .last()
         .map(|r| r.intermediates.as_slice())
         .ok_or_else(|| NodeError::Stats(format!("task '{task}' has no result on the ledger yet")))?;
-    let params = TaskParams::FederatedStats(StatsParams { query: evidence.query.clone() }).encode();
+    let params =
+        TaskParams::FederatedStats(StatsParams { query: evidence.query.clone(), epsilon: evidence.epsilon }).encode();
     if params_digest(Computation::FederatedStats, &params) != on_ledger.task.params_digest {
-        return Err(NodeError::Stats("the evidence's query is not the one recorded with the task".into()));
+        return Err(NodeError::Stats("the evidence's query or ε is not the one recorded with the task".into()));
     }
     let query = CohortQuery::from_json(&evidence.query).map_err(stats_err)?;
+    let noise = (evidence.epsilon > 0)
+        .then(|| stayput_mpc_engine::privacy::StatsNoise::new(&query, evidence.epsilon))
+        .transpose()
+        .map_err(stats_err)?;
     if recorded.len() != evidence.sites.len() {
         return Err(NodeError::Stats(format!(
             "the ledger records {} commitment digests, the evidence has {} sites",
@@ -850,7 +940,7 @@ pub fn verify_evidence(on_ledger: &TaskState, evidence: &Evidence) -> Result<Str
         if &c.digest() != digest {
             return Err(NodeError::Stats(format!("the commitments of '{site}' are not the ones on the ledger")));
         }
-        verify(&ProofContext { task, party: site }, &c, &bounds(&query, *rows)?)
+        verify(&ProofContext { task, party: site }, &c, &bounds(&query, *rows, noise.as_ref())?)
             .map_err(|e| NodeError::Stats(format!("the contribution of '{site}' does not verify: {e}")))?;
         contributions.push(c);
     }
@@ -881,7 +971,8 @@ pub fn verify_evidence(on_ledger: &TaskState, evidence: &Evidence) -> Result<Str
 /// The requester's node: takes the census where the grants set a minimum
 /// cohort, collects, verifies and pools.
 pub async fn run_stats(state: &Arc<NodeState>, task_id: &str, params: &[u8]) -> Result<StatsOutcome, NodeError> {
-    let (task, query) = stats_task(state, task_id, params).await?;
+    let (task, task_stats) = stats_task(state, task_id, params).await?;
+    let query = task_stats.query.clone();
     let sites = sites(state, &task).await?;
     let ledger = &state.ledger.as_ref().ok_or_else(no_ledger)?.ledger;
     let mut min_cohort = 0;
@@ -953,14 +1044,14 @@ pub async fn run_stats(state: &Arc<NodeState>, task_id: &str, params: &[u8]) -> 
     }
     let len = vector_len(&query);
     let names = sites_names(&sites);
-    let (verify_query, verify_task, checked) = (query.clone(), task_id.to_owned(), responses);
+    let (verify_stats, verify_task, checked) = (task_stats.clone(), task_id.to_owned(), responses);
     let (pooled, blindings, contributions, rows) = tokio::task::spawn_blocking(move || {
         let mut values = Reconstruction::new(&names, len);
         let mut blinds = Reconstruction::new(&names, len);
         let mut contributions = Vec::new();
         for (site, r) in &checked {
             let c = Contribution::from_bytes(&r.contribution).map_err(stats_err)?;
-            verify(&ProofContext { task: &verify_task, party: site }, &c, &bounds(&verify_query, r.rows)?)
+            verify(&ProofContext { task: &verify_task, party: site }, &c, &verify_stats.bounds(r.rows)?)
                 .map_err(|e| NodeError::Stats(format!("the contribution of '{site}' is refused: {e}")))?;
             values.absorb(site, Share::from_bytes(&r.value_sum, len).map_err(stats_err)?).map_err(stats_err)?;
             blinds.absorb(site, Share::from_bytes(&r.blinding_sum, len).map_err(stats_err)?).map_err(stats_err)?;
@@ -991,6 +1082,7 @@ pub async fn run_stats(state: &Arc<NodeState>, task_id: &str, params: &[u8]) -> 
     let evidence = Evidence {
         version: EVIDENCE_VERSION,
         query: query.to_canonical_json(),
+        epsilon: task_stats.epsilon,
         sites: sites
             .iter()
             .zip(&contributions)
