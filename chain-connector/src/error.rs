@@ -53,6 +53,7 @@ pub enum LedgerError {
     #[error("EVM node: {0}")]
     Rpc(String),
     /// The storage engine failed.
+    #[cfg(feature = "backends")]
     #[error("ledger storage: {0}")]
     Store(#[from] redb::Error),
     /// A previous storage failure stopped this handle; reopening re-verifies.
@@ -63,6 +64,7 @@ pub enum LedgerError {
     KeyFile { path: PathBuf, reason: String },
 }
 
+#[cfg(feature = "backends")]
 macro_rules! from_redb {
     ($($t:ty),+) => {
         $(impl From<$t> for LedgerError {
@@ -73,4 +75,5 @@ macro_rules! from_redb {
     };
 }
 
+#[cfg(feature = "backends")]
 from_redb!(redb::DatabaseError, redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);

@@ -20,15 +20,23 @@
 //! * [`evm`] — the EVM backend: one Solidity contract
 //!   (`contracts/StayputLedger.sol`) on any EVM chain over JSON-RPC, and an
 //!   [`evm::Anvil`] helper for tests.
+//!
+//! The backends, [`ledger`] and [`conformance`] are the default feature
+//! `backends`; without it only the records, tasks, blocks and codecs build
+//! (what the fuzz targets need).
 #![forbid(unsafe_code)]
 
 pub mod block;
 pub mod codec;
+#[cfg(feature = "backends")]
 pub mod conformance;
+#[cfg(feature = "backends")]
 pub mod embedded;
 mod error;
+#[cfg(feature = "backends")]
 pub mod evm;
 pub mod keys;
+#[cfg(feature = "backends")]
 pub mod ledger;
 pub mod merkle;
 pub mod records;
@@ -36,4 +44,5 @@ pub mod rules;
 pub mod tasks;
 
 pub use error::LedgerError;
+#[cfg(feature = "backends")]
 pub use ledger::Ledger;

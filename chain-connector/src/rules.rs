@@ -131,6 +131,7 @@ impl State {
     }
 
     /// Grants matching a filter.
+    #[cfg(feature = "backends")]
     pub fn grants_matching(&self, filter: &crate::ledger::GrantFilter) -> Vec<GrantState> {
         self.grants
             .values()
