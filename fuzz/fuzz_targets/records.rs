@@ -1,0 +1,19 @@
+//! Ledger records (blocks, replicas, the EVM log): canonical, storable
+//! when they decode, and verifying a signature never panics.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use stayput_chain_connector::block::MAX_RECORD_BYTES;
+use stayput_chain_connector::records::SignedRecord;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(record) = SignedRecord::from_bytes(data) {
+        assert!(record.to_bytes() == data, "a record does not round-trip");
+        if data.len() <= MAX_RECORD_BYTES {
+            record.check_storable().expect("a record that decodes is storable");
+        }
+        let _ = record.hash();
+        let _ = record.verify(&[7; 32]);
+        let _ = record.record.kind();
+    }
+});
