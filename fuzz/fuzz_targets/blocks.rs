@@ -1,6 +1,7 @@
 //! Ledger blocks and inclusion proofs (a replica's stream, proof files):
-//! canonical, and checking a seal, a Merkle root or an audit path never
-//! panics, whatever the counts and indices say.
+//! canonical, and checking a seal, a Merkle root or an audit path, or
+//! replaying the records through the rules, never panics, whatever the
+//! counts, indices and times say.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -16,6 +17,10 @@ fuzz_target!(|data: &[u8]| {
             let proof = block.proof(index);
             let _ = proof.verify(&operator);
             assert_eq!(InclusionProof::from_bytes(&proof.to_bytes()).expect("a proof round-trips"), proof);
+        }
+        let mut state = stayput_fuzz::ledger_state().clone();
+        for record in &block.records {
+            let _ = state.apply_unverified(record, block.header.timestamp);
         }
     }
     if let Ok(proof) = InclusionProof::from_bytes(data) {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use libfuzzer_sys::fuzz_target;
+use stayput_fuzz as _; // the capped allocator
 use stayput_mpc_engine::gates::{PassSet, families, gates};
 use stayput_mpc_engine::local::{LocalScan, entry_bounds, group_count, vector_len};
 use stayput_mpc_engine::query::CohortQuery;

@@ -10,6 +10,7 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
+use stayput_fuzz as _; // the capped allocator
 use stayput_mpc_engine::fhe::{Evaluator, Extreme, PublicMaterial, RequesterKeys, encrypt_census, encrypt_extremes};
 
 struct Fixture {

@@ -4,6 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use stayput_fuzz as _; // the capped allocator
 use sha2::{Digest, Sha256};
 use stayput_psi::labeled::EncodedSet;
 

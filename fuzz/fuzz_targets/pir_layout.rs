@@ -3,6 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use stayput_fuzz as _; // the capped allocator
 use stayput_psi::pir::Layout;
 
 fuzz_target!(|data: &[u8]| {

@@ -6,6 +6,7 @@
 use curve25519_dalek::ristretto::CompressedRistretto;
 use curve25519_dalek::traits::Identity;
 use libfuzzer_sys::fuzz_target;
+use stayput_fuzz as _; // the capped allocator
 use stayput_psi::keys::KeyRules;
 use stayput_psi::messages::{PointBatch, TagBatch};
 

@@ -1,5 +1,6 @@
 //! Ledger records (blocks, replicas, the EVM log): canonical, storable
-//! when they decode, and verifying a signature never panics.
+//! when they decode, and neither verifying a signature nor judging the
+//! record by the rules against a consortium's state ever panics.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -15,5 +16,8 @@ fuzz_target!(|data: &[u8]| {
         let _ = record.hash();
         let _ = record.verify(&[7; 32]);
         let _ = record.record.kind();
+        let mut state = stayput_fuzz::ledger_state().clone();
+        let _ = state.check(&record, stayput_fuzz::NOW);
+        let _ = state.apply_unverified(&record, stayput_fuzz::NOW);
     }
 });

@@ -4,6 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use stayput_fuzz as _; // the capped allocator
 use stayput_chain_connector::records::Computation;
 use stayput_chain_connector::tasks::{SignedTaskRequest, TaskParams};
 

@@ -1,7 +1,16 @@
 //! Fixtures the fuzz targets share: the known-answer vectors' keys, sets
 //! and bounds (from the crates' `test-vectors/`), and a small PIR database.
 //! Built once per process.
+//!
+//! Also the targets' allocator: the system's, aborting (a crash libFuzzer
+//! reports, with the input) on any single allocation over
+//! [`ALLOCATION_LIMIT`]. Every decoder checks sizes before it allocates, so
+//! none may ask for more whatever the input claims. (libFuzzer's own
+//! `-malloc_limit_mb` needs a sanitizer's allocator, which these builds do
+//! not have.)
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::io::Write as _;
 use std::sync::OnceLock;
 
 use curve25519_dalek::ristretto::CompressedRistretto;
@@ -9,6 +18,51 @@ use rand_core::SeedableRng;
 use stayput_psi::labeled::{EncodedSet, OprfKey};
 use stayput_psi::pir::{Database, Hint};
 use stayput_zk_proofs::contribution::Bounds;
+
+/// The largest single allocation a target may make: 256 MiB (4 GiB with
+/// TFHE, whose keys are large).
+pub const ALLOCATION_LIMIT: usize = if cfg!(feature = "fhe") { 4 << 30 } else { 256 << 20 };
+
+struct Capped;
+
+fn check(size: usize) {
+    if size > ALLOCATION_LIMIT {
+        // No allocation from here on: a fixed message and the size.
+        let _ = writeln!(std::io::stderr(), "fuzz: an allocation of {size} bytes exceeds {ALLOCATION_LIMIT}");
+        std::process::abort();
+    }
+}
+
+// SAFETY: every call is passed to the system allocator unchanged; the
+// wrapper only refuses sizes over the limit first.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for Capped {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        check(layout.size());
+        // SAFETY: the caller's contract is GlobalAlloc::alloc's, passed on.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        check(layout.size());
+        // SAFETY: as for alloc.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        check(new_size);
+        // SAFETY: as for alloc; ptr and layout come from this allocator.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: ptr and layout come from this allocator.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Capped = Capped;
 
 /// Decodes hex from a known-answer file.
 pub fn hex(text: &str) -> Vec<u8> {
@@ -140,4 +194,45 @@ pub fn cycle(bytes: &[u8], len: usize) -> Vec<u8> {
 /// Little-endian u32 words of `bytes` cycled to `words` words.
 pub fn words(bytes: &[u8], words: usize) -> Vec<u32> {
     cycle(bytes, words * 4).chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes"))).collect()
+}
+
+/// The ledger's clock for the rules in the targets (2026-05-28).
+pub const NOW: u64 = 1_780_000_000;
+
+/// A consortium made of the record vectors
+/// (`chain-connector/test-vectors/records-v1.json`: their members, the
+/// first also the operator, dataset version, grant and task, set into the
+/// state directly since the vectors are not one valid history): the state
+/// a hostile record is judged against.
+pub fn ledger_state() -> &'static stayput_chain_connector::rules::State {
+    use stayput_chain_connector::records::{Record, Role, SignedRecord, TaskStatus};
+    use stayput_chain_connector::rules::{GrantState, State, TaskState};
+    static STATE: OnceLock<State> = OnceLock::new();
+    STATE.get_or_init(|| {
+        let v = json(include_str!("../../chain-connector/test-vectors/records-v1.json"));
+        let mut state = State::default();
+        for r in v["records"].as_array().expect("records") {
+            let signed = SignedRecord::from_bytes(&hex(field(r, "signed_record_hex"))).expect("a vector decodes");
+            match signed.record {
+                Record::Member(mut m) => {
+                    if state.members.is_empty() && !m.roles.contains(&Role::Operator) {
+                        m.roles.push(Role::Operator);
+                    }
+                    state.members.insert(m.org.clone(), m);
+                }
+                Record::DatasetVersion(d) => state.datasets.entry(d.dataset.clone()).or_default().push(d),
+                Record::Grant(grant) => {
+                    let g = GrantState { grant, uses: 0, items: 0, epsilon_spent: 0, revoked: false };
+                    state.grants.insert(g.grant.id.clone(), g);
+                }
+                Record::Task(task) => {
+                    let t = TaskState { task, status: TaskStatus::ALL[0], uses: Vec::new(), results: Vec::new() };
+                    state.tasks.insert(t.task.id.clone(), t);
+                }
+                _ => {}
+            }
+        }
+        assert!(!state.members.is_empty() && !state.grants.is_empty() && !state.tasks.is_empty(), "vectors");
+        state
+    })
 }
