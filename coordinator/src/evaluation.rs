@@ -49,6 +49,12 @@ pub const SERVER_KEY_LIMIT: u64 = 1 << 28;
 
 /// One evaluation at a time: each uses both cores for seconds.
 static EVALUATIONS: Semaphore = Semaphore::const_new(1);
+/// Server keys being received at once: each is buffered (up to
+/// [`SERVER_KEY_LIMIT`]) only under one of these slots, taken before the
+/// first chunk is read.
+static UPLOADS: Semaphore = Semaphore::const_new(2);
+/// How long a server key upload may take (a slow sender releases its slot).
+const UPLOAD_DEADLINE: Duration = Duration::from_secs(120);
 
 /// Most tasks with deposits held at once.
 const MAX_TASKS: usize = 64;
@@ -229,19 +235,30 @@ pub async fn evaluate(
     if open.server_key_len == 0 || open.server_key_len > SERVER_KEY_LIMIT {
         return Err(refused(format!("a server key is 1 to {SERVER_KEY_LIMIT} bytes")));
     }
-    let mut server_key = Vec::new();
-    while (server_key.len() as u64) < open.server_key_len {
-        let fhe_upload::Part::ServerKeyChunk(chunk) = next().await? else {
-            return Err(refused("the server key's chunks come right after `open`"));
-        };
-        if server_key.len() as u64 + chunk.len() as u64 > open.server_key_len {
-            return Err(refused("the server key's chunks exceed its announced length"));
+    // A slot before any byte of the key is buffered, and a deadline on the
+    // whole upload: members cannot pile up keys in the coordinator's memory.
+    let _upload = UPLOADS
+        .try_acquire()
+        .map_err(|_| CoordinatorError::Unavailable("other server keys are being received; retry shortly".into()))?;
+    let receive = async {
+        let mut server_key = Vec::new();
+        while (server_key.len() as u64) < open.server_key_len {
+            let fhe_upload::Part::ServerKeyChunk(chunk) = next().await? else {
+                return Err(refused("the server key's chunks come right after `open`"));
+            };
+            if server_key.len() as u64 + chunk.len() as u64 > open.server_key_len {
+                return Err(refused("the server key's chunks exceed its announced length"));
+            }
+            server_key.extend_from_slice(&chunk);
         }
-        server_key.extend_from_slice(&chunk);
-    }
-    if uploads.next().await.is_some() {
-        return Err(refused("the upload holds more than the server key"));
-    }
+        if next().await.is_ok() {
+            return Err(refused("the upload holds more than the server key"));
+        }
+        Ok(server_key)
+    };
+    let server_key = tokio::time::timeout(UPLOAD_DEADLINE, receive)
+        .await
+        .map_err(|_| refused(format!("the server key did not arrive within {} s", UPLOAD_DEADLINE.as_secs())))??;
     let deposits = inner.deposits.take(&expected.task, phase, &expected.sites)?;
     let _slot = EVALUATIONS.acquire().await.map_err(|e| CoordinatorError::Unavailable(e.to_string()))?;
     tracing::info!(task = %expected.task, sites = expected.sites.len(), phase = ?phase, "homomorphic post-processing");

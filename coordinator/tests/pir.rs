@@ -229,8 +229,8 @@ async fn a_lab_fetches_station_records_without_the_owner_learning_which() {
     {
         use stayput_chain_connector::records::Task;
         use stayput_chain_connector::tasks::params_digest;
-        use stayput_proto::v1::PirQueryRequest;
         use stayput_proto::v1::pir_peer_client::PirPeerClient;
+        use stayput_proto::v1::{FetchHintRequest, PirQueryRequest};
         let channel = stayput_node::requester::connect_peer(net.net.state("lab"), "ocean").await.unwrap();
         let mut client = PirPeerClient::new(channel);
         let params = lookup("one").params.encode();
@@ -258,6 +258,31 @@ async fn a_lab_fetches_station_records_without_the_owner_learning_which() {
             assert!(err.message().contains(expected), "{expected}: {err:?}");
         }
         assert!(net.ledger.task(&id).await.unwrap().unwrap().uses.is_empty());
+        // Hint streams opened and never read hold neither a session permit
+        // nor a copy of the hint: more of them than the owner has permits,
+        // and the next caller is still served.
+        let mut unread = Vec::new();
+        for _ in 0..net.net.state("ocean").config.max_sessions + 2 {
+            // One connection each, as separate callers would open them.
+            let channel = stayput_node::requester::connect_peer(net.net.state("lab"), "ocean").await.unwrap();
+            let request = FetchHintRequest { task_id: id.clone(), dataset: "registry".into() };
+            unread.push(PirPeerClient::new(channel).fetch_hint(request).await.unwrap());
+        }
+        let read_all = async {
+            let mut stream = client
+                .fetch_hint(FetchHintRequest { task_id: id.clone(), dataset: "registry".into() })
+                .await
+                .unwrap()
+                .into_inner();
+            let mut chunks = 0;
+            while stream.message().await.unwrap().is_some() {
+                chunks += 1;
+            }
+            chunks
+        };
+        let chunks = tokio::time::timeout(std::time::Duration::from_secs(60), read_all).await.expect("served in time");
+        assert!(chunks > 1, "header and hint");
+        drop(unread);
         assert_eq!(used().await, used_so_far);
     }
 

@@ -214,8 +214,7 @@ fn header(delta: bool, from_version: u32, to_version: u32, length: usize, key_de
     }
 }
 
-fn chunks(bytes: Vec<u8>, out: &mut Vec<SetChunk>) {
-    let bytes = tonic::codegen::Bytes::from(bytes);
+fn chunks(bytes: tonic::codegen::Bytes, out: &mut Vec<SetChunk>) {
     for start in (0..bytes.len()).step_by(CHUNK) {
         let end = (start + CHUNK).min(bytes.len());
         out.push(SetChunk { part: Some(set_chunk::Part::Data(bytes.slice(start..end))) });
@@ -252,20 +251,27 @@ async fn fetch_set(state: &Arc<NodeState>, caller: &str, request: FetchSetReques
     let source = state.config.dataset(&dataset)?.clone();
     settings(&source)?;
     ledger_check(state, &task_id, caller, &source, 0).await?;
+    // The permit covers the first read and check of a version only: the
+    // stream itself hands out slices of the one shared copy.
     let permit = state.session_permit()?;
     let on_ledger = latest(state, &dataset).await?;
     let dir = sets_dir(&state.config, &dataset);
     let declaration = source.key_declaration();
     let (version, digest) = (on_ledger.version, on_ledger.content_digest);
+    let state = state.clone();
     tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        let set = read(&set_file(&dir, version))?;
-        if <[u8; 32]>::from(Sha256::digest(&set)) != digest {
-            return Err(err(format!(
-                "the encoded set of '{}' v{version} on this node does not match the ledger; publish a new version",
-                on_ledger.dataset
-            )));
-        }
+        let path = set_file(&dir, version);
+        let set = state.served.get_or_load(&path, || {
+            let set = read(&path)?;
+            if <[u8; 32]>::from(Sha256::digest(&set)) != digest {
+                return Err(err(format!(
+                    "the encoded set of '{}' v{version} on this node does not match the ledger; publish a new version",
+                    on_ledger.dataset
+                )));
+            }
+            Ok(set)
+        })?;
         let mut out = Vec::new();
         let deltas: Option<Vec<Vec<u8>>> = (have_version >= 1 && have_version < version)
             .then(|| ((have_version + 1)..=version).map(|v| std::fs::read(delta_file(&dir, v)).ok()).collect())
@@ -274,7 +280,7 @@ async fn fetch_set(state: &Arc<NodeState>, caller: &str, request: FetchSetReques
             Some(deltas) => {
                 for (v, delta) in ((have_version + 1)..=version).zip(deltas) {
                     out.push(header(true, v - 1, v, delta.len(), &declaration));
-                    chunks(delta, &mut out);
+                    chunks(delta.into(), &mut out);
                 }
             }
             None => {

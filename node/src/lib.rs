@@ -54,7 +54,7 @@ pub mod publish;
 pub mod requester;
 pub mod responder;
 pub mod server;
-mod state_files;
+pub mod state_files;
 pub mod stats;
 pub mod tasks;
 pub mod wire;
@@ -79,6 +79,8 @@ pub struct NodeState {
     pub shares: stats::ShareBox,
     /// Federated-statistics census states, between census and contribution.
     pub census: stats::CensusBox,
+    /// Encoded sets and hints served to peers, checked once and shared.
+    pub served: state_files::ServedFiles,
 }
 
 /// A node's access to the consortium's ledger.
@@ -127,6 +129,7 @@ impl NodeState {
             tasks: tasks::TaskRegistry::default(),
             shares: stats::ShareBox::default(),
             census: stats::CensusBox::default(),
+            served: state_files::ServedFiles::default(),
         })
     }
 

@@ -399,13 +399,15 @@ async fn ledger_check(
     check(&*access.ledger, &state.config.org, &serve).await
 }
 
-/// The hint's chunks, with the session permit the stream holds until the
-/// caller has read it (so at most `max_sessions` hints are in memory).
+/// The hint's chunks: slices of the one copy of the version's hint this
+/// node checked against the ledger (read and checked once, under a session
+/// permit; a caller that does not read its stream holds no permit and no
+/// memory of its own).
 async fn fetch_hint(
     state: &Arc<NodeState>,
     caller: &str,
     request: FetchHintRequest,
-) -> Result<(Vec<HintChunk>, tokio::sync::OwnedSemaphorePermit), NodeError> {
+) -> Result<Vec<HintChunk>, NodeError> {
     let FetchHintRequest { task_id, dataset } = request;
     crate::wire::check_task_id(&task_id)?;
     let source = state.config.dataset(&dataset)?.clone();
@@ -413,18 +415,23 @@ async fn fetch_hint(
     let permit = state.session_permit()?;
     let (on_ledger, layout) = latest(state, &dataset).await?;
     let dir = versions_dir(&state.config, &dataset);
+    let state = state.clone();
     tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         let version = on_ledger.version;
-        let hint = read(&hint_file(&dir, version))?;
         let schema = read(&schema_file(&dir, version))?;
-        let parsed = Hint::from_bytes(&layout, &hint)?;
-        if version_digest(&parsed.digest(&layout), &schema) != on_ledger.content_digest {
-            return Err(err(format!(
-                "the hint of '{}' v{version} on this node does not match the ledger; publish a new version",
-                on_ledger.dataset
-            )));
-        }
-        drop(parsed);
+        let path = hint_file(&dir, version);
+        let hint = state.served.get_or_load(&path, || {
+            let hint = read(&path)?;
+            let parsed = Hint::from_bytes(&layout, &hint)?;
+            if version_digest(&parsed.digest(&layout), &schema) != on_ledger.content_digest {
+                return Err(err(format!(
+                    "the hint of '{}' v{version} on this node does not match the ledger; publish a new version",
+                    on_ledger.dataset
+                )));
+            }
+            Ok(hint)
+        })?;
         let mut out = vec![HintChunk {
             part: Some(hint_chunk::Part::Header(HintHeader {
                 version,
@@ -432,12 +439,11 @@ async fn fetch_hint(
                 schema: schema.into(),
             })),
         }];
-        let hint = tonic::codegen::Bytes::from(hint);
         for start in (0..hint.len()).step_by(CHUNK) {
             let end = (start + CHUNK).min(hint.len());
             out.push(HintChunk { part: Some(hint_chunk::Part::Data(hint.slice(start..end))) });
         }
-        Ok((out, permit))
+        Ok(out)
     })
     .await
     .map_err(|e| NodeError::Worker(e.to_string()))?
@@ -524,15 +530,11 @@ impl PirPeer for PirPeerService {
         let caller = caller_org(&request)?;
         let request = request.into_inner();
         let task = request.task_id.clone();
-        let (chunks, permit) = fetch_hint(&self.state, &caller, request).await.map_err(|e| {
+        let chunks = fetch_hint(&self.state, &caller, request).await.map_err(|e| {
             tracing::warn!(task = %task, peer = %caller, error = %e, "hint refused");
             Status::from(e)
         })?;
-        let stream = tokio_stream::StreamExt::map(tokio_stream::iter(chunks), move |chunk| {
-            let _held = &permit;
-            Ok(chunk)
-        });
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks.into_iter().map(Ok)))))
     }
 
     async fn answer(&self, request: Request<PirQueryRequest>) -> Result<Response<PirQueryResponse>, Status> {

@@ -42,3 +42,71 @@ pub(crate) fn cache_file(
     })?;
     Ok(config.state_dir.join("cache").join(format!("{dataset}.v{version}.{extension}")))
 }
+
+/// Files a node serves to peers whole (encoded sets, PIR hints), read and
+/// checked against the ledger once and then shared by every call: a stream
+/// hands out slices of one buffer, so neither memory nor a session permit
+/// grows with the number of callers — or with callers that open a stream
+/// and do not read it. A few versions are kept, the oldest loaded dropped
+/// first.
+#[derive(Debug, Default)]
+pub struct ServedFiles {
+    files: std::sync::Mutex<Vec<(PathBuf, tonic::codegen::Bytes)>>,
+}
+
+/// Versions kept in memory at once (a dataset's current and previous one,
+/// for a few datasets).
+const SERVED_FILES_KEPT: usize = 6;
+
+impl ServedFiles {
+    /// The bytes of `path`: from memory, or by `load` (which reads and
+    /// checks them; run it off the async executor), kept only if it
+    /// succeeds.
+    pub(crate) fn get_or_load(
+        &self,
+        path: &Path,
+        load: impl FnOnce() -> Result<Vec<u8>, NodeError>,
+    ) -> Result<tonic::codegen::Bytes, NodeError> {
+        if let Some((_, bytes)) = self.files.lock().expect("served files").iter().find(|(p, _)| p == path) {
+            return Ok(bytes.clone());
+        }
+        let bytes = tonic::codegen::Bytes::from(load()?);
+        let mut files = self.files.lock().expect("served files");
+        if !files.iter().any(|(p, _)| p == path) {
+            if files.len() >= SERVED_FILES_KEPT {
+                files.remove(0);
+            }
+            files.push((path.to_owned(), bytes.clone()));
+        }
+        Ok(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn served_files_load_once_and_keep_only_checked_bytes() {
+        let served = ServedFiles::default();
+        let mut loads = 0;
+        for _ in 0..3 {
+            let bytes = served
+                .get_or_load(Path::new("/a"), || {
+                    loads += 1;
+                    Ok(vec![1, 2, 3])
+                })
+                .unwrap();
+            assert_eq!(&bytes[..], &[1, 2, 3]);
+        }
+        assert_eq!(loads, 1, "read once, shared afterwards");
+        // A load that fails its check is not kept.
+        assert!(served.get_or_load(Path::new("/b"), || Err(NodeError::Busy { max: 1 })).is_err());
+        assert_eq!(&served.get_or_load(Path::new("/b"), || Ok(vec![9])).unwrap()[..], &[9]);
+        // Old versions make way.
+        for i in 0..SERVED_FILES_KEPT + 2 {
+            served.get_or_load(&PathBuf::from(format!("/v{i}")), || Ok(vec![0])).unwrap();
+        }
+        assert_eq!(served.files.lock().unwrap().len(), SERVED_FILES_KEPT);
+    }
+}
