@@ -293,10 +293,10 @@ fn census(
     figures.public_key_bytes = material.public_key.len();
     figures.server_key_bytes = material.server_key.len();
     let mut uploads = Vec::new();
-    for (i, stats) in sites.iter().enumerate() {
+    for stats in sites {
         let t = Instant::now();
         let counts = gate_counts(query, &stats.additive).map_err(bad)?;
-        let tokens: Vec<u32> = (0..gate_count as u32).map(|g| 0x5eed_0000 + g + 1 + (i as u32) * 4096).collect();
+        let tokens: Vec<u32> = (0..gate_count).map(|_| rand::random::<u32>() | 1).collect();
         uploads.push((encrypt_census(&material.public_key, &counts, &tokens).map_err(bad)?, true));
         figures.encrypt.push(t.elapsed());
     }
