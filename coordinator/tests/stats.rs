@@ -105,10 +105,11 @@ fn spec(query: &str) -> TaskSpec {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hospitals_pool_statistics_verifiably() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
+/// Three hospitals and a research group on loopback, each hospital's
+/// dataset published with a grant to the researcher of `min_cohort` and
+/// `epsilon_budget` (milli-ε); returns the consortium and the merged
+/// cohort (age, systolic blood pressure).
+async fn consortium(d: &std::path::Path, min_cohort: u32, epsilon_budget: u32) -> (LocalConsortium, Vec<(f64, f64)>) {
     let (a, ca) = hospital(d, "hospital-a", 1, 0.0);
     let (b, cb) = hospital(d, "hospital-b", 2, 5.0);
     let (c, cc) = hospital(d, "hospital-c", 3, -3.0);
@@ -122,13 +123,23 @@ async fn hospitals_pool_statistics_verifiably() {
     let all = ["patient_id", "age", "bmi", "systolic_bp", "diagnosis"];
     for h in ["hospital-a", "hospital-b", "hospital-c"] {
         net.publish_dataset(h, &format!("{h}-stays")).await.unwrap();
-        net.write(h, grant(h, 5, &all)).await.unwrap();
+        let mut g = grant(h, min_cohort, &all);
+        if let Record::Grant(g) = &mut g {
+            g.epsilon_budget = epsilon_budget;
+        }
+        net.write(h, g).await.unwrap();
     }
+    (net, [ca, cb, cc].concat())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hospitals_pool_statistics_verifiably() {
+    let dir = tempfile::tempdir().unwrap();
+    let (net, merged) = consortium(dir.path(), 5, 0).await;
 
     let submitted = net.submit("research", &spec(QUERY)).await.unwrap();
     let report = net.client("research").await.unwrap().follow(&submitted.task_id, |_| {}).await.unwrap();
     assert_eq!(report.phase, Phase::Succeeded, "{}", report.error);
-    let merged: Vec<(f64, f64)> = [ca, cb, cc].concat();
     assert_eq!(report.result_count, merged.len() as u64);
 
     // The result is on the researcher's node; its digest and the three
@@ -273,6 +284,22 @@ async fn hospitals_pool_statistics_verifiably() {
     net.shutdown().await.unwrap();
 }
 
+/// Records a statistics task over the three hospitals straight on the
+/// ledger as the researcher, past admission, as a hostile requester can.
+async fn record_directly(net: &LocalConsortium, id: &str, params: &[u8]) {
+    use stayput_chain_connector::records::Task;
+    use stayput_chain_connector::tasks::params_digest;
+    let task = Task {
+        id: id.to_owned(),
+        requester: "research".into(),
+        kind: Computation::FederatedStats,
+        datasets: ["hospital-a", "hospital-b", "hospital-c"].iter().map(|h| format!("{h}-stays")).collect(),
+        params_digest: params_digest(Computation::FederatedStats, params),
+        grants: ["hospital-a", "hospital-b", "hospital-c"].iter().map(|h| format!("g-{h}")).collect(),
+    };
+    net.write("research", Record::Task(task)).await.unwrap();
+}
+
 /// Calls `StatsPeer.Contribute` on `site` as `org` for `task`, as a hostile
 /// requester would: its own task record, straight to the site.
 async fn contribute_as(
@@ -293,25 +320,8 @@ async fn contribute_as(
 /// the sites directly gets nothing at all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_researcher_cannot_single_out_a_patient() {
-    use stayput_chain_connector::records::Task;
-    use stayput_chain_connector::tasks::params_digest;
     let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let (a, _) = hospital(d, "hospital-a", 1, 0.0);
-    let (b, _) = hospital(d, "hospital-b", 2, 5.0);
-    let (c, _) = hospital(d, "hospital-c", 3, -3.0);
-    let research = Participant {
-        spec: OrgSpec { name: "research".into(), datasets: vec![] },
-        display: "Cardiology research group".into(),
-        roles: vec![Role::Requester],
-    };
-    let clock = stayput_chain_connector::embedded::system_clock();
-    let net = LocalConsortium::start(d, &[a, b, c, research], clock).await.unwrap();
-    let all = ["patient_id", "age", "bmi", "systolic_bp", "diagnosis"];
-    for h in ["hospital-a", "hospital-b", "hospital-c"] {
-        net.publish_dataset(h, &format!("{h}-stays")).await.unwrap();
-        net.write(h, grant(h, 5, &all)).await.unwrap();
-    }
+    let (net, _) = consortium(dir.path(), 5, 0).await;
     // hospital-b's patient 7: age 20 + (7·37 + 2) mod 70 = 71, bmi 18 + 23 mod 20 = 21.
     let one_patient = r#"
 precision = 2
@@ -354,19 +364,7 @@ column = "age"
     let params = TaskParams::FederatedStats(StatsParams { query, epsilon: 0 }).encode();
     let (_keys, material) = stayput_mpc_engine::fhe::RequesterKeys::generate().unwrap();
     let id = "t-direct-stats-00000000000000".to_owned();
-    net.write(
-        "research",
-        Record::Task(Task {
-            id: id.clone(),
-            requester: "research".into(),
-            kind: Computation::FederatedStats,
-            datasets: ["hospital-a", "hospital-b", "hospital-c"].iter().map(|h| format!("{h}-stays")).collect(),
-            params_digest: params_digest(Computation::FederatedStats, &params),
-            grants: ["hospital-a", "hospital-b", "hospital-c"].iter().map(|h| format!("g-{h}")).collect(),
-        }),
-    )
-    .await
-    .unwrap();
+    record_directly(&net, &id, &params).await;
     let mut calls = Vec::new();
     for h in ["hospital-a", "hospital-b", "hospital-c"] {
         use stayput_proto::v1::stats_peer_client::StatsPeerClient;
@@ -409,29 +407,8 @@ column = "age"
 /// admission without noise.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_privacy_budget_noises_statistics_and_runs_out() {
-    use stayput_chain_connector::records::Task;
-    use stayput_chain_connector::tasks::params_digest;
     let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let (a, ca) = hospital(d, "hospital-a", 1, 0.0);
-    let (b, cb) = hospital(d, "hospital-b", 2, 5.0);
-    let (c, cc) = hospital(d, "hospital-c", 3, -3.0);
-    let research = Participant {
-        spec: OrgSpec { name: "research".into(), datasets: vec![] },
-        display: "Cardiology research group".into(),
-        roles: vec![Role::Requester],
-    };
-    let clock = stayput_chain_connector::embedded::system_clock();
-    let net = LocalConsortium::start(d, &[a, b, c, research], clock).await.unwrap();
-    let all = ["patient_id", "age", "bmi", "systolic_bp", "diagnosis"];
-    for h in ["hospital-a", "hospital-b", "hospital-c"] {
-        net.publish_dataset(h, &format!("{h}-stays")).await.unwrap();
-        let mut g = grant(h, 1, &all);
-        if let Record::Grant(g) = &mut g {
-            g.epsilon_budget = 1_500;
-        }
-        net.write(h, g).await.unwrap();
-    }
+    let (net, merged) = consortium(dir.path(), 1, 1_500).await;
     let query = r#"
 precision = 1
 ranges = { systolic_bp = [50, 260] }
@@ -454,7 +431,6 @@ column = "systolic_bp"
     assert_eq!(report.phase, Phase::Succeeded, "{}", report.error);
     let out = net.net.state("research").config.output_dir.clone();
     let text = std::fs::read_to_string(stayput_node::tasks::result_path(&out, &submitted.task_id)).unwrap();
-    let merged: Vec<(f64, f64)> = [ca, cb, cc].concat();
     let count: f64 =
         text.lines().find(|l| l.starts_with("all,\"count\"")).unwrap().rsplit(',').next().unwrap().parse().unwrap();
     // Noise: count scale 3/ε = 3 per site; three sites.
@@ -480,19 +456,7 @@ column = "systolic_bp"
     let canonical = stayput_mpc_engine::query::CohortQuery::from_toml(query).unwrap().to_canonical_json();
     let params = TaskParams::FederatedStats(StatsParams { query: canonical, epsilon: 0 }).encode();
     let id = "t-direct-noiseless-00000000000".to_owned();
-    net.write(
-        "research",
-        Record::Task(Task {
-            id: id.clone(),
-            requester: "research".into(),
-            kind: Computation::FederatedStats,
-            datasets: ["hospital-a", "hospital-b", "hospital-c"].iter().map(|h| format!("{h}-stays")).collect(),
-            params_digest: params_digest(Computation::FederatedStats, &params),
-            grants: ["hospital-a", "hospital-b", "hospital-c"].iter().map(|h| format!("g-{h}")).collect(),
-        }),
-    )
-    .await
-    .unwrap();
+    record_directly(&net, &id, &params).await;
     use stayput_proto::v1::stats_peer_client::StatsPeerClient;
     let channel = stayput_node::requester::connect_peer(net.net.state("research"), "hospital-a").await.unwrap();
     let err = StatsPeerClient::new(channel)
