@@ -142,6 +142,7 @@ pub async fn spawn_on(
     let router = tonic::transport::Server::builder()
         .tls_config(tls.server())
         .map_err(|e| CoordinatorError::Listen { address: addr.to_string(), detail: e.to_string() })?
+        .timeout(stayput_node::wire::CALL_DEADLINE)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(CoordinatorServer::new(service::CoordinatorService::new(inner.clone())))

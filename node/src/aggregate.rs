@@ -288,7 +288,7 @@ async fn serve(
         NodeError::InvalidConfig("compute-only access needs a [ledger] section to check grants".into())
     })?;
     let ledger = &*access.ledger;
-    let unavailable = |e: stayput_chain_connector::LedgerError| NodeError::LedgerUnavailable(e.to_string());
+    let unavailable = NodeError::from_ledger;
     let task = ledger.task(task_id).await.map_err(unavailable)?.ok_or_else(|| refuse(task_id, "not on the ledger"))?;
     if task.task.kind != Computation::ComputeOnly {
         return Err(refuse(task_id, format!("it is a {} task, not compute_only", task.task.kind)));
@@ -405,7 +405,7 @@ pub async fn run_compute_only(
     let owner = ledger
         .dataset(&p.dataset)
         .await
-        .map_err(|e| NodeError::LedgerUnavailable(e.to_string()))?
+        .map_err(NodeError::from_ledger)?
         .last()
         .map(|v| v.owner.clone())
         .ok_or_else(|| refuse(task_id, format!("dataset '{}' is not on the ledger", p.dataset)))?;

@@ -69,9 +69,9 @@ pub async fn authorise(
 }
 
 fn ledger_error(task: &str) -> impl Fn(stayput_chain_connector::LedgerError) -> NodeError + '_ {
-    move |e| match e {
-        stayput_chain_connector::LedgerError::Rpc(detail) => NodeError::LedgerUnavailable(detail),
-        other => NodeError::NotAuthorised { task: task.to_owned(), reason: other.to_string() },
+    move |e| match NodeError::from_ledger(e) {
+        NodeError::LedgerRefused(reason) => NodeError::NotAuthorised { task: task.to_owned(), reason },
+        unavailable => unavailable,
     }
 }
 

@@ -197,7 +197,7 @@ async fn latest(state: &NodeState, dataset: &str) -> Result<DatasetVersion, Node
     ledger
         .dataset(dataset)
         .await
-        .map_err(|e| NodeError::LedgerUnavailable(e.to_string()))?
+        .map_err(NodeError::from_ledger)?
         .pop()
         .ok_or_else(|| err(format!("dataset '{dataset}' has no version on the ledger")))
 }
@@ -376,7 +376,7 @@ async fn synced_set(
     own_declaration: &str,
 ) -> Result<EncodedSet, NodeError> {
     let ledger = &state.ledger.as_ref().ok_or_else(no_ledger)?.ledger;
-    let versions = ledger.dataset(dataset).await.map_err(|e| NodeError::LedgerUnavailable(e.to_string()))?;
+    let versions = ledger.dataset(dataset).await.map_err(NodeError::from_ledger)?;
     let latest = versions.last().ok_or_else(|| err(format!("dataset '{dataset}' has no version on the ledger")))?;
     let protocol_key: [u8; 32] = latest
         .protocol_key

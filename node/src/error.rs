@@ -54,6 +54,8 @@ pub enum NodeError {
     KeyDeclarationMismatch { dataset: String, ours: String, theirs: String },
     #[error("the ledger cannot be reached ({0}); no task is served until it can")]
     LedgerUnavailable(String),
+    #[error("the ledger refused this or could not verify what it returned: {0}")]
+    LedgerRefused(String),
     #[error("task '{task}' is not authorised on the ledger: {reason}")]
     NotAuthorised { task: String, reason: String },
     #[error("invalid task id: {0}")]
@@ -105,6 +107,16 @@ pub enum NodeError {
 }
 
 impl NodeError {
+    /// The one mapping of a ledger failure: a ledger that cannot be reached
+    /// is unavailable (retry later); anything else — a write the rules
+    /// refuse, a reply that does not verify — is a refusal, said as it is.
+    pub fn from_ledger(e: stayput_chain_connector::LedgerError) -> Self {
+        match e {
+            stayput_chain_connector::LedgerError::Rpc(detail) => NodeError::LedgerUnavailable(detail),
+            other => NodeError::LedgerRefused(other.to_string()),
+        }
+    }
+
     fn code(&self) -> tonic::Code {
         use tonic::Code;
         match self {
@@ -118,9 +130,10 @@ impl NodeError {
             | NodeError::MissingMode
             | NodeError::InvalidQuery(_) => Code::InvalidArgument,
             NodeError::Psi(_) | NodeError::UnexpectedMessage { .. } => Code::InvalidArgument,
-            NodeError::NotOwnOrganisation { .. } | NodeError::NoClientCertificate | NodeError::NotAuthorised { .. } => {
-                Code::PermissionDenied
-            }
+            NodeError::NotOwnOrganisation { .. }
+            | NodeError::NoClientCertificate
+            | NodeError::NotAuthorised { .. }
+            | NodeError::LedgerRefused(_) => Code::PermissionDenied,
             NodeError::PeerRefused { code, .. } => *code,
             NodeError::Connect { .. } | NodeError::PeerVanished { .. } | NodeError::LedgerUnavailable(_) => {
                 Code::Unavailable

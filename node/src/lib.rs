@@ -107,6 +107,7 @@ impl LedgerAccess {
             .and_then(|e| e.tls_config(tls.client(&settings.operator)))
             .map_err(|e| NodeError::InvalidConfig(format!("[ledger] endpoint '{}': {e}", settings.endpoint)))?
             .connect_timeout(std::time::Duration::from_secs(10))
+            .timeout(wire::CALL_DEADLINE)
             .connect_lazy();
         Ok(Self { ledger: std::sync::Arc::new(ledger_client::RemoteLedger::new(channel, operator)), key })
     }

@@ -369,7 +369,7 @@ async fn latest(state: &NodeState, dataset: &str) -> Result<(DatasetVersion, Lay
     let on_ledger = ledger
         .dataset(dataset)
         .await
-        .map_err(|e| NodeError::LedgerUnavailable(e.to_string()))?
+        .map_err(NodeError::from_ledger)?
         .pop()
         .ok_or_else(|| err(format!("dataset '{dataset}' has no version on the ledger")))?;
     let layout = published_layout(&on_ledger)?;

@@ -99,6 +99,7 @@ pub async fn connect_with(tls: &crate::identity::TlsMaterial, org: &str, endpoin
         .tls_config(tls.client(org))
         .map_err(|e| connect_err(e.to_string()))?
         .connect_timeout(Duration::from_secs(10))
+        .timeout(crate::wire::CALL_DEADLINE)
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(20))
         .connect()

@@ -110,6 +110,7 @@ pub async fn serve_on(
         .map_err(|e| NodeError::Tls(e.to_string()))?
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
+        .timeout(crate::wire::CALL_DEADLINE)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(psi)

@@ -194,7 +194,7 @@ async fn sites(state: &NodeState, task: &TaskState) -> Result<Vec<(String, Strin
     let ledger = &state.ledger.as_ref().ok_or_else(no_ledger)?.ledger;
     let mut out = Vec::new();
     for d in &task.task.datasets {
-        let versions = ledger.dataset(d).await.map_err(|e| NodeError::LedgerUnavailable(e.to_string()))?;
+        let versions = ledger.dataset(d).await.map_err(NodeError::from_ledger)?;
         let owner = versions.last().map(|v| v.owner.clone()).ok_or_else(|| NodeError::NotAuthorised {
             task: task.task.id.clone(),
             reason: format!("dataset '{d}' is not on the ledger"),
@@ -222,7 +222,7 @@ async fn stats_task(state: &NodeState, task_id: &str, params: &[u8]) -> Result<(
     let task = ledger
         .task(task_id)
         .await
-        .map_err(|e| NodeError::LedgerUnavailable(e.to_string()))?
+        .map_err(NodeError::from_ledger)?
         .ok_or_else(|| refuse("not on the ledger".into()))?;
     if task.task.kind != Computation::FederatedStats
         || !matches!(task.status, TaskStatus::Submitted | TaskStatus::Running)
@@ -434,11 +434,8 @@ impl StatsPeer for StatsPeerService {
         }
         let ledger = &self.state.ledger.as_ref().ok_or_else(no_ledger)?.ledger;
         let refuse = |reason: &str| NodeError::NotAuthorised { task: task_id.clone(), reason: reason.into() };
-        let task = ledger
-            .task(&task_id)
-            .await
-            .map_err(|e| NodeError::LedgerUnavailable(e.to_string()))?
-            .ok_or_else(|| refuse("not on the ledger"))?;
+        let task =
+            ledger.task(&task_id).await.map_err(NodeError::from_ledger)?.ok_or_else(|| refuse("not on the ledger"))?;
         if task.task.kind != Computation::FederatedStats {
             return Err(refuse("not a federated-statistics task").into());
         }
@@ -507,9 +504,10 @@ async fn serve_checks(
         }
     };
     let state_of_grant =
-        access.ledger.grant(&grant).await.map_err(|e| NodeError::LedgerUnavailable(e.to_string()))?.ok_or_else(
-            || NodeError::NotAuthorised { task: task_id.to_owned(), reason: "its grant vanished".into() },
-        )?;
+        access.ledger.grant(&grant).await.map_err(NodeError::from_ledger)?.ok_or_else(|| NodeError::NotAuthorised {
+            task: task_id.to_owned(),
+            reason: "its grant vanished".into(),
+        })?;
     let min_cohort = state_of_grant.grant.min_cohort;
     // A grant with a privacy budget releases only with noise, within what
     // is left (the census's use spends it; the ledger judges it again).
@@ -977,7 +975,7 @@ pub async fn run_stats(state: &Arc<NodeState>, task_id: &str, params: &[u8]) -> 
     let ledger = &state.ledger.as_ref().ok_or_else(no_ledger)?.ledger;
     let mut min_cohort = 0;
     for g in &task.task.grants {
-        if let Some(grant) = ledger.grant(g).await.map_err(|e| NodeError::LedgerUnavailable(e.to_string()))? {
+        if let Some(grant) = ledger.grant(g).await.map_err(NodeError::from_ledger)? {
             min_cohort = min_cohort.max(grant.grant.min_cohort);
         }
     }
@@ -1029,12 +1027,7 @@ pub async fn run_stats(state: &Arc<NodeState>, task_id: &str, params: &[u8]) -> 
     }
     // A site's row count sets its proof bounds: it must be the item count
     // the site signed into its use record on the ledger.
-    let recorded = ledger
-        .task(task_id)
-        .await
-        .map_err(|e| NodeError::LedgerUnavailable(e.to_string()))?
-        .map(|t| t.uses)
-        .unwrap_or_default();
+    let recorded = ledger.task(task_id).await.map_err(NodeError::from_ledger)?.map(|t| t.uses).unwrap_or_default();
     for (site, r) in &responses {
         if !recorded.iter().any(|(org, u)| org == site && u.items == r.rows) {
             return Err(NodeError::Stats(format!(

@@ -262,7 +262,7 @@ async fn execute(
         .as_ref()
         .ok_or_else(|| refuse("this node has no [ledger] configured, so it cannot check tasks".into()))?;
     let ledger = &access.ledger;
-    let unavailable = |e: stayput_chain_connector::LedgerError| NodeError::LedgerUnavailable(e.to_string());
+    let unavailable = NodeError::from_ledger;
     let task = ledger.task(task_id).await.map_err(unavailable)?.ok_or_else(|| refuse("not on the ledger".into()))?;
     if task.task.requester != state.config.org {
         return Err(refuse(format!("it was requested by '{}', not by this node's organisation", task.task.requester)));

@@ -24,6 +24,14 @@ pub const MAX_MESSAGE_BYTES: usize = stayput_psi::messages::MAX_BATCH * 32 + 409
 /// keep-alives.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// The deadline of every call between processes, on both ends (a client's
+/// call and a server's handling of it, until the response begins): the
+/// longest honest call — a site's contribution waiting for its peers'
+/// shares, the coordinator's homomorphic evaluation — ends well within it,
+/// and nothing waits longer on a peer that stopped answering. Streams are
+/// bounded further by [`IDLE_TIMEOUT`] between messages.
+pub const CALL_DEADLINE: Duration = Duration::from_secs(15 * 60);
+
 /// Inbound messages buffered per session; with at most
 /// [`MAX_OUTSTANDING_BATCHES`] requests unanswered, replies always fit, so
 /// back-pressure never deadlocks the two roles.
