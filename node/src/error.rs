@@ -156,16 +156,40 @@ impl NodeError {
     }
 }
 
-/// The status any other caller — a peer, the operator — is sent. It never
-/// lists what this node serves: an unknown dataset is named, not the
-/// others (the list stays in the node's own log and its own CLI).
+/// The one redaction policy: the status any other caller — a peer, the
+/// operator — is sent. It never names this node's files, configuration,
+/// datasets or columns: an unknown dataset is named, not the others; a
+/// missing column is named, not the ones the table has; a failure of the
+/// node's own files, configuration or workers is said to be local, with
+/// the cause left in the node's own log (every service logs it) and in
+/// [`NodeError::into_local_status`] for its own organisation.
 impl From<NodeError> for tonic::Status {
     fn from(err: NodeError) -> Self {
         let code = err.code();
+        let local = "this node could not serve the request from its own files or configuration; its operator has the cause in the node's log";
         let message = match &err {
             NodeError::UnknownDataset { name, .. } => format!(
                 "unknown dataset '{name}': this node serves no dataset of that name to you; check the name on the ledger"
             ),
+            NodeError::MissingColumn { column, .. } => {
+                format!("this node's dataset has no column '{column}'; check the dataset's schema on the ledger")
+            }
+            NodeError::ReadFile { .. }
+            | NodeError::WriteFile { .. }
+            | NodeError::Config { .. }
+            | NodeError::InvalidConfig(_)
+            | NodeError::UnknownFormat { .. }
+            | NodeError::Csv { .. }
+            | NodeError::Records { .. }
+            | NodeError::Parquet { .. }
+            | NodeError::KeyColumnType { .. }
+            | NodeError::WriteResult { .. }
+            | NodeError::DatasetChanged { .. }
+            | NodeError::ResultExists { .. }
+            | NodeError::Tls(_)
+            | NodeError::Certificate(_)
+            | NodeError::Worker(_)
+            | NodeError::Listen { .. } => local.to_owned(),
             _ => err.to_string(),
         };
         tonic::Status::new(code, message)
@@ -186,5 +210,29 @@ mod tests {
             assert!(!peer.message().contains(other), "{peer:?}");
         }
         assert!(err().into_local_status().message().contains("ctd, registry, patients"));
+    }
+
+    #[test]
+    fn a_peer_is_told_no_local_path_column_list_or_configuration() {
+        let read = || NodeError::ReadFile {
+            path: "/srv/hospital/patients-2026.csv".into(),
+            source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        };
+        let missing = || NodeError::MissingColumn {
+            path: "/srv/hospital/patients-2026.csv".into(),
+            column: "hiv_status".into(),
+            available: "patient_id, age, diagnosis".into(),
+        };
+        let config = NodeError::InvalidConfig("[datasets.patients] path = /srv/hospital/x.csv".into());
+        for (peer, secret) in [
+            (tonic::Status::from(read()), "/srv/hospital"),
+            (tonic::Status::from(missing()), "/srv/hospital"),
+            (tonic::Status::from(missing()), "diagnosis"),
+            (tonic::Status::from(config), "/srv/hospital"),
+        ] {
+            assert!(!peer.message().contains(secret), "{peer:?}");
+        }
+        assert!(tonic::Status::from(missing()).message().contains("'hiv_status'"));
+        assert!(read().into_local_status().message().contains("/srv/hospital"));
     }
 }

@@ -4,7 +4,8 @@
 //! the task id, mode, version, announced size, dataset or key declaration is
 //! wrong. Keys are loaded and the protocol role runs on a blocking thread.
 //! Failures about this node's own files are logged here in full and reported
-//! to the peer only as "unavailable": paths and column names stay local.
+//! to the peer under the node's one redaction policy (`From<NodeError> for
+//! Status`): paths and column lists stay local.
 //! Nothing is written unless the session completes; in
 //! intersection-to-both mode this side's rows go to
 //! `<output_dir>/from-<peer>/<task>-<dataset>.csv`, so no peer can name a
@@ -82,27 +83,6 @@ fn validate_open(state: &NodeState, peer: String, open: PsiOpen) -> Result<Accep
     Ok(Accepted { peer, task: open.task_id, mode, requester_size: open.requester_size, dataset })
 }
 
-/// What a peer is told about a failure: everything about the protocol and
-/// its own request; nothing about this node's files.
-fn for_peer(err: NodeError, dataset: &str) -> Status {
-    match err {
-        NodeError::ReadFile { .. }
-        | NodeError::WriteFile { .. }
-        | NodeError::Csv { .. }
-        | NodeError::Records { .. }
-        | NodeError::Parquet { .. }
-        | NodeError::MissingColumn { .. }
-        | NodeError::KeyColumnType { .. }
-        | NodeError::UnknownFormat { .. }
-        | NodeError::WriteResult { .. }
-        | NodeError::DatasetChanged { .. }
-        | NodeError::Worker(_) => Status::unavailable(format!(
-            "dataset '{dataset}' cannot be served right now; its owner has been told the cause"
-        )),
-        other => other.into(),
-    }
-}
-
 #[tonic::async_trait]
 impl PsiPeer for PsiPeerService {
     type ExchangeStream = ReceiverStream<Result<PsiResponderMessage, Status>>;
@@ -157,7 +137,7 @@ impl PsiPeer for PsiPeerService {
             .and_then(|r| r);
         let keys = loaded.map_err(|err| {
             tracing::error!(task = %accepted.task, dataset = %dataset_name, error = %err, "cannot serve dataset");
-            for_peer(err, &dataset_name)
+            Status::from(err)
         })?;
         let params = SessionParams::new(
             TaskId::new(accepted.task.clone()).map_err(NodeError::from)?,
@@ -180,7 +160,7 @@ impl PsiPeer for PsiPeerService {
                 Ok(matches) => tracing::info!(task = %task, matches, "psi session completed"),
                 Err(err) => {
                     tracing::warn!(task = %task, error = ?err.to_string(), "psi session failed");
-                    let _ = link.send(Err(for_peer(err, &accepted.dataset.name)), "error");
+                    let _ = link.send(Err(Status::from(err)), "error");
                 }
             }
         });
