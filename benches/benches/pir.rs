@@ -5,7 +5,7 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rand::SeedableRng;
-use stayput_psi::pir::{Database, Lookup};
+use stayput_pir::{Database, Lookup};
 
 fn pir(c: &mut Criterion) {
     let records: Vec<(Vec<u8>, Vec<u8>)> =

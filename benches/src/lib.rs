@@ -24,6 +24,8 @@ pub enum BenchError {
     Node(#[from] stayput_node::NodeError),
     #[error(transparent)]
     Psi(#[from] stayput_psi::PsiError),
+    #[error(transparent)]
+    Lookup(#[from] stayput_pir::PirError),
     #[error("benchmark data in {path}: {source}")]
     Io { path: std::path::PathBuf, source: std::io::Error },
     #[error(transparent)]

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use rand::SeedableRng;
 use rayon::prelude::*;
-use stayput_psi::pir::{Database, LWE_DIMENSION, Lookup};
+use stayput_pir::{Database, LWE_DIMENSION, Lookup};
 
 use crate::BenchError;
 

@@ -858,7 +858,7 @@ async fn lookup_journey(net: &LocalConsortium) -> Result<(), CliError> {
         version.version,
         layout.rows(),
         layout.columns,
-        (layout.rows() * stayput_psi::pir::LWE_DIMENSION * 4) as f64 / 1e6
+        (layout.rows() * stayput_pir::LWE_DIMENSION * 4) as f64 / 1e6
     );
     let report = run_task(net, "climate", &spec, "climate × ocean (lookup)").await?;
     let dir = &net.net.state("climate").config.output_dir;
@@ -884,7 +884,7 @@ async fn lookup_journey(net: &LocalConsortium) -> Result<(), CliError> {
             used.items,
             used.grant,
             report.result_count,
-            stayput_psi::pir::COLUMNS_PER_ANSWER as u64 * report.result_count,
+            stayput_pir::COLUMNS_PER_ANSWER as u64 * report.result_count,
             layout.columns
         );
     }

@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use stayput_fuzz as _; // the capped allocator
-use stayput_psi::pir::Layout;
+use stayput_pir::Layout;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(layout) = Layout::from_bytes(data) {

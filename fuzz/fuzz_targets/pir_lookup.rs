@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use stayput_psi::pir::{Answer, Lookup, Query};
+use stayput_pir::{Answer, Lookup, Query};
 
 fuzz_target!(|data: &[u8]| {
     let fixture = stayput_fuzz::pir();

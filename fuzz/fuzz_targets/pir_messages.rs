@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use stayput_fuzz as _; // the capped allocator
-use stayput_psi::pir::{Answer, Hint, Layout, Query};
+use stayput_pir::{Answer, Hint, Layout, Query};
 
 fuzz_target!(|data: &[u8]| {
     let Some((head, rest)) = data.split_first_chunk::<44>() else { return };

@@ -16,7 +16,7 @@ use std::sync::OnceLock;
 use curve25519_dalek::ristretto::CompressedRistretto;
 use rand_core::SeedableRng;
 use stayput_psi::labeled::{EncodedSet, OprfKey};
-use stayput_psi::pir::{Database, Hint};
+use stayput_pir::{Database, Hint};
 use stayput_zk_proofs::contribution::Bounds;
 
 /// The largest single allocation a target may make: 256 MiB (4 GiB with

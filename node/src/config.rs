@@ -213,9 +213,9 @@ impl NodeConfig {
                 )));
             }
             if let Some(pir) = &d.pir {
-                let limit = stayput_psi::pir::MAX_RECORD_BYTES;
+                let limit = stayput_pir::MAX_RECORD_BYTES;
                 if pir.columns.is_empty()
-                    || !(stayput_psi::pir::TAG_BYTES + 2 < pir.record_bytes && pir.record_bytes <= limit)
+                    || !(stayput_pir::TAG_BYTES + 2 < pir.record_bytes && pir.record_bytes <= limit)
                 {
                     return Err(NodeError::InvalidConfig(format!(
                         "dataset '{name}': `pir` needs at least one column and a record_bytes of 19 to {limit}"

@@ -76,6 +76,8 @@ pub enum NodeError {
     MissingMode,
     #[error("{0}")]
     Psi(#[from] PsiError),
+    #[error("{0}")]
+    Lookup(#[from] stayput_pir::PirError),
     #[error("TLS material: {0}")]
     Tls(String),
     #[error("cannot create certificates: {0}")]
@@ -129,7 +131,7 @@ impl NodeError {
             | NodeError::UnsupportedVersion(_)
             | NodeError::MissingMode
             | NodeError::InvalidQuery(_) => Code::InvalidArgument,
-            NodeError::Psi(_) | NodeError::UnexpectedMessage { .. } => Code::InvalidArgument,
+            NodeError::Psi(_) | NodeError::Lookup(_) | NodeError::UnexpectedMessage { .. } => Code::InvalidArgument,
             NodeError::NotOwnOrganisation { .. }
             | NodeError::NoClientCertificate
             | NodeError::NotAuthorised { .. }

@@ -1,6 +1,6 @@
 //! Private record lookup between nodes (匿踪查询): the owner's `PirPeer`
 //! service and the requester's side ([`run_lookup`]). The protocol is
-//! [`stayput_psi::pir`] (SimplePIR-style, single server, by keyword).
+//! [`stayput_pir`] (SimplePIR-style, single server, by keyword).
 //!
 //! **Versions.** A dataset with a `pir` section is published as a PIR
 //! database: [`prepare_version`] reads every row's key and record columns,
@@ -36,7 +36,7 @@
 //! **Metering: records that may be disclosed, not lookups.** The owner
 //! cannot check that a query is an honest one (it is encrypted), and one
 //! crafted query reads four whole columns exactly (see
-//! `stayput_psi::pir`, *What an answer discloses*). So the use record of a
+//! `stayput_pir`, *What an answer discloses*). So the use record of a
 //! task of n lookups counts the worst case: every record held in the 4n
 //! fullest columns of the version's layout, at most every record
 //! ([`Database::disclosure_bound`], computed by the owner from its own
@@ -48,7 +48,7 @@
 //! **The hint is not metered yet.** `FetchHint` serves the hint to the
 //! grantee of a task without a use record, and the hint of a version with
 //! at most 1,024 columns (about 32,000 records) determines the whole table
-//! (`stayput_psi::pir`, *What the hint discloses*). Until it is, grant
+//! (`stayput_pir`, *What the hint discloses*). Until it is, grant
 //! private lookup only to a member who may see the whole table.
 
 use std::collections::BTreeMap;
@@ -59,12 +59,12 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use stayput_chain_connector::records::{Computation, DatasetVersion};
 use stayput_chain_connector::tasks::PirParams;
+use stayput_pir::{
+    Answer, COLUMNS_PER_ANSWER, Database, Hint, LWE_DIMENSION, Layout, Lookup, MAX_COLUMNS, MAX_ROWS, Query,
+};
 use stayput_proto::v1::pir_peer_client::PirPeerClient;
 use stayput_proto::v1::pir_peer_server::PirPeer;
 use stayput_proto::v1::{FetchHintRequest, HintChunk, HintHeader, PirQueryRequest, PirQueryResponse, hint_chunk};
-use stayput_psi::pir::{
-    Answer, COLUMNS_PER_ANSWER, Database, Hint, LWE_DIMENSION, Layout, Lookup, MAX_COLUMNS, MAX_ROWS, Query,
-};
 use tonic::{Request, Response, Status};
 use zeroize::Zeroizing;
 
@@ -233,7 +233,7 @@ pub struct PreparedVersion {
 pub fn prepare_version(config: &NodeConfig, dataset: &Dataset, version: u32) -> Result<PreparedVersion, NodeError> {
     let settings = settings(dataset)?;
     let (rows, skipped) = dataset.keys_with_columns(&settings.columns)?;
-    let capacity = settings.record_bytes - stayput_psi::pir::TAG_BYTES - 2;
+    let capacity = settings.record_bytes - stayput_pir::TAG_BYTES - 2;
     let mut records = Vec::with_capacity(rows.len());
     for (row, (key, values)) in rows.into_iter().enumerate() {
         let record = encode_record(&values);
@@ -486,7 +486,7 @@ async fn answer(
         .await
         .map_err(|e| NodeError::Worker(e.to_string()))??;
     // What the answers can disclose, whatever the queries hold: the records
-    // of the 4n fullest columns (see `stayput_psi::pir`). The grant meters
+    // of the 4n fullest columns (see `stayput_pir`). The grant meters
     // that, not the n lookups.
     let items = db.disclosure_bound(n);
     check_items_per_use(&*access.ledger, &task_id, &grant, items, "records").await.map_err(|e| match e {
@@ -754,11 +754,11 @@ pub async fn run_lookup(state: &Arc<NodeState>, task_id: &str, params: &PirParam
                     .map_err(|_| err(format!("the answer to lookup {} has the wrong size", i + 1)))?;
                 // A malformed record is that key's result: the owner can aim
                 // it at one key, so it must not fail the other lookups (see
-                // `stayput_psi::pir`, selective failure).
+                // `stayput_pir`, selective failure).
                 Ok(match lookup.decode(&layout, &hint, &answer) {
                     Ok(None) => Fetched::Absent,
                     Ok(Some(bytes)) => decode_record(&bytes, columns.len()).map_or(Fetched::Malformed, Fetched::Found),
-                    Err(stayput_psi::PsiError::PirMalformedRecord) => Fetched::Malformed,
+                    Err(stayput_pir::PirError::MalformedRecord) => Fetched::Malformed,
                     Err(e) => return Err(err(format!("lookup {}: {e}", i + 1))),
                 })
             })

@@ -16,14 +16,6 @@ pub enum PsiError {
     /// Labeled PSI input or answers that are refused.
     #[error("labeled PSI: {0}")]
     Labeled(&'static str),
-    /// Private information retrieval input, layouts or answers that are refused.
-    #[error("private lookup: {0}")]
-    Pir(&'static str),
-    /// A lookup's slot carries the key's tag but a length beyond the record
-    /// size: the owner's table is malformed under that key. Reported for
-    /// that key alone (see [`crate::pir`]).
-    #[error("private lookup: the record under the key is malformed (its length exceeds the record size)")]
-    PirMalformedRecord,
     /// A point decoded to the identity element, which would reveal nothing
     /// useful and is a classic small-subgroup probe.
     #[error("point {index} of the batch is the identity element; the peer is faulty or malicious")]

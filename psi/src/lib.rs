@@ -17,9 +17,6 @@
 //! * [`labeled`] — unbalanced labeled PSI over a verifiable OPRF (the
 //!   blacklist query): encoded sets with sealed labels, versions and deltas,
 //!   blinded queries answered with a batched DLEQ proof.
-//! * [`pir`] — single-server private information retrieval by keyword
-//!   (SimplePIR-style LWE, 128-bit parameters): a public layout, the hint,
-//!   queries and answers; the server learns nothing about which key.
 //! * [`group`] — hash-to-group with task-bound domain separation, secret
 //!   scalars, and the batched multiply-and-compress kernel.
 //!
@@ -35,6 +32,5 @@ pub mod keys;
 pub mod labeled;
 pub mod messages;
 mod permutation;
-pub mod pir;
 
 pub use error::PsiError;

@@ -60,7 +60,7 @@
 //! because (D′ − D)·A·s is spread over every row), which tells it nothing
 //! about the key. What it can aim at one key is a malformed record under
 //! that key's tag. So a malformed record is reported for that key alone
-//! ([`PsiError::PirMalformedRecord`]), and a client should treat it as a
+//! ([`PirError::MalformedRecord`]), and a client should treat it as a
 //! result of that lookup, never fail the other lookups over it.
 //!
 //! **Versions and integrity.** [`Hint::digest`] binds the layout and the
@@ -95,14 +95,28 @@
 //! (131,000 in principle). SimplePIR hides the client's query, not the
 //! database from the client: whoever gets the hint of such a table has the
 //! table.
+
+#![forbid(unsafe_code)]
+
+/// The crate's one error type. Variants never carry keys or records.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PirError {
+    /// Input, layouts, queries or answers that are refused.
+    #[error("private lookup: {0}")]
+    Refused(&'static str),
+    /// A lookup's slot carries the key's tag but a length beyond the record
+    /// size: the owner's table is malformed under that key. Reported for
+    /// that key alone (see the module docs, *selective failure*).
+    #[error("private lookup: the record under the key is malformed (its length exceeds the record size)")]
+    MalformedRecord,
+}
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
-
-use crate::PsiError;
 
 /// LWE secret dimension.
 pub const LWE_DIMENSION: usize = 1024;
@@ -132,8 +146,8 @@ pub const MAX_SEED_TRIES: u32 = 8;
 /// database entry 8 (log q / log p).
 pub const COLUMNS_PER_ANSWER: usize = (32 / PLAINTEXT_BITS) as usize;
 
-fn err(what: &'static str) -> PsiError {
-    PsiError::Pir(what)
+fn err(what: &'static str) -> PirError {
+    PirError::Refused(what)
 }
 
 /// The public layout: how keys map to columns and slots.
@@ -154,7 +168,7 @@ impl Layout {
     /// with columns at most half full on average and at least 64 slots
     /// each (a column of s slots holding Poisson(s/2) keys overflows with
     /// probability below 2^-22 for s ≥ 64, and the build reseeds if one does).
-    pub fn for_records(records: usize, record_bytes: usize, seed: [u8; 32]) -> Result<Self, PsiError> {
+    pub fn for_records(records: usize, record_bytes: usize, seed: [u8; 32]) -> Result<Self, PirError> {
         if !(TAG_BYTES + LEN_BYTES < record_bytes && record_bytes <= MAX_RECORD_BYTES) {
             return Err(err("a record must be larger than its 18-byte header and at most 4096 bytes"));
         }
@@ -168,7 +182,7 @@ impl Layout {
         Ok(layout)
     }
 
-    fn check(&self) -> Result<(), PsiError> {
+    fn check(&self) -> Result<(), PirError> {
         if self.columns == 0 || self.columns > MAX_COLUMNS || self.slots == 0 || self.rows() > MAX_ROWS {
             return Err(err("the database is larger than one PIR matrix allows (2^18 × 2^18 bytes); split it"));
         }
@@ -222,7 +236,7 @@ impl Layout {
     }
 
     /// Decodes and checks a layout.
-    pub fn from_bytes(bytes: &[u8]) -> Result<Self, PsiError> {
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, PirError> {
         if bytes.len() != 44 {
             return Err(err("a PIR layout is 44 bytes"));
         }
@@ -310,7 +324,7 @@ impl Database {
     /// Lays out `(key, value)` records of `record_bytes` bytes each.
     /// Keys must be distinct. If a column overflows, the build tries seeds
     /// derived from `seed`.
-    pub fn build(records: &[(Vec<u8>, Vec<u8>)], record_bytes: usize, seed: [u8; 32]) -> Result<Self, PsiError> {
+    pub fn build(records: &[(Vec<u8>, Vec<u8>)], record_bytes: usize, seed: [u8; 32]) -> Result<Self, PirError> {
         let mut keys = std::collections::HashSet::with_capacity(records.len());
         if !records.iter().all(|(key, _)| keys.insert(key.as_slice())) {
             return Err(err("two records share a key; a lookup could return only one of them"));
@@ -326,7 +340,7 @@ impl Database {
         Err(err("a column overflowed under every seed tried; lower the load (more columns per record)"))
     }
 
-    fn place(records: &[(Vec<u8>, Vec<u8>)], layout: Layout) -> Result<Option<Self>, PsiError> {
+    fn place(records: &[(Vec<u8>, Vec<u8>)], layout: Layout) -> Result<Option<Self>, PirError> {
         let (rows, columns, r) = (layout.rows(), layout.columns, layout.record_bytes);
         let mut matrix = vec![0u8; rows * columns];
         let mut used = vec![0usize; columns];
@@ -356,7 +370,7 @@ impl Database {
 
     /// A database from its stored parts (the owner keeps the matrix on
     /// disk between versions); refuses a matrix of the wrong size.
-    pub fn from_parts(layout: Layout, records: usize, matrix: Vec<u8>) -> Result<Self, PsiError> {
+    pub fn from_parts(layout: Layout, records: usize, matrix: Vec<u8>) -> Result<Self, PirError> {
         layout.check()?;
         if matrix.len() != layout.rows() * layout.columns {
             return Err(err("the stored matrix's size does not match its layout"));
@@ -433,7 +447,7 @@ impl Database {
 
     /// The answer to a query: D·q⃗, one pass over the matrix (rows in
     /// parallel). Refuses a query of the wrong length.
-    pub fn answer(&self, query: &Query) -> Result<Answer, PsiError> {
+    pub fn answer(&self, query: &Query) -> Result<Answer, PirError> {
         let columns = self.layout.columns;
         if query.0.len() != columns {
             return Err(err("the query's length is not the database's number of columns"));
@@ -483,7 +497,7 @@ impl Hint {
 
     /// Decodes the hint of `layout`, refusing the wrong size before
     /// allocating.
-    pub fn from_bytes(layout: &Layout, bytes: &[u8]) -> Result<Self, PsiError> {
+    pub fn from_bytes(layout: &Layout, bytes: &[u8]) -> Result<Self, PirError> {
         layout.check()?;
         if bytes.len() != layout.rows() * LWE_DIMENSION * 4 {
             return Err(err("the hint's size does not match the layout"));
@@ -520,7 +534,7 @@ impl Query {
     }
 
     /// Decodes a query for `layout`, checking its size first.
-    pub fn from_bytes(layout: &Layout, bytes: &[u8]) -> Result<Self, PsiError> {
+    pub fn from_bytes(layout: &Layout, bytes: &[u8]) -> Result<Self, PirError> {
         if bytes.len() != layout.columns * 4 {
             return Err(err("the query's size does not match the layout"));
         }
@@ -535,7 +549,7 @@ impl Answer {
     }
 
     /// Decodes an answer for `layout`, checking its size first.
-    pub fn from_bytes(layout: &Layout, bytes: &[u8]) -> Result<Self, PsiError> {
+    pub fn from_bytes(layout: &Layout, bytes: &[u8]) -> Result<Self, PirError> {
         if bytes.len() != layout.rows() * 4 {
             return Err(err("the answer's size does not match the layout"));
         }
@@ -586,7 +600,7 @@ impl std::fmt::Debug for Lookup {
 impl Lookup {
     /// Makes the query for `key` under `layout` (expanding A; see
     /// [`Lookup::with_matrix`] to reuse it).
-    pub fn new(layout: &Layout, key: &[u8], rng: &mut impl RngCore) -> Result<(Self, Query), PsiError> {
+    pub fn new(layout: &Layout, key: &[u8], rng: &mut impl RngCore) -> Result<(Self, Query), PirError> {
         layout.check()?;
         Self::with_matrix(layout, &layout.public_matrix(), key, rng)
     }
@@ -597,7 +611,7 @@ impl Lookup {
         a: &PublicMatrix,
         key: &[u8],
         rng: &mut impl RngCore,
-    ) -> Result<(Self, Query), PsiError> {
+    ) -> Result<(Self, Query), PirError> {
         layout.check()?;
         if !a.belongs_to(layout) {
             return Err(err("the public matrix is not the layout's"));
@@ -627,7 +641,7 @@ impl Lookup {
 
     /// Decodes the answer with the hint: the key's value, or `None` when
     /// the key is absent.
-    pub fn decode(self, layout: &Layout, hint: &Hint, answer: &Answer) -> Result<Option<Vec<u8>>, PsiError> {
+    pub fn decode(self, layout: &Layout, hint: &Hint, answer: &Answer) -> Result<Option<Vec<u8>>, PirError> {
         if hint.rows != layout.rows() || hint.values.len() != layout.rows() * LWE_DIMENSION {
             return Err(err("the hint does not match the layout"));
         }
@@ -668,7 +682,7 @@ impl Lookup {
             if matches && found.is_none() {
                 let len = usize::from(u16::from_le_bytes([slot[TAG_BYTES], slot[TAG_BYTES + 1]]));
                 if len > layout.value_capacity() {
-                    return Err(PsiError::PirMalformedRecord);
+                    return Err(PirError::MalformedRecord);
                 }
                 found = Some(slot[TAG_BYTES + LEN_BYTES..TAG_BYTES + LEN_BYTES + len].to_vec());
             }
@@ -747,7 +761,7 @@ mod tests {
         let hint = db.hint();
         let a = layout.public_matrix();
         let mut rng = ChaCha20Rng::seed_from_u64(8);
-        let fails = |r: Result<Option<Vec<u8>>, PsiError>| r.unwrap_err().to_string().contains("does not decode");
+        let fails = |r: Result<Option<Vec<u8>>, PirError>| r.unwrap_err().to_string().contains("does not decode");
         let (lookup, query) = Lookup::with_matrix(&layout, &a, &data[3].0, &mut rng).unwrap();
         let mut answer = db.answer(&query).unwrap();
         let mut garble = 0u32;
@@ -790,7 +804,7 @@ mod tests {
         let mut rng = ChaCha20Rng::seed_from_u64(12);
         let (lookup, query) = Lookup::with_matrix(&layout, &a, &data[0].0, &mut rng).unwrap();
         let answer = db.answer(&query).unwrap();
-        assert!(matches!(lookup.decode(&layout, &hint, &answer), Err(PsiError::PirMalformedRecord)));
+        assert!(matches!(lookup.decode(&layout, &hint, &answer), Err(PirError::MalformedRecord)));
         let other = data.iter().position(|(k, _)| layout.column_of(k) != column).unwrap();
         let (lookup, query) = Lookup::with_matrix(&layout, &a, &data[other].0, &mut rng).unwrap();
         let answer = db.answer(&query).unwrap();
