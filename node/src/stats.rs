@@ -320,13 +320,16 @@ struct CensusState {
     stats: stayput_mpc_engine::local::LocalStats,
     tokens: zeroize::Zeroizing<Vec<u32>>,
     grant: String,
-    since: std::time::Instant,
 }
 
-/// Census states by task, bounded and expiring like parked shares.
+/// Census states by task — reserved while the census runs (`None`), held
+/// until the contribution takes them, then a tombstone (`None` again) —
+/// each with when it last changed; all expire like parked shares, so the
+/// box stays bounded. A census after its tombstone expired is still
+/// refused: the ledger shows this site's use of the task.
 #[derive(Default)]
 pub struct CensusBox {
-    tasks: Mutex<HashMap<String, Option<CensusState>>>,
+    tasks: Mutex<HashMap<String, (std::time::Instant, Option<CensusState>)>>,
 }
 
 impl std::fmt::Debug for CensusBox {
@@ -341,25 +344,25 @@ impl CensusBox {
     /// would hand the requester a second set of tokens to compare).
     fn reserve(&self, task: &str) -> Result<(), NodeError> {
         let mut tasks = self.tasks.lock().expect("census box");
-        tasks.retain(|_, state| state.as_ref().is_none_or(|s| s.since.elapsed() < PARKED_FOR));
+        tasks.retain(|_, (since, _)| since.elapsed() < PARKED_FOR);
         if tasks.contains_key(task) {
             return Err(NodeError::Stats("this site has taken its census for the task already; run a new task".into()));
         }
         if tasks.len() >= MAX_WAITING_TASKS {
             return Err(NodeError::Busy { max: MAX_WAITING_TASKS });
         }
-        tasks.insert(task.to_owned(), None);
+        tasks.insert(task.to_owned(), (std::time::Instant::now(), None));
         Ok(())
     }
 
     fn fill(&self, task: &str, state: CensusState) {
-        self.tasks.lock().expect("census box").insert(task.to_owned(), Some(state));
+        self.tasks.lock().expect("census box").insert(task.to_owned(), (std::time::Instant::now(), Some(state)));
     }
 
     /// Forgets a reservation whose census failed before its use was recorded.
     fn release(&self, task: &str) {
         let mut tasks = self.tasks.lock().expect("census box");
-        if tasks.get(task).is_some_and(Option::is_none) {
+        if tasks.get(task).is_some_and(|(_, state)| state.is_none()) {
             tasks.remove(task);
         }
     }
@@ -367,7 +370,7 @@ impl CensusBox {
     /// The grant a census of `task` recorded its use under, if this site
     /// holds one.
     fn grant_of(&self, task: &str) -> Option<String> {
-        self.tasks.lock().expect("census box").get(task).and_then(|s| s.as_ref().map(|s| s.grant.clone()))
+        self.tasks.lock().expect("census box").get(task).and_then(|(_, s)| s.as_ref().map(|s| s.grant.clone()))
     }
 
     /// Takes the census state of `task`: once (the tombstone stays, so no
@@ -377,11 +380,14 @@ impl CensusBox {
         let mut tasks = self.tasks.lock().expect("census box");
         match tasks.get_mut(task) {
             None => Ok(None),
-            Some(slot) => slot.take().map(Some).ok_or_else(|| {
-                NodeError::Stats(
-                    "this site's census for the task was used (or is still running); run a new task".into(),
-                )
-            }),
+            Some((since, slot)) => {
+                *since = std::time::Instant::now();
+                slot.take().map(Some).ok_or_else(|| {
+                    NodeError::Stats(
+                        "this site's census for the task was used (or is still running); run a new task".into(),
+                    )
+                })
+            }
         }
     }
 }
@@ -627,7 +633,7 @@ async fn census(state: &Arc<NodeState>, caller: &str, request: CensusRequest) ->
         }
     };
     let rows = stats.rows_scanned;
-    state.census.fill(&task_id, CensusState { stats, tokens, grant: served.grant, since: std::time::Instant::now() });
+    state.census.fill(&task_id, CensusState { stats, tokens, grant: served.grant });
     deposit(state, &task_id, Deposit::Census(list)).await?;
     tracing::info!(task = %task_id, "census deposited; use recorded");
     Ok(CensusResponse { rows })
@@ -1336,6 +1342,27 @@ edges = [18, 65]
             render(&results, 5, &all.withheld(&query)),
             "group,measure,statistic,n,value\nall,count,count,,suppressed\n"
         );
+    }
+
+    #[test]
+    fn census_states_expire_so_the_box_stays_usable() {
+        let census = CensusBox::default();
+        census.reserve("t-1").unwrap();
+        assert!(census.reserve("t-1").is_err(), "one census per task");
+        census.release("t-1");
+        census.reserve("t-1").unwrap();
+        // A full box of used tasks from long ago makes way for new ones.
+        let long_ago = std::time::Instant::now().checked_sub(PARKED_FOR + Duration::from_secs(1)).unwrap();
+        {
+            let mut tasks = census.tasks.lock().unwrap();
+            for i in 0..MAX_WAITING_TASKS {
+                tasks.insert(format!("t-old-{i}"), (long_ago, None));
+            }
+        }
+        census.reserve("t-2").unwrap();
+        assert_eq!(census.tasks.lock().unwrap().len(), 2);
+        assert!(census.take("t-2").is_err(), "a census still running is not taken");
+        assert!(census.take("t-3").unwrap().is_none());
     }
 
     #[test]
