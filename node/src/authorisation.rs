@@ -75,8 +75,9 @@ fn ledger_error(task: &str) -> impl Fn(stayput_chain_connector::LedgerError) -> 
     }
 }
 
-/// Writes the use record; the ledger refuses it atomically when the grant
-/// is exhausted, expired or revoked.
+/// Writes the use record for items the peer itself asked for (ids, keys:
+/// it knows their number); the ledger refuses it atomically when the grant
+/// is exhausted, expired or revoked, and its reason is passed on.
 pub async fn record_use(
     ledger: &dyn Ledger,
     own_org: &str,
@@ -85,11 +86,22 @@ pub async fn record_use(
     grant: &str,
     items: u64,
 ) -> Result<(), NodeError> {
-    record_use_spending(ledger, own_org, own_key, task, grant, items, 0).await
+    submit_use(
+        ledger,
+        own_org,
+        own_key,
+        UseRecord { task: task.to_owned(), grant: grant.to_owned(), items, epsilon: 0 },
+    )
+    .await
+    .map_err(ledger_error(task))
 }
 
-/// Writes a use record that also spends `epsilon` milli-ε of the grant's
-/// privacy budget; the ledger refuses it atomically when it does not fit.
+/// Writes a use record whose items depend on the data — rows scanned,
+/// records a lookup could disclose — and that spends `epsilon` milli-ε of
+/// the grant's privacy budget. The ledger refuses it atomically when it
+/// does not fit; its reason names the items, so the owner keeps it in its
+/// own log and the peer is told which grant refused and why in words (the
+/// grant's state is on the ledger).
 pub async fn record_use_spending(
     ledger: &dyn Ledger,
     own_org: &str,
@@ -99,9 +111,28 @@ pub async fn record_use_spending(
     items: u64,
     epsilon: u32,
 ) -> Result<(), NodeError> {
-    let record = Record::Use(UseRecord { task: task.to_owned(), grant: grant.to_owned(), items, epsilon });
-    ledger.submit(SignedRecord::sign(record, own_org, own_key)).await.map_err(ledger_error(task))?;
-    Ok(())
+    let record = UseRecord { task: task.to_owned(), grant: grant.to_owned(), items, epsilon };
+    submit_use(ledger, own_org, own_key, record).await.map_err(|e| match NodeError::from_ledger(e) {
+        NodeError::LedgerRefused(reason) => {
+            tracing::warn!(task = %task, grant = %grant, reason = %reason, "the ledger refused this node's use record");
+            NodeError::NotAuthorised {
+                task: task.to_owned(),
+                reason: format!(
+                    "the ledger refused this node's use record under grant '{grant}': the grant's limits (uses, items, ε), its expiry or its revocation do not cover this task; nothing was served (the grant's state is on the ledger)"
+                ),
+            }
+        }
+        unavailable => unavailable,
+    })
+}
+
+async fn submit_use(
+    ledger: &dyn Ledger,
+    own_org: &str,
+    own_key: &OrgKey,
+    record: UseRecord,
+) -> Result<(), stayput_chain_connector::LedgerError> {
+    ledger.submit(SignedRecord::sign(Record::Use(record), own_org, own_key)).await.map(|_| ())
 }
 
 /// Refuses, before any work, a task that asks more `unit` than `grant`

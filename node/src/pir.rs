@@ -68,7 +68,7 @@ use stayput_proto::v1::{FetchHintRequest, HintChunk, HintHeader, PirQueryRequest
 use tonic::{Request, Response, Status};
 use zeroize::Zeroizing;
 
-use crate::authorisation::{ServeRequest, check, check_items_per_use, record_use};
+use crate::authorisation::{ServeRequest, check, check_items_per_use, record_use_spending};
 use crate::config::{NodeConfig, PirSettings};
 use crate::dataset::Dataset;
 use crate::identity::caller_org;
@@ -509,7 +509,7 @@ async fn answer(
     })
     .await
     .map_err(|e| NodeError::Worker(e.to_string()))??;
-    record_use(&*access.ledger, &state.config.org, &access.key, &task_id, &grant, items).await?;
+    record_use_spending(&*access.ledger, &state.config.org, &access.key, &task_id, &grant, items, 0).await?;
     tracing::info!(
         node = %state.config.org,
         task = %task_id,
