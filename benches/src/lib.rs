@@ -23,6 +23,8 @@ pub enum BenchError {
     #[error(transparent)]
     Node(#[from] stayput_node::NodeError),
     #[error(transparent)]
+    Localnet(#[from] stayput_localnet::LocalnetError),
+    #[error(transparent)]
     Psi(#[from] stayput_psi::PsiError),
     #[error(transparent)]
     Lookup(#[from] stayput_pir::PirError),

@@ -15,7 +15,8 @@
 //!   offline-verifiable inclusion proofs ([`block`], [`merkle`]).
 //! * [`conformance`] — the suite every backend must pass unchanged.
 //! * [`tasks`] — signed task requests (what a requester sends the
-//!   coordinator) and the canonical task parameters the ledger digests.
+//!   coordinator), the canonical task parameters the ledger digests, and
+//!   what a task id may be.
 //!
 //! * [`evm`] — the EVM backend: one Solidity contract
 //!   (`contracts/StayputLedger.sol`) on any EVM chain over JSON-RPC, and an

@@ -137,6 +137,30 @@ impl SignedTaskRequest {
     }
 }
 
+/// Why a string is not a task id ([`check_task_id`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("invalid task id: {0}")]
+pub struct InvalidTaskId(pub &'static str);
+
+/// What nodes and the coordinator accept as a task id: 1 to 128 characters
+/// of `A-Z a-z 0-9 . _ -`, not starting with a dot. A task id names result
+/// files and separates protocol domains, so it must be safe as a file name
+/// wherever it comes from; the ids the ledger's tasks get
+/// ([`SignedTaskRequest::task_id`]) always are, and so must be the ids of
+/// sessions run without a ledger, which their caller chooses.
+pub fn check_task_id(task_id: &str) -> Result<(), InvalidTaskId> {
+    if task_id.is_empty() || task_id.len() > 128 {
+        return Err(InvalidTaskId("it must be 1 to 128 characters long"));
+    }
+    if task_id.starts_with('.') {
+        return Err(InvalidTaskId("it must not start with a dot"));
+    }
+    if !task_id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) {
+        return Err(InvalidTaskId("it may hold only letters, digits, '.', '_' and '-'"));
+    }
+    Ok(())
+}
+
 /// The digest of a task's canonical parameters, as the task record holds it.
 pub fn params_digest(kind: Computation, params: &[u8]) -> Digest {
     let mut h = Sha256::new();
@@ -383,6 +407,16 @@ mod tests {
         back.verify(&key.public_key()).unwrap();
         assert!(back.verify(&OrgKey::from_bytes(&[2; 32]).public_key()).is_err());
         assert!(back.task_id().starts_with("t-") && back.task_id().len() == 26);
+        check_task_id(&back.task_id()).unwrap();
+    }
+
+    #[test]
+    fn task_ids_are_file_safe() {
+        assert!(check_task_id("task-2026.11_01").is_ok());
+        for bad in ["", ".hidden", "../etc", "a/b", "空", &"x".repeat(129)] {
+            assert!(check_task_id(bad).is_err(), "{bad}");
+        }
+        assert_eq!(check_task_id(".x").unwrap_err().to_string(), "invalid task id: it must not start with a dot");
     }
 
     #[test]

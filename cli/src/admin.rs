@@ -147,12 +147,12 @@ async fn operator_ledger(
         }
         LedgerBackend::Embedded { .. } => {
             // Through the running coordinator's ledger service, as the operator.
-            let tls = stayput_node::identity::TlsMaterial::load(&config.tls)?;
+            let tls = stayput_identity::TlsMaterial::load(&config.tls)?;
             let mut addr = config.listen;
             if addr.ip().is_unspecified() {
                 addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
             }
-            let channel = stayput_node::requester::connect_with(&tls, &config.org, &format!("https://{addr}")).await?;
+            let channel = stayput_identity::dial(&tls, &config.org, &format!("https://{addr}")).await?;
             let operator = keys::load(&config.signing_key)?.public_key();
             Ok(Arc::new(stayput_node::ledger_client::RemoteLedger::new(channel, operator)))
         }

@@ -30,9 +30,8 @@ use stayput_chain_connector::embedded::system_clock;
 use stayput_chain_connector::records::{Computation, Grant, Record, Role};
 use stayput_chain_connector::tasks::{LabeledPsiParams, PirParams, PsiParams, StatsParams, TaskParams};
 use stayput_coordinator::client::{Phase, TaskReport, TaskSpec};
-use stayput_coordinator::localnet::{LocalConsortium, Participant};
+use stayput_localnet::{DatasetSpec, LocalConsortium, OrgSpec, Participant};
 use stayput_node::dataset::write_parquet;
-use stayput_node::localnet::{DatasetSpec, OrgSpec};
 
 use crate::error::CliError;
 

@@ -6,6 +6,10 @@ pub enum CliError {
     #[error(transparent)]
     Node(#[from] stayput_node::NodeError),
     #[error(transparent)]
+    Identity(#[from] stayput_identity::IdentityError),
+    #[error(transparent)]
+    Localnet(#[from] stayput_localnet::LocalnetError),
+    #[error(transparent)]
     Bench(#[from] stayput_benches::BenchError),
     #[error(transparent)]
     Ledger(#[from] stayput_chain_connector::LedgerError),

@@ -12,9 +12,9 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+use stayput_identity as identity;
 use stayput_node::NodeConfig;
 use stayput_node::dataset::FileFormat;
-use stayput_node::identity;
 use stayput_node::requester::PsiRequest;
 use stayput_psi::ecdh::OutputMode;
 

@@ -138,7 +138,7 @@ async fn client(config: &NodeConfig) -> Result<Client, CliError> {
     let settings = config.ledger.as_ref().ok_or_else(|| {
         CliError::NotFound("the node configuration has no [ledger] section naming the coordinator".into())
     })?;
-    let tls = stayput_node::identity::TlsMaterial::load(&config.tls)?;
+    let tls = stayput_identity::TlsMaterial::load(&config.tls)?;
     Ok(Client::connect(&tls, &settings.operator, &settings.endpoint).await?)
 }
 

@@ -89,3 +89,44 @@ fn protocol_crates_forbid_unsafe_code() {
         assert!(lib.contains("#![forbid(unsafe_code)]"), "{krate}/src/lib.rs must forbid unsafe code");
     }
 }
+
+#[test]
+fn the_coordinator_does_not_depend_on_the_node() {
+    // Identity and dialling are shared through stayput-identity, and the
+    // whole consortium on loopback is stayput-localnet, so nothing of the
+    // node crate reaches the coordinator — directly or transitively, as a
+    // normal, build or dev dependency (its tests included).
+    let meta = metadata();
+    let names: BTreeMap<&str, &str> = meta["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["id"].as_str().unwrap(), p["name"].as_str().unwrap()))
+        .collect();
+    let nodes = meta["resolve"]["nodes"].as_array().unwrap();
+    let deps = |id: &str, dev: bool| -> Vec<String> {
+        let node = nodes.iter().find(|n| n["id"] == id).expect("resolved package");
+        node["deps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["dep_kinds"].as_array().unwrap().iter().any(|k| dev || k["kind"] != "dev"))
+            .map(|d| d["pkg"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let coordinator = names.iter().find(|(_, n)| **n == "stayput-coordinator").map(|(id, _)| *id).unwrap();
+    // The coordinator's own dev-dependencies are built for its tests; a
+    // dependency's are not.
+    let (mut seen, mut stack) = (BTreeSet::new(), deps(coordinator, true));
+    while let Some(id) = stack.pop() {
+        if seen.insert(id.clone()) {
+            stack.extend(deps(&id, false));
+        }
+    }
+    let reached: BTreeSet<&str> = seen.iter().map(|id| names[id.as_str()]).collect();
+    assert!(
+        !reached.contains("stayput-node"),
+        "stayput-coordinator depends on stayput-node; share code through stayput-identity or move it to stayput-localnet"
+    );
+    assert!(reached.contains("stayput-identity"), "the check no longer sees the coordinator's dependencies");
+}

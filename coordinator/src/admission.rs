@@ -16,7 +16,7 @@ use std::collections::BTreeSet;
 
 use stayput_chain_connector::Ledger;
 use stayput_chain_connector::ledger::GrantFilter;
-use stayput_chain_connector::records::{Computation, Role, Task};
+use stayput_chain_connector::records::{Computation, DatasetVersion, Role, Task};
 use stayput_chain_connector::rules::GrantState;
 use stayput_chain_connector::tasks::{REQUEST_WINDOW_SECS, SignedTaskRequest, TaskParams, params_digest};
 
@@ -85,6 +85,18 @@ pub const MAX_BUREAUS: usize = 16;
 pub const MAX_GATES: usize = 256;
 /// Most min/max values a statistics task may have.
 pub const MAX_EXTREMES: usize = 64;
+
+/// A dataset version's published PIR layout, or the refusal of a lookup
+/// on a dataset that is not a lookup table (the owner's node decodes the
+/// same bytes before it serves one).
+fn published_layout(version: &DatasetVersion) -> Result<stayput_pir::Layout, CoordinatorError> {
+    version.protocol_key.as_deref().and_then(|key| stayput_pir::Layout::from_bytes(key).ok()).ok_or_else(|| {
+        CoordinatorError::BadRequest(format!(
+            "private lookup: dataset '{}' is not published for private lookup (its version carries no PIR layout)",
+            version.dataset
+        ))
+    })
+}
 
 /// A query parsed and checked for shape (columns against a dataset's
 /// schema are checked by its owner's node), with the columns it reads.
@@ -222,7 +234,7 @@ pub async fn admit(
             let versions = ledger.dataset(&p.dataset).await?;
             let latest =
                 versions.last().ok_or_else(|| CoordinatorError::UnknownDataset { dataset: p.dataset.clone() })?;
-            stayput_node::pir::published_layout(latest).map_err(|e| CoordinatorError::BadRequest(e.to_string()))?;
+            published_layout(latest)?;
             Vec::new()
         }
         _ => return Err(CoordinatorError::Unsupported { kind: request.kind.to_string() }),

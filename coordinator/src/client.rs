@@ -3,7 +3,7 @@
 
 use stayput_chain_connector::records::{Computation, OrgKey};
 use stayput_chain_connector::tasks::{SignedTaskRequest, TaskParams, TaskRequest};
-use stayput_node::identity::TlsMaterial;
+use stayput_identity::TlsMaterial;
 use stayput_proto::v1::coordinator_client::CoordinatorClient;
 use stayput_proto::v1::{SubmitTaskRequest, TaskState, TaskUpdate, WatchTaskRequest};
 use tonic::transport::Channel;
@@ -119,7 +119,7 @@ impl Client {
     /// Connects to the coordinator at `endpoint`, whose certificate must
     /// name `operator`.
     pub async fn connect(tls: &TlsMaterial, operator: &str, endpoint: &str) -> Result<Self, CoordinatorError> {
-        let channel = stayput_node::requester::connect_with(tls, operator, endpoint).await?;
+        let channel = stayput_identity::dial(tls, operator, endpoint).await?;
         Ok(Self { inner: CoordinatorClient::new(channel) })
     }
 

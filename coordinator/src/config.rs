@@ -32,7 +32,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use stayput_node::config::TlsPaths;
+use stayput_identity::TlsPaths;
 
 use crate::CoordinatorError;
 
@@ -96,7 +96,7 @@ impl CoordinatorConfig {
         let file: File = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         let at = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
-        stayput_node::identity::check_org_name(&file.coordinator.org).map_err(|e| bad(e.to_string()))?;
+        stayput_identity::check_org_name(&file.coordinator.org).map_err(|e| bad(e.to_string()))?;
         Ok(Self {
             name: file.coordinator.name.unwrap_or_else(|| file.coordinator.org.clone()),
             org: file.coordinator.org,

@@ -163,7 +163,7 @@ async fn run_on_node(
     let mut attempt = 0;
     let channel = loop {
         attempt += 1;
-        match stayput_node::requester::connect_with(&inner.tls, org, &member.endpoint).await {
+        match stayput_identity::dial(&inner.tls, org, &member.endpoint).await {
             Ok(channel) => break channel,
             Err(e) if attempt < CONNECT_ATTEMPTS => {
                 tracing::warn!(task = %task, org = %org, attempt, error = %e, "node unreachable; retrying");

@@ -5,7 +5,6 @@
 use std::path::PathBuf;
 
 use stayput_chain_connector::LedgerError;
-use stayput_node::NodeError;
 use tonic::{Code, Status};
 
 /// Everything the coordinator can fail at.
@@ -16,6 +15,8 @@ pub enum CoordinatorError {
     Config { path: PathBuf, reason: String },
     #[error("the task request is malformed: {0}")]
     BadRequest(String),
+    #[error("{0}")]
+    BadTaskId(#[from] stayput_chain_connector::tasks::InvalidTaskId),
     #[error("'{caller}' may only submit its own requests; this one is signed for '{requester}'")]
     NotRequester { caller: String, requester: String },
     #[error(
@@ -43,7 +44,7 @@ pub enum CoordinatorError {
     #[error("ledger: {0}")]
     Ledger(#[from] LedgerError),
     #[error("{0}")]
-    Node(#[from] NodeError),
+    Identity(#[from] stayput_identity::IdentityError),
     #[error("the coordinator's state store ({path}): {reason}")]
     Store { path: PathBuf, reason: String },
     #[error("cannot listen on {address}: {detail}")]
@@ -60,7 +61,7 @@ impl From<CoordinatorError> for Status {
     fn from(e: CoordinatorError) -> Self {
         use CoordinatorError::*;
         let code = match &e {
-            BadRequest(_) | Stale { .. } | BadReceiver { .. } => Code::InvalidArgument,
+            BadRequest(_) | BadTaskId(_) | Stale { .. } | BadReceiver { .. } => Code::InvalidArgument,
             NotRequester { .. } | NoGrant { .. } | ColumnNotAllowed { .. } | NotYourTask { .. } => {
                 Code::PermissionDenied
             }
@@ -72,6 +73,7 @@ impl From<CoordinatorError> for Status {
             Ledger(LedgerError::BadSignature { .. }) => Code::PermissionDenied,
             Ledger(LedgerError::Malformed { .. }) => Code::InvalidArgument,
             Ledger(LedgerError::Rpc(_)) | Unavailable(_) => Code::Unavailable,
+            Identity(e) => e.code(),
             _ => Code::Internal,
         };
         Status::new(code, e.to_string())

@@ -1,6 +1,6 @@
 //! Homomorphic post-processing of federated statistics (design brief §4.3),
 //! the coordinator's one computation, in two phases per task (see
-//! `stayput_node::stats` for the protocol).
+//! the node's `stats` module for the protocol).
 //!
 //! * **Census.** Each site deposits, encrypted under the requester's TFHE
 //!   key, its count at every gate (group sizes, measures' n, histogram
@@ -32,7 +32,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use stayput_chain_connector::records::Computation;
-use stayput_chain_connector::tasks::{SignedTaskRequest, StatsParams, TaskParams};
+use stayput_chain_connector::tasks::{SignedTaskRequest, StatsParams, TaskParams, check_task_id};
 use stayput_mpc_engine::fhe::{self, Evaluator};
 use stayput_mpc_engine::gates::{MAX_GATES, families};
 use stayput_mpc_engine::query::CohortQuery;
@@ -187,7 +187,7 @@ async fn expected(inner: &Arc<Inner>, task_id: &str, requester: Option<&str>) ->
 /// A site's deposit for a running statistics task.
 pub async fn deposit(inner: Arc<Inner>, caller: String, request: FheDeposit) -> Result<(), CoordinatorError> {
     let FheDeposit { task_id, extremes, phase, census } = request;
-    stayput_node::wire::check_task_id(&task_id)?;
+    check_task_id(&task_id)?;
     let phase = Step::from_wire(phase)?;
     let expected = expected(&inner, &task_id, None).await?;
     if !expected.sites.contains(&caller) {
@@ -223,7 +223,7 @@ pub async fn evaluate(
     let fhe_upload::Part::Open(open) = next().await? else {
         return Err(refused("an upload starts with `open`"));
     };
-    stayput_node::wire::check_task_id(&open.task_id)?;
+    check_task_id(&open.task_id)?;
     let phase = Step::from_wire(open.phase)?;
     let expected = expected(&inner, &open.task_id, Some(&caller)).await?;
     if phase == Step::Census && (expected.min_cohort <= 1 || expected.families.len() > MAX_GATES) {

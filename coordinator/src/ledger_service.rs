@@ -11,7 +11,7 @@ use std::sync::Arc;
 use stayput_chain_connector::embedded::EmbeddedLedger;
 use stayput_chain_connector::records::SignedRecord;
 use stayput_chain_connector::{Ledger, LedgerError};
-use stayput_node::identity::caller_org;
+use stayput_identity::caller_org;
 use stayput_proto::v1::ledger_service_server::LedgerService;
 use stayput_proto::v1::{BlocksRequest, BlocksResponse, SubmitRecordRequest, SubmitRecordResponse};
 use tonic::{Code, Request, Response, Status};

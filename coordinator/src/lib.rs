@@ -15,8 +15,11 @@
 //! * [`ledger_service`] — the embedded ledger served to members.
 //! * [`client`] — what requesters call: sign, submit, watch.
 //! * [`config`] — the TOML configuration.
-//! * [`localnet`] — a whole consortium with its coordinator on loopback
-//!   (demo and tests).
+//!
+//! Identity and dialling (certificates, mTLS, the caller's organisation)
+//! come from `stayput-identity`, shared with the nodes; the coordinator
+//! does not depend on the node crate. A whole consortium on loopback is
+//! `stayput-localnet`.
 //!
 //! Trust: a node does what the ledger shows, not what the coordinator
 //! says; requests are signed by the requester's organisation key and
@@ -31,7 +34,6 @@ pub mod driver;
 mod error;
 pub mod evaluation;
 pub mod ledger_service;
-pub mod localnet;
 pub mod service;
 pub mod store;
 
@@ -41,7 +43,7 @@ use std::sync::Arc;
 use stayput_chain_connector::Ledger;
 use stayput_chain_connector::embedded::{Clock, EmbeddedLedger};
 use stayput_chain_connector::records::{Member, Role};
-use stayput_node::identity::TlsMaterial;
+use stayput_identity::TlsMaterial;
 use stayput_proto::v1::coordinator_server::CoordinatorServer;
 use stayput_proto::v1::ledger_service_server::LedgerServiceServer;
 use tokio::net::TcpListener;
@@ -142,7 +144,7 @@ pub async fn spawn_on(
     let router = tonic::transport::Server::builder()
         .tls_config(tls.server())
         .map_err(|e| CoordinatorError::Listen { address: addr.to_string(), detail: e.to_string() })?
-        .timeout(stayput_node::wire::CALL_DEADLINE)
+        .timeout(stayput_identity::CALL_DEADLINE)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(CoordinatorServer::new(service::CoordinatorService::new(inner.clone())))

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use stayput_chain_connector::Ledger;
 use stayput_chain_connector::records::OrgKey;
 use stayput_chain_connector::tasks::SignedTaskRequest;
-use stayput_node::identity::{TlsMaterial, caller_org};
+use stayput_identity::{TlsMaterial, caller_org};
 use stayput_proto::v1::coordinator_server::Coordinator as CoordinatorRpc;
 use stayput_proto::v1::{
     FheDeposit, FheDepositResponse, FheDownload, FheUpload, SubmitTaskRequest, SubmitTaskResponse, TaskState,

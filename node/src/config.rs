@@ -36,6 +36,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use stayput_identity::TlsPaths;
 use stayput_psi::keys::KeyRules;
 
 use crate::NodeError;
@@ -133,18 +134,6 @@ pub struct LedgerSettings {
     /// coordinator's address).
     #[serde(default)]
     pub evm: Option<stayput_chain_connector::evm::EvmSettings>,
-}
-
-/// Paths of the node's TLS material.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsPaths {
-    /// The consortium CA certificate (PEM).
-    pub ca: PathBuf,
-    /// This organisation's certificate (PEM).
-    pub cert: PathBuf,
-    /// This organisation's private key (PEM).
-    pub key: PathBuf,
 }
 
 /// A validated node configuration.

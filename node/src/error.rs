@@ -58,8 +58,8 @@ pub enum NodeError {
     LedgerRefused(String),
     #[error("task '{task}' is not authorised on the ledger: {reason}")]
     NotAuthorised { task: String, reason: String },
-    #[error("invalid task id: {0}")]
-    BadTaskId(&'static str),
+    #[error("{0}")]
+    BadTaskId(#[from] stayput_chain_connector::tasks::InvalidTaskId),
     #[error("federated statistics: {0}")]
     Stats(String),
     #[error("blacklist query: {0}")]
@@ -80,12 +80,9 @@ pub enum NodeError {
     Lookup(#[from] stayput_pir::PirError),
     #[error("TLS material: {0}")]
     Tls(String),
-    #[error("cannot create certificates: {0}")]
-    Certificate(#[from] rcgen::Error),
-    #[error(
-        "cannot connect to peer '{peer}' at {endpoint}: {detail}. Check that the peer node runs and that both certificates come from the same consortium CA"
-    )]
-    Connect { peer: String, endpoint: String, detail: String },
+    /// Certificates, TLS files, the caller's certificate, dialling a peer.
+    #[error("{0}")]
+    Identity(#[from] stayput_identity::IdentityError),
     #[error("peer '{peer}' refused: {message}")]
     PeerRefused { peer: String, code: tonic::Code, message: String },
     #[error("peer '{peer}' went away during the {phase} phase: {detail}; no result was written")]
@@ -96,8 +93,6 @@ pub enum NodeError {
     UnexpectedMessage { peer: String, expected: &'static str, got: &'static str },
     #[error("caller '{caller}' may not use this node's control service; only '{org}' may")]
     NotOwnOrganisation { caller: String, org: String },
-    #[error("the caller presented no client certificate")]
-    NoClientCertificate,
     #[error("the node reported: {0}")]
     NodeReported(String),
     #[error("the session was cancelled")]
@@ -132,14 +127,12 @@ impl NodeError {
             | NodeError::MissingMode
             | NodeError::InvalidQuery(_) => Code::InvalidArgument,
             NodeError::Psi(_) | NodeError::Lookup(_) | NodeError::UnexpectedMessage { .. } => Code::InvalidArgument,
-            NodeError::NotOwnOrganisation { .. }
-            | NodeError::NoClientCertificate
-            | NodeError::NotAuthorised { .. }
-            | NodeError::LedgerRefused(_) => Code::PermissionDenied,
-            NodeError::PeerRefused { code, .. } => *code,
-            NodeError::Connect { .. } | NodeError::PeerVanished { .. } | NodeError::LedgerUnavailable(_) => {
-                Code::Unavailable
+            NodeError::NotOwnOrganisation { .. } | NodeError::NotAuthorised { .. } | NodeError::LedgerRefused(_) => {
+                Code::PermissionDenied
             }
+            NodeError::Identity(e) => e.code(),
+            NodeError::PeerRefused { code, .. } => *code,
+            NodeError::PeerVanished { .. } | NodeError::LedgerUnavailable(_) => Code::Unavailable,
             NodeError::Busy { .. } | NodeError::TooManyPeerKeys { .. } => Code::ResourceExhausted,
             NodeError::ResultExists { .. } => Code::AlreadyExists,
             NodeError::DatasetChanged { .. } => Code::Aborted,
@@ -189,9 +182,9 @@ impl From<NodeError> for tonic::Status {
             | NodeError::DatasetChanged { .. }
             | NodeError::ResultExists { .. }
             | NodeError::Tls(_)
-            | NodeError::Certificate(_)
             | NodeError::Worker(_)
             | NodeError::Listen { .. } => local.to_owned(),
+            NodeError::Identity(e) if e.is_local() => local.to_owned(),
             _ => err.to_string(),
         };
         tonic::Status::new(code, message)

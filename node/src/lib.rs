@@ -11,7 +11,8 @@
 //! * [`dataset`] — CSV/Parquet input through arrow, key normalisation,
 //!   result files.
 //! * [`identity`] — consortium CA, organisation certificates, mTLS, caller
-//!   identity.
+//!   identity, dialling by organisation name: the `stayput-identity` crate,
+//!   shared with the coordinator and re-exported here.
 //! * [`responder`] — the `PsiPeer` gRPC service (this node as responder).
 //! * [`requester`] — this node as requester, driving a peer.
 //! * [`control`] — the `NodeControl` service its own organisation calls.
@@ -35,7 +36,6 @@
 //! * [`server`] — assembling the gRPC server (TLS, health, reflection).
 //! * [`ledger_client`] — the operator's embedded ledger, read and written
 //!   over mTLS through a replica this node verifies itself.
-//! * [`localnet`] — a whole consortium on loopback (demo, bench, tests).
 //! * [`wire`] — the stream/role edge and prost ↔ domain conversions.
 #![forbid(unsafe_code)]
 
@@ -46,9 +46,7 @@ pub mod config;
 pub mod control;
 pub mod dataset;
 mod error;
-pub mod identity;
 pub mod ledger_client;
-pub mod localnet;
 pub mod pir;
 pub mod publish;
 pub mod requester;
@@ -61,6 +59,7 @@ pub mod wire;
 
 pub use config::NodeConfig;
 pub use error::NodeError;
+pub use stayput_identity as identity;
 
 /// What every service of a node shares.
 #[derive(Debug)]

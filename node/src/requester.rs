@@ -19,7 +19,7 @@ use stayput_psi::keys::KeyList;
 use stayput_psi::messages::{PointBatch, TagBatch};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::dataset::{DatasetKeys, FileFormat, WrittenFile};
 use crate::wire::{
@@ -86,38 +86,10 @@ pub async fn connect_peer(state: &NodeState, peer: &str) -> Result<Channel, Node
 }
 
 /// Opens a mutually authenticated channel to `endpoint`, which must present
-/// a certificate for organisation `org`.
+/// a certificate for organisation `org` ([`stayput_identity::dial()`] with
+/// this node's TLS material).
 pub async fn connect(state: &NodeState, org: &str, endpoint: &str) -> Result<Channel, NodeError> {
-    connect_with(&state.tls, org, endpoint).await
-}
-
-/// [`connect`] with explicit TLS material (tools that are not a node).
-pub async fn connect_with(tls: &crate::identity::TlsMaterial, org: &str, endpoint: &str) -> Result<Channel, NodeError> {
-    let connect_err = |detail: String| NodeError::Connect { peer: org.into(), endpoint: endpoint.into(), detail };
-    Endpoint::from_shared(endpoint.to_owned())
-        .map_err(|e| connect_err(e.to_string()))?
-        .tls_config(tls.client(org))
-        .map_err(|e| connect_err(e.to_string()))?
-        .connect_timeout(Duration::from_secs(10))
-        .timeout(crate::wire::CALL_DEADLINE)
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(20))
-        .connect()
-        .await
-        .map_err(|e| connect_err(error_chain(&e)))
-}
-
-/// An error and its sources on one line (TLS failures hide the useful part
-/// in a source).
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
+    Ok(stayput_identity::dial(&state.tls, org, endpoint).await?)
 }
 
 /// Runs a PSI session as the requester.

@@ -1,15 +1,11 @@
-//! Organisation identity on the wire: the consortium CA, each
-//! organisation's TLS certificate, and who is calling.
+//! The consortium CA and each organisation's certificate.
 //!
-//! Every process-to-process call is mutually authenticated TLS 1.3 (rustls)
-//! under one consortium CA. An organisation's certificate carries its name
-//! as the subject common name and as a DNS name, so a node dials a peer by
-//! organisation name and the TLS handshake proves it reached that
-//! organisation; servers read the caller's organisation from its client
-//! certificate ([`caller_org`]).
-//!
-//! Keys are ECDSA P-256, generated with `rcgen` (ring). Private keys are
-//! written with mode 0600 and never logged.
+//! Keys are ECDSA P-256, generated with `rcgen` (ring). An organisation's
+//! certificate names it as subject common name and as DNS name (plus the
+//! hosts its process is reached at) and is valid as both TLS server and
+//! client, so one certificate serves an organisation's node both ways.
+//! Private keys are written with mode 0600, zeroized on drop and never
+//! logged.
 
 use std::path::Path;
 
@@ -17,11 +13,9 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, SanType,
 };
-use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 use zeroize_pem::SecretPem;
 
-use crate::NodeError;
-use crate::config::TlsPaths;
+use crate::IdentityError;
 
 /// A PEM certificate and its PEM private key.
 pub struct CertifiedKey {
@@ -38,7 +32,7 @@ impl std::fmt::Debug for CertifiedKey {
 }
 
 /// A new self-signed consortium CA.
-pub fn generate_ca(consortium: &str) -> Result<CertifiedKey, NodeError> {
+pub fn generate_ca(consortium: &str) -> Result<CertifiedKey, IdentityError> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     params.distinguished_name = name(&format!("{consortium} consortium CA"));
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
@@ -50,8 +44,8 @@ pub fn generate_ca(consortium: &str) -> Result<CertifiedKey, NodeError> {
 
 /// A certificate for organisation `org`, signed by the CA, valid as both
 /// TLS server and client, for the organisation name plus `hosts` (DNS names
-/// or IP addresses the node is reached at).
-pub fn issue_org_certificate(ca: &CertifiedKey, org: &str, hosts: &[String]) -> Result<CertifiedKey, NodeError> {
+/// or IP addresses the organisation's process is reached at).
+pub fn issue_org_certificate(ca: &CertifiedKey, org: &str, hosts: &[String]) -> Result<CertifiedKey, IdentityError> {
     check_org_name(org)?;
     let ca_key = KeyPair::from_pem(ca.key_pem.expose())?;
     let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key)?;
@@ -70,20 +64,15 @@ pub fn issue_org_certificate(ca: &CertifiedKey, org: &str, hosts: &[String]) -> 
     Ok(CertifiedKey { cert_pem: cert.pem(), key_pem: SecretPem::new(key.serialize_pem()) })
 }
 
-/// Organisation names double as DNS names in certificates.
-pub fn check_org_name(org: &str) -> Result<(), NodeError> {
+/// Organisation names double as DNS names in certificates: 1-63 characters
+/// of `a-z 0-9 -`, not starting or ending with `-`.
+pub fn check_org_name(org: &str) -> Result<(), IdentityError> {
     let ok = !org.is_empty()
         && org.len() <= 63
         && org.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !org.starts_with('-')
         && !org.ends_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(NodeError::InvalidConfig(format!(
-            "organisation name '{org}' must be 1-63 characters of a-z, 0-9 and '-', not starting or ending with '-'"
-        )))
-    }
+    if ok { Ok(()) } else { Err(IdentityError::BadOrgName { org: org.to_owned() }) }
 }
 
 fn name(common_name: &str) -> DistinguishedName {
@@ -95,24 +84,24 @@ fn name(common_name: &str) -> DistinguishedName {
 
 /// Writes a certificate (0644) and its key (0600) as `<stem>.pem` and
 /// `<stem>.key` in `dir`.
-pub fn write_certified_key(dir: &Path, stem: &str, ck: &CertifiedKey) -> Result<(), NodeError> {
-    std::fs::create_dir_all(dir).map_err(|source| NodeError::WriteFile { path: dir.into(), source })?;
+pub fn write_certified_key(dir: &Path, stem: &str, ck: &CertifiedKey) -> Result<(), IdentityError> {
+    std::fs::create_dir_all(dir).map_err(|source| IdentityError::WriteFile { path: dir.into(), source })?;
     write_file(&dir.join(format!("{stem}.pem")), ck.cert_pem.as_bytes(), 0o644)?;
     write_file(&dir.join(format!("{stem}.key")), ck.key_pem.expose().as_bytes(), 0o600)
 }
 
 /// Reads a certificate and key written by [`write_certified_key`].
-pub fn read_certified_key(dir: &Path, stem: &str) -> Result<CertifiedKey, NodeError> {
+pub fn read_certified_key(dir: &Path, stem: &str) -> Result<CertifiedKey, IdentityError> {
     let cert_pem = read_text(&dir.join(format!("{stem}.pem")))?;
     let key_pem = SecretPem::new(read_text(&dir.join(format!("{stem}.key")))?);
     Ok(CertifiedKey { cert_pem, key_pem })
 }
 
-fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), NodeError> {
+fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), IdentityError> {
     use std::io::Write;
     #[cfg(unix)]
     use std::os::unix::fs::OpenOptionsExt;
-    let err = |source| NodeError::WriteFile { path: path.into(), source };
+    let err = |source| IdentityError::WriteFile { path: path.into(), source };
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
@@ -127,64 +116,8 @@ fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), NodeError> {
     file.sync_all().map_err(err)
 }
 
-fn read_text(path: &Path) -> Result<String, NodeError> {
-    std::fs::read_to_string(path).map_err(|source| NodeError::ReadFile { path: path.into(), source })
-}
-
-/// TLS material loaded from disk, ready for servers and clients.
-#[derive(Clone)]
-pub struct TlsMaterial {
-    ca: Certificate,
-    identity: Identity,
-}
-
-impl std::fmt::Debug for TlsMaterial {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("TlsMaterial(<redacted>)")
-    }
-}
-
-impl TlsMaterial {
-    /// Loads the CA certificate, own certificate and own key.
-    pub fn load(paths: &TlsPaths) -> Result<Self, NodeError> {
-        let ca = read_text(&paths.ca)?;
-        let cert = read_text(&paths.cert)?;
-        let key = SecretPem::new(read_text(&paths.key)?);
-        for (path, text, what) in [(&paths.ca, &ca, "CERTIFICATE"), (&paths.cert, &cert, "CERTIFICATE")] {
-            if !text.contains(&format!("-----BEGIN {what}-----")) {
-                return Err(NodeError::Tls(format!("{} holds no PEM certificate", path.display())));
-            }
-        }
-        if !key.expose().contains("PRIVATE KEY-----") {
-            return Err(NodeError::Tls(format!("{} holds no PEM private key", paths.key.display())));
-        }
-        Ok(Self { ca: Certificate::from_pem(ca), identity: Identity::from_pem(cert, key.expose()) })
-    }
-
-    /// Server side: our identity, and client certificates required under the CA.
-    pub fn server(&self) -> ServerTlsConfig {
-        ServerTlsConfig::new().identity(self.identity.clone()).client_ca_root(self.ca.clone())
-    }
-
-    /// Client side: the peer must present a certificate for `org` under the CA.
-    pub fn client(&self, org: &str) -> ClientTlsConfig {
-        ClientTlsConfig::new().ca_certificate(self.ca.clone()).identity(self.identity.clone()).domain_name(org)
-    }
-}
-
-/// The organisation a verified client certificate names (its subject CN).
-pub fn caller_org<T>(request: &tonic::Request<T>) -> Result<String, NodeError> {
-    let certs = request.peer_certs().ok_or(NodeError::NoClientCertificate)?;
-    let leaf = certs.first().ok_or(NodeError::NoClientCertificate)?;
-    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref())
-        .map_err(|e| NodeError::Tls(format!("unparsable client certificate: {e}")))?;
-    let cn = cert
-        .subject()
-        .iter_common_name()
-        .next()
-        .and_then(|cn| cn.as_str().ok())
-        .ok_or_else(|| NodeError::Tls("client certificate has no common name".into()))?;
-    Ok(cn.to_owned())
+pub(crate) fn read_text(path: &Path) -> Result<String, IdentityError> {
+    std::fs::read_to_string(path).map_err(|source| IdentityError::ReadFile { path: path.into(), source })
 }
 
 mod zeroize_pem {
@@ -241,7 +174,10 @@ mod tests {
     fn org_names_are_dns_labels() {
         assert!(check_org_name("bureau-a").is_ok());
         for bad in ["", "Bank", "a b", "-x", "x-", "bank.com"] {
-            assert!(check_org_name(bad).is_err(), "{bad}");
+            let err = check_org_name(bad).unwrap_err();
+            assert!(matches!(&err, IdentityError::BadOrgName { org } if org == bad), "{bad}: {err}");
         }
+        let ca = generate_ca("test").unwrap();
+        assert!(matches!(issue_org_certificate(&ca, "Bank", &[]), Err(IdentityError::BadOrgName { .. })));
     }
 }

@@ -10,8 +10,7 @@ use stayput_chain_connector::Ledger;
 use stayput_chain_connector::records::{Computation, Grant, Record, Role, TaskStatus};
 use stayput_chain_connector::tasks::{LabeledPsiParams, TaskParams};
 use stayput_coordinator::client::{Phase, TaskReport, TaskSpec};
-use stayput_coordinator::localnet::{LocalConsortium, Participant};
-use stayput_node::localnet::{DatasetSpec, OrgSpec};
+use stayput_localnet::{DatasetSpec, LocalConsortium, OrgSpec, Participant};
 
 fn write_csv(path: &std::path::Path, header: &str, rows: impl Iterator<Item = String>) -> std::path::PathBuf {
     let text: Vec<String> = std::iter::once(header.to_owned()).chain(rows).collect();

@@ -11,9 +11,8 @@ use stayput_chain_connector::Ledger;
 use stayput_chain_connector::records::{Computation, Grant, Record, Role};
 use stayput_chain_connector::tasks::{PirParams, TaskParams};
 use stayput_coordinator::client::{Phase, TaskReport, TaskSpec};
-use stayput_coordinator::localnet::{LocalConsortium, Participant};
+use stayput_localnet::{DatasetSpec, LocalConsortium, OrgSpec, Participant};
 use stayput_node::config::PirSettings;
-use stayput_node::localnet::{DatasetSpec, OrgSpec};
 
 /// Enough stations for about 60 columns, so that 4 lookups' worth of
 /// columns is not the whole table.

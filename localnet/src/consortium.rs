@@ -1,8 +1,7 @@
-//! A whole consortium on loopback, in this process: the CA, each
-//! organisation's TLS certificate and ed25519 key, the operator's
-//! coordinator with the embedded ledger, and every organisation's node
-//! configured to check that ledger. The demo and the tests start here, so
-//! they exercise exactly what operators configure by hand.
+//! The whole consortium on loopback, in this process: the members' nodes
+//! of [`crate::nodes`], each organisation's ed25519 key, and the operator's
+//! coordinator with the embedded ledger, every node configured to check
+//! that ledger and every member admitted on it with its node's endpoint.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,12 +11,13 @@ use stayput_chain_connector::embedded::{Clock, EmbeddedLedger};
 use stayput_chain_connector::keys;
 use stayput_chain_connector::records::{Computation, Grant, Member, OrgKey, Record, Role, SignedRecord};
 use stayput_chain_connector::{Ledger, LedgerError};
-use stayput_node::identity::{TlsMaterial, issue_org_certificate, read_certified_key, write_certified_key};
-use stayput_node::localnet::{LocalNet, OrgSpec};
+use stayput_coordinator::client::{Client, Submitted, TaskSpec};
+use stayput_coordinator::{CoordinatorConfig, CoordinatorError, RunningCoordinator};
+use stayput_identity::{TlsMaterial, issue_org_certificate, read_certified_key, write_certified_key};
 use tokio::net::TcpListener;
 
-use crate::client::{Client, Submitted, TaskSpec};
-use crate::{CoordinatorConfig, CoordinatorError, RunningCoordinator};
+use crate::LocalnetError;
+use crate::nodes::{LocalNet, OrgSpec};
 
 /// An organisation of the local consortium with its roles.
 #[derive(Debug, Clone)]
@@ -72,13 +72,11 @@ impl LocalConsortium {
     /// Creates keys, certificates and configurations under `dir`; starts the
     /// coordinator (embedded ledger, judged by `clock`) and every node;
     /// admits every participant as a member with its node's endpoint.
-    pub async fn start(dir: &Path, participants: &[Participant], clock: Clock) -> Result<Self, CoordinatorError> {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| CoordinatorError::Listen { address: "127.0.0.1:0".into(), detail: e.to_string() })?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| CoordinatorError::Listen { address: "127.0.0.1:0".into(), detail: e.to_string() })?;
+    pub async fn start(dir: &Path, participants: &[Participant], clock: Clock) -> Result<Self, LocalnetError> {
+        let listen_err =
+            |e: std::io::Error| LocalnetError::Listen { address: "127.0.0.1:0".into(), detail: e.to_string() };
+        let listener = TcpListener::bind("127.0.0.1:0").await.map_err(listen_err)?;
+        let addr = listener.local_addr().map_err(listen_err)?;
         let key_dir = dir.join("keys");
         let mut org_keys = BTreeMap::new();
         for name in participants.iter().map(|p| p.spec.name.as_str()).chain([OPERATOR]) {
@@ -102,12 +100,12 @@ impl LocalConsortium {
         write_certified_key(&key_dir, OPERATOR, &cert)?;
         let operator_dir = dir.join(OPERATOR);
         std::fs::create_dir_all(&operator_dir)
-            .map_err(|e| CoordinatorError::Config { path: operator_dir.clone(), reason: e.to_string() })?;
+            .map_err(|source| LocalnetError::WriteFile { path: operator_dir.clone(), source })?;
         let coordinator_config = operator_dir.join("coordinator.toml");
         std::fs::write(&coordinator_config, coordinator_toml(addr, &key_dir))
-            .map_err(|e| CoordinatorError::Config { path: coordinator_config.clone(), reason: e.to_string() })?;
+            .map_err(|source| LocalnetError::WriteFile { path: coordinator_config.clone(), source })?;
         let config = CoordinatorConfig::load(&coordinator_config)?;
-        let ledger = crate::open_embedded(&config, clock.clone())?;
+        let ledger = stayput_coordinator::open_embedded(&config, clock.clone())?;
         let operator_key = &org_keys[OPERATOR];
         for p in participants {
             let member = Member {
@@ -120,7 +118,8 @@ impl LocalConsortium {
             ledger.submit(SignedRecord::sign(Record::Member(member), OPERATOR, operator_key)).await?;
         }
         let coordinator =
-            crate::spawn_on(&config, listener, ledger.clone(), Some(ledger.clone()), clock.clone()).await?;
+            stayput_coordinator::spawn_on(&config, listener, ledger.clone(), Some(ledger.clone()), clock.clone())
+                .await?;
         Ok(Self {
             dir: dir.into(),
             net,
@@ -145,14 +144,14 @@ impl LocalConsortium {
 
     /// The owner publishes the next version of one of its node's datasets,
     /// with the digests of its schema and content.
-    pub async fn publish_dataset(&self, org: &str, dataset: &str) -> Result<(), CoordinatorError> {
+    pub async fn publish_dataset(&self, org: &str, dataset: &str) -> Result<(), LocalnetError> {
         let state = self.net.state(org).clone();
         let source = state.config.dataset(dataset)?.clone();
         let version = u32::try_from(self.ledger.dataset(dataset).await?.len()).unwrap_or(u32::MAX - 1) + 1;
         let record =
             tokio::task::spawn_blocking(move || stayput_node::publish::version_record(&state.config, &source, version))
                 .await
-                .map_err(|e| CoordinatorError::Node(stayput_node::NodeError::Worker(e.to_string())))??;
+                .map_err(|e| LocalnetError::Worker(e.to_string()))??;
         Ok(self.write(org, Record::DatasetVersion(record)).await?)
     }
 
@@ -168,7 +167,7 @@ impl LocalConsortium {
         columns: &[&str],
         max_uses: u32,
         valid_for_secs: u64,
-    ) -> Result<(), CoordinatorError> {
+    ) -> Result<(), LedgerError> {
         let grant = Grant {
             id: id.into(),
             dataset: dataset.into(),
@@ -182,7 +181,7 @@ impl LocalConsortium {
             expires_at: (self.clock)().saturating_add(valid_for_secs),
             epsilon_budget: 0,
         };
-        Ok(self.write(owner, Record::Grant(grant)).await?)
+        self.write(owner, Record::Grant(grant)).await
     }
 
     /// `org`'s client of the coordinator (its node's TLS identity).
@@ -193,12 +192,12 @@ impl LocalConsortium {
 
     /// Signs `spec` as `org` and submits it.
     pub async fn submit(&self, org: &str, spec: &TaskSpec) -> Result<Submitted, CoordinatorError> {
-        let signed = crate::client::sign(spec, org, &self.keys[org], (self.clock)());
+        let signed = stayput_coordinator::client::sign(spec, org, &self.keys[org], (self.clock)());
         self.client(org).await?.submit(&signed).await
     }
 
     /// Stops the coordinator and every node.
-    pub async fn shutdown(self) -> Result<(), CoordinatorError> {
+    pub async fn shutdown(self) -> Result<(), LocalnetError> {
         self.coordinator.shutdown().await?;
         self.net.shutdown().await?;
         Ok(())

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use stayput_node::localnet::{DatasetSpec, LocalNet, OrgSpec};
+use stayput_localnet::{DatasetSpec, LocalNet, OrgSpec};
 use stayput_node::requester::connect;
 use stayput_proto::v1::node_control_client::NodeControlClient;
 use stayput_proto::v1::psi_peer_client::PsiPeerClient;

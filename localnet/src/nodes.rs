@@ -1,7 +1,7 @@
-//! A consortium on loopback, in this process: CA, organisation
-//! certificates, node configurations and running nodes in one folder.
-//! The demo, the benchmark and the end-to-end tests all start from here, so
-//! they exercise exactly what an operator would configure by hand.
+//! The members' nodes on loopback, in this process: CA, organisation
+//! certificates, node configurations and running nodes in one folder,
+//! without a coordinator (the PSI benchmark and the peer-protocol tests run
+//! on this alone; [`crate::consortium`] adds the operator and the ledger).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -9,9 +9,11 @@ use std::path::{Path, PathBuf};
 
 use tokio::net::TcpListener;
 
-use crate::identity::{generate_ca, issue_org_certificate, write_certified_key};
-use crate::server::RunningNode;
-use crate::{NodeConfig, NodeError};
+use stayput_identity::{generate_ca, issue_org_certificate, write_certified_key};
+use stayput_node::NodeConfig;
+use stayput_node::server::RunningNode;
+
+use crate::LocalnetError;
 
 /// A dataset an organisation's node serves.
 #[derive(Debug, Clone)]
@@ -28,7 +30,7 @@ pub struct DatasetSpec {
     /// organisation's configuration as `<dataset>.oprf`).
     pub labels: Option<String>,
     /// For a lookup table: its record columns and record size.
-    pub pir: Option<crate::config::PirSettings>,
+    pub pir: Option<stayput_node::config::PirSettings>,
 }
 
 /// An organisation of the local consortium.
@@ -59,7 +61,7 @@ pub fn write_consortium(
     addrs: &[std::net::SocketAddr],
     batch_size: Option<usize>,
     extra: &dyn Fn(&str) -> String,
-) -> Result<BTreeMap<String, PathBuf>, NodeError> {
+) -> Result<BTreeMap<String, PathBuf>, LocalnetError> {
     let keys = dir.join("keys");
     let ca = generate_ca("stayput-local")?;
     write_certified_key(&keys, "ca", &ca)?;
@@ -68,7 +70,8 @@ pub fn write_consortium(
         let cert = issue_org_certificate(&ca, &org.name, &["localhost".into(), "127.0.0.1".into()])?;
         write_certified_key(&keys, &org.name, &cert)?;
         let org_dir = dir.join(&org.name);
-        std::fs::create_dir_all(&org_dir).map_err(|source| NodeError::WriteFile { path: org_dir.clone(), source })?;
+        std::fs::create_dir_all(&org_dir)
+            .map_err(|source| LocalnetError::WriteFile { path: org_dir.clone(), source })?;
         let mut text = String::new();
         let _ = writeln!(text, "[node]\norg = {:?}\nlisten = \"{addr}\"\noutput_dir = \"results\"", org.name);
         if let Some(b) = batch_size {
@@ -103,7 +106,7 @@ pub fn write_consortium(
         }
         text.push_str(&extra(&org.name));
         let path = org_dir.join("node.toml");
-        std::fs::write(&path, text).map_err(|source| NodeError::WriteFile { path: path.clone(), source })?;
+        std::fs::write(&path, text).map_err(|source| LocalnetError::WriteFile { path: path.clone(), source })?;
         configs.insert(org.name.clone(), path);
     }
     Ok(configs)
@@ -112,7 +115,7 @@ pub fn write_consortium(
 impl LocalNet {
     /// Creates keys and configurations under `dir` and starts every node on
     /// a free loopback port.
-    pub async fn start(dir: &Path, orgs: &[OrgSpec], batch_size: Option<usize>) -> Result<Self, NodeError> {
+    pub async fn start(dir: &Path, orgs: &[OrgSpec], batch_size: Option<usize>) -> Result<Self, LocalnetError> {
         Self::start_with(dir, orgs, batch_size, &|_| String::new()).await
     }
 
@@ -123,12 +126,12 @@ impl LocalNet {
         orgs: &[OrgSpec],
         batch_size: Option<usize>,
         extra: &dyn Fn(&str) -> String,
-    ) -> Result<Self, NodeError> {
+    ) -> Result<Self, LocalnetError> {
         let mut listeners = Vec::new();
         for _ in orgs {
             let listener = TcpListener::bind("127.0.0.1:0")
                 .await
-                .map_err(|e| NodeError::Listen { address: "127.0.0.1:0".into(), detail: e.to_string() })?;
+                .map_err(|e| LocalnetError::Listen { address: "127.0.0.1:0".into(), detail: e.to_string() })?;
             listeners.push(listener);
         }
         let addrs: Vec<_> = listeners.iter().map(|l| l.local_addr().expect("bound")).collect();
@@ -136,18 +139,18 @@ impl LocalNet {
         let mut nodes = BTreeMap::new();
         for (org, listener) in orgs.iter().zip(listeners) {
             let config = NodeConfig::load(&configs[&org.name])?;
-            nodes.insert(org.name.clone(), crate::server::spawn_on(config, listener).await?);
+            nodes.insert(org.name.clone(), stayput_node::server::spawn_on(config, listener).await?);
         }
         Ok(Self { dir: dir.into(), nodes, configs })
     }
 
     /// A node's shared state.
-    pub fn state(&self, org: &str) -> &std::sync::Arc<crate::NodeState> {
+    pub fn state(&self, org: &str) -> &std::sync::Arc<stayput_node::NodeState> {
         &self.nodes[org].state
     }
 
     /// Stops every node.
-    pub async fn shutdown(self) -> Result<(), NodeError> {
+    pub async fn shutdown(self) -> Result<(), LocalnetError> {
         for (_, node) in self.nodes {
             node.shutdown().await?;
         }

@@ -12,10 +12,9 @@ use stayput_chain_connector::Ledger;
 use stayput_chain_connector::records::{Computation, Record, Role, Task, TaskStatus};
 use stayput_chain_connector::tasks::{PsiParams, SignedTaskRequest, TaskParams, TaskRequest, params_digest};
 use stayput_coordinator::client::{TaskSpec, sign};
-use stayput_coordinator::localnet::{LocalConsortium, Participant};
 use stayput_coordinator::store::{Phase, Store, StoredTask};
+use stayput_localnet::{DatasetSpec, LocalConsortium, OrgSpec, Participant};
 use stayput_node::dataset::FileFormat;
-use stayput_node::localnet::{DatasetSpec, OrgSpec};
 use stayput_node::requester::PsiRequest;
 use stayput_psi::ecdh::OutputMode;
 

@@ -15,9 +15,8 @@ use stayput_chain_connector::Ledger;
 use stayput_chain_connector::records::{Computation, Grant, Record, Role, Task};
 use stayput_chain_connector::tasks::{ComputeOnlyParams, PsiParams, ResultFormat, TaskParams, params_digest};
 use stayput_coordinator::client::{Phase, TaskSpec};
-use stayput_coordinator::localnet::{LocalConsortium, Participant};
+use stayput_localnet::{DatasetSpec, LocalConsortium, OrgSpec, Participant};
 use stayput_mpc_engine::query::CohortQuery;
-use stayput_node::localnet::{DatasetSpec, OrgSpec};
 
 const QUERY: &str = r#"
 precision = 2

@@ -11,8 +11,7 @@ use stayput_chain_connector::conformance::{self, Backend};
 use stayput_chain_connector::embedded::EmbeddedLedger;
 use stayput_chain_connector::records::{Member, OrgKey, Record, SignedRecord};
 use stayput_coordinator::ledger_service::LedgerServer;
-use stayput_node::config::TlsPaths;
-use stayput_node::identity::{TlsMaterial, generate_ca, issue_org_certificate, write_certified_key};
+use stayput_identity::{TlsMaterial, TlsPaths, generate_ca, issue_org_certificate, write_certified_key};
 use stayput_node::ledger_client::RemoteLedger;
 use stayput_proto::v1::ledger_service_server::LedgerServiceServer;
 
@@ -47,7 +46,7 @@ async fn serve(dir: &Path, ledger: Arc<EmbeddedLedger>) -> String {
 }
 
 async fn client(dir: &Path, as_org: &str, url: &str, operator: [u8; 32]) -> RemoteLedger {
-    let channel = stayput_node::requester::connect_with(&tls(dir, as_org), "operator", url).await.unwrap();
+    let channel = stayput_identity::dial(&tls(dir, as_org), "operator", url).await.unwrap();
     RemoteLedger::new(channel, operator)
 }
 

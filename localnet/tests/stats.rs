@@ -8,8 +8,7 @@ use stayput_chain_connector::Ledger;
 use stayput_chain_connector::records::{Computation, Grant, Record, Role, TaskStatus};
 use stayput_chain_connector::tasks::{StatsParams, TaskParams};
 use stayput_coordinator::client::{Phase, TaskSpec};
-use stayput_coordinator::localnet::{LocalConsortium, Participant};
-use stayput_node::localnet::{DatasetSpec, OrgSpec};
+use stayput_localnet::{DatasetSpec, LocalConsortium, OrgSpec, Participant};
 
 const QUERY: &str = r#"
 precision = 2

@@ -21,9 +21,8 @@ use stayput_chain_connector::Ledger;
 use stayput_chain_connector::records::{Computation, Grant, Record, Role, Task};
 use stayput_chain_connector::tasks::{ComputeOnlyParams, ResultFormat, TaskParams, params_digest};
 use stayput_coordinator::client::{Phase, TaskReport, TaskSpec};
-use stayput_coordinator::localnet::{LocalConsortium, Participant};
+use stayput_localnet::{DatasetSpec, LocalConsortium, OrgSpec, Participant};
 use stayput_mpc_engine::query::CohortQuery;
-use stayput_node::localnet::{DatasetSpec, OrgSpec};
 use stayput_proto::v1::AggregateRequest;
 use stayput_proto::v1::aggregate_peer_client::AggregatePeerClient;
 
