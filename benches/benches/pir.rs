@@ -1,5 +1,5 @@
 //! The PIR primitives: the server's answer (bytes of matrix per second),
-//! the client's query with A cached, and its decoding, on 100,000 records
+//! the client's query with A cached, and its decoding and opening, on 100,000 records
 //! of 256 bytes (a 51 MB matrix; `stayput bench pir` runs the 1,000,000
 //! record case with its floor).
 
@@ -10,7 +10,9 @@ use stayput_pir::{Database, Lookup};
 fn pir(c: &mut Criterion) {
     let records: Vec<(Vec<u8>, Vec<u8>)> =
         (0..100_000u32).map(|i| (format!("ST{i:07}").into_bytes(), vec![b'r'; 200])).collect();
-    let db = Database::build(&records, 256, [5; 32]).expect("lays out");
+    let oprf = stayput_psi::oprf::OprfKey::from_bytes(&[3; 32]).expect("a key");
+    let db = Database::build(&records, 256, [5; 32], &oprf, "bench").expect("lays out");
+    let y = oprf.output(&stayput_pir::oprf_domain("bench").expect("a domain"), b"ST0000042");
     let layout = db.layout().clone();
     let hint = db.hint();
     let a = layout.public_matrix();
@@ -31,7 +33,7 @@ fn pir(c: &mut Criterion) {
     client.bench_function("decode", |b| {
         b.iter_batched(
             || Lookup::with_matrix(&layout, &a, b"ST0000042", &mut rng).expect("query").0,
-            |lookup| lookup.decode(&layout, &hint, &answer),
+            |lookup| lookup.decode(&layout, &hint, &answer, &y),
             criterion::BatchSize::SmallInput,
         )
     });

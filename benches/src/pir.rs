@@ -3,14 +3,17 @@
 //! with the floor — a plain scan of the same matrix bytes as 64-bit words —
 //! measured in the same run; the hint computed in full, as an owner does
 //! once per version; sizes; and the client's times for one lookup on that
-//! database, checked against the record.
+//! database, checked against the record — its LWE query and decoding, and
+//! the OPRF round that unseals the record (blinding, the owner's evaluation
+//! with its DLEQ proof, verification and unblinding).
 
 use std::fmt;
 use std::time::{Duration, Instant};
 
 use rand::SeedableRng;
 use rayon::prelude::*;
-use stayput_pir::{Database, LWE_DIMENSION, Lookup};
+use stayput_pir::{Database, LWE_DIMENSION, Lookup, SLOT_OVERHEAD};
+use stayput_psi::oprf::{Blinding, OprfKey};
 
 use crate::BenchError;
 
@@ -29,6 +32,7 @@ pub struct PirReport {
     expand: Duration,
     query: Duration,
     decode: Duration,
+    oprf: Duration,
 }
 
 fn gbps(bytes: usize, d: Duration) -> f64 {
@@ -50,7 +54,7 @@ impl fmt::Display for PirReport {
             self.columns,
             bytes as f64 / 1e6
         )?;
-        writeln!(f, "  layout + placement                  {:>9.2} s", self.build.as_secs_f64())?;
+        writeln!(f, "  sealing (OPRF) + layout + placement {:>9.2} s", self.build.as_secs_f64())?;
         writeln!(
             f,
             "  floor: plain scan of the matrix     {:>9.3} s  {:>6.2} GB/s ({} threads)",
@@ -81,9 +85,10 @@ impl fmt::Display for PirReport {
         )?;
         writeln!(
             f,
-            "  client: expand A once per version {:.0} ms; per lookup: query {:.1} ms, decode {:.1} ms (record checked)",
+            "  client: expand A once per version {:.0} ms; per lookup: query {:.1} ms, OPRF round {:.1} ms, decode and open {:.1} ms (record checked)",
             self.expand.as_secs_f64() * 1e3,
             self.query.as_secs_f64() * 1e3,
+            self.oprf.as_secs_f64() * 1e3,
             self.decode.as_secs_f64() * 1e3
         )?;
         write!(f, "  goal: ≥ 2 GB/s per core server-side")
@@ -91,7 +96,7 @@ impl fmt::Display for PirReport {
 }
 
 fn records(n: usize, record_bytes: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let value = record_bytes - 18;
+    let value = record_bytes - SLOT_OVERHEAD;
     (0..n)
         .map(|i| {
             let key = format!("ST{i:07}").into_bytes();
@@ -106,7 +111,8 @@ fn records(n: usize, record_bytes: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
 pub fn run(count: usize, record_bytes: usize) -> Result<PirReport, BenchError> {
     let started = Instant::now();
     let data = records(count, record_bytes);
-    let db = Database::build(&data, record_bytes, [2; 32])?;
+    let oprf = OprfKey::random(&mut rand::rngs::OsRng);
+    let db = Database::build(&data, record_bytes, [2; 32], &oprf, "bench")?;
     let build = started.elapsed();
     let layout = db.layout().clone();
     let (rows, columns) = (layout.rows(), layout.columns);
@@ -151,7 +157,13 @@ pub fn run(count: usize, record_bytes: usize) -> Result<PirReport, BenchError> {
         answer_time = answer_time.min(started.elapsed());
     }
     let started = Instant::now();
-    let found = lookup.decode(&layout, &hint, answer.as_ref().expect("answered"))?;
+    let domain = stayput_pir::oprf_domain("bench")?;
+    let (blinding, blinded) = Blinding::blind(&domain, std::slice::from_ref(key), &mut rand::rngs::OsRng)?;
+    let (evaluations, proof) = oprf.evaluate(b"bench", &blinded, &mut rand::rngs::OsRng)?;
+    let y = blinding.unblind(b"bench", &blinded, &evaluations, &proof, &oprf.public_key())?;
+    let oprf_time = started.elapsed();
+    let started = Instant::now();
+    let found = lookup.decode(&layout, &hint, answer.as_ref().expect("answered"), &y[0])?;
     let decode = started.elapsed();
     if found.as_ref() != Some(expected) {
         return Err(BenchError::Stats("the lookup did not return the record".into()));
@@ -170,5 +182,6 @@ pub fn run(count: usize, record_bytes: usize) -> Result<PirReport, BenchError> {
         expand,
         query: query_time,
         decode,
+        oprf: oprf_time,
     })
 }

@@ -607,10 +607,10 @@ pub async fn run(dir: Option<PathBuf>) -> Result<(), CliError> {
         }),
     )
     .await?;
-    // It serves its station registry for private lookup, metered in the
-    // records a task's answers could disclose at worst (each answer can
-    // read the 4 fullest columns of the layout, whatever the lab asks):
-    // at most 1,000 per task, the registry's 5,000 in all.
+    // It serves its station registry for private lookup, metered in
+    // records: each lookup opens at most one (records are sealed under an
+    // OPRF the owner evaluates once per lookup), at most 16 per task and
+    // 200 in all.
     net.write(
         "ocean",
         Record::Grant(Grant {
@@ -621,8 +621,8 @@ pub async fn run(dir: Option<PathBuf>) -> Result<(), CliError> {
             columns: STATION_COLUMNS.map(String::from).to_vec(),
             min_cohort: 0,
             max_uses: 10,
-            max_items: STATIONS as u64,
-            max_items_per_use: 1_000,
+            max_items: 200,
+            max_items_per_use: 16,
             expires_at: stayput_coordinator::client::unix_now() + month,
             epsilon_budget: 0,
         }),
@@ -659,7 +659,7 @@ pub async fn run(dir: Option<PathBuf>) -> Result<(), CliError> {
     println!("\njourney 1 — balanced PSI (bank × bureau-a): which applicants are blacklisted?");
     let listed = run_task(&net, "bank", &psi_task(Computation::Psi, "blacklist-a"), "bank × bureau-a").await?;
     expect(&listed, LISTED_A, "bank × bureau-a")?;
-    let result = stayput_node::tasks::result_path(&net.net.state("bank").config.output_dir, &listed.task_id);
+    let result = stayput_node::results::result_path(&net.net.state("bank").config.output_dir, &listed.task_id);
     println!("  task {}: {} applicants listed — matches the {LISTED_A} planted", listed.task_id, listed.result_count);
     println!("  result (bank's node only): {}", result.display());
     println!("  bureau-a learned how many ids the bank sent, nothing else; the coordinator saw only the digest");
@@ -687,7 +687,7 @@ pub async fn run(dir: Option<PathBuf>) -> Result<(), CliError> {
     };
     let checked = run_task(&net, "bank", &spec, "bank × bureaus").await?;
     expect(&checked, DEFAULTS_A + DEFAULTS_B, "blacklist query")?;
-    let file = stayput_node::tasks::result_path(&net.net.state("bank").config.output_dir, &checked.task_id);
+    let file = stayput_node::results::result_path(&net.net.state("bank").config.output_dir, &checked.task_id);
     let table = std::fs::read_to_string(&file).map_err(|e| CliError::Demo(e.to_string()))?;
     println!(
         "  task {}: both bureaus queried in parallel, {DEFAULTS_ENTRIES:>} entries each; every answer's DLEQ proof checked against the bureau's key on the ledger",
@@ -723,7 +723,7 @@ pub async fn run(dir: Option<PathBuf>) -> Result<(), CliError> {
     println!("\njourney 4 — federated statistics (research × 3 hospitals): hypertensive inpatients (I10)");
     let stats = run_task(&net, "research", &hospital_query()?, "research × hospitals").await?;
     expect(&stats, usize::try_from(data.hypertension).unwrap_or(usize::MAX), "hypertension cohort")?;
-    let stats_file = stayput_node::tasks::result_path(&net.net.state("research").config.output_dir, &stats.task_id);
+    let stats_file = stayput_node::results::result_path(&net.net.state("research").config.output_dir, &stats.task_id);
     println!(
         "  task {}: cohort of {} stays — matches the merged tables; each hospital's contribution committed, range-proven",
         stats.task_id, stats.result_count
@@ -851,7 +851,7 @@ async fn lookup_journey(net: &LocalConsortium) -> Result<(), CliError> {
     };
     let version =
         net.ledger.dataset("station-registry").await?.pop().ok_or_else(|| CliError::Demo("no version".into()))?;
-    let layout = stayput_node::pir::published_layout(&version)?;
+    let layout = stayput_node::pir::published(&version)?.layout;
     println!(
         "  the registry's v{} on the ledger: {STATIONS} records of {STATION_RECORD_BYTES} B in a {} × {} byte matrix; hint {:.1} MB, fetched once and checked against the ledger's digest",
         version.version,
@@ -861,7 +861,7 @@ async fn lookup_journey(net: &LocalConsortium) -> Result<(), CliError> {
     );
     let report = run_task(net, "climate", &spec, "climate × ocean (lookup)").await?;
     let dir = &net.net.state("climate").config.output_dir;
-    let file = stayput_node::tasks::result_file(dir, &report.task_id);
+    let file = stayput_node::results::result_file(dir, &report.task_id);
     let table = std::fs::read_to_string(&file).map_err(|e| CliError::Demo(e.to_string()))?;
     println!(
         "  task {}: the lab's node asked for {} keys (its own file wanted-stations.csv):",
@@ -879,12 +879,8 @@ async fn lookup_journey(net: &LocalConsortium) -> Result<(), CliError> {
     let task = net.ledger.task(&report.task_id).await?.ok_or_else(|| CliError::Demo("task missing".into()))?;
     for (org, used) in &task.uses {
         println!(
-            "  ledger: {org} recorded a use of {} records under grant {}: what {} answers could disclose at worst (every record of the {} fullest of {} columns), and nothing about which keys",
-            used.items,
-            used.grant,
-            report.result_count,
-            stayput_pir::COLUMNS_PER_ANSWER as u64 * report.result_count,
-            layout.columns
+            "  ledger: {org} recorded a use of {} records under grant {}: one per lookup, the most {} lookups can open whatever they hold (the hint and the answers carry only sealed records), and nothing about which keys",
+            used.items, used.grant, report.result_count,
         );
     }
     let metered: u64 = task.uses.iter().map(|(_, u)| u.items).sum();
@@ -900,8 +896,8 @@ async fn lookup_journey(net: &LocalConsortium) -> Result<(), CliError> {
         "  grant g-stations-climate: {} of {} records used; the ledger holds a salted commitment to the result, not its digest",
         grant.items, grant.grant.max_items
     );
-    let worst_case = metered >= report.result_count && metered <= STATIONS as u64 && grant.items == metered;
-    if !found || !absent || leaked || logged.is_empty() || !worst_case {
+    let metered_per_lookup = metered == report.result_count && grant.items == metered;
+    if !found || !absent || leaked || logged.is_empty() || !metered_per_lookup {
         return Err(CliError::Demo(format!(
             "the lookup journey went wrong: found {found}, absent {absent}, a log line naming the station {leaked}, {} log lines, {metered} records metered, {} used",
             logged.len(),
@@ -952,7 +948,7 @@ async fn ocean_journey(net: &LocalConsortium) -> Result<(), CliError> {
         "\njourney 5 — compute-only access (climate lab × ocean centre): monthly mean SST per 2° cell, 18–26°N 112–120°E, top 10 m, ε = 2"
     );
     let sst = run_task(net, "climate", &compute_only(SST_QUERY, 2_000)?, "climate × ocean").await?;
-    let file = stayput_node::tasks::result_file(&net.net.state("climate").config.output_dir, &sst.task_id);
+    let file = stayput_node::results::result_file(&net.net.state("climate").config.output_dir, &sst.task_id);
     let table = std::fs::read_to_string(&file).map_err(|e| CliError::Demo(e.to_string()))?;
     let rows: Vec<&str> = table.lines().skip(1).collect();
     println!(

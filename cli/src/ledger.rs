@@ -251,7 +251,7 @@ pub fn check_result(task: &TaskState, path: &std::path::Path) -> Result<String, 
         .results
         .last()
         .ok_or_else(|| CliError::NotFound(format!("task '{}' has no result digest on the ledger yet", task.task.id)))?;
-    let mut actual = stayput_node::tasks::file_sha256(path)?;
+    let mut actual = stayput_node::results::file_sha256(path)?;
     if task.task.kind == stayput_chain_connector::records::Computation::Pir {
         // A lookup's result is recorded as a salted commitment; the salt
         // lies beside the result on the requester's node.
@@ -266,7 +266,7 @@ pub fn check_result(task: &TaskState, path: &std::path::Path) -> Result<String, 
                     salt_path.display()
                 ))
             })?;
-        actual = stayput_node::pir::result_commitment(&salt, &actual);
+        actual = stayput_node::results::salted_commitment(&salt, &actual);
     }
     if actual == recorded.result_digest {
         Ok(format!("  result file {} matches the digest on the ledger ({})", path.display(), hex::encode(actual)))
@@ -298,7 +298,7 @@ pub async fn audit_task_remote(id: &str, config: &std::path::Path, result: Optio
     let events = ledger.events_after(0, usize::MAX).await?;
     print!("{}", task_trail(&task, &grants, &events));
     let own = task.results.last().is_some_and(|r| r.receiver == state.config.org);
-    let path = result.or_else(|| own.then(|| stayput_node::tasks::result_path(&state.config.output_dir, id)));
+    let path = result.or_else(|| own.then(|| stayput_node::results::result_path(&state.config.output_dir, id)));
     if let Some(path) = path {
         println!("{}", check_result(&task, &path)?);
     }
@@ -316,7 +316,7 @@ pub async fn verify_result(id: &str, config: &std::path::Path, evidence: Option<
     let task =
         access.ledger.task(id).await?.ok_or_else(|| CliError::NotFound(format!("task '{id}' is not on the ledger")))?;
     let dir = &state.config.output_dir;
-    let path = evidence.unwrap_or_else(|| stayput_node::tasks::evidence_path(dir, id));
+    let path = evidence.unwrap_or_else(|| stayput_node::results::evidence_path(dir, id));
     let text = std::fs::read_to_string(&path).map_err(|e| CliError::NotFound(format!("{}: {e}", path.display())))?;
     let evidence: stayput_node::stats::Evidence = serde_json::from_str(&text)
         .map_err(|e| CliError::NotFound(format!("{} is not an evidence file: {e}", path.display())))?;
@@ -326,7 +326,7 @@ pub async fn verify_result(id: &str, config: &std::path::Path, evidence: Option<
         .await
         .map_err(|e| CliError::Signal(e.to_string()))??;
     println!("task {id}: {summary}");
-    let result = stayput_node::tasks::result_path(dir, id);
+    let result = stayput_node::results::result_path(dir, id);
     if result.exists() {
         println!("{}", check_result(&task, &result)?);
     }

@@ -165,7 +165,7 @@ fn report(config: &NodeConfig, update: &TaskReport) -> Result<(), CliError> {
         Phase::Succeeded => {
             println!("task {} succeeded: {} common keys", update.task_id, update.result_count);
             if update.receiver == config.org {
-                let path = stayput_node::tasks::result_path(&config.output_dir, &update.task_id);
+                let path = stayput_node::results::result_path(&config.output_dir, &update.task_id);
                 println!("  result on your node: {}", path.display());
             }
             println!("  result digest on the ledger: {}", update.result_digest);
@@ -191,7 +191,7 @@ async fn run_to_end(
     if last.phase != Phase::Succeeded {
         return Err(CliError::NotFound(format!("task {} failed: {}", last.task_id, last.error)));
     }
-    let path = stayput_node::tasks::result_file(&config.output_dir, &last.task_id);
+    let path = stayput_node::results::result_file(&config.output_dir, &last.task_id);
     Ok((last, path))
 }
 

@@ -86,16 +86,21 @@ pub const MAX_GATES: usize = 256;
 /// Most min/max values a statistics task may have.
 pub const MAX_EXTREMES: usize = 64;
 
-/// A dataset version's published PIR layout, or the refusal of a lookup
-/// on a dataset that is not a lookup table (the owner's node decodes the
-/// same bytes before it serves one).
-fn published_layout(version: &DatasetVersion) -> Result<stayput_pir::Layout, CoordinatorError> {
-    version.protocol_key.as_deref().and_then(|key| stayput_pir::Layout::from_bytes(key).ok()).ok_or_else(|| {
+/// Refuses a lookup on a dataset version that is not a lookup table, or
+/// one published before sealed records (the owner's node decodes the same
+/// bytes before it serves one).
+fn check_lookup_table(version: &DatasetVersion) -> Result<(), CoordinatorError> {
+    let refuse = |why: String| {
         CoordinatorError::BadRequest(format!(
-            "private lookup: dataset '{}' is not published for private lookup (its version carries no PIR layout)",
-            version.dataset
+            "private lookup: dataset '{}' v{}: {why}",
+            version.dataset, version.version
         ))
-    })
+    };
+    let key = version
+        .protocol_key
+        .as_deref()
+        .ok_or_else(|| refuse("it is not published for private lookup (its version carries no PIR layout)".into()))?;
+    stayput_pir::Published::from_bytes(key).map(|_| ()).map_err(|e| refuse(e.to_string()))
 }
 
 /// A query parsed and checked for shape (columns against a dataset's
@@ -234,7 +239,7 @@ pub async fn admit(
             let versions = ledger.dataset(&p.dataset).await?;
             let latest =
                 versions.last().ok_or_else(|| CoordinatorError::UnknownDataset { dataset: p.dataset.clone() })?;
-            published_layout(latest)?;
+            check_lookup_table(latest)?;
             Vec::new()
         }
         _ => return Err(CoordinatorError::Unsupported { kind: request.kind.to_string() }),

@@ -23,7 +23,7 @@ use stayput_chain_connector::rules::Refusal;
 use stayput_chain_connector::tasks::SignedTaskRequest;
 use stayput_proto::v1::RunTaskRequest;
 use stayput_proto::v1::node_control_client::NodeControlClient;
-use stayput_proto::v1::run_psi_event::Event;
+use stayput_proto::v1::task_event::Event;
 
 use crate::CoordinatorError;
 use crate::service::{Inner, Progress};
@@ -185,8 +185,9 @@ async fn run_on_node(
             Some(Event::Progress(p)) => inner.progress(task, Progress { phase: p.phase, done: p.done, total: p.total }),
             Some(Event::Result(r)) => {
                 let digest =
-                    hex::decode(&r.output_sha256).ok().and_then(|d| <[u8; 32]>::try_from(d).ok()).ok_or_else(|| {
-                        CoordinatorError::NodeFailed { org: org.into(), message: "it reported no result digest".into() }
+                    <[u8; 32]>::try_from(r.result_digest.as_ref()).map_err(|_| CoordinatorError::NodeFailed {
+                        org: org.into(),
+                        message: "it reported no 32-byte result digest".into(),
                     })?;
                 let intermediates = r
                     .intermediate_digests
@@ -197,7 +198,7 @@ async fn run_on_node(
                         org: org.into(),
                         message: "it reported a malformed intermediate digest".into(),
                     })?;
-                return Ok((digest, r.intersection_keys, intermediates));
+                return Ok((digest, r.count, intermediates));
             }
             None => {}
         }

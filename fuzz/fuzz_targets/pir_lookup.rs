@@ -17,7 +17,7 @@ fuzz_target!(|data: &[u8]| {
     // The requester's side: a lookup of a listed key, any answer.
     let (lookup, _) = Lookup::new(layout, b"key-7", &mut stayput_fuzz::rng(3)).expect("lookup");
     let hostile = Answer(stayput_fuzz::words(data, layout.rows()));
-    if let Ok(Some(value)) = lookup.decode(layout, &fixture.hint, &hostile) {
+    if let Ok(Some(value)) = lookup.decode(layout, &fixture.hint, &hostile, &fixture.key_7) {
         assert!(value.len() <= layout.value_capacity());
     }
 });

@@ -1,4 +1,4 @@
-//! PIR hint, query and answer for a layout (the first 44 bytes): sizes
+//! PIR hint, query and answer for a layout (the first 45 bytes): sizes
 //! checked before allocating, canonical when they decode.
 #![no_main]
 
@@ -7,7 +7,7 @@ use stayput_fuzz as _; // the capped allocator
 use stayput_pir::{Answer, Hint, Layout, Query};
 
 fuzz_target!(|data: &[u8]| {
-    let Some((head, rest)) = data.split_first_chunk::<44>() else { return };
+    let Some((head, rest)) = data.split_first_chunk::<{ stayput_pir::LAYOUT_BYTES }>() else { return };
     let Ok(layout) = Layout::from_bytes(head) else { return };
     if let Ok(query) = Query::from_bytes(&layout, rest) {
         assert!(query.to_bytes() == rest, "a query does not round-trip");

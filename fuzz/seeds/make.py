@@ -40,9 +40,12 @@ def main():
     write("labeled_query", "kat", b"".join(bytes.fromhex(h) for h in labeled["blinded_hex"]))
     write("labeled_delta", "kat", bytes.fromhex(vectors("psi/test-vectors/labeled-delta-v1.json")["delta_hex"]))
 
-    # The PIR fixture's layout (fuzz/src/lib.rs): seed, record bytes, slots, columns.
-    layout = bytes(32) + (40).to_bytes(4, "little") + (64).to_bytes(4, "little") + (7).to_bytes(4, "little")
+    # The PIR fixture's layout (fuzz/src/lib.rs): format 2, seed, record
+    # bytes, slots, columns; published with an OPRF key (the base point).
+    layout = bytes([2]) + bytes(32) + (60).to_bytes(4, "little") + (64).to_bytes(4, "little") + (7).to_bytes(4, "little")
+    base = bytes.fromhex("e2f2ae0a6abc4e71a884a961c500515f58e30b6aa582dd8db6a65945e08d2d76")
     write("pir_layout", "small", layout)
+    write("pir_layout", "published", layout + base)
     write("pir_messages", "query", layout + bytes(7 * 4))
     write("pir_lookup", "zeros", bytes(64))
 

@@ -162,12 +162,13 @@ pub fn contribution() -> &'static Contribution {
     })
 }
 
-/// A small PIR database (200 records of 40 bytes: 7 columns of 64 slots)
-/// and its hint.
+/// A small PIR database (200 records of 60 bytes: 7 columns of 64 slots),
+/// its hint, and the OPRF value that opens `key-7`'s record.
 #[derive(Debug)]
 pub struct Pir {
     pub db: Database,
     pub hint: Hint,
+    pub key_7: curve25519_dalek::ristretto::CompressedRistretto,
 }
 
 /// The PIR fixture.
@@ -176,9 +177,11 @@ pub fn pir() -> &'static Pir {
     PIR.get_or_init(|| {
         let records: Vec<(Vec<u8>, Vec<u8>)> =
             (0..200u32).map(|i| (format!("key-{i}").into_bytes(), format!("value of record {i}").into_bytes())).collect();
-        let db = Database::build(&records, 40, [5; 32]).expect("database");
+        let oprf = stayput_psi::oprf::OprfKey::from_bytes(&[3; 32]).expect("a key");
+        let db = Database::build(&records, 60, [5; 32], &oprf, "fuzz").expect("database");
         let hint = db.hint();
-        Pir { db, hint }
+        let key_7 = oprf.output(&stayput_pir::oprf_domain("fuzz").expect("a domain"), b"key-7");
+        Pir { db, hint, key_7 }
     })
 }
 

@@ -76,7 +76,7 @@ async fn run(net: &LocalConsortium, spec: &TaskSpec) -> (TaskReport, String) {
     let submitted = net.submit("bank", spec).await.unwrap();
     let report = net.client("bank").await.unwrap().follow(&submitted.task_id, |_| {}).await.unwrap();
     let out = &net.net.state("bank").config.output_dir;
-    let text = std::fs::read_to_string(stayput_node::tasks::result_path(out, &submitted.task_id)).unwrap_or_default();
+    let text = std::fs::read_to_string(stayput_node::results::result_path(out, &submitted.task_id)).unwrap_or_default();
     (report, text)
 }
 

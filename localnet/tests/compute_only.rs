@@ -178,7 +178,7 @@ async fn a_scientist_gets_aggregates_and_never_rows() {
     let submitted = net.submit("scientist", &spec("ctd-open", QUERY, 0, ResultFormat::Csv)).await.unwrap();
     let report = net.client("scientist").await.unwrap().follow(&submitted.task_id, |_| {}).await.unwrap();
     assert_eq!(report.phase, Phase::Succeeded, "{}", report.error);
-    let text = std::fs::read_to_string(stayput_node::tasks::result_file(&out, &submitted.task_id)).unwrap();
+    let text = std::fs::read_to_string(stayput_node::results::result_file(&out, &submitted.task_id)).unwrap();
     let mut lines = text.lines();
     assert_eq!(lines.next(), Some("lat_south,lon_west,time_month,count,mean(temperature_c)"));
     let got: Vec<Row> = lines
@@ -203,7 +203,7 @@ async fn a_scientist_gets_aggregates_and_never_rows() {
         let submitted = net.submit("scientist", &spec("ctd", QUERY, 400, ResultFormat::ArrowIpc)).await.unwrap();
         let report = net.client("scientist").await.unwrap().follow(&submitted.task_id, |_| {}).await.unwrap();
         assert_eq!(report.phase, Phase::Succeeded, "{}", report.error);
-        let file = stayput_node::tasks::result_file(&out, &submitted.task_id);
+        let file = stayput_node::results::result_file(&out, &submitted.task_id);
         assert_eq!(file.extension().unwrap(), "arrow");
         let reader = arrow::ipc::reader::FileReader::try_new(std::fs::File::open(&file).unwrap(), None).unwrap();
         assert_eq!(reader.schema().metadata()["stayput.epsilon"], "0.400");

@@ -243,7 +243,14 @@ async fn a_peer_asking_for_an_unknown_dataset_is_not_told_the_others() {
             .map(drop)
             .unwrap_err(),
         client
-            .answer(PirQueryRequest { task_id: task, dataset: "patients".into(), version: 1, queries: vec![] })
+            .answer(PirQueryRequest {
+                task_id: task,
+                dataset: "patients".into(),
+                version: 1,
+                queries: vec![],
+                protocol: 2,
+                blinded: vec![],
+            })
             .await
             .map(drop)
             .unwrap_err(),

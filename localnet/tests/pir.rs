@@ -1,11 +1,12 @@
 //! Private record lookup end to end on loopback: an ocean data centre serves
 //! its station registry for PIR; a lab fetches its stations' records with
 //! the keys never leaving its node. Checks the records and "absent", the
-//! metering by the grant (per task and in all) of the records a task's
-//! answers can disclose at worst — every record of the 4n fullest columns
-//! for n lookups, not n — a tampered hint cache, a key declaration that
-//! does not match, a new version, and that nothing on the ledger names a
-//! key.
+//! metering by the grant (per task and in all) of one record per lookup —
+//! the most a lookup can open, since records are sealed under an OPRF of
+//! their key — a crafted query that reads four whole columns and gets only
+//! sealed bytes, a tampered hint cache, a key declaration that does not
+//! match, a new version, requests the owner refuses before recording
+//! anything, and that nothing on the ledger names a key.
 
 use stayput_chain_connector::Ledger;
 use stayput_chain_connector::records::{Computation, Grant, Record, Role};
@@ -14,8 +15,8 @@ use stayput_coordinator::client::{Phase, TaskReport, TaskSpec};
 use stayput_localnet::{DatasetSpec, LocalConsortium, OrgSpec, Participant};
 use stayput_node::config::PirSettings;
 
-/// Enough stations for about 60 columns, so that 4 lookups' worth of
-/// columns is not the whole table.
+/// Enough stations for about 60 columns: a table whose hint determines
+/// its matrix (at most 1,024 columns), so only the sealing keeps it.
 const STATIONS: usize = 2_000;
 
 fn registry_row(i: usize) -> String {
@@ -35,21 +36,21 @@ fn lookup(keys: &str) -> TaskSpec {
     }
 }
 
-/// What `lookups` lookups on the registry's latest version can disclose
-/// at worst: the records of the 4·lookups fullest columns of its layout,
-/// computed here from the public layout and the registry's keys.
-async fn worst_case(net: &LocalConsortium, lookups: usize) -> u64 {
-    let latest = net.ledger.dataset("registry").await.unwrap().pop().unwrap();
-    let layout = stayput_node::pir::published_layout(&latest).unwrap();
-    let mut loads = vec![0u64; layout.columns];
-    for i in 0..STATIONS {
-        let mut key = Vec::new();
-        stayput_psi::keys::encode_key(&[format!("ST{i:04}")], &mut key).unwrap();
-        loads[layout.column_of(&key)] += 1;
-    }
-    loads.sort_unstable_by(|a, b| b.cmp(a));
-    assert!(layout.columns > 4 * 5, "the table is wider than five lookups can read");
-    loads.iter().take(4 * lookups).sum()
+/// Records a lookup task of the lab's straight on the ledger, as a
+/// requester can, for calls made to the owner's node without the
+/// coordinator.
+async fn record_direct_task(net: &LocalConsortium, id: &str, grant: &str) {
+    use stayput_chain_connector::records::Task;
+    let params = lookup("one").params.encode();
+    let task = Task {
+        id: id.to_owned(),
+        requester: "lab".into(),
+        kind: Computation::Pir,
+        datasets: vec!["registry".into()],
+        params_digest: stayput_chain_connector::tasks::params_digest(Computation::Pir, &params),
+        grants: vec![grant.into()],
+    };
+    net.write("lab", Record::Task(task)).await.unwrap();
 }
 
 async fn run(net: &LocalConsortium, keys: &str) -> TaskReport {
@@ -59,7 +60,7 @@ async fn run(net: &LocalConsortium, keys: &str) -> TaskReport {
 
 fn result(net: &LocalConsortium, task: &str) -> String {
     let out = &net.net.state("lab").config.output_dir;
-    std::fs::read_to_string(stayput_node::tasks::result_file(out, task)).unwrap()
+    std::fs::read_to_string(stayput_node::results::result_file(out, task)).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -113,18 +114,10 @@ async fn a_lab_fetches_station_records_without_the_owner_learning_which() {
     let clock = stayput_chain_connector::embedded::system_clock();
     let net = LocalConsortium::start(d, &[ocean, lab], clock).await.unwrap();
     net.publish_dataset("ocean", "registry").await.unwrap();
-    let worst: Vec<u64> = {
-        let mut out = Vec::new();
-        for lookups in 0..=5 {
-            out.push(worst_case(&net, lookups).await);
-        }
-        out
-    };
-    assert!(worst[1] < worst[2] && worst[4] < worst[5] && worst[5] < STATIONS as u64);
-    // Up to 4 lookups' worth per task; in all, a 3-lookup and a 1-lookup
-    // task and not quite a 2-lookup one.
-    let per_task = worst[4];
-    let total = worst[3] + worst[1] + worst[2] - 1;
+    // Up to 4 lookups per task; in all, a 3-lookup and a 1-lookup task and
+    // not quite a 2-lookup one.
+    let per_task = 4;
+    let total = 3 + 1 + 2 - 1;
     net.write(
         "ocean",
         Record::Grant(Grant {
@@ -156,20 +149,21 @@ async fn a_lab_fetches_station_records_without_the_owner_learning_which() {
     );
     let task = net.ledger.task(&report.task_id).await.unwrap().unwrap();
     assert_eq!(task.uses.len(), 1);
-    // The use counts what the 3 answers could have read at worst, not 3.
-    assert_eq!((task.uses[0].0.as_str(), task.uses[0].1.items), ("ocean", worst[3]));
+    // One record per lookup: the most 3 OPRF evaluations can open.
+    assert_eq!((task.uses[0].0.as_str(), task.uses[0].1.items), ("ocean", 3));
     // The ledger holds a salted commitment to the result, not its digest.
     let out = net.net.state("lab").config.output_dir.clone();
-    let file_sha = stayput_node::tasks::file_sha256(&stayput_node::tasks::result_file(&out, &report.task_id)).unwrap();
+    let file_sha =
+        stayput_node::results::file_sha256(&stayput_node::results::result_file(&out, &report.task_id)).unwrap();
     let salt: [u8; 32] =
-        hex::decode(std::fs::read_to_string(stayput_node::tasks::salt_path(&out, &report.task_id)).unwrap())
+        hex::decode(std::fs::read_to_string(stayput_node::results::salt_path(&out, &report.task_id)).unwrap())
             .unwrap()
             .try_into()
             .unwrap();
     let recorded = task.results.last().unwrap().result_digest;
     assert_ne!(recorded, file_sha);
-    assert_eq!(recorded, stayput_node::pir::result_commitment(&salt, &file_sha));
-    assert_eq!(used().await, worst[3]);
+    assert_eq!(recorded, stayput_node::results::salted_commitment(&salt, &file_sha));
+    assert_eq!(used().await, 3);
 
     // A tampered hint cache is discarded and fetched again.
     let cache = net.net.state("lab").config.state_dir.join("cache").join("registry.v1.pirhint");
@@ -181,16 +175,13 @@ async fn a_lab_fetches_station_records_without_the_owner_learning_which() {
     assert_eq!(report.phase, Phase::Succeeded, "{}", report.error);
     assert!(result(&net, &report.task_id).contains("ST0007,found,\"Buoy 7 \"\"south\"\"\",59"));
     assert_ne!(std::fs::read(&cache).unwrap(), bytes, "the cache was replaced by a verified hint");
-    let mut used_so_far = worst[3] + worst[1];
+    let mut used_so_far = 3 + 1;
     assert_eq!(used().await, used_so_far);
 
     // Metering: more than a task may disclose, refused before any work.
     let report = run(&net, "too-many").await;
     assert_eq!(report.phase, Phase::Failed);
-    let expected = format!(
-        "5 lookups can disclose up to {} records (each answer can read the 4 fullest columns): {} records asked; grant 'g-lookup' allows at most {per_task} records per task",
-        worst[5], worst[5]
-    );
+    let expected = format!("5 lookups asked; grant 'g-lookup' allows at most {per_task} lookups per task");
     assert!(report.error.contains(&expected), "{}", report.error);
     assert_eq!(used().await, used_so_far);
     // Keys encoded differently from the registry's: refused before a query.
@@ -204,15 +195,8 @@ async fn a_lab_fetches_station_records_without_the_owner_learning_which() {
     // answer.
     let report = run(&net, "pair").await;
     assert_eq!(report.phase, Phase::Failed);
-    // The ledger's reason names the records asked, which depend on the
-    // table: the lab is told which grant refused, not the count.
     assert!(
         report.error.contains("the ledger refused this node's use record under grant 'g-lookup'"),
-        "{}",
-        report.error
-    );
-    assert!(
-        !report.error.contains(&worst[2].to_string()) && !report.error.contains(&total.to_string()),
         "{}",
         report.error
     );
@@ -229,39 +213,41 @@ async fn a_lab_fetches_station_records_without_the_owner_learning_which() {
     assert!(result(&net, &report.task_id).contains("ST0007,found,Buoy 7 (moved),61"));
     assert!(!cache.exists());
     assert!(cache.with_file_name("registry.v2.pirhint").exists());
-    // Metered on the new version's layout.
-    used_so_far += worst_case(&net, 1).await;
+    used_so_far += 1;
     assert_eq!(used().await, used_so_far);
 
-    // The owner's node refuses on its own, consuming nothing: queries for a
-    // version that is no longer the latest, and queries of the wrong size.
+    // The owner's node refuses on its own, consuming nothing: a requester
+    // of the protocol before sealed records, a lookup without its blinded
+    // key or with one that is not a point, queries for a version that is
+    // no longer the latest, and queries of the wrong size.
+    let blinded = |key: &[u8]| {
+        let domain = stayput_pir::oprf_domain("registry").unwrap();
+        let (_, points) = stayput_psi::oprf::Blinding::blind(&domain, &[key.to_vec()], &mut rand::rngs::OsRng).unwrap();
+        tonic::codegen::Bytes::copy_from_slice(points[0].as_bytes())
+    };
     {
-        use stayput_chain_connector::records::Task;
-        use stayput_chain_connector::tasks::params_digest;
         use stayput_proto::v1::pir_peer_client::PirPeerClient;
         use stayput_proto::v1::{FetchHintRequest, PirQueryRequest};
         let channel = stayput_node::requester::connect_peer(net.net.state("lab"), "ocean").await.unwrap();
         let mut client = PirPeerClient::new(channel);
-        let params = lookup("one").params.encode();
         let id = "t-direct-pir-0000000000000000".to_owned();
-        let task = Task {
-            id: id.clone(),
-            requester: "lab".into(),
-            kind: Computation::Pir,
-            datasets: vec!["registry".into()],
-            params_digest: params_digest(Computation::Pir, &params),
-            grants: vec!["g-lookup".into()],
-        };
-        net.write("lab", Record::Task(task)).await.unwrap();
-        for (version, query, expected) in [
-            (1, vec![0u8; 8], "the ledger's latest is v2; fetch its hint and ask again"),
-            (2, vec![0u8; 8], "query 1 is 8 bytes"),
+        record_direct_task(&net, &id, "g-lookup").await;
+        let point = blinded(b"ST0001");
+        let not_a_point = tonic::codegen::Bytes::from(vec![0xffu8; 32]);
+        for (version, protocol, blinded, expected) in [
+            (2, 0, vec![point.clone()], "this node answers protocol 2 (sealed records) only"),
+            (2, 2, vec![], "1 queries came with 0 blinded keys"),
+            (2, 2, vec![not_a_point], "blinded key 1 is not a 32-byte curve point"),
+            (1, 2, vec![point.clone()], "the ledger's latest is v2; fetch its hint and ask again"),
+            (2, 2, vec![point.clone()], "query 1 is 8 bytes"),
         ] {
             let request = PirQueryRequest {
                 task_id: id.clone(),
                 dataset: "registry".into(),
                 version,
-                queries: vec![query.into()],
+                queries: vec![vec![0u8; 8].into()],
+                protocol,
+                blinded,
             };
             let err = client.answer(request).await.unwrap_err();
             assert!(err.message().contains(expected), "{expected}: {err:?}");
@@ -293,6 +279,89 @@ async fn a_lab_fetches_station_records_without_the_owner_learning_which() {
         assert!(chunks > 1, "header and hint");
         drop(unread);
         assert_eq!(used().await, used_so_far);
+    }
+
+    // A hostile grantee crafts a "lookup" that is no LWE query at all:
+    // q = u_0 + 2^8·u_1 + 2^16·u_2 + 2^24·u_3 reads four whole columns of
+    // the matrix byte for byte. It is metered as one lookup, and the bytes
+    // it gets are sealed: no record of the registry is in them.
+    {
+        use stayput_proto::v1::PirQueryRequest;
+        use stayput_proto::v1::pir_peer_client::PirPeerClient;
+        let channel = stayput_node::requester::connect_peer(net.net.state("lab"), "ocean").await.unwrap();
+        let mut client = PirPeerClient::new(channel).max_decoding_message_size(64 << 20);
+        let id = "t-crafted-pir-000000000000000".to_owned();
+        net.write(
+            "ocean",
+            Record::Grant(Grant {
+                id: "g-crafted".into(),
+                dataset: "registry".into(),
+                grantee: "lab".into(),
+                computations: vec![Computation::Pir],
+                columns: vec!["name".into(), "depth_m".into()],
+                min_cohort: 0,
+                max_uses: 2,
+                max_items: 2,
+                max_items_per_use: 1,
+                expires_at: stayput_coordinator::client::unix_now() + 3600,
+                epsilon_budget: 0,
+            }),
+        )
+        .await
+        .unwrap();
+        record_direct_task(&net, &id, "g-crafted").await;
+        let latest = net.ledger.dataset("registry").await.unwrap().pop().unwrap();
+        let layout = stayput_node::pir::published(&latest).unwrap().layout;
+        let mut q = vec![0u32; layout.columns];
+        for (i, word) in q.iter_mut().take(4).enumerate() {
+            *word = 1 << (8 * i);
+        }
+        let request = PirQueryRequest {
+            task_id: id.clone(),
+            dataset: "registry".into(),
+            version: latest.version,
+            queries: vec![q.iter().flat_map(|w| w.to_le_bytes()).collect::<Vec<u8>>().into()],
+            protocol: 2,
+            blinded: vec![blinded(b"ST0001")],
+        };
+        let response = client.answer(request).await.unwrap().into_inner();
+        let words: Vec<u32> =
+            response.answers[0].chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
+        let columns: Vec<Vec<u8>> = (0..4).map(|i| words.iter().map(|w| w.to_le_bytes()[i]).collect()).collect();
+        assert!(columns.iter().any(|c| c.iter().any(|b| *b != 0)), "the columns hold records");
+        for column in &columns {
+            for needle in ["Buoy", "north", "south", "east"] {
+                assert!(!column.windows(needle.len()).any(|w| w == needle.as_bytes()), "{needle} in the clear");
+            }
+        }
+        let task = net.ledger.task(&id).await.unwrap().unwrap();
+        assert_eq!(task.uses.iter().map(|(_, u)| u.items).collect::<Vec<_>>(), vec![1]);
+
+        // The same task asked twice at once is served once: one answer,
+        // one use, and the other call refused.
+        let id = "t-twice-pir-00000000000000000".to_owned();
+        record_direct_task(&net, &id, "g-crafted").await;
+        let ask = || {
+            let mut client = client.clone();
+            let request = PirQueryRequest {
+                task_id: id.clone(),
+                dataset: "registry".into(),
+                version: latest.version,
+                queries: vec![vec![0u8; layout.columns * 4].into()],
+                protocol: 2,
+                blinded: vec![blinded(b"ST0002")],
+            };
+            async move { client.answer(request).await }
+        };
+        let (a, b) = tokio::join!(ask(), ask());
+        assert_eq!(usize::from(a.is_ok()) + usize::from(b.is_ok()), 1, "{a:?} {b:?}");
+        let refused = a.err().or(b.err()).unwrap();
+        assert!(
+            refused.message().contains("being served already") || refused.message().contains("served once"),
+            "{refused:?}"
+        );
+        let task = net.ledger.task(&id).await.unwrap().unwrap();
+        assert_eq!(task.uses.len(), 1);
     }
 
     // Nothing on the ledger names a key the lab looked up.

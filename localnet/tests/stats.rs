@@ -144,7 +144,7 @@ async fn hospitals_pool_statistics_verifiably() {
     // The result is on the researcher's node; its digest and the three
     // sites' commitment digests are on the ledger; each site used once.
     let out = net.net.state("research").config.output_dir.clone();
-    let text = std::fs::read_to_string(stayput_node::tasks::result_path(&out, &submitted.task_id)).unwrap();
+    let text = std::fs::read_to_string(stayput_node::results::result_path(&out, &submitted.task_id)).unwrap();
     let mean = merged.iter().map(|r| r.1).sum::<f64>() / merged.len() as f64;
     let line = text.lines().find(|l| l.contains("mean(systolic_bp)")).unwrap();
     let reported: f64 = line.rsplit(',').next().unwrap().parse().unwrap();
@@ -160,7 +160,8 @@ async fn hospitals_pool_statistics_verifiably() {
 
     // Anyone holding the evidence file re-checks the result against the
     // ledger; a doctored pooled value or another site's commitments fail.
-    let evidence_text = std::fs::read_to_string(stayput_node::tasks::evidence_path(&out, &submitted.task_id)).unwrap();
+    let evidence_text =
+        std::fs::read_to_string(stayput_node::results::evidence_path(&out, &submitted.task_id)).unwrap();
     let evidence: stayput_node::stats::Evidence = serde_json::from_str(&evidence_text).unwrap();
     let summary = stayput_node::stats::verify_evidence(&trail, &evidence).unwrap();
     assert!(summary.contains("3 sites"), "{summary}");
@@ -204,7 +205,7 @@ async fn hospitals_pool_statistics_verifiably() {
     let submitted = net.submit("research", &spec(&extremes)).await.unwrap();
     let report = net.client("research").await.unwrap().follow(&submitted.task_id, |_| {}).await.unwrap();
     assert_eq!(report.phase, Phase::Succeeded, "{}", report.error);
-    let text = std::fs::read_to_string(stayput_node::tasks::result_path(&out, &submitted.task_id)).unwrap();
+    let text = std::fs::read_to_string(stayput_node::results::result_path(&out, &submitted.task_id)).unwrap();
     let value = |label: &str| -> String {
         text.lines()
             .find(|l| l.contains(label))
@@ -245,7 +246,7 @@ async fn hospitals_pool_statistics_verifiably() {
     assert!(suppressed > 0, "the data leaves one bin below the minimum cohort\n{text}");
     // The evidence on the researcher's disk holds nothing of a withheld bin.
     let evidence: stayput_node::stats::Evidence = serde_json::from_str(
-        &std::fs::read_to_string(stayput_node::tasks::evidence_path(&out, &submitted.task_id)).unwrap(),
+        &std::fs::read_to_string(stayput_node::results::evidence_path(&out, &submitted.task_id)).unwrap(),
     )
     .unwrap();
     let query = stayput_mpc_engine::query::CohortQuery::from_json(&evidence.query).unwrap();
@@ -263,7 +264,7 @@ async fn hospitals_pool_statistics_verifiably() {
     let report = net.client("research").await.unwrap().follow(&submitted.task_id, |_| {}).await.unwrap();
     assert_eq!(report.phase, Phase::Failed);
     assert!(report.error.contains("outside its declared range"), "{}", report.error);
-    assert!(!stayput_node::tasks::result_path(&out, &submitted.task_id).exists());
+    assert!(!stayput_node::results::result_path(&out, &submitted.task_id).exists());
     // A failure that depends on a site's data is metered like a query (it
     // says something about the table), and never carries counts or values.
     let failed = net.ledger.task(&submitted.task_id).await.unwrap().unwrap();
@@ -340,10 +341,11 @@ column = "age"
     let report = net.client("research").await.unwrap().follow(&submitted.task_id, |_| {}).await.unwrap();
     assert_eq!(report.phase, Phase::Succeeded, "{}", report.error);
     let out = net.net.state("research").config.output_dir.clone();
-    let text = std::fs::read_to_string(stayput_node::tasks::result_path(&out, &submitted.task_id)).unwrap();
+    let text = std::fs::read_to_string(stayput_node::results::result_path(&out, &submitted.task_id)).unwrap();
     assert!(text.contains("all,count,count,,suppressed"), "{text}");
     assert!(!text.contains(&format!("{sbp}")) && !text.contains("71"), "{text}");
-    let evidence_text = std::fs::read_to_string(stayput_node::tasks::evidence_path(&out, &submitted.task_id)).unwrap();
+    let evidence_text =
+        std::fs::read_to_string(stayput_node::results::evidence_path(&out, &submitted.task_id)).unwrap();
     let evidence: stayput_node::stats::Evidence = serde_json::from_str(&evidence_text).unwrap();
     assert!(evidence.pooled.iter().all(|v| v == "0"), "the pooled vector holds the patient: {:?}", evidence.pooled);
     assert_eq!(evidence.pass_set, "000000", "every gate withheld");
@@ -429,7 +431,7 @@ column = "systolic_bp"
     let report = net.client("research").await.unwrap().follow(&submitted.task_id, |_| {}).await.unwrap();
     assert_eq!(report.phase, Phase::Succeeded, "{}", report.error);
     let out = net.net.state("research").config.output_dir.clone();
-    let text = std::fs::read_to_string(stayput_node::tasks::result_path(&out, &submitted.task_id)).unwrap();
+    let text = std::fs::read_to_string(stayput_node::results::result_path(&out, &submitted.task_id)).unwrap();
     let count: f64 =
         text.lines().find(|l| l.starts_with("all,\"count\"")).unwrap().rsplit(',').next().unwrap().parse().unwrap();
     // Noise: count scale 3/ε = 3 per site; three sites.
@@ -439,7 +441,7 @@ column = "systolic_bp"
     assert!(trail.uses.iter().all(|(_, u)| u.epsilon == 1_000), "every site spends the task's ε");
     // The evidence re-checks with the noise's widened bounds.
     let evidence: stayput_node::stats::Evidence = serde_json::from_str(
-        &std::fs::read_to_string(stayput_node::tasks::evidence_path(&out, &submitted.task_id)).unwrap(),
+        &std::fs::read_to_string(stayput_node::results::evidence_path(&out, &submitted.task_id)).unwrap(),
     )
     .unwrap();
     assert_eq!(evidence.epsilon, 1_000);

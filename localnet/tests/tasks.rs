@@ -102,8 +102,8 @@ async fn tasks_run_end_to_end_and_bad_input_costs_nothing() {
 
     // The result is on the bank's node only; its digest is on the ledger.
     let bank_out = net.net.state("bank").config.output_dir.clone();
-    let file = stayput_node::tasks::result_path(&bank_out, &done.task_id);
-    let digest = stayput_node::tasks::file_sha256(&file).unwrap();
+    let file = stayput_node::results::result_path(&bank_out, &done.task_id);
+    let digest = stayput_node::results::file_sha256(&file).unwrap();
     let trail = net.ledger.task(&done.task_id).await.unwrap().unwrap();
     assert_eq!(trail.status, TaskStatus::Succeeded);
     assert_eq!(trail.results.len(), 1);
@@ -112,10 +112,10 @@ async fn tasks_run_end_to_end_and_bad_input_costs_nothing() {
     assert_eq!(trail.uses.len(), 1);
     assert_eq!(trail.uses[0].0, "bureau");
     assert_eq!(hex::encode(digest), done.result_digest);
-    let count_file = stayput_node::tasks::result_path(&bank_out, &counted.task_id);
+    let count_file = stayput_node::results::result_path(&bank_out, &counted.task_id);
     assert_eq!(std::fs::read_to_string(count_file).unwrap(), "intersection_keys\n100\n");
     let bureau_out = net.net.state("bureau").config.output_dir.clone();
-    assert!(!stayput_node::tasks::result_path(&bureau_out, &done.task_id).exists(), "the bureau gets no result");
+    assert!(!stayput_node::results::result_path(&bureau_out, &done.task_id).exists(), "the bureau gets no result");
 
     // The same signed request again is the same task, not a second one.
     let key = net.key("bank");

@@ -43,14 +43,13 @@
 //! suppressed, ε, minimum group) in their schema metadata.
 
 use std::collections::HashMap;
-use std::io::Write as _;
 use std::path::Path;
 use std::sync::Arc;
 
 use arrow::record_batch::RecordBatch;
 use rand::SeedableRng;
 use stayput_chain_connector::records::Computation;
-use stayput_chain_connector::tasks::{ComputeOnlyParams, ResultFormat, TaskParams, params_digest};
+use stayput_chain_connector::tasks::{ComputeOnlyParams, TaskParams, params_digest};
 use stayput_mpc_engine::local::{LocalScan, LocalStats};
 use stayput_mpc_engine::privacy::{Budget, epsilon_text};
 use stayput_mpc_engine::query::CohortQuery;
@@ -60,9 +59,10 @@ use stayput_proto::v1::aggregate_peer_server::AggregatePeer;
 use stayput_proto::v1::{AggregateRequest, AggregateResponse};
 use tonic::{Request, Response, Status};
 
-use crate::authorisation::{DATA_DEPENDENT, ServeRequest, check, data_dependent, record_use_spending};
-use crate::dataset::{Dataset, FileFormat, ResultWriter};
+use crate::authorisation::{DATA_DEPENDENT, ServeRequest, data_dependent};
+use crate::dataset::Dataset;
 use crate::identity::caller_org;
+use crate::serve::{Authorised, Metered, ledger_access, respond};
 use crate::{NodeError, NodeState};
 
 /// Largest released table (Arrow IPC bytes) a node sends or accepts.
@@ -255,10 +255,8 @@ impl AggregatePeer for AggregatePeerService {
     async fn query(&self, request: Request<AggregateRequest>) -> Result<Response<AggregateResponse>, Status> {
         let caller = caller_org(&request)?;
         let AggregateRequest { task_id, params } = request.into_inner();
-        serve(&self.state, &caller, &task_id, &params).await.map(Response::new).map_err(|e| {
-            tracing::warn!(task = %task_id, peer = %caller, error = %e, "compute-only query refused or failed");
-            Status::from(e)
-        })
+        let served = serve(&self.state, &caller, &task_id, &params).await;
+        respond("compute-only query", &task_id, &caller, served)
     }
 }
 
@@ -282,14 +280,14 @@ async fn serve(
     caller: &str,
     task_id: &str,
     params: &[u8],
-) -> Result<AggregateResponse, NodeError> {
+) -> Result<Metered<AggregateResponse>, NodeError> {
     crate::wire::check_task_id(task_id)?;
-    let access = state.ledger.as_ref().ok_or_else(|| {
-        NodeError::InvalidConfig("compute-only access needs a [ledger] section to check grants".into())
-    })?;
-    let ledger = &*access.ledger;
-    let unavailable = NodeError::from_ledger;
-    let task = ledger.task(task_id).await.map_err(unavailable)?.ok_or_else(|| refuse(task_id, "not on the ledger"))?;
+    let ledger = &*ledger_access(state, "compute-only access")?.ledger;
+    let task = ledger
+        .task(task_id)
+        .await
+        .map_err(NodeError::from_ledger)?
+        .ok_or_else(|| refuse(task_id, "not on the ledger"))?;
     if task.task.kind != Computation::ComputeOnly {
         return Err(refuse(task_id, format!("it is a {} task, not compute_only", task.task.kind)));
     }
@@ -306,7 +304,6 @@ async fn serve(
     // admission).
     let query = CohortQuery::from_json(&p.query).map_err(|e| NodeError::InvalidQuery(e.to_string()))?;
     let source = state.config.dataset(&p.dataset)?.clone();
-    let own = state.config.org.clone();
     let columns = query.columns();
     let request = ServeRequest {
         task: task_id,
@@ -317,13 +314,12 @@ async fn serve(
         columns: &columns,
         key_columns: &source.key_columns,
     };
-    let grant_id = check(ledger, &own, &request).await?;
-    let grant = ledger.grant(&grant_id).await.map_err(unavailable)?.ok_or_else(|| refuse(task_id, "grant vanished"))?;
-    let disclosure = policy(task_id, &query, &p, &grant)?;
-    let permit = state.session_permit()?;
+    let session = Authorised::new(state, &request).await?;
+    let disclosure = policy(task_id, &query, &p, &session.grant)?;
     tracing::info!(task = %task_id, dataset = %p.dataset, "answering a compute-only query");
 
-    let allowed = grant.grant.columns.clone();
+    let allowed = session.grant.grant.columns.clone();
+    let permit = session.worker_permit();
     let (scan_source, scan_query) = (source.clone(), query.clone());
     let (rows, outcome) = tokio::task::spawn_blocking(move || {
         let _permit = permit;
@@ -345,8 +341,9 @@ async fn serve(
     // read, the ε the query spends) is on the ledger: otherwise failures
     // would be free answers (halving a declared range finds a maximum).
     let epsilon = disclosure.epsilon.unwrap_or(0);
-    record_use_spending(ledger, &own, &access.key, task_id, &grant_id, rows, epsilon).await?;
-    let left = grant.grant.epsilon_budget.saturating_sub(grant.epsilon_spent).saturating_sub(epsilon);
+    let budget = &session.grant;
+    let left = budget.grant.epsilon_budget.saturating_sub(budget.epsilon_spent).saturating_sub(epsilon);
+    let recorded = session.record(rows, epsilon).await?;
     let (release, table) = match outcome {
         Ok(done) => done,
         Err(failed) => {
@@ -357,7 +354,7 @@ async fn serve(
                 epsilon_milli = epsilon,
                 "compute-only query failed on the data; use recorded"
             );
-            return Err(NodeError::ComputeOnly(failed));
+            return Err(recorded.fail(NodeError::ComputeOnly(failed)));
         }
     };
     tracing::info!(
@@ -369,14 +366,14 @@ async fn serve(
         epsilon_milli = epsilon,
         "compute-only query answered; use recorded"
     );
-    Ok(AggregateResponse {
+    Ok(recorded.reply(AggregateResponse {
         table: table.into(),
         rows_scanned: rows,
         groups_released: release.groups_released as u64,
         groups_suppressed: release.groups_suppressed as u64,
         epsilon_spent: epsilon,
         epsilon_left: left,
-    })
+    }))
 }
 
 /// What a compute-only task left on the requester's node.
@@ -421,8 +418,7 @@ pub async fn run_compute_only(
     let (file, format) = (result_file.to_path_buf(), p.format);
     let sha256 = tokio::task::spawn_blocking(move || {
         let table = from_ipc(&response.table)?;
-        write_table(&file, format, &table)?;
-        crate::tasks::file_sha256(&file)
+        crate::results::write_table(&file, format, &table)
     })
     .await
     .map_err(|e| NodeError::Worker(e.to_string()))??;
@@ -441,37 +437,6 @@ pub async fn run_compute_only(
         groups_suppressed: response.groups_suppressed,
         epsilon: (response.epsilon_spent, response.epsilon_left),
     })
-}
-
-/// Writes `table` to `path` in `format`, durably and atomically; never
-/// replaces a file.
-pub fn write_table(path: &Path, format: ResultFormat, table: &RecordBatch) -> Result<(), NodeError> {
-    let io_err = |source| NodeError::WriteFile { path: path.into(), source };
-    let write_err = |source| NodeError::WriteResult { path: path.into(), source };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(io_err)?;
-    let mut temp = tempfile::Builder::new().prefix(".partial-").tempfile_in(dir).map_err(io_err)?;
-    match format {
-        ResultFormat::Csv | ResultFormat::Parquet => {
-            let format = if format == ResultFormat::Csv { FileFormat::Csv } else { FileFormat::Parquet };
-            let mut writer = ResultWriter::new(format, temp.as_file_mut(), table.schema()).map_err(write_err)?;
-            writer.write(table).map_err(write_err)?;
-            writer.finish().map_err(write_err)?;
-        }
-        ResultFormat::ArrowIpc => {
-            let mut writer =
-                arrow::ipc::writer::FileWriter::try_new(temp.as_file_mut(), &table.schema()).map_err(write_err)?;
-            writer.write(table).map_err(write_err)?;
-            writer.finish().map_err(write_err)?;
-        }
-    }
-    temp.as_file_mut().flush().map_err(io_err)?;
-    temp.as_file().sync_all().map_err(io_err)?;
-    temp.persist_noclobber(path).map_err(|e| match e.error.kind() {
-        std::io::ErrorKind::AlreadyExists => NodeError::ResultExists { path: path.into() },
-        _ => io_err(e.error),
-    })?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -56,18 +56,6 @@ pub fn kinds_for(mode: OutputMode) -> &'static [Computation] {
     }
 }
 
-/// Checks the ledger and records the use; returns the grant consumed.
-pub async fn authorise(
-    ledger: &dyn Ledger,
-    own_org: &str,
-    own_key: &OrgKey,
-    request: &ServeRequest<'_>,
-) -> Result<String, NodeError> {
-    let grant = check(ledger, own_org, request).await?;
-    record_use(ledger, own_org, own_key, request.task, &grant, request.items).await?;
-    Ok(grant)
-}
-
 fn ledger_error(task: &str) -> impl Fn(stayput_chain_connector::LedgerError) -> NodeError + '_ {
     move |e| match NodeError::from_ledger(e) {
         NodeError::LedgerRefused(reason) => NodeError::NotAuthorised { task: task.to_owned(), reason },

@@ -39,13 +39,14 @@ use stayput_chain_connector::tasks::LabeledPsiParams;
 use stayput_proto::v1::labeled_peer_client::LabeledPeerClient;
 use stayput_proto::v1::labeled_peer_server::LabeledPeer;
 use stayput_proto::v1::{EvaluateRequest, EvaluateResponse, FetchSetRequest, SetChunk, SetHeader, set_chunk};
-use stayput_psi::labeled::{Delta, EncodedSet, MAX_ENTRIES, MAX_QUERY, OprfKey, Query, SEALED_LEN, TAG_LEN};
+use stayput_psi::labeled::{Delta, EncodedSet, MAX_ENTRIES, MAX_QUERY, Query, SEALED_LEN, TAG_LEN};
 use tonic::{Request, Response, Status};
 
-use crate::authorisation::{ServeRequest, check, check_items_per_use};
+use crate::authorisation::ServeRequest;
 use crate::config::{LabelSettings, NodeConfig};
 use crate::dataset::Dataset;
 use crate::identity::caller_org;
+use crate::serve::{Authorised, Metered, ledger_access, respond};
 use crate::state_files::{cache_file, read, write_atomic};
 use crate::{NodeError, NodeState};
 
@@ -74,25 +75,6 @@ fn settings(dataset: &Dataset) -> Result<&LabelSettings, NodeError> {
     dataset.labels.as_ref().ok_or_else(|| {
         err(format!("dataset '{}' has no `labels` section: it is not served as a blacklist", dataset.name))
     })
-}
-
-/// The bureau's OPRF key, created (0600) on first use.
-pub fn oprf_key(path: &Path) -> Result<OprfKey, NodeError> {
-    match std::fs::read(path) {
-        Ok(bytes) => {
-            let bytes: [u8; 32] =
-                bytes.try_into().map_err(|_| err(format!("{} is not a 32-byte OPRF key", path.display())))?;
-            Ok(OprfKey::from_bytes(&bytes)?)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let key = OprfKey::random(&mut rand::rngs::OsRng);
-            stayput_chain_connector::keys::write_secret(path, key.to_bytes().as_slice())
-                .map_err(|e| err(format!("cannot write the OPRF key {}: {e}", path.display())))?;
-            tracing::info!(path = %path.display(), "created an OPRF key");
-            Ok(key)
-        }
-        Err(source) => Err(NodeError::ReadFile { path: path.into(), source }),
-    }
 }
 
 /// A version of a blacklist ready to be recorded on the ledger.
@@ -144,7 +126,7 @@ fn entries(dataset: &Dataset, column: &str) -> Result<Entries, NodeError> {
 /// version's set, when kept, yields a delta) and stores both. Blocking.
 pub fn prepare_version(config: &NodeConfig, dataset: &Dataset, version: u32) -> Result<PreparedVersion, NodeError> {
     let labels = settings(dataset)?;
-    let key = oprf_key(&labels.oprf_key)?;
+    let key = crate::state_files::oprf_key(&labels.oprf_key)?;
     let listed = entries(dataset, &labels.column)?;
     let dir = sets_dir(config, &dataset.name);
     let mut seed = [0u8; 32];
@@ -221,17 +203,17 @@ fn chunks(bytes: tonic::codegen::Bytes, out: &mut Vec<SetChunk>) {
     }
 }
 
-/// The bureau's ledger check for `caller`'s task on `source` (no use is
-/// written): the grant must allow the label column, which the query
-/// releases for every listed id. Returns the grant that covers it.
-async fn ledger_check(
-    state: &NodeState,
+/// The session of `caller`'s task on `source`, authorised by the ledger:
+/// the grant must allow the label column, which the query releases for
+/// every listed id.
+async fn authorise(
+    state: &Arc<NodeState>,
     task: &str,
     caller: &str,
     source: &Dataset,
     items: u64,
-) -> Result<String, NodeError> {
-    let access = state.ledger.as_ref().ok_or_else(no_ledger)?;
+) -> Result<Authorised, NodeError> {
+    ledger_access(state, "the blacklist query")?;
     let columns = [settings(source)?.column.clone()];
     let serve = ServeRequest {
         task,
@@ -242,25 +224,30 @@ async fn ledger_check(
         columns: &columns,
         key_columns: &source.key_columns,
     };
-    check(&*access.ledger, &state.config.org, &serve).await
+    Authorised::new(state, &serve).await
 }
 
-async fn fetch_set(state: &Arc<NodeState>, caller: &str, request: FetchSetRequest) -> Result<Vec<SetChunk>, NodeError> {
+async fn fetch_set(
+    state: &Arc<NodeState>,
+    caller: &str,
+    request: FetchSetRequest,
+) -> Result<Metered<Vec<SetChunk>>, NodeError> {
     let FetchSetRequest { task_id, dataset, have_version } = request;
     crate::wire::check_task_id(&task_id)?;
     let source = state.config.dataset(&dataset)?.clone();
     settings(&source)?;
-    ledger_check(state, &task_id, caller, &source, 0).await?;
+    let session = authorise(state, &task_id, caller, &source, 0).await?;
     // The permit covers the first read and check of a version only: the
     // stream itself hands out slices of the one shared copy.
-    let permit = state.session_permit()?;
+    let permit = session.worker_permit();
     let on_ledger = latest(state, &dataset).await?;
     let dir = sets_dir(&state.config, &dataset);
     let declaration = source.key_declaration();
     let (version, digest) = (on_ledger.version, on_ledger.content_digest);
-    let state = state.clone();
-    tokio::task::spawn_blocking(move || {
+    let worker = state.clone();
+    let out = tokio::task::spawn_blocking(move || {
         let _permit = permit;
+        let state = worker;
         let path = set_file(&dir, version);
         let set = state.served.get_or_load(&path, || {
             let set = read(&path)?;
@@ -288,17 +275,20 @@ async fn fetch_set(state: &Arc<NodeState>, caller: &str, request: FetchSetReques
                 chunks(set, &mut out);
             }
         }
-        Ok(out)
+        Ok::<_, NodeError>(out)
     })
     .await
-    .map_err(|e| NodeError::Worker(e.to_string()))?
+    .map_err(|e| NodeError::Worker(e.to_string()))??;
+    // Tags and sealed labels: nothing opens without an evaluation, which
+    // `Evaluate` meters.
+    Ok(session.disclosing_nothing().reply(out))
 }
 
 async fn evaluate(
     state: &Arc<NodeState>,
     caller: &str,
     request: EvaluateRequest,
-) -> Result<EvaluateResponse, NodeError> {
+) -> Result<Metered<EvaluateResponse>, NodeError> {
     let EvaluateRequest { task_id, dataset, blinded } = request;
     crate::wire::check_task_id(&task_id)?;
     let source = state.config.dataset(&dataset)?.clone();
@@ -311,17 +301,16 @@ async fn evaluate(
     if n > MAX_QUERY as u64 {
         return Err(refuse(format!("{n} ids asked; a query holds at most {MAX_QUERY}")));
     }
-    let access = state.ledger.as_ref().ok_or_else(no_ledger)?;
-    let grant = ledger_check(state, &task_id, caller, &source, n).await?;
-    let permit = state.session_permit()?;
-    check_items_per_use(&*access.ledger, &task_id, &grant, n, "ids").await?;
+    let session = authorise(state, &task_id, caller, &source, n).await?;
+    session.check_items(n, "ids").await?;
+    let permit = session.worker_permit();
     let on_ledger = latest(state, &dataset).await?;
     // Evaluate first (malformed points consume nothing), answer only once
     // the use is on the ledger.
     let context = task_id.clone().into_bytes();
     let (evaluations, proof) = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        let key = oprf_key(&labels.oprf_key)?;
+        let key = crate::state_files::oprf_key(&labels.oprf_key)?;
         if on_ledger.protocol_key.as_deref() != Some(key.public_key().as_bytes().as_slice()) {
             return Err(err("this node's OPRF key is not the one recorded with the dataset's latest version"));
         }
@@ -334,9 +323,9 @@ async fn evaluate(
     })
     .await
     .map_err(|e| NodeError::Worker(e.to_string()))??;
-    crate::authorisation::record_use(&*access.ledger, &state.config.org, &access.key, &task_id, &grant, n).await?;
+    let recorded = session.record_asked(n).await?;
     tracing::info!(task = %task_id, dataset = %dataset, ids = n, "blacklist query answered; use recorded");
-    Ok(EvaluateResponse { evaluations: evaluations.into(), proof: proof.to_vec().into() })
+    Ok(recorded.reply(EvaluateResponse { evaluations: evaluations.into(), proof: proof.to_vec().into() }))
 }
 
 #[tonic::async_trait]
@@ -347,10 +336,8 @@ impl LabeledPeer for LabeledPeerService {
         let caller = caller_org(&request)?;
         let request = request.into_inner();
         let task = request.task_id.clone();
-        let chunks = fetch_set(&self.state, &caller, request).await.map_err(|e| {
-            tracing::warn!(task = %task, peer = %caller, error = %e, "encoded set refused");
-            Status::from(e)
-        })?;
+        let served = fetch_set(&self.state, &caller, request).await;
+        let chunks = respond("encoded set", &task, &caller, served)?.into_inner();
         Ok(Response::new(tokio_stream::iter(chunks.into_iter().map(Ok).collect::<Vec<_>>())))
     }
 
@@ -358,10 +345,8 @@ impl LabeledPeer for LabeledPeerService {
         let caller = caller_org(&request)?;
         let request = request.into_inner();
         let task = request.task_id.clone();
-        evaluate(&self.state, &caller, request).await.map(Response::new).map_err(|e| {
-            tracing::warn!(task = %task, peer = %caller, error = %e, "blacklist query refused");
-            Status::from(e)
-        })
+        let served = evaluate(&self.state, &caller, request).await;
+        respond("blacklist query", &task, &caller, served)
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use stayput_proto::v1::node_control_server::NodeControl;
 use stayput_proto::v1::{
     DatasetInfo, ListDatasetsRequest, ListDatasetsResponse, OutputFormat, PsiProgress, PsiResult, RunPsiEvent,
-    RunPsiRequest, RunTaskRequest, run_psi_event::Event,
+    RunPsiRequest, RunTaskRequest, TaskEvent, TaskProgress, TaskResult, run_psi_event::Event, task_event,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -86,28 +86,58 @@ fn report_to_wire(report: PsiReport) -> PsiResult {
         intersection_keys: report.intersection_keys,
         output_rows,
         seconds: report.elapsed.as_secs_f64(),
-        intermediate_digests: vec![],
     }
 }
 
-type EventSender = mpsc::Sender<Result<RunPsiEvent, Status>>;
+/// A control stream's events: progress, then one result.
+trait ControlEvent: Send + Sized + 'static {
+    type Result: Send + 'static;
+    fn progress(p: crate::requester::Progress) -> Self;
+    fn result(r: Self::Result) -> Self;
+}
+
+impl ControlEvent for RunPsiEvent {
+    type Result = PsiResult;
+    fn progress(p: crate::requester::Progress) -> Self {
+        Self { event: Some(Event::Progress(PsiProgress { phase: p.phase.into(), done: p.done, total: p.total })) }
+    }
+    fn result(r: PsiResult) -> Self {
+        Self { event: Some(Event::Result(r)) }
+    }
+}
+
+impl ControlEvent for TaskEvent {
+    type Result = TaskResult;
+    fn progress(p: crate::requester::Progress) -> Self {
+        Self {
+            event: Some(task_event::Event::Progress(TaskProgress {
+                phase: p.phase.into(),
+                done: p.done,
+                total: p.total,
+            })),
+        }
+    }
+    fn result(r: TaskResult) -> Self {
+        Self { event: Some(task_event::Event::Result(r)) }
+    }
+}
 
 /// Runs `work` on its own task, streaming its progress and then its result.
 /// A caller that goes away cancels the work: dropping it closes its
 /// streams and its role thread stops. A failure is told in full to the
 /// node's own organisation (`local`), else as a peer is told.
-fn stream_events<F, Fut>(local: bool, work: F) -> mpsc::Receiver<Result<RunPsiEvent, Status>>
+fn stream_events<E, F, Fut>(local: bool, work: F) -> mpsc::Receiver<Result<E, Status>>
 where
+    E: ControlEvent,
     F: FnOnce(mpsc::UnboundedSender<crate::requester::Progress>) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = Result<PsiResult, NodeError>> + Send + 'static,
+    Fut: std::future::Future<Output = Result<E::Result, NodeError>> + Send + 'static,
 {
-    let (tx, rx): (EventSender, _) = mpsc::channel(16);
+    let (tx, rx) = mpsc::channel::<Result<E, Status>>(16);
     let (progress_tx, mut progress_rx) = mpsc::unbounded_channel::<crate::requester::Progress>();
     let events = tx.clone();
     tokio::spawn(async move {
         while let Some(p) = progress_rx.recv().await {
-            let event = Event::Progress(PsiProgress { phase: p.phase.into(), done: p.done, total: p.total });
-            if events.send(Ok(RunPsiEvent { event: Some(event) })).await.is_err() {
+            if events.send(Ok(E::progress(p))).await.is_err() {
                 break;
             }
         }
@@ -121,7 +151,7 @@ where
             }
         };
         let message = match outcome {
-            Ok(result) => Ok(RunPsiEvent { event: Some(Event::Result(result)) }),
+            Ok(result) => Ok(E::result(result)),
             Err(err) => {
                 tracing::warn!(error = ?err.to_string(), "session failed");
                 Err(if local { err.into_local_status() } else { err.into() })
@@ -146,7 +176,7 @@ impl NodeControl for ControlService {
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
-    type RunTaskStream = ReceiverStream<Result<RunPsiEvent, Status>>;
+    type RunTaskStream = ReceiverStream<Result<TaskEvent, Status>>;
 
     async fn run_task(&self, request: Request<RunTaskRequest>) -> Result<Response<Self::RunTaskStream>, Status> {
         let local = self.authorise_task(&request)?;
@@ -154,12 +184,15 @@ impl NodeControl for ControlService {
         let state = self.state.clone();
         let rx = stream_events(local, move |progress| async move {
             let outcome = crate::tasks::run_task(state, task_id, params.to_vec(), progress).await?;
-            Ok(PsiResult {
-                output_path: outcome.result_file.display().to_string(),
-                output_sha256: hex::encode(outcome.result_sha256),
-                intersection_keys: outcome.result_count,
+            Ok(TaskResult {
+                result_digest: outcome.result_sha256.to_vec().into(),
+                count: outcome.result_count,
                 intermediate_digests: outcome.intermediates.iter().map(|d| d.to_vec().into()).collect(),
-                ..PsiResult::default()
+                result_file: outcome
+                    .result_file
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
             })
         });
         Ok(Response::new(ReceiverStream::new(rx)))

@@ -24,7 +24,7 @@
 
 use std::collections::HashSet;
 use std::fs::File;
-use std::io::{Seek, Write};
+use std::io::Seek;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -40,6 +40,7 @@ use sha2::{Digest, Sha256};
 use stayput_psi::keys::{KeyList, KeyRules, encode_key};
 
 use crate::NodeError;
+use crate::results::{AtomicFile, BatchWriter, ResultFormat};
 
 /// Rows per record batch when reading.
 pub const READ_BATCH_ROWS: usize = 65_536;
@@ -170,7 +171,7 @@ impl Dataset {
             h.update(field.data_type().to_string().as_bytes());
             h.update([0]);
         }
-        let content = crate::tasks::file_sha256(&self.path)?;
+        let content = crate::results::file_sha256(&self.path)?;
         Ok((h.finalize().into(), content))
     }
 
@@ -199,12 +200,9 @@ impl Dataset {
         }
         let (schema, batches) = self.open(false)?;
         self.check_key_columns(&schema)?;
-        let dir = target.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(|source| NodeError::WriteFile { path: dir.into(), source })?;
-        let io_err = |source| NodeError::WriteFile { path: target.into(), source };
-        let mut temp = tempfile::Builder::new().prefix(".partial-").tempfile_in(dir).map_err(io_err)?;
+        let mut out = AtomicFile::create(target)?;
         let write_err = |source| NodeError::WriteResult { path: target.into(), source };
-        let mut writer = ResultWriter::new(format, temp.as_file_mut(), schema).map_err(write_err)?;
+        let mut writer = BatchWriter::new(format.into(), out.file(), schema).map_err(write_err)?;
         let mut rows = 0u64;
         for batch in batches {
             let batch = batch?;
@@ -215,17 +213,8 @@ impl Dataset {
             writer.write(&selected).map_err(write_err)?;
         }
         writer.finish().map_err(write_err)?;
-        let file = temp.as_file_mut();
-        file.flush().map_err(io_err)?;
-        file.sync_all().map_err(io_err)?;
-        file.rewind().map_err(io_err)?;
-        let mut hasher = Sha256::new();
-        std::io::copy(file, &mut hasher).map_err(io_err)?;
-        temp.persist_noclobber(target).map_err(|e| match e.error.kind() {
-            std::io::ErrorKind::AlreadyExists => NodeError::ResultExists { path: target.into() },
-            _ => io_err(e.error),
-        })?;
-        Ok(WrittenFile { path: target.into(), rows, sha256: hasher.finalize().into() })
+        let sha256 = out.persist()?;
+        Ok(WrittenFile { path: target.into(), rows, sha256 })
     }
 
     /// How this dataset encodes its ids: what two sides of a protocol must
@@ -497,53 +486,13 @@ fn is_key_type(t: &DataType) -> bool {
     )
 }
 
-pub(crate) enum ResultWriter<'f> {
-    Csv(arrow::csv::Writer<&'f mut File>),
-    Parquet(parquet::arrow::ArrowWriter<&'f mut File>),
-}
-
-impl<'f> ResultWriter<'f> {
-    pub(crate) fn new(
-        format: FileFormat,
-        file: &'f mut File,
-        schema: SchemaRef,
-    ) -> Result<Self, arrow::error::ArrowError> {
-        Ok(match format {
-            FileFormat::Csv => Self::Csv(arrow::csv::WriterBuilder::new().with_header(true).build(file)),
-            FileFormat::Parquet => {
-                let props = parquet::file::properties::WriterProperties::builder()
-                    .set_compression(parquet::basic::Compression::SNAPPY)
-                    .build();
-                Self::Parquet(parquet::arrow::ArrowWriter::try_new(file, schema, Some(props))?)
-            }
-        })
-    }
-
-    pub(crate) fn write(&mut self, batch: &RecordBatch) -> Result<(), arrow::error::ArrowError> {
-        match self {
-            Self::Csv(w) => w.write(batch),
-            Self::Parquet(w) => w.write(batch).map_err(Into::into),
-        }
-    }
-
-    pub(crate) fn finish(self) -> Result<(), arrow::error::ArrowError> {
-        match self {
-            Self::Csv(w) => {
-                let _file = w.into_inner();
-                Ok(())
-            }
-            Self::Parquet(w) => w.close().map(drop).map_err(Into::into),
-        }
-    }
-}
-
 /// Writes record batches to a Parquet file (used by tests and the demo's
 /// data generator).
 pub fn write_parquet(path: &Path, batches: &[RecordBatch]) -> Result<(), NodeError> {
     let schema = batches.first().map(RecordBatch::schema).unwrap_or_else(|| Arc::new(Schema::empty()));
     let mut file = File::create(path).map_err(|source| NodeError::WriteFile { path: path.into(), source })?;
     let write_err = |source| NodeError::WriteResult { path: path.into(), source };
-    let mut writer = ResultWriter::new(FileFormat::Parquet, &mut file, schema).map_err(write_err)?;
+    let mut writer = BatchWriter::new(ResultFormat::Parquet, &mut file, schema).map_err(write_err)?;
     for batch in batches {
         writer.write(batch).map_err(write_err)?;
     }

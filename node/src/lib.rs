@@ -51,6 +51,8 @@ pub mod pir;
 pub mod publish;
 pub mod requester;
 pub mod responder;
+pub mod results;
+pub mod serve;
 pub mod server;
 pub mod state_files;
 pub mod stats;
@@ -80,6 +82,8 @@ pub struct NodeState {
     pub census: stats::CensusBox,
     /// Encoded sets and hints served to peers, checked once and shared.
     pub served: state_files::ServedFiles,
+    /// Sessions being served, one per task and dataset at a time.
+    pub in_flight: serve::InFlight,
 }
 
 /// A node's access to the consortium's ledger.
@@ -130,6 +134,7 @@ impl NodeState {
             shares: stats::ShareBox::default(),
             census: stats::CensusBox::default(),
             served: state_files::ServedFiles::default(),
+            in_flight: serve::InFlight::default(),
         })
     }
 

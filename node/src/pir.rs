@@ -4,13 +4,15 @@
 //!
 //! **Versions.** A dataset with a `pir` section is published as a PIR
 //! database: [`prepare_version`] reads every row's key and record columns,
-//! lays the records out in the byte matrix under a fresh random seed,
-//! computes the hint H = D·A once, and keeps the matrix, the hint and the
-//! record schema under `<state_dir>/pir/<dataset>/`. On the ledger the
-//! version's protocol key is the layout (44 bytes) and its content digest
-//! is [`version_digest`]: SHA-256 over the hint's digest (which binds the
-//! layout) and the record schema. A dataset listing one key twice is
-//! refused: a lookup returns one record per key.
+//! draws a fresh OPRF key for the version (kept 0600 beside it), seals
+//! every record under the OPRF value of its key, lays the sealed records
+//! out in the byte matrix under a fresh random seed, computes the hint
+//! H = D·A once, and keeps the matrix, the hint and the record schema under
+//! `<state_dir>/pir/<dataset>/`. On the ledger the version's protocol key
+//! is [`Published`] (the layout and the OPRF public key K) and its content
+//! digest is [`version_digest`]: SHA-256 over the hint's digest (which
+//! binds the layout) and the record schema. A dataset listing one key
+//! twice is refused: a lookup returns one record per key.
 //!
 //! **The requester's cache** of a version's hint lives under
 //! `<state_dir>/cache/` and is used only while its digest matches the
@@ -20,63 +22,63 @@
 //! **A task** looks up the keys of one of the requester's own datasets —
 //! read on the requester's node, never written to the ledger or sent
 //! anywhere. Per key the node makes one LWE query for the key's column
-//! (the same size for every key, present or not), sends them in one
-//! `Answer` call, and decodes each answer with the hint: the record, or
-//! "absent" when no slot of the column carries the key's tag.
+//! (the same size for every key, present or not) and blinds the key for
+//! the OPRF; it sends both in one `Answer` call. The owner writes its use
+//! record, then evaluates the blinded keys with a DLEQ proof against K and
+//! answers the queries. The requester verifies the proof, unblinds each
+//! key's OPRF value, decodes each answer with the hint and opens the slot
+//! carrying the value's tag: the record, or "absent" when no slot does.
 //!
 //! **What each side learns.** The owner: that a task made n lookups on a
-//! version, and nothing about which keys (each query is LWE-encrypted).
-//! The requester: its keys' records and, as SimplePIR reads a whole
-//! column, the other records in the same columns. The coordinator and the
-//! ledger: the task, the metered records, and a salted commitment to the
-//! result ([`result_commitment`]) rather than its plain digest, so an
-//! owner cannot confirm a guess of what was fetched by hashing candidate
+//! version, and nothing about which keys (each query is LWE-encrypted,
+//! each OPRF input uniformly blinded). The requester: its keys' records;
+//! SimplePIR hands it whole columns, and the hint of a narrow table is the
+//! whole matrix, but every slot is sealed under an OPRF value it does not
+//! have (`stayput_pir`, *Sealed records*). The coordinator and the ledger:
+//! the task, the metered lookups, and a salted commitment to the result
+//! ([`crate::results::salted_commitment`]) rather than its plain digest, so an owner
+//! cannot confirm a guess of what was fetched by hashing candidate
 //! records. Logs name tasks, datasets and counts, never a key or a record.
 //!
-//! **Metering: records that may be disclosed, not lookups.** The owner
-//! cannot check that a query is an honest one (it is encrypted), and one
-//! crafted query reads four whole columns exactly (see
-//! `stayput_pir`, *What an answer discloses*). So the use record of a
-//! task of n lookups counts the worst case: every record held in the 4n
-//! fullest columns of the version's layout, at most every record
-//! ([`Database::disclosure_bound`], computed by the owner from its own
-//! matrix), and the grant's per-task and total item limits apply to that
-//! number. Worst case, a task of n lookups on a version with m columns
-//! discloses min(4n/m, 1) of the table in the fullest columns; an honest
-//! task reads n columns and keeps n records.
-//!
-//! **The hint is not metered yet.** `FetchHint` serves the hint to the
-//! grantee of a task without a use record, and the hint of a version with
-//! at most 1,024 columns (about 32,000 records) determines the whole table
-//! (`stayput_pir`, *What the hint discloses*). Until it is, grant
-//! private lookup only to a member who may see the whole table.
+//! **Metering.** One OPRF evaluation opens at most one record, whatever
+//! the queries hold, so the use record of a task of n lookups counts n
+//! records, written before the OPRF key is touched; the grant's per-task
+//! and total item limits apply to it. The hint is served free to the
+//! grantee of a task: it discloses only sealed slots and how many records
+//! each column holds.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use curve25519_dalek::ristretto::CompressedRistretto;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use stayput_chain_connector::records::{Computation, DatasetVersion};
 use stayput_chain_connector::tasks::PirParams;
 use stayput_pir::{
-    Answer, COLUMNS_PER_ANSWER, Database, Hint, LWE_DIMENSION, Layout, Lookup, MAX_COLUMNS, MAX_ROWS, Query,
+    Answer, Database, Hint, LAYOUT_BYTES, LWE_DIMENSION, Layout, Lookup, MAX_COLUMNS, MAX_ROWS, Published, Query,
+    SLOT_OVERHEAD,
 };
 use stayput_proto::v1::pir_peer_client::PirPeerClient;
 use stayput_proto::v1::pir_peer_server::PirPeer;
 use stayput_proto::v1::{FetchHintRequest, HintChunk, HintHeader, PirQueryRequest, PirQueryResponse, hint_chunk};
+use stayput_psi::oprf::Blinding;
 use tonic::{Request, Response, Status};
 use zeroize::Zeroizing;
 
-use crate::authorisation::{ServeRequest, check, check_items_per_use, record_use_spending};
+use crate::authorisation::ServeRequest;
 use crate::config::{NodeConfig, PirSettings};
 use crate::dataset::Dataset;
 use crate::identity::caller_org;
+use crate::serve::{Authorised, Metered, ledger_access, respond};
 use crate::state_files::{cache_file, read, write_atomic};
 use crate::{NodeError, NodeState};
 
 /// Most lookups one task makes.
 pub const MAX_LOOKUPS: usize = 64;
+/// The lookup protocol this node speaks: 2, sealed records.
+pub const LOOKUP_PROTOCOL: u32 = 2;
 /// Largest `Answer` request or response: every query (or answer) of a task
 /// at the largest matrix the protocol allows.
 pub const MAX_PIR_MESSAGE_BYTES: usize =
@@ -137,17 +139,6 @@ pub fn version_digest(hint_digest: &[u8; 32], schema: &[u8]) -> [u8; 32] {
     h.update(hint_digest);
     h.update((schema.len() as u64).to_le_bytes());
     h.update(schema);
-    h.finalize().into()
-}
-
-/// What the ledger records as a lookup's result digest: SHA-256 over a
-/// random 32-byte salt kept beside the result on the requester's node and
-/// the result file's SHA-256 — a hiding commitment to the result.
-pub fn result_commitment(salt: &[u8; 32], file_sha256: &[u8; 32]) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(b"stayput/pir/result/v1");
-    h.update(salt);
-    h.update(file_sha256);
     h.finalize().into()
 }
 
@@ -216,6 +207,10 @@ fn schema_file(dir: &Path, version: u32) -> PathBuf {
     dir.join(format!("v{version}.schema.json"))
 }
 
+fn oprf_key_file(dir: &Path, version: u32) -> PathBuf {
+    dir.join(format!("v{version}.oprf"))
+}
+
 /// A version of a lookup table ready to be recorded on the ledger.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PreparedVersion {
@@ -223,17 +218,18 @@ pub struct PreparedVersion {
     pub version: u32,
     /// [`version_digest`] (the version's content digest).
     pub digest: [u8; 32],
-    /// The layout (the version's protocol key).
-    pub layout: Layout,
+    /// The layout and OPRF key (the version's protocol key).
+    pub published: Published,
 }
 
-/// Owner: lays out the dataset's current file as `version`, computes its
-/// hint and stores both. Blocking and heavy (the hint is ℓ·m·n
-/// multiply-adds, spread over the rayon pool).
+/// Owner: seals the dataset's current file as `version` under a fresh OPRF
+/// key, lays it out, computes its hint and stores them. Blocking and heavy
+/// (one OPRF evaluation per record; the hint is ℓ·m·n multiply-adds;
+/// both spread over the rayon pool).
 pub fn prepare_version(config: &NodeConfig, dataset: &Dataset, version: u32) -> Result<PreparedVersion, NodeError> {
     let settings = settings(dataset)?;
     let (rows, skipped) = dataset.keys_with_columns(&settings.columns)?;
-    let capacity = settings.record_bytes - stayput_pir::TAG_BYTES - 2;
+    let capacity = settings.record_bytes.saturating_sub(SLOT_OVERHEAD);
     let mut records = Vec::with_capacity(rows.len());
     for (row, (key, values)) in rows.into_iter().enumerate() {
         let record = encode_record(&values);
@@ -249,14 +245,19 @@ pub fn prepare_version(config: &NodeConfig, dataset: &Dataset, version: u32) -> 
     }
     let mut seed = [0u8; 32];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed);
-    let db = Database::build(&records, settings.record_bytes, seed)
+    let dir = versions_dir(config, &dataset.name);
+    // A fresh OPRF key per version: a record's sealing key is used once.
+    let key_file = oprf_key_file(&dir, version);
+    let _ = std::fs::remove_file(&key_file);
+    let oprf = crate::state_files::oprf_key(&key_file)?;
+    let db = Database::build(&records, settings.record_bytes, seed, &oprf, &dataset.name)
         .map_err(|e| err(format!("dataset '{}' cannot be laid out: {e} (a key must name one record)", dataset.name)))?;
     drop(records);
     let layout = db.layout().clone();
+    let published = Published { layout: layout.clone(), oprf_key: oprf.public_key() };
     let hint = db.hint();
     let schema = RecordSchema::of(dataset, settings).to_json();
     let digest = version_digest(&hint.digest(&layout), &schema);
-    let dir = versions_dir(config, &dataset.name);
     let header = [layout.to_bytes(), (db.records() as u64).to_le_bytes().to_vec()].concat();
     write_atomic(&database_file(&dir, version), &[&header, db.matrix_rows()])?;
     write_atomic(&hint_file(&dir, version), &[&hint.to_bytes()])?;
@@ -264,7 +265,7 @@ pub fn prepare_version(config: &NodeConfig, dataset: &Dataset, version: u32) -> 
     // Keep this version and the previous one (tasks admitted under it may
     // still be asking); older matrices and hints only take disk.
     for old in 1..version.saturating_sub(1) {
-        for path in [database_file(&dir, old), hint_file(&dir, old), schema_file(&dir, old)] {
+        for path in [database_file(&dir, old), hint_file(&dir, old), schema_file(&dir, old), oprf_key_file(&dir, old)] {
             let _ = std::fs::remove_file(path);
         }
     }
@@ -277,74 +278,70 @@ pub fn prepare_version(config: &NodeConfig, dataset: &Dataset, version: u32) -> 
         hint_bytes = hint.byte_len(),
         "lookup table version prepared"
     );
-    Ok(PreparedVersion { version, digest, layout })
+    Ok(PreparedVersion { version, digest, published })
 }
 
 /// Reads a stored database, checking its layout is the one on the ledger
 /// (the header first, then the matrix straight into its buffer).
-fn load_database(path: &Path, layout_on_ledger: &[u8]) -> Result<Database, NodeError> {
+fn load_database(path: &Path, layout_on_ledger: &Layout) -> Result<Database, NodeError> {
     use std::io::Read as _;
     let io_err = |source| NodeError::ReadFile { path: path.into(), source };
     let mut file = std::fs::File::open(path).map_err(io_err)?;
-    let mut header = [0u8; 52];
+    let mut header = [0u8; LAYOUT_BYTES + 8];
     file.read_exact(&mut header).map_err(io_err)?;
-    if header[..44] != *layout_on_ledger {
+    if header[..LAYOUT_BYTES] != *layout_on_ledger.to_bytes() {
         return Err(err("the stored lookup table is not the version on the ledger; publish a new version"));
     }
-    let layout = Layout::from_bytes(&header[..44])?;
-    let records = usize::try_from(u64::from_le_bytes(header[44..].try_into().expect("8 bytes")))
+    let layout = Layout::from_bytes(&header[..LAYOUT_BYTES])?;
+    let records = usize::try_from(u64::from_le_bytes(header[LAYOUT_BYTES..].try_into().expect("8 bytes")))
         .map_err(|_| err("the stored lookup table is corrupt"))?;
     let mut matrix = Vec::with_capacity(layout.rows() * layout.columns);
     file.take((layout.rows() * layout.columns) as u64 + 1).read_to_end(&mut matrix).map_err(io_err)?;
     Ok(Database::from_parts(layout, records, matrix)?)
 }
 
-/// A version's database held in memory: (version, matrix).
-type LoadedVersion = (u32, Arc<Database>);
+/// A version's database held in memory, with the OPRF key that sealed it.
+#[derive(Debug)]
+struct LoadedVersion {
+    version: u32,
+    db: Database,
+    oprf: stayput_psi::oprf::OprfKey,
+}
 
 /// The `PirPeer` service (this node as a lookup table's owner).
 #[derive(Debug, Clone)]
 pub struct PirPeerService {
     state: Arc<NodeState>,
     /// The latest loaded database per dataset.
-    loaded: Arc<Mutex<BTreeMap<String, LoadedVersion>>>,
-    /// Tasks whose lookups are being answered: a second `Answer` for one of
-    /// them is refused, so concurrent calls cannot each pass the ledger's
-    /// "served once" check before either use is recorded.
-    answering: Arc<Mutex<std::collections::HashSet<String>>>,
-}
-
-/// Holds a task in [`PirPeerService::answering`] until dropped.
-struct Answering<'a> {
-    tasks: &'a Mutex<std::collections::HashSet<String>>,
-    task: String,
-}
-
-impl Drop for Answering<'_> {
-    fn drop(&mut self) {
-        self.tasks.lock().expect("answering set").remove(&self.task);
-    }
+    loaded: Arc<Mutex<BTreeMap<String, Arc<LoadedVersion>>>>,
 }
 
 impl PirPeerService {
     /// A service over the node's state.
     pub fn new(state: Arc<NodeState>) -> Self {
-        Self { state, loaded: Arc::default(), answering: Arc::default() }
+        Self { state, loaded: Arc::default() }
     }
 
-    /// The database of `dataset` at `on_ledger`'s version, loaded once.
-    /// Blocking.
-    fn database(&self, on_ledger: &DatasetVersion) -> Result<Arc<Database>, NodeError> {
+    /// The database of `dataset` at `on_ledger`'s version and its OPRF
+    /// key (checked against the published K), loaded once. Blocking.
+    fn database(&self, on_ledger: &DatasetVersion, published: &Published) -> Result<Arc<LoadedVersion>, NodeError> {
         let mut loaded = self.loaded.lock().expect("pir database cache");
-        if let Some((version, db)) = loaded.get(&on_ledger.dataset)
-            && *version == on_ledger.version
+        if let Some(held) = loaded.get(&on_ledger.dataset)
+            && held.version == on_ledger.version
         {
-            return Ok(db.clone());
+            return Ok(held.clone());
         }
-        let path = database_file(&versions_dir(&self.state.config, &on_ledger.dataset), on_ledger.version);
-        let db = Arc::new(load_database(&path, on_ledger.protocol_key.as_deref().unwrap_or_default())?);
-        loaded.insert(on_ledger.dataset.clone(), (on_ledger.version, db.clone()));
-        Ok(db)
+        let dir = versions_dir(&self.state.config, &on_ledger.dataset);
+        let db = load_database(&database_file(&dir, on_ledger.version), &published.layout)?;
+        let oprf = crate::state_files::read_oprf_key(&oprf_key_file(&dir, on_ledger.version))?;
+        if oprf.public_key() != published.oprf_key {
+            return Err(err(
+                "the stored OPRF key is not the one the version on the ledger publishes; publish a new version",
+            ));
+        }
+        let held = Arc::new(LoadedVersion { version: on_ledger.version, db, oprf });
+        loaded.insert(on_ledger.dataset.clone(), held.clone());
+        Ok(held)
     }
 }
 
@@ -352,19 +349,20 @@ fn no_ledger() -> NodeError {
     NodeError::InvalidConfig("private lookup needs a [ledger] section".into())
 }
 
-/// The PIR layout a dataset version publishes, or an error saying it is
-/// not a lookup table.
-pub fn published_layout(version: &DatasetVersion) -> Result<Layout, NodeError> {
-    version.protocol_key.as_deref().and_then(|k| Layout::from_bytes(k).ok()).ok_or_else(|| {
+/// What a dataset version publishes for private lookup, or an error saying
+/// it is not a lookup table (or one published before sealed records).
+pub fn published(version: &DatasetVersion) -> Result<Published, NodeError> {
+    let key = version.protocol_key.as_deref().ok_or_else(|| {
         err(format!(
             "dataset '{}' is not published for private lookup (its version carries no PIR layout)",
             version.dataset
         ))
-    })
+    })?;
+    Published::from_bytes(key).map_err(|e| err(format!("dataset '{}' v{}: {e}", version.dataset, version.version)))
 }
 
-/// The dataset's latest version on the ledger and its layout.
-async fn latest(state: &NodeState, dataset: &str) -> Result<(DatasetVersion, Layout), NodeError> {
+/// The dataset's latest version on the ledger and what it publishes.
+async fn latest(state: &NodeState, dataset: &str) -> Result<(DatasetVersion, Published), NodeError> {
     let ledger = &state.ledger.as_ref().ok_or_else(no_ledger)?.ledger;
     let on_ledger = ledger
         .dataset(dataset)
@@ -372,21 +370,20 @@ async fn latest(state: &NodeState, dataset: &str) -> Result<(DatasetVersion, Lay
         .map_err(NodeError::from_ledger)?
         .pop()
         .ok_or_else(|| err(format!("dataset '{dataset}' has no version on the ledger")))?;
-    let layout = published_layout(&on_ledger)?;
-    Ok((on_ledger, layout))
+    let published = published(&on_ledger)?;
+    Ok((on_ledger, published))
 }
 
-/// The owner's ledger check for `caller`'s task on `source` (no use is
-/// written): the grant must allow the record's columns, which a lookup
-/// releases. Returns the grant that covers it.
-async fn ledger_check(
-    state: &NodeState,
+/// The session of `caller`'s task on `source`, authorised by the ledger:
+/// the grant must allow the record's columns, which a lookup releases.
+async fn authorise(
+    state: &Arc<NodeState>,
     task: &str,
     caller: &str,
     source: &Dataset,
     items: u64,
-) -> Result<String, NodeError> {
-    let access = state.ledger.as_ref().ok_or_else(no_ledger)?;
+) -> Result<Authorised, NodeError> {
+    ledger_access(state, "private lookup")?;
     let serve = ServeRequest {
         task,
         peer: caller,
@@ -396,7 +393,7 @@ async fn ledger_check(
         columns: &settings(source)?.columns,
         key_columns: &source.key_columns,
     };
-    check(&*access.ledger, &state.config.org, &serve).await
+    Authorised::new(state, &serve).await
 }
 
 /// The hint's chunks: slices of the one copy of the version's hint this
@@ -407,17 +404,18 @@ async fn fetch_hint(
     state: &Arc<NodeState>,
     caller: &str,
     request: FetchHintRequest,
-) -> Result<Vec<HintChunk>, NodeError> {
+) -> Result<Metered<Vec<HintChunk>>, NodeError> {
     let FetchHintRequest { task_id, dataset } = request;
     crate::wire::check_task_id(&task_id)?;
     let source = state.config.dataset(&dataset)?.clone();
-    ledger_check(state, &task_id, caller, &source, 0).await?;
-    let permit = state.session_permit()?;
-    let (on_ledger, layout) = latest(state, &dataset).await?;
+    let session = authorise(state, &task_id, caller, &source, 0).await?;
+    let (on_ledger, Published { layout, .. }) = latest(state, &dataset).await?;
     let dir = versions_dir(&state.config, &dataset);
-    let state = state.clone();
-    tokio::task::spawn_blocking(move || {
+    let permit = session.worker_permit();
+    let worker = state.clone();
+    let chunks = tokio::task::spawn_blocking(move || {
         let _permit = permit;
+        let state = worker;
         let version = on_ledger.version;
         let schema = read(&schema_file(&dir, version))?;
         let path = hint_file(&dir, version);
@@ -443,33 +441,47 @@ async fn fetch_hint(
             let end = (start + CHUNK).min(hint.len());
             out.push(HintChunk { part: Some(hint_chunk::Part::Data(hint.slice(start..end))) });
         }
-        Ok(out)
+        Ok::<_, NodeError>(out)
     })
     .await
-    .map_err(|e| NodeError::Worker(e.to_string()))?
+    .map_err(|e| NodeError::Worker(e.to_string()))??;
+    // The hint carries only sealed records (see the module docs).
+    Ok(session.disclosing_nothing().reply(chunks))
 }
 
 async fn answer(
     service: &PirPeerService,
     caller: &str,
     request: PirQueryRequest,
-) -> Result<PirQueryResponse, NodeError> {
+) -> Result<Metered<PirQueryResponse>, NodeError> {
     let state = &service.state;
-    let PirQueryRequest { task_id, dataset, version, queries } = request;
+    let PirQueryRequest { task_id, dataset, version, queries, protocol, blinded } = request;
     crate::wire::check_task_id(&task_id)?;
     let source = state.config.dataset(&dataset)?.clone();
     let refuse = |reason: String| NodeError::NotAuthorised { task: task_id.clone(), reason };
+    if protocol != LOOKUP_PROTOCOL {
+        return Err(err(format!(
+            "the lookup speaks protocol {protocol}; this node answers protocol {LOOKUP_PROTOCOL} (sealed records) only: update the requester's node"
+        )));
+    }
     let n = queries.len();
     if n == 0 || n > MAX_LOOKUPS {
         return Err(refuse(format!("{n} lookups asked; a task makes 1 to {MAX_LOOKUPS}")));
     }
-    if !service.answering.lock().expect("answering set").insert(task_id.clone()) {
-        return Err(refuse("its lookups are being answered already; a task is answered once".into()));
+    if blinded.len() != n {
+        return Err(err(format!("{n} queries came with {} blinded keys; a lookup is one of each", blinded.len())));
     }
-    let _answering = Answering { tasks: &service.answering, task: task_id.clone() };
-    let access = state.ledger.as_ref().ok_or_else(no_ledger)?;
-    let grant = ledger_check(state, &task_id, caller, &source, n as u64).await?;
-    let (on_ledger, layout) = latest(state, &dataset).await?;
+    // Every blinded key is a canonical point before anything is recorded.
+    let blinded = blinded
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let point = CompressedRistretto::from_slice(b).ok().filter(|p| p.decompress().is_some());
+            point.ok_or_else(|| err(format!("blinded key {} is not a 32-byte curve point", i + 1)))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let session = authorise(state, &task_id, caller, &source, n as u64).await?;
+    let (on_ledger, published) = latest(state, &dataset).await?;
     if version != on_ledger.version {
         return Err(err(format!(
             "the queries were made for v{version} of '{dataset}' but the ledger's latest is v{}; fetch its hint and ask again",
@@ -477,49 +489,43 @@ async fn answer(
         )));
     }
     // Every query's size before anything is loaded or allocated for it.
-    if let Some((i, q)) = queries.iter().enumerate().find(|(_, q)| q.len() != layout.columns * 4) {
-        return Err(err(format!("query {} is {} bytes; this version takes {}", i + 1, q.len(), layout.columns * 4)));
+    let columns = published.layout.columns;
+    if let Some((i, q)) = queries.iter().enumerate().find(|(_, q)| q.len() != columns * 4) {
+        return Err(err(format!("query {} is {} bytes; this version takes {}", i + 1, q.len(), columns * 4)));
     }
-    let permit = state.session_permit()?;
+    // n evaluations open at most n records, whatever the queries hold (see
+    // the module docs): that is what the grant meters.
+    session.check_items(n as u64, "lookups").await?;
     let loader = service.clone();
-    let db = tokio::task::spawn_blocking(move || loader.database(&on_ledger))
+    let loaded = tokio::task::spawn_blocking(move || loader.database(&on_ledger, &published))
         .await
         .map_err(|e| NodeError::Worker(e.to_string()))??;
-    // What the answers can disclose, whatever the queries hold: the records
-    // of the 4n fullest columns (see `stayput_pir`). The grant meters
-    // that, not the n lookups.
-    let items = db.disclosure_bound(n);
-    check_items_per_use(&*access.ledger, &task_id, &grant, items, "records").await.map_err(|e| match e {
-        NodeError::NotAuthorised { task, reason } => NodeError::NotAuthorised {
-            task,
-            reason: format!(
-                "{n} lookups can disclose up to {items} records (each answer can read the {COLUMNS_PER_ANSWER} fullest columns): {reason}"
-            ),
-        },
-        other => other,
-    })?;
-    // Answer first (malformed queries consume nothing), reply only once the
-    // use is on the ledger.
-    let answers = tokio::task::spawn_blocking(move || {
+    // The use record before the OPRF key or the matrix is touched.
+    let recorded = session.record(n as u64, 0).await?;
+    let permit = recorded.session().worker_permit();
+    let context = task_id.clone();
+    let (answers, evaluations, proof) = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        queries
+        let (db, oprf) = (&loaded.db, &loaded.oprf);
+        let (evaluations, proof) = oprf.evaluate(context.as_bytes(), &blinded, &mut rand::rngs::OsRng)?;
+        let answers = queries
             .iter()
             .map(|q| Ok(tonic::codegen::Bytes::from(db.answer(&Query::from_bytes(db.layout(), q)?)?.to_bytes())))
-            .collect::<Result<Vec<_>, NodeError>>()
+            .collect::<Result<Vec<_>, NodeError>>()?;
+        let evaluations = evaluations.iter().map(|e| tonic::codegen::Bytes::copy_from_slice(e.as_bytes())).collect();
+        Ok::<_, NodeError>((answers, evaluations, proof.to_bytes()))
     })
     .await
     .map_err(|e| NodeError::Worker(e.to_string()))??;
-    record_use_spending(&*access.ledger, &state.config.org, &access.key, &task_id, &grant, items, 0).await?;
     tracing::info!(
         node = %state.config.org,
         task = %task_id,
         dataset = %dataset,
         version,
         lookups = n,
-        records_metered = items,
         "private lookup answered; use recorded"
     );
-    Ok(PirQueryResponse { answers })
+    Ok(recorded.reply(PirQueryResponse { answers, evaluations, proof: proof.to_vec().into() }))
 }
 
 #[tonic::async_trait]
@@ -530,10 +536,8 @@ impl PirPeer for PirPeerService {
         let caller = caller_org(&request)?;
         let request = request.into_inner();
         let task = request.task_id.clone();
-        let chunks = fetch_hint(&self.state, &caller, request).await.map_err(|e| {
-            tracing::warn!(task = %task, peer = %caller, error = %e, "hint refused");
-            Status::from(e)
-        })?;
+        let served = fetch_hint(&self.state, &caller, request).await;
+        let chunks = respond("hint", &task, &caller, served)?.into_inner();
         Ok(Response::new(Box::pin(tokio_stream::iter(chunks.into_iter().map(Ok)))))
     }
 
@@ -541,10 +545,8 @@ impl PirPeer for PirPeerService {
         let caller = caller_org(&request)?;
         let request = request.into_inner();
         let task = request.task_id.clone();
-        answer(self, &caller, request).await.map(Response::new).map_err(|e| {
-            tracing::warn!(task = %task, peer = %caller, error = %e, "private lookup refused");
-            Status::from(e)
-        })
+        let served = answer(self, &caller, request).await;
+        respond("private lookup", &task, &caller, served)
     }
 }
 
@@ -681,7 +683,7 @@ pub struct LookupOutcome {
 /// The requester's node runs a lookup task.
 pub async fn run_lookup(state: &Arc<NodeState>, task_id: &str, params: &PirParams) -> Result<LookupOutcome, NodeError> {
     let own = state.config.dataset(&params.requester_dataset)?.clone();
-    let (on_ledger, layout) = latest(state, &params.dataset).await?;
+    let (on_ledger, Published { layout, oprf_key }) = latest(state, &params.dataset).await?;
     let owner = on_ledger.owner.clone();
     let channel = crate::requester::connect_peer(state, &owner).await?;
     let mut client = PirPeerClient::new(channel)
@@ -715,18 +717,20 @@ pub async fn run_lookup(state: &Arc<NodeState>, task_id: &str, params: &PirParam
     );
     let query_layout = layout.clone();
     let query_keys = keys.clone();
-    let (lookups, queries) = tokio::task::spawn_blocking(move || {
+    let dataset = params.dataset.clone();
+    let (lookups, queries, blinding, blinded) = tokio::task::spawn_blocking(move || {
         let a = query_layout.public_matrix();
         let mut rng = rand::rngs::OsRng;
         let made = query_keys
             .iter()
             .map(|key| Lookup::with_matrix(&query_layout, &a, key, &mut rng))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok::<_, NodeError>(
-            made.into_iter()
-                .map(|(l, q)| (l, tonic::codegen::Bytes::from(q.to_bytes())))
-                .unzip::<_, _, Vec<_>, Vec<_>>(),
-        )
+        let (lookups, queries) = made
+            .into_iter()
+            .map(|(l, q)| (l, tonic::codegen::Bytes::from(q.to_bytes())))
+            .unzip::<_, _, Vec<_>, Vec<_>>();
+        let (blinding, blinded) = Blinding::blind(&stayput_pir::oprf_domain(&dataset)?, &query_keys, &mut rng)?;
+        Ok::<_, NodeError>((lookups, queries, blinding, blinded))
     })
     .await
     .map_err(|e| NodeError::Worker(e.to_string()))??;
@@ -736,26 +740,47 @@ pub async fn run_lookup(state: &Arc<NodeState>, task_id: &str, params: &PirParam
             dataset: params.dataset.clone(),
             version: on_ledger.version,
             queries,
+            protocol: LOOKUP_PROTOCOL,
+            blinded: blinded.iter().map(|b| tonic::codegen::Bytes::copy_from_slice(b.as_bytes())).collect(),
         })
         .await
         .map_err(|s| crate::wire::status_error(s, &owner, "lookup"))?
         .into_inner();
-    if response.answers.len() != lookups.len() {
-        return Err(err(format!("'{owner}' answered {} of {} lookups", response.answers.len(), lookups.len())));
+    if response.answers.len() != lookups.len() || response.evaluations.len() != lookups.len() {
+        return Err(err(format!(
+            "'{owner}' answered {} and evaluated {} of {} lookups",
+            response.answers.len(),
+            response.evaluations.len(),
+            lookups.len()
+        )));
     }
     let columns = schema.columns.clone();
+    let context = task_id.to_owned();
     let fetched = tokio::task::spawn_blocking(move || {
+        let evaluations = response
+            .evaluations
+            .iter()
+            .map(|e| {
+                CompressedRistretto::from_slice(e)
+                    .map_err(|_| err(format!("'{owner}' sent an evaluation that is not 32 bytes")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let proof = stayput_zk_proofs::dleq::DleqProof::from_bytes(&response.proof)
+            .map_err(|e| err(format!("the owner's proof does not decode: {e}")))?;
+        // Nothing is opened unless every evaluation used the published key.
+        let ys = blinding.unblind(context.as_bytes(), &blinded, &evaluations, &proof, &oprf_key)?;
         lookups
             .into_iter()
             .zip(&response.answers)
+            .zip(&ys)
             .enumerate()
-            .map(|(i, (lookup, bytes))| {
+            .map(|(i, ((lookup, bytes), y))| {
                 let answer = Answer::from_bytes(&layout, bytes)
                     .map_err(|_| err(format!("the answer to lookup {} has the wrong size", i + 1)))?;
                 // A malformed record is that key's result: the owner can aim
                 // it at one key, so it must not fail the other lookups (see
                 // `stayput_pir`, selective failure).
-                Ok(match lookup.decode(&layout, &hint, &answer) {
+                Ok(match lookup.decode(&layout, &hint, &answer, y) {
                     Ok(None) => Fetched::Absent,
                     Ok(Some(bytes)) => decode_record(&bytes, columns.len()).map_or(Fetched::Malformed, Fetched::Found),
                     Err(stayput_pir::PirError::MalformedRecord) => Fetched::Malformed,
@@ -832,8 +857,8 @@ mod tests {
         assert!(decode_record(&[2, 0, 0xff, 0xfe], 1).is_err(), "not UTF-8");
     }
 
-    /// Known answers: the record encoding, the schema's canonical JSON, the
-    /// version digest and the result commitment.
+    /// Known answers: the record encoding, the schema's canonical JSON and
+    /// the version digest (the result commitment's is in `results`).
     #[test]
     fn formats_have_known_answers() {
         assert_eq!(hex::encode(encode_record(&[Some("ab".into()), None])), "02006162ffff");
@@ -849,18 +874,14 @@ mod tests {
             hex::encode(version_digest(&[1; 32], b"{}")),
             "83478dcffcb994558cdcbd6aed9b3844d08df32ada85e421bcbed58c412427d0"
         );
-        // SHA-256("stayput/pir/result/v1" ‖ salt ‖ file digest).
-        assert_eq!(
-            hex::encode(result_commitment(&[1; 32], &[2; 32])),
-            "0885bef2397cb55c93db255fdb0bfce62c4b1d19467e0efe181ee368da5c3e5c"
-        );
     }
 
     #[test]
     fn a_hint_is_used_only_when_it_matches_the_ledger() {
         let records: Vec<(Vec<u8>, Vec<u8>)> =
             (0..50u8).map(|i| (vec![b'k', i], encode_record(&[Some(format!("record {i}"))]))).collect();
-        let db = Database::build(&records, 40, [2; 32]).unwrap();
+        let oprf = stayput_psi::oprf::OprfKey::from_bytes(&[3; 32]).unwrap();
+        let db = Database::build(&records, 60, [2; 32], &oprf, "t").unwrap();
         let layout = db.layout().clone();
         let hint = db.hint().to_bytes();
         let schema = RecordSchema { key_columns: 1, normalise: vec![], columns: vec!["v".into()] }.to_json();

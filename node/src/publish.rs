@@ -20,7 +20,7 @@ pub fn version_record(config: &NodeConfig, dataset: &Dataset, version: u32) -> R
         (prepared.digest, Some(prepared.public_key.to_vec()))
     } else if dataset.pir.is_some() {
         let prepared = crate::pir::prepare_version(config, dataset, version)?;
-        (prepared.digest, Some(prepared.layout.to_bytes()))
+        (prepared.digest, Some(prepared.published.to_bytes()))
     } else {
         (file_digest, None)
     };

@@ -27,9 +27,10 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::authorisation::{ServeRequest, authorise};
+use crate::authorisation::ServeRequest;
 use crate::dataset::{Dataset, DatasetKeys, FileFormat};
 use crate::identity::caller_org;
+use crate::serve::{Authorised, Recorded};
 use crate::wire::{INBOUND_CAPACITY, PeerLink, check_task_id, forward_inbound, mode_from_wire, requester_body_name};
 use crate::{NodeError, NodeState};
 
@@ -92,7 +93,6 @@ impl PsiPeer for PsiPeerService {
         request: Request<Streaming<PsiRequesterMessage>>,
     ) -> Result<Response<Self::ExchangeStream>, Status> {
         let peer = caller_org(&request)?;
-        let permit = self.state.session_permit()?;
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(crate::wire::IDLE_TIMEOUT, inbound.message())
             .await
@@ -106,7 +106,10 @@ impl PsiPeer for PsiPeerService {
         };
         let accepted = validate_open(&self.state, peer, open)?;
         let dataset_name = accepted.dataset.name.clone();
-        if let Some(access) = &self.state.ledger {
+        // With a ledger, the serve path: authorised, then the use record
+        // (the peer's set size) before any key is touched. Without one
+        // (two organisations outside a consortium) a session permit alone.
+        let session = if self.state.ledger.is_some() {
             let request = ServeRequest {
                 task: &accepted.task,
                 peer: &accepted.peer,
@@ -116,12 +119,16 @@ impl PsiPeer for PsiPeerService {
                 columns: &accepted.dataset.key_columns,
                 key_columns: &accepted.dataset.key_columns,
             };
-            let grant = authorise(&*access.ledger, &self.state.config.org, &access.key, &request).await.map_err(|e| {
-                tracing::warn!(task = %accepted.task, peer = %accepted.peer, error = ?e.to_string(), "psi session refused");
+            let recorded = async { Authorised::new(&self.state, &request).await?.record_asked(request.items).await };
+            let recorded = recorded.await.map_err(|e| {
+                tracing::warn!(task = %accepted.task, peer = %accepted.peer, error = %e, "psi session refused");
                 Status::from(e)
             })?;
-            tracing::info!(task = %accepted.task, grant = %grant, "use recorded on the ledger");
-        }
+            tracing::info!(task = %accepted.task, grant = %recorded.session().grant_id, "use recorded on the ledger");
+            Session::Recorded(Box::new(recorded))
+        } else {
+            Session::Unledgered(self.state.session_permit()?)
+        };
         tracing::info!(
             task = %accepted.task,
             peer = %accepted.peer,
@@ -154,7 +161,7 @@ impl PsiPeer for PsiPeerService {
         let mut link = PeerLink::new(&accepted.peer, in_rx, out_tx);
         let state = self.state.clone();
         tokio::task::spawn_blocking(move || {
-            let _permit = permit;
+            let _session = session;
             let task = accepted.task.clone();
             match respond(&state, &accepted, params, &keys, &mut link) {
                 Ok(matches) => tracing::info!(task = %task, matches, "psi session completed"),
@@ -166,6 +173,14 @@ impl PsiPeer for PsiPeerService {
         });
         Ok(Response::new(ReceiverStream::new(out_rx)))
     }
+}
+
+/// What a PSI session runs under: the serve path's recorded use (with its
+/// permit and single-flight guard), or, without a ledger, a permit.
+#[derive(Debug)]
+enum Session {
+    Recorded(#[allow(dead_code)] Box<Recorded>),
+    Unledgered(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit),
 }
 
 fn send(link: &Link, body: Out, phase: &'static str) -> Result<(), NodeError> {

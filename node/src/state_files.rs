@@ -82,6 +82,35 @@ impl ServedFiles {
     }
 }
 
+/// An OPRF key file (0600), created on first use.
+pub fn oprf_key(path: &Path) -> Result<stayput_psi::oprf::OprfKey, NodeError> {
+    match read_oprf_key(path) {
+        Err(NodeError::ReadFile { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            let key = stayput_psi::oprf::OprfKey::random(&mut rand::rngs::OsRng);
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(|source| NodeError::WriteFile { path: dir.into(), source })?;
+            }
+            stayput_chain_connector::keys::write_secret(path, key.to_bytes().as_slice())
+                .map_err(|e| NodeError::InvalidConfig(format!("cannot write the OPRF key {}: {e}", path.display())))?;
+            tracing::info!(path = %path.display(), "created an OPRF key");
+            Ok(key)
+        }
+        other => other,
+    }
+}
+
+/// An existing OPRF key file.
+pub fn read_oprf_key(path: &Path) -> Result<stayput_psi::oprf::OprfKey, NodeError> {
+    let bytes = zeroize::Zeroizing::new(
+        std::fs::read(path).map_err(|source| NodeError::ReadFile { path: path.into(), source })?,
+    );
+    let bytes: [u8; 32] = bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| NodeError::InvalidConfig(format!("{} is not a 32-byte OPRF key", path.display())))?;
+    Ok(stayput_psi::oprf::OprfKey::from_bytes(&bytes)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -102,8 +102,9 @@ use stayput_zk_proofs::contribution::{Bounds, Contribution, ProofContext, check_
 use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
 
-use crate::authorisation::{ServeRequest, check, check_continuing, record_use_spending};
+use crate::authorisation::ServeRequest;
 use crate::identity::caller_org;
+use crate::serve::{Authorised, Metered, Recorded, respond};
 use crate::wire::{IDLE_TIMEOUT, MAX_MESSAGE_BYTES};
 use crate::{NodeError, NodeState};
 
@@ -411,20 +412,16 @@ impl StatsPeer for StatsPeerService {
         let caller = caller_org(&request)?;
         let request = request.into_inner();
         let task = request.task_id.clone();
-        census(&self.state, &caller, request).await.map(Response::new).map_err(|e| {
-            tracing::warn!(task = %task, peer = %caller, error = %e, "census refused or failed");
-            Status::from(e)
-        })
+        let served = census(&self.state, &caller, request).await;
+        respond("census", &task, &caller, served)
     }
 
     async fn contribute(&self, request: Request<ContributeRequest>) -> Result<Response<ContributeResponse>, Status> {
         let caller = caller_org(&request)?;
         let request = request.into_inner();
         let task = request.task_id.clone();
-        contribute(&self.state, &caller, request).await.map(Response::new).map_err(|e| {
-            tracing::warn!(task = %task, peer = %caller, error = %e, "contribution refused or failed");
-            Status::from(e)
-        })
+        let served = contribute(&self.state, &caller, request).await;
+        respond("contribution", &task, &caller, served)
     }
 
     async fn share(&self, request: Request<ShareRequest>) -> Result<Response<ShareResponse>, Status> {
@@ -463,6 +460,30 @@ struct Served {
     min_cohort: u32,
 }
 
+/// Where a site's session stands on the serve path: authorised and not
+/// recorded yet, or continuing a task whose census recorded the use.
+#[derive(Debug)]
+enum Stage {
+    Fresh(Authorised),
+    Continuing(Recorded),
+}
+
+impl Stage {
+    fn grant(&self) -> &stayput_chain_connector::rules::GrantState {
+        match self {
+            Self::Fresh(a) => &a.grant,
+            Self::Continuing(r) => &r.session().grant,
+        }
+    }
+
+    fn worker_permit(&self) -> crate::serve::WorkerPermit {
+        match self {
+            Self::Fresh(a) => a.worker_permit(),
+            Self::Continuing(r) => r.session().worker_permit(),
+        }
+    }
+}
+
 /// The checks common to the census and the contribution: the task on the
 /// ledger with these parameters, this site's dataset in it, a grant to the
 /// caller for federated statistics over every column the query reads — not
@@ -475,14 +496,13 @@ async fn serve_checks(
     params: &[u8],
     fhe_public_key: &[u8],
     continuing: Option<&str>,
-) -> Result<Served, NodeError> {
+) -> Result<(Served, Stage), NodeError> {
     if fhe_public_key.len() as u64 > fhe::PUBLIC_KEY_LIMIT {
         return Err(NodeError::Stats(format!("the TFHE public key exceeds {} bytes", fhe::PUBLIC_KEY_LIMIT)));
     }
     crate::wire::check_task_id(task_id)?;
     let (task, stats) = stats_task(state, task_id, params).await?;
     let query = &stats.query;
-    let access = state.ledger.as_ref().ok_or_else(no_ledger)?;
     let own = state.config.org.clone();
     let sites = sites(state, &task).await?;
     if !sites.iter().any(|(o, d)| o == &own && d == dataset) {
@@ -502,18 +522,12 @@ async fn serve_checks(
         columns: &columns,
         key_columns: &source.key_columns,
     };
-    let grant = match continuing {
-        None => check(&*access.ledger, &own, &serve).await?,
-        Some(grant) => {
-            check_continuing(&*access.ledger, &own, &serve, grant).await?;
-            grant.to_owned()
-        }
+    let stage = match continuing {
+        None => Stage::Fresh(Authorised::new(state, &serve).await?),
+        Some(grant) => Stage::Continuing(Authorised::continuing(state, &serve, grant).await?),
     };
-    let state_of_grant =
-        access.ledger.grant(&grant).await.map_err(NodeError::from_ledger)?.ok_or_else(|| NodeError::NotAuthorised {
-            task: task_id.to_owned(),
-            reason: "its grant vanished".into(),
-        })?;
+    let state_of_grant = stage.grant();
+    let grant = state_of_grant.grant.id.clone();
     let min_cohort = state_of_grant.grant.min_cohort;
     // A grant with a privacy budget releases only with noise, within what
     // is left (the census's use spends it; the ledger judges it again).
@@ -540,19 +554,18 @@ async fn serve_checks(
                 .into(),
         });
     }
-    Ok(Served { stats, sites, source, grant, min_cohort })
+    Ok((Served { stats, sites, source, grant, min_cohort }, stage))
 }
 
 /// Scans this site's table for `query` on a blocking thread. A failure that
 /// depends on the data is a use: it is recorded before the caller hears of
-/// it, so it cannot probe the table for free.
+/// it, so it cannot probe the table for free (the session is then spent,
+/// and the error returned).
 async fn scan_metered(
-    state: &Arc<NodeState>,
-    task_id: &str,
+    session: Authorised,
     served: &Served,
-) -> Result<stayput_mpc_engine::local::LocalStats, NodeError> {
-    let access = state.ledger.as_ref().ok_or_else(no_ledger)?;
-    let permit = state.session_permit()?;
+) -> Result<(Authorised, stayput_mpc_engine::local::LocalStats), NodeError> {
+    let permit = session.worker_permit();
     let (source, query) = (served.source.clone(), served.stats.query.clone());
     let scanned = tokio::task::spawn_blocking(move || {
         let _permit = permit;
@@ -568,38 +581,34 @@ async fn scan_metered(
     .await
     .map_err(|e| NodeError::Worker(e.to_string()))?;
     match scanned {
+        Ok(stats) => Ok((session, stats)),
         Err(NodeError::Stats(message)) if message.starts_with(DATA_DEPENDENT) => {
-            record_use_spending(
-                &*access.ledger,
-                &state.config.org,
-                &access.key,
-                task_id,
-                &served.grant,
-                0,
-                served.stats.epsilon,
-            )
-            .await?;
-            Err(NodeError::Stats(message))
+            let recorded = session.record(0, served.stats.epsilon).await?;
+            Err(recorded.fail(NodeError::Stats(message)))
         }
-        other => other,
+        Err(other) => Err(other),
     }
 }
 
 /// A site's census: its count at every gate and a fresh token per gate,
 /// encrypted under the requester's key and deposited with the coordinator
 /// after the use is recorded (which gates pass depends on the rows).
-async fn census(state: &Arc<NodeState>, caller: &str, request: CensusRequest) -> Result<CensusResponse, NodeError> {
+async fn census(
+    state: &Arc<NodeState>,
+    caller: &str,
+    request: CensusRequest,
+) -> Result<Metered<CensusResponse>, NodeError> {
     let CensusRequest { version, task_id, dataset, params, fhe_public_key } = request;
     check_version(version)?;
     if fhe_public_key.is_empty() {
         return Err(NodeError::Stats("a census needs the requester's TFHE public key".into()));
     }
-    let served = serve_checks(state, caller, &task_id, &dataset, &params, &fhe_public_key, None).await?;
-    let access = state.ledger.as_ref().ok_or_else(no_ledger)?;
+    let (served, stage) = serve_checks(state, caller, &task_id, &dataset, &params, &fhe_public_key, None).await?;
+    let Stage::Fresh(session) = stage else { unreachable!("a census is a first round") };
     state.census.reserve(&task_id)?;
     tracing::info!(task = %task_id, dataset = %dataset, "taking a census for federated statistics");
     let outcome = async {
-        let stats = scan_metered(state, &task_id, &served).await?;
+        let (session, stats) = scan_metered(session, &served).await?;
         let query = served.stats.query.clone();
         let (stats, tokens, list) = tokio::task::spawn_blocking(move || {
             let counts = gates::gate_counts(&query, &stats.additive).map_err(stats_err)?;
@@ -612,20 +621,11 @@ async fn census(state: &Arc<NodeState>, caller: &str, request: CensusRequest) ->
         .map_err(|e| NodeError::Worker(e.to_string()))??;
         // Which gates pass depends on the rows: the use (and the ε the
         // task spends) comes first.
-        record_use_spending(
-            &*access.ledger,
-            &state.config.org,
-            &access.key,
-            &task_id,
-            &served.grant,
-            stats.rows_scanned,
-            served.stats.epsilon,
-        )
-        .await?;
-        Ok::<_, NodeError>((stats, tokens, list))
+        let recorded = session.record(stats.rows_scanned, served.stats.epsilon).await?;
+        Ok::<_, NodeError>((stats, tokens, list, recorded))
     }
     .await;
-    let (stats, tokens, list) = match outcome {
+    let (stats, tokens, list, recorded) = match outcome {
         Ok(done) => done,
         Err(e) => {
             state.census.release(&task_id);
@@ -636,7 +636,7 @@ async fn census(state: &Arc<NodeState>, caller: &str, request: CensusRequest) ->
     state.census.fill(&task_id, CensusState { stats, tokens, grant: served.grant });
     deposit(state, &task_id, Deposit::Census(list)).await?;
     tracing::info!(task = %task_id, "census deposited; use recorded");
-    Ok(CensusResponse { rows })
+    Ok(recorded.reply(CensusResponse { rows }))
 }
 
 /// A uniformly random non-zero 32-bit token.
@@ -682,13 +682,12 @@ async fn contribute(
     state: &Arc<NodeState>,
     caller: &str,
     request: ContributeRequest,
-) -> Result<ContributeResponse, NodeError> {
+) -> Result<Metered<ContributeResponse>, NodeError> {
     let ContributeRequest { task_id, dataset, params, fhe_public_key, version, pass_tokens } = request;
     check_version(version)?;
     let census_grant = state.census.grant_of(&task_id);
-    let served =
+    let (served, stage) =
         serve_checks(state, caller, &task_id, &dataset, &params, &fhe_public_key, census_grant.as_deref()).await?;
-    let access = state.ledger.as_ref().ok_or_else(no_ledger)?;
     let own = state.config.org.clone();
     let query = served.stats.query.clone();
     let kinds = fhe::extreme_kinds(&query);
@@ -696,10 +695,13 @@ async fn contribute(
     // requester proves with the tokens; without one, a fresh scan and every
     // gate passes — allowed only where this site's grant sets no minimum
     // cohort.
-    let (stats, pass, census_grant) = match state.census.take(&task_id)? {
+    let (stats, pass, stage) = match state.census.take(&task_id)? {
         Some(census) => {
+            if !matches!(stage, Stage::Continuing(_)) || census.grant != served.grant {
+                return Err(NodeError::Stats("this site's census and the ledger disagree on the task's grant".into()));
+            }
             let pass = verified_pass_set(&query, &census.tokens, &pass_tokens)?;
-            (census.stats, pass, Some(census.grant))
+            (census.stats, pass, stage)
         }
         None if served.min_cohort > 1 => {
             return Err(NodeError::NotAuthorised {
@@ -713,7 +715,15 @@ async fn contribute(
         None if !pass_tokens.is_empty() => {
             return Err(NodeError::Stats("pass tokens came without a census at this site".into()));
         }
-        None => (scan_metered(state, &task_id, &served).await?, PassSet::all(&query), None),
+        None => match stage {
+            Stage::Fresh(session) => {
+                let (session, stats) = scan_metered(session, &served).await?;
+                (stats, PassSet::all(&query), Stage::Fresh(session))
+            }
+            Stage::Continuing(_) => {
+                return Err(NodeError::Stats("this site holds no census of the task any more; run it again".into()));
+            }
+        },
     };
     tracing::info!(task = %task_id, dataset = %dataset, "computing a federated-statistics contribution");
 
@@ -722,7 +732,7 @@ async fn contribute(
     let names: Vec<String> = sites_names(&served.sites);
     let (task_for_proofs, own_for_proofs, task_stats, applied) =
         (task_id.clone(), own.clone(), served.stats.clone(), pass.clone());
-    let permit = state.session_permit()?;
+    let permit = stage.worker_permit();
     let (names_for_split, kinds_for_encryption) = (names.clone(), kinds.clone());
     let built = tokio::task::spawn_blocking(move || {
         let (names, kinds) = (names_for_split, kinds_for_encryption);
@@ -799,20 +809,20 @@ async fn contribute(
     let (value_sum, blinding_sum) = (values.finish().map_err(stats_err)?, blinds.finish().map_err(stats_err)?);
     // Nothing leaves before the use is on the ledger (after a census, it
     // was recorded then).
-    if census_grant.is_none() {
-        record_use_spending(&*access.ledger, &own, &access.key, &task_id, &served.grant, rows, served.stats.epsilon)
-            .await?;
-    }
+    let recorded = match stage {
+        Stage::Fresh(session) => session.record(rows, served.stats.epsilon).await?,
+        Stage::Continuing(recorded) => recorded,
+    };
     if !kinds.is_empty() {
         deposit(state, &task_id, Deposit::Extremes(fhe_extremes)).await?;
     }
     tracing::info!(task = %task_id, "contribution sent");
-    Ok(ContributeResponse {
+    Ok(recorded.reply(ContributeResponse {
         contribution: contribution.to_bytes().into(),
         rows,
         value_sum: value_sum.to_bytes().into(),
         blinding_sum: blinding_sum.to_bytes().into(),
-    })
+    }))
 }
 
 /// The coordinator's endpoint, dialled as the operator.

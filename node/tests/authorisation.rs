@@ -11,7 +11,7 @@ use stayput_chain_connector::conformance::{Backend, Consortium};
 use stayput_chain_connector::embedded::EmbeddedLedger;
 use stayput_chain_connector::records::{Computation, DatasetVersion, Member, OrgKey, Record, Task};
 use stayput_node::NodeError;
-use stayput_node::authorisation::{ServeRequest, authorise, kinds_for};
+use stayput_node::authorisation::{ServeRequest, check, kinds_for, record_use};
 use stayput_psi::ecdh::OutputMode;
 
 struct Embedded {
@@ -37,6 +37,19 @@ impl Backend for Embedded {
     async fn advance(&self, _: &Arc<dyn Ledger>, seconds: u64) {
         self.clock.fetch_add(seconds, Ordering::SeqCst);
     }
+}
+
+/// What the serve path does with the ledger before a PSI session: the
+/// check, then the use record.
+async fn authorise(
+    ledger: &dyn Ledger,
+    own_org: &str,
+    own_key: &OrgKey,
+    request: &ServeRequest<'_>,
+) -> Result<String, NodeError> {
+    let grant = check(ledger, own_org, request).await?;
+    record_use(ledger, own_org, own_key, request.task, &grant, request.items).await?;
+    Ok(grant)
 }
 
 fn request<'a>(task: &'a str, peer: &'a str, dataset: &'a str) -> ServeRequest<'a> {

@@ -12,8 +12,9 @@ use stayput_proto::v1::{
     EvaluateRequest, EvaluateResponse, FetchHintRequest, FetchSetRequest, FheDeposit, FheDownload, FheOpen, FhePhase,
     FheUpload, HintChunk, HintHeader, OutputFormat, PirQueryRequest, PirQueryResponse, PsiAccept, PsiMode, PsiOpen,
     PsiRequesterMessage, PsiResponderMessage, PsiSummary, RunPsiRequest, RunTaskRequest, SetChunk, SetHeader,
-    ShareRequest, SubmitTaskRequest, SubmitTaskResponse, TaskState, TaskUpdate, WatchTaskRequest, fhe_download,
-    fhe_upload, hint_chunk, psi_requester_message, psi_responder_message, set_chunk,
+    ShareRequest, SubmitTaskRequest, SubmitTaskResponse, TaskEvent, TaskProgress, TaskResult, TaskState, TaskUpdate,
+    WatchTaskRequest, fhe_download, fhe_upload, hint_chunk, psi_requester_message, psi_responder_message, set_chunk,
+    task_event,
 };
 
 /// The vectors beside this crate, found at run time: a test binary reused
@@ -255,10 +256,39 @@ fn encoded() -> BTreeMap<&'static str, Vec<u8>> {
             dataset: "stations".into(),
             version: 3,
             queries: vec![vec![0x01; 8].into(), vec![0x02; 8].into()],
+            protocol: 2,
+            blinded: vec![vec![0x04; 32].into(), vec![0x05; 32].into()],
         }
         .encode_to_vec(),
     );
-    v.insert("PirQueryResponse", PirQueryResponse { answers: vec![vec![0x03; 12].into()] }.encode_to_vec());
+    v.insert(
+        "PirQueryResponse",
+        PirQueryResponse {
+            answers: vec![vec![0x03; 12].into()],
+            evaluations: vec![vec![0x06; 32].into()],
+            proof: vec![0x07; 64].into(),
+        }
+        .encode_to_vec(),
+    );
+    v.insert(
+        "TaskEvent.progress",
+        TaskEvent {
+            event: Some(task_event::Event::Progress(TaskProgress { phase: "census".into(), done: 1, total: 3 })),
+        }
+        .encode_to_vec(),
+    );
+    v.insert(
+        "TaskEvent.result",
+        TaskEvent {
+            event: Some(task_event::Event::Result(TaskResult {
+                result_digest: vec![0x21; 32].into(),
+                count: 42,
+                intermediate_digests: vec![vec![0x22; 32].into()],
+                result_file: "t-0001.csv".into(),
+            })),
+        }
+        .encode_to_vec(),
+    );
     v.insert("WatchTaskRequest", WatchTaskRequest { task_id: "t-0001".into() }.encode_to_vec());
     v.insert(
         "TaskUpdate",

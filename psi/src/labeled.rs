@@ -32,16 +32,16 @@ use std::collections::BTreeMap;
 
 use aes_gcm::aead::{Aead, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce};
-use curve25519_dalek::ristretto::{CompressedRistretto, RistrettoPoint};
-use curve25519_dalek::scalar::Scalar;
+use curve25519_dalek::ristretto::CompressedRistretto;
 use rand_core::{CryptoRng, RngCore};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256, Sha512};
 use stayput_zk_proofs::dleq::DleqProof;
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroizing;
 
 use crate::PsiError;
-use crate::group::{HashToGroup, TaskId};
+pub use crate::oprf::OprfKey;
+use crate::oprf::{Blinding, Domain};
 
 /// Bytes of an entry's tag.
 pub const TAG_LEN: usize = 8;
@@ -52,7 +52,7 @@ pub const SEALED_LEN: usize = 12 + LABEL_LEN + 16;
 /// Most entries an encoded set may hold.
 pub const MAX_ENTRIES: usize = 1 << 24;
 /// Most ids in one query.
-pub const MAX_QUERY: usize = 1 << 16;
+pub const MAX_QUERY: usize = crate::oprf::MAX_EVALUATIONS;
 
 const HASH_LABEL: &[u8] = b"stayput/labeled-psi/v1";
 
@@ -61,8 +61,8 @@ pub type Tag = [u8; TAG_LEN];
 /// A sealed label.
 pub type Sealed = [u8; SEALED_LEN];
 
-fn hasher(dataset: &str) -> Result<HashToGroup, PsiError> {
-    Ok(HashToGroup::new(HASH_LABEL, &TaskId::new(dataset.as_bytes().to_vec())?))
+fn hasher(dataset: &str) -> Result<Domain, PsiError> {
+    Domain::new(HASH_LABEL, dataset)
 }
 
 fn tag_and_key(y: &CompressedRistretto) -> (Tag, Zeroizing<[u8; 32]>) {
@@ -76,68 +76,6 @@ fn tag_and_key(y: &CompressedRistretto) -> (Tag, Zeroizing<[u8; 32]>) {
     k.update(b"stayput/labeled-psi/key");
     k.update(y.as_bytes());
     (tag, Zeroizing::new(k.finalize().into()))
-}
-
-/// The bureau's OPRF key (zeroized, redacted).
-pub struct OprfKey(Scalar);
-
-impl Drop for OprfKey {
-    fn drop(&mut self) {
-        self.0.zeroize();
-    }
-}
-
-impl std::fmt::Debug for OprfKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("OprfKey(redacted)")
-    }
-}
-
-impl OprfKey {
-    /// A fresh key.
-    pub fn random(rng: &mut (impl RngCore + CryptoRng)) -> Self {
-        Self(Scalar::random(rng))
-    }
-
-    /// The key from its 32 bytes (refusing zero and non-canonical values).
-    pub fn from_bytes(bytes: &[u8; 32]) -> Result<Self, PsiError> {
-        let s = Option::<Scalar>::from(Scalar::from_canonical_bytes(*bytes))
-            .filter(|s| *s != Scalar::ZERO)
-            .ok_or(PsiError::Labeled("the OPRF key is not a canonical non-zero scalar"))?;
-        Ok(Self(s))
-    }
-
-    /// The key's bytes, for its owner's key file.
-    pub fn to_bytes(&self) -> Zeroizing<[u8; 32]> {
-        Zeroizing::new(self.0.to_bytes())
-    }
-
-    /// K = k·G.
-    pub fn public_key(&self) -> CompressedRistretto {
-        (self.0 * curve25519_dalek::constants::RISTRETTO_BASEPOINT_POINT).compress()
-    }
-
-    /// Answers a query: k·A_i for every blinded point, with a batched DLEQ
-    /// proof bound to `context` (task id).
-    pub fn evaluate(
-        &self,
-        context: &[u8],
-        blinded: &[CompressedRistretto],
-        rng: &mut (impl RngCore + CryptoRng),
-    ) -> Result<(Vec<CompressedRistretto>, DleqProof), PsiError> {
-        if blinded.is_empty() || blinded.len() > MAX_QUERY {
-            return Err(PsiError::Labeled("a query holds 1 to 65,536 blinded ids"));
-        }
-        let inputs: Vec<RistrettoPoint> = blinded
-            .iter()
-            .enumerate()
-            .map(|(i, c)| crate::group::decode_point(c.as_bytes(), i))
-            .collect::<Result<_, _>>()?;
-        let outputs: Vec<RistrettoPoint> = inputs.par_iter().map(|a| self.0 * a).collect();
-        let proof = DleqProof::prove(context, &self.0, &inputs, &outputs, rng)
-            .map_err(|_| PsiError::Labeled("the DLEQ proof could not be made"))?;
-        Ok((outputs.iter().map(RistrettoPoint::compress).collect(), proof))
-    }
 }
 
 /// One version of an encoded blacklist: tags with sealed labels.
@@ -209,7 +147,7 @@ fn seal_all(
                 *b ^= x;
             }
             let mut rng = rand_chacha::ChaCha20Rng::from_seed(s);
-            seal(&(key.0 * h.hash(id)).compress(), label, &mut rng)
+            seal(&key.output(&h, id), label, &mut rng)
         })
         .collect()
 }
@@ -256,7 +194,7 @@ impl EncodedSet {
             return Err(PsiError::Labeled("the key is not the one this set was encoded with"));
         }
         let h = hasher(&self.dataset)?;
-        let removed: Vec<Tag> = removed.iter().map(|id| tag_and_key(&(key.0 * h.hash(id)).compress()).0).collect();
+        let removed: Vec<Tag> = removed.iter().map(|id| tag_and_key(&key.output(&h, id)).0).collect();
         let added = seal_all(key, &self.dataset, added, seed)?;
         let delta = Delta { from: self.version, to: self.version + 1, removed, added };
         let mut next = self.clone();
@@ -295,7 +233,7 @@ impl EncodedSet {
         let unchanged: Vec<Option<(Tag, Sealed)>> = entries
             .par_iter()
             .map(|(id, label)| {
-                let y = (key.0 * h.hash(id)).compress();
+                let y = key.output(&h, id);
                 let (tag, _) = tag_and_key(&y);
                 self.entries
                     .get(&tag)
@@ -484,23 +422,8 @@ impl Delta {
 }
 
 /// The bank's side of one query (its blinding factors are zeroized).
-pub struct Query {
-    blinds: Vec<Scalar>,
-}
-
-impl Drop for Query {
-    fn drop(&mut self) {
-        for b in &mut self.blinds {
-            b.zeroize();
-        }
-    }
-}
-
-impl std::fmt::Debug for Query {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Query({} ids, redacted)", self.blinds.len())
-    }
-}
+#[derive(Debug)]
+pub struct Query(Blinding);
 
 impl Query {
     /// Blinds the encoded ids for the bureau of `dataset`.
@@ -509,13 +432,8 @@ impl Query {
         ids: &[Vec<u8>],
         rng: &mut (impl RngCore + CryptoRng),
     ) -> Result<(Self, Vec<CompressedRistretto>), PsiError> {
-        if ids.is_empty() || ids.len() > MAX_QUERY {
-            return Err(PsiError::Labeled("a query holds 1 to 65,536 ids"));
-        }
-        let h = hasher(dataset)?;
-        let blinds: Vec<Scalar> = ids.iter().map(|_| Scalar::random(rng)).collect();
-        let points = ids.par_iter().zip(&blinds).map(|(id, r)| (r * h.hash(id)).compress()).collect();
-        Ok((Self { blinds }, points))
+        let (blinding, points) = Blinding::blind(&hasher(dataset)?, ids, rng)?;
+        Ok((Self(blinding), points))
     }
 
     /// Verifies the bureau's answer against the set's public key and
@@ -528,26 +446,14 @@ impl Query {
         proof: &DleqProof,
         set: &EncodedSet,
     ) -> Result<Vec<Option<Vec<u8>>>, PsiError> {
-        if evaluations.len() != self.blinds.len() || blinded.len() != self.blinds.len() {
-            return Err(PsiError::Labeled("the answer does not hold one evaluation per id"));
-        }
-        let decode = |v: &[CompressedRistretto]| -> Result<Vec<RistrettoPoint>, PsiError> {
-            v.iter().enumerate().map(|(i, c)| crate::group::decode_point(c.as_bytes(), i)).collect()
-        };
-        let (inputs, outputs) = (decode(blinded)?, decode(evaluations)?);
-        let public = set.public_key.decompress().ok_or(PsiError::Labeled("the set's public key is not a point"))?;
-        proof.verify(context, &public, &inputs, &outputs).map_err(|_| {
-            PsiError::Labeled("the bureau's proof does not verify against its published key; nothing is released")
-        })?;
+        let outputs = self.0.unblind(context, blinded, evaluations, proof, &set.public_key)?;
         outputs
             .par_iter()
-            .zip(&self.blinds)
-            .map(|(b, r)| {
-                let y = (r.invert() * b).compress();
-                let (tag, _) = tag_and_key(&y);
+            .map(|y| {
+                let (tag, _) = tag_and_key(y);
                 match set.entries.get(&tag) {
                     None => Ok(None),
-                    Some(sealed) => open(&y, sealed)
+                    Some(sealed) => open(y, sealed)
                         .map(Some)
                         .ok_or(PsiError::Labeled("a listed entry does not decrypt: the cached set is damaged")),
                 }
@@ -558,6 +464,7 @@ impl Query {
 
 #[cfg(test)]
 mod tests {
+    use curve25519_dalek::scalar::Scalar;
     use rand::SeedableRng;
 
     use super::*;

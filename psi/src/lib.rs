@@ -17,6 +17,8 @@
 //! * [`labeled`] — unbalanced labeled PSI over a verifiable OPRF (the
 //!   blacklist query): encoded sets with sealed labels, versions and deltas,
 //!   blinded queries answered with a batched DLEQ proof.
+//! * [`oprf`] — the verifiable oblivious PRF both the blacklist query and
+//!   private record lookup are built on.
 //! * [`group`] — hash-to-group with task-bound domain separation, secret
 //!   scalars, and the batched multiply-and-compress kernel.
 //!
@@ -31,6 +33,7 @@ pub mod group;
 pub mod keys;
 pub mod labeled;
 pub mod messages;
+pub mod oprf;
 mod permutation;
 
 pub use error::PsiError;
