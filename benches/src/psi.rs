@@ -22,7 +22,7 @@ use rand::rngs::OsRng;
 use rayon::prelude::*;
 use stayput_localnet::{DatasetSpec, LocalNet, OrgSpec};
 use stayput_node::dataset::FileFormat;
-use stayput_node::requester::PsiRequest;
+use stayput_node::psi::requester::PsiRequest;
 use stayput_psi::ecdh::{OutputMode, PROTOCOL_LABEL, SessionParams, run_in_memory};
 use stayput_psi::group::{HashToGroup, TaskId};
 use stayput_psi::keys::KeySet;

@@ -15,7 +15,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use stayput_identity as identity;
 use stayput_node::NodeConfig;
 use stayput_node::dataset::FileFormat;
-use stayput_node::requester::PsiRequest;
+use stayput_node::psi::requester::PsiRequest;
 use stayput_psi::ecdh::OutputMode;
 
 use crate::error::CliError;

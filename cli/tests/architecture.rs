@@ -130,3 +130,94 @@ fn the_coordinator_does_not_depend_on_the_node() {
     );
     assert!(reached.contains("stayput-identity"), "the check no longer sees the coordinator's dependencies");
 }
+
+/// The modules a node source file names (`crate::<module>`), among
+/// `modules`.
+fn named_modules(source: &str, modules: &BTreeSet<String>) -> BTreeSet<String> {
+    let mut named = BTreeSet::new();
+    for (i, _) in source.match_indices("crate::") {
+        let rest = &source[i + "crate::".len()..];
+        let name: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+        if modules.contains(&name) {
+            named.insert(name);
+        }
+    }
+    // `use crate::{a, b::c}` groups.
+    for (i, _) in source.match_indices("crate::{") {
+        let group = &source[i + "crate::{".len()..];
+        let group = &group[..group.find('}').unwrap_or(group.len())];
+        for item in group.split(',') {
+            let name = item.trim().split("::").next().unwrap_or_default().trim();
+            if modules.contains(name) {
+                named.insert(name.to_owned());
+            }
+        }
+    }
+    named
+}
+
+/// The node's files import each other without a cycle, so its layers
+/// read top to bottom (ARCHITECTURE.md): protocols over the serve path
+/// and results, over datasets and configuration.
+#[test]
+fn the_node_has_no_import_cycles() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().join("node/src");
+    let mut files = BTreeMap::new();
+    for entry in std::fs::read_dir(&src).unwrap().flatten() {
+        let path = entry.path();
+        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+        if name == "lib" {
+            continue;
+        }
+        let mut text = if path.is_dir() { String::new() } else { std::fs::read_to_string(&path).unwrap() };
+        // A module's own folder (its tests, its submodules) is part of it.
+        let folder = src.join(&name);
+        if folder.is_dir() {
+            for inner in std::fs::read_dir(&folder).unwrap().flatten() {
+                text.push_str(&std::fs::read_to_string(inner.path()).unwrap_or_default());
+            }
+        }
+        files.entry(name).or_insert_with(String::new).push_str(&text);
+    }
+    let modules: BTreeSet<String> = files.keys().cloned().collect();
+    let edges: BTreeMap<String, BTreeSet<String>> = files
+        .iter()
+        .map(|(name, text)| {
+            let mut named = named_modules(text, &modules);
+            named.remove(name);
+            (name.clone(), named)
+        })
+        .collect();
+    // Depth-first search; a back edge is a cycle, reported with its path.
+    fn visit(
+        at: &str,
+        edges: &BTreeMap<String, BTreeSet<String>>,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(start) = path.iter().position(|p| p == at) {
+            let mut cycle = path[start..].to_vec();
+            cycle.push(at.to_owned());
+            return Some(cycle);
+        }
+        if done.contains(at) {
+            return None;
+        }
+        path.push(at.to_owned());
+        for next in &edges[at] {
+            if let Some(cycle) = visit(next, edges, path, done) {
+                return Some(cycle);
+            }
+        }
+        path.pop();
+        done.insert(at.to_owned());
+        None
+    }
+    let mut done = BTreeSet::new();
+    for module in &modules {
+        if let Some(cycle) = visit(module, &edges, &mut Vec::new(), &mut done) {
+            panic!("node modules import each other in a cycle: {}", cycle.join(" → "));
+        }
+    }
+    assert!(edges["pir"].contains("serve"), "the checker reads imports: {edges:?}");
+}

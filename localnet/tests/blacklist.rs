@@ -181,7 +181,7 @@ async fn a_bank_checks_applicants_against_two_bureaus() {
         use stayput_proto::v1::EvaluateRequest;
         use stayput_proto::v1::labeled_peer_client::LabeledPeerClient;
         let bank = net.net.state("bank").clone();
-        let channel = stayput_node::requester::connect_peer(&bank, "bureau-b").await.unwrap();
+        let channel = stayput_node::peers::connect_peer(&bank, "bureau-b").await.unwrap();
         let mut client = LabeledPeerClient::new(channel);
         let ask = |blinded: Vec<u8>, task: &str| EvaluateRequest {
             task_id: task.into(),

@@ -245,7 +245,7 @@ async fn a_scientist_gets_aggregates_and_never_rows() {
     {
         use stayput_proto::v1::AggregateRequest;
         use stayput_proto::v1::aggregate_peer_client::AggregatePeerClient;
-        let channel = stayput_node::requester::connect_peer(net.net.state("scientist"), "ocean").await.unwrap();
+        let channel = stayput_node::peers::connect_peer(net.net.state("scientist"), "ocean").await.unwrap();
         let mut client = AggregatePeerClient::new(channel);
         for (i, (p, expected)) in cases.into_iter().enumerate() {
             let TaskParams::ComputeOnly(c) = &p else { unreachable!() };

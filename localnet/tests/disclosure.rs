@@ -156,7 +156,7 @@ async fn ask_directly(net: &LocalConsortium, id: &str, p: &TaskParams, grant: &s
         grants: vec![grant.into()],
     };
     net.write("scientist", Record::Task(task)).await.unwrap();
-    let channel = stayput_node::requester::connect_peer(net.net.state("scientist"), "ocean").await.unwrap();
+    let channel = stayput_node::peers::connect_peer(net.net.state("scientist"), "ocean").await.unwrap();
     let mut client = AggregatePeerClient::new(channel);
     client.query(AggregateRequest { task_id: id.into(), params: bytes.into() }).await.unwrap_err()
 }
@@ -233,7 +233,7 @@ async fn a_peer_asking_for_an_unknown_dataset_is_not_told_the_others() {
     use stayput_proto::v1::{FetchHintRequest, PirQueryRequest};
     let dir = tempfile::tempdir().unwrap();
     let net = consortium(dir.path()).await;
-    let channel = stayput_node::requester::connect_peer(net.net.state("scientist"), "ocean").await.unwrap();
+    let channel = stayput_node::peers::connect_peer(net.net.state("scientist"), "ocean").await.unwrap();
     let mut client = PirPeerClient::new(channel);
     let task = "t-unknown-dataset-0000000000".to_owned();
     let statuses = [

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use stayput_localnet::{DatasetSpec, LocalNet, OrgSpec};
-use stayput_node::requester::connect;
+use stayput_node::peers::connect;
 use stayput_proto::v1::node_control_client::NodeControlClient;
 use stayput_proto::v1::psi_peer_client::PsiPeerClient;
 use stayput_proto::v1::{ListDatasetsRequest, PsiMode, PsiOpen, PsiRequesterMessage, psi_requester_message::Body};

@@ -228,7 +228,7 @@ async fn a_lab_fetches_station_records_without_the_owner_learning_which() {
     {
         use stayput_proto::v1::pir_peer_client::PirPeerClient;
         use stayput_proto::v1::{FetchHintRequest, PirQueryRequest};
-        let channel = stayput_node::requester::connect_peer(net.net.state("lab"), "ocean").await.unwrap();
+        let channel = stayput_node::peers::connect_peer(net.net.state("lab"), "ocean").await.unwrap();
         let mut client = PirPeerClient::new(channel);
         let id = "t-direct-pir-0000000000000000".to_owned();
         record_direct_task(&net, &id, "g-lookup").await;
@@ -259,7 +259,7 @@ async fn a_lab_fetches_station_records_without_the_owner_learning_which() {
         let mut unread = Vec::new();
         for _ in 0..net.net.state("ocean").config.max_sessions + 2 {
             // One connection each, as separate callers would open them.
-            let channel = stayput_node::requester::connect_peer(net.net.state("lab"), "ocean").await.unwrap();
+            let channel = stayput_node::peers::connect_peer(net.net.state("lab"), "ocean").await.unwrap();
             let request = FetchHintRequest { task_id: id.clone(), dataset: "registry".into() };
             unread.push(PirPeerClient::new(channel).fetch_hint(request).await.unwrap());
         }
@@ -288,7 +288,7 @@ async fn a_lab_fetches_station_records_without_the_owner_learning_which() {
     {
         use stayput_proto::v1::PirQueryRequest;
         use stayput_proto::v1::pir_peer_client::PirPeerClient;
-        let channel = stayput_node::requester::connect_peer(net.net.state("lab"), "ocean").await.unwrap();
+        let channel = stayput_node::peers::connect_peer(net.net.state("lab"), "ocean").await.unwrap();
         let mut client = PirPeerClient::new(channel).max_decoding_message_size(64 << 20);
         let id = "t-crafted-pir-000000000000000".to_owned();
         net.write(

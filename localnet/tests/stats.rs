@@ -83,7 +83,7 @@ async fn evaluate_as(net: &LocalConsortium, org: &str, task: &str) -> Result<(),
     use stayput_proto::v1::coordinator_client::CoordinatorClient;
     use stayput_proto::v1::{FheOpen, FhePhase, FheUpload, fhe_upload};
     let endpoint = format!("https://{}", net.coordinator.addr);
-    let channel = stayput_node::requester::connect(net.net.state(org), &net.operator, &endpoint).await.unwrap();
+    let channel = stayput_node::peers::connect(net.net.state(org), &net.operator, &endpoint).await.unwrap();
     let open = FheUpload {
         part: Some(fhe_upload::Part::Open(FheOpen {
             task_id: task.into(),
@@ -309,7 +309,7 @@ async fn contribute_as(
     request: stayput_proto::v1::ContributeRequest,
 ) -> Result<stayput_proto::v1::ContributeResponse, tonic::Status> {
     use stayput_proto::v1::stats_peer_client::StatsPeerClient;
-    let channel = stayput_node::requester::connect_peer(net.net.state(org), site).await.unwrap();
+    let channel = stayput_node::peers::connect_peer(net.net.state(org), site).await.unwrap();
     StatsPeerClient::new(channel).contribute(request).await.map(tonic::Response::into_inner)
 }
 
@@ -377,7 +377,7 @@ column = "age"
             version: stayput_node::stats::PROTOCOL_VERSION,
             pass_tokens: Vec::new(),
         };
-        let channel = stayput_node::requester::connect_peer(net.net.state("research"), h).await.unwrap();
+        let channel = stayput_node::peers::connect_peer(net.net.state("research"), h).await.unwrap();
         calls.push(tokio::spawn(async move { StatsPeerClient::new(channel).contribute(request).await }));
     }
     for call in calls {
@@ -459,7 +459,7 @@ column = "systolic_bp"
     let id = "t-direct-noiseless-00000000000".to_owned();
     record_directly(&net, &id, &params).await;
     use stayput_proto::v1::stats_peer_client::StatsPeerClient;
-    let channel = stayput_node::requester::connect_peer(net.net.state("research"), "hospital-a").await.unwrap();
+    let channel = stayput_node::peers::connect_peer(net.net.state("research"), "hospital-a").await.unwrap();
     let err = StatsPeerClient::new(channel)
         .contribute(stayput_proto::v1::ContributeRequest {
             task_id: id.clone(),

@@ -15,7 +15,7 @@ use stayput_coordinator::client::{TaskSpec, sign};
 use stayput_coordinator::store::{Phase, Store, StoredTask};
 use stayput_localnet::{DatasetSpec, LocalConsortium, OrgSpec, Participant};
 use stayput_node::dataset::FileFormat;
-use stayput_node::requester::PsiRequest;
+use stayput_node::psi::requester::PsiRequest;
 use stayput_psi::ecdh::OutputMode;
 
 fn ids(path: &std::path::Path, range: std::ops::Range<u32>) -> std::path::PathBuf {

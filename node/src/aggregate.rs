@@ -406,7 +406,7 @@ pub async fn run_compute_only(
         .last()
         .map(|v| v.owner.clone())
         .ok_or_else(|| refuse(task_id, format!("dataset '{}' is not on the ledger", p.dataset)))?;
-    let channel = crate::requester::connect_peer(state, &owner).await?;
+    let channel = crate::peers::connect_peer(state, &owner).await?;
     let mut client = AggregatePeerClient::new(channel)
         .max_decoding_message_size(MAX_TABLE_BYTES + 4096)
         .max_encoding_message_size(crate::wire::MAX_MESSAGE_BYTES);

@@ -43,8 +43,9 @@ use stayput_psi::labeled::{Delta, EncodedSet, MAX_ENTRIES, MAX_QUERY, Query, SEA
 use tonic::{Request, Response, Status};
 
 use crate::authorisation::ServeRequest;
-use crate::config::{LabelSettings, NodeConfig};
+use crate::config::NodeConfig;
 use crate::dataset::Dataset;
+use crate::dataset::LabelSettings;
 use crate::identity::caller_org;
 use crate::serve::{Authorised, Metered, ledger_access, respond};
 use crate::state_files::{cache_file, read, write_atomic};
@@ -483,7 +484,7 @@ async fn query_bureau(
         .and_then(|v| v.last().map(|d| d.owner.clone()))
         .ok_or_else(|| (String::new(), err(format!("dataset '{dataset}' is not on the ledger"))))?;
     let fail = |e: NodeError| (bureau.clone(), e);
-    let channel = crate::requester::connect_peer(&state, &bureau).await.map_err(fail)?;
+    let channel = crate::peers::connect_peer(&state, &bureau).await.map_err(fail)?;
     let mut client = LabeledPeerClient::new(channel).max_decoding_message_size(crate::wire::MAX_MESSAGE_BYTES);
     let set = synced_set(&state, &mut client, &task_id, &dataset, &bureau, &own_declaration).await.map_err(fail)?;
     let (ids, set_dataset) = (keys.clone(), set.dataset.clone());

@@ -41,6 +41,7 @@ use stayput_psi::keys::KeyRules;
 
 use crate::NodeError;
 use crate::dataset::{Dataset, FileFormat};
+pub use crate::dataset::{LabelSettings, PirSettings};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -84,36 +85,6 @@ struct RawDataset {
     labels: Option<LabelSettings>,
     #[serde(default)]
     pir: Option<PirSettings>,
-}
-
-/// A dataset served for the blacklist query (unbalanced labeled PSI): the
-/// column whose value is each id's label and the bureau's OPRF key file
-/// (created on first use, 0600). How many ids a task may query, and how
-/// many in all, is each grant's to say.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LabelSettings {
-    /// The label column.
-    pub column: String,
-    /// The OPRF key file.
-    pub oprf_key: PathBuf,
-}
-
-/// A dataset served for private record lookup (PIR): which columns make a
-/// key's record and the fixed size every record is padded to. Each grant
-/// says how many lookups a task may make, and how many in all.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PirSettings {
-    /// The record's columns, in order.
-    pub columns: Vec<String>,
-    /// Bytes per record (18 of them hold the key's tag and the length).
-    #[serde(default = "default_record_bytes")]
-    pub record_bytes: usize,
-}
-
-fn default_record_bytes() -> usize {
-    256
 }
 
 /// Where the consortium's ledger is and how this node signs for it. With

@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status};
 
 use crate::dataset::FileFormat;
 use crate::identity::caller_org;
-use crate::requester::{PsiReport, PsiRequest, run_psi};
+use crate::psi::requester::{PsiReport, PsiRequest, run_psi};
 use crate::wire::mode_from_wire;
 use crate::{NodeError, NodeState};
 
@@ -92,13 +92,13 @@ fn report_to_wire(report: PsiReport) -> PsiResult {
 /// A control stream's events: progress, then one result.
 trait ControlEvent: Send + Sized + 'static {
     type Result: Send + 'static;
-    fn progress(p: crate::requester::Progress) -> Self;
+    fn progress(p: crate::wire::Progress) -> Self;
     fn result(r: Self::Result) -> Self;
 }
 
 impl ControlEvent for RunPsiEvent {
     type Result = PsiResult;
-    fn progress(p: crate::requester::Progress) -> Self {
+    fn progress(p: crate::wire::Progress) -> Self {
         Self { event: Some(Event::Progress(PsiProgress { phase: p.phase.into(), done: p.done, total: p.total })) }
     }
     fn result(r: PsiResult) -> Self {
@@ -108,7 +108,7 @@ impl ControlEvent for RunPsiEvent {
 
 impl ControlEvent for TaskEvent {
     type Result = TaskResult;
-    fn progress(p: crate::requester::Progress) -> Self {
+    fn progress(p: crate::wire::Progress) -> Self {
         Self {
             event: Some(task_event::Event::Progress(TaskProgress {
                 phase: p.phase.into(),
@@ -129,11 +129,11 @@ impl ControlEvent for TaskEvent {
 fn stream_events<E, F, Fut>(local: bool, work: F) -> mpsc::Receiver<Result<E, Status>>
 where
     E: ControlEvent,
-    F: FnOnce(mpsc::UnboundedSender<crate::requester::Progress>) -> Fut + Send + 'static,
+    F: FnOnce(mpsc::UnboundedSender<crate::wire::Progress>) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = Result<E::Result, NodeError>> + Send + 'static,
 {
     let (tx, rx) = mpsc::channel::<Result<E, Status>>(16);
-    let (progress_tx, mut progress_rx) = mpsc::unbounded_channel::<crate::requester::Progress>();
+    let (progress_tx, mut progress_rx) = mpsc::unbounded_channel::<crate::wire::Progress>();
     let events = tx.clone();
     tokio::spawn(async move {
         while let Some(p) = progress_rx.recv().await {
@@ -224,11 +224,11 @@ impl NodeControl for ControlService {
 pub async fn request_psi(
     state: &NodeState,
     request: &PsiRequest,
-    mut on_progress: impl FnMut(crate::requester::Progress),
+    mut on_progress: impl FnMut(crate::wire::Progress),
 ) -> Result<PsiReport, NodeError> {
     use stayput_proto::v1::node_control_client::NodeControlClient;
 
-    let channel = crate::requester::connect(state, &state.config.org, &local_endpoint(state)).await?;
+    let channel = crate::peers::connect(state, &state.config.org, &local_endpoint(state)).await?;
     let mut client = NodeControlClient::new(channel);
     let wire = RunPsiRequest {
         task_id: request.task_id.clone(),
@@ -250,11 +250,9 @@ pub async fn request_psi(
     let mut events = client.run_psi(wire).await.map_err(refused)?.into_inner();
     while let Some(event) = events.message().await.map_err(refused)? {
         match event.event {
-            Some(Event::Progress(p)) => on_progress(crate::requester::Progress {
-                phase: progress_phase(&p.phase),
-                done: p.done,
-                total: p.total,
-            }),
+            Some(Event::Progress(p)) => {
+                on_progress(crate::wire::Progress { phase: progress_phase(&p.phase), done: p.done, total: p.total })
+            }
             Some(Event::Result(r)) => return Ok(report_from_wire(r)),
             None => {}
         }
@@ -265,7 +263,7 @@ pub async fn request_psi(
 /// Lists the datasets of the organisation's own node.
 pub async fn list_datasets(state: &NodeState) -> Result<Vec<(String, Vec<String>, Vec<String>)>, NodeError> {
     use stayput_proto::v1::node_control_client::NodeControlClient;
-    let channel = crate::requester::connect(state, &state.config.org, &local_endpoint(state)).await?;
+    let channel = crate::peers::connect(state, &state.config.org, &local_endpoint(state)).await?;
     let response = NodeControlClient::new(channel)
         .list_datasets(ListDatasetsRequest {})
         .await

@@ -90,9 +90,9 @@ pub struct Dataset {
     /// Raw values that mean "no key" (compared trimmed, ignoring case).
     pub null_values: Vec<String>,
     /// Set when the dataset is served for the blacklist query.
-    pub labels: Option<crate::config::LabelSettings>,
+    pub labels: Option<LabelSettings>,
     /// Set when the dataset is served for private record lookup.
-    pub pir: Option<crate::config::PirSettings>,
+    pub pir: Option<PirSettings>,
 }
 
 /// What identifies one version of a dataset file on disk.
@@ -497,6 +497,45 @@ pub fn write_parquet(path: &Path, batches: &[RecordBatch]) -> Result<(), NodeErr
         writer.write(batch).map_err(write_err)?;
     }
     writer.finish().map_err(write_err)
+}
+
+/// A dataset served for the blacklist query (unbalanced labeled PSI): the
+/// column whose value is each id's label and the bureau's OPRF key file
+/// (created on first use, 0600). How many ids a task may query, and how
+/// many in all, is each grant's to say.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabelSettings {
+    /// The label column.
+    pub column: String,
+    /// The OPRF key file.
+    pub oprf_key: PathBuf,
+}
+
+/// A dataset served for private record lookup (PIR): which columns make a
+/// key's record and the fixed size every record is padded to. Each grant
+/// says how many lookups a task may make, and how many in all.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PirSettings {
+    /// The record's columns, in order.
+    pub columns: Vec<String>,
+    /// Bytes per record (34 of them hold the key's tag, the sealed length and the seal's tag).
+    #[serde(default = "default_record_bytes")]
+    pub record_bytes: usize,
+}
+
+fn default_record_bytes() -> usize {
+    256
+}
+
+impl From<FileFormat> for ResultFormat {
+    fn from(format: FileFormat) -> Self {
+        match format {
+            FileFormat::Csv => Self::Csv,
+            FileFormat::Parquet => Self::Parquet,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -5,38 +5,51 @@
 //! sessions as a requester on its own organisation's behalf, and writes
 //! results only on its own disk. Raw rows never leave it.
 //!
-//! * [`authorisation`] — the node's own check of the ledger before it
-//!   serves a task, and the use record it writes.
+//! **Protocols**, one module each with the owner's service and the
+//! requester's side, all serving through [`serve`]:
+//!
+//! * [`psi`] — balanced PSI: `owner` (the `PsiPeer` service) and
+//!   `requester`.
+//! * [`blacklist`] — the blacklist query (ledger kind `labeled_psi`): the
+//!   bureau's `LabeledPeer` service (encoded-set versions and deltas,
+//!   metered evaluations) and the bank's side (verified caches, every
+//!   bureau in parallel, partial results that name a bureau that did not
+//!   answer).
+//! * [`stats`] — federated statistics: the `StatsPeer` service (this node
+//!   as a site: census, contribution, shares) and the requester's side.
+//! * [`aggregate`] — compute-only access (ledger kind `compute_only`): the
+//!   owner's `AggregatePeer` service (grant policy, parallel scan, release,
+//!   use record with ε) and the requester's side.
+//! * [`pir`] — private record lookup (`stayput task lookup`): the owner's
+//!   `PirPeer` service (sealed versions, metered OPRF evaluations and
+//!   answers) and the requester's side.
+//!
+//! **What they stand on**, each layer importing only those below it:
+//!
+//! * [`serve`] — the one owner-side path: authorised, recorded, metered,
+//!   answered.
+//! * [`authorisation`] — the ledger check and use records `serve` is
+//!   built on, and the words of data-dependent failures.
+//! * [`tasks`] — the one requester runner: a task recorded on the ledger,
+//!   run as its requester's node (checked against the ledger, idempotent).
+//! * [`results`] — what a task leaves on disk, written one way.
+//! * [`control`] — the `NodeControl` service its own organisation calls.
+//! * [`peers`] — dialling another node by organisation.
+//! * [`publish`] — what a dataset's version record says, by how it is
+//!   served.
+//! * [`dataset`] — CSV/Parquet input through arrow, key normalisation, how
+//!   a dataset is served.
 //! * [`config`] — the TOML configuration.
-//! * [`dataset`] — CSV/Parquet input through arrow, key normalisation,
-//!   result files.
 //! * [`identity`] — consortium CA, organisation certificates, mTLS, caller
 //!   identity, dialling by organisation name: the `stayput-identity` crate,
 //!   shared with the coordinator and re-exported here.
-//! * [`responder`] — the `PsiPeer` gRPC service (this node as responder).
-//! * [`requester`] — this node as requester, driving a peer.
-//! * [`control`] — the `NodeControl` service its own organisation calls.
-//! * [`tasks`] — running a task recorded on the ledger as its requester's
-//!   node (checked against the ledger, idempotent).
-//! * [`blacklist`] — the blacklist query: the bureau's `LabeledPeer`
-//!   service (encoded-set versions and deltas, metered evaluations) and the
-//!   bank's side (verified caches, every bureau in parallel, partial results
-//!   that name a bureau that did not answer).
-//! * [`aggregate`] — compute-only access: the owner's `AggregatePeer`
-//!   service (ledger check, grant policy, parallel scan, release, use
-//!   record with ε) and the requester's side (the table as CSV, Parquet or
-//!   Arrow IPC).
-//! * [`pir`] — private record lookup: the owner's `PirPeer` service
-//!   (versions with their hint and layout on the ledger, metered answers)
-//!   and the requester's side (verified hint cache, LWE queries, decoding).
-//! * [`publish`] — what a dataset's version record says, by how it is
-//!   served.
-//! * [`stats`] — federated statistics: the `StatsPeer` service (this node
-//!   as a site) and the requester's side.
 //! * [`server`] — assembling the gRPC server (TLS, health, reflection).
 //! * [`ledger_client`] — the operator's embedded ledger, read and written
 //!   over mTLS through a replica this node verifies itself.
-//! * [`wire`] — the stream/role edge and prost ↔ domain conversions.
+//! * [`state_files`] — atomic files under the state folder, OPRF key
+//!   files, served files read once.
+//! * [`wire`] — the stream/role edge, progress, and prost ↔ domain
+//!   conversions.
 #![forbid(unsafe_code)]
 
 pub mod aggregate;
@@ -47,10 +60,10 @@ pub mod control;
 pub mod dataset;
 mod error;
 pub mod ledger_client;
+pub mod peers;
 pub mod pir;
+pub mod psi;
 pub mod publish;
-pub mod requester;
-pub mod responder;
 pub mod results;
 pub mod serve;
 pub mod server;

@@ -68,8 +68,9 @@ use tonic::{Request, Response, Status};
 use zeroize::Zeroizing;
 
 use crate::authorisation::ServeRequest;
-use crate::config::{NodeConfig, PirSettings};
+use crate::config::NodeConfig;
 use crate::dataset::Dataset;
+use crate::dataset::PirSettings;
 use crate::identity::caller_org;
 use crate::serve::{Authorised, Metered, ledger_access, respond};
 use crate::state_files::{cache_file, read, write_atomic};
@@ -685,7 +686,7 @@ pub async fn run_lookup(state: &Arc<NodeState>, task_id: &str, params: &PirParam
     let own = state.config.dataset(&params.requester_dataset)?.clone();
     let (on_ledger, Published { layout, oprf_key }) = latest(state, &params.dataset).await?;
     let owner = on_ledger.owner.clone();
-    let channel = crate::requester::connect_peer(state, &owner).await?;
+    let channel = crate::peers::connect_peer(state, &owner).await?;
     let mut client = PirPeerClient::new(channel)
         .max_decoding_message_size(MAX_PIR_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_PIR_MESSAGE_BYTES);

@@ -30,7 +30,6 @@ use arrow::record_batch::RecordBatch;
 use sha2::{Digest as _, Sha256};
 
 use crate::NodeError;
-use crate::dataset::FileFormat;
 
 /// A result's format on disk.
 pub use stayput_chain_connector::tasks::ResultFormat;
@@ -179,15 +178,6 @@ impl<'f> BatchWriter<'f> {
             }
             Self::Parquet(w) => w.close().map(drop).map_err(Into::into),
             Self::ArrowIpc(mut w) => w.finish(),
-        }
-    }
-}
-
-impl From<FileFormat> for ResultFormat {
-    fn from(format: FileFormat) -> Self {
-        match format {
-            FileFormat::Csv => Self::Csv,
-            FileFormat::Parquet => Self::Parquet,
         }
     }
 }

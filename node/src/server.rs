@@ -18,7 +18,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 
 use crate::control::ControlService;
-use crate::responder::PsiPeerService;
+use crate::psi::owner::PsiPeerService;
 use crate::wire::MAX_MESSAGE_BYTES;
 use crate::{NodeConfig, NodeError, NodeState};
 

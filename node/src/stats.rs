@@ -775,7 +775,7 @@ async fn contribute(
         }
         let (state, site, task_id, pass_set) = (state.clone(), site.clone(), task_id.clone(), pass_bytes.clone());
         sends.push(tokio::spawn(async move {
-            let channel = crate::requester::connect_peer(&state, &site).await?;
+            let channel = crate::peers::connect_peer(&state, &site).await?;
             StatsPeerClient::new(channel)
                 .share(ShareRequest {
                     task_id,
@@ -828,7 +828,7 @@ async fn contribute(
 /// The coordinator's endpoint, dialled as the operator.
 async fn coordinator(state: &NodeState) -> Result<(tonic::transport::Channel, String), NodeError> {
     let settings = state.config.ledger.as_ref().ok_or_else(no_ledger)?;
-    let channel = crate::requester::connect(state, &settings.operator, &settings.endpoint).await?;
+    let channel = crate::peers::connect(state, &settings.operator, &settings.endpoint).await?;
     Ok((channel, settings.operator.clone()))
 }
 
@@ -1028,7 +1028,7 @@ pub async fn run_stats(state: &Arc<NodeState>, task_id: &str, params: &[u8]) -> 
         let request = ContributeRequest { dataset: dataset.clone(), pass_tokens, ..base.clone() };
         let (state, site) = (state.clone(), site.clone());
         calls.push(tokio::spawn(async move {
-            let channel = crate::requester::connect_peer(&state, &site).await?;
+            let channel = crate::peers::connect_peer(&state, &site).await?;
             let response = StatsPeerClient::new(channel)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .contribute(request)
@@ -1142,7 +1142,7 @@ async fn take_census(
         };
         let (state, site) = (state.clone(), site.clone());
         calls.push(tokio::spawn(async move {
-            let channel = crate::requester::connect_peer(&state, &site).await?;
+            let channel = crate::peers::connect_peer(&state, &site).await?;
             StatsPeerClient::new(channel)
                 .census(request)
                 .await

@@ -25,8 +25,9 @@ use stayput_psi::ecdh::OutputMode;
 use tokio::sync::{mpsc, watch};
 
 use crate::dataset::FileFormat;
-use crate::requester::{Progress, PsiRequest, run_psi};
+use crate::psi::requester::{PsiRequest, run_psi};
 use crate::results::{Digest, TaskResult, evidence_path, finish, read_outcome, result_path, write_text};
+use crate::wire::Progress;
 use crate::{NodeError, NodeState};
 
 pub use crate::results::TaskOutcome;

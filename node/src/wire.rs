@@ -182,6 +182,17 @@ pub fn check_task_id(task_id: &str) -> Result<(), NodeError> {
     Ok(stayput_chain_connector::tasks::check_task_id(task_id)?)
 }
 
+/// Progress of a running session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    /// Phase name.
+    pub phase: &'static str,
+    /// Items done in this phase.
+    pub done: u64,
+    /// Items in this phase.
+    pub total: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,6 @@
-//! This node as the requester of a PSI session: load own keys, dial the
-//! peer over mTLS, run the requester's role on a blocking thread, and write
-//! the result on this node only after the peer has confirmed a clean end.
+//! PSI, the requester's side: load own keys, dial the peer over mTLS, run
+//! the requester's role on a blocking thread, and write the result on this
+//! node only after the peer has confirmed a clean end.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -19,9 +19,10 @@ use stayput_psi::keys::KeyList;
 use stayput_psi::messages::{PointBatch, TagBatch};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 
 use crate::dataset::{DatasetKeys, FileFormat, WrittenFile};
+use crate::peers::connect_peer;
+use crate::wire::Progress;
 use crate::wire::{
     IDLE_TIMEOUT, INBOUND_CAPACITY, MAX_MESSAGE_BYTES, MAX_OUTSTANDING_BATCHES, PeerLink, check_task_id,
     forward_inbound, mode_to_wire, responder_body_name, status_error,
@@ -43,17 +44,6 @@ pub struct PsiRequest {
     pub mode: OutputMode,
     /// Format of the result file.
     pub output_format: FileFormat,
-}
-
-/// Progress of a running session.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Progress {
-    /// Phase name.
-    pub phase: &'static str,
-    /// Items done in this phase.
-    pub done: u64,
-    /// Items in this phase.
-    pub total: u64,
 }
 
 /// What a finished session reports to the requester.
@@ -78,19 +68,6 @@ pub struct PsiReport {
 }
 
 type ProgressTx = mpsc::UnboundedSender<Progress>;
-
-/// Opens a mutually authenticated channel to a peer organisation's node.
-pub async fn connect_peer(state: &NodeState, peer: &str) -> Result<Channel, NodeError> {
-    let endpoint = state.config.peer(peer)?;
-    connect(state, peer, endpoint).await
-}
-
-/// Opens a mutually authenticated channel to `endpoint`, which must present
-/// a certificate for organisation `org` ([`stayput_identity::dial()`] with
-/// this node's TLS material).
-pub async fn connect(state: &NodeState, org: &str, endpoint: &str) -> Result<Channel, NodeError> {
-    Ok(stayput_identity::dial(&state.tls, org, endpoint).await?)
-}
 
 /// Runs a PSI session as the requester.
 pub async fn run_psi(state: Arc<NodeState>, request: PsiRequest, progress: ProgressTx) -> Result<PsiReport, NodeError> {

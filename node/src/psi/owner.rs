@@ -1,4 +1,5 @@
-//! The `PsiPeer` service: this node as the responder of a PSI session.
+//! PSI, the data owner's side: the `PsiPeer` service, this node as the
+//! responder of a session.
 //!
 //! A session is refused before any key is touched if the node is busy, or
 //! the task id, mode, version, announced size, dataset or key declaration is

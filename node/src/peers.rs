@@ -1,0 +1,20 @@
+//! Dialling other nodes: a peer organisation by the endpoint this node's
+//! configuration lists for it, over mutual TLS whose server certificate
+//! must name that organisation ([`stayput_identity::dial()`]).
+
+use tonic::transport::Channel;
+
+use crate::{NodeError, NodeState};
+
+/// Opens a mutually authenticated channel to a peer organisation's node.
+pub async fn connect_peer(state: &NodeState, peer: &str) -> Result<Channel, NodeError> {
+    let endpoint = state.config.peer(peer)?;
+    connect(state, peer, endpoint).await
+}
+
+/// Opens a mutually authenticated channel to `endpoint`, which must present
+/// a certificate for organisation `org` ([`stayput_identity::dial()`] with
+/// this node's TLS material).
+pub async fn connect(state: &NodeState, org: &str, endpoint: &str) -> Result<Channel, NodeError> {
+    Ok(stayput_identity::dial(&state.tls, org, endpoint).await?)
+}
