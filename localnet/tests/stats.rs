@@ -263,7 +263,7 @@ async fn hospitals_pool_statistics_verifiably() {
     let submitted = net.submit("research", &spec(&tight)).await.unwrap();
     let report = net.client("research").await.unwrap().follow(&submitted.task_id, |_| {}).await.unwrap();
     assert_eq!(report.phase, Phase::Failed);
-    assert!(report.error.contains("outside its declared range"), "{}", report.error);
+    assert!(report.error.contains("outside the declared range"), "{}", report.error);
     assert!(!stayput_node::results::result_path(&out, &submitted.task_id).exists());
     // A failure that depends on a site's data is metered like a query (it
     // says something about the table), and never carries counts or values.

@@ -88,8 +88,6 @@ pub const MAX_PIR_MESSAGE_BYTES: usize =
 const MAX_SCHEMA_BYTES: usize = 64 * 1024;
 /// Bytes per streamed hint chunk.
 const CHUNK: usize = 1 << 20;
-/// Marks a null in an encoded record.
-const NULL: u16 = u16::MAX;
 
 fn err(message: impl Into<String>) -> NodeError {
     NodeError::Pir(message.into())
@@ -143,49 +141,6 @@ pub fn version_digest(hint_digest: &[u8; 32], schema: &[u8]) -> [u8; 32] {
     h.finalize().into()
 }
 
-/// A record's bytes: per column a little-endian u16 length and the text,
-/// or `0xffff` for a null.
-pub fn encode_record(values: &[Option<String>]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for value in values {
-        match value {
-            None => out.extend(NULL.to_le_bytes()),
-            Some(text) => {
-                let len = u16::try_from(text.len()).unwrap_or(NULL - 1).min(NULL - 1);
-                out.extend(len.to_le_bytes());
-                out.extend(&text.as_bytes()[..usize::from(len)]);
-            }
-        }
-    }
-    out
-}
-
-/// The inverse of [`encode_record`] for `columns` columns.
-pub fn decode_record(bytes: &[u8], columns: usize) -> Result<Vec<Option<String>>, NodeError> {
-    let malformed = || err("a decoded record is malformed (the owner's data or the hint is corrupt)");
-    let mut rest = bytes;
-    let mut out = Vec::with_capacity(columns.min(64));
-    for _ in 0..columns {
-        let (len, tail) = rest.split_first_chunk::<2>().ok_or_else(malformed)?;
-        let len = u16::from_le_bytes(*len);
-        if len == NULL {
-            out.push(None);
-            rest = tail;
-            continue;
-        }
-        let len = usize::from(len);
-        if tail.len() < len {
-            return Err(malformed());
-        }
-        out.push(Some(String::from_utf8(tail[..len].to_vec()).map_err(|_| malformed())?));
-        rest = &tail[len..];
-    }
-    if !rest.is_empty() {
-        return Err(malformed());
-    }
-    Ok(out)
-}
-
 fn settings(dataset: &Dataset) -> Result<&PirSettings, NodeError> {
     dataset.pir.as_ref().ok_or_else(|| {
         err(format!("dataset '{}' has no `pir` section: it is not served for private lookup", dataset.name))
@@ -233,7 +188,7 @@ pub fn prepare_version(config: &NodeConfig, dataset: &Dataset, version: u32) -> 
     let capacity = settings.record_bytes.saturating_sub(SLOT_OVERHEAD);
     let mut records = Vec::with_capacity(rows.len());
     for (row, (key, values)) in rows.into_iter().enumerate() {
-        let record = encode_record(&values);
+        let record = stayput_pir::record::encode(&values);
         if record.len() > capacity {
             return Err(err(format!(
                 "the record of keyed row {} (rows with a key, counted from 1) is {} bytes; record_bytes = {} holds {capacity}; raise record_bytes or drop columns",
@@ -783,7 +738,9 @@ pub async fn run_lookup(state: &Arc<NodeState>, task_id: &str, params: &PirParam
                 // `stayput_pir`, selective failure).
                 Ok(match lookup.decode(&layout, &hint, &answer, y) {
                     Ok(None) => Fetched::Absent,
-                    Ok(Some(bytes)) => decode_record(&bytes, columns.len()).map_or(Fetched::Malformed, Fetched::Found),
+                    Ok(Some(bytes)) => {
+                        stayput_pir::record::decode(&bytes, columns.len()).map_or(Fetched::Malformed, Fetched::Found)
+                    }
                     Err(stayput_pir::PirError::MalformedRecord) => Fetched::Malformed,
                     Err(e) => return Err(err(format!("lookup {}: {e}", i + 1))),
                 })
@@ -847,22 +804,11 @@ fn result_table(columns: &[String], keys: &[Vec<u8>], fetched: &[Fetched]) -> (S
 mod tests {
     use super::*;
 
-    #[test]
-    fn records_round_trip_with_nulls_and_refuse_garbage() {
-        let values = vec![Some("ST-0042".to_owned()), None, Some(String::new()), Some("Ωcean, \"deep\"".to_owned())];
-        let bytes = encode_record(&values);
-        assert_eq!(decode_record(&bytes, 4).unwrap(), values);
-        assert!(decode_record(&bytes, 3).is_err(), "trailing bytes");
-        assert!(decode_record(&bytes, 5).is_err(), "a missing column");
-        assert!(decode_record(&[5, 0, b'a'], 1).is_err(), "a length beyond the bytes");
-        assert!(decode_record(&[2, 0, 0xff, 0xfe], 1).is_err(), "not UTF-8");
-    }
-
-    /// Known answers: the record encoding, the schema's canonical JSON and
-    /// the version digest (the result commitment's is in `results`).
+    /// Known answers: the schema's canonical JSON and the version digest
+    /// (the record encoding's is in `stayput_pir::record`, the result
+    /// commitment's in `results`).
     #[test]
     fn formats_have_known_answers() {
-        assert_eq!(hex::encode(encode_record(&[Some("ab".into()), None])), "02006162ffff");
         let schema = RecordSchema { key_columns: 1, normalise: vec!["trim".into()], columns: vec!["name".into()] };
         assert_eq!(
             String::from_utf8(schema.to_json()).unwrap(),
@@ -880,7 +826,7 @@ mod tests {
     #[test]
     fn a_hint_is_used_only_when_it_matches_the_ledger() {
         let records: Vec<(Vec<u8>, Vec<u8>)> =
-            (0..50u8).map(|i| (vec![b'k', i], encode_record(&[Some(format!("record {i}"))]))).collect();
+            (0..50u8).map(|i| (vec![b'k', i], stayput_pir::record::encode(&[Some(format!("record {i}"))]))).collect();
         let oprf = stayput_psi::oprf::OprfKey::from_bytes(&[3; 32]).unwrap();
         let db = Database::build(&records, 60, [2; 32], &oprf, "t").unwrap();
         let layout = db.layout().clone();

@@ -102,7 +102,7 @@ use stayput_zk_proofs::contribution::{Bounds, Contribution, ProofContext, check_
 use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
 
-use crate::authorisation::ServeRequest;
+use crate::authorisation::{DATA_DEPENDENT, ServeRequest};
 use crate::identity::caller_org;
 use crate::serve::{Authorised, Metered, Recorded, respond};
 use crate::wire::{IDLE_TIMEOUT, MAX_MESSAGE_BYTES};
@@ -273,22 +273,12 @@ fn stats_err(e: impl std::fmt::Display) -> NodeError {
 /// declared ranges, text in a numeric column, overflow). Its message names
 /// the column and never a count or a value.
 pub(crate) fn data_error(e: stayput_mpc_engine::MpcError) -> NodeError {
-    use stayput_mpc_engine::MpcError as E;
-    match e {
-        E::OutsideRange { column, low, high, .. } => NodeError::Stats(format!(
-            "{DATA_DEPENDENT}column '{column}' has values outside its declared range [{low}, {high}]"
-        )),
-        E::NotNumeric { column, .. } => {
-            NodeError::Stats(format!("{DATA_DEPENDENT}column '{column}' has values that are not numbers"))
-        }
-        E::Overflow { column } | E::OutOfRange { column } => {
-            NodeError::Stats(format!("{DATA_DEPENDENT}values of column '{column}' overflow the declared precision"))
-        }
-        other => stats_err(other),
+    // One wording for every protocol (`authorisation::data_dependent`).
+    match crate::authorisation::data_dependent(&e) {
+        Some(message) => NodeError::Stats(message),
+        None => stats_err(e),
     }
 }
-
-const DATA_DEPENDENT: &str = "this site's data does not fit the query: ";
 
 fn bounds(
     query: &CohortQuery,

@@ -100,6 +100,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod record;
+
 /// The crate's one error type. Variants never carry keys or records.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
