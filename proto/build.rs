@@ -16,9 +16,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "proto/stayput/v1/ledger.proto",
                 "proto/stayput/v1/coordinator.proto",
                 "proto/stayput/v1/stats.proto",
-                "proto/stayput/v1/labeled.proto",
-                "proto/stayput/v1/aggregate.proto",
-                "proto/stayput/v1/pir.proto",
+                "proto/stayput/v1/blacklist.proto",
+                "proto/stayput/v1/compute_only.proto",
+                "proto/stayput/v1/lookup.proto",
             ],
             &["proto"],
         )?;

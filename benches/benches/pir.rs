@@ -1,6 +1,6 @@
 //! The PIR primitives: the server's answer (bytes of matrix per second),
 //! the client's query with A cached, and its decoding and opening, on 100,000 records
-//! of 256 bytes (a 51 MB matrix; `stayput bench pir` runs the 1,000,000
+//! of 256 bytes (a 51 MB matrix; `stayput bench lookup` runs the 1,000,000
 //! record case with its floor).
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};

@@ -12,8 +12,8 @@
 
 pub mod blacklist;
 pub mod ledger;
+pub mod lookup;
 pub mod ocean;
-pub mod pir;
 pub mod psi;
 pub mod stats;
 

@@ -221,7 +221,7 @@ pub fn run(rows: usize, dir: Option<PathBuf>) -> Result<OceanReport, BenchError>
     let file_bytes = std::fs::metadata(&path).map_err(|source| BenchError::Io { path: path.clone(), source })?.len();
     let source = dataset(path);
     let query = CohortQuery::from_toml(QUERY).map_err(|e| BenchError::Stats(e.to_string()))?;
-    let threads = stayput_node::aggregate::scan_threads();
+    let threads = stayput_node::compute_only::scan_threads();
 
     // Floor: decode the same columns on the same threads, nothing else.
     let started = Instant::now();
@@ -240,14 +240,14 @@ pub fn run(rows: usize, dir: Option<PathBuf>) -> Result<OceanReport, BenchError>
 
     let plain = Disclosure { min_group: 10, epsilon: None };
     let started = Instant::now();
-    let release = stayput_node::aggregate::answer(&source, &query, &plain)?;
+    let release = stayput_node::compute_only::answer(&source, &query, &plain)?;
     let end_to_end = started.elapsed();
     if release.rows_scanned != rows as u64 {
         return Err(BenchError::WrongResult { expected: rows as u64, got: release.rows_scanned });
     }
 
     let started = Instant::now();
-    let stats = stayput_node::aggregate::scan(&source, &query, 1)?;
+    let stats = stayput_node::compute_only::scan(&source, &query, 1)?;
     let mut rng = StdRng::seed_from_u64(1);
     let single = stayput_mpc_engine::release::release(&query, &stats, &plain, &mut rng)
         .map_err(|e| BenchError::Stats(e.to_string()))?;
@@ -257,7 +257,7 @@ pub fn run(rows: usize, dir: Option<PathBuf>) -> Result<OceanReport, BenchError>
     }
 
     let started = Instant::now();
-    stayput_node::aggregate::answer(&source, &query, &Disclosure { min_group: 10, epsilon: Some(1_000) })?;
+    stayput_node::compute_only::answer(&source, &query, &Disclosure { min_group: 10, epsilon: Some(1_000) })?;
     let with_noise = started.elapsed();
 
     Ok(OceanReport {

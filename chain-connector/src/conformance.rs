@@ -116,7 +116,7 @@ impl Consortium {
             id: id.into(),
             dataset: "blacklist".into(),
             grantee: "bank".into(),
-            computations: vec![Computation::Psi, Computation::LabeledPsi],
+            computations: vec![Computation::Psi, Computation::Blacklist],
             columns: vec!["national_id".into()],
             min_cohort: 0,
             max_uses,

@@ -90,13 +90,13 @@ wire_enum!(
         /// Balanced PSI revealing the cardinality only.
         PsiCardinality = 2 => "psi_cardinality",
         /// Unbalanced labeled PSI (blacklist query).
-        LabeledPsi = 3 => "labeled_psi",
+        Blacklist = 3 => "blacklist",
         /// Federated statistics.
-        FederatedStats = 4 => "federated_stats",
+        Stats = 4 => "stats",
         /// Aggregate-only queries.
         ComputeOnly = 5 => "compute_only",
         /// Private record lookup.
-        Pir = 6 => "pir",
+        Lookup = 6 => "lookup",
     }
 );
 

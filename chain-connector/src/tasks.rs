@@ -200,7 +200,7 @@ pub struct StatsParams {
 /// requester's dataset of ids to check, against the bureaus' datasets (the
 /// task's datasets, every one queried in parallel).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LabeledPsiParams {
+pub struct BlacklistParams {
     /// The requester's dataset.
     pub requester_dataset: String,
     /// The bureaus' datasets, in the task's order.
@@ -272,7 +272,7 @@ pub struct ComputeOnlyParams {
 /// of one of the requester's own datasets, read on the requester's node and
 /// never written anywhere else — not here, not on the ledger.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PirParams {
+pub struct LookupParams {
     /// The owner's dataset, published for private lookup.
     pub dataset: String,
     /// The requester's dataset whose keys are looked up.
@@ -286,13 +286,13 @@ pub enum TaskParams {
     /// Balanced PSI, intersection or cardinality.
     Psi(PsiParams),
     /// Federated statistics over several sites.
-    FederatedStats(StatsParams),
+    Stats(StatsParams),
     /// A blacklist query against one or more bureaus.
-    LabeledPsi(LabeledPsiParams),
+    Blacklist(BlacklistParams),
     /// An aggregate query over a compute-only dataset.
     ComputeOnly(ComputeOnlyParams),
     /// A private record lookup.
-    Pir(PirParams),
+    Lookup(LookupParams),
 }
 
 impl TaskParams {
@@ -305,10 +305,10 @@ impl TaskParams {
                     w.str(c);
                 });
             }
-            TaskParams::FederatedStats(p) => {
+            TaskParams::Stats(p) => {
                 w.u8(6).u32(p.epsilon).bytes_unbounded(p.query.as_bytes());
             }
-            TaskParams::LabeledPsi(p) => {
+            TaskParams::Blacklist(p) => {
                 w.u8(3).str(&p.requester_dataset).list(&p.bureau_datasets, |w, d| {
                     w.str(d);
                 });
@@ -316,7 +316,7 @@ impl TaskParams {
             TaskParams::ComputeOnly(p) => {
                 w.u8(4).str(&p.dataset).u32(p.epsilon).u8(p.format as u8).bytes_unbounded(p.query.as_bytes());
             }
-            TaskParams::Pir(p) => {
+            TaskParams::Lookup(p) => {
                 w.u8(5).str(&p.dataset).str(&p.requester_dataset);
             }
         }
@@ -338,20 +338,20 @@ impl TaskParams {
                 peer_dataset: r.str()?,
                 columns: r.list(Reader::str)?,
             }),
-            (Computation::FederatedStats, 6) => TaskParams::FederatedStats(StatsParams {
+            (Computation::Stats, 6) => TaskParams::Stats(StatsParams {
                 epsilon: r.u32()?,
                 query: String::from_utf8(r.bytes_bounded(MAX_PARAMS_BYTES)?).map_err(|_| LedgerError::Malformed {
                     what: "task parameters",
                     reason: "the query is not UTF-8".into(),
                 })?,
             }),
-            (Computation::FederatedStats, 2) => {
+            (Computation::Stats, 2) => {
                 return Err(LedgerError::Malformed {
                         what: "task parameters",
                         reason: "federated-statistics parameters of the first version (type 2, without ε) are no longer accepted; submit the task again with a current client".into(),
                     });
             }
-            (Computation::LabeledPsi, 3) => TaskParams::LabeledPsi(LabeledPsiParams {
+            (Computation::Blacklist, 3) => TaskParams::Blacklist(BlacklistParams {
                 requester_dataset: r.str()?,
                 bureau_datasets: r.list(Reader::str)?,
             }),
@@ -364,7 +364,9 @@ impl TaskParams {
                     reason: "the query is not UTF-8".into(),
                 })?,
             }),
-            (Computation::Pir, 5) => TaskParams::Pir(PirParams { dataset: r.str()?, requester_dataset: r.str()? }),
+            (Computation::Lookup, 5) => {
+                TaskParams::Lookup(LookupParams { dataset: r.str()?, requester_dataset: r.str()? })
+            }
             (kind, tag) => {
                 return Err(LedgerError::Malformed {
                     what: "task parameters",
@@ -431,7 +433,7 @@ mod tests {
 
     #[test]
     fn blacklist_query_parameters_have_one_encoding() {
-        let params = TaskParams::LabeledPsi(LabeledPsiParams {
+        let params = TaskParams::Blacklist(BlacklistParams {
             requester_dataset: "applicants".into(),
             bureau_datasets: vec!["blacklist-a".into(), "blacklist-b".into()],
         });
@@ -449,9 +451,9 @@ mod tests {
             "626c61636b6c6973742d62"
         );
         assert_eq!(hex::encode(&bytes), expected);
-        assert_eq!(TaskParams::decode(Computation::LabeledPsi, &bytes).unwrap(), params);
+        assert_eq!(TaskParams::decode(Computation::Blacklist, &bytes).unwrap(), params);
         assert!(TaskParams::decode(Computation::Psi, &bytes).is_err());
-        assert!(TaskParams::decode(Computation::LabeledPsi, &bytes[..bytes.len() - 1]).is_err());
+        assert!(TaskParams::decode(Computation::Blacklist, &bytes[..bytes.len() - 1]).is_err());
     }
 
     #[test]
@@ -467,7 +469,7 @@ mod tests {
         // code, then the query's bytes; lengths and integers little-endian.
         assert_eq!(hex::encode(&bytes), concat!("04", "03000000", "637464", "f4010000", "01", "02000000", "7b7d"));
         assert_eq!(TaskParams::decode(Computation::ComputeOnly, &bytes).unwrap(), params);
-        assert!(TaskParams::decode(Computation::FederatedStats, &bytes).is_err());
+        assert!(TaskParams::decode(Computation::Stats, &bytes).is_err());
         let mut unknown_format = bytes.clone();
         unknown_format[12] = 9;
         assert!(TaskParams::decode(Computation::ComputeOnly, &unknown_format).is_err());
@@ -475,27 +477,28 @@ mod tests {
 
     #[test]
     fn statistics_parameters_have_one_encoding() {
-        let params = TaskParams::FederatedStats(StatsParams { query: "{}".into(), epsilon: 250 });
+        let params = TaskParams::Stats(StatsParams { query: "{}".into(), epsilon: 250 });
         let bytes = params.encode();
         // Known answer: tag 6, ε in milli-ε (u32), then the query's bytes.
         assert_eq!(hex::encode(&bytes), concat!("06", "fa000000", "02000000", "7b7d"));
-        assert_eq!(TaskParams::decode(Computation::FederatedStats, &bytes).unwrap(), params);
+        assert_eq!(TaskParams::decode(Computation::Stats, &bytes).unwrap(), params);
         // The first version (tag 2, no ε) is refused, saying so.
         let old = hex::decode(concat!("02", "02000000", "7b7d")).unwrap();
-        let err = TaskParams::decode(Computation::FederatedStats, &old).unwrap_err();
+        let err = TaskParams::decode(Computation::Stats, &old).unwrap_err();
         assert!(err.to_string().contains("no longer accepted"), "{err}");
-        assert!(TaskParams::decode(Computation::FederatedStats, &bytes[..bytes.len() - 1]).is_err());
+        assert!(TaskParams::decode(Computation::Stats, &bytes[..bytes.len() - 1]).is_err());
     }
 
     #[test]
     fn pir_parameters_have_one_encoding() {
-        let params = TaskParams::Pir(PirParams { dataset: "stations".into(), requester_dataset: "wanted".into() });
+        let params =
+            TaskParams::Lookup(LookupParams { dataset: "stations".into(), requester_dataset: "wanted".into() });
         let bytes = params.encode();
         // Known answer: tag 5, the owner's dataset, the requester's dataset.
         assert_eq!(hex::encode(&bytes), concat!("05", "08000000", "73746174696f6e73", "06000000", "77616e746564"));
-        assert_eq!(TaskParams::decode(Computation::Pir, &bytes).unwrap(), params);
+        assert_eq!(TaskParams::decode(Computation::Lookup, &bytes).unwrap(), params);
         assert!(TaskParams::decode(Computation::ComputeOnly, &bytes).is_err());
-        assert!(TaskParams::decode(Computation::Pir, &bytes[..bytes.len() - 2]).is_err());
+        assert!(TaskParams::decode(Computation::Lookup, &bytes[..bytes.len() - 2]).is_err());
     }
 
     #[test]
@@ -554,7 +557,7 @@ mod tests {
     fn params_decode_only_for_their_kind() {
         let params = TaskParams::decode(Computation::Psi, &request().params).unwrap();
         assert_eq!(params.encode(), request().params);
-        assert!(TaskParams::decode(Computation::FederatedStats, &request().params).is_err());
+        assert!(TaskParams::decode(Computation::Stats, &request().params).is_err());
         assert_ne!(
             params_digest(Computation::Psi, &request().params),
             params_digest(Computation::PsiCardinality, &request().params)

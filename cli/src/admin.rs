@@ -89,7 +89,7 @@ pub enum ConsortiumCommand {
         dataset: String,
         #[arg(long)]
         grantee: String,
-        /// Computations allowed: psi, psi_cardinality, labeled_psi, federated_stats, compute_only, pir.
+        /// Computations allowed: psi, psi_cardinality, blacklist, stats, compute_only, pir.
         #[arg(long, value_delimiter = ',', required = true)]
         allow: Vec<Computation>,
         /// Columns allowed (empty: the dataset's key columns only).

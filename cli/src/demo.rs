@@ -28,7 +28,7 @@ use rand::{Rng, SeedableRng};
 use stayput_chain_connector::Ledger as _;
 use stayput_chain_connector::embedded::system_clock;
 use stayput_chain_connector::records::{Computation, Grant, Record, Role};
-use stayput_chain_connector::tasks::{LabeledPsiParams, PirParams, PsiParams, StatsParams, TaskParams};
+use stayput_chain_connector::tasks::{BlacklistParams, LookupParams, PsiParams, StatsParams, TaskParams};
 use stayput_coordinator::client::{Phase, TaskReport, TaskSpec};
 use stayput_localnet::{DatasetSpec, LocalConsortium, OrgSpec, Participant};
 use stayput_node::dataset::write_parquet;
@@ -401,10 +401,10 @@ fn hospital_query() -> Result<TaskSpec, CliError> {
         .map_err(|e| CliError::Demo(e.to_string()))?
         .to_canonical_json();
     Ok(TaskSpec {
-        kind: Computation::FederatedStats,
+        kind: Computation::Stats,
         datasets: vec!["inpatients-a".into(), "inpatients-b".into(), "inpatients-c".into()],
         receiver: "research".into(),
-        params: TaskParams::FederatedStats(StatsParams { query, epsilon: 0 }),
+        params: TaskParams::Stats(StatsParams { query, epsilon: 0 }),
     })
 }
 
@@ -575,7 +575,7 @@ pub async fn run(dir: Option<PathBuf>) -> Result<(), CliError> {
                 id: format!("g-{dataset}-bank"),
                 dataset: dataset.into(),
                 grantee: "bank".into(),
-                computations: vec![Computation::LabeledPsi],
+                computations: vec![Computation::Blacklist],
                 columns: vec!["national_id".into(), "status".into()],
                 min_cohort: 0,
                 max_uses: 30,
@@ -617,7 +617,7 @@ pub async fn run(dir: Option<PathBuf>) -> Result<(), CliError> {
             id: "g-stations-climate".into(),
             dataset: "station-registry".into(),
             grantee: "climate".into(),
-            computations: vec![Computation::Pir],
+            computations: vec![Computation::Lookup],
             columns: STATION_COLUMNS.map(String::from).to_vec(),
             min_cohort: 0,
             max_uses: 10,
@@ -637,7 +637,7 @@ pub async fn run(dir: Option<PathBuf>) -> Result<(), CliError> {
                 id: format!("g-{h}-research"),
                 dataset,
                 grantee: "research".into(),
-                computations: vec![Computation::FederatedStats],
+                computations: vec![Computation::Stats],
                 columns: clinical.iter().map(|c| (*c).to_owned()).collect(),
                 min_cohort: 10,
                 max_uses: 20,
@@ -677,10 +677,10 @@ pub async fn run(dir: Option<PathBuf>) -> Result<(), CliError> {
         "\njourney 3 — blacklist query (bank × bureau-a, bureau-b): which of {NEW_APPLICANTS} new applicants are on a defaults list, with what status?"
     );
     let spec = TaskSpec {
-        kind: Computation::LabeledPsi,
+        kind: Computation::Blacklist,
         datasets: vec!["defaults-a".into(), "defaults-b".into()],
         receiver: "bank".into(),
-        params: TaskParams::LabeledPsi(LabeledPsiParams {
+        params: TaskParams::Blacklist(BlacklistParams {
             requester_dataset: "new-applicants".into(),
             bureau_datasets: vec!["defaults-a".into(), "defaults-b".into()],
         }),
@@ -784,14 +784,14 @@ pub async fn run(dir: Option<PathBuf>) -> Result<(), CliError> {
         "  stayput task stats --config ./demo/research/node.toml --query ./demo/research/hypertension.toml --datasets inpatients-a,inpatients-b,inpatients-c"
     );
     println!(
-        "  stayput task aggregate --config ./demo/climate/node.toml --dataset ctd-observations --query ./demo/climate/sst.toml --epsilon 0.5 --format parquet"
+        "  stayput task compute-only --config ./demo/climate/node.toml --dataset ctd-observations --query ./demo/climate/sst.toml --epsilon 0.5 --format parquet"
     );
     println!("  stayput bench ocean            rows/s of a gridded monthly mean over 10M Parquet observations");
     println!(
         "  stayput task lookup --config ./demo/climate/node.toml --dataset station-registry --keys wanted-stations"
     );
     println!(
-        "  stayput bench pir              GB/s per core of the PIR server against a plain scan, sizes, client times"
+        "  stayput bench lookup           GB/s per core of the PIR server against a plain scan, sizes, client times"
     );
     Ok(())
 }
@@ -841,17 +841,17 @@ async fn lookup_journey(net: &LocalConsortium) -> Result<(), CliError> {
         "\njourney 6 — private record lookup (climate lab × ocean centre): one station's registry record, without the ocean centre learning which"
     );
     let spec = TaskSpec {
-        kind: Computation::Pir,
+        kind: Computation::Lookup,
         datasets: vec!["station-registry".into()],
         receiver: "climate".into(),
-        params: TaskParams::Pir(PirParams {
+        params: TaskParams::Lookup(LookupParams {
             dataset: "station-registry".into(),
             requester_dataset: "wanted-stations".into(),
         }),
     };
     let version =
         net.ledger.dataset("station-registry").await?.pop().ok_or_else(|| CliError::Demo("no version".into()))?;
-    let layout = stayput_node::pir::published(&version)?.layout;
+    let layout = stayput_node::lookup::published(&version)?.layout;
     println!(
         "  the registry's v{} on the ledger: {STATIONS} records of {STATION_RECORD_BYTES} B in a {} × {} byte matrix; hint {:.1} MB, fetched once and checked against the ledger's digest",
         version.version,
@@ -887,8 +887,8 @@ async fn lookup_journey(net: &LocalConsortium) -> Result<(), CliError> {
     let logged: Vec<String> =
         captured_log().lines().filter(|l| l.contains(&report.task_id)).map(str::to_owned).collect();
     println!("  what the nodes logged of the lookup:");
-    for line in logged.iter().filter(|l| l.contains("stayput_node::pir")) {
-        println!("    {}", line.split_once("stayput_node::pir: ").map_or(line.as_str(), |(_, rest)| rest));
+    for line in logged.iter().filter(|l| l.contains("stayput_node::lookup")) {
+        println!("    {}", line.split_once("stayput_node::lookup: ").map_or(line.as_str(), |(_, rest)| rest));
     }
     let leaked = logged.iter().any(|l| l.contains(WANTED_STATION) || l.contains(&WANTED_STATION.to_lowercase()));
     let grant = net.ledger.grant("g-stations-climate").await?.ok_or_else(|| CliError::Demo("grant missing".into()))?;

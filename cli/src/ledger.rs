@@ -252,7 +252,7 @@ pub fn check_result(task: &TaskState, path: &std::path::Path) -> Result<String, 
         .last()
         .ok_or_else(|| CliError::NotFound(format!("task '{}' has no result digest on the ledger yet", task.task.id)))?;
     let mut actual = stayput_node::results::file_sha256(path)?;
-    if task.task.kind == stayput_chain_connector::records::Computation::Pir {
+    if task.task.kind == stayput_chain_connector::records::Computation::Lookup {
         // A lookup's result is recorded as a salted commitment; the salt
         // lies beside the result on the requester's node.
         let salt_path = path.with_extension("salt");

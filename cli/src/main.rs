@@ -239,11 +239,11 @@ enum BenchCommand {
     /// Private lookup (SimplePIR-style): server GB/s per core against a
     /// plain scan of the same matrix, sizes, client times, and a checked
     /// end-to-end lookup on a small database.
-    Pir {
+    Lookup {
         /// Records.
         #[arg(long, default_value_t = 1_000_000)]
         records: usize,
-        /// Bytes per record (18 of them are the slot's tag and length).
+        /// Bytes per record (34 of them are the slot's tag, length and seal tag).
         #[arg(long, default_value_t = 256)]
         record_bytes: usize,
     },
@@ -374,8 +374,8 @@ async fn run(command: Command) -> Result<(), CliError> {
                 .map_err(|e| CliError::Signal(e.to_string()))??;
             println!("{report}");
         }
-        Command::Bench(BenchCommand::Pir { records, record_bytes }) => {
-            let report = tokio::task::spawn_blocking(move || stayput_benches::pir::run(records, record_bytes))
+        Command::Bench(BenchCommand::Lookup { records, record_bytes }) => {
+            let report = tokio::task::spawn_blocking(move || stayput_benches::lookup::run(records, record_bytes))
                 .await
                 .map_err(|e| CliError::Signal(e.to_string()))??;
             println!("{report}");

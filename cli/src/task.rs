@@ -7,7 +7,7 @@ use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
 use stayput_chain_connector::records::Computation;
 use stayput_chain_connector::tasks::{
-    ComputeOnlyParams, LabeledPsiParams, PirParams, PsiParams, ResultFormat, TaskParams,
+    BlacklistParams, ComputeOnlyParams, LookupParams, PsiParams, ResultFormat, TaskParams,
 };
 use stayput_coordinator::client::{Client, Phase, TaskReport, TaskSpec, sign, unix_now};
 use stayput_node::NodeConfig;
@@ -79,7 +79,7 @@ pub enum TaskCommand {
     /// time windows as group keys). The owner's node enforces the grant's
     /// minimum group size and privacy budget; the table is written on your
     /// node only.
-    Aggregate {
+    ComputeOnly {
         /// Your node's TOML configuration (with its [ledger] section).
         #[arg(long)]
         config: PathBuf,
@@ -223,10 +223,10 @@ pub async fn run(command: TaskCommand) -> Result<(), CliError> {
             let query = stayput_mpc_engine::query::CohortQuery::from_toml(&text)
                 .map_err(|e| CliError::NotFound(format!("{}: {e}", query.display())))?;
             let spec = TaskSpec {
-                kind: Computation::FederatedStats,
+                kind: Computation::Stats,
                 datasets,
                 receiver: config.org.clone(),
-                params: TaskParams::FederatedStats(stayput_chain_connector::tasks::StatsParams {
+                params: TaskParams::Stats(stayput_chain_connector::tasks::StatsParams {
                     query: query.to_canonical_json(),
                     epsilon,
                 }),
@@ -239,13 +239,10 @@ pub async fn run(command: TaskCommand) -> Result<(), CliError> {
         TaskCommand::Blacklist { config, dataset, bureaus } => {
             let (config, key) = requester(&config)?;
             let spec = TaskSpec {
-                kind: Computation::LabeledPsi,
+                kind: Computation::Blacklist,
                 datasets: bureaus.clone(),
                 receiver: config.org.clone(),
-                params: TaskParams::LabeledPsi(LabeledPsiParams {
-                    requester_dataset: dataset,
-                    bureau_datasets: bureaus,
-                }),
+                params: TaskParams::Blacklist(BlacklistParams { requester_dataset: dataset, bureau_datasets: bureaus }),
             };
             let (last, path) = run_to_end(&config, &key, &spec).await?;
             let table = std::fs::read_to_string(&path).unwrap_or_default();
@@ -256,7 +253,7 @@ pub async fn run(command: TaskCommand) -> Result<(), CliError> {
             }
             println!("result on your node: {} (digest on the ledger: {})", path.display(), last.result_digest);
         }
-        TaskCommand::Aggregate { config, query, dataset, epsilon, format } => {
+        TaskCommand::ComputeOnly { config, query, dataset, epsilon, format } => {
             let (config, key) = requester(&config)?;
             let text =
                 std::fs::read_to_string(&query).map_err(|e| CliError::NotFound(format!("{}: {e}", query.display())))?;
@@ -286,10 +283,10 @@ pub async fn run(command: TaskCommand) -> Result<(), CliError> {
         TaskCommand::Lookup { config, dataset, keys } => {
             let (config, key) = requester(&config)?;
             let spec = TaskSpec {
-                kind: Computation::Pir,
+                kind: Computation::Lookup,
                 datasets: vec![dataset.clone()],
                 receiver: config.org.clone(),
-                params: TaskParams::Pir(PirParams { dataset, requester_dataset: keys }),
+                params: TaskParams::Lookup(LookupParams { dataset, requester_dataset: keys }),
             };
             let (last, path) = run_to_end(&config, &key, &spec).await?;
             let table = std::fs::read_to_string(&path).unwrap_or_default();

@@ -59,10 +59,10 @@ fn grant_problem(
     // A grant naming no columns allows the dataset's key columns only, which
     // the owner's node knows; statistics read other columns, so they need a
     // grant that names them.
-    if matches!(kind, Computation::FederatedStats | Computation::ComputeOnly) && g.grant.columns.is_empty() {
+    if matches!(kind, Computation::Stats | Computation::ComputeOnly) && g.grant.columns.is_empty() {
         return problem(format!("grant '{id}' names no columns; a {kind} task needs a grant that names them"));
     }
-    if matches!(kind, Computation::ComputeOnly | Computation::FederatedStats) {
+    if matches!(kind, Computation::ComputeOnly | Computation::Stats) {
         let budget = stayput_mpc_engine::privacy::Budget { total: g.grant.epsilon_budget, spent: g.epsilon_spent };
         if let Err(e) = budget.admit(epsilon) {
             return problem(format!("grant '{id}': {e}"));
@@ -175,10 +175,10 @@ pub async fn admit(
         request.kind,
         Computation::Psi
             | Computation::PsiCardinality
-            | Computation::FederatedStats
-            | Computation::LabeledPsi
+            | Computation::Stats
+            | Computation::Blacklist
             | Computation::ComputeOnly
-            | Computation::Pir
+            | Computation::Lookup
     ) {
         return Err(CoordinatorError::Unsupported { kind: request.kind.to_string() });
     }
@@ -197,8 +197,8 @@ pub async fn admit(
             }
             p.columns.clone()
         }
-        TaskParams::FederatedStats(p) => stats_columns(&p.query, &request.datasets, p.epsilon)?,
-        TaskParams::LabeledPsi(p) => {
+        TaskParams::Stats(p) => stats_columns(&p.query, &request.datasets, p.epsilon)?,
+        TaskParams::Blacklist(p) => {
             let distinct: BTreeSet<&String> = p.bureau_datasets.iter().collect();
             if p.bureau_datasets.is_empty()
                 || p.bureau_datasets.len() > MAX_BUREAUS
@@ -229,10 +229,10 @@ pub async fn admit(
             }
             compute_only_columns(&p.query, p.epsilon)?
         }
-        TaskParams::Pir(p) => {
+        TaskParams::Lookup(p) => {
             if request.datasets != [p.dataset.clone()] {
                 return Err(CoordinatorError::BadRequest(format!(
-                    "a pir task reads exactly dataset '{}'; the request names {:?}",
+                    "a lookup task reads exactly dataset '{}'; the request names {:?}",
                     p.dataset, request.datasets
                 )));
             }
@@ -246,7 +246,7 @@ pub async fn admit(
     };
     let epsilon = match &params {
         TaskParams::ComputeOnly(p) => p.epsilon,
-        TaskParams::FederatedStats(p) => p.epsilon,
+        TaskParams::Stats(p) => p.epsilon,
         _ => 0,
     };
 
@@ -303,7 +303,7 @@ pub async fn admit(
             request.kind
         )));
     }
-    if matches!(params, TaskParams::FederatedStats(_)) && owners.len() != request.datasets.len() {
+    if matches!(params, TaskParams::Stats(_)) && owners.len() != request.datasets.len() {
         return Err(CoordinatorError::BadRequest(
             "federated statistics read one dataset per site, from at least two different owners".into(),
         ));

@@ -153,10 +153,10 @@ async fn expected(inner: &Arc<Inner>, task_id: &str, requester: Option<&str>) ->
     if let Some(caller) = requester.filter(|c| *c != request.requester) {
         return Err(CoordinatorError::NotYourTask { caller: caller.into(), task: task_id.into() });
     }
-    if request.kind != Computation::FederatedStats || stored.phase != Phase::Running {
+    if request.kind != Computation::Stats || stored.phase != Phase::Running {
         return Err(refused(format!("task '{task_id}' is not a running federated-statistics task")));
     }
-    let TaskParams::FederatedStats(StatsParams { query, .. }) =
+    let TaskParams::Stats(StatsParams { query, .. }) =
         TaskParams::decode(request.kind, &request.params).map_err(|e| refused(e.to_string()))?
     else {
         return Err(refused("not federated-statistics parameters"));

@@ -8,7 +8,7 @@
 
 use stayput_chain_connector::Ledger;
 use stayput_chain_connector::records::{Computation, Grant, Record, Role, TaskStatus};
-use stayput_chain_connector::tasks::{LabeledPsiParams, TaskParams};
+use stayput_chain_connector::tasks::{BlacklistParams, TaskParams};
 use stayput_coordinator::client::{Phase, TaskReport, TaskSpec};
 use stayput_localnet::{DatasetSpec, LocalConsortium, OrgSpec, Participant};
 
@@ -49,7 +49,7 @@ fn grant_with(id: &str, dataset: &str, max_items: u64, max_items_per_use: u64) -
         id: id.into(),
         dataset: dataset.into(),
         grantee: "bank".into(),
-        computations: vec![Computation::LabeledPsi],
+        computations: vec![Computation::Blacklist],
         columns: vec!["national_id".into(), "reason".into()],
         min_cohort: 0,
         max_uses: 10,
@@ -62,10 +62,10 @@ fn grant_with(id: &str, dataset: &str, max_items: u64, max_items_per_use: u64) -
 
 fn spec(bureaus: &[&str]) -> TaskSpec {
     TaskSpec {
-        kind: Computation::LabeledPsi,
+        kind: Computation::Blacklist,
         datasets: bureaus.iter().map(|b| (*b).to_owned()).collect(),
         receiver: "bank".into(),
-        params: TaskParams::LabeledPsi(LabeledPsiParams {
+        params: TaskParams::Blacklist(BlacklistParams {
             requester_dataset: "applicants".into(),
             bureau_datasets: bureaus.iter().map(|b| (*b).to_owned()).collect(),
         }),
@@ -179,10 +179,10 @@ async fn a_bank_checks_applicants_against_two_bureaus() {
     // without a task before it touches its key or the ledger's grants.
     {
         use stayput_proto::v1::EvaluateRequest;
-        use stayput_proto::v1::labeled_peer_client::LabeledPeerClient;
+        use stayput_proto::v1::blacklist_peer_client::BlacklistPeerClient;
         let bank = net.net.state("bank").clone();
         let channel = stayput_node::peers::connect_peer(&bank, "bureau-b").await.unwrap();
-        let mut client = LabeledPeerClient::new(channel);
+        let mut client = BlacklistPeerClient::new(channel);
         let ask = |blinded: Vec<u8>, task: &str| EvaluateRequest {
             task_id: task.into(),
             dataset: "blacklist-b".into(),

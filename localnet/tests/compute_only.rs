@@ -243,10 +243,10 @@ async fn a_scientist_gets_aggregates_and_never_rows() {
         (params("ctd-open", QUERY, 100, ResultFormat::Csv), "no privacy budget"),
     ];
     {
-        use stayput_proto::v1::AggregateRequest;
-        use stayput_proto::v1::aggregate_peer_client::AggregatePeerClient;
+        use stayput_proto::v1::ComputeOnlyRequest;
+        use stayput_proto::v1::compute_only_peer_client::ComputeOnlyPeerClient;
         let channel = stayput_node::peers::connect_peer(net.net.state("scientist"), "ocean").await.unwrap();
-        let mut client = AggregatePeerClient::new(channel);
+        let mut client = ComputeOnlyPeerClient::new(channel);
         for (i, (p, expected)) in cases.into_iter().enumerate() {
             let TaskParams::ComputeOnly(c) = &p else { unreachable!() };
             let grant = if c.dataset == "ctd" { "g-dp" } else { "g-open" };
@@ -261,7 +261,7 @@ async fn a_scientist_gets_aggregates_and_never_rows() {
                 grants: vec![grant.into()],
             };
             net.write("scientist", Record::Task(task)).await.unwrap();
-            let err = client.query(AggregateRequest { task_id: id.clone(), params: bytes.into() }).await.unwrap_err();
+            let err = client.query(ComputeOnlyRequest { task_id: id.clone(), params: bytes.into() }).await.unwrap_err();
             assert_eq!(err.code(), tonic::Code::PermissionDenied, "{expected}: {err:?}");
             assert!(err.message().contains(expected), "{expected}: {err:?}");
             assert!(net.ledger.task(&id).await.unwrap().unwrap().uses.is_empty());

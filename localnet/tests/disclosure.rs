@@ -23,8 +23,8 @@ use stayput_chain_connector::tasks::{ComputeOnlyParams, ResultFormat, TaskParams
 use stayput_coordinator::client::{Phase, TaskReport, TaskSpec};
 use stayput_localnet::{DatasetSpec, LocalConsortium, OrgSpec, Participant};
 use stayput_mpc_engine::query::CohortQuery;
-use stayput_proto::v1::AggregateRequest;
-use stayput_proto::v1::aggregate_peer_client::AggregatePeerClient;
+use stayput_proto::v1::ComputeOnlyRequest;
+use stayput_proto::v1::compute_only_peer_client::ComputeOnlyPeerClient;
 
 const QUERY: &str = r#"
 precision = 2
@@ -157,8 +157,8 @@ async fn ask_directly(net: &LocalConsortium, id: &str, p: &TaskParams, grant: &s
     };
     net.write("scientist", Record::Task(task)).await.unwrap();
     let channel = stayput_node::peers::connect_peer(net.net.state("scientist"), "ocean").await.unwrap();
-    let mut client = AggregatePeerClient::new(channel);
-    client.query(AggregateRequest { task_id: id.into(), params: bytes.into() }).await.unwrap_err()
+    let mut client = ComputeOnlyPeerClient::new(channel);
+    client.query(ComputeOnlyRequest { task_id: id.into(), params: bytes.into() }).await.unwrap_err()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -229,12 +229,12 @@ async fn a_query_recorded_past_admission_is_checked_by_the_owner_before_it_alloc
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_asking_for_an_unknown_dataset_is_not_told_the_others() {
-    use stayput_proto::v1::pir_peer_client::PirPeerClient;
-    use stayput_proto::v1::{FetchHintRequest, PirQueryRequest};
+    use stayput_proto::v1::lookup_peer_client::LookupPeerClient;
+    use stayput_proto::v1::{FetchHintRequest, LookupRequest};
     let dir = tempfile::tempdir().unwrap();
     let net = consortium(dir.path()).await;
     let channel = stayput_node::peers::connect_peer(net.net.state("scientist"), "ocean").await.unwrap();
-    let mut client = PirPeerClient::new(channel);
+    let mut client = LookupPeerClient::new(channel);
     let task = "t-unknown-dataset-0000000000".to_owned();
     let statuses = [
         client
@@ -243,7 +243,7 @@ async fn a_peer_asking_for_an_unknown_dataset_is_not_told_the_others() {
             .map(drop)
             .unwrap_err(),
         client
-            .answer(PirQueryRequest {
+            .answer(LookupRequest {
                 task_id: task,
                 dataset: "patients".into(),
                 version: 1,

@@ -10,7 +10,7 @@
 
 use stayput_chain_connector::Ledger;
 use stayput_chain_connector::records::{Computation, Grant, Record, Role};
-use stayput_chain_connector::tasks::{PirParams, TaskParams};
+use stayput_chain_connector::tasks::{LookupParams, TaskParams};
 use stayput_coordinator::client::{Phase, TaskReport, TaskSpec};
 use stayput_localnet::{DatasetSpec, LocalConsortium, OrgSpec, Participant};
 use stayput_node::config::PirSettings;
@@ -29,10 +29,10 @@ fn write(path: &std::path::Path, header: &str, rows: &[String]) {
 
 fn lookup(keys: &str) -> TaskSpec {
     TaskSpec {
-        kind: Computation::Pir,
+        kind: Computation::Lookup,
         datasets: vec!["registry".into()],
         receiver: "lab".into(),
-        params: TaskParams::Pir(PirParams { dataset: "registry".into(), requester_dataset: keys.into() }),
+        params: TaskParams::Lookup(LookupParams { dataset: "registry".into(), requester_dataset: keys.into() }),
     }
 }
 
@@ -45,9 +45,9 @@ async fn record_direct_task(net: &LocalConsortium, id: &str, grant: &str) {
     let task = Task {
         id: id.to_owned(),
         requester: "lab".into(),
-        kind: Computation::Pir,
+        kind: Computation::Lookup,
         datasets: vec!["registry".into()],
-        params_digest: stayput_chain_connector::tasks::params_digest(Computation::Pir, &params),
+        params_digest: stayput_chain_connector::tasks::params_digest(Computation::Lookup, &params),
         grants: vec![grant.into()],
     };
     net.write("lab", Record::Task(task)).await.unwrap();
@@ -124,7 +124,7 @@ async fn a_lab_fetches_station_records_without_the_owner_learning_which() {
             id: "g-lookup".into(),
             dataset: "registry".into(),
             grantee: "lab".into(),
-            computations: vec![Computation::Pir],
+            computations: vec![Computation::Lookup],
             columns: vec!["name".into(), "depth_m".into()],
             min_cohort: 0,
             max_uses: 20,
@@ -226,10 +226,10 @@ async fn a_lab_fetches_station_records_without_the_owner_learning_which() {
         tonic::codegen::Bytes::copy_from_slice(points[0].as_bytes())
     };
     {
-        use stayput_proto::v1::pir_peer_client::PirPeerClient;
-        use stayput_proto::v1::{FetchHintRequest, PirQueryRequest};
+        use stayput_proto::v1::lookup_peer_client::LookupPeerClient;
+        use stayput_proto::v1::{FetchHintRequest, LookupRequest};
         let channel = stayput_node::peers::connect_peer(net.net.state("lab"), "ocean").await.unwrap();
-        let mut client = PirPeerClient::new(channel);
+        let mut client = LookupPeerClient::new(channel);
         let id = "t-direct-pir-0000000000000000".to_owned();
         record_direct_task(&net, &id, "g-lookup").await;
         let point = blinded(b"ST0001");
@@ -241,7 +241,7 @@ async fn a_lab_fetches_station_records_without_the_owner_learning_which() {
             (1, 2, vec![point.clone()], "the ledger's latest is v2; fetch its hint and ask again"),
             (2, 2, vec![point.clone()], "query 1 is 8 bytes"),
         ] {
-            let request = PirQueryRequest {
+            let request = LookupRequest {
                 task_id: id.clone(),
                 dataset: "registry".into(),
                 version,
@@ -261,7 +261,7 @@ async fn a_lab_fetches_station_records_without_the_owner_learning_which() {
             // One connection each, as separate callers would open them.
             let channel = stayput_node::peers::connect_peer(net.net.state("lab"), "ocean").await.unwrap();
             let request = FetchHintRequest { task_id: id.clone(), dataset: "registry".into() };
-            unread.push(PirPeerClient::new(channel).fetch_hint(request).await.unwrap());
+            unread.push(LookupPeerClient::new(channel).fetch_hint(request).await.unwrap());
         }
         let read_all = async {
             let mut stream = client
@@ -286,10 +286,10 @@ async fn a_lab_fetches_station_records_without_the_owner_learning_which() {
     // the matrix byte for byte. It is metered as one lookup, and the bytes
     // it gets are sealed: no record of the registry is in them.
     {
-        use stayput_proto::v1::PirQueryRequest;
-        use stayput_proto::v1::pir_peer_client::PirPeerClient;
+        use stayput_proto::v1::LookupRequest;
+        use stayput_proto::v1::lookup_peer_client::LookupPeerClient;
         let channel = stayput_node::peers::connect_peer(net.net.state("lab"), "ocean").await.unwrap();
-        let mut client = PirPeerClient::new(channel).max_decoding_message_size(64 << 20);
+        let mut client = LookupPeerClient::new(channel).max_decoding_message_size(64 << 20);
         let id = "t-crafted-pir-000000000000000".to_owned();
         net.write(
             "ocean",
@@ -297,7 +297,7 @@ async fn a_lab_fetches_station_records_without_the_owner_learning_which() {
                 id: "g-crafted".into(),
                 dataset: "registry".into(),
                 grantee: "lab".into(),
-                computations: vec![Computation::Pir],
+                computations: vec![Computation::Lookup],
                 columns: vec!["name".into(), "depth_m".into()],
                 min_cohort: 0,
                 max_uses: 2,
@@ -311,12 +311,12 @@ async fn a_lab_fetches_station_records_without_the_owner_learning_which() {
         .unwrap();
         record_direct_task(&net, &id, "g-crafted").await;
         let latest = net.ledger.dataset("registry").await.unwrap().pop().unwrap();
-        let layout = stayput_node::pir::published(&latest).unwrap().layout;
+        let layout = stayput_node::lookup::published(&latest).unwrap().layout;
         let mut q = vec![0u32; layout.columns];
         for (i, word) in q.iter_mut().take(4).enumerate() {
             *word = 1 << (8 * i);
         }
-        let request = PirQueryRequest {
+        let request = LookupRequest {
             task_id: id.clone(),
             dataset: "registry".into(),
             version: latest.version,
@@ -343,7 +343,7 @@ async fn a_lab_fetches_station_records_without_the_owner_learning_which() {
         record_direct_task(&net, &id, "g-crafted").await;
         let ask = || {
             let mut client = client.clone();
-            let request = PirQueryRequest {
+            let request = LookupRequest {
                 task_id: id.clone(),
                 dataset: "registry".into(),
                 version: latest.version,

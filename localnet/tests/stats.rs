@@ -67,7 +67,7 @@ fn grant(owner: &str, min_cohort: u32, columns: &[&str]) -> Record {
         id: format!("g-{owner}"),
         dataset: format!("{owner}-stays"),
         grantee: "research".into(),
-        computations: vec![Computation::FederatedStats],
+        computations: vec![Computation::Stats],
         columns: columns.iter().map(|c| (*c).to_owned()).collect(),
         min_cohort,
         max_uses: 5,
@@ -97,10 +97,10 @@ async fn evaluate_as(net: &LocalConsortium, org: &str, task: &str) -> Result<(),
 fn spec(query: &str) -> TaskSpec {
     let query = stayput_mpc_engine::query::CohortQuery::from_toml(query).unwrap().to_canonical_json();
     TaskSpec {
-        kind: Computation::FederatedStats,
+        kind: Computation::Stats,
         datasets: ["hospital-a", "hospital-b", "hospital-c"].iter().map(|h| format!("{h}-stays")).collect(),
         receiver: "research".into(),
-        params: TaskParams::FederatedStats(StatsParams { query, epsilon: 0 }),
+        params: TaskParams::Stats(StatsParams { query, epsilon: 0 }),
     }
 }
 
@@ -292,9 +292,9 @@ async fn record_directly(net: &LocalConsortium, id: &str, params: &[u8]) {
     let task = Task {
         id: id.to_owned(),
         requester: "research".into(),
-        kind: Computation::FederatedStats,
+        kind: Computation::Stats,
         datasets: ["hospital-a", "hospital-b", "hospital-c"].iter().map(|h| format!("{h}-stays")).collect(),
-        params_digest: params_digest(Computation::FederatedStats, params),
+        params_digest: params_digest(Computation::Stats, params),
         grants: ["hospital-a", "hospital-b", "hospital-c"].iter().map(|h| format!("g-{h}")).collect(),
     };
     net.write("research", Record::Task(task)).await.unwrap();
@@ -362,7 +362,7 @@ column = "age"
     )
     .unwrap()
     .to_canonical_json();
-    let params = TaskParams::FederatedStats(StatsParams { query, epsilon: 0 }).encode();
+    let params = TaskParams::Stats(StatsParams { query, epsilon: 0 }).encode();
     let (_keys, material) = stayput_mpc_engine::fhe::RequesterKeys::generate().unwrap();
     let id = "t-direct-stats-00000000000000".to_owned();
     record_directly(&net, &id, &params).await;
@@ -422,7 +422,7 @@ column = "systolic_bp"
 "#;
     let with_epsilon = |epsilon: u32| {
         let mut s = spec(query);
-        if let TaskParams::FederatedStats(p) = &mut s.params {
+        if let TaskParams::Stats(p) = &mut s.params {
             p.epsilon = epsilon;
         }
         s
@@ -455,7 +455,7 @@ column = "systolic_bp"
     // A task recorded straight on the ledger without noise is refused by
     // the site itself, and nothing is recorded.
     let canonical = stayput_mpc_engine::query::CohortQuery::from_toml(query).unwrap().to_canonical_json();
-    let params = TaskParams::FederatedStats(StatsParams { query: canonical, epsilon: 0 }).encode();
+    let params = TaskParams::Stats(StatsParams { query: canonical, epsilon: 0 }).encode();
     let id = "t-direct-noiseless-00000000000".to_owned();
     record_directly(&net, &id, &params).await;
     use stayput_proto::v1::stats_peer_client::StatsPeerClient;

@@ -142,8 +142,8 @@ async fn tasks_run_end_to_end_and_bad_input_costs_nothing() {
     let err = refuse(psi(Computation::Psi, "watchlist", &["id"], "bank")).await;
     assert!(err.contains("no grant lets 'bank' use dataset 'watchlist'"), "{err}");
     // Parameters of one kind under another kind's name.
-    let err = refuse(TaskSpec { kind: Computation::Pir, ..spec.clone() }).await;
-    assert!(err.contains("parameters of type 1 are not for a pir task"), "{err}");
+    let err = refuse(TaskSpec { kind: Computation::Lookup, ..spec.clone() }).await;
+    assert!(err.contains("parameters of type 1 are not for a lookup task"), "{err}");
 
     // Replays, stale requests, requests signed for someone else, oversized
     // parameters.

@@ -1,5 +1,5 @@
 //! The blacklist query between nodes (design brief §4.2): the bureau's
-//! `LabeledPeer` service and the bank's side ([`run_blacklist`]).
+//! `BlacklistPeer` service and the bank's side ([`run_blacklist`]).
 //!
 //! **Versions.** A bureau's dataset with a `labels` section is published as
 //! an encoded set ([`stayput_psi::labeled`]): [`prepare_version`] reads the
@@ -35,9 +35,9 @@ use std::sync::Arc;
 
 use sha2::{Digest as _, Sha256};
 use stayput_chain_connector::records::{Computation, DatasetVersion};
-use stayput_chain_connector::tasks::LabeledPsiParams;
-use stayput_proto::v1::labeled_peer_client::LabeledPeerClient;
-use stayput_proto::v1::labeled_peer_server::LabeledPeer;
+use stayput_chain_connector::tasks::BlacklistParams;
+use stayput_proto::v1::blacklist_peer_client::BlacklistPeerClient;
+use stayput_proto::v1::blacklist_peer_server::BlacklistPeer;
 use stayput_proto::v1::{EvaluateRequest, EvaluateResponse, FetchSetRequest, SetChunk, SetHeader, set_chunk};
 use stayput_psi::labeled::{Delta, EncodedSet, MAX_ENTRIES, MAX_QUERY, Query, SEALED_LEN, TAG_LEN};
 use tonic::{Request, Response, Status};
@@ -158,13 +158,13 @@ pub fn prepare_version(config: &NodeConfig, dataset: &Dataset, version: u32) -> 
     })
 }
 
-/// The `LabeledPeer` service (this node as a bureau).
+/// The `BlacklistPeer` service (this node as a bureau).
 #[derive(Debug, Clone)]
-pub struct LabeledPeerService {
+pub struct BlacklistPeerService {
     state: Arc<NodeState>,
 }
 
-impl LabeledPeerService {
+impl BlacklistPeerService {
     /// A service over the node's state.
     pub fn new(state: Arc<NodeState>) -> Self {
         Self { state }
@@ -220,7 +220,7 @@ async fn authorise(
         task,
         peer: caller,
         dataset: &source.name,
-        kinds: &[Computation::LabeledPsi],
+        kinds: &[Computation::Blacklist],
         items,
         columns: &columns,
         key_columns: &source.key_columns,
@@ -330,7 +330,7 @@ async fn evaluate(
 }
 
 #[tonic::async_trait]
-impl LabeledPeer for LabeledPeerService {
+impl BlacklistPeer for BlacklistPeerService {
     type FetchSetStream = tokio_stream::Iter<std::vec::IntoIter<Result<SetChunk, Status>>>;
 
     async fn fetch_set(&self, request: Request<FetchSetRequest>) -> Result<Response<Self::FetchSetStream>, Status> {
@@ -355,7 +355,7 @@ impl LabeledPeer for LabeledPeerService {
 /// read from the cache when it is current, else synced by `FetchSet`.
 async fn synced_set(
     state: &Arc<NodeState>,
-    client: &mut LabeledPeerClient<tonic::transport::Channel>,
+    client: &mut BlacklistPeerClient<tonic::transport::Channel>,
     task_id: &str,
     dataset: &str,
     bureau: &str,
@@ -485,7 +485,7 @@ async fn query_bureau(
         .ok_or_else(|| (String::new(), err(format!("dataset '{dataset}' is not on the ledger"))))?;
     let fail = |e: NodeError| (bureau.clone(), e);
     let channel = crate::peers::connect_peer(&state, &bureau).await.map_err(fail)?;
-    let mut client = LabeledPeerClient::new(channel).max_decoding_message_size(crate::wire::MAX_MESSAGE_BYTES);
+    let mut client = BlacklistPeerClient::new(channel).max_decoding_message_size(crate::wire::MAX_MESSAGE_BYTES);
     let set = synced_set(&state, &mut client, &task_id, &dataset, &bureau, &own_declaration).await.map_err(fail)?;
     let (ids, set_dataset) = (keys.clone(), set.dataset.clone());
     let (query, blinded) =
@@ -555,7 +555,7 @@ pub struct BlacklistOutcome {
 pub async fn run_blacklist(
     state: &Arc<NodeState>,
     task_id: &str,
-    params: LabeledPsiParams,
+    params: BlacklistParams,
 ) -> Result<BlacklistOutcome, NodeError> {
     let own = state.config.dataset(&params.requester_dataset)?.clone();
     let declaration = own.key_declaration();

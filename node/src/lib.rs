@@ -6,23 +6,23 @@
 //! results only on its own disk. Raw rows never leave it.
 //!
 //! **Protocols**, one module each with the owner's service and the
-//! requester's side, all serving through [`serve`]:
+//! requester's side, all serving through [`serve`], each named as its
+//! ledger kind, its `stayput task` and its peer service are:
 //!
 //! * [`psi`] — balanced PSI: `owner` (the `PsiPeer` service) and
 //!   `requester`.
-//! * [`blacklist`] — the blacklist query (ledger kind `labeled_psi`): the
-//!   bureau's `LabeledPeer` service (encoded-set versions and deltas,
-//!   metered evaluations) and the bank's side (verified caches, every
-//!   bureau in parallel, partial results that name a bureau that did not
-//!   answer).
+//! * [`blacklist`] — the blacklist query: the bureau's `BlacklistPeer`
+//!   service (encoded-set versions and deltas, metered evaluations) and the
+//!   bank's side (verified caches, every bureau in parallel, partial
+//!   results that name a bureau that did not answer).
 //! * [`stats`] — federated statistics: the `StatsPeer` service (this node
 //!   as a site: census, contribution, shares) and the requester's side.
-//! * [`aggregate`] — compute-only access (ledger kind `compute_only`): the
-//!   owner's `AggregatePeer` service (grant policy, parallel scan, release,
-//!   use record with ε) and the requester's side.
-//! * [`pir`] — private record lookup (`stayput task lookup`): the owner's
-//!   `PirPeer` service (sealed versions, metered OPRF evaluations and
-//!   answers) and the requester's side.
+//! * [`compute_only`] — compute-only access: the owner's `ComputeOnlyPeer`
+//!   service (grant policy, parallel scan, release, use record with ε) and
+//!   the requester's side.
+//! * [`lookup`] — private record lookup: the owner's `LookupPeer` service
+//!   (sealed versions, metered OPRF evaluations and answers) and the
+//!   requester's side.
 //!
 //! **What they stand on**, each layer importing only those below it:
 //!
@@ -52,16 +52,16 @@
 //!   conversions.
 #![forbid(unsafe_code)]
 
-pub mod aggregate;
 pub mod authorisation;
 pub mod blacklist;
+pub mod compute_only;
 pub mod config;
 pub mod control;
 pub mod dataset;
 mod error;
 pub mod ledger_client;
+pub mod lookup;
 pub mod peers;
-pub mod pir;
 pub mod psi;
 pub mod publish;
 pub mod results;

@@ -1,7 +1,7 @@
 //! What a version of one of this node's datasets says on the ledger, by how
 //! the dataset is served: a plain dataset by its file's digest, a blacklist
 //! by its encoded set ([`crate::blacklist`]), a lookup table by its PIR
-//! hint and layout ([`crate::pir`]).
+//! hint and layout ([`crate::lookup`]).
 
 use stayput_chain_connector::records::DatasetVersion;
 
@@ -19,7 +19,7 @@ pub fn version_record(config: &NodeConfig, dataset: &Dataset, version: u32) -> R
         let prepared = crate::blacklist::prepare_version(config, dataset, version)?;
         (prepared.digest, Some(prepared.public_key.to_vec()))
     } else if dataset.pir.is_some() {
-        let prepared = crate::pir::prepare_version(config, dataset, version)?;
+        let prepared = crate::lookup::prepare_version(config, dataset, version)?;
         (prepared.digest, Some(prepared.published.to_bytes()))
     } else {
         (file_digest, None)

@@ -5,10 +5,10 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use stayput_proto::v1::aggregate_peer_server::AggregatePeerServer;
-use stayput_proto::v1::labeled_peer_server::LabeledPeerServer;
+use stayput_proto::v1::blacklist_peer_server::BlacklistPeerServer;
+use stayput_proto::v1::compute_only_peer_server::ComputeOnlyPeerServer;
+use stayput_proto::v1::lookup_peer_server::LookupPeerServer;
 use stayput_proto::v1::node_control_server::NodeControlServer;
-use stayput_proto::v1::pir_peer_server::PirPeerServer;
 use stayput_proto::v1::psi_peer_server::PsiPeerServer;
 use stayput_proto::v1::stats_peer_server::StatsPeerServer;
 use tokio::net::TcpListener;
@@ -80,9 +80,9 @@ pub async fn serve_on(
     health.set_serving::<PsiPeerServer<PsiPeerService>>().await;
     health.set_serving::<NodeControlServer<ControlService>>().await;
     health.set_serving::<StatsPeerServer<crate::stats::StatsPeerService>>().await;
-    health.set_serving::<LabeledPeerServer<crate::blacklist::LabeledPeerService>>().await;
-    health.set_serving::<AggregatePeerServer<crate::aggregate::AggregatePeerService>>().await;
-    health.set_serving::<PirPeerServer<crate::pir::PirPeerService>>().await;
+    health.set_serving::<BlacklistPeerServer<crate::blacklist::BlacklistPeerService>>().await;
+    health.set_serving::<ComputeOnlyPeerServer<crate::compute_only::ComputeOnlyPeerService>>().await;
+    health.set_serving::<LookupPeerServer<crate::lookup::LookupPeerService>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(stayput_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -95,15 +95,15 @@ pub async fn serve_on(
     let stats = StatsPeerServer::new(crate::stats::StatsPeerService::new(state.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let labeled = LabeledPeerServer::new(crate::blacklist::LabeledPeerService::new(state.clone()))
+    let labeled = BlacklistPeerServer::new(crate::blacklist::BlacklistPeerService::new(state.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let aggregate = AggregatePeerServer::new(crate::aggregate::AggregatePeerService::new(state.clone()))
+    let aggregate = ComputeOnlyPeerServer::new(crate::compute_only::ComputeOnlyPeerService::new(state.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(crate::aggregate::MAX_TABLE_BYTES + 4096);
-    let pir = PirPeerServer::new(crate::pir::PirPeerService::new(state.clone()))
-        .max_decoding_message_size(crate::pir::MAX_PIR_MESSAGE_BYTES)
-        .max_encoding_message_size(crate::pir::MAX_PIR_MESSAGE_BYTES);
+        .max_encoding_message_size(crate::compute_only::MAX_TABLE_BYTES + 4096);
+    let pir = LookupPeerServer::new(crate::lookup::LookupPeerService::new(state.clone()))
+        .max_decoding_message_size(crate::lookup::MAX_PIR_MESSAGE_BYTES)
+        .max_encoding_message_size(crate::lookup::MAX_PIR_MESSAGE_BYTES);
     tracing::info!(org = %state.config.org, addr = ?listener.local_addr().ok(), "node listening");
     Server::builder()
         .tls_config(state.tls.server())

@@ -225,15 +225,13 @@ async fn stats_task(state: &NodeState, task_id: &str, params: &[u8]) -> Result<(
         .await
         .map_err(NodeError::from_ledger)?
         .ok_or_else(|| refuse("not on the ledger".into()))?;
-    if task.task.kind != Computation::FederatedStats
-        || !matches!(task.status, TaskStatus::Submitted | TaskStatus::Running)
-    {
+    if task.task.kind != Computation::Stats || !matches!(task.status, TaskStatus::Submitted | TaskStatus::Running) {
         return Err(refuse(format!("it is a {} task, {}", task.task.kind, task.status)));
     }
     if params_digest(task.task.kind, params) != task.task.params_digest {
         return Err(refuse("the parameters given are not the ones recorded with the task".into()));
     }
-    let TaskParams::FederatedStats(StatsParams { query, epsilon }) =
+    let TaskParams::Stats(StatsParams { query, epsilon }) =
         TaskParams::decode(task.task.kind, params).map_err(|e| refuse(e.to_string()))?
     else {
         return Err(refuse("not federated-statistics parameters".into()));
@@ -429,7 +427,7 @@ impl StatsPeer for StatsPeerService {
         let refuse = |reason: &str| NodeError::NotAuthorised { task: task_id.clone(), reason: reason.into() };
         let task =
             ledger.task(&task_id).await.map_err(NodeError::from_ledger)?.ok_or_else(|| refuse("not on the ledger"))?;
-        if task.task.kind != Computation::FederatedStats {
+        if task.task.kind != Computation::Stats {
             return Err(refuse("not a federated-statistics task").into());
         }
         let sites = sites(&self.state, &task).await?;
@@ -507,7 +505,7 @@ async fn serve_checks(
         task: task_id,
         peer: caller,
         dataset,
-        kinds: &[Computation::FederatedStats],
+        kinds: &[Computation::Stats],
         items: 0,
         columns: &columns,
         key_columns: &source.key_columns,
@@ -920,9 +918,8 @@ pub fn verify_evidence(on_ledger: &TaskState, evidence: &Evidence) -> Result<Str
         .last()
         .map(|r| r.intermediates.as_slice())
         .ok_or_else(|| NodeError::Stats(format!("task '{task}' has no result on the ledger yet")))?;
-    let params =
-        TaskParams::FederatedStats(StatsParams { query: evidence.query.clone(), epsilon: evidence.epsilon }).encode();
-    if params_digest(Computation::FederatedStats, &params) != on_ledger.task.params_digest {
+    let params = TaskParams::Stats(StatsParams { query: evidence.query.clone(), epsilon: evidence.epsilon }).encode();
+    if params_digest(Computation::Stats, &params) != on_ledger.task.params_digest {
         return Err(NodeError::Stats("the evidence's query or ε is not the one recorded with the task".into()));
     }
     let query = CohortQuery::from_json(&evidence.query).map_err(stats_err)?;

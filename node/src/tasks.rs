@@ -163,7 +163,7 @@ async fn execute(
                 digest: Digest::Plain,
             }
         }
-        TaskParams::FederatedStats(_) => {
+        TaskParams::Stats(_) => {
             let outcome = crate::stats::run_stats(state, task_id, params).await?;
             let evidence =
                 serde_json::to_string_pretty(&outcome.evidence).map_err(|e| NodeError::Stats(e.to_string()))?;
@@ -178,7 +178,7 @@ async fn execute(
                 digest: Digest::Plain,
             }
         }
-        TaskParams::LabeledPsi(p) => {
+        TaskParams::Blacklist(p) => {
             if p.bureau_datasets != task.task.datasets {
                 return Err(refuse("its bureau datasets are not the task's datasets".into()));
             }
@@ -192,7 +192,7 @@ async fn execute(
                 return Err(refuse("its dataset is not the task's dataset".into()));
             }
             let file = crate::results::result_path_as(dir, task_id, p.format.extension());
-            let outcome = crate::aggregate::run_compute_only(state, task_id, params, &p, &file).await?;
+            let outcome = crate::compute_only::run_compute_only(state, task_id, params, &p, &file).await?;
             TaskResult {
                 file_sha256: outcome.sha256,
                 file,
@@ -201,11 +201,11 @@ async fn execute(
                 digest: Digest::Plain,
             }
         }
-        TaskParams::Pir(p) => {
+        TaskParams::Lookup(p) => {
             if task.task.datasets != [p.dataset.clone()] {
                 return Err(refuse("its dataset is not the task's dataset".into()));
             }
-            let outcome = crate::pir::run_lookup(state, task_id, &p).await?;
+            let outcome = crate::lookup::run_lookup(state, task_id, &p).await?;
             let file = result_path(dir, task_id);
             let file_sha256 = write_text(&file, &outcome.table)?;
             tracing::info!(task = %task_id, lookups = outcome.lookups, found = outcome.found, "private lookup finished");

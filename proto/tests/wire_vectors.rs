@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 
 use prost::Message;
 use stayput_proto::v1::{
-    AggregateRequest, AggregateResponse, CensusRequest, CensusResponse, ContributeRequest, ContributeResponse,
+    CensusRequest, CensusResponse, ComputeOnlyRequest, ComputeOnlyResponse, ContributeRequest, ContributeResponse,
     EvaluateRequest, EvaluateResponse, FetchHintRequest, FetchSetRequest, FheDeposit, FheDownload, FheOpen, FhePhase,
-    FheUpload, HintChunk, HintHeader, OutputFormat, PirQueryRequest, PirQueryResponse, PsiAccept, PsiMode, PsiOpen,
+    FheUpload, HintChunk, HintHeader, LookupRequest, LookupResponse, OutputFormat, PsiAccept, PsiMode, PsiOpen,
     PsiRequesterMessage, PsiResponderMessage, PsiSummary, RunPsiRequest, RunTaskRequest, SetChunk, SetHeader,
     ShareRequest, SubmitTaskRequest, SubmitTaskResponse, TaskEvent, TaskProgress, TaskResult, TaskState, TaskUpdate,
     WatchTaskRequest, fhe_download, fhe_upload, hint_chunk, psi_requester_message, psi_responder_message, set_chunk,
@@ -218,12 +218,12 @@ fn encoded() -> BTreeMap<&'static str, Vec<u8>> {
         .encode_to_vec(),
     );
     v.insert(
-        "AggregateRequest",
-        AggregateRequest { task_id: "t-0001".into(), params: vec![0x04, 0x03].into() }.encode_to_vec(),
+        "ComputeOnlyRequest",
+        ComputeOnlyRequest { task_id: "t-0001".into(), params: vec![0x04, 0x03].into() }.encode_to_vec(),
     );
     v.insert(
-        "AggregateResponse",
-        AggregateResponse {
+        "ComputeOnlyResponse",
+        ComputeOnlyResponse {
             table: vec![0xff; 4].into(),
             rows_scanned: 50_000,
             groups_released: 120,
@@ -250,8 +250,8 @@ fn encoded() -> BTreeMap<&'static str, Vec<u8>> {
     );
     v.insert("HintChunk.data", HintChunk { part: Some(hint_chunk::Part::Data(vec![0x12; 8].into())) }.encode_to_vec());
     v.insert(
-        "PirQueryRequest",
-        PirQueryRequest {
+        "LookupRequest",
+        LookupRequest {
             task_id: "t-0001".into(),
             dataset: "stations".into(),
             version: 3,
@@ -262,8 +262,8 @@ fn encoded() -> BTreeMap<&'static str, Vec<u8>> {
         .encode_to_vec(),
     );
     v.insert(
-        "PirQueryResponse",
-        PirQueryResponse {
+        "LookupResponse",
+        LookupResponse {
             answers: vec![vec![0x03; 12].into()],
             evaluations: vec![vec![0x06; 32].into()],
             proof: vec![0x07; 64].into(),

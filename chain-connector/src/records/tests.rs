@@ -59,7 +59,7 @@ fn samples() -> Vec<Record> {
             id: "g-2026-001".into(),
             dataset: "blacklist".into(),
             grantee: "bank".into(),
-            computations: vec![Computation::LabeledPsi, Computation::Psi],
+            computations: vec![Computation::Blacklist, Computation::Psi],
             columns: vec!["national_id".into()],
             min_cohort: 10,
             max_uses: 100,
@@ -72,7 +72,7 @@ fn samples() -> Vec<Record> {
         Record::Task(Task {
             id: "t-0001".into(),
             requester: "bank".into(),
-            kind: Computation::LabeledPsi,
+            kind: Computation::Blacklist,
             datasets: vec!["blacklist".into()],
             params_digest: [0x55; 32],
             grants: vec!["g-2026-001".into()],

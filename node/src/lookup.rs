@@ -1,4 +1,4 @@
-//! Private record lookup between nodes (匿踪查询): the owner's `PirPeer`
+//! Private record lookup between nodes (匿踪查询): the owner's `LookupPeer`
 //! service and the requester's side ([`run_lookup`]). The protocol is
 //! [`stayput_pir`] (SimplePIR-style, single server, by keyword).
 //!
@@ -55,14 +55,14 @@ use curve25519_dalek::ristretto::CompressedRistretto;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use stayput_chain_connector::records::{Computation, DatasetVersion};
-use stayput_chain_connector::tasks::PirParams;
+use stayput_chain_connector::tasks::LookupParams;
 use stayput_pir::{
     Answer, Database, Hint, LAYOUT_BYTES, LWE_DIMENSION, Layout, Lookup, MAX_COLUMNS, MAX_ROWS, Published, Query,
     SLOT_OVERHEAD,
 };
-use stayput_proto::v1::pir_peer_client::PirPeerClient;
-use stayput_proto::v1::pir_peer_server::PirPeer;
-use stayput_proto::v1::{FetchHintRequest, HintChunk, HintHeader, PirQueryRequest, PirQueryResponse, hint_chunk};
+use stayput_proto::v1::lookup_peer_client::LookupPeerClient;
+use stayput_proto::v1::lookup_peer_server::LookupPeer;
+use stayput_proto::v1::{FetchHintRequest, HintChunk, HintHeader, LookupRequest, LookupResponse, hint_chunk};
 use stayput_psi::oprf::Blinding;
 use tonic::{Request, Response, Status};
 use zeroize::Zeroizing;
@@ -264,15 +264,15 @@ struct LoadedVersion {
     oprf: stayput_psi::oprf::OprfKey,
 }
 
-/// The `PirPeer` service (this node as a lookup table's owner).
+/// The `LookupPeer` service (this node as a lookup table's owner).
 #[derive(Debug, Clone)]
-pub struct PirPeerService {
+pub struct LookupPeerService {
     state: Arc<NodeState>,
     /// The latest loaded database per dataset.
     loaded: Arc<Mutex<BTreeMap<String, Arc<LoadedVersion>>>>,
 }
 
-impl PirPeerService {
+impl LookupPeerService {
     /// A service over the node's state.
     pub fn new(state: Arc<NodeState>) -> Self {
         Self { state, loaded: Arc::default() }
@@ -344,7 +344,7 @@ async fn authorise(
         task,
         peer: caller,
         dataset: &source.name,
-        kinds: &[Computation::Pir],
+        kinds: &[Computation::Lookup],
         items,
         columns: &settings(source)?.columns,
         key_columns: &source.key_columns,
@@ -406,12 +406,12 @@ async fn fetch_hint(
 }
 
 async fn answer(
-    service: &PirPeerService,
+    service: &LookupPeerService,
     caller: &str,
-    request: PirQueryRequest,
-) -> Result<Metered<PirQueryResponse>, NodeError> {
+    request: LookupRequest,
+) -> Result<Metered<LookupResponse>, NodeError> {
     let state = &service.state;
-    let PirQueryRequest { task_id, dataset, version, queries, protocol, blinded } = request;
+    let LookupRequest { task_id, dataset, version, queries, protocol, blinded } = request;
     crate::wire::check_task_id(&task_id)?;
     let source = state.config.dataset(&dataset)?.clone();
     let refuse = |reason: String| NodeError::NotAuthorised { task: task_id.clone(), reason };
@@ -481,11 +481,11 @@ async fn answer(
         lookups = n,
         "private lookup answered; use recorded"
     );
-    Ok(recorded.reply(PirQueryResponse { answers, evaluations, proof: proof.to_vec().into() }))
+    Ok(recorded.reply(LookupResponse { answers, evaluations, proof: proof.to_vec().into() }))
 }
 
 #[tonic::async_trait]
-impl PirPeer for PirPeerService {
+impl LookupPeer for LookupPeerService {
     type FetchHintStream = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<HintChunk, Status>> + Send>>;
 
     async fn fetch_hint(&self, request: Request<FetchHintRequest>) -> Result<Response<Self::FetchHintStream>, Status> {
@@ -497,7 +497,7 @@ impl PirPeer for PirPeerService {
         Ok(Response::new(Box::pin(tokio_stream::iter(chunks.into_iter().map(Ok)))))
     }
 
-    async fn answer(&self, request: Request<PirQueryRequest>) -> Result<Response<PirQueryResponse>, Status> {
+    async fn answer(&self, request: Request<LookupRequest>) -> Result<Response<LookupResponse>, Status> {
         let caller = caller_org(&request)?;
         let request = request.into_inner();
         let task = request.task_id.clone();
@@ -538,7 +538,7 @@ fn split_cache(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
 /// matches the ledger, else fetched, checked and cached.
 async fn synced_hint(
     state: &Arc<NodeState>,
-    client: &mut PirPeerClient<tonic::transport::Channel>,
+    client: &mut LookupPeerClient<tonic::transport::Channel>,
     task_id: &str,
     on_ledger: &DatasetVersion,
     layout: &Layout,
@@ -637,12 +637,16 @@ pub struct LookupOutcome {
 }
 
 /// The requester's node runs a lookup task.
-pub async fn run_lookup(state: &Arc<NodeState>, task_id: &str, params: &PirParams) -> Result<LookupOutcome, NodeError> {
+pub async fn run_lookup(
+    state: &Arc<NodeState>,
+    task_id: &str,
+    params: &LookupParams,
+) -> Result<LookupOutcome, NodeError> {
     let own = state.config.dataset(&params.requester_dataset)?.clone();
     let (on_ledger, Published { layout, oprf_key }) = latest(state, &params.dataset).await?;
     let owner = on_ledger.owner.clone();
     let channel = crate::peers::connect_peer(state, &owner).await?;
-    let mut client = PirPeerClient::new(channel)
+    let mut client = LookupPeerClient::new(channel)
         .max_decoding_message_size(MAX_PIR_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_PIR_MESSAGE_BYTES);
     let loaded = {
@@ -691,7 +695,7 @@ pub async fn run_lookup(state: &Arc<NodeState>, task_id: &str, params: &PirParam
     .await
     .map_err(|e| NodeError::Worker(e.to_string()))??;
     let response = client
-        .answer(PirQueryRequest {
+        .answer(LookupRequest {
             task_id: task_id.into(),
             dataset: params.dataset.clone(),
             version: on_ledger.version,

@@ -1,4 +1,4 @@
-//! `stayput bench pir`: the server side of a private lookup over
+//! `stayput bench lookup`: the server side of a private lookup over
 //! `records` records of `record_bytes` bytes (the issue: 1,000,000 × 256),
 //! with the floor — a plain scan of the same matrix bytes as 64-bit words —
 //! measured in the same run; the hint computed in full, as an owner does

@@ -54,9 +54,9 @@ use stayput_mpc_engine::local::{LocalScan, LocalStats};
 use stayput_mpc_engine::privacy::{Budget, epsilon_text};
 use stayput_mpc_engine::query::CohortQuery;
 use stayput_mpc_engine::release::{Disclosure, Release, check_compute_only, release};
-use stayput_proto::v1::aggregate_peer_client::AggregatePeerClient;
-use stayput_proto::v1::aggregate_peer_server::AggregatePeer;
-use stayput_proto::v1::{AggregateRequest, AggregateResponse};
+use stayput_proto::v1::compute_only_peer_client::ComputeOnlyPeerClient;
+use stayput_proto::v1::compute_only_peer_server::ComputeOnlyPeer;
+use stayput_proto::v1::{ComputeOnlyRequest, ComputeOnlyResponse};
 use tonic::{Request, Response, Status};
 
 use crate::authorisation::{DATA_DEPENDENT, ServeRequest, data_dependent};
@@ -237,13 +237,13 @@ fn from_ipc(bytes: &[u8]) -> Result<RecordBatch, NodeError> {
     arrow::compute::concat_batches(&schema, &batches).map_err(compute_err)
 }
 
-/// The `AggregatePeer` service of a data owner's node.
+/// The `ComputeOnlyPeer` service of a data owner's node.
 #[derive(Debug, Clone)]
-pub struct AggregatePeerService {
+pub struct ComputeOnlyPeerService {
     state: Arc<NodeState>,
 }
 
-impl AggregatePeerService {
+impl ComputeOnlyPeerService {
     /// A service over the node's state.
     pub fn new(state: Arc<NodeState>) -> Self {
         Self { state }
@@ -251,10 +251,10 @@ impl AggregatePeerService {
 }
 
 #[tonic::async_trait]
-impl AggregatePeer for AggregatePeerService {
-    async fn query(&self, request: Request<AggregateRequest>) -> Result<Response<AggregateResponse>, Status> {
+impl ComputeOnlyPeer for ComputeOnlyPeerService {
+    async fn query(&self, request: Request<ComputeOnlyRequest>) -> Result<Response<ComputeOnlyResponse>, Status> {
         let caller = caller_org(&request)?;
-        let AggregateRequest { task_id, params } = request.into_inner();
+        let ComputeOnlyRequest { task_id, params } = request.into_inner();
         let served = serve(&self.state, &caller, &task_id, &params).await;
         respond("compute-only query", &task_id, &caller, served)
     }
@@ -280,7 +280,7 @@ async fn serve(
     caller: &str,
     task_id: &str,
     params: &[u8],
-) -> Result<Metered<AggregateResponse>, NodeError> {
+) -> Result<Metered<ComputeOnlyResponse>, NodeError> {
     crate::wire::check_task_id(task_id)?;
     let ledger = &*ledger_access(state, "compute-only access")?.ledger;
     let task = ledger
@@ -366,7 +366,7 @@ async fn serve(
         epsilon_milli = epsilon,
         "compute-only query answered; use recorded"
     );
-    Ok(recorded.reply(AggregateResponse {
+    Ok(recorded.reply(ComputeOnlyResponse {
         table: table.into(),
         rows_scanned: rows,
         groups_released: release.groups_released as u64,
@@ -407,11 +407,11 @@ pub async fn run_compute_only(
         .map(|v| v.owner.clone())
         .ok_or_else(|| refuse(task_id, format!("dataset '{}' is not on the ledger", p.dataset)))?;
     let channel = crate::peers::connect_peer(state, &owner).await?;
-    let mut client = AggregatePeerClient::new(channel)
+    let mut client = ComputeOnlyPeerClient::new(channel)
         .max_decoding_message_size(MAX_TABLE_BYTES + 4096)
         .max_encoding_message_size(crate::wire::MAX_MESSAGE_BYTES);
     let response = client
-        .query(AggregateRequest { task_id: task_id.to_owned(), params: params.to_vec().into() })
+        .query(ComputeOnlyRequest { task_id: task_id.to_owned(), params: params.to_vec().into() })
         .await
         .map_err(|s| crate::wire::status_error(s, &owner, "query"))?
         .into_inner();
