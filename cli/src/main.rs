@@ -333,9 +333,10 @@ async fn run(command: Command) -> Result<(), CliError> {
             let config = NodeConfig::load(&config)?;
             let node = stayput_node::server::spawn(config).await?;
             eprintln!("node '{}' listening on {}", node.state.config.org, node.addr);
-            tokio::signal::ctrl_c().await.map_err(|e| CliError::Signal(e.to_string()))?;
-            eprintln!("shutting down");
+            let signal = task::stop_signal().await?;
+            eprintln!("{signal}: shutting down");
             node.shutdown().await?;
+            eprintln!("stopped cleanly");
         }
         Command::Coordinator { config } => task::coordinator(config).await?,
         Command::Task(command) => task::run(command).await?,

@@ -334,15 +334,37 @@ fn status_of(line: &str) -> Option<&str> {
     rest.strip_prefix(',')?.split(',').next()
 }
 
-/// `stayput coordinator --config …`: serves until interrupted.
+/// `stayput coordinator --config …`: serves until stopped.
 pub async fn coordinator(config: PathBuf) -> Result<(), CliError> {
     let config = stayput_coordinator::CoordinatorConfig::load(&config)?;
     let running = stayput_coordinator::spawn(&config).await?;
     eprintln!("coordinator '{}' listening on {}", config.org, running.addr);
-    tokio::signal::ctrl_c().await.map_err(|e| CliError::Signal(e.to_string()))?;
-    eprintln!("shutting down");
+    let signal = stop_signal().await?;
+    eprintln!("{signal}: shutting down");
     running.shutdown().await?;
+    eprintln!("stopped cleanly");
     Ok(())
+}
+
+/// Waits for what stops a server: SIGTERM (what service managers and
+/// Kubernetes send) or SIGINT (Ctrl-C). Either way the caller then shuts
+/// down cleanly — the embedded ledger closed, so it opens again without
+/// recovery. Returns the signal's name.
+pub async fn stop_signal() -> Result<&'static str, CliError> {
+    let failed = |e: std::io::Error| CliError::Signal(e.to_string());
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut terminate = signal(SignalKind::terminate()).map_err(failed)?;
+        tokio::select! {
+            interrupted = tokio::signal::ctrl_c() => interrupted.map(|()| "SIGINT").map_err(failed),
+            _ = terminate.recv() => Ok("SIGTERM"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await.map(|()| "Ctrl-C").map_err(failed)
+    }
 }
 
 #[cfg(test)]

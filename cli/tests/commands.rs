@@ -1,6 +1,8 @@
 //! The main job and the read-only ledger commands, run as a user would.
 
 use std::process::Command;
+#[cfg(unix)]
+use std::process::Stdio;
 
 const BIN: &str = env!("CARGO_BIN_EXE_stayput");
 
@@ -8,6 +10,39 @@ fn run(args: &[&str]) -> String {
     let out = Command::new(BIN).args(args).output().expect("run stayput");
     assert!(out.status.success(), "stayput {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
+}
+
+/// Starts `stayput <args>`, waits until it listens, sends it SIGTERM and
+/// checks it shuts down cleanly and exits 0 (within 60 s).
+#[cfg(unix)]
+fn stop_with_sigterm(args: &[&str]) {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(BIN).args(args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    while !seen.last().is_some_and(|l: &String| l.contains("listening on")) {
+        match lines.next() {
+            Some(line) => seen.push(line.unwrap()),
+            None => panic!("stayput {args:?} stopped before it listened: {seen:?}"),
+        }
+    }
+    let sent = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(sent.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("stayput {args:?} did not stop within 60 s of SIGTERM");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    seen.extend(lines.map_while(Result::ok));
+    assert!(status.success(), "stayput {args:?} exited with {status}: {seen:?}");
+    assert!(seen.iter().any(|l| l.contains("SIGTERM: shutting down")), "{seen:?}");
+    assert!(seen.iter().any(|l| l.contains("stopped cleanly")), "{seen:?}");
 }
 
 #[test]
@@ -47,6 +82,15 @@ fn demo_runs_every_journey_and_checks_it() {
             let mode = std::fs::metadata(kept.join(secret)).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600, "{secret}");
         }
+    }
+    // Started from the kept folder as a service manager would, the
+    // coordinator and a node stop cleanly on SIGTERM: the ledger is closed,
+    // so the read-only audit below opens it (it refuses a ledger that was
+    // not closed cleanly).
+    #[cfg(unix)]
+    {
+        stop_with_sigterm(&["coordinator", "--config", kept.join("operator/coordinator.toml").to_str().unwrap()]);
+        stop_with_sigterm(&["node", "--config", kept.join("bank/node.toml").to_str().unwrap()]);
     }
     // The kept ledger verifies offline and audits the task with its result.
     let (ledger, operator) = (kept.join("operator/ledger.redb"), kept.join("keys/operator.ed25519.pub"));
