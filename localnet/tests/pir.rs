@@ -364,6 +364,21 @@ async fn a_lab_fetches_station_records_without_the_owner_learning_which() {
         assert_eq!(task.uses.len(), 1);
     }
 
+    // Revoking the grant stops even the unmetered hint of a task recorded
+    // before the revocation.
+    {
+        use stayput_proto::v1::FetchHintRequest;
+        use stayput_proto::v1::lookup_peer_client::LookupPeerClient;
+        let id = "t-revoked-pir-000000000000000";
+        record_direct_task(&net, id, "g-lookup").await;
+        net.write("ocean", Record::RevokeGrant { grant: "g-lookup".into() }).await.unwrap();
+        let channel = stayput_node::peers::connect_peer(net.net.state("lab"), "ocean").await.unwrap();
+        let request = FetchHintRequest { task_id: id.into(), dataset: "registry".into() };
+        let err = LookupPeerClient::new(channel).fetch_hint(request).await.map(drop).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+        assert!(err.message().contains("grant 'g-lookup' is revoked"), "{err:?}");
+    }
+
     // Nothing on the ledger names a key the lab looked up.
     let events = net.ledger.events_after(0, usize::MAX).await.unwrap();
     let trail = format!("{events:?}");

@@ -4,9 +4,11 @@
 //! To serve task `t` to peer `p` on dataset `d` in mode `m`, the ledger must
 //! show: task `t` exists, was requested by `p`, is submitted or running,
 //! reads `d`, and is of a kind that allows `m`; and among the task's grants
-//! one on `d` to `p` for that kind whose allowed columns (when it names
-//! any) include every key column the session matches on, and that this
-//! node has not served for the task already. The node then writes the use
+//! one on `d` to `p` for that kind, not revoked, whose allowed columns
+//! (when it names any) include every key column the session matches on,
+//! and that this node has not served for the task already. Expiry is
+//! judged by the ledger's clock when the use is written; a reply that
+//! writes no use (a sealed set, a hint) is stopped by revocation. The node then writes the use
 //! record —
 //! signed with its organisation's key, counting the items it will serve —
 //! and serves only if the ledger accepts it: the ledger consumes the use
@@ -209,6 +211,11 @@ async fn covering_grant(
         let g = &state.grant;
         if g.dataset != request.dataset || g.grantee != request.peer {
             continue;
+        }
+        // Revocation stops everything the grant covered at once, replies
+        // that write no use record (sealed sets, hints) included.
+        if state.revoked {
+            return Err(refuse(format!("grant '{id}' is revoked")));
         }
         // A grant naming no columns allows the dataset's key columns only.
         let allowed = if g.columns.is_empty() { request.key_columns } else { g.columns.as_slice() };
