@@ -251,10 +251,10 @@ pub fn check_result(task: &TaskState, path: &std::path::Path) -> Result<String, 
         .results
         .last()
         .ok_or_else(|| CliError::NotFound(format!("task '{}' has no result digest on the ledger yet", task.task.id)))?;
-    let mut actual = stayput_node::results::file_sha256(path)?;
-    if task.task.kind == stayput_chain_connector::records::Computation::Lookup {
-        // A lookup's result is recorded as a salted commitment; the salt
-        // lies beside the result on the requester's node.
+    let actual = stayput_node::results::file_sha256(path)?;
+    let actual = {
+        // Every result is recorded as a salted commitment; the salt lies
+        // beside the result on the requester's node.
         let salt_path = path.with_extension("salt");
         let salt = std::fs::read_to_string(&salt_path)
             .ok()
@@ -262,12 +262,12 @@ pub fn check_result(task: &TaskState, path: &std::path::Path) -> Result<String, 
             .and_then(|b| <[u8; 32]>::try_from(b).ok())
             .ok_or_else(|| {
                 CliError::NotFound(format!(
-                    "{} is missing or malformed: a lookup's result is checked with the salt kept beside it",
+                    "{} is missing or malformed: a result is checked with the salt kept beside it",
                     salt_path.display()
                 ))
             })?;
-        actual = stayput_node::results::salted_commitment(&salt, &actual);
-    }
+        stayput_node::results::salted_commitment(&salt, &actual)
+    };
     if actual == recorded.result_digest {
         Ok(format!("  result file {} matches the digest on the ledger ({})", path.display(), hex::encode(actual)))
     } else {

@@ -100,10 +100,18 @@ async fn tasks_run_end_to_end_and_bad_input_costs_nothing() {
     assert_eq!(counted.phase, Phase::Succeeded, "{}", counted.error);
     assert_eq!(counted.result_count, 100);
 
-    // The result is on the bank's node only; its digest is on the ledger.
+    // The result is on the bank's node only; a salted commitment to it is
+    // on the ledger, never its plain digest.
     let bank_out = net.net.state("bank").config.output_dir.clone();
     let file = stayput_node::results::result_path(&bank_out, &done.task_id);
-    let digest = stayput_node::results::file_sha256(&file).unwrap();
+    let file_sha256 = stayput_node::results::file_sha256(&file).unwrap();
+    let salt: [u8; 32] =
+        hex::decode(std::fs::read_to_string(stayput_node::results::salt_path(&bank_out, &done.task_id)).unwrap())
+            .unwrap()
+            .try_into()
+            .unwrap();
+    let digest = stayput_node::results::salted_commitment(&salt, &file_sha256);
+    assert_ne!(digest, file_sha256);
     let trail = net.ledger.task(&done.task_id).await.unwrap().unwrap();
     assert_eq!(trail.status, TaskStatus::Succeeded);
     assert_eq!(trail.results.len(), 1);

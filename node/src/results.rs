@@ -10,11 +10,12 @@
 //! for a salted commitment, and `<task>.outcome`, written last, which marks
 //! the task finished here and records the result's digest.
 //!
-//! **What the ledger sees** ([`Digest`]): the result file's SHA-256, or —
-//! when the owner could recognise the result by hashing candidates (a
-//! lookup's records) — a salted commitment ([`salted_commitment`]) with a
-//! 32-byte random salt kept beside the result, so the
-//! requester can open it to an auditor and nobody else can test a guess.
+//! **What the ledger sees** is never the result file's plain digest: a
+//! small result (a cardinality, an empty intersection, a handful of
+//! looked-up records) could be recovered by hashing candidates. Every
+//! result is recorded as a salted commitment ([`salted_commitment`]) with
+//! a fresh 32-byte salt kept beside it (`<task>.salt`), so its requester
+//! can open it to an auditor and nobody else can test a guess.
 //!
 //! **Reading back.** [`read_outcome`] checks that the result file still
 //! has the digest it was written with before a finished task is reported
@@ -192,21 +193,11 @@ pub fn write_table(path: &Path, format: ResultFormat, table: &RecordBatch) -> Re
     out.persist()
 }
 
-/// How the ledger sees a result.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Digest {
-    /// The result file's SHA-256.
-    Plain,
-    /// A salted commitment to it (see the module docs).
-    Salted,
-}
-
-/// SHA-256("stayput/pir/result/v1" ‖ salt ‖ file digest): a hiding
-/// commitment to a result file (the label is the one private lookup, its
-/// first user, fixed).
+/// SHA-256("stayput/result/salted/v1" ‖ salt ‖ file digest): a hiding
+/// commitment to a result file, what the ledger records of every result.
 pub fn salted_commitment(salt: &[u8; 32], file_sha256: &[u8; 32]) -> [u8; 32] {
     let mut h = Sha256::new();
-    h.update(b"stayput/pir/result/v1");
+    h.update(b"stayput/result/salted/v1");
     h.update(salt);
     h.update(file_sha256);
     h.finalize().into()
@@ -224,8 +215,6 @@ pub struct TaskResult {
     pub count: u64,
     /// Digests of key intermediate values (sites' commitments).
     pub intermediates: Vec<[u8; 32]>,
-    /// How the ledger sees it.
-    pub digest: Digest,
 }
 
 /// What a finished task left on this node.
@@ -235,8 +224,7 @@ pub struct TaskOutcome {
     pub task: String,
     /// The result file.
     pub result_file: PathBuf,
-    /// What the ledger records of it: the file's SHA-256, or a salted
-    /// commitment to it.
+    /// What the ledger records of it: a salted commitment to the file.
     pub result_sha256: [u8; 32],
     /// The result's size in its own unit.
     pub result_count: u64,
@@ -245,17 +233,12 @@ pub struct TaskOutcome {
 }
 
 /// Marks `task` finished in `dir` with `result`: draws and keeps the salt
-/// of a salted commitment, then writes the outcome file, last.
+/// of its commitment, then writes the outcome file, last.
 pub fn finish(dir: &Path, task: &str, result: TaskResult) -> Result<TaskOutcome, NodeError> {
-    let recorded = match result.digest {
-        Digest::Plain => result.file_sha256,
-        Digest::Salted => {
-            let mut salt = [0u8; 32];
-            rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut salt);
-            write_text(&salt_path(dir, task), &hex::encode(salt))?;
-            salted_commitment(&salt, &result.file_sha256)
-        }
-    };
+    let mut salt = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut salt);
+    write_text(&salt_path(dir, task), &hex::encode(salt))?;
+    let recorded = salted_commitment(&salt, &result.file_sha256);
     let listed: Vec<String> = result.intermediates.iter().map(hex::encode).collect();
     let name = result.file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let text = format!(
@@ -295,13 +278,9 @@ pub fn read_outcome(dir: &Path, task: &str) -> Result<Option<TaskOutcome>, NodeE
         fields.get(key).and_then(|h| hex::decode(h).ok()).and_then(|b| b.try_into().ok())
     };
     let recorded = digest_of("sha256").ok_or_else(|| damaged("no sha256"))?;
-    // An outcome written before salted commitments were told apart has
-    // only `sha256`, which is then the file's digest.
-    let file_digest = if fields.contains_key("file_sha256") {
-        digest_of("file_sha256").ok_or_else(|| damaged("a bad file_sha256"))?
-    } else {
-        recorded
-    };
+    let file_digest = digest_of("file_sha256").ok_or_else(|| {
+        damaged("no file_sha256; it was written by an older Stayput whose results were not committed with a salt")
+    })?;
     let count = fields.get("count").and_then(|c| c.parse().ok()).ok_or_else(|| damaged("no count"))?;
     let intermediates = fields
         .get("intermediates")
@@ -362,31 +341,32 @@ mod tests {
     }
 
     #[test]
-    fn outcomes_round_trip_with_plain_and_salted_digests_and_catch_a_changed_file() {
+    fn outcomes_round_trip_with_salted_commitments_and_catch_a_changed_file() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        for (task, digest) in [("t-plain", Digest::Plain), ("t-salted", Digest::Salted)] {
+        let mut recorded = Vec::new();
+        for task in ["t-1", "t-2"] {
             let file = result_path(d, task);
-            let file_sha256 = write_text(&file, "key\nx\n").unwrap();
-            let result = TaskResult { file_sha256, file: file.clone(), count: 1, intermediates: vec![[7; 32]], digest };
+            // The same small result twice: a guess hashed by anyone
+            // without the salt matches neither record.
+            let file_sha256 = write_text(&file, "intersection_keys\n0\n").unwrap();
+            let result = TaskResult { file_sha256, file: file.clone(), count: 0, intermediates: vec![[7; 32]] };
             let outcome = finish(d, task, result).unwrap();
             assert_eq!(read_outcome(d, task).unwrap().as_ref(), Some(&outcome));
-            match digest {
-                Digest::Plain => assert_eq!(outcome.result_sha256, file_sha256),
-                Digest::Salted => {
-                    let salt: [u8; 32] =
-                        hex::decode(std::fs::read_to_string(salt_path(d, task)).unwrap()).unwrap().try_into().unwrap();
-                    assert_eq!(outcome.result_sha256, salted_commitment(&salt, &file_sha256));
-                }
-            }
-            std::fs::write(&file, "key\ny\n").unwrap();
+            let salt: [u8; 32] =
+                hex::decode(std::fs::read_to_string(salt_path(d, task)).unwrap()).unwrap().try_into().unwrap();
+            assert_eq!(outcome.result_sha256, salted_commitment(&salt, &file_sha256));
+            assert_ne!(outcome.result_sha256, file_sha256);
+            recorded.push(outcome.result_sha256);
+            std::fs::write(&file, "intersection_keys\n1\n").unwrap();
             assert!(read_outcome(d, task).unwrap_err().to_string().contains("changed after the task ran"));
         }
+        assert_ne!(recorded[0], recorded[1], "fresh salt per task");
         assert_eq!(read_outcome(d, "t-none").unwrap(), None);
-        // SHA-256("stayput/pir/result/v1" ‖ salt ‖ file digest).
+        // SHA-256("stayput/result/salted/v1" ‖ salt ‖ file digest).
         assert_eq!(
             hex::encode(salted_commitment(&[1; 32], &[2; 32])),
-            "0885bef2397cb55c93db255fdb0bfce62c4b1d19467e0efe181ee368da5c3e5c"
+            "5548f71df585149217cd7640bc85f8d1dab45fc47ec80cd595071d500ce75bbc"
         );
     }
 }

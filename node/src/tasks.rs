@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::dataset::FileFormat;
 use crate::psi::requester::{PsiRequest, run_psi};
-use crate::results::{Digest, TaskResult, evidence_path, finish, read_outcome, result_path, write_text};
+use crate::results::{TaskResult, evidence_path, finish, read_outcome, result_path, write_text};
 use crate::wire::Progress;
 use crate::{NodeError, NodeState};
 
@@ -155,13 +155,7 @@ async fn execute(
                 Some(written) => written.sha256,
                 None => write_text(&file, &format!("intersection_keys\n{}\n", report.intersection_keys))?,
             };
-            TaskResult {
-                file_sha256,
-                file,
-                count: report.intersection_keys,
-                intermediates: vec![],
-                digest: Digest::Plain,
-            }
+            TaskResult { file_sha256, file, count: report.intersection_keys, intermediates: vec![] }
         }
         TaskParams::Stats(_) => {
             let outcome = crate::stats::run_stats(state, task_id, params).await?;
@@ -170,13 +164,7 @@ async fn execute(
             write_text(&evidence_path(dir, task_id), &evidence)?;
             let file = result_path(dir, task_id);
             let file_sha256 = write_text(&file, &outcome.table)?;
-            TaskResult {
-                file_sha256,
-                file,
-                count: outcome.cohort,
-                intermediates: outcome.digests,
-                digest: Digest::Plain,
-            }
+            TaskResult { file_sha256, file, count: outcome.cohort, intermediates: outcome.digests }
         }
         TaskParams::Blacklist(p) => {
             if p.bureau_datasets != task.task.datasets {
@@ -185,7 +173,7 @@ async fn execute(
             let outcome = crate::blacklist::run_blacklist(state, task_id, p).await?;
             let file = result_path(dir, task_id);
             let file_sha256 = write_text(&file, &outcome.table)?;
-            TaskResult { file_sha256, file, count: outcome.listings, intermediates: vec![], digest: Digest::Plain }
+            TaskResult { file_sha256, file, count: outcome.listings, intermediates: vec![] }
         }
         TaskParams::ComputeOnly(p) => {
             if task.task.datasets != [p.dataset.clone()] {
@@ -193,13 +181,7 @@ async fn execute(
             }
             let file = crate::results::result_path_as(dir, task_id, p.format.extension());
             let outcome = crate::compute_only::run_compute_only(state, task_id, params, &p, &file).await?;
-            TaskResult {
-                file_sha256: outcome.sha256,
-                file,
-                count: outcome.groups_released,
-                intermediates: vec![],
-                digest: Digest::Plain,
-            }
+            TaskResult { file_sha256: outcome.sha256, file, count: outcome.groups_released, intermediates: vec![] }
         }
         TaskParams::Lookup(p) => {
             if task.task.datasets != [p.dataset.clone()] {
@@ -209,9 +191,7 @@ async fn execute(
             let file = result_path(dir, task_id);
             let file_sha256 = write_text(&file, &outcome.table)?;
             tracing::info!(task = %task_id, lookups = outcome.lookups, found = outcome.found, "private lookup finished");
-            // The ledger gets a salted commitment, not the file's digest: an
-            // owner hashing candidate records must not recognise the result.
-            TaskResult { file_sha256, file, count: outcome.lookups, intermediates: vec![], digest: Digest::Salted }
+            TaskResult { file_sha256, file, count: outcome.lookups, intermediates: vec![] }
         }
         _ => return Err(refuse(format!("{} tasks are not supported by this node yet", task.task.kind))),
     };
