@@ -161,7 +161,21 @@ pub async fn follow(client: &mut Client, id: &str) -> Result<TaskReport, CliErro
 }
 
 fn report(config: &NodeConfig, update: &TaskReport) -> Result<(), CliError> {
+    let own_result = (update.receiver == config.org)
+        .then(|| stayput_node::results::result_path(&config.output_dir, &update.task_id));
+    // A cardinality is the result itself: the coordinator was told none,
+    // and it is read from the result file on this node.
+    let cardinality = own_result.as_ref().and_then(|p| cardinality_of(&std::fs::read_to_string(p).ok()?));
     match update.phase {
+        Phase::Succeeded if cardinality.is_some() => {
+            let count = cardinality.unwrap_or_default();
+            println!("task {} succeeded: {count} common keys (known to your node only)", update.task_id);
+            if let Some(path) = own_result {
+                println!("  result on your node: {}", path.display());
+            }
+            println!("  result commitment on the ledger: {}", update.result_digest);
+            Ok(())
+        }
         Phase::Succeeded => {
             println!("task {} succeeded: {} common keys", update.task_id, update.result_count);
             if update.receiver == config.org {
@@ -334,6 +348,14 @@ fn status_of(line: &str) -> Option<&str> {
     rest.strip_prefix(',')?.split(',').next()
 }
 
+/// The count in a cardinality task's result file (`intersection_keys`,
+/// then the count).
+pub fn cardinality_of(text: &str) -> Option<u64> {
+    let mut lines = text.lines();
+    (lines.next()? == "intersection_keys").then_some(())?;
+    lines.next()?.trim().parse().ok()
+}
+
 /// `stayput coordinator --config …`: serves until stopped.
 pub async fn coordinator(config: PathBuf) -> Result<(), CliError> {
     let config = stayput_coordinator::CoordinatorConfig::load(&config)?;
@@ -369,6 +391,13 @@ pub async fn stop_signal() -> Result<&'static str, CliError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_cardinality_is_read_from_its_result_file() {
+        assert_eq!(super::cardinality_of("intersection_keys\n120\n"), Some(120));
+        assert_eq!(super::cardinality_of("national_id\n120\n"), None);
+        assert_eq!(super::cardinality_of("intersection_keys\n"), None);
+    }
+
     #[test]
     fn the_status_of_a_lookup_line_reads_past_quoted_keys() {
         assert_eq!(super::status_of("ST1,found,Buoy"), Some("found"));

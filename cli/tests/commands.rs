@@ -72,8 +72,8 @@ fn demo_runs_every_journey_and_checks_it() {
     assert!(!kept.join("hospital-a/results").exists(), "no hospital holds a result");
     assert_eq!(
         std::fs::read_dir(kept.join("research/results")).unwrap().count(),
-        3,
-        "result, evidence, outcome marker"
+        4,
+        "result, evidence, the salt of its commitment, outcome marker"
     );
     #[cfg(unix)]
     {

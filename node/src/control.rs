@@ -186,7 +186,9 @@ impl NodeControl for ControlService {
             let outcome = crate::tasks::run_task(state, task_id, params.to_vec(), progress).await?;
             Ok(TaskResult {
                 result_digest: outcome.result_sha256.to_vec().into(),
-                count: outcome.result_count,
+                // A count that is the result itself is not the coordinator's.
+                count: if outcome.count_withheld { 0 } else { outcome.result_count },
+                count_withheld: outcome.count_withheld,
                 intermediate_digests: outcome.intermediates.iter().map(|d| d.to_vec().into()).collect(),
                 result_file: outcome
                     .result_file

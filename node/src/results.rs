@@ -215,6 +215,9 @@ pub struct TaskResult {
     pub count: u64,
     /// Digests of key intermediate values (sites' commitments).
     pub intermediates: Vec<[u8; 32]>,
+    /// Whether the count is the result itself (a cardinality), to be kept
+    /// from the coordinator.
+    pub count_withheld: bool,
 }
 
 /// What a finished task left on this node.
@@ -230,6 +233,8 @@ pub struct TaskOutcome {
     pub result_count: u64,
     /// Digests of key intermediate values (sites' commitments).
     pub intermediates: Vec<[u8; 32]>,
+    /// Whether the count is the result itself, kept from the coordinator.
+    pub count_withheld: bool,
 }
 
 /// Marks `task` finished in `dir` with `result`: draws and keeps the salt
@@ -242,10 +247,11 @@ pub fn finish(dir: &Path, task: &str, result: TaskResult) -> Result<TaskOutcome,
     let listed: Vec<String> = result.intermediates.iter().map(hex::encode).collect();
     let name = result.file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let text = format!(
-        "sha256={}\nfile_sha256={}\ncount={}\nintermediates={}\nfile={name}\n",
+        "sha256={}\nfile_sha256={}\ncount={}\ncount_withheld={}\nintermediates={}\nfile={name}\n",
         hex::encode(recorded),
         hex::encode(result.file_sha256),
         result.count,
+        result.count_withheld,
         listed.join(",")
     );
     write_text(&outcome_path(dir, task), &text)?;
@@ -256,6 +262,7 @@ pub fn finish(dir: &Path, task: &str, result: TaskResult) -> Result<TaskOutcome,
         result_sha256: recorded,
         result_count: result.count,
         intermediates: result.intermediates,
+        count_withheld: result.count_withheld,
     })
 }
 
@@ -282,6 +289,7 @@ pub fn read_outcome(dir: &Path, task: &str) -> Result<Option<TaskOutcome>, NodeE
         damaged("no file_sha256; it was written by an older Stayput whose results were not committed with a salt")
     })?;
     let count = fields.get("count").and_then(|c| c.parse().ok()).ok_or_else(|| damaged("no count"))?;
+    let count_withheld = fields.get("count_withheld").is_some_and(|w| *w == "true");
     let intermediates = fields
         .get("intermediates")
         .filter(|v| !v.is_empty())
@@ -305,6 +313,7 @@ pub fn read_outcome(dir: &Path, task: &str) -> Result<Option<TaskOutcome>, NodeE
         result_sha256: recorded,
         result_count: count,
         intermediates,
+        count_withheld,
     }))
 }
 
@@ -350,7 +359,13 @@ mod tests {
             // The same small result twice: a guess hashed by anyone
             // without the salt matches neither record.
             let file_sha256 = write_text(&file, "intersection_keys\n0\n").unwrap();
-            let result = TaskResult { file_sha256, file: file.clone(), count: 0, intermediates: vec![[7; 32]] };
+            let result = TaskResult {
+                file_sha256,
+                file: file.clone(),
+                count: 0,
+                intermediates: vec![[7; 32]],
+                count_withheld: task == "t-2",
+            };
             let outcome = finish(d, task, result).unwrap();
             assert_eq!(read_outcome(d, task).unwrap().as_ref(), Some(&outcome));
             let salt: [u8; 32] =

@@ -155,7 +155,9 @@ async fn execute(
                 Some(written) => written.sha256,
                 None => write_text(&file, &format!("intersection_keys\n{}\n", report.intersection_keys))?,
             };
-            TaskResult { file_sha256, file, count: report.intersection_keys, intermediates: vec![] }
+            // A cardinality is the result itself: it stays on this node.
+            let count_withheld = mode == OutputMode::CardinalityOnly;
+            TaskResult { file_sha256, file, count: report.intersection_keys, intermediates: vec![], count_withheld }
         }
         TaskParams::Stats(_) => {
             let outcome = crate::stats::run_stats(state, task_id, params).await?;
@@ -164,7 +166,13 @@ async fn execute(
             write_text(&evidence_path(dir, task_id), &evidence)?;
             let file = result_path(dir, task_id);
             let file_sha256 = write_text(&file, &outcome.table)?;
-            TaskResult { file_sha256, file, count: outcome.cohort, intermediates: outcome.digests }
+            TaskResult {
+                file_sha256,
+                file,
+                count: outcome.cohort,
+                intermediates: outcome.digests,
+                count_withheld: false,
+            }
         }
         TaskParams::Blacklist(p) => {
             if p.bureau_datasets != task.task.datasets {
@@ -173,7 +181,7 @@ async fn execute(
             let outcome = crate::blacklist::run_blacklist(state, task_id, p).await?;
             let file = result_path(dir, task_id);
             let file_sha256 = write_text(&file, &outcome.table)?;
-            TaskResult { file_sha256, file, count: outcome.listings, intermediates: vec![] }
+            TaskResult { file_sha256, file, count: outcome.listings, intermediates: vec![], count_withheld: false }
         }
         TaskParams::ComputeOnly(p) => {
             if task.task.datasets != [p.dataset.clone()] {
@@ -181,7 +189,13 @@ async fn execute(
             }
             let file = crate::results::result_path_as(dir, task_id, p.format.extension());
             let outcome = crate::compute_only::run_compute_only(state, task_id, params, &p, &file).await?;
-            TaskResult { file_sha256: outcome.sha256, file, count: outcome.groups_released, intermediates: vec![] }
+            TaskResult {
+                file_sha256: outcome.sha256,
+                file,
+                count: outcome.groups_released,
+                intermediates: vec![],
+                count_withheld: false,
+            }
         }
         TaskParams::Lookup(p) => {
             if task.task.datasets != [p.dataset.clone()] {
@@ -191,7 +205,7 @@ async fn execute(
             let file = result_path(dir, task_id);
             let file_sha256 = write_text(&file, &outcome.table)?;
             tracing::info!(task = %task_id, lookups = outcome.lookups, found = outcome.found, "private lookup finished");
-            TaskResult { file_sha256, file, count: outcome.lookups, intermediates: vec![] }
+            TaskResult { file_sha256, file, count: outcome.lookups, intermediates: vec![], count_withheld: false }
         }
         _ => return Err(refuse(format!("{} tasks are not supported by this node yet", task.task.kind))),
     };

@@ -282,9 +282,10 @@ fn encoded() -> BTreeMap<&'static str, Vec<u8>> {
         TaskEvent {
             event: Some(task_event::Event::Result(TaskResult {
                 result_digest: vec![0x21; 32].into(),
-                count: 42,
+                count: 0,
                 intermediate_digests: vec![vec![0x22; 32].into()],
                 result_file: "t-0001.csv".into(),
+                count_withheld: true,
             })),
         }
         .encode_to_vec(),
