@@ -1,6 +1,7 @@
 //! The embedded ledger served by the coordinator over mutual TLS on
 //! loopback, used through a node's verifying client: the conformance suite
-//! unchanged; and submissions of other organisations' records refused.
+//! unchanged; submissions of other organisations' records refused; and a
+//! write acknowledged but dropped by the service caught.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -124,4 +125,77 @@ async fn members_submit_only_their_own_records() {
     let misled = client(dir.path(), "bank", &url, OrgKey::generate().public_key()).await;
     let err = misled.members().await.unwrap_err();
     assert!(matches!(err, stayput_chain_connector::LedgerError::Corrupt { height: 0, .. }), "{err}");
+}
+
+/// A ledger service that acknowledges every write and keeps none of them,
+/// serving the real chain otherwise.
+struct Forgetful(LedgerServer);
+
+#[tonic::async_trait]
+impl stayput_proto::v1::ledger_service_server::LedgerService for Forgetful {
+    async fn submit(
+        &self,
+        _: tonic::Request<stayput_proto::v1::SubmitRecordRequest>,
+    ) -> Result<tonic::Response<stayput_proto::v1::SubmitRecordResponse>, tonic::Status> {
+        Ok(tonic::Response::new(stayput_proto::v1::SubmitRecordResponse {
+            height: 1,
+            index: 0,
+            record_hash: vec![0; 32].into(),
+        }))
+    }
+
+    async fn blocks(
+        &self,
+        request: tonic::Request<stayput_proto::v1::BlocksRequest>,
+    ) -> Result<tonic::Response<stayput_proto::v1::BlocksResponse>, tonic::Status> {
+        self.0.blocks(request).await
+    }
+}
+
+/// A hostile operator's service acknowledges a write and drops it: the
+/// member's client checks its verified chain and says the record was not
+/// written, rather than going on as if it were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledged_write_counts_only_once_the_verified_chain_holds_it() {
+    let dir = tempfile::tempdir().unwrap();
+    certificates(dir.path(), &["operator", "bank"]);
+    let operator = OrgKey::generate();
+    let member = |org: &str, key: &OrgKey| Member {
+        org: org.into(),
+        name: org.into(),
+        roles: vec![stayput_chain_connector::records::Role::Operator],
+        signing_key: key.public_key(),
+        endpoint: String::new(),
+    };
+    let ledger = Arc::new(
+        EmbeddedLedger::create(
+            &dir.path().join("ledger.redb"),
+            OrgKey::from_bytes(&operator.to_secret_bytes()),
+            member("operator", &operator),
+            Arc::new(|| 1_800_000_000),
+        )
+        .unwrap(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}", listener.local_addr().unwrap());
+    let server = tonic::transport::Server::builder()
+        .tls_config(tls(dir.path(), "operator").server())
+        .unwrap()
+        .add_service(LedgerServiceServer::new(Forgetful(LedgerServer::new(ledger, "operator"))));
+    tokio::spawn(server.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)));
+    let client = client(dir.path(), "operator", &url, operator.public_key()).await;
+    let bank = OrgKey::generate();
+    let admit = SignedRecord::sign(
+        Record::Member(Member {
+            roles: vec![stayput_chain_connector::records::Role::Requester],
+            ..member("bank", &bank)
+        }),
+        "operator",
+        &operator,
+    );
+    let err = client.submit(admit).await.unwrap_err();
+    assert!(err.to_string().contains("does not hold it: it was not written"), "{err}");
+    assert_eq!(client.members().await.unwrap().len(), 1, "nothing was written");
+    // (The honest service's acknowledgements pass the same check: the
+    // conformance suite above runs every write through it.)
 }

@@ -10,7 +10,11 @@
 //! ledger's current time), so a refusal comes back as the rule that refused
 //! it; the server checks again and is authoritative. If the server refuses
 //! what passed locally (another write got in first), the client catches up
-//! and checks again to name the rule.
+//! and checks again to name the rule. An acknowledgement is not trusted
+//! either: a write counts as written only once the client's verified
+//! replica holds the record (the server's receipt is checked against the
+//! chain the client verified itself), so a service that answers "written"
+//! and drops the record is caught.
 
 use stayput_chain_connector::LedgerError;
 use stayput_chain_connector::block::Block;
@@ -25,6 +29,9 @@ use tonic::transport::Channel;
 use crate::wire::MAX_MESSAGE_BYTES;
 
 const PAGE: u32 = 256;
+/// Hashes of the most recent records the replica verified, kept to confirm
+/// this client's own writes.
+const RECENT_RECORDS: usize = 1 << 16;
 
 #[derive(Debug, Clone, Copy)]
 struct Tip {
@@ -37,6 +44,8 @@ struct Tip {
 struct Replica {
     state: State,
     tip: Option<Tip>,
+    /// The latest verified records' hashes, oldest first (bounded).
+    recent: std::collections::VecDeque<Digest>,
     now: u64,
 }
 
@@ -59,6 +68,7 @@ fn apply_blocks(
     mut tip: Option<Tip>,
     blocks: Vec<Vec<u8>>,
     operator: [u8; 32],
+    recent: &mut Vec<Digest>,
 ) -> (State, Option<Tip>, Result<(), LedgerError>) {
     for bytes in blocks {
         let expected = tip.map_or(0, |t| t.height + 1);
@@ -78,6 +88,7 @@ fn apply_blocks(
                 state
                     .apply(record, block.header.timestamp)
                     .map_err(|e| corrupt(format!("the operator sealed record {i}, which the rules refuse: {e}")))?;
+                recent.push(record.hash());
             }
             Ok(Tip { height: block.header.height, hash: block.header.hash(), timestamp: block.header.timestamp })
         });
@@ -110,13 +121,21 @@ impl RemoteLedger {
             }
             let blocks: Vec<Vec<u8>> = answer.blocks.into_iter().map(|b| b.to_vec()).collect();
             let (state, tip, operator) = (std::mem::take(&mut replica.state), replica.tip, self.operator);
-            let replayed = tokio::task::spawn_blocking(move || apply_blocks(state, tip, blocks, operator)).await;
-            let Ok((state, tip, outcome)) = replayed else {
+            let replayed = tokio::task::spawn_blocking(move || {
+                let mut recent = Vec::new();
+                let (state, tip, outcome) = apply_blocks(state, tip, blocks, operator, &mut recent);
+                (state, tip, outcome, recent)
+            })
+            .await;
+            let Ok((state, tip, outcome, recent)) = replayed else {
                 *replica = Replica::default();
                 return Err(LedgerError::Rpc("replaying blocks failed".into()));
             };
             replica.state = state;
             replica.tip = tip;
+            replica.recent.extend(recent);
+            let excess = replica.recent.len().saturating_sub(RECENT_RECORDS);
+            replica.recent.drain(..excess);
             outcome?;
             if replica.tip.is_some_and(|t| t.height >= answer.tip) {
                 return Ok(replica);
@@ -137,7 +156,19 @@ impl Ledger for RemoteLedger {
         match self.client.clone().submit(request).await {
             Ok(answer) => {
                 let answer = answer.into_inner();
-                Ok(Receipt { height: answer.height, index: answer.index, record_hash: record.hash() })
+                let hash = record.hash();
+                // Written only once the chain this client verified holds it.
+                let replica = self.sync().await?;
+                if !replica.recent.contains(&hash) {
+                    return Err(LedgerError::Corrupt {
+                        height: answer.height,
+                        reason: format!(
+                            "the ledger service acknowledged record {} here, but the verified chain does not hold it: it was not written; write it again",
+                            hex::encode(&hash[..8])
+                        ),
+                    });
+                }
+                Ok(Receipt { height: answer.height, index: answer.index, record_hash: hash })
             }
             Err(status) => {
                 // Name the rule if another write got in first; else relay.
