@@ -17,6 +17,11 @@ const PROOF_LABEL: &[u8] = b"stayput/ledger/inclusion-proof/v1";
 pub const MAX_BLOCK_RECORDS: usize = 8192;
 /// Longest encoded record.
 pub const MAX_RECORD_BYTES: usize = 64 * 1024;
+/// Most bytes of records in one block: a block, and so a page of the
+/// ledger service, stays small enough for every replica to fetch, however
+/// large the records members write (a block of 8,192 records of 64 KiB
+/// would be 512 MiB).
+pub const MAX_BLOCK_BYTES: usize = 8 << 20;
 
 /// What the operator signs for each block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

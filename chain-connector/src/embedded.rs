@@ -30,7 +30,7 @@ use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefi
 use tokio::sync::oneshot;
 
 use crate::LedgerError;
-use crate::block::{Block, BlockHeader, InclusionProof, MAX_BLOCK_RECORDS};
+use crate::block::{Block, BlockHeader, InclusionProof, MAX_BLOCK_BYTES, MAX_BLOCK_RECORDS};
 use crate::ledger::{GrantFilter, Ledger, LedgerEvent, Receipt};
 use crate::merkle;
 use crate::records::{DatasetVersion, Digest, Member, OrgKey, Record, SignedRecord};
@@ -316,14 +316,25 @@ impl EmbeddedLedger {
 
     /// Up to `limit` stored blocks above `after` (from genesis when `None`),
     /// in their canonical encoding, and the tip height.
-    pub fn blocks_after(&self, after: Option<u64>, limit: usize) -> Result<(Vec<Vec<u8>>, u64), LedgerError> {
+    pub fn blocks_after(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<(Vec<Vec<u8>>, u64), LedgerError> {
         let tip = self.shared.chain.read().expect("ledger lock").tip.height;
         let txn = self.shared.db.begin_read()?;
         let table = txn.open_table(BLOCKS)?;
         let start = after.map_or(0, |h| h.saturating_add(1));
-        let mut blocks = Vec::new();
+        let (mut blocks, mut bytes) = (Vec::new(), 0usize);
         for entry in table.range(start..)?.take(limit) {
-            blocks.push(entry?.1.value().to_vec());
+            let block = entry?.1.value().to_vec();
+            // At least one block; then no more than `max_bytes` in all.
+            if !blocks.is_empty() && bytes + block.len() > max_bytes {
+                break;
+            }
+            bytes += block.len();
+            blocks.push(block);
         }
         Ok((blocks, tip))
     }
@@ -429,11 +440,29 @@ impl Snapshot {
 }
 
 fn commit_loop(shared: &Shared, operator: &OrgKey, clock: &Clock, rx: &mpsc::Receiver<Pending>) {
-    while let Ok(first) = rx.recv() {
+    // A record that would take a block past MAX_BLOCK_BYTES opens the next.
+    let mut carried: Option<Pending> = None;
+    loop {
+        let first = match carried.take() {
+            Some(p) => p,
+            None => match rx.recv() {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let mut bytes = first.record.to_bytes().len();
         let mut batch = vec![first];
         while batch.len() < MAX_BLOCK_RECORDS {
             match rx.try_recv() {
-                Ok(p) => batch.push(p),
+                Ok(p) => {
+                    let len = p.record.to_bytes().len();
+                    if bytes + len > MAX_BLOCK_BYTES {
+                        carried = Some(p);
+                        break;
+                    }
+                    bytes += len;
+                    batch.push(p);
+                }
                 Err(_) => break,
             }
         }

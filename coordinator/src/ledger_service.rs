@@ -18,6 +18,10 @@ use tonic::{Code, Request, Response, Status};
 
 /// Most blocks one `Blocks` answer carries.
 pub const MAX_BLOCKS_PER_ANSWER: usize = 256;
+/// Most bytes of blocks one `Blocks` answer carries (it always carries at
+/// least one block, itself at most about `MAX_BLOCK_BYTES`), so no member
+/// can write records that make a page too large for replicas to fetch.
+pub const MAX_PAGE_BYTES: usize = 32 << 20;
 
 /// The service over one embedded ledger.
 #[derive(Debug, Clone)]
@@ -66,10 +70,11 @@ impl LedgerService for LedgerServer {
         let request = request.into_inner();
         let limit = (request.limit as usize).clamp(1, MAX_BLOCKS_PER_ANSWER);
         let ledger = self.ledger.clone();
-        let (blocks, tip) = tokio::task::spawn_blocking(move || ledger.blocks_after(request.after, limit))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(|e| status(&e))?;
+        let (blocks, tip) =
+            tokio::task::spawn_blocking(move || ledger.blocks_after(request.after, limit, MAX_PAGE_BYTES))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(|e| status(&e))?;
         Ok(Response::new(BlocksResponse {
             blocks: blocks.into_iter().map(Into::into).collect(),
             tip,

@@ -199,3 +199,63 @@ async fn an_acknowledged_write_counts_only_once_the_verified_chain_holds_it() {
     // (The honest service's acknowledgements pass the same check: the
     // conformance suite above runs every write through it.)
 }
+
+/// A member cannot make the chain unfetchable by writing large records:
+/// blocks stop at `MAX_BLOCK_BYTES` of records, a page of the service at
+/// `MAX_PAGE_BYTES`, and a fresh replica syncs the whole chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_records_keep_blocks_and_pages_bounded() {
+    use stayput_chain_connector::block::MAX_BLOCK_BYTES;
+    use stayput_coordinator::ledger_service::MAX_PAGE_BYTES;
+    use stayput_proto::v1::ledger_service_server::LedgerService as _;
+    let dir = tempfile::tempdir().unwrap();
+    certificates(dir.path(), &["operator"]);
+    let operator = OrgKey::generate();
+    let member = |org: String, name: String, roles| Member {
+        org,
+        name,
+        roles,
+        signing_key: operator.public_key(),
+        endpoint: String::new(),
+    };
+    use stayput_chain_connector::records::Role;
+    let ledger = Arc::new(
+        EmbeddedLedger::create(
+            &dir.path().join("ledger.redb"),
+            OrgKey::from_bytes(&operator.to_secret_bytes()),
+            member("operator".into(), "operator".into(), vec![Role::Operator]),
+            Arc::new(|| 1_800_000_000),
+        )
+        .unwrap(),
+    );
+    // 8,400 records of about 4 KB (a field's limit), all at once: 36 MB
+    // that one block would otherwise hold.
+    const RECORDS: usize = 8_400;
+    let writes = (0..RECORDS).map(|i| {
+        let record = Record::Member(member(format!("org-{i:04}"), "n".repeat(4_000), vec![Role::Requester]));
+        let ledger = ledger.clone();
+        let signed = SignedRecord::sign(record, "operator", &operator);
+        tokio::spawn(async move { ledger.submit(signed).await })
+    });
+    for write in writes.collect::<Vec<_>>() {
+        write.await.unwrap().unwrap();
+    }
+    let (blocks, _) = ledger.blocks_after(None, usize::MAX, usize::MAX).unwrap();
+    assert!(blocks.len() >= 5, "{} blocks", blocks.len());
+    for block in &blocks {
+        assert!(block.len() <= MAX_BLOCK_BYTES + (1 << 16), "a block of {} bytes", block.len());
+    }
+    // One page of the service is bounded in bytes, not only in blocks.
+    let service = LedgerServer::new(ledger.clone(), "operator");
+    let page = service
+        .blocks(tonic::Request::new(stayput_proto::v1::BlocksRequest { after: None, limit: 256 }))
+        .await
+        .unwrap()
+        .into_inner();
+    let bytes: usize = page.blocks.iter().map(|b| b.len()).sum();
+    assert!(bytes <= MAX_PAGE_BYTES && page.blocks.len() < blocks.len(), "{bytes} bytes in one page");
+    // A fresh replica fetches and verifies all of it.
+    let url = serve(dir.path(), ledger).await;
+    let replica = client(dir.path(), "operator", &url, operator.public_key()).await;
+    assert_eq!(replica.members().await.unwrap().len(), RECORDS + 1);
+}

@@ -29,6 +29,9 @@ use tonic::transport::Channel;
 use crate::wire::MAX_MESSAGE_BYTES;
 
 const PAGE: u32 = 256;
+/// Largest `Blocks` answer this client accepts: the service's page budget
+/// (32 MiB) and one block's headroom.
+const MAX_PAGE_MESSAGE_BYTES: usize = (32 << 20) + stayput_chain_connector::block::MAX_BLOCK_BYTES + (1 << 20);
 /// Hashes of the most recent records the replica verified, kept to confirm
 /// this client's own writes.
 const RECENT_RECORDS: usize = 1 << 16;
@@ -105,7 +108,9 @@ impl RemoteLedger {
     /// public key.
     pub fn new(channel: Channel, operator: [u8; 32]) -> Self {
         let client = LedgerServiceClient::new(channel)
-            .max_decoding_message_size(64 * MAX_MESSAGE_BYTES)
+            // A page is at most 32 MiB of blocks, or one block of at most
+            // 8 MiB of records plus their framing.
+            .max_decoding_message_size(MAX_PAGE_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         Self { client, operator, replica: Mutex::new(Replica::default()) }
     }
