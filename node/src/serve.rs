@@ -20,7 +20,10 @@
 //!
 //! **Single flight.** While one session of a task is being served on a
 //! dataset, a second is refused: otherwise two concurrent calls could both
-//! pass the ledger's "served once" check before either use is written.
+//! pass the ledger's "served once" check before either use is written. The
+//! slot is taken only after the ledger shows the caller is the task's
+//! requester (so no other member can occupy it to block the task), and
+//! the ledger is read again once it is held.
 //!
 //! **What a peer is told** goes through one place, [`respond`]: the cause
 //! of a failure in full to this node's own log (task and peer, never a
@@ -116,18 +119,24 @@ impl Authorised {
     ) -> Result<Self, NodeError> {
         crate::wire::check_task_id(request.task)?;
         let access = ledger_access(state, "serving a task")?;
+        let ledger = &*access.ledger;
+        let judge = || async {
+            match continuing {
+                None => check(ledger, &state.config.org, request).await,
+                Some(grant) => {
+                    check_continuing(ledger, &state.config.org, request, grant).await.map(|()| grant.to_owned())
+                }
+            }
+        };
+        // The ledger first, so only the task's requester can hold its
+        // slot; then the slot; then the ledger again, since another session
+        // of the task may have recorded its use in between.
+        judge().await?;
         let flight = state.in_flight.enter(request.task, request.dataset).ok_or_else(|| NodeError::NotAuthorised {
             task: request.task.to_owned(),
             reason: "it is being served already; a task is served once".into(),
         })?;
-        let ledger = &*access.ledger;
-        let grant_id = match continuing {
-            None => check(ledger, &state.config.org, request).await?,
-            Some(grant) => {
-                check_continuing(ledger, &state.config.org, request, grant).await?;
-                grant.to_owned()
-            }
-        };
+        let grant_id = judge().await?;
         let grant = ledger.grant(&grant_id).await.map_err(NodeError::from_ledger)?.ok_or_else(|| {
             NodeError::NotAuthorised { task: request.task.to_owned(), reason: format!("grant '{grant_id}' vanished") }
         })?;
