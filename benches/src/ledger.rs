@@ -19,8 +19,9 @@ use rayon::prelude::*;
 use stayput_chain_connector::embedded::{EmbeddedLedger, system_clock};
 use stayput_chain_connector::evm::{Anvil, EvmLedger};
 use stayput_chain_connector::records::{
-    Computation, DatasetVersion, Grant, Member, OrgKey, Record, Role, SignedRecord, Task,
+    Computation, DatasetVersion, Grant, LedgerId, Member, OrgKey, Record, Role, SignedRecord, Task,
 };
+use stayput_chain_connector::tasks::TaskRequest;
 use stayput_chain_connector::{Ledger, LedgerError, keys};
 use std::collections::BTreeMap;
 
@@ -120,11 +121,11 @@ struct Orgs {
 
 impl Orgs {
     /// The records that set the consortium up: members, a dataset, a grant.
-    fn setup(&self) -> Vec<SignedRecord> {
+    fn setup(&self, ledger: &LedgerId) -> Vec<SignedRecord> {
         let (op, bank, bureau) = (&self.operator, &self.bank, &self.bureau);
         vec![
-            SignedRecord::sign(Record::Member(member("bank", bank, &[Role::Requester])), "operator", op),
-            SignedRecord::sign(Record::Member(member("bureau", bureau, &[Role::DataOwner])), "operator", op),
+            SignedRecord::sign(Record::Member(member("bank", bank, &[Role::Requester])), "operator", op, ledger),
+            SignedRecord::sign(Record::Member(member("bureau", bureau, &[Role::DataOwner])), "operator", op, ledger),
             SignedRecord::sign(
                 Record::DatasetVersion(DatasetVersion {
                     dataset: "blacklist".into(),
@@ -136,6 +137,7 @@ impl Orgs {
                 }),
                 "bureau",
                 bureau,
+                ledger,
             ),
             SignedRecord::sign(
                 Record::Grant(Grant {
@@ -153,24 +155,31 @@ impl Orgs {
                 }),
                 "bureau",
                 bureau,
+                ledger,
             ),
         ]
     }
 
-    /// `n` task records, signed by the bank (in parallel, before timing).
-    fn tasks(&self, n: usize) -> Vec<SignedRecord> {
+    /// `n` task records — each with the bank's signed request, issued at
+    /// `now` — signed by the bank (in parallel, before timing).
+    fn tasks(&self, n: usize, ledger: &LedgerId, now: u64) -> Vec<SignedRecord> {
         (0..n)
             .into_par_iter()
             .map(|i| {
-                let task = Task {
-                    id: format!("bench-{i:09}"),
+                let mut nonce = [0u8; 16];
+                nonce[..8].copy_from_slice(&(i as u64).to_le_bytes());
+                let request = TaskRequest {
                     requester: "bank".into(),
                     kind: Computation::Psi,
                     datasets: vec!["blacklist".into()],
-                    params_digest: [3; 32],
-                    grants: vec!["g-bench".into()],
-                };
-                SignedRecord::sign(Record::Task(task), "bank", &self.bank)
+                    receiver: "bank".into(),
+                    params: vec![3; 32],
+                    nonce,
+                    issued_at: now,
+                    ledger: *ledger,
+                }
+                .sign(&self.bank);
+                SignedRecord::sign(Record::Task(Task::new(request, vec!["g-bench".into()])), "bank", &self.bank, ledger)
             })
             .collect()
     }
@@ -252,10 +261,12 @@ fn run_embedded(
     let (write_time, blocks, chain_records) = runtime.block_on(async {
         let operator_member = member("operator", &orgs.operator, &[Role::Operator]);
         let ledger = Arc::new(EmbeddedLedger::create(&path, op(), operator_member, system_clock()).map_err(key_err)?);
-        for record in orgs.setup() {
+        let id = ledger.id();
+        for record in orgs.setup(&id) {
             ledger.submit(record).await.map_err(key_err)?;
         }
-        let write_time = write_all(ledger.clone(), orgs.tasks(records), writers, print_acks).await?;
+        let tasks = orgs.tasks(records, &id, ledger.now());
+        let write_time = write_all(ledger.clone(), tasks, writers, print_acks).await?;
         let summary = ledger.summary();
         Ok::<_, BenchError>((write_time, summary.blocks, summary.records))
     })?;
@@ -287,17 +298,17 @@ async fn run_anvil(orgs: &Orgs, records: usize, writers: usize) -> Result<Ledger
         signers.insert(org.to_owned(), signer);
     }
     let accounts: BTreeMap<String, _> = signers.iter().map(|(o, s)| (o.clone(), s.address())).collect();
-    let genesis = SignedRecord::sign(
-        Record::Member(member("operator", &orgs.operator, &[Role::Operator])),
-        "operator",
-        &orgs.operator,
-    );
-    let config = EvmLedger::deploy(&anvil.url, signers["operator"].clone(), &genesis).await.map_err(key_err)?;
+    let operator_member = member("operator", &orgs.operator, &[Role::Operator]);
+    let config = EvmLedger::deploy(&anvil.url, signers["operator"].clone(), &orgs.operator, operator_member)
+        .await
+        .map_err(key_err)?;
     let ledger = Arc::new(EvmLedger::connect(config.clone(), signers.clone(), accounts.clone()).map_err(key_err)?);
-    for record in orgs.setup() {
+    let id = config.ledger_id();
+    for record in orgs.setup(&id) {
         ledger.submit(record).await.map_err(key_err)?;
     }
-    let write_time = write_all(ledger.clone(), orgs.tasks(records), writers, false).await?;
+    let tasks = orgs.tasks(records, &id, anvil.now().await.map_err(key_err)?);
+    let write_time = write_all(ledger.clone(), tasks, writers, false).await?;
     let blocks = ledger.height().await.map_err(key_err)? - config.deployed_at + 1;
     // A fresh reader replays and re-verifies every event from deployment.
     let started = Instant::now();

@@ -3,15 +3,18 @@ pragma solidity 0.8.37;
 
 /// @title Stayput consortium ledger (EVM backend)
 /// @notice Holds the same records as the embedded ledger, in the same
-/// canonical encoding (stayput/ledger/record/v1), and enforces the same
-/// rules at write time. Each record arrives as its canonical signed bytes;
-/// the contract parses them, checks the rules against its state and
-/// `block.timestamp`, and emits `Recorded` with the bytes, so every reader
-/// rebuilds and re-verifies the same history. `msg.sender` must be the
-/// writer's registered account; an identical record is never accepted twice.
-/// Ed25519 signatures cannot be checked on a london EVM: writers check
-/// before sending, and readers replay every event through the rules and set
-/// aside (quarantine) any record that fails, naming its writer's account.
+/// canonical encoding (records v2), and enforces the same rules at write
+/// time. Each record arrives as its canonical signed bytes; the contract
+/// parses them, checks the rules against its state and `block.timestamp`,
+/// and emits `Recorded` with the bytes, so every reader rebuilds and
+/// re-verifies the same history. `msg.sender` must be the writer's
+/// registered account; an identical record is never accepted twice. The
+/// ledger's identity is the chain id and this contract's address
+/// (`ledgerId`); task requests must name it. Ed25519 signatures cannot be
+/// checked on the EVM: writers check before sending, and readers replay
+/// every event through the rules and set aside (quarantine) any record
+/// that fails, naming its writer's account. Compiled for paris (no PUSH0),
+/// which FISCO BCOS and every current EVM chain run.
 contract StayputLedger {
     uint8 private constant MEMBER = 1;
     uint8 private constant DATASET_VERSION = 2;
@@ -21,6 +24,11 @@ contract StayputLedger {
     uint8 private constant TASK_STATUS = 6;
     uint8 private constant USE = 7;
     uint8 private constant RESULT = 8;
+    uint8 private constant ROTATE_KEY = 9;
+
+    uint256 private constant MAX_REQUEST_BYTES = 16 * 1024 + 64 * 1024;
+    uint256 private constant MAX_PARAMS_BYTES = 16 * 1024;
+    uint256 private constant REQUEST_WINDOW_SECS = 300;
 
     uint8 private constant ROLE_DATA_OWNER = 1;
     uint8 private constant ROLE_REQUESTER = 2;
@@ -35,6 +43,7 @@ contract StayputLedger {
     struct Member {
         address account;
         uint256 roles; // bit (1 << role code)
+        bytes32 signingKey; // ed25519 public key
         bool exists;
     }
 
@@ -61,11 +70,24 @@ contract StayputLedger {
 
     struct Task {
         string requester;
+        string receiver;
         uint8 kind;
         uint8 status;
         bool exists;
+        bool hasResult;
         string[] datasets;
         string[] grants;
+    }
+
+    /// What a parsed task request holds that the rules read.
+    struct Request {
+        string requester;
+        uint8 kind;
+        string[] datasets;
+        string receiver;
+        uint64 issuedAt;
+        bytes32 ledger;
+        bytes32 digest; // SHA-256 of the signed request
     }
 
     mapping(bytes32 => Member) private members;
@@ -73,6 +95,8 @@ contract StayputLedger {
     mapping(bytes32 => Grant) private grants;
     mapping(bytes32 => Task) private tasks;
     mapping(bytes32 => bool) private seen;
+    mapping(bytes32 => bool) private used; // (task, grant, writer) that recorded a use
+    address public immutable deployer;
     uint256 public memberCount;
     uint64 public recordCount;
 
@@ -102,6 +126,14 @@ contract StayputLedger {
     error IllegalTransition(string task, uint8 from, uint8 to);
     error TaskNotActive(string task, uint8 status);
     error Replayed(bytes32 recordHash);
+    error KeyChangeByOperator(string writer, string org);
+    error Suspended(string org);
+    error BadKeyRotation(string org, string problem);
+    error BadTaskRequest(string task, string problem);
+    error StaleTaskRequest(string task, uint64 issuedAt, uint64 now_);
+    error DuplicateUse(string task, string grant, string writer);
+    error WrongReceiver(string task, string receiver, string expected);
+    error DuplicateResult(string task, string receiver);
 
     // ---- Canonical decoding (little-endian, u32 length prefixes) ----
 
@@ -166,32 +198,67 @@ contract StayputLedger {
         return _key(a) == _key(b);
     }
 
+    /// SHA-256 of `len` bytes of `data` from `start`, without copying them.
+    function _sha256Slice(bytes memory data, uint256 start, uint256 len) private view returns (bytes32 h) {
+        assembly {
+            if iszero(staticcall(gas(), 0x02, add(add(data, 32), start), len, 0x00, 0x20)) { revert(0, 0) }
+            h := mload(0x00)
+        }
+    }
+
+    /// `v` as 8 little-endian bytes.
+    function _le64(uint64 v) private pure returns (bytes memory out) {
+        out = new bytes(8);
+        for (uint256 i = 0; i < 8; i++) {
+            out[i] = bytes1(uint8(v >> (8 * i)));
+        }
+    }
+
+    /// The task id of a request: "t-" and 24 hex digits of its SHA-256.
+    function _taskId(bytes32 digest) private pure returns (string memory) {
+        bytes memory hexDigits = "0123456789abcdef";
+        bytes memory out = new bytes(26);
+        out[0] = "t";
+        out[1] = "-";
+        for (uint256 i = 0; i < 12; i++) {
+            uint8 b = uint8(digest[i]);
+            out[2 + 2 * i] = hexDigits[b >> 4];
+            out[3 + 2 * i] = hexDigits[b & 15];
+        }
+        return string(out);
+    }
+
     // ---- Writes ----
 
-    /// @param signedRecord the genesis record: the operator admitting itself (its account: the deployer)
-    constructor(bytes memory signedRecord) {
-        _submit(signedRecord, msg.sender);
+    /// The deployer's account writes the genesis record (the operator
+    /// admitting itself) with `submit`, once the ledger's id is known.
+    constructor() {
+        deployer = msg.sender;
+    }
+
+    /// The ledger's identity: SHA-256 of "stayput/ledger/id/v2/evm", the
+    /// chain id (8 bytes, little-endian) and this contract's address.
+    function ledgerId() public view returns (bytes32) {
+        return sha256(abi.encodePacked("stayput/ledger/id/v2/evm", _le64(uint64(block.chainid)), address(this)));
     }
 
     /// Appends one record after checking the rules; reverts with the refusal otherwise.
     /// @param signedRecord the canonical signed record (writer, record, ed25519 signature)
     /// @param account for a member record: the admitted organisation's account; otherwise ignored
     function submit(bytes calldata signedRecord, address account) external returns (uint64 seq) {
-        return _submit(signedRecord, account);
-    }
-
-    function _submit(bytes memory signedRecord, address account) private returns (uint64 seq) {
         Cursor memory c = Cursor(signedRecord, 0);
+        if (uint32(_uint(c, 4)) != 0x025253ff) revert Malformed("not a records-v2 encoding");
         string memory writer = _str(c);
         uint8 kind = _u8(c);
         bytes32 subject;
         bytes32 recordHash = sha256(abi.encodePacked(bytes1(0x00), signedRecord));
         if (memberCount == 0) {
-            if (kind != MEMBER) revert BadGenesis();
+            if (kind != MEMBER || msg.sender != deployer) revert BadGenesis();
         } else {
             Member storage w = members[_key(writer)];
             if (!w.exists) revert UnknownWriter(writer);
             if (w.account != msg.sender) revert WrongAccount(writer);
+            if (w.roles == 0) revert Suspended(writer);
         }
         if (seen[recordHash]) revert Replayed(recordHash);
         if (kind == MEMBER) subject = _member(c, writer, account);
@@ -202,6 +269,7 @@ contract StayputLedger {
         else if (kind == TASK_STATUS) subject = _taskStatus(c, writer);
         else if (kind == USE) subject = _use(c, writer);
         else if (kind == RESULT) subject = _result(c, writer);
+        else if (kind == ROTATE_KEY) subject = _rotateKey(c, writer);
         else revert Malformed("unknown record kind");
         _take(c, 64); // the writer's ed25519 signature
         if (c.pos != signedRecord.length) revert Malformed("trailing bytes");
@@ -242,20 +310,35 @@ contract StayputLedger {
             if (role < 1 || role > 5) revert Malformed("unknown role");
             roles |= 1 << role;
         }
-        _take(c, 32); // ed25519 public key
+        bytes32 signingKey = bytes32(_bytes(c, 32));
         _str(c); // endpoint
         if (memberCount == 0) {
             if (!_eq(org, writer) || (roles & (1 << ROLE_OPERATOR)) == 0) revert BadGenesis();
+            account = msg.sender;
         } else if (!_isOperator(writer)) {
             revert NotOperator(writer, "member");
         }
-        if (account == address(0)) revert Malformed("a member needs an account");
         Member storage m = members[_key(org)];
-        if (!m.exists) memberCount++;
-        m.account = account;
+        if (m.exists) {
+            // Roles, name and endpoint change; the key and the account stay.
+            if (m.signingKey != signingKey) revert KeyChangeByOperator(writer, org);
+        } else {
+            if (account == address(0)) revert Malformed("a member needs an account");
+            memberCount++;
+            m.account = account;
+            m.signingKey = signingKey;
+            m.exists = true;
+        }
         m.roles = roles;
-        m.exists = true;
         return _key(org);
+    }
+
+    function _rotateKey(Cursor memory c, string memory writer) private returns (bytes32) {
+        bytes32 newKey = bytes32(_bytes(c, 32));
+        Member storage m = members[_key(writer)];
+        if (m.signingKey == newKey) revert BadKeyRotation(writer, "it is the current key");
+        m.signingKey = newKey;
+        return _key(writer);
     }
 
     function _datasetVersion(Cursor memory c, string memory writer) private returns (bytes32) {
@@ -331,13 +414,36 @@ contract StayputLedger {
         return _key(id);
     }
 
+    /// Parses the signed task request nested at the cursor.
+    function _request(Cursor memory c) private view returns (Request memory q) {
+        uint256 len = _uint(c, 4);
+        if (len > MAX_REQUEST_BYTES) revert Malformed("task request too long");
+        uint256 start = c.pos;
+        q.requester = _str(c);
+        q.kind = _computation(c);
+        q.datasets = _strs(c);
+        q.receiver = _str(c);
+        uint256 paramsLen = _uint(c, 4);
+        if (paramsLen > MAX_PARAMS_BYTES) revert Malformed("task parameters too long");
+        _take(c, paramsLen + 16); // parameters and nonce
+        q.issuedAt = uint64(_uint(c, 8));
+        q.ledger = bytes32(_bytes(c, 32));
+        _take(c, 64); // the requester's ed25519 signature
+        if (c.pos != start + len) revert Malformed("task request length");
+        q.digest = _sha256Slice(c.data, start, len);
+    }
+
     function _task(Cursor memory c, string memory writer) private returns (bytes32) {
         string memory id = _str(c);
-        string memory requester = _str(c);
-        uint8 kind = _computation(c);
-        string[] memory ds = _strs(c);
-        _take(c, 32); // parameters digest
         string[] memory gs = _strs(c);
+        Request memory q = _request(c);
+        string memory requester = q.requester;
+        uint8 kind = q.kind;
+        string[] memory ds = q.datasets;
+        if (!_eq(_taskId(q.digest), id)) revert BadTaskRequest(id, "the request gives another task id");
+        if (q.ledger != ledgerId()) revert BadTaskRequest(id, "it was signed for another ledger");
+        uint256 drift = block.timestamp > q.issuedAt ? block.timestamp - q.issuedAt : q.issuedAt - block.timestamp;
+        if (drift > REQUEST_WINDOW_SECS) revert StaleTaskRequest(id, q.issuedAt, uint64(block.timestamp));
         Task storage t = tasks[_key(id)];
         if (t.exists) revert Duplicate("task", id);
         if (!_eq(writer, requester) && !_isOperator(writer)) revert NotTaskParty(writer, id, requester);
@@ -358,6 +464,7 @@ contract StayputLedger {
             _liveGrant(gs[i]);
         }
         t.requester = requester;
+        t.receiver = q.receiver;
         t.kind = kind;
         t.status = SUBMITTED;
         t.exists = true;
@@ -404,6 +511,9 @@ contract StayputLedger {
         }
         if (!listed) revert GrantMismatch(grantId, taskId, "not listed");
         if (t.status != SUBMITTED && t.status != RUNNING) revert TaskNotActive(taskId, t.status);
+        bytes32 useKey = keccak256(abi.encode(taskId, grantId, writer));
+        if (used[useKey]) revert DuplicateUse(taskId, grantId, writer);
+        used[useKey] = true;
         _liveGrant(grantId);
         if (g.uses >= g.maxUses) revert UsesExhausted(grantId, g.maxUses);
         if (items > g.maxItemsPerUse) revert ItemsPerUseExceeded(grantId, g.maxItemsPerUse, items);
@@ -420,11 +530,14 @@ contract StayputLedger {
     function _result(Cursor memory c, string memory writer) private returns (bytes32) {
         string memory id = _str(c);
         _take(c, 32); // result digest
-        _str(c); // receiver
+        string memory receiver = _str(c);
         uint256 n = _count(c);
         _take(c, 32 * n); // intermediate digests
         Task storage t = _existingTask(id);
         _requireTaskParty(writer, id, t);
+        if (!_eq(receiver, t.receiver)) revert WrongReceiver(id, receiver, t.receiver);
+        if (t.hasResult) revert DuplicateResult(id, receiver);
+        t.hasResult = true;
         return _key(id);
     }
 

@@ -1,5 +1,5 @@
 // Compiles StayputLedger.sol with the pinned solc (npm `solc`, see
-// tools/package.json) for evmVersion london (FISCO BCOS's default), through
+// tools/package.json) for evmVersion paris (no PUSH0: FISCO BCOS and older chains lack it), through
 // solc's standard-JSON interface (solcjs has no --evm-version flag), and
 // writes the ABI and deployment bytecode beside the source. Deterministic:
 // the same source and solc give the same files, which a test checks.
@@ -19,7 +19,7 @@ const input = {
   language: "Solidity",
   sources: { "StayputLedger.sol": { content: source } },
   settings: {
-    evmVersion: "london",
+    evmVersion: "paris",
     optimizer: { enabled: true, runs: 200 },
     viaIR: true,
     metadata: { bytecodeHash: "none", appendCBOR: false },
@@ -43,9 +43,9 @@ if (process.argv.includes("--check")) {
     console.error("StayputLedger.abi.json / .bin are stale: run node chain-connector/contracts/build.mjs");
     process.exit(1);
   }
-  console.log(`up to date (solc ${solc.version()}, evmVersion london)`);
+  console.log(`up to date (solc ${solc.version()}, evmVersion paris)`);
 } else {
   writeFileSync(abiPath, abi);
   writeFileSync(binPath, bin);
-  console.log(`wrote ${abiPath} and ${binPath} (solc ${solc.version()}, evmVersion london, ${bin.length / 2} bytes)`);
+  console.log(`wrote ${abiPath} and ${binPath} (solc ${solc.version()}, evmVersion paris, ${bin.length / 2} bytes)`);
 }

@@ -8,10 +8,10 @@ use sha2::{Digest as _, Sha256};
 use crate::LedgerError;
 use crate::codec::{Reader, Writer};
 use crate::merkle;
-use crate::records::{Digest, SignedRecord, verify_bytes};
+use crate::records::{Digest, LedgerId, SignedRecord, verify_bytes};
 
-const BLOCK_LABEL: &[u8] = b"stayput/ledger/block/v1";
-const PROOF_LABEL: &[u8] = b"stayput/ledger/inclusion-proof/v1";
+const BLOCK_LABEL: &[u8] = b"stayput/ledger/block/v2";
+const PROOF_LABEL: &[u8] = b"stayput/ledger/inclusion-proof/v2";
 
 /// Most records in one block.
 pub const MAX_BLOCK_RECORDS: usize = 8192;
@@ -26,6 +26,8 @@ pub const MAX_BLOCK_BYTES: usize = 8 << 20;
 /// What the operator signs for each block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlockHeader {
+    /// The ledger: the same in every block, fixed by the genesis block.
+    pub ledger: LedgerId,
     /// 0 for the genesis block.
     pub height: u64,
     /// Hash of the previous block's header (zeros for genesis).
@@ -41,6 +43,7 @@ pub struct BlockHeader {
 impl BlockHeader {
     fn encode(&self, w: &mut Writer) {
         w.bytes(BLOCK_LABEL)
+            .fixed(&self.ledger.0)
             .u64(self.height)
             .fixed(&self.prev_hash)
             .fixed(&self.merkle_root)
@@ -49,10 +52,20 @@ impl BlockHeader {
     }
 
     fn decode(r: &mut Reader<'_>) -> Result<Self, LedgerError> {
-        if r.bytes()? != BLOCK_LABEL {
-            return Err(LedgerError::Malformed { what: "block header", reason: "wrong label".into() });
+        let label = r.bytes()?;
+        if label != BLOCK_LABEL {
+            let reason = if label.starts_with(b"stayput/ledger/block/") {
+                format!(
+                    "a block of format {}; this build reads block/v2 (records v2) only",
+                    String::from_utf8_lossy(&label)
+                )
+            } else {
+                "wrong label".into()
+            };
+            return Err(LedgerError::Malformed { what: "block header", reason });
         }
         Ok(Self {
+            ledger: LedgerId(r.fixed()?),
             height: r.u64()?,
             prev_hash: r.fixed()?,
             merkle_root: r.fixed()?,

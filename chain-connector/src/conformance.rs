@@ -7,10 +7,11 @@ use std::sync::Arc;
 use crate::LedgerError;
 use crate::ledger::{GrantFilter, Ledger, subscribe};
 use crate::records::{
-    Computation, DatasetVersion, Grant, Member, OrgKey, Record, ResultRecord, Role, SignedRecord, Task, TaskStatus,
-    UseRecord,
+    Computation, DatasetVersion, Grant, LedgerId, Member, OrgKey, Record, ResultRecord, Role, SignedRecord, Task,
+    TaskStatus, UseRecord,
 };
 use crate::rules::Refusal;
+use crate::tasks::{SignedTaskRequest, TaskRequest};
 
 /// A backend under test.
 #[async_trait::async_trait]
@@ -31,11 +32,17 @@ pub struct Org {
     pub id: &'static str,
     /// Its signing key.
     pub key: OrgKey,
+    /// The ledger it signs for.
+    pub ledger: LedgerId,
 }
 
 impl Org {
     fn new(id: &'static str) -> Self {
-        Self { id, key: OrgKey::generate() }
+        Self::with_key(id, OrgKey::generate())
+    }
+
+    fn with_key(id: &'static str, key: OrgKey) -> Self {
+        Self { id, key, ledger: LedgerId([0; 32]) }
     }
 
     fn member(&self, roles: &[Role]) -> Member {
@@ -48,9 +55,9 @@ impl Org {
         }
     }
 
-    /// Signs a record as this organisation.
+    /// Signs a record as this organisation for its ledger.
     pub fn sign(&self, record: Record) -> SignedRecord {
-        SignedRecord::sign(record, self.id, &self.key)
+        SignedRecord::sign(record, self.id, &self.key, &self.ledger)
     }
 }
 
@@ -67,6 +74,9 @@ pub struct Consortium {
     pub bureau: Org,
     /// A data owner and requester.
     pub hospital: Org,
+    /// The ledger's time when the consortium was made: the issue time of
+    /// its task requests.
+    pub created: u64,
 }
 
 impl std::fmt::Debug for Consortium {
@@ -87,7 +97,10 @@ impl Consortium {
         let op_member = operator.member(&[Role::Operator]);
         let op_key = OrgKey::from_bytes(&operator.key.to_secret_bytes());
         let ledger = backend.fresh(op_key, op_member).await;
-        let c = Self { ledger, operator, bank, bureau, hospital };
+        let id = ledger.identity().await.expect("the ledger's identity");
+        let [operator, bank, bureau, hospital] = [operator, bank, bureau, hospital].map(|o| Org { ledger: id, ..o });
+        let created = backend.now(&ledger).await;
+        let c = Self { ledger, operator, bank, bureau, hospital, created };
         for (org, roles) in [
             (&c.bank, &[Role::Requester][..]),
             (&c.bureau, &[Role::DataOwner][..]),
@@ -127,16 +140,53 @@ impl Consortium {
         })
     }
 
-    /// A bank task on `blacklist` under `grants`.
-    pub fn task(&self, id: &str, grants: &[&str]) -> Record {
-        Record::Task(Task {
-            id: id.into(),
+    /// The bank's signed request for the task called `name` (the same
+    /// request, and so the same task id, every time).
+    pub fn request(&self, name: &str) -> SignedTaskRequest {
+        self.request_for(name, &["blacklist"])
+    }
+
+    /// The bank's signed PSI request called `name` on `datasets`.
+    pub fn request_for(&self, name: &str, datasets: &[&str]) -> SignedTaskRequest {
+        let mut nonce = [0u8; 16];
+        let n = name.len().min(16);
+        nonce[..n].copy_from_slice(&name.as_bytes()[..n]);
+        TaskRequest {
             requester: "bank".into(),
             kind: Computation::Psi,
-            datasets: vec!["blacklist".into()],
-            params_digest: digest(9),
-            grants: grants.iter().map(|g| (*g).to_owned()).collect(),
+            datasets: datasets.iter().map(|d| (*d).to_owned()).collect(),
+            receiver: "bank".into(),
+            params: name.as_bytes().to_vec(),
+            nonce,
+            issued_at: self.created,
+            ledger: self.bank.ledger,
+        }
+        .sign(&self.bank.key)
+    }
+
+    /// The id of the task called `name`.
+    pub fn task_id(&self, name: &str) -> String {
+        self.request(name).task_id()
+    }
+
+    /// A bank task on `blacklist` under `grants`.
+    pub fn task(&self, name: &str, grants: &[&str]) -> Record {
+        Record::Task(Task::new(self.request(name), grants.iter().map(|g| (*g).to_owned()).collect()))
+    }
+
+    /// A result record for the task called `name`.
+    pub fn result(&self, name: &str, receiver: &str) -> Record {
+        Record::Result(ResultRecord {
+            task: self.task_id(name),
+            result_digest: digest(5),
+            receiver: receiver.into(),
+            intermediates: vec![],
         })
+    }
+
+    /// A status record for the task called `name`.
+    pub fn status(&self, name: &str, status: TaskStatus) -> Record {
+        Record::TaskStatus { task: self.task_id(name), status }
     }
 
     /// A bureau use record.
@@ -146,7 +196,7 @@ impl Consortium {
 
     /// A use record of `items` spending `epsilon` milli-ε.
     pub fn spend(&self, task: &str, grant: &str, items: u64, epsilon: u32) -> SignedRecord {
-        self.bureau.sign(Record::Use(UseRecord { task: task.into(), grant: grant.into(), items, epsilon }))
+        self.bureau.sign(Record::Use(UseRecord { task: self.task_id(task), grant: grant.into(), items, epsilon }))
     }
 
     /// Submits and expects acceptance.
@@ -205,7 +255,7 @@ pub async fn owner_only_writes(backend: &dyn Backend) {
     );
     expect_refusal!(c, c.bank.sign(Record::Member(c.hospital.member(&[Role::Operator]))), Refusal::NotOperator { .. });
     // A record signed by someone else's key, and one from a stranger.
-    let forged = SignedRecord::sign(c.grant("g-f", 1, 1, far), "bureau", &c.bank.key);
+    let forged = SignedRecord::sign(c.grant("g-f", 1, 1, far), "bureau", &c.bank.key, &c.bank.ledger);
     assert!(matches!(c.ledger.submit(forged).await, Err(LedgerError::BadSignature { .. })));
     let stranger = Org::new("stranger");
     expect_refusal!(c, stranger.sign(c.task("t-x", &[])), Refusal::UnknownWriter { .. });
@@ -231,6 +281,7 @@ pub async fn grant_limits(backend: &dyn Backend) {
     );
     c.ledger.submit(c.spend("t1", "g", 60, 1_000)).await.expect("first use");
     expect_refusal!(c, c.spend("t1", "g", 60, 1_000), Refusal::Replayed { .. });
+    expect_refusal!(c, c.spend("t1", "g", 1, 0), Refusal::DuplicateUse { .. });
     expect_refusal!(c, c.use_of("t2", "g", 41), Refusal::ItemsExhausted { used: 60, asked: 41, .. });
     expect_refusal!(c, c.spend("t2", "g", 40, 501), Refusal::EpsilonExhausted { spent: 1_000, asked: 501, .. });
     c.ledger.submit(c.spend("t2", "g", 40, 500)).await.expect("second use, exactly at the item and ε limits");
@@ -240,7 +291,8 @@ pub async fn grant_limits(backend: &dyn Backend) {
     // Only the dataset owner's node records uses; a grant must be in the task.
     c.ok(&c.bureau, c.grant("g2", 5, 100, now + 86_400)).await;
     c.ok(&c.bank, c.task("t4", &["g2"])).await;
-    let by_bank = c.bank.sign(Record::Use(UseRecord { task: "t4".into(), grant: "g2".into(), items: 1, epsilon: 0 }));
+    let by_bank =
+        c.bank.sign(Record::Use(UseRecord { task: c.task_id("t4"), grant: "g2".into(), items: 1, epsilon: 0 }));
     expect_refusal!(c, by_bank, Refusal::NotOwner { .. });
     expect_refusal!(c, c.use_of("t1", "g2", 1), Refusal::GrantMismatch { .. });
 
@@ -269,7 +321,7 @@ pub async fn task_transitions(backend: &dyn Backend) {
     c.ok(&c.bank, c.task("t", &["g"])).await;
     expect_refusal!(c, c.bank.sign(c.task("t", &["g"])), Refusal::Replayed { .. });
     expect_refusal!(c, c.operator.sign(c.task("t", &["g"])), Refusal::Duplicate { .. });
-    let status = |s| Record::TaskStatus { task: "t".into(), status: s };
+    let status = |s| c.status("t", s);
     expect_refusal!(c, c.bank.sign(status(TaskStatus::Succeeded)), Refusal::IllegalTransition { .. });
     expect_refusal!(c, c.bureau.sign(status(TaskStatus::Running)), Refusal::NotTaskParty { .. });
     c.ok(&c.operator, status(TaskStatus::Running)).await;
@@ -278,17 +330,17 @@ pub async fn task_transitions(backend: &dyn Backend) {
     c.ok(&c.bank, status(TaskStatus::Succeeded)).await;
     expect_refusal!(c, c.bank.sign(status(TaskStatus::Failed)), Refusal::IllegalTransition { .. });
     expect_refusal!(c, c.use_of("t", "g", 1), Refusal::TaskNotActive { .. });
-    c.ok(
-        &c.operator,
-        Record::Result(ResultRecord {
-            task: "t".into(),
-            result_digest: digest(5),
-            receiver: "bank".into(),
-            intermediates: vec![],
-        }),
-    )
-    .await;
-    let trail = c.ledger.task("t").await.unwrap().unwrap();
+    expect_refusal!(c, c.operator.sign(c.result("t", "bureau")), Refusal::WrongReceiver { .. });
+    c.ok(&c.operator, c.result("t", "bank")).await;
+    let second = Record::Result(ResultRecord {
+        result_digest: digest(6),
+        ..match c.result("t", "bank") {
+            Record::Result(r) => r,
+            _ => unreachable!(),
+        }
+    });
+    expect_refusal!(c, c.bank.sign(second), Refusal::DuplicateResult { .. });
+    let trail = c.ledger.task(&c.task_id("t")).await.unwrap().unwrap();
     assert_eq!(trail.status, TaskStatus::Succeeded);
     assert_eq!(trail.uses.len(), 1);
     assert_eq!(trail.results.len(), 1);
@@ -353,6 +405,132 @@ pub async fn last_use_race(backend: &dyn Backend) {
     assert!(matches!(loser, Err(LedgerError::Refused(Refusal::UsesExhausted { .. }))), "{loser:?}");
 }
 
+/// The operator cannot re-key a member: only the member rotates its own
+/// key, signing with the current one; after a rotation the old key signs
+/// nothing, and a suspended member writes nothing.
+pub async fn operator_cannot_rekey(backend: &dyn Backend) {
+    let c = Consortium::new(backend).await;
+    let far = backend.now(&c.ledger).await + 86_400;
+    // The attack: the operator re-admits the bureau under a key it holds.
+    let puppet = Org { ledger: c.bureau.ledger, ..Org::new("bureau") };
+    let rekey = Record::Member(puppet.member(&[Role::DataOwner]));
+    expect_refusal!(c, c.operator.sign(rekey), Refusal::KeyChangeByOperator { .. });
+    // ... so a grant "from" the bureau signed with that key is refused.
+    assert!(matches!(
+        c.ledger.submit(puppet.sign(c.grant("g-forged", 1, 1, far))).await,
+        Err(LedgerError::BadSignature { .. })
+    ));
+    // The operator may still change roles and endpoint, keeping the key.
+    c.ok(
+        &c.operator,
+        Record::Member(Member {
+            endpoint: "https://bureau.example.invalid:7200".into(),
+            ..c.bureau.member(&[Role::DataOwner])
+        }),
+    )
+    .await;
+
+    // The bureau rotates its own key; the old key signs nothing from then on.
+    c.ok(&c.bureau, c.grant("g-before", 1, 1, far)).await;
+    let rotated = Org { ledger: c.bureau.ledger, ..Org::new("bureau") };
+    expect_refusal!(
+        c,
+        c.bureau.sign(Record::RotateKey { new_key: c.bureau.key.public_key() }),
+        Refusal::BadKeyRotation { .. }
+    );
+    expect_refusal!(c, c.bureau.sign(Record::RotateKey { new_key: [0; 32] }), Refusal::BadKeyRotation { .. });
+    c.ok(&c.bureau, Record::RotateKey { new_key: rotated.key.public_key() }).await;
+    assert!(matches!(
+        c.ledger.submit(c.bureau.sign(c.grant("g-old", 1, 1, far))).await,
+        Err(LedgerError::BadSignature { .. })
+    ));
+    c.ledger.submit(rotated.sign(c.grant("g-new", 1, 1, far))).await.expect("a grant under the new key");
+    let member = c.ledger.member("bureau").await.unwrap().unwrap();
+    assert_eq!(member.signing_key, rotated.key.public_key());
+    // The grant written under the old key before the rotation still stands.
+    assert!(c.ledger.grant("g-before").await.unwrap().is_some());
+
+    // Suspension: no roles, no writes.
+    c.ok(&c.operator, Record::Member(c.hospital.member(&[]))).await;
+    let refused = c.ledger.submit(c.hospital.sign(Record::DatasetVersion(c.version("ward", "hospital", 1)))).await;
+    assert!(matches!(refused, Err(LedgerError::Refused(Refusal::Suspended { .. }))), "{refused:?}");
+}
+
+/// Nobody records a task its requester did not sign for this ledger, now.
+pub async fn tasks_carry_the_requesters_request(backend: &dyn Backend) {
+    let c = Consortium::new(backend).await;
+    let now = backend.now(&c.ledger).await;
+    c.ok(&c.bureau, c.grant("g", 5, 100, now + 86_400)).await;
+    // The operator invents a cardinality task "by the bank", signing the
+    // request with its own key.
+    let mut invented = c.request("invented").request;
+    invented.kind = Computation::PsiCardinality;
+    let forged = Task::new(invented.clone().sign(&c.operator.key), vec!["g".into()]);
+    expect_refusal!(c, c.operator.sign(Record::Task(forged)), Refusal::BadTaskRequest { .. });
+    // A real request recorded under another id.
+    let mut relabelled = match c.task("real", &["g"]) {
+        Record::Task(t) => t,
+        _ => unreachable!(),
+    };
+    relabelled.id = "t-000000000000000000000000".into();
+    expect_refusal!(c, c.operator.sign(Record::Task(relabelled)), Refusal::BadTaskRequest { .. });
+    // A request the bank signed for another consortium's ledger.
+    let elsewhere = TaskRequest { ledger: LedgerId([9; 32]), ..c.request("elsewhere").request }.sign(&c.bank.key);
+    expect_refusal!(
+        c,
+        c.operator.sign(Record::Task(Task::new(elsewhere, vec!["g".into()]))),
+        Refusal::BadTaskRequest { .. }
+    );
+    // A request held back and recorded long after it was signed.
+    let stale = TaskRequest { issued_at: now.saturating_sub(3_600), ..c.request("stale").request }.sign(&c.bank.key);
+    expect_refusal!(
+        c,
+        c.operator.sign(Record::Task(Task::new(stale, vec!["g".into()]))),
+        Refusal::StaleTaskRequest { .. }
+    );
+    // The bank's own request, recorded by the operator, is accepted.
+    c.ok(&c.operator, c.task("real", &["g"])).await;
+    let task = c.ledger.task(&c.task_id("real")).await.unwrap().unwrap();
+    assert_eq!(task.task.requester(), "bank");
+    assert_eq!(task.task.request, c.request("real"));
+}
+
+/// One use per task, grant and owner — however many different use records
+/// an owner's node writes, and however they race.
+pub async fn one_use_per_task_and_grant(backend: &dyn Backend) {
+    let c = Consortium::new(backend).await;
+    let now = backend.now(&c.ledger).await;
+    c.ok(&c.bureau, c.grant("g", 10, 1_000, now + 86_400)).await;
+    c.ok(&c.bank, c.task("t", &["g"])).await;
+    let (a, b) = tokio::join!(c.ledger.submit(c.use_of("t", "g", 5)), c.ledger.submit(c.use_of("t", "g", 6)));
+    let wins = [a.is_ok(), b.is_ok()].iter().filter(|w| **w).count();
+    assert_eq!(wins, 1, "exactly one use of a grant per task: {a:?} / {b:?}");
+    let loser = if a.is_ok() { b } else { a };
+    assert!(matches!(loser, Err(LedgerError::Refused(Refusal::DuplicateUse { .. }))), "{loser:?}");
+    let state = c.ledger.grant("g").await.unwrap().unwrap();
+    assert_eq!(state.uses, 1);
+}
+
+/// A record signed for one consortium's ledger is refused by another's,
+/// even where the same organisation holds the same key in both.
+pub async fn no_cross_consortium_replay(backend: &dyn Backend) {
+    let a = Consortium::new(backend).await;
+    let b = Consortium::new(backend).await;
+    assert_ne!(a.bank.ledger, b.bank.ledger, "two ledgers, two identities");
+    // b admits an organisation holding a's bureau key.
+    let twin = Org::with_key("bureau-twin", OrgKey::from_bytes(&a.bureau.key.to_secret_bytes()));
+    b.ok(&b.operator, Record::Member(twin.member(&[Role::DataOwner]))).await;
+    let version = Record::DatasetVersion(a.version("twin-data", "bureau-twin", 1));
+    let for_a = Org {
+        ledger: a.bank.ledger,
+        ..Org::with_key("bureau-twin", OrgKey::from_bytes(&a.bureau.key.to_secret_bytes()))
+    };
+    let replayed = b.ledger.submit(for_a.sign(version.clone())).await;
+    assert!(matches!(replayed, Err(LedgerError::BadSignature { .. })), "{replayed:?}");
+    let for_b = Org { ledger: b.bank.ledger, ..twin };
+    b.ledger.submit(for_b.sign(version)).await.expect("the same record signed for this ledger");
+}
+
 /// Every check, in order.
 pub async fn run_all(backend: &dyn Backend) {
     owner_only_writes(backend).await;
@@ -360,4 +538,8 @@ pub async fn run_all(backend: &dyn Backend) {
     task_transitions(backend).await;
     event_replay(backend).await;
     last_use_race(backend).await;
+    operator_cannot_rekey(backend).await;
+    tasks_carry_the_requesters_request(backend).await;
+    one_use_per_task_and_grant(backend).await;
+    no_cross_consortium_replay(backend).await;
 }

@@ -17,6 +17,10 @@
 //!   block. A consistent rollback of the newest blocks (tip rewritten too)
 //!   cannot be detected from the file alone; receipts and inclusion proofs
 //!   held by others are the check against it.
+//! * **Identity.** Creating a ledger draws a random nonce; the ledger's
+//!   [`LedgerId`] (its operator's key and that nonce, hashed) is sealed into
+//!   every block header and covered by every record's signature, so records
+//!   of one consortium are not valid in another's ledger.
 //! * **Proofs.** [`EmbeddedLedger::prove`] returns an [`InclusionProof`] for
 //!   any record, verifiable with the operator's public key alone.
 
@@ -33,7 +37,7 @@ use crate::LedgerError;
 use crate::block::{Block, BlockHeader, InclusionProof, MAX_BLOCK_BYTES, MAX_BLOCK_RECORDS};
 use crate::ledger::{GrantFilter, Ledger, LedgerEvent, Receipt};
 use crate::merkle;
-use crate::records::{DatasetVersion, Digest, Member, OrgKey, Record, SignedRecord};
+use crate::records::{DatasetVersion, Digest, LedgerId, Member, OrgKey, Record, SignedRecord};
 use crate::rules::{GrantState, State, TaskState};
 
 const BLOCKS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("blocks");
@@ -111,15 +115,15 @@ fn read_chain(txn: &ReadTransaction, operator: &[u8; 32]) -> Result<Chain, Ledge
     }
     let recorded_tip = meta.get("tip")?.map(|v| v.value().to_vec()).unwrap_or_default();
     let blocks = txn.open_table(BLOCKS)?;
-    let mut state = State::default();
+    let mut state: Option<State> = None;
     let mut index = HashMap::new();
     let mut tip: Option<Tip> = None;
     let mut records = 0u64;
-    let mut pending: Vec<(u64, usize, [u8; 32], SignedRecord)> = Vec::new();
-    let verify = |jobs: &mut Vec<(u64, usize, [u8; 32], SignedRecord)>| -> Result<(), LedgerError> {
+    let mut pending: Vec<(u64, usize, [u8; 32], LedgerId, SignedRecord)> = Vec::new();
+    let verify = |jobs: &mut Vec<(u64, usize, [u8; 32], LedgerId, SignedRecord)>| -> Result<(), LedgerError> {
         let failed = jobs
             .par_iter()
-            .filter_map(|(h, i, key, r)| r.verify(key).err().map(|e| (*h, *i, e)))
+            .filter_map(|(h, i, key, ledger, r)| r.verify(key, ledger).err().map(|e| (*h, *i, e)))
             .min_by_key(|(h, i, _)| (*h, *i));
         jobs.clear();
         match failed {
@@ -147,12 +151,19 @@ fn read_chain(txn: &ReadTransaction, operator: &[u8; 32]) -> Result<Chain, Ledge
             return Err(corrupt("its time is earlier than the previous block's".into()));
         }
         let leaves = block.check(operator).map_err(corrupt)?;
+        let state = state.get_or_insert_with(|| State::new(block.header.ledger));
+        if block.header.ledger != state.ledger {
+            return Err(corrupt(format!(
+                "it names ledger {}, not this ledger ({})",
+                block.header.ledger, state.ledger
+            )));
+        }
         for (i, (record, leaf)) in block.records.iter().zip(leaves).enumerate() {
             let key = state
                 .apply_unverified(record, block.header.timestamp)
                 .map_err(|e| corrupt(format!("record {i} breaks the rules: {e}")))?;
             index.insert(leaf, (height, u32::try_from(i).expect("bounded")));
-            pending.push((height, i, key, record.clone()));
+            pending.push((height, i, key, state.ledger, record.clone()));
         }
         records += block.records.len() as u64;
         if pending.len() >= 4096 {
@@ -161,7 +172,9 @@ fn read_chain(txn: &ReadTransaction, operator: &[u8; 32]) -> Result<Chain, Ledge
         tip = Some(Tip { height, hash: block.header.hash(), timestamp: block.header.timestamp });
     }
     verify(&mut pending)?;
-    let tip = tip.ok_or(LedgerError::Corrupt { height: 0, reason: "there is no genesis block".into() })?;
+    let no_genesis = || LedgerError::Corrupt { height: 0, reason: "there is no genesis block".into() };
+    let tip = tip.ok_or_else(no_genesis)?;
+    let state = state.ok_or_else(no_genesis)?;
     let mut expected_tip = tip.height.to_le_bytes().to_vec();
     expected_tip.extend_from_slice(&tip.hash);
     if recorded_tip != expected_tip {
@@ -198,6 +211,7 @@ fn write_block(db: &Database, block: &Block, operator: Option<&[u8; 32]>) -> Res
 
 fn seal(
     operator: &OrgKey,
+    ledger: LedgerId,
     height: u64,
     prev: Digest,
     timestamp: u64,
@@ -205,6 +219,7 @@ fn seal(
     leaves: &[Digest],
 ) -> Block {
     let header = BlockHeader {
+        ledger,
         height,
         prev_hash: prev,
         merkle_root: merkle::root(leaves),
@@ -231,14 +246,17 @@ impl EmbeddedLedger {
             let db = Database::builder().create_with_backend(backend)?;
             let now = clock();
             let org = operator_member.org.clone();
-            let genesis = SignedRecord::sign(Record::Member(operator_member), &org, &operator);
+            let mut nonce = [0u8; 16];
+            rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut nonce);
+            let ledger = LedgerId::embedded(&operator.public_key(), &nonce);
+            let genesis = SignedRecord::sign(Record::Member(operator_member), &org, &operator, &ledger);
             genesis.check_storable()?;
-            let mut state = State::default();
+            let mut state = State::new(ledger);
             state.apply(&genesis, now)?;
             let leaf = genesis.hash();
             let mut index = HashMap::new();
             index.insert(leaf, (0, 0));
-            let block = seal(&operator, 0, [0; 32], now, vec![genesis], &[leaf]);
+            let block = seal(&operator, ledger, 0, [0; 32], now, vec![genesis], &[leaf]);
             write_block(&db, &block, Some(&operator.public_key()))?;
             let tip = Tip { height: 0, hash: block.header.hash(), timestamp: now };
             Ok((db, Chain { state, tip, records: 1, index, stopped: None }))
@@ -292,6 +310,11 @@ impl EmbeddedLedger {
             })
             .expect("spawn the committer thread");
         Self { shared, clock, submissions: Some(tx), committer: Some(committer) }
+    }
+
+    /// The ledger's identity (what every record's signature covers).
+    pub fn id(&self) -> LedgerId {
+        self.shared.chain.read().expect("ledger lock").state.ledger
     }
 
     /// Summary of the chain as this handle sees it.
@@ -479,7 +502,10 @@ fn commit_loop(shared: &Shared, operator: &OrgKey, clock: &Clock, rx: &mpsc::Rec
         // is verified again against the new key.
         let verified: Vec<Option<[u8; 32]>> = batch
             .par_iter()
-            .map(|p| chain.state.writer_key(&p.record).ok().filter(|key| p.record.verify(key).is_ok()))
+            .map(|p| {
+                let key = chain.state.writer_key(&p.record).ok();
+                key.filter(|key| p.record.verify(key, &chain.state.ledger).is_ok())
+            })
             .collect();
         let mut accepted = Vec::with_capacity(batch.len());
         for (p, verified_with) in batch.into_iter().zip(verified) {
@@ -504,7 +530,7 @@ fn commit_loop(shared: &Shared, operator: &OrgKey, clock: &Clock, rx: &mpsc::Rec
         let (replies, records): (Vec<_>, Vec<_>) = accepted.into_iter().map(|p| (p.reply, p.record)).unzip();
         let height = chain.tip.height + 1;
         let hashes: Vec<Digest> = records.iter().map(SignedRecord::hash).collect();
-        let block = seal(operator, height, chain.tip.hash, now, records, &hashes);
+        let block = seal(operator, chain.state.ledger, height, chain.tip.hash, now, records, &hashes);
         match write_block(&shared.db, &block, None) {
             Ok(()) => {
                 for (i, hash) in hashes.iter().enumerate() {
@@ -546,6 +572,10 @@ impl Ledger for EmbeddedLedger {
         let stopped = || LedgerError::Stopped("the ledger is closing".into());
         self.submissions.as_ref().ok_or_else(stopped)?.send(Pending { record, reply }).map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
+    }
+
+    async fn identity(&self) -> Result<LedgerId, LedgerError> {
+        Ok(self.id())
     }
 
     async fn height(&self) -> Result<u64, LedgerError> {

@@ -28,12 +28,12 @@ use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy::rpc::types::{Filter, TransactionRequest};
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol;
-use alloy::sol_types::{SolConstructor, SolEvent};
+use alloy::sol_types::SolEvent;
 use tokio::sync::Mutex;
 
 use crate::LedgerError;
 use crate::ledger::{GrantFilter, Ledger, LedgerEvent, Receipt};
-use crate::records::{DatasetVersion, Member, Record, Role, SignedRecord, TaskStatus};
+use crate::records::{DatasetVersion, LedgerId, Member, OrgKey, Record, Role, SignedRecord, TaskStatus};
 use crate::rules::{GrantState, Refusal, State, TaskState};
 
 sol!(
@@ -119,6 +119,16 @@ fn refusal(e: ContractError) -> LedgerError {
             Err(e) => return e,
         },
         E::Replayed(x) => Refusal::Replayed { hash: hex::encode(x.recordHash) },
+        E::KeyChangeByOperator(x) => Refusal::KeyChangeByOperator { writer: x.writer, org: x.org },
+        E::Suspended(x) => Refusal::Suspended { org: x.org },
+        E::BadKeyRotation(x) => {
+            Refusal::BadKeyRotation { org: x.org, problem: static_str(&x.problem, &["it is the current key"]) }
+        }
+        E::BadTaskRequest(x) => Refusal::BadTaskRequest { task: x.task, problem: x.problem },
+        E::StaleTaskRequest(x) => Refusal::StaleTaskRequest { task: x.task, issued_at: x.issuedAt, now: x.now_ },
+        E::DuplicateUse(x) => Refusal::DuplicateUse { task: x.task, grant: x.grant, writer: x.writer },
+        E::WrongReceiver(x) => Refusal::WrongReceiver { task: x.task, receiver: x.receiver, expected: x.expected },
+        E::DuplicateResult(x) => Refusal::DuplicateResult { task: x.task, receiver: x.receiver },
     };
     LedgerError::Refused(refusal)
 }
@@ -130,15 +140,28 @@ fn contract_error(context: &str, e: &alloy::contract::Error) -> LedgerError {
     }
 }
 
-/// What a handle knows about the deployed contract.
+/// What a handle knows about the deployed contract: the trust anchor a
+/// reader holds independently of its RPC endpoint.
 #[derive(Clone)]
 pub struct EvmConfig {
     /// The JSON-RPC endpoint (loopback only in this project's tests).
     pub rpc_url: String,
+    /// The chain's id (FISCO BCOS: 20200 by default; anvil: 31337).
+    pub chain_id: u64,
     /// The contract's address.
     pub contract: Address,
     /// The block it was deployed in (replay starts there).
     pub deployed_at: u64,
+    /// The operator's ed25519 public key: the genesis record on the
+    /// contract must admit exactly this key, or the reader refuses the chain.
+    pub operator_key: [u8; 32],
+}
+
+impl EvmConfig {
+    /// The ledger's identity: the chain id and the contract's address.
+    pub fn ledger_id(&self) -> LedgerId {
+        LedgerId::evm(self.chain_id, &self.contract.into_array())
+    }
 }
 
 impl std::fmt::Debug for EvmConfig {
@@ -150,6 +173,7 @@ impl std::fmt::Debug for EvmConfig {
         );
         f.debug_struct("EvmConfig")
             .field("endpoint", &endpoint)
+            .field("chain_id", &self.chain_id)
             .field("contract", &self.contract)
             .field("deployed_at", &self.deployed_at)
             .finish()
@@ -163,6 +187,8 @@ impl std::fmt::Debug for EvmConfig {
 pub struct EvmSettings {
     /// The chain's JSON-RPC endpoint.
     pub rpc_url: String,
+    /// The chain's id, pinned: an endpoint of another chain is refused.
+    pub chain_id: u64,
     /// The contract's address (0x…).
     pub contract: Address,
     /// The block the contract was deployed in.
@@ -190,12 +216,22 @@ pub fn create_account(path: &std::path::Path) -> Result<PrivateKeySigner, Ledger
 }
 
 impl EvmSettings {
-    /// A handle writing as `org` with its configured account.
-    pub fn open(&self, org: &str) -> Result<EvmLedger, LedgerError> {
+    /// The deployment these settings name, trusting `operator_key`.
+    pub fn config(&self, operator_key: [u8; 32]) -> EvmConfig {
+        EvmConfig {
+            rpc_url: self.rpc_url.clone(),
+            chain_id: self.chain_id,
+            contract: self.contract,
+            deployed_at: self.deployed_at,
+            operator_key,
+        }
+    }
+
+    /// A handle writing as `org` with its configured account, trusting
+    /// `operator_key` as the operator's.
+    pub fn open(&self, org: &str, operator_key: [u8; 32]) -> Result<EvmLedger, LedgerError> {
         let signer = load_account(&self.account_key)?;
-        let config =
-            EvmConfig { rpc_url: self.rpc_url.clone(), contract: self.contract, deployed_at: self.deployed_at };
-        EvmLedger::connect(config, BTreeMap::from([(org.to_owned(), signer)]), BTreeMap::new())
+        EvmLedger::connect(self.config(operator_key), BTreeMap::from([(org.to_owned(), signer)]), BTreeMap::new())
     }
 }
 
@@ -211,12 +247,20 @@ pub struct Quarantined {
     pub reason: String,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Replica {
     state: State,
     synced_to: Option<u64>,
     next_seq: u64,
     quarantined: Vec<Quarantined>,
+    /// Whether the endpoint's chain id was checked against the pinned one.
+    chain_checked: bool,
+}
+
+impl Replica {
+    fn new(ledger: LedgerId) -> Self {
+        Self { state: State::new(ledger), synced_to: None, next_seq: 0, quarantined: Vec::new(), chain_checked: false }
+    }
 }
 
 /// One `Recorded` event, checked for origin and order but not yet decoded.
@@ -284,23 +328,52 @@ fn wallet_provider(url: &str, signer: PrivateKeySigner) -> Result<DynProvider, L
 }
 
 impl EvmLedger {
-    /// Deploys the contract from the operator's account with the genesis
-    /// record (the operator admitting itself); returns its configuration.
+    /// Deploys the contract from the operator's EVM account, then writes
+    /// the genesis record — `operator_member` admitting itself, signed with
+    /// `operator_key` for the new ledger's id (chain id and the contract
+    /// address the receipt names, never one derived locally); returns the
+    /// deployment's configuration.
     pub async fn deploy(
         rpc_url: &str,
-        operator: PrivateKeySigner,
-        genesis: &SignedRecord,
+        account: PrivateKeySigner,
+        operator_key: &OrgKey,
+        operator_member: Member,
     ) -> Result<EvmConfig, LedgerError> {
-        let provider = wallet_provider(rpc_url, operator)?;
-        let mut code = hex::decode(BYTECODE_HEX.trim()).map_err(|e| rpc_err("contract bytecode", e))?;
-        code.extend(StayputLedger::constructorCall { signedRecord: genesis.to_bytes().into() }.abi_encode());
+        let provider = wallet_provider(rpc_url, account)?;
+        let code = hex::decode(BYTECODE_HEX.trim()).map_err(|e| rpc_err("contract bytecode", e))?;
         let tx = TransactionRequest::default().with_deploy_code(code);
         let pending = provider.send_transaction(tx).await.map_err(|e| rpc_err("deploying the contract", e))?;
         let receipt = pending.get_receipt().await.map_err(|e| rpc_err("deploying the contract", e))?;
+        if !receipt.status() {
+            return Err(rpc_err("deploying the contract", "the deployment reverted"));
+        }
         let contract =
             receipt.contract_address.ok_or_else(|| rpc_err("deploying the contract", "no contract address"))?;
         let deployed_at = receipt.block_number.unwrap_or(0);
-        Ok(EvmConfig { rpc_url: rpc_url.into(), contract, deployed_at })
+        let chain_id = provider.get_chain_id().await.map_err(|e| rpc_err("eth_chainId", e))?;
+        let config = EvmConfig {
+            rpc_url: rpc_url.into(),
+            chain_id,
+            contract,
+            deployed_at,
+            operator_key: operator_key.public_key(),
+        };
+        let org = operator_member.org.clone();
+        let genesis = SignedRecord::sign(Record::Member(operator_member), &org, operator_key, &config.ledger_id());
+        genesis.check_storable()?;
+        let instance = StayputLedger::new(contract, provider);
+        let call = instance.submit(Bytes::from(genesis.to_bytes()), Address::ZERO);
+        call.call().await.map_err(|e| contract_error("simulating the genesis record", &e))?;
+        let pending = call.send().await.map_err(|e| contract_error("sending the genesis record", &e))?;
+        let receipt = pending
+            .with_timeout(Some(RECEIPT_TIMEOUT))
+            .get_receipt()
+            .await
+            .map_err(|e| rpc_err("waiting for the genesis record's receipt", e))?;
+        if !receipt.status() {
+            return Err(rpc_err("writing the genesis record", "the transaction reverted"));
+        }
+        Ok(config)
     }
 
     /// A handle that writes for the organisations in `signers` and knows
@@ -316,11 +389,11 @@ impl EvmLedger {
             .map(|(org, signer)| Ok((org, Mutex::new(wallet_provider(&config.rpc_url, signer)?))))
             .collect::<Result<_, LedgerError>>()?;
         Ok(Self {
+            replica: Mutex::new(Replica::new(config.ledger_id())),
             config,
             reader,
             writers,
             accounts,
-            replica: Mutex::new(Replica::default()),
             timestamps: Mutex::new(HashMap::new()),
         })
     }
@@ -395,6 +468,19 @@ impl EvmLedger {
     /// numbers means the node is hiding records: that stops the read.
     async fn sync(&self) -> Result<tokio::sync::MutexGuard<'_, Replica>, LedgerError> {
         let mut replica = self.replica.lock().await;
+        if !replica.chain_checked {
+            let chain_id = self.reader.get_chain_id().await.map_err(|e| rpc_err("eth_chainId", e))?;
+            if chain_id != self.config.chain_id {
+                return Err(rpc_err(
+                    "eth_chainId",
+                    format!(
+                        "the endpoint serves chain {chain_id}, not the pinned chain {}; check [ledger.evm] rpc_url and chain_id",
+                        self.config.chain_id
+                    ),
+                ));
+            }
+            replica.chain_checked = true;
+        }
         let latest = self.reader.get_block_number().await.map_err(|e| rpc_err("eth_blockNumber", e))?;
         let mut from = replica.synced_to.map_or(self.config.deployed_at, |h| h + 1);
         while from <= latest {
@@ -407,12 +493,14 @@ impl EvmLedger {
                 }
             }
             // Decoding, signature checks and rules are heavy: off the executor.
-            let state = std::mem::take(&mut replica.state);
+            let state = std::mem::replace(&mut replica.state, State::new(self.config.ledger_id()));
             let next_seq = replica.next_seq;
-            let replayed = tokio::task::spawn_blocking(move || apply_events(state, next_seq, events, &times)).await;
+            let operator = self.config.operator_key;
+            let replayed =
+                tokio::task::spawn_blocking(move || apply_events(state, next_seq, events, &times, &operator)).await;
             let Ok((state, next_seq, quarantined, outcome)) = replayed else {
                 // The state went with the failed task: replay from deployment next time.
-                *replica = Replica::default();
+                *replica = Replica::new(self.config.ledger_id());
                 return Err(rpc_err("replaying events", "the replay task failed"));
             };
             replica.state = state;
@@ -439,6 +527,7 @@ fn apply_events(
     mut next_seq: u64,
     events: Vec<RawEvent>,
     times: &HashMap<u64, u64>,
+    operator: &[u8; 32],
 ) -> (State, u64, Vec<Quarantined>, Result<(), LedgerError>) {
     let mut quarantined = Vec::new();
     for e in events {
@@ -446,6 +535,19 @@ fn apply_events(
             let reason =
                 format!("record {} arrived where {next_seq} was due: the node omitted or reordered records", e.seq);
             return (state, next_seq, quarantined, Err(LedgerError::Corrupt { height: e.height, reason }));
+        }
+        if next_seq == 0 {
+            // The genesis must admit the operator this reader trusts.
+            let genesis = SignedRecord::from_bytes(&e.bytes);
+            let admits =
+                matches!(&genesis, Ok(SignedRecord { record: Record::Member(m), .. }) if &m.signing_key == operator);
+            if !admits || genesis.as_ref().is_ok_and(|g| g.hash() != e.record_hash) {
+                let reason = format!(
+                    "the contract's genesis record does not admit the pinned operator key {}: this is not the consortium's ledger",
+                    hex::encode(operator)
+                );
+                return (state, next_seq, quarantined, Err(LedgerError::Corrupt { height: e.height, reason }));
+            }
         }
         next_seq += 1;
         let applied = SignedRecord::from_bytes(&e.bytes).and_then(|record| {
@@ -468,9 +570,15 @@ impl Ledger for EvmLedger {
             self.writers.get(&record.writer).ok_or_else(|| LedgerError::NoAccount { org: record.writer.clone() })?;
         record.check_storable()?;
         {
+            // The signature and every rule, locally, at the newest block's
+            // time: what the contract cannot check (ed25519, key validity)
+            // is refused here rather than quarantined by every reader.
             let replica = self.sync().await?;
-            let key = replica.state.writer_key(&record)?;
-            record.verify(&key)?;
+            let now = match replica.synced_to {
+                Some(height) => self.block_timestamp(height).await?,
+                None => 0,
+            };
+            replica.state.check(&record, now)?;
         }
         let account = match &record.record {
             Record::Member(m) => {
@@ -496,17 +604,25 @@ impl Ledger for EvmLedger {
                 |e| contract_error("the record", &e),
             ));
         }
+        // Written only when the receipt's log of this contract carries this
+        // record's hash: an endpoint cannot acknowledge a record it dropped.
+        let hash = record.hash();
         let log = receipt
             .inner
             .logs()
             .iter()
-            .find(|l| l.address() == self.config.contract)
-            .ok_or_else(|| rpc_err("the record's receipt", "no Recorded event"))?;
+            .filter(|l| l.address() == self.config.contract)
+            .find(|l| StayputLedger::Recorded::decode_log(&l.inner).is_ok_and(|e| e.recordHash.0 == hash))
+            .ok_or_else(|| rpc_err("the record's receipt", "no Recorded event of this contract carries the record"))?;
         Ok(Receipt {
             height: receipt.block_number.unwrap_or(0),
             index: u32::try_from(log.log_index.unwrap_or(0)).unwrap_or(u32::MAX),
-            record_hash: record.hash(),
+            record_hash: hash,
         })
+    }
+
+    async fn identity(&self) -> Result<LedgerId, LedgerError> {
+        Ok(self.config.ledger_id())
     }
 
     async fn height(&self) -> Result<u64, LedgerError> {
@@ -585,6 +701,9 @@ impl Ledger for EvmLedger {
     }
 }
 
+/// FISCO BCOS's default chain id, which [`Anvil`] also runs as.
+pub const FISCO_CHAIN_ID: u64 = 20200;
+
 /// A local anvil node for tests and benchmarks: the pinned npm build,
 /// listening on a free loopback port, stopped when dropped.
 #[derive(Debug)]
@@ -630,7 +749,10 @@ impl Anvil {
             .map_err(|e| rpc_err("finding a free port", e))?
             .port();
         let child = Command::new(Self::binary()?)
+            // Started as a FISCO BCOS chain looks: paris (no PUSH0), its
+            // default chain id, and no fee market to speak of.
             .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--silent"])
+            .args(["--hardfork", "paris", "--chain-id", &FISCO_CHAIN_ID.to_string(), "--gas-price", "0"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::LedgerError;
-use crate::records::{DatasetVersion, Digest, Member, SignedRecord};
+use crate::records::{DatasetVersion, Digest, LedgerId, Member, SignedRecord};
 use crate::rules::{GrantState, TaskState};
 
 /// Where a record landed.
@@ -46,6 +46,11 @@ pub struct GrantFilter {
 pub trait Ledger: Send + Sync + std::fmt::Debug {
     /// Appends a record; returns where it landed once it is durable.
     async fn submit(&self, record: SignedRecord) -> Result<Receipt, LedgerError>;
+    /// The ledger's identity: what every record and task request signed
+    /// for it must name. Established from what the reader trusts (the
+    /// operator-sealed genesis block; the pinned chain id and contract),
+    /// never from the transport alone.
+    async fn identity(&self) -> Result<LedgerId, LedgerError>;
     /// The newest block height.
     async fn height(&self) -> Result<u64, LedgerError>;
     /// A member by organisation id.

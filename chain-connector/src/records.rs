@@ -1,21 +1,74 @@
-//! The consortium's records (design brief §5) and their canonical encoding.
+//! The consortium's records (design brief §5) and their canonical encoding,
+//! records v2.
 //!
-//! Every record travels as a [`SignedRecord`]: the writer's organisation id,
-//! the record, and the writer's ed25519 signature over
-//! `"stayput/ledger/record/v1" ‖ writer ‖ record` in the canonical encoding
-//! of [`crate::codec`]. Its hash — the Merkle leaf on the embedded ledger and
+//! Every record travels as a [`SignedRecord`]: the version tag
+//! [`RECORD_TAG`], the writer's organisation id, the record, and the
+//! writer's ed25519 signature over
+//! `"stayput/ledger/record/v2" ‖ ledger id ‖ writer ‖ record` in the
+//! canonical encoding of [`crate::codec`]. The [`LedgerId`] names one
+//! consortium's ledger (the embedded ledger's genesis, or an EVM chain id
+//! and contract address), so a record signed for one consortium is not
+//! valid in another. Its hash — the Merkle leaf on the embedded ledger and
 //! the record id on every backend — is `SHA-256(0x00 ‖ signed encoding)`.
+//!
+//! Records v1 (no tag, no ledger id, operator-written key changes, tasks
+//! without the requester's signed request) are refused with a message that
+//! says so; they were never released.
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use sha2::{Digest as _, Sha256};
 
 use crate::LedgerError;
 use crate::codec::{Reader, Writer};
+use crate::tasks::{MAX_REQUEST_BYTES, SignedTaskRequest};
 
 /// A SHA-256 digest.
 pub type Digest = [u8; 32];
 
-const SIGNING_LABEL: &[u8] = b"stayput/ledger/record/v1";
+const SIGNING_LABEL: &[u8] = b"stayput/ledger/record/v2";
+
+/// The first four bytes of every signed record: `0xFF`, `"SR"`, the format
+/// version. A records-v1 encoding began with the writer name's `u32`
+/// length, so its first byte is never `0xFF`.
+pub const RECORD_TAG: [u8; 4] = [0xFF, b'S', b'R', 2];
+
+/// The identity of one consortium's ledger, carried in every signature so
+/// that a record cannot be replayed into another consortium.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LedgerId(pub [u8; 32]);
+
+impl LedgerId {
+    /// The embedded ledger's id: its operator's key and a random nonce drawn
+    /// when the ledger was created; sealed into every block header.
+    pub fn embedded(operator_key: &[u8; 32], nonce: &[u8; 16]) -> Self {
+        let mut h = Sha256::new();
+        h.update(b"stayput/ledger/id/v2/embedded");
+        h.update(operator_key);
+        h.update(nonce);
+        Self(h.finalize().into())
+    }
+
+    /// An EVM ledger's id: the chain id and the contract's address.
+    pub fn evm(chain_id: u64, contract: &[u8; 20]) -> Self {
+        let mut h = Sha256::new();
+        h.update(b"stayput/ledger/id/v2/evm");
+        h.update(chain_id.to_le_bytes());
+        h.update(contract);
+        Self(h.finalize().into())
+    }
+}
+
+impl std::fmt::Debug for LedgerId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LedgerId({})", hex::encode(self.0))
+    }
+}
+
+impl std::fmt::Display for LedgerId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
 
 macro_rules! wire_enum {
     ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $code:literal => $text:literal),+ $(,)? }) => {
@@ -192,21 +245,49 @@ pub struct Grant {
     pub epsilon_budget: u32,
 }
 
-/// A task.
+/// A task: the requester's signed request, and the grants it runs under.
+/// Who asked, what, on which datasets and with which parameters is read
+/// from the request, which only the requester's key can have signed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Task {
-    /// Task id.
+    /// Task id: [`SignedTaskRequest::task_id`] of the request.
     pub id: String,
-    /// The requesting organisation.
-    pub requester: String,
-    /// What it computes.
-    pub kind: Computation,
-    /// The datasets it reads.
-    pub datasets: Vec<String>,
-    /// Digest of its canonical parameters.
-    pub params_digest: Digest,
     /// The grants it relies on.
     pub grants: Vec<String>,
+    /// The requester's signed request.
+    pub request: SignedTaskRequest,
+}
+
+impl Task {
+    /// The task for a signed request, under `grants`.
+    pub fn new(request: SignedTaskRequest, grants: Vec<String>) -> Self {
+        Self { id: request.task_id(), grants, request }
+    }
+
+    /// The requesting organisation.
+    pub fn requester(&self) -> &str {
+        &self.request.request.requester
+    }
+
+    /// What it computes.
+    pub fn kind(&self) -> Computation {
+        self.request.request.kind
+    }
+
+    /// The datasets it reads.
+    pub fn datasets(&self) -> &[String] {
+        &self.request.request.datasets
+    }
+
+    /// The organisation whose node receives the result.
+    pub fn receiver(&self) -> &str {
+        &self.request.request.receiver
+    }
+
+    /// Digest of its canonical parameters.
+    pub fn params_digest(&self) -> Digest {
+        crate::tasks::params_digest(self.kind(), &self.request.request.params)
+    }
 }
 
 /// A dataset owner's node served a task under a grant.
@@ -238,7 +319,8 @@ pub struct ResultRecord {
 /// Every kind of record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
-    /// Admit or update a member (operator only).
+    /// Admit a member, or change an admitted member's name, roles or
+    /// endpoint — never its key (operator only). No roles suspends it.
     Member(Member),
     /// Publish a dataset version (its owner only).
     DatasetVersion(DatasetVersion),
@@ -262,6 +344,11 @@ pub enum Record {
     Use(UseRecord),
     /// A result digest (the operator or the task's requester).
     Result(ResultRecord),
+    /// A member replaces its own signing key (signed with the current one).
+    RotateKey {
+        /// The new ed25519 public key.
+        new_key: [u8; 32],
+    },
 }
 
 impl Record {
@@ -276,6 +363,7 @@ impl Record {
             Record::TaskStatus { .. } => "task_status",
             Record::Use(_) => "use",
             Record::Result(_) => "result",
+            Record::RotateKey { .. } => "rotate_key",
         }
     }
 
@@ -318,13 +406,10 @@ impl Record {
                 w.u8(4).str(grant);
             }
             Record::Task(t) => {
-                w.u8(5).str(&t.id).str(&t.requester).u8(t.kind.code());
-                w.list(&t.datasets, |w, d| {
-                    w.str(d);
-                });
-                w.fixed(&t.params_digest).list(&t.grants, |w, g| {
+                w.u8(5).str(&t.id).list(&t.grants, |w, g| {
                     w.str(g);
                 });
+                w.bytes_unbounded(&t.request.to_bytes());
             }
             Record::TaskStatus { task, status } => {
                 w.u8(6).str(task).u8(status.code());
@@ -337,6 +422,9 @@ impl Record {
                 w.list(&r.intermediates, |w, d| {
                     w.fixed(d);
                 });
+            }
+            Record::RotateKey { new_key } => {
+                w.u8(9).fixed(new_key);
             }
         }
     }
@@ -381,11 +469,8 @@ impl Record {
             4 => Record::RevokeGrant { grant: r.str()? },
             5 => Record::Task(Task {
                 id: r.str()?,
-                requester: r.str()?,
-                kind: Computation::from_code(r.u8()?)?,
-                datasets: r.list(Reader::str)?,
-                params_digest: r.fixed()?,
                 grants: r.list(Reader::str)?,
+                request: SignedTaskRequest::from_bytes(&r.bytes_bounded(MAX_REQUEST_BYTES)?)?,
             }),
             6 => Record::TaskStatus { task: r.str()?, status: TaskStatus::from_code(r.u8()?)? },
             7 => Record::Use(UseRecord { task: r.str()?, grant: r.str()?, items: r.u64()?, epsilon: r.u32()? }),
@@ -395,15 +480,16 @@ impl Record {
                 receiver: r.str()?,
                 intermediates: r.list(|r| r.fixed())?,
             }),
+            9 => Record::RotateKey { new_key: r.fixed()? },
             other => {
                 return Err(LedgerError::Malformed { what: "record", reason: format!("unknown kind {other}") });
             }
         })
     }
 
-    fn signing_message(&self, writer: &str) -> Vec<u8> {
+    fn signing_message(&self, writer: &str, ledger: &LedgerId) -> Vec<u8> {
         let mut w = Writer::new();
-        w.bytes(SIGNING_LABEL).str(writer);
+        w.bytes(SIGNING_LABEL).fixed(&ledger.0).str(writer);
         self.encode(&mut w);
         w.into_bytes()
     }
@@ -421,32 +507,34 @@ pub struct SignedRecord {
 }
 
 impl SignedRecord {
-    /// Signs `record` as `writer`.
-    pub fn sign(record: Record, writer: &str, key: &OrgKey) -> Self {
-        let signature = key.0.sign(&record.signing_message(writer)).to_bytes();
+    /// Signs `record` as `writer` for the ledger `ledger`.
+    pub fn sign(record: Record, writer: &str, key: &OrgKey, ledger: &LedgerId) -> Self {
+        let signature = key.0.sign(&record.signing_message(writer, ledger)).to_bytes();
         Self { writer: writer.to_owned(), record, signature }
     }
 
-    /// Checks the signature against the writer's public key.
-    pub fn verify(&self, public_key: &[u8; 32]) -> Result<(), LedgerError> {
+    /// Checks the signature against the writer's public key, for `ledger`.
+    pub fn verify(&self, public_key: &[u8; 32], ledger: &LedgerId) -> Result<(), LedgerError> {
         let bad = || LedgerError::BadSignature { writer: self.writer.clone(), kind: self.record.kind() };
         let key = VerifyingKey::from_bytes(public_key).map_err(|_| bad())?;
-        key.verify_strict(&self.record.signing_message(&self.writer), &Signature::from_bytes(&self.signature))
+        key.verify_strict(&self.record.signing_message(&self.writer, ledger), &Signature::from_bytes(&self.signature))
             .map_err(|_| bad())
     }
 
     /// The canonical encoding.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut w = Writer::new();
-        w.str(&self.writer);
+        w.fixed(&RECORD_TAG).str(&self.writer);
         self.record.encode(&mut w);
         w.fixed(&self.signature);
         w.into_bytes()
     }
 
-    /// Decodes a canonical encoding.
+    /// Decodes a canonical encoding; records of another format version are
+    /// refused, saying which version they are.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, LedgerError> {
-        let mut r = Reader::new(bytes, "signed record");
+        check_tag(bytes)?;
+        let mut r = Reader::new(&bytes[RECORD_TAG.len()..], "signed record");
         let record = Self { writer: r.str()?, record: Record::decode(&mut r)?, signature: r.fixed()? };
         r.finish()?;
         Ok(record)
@@ -470,6 +558,21 @@ impl SignedRecord {
     /// The record's hash: `SHA-256(0x00 ‖ encoding)`, its Merkle leaf.
     pub fn hash(&self) -> Digest {
         leaf_hash(&self.to_bytes())
+    }
+}
+
+/// Refuses bytes that do not start with this build's [`RECORD_TAG`].
+fn check_tag(bytes: &[u8]) -> Result<(), LedgerError> {
+    let refuse = |reason: String| Err(LedgerError::Malformed { what: "signed record", reason });
+    match bytes {
+        [0xFF, b'S', b'R', 2, ..] => Ok(()),
+        [0xFF, b'S', b'R', v, ..] => refuse(format!("records v{v}; this build reads records v2 only")),
+        [_, 0, 0, 0, ..] => refuse(
+            "a records-v1 encoding (no version tag); this build reads records v2 only. Records v1 were never \
+             released: create the ledger again with this build"
+                .into(),
+        ),
+        _ => refuse("no records-v2 tag (0xFF 'S' 'R' 2) at the start".into()),
     }
 }
 

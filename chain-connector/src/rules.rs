@@ -8,24 +8,36 @@
 //!
 //! | record | who may write it | refused when |
 //! |---|---|---|
-//! | member | the operator (the first record: the operator admitting itself) | — |
+//! | member | the operator (the first record: the operator admitting itself) | it would change an admitted member's key |
+//! | rotate key | the member itself, signed with its current key | the key is not a valid ed25519 key or is the current one |
 //! | dataset version | the dataset's owner, a `data_owner` | version not the next one; owner changes |
 //! | grant | the dataset's owner | id reused; dataset or grantee unknown; no computation |
 //! | revoke grant | the dataset's owner | grant unknown or already revoked |
-//! | task | its requester (a `requester`) or the operator | id reused; a dataset unknown; a grant not the requester's, not for a listed dataset, revoked or expired |
+//! | task | its requester (a `requester`) or the operator | the requester's signed request is missing its signature (under the requester's key at the time), is for another ledger, is outside [`REQUEST_WINDOW_SECS`] of the ledger's clock, or does not give the task id; id reused; a dataset unknown; a grant not the requester's, not for a listed dataset, revoked or expired |
 //! | task status | its requester or the operator | not a legal transition |
-//! | use | the owner of the grant's dataset | task not submitted or running; grant not in the task; revoked; expired; no uses left; items would exceed the limit |
-//! | result | the operator or the task's requester | task unknown |
+//! | use | the owner of the grant's dataset | task not submitted or running; grant not in the task; this writer already recorded a use of this grant for this task; revoked; expired; no uses left; items would exceed the limit |
+//! | result | the operator or the task's requester | task unknown; the receiver is not the one the requester named; a result for it is already recorded |
+//!
+//! **Keys.** A record is valid only under the key its writer held when it
+//! was written: every reader replays the ledger from its genesis through
+//! these rules, so each signature is checked against the member's key at
+//! that point of the history. The operator admits members and changes their
+//! roles (no roles: suspended, and a suspended member writes nothing); only
+//! a member, signing with its current key, changes its key. So the operator
+//! cannot re-key a member and sign for it.
 //!
 //! Any record identical to one already applied (same hash) is refused, so a
-//! signed record cannot be replayed — not a use, not an old member record.
+//! signed record cannot be replayed — not a use, not an old member record;
+//! and every signature covers the [`LedgerId`], so a record cannot be
+//! carried into another consortium's ledger.
 
 use std::collections::BTreeMap;
 
 use crate::LedgerError;
 use crate::records::{
-    DatasetVersion, Grant, Member, Record, ResultRecord, Role, SignedRecord, Task, TaskStatus, UseRecord,
+    DatasetVersion, Grant, LedgerId, Member, Record, ResultRecord, Role, SignedRecord, Task, TaskStatus, UseRecord,
 };
+use crate::tasks::REQUEST_WINDOW_SECS;
 
 /// Milli-ε as ε, for messages.
 fn milli(v: u32) -> String {
@@ -79,6 +91,28 @@ pub enum Refusal {
     TaskNotActive { task: String, status: TaskStatus },
     #[error("an identical record ({hash}) is already on the ledger; records cannot be replayed")]
     Replayed { hash: String },
+    #[error(
+        "'{writer}' may not change the key of member '{org}': a member rotates its own key, signing with its current one"
+    )]
+    KeyChangeByOperator { writer: String, org: String },
+    #[error("member '{org}' is suspended (it holds no role) and may write nothing")]
+    Suspended { org: String },
+    #[error("'{org}' cannot rotate to that key: {problem}")]
+    BadKeyRotation { org: String, problem: &'static str },
+    #[error("task '{task}' does not carry a valid request of its requester: {problem}")]
+    BadTaskRequest { task: String, problem: String },
+    #[error(
+        "task '{task}': its request was issued at {issued_at} (unix seconds), more than {REQUEST_WINDOW_SECS} s from the ledger's time {now}; the requester signs a new one"
+    )]
+    StaleTaskRequest { task: String, issued_at: u64, now: u64 },
+    #[error(
+        "'{writer}' has already recorded its use of grant '{grant}' for task '{task}'; one use per task, grant and owner"
+    )]
+    DuplicateUse { task: String, grant: String, writer: String },
+    #[error("task '{task}' delivers its result to '{expected}', not '{receiver}'")]
+    WrongReceiver { task: String, receiver: String, expected: String },
+    #[error("task '{task}' already has its result for '{receiver}'; one result per receiver")]
+    DuplicateResult { task: String, receiver: String },
 }
 
 /// A grant and what has been consumed of it.
@@ -105,13 +139,23 @@ pub struct TaskState {
     pub status: TaskStatus,
     /// Uses served for it, with the serving organisation.
     pub uses: Vec<(String, UseRecord)>,
-    /// Result digests recorded for it.
+    /// Result digests recorded for it: at most one, for the receiver the
+    /// requester named.
     pub results: Vec<ResultRecord>,
 }
 
+impl TaskState {
+    /// The task's one result, when it is recorded.
+    pub fn result(&self) -> Option<&ResultRecord> {
+        self.results.first()
+    }
+}
+
 /// The consortium's state: what the records so far add up to.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct State {
+    /// The ledger these records belong to: every signature covers it.
+    pub ledger: LedgerId,
     /// Members by organisation id.
     pub members: BTreeMap<String, Member>,
     /// Dataset versions by dataset id, oldest first.
@@ -125,6 +169,18 @@ pub struct State {
 }
 
 impl State {
+    /// The empty state of ledger `ledger`, before its genesis record.
+    pub fn new(ledger: LedgerId) -> Self {
+        Self {
+            ledger,
+            members: BTreeMap::new(),
+            datasets: BTreeMap::new(),
+            grants: BTreeMap::new(),
+            tasks: BTreeMap::new(),
+            seen: std::collections::HashSet::new(),
+        }
+    }
+
     /// The newest version of every dataset.
     pub fn latest_datasets(&self) -> Vec<DatasetVersion> {
         self.datasets.values().filter_map(|v| v.last().cloned()).collect()
@@ -143,7 +199,7 @@ impl State {
 
     /// Tasks requested by `requester` (all when `None`).
     pub fn tasks_of(&self, requester: Option<&str>) -> Vec<TaskState> {
-        self.tasks.values().filter(|t| requester.is_none_or(|r| t.task.requester == r)).cloned().collect()
+        self.tasks.values().filter(|t| requester.is_none_or(|r| t.task.requester() == r)).cloned().collect()
     }
 
     /// The operator: the organisation that admitted itself first.
@@ -154,14 +210,14 @@ impl State {
     /// Checks the writer's signature and the rules, then applies the record.
     /// On error the state is unchanged.
     pub fn apply(&mut self, signed: &SignedRecord, now: u64) -> Result<(), LedgerError> {
-        signed.verify(&self.writer_key(signed)?)?;
+        signed.verify(&self.writer_key(signed)?, &self.ledger)?;
         self.apply_unverified(signed, now).map(drop)
     }
 
     /// Checks a record as [`State::apply`] would — signature, replay, rules —
     /// without applying it (a client's check before it submits).
     pub fn check(&self, signed: &SignedRecord, now: u64) -> Result<(), LedgerError> {
-        signed.verify(&self.writer_key(signed)?)?;
+        signed.verify(&self.writer_key(signed)?, &self.ledger)?;
         let hash = signed.hash();
         if self.seen.contains(&hash) {
             return Err(Refusal::Replayed { hash: hex::encode(hash) }.into());
@@ -200,6 +256,9 @@ impl State {
             };
         }
         let member = self.members.get(writer).ok_or_else(|| Refusal::UnknownWriter { writer: writer.into() })?;
+        if member.roles.is_empty() {
+            return Err(Refusal::Suspended { org: writer.into() }.into());
+        }
         Ok(member.signing_key)
     }
 
@@ -233,15 +292,42 @@ impl State {
     }
 
     fn require_task_party(&self, writer: &str, task: &TaskState) -> Result<(), Refusal> {
-        if writer == task.task.requester || self.is_operator(writer) {
+        if writer == task.task.requester() || self.is_operator(writer) {
             Ok(())
         } else {
             Err(Refusal::NotTaskParty {
                 writer: writer.into(),
                 task: task.task.id.clone(),
-                requester: task.task.requester.clone(),
+                requester: task.task.requester().into(),
             })
         }
+    }
+
+    /// The task's request: signed by its requester, under the key the
+    /// requester holds now (the ledger's "now" for this record), for this
+    /// ledger, within the request window of the ledger's clock, and giving
+    /// the task's id.
+    fn check_request(&self, t: &Task, now: u64) -> Result<(), Refusal> {
+        let bad = |problem: String| Refusal::BadTaskRequest { task: t.id.clone(), problem };
+        if t.request.task_id() != t.id {
+            return Err(bad(format!("the request gives task id '{}'", t.request.task_id())));
+        }
+        if t.request.request.ledger != self.ledger {
+            return Err(bad(format!(
+                "it was signed for ledger {}, not this one ({})",
+                t.request.request.ledger, self.ledger
+            )));
+        }
+        let requester = t.requester();
+        let member =
+            self.members.get(requester).ok_or_else(|| Refusal::Unknown { what: "member", id: requester.into() })?;
+        if t.request.verify(&member.signing_key).is_err() {
+            return Err(bad(format!("the signature does not verify against the key of '{requester}'")));
+        }
+        if now.abs_diff(t.request.request.issued_at) > REQUEST_WINDOW_SECS {
+            return Err(Refusal::StaleTaskRequest { task: t.id.clone(), issued_at: t.request.request.issued_at, now });
+        }
+        Ok(())
     }
 
     fn require_live(grant: &GrantState, now: u64) -> Result<(), Refusal> {
@@ -256,9 +342,21 @@ impl State {
 
     fn check_rules(&self, writer: &str, record: &Record, now: u64) -> Result<(), Refusal> {
         match record {
-            Record::Member(_) => {
+            Record::Member(m) => {
                 if !self.is_operator(writer) {
                     return Err(Refusal::NotOperator { writer: writer.into(), kind: "member" });
+                }
+                if self.members.get(&m.org).is_some_and(|current| current.signing_key != m.signing_key) {
+                    return Err(Refusal::KeyChangeByOperator { writer: writer.into(), org: m.org.clone() });
+                }
+            }
+            Record::RotateKey { new_key } => {
+                let bad = |problem| Refusal::BadKeyRotation { org: writer.into(), problem };
+                if self.members.get(writer).is_some_and(|m| &m.signing_key == new_key) {
+                    return Err(bad("it is the current key"));
+                }
+                if ed25519_dalek::VerifyingKey::from_bytes(new_key).map_or(true, |k| k.is_weak()) {
+                    return Err(bad("it is not a valid ed25519 public key"));
                 }
             }
             Record::DatasetVersion(d) => {
@@ -304,27 +402,28 @@ impl State {
                 if self.tasks.contains_key(&t.id) {
                     return Err(Refusal::Duplicate { what: "task", id: t.id.clone() });
                 }
-                if writer != t.requester && !self.is_operator(writer) {
+                if writer != t.requester() && !self.is_operator(writer) {
                     return Err(Refusal::NotTaskParty {
                         writer: writer.into(),
                         task: t.id.clone(),
-                        requester: t.requester.clone(),
+                        requester: t.requester().into(),
                     });
                 }
-                self.require_role(&t.requester, Role::Requester)?;
-                for dataset in &t.datasets {
+                self.require_role(t.requester(), Role::Requester)?;
+                self.check_request(t, now)?;
+                for dataset in t.datasets() {
                     self.owner_of(dataset)?;
                 }
                 for id in &t.grants {
                     let grant = self.grant(id)?;
                     let mismatch = |problem| Refusal::GrantMismatch { grant: id.clone(), task: t.id.clone(), problem };
-                    if grant.grant.grantee != t.requester {
+                    if grant.grant.grantee != t.requester() {
                         return Err(mismatch("not the requester's"));
                     }
-                    if !t.datasets.contains(&grant.grant.dataset) {
+                    if !t.datasets().contains(&grant.grant.dataset) {
                         return Err(mismatch("for a dataset the task does not read"));
                     }
-                    if !grant.grant.computations.contains(&t.kind) {
+                    if !grant.grant.computations.contains(&t.kind()) {
                         return Err(mismatch("not for this kind of computation"));
                     }
                     Self::require_live(grant, now)?;
@@ -350,6 +449,13 @@ impl State {
                 }
                 if !matches!(task.status, TaskStatus::Submitted | TaskStatus::Running) {
                     return Err(Refusal::TaskNotActive { task: u.task.clone(), status: task.status });
+                }
+                if task.uses.iter().any(|(by, used)| by == writer && used.grant == u.grant) {
+                    return Err(Refusal::DuplicateUse {
+                        task: u.task.clone(),
+                        grant: u.grant.clone(),
+                        writer: writer.into(),
+                    });
                 }
                 Self::require_live(grant, now)?;
                 if grant.uses >= grant.grant.max_uses {
@@ -382,6 +488,16 @@ impl State {
             Record::Result(r) => {
                 let task = self.task(&r.task)?;
                 self.require_task_party(writer, task)?;
+                if r.receiver != task.task.receiver() {
+                    return Err(Refusal::WrongReceiver {
+                        task: r.task.clone(),
+                        receiver: r.receiver.clone(),
+                        expected: task.task.receiver().into(),
+                    });
+                }
+                if task.results.iter().any(|done| done.receiver == r.receiver) {
+                    return Err(Refusal::DuplicateResult { task: r.task.clone(), receiver: r.receiver.clone() });
+                }
             }
         }
         Ok(())
@@ -426,6 +542,11 @@ impl State {
             Record::Result(r) => {
                 if let Some(t) = self.tasks.get_mut(&r.task) {
                     t.results.push(r.clone());
+                }
+            }
+            Record::RotateKey { new_key } => {
+                if let Some(m) = self.members.get_mut(&signed.writer) {
+                    m.signing_key = *new_key;
                 }
             }
         }

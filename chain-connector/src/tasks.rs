@@ -2,13 +2,19 @@
 //! the canonical parameters whose digest the task record carries.
 //!
 //! A [`SignedTaskRequest`] is the requester organisation's ed25519
-//! signature over `"stayput/coordinator/task-request/v1" ‖ request` in the
-//! canonical encoding of [`crate::codec`]. The request carries a random
-//! nonce and its issue time: the coordinator accepts it only within
-//! [`REQUEST_WINDOW_SECS`] of its own clock and only once (it remembers
-//! nonces for the window), so a captured request cannot be replayed. The
-//! task id is derived from the signed bytes, so re-sending the same request
-//! can never create a second task.
+//! signature over `"stayput/task-request/v2" ‖ request` in the canonical
+//! encoding of [`crate::codec`]. The request names the ledger it is for
+//! ([`LedgerId`]), carries a random nonce and its issue time: the
+//! coordinator accepts it only within [`REQUEST_WINDOW_SECS`] of its own
+//! clock and only once (it remembers nonces for the window), so a captured
+//! request cannot be replayed. The task id is derived from the signed
+//! bytes, so re-sending the same request can never create a second task.
+//!
+//! The signed request is part of the task record on the ledger (records
+//! v2): the rules accept a task only with a request its requester signed
+//! for this ledger, within the window of the ledger's clock, so neither the
+//! operator nor anyone else can record a task its requester did not ask
+//! for, and every node's ledger reader re-checks that signature.
 //!
 //! The parameters travel as bytes, bounded by [`MAX_PARAMS_BYTES`], and
 //! decode per kind ([`TaskParams::decode`]). Their digest
@@ -21,9 +27,9 @@ use sha2::{Digest as _, Sha256};
 
 use crate::LedgerError;
 use crate::codec::{Reader, Writer};
-use crate::records::{Computation, Digest, OrgKey, verify_bytes};
+use crate::records::{Computation, Digest, LedgerId, OrgKey, verify_bytes};
 
-const SIGNING_LABEL: &[u8] = b"stayput/coordinator/task-request/v1";
+const SIGNING_LABEL: &[u8] = b"stayput/task-request/v2";
 const PARAMS_LABEL: &[u8] = b"stayput/task-params/v1";
 
 /// Largest parameter blob a task may carry.
@@ -50,6 +56,8 @@ pub struct TaskRequest {
     pub nonce: [u8; 16],
     /// Unix seconds when it was signed.
     pub issued_at: u64,
+    /// The ledger it is for.
+    pub ledger: LedgerId,
 }
 
 impl TaskRequest {
@@ -59,6 +67,7 @@ impl TaskRequest {
             w.str(d);
         });
         w.str(&self.receiver).bytes_unbounded(&self.params).fixed(&self.nonce).u64(self.issued_at);
+        w.fixed(&self.ledger.0);
     }
 
     fn decode(r: &mut Reader<'_>) -> Result<Self, LedgerError> {
@@ -70,6 +79,7 @@ impl TaskRequest {
             params: r.bytes_bounded(MAX_PARAMS_BYTES)?,
             nonce: r.fixed()?,
             issued_at: r.u64()?,
+            ledger: LedgerId(r.fixed()?),
         })
     }
 
@@ -397,6 +407,7 @@ mod tests {
             params: params.encode(),
             nonce: [7; 16],
             issued_at: 1_790_000_000,
+            ledger: LedgerId::evm(20200, &[0xAB; 20]),
         }
     }
 
@@ -429,6 +440,9 @@ mod tests {
         changed.request.receiver = "bureau".into();
         assert!(changed.verify(&key.public_key()).is_err());
         assert_ne!(changed.task_id(), signed.task_id());
+        let mut elsewhere = signed.clone();
+        elsewhere.request.ledger = LedgerId::evm(20201, &[0xAB; 20]);
+        assert!(elsewhere.verify(&key.public_key()).is_err(), "the ledger is signed too");
     }
 
     #[test]
@@ -533,12 +547,12 @@ mod tests {
         /// from a shared target directory must not read another checkout's file.
         fn vectors_path() -> std::path::PathBuf {
             std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("run by cargo"))
-                .join("test-vectors/task-requests-v1.json")
+                .join("test-vectors/task-requests-v2.json")
         }
         let secret = [0x5a; 32];
         let signed = request().sign(&OrgKey::from_bytes(&secret));
         let computed = Vector {
-            version: "stayput task request v1".into(),
+            version: "stayput/task-request/v2".into(),
             requester_secret_hex: hex::encode(secret),
             signed_request_hex: hex::encode(signed.to_bytes()),
             task_id: signed.task_id(),

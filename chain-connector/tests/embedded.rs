@@ -91,7 +91,7 @@ async fn ledger_with_members(dir: &Path, n: usize) -> PathBuf {
             signing_key: org.public_key(),
             endpoint: format!("https://127.0.0.1:{}", 7001 + i),
         });
-        let signed = stayput_chain_connector::records::SignedRecord::sign(record, "operator", &op_key());
+        let signed = stayput_chain_connector::records::SignedRecord::sign(record, "operator", &op_key(), &ledger.id());
         ledger.submit(signed).await.unwrap();
     }
     path
@@ -196,7 +196,10 @@ async fn inclusion_proofs_verify_offline() {
                 signing_key: org.public_key(),
                 endpoint: String::new(),
             });
-            ledger.submit(stayput_chain_connector::records::SignedRecord::sign(record, "operator", &op_key())).await
+            let id = ledger.id();
+            ledger
+                .submit(stayput_chain_connector::records::SignedRecord::sign(record, "operator", &op_key(), &id))
+                .await
         }));
     }
     let mut receipts = Vec::new();
@@ -239,7 +242,7 @@ async fn records_that_could_not_be_read_back_are_refused() {
         signing_key: [1; 32],
         endpoint: String::new(),
     });
-    let signed = stayput_chain_connector::records::SignedRecord::sign(record, "operator", &op_key());
+    let signed = stayput_chain_connector::records::SignedRecord::sign(record, "operator", &op_key(), &ledger.id());
     assert!(matches!(ledger.submit(signed).await, Err(LedgerError::Malformed { .. })));
     drop(ledger);
     EmbeddedLedger::open(&path, op_key(), clock()).expect("the ledger stays readable");

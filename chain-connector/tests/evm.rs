@@ -21,7 +21,7 @@ impl AnvilBackend {
     async fn start() -> Self {
         let anvil = Anvil::start().await.expect("anvil starts (./scripts/test installs it)");
         let mut signers = BTreeMap::new();
-        for org in ["operator", "bank", "bureau", "hospital", "stranger"] {
+        for org in ["operator", "bank", "bureau", "hospital", "stranger", "bureau-twin"] {
             let signer = PrivateKeySigner::random();
             anvil.fund(signer.address()).await.unwrap();
             signers.insert(org.to_owned(), signer);
@@ -34,8 +34,8 @@ impl AnvilBackend {
 impl Backend for AnvilBackend {
     async fn fresh(&self, operator: OrgKey, operator_member: Member) -> Arc<dyn Ledger> {
         let org = operator_member.org.clone();
-        let genesis = SignedRecord::sign(Record::Member(operator_member), &org, &operator);
-        let config = EvmLedger::deploy(&self.anvil.url, self.signers[&org].clone(), &genesis).await.unwrap();
+        let config =
+            EvmLedger::deploy(&self.anvil.url, self.signers[&org].clone(), &operator, operator_member).await.unwrap();
         let accounts = self.signers.iter().map(|(o, s)| (o.clone(), s.address())).collect();
         Arc::new(EvmLedger::connect(config, self.signers.clone(), accounts).unwrap())
     }
@@ -79,13 +79,15 @@ async fn a_badly_signed_record_on_chain_is_quarantined() {
         signing_key: key.public_key(),
         endpoint: String::new(),
     };
-    let genesis =
-        SignedRecord::sign(Record::Member(member("operator", &operator, &[Role::Operator])), "operator", &operator);
-    let config = EvmLedger::deploy(&backend.anvil.url, backend.signers["operator"].clone(), &genesis).await.unwrap();
+    let operator_member = member("operator", &operator, &[Role::Operator]);
+    let config = EvmLedger::deploy(&backend.anvil.url, backend.signers["operator"].clone(), &operator, operator_member)
+        .await
+        .unwrap();
+    let id = config.ledger_id();
     let accounts: BTreeMap<String, _> = backend.signers.iter().map(|(o, s)| (o.clone(), s.address())).collect();
     let ledger = EvmLedger::connect(config.clone(), backend.signers.clone(), accounts.clone()).unwrap();
     let admit = |org: &str, key: &OrgKey, roles: &[Role]| {
-        SignedRecord::sign(Record::Member(member(org, key, roles)), "operator", &operator)
+        SignedRecord::sign(Record::Member(member(org, key, roles)), "operator", &operator, &id)
     };
     ledger.submit(admit("bureau", &bureau, &[Role::DataOwner])).await.unwrap();
 
@@ -101,6 +103,7 @@ async fn a_badly_signed_record_on_chain_is_quarantined() {
         }),
         "bureau",
         &OrgKey::generate(),
+        &id,
     );
     assert!(matches!(
         ledger.submit(forged.clone()).await,

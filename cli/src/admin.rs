@@ -138,11 +138,7 @@ async fn operator_ledger(
     match &config.ledger {
         LedgerBackend::Evm(evm) => {
             let signer = load_account(&evm.account_key)?;
-            let evm_config = stayput_chain_connector::evm::EvmConfig {
-                rpc_url: evm.rpc_url.clone(),
-                contract: evm.contract,
-                deployed_at: evm.deployed_at,
-            };
+            let evm_config = evm.config(keys::load(&config.signing_key)?.public_key());
             Ok(Arc::new(EvmLedger::connect(evm_config, BTreeMap::from([(config.org.clone(), signer)]), accounts)?))
         }
         LedgerBackend::Embedded { .. } => {
@@ -170,7 +166,7 @@ fn node_access(config: &Path) -> Result<(NodeConfig, stayput_node::NodeState), C
 
 async fn submit(ledger: &dyn Ledger, record: Record, writer: &str, key: &OrgKey) -> Result<String, CliError> {
     let kind = record.kind();
-    let receipt = ledger.submit(SignedRecord::sign(record, writer, key)).await?;
+    let receipt = ledger.submit(SignedRecord::sign(record, writer, key, &ledger.identity().await?)).await?;
     Ok(format!(
         "{kind} record by {writer} in block {} (record {})",
         receipt.height,
@@ -205,9 +201,11 @@ pub async fn run(command: ConsortiumCommand) -> Result<(), CliError> {
                 signing_key: key.public_key(),
                 endpoint: format!("https://{}", config.listen),
             };
-            let genesis = SignedRecord::sign(Record::Member(member), &config.org, &key);
-            let deployed = EvmLedger::deploy(&evm.rpc_url, load_account(&evm.account_key)?, &genesis).await?;
-            println!("contract = \"{}\"\ndeployed_at = {}", deployed.contract, deployed.deployed_at);
+            let deployed = EvmLedger::deploy(&evm.rpc_url, load_account(&evm.account_key)?, &key, member).await?;
+            println!(
+                "chain_id = {}\ncontract = \"{}\"\ndeployed_at = {}",
+                deployed.chain_id, deployed.contract, deployed.deployed_at
+            );
         }
         ConsortiumCommand::Admit { config, org, name, roles, signing_key, endpoint, evm_address } => {
             let config = CoordinatorConfig::load(&config)?;

@@ -179,15 +179,15 @@ pub fn ledger(command: LedgerCommand) -> Result<(), CliError> {
         LedgerCommand::Tasks { ledger, requester } => {
             let snapshot = ledger.open()?;
             for t in snapshot.state().tasks.values() {
-                if requester.as_ref().is_some_and(|r| r != &t.task.requester) {
+                if requester.as_ref().is_some_and(|r| r != t.task.requester()) {
                     continue;
                 }
                 println!(
                     "{:<20} {:<10} by {:<12} on [{}] {} uses, {} results",
                     t.task.id,
                     t.status,
-                    t.task.requester,
-                    t.task.datasets.join(", "),
+                    t.task.requester(),
+                    t.task.datasets().join(", "),
                     t.uses.len(),
                     t.results.len()
                 );
@@ -203,9 +203,9 @@ pub fn task_trail(task: &TaskState, grants: &[GrantState], events: &[LedgerEvent
     use std::fmt::Write as _;
     let id = &task.task.id;
     let mut out = String::new();
-    let _ = writeln!(out, "task {id}: {} by {}, {}", task.task.kind, task.task.requester, task.status);
-    let _ = writeln!(out, "  datasets: {}", task.task.datasets.join(", "));
-    let _ = writeln!(out, "  parameters digest: {}", hex::encode(task.task.params_digest));
+    let _ = writeln!(out, "task {id}: {} by {}, {}", task.task.kind(), task.task.requester(), task.status);
+    let _ = writeln!(out, "  datasets: {}", task.task.datasets().join(", "));
+    let _ = writeln!(out, "  parameters digest: {}", hex::encode(task.task.params_digest()));
     for g in grants {
         let _ = writeln!(
             out,
@@ -297,7 +297,7 @@ pub async fn audit_task_remote(id: &str, config: &std::path::Path, result: Optio
     }
     let events = ledger.events_after(0, usize::MAX).await?;
     print!("{}", task_trail(&task, &grants, &events));
-    let own = task.results.last().is_some_and(|r| r.receiver == state.config.org);
+    let own = task.result().is_some_and(|r| r.receiver == state.config.org);
     let path = result.or_else(|| own.then(|| stayput_node::results::result_path(&state.config.output_dir, id)));
     if let Some(path) = path {
         println!("{}", check_result(&task, &path)?);

@@ -134,6 +134,23 @@ fn requester(path: &std::path::Path) -> Result<(NodeConfig, stayput_chain_connec
     Ok((config, key))
 }
 
+/// Signs `spec` as this node's organisation for the consortium's ledger,
+/// as this organisation's own verifying view of the ledger names it (the
+/// operator-sealed genesis, or the pinned chain and contract) — never as
+/// the coordinator says.
+async fn sign_for_ledger(
+    config: &NodeConfig,
+    key: &stayput_chain_connector::records::OrgKey,
+    spec: &TaskSpec,
+) -> Result<stayput_chain_connector::tasks::SignedTaskRequest, CliError> {
+    let state = stayput_node::NodeState::new(config.clone())?;
+    let access = state.ledger.as_ref().ok_or_else(|| {
+        CliError::NotFound("the node configuration has no [ledger] section naming the coordinator".into())
+    })?;
+    let ledger = access.ledger.identity().await?;
+    Ok(sign(spec, &config.org, key, unix_now(), ledger))
+}
+
 async fn client(config: &NodeConfig) -> Result<Client, CliError> {
     let settings = config.ledger.as_ref().ok_or_else(|| {
         CliError::NotFound("the node configuration has no [ledger] section naming the coordinator".into())
@@ -197,7 +214,7 @@ async fn run_to_end(
     key: &stayput_chain_connector::records::OrgKey,
     spec: &TaskSpec,
 ) -> Result<(TaskReport, PathBuf), CliError> {
-    let signed = sign(spec, &config.org, key, unix_now());
+    let signed = sign_for_ledger(config, key, spec).await?;
     let mut client = client(config).await?;
     let submitted = client.submit(&signed).await?;
     println!("task {} accepted under grant(s) {}", submitted.task_id, submitted.grants.join(", "));
@@ -219,7 +236,7 @@ pub async fn run(command: TaskCommand) -> Result<(), CliError> {
                 receiver: config.org.clone(),
                 params: TaskParams::Psi(PsiParams { requester_dataset: dataset, peer_dataset, columns }),
             };
-            let signed = sign(&spec, &config.org, &key, unix_now());
+            let signed = sign_for_ledger(&config, &key, &spec).await?;
             let mut client = client(&config).await?;
             let submitted = client.submit(&signed).await?;
             println!("task {} accepted under grant(s) {}", submitted.task_id, submitted.grants.join(", "));

@@ -150,8 +150,9 @@ fn ledger_commands_list_and_audit() {
         datasets.contains("blacklist") && datasets.contains("owner bureau") && datasets.contains("v1"),
         "{datasets}"
     );
-    let trail = run(&["audit", "task", "bench-000000007", "--ledger", ledger, "--operator", operator]);
-    assert!(trail.contains("task bench-000000007: psi by bank, submitted"), "{trail}");
+    let task = tasks.lines().nth(7).and_then(|l| l.split_whitespace().next()).unwrap().to_owned();
+    let trail = run(&["audit", "task", &task, "--ledger", ledger, "--operator", operator]);
+    assert!(trail.contains(&format!("task {task}: psi by bank, submitted")), "{trail}");
     assert!(trail.contains("grant g-bench: blacklist → bank"), "{trail}");
     assert!(trail.contains("submitted") && trail.contains("by bank"), "{trail}");
     // The wrong operator key, and an unknown task, are refused with clear errors.

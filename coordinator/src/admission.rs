@@ -18,7 +18,7 @@ use stayput_chain_connector::Ledger;
 use stayput_chain_connector::ledger::GrantFilter;
 use stayput_chain_connector::records::{Computation, DatasetVersion, Role, Task};
 use stayput_chain_connector::rules::GrantState;
-use stayput_chain_connector::tasks::{REQUEST_WINDOW_SECS, SignedTaskRequest, TaskParams, params_digest};
+use stayput_chain_connector::tasks::{REQUEST_WINDOW_SECS, SignedTaskRequest, TaskParams};
 
 use crate::CoordinatorError;
 
@@ -165,6 +165,13 @@ pub async fn admit(
         CoordinatorError::BadRequest(format!("'{}' is not a member of the consortium", request.requester))
     })?;
     signed.verify(&member.signing_key)?;
+    let ledger_id = ledger.identity().await?;
+    if request.ledger != ledger_id {
+        return Err(CoordinatorError::BadRequest(format!(
+            "the request was signed for ledger {}, not this consortium's ledger ({ledger_id}); sign it again with a node configuration of this consortium",
+            request.ledger
+        )));
+    }
     if request.issued_at.abs_diff(now) > REQUEST_WINDOW_SECS {
         return Err(CoordinatorError::Stale { issued_at: request.issued_at, now, window: REQUEST_WINDOW_SECS });
     }
@@ -309,13 +316,6 @@ pub async fn admit(
         ));
     }
 
-    let task = Task {
-        id: signed.task_id(),
-        requester: request.requester.clone(),
-        kind: request.kind,
-        datasets: request.datasets.clone(),
-        params_digest: params_digest(request.kind, &request.params),
-        grants,
-    };
+    let task = Task::new(signed.clone(), grants);
     Ok(Admitted { task, params })
 }

@@ -1,7 +1,7 @@
 //! The requester's side: build and sign a task request, submit it to the
 //! coordinator over mTLS, follow it to its end.
 
-use stayput_chain_connector::records::{Computation, OrgKey};
+use stayput_chain_connector::records::{Computation, LedgerId, OrgKey};
 use stayput_chain_connector::tasks::{SignedTaskRequest, TaskParams, TaskRequest};
 use stayput_identity::TlsMaterial;
 use stayput_proto::v1::coordinator_client::CoordinatorClient;
@@ -24,8 +24,10 @@ pub struct TaskSpec {
     pub params: TaskParams,
 }
 
-/// Signs `spec` as `requester` with a fresh nonce, issued at `now`.
-pub fn sign(spec: &TaskSpec, requester: &str, key: &OrgKey, now: u64) -> SignedTaskRequest {
+/// Signs `spec` as `requester` with a fresh nonce, issued at `now`, for
+/// the ledger `ledger` (as the requester's own verified view of the ledger
+/// names it, never as the coordinator says).
+pub fn sign(spec: &TaskSpec, requester: &str, key: &OrgKey, now: u64, ledger: LedgerId) -> SignedTaskRequest {
     let mut nonce = [0u8; 16];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut nonce);
     TaskRequest {
@@ -36,6 +38,7 @@ pub fn sign(spec: &TaskSpec, requester: &str, key: &OrgKey, now: u64) -> SignedT
         params: spec.params.encode(),
         nonce,
         issued_at: now,
+        ledger,
     }
     .sign(key)
 }

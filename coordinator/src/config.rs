@@ -21,6 +21,7 @@
 //! # [ledger]
 //! # backend = "evm"
 //! # rpc_url = "http://127.0.0.1:8545"
+//! # chain_id = 20200                  # pinned: an endpoint of another chain is refused
 //! # contract = "0x…"
 //! # deployed_at = 1
 //! # account_key = "keys/operator.evm"   # the operator's EVM account (hex, 0600)

@@ -36,7 +36,7 @@ const LEDGER_ATTEMPTS: u32 = 6;
 
 /// Writes `record` as the operator, treating "already there" as done.
 async fn record(inner: &Inner, record: Record) -> Result<(), CoordinatorError> {
-    let signed = SignedRecord::sign(record, &inner.org, &inner.key);
+    let signed = SignedRecord::sign(record, &inner.org, &inner.key, &inner.ledger.identity().await?);
     let mut delay = Duration::from_millis(200);
     for attempt in 1..=LEDGER_ATTEMPTS {
         match inner.ledger.submit(signed.clone()).await {
@@ -82,14 +82,7 @@ pub async fn drive(inner: Arc<Inner>, mut task: StoredTask) {
 
 async fn step(inner: &Arc<Inner>, task: &mut StoredTask) -> Result<(), CoordinatorError> {
     let request = SignedTaskRequest::from_bytes(&hex::decode(&task.signed_request).unwrap_or_default())?;
-    let record_of = || Task {
-        id: task.id.clone(),
-        requester: request.request.requester.clone(),
-        kind: request.request.kind,
-        datasets: request.request.datasets.clone(),
-        params_digest: stayput_chain_connector::tasks::params_digest(request.request.kind, &request.request.params),
-        grants: task.grants.clone(),
-    };
+    let record_of = || Task::new(request.clone(), task.grants.clone());
     let mut on_ledger = inner.ledger.task(&task.id).await?;
     if on_ledger.is_none() {
         if task.phase != Phase::Accepted {
@@ -108,7 +101,7 @@ async fn step(inner: &Arc<Inner>, task: &mut StoredTask) -> Result<(), Coordinat
     }
     match state.status {
         TaskStatus::Succeeded => {
-            let result = state.results.last();
+            let result = state.result();
             task.result_digest = result.map(|r| hex::encode(r.result_digest));
             task.phase = Phase::Succeeded;
             inner.save(task).await;
@@ -133,9 +126,20 @@ async fn step(inner: &Arc<Inner>, task: &mut StoredTask) -> Result<(), Coordinat
     let receiver = request.request.receiver.clone();
     let (digest, count, intermediates) =
         run_on_node(inner, &task.id, &receiver, request.request.params.clone()).await?;
-    if !state.results.iter().any(|r| r.result_digest == digest) {
-        let result = ResultRecord { task: task.id.clone(), result_digest: digest, receiver, intermediates };
-        record(inner, Record::Result(result)).await?;
+    // One result per task on the ledger: a rerun after a crash finds the
+    // node's recorded outcome, whose digest must be the one on the ledger.
+    match state.result() {
+        None => {
+            let result = ResultRecord { task: task.id.clone(), result_digest: digest, receiver, intermediates };
+            record(inner, Record::Result(result)).await?;
+        }
+        Some(recorded) if recorded.result_digest == digest => {}
+        Some(_) => {
+            return Err(CoordinatorError::NodeFailed {
+                org: receiver,
+                message: "the node reports a result other than the one the ledger holds for this task".into(),
+            });
+        }
     }
     record(inner, Record::TaskStatus { task: task.id.clone(), status: TaskStatus::Succeeded }).await?;
     task.result_digest = Some(hex::encode(digest));

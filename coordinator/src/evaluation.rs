@@ -170,7 +170,7 @@ async fn expected(inner: &Arc<Inner>, task_id: &str, requester: Option<&str>) ->
         }
     }
     let mut sites = Vec::new();
-    for d in &on_ledger.task.datasets {
+    for d in on_ledger.task.datasets() {
         let owner = inner.ledger.dataset(d).await?.last().map(|v| v.owner.clone());
         sites.push(owner.ok_or_else(|| CoordinatorError::UnknownDataset { dataset: d.clone() })?);
     }

@@ -174,7 +174,8 @@ pub async fn spawn(config: &CoordinatorConfig) -> Result<RunningCoordinator, Coo
             spawn_on(config, listener, embedded.clone(), Some(embedded), clock).await
         }
         config::LedgerBackend::Evm(evm) => {
-            let ledger: Arc<dyn Ledger> = Arc::new(evm.open(&config.org)?);
+            let operator = stayput_chain_connector::keys::load(&config.signing_key)?.public_key();
+            let ledger: Arc<dyn Ledger> = Arc::new(evm.open(&config.org, operator)?);
             spawn_on(config, listener, ledger, None, clock).await
         }
     }

@@ -14,7 +14,7 @@ fuzz_target!(|data: &[u8]| {
             record.check_storable().expect("a record that decodes is storable");
         }
         let _ = record.hash();
-        let _ = record.verify(&[7; 32]);
+        let _ = record.verify(&[7; 32], &stayput_fuzz::ledger_state().ledger);
         let _ = record.record.kind();
         let mut state = stayput_fuzz::ledger_state().clone();
         let _ = state.check(&record, stayput_fuzz::NOW);

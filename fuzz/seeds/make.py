@@ -51,7 +51,7 @@ def main():
     # Two columns: "ab" and a null (pir/src/record.rs's known answer).
     write("pir_record", "kat", bytes([2, 2, 0]) + b"ab" + bytes([0xFF, 0xFF]))
 
-    records = vectors("chain-connector/test-vectors/records-v1.json")
+    records = vectors("chain-connector/test-vectors/records-v2.json")
     for r in records["records"]:
         write("records", r["kind"], bytes.fromhex(r["signed_record_hex"]))
     for i, case in enumerate(records["invalid"]):
@@ -64,12 +64,12 @@ def main():
     lp = lambda b: u32(len(b)) + b
 
     def header(count):
-        return lp(b"stayput/ledger/block/v1") + u64(1) + bytes(32) + bytes(32) + u64(1_780_000_000) + u32(count)
+        return lp(b"stayput/ledger/block/v2") + bytes(32) + u64(1) + bytes(32) + bytes(32) + u64(1_780_000_000) + u32(count)
 
     write("blocks", "block", header(len(signed)) + bytes(64) + u32(len(signed)) + b"".join(lp(r) for r in signed))
-    write("blocks", "proof", lp(b"stayput/ledger/inclusion-proof/v1") + header(2) + bytes(64) + u32(1)
+    write("blocks", "proof", lp(b"stayput/ledger/inclusion-proof/v2") + header(2) + bytes(64) + u32(1)
           + u32(1) + bytes(32) + lp(signed[0]))
-    write("tasks", "request", bytes.fromhex(vectors("chain-connector/test-vectors/task-requests-v1.json")["signed_request_hex"]))
+    write("tasks", "request", bytes.fromhex(vectors("chain-connector/test-vectors/task-requests-v2.json")["signed_request_hex"]))
 
     dleq = vectors("zk-proofs/test-vectors/dleq-ristretto255-v1.json")
     write("zk_proofs", "dleq", bytes.fromhex(dleq["proof_hex"]))

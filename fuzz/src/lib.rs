@@ -203,7 +203,7 @@ pub fn words(bytes: &[u8], words: usize) -> Vec<u32> {
 pub const NOW: u64 = 1_780_000_000;
 
 /// A consortium made of the record vectors
-/// (`chain-connector/test-vectors/records-v1.json`: their members, the
+/// (`chain-connector/test-vectors/records-v2.json`: their members, the
 /// first also the operator, dataset version, grant and task, set into the
 /// state directly since the vectors are not one valid history): the state
 /// a hostile record is judged against.
@@ -212,8 +212,11 @@ pub fn ledger_state() -> &'static stayput_chain_connector::rules::State {
     use stayput_chain_connector::rules::{GrantState, State, TaskState};
     static STATE: OnceLock<State> = OnceLock::new();
     STATE.get_or_init(|| {
-        let v = json(include_str!("../../chain-connector/test-vectors/records-v1.json"));
-        let mut state = State::default();
+        let v = json(include_str!("../../chain-connector/test-vectors/records-v2.json"));
+        let ledger = stayput_chain_connector::records::LedgerId(
+            hex(field(&v, "ledger_id_hex")).try_into().expect("a 32-byte ledger id"),
+        );
+        let mut state = State::new(ledger);
         for r in v["records"].as_array().expect("records") {
             let signed = SignedRecord::from_bytes(&hex(field(r, "signed_record_hex"))).expect("a vector decodes");
             match signed.record {

@@ -115,7 +115,7 @@ impl LocalConsortium {
                 signing_key: org_keys[&p.spec.name].public_key(),
                 endpoint: format!("https://{}", net.nodes[&p.spec.name].addr),
             };
-            ledger.submit(SignedRecord::sign(Record::Member(member), OPERATOR, operator_key)).await?;
+            ledger.submit(SignedRecord::sign(Record::Member(member), OPERATOR, operator_key, &ledger.id())).await?;
         }
         let coordinator =
             stayput_coordinator::spawn_on(&config, listener, ledger.clone(), Some(ledger.clone()), clock.clone())
@@ -139,7 +139,39 @@ impl LocalConsortium {
 
     /// Submits `record` signed by `org`.
     pub async fn write(&self, org: &str, record: Record) -> Result<(), LedgerError> {
-        self.ledger.submit(SignedRecord::sign(record, org, &self.keys[org])).await.map(drop)
+        self.ledger.submit(SignedRecord::sign(record, org, &self.keys[org], &self.ledger.id())).await.map(drop)
+    }
+
+    /// Records a task straight on the ledger as `requester`, past the
+    /// coordinator's admission (as a hostile requester can): its signed
+    /// request for `kind` on `datasets` with `params`, under `grants`.
+    /// Returns the task id.
+    pub async fn record_task(
+        &self,
+        requester: &str,
+        kind: Computation,
+        datasets: &[&str],
+        params: Vec<u8>,
+        grants: &[&str],
+    ) -> Result<String, LedgerError> {
+        let mut nonce = [0u8; 16];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut nonce);
+        let request = stayput_chain_connector::tasks::TaskRequest {
+            requester: requester.into(),
+            kind,
+            datasets: datasets.iter().map(|d| (*d).to_owned()).collect(),
+            receiver: requester.into(),
+            params,
+            nonce,
+            issued_at: (self.clock)(),
+            ledger: self.ledger.id(),
+        }
+        .sign(&self.keys[requester]);
+        let task =
+            stayput_chain_connector::records::Task::new(request, grants.iter().map(|g| (*g).to_owned()).collect());
+        let id = task.id.clone();
+        self.write(requester, Record::Task(task)).await?;
+        Ok(id)
     }
 
     /// The owner publishes the next version of one of its node's datasets,
@@ -192,7 +224,7 @@ impl LocalConsortium {
 
     /// Signs `spec` as `org` and submits it.
     pub async fn submit(&self, org: &str, spec: &TaskSpec) -> Result<Submitted, CoordinatorError> {
-        let signed = stayput_coordinator::client::sign(spec, org, &self.keys[org], (self.clock)());
+        let signed = stayput_coordinator::client::sign(spec, org, &self.keys[org], (self.clock)(), self.ledger.id());
         self.client(org).await?.submit(&signed).await
     }
 

@@ -12,8 +12,8 @@ use arrow::array::{Float64Array, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
 use stayput_chain_connector::Ledger;
-use stayput_chain_connector::records::{Computation, Grant, Record, Role, Task};
-use stayput_chain_connector::tasks::{ComputeOnlyParams, PsiParams, ResultFormat, TaskParams, params_digest};
+use stayput_chain_connector::records::{Computation, Grant, Record, Role};
+use stayput_chain_connector::tasks::{ComputeOnlyParams, PsiParams, ResultFormat, TaskParams};
 use stayput_coordinator::client::{Phase, TaskSpec};
 use stayput_localnet::{DatasetSpec, LocalConsortium, OrgSpec, Participant};
 use stayput_mpc_engine::query::CohortQuery;
@@ -247,20 +247,14 @@ async fn a_scientist_gets_aggregates_and_never_rows() {
         use stayput_proto::v1::compute_only_peer_client::ComputeOnlyPeerClient;
         let channel = stayput_node::peers::connect_peer(net.net.state("scientist"), "ocean").await.unwrap();
         let mut client = ComputeOnlyPeerClient::new(channel);
-        for (i, (p, expected)) in cases.into_iter().enumerate() {
+        for (p, expected) in cases {
             let TaskParams::ComputeOnly(c) = &p else { unreachable!() };
             let grant = if c.dataset == "ctd" { "g-dp" } else { "g-open" };
-            let id = format!("t-direct-{i:02}-000000000000000");
             let bytes = p.encode();
-            let task = Task {
-                id: id.clone(),
-                requester: "scientist".into(),
-                kind: Computation::ComputeOnly,
-                datasets: vec![c.dataset.clone()],
-                params_digest: params_digest(Computation::ComputeOnly, &bytes),
-                grants: vec![grant.into()],
-            };
-            net.write("scientist", Record::Task(task)).await.unwrap();
+            let id = net
+                .record_task("scientist", Computation::ComputeOnly, &[c.dataset.as_str()], bytes.clone(), &[grant])
+                .await
+                .unwrap();
             let err = client.query(ComputeOnlyRequest { task_id: id.clone(), params: bytes.into() }).await.unwrap_err();
             assert_eq!(err.code(), tonic::Code::PermissionDenied, "{expected}: {err:?}");
             assert!(err.message().contains(expected), "{expected}: {err:?}");

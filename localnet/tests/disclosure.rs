@@ -18,8 +18,8 @@ use arrow::array::{Float64Array, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
 use stayput_chain_connector::Ledger;
-use stayput_chain_connector::records::{Computation, Grant, Record, Role, Task};
-use stayput_chain_connector::tasks::{ComputeOnlyParams, ResultFormat, TaskParams, params_digest};
+use stayput_chain_connector::records::{Computation, Grant, Record, Role};
+use stayput_chain_connector::tasks::{ComputeOnlyParams, ResultFormat, TaskParams};
 use stayput_coordinator::client::{Phase, TaskReport, TaskSpec};
 use stayput_localnet::{DatasetSpec, LocalConsortium, OrgSpec, Participant};
 use stayput_mpc_engine::query::CohortQuery;
@@ -144,21 +144,17 @@ async fn run(net: &LocalConsortium, spec: &TaskSpec) -> TaskReport {
 
 /// Records `params` as a task of the scientist's straight on the ledger
 /// (no admission) and asks the owner's node for it directly.
-async fn ask_directly(net: &LocalConsortium, id: &str, p: &TaskParams, grant: &str) -> tonic::Status {
+async fn ask_directly(net: &LocalConsortium, p: &TaskParams, grant: &str) -> (String, tonic::Status) {
     let TaskParams::ComputeOnly(c) = p else { unreachable!() };
     let bytes = p.encode();
-    let task = Task {
-        id: id.into(),
-        requester: "scientist".into(),
-        kind: Computation::ComputeOnly,
-        datasets: vec![c.dataset.clone()],
-        params_digest: params_digest(Computation::ComputeOnly, &bytes),
-        grants: vec![grant.into()],
-    };
-    net.write("scientist", Record::Task(task)).await.unwrap();
+    let id = net
+        .record_task("scientist", Computation::ComputeOnly, &[c.dataset.as_str()], bytes.clone(), &[grant])
+        .await
+        .unwrap();
     let channel = stayput_node::peers::connect_peer(net.net.state("scientist"), "ocean").await.unwrap();
     let mut client = ComputeOnlyPeerClient::new(channel);
-    client.query(ComputeOnlyRequest { task_id: id.into(), params: bytes.into() }).await.unwrap_err()
+    let status = client.query(ComputeOnlyRequest { task_id: id.clone(), params: bytes.into() }).await.unwrap_err();
+    (id, status)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -213,12 +209,12 @@ async fn a_query_recorded_past_admission_is_checked_by_the_owner_before_it_alloc
         ("t-direct-huge-00000000000000", huge, "groups (all keys combined); at most 1048576"),
         ("t-direct-inexact-000000000000", inexact.to_owned(), "raise precision to 2"),
     ];
-    for (id, query, expected) in cases {
-        let status = ask_directly(&net, id, &params("ctd-open", query, 0), "g-open").await;
+    for (_, query, expected) in cases {
+        let (id, status) = ask_directly(&net, &params("ctd-open", query, 0), "g-open").await;
         assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
         assert!(status.message().contains(expected), "{expected}: {status:?}");
         assert!(status.message().contains("Fix the query"), "{status:?}");
-        assert!(net.ledger.task(id).await.unwrap().unwrap().uses.is_empty(), "nothing is metered");
+        assert!(net.ledger.task(&id).await.unwrap().unwrap().uses.is_empty(), "nothing is metered");
     }
     // The node is still there and serves the next task.
     let report = run(&net, &spec("ctd-open", QUERY, 0)).await;

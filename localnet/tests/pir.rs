@@ -39,18 +39,9 @@ fn lookup(keys: &str) -> TaskSpec {
 /// Records a lookup task of the lab's straight on the ledger, as a
 /// requester can, for calls made to the owner's node without the
 /// coordinator.
-async fn record_direct_task(net: &LocalConsortium, id: &str, grant: &str) {
-    use stayput_chain_connector::records::Task;
+async fn record_direct_task(net: &LocalConsortium, grant: &str) -> String {
     let params = lookup("one").params.encode();
-    let task = Task {
-        id: id.to_owned(),
-        requester: "lab".into(),
-        kind: Computation::Lookup,
-        datasets: vec!["registry".into()],
-        params_digest: stayput_chain_connector::tasks::params_digest(Computation::Lookup, &params),
-        grants: vec![grant.into()],
-    };
-    net.write("lab", Record::Task(task)).await.unwrap();
+    net.record_task("lab", Computation::Lookup, &["registry"], params, &[grant]).await.unwrap()
 }
 
 async fn run(net: &LocalConsortium, keys: &str) -> TaskReport {
@@ -160,7 +151,7 @@ async fn a_lab_fetches_station_records_without_the_owner_learning_which() {
             .unwrap()
             .try_into()
             .unwrap();
-    let recorded = task.results.last().unwrap().result_digest;
+    let recorded = task.result().unwrap().result_digest;
     assert_ne!(recorded, file_sha);
     assert_eq!(recorded, stayput_node::results::salted_commitment(&salt, &file_sha));
     assert_eq!(used().await, 3);
@@ -230,8 +221,7 @@ async fn a_lab_fetches_station_records_without_the_owner_learning_which() {
         use stayput_proto::v1::{FetchHintRequest, LookupRequest};
         let channel = stayput_node::peers::connect_peer(net.net.state("lab"), "ocean").await.unwrap();
         let mut client = LookupPeerClient::new(channel);
-        let id = "t-direct-pir-0000000000000000".to_owned();
-        record_direct_task(&net, &id, "g-lookup").await;
+        let id = record_direct_task(&net, "g-lookup").await;
         let point = blinded(b"ST0001");
         let not_a_point = tonic::codegen::Bytes::from(vec![0xffu8; 32]);
         for (version, protocol, blinded, expected) in [
@@ -290,7 +280,6 @@ async fn a_lab_fetches_station_records_without_the_owner_learning_which() {
         use stayput_proto::v1::lookup_peer_client::LookupPeerClient;
         let channel = stayput_node::peers::connect_peer(net.net.state("lab"), "ocean").await.unwrap();
         let mut client = LookupPeerClient::new(channel).max_decoding_message_size(64 << 20);
-        let id = "t-crafted-pir-000000000000000".to_owned();
         net.write(
             "ocean",
             Record::Grant(Grant {
@@ -309,7 +298,7 @@ async fn a_lab_fetches_station_records_without_the_owner_learning_which() {
         )
         .await
         .unwrap();
-        record_direct_task(&net, &id, "g-crafted").await;
+        let id = record_direct_task(&net, "g-crafted").await;
         let latest = net.ledger.dataset("registry").await.unwrap().pop().unwrap();
         let layout = stayput_node::lookup::published(&latest).unwrap().layout;
         let mut q = vec![0u32; layout.columns];
@@ -339,8 +328,7 @@ async fn a_lab_fetches_station_records_without_the_owner_learning_which() {
 
         // The same task asked twice at once is served once: one answer,
         // one use, and the other call refused.
-        let id = "t-twice-pir-00000000000000000".to_owned();
-        record_direct_task(&net, &id, "g-crafted").await;
+        let id = record_direct_task(&net, "g-crafted").await;
         let ask = || {
             let mut client = client.clone();
             let request = LookupRequest {
@@ -369,11 +357,10 @@ async fn a_lab_fetches_station_records_without_the_owner_learning_which() {
     {
         use stayput_proto::v1::FetchHintRequest;
         use stayput_proto::v1::lookup_peer_client::LookupPeerClient;
-        let id = "t-revoked-pir-000000000000000";
-        record_direct_task(&net, id, "g-lookup").await;
+        let id = record_direct_task(&net, "g-lookup").await;
         net.write("ocean", Record::RevokeGrant { grant: "g-lookup".into() }).await.unwrap();
         let channel = stayput_node::peers::connect_peer(net.net.state("lab"), "ocean").await.unwrap();
-        let request = FetchHintRequest { task_id: id.into(), dataset: "registry".into() };
+        let request = FetchHintRequest { task_id: id, dataset: "registry".into() };
         let err = LookupPeerClient::new(channel).fetch_hint(request).await.map(drop).unwrap_err();
         assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
         assert!(err.message().contains("grant 'g-lookup' is revoked"), "{err:?}");

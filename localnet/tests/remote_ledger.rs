@@ -111,13 +111,16 @@ async fn members_submit_only_their_own_records() {
     .unwrap();
     let url = serve(dir.path(), Arc::new(ledger)).await;
     let as_operator = client(dir.path(), "operator", &url, operator.public_key()).await;
-    let admit = SignedRecord::sign(Record::Member(member("bank", &bank, vec![Role::Requester])), "operator", &operator);
+    let id = as_operator.identity().await.unwrap();
+    let admit =
+        SignedRecord::sign(Record::Member(member("bank", &bank, vec![Role::Requester])), "operator", &operator, &id);
     as_operator.submit(admit).await.unwrap();
 
     // The bank's connection may not pass off the operator's record as its own.
     let as_bank = client(dir.path(), "bank", &url, operator.public_key()).await;
     assert_eq!(as_bank.members().await.unwrap().len(), 2, "the bank reads the verified replica");
-    let other = SignedRecord::sign(Record::Member(member("bank", &bank, vec![Role::Regulator])), "operator", &operator);
+    let other =
+        SignedRecord::sign(Record::Member(member("bank", &bank, vec![Role::Regulator])), "operator", &operator, &id);
     let err = as_bank.submit(other).await.unwrap_err();
     assert!(err.to_string().contains("may submit only its own records"), "{err}");
 
@@ -192,6 +195,7 @@ async fn an_acknowledged_write_counts_only_once_the_verified_chain_holds_it() {
         }),
         "operator",
         &operator,
+        &client.identity().await.unwrap(),
     );
     let err = client.submit(admit).await.unwrap_err();
     assert!(err.to_string().contains("does not hold it: it was not written"), "{err}");
@@ -234,7 +238,7 @@ async fn large_records_keep_blocks_and_pages_bounded() {
     let writes = (0..RECORDS).map(|i| {
         let record = Record::Member(member(format!("org-{i:04}"), "n".repeat(4_000), vec![Role::Requester]));
         let ledger = ledger.clone();
-        let signed = SignedRecord::sign(record, "operator", &operator);
+        let signed = SignedRecord::sign(record, "operator", &operator, &ledger.id());
         tokio::spawn(async move { ledger.submit(signed).await })
     });
     for write in writes.collect::<Vec<_>>() {

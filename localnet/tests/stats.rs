@@ -285,19 +285,12 @@ async fn hospitals_pool_statistics_verifiably() {
 }
 
 /// Records a statistics task over the three hospitals straight on the
-/// ledger as the researcher, past admission, as a hostile requester can.
-async fn record_directly(net: &LocalConsortium, id: &str, params: &[u8]) {
-    use stayput_chain_connector::records::Task;
-    use stayput_chain_connector::tasks::params_digest;
-    let task = Task {
-        id: id.to_owned(),
-        requester: "research".into(),
-        kind: Computation::Stats,
-        datasets: ["hospital-a", "hospital-b", "hospital-c"].iter().map(|h| format!("{h}-stays")).collect(),
-        params_digest: params_digest(Computation::Stats, params),
-        grants: ["hospital-a", "hospital-b", "hospital-c"].iter().map(|h| format!("g-{h}")).collect(),
-    };
-    net.write("research", Record::Task(task)).await.unwrap();
+/// ledger as the researcher, past admission, as a hostile requester can;
+/// returns its id.
+async fn record_directly(net: &LocalConsortium, params: &[u8]) -> String {
+    let datasets = ["hospital-a-stays", "hospital-b-stays", "hospital-c-stays"];
+    let grants = ["g-hospital-a", "g-hospital-b", "g-hospital-c"];
+    net.record_task("research", Computation::Stats, &datasets, params.to_vec(), &grants).await.unwrap()
 }
 
 /// Calls `StatsPeer.Contribute` on `site` as `org` for `task`, as a hostile
@@ -364,8 +357,7 @@ column = "age"
     .to_canonical_json();
     let params = TaskParams::Stats(StatsParams { query, epsilon: 0 }).encode();
     let (_keys, material) = stayput_mpc_engine::fhe::RequesterKeys::generate().unwrap();
-    let id = "t-direct-stats-00000000000000".to_owned();
-    record_directly(&net, &id, &params).await;
+    let id = record_directly(&net, &params).await;
     let mut calls = Vec::new();
     for h in ["hospital-a", "hospital-b", "hospital-c"] {
         use stayput_proto::v1::stats_peer_client::StatsPeerClient;
@@ -456,8 +448,7 @@ column = "systolic_bp"
     // the site itself, and nothing is recorded.
     let canonical = stayput_mpc_engine::query::CohortQuery::from_toml(query).unwrap().to_canonical_json();
     let params = TaskParams::Stats(StatsParams { query: canonical, epsilon: 0 }).encode();
-    let id = "t-direct-noiseless-00000000000".to_owned();
-    record_directly(&net, &id, &params).await;
+    let id = record_directly(&net, &params).await;
     use stayput_proto::v1::stats_peer_client::StatsPeerClient;
     let channel = stayput_node::peers::connect_peer(net.net.state("research"), "hospital-a").await.unwrap();
     let err = StatsPeerClient::new(channel)

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use stayput_chain_connector::Ledger;
-use stayput_chain_connector::records::{Computation, Record, Role, Task, TaskStatus};
-use stayput_chain_connector::tasks::{PsiParams, SignedTaskRequest, TaskParams, TaskRequest, params_digest};
+use stayput_chain_connector::records::{Computation, LedgerId, Record, Role, Task, TaskStatus};
+use stayput_chain_connector::tasks::{PsiParams, SignedTaskRequest, TaskParams, TaskRequest};
 use stayput_coordinator::client::{TaskSpec, sign};
 use stayput_coordinator::store::{Phase, Store, StoredTask};
 use stayput_localnet::{DatasetSpec, LocalConsortium, OrgSpec, Participant};
@@ -127,7 +127,7 @@ async fn tasks_run_end_to_end_and_bad_input_costs_nothing() {
 
     // The same signed request again is the same task, not a second one.
     let key = net.key("bank");
-    let signed = sign(&spec, "bank", key, f.time.load(Ordering::SeqCst));
+    let signed = sign(&spec, "bank", key, f.time.load(Ordering::SeqCst), net.ledger.id());
     let mut client = net.client("bank").await.unwrap();
     let first = client.submit(&signed).await.unwrap();
     let again = client.submit(&signed).await.unwrap();
@@ -159,17 +159,20 @@ async fn tasks_run_end_to_end_and_bad_input_costs_nothing() {
     replay.issued_at += 1;
     let err = client.submit(&replay.sign(key)).await.unwrap_err().to_string();
     assert!(err.contains("nonce was used before"), "{err}");
-    let stale = sign(&spec, "bank", key, f.time.load(Ordering::SeqCst) - 3600);
+    let stale = sign(&spec, "bank", key, f.time.load(Ordering::SeqCst) - 3600, net.ledger.id());
     let err = client.submit(&stale).await.unwrap_err().to_string();
     assert!(err.contains("sign a new request"), "{err}");
-    let forged = sign(&spec, "bureau", net.key("bureau"), f.time.load(Ordering::SeqCst));
+    let forged = sign(&spec, "bureau", net.key("bureau"), f.time.load(Ordering::SeqCst), net.ledger.id());
     let err = client.submit(&forged).await.unwrap_err().to_string();
     assert!(err.contains("may only submit its own requests"), "{err}");
-    let mut badly_signed = sign(&spec, "bank", key, f.time.load(Ordering::SeqCst));
+    let elsewhere = sign(&spec, "bank", key, f.time.load(Ordering::SeqCst), LedgerId([7; 32]));
+    let err = client.submit(&elsewhere).await.unwrap_err().to_string();
+    assert!(err.contains("signed for ledger") && err.contains("not this consortium's ledger"), "{err}");
+    let mut badly_signed = sign(&spec, "bank", key, f.time.load(Ordering::SeqCst), net.ledger.id());
     badly_signed.signature[0] ^= 1;
     let err = client.submit(&badly_signed).await.unwrap_err().to_string();
     assert!(err.contains("signature does not verify"), "{err}");
-    let huge = TaskRequest { params: vec![0; 20_000], ..sign(&spec, "bank", key, 0).request };
+    let huge = TaskRequest { params: vec![0; 20_000], ..sign(&spec, "bank", key, 0, net.ledger.id()).request };
     let huge = SignedTaskRequest { request: huge, signature: [0; 64] };
     let err = client.submit(&huge).await.unwrap_err().to_string();
     assert!(err.contains("malformed") && err.contains("exceeds"), "{err}");
@@ -181,17 +184,9 @@ async fn tasks_run_end_to_end_and_bad_input_costs_nothing() {
     drop(f.dir);
 }
 
-/// Records a task straight on the ledger, as its requester may.
-async fn record_task(net: &LocalConsortium, id: &str, datasets: &[&str], grants: &[&str]) {
-    let task = Task {
-        id: id.into(),
-        requester: "bank".into(),
-        kind: Computation::Psi,
-        datasets: datasets.iter().map(|d| (*d).to_owned()).collect(),
-        params_digest: [0; 32],
-        grants: grants.iter().map(|g| (*g).to_owned()).collect(),
-    };
-    net.write("bank", Record::Task(task)).await.unwrap();
+/// Records a task straight on the ledger, as its requester may; returns its id.
+async fn record_task(net: &LocalConsortium, datasets: &[&str], grants: &[&str]) -> String {
+    net.record_task("bank", Computation::Psi, datasets, Vec::new(), grants).await.unwrap()
 }
 
 async fn psi_direct(net: &LocalConsortium, task: &str) -> Result<u64, String> {
@@ -222,25 +217,25 @@ async fn data_owners_refuse_what_the_ledger_does_not_allow() {
     net.grant("bureau", "g-revoked", "blacklist", "bank", psi_only(), &["id"], 5, 3600).await.unwrap();
     net.grant("bureau", "g-short", "blacklist", "bank", psi_only(), &["id"], 5, 100).await.unwrap();
     net.grant("bureau2", "g-other", "watchlist", "bank", psi_only(), &["id"], 5, 3600).await.unwrap();
-    record_task(net, "t-first", &["blacklist"], &["g-once"]).await;
-    record_task(net, "t-second", &["blacklist"], &["g-once"]).await;
-    record_task(net, "t-revoked", &["blacklist"], &["g-revoked"]).await;
-    record_task(net, "t-expired", &["blacklist"], &["g-short"]).await;
-    record_task(net, "t-borrow", &["blacklist", "watchlist"], &["g-other"]).await;
+    let first = record_task(net, &["blacklist"], &["g-once"]).await;
+    let second = record_task(net, &["blacklist"], &["g-once"]).await;
+    let revoked = record_task(net, &["blacklist"], &["g-revoked"]).await;
+    let expired = record_task(net, &["blacklist"], &["g-short"]).await;
+    let borrow = record_task(net, &["blacklist", "watchlist"], &["g-other"]).await;
 
-    assert_eq!(psi_direct(net, "t-first").await, Ok(100));
+    assert_eq!(psi_direct(net, &first).await, Ok(100));
     // Served once: the same task again is refused by the bureau's node.
-    let err = psi_direct_mode(net, "t-first", OutputMode::CardinalityOnly).await.unwrap_err();
+    let err = psi_direct_mode(net, &first, OutputMode::CardinalityOnly).await.unwrap_err();
     assert!(err.contains("served it under grant 'g-once' already"), "{err}");
-    let err = psi_direct(net, "t-second").await.unwrap_err();
+    let err = psi_direct(net, &second).await.unwrap_err();
     assert!(err.contains("used all of its 1 uses"), "{err}");
     net.write("bureau", Record::RevokeGrant { grant: "g-revoked".into() }).await.unwrap();
-    let err = psi_direct(net, "t-revoked").await.unwrap_err();
+    let err = psi_direct(net, &revoked).await.unwrap_err();
     assert!(err.contains("'g-revoked' is revoked"), "{err}");
     f.time.fetch_add(200, Ordering::SeqCst);
-    let err = psi_direct(net, "t-expired").await.unwrap_err();
+    let err = psi_direct(net, &expired).await.unwrap_err();
     assert!(err.contains("'g-short' expired"), "{err}");
-    let err = psi_direct(net, "t-borrow").await.unwrap_err();
+    let err = psi_direct(net, &borrow).await.unwrap_err();
     assert!(err.contains("none of its grants covers dataset 'blacklist'"), "{err}");
     let err = psi_direct(net, "t-forged").await.unwrap_err();
     assert!(err.contains("not on the ledger"), "{err}");
@@ -256,8 +251,8 @@ async fn columns_outside_the_grant_are_refused_by_the_node() {
     let f = consortium().await;
     let net = &f.net;
     net.grant("bureau", "g-cols", "blacklist", "bank", vec![Computation::Psi], &["score"], 5, 3600).await.unwrap();
-    record_task(net, "t-columns", &["blacklist"], &["g-cols"]).await;
-    let err = psi_direct(net, "t-columns").await.unwrap_err();
+    let columns = record_task(net, &["blacklist"], &["g-cols"]).await;
+    let err = psi_direct(net, &columns).await.unwrap_err();
     assert!(err.contains("does not allow column 'id'"), "{err}");
     assert_eq!(net.ledger.grant("g-cols").await.unwrap().unwrap().uses, 0);
     f.net.shutdown().await.unwrap();
@@ -272,19 +267,13 @@ async fn a_restarted_coordinator_finishes_each_task_exactly_once() {
     let key = f.net.key("bank");
 
     // Crash state 1: accepted and stored, the task record never written.
-    let accepted = sign(&psi(Computation::Psi, "blacklist", &["id"], "bank"), "bank", key, now);
+    let accepted = sign(&psi(Computation::Psi, "blacklist", &["id"], "bank"), "bank", key, now, f.net.ledger.id());
     // Crash state 2: recorded and running on the ledger, and the bank's
     // node already ran it (the bureau's use is consumed), result unrecorded.
-    let ran = sign(&psi(Computation::PsiCardinality, "blacklist", &["id"], "bank"), "bank", key, now);
+    let ran =
+        sign(&psi(Computation::PsiCardinality, "blacklist", &["id"], "bank"), "bank", key, now, f.net.ledger.id());
     let ran_id = ran.task_id();
-    let task = Task {
-        id: ran_id.clone(),
-        requester: "bank".into(),
-        kind: Computation::PsiCardinality,
-        datasets: vec!["blacklist".into()],
-        params_digest: params_digest(Computation::PsiCardinality, &ran.request.params),
-        grants: vec!["g-bl".into()],
-    };
+    let task = Task::new(ran.clone(), vec!["g-bl".into()]);
     f.net.write("operator", Record::Task(task)).await.unwrap();
     f.net.write("operator", Record::TaskStatus { task: ran_id.clone(), status: TaskStatus::Running }).await.unwrap();
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();

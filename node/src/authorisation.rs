@@ -122,7 +122,8 @@ async fn submit_use(
     own_key: &OrgKey,
     record: UseRecord,
 ) -> Result<(), stayput_chain_connector::LedgerError> {
-    ledger.submit(SignedRecord::sign(Record::Use(record), own_org, own_key)).await.map(|_| ())
+    let id = ledger.identity().await?;
+    ledger.submit(SignedRecord::sign(Record::Use(record), own_org, own_key, &id)).await.map(|_| ())
 }
 
 /// Refuses, before any work, a task that asks more `unit` than `grant`
@@ -193,17 +194,17 @@ async fn covering_grant(
         .await
         .map_err(ledger_err)?
         .ok_or_else(|| refuse("the task is not on the ledger".into()))?;
-    if task.task.requester != request.peer {
-        return Err(refuse(format!("it was requested by '{}', not by '{}'", task.task.requester, request.peer)));
+    if task.task.requester() != request.peer {
+        return Err(refuse(format!("it was requested by '{}', not by '{}'", task.task.requester(), request.peer)));
     }
     if !matches!(task.status, TaskStatus::Submitted | TaskStatus::Running) {
         return Err(refuse(format!("it is {}", task.status)));
     }
-    if !task.task.datasets.iter().any(|d| d == request.dataset) {
+    if !task.task.datasets().iter().any(|d| d == request.dataset) {
         return Err(refuse(format!("it does not read dataset '{}'", request.dataset)));
     }
-    if !request.kinds.contains(&task.task.kind) {
-        return Err(refuse(format!("a {} task does not allow this computation", task.task.kind)));
+    if !request.kinds.contains(&task.task.kind()) {
+        return Err(refuse(format!("a {} task does not allow this computation", task.task.kind())));
     }
     let mut grant = None;
     for id in &task.task.grants {
@@ -217,6 +218,12 @@ async fn covering_grant(
         if state.revoked {
             return Err(refuse(format!("grant '{id}' is revoked")));
         }
+        // Expiry too, by this node's own clock (the ledger's clock judges
+        // the use records; this node judges what it hands out unmetered).
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        if now >= g.expires_at {
+            return Err(refuse(format!("grant '{id}' expired at {} (unix seconds)", g.expires_at)));
+        }
         // A grant naming no columns allows the dataset's key columns only.
         let allowed = if g.columns.is_empty() { request.key_columns } else { g.columns.as_slice() };
         if let Some(column) = request.columns.iter().find(|c| !allowed.contains(c)) {
@@ -229,6 +236,12 @@ async fn covering_grant(
         break;
     }
     let grant = grant.ok_or_else(|| refuse(format!("none of its grants covers dataset '{}'", request.dataset)))?;
+    // Only under grants of this organisation's own datasets, which the
+    // ledger's rules let only this organisation's key write.
+    let owner = ledger.dataset(request.dataset).await.map_err(ledger_err)?.last().map(|v| v.owner.clone());
+    if owner.as_deref() != Some(own_org) {
+        return Err(refuse(format!("dataset '{}' is not this organisation's on the ledger", request.dataset)));
+    }
     let served = task.uses.iter().any(|(org, used)| org == own_org && used.grant == grant);
     Ok((grant, served))
 }

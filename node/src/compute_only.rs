@@ -288,14 +288,14 @@ async fn serve(
         .await
         .map_err(NodeError::from_ledger)?
         .ok_or_else(|| refuse(task_id, "not on the ledger"))?;
-    if task.task.kind != Computation::ComputeOnly {
-        return Err(refuse(task_id, format!("it is a {} task, not compute_only", task.task.kind)));
+    if task.task.kind() != Computation::ComputeOnly {
+        return Err(refuse(task_id, format!("it is a {} task, not compute_only", task.task.kind())));
     }
-    if params_digest(task.task.kind, params) != task.task.params_digest {
+    if params_digest(task.task.kind(), params) != task.task.params_digest() {
         return Err(refuse(task_id, "the parameters given are not the ones recorded with the task"));
     }
     let TaskParams::ComputeOnly(p) =
-        TaskParams::decode(task.task.kind, params).map_err(|e| refuse(task_id, e.to_string()))?
+        TaskParams::decode(task.task.kind(), params).map_err(|e| refuse(task_id, e.to_string()))?
     else {
         return Err(refuse(task_id, "not compute-only parameters"));
     };

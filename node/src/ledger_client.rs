@@ -4,7 +4,9 @@
 //! height, hash chain, operator seal and Merkle root, and replays every
 //! record through the rules (signature included) at the block's time. It
 //! trusts the operator's public key and nothing else — not the transport,
-//! not the server's answers. Queries are answered from the replica.
+//! not the server's answers. The ledger's identity is the one the genesis
+//! block names under the operator's seal, and every later block must name
+//! the same. Queries are answered from the replica.
 //!
 //! A write is checked locally first (signature, replay, rules at the
 //! ledger's current time), so a refusal comes back as the rule that refused
@@ -19,7 +21,7 @@
 use stayput_chain_connector::LedgerError;
 use stayput_chain_connector::block::Block;
 use stayput_chain_connector::ledger::{GrantFilter, Ledger, LedgerEvent, Receipt};
-use stayput_chain_connector::records::{DatasetVersion, Digest, Member, SignedRecord};
+use stayput_chain_connector::records::{DatasetVersion, Digest, LedgerId, Member, SignedRecord};
 use stayput_chain_connector::rules::{GrantState, State, TaskState};
 use stayput_proto::v1::ledger_service_client::LedgerServiceClient;
 use stayput_proto::v1::{BlocksRequest, SubmitRecordRequest};
@@ -45,7 +47,8 @@ struct Tip {
 
 #[derive(Debug, Default)]
 struct Replica {
-    state: State,
+    /// The consortium's state; `None` until the genesis block is verified.
+    state: Option<State>,
     tip: Option<Tip>,
     /// The latest verified records' hashes, oldest first (bounded).
     recent: std::collections::VecDeque<Digest>,
@@ -64,15 +67,21 @@ fn rpc(e: &tonic::Status) -> LedgerError {
     LedgerError::Rpc(format!("ledger service: {}", e.message()))
 }
 
-/// Verifies `blocks` (consecutive, chained, sealed, rooted) and replays their
-/// records into `state`.
+impl Replica {
+    fn state(&self) -> Result<&State, LedgerError> {
+        self.state.as_ref().ok_or_else(|| LedgerError::Rpc("the ledger service sent no genesis block".into()))
+    }
+}
+
+/// Verifies `blocks` (consecutive, chained, sealed, rooted, of one ledger)
+/// and replays their records into `state` (made from the genesis block).
 fn apply_blocks(
-    mut state: State,
+    mut state: Option<State>,
     mut tip: Option<Tip>,
     blocks: Vec<Vec<u8>>,
     operator: [u8; 32],
     recent: &mut Vec<Digest>,
-) -> (State, Option<Tip>, Result<(), LedgerError>) {
+) -> (Option<State>, Option<Tip>, Result<(), LedgerError>) {
     for bytes in blocks {
         let expected = tip.map_or(0, |t| t.height + 1);
         let corrupt = |reason: String| LedgerError::Corrupt { height: expected, reason };
@@ -87,6 +96,13 @@ fn apply_blocks(
                 return Err(corrupt("its time runs backwards".into()));
             }
             block.check(&operator).map_err(corrupt)?;
+            let state = state.get_or_insert_with(|| State::new(block.header.ledger));
+            if block.header.ledger != state.ledger {
+                return Err(corrupt(format!(
+                    "it names ledger {}, not this ledger ({})",
+                    block.header.ledger, state.ledger
+                )));
+            }
             for (i, record) in block.records.iter().enumerate() {
                 state
                     .apply(record, block.header.timestamp)
@@ -155,7 +171,7 @@ impl Ledger for RemoteLedger {
         record.check_storable()?;
         {
             let replica = self.sync().await?;
-            replica.state.check(&record, replica.now)?;
+            replica.state()?.check(&record, replica.now)?;
         }
         let request = SubmitRecordRequest { signed_record: record.to_bytes().into() };
         match self.client.clone().submit(request).await {
@@ -178,10 +194,14 @@ impl Ledger for RemoteLedger {
             Err(status) => {
                 // Name the rule if another write got in first; else relay.
                 let replica = self.sync().await?;
-                replica.state.check(&record, replica.now)?;
+                replica.state()?.check(&record, replica.now)?;
                 Err(rpc(&status))
             }
         }
+    }
+
+    async fn identity(&self) -> Result<LedgerId, LedgerError> {
+        Ok(self.sync().await?.state()?.ledger)
     }
 
     async fn height(&self) -> Result<u64, LedgerError> {
@@ -189,35 +209,35 @@ impl Ledger for RemoteLedger {
     }
 
     async fn member(&self, org: &str) -> Result<Option<Member>, LedgerError> {
-        Ok(self.sync().await?.state.members.get(org).cloned())
+        Ok(self.sync().await?.state()?.members.get(org).cloned())
     }
 
     async fn members(&self) -> Result<Vec<Member>, LedgerError> {
-        Ok(self.sync().await?.state.members.values().cloned().collect())
+        Ok(self.sync().await?.state()?.members.values().cloned().collect())
     }
 
     async fn dataset(&self, id: &str) -> Result<Vec<DatasetVersion>, LedgerError> {
-        Ok(self.sync().await?.state.datasets.get(id).cloned().unwrap_or_default())
+        Ok(self.sync().await?.state()?.datasets.get(id).cloned().unwrap_or_default())
     }
 
     async fn datasets(&self) -> Result<Vec<DatasetVersion>, LedgerError> {
-        Ok(self.sync().await?.state.latest_datasets())
+        Ok(self.sync().await?.state()?.latest_datasets())
     }
 
     async fn grant(&self, id: &str) -> Result<Option<GrantState>, LedgerError> {
-        Ok(self.sync().await?.state.grants.get(id).cloned())
+        Ok(self.sync().await?.state()?.grants.get(id).cloned())
     }
 
     async fn grants(&self, filter: &GrantFilter) -> Result<Vec<GrantState>, LedgerError> {
-        Ok(self.sync().await?.state.grants_matching(filter))
+        Ok(self.sync().await?.state()?.grants_matching(filter))
     }
 
     async fn task(&self, id: &str) -> Result<Option<TaskState>, LedgerError> {
-        Ok(self.sync().await?.state.tasks.get(id).cloned())
+        Ok(self.sync().await?.state()?.tasks.get(id).cloned())
     }
 
     async fn tasks(&self, requester: Option<&str>) -> Result<Vec<TaskState>, LedgerError> {
-        Ok(self.sync().await?.state.tasks_of(requester))
+        Ok(self.sync().await?.state()?.tasks_of(requester))
     }
 
     async fn events_after(&self, height: u64, limit: usize) -> Result<Vec<LedgerEvent>, LedgerError> {

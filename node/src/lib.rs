@@ -113,12 +113,11 @@ impl LedgerAccess {
     fn open(settings: &config::LedgerSettings, tls: &identity::TlsMaterial, org: &str) -> Result<Self, NodeError> {
         use stayput_chain_connector::keys;
         let key_err = |e: stayput_chain_connector::LedgerError| NodeError::InvalidConfig(format!("[ledger]: {e}"));
-        if let Some(evm) = &settings.evm {
-            let key = keys::load(&settings.signing_key).map_err(key_err)?;
-            return Ok(Self { ledger: std::sync::Arc::new(evm.open(org).map_err(key_err)?), key });
-        }
         let operator = keys::public_key(&settings.operator_key).map_err(key_err)?;
         let key = keys::load(&settings.signing_key).map_err(key_err)?;
+        if let Some(evm) = &settings.evm {
+            return Ok(Self { ledger: std::sync::Arc::new(evm.open(org, operator).map_err(key_err)?), key });
+        }
         let channel = tonic::transport::Endpoint::from_shared(settings.endpoint.clone())
             .and_then(|e| e.tls_config(tls.client(&settings.operator)))
             .map_err(|e| NodeError::InvalidConfig(format!("[ledger] endpoint '{}': {e}", settings.endpoint)))?

@@ -194,7 +194,7 @@ impl ShareBox {
 async fn sites(state: &NodeState, task: &TaskState) -> Result<Vec<(String, String)>, NodeError> {
     let ledger = &state.ledger.as_ref().ok_or_else(no_ledger)?.ledger;
     let mut out = Vec::new();
-    for d in &task.task.datasets {
+    for d in task.task.datasets() {
         let versions = ledger.dataset(d).await.map_err(NodeError::from_ledger)?;
         let owner = versions.last().map(|v| v.owner.clone()).ok_or_else(|| NodeError::NotAuthorised {
             task: task.task.id.clone(),
@@ -225,14 +225,14 @@ async fn stats_task(state: &NodeState, task_id: &str, params: &[u8]) -> Result<(
         .await
         .map_err(NodeError::from_ledger)?
         .ok_or_else(|| refuse("not on the ledger".into()))?;
-    if task.task.kind != Computation::Stats || !matches!(task.status, TaskStatus::Submitted | TaskStatus::Running) {
-        return Err(refuse(format!("it is a {} task, {}", task.task.kind, task.status)));
+    if task.task.kind() != Computation::Stats || !matches!(task.status, TaskStatus::Submitted | TaskStatus::Running) {
+        return Err(refuse(format!("it is a {} task, {}", task.task.kind(), task.status)));
     }
-    if params_digest(task.task.kind, params) != task.task.params_digest {
+    if params_digest(task.task.kind(), params) != task.task.params_digest() {
         return Err(refuse("the parameters given are not the ones recorded with the task".into()));
     }
     let TaskParams::Stats(StatsParams { query, epsilon }) =
-        TaskParams::decode(task.task.kind, params).map_err(|e| refuse(e.to_string()))?
+        TaskParams::decode(task.task.kind(), params).map_err(|e| refuse(e.to_string()))?
     else {
         return Err(refuse("not federated-statistics parameters".into()));
     };
@@ -427,7 +427,7 @@ impl StatsPeer for StatsPeerService {
         let refuse = |reason: &str| NodeError::NotAuthorised { task: task_id.clone(), reason: reason.into() };
         let task =
             ledger.task(&task_id).await.map_err(NodeError::from_ledger)?.ok_or_else(|| refuse("not on the ledger"))?;
-        if task.task.kind != Computation::Stats {
+        if task.task.kind() != Computation::Stats {
             return Err(refuse("not a federated-statistics task").into());
         }
         let sites = sites(&self.state, &task).await?;
@@ -919,7 +919,7 @@ pub fn verify_evidence(on_ledger: &TaskState, evidence: &Evidence) -> Result<Str
         .map(|r| r.intermediates.as_slice())
         .ok_or_else(|| NodeError::Stats(format!("task '{task}' has no result on the ledger yet")))?;
     let params = TaskParams::Stats(StatsParams { query: evidence.query.clone(), epsilon: evidence.epsilon }).encode();
-    if params_digest(Computation::Stats, &params) != on_ledger.task.params_digest {
+    if params_digest(Computation::Stats, &params) != on_ledger.task.params_digest() {
         return Err(NodeError::Stats("the evidence's query or ε is not the one recorded with the task".into()));
     }
     let query = CohortQuery::from_json(&evidence.query).map_err(stats_err)?;

@@ -114,20 +114,23 @@ async fn execute(
     let ledger = &access.ledger;
     let unavailable = NodeError::from_ledger;
     let task = ledger.task(task_id).await.map_err(unavailable)?.ok_or_else(|| refuse("not on the ledger".into()))?;
-    if task.task.requester != state.config.org {
-        return Err(refuse(format!("it was requested by '{}', not by this node's organisation", task.task.requester)));
+    if task.task.requester() != state.config.org {
+        return Err(refuse(format!(
+            "it was requested by '{}', not by this node's organisation",
+            task.task.requester()
+        )));
     }
     if !matches!(task.status, TaskStatus::Submitted | TaskStatus::Running) {
         return Err(refuse(format!("it is {}", task.status)));
     }
-    if params_digest(task.task.kind, params) != task.task.params_digest {
+    if params_digest(task.task.kind(), params) != task.task.params_digest() {
         return Err(refuse("the parameters given are not the ones recorded with the task".into()));
     }
-    let decoded = TaskParams::decode(task.task.kind, params).map_err(|e| refuse(e.to_string()))?;
+    let decoded = TaskParams::decode(task.task.kind(), params).map_err(|e| refuse(e.to_string()))?;
     let dir = &state.config.output_dir;
     let result = match decoded {
         TaskParams::Psi(p) => {
-            if !task.task.datasets.contains(&p.peer_dataset) {
+            if !task.task.datasets().contains(&p.peer_dataset) {
                 return Err(refuse(format!("it does not read dataset '{}'", p.peer_dataset)));
             }
             let owner = ledger
@@ -137,7 +140,7 @@ async fn execute(
                 .last()
                 .map(|v| v.owner.clone())
                 .ok_or_else(|| refuse(format!("dataset '{}' is not on the ledger", p.peer_dataset)))?;
-            let mode = match task.task.kind {
+            let mode = match task.task.kind() {
                 Computation::PsiCardinality => OutputMode::CardinalityOnly,
                 _ => OutputMode::IntersectionToRequester,
             };
@@ -175,7 +178,7 @@ async fn execute(
             }
         }
         TaskParams::Blacklist(p) => {
-            if p.bureau_datasets != task.task.datasets {
+            if p.bureau_datasets != task.task.datasets() {
                 return Err(refuse("its bureau datasets are not the task's datasets".into()));
             }
             let outcome = crate::blacklist::run_blacklist(state, task_id, p).await?;
@@ -184,7 +187,7 @@ async fn execute(
             TaskResult { file_sha256, file, count: outcome.listings, intermediates: vec![], count_withheld: false }
         }
         TaskParams::ComputeOnly(p) => {
-            if task.task.datasets != [p.dataset.clone()] {
+            if task.task.datasets() != [p.dataset.clone()] {
                 return Err(refuse("its dataset is not the task's dataset".into()));
             }
             let file = crate::results::result_path_as(dir, task_id, p.format.extension());
@@ -198,7 +201,7 @@ async fn execute(
             }
         }
         TaskParams::Lookup(p) => {
-            if task.task.datasets != [p.dataset.clone()] {
+            if task.task.datasets() != [p.dataset.clone()] {
                 return Err(refuse("its dataset is not the task's dataset".into()));
             }
             let outcome = crate::lookup::run_lookup(state, task_id, &p).await?;
@@ -207,7 +210,7 @@ async fn execute(
             tracing::info!(task = %task_id, lookups = outcome.lookups, found = outcome.found, "private lookup finished");
             TaskResult { file_sha256, file, count: outcome.lookups, intermediates: vec![], count_withheld: false }
         }
-        _ => return Err(refuse(format!("{} tasks are not supported by this node yet", task.task.kind))),
+        _ => return Err(refuse(format!("{} tasks are not supported by this node yet", task.task.kind()))),
     };
     finish(dir, task_id, result)
 }

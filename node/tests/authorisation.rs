@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use stayput_chain_connector::Ledger;
 use stayput_chain_connector::conformance::{Backend, Consortium};
 use stayput_chain_connector::embedded::EmbeddedLedger;
-use stayput_chain_connector::records::{Computation, DatasetVersion, Member, OrgKey, Record, Task};
+use stayput_chain_connector::records::{DatasetVersion, Member, OrgKey, Record, Task};
 use stayput_node::NodeError;
 use stayput_node::authorisation::{ServeRequest, check, kinds_for, record_use};
 use stayput_psi::ecdh::OutputMode;
@@ -80,28 +80,29 @@ async fn the_node_serves_only_what_the_ledger_authorises() {
     for t in ["t1", "t2", "t3"] {
         c.ok(&c.bank, c.task(t, &["g"])).await;
     }
+    let [t1, t2, t3, t_rev, t_exp] = ["t1", "t2", "t3", "t-rev", "t-exp"].map(|t| c.task_id(t));
 
     // Authorised: the use is recorded, counting the items.
     let grant =
-        authorise(c.ledger.as_ref(), "bureau", &c.bureau.key, &request("t1", "bank", "blacklist")).await.unwrap();
+        authorise(c.ledger.as_ref(), "bureau", &c.bureau.key, &request(&t1, "bank", "blacklist")).await.unwrap();
     assert_eq!(grant, "g");
-    let trail = c.ledger.task("t1").await.unwrap().unwrap();
+    let trail = c.ledger.task(&t1).await.unwrap().unwrap();
     assert_eq!(trail.uses.len(), 1);
     assert_eq!(trail.uses[0].0, "bureau");
     assert_eq!(c.ledger.grant("g").await.unwrap().unwrap().items, 10);
     // The same task is never served twice.
-    assert!(refused(&c, request("t1", "bank", "blacklist")).await.contains("served it under grant 'g' already"));
+    assert!(refused(&c, request(&t1, "bank", "blacklist")).await.contains("served it under grant 'g' already"));
     // Cardinality output is allowed under a PSI task too.
-    let mut card = request("t2", "bank", "blacklist");
+    let mut card = request(&t2, "bank", "blacklist");
     card.kinds = kinds_for(OutputMode::CardinalityOnly);
     authorise(c.ledger.as_ref(), "bureau", &c.bureau.key, &card).await.unwrap();
 
     // A forged task, sent straight to the node.
     assert!(refused(&c, request("forged", "bank", "blacklist")).await.contains("not on the ledger"));
     // The right task, the wrong peer.
-    assert!(refused(&c, request("t1", "hospital", "blacklist")).await.contains("requested by 'bank'"));
+    assert!(refused(&c, request(&t1, "hospital", "blacklist")).await.contains("requested by 'bank'"));
     // Uses exhausted (two of two taken above).
-    assert!(refused(&c, request("t3", "bank", "blacklist")).await.contains("used all of its 2 uses"));
+    assert!(refused(&c, request(&t3, "bank", "blacklist")).await.contains("used all of its 2 uses"));
 
     // A task for another dataset cannot borrow a grant.
     c.ok(
@@ -117,18 +118,12 @@ async fn the_node_serves_only_what_the_ledger_authorises() {
     )
     .await;
     c.ok(&c.bureau, c.grant("g2", 5, 100, now + 86_400)).await;
-    let both = Task {
-        id: "t-both".into(),
-        requester: "bank".into(),
-        kind: Computation::Psi,
-        datasets: vec!["blacklist".into(), "records".into()],
-        params_digest: [9; 32],
-        grants: vec!["g2".into()],
-    };
+    let both = Task::new(c.request_for("t-both", &["blacklist", "records"]), vec!["g2".into()]);
+    let t_both = both.id.clone();
     c.ok(&c.bank, Record::Task(both)).await;
-    assert!(refused(&c, request("t1", "bank", "records")).await.contains("does not read dataset 'records'"));
+    assert!(refused(&c, request(&t1, "bank", "records")).await.contains("does not read dataset 'records'"));
     let by_hospital = ServeRequest {
-        task: "t-both",
+        task: &t_both,
         peer: "bank",
         dataset: "records",
         kinds: kinds_for(OutputMode::IntersectionToRequester),
@@ -142,14 +137,14 @@ async fn the_node_serves_only_what_the_ledger_authorises() {
     // Revoked, then expired.
     c.ok(&c.bank, c.task("t-rev", &["g2"])).await;
     c.ok(&c.bureau, Record::RevokeGrant { grant: "g2".into() }).await;
-    assert!(refused(&c, request("t-rev", "bank", "blacklist")).await.contains("revoked"));
+    assert!(refused(&c, request(&t_rev, "bank", "blacklist")).await.contains("revoked"));
     c.ok(&c.bureau, c.grant("g3", 5, 100, now + 100)).await;
     c.ok(&c.bank, c.task("t-exp", &["g3"])).await;
     backend.advance(&c.ledger, 200).await;
-    assert!(refused(&c, request("t-exp", "bank", "blacklist")).await.contains("expired"));
+    assert!(refused(&c, request(&t_exp, "bank", "blacklist")).await.contains("expired"));
     // Nothing refused left a use behind.
-    assert!(c.ledger.task("t-rev").await.unwrap().unwrap().uses.is_empty());
-    assert!(c.ledger.task("t-exp").await.unwrap().unwrap().uses.is_empty());
+    assert!(c.ledger.task(&t_rev).await.unwrap().unwrap().uses.is_empty());
+    assert!(c.ledger.task(&t_exp).await.unwrap().unwrap().uses.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,4 +1,4 @@
-//! Known-answer vectors for the canonical record encoding (v1): the bytes
+//! Known-answer vectors for the canonical record encoding (records v2): the bytes
 //! every backend signs, stores and hashes. Ed25519 signatures are
 //! deterministic, so the vectors are stable; a deliberate format change
 //! bumps the version and regenerates them with
@@ -13,7 +13,7 @@ use super::*;
 /// from a shared target directory must not read another checkout's file.
 fn vectors_path() -> std::path::PathBuf {
     std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("run by cargo"))
-        .join("test-vectors/records-v1.json")
+        .join("test-vectors/records-v2.json")
 }
 
 #[derive(Serialize, Deserialize, PartialEq, Debug)]
@@ -34,6 +34,7 @@ struct Invalid {
 #[derive(Serialize, Deserialize, PartialEq, Debug)]
 struct Vectors {
     version: String,
+    ledger_id_hex: String,
     records: Vec<Vector>,
     invalid: Vec<Invalid>,
 }
@@ -69,23 +70,41 @@ fn samples() -> Vec<Record> {
             epsilon_budget: 5_000,
         }),
         Record::RevokeGrant { grant: "g-2026-001".into() },
-        Record::Task(Task {
-            id: "t-0001".into(),
-            requester: "bank".into(),
-            kind: Computation::Blacklist,
-            datasets: vec!["blacklist".into()],
-            params_digest: [0x55; 32],
-            grants: vec!["g-2026-001".into()],
+        Record::Task(Task::new(sample_request(), vec!["g-2026-001".into()])),
+        Record::TaskStatus { task: sample_request().task_id(), status: TaskStatus::Running },
+        Record::Use(UseRecord {
+            task: sample_request().task_id(),
+            grant: "g-2026-001".into(),
+            items: 1000,
+            epsilon: 250,
         }),
-        Record::TaskStatus { task: "t-0001".into(), status: TaskStatus::Running },
-        Record::Use(UseRecord { task: "t-0001".into(), grant: "g-2026-001".into(), items: 1000, epsilon: 250 }),
         Record::Result(ResultRecord {
-            task: "t-0001".into(),
+            task: sample_request().task_id(),
             result_digest: [0x66; 32],
             receiver: "bank".into(),
             intermediates: vec![[0x77; 32], [0x88; 32]],
         }),
+        Record::RotateKey { new_key: OrgKey::from_bytes(&[8; 32]).public_key() },
     ]
+}
+
+/// The ledger the vectors are signed for: an EVM deployment.
+fn sample_ledger() -> LedgerId {
+    LedgerId::evm(20200, &[0xAB; 20])
+}
+
+fn sample_request() -> SignedTaskRequest {
+    crate::tasks::TaskRequest {
+        requester: "bank".into(),
+        kind: Computation::Blacklist,
+        datasets: vec!["blacklist".into()],
+        receiver: "bank".into(),
+        params: vec![1, 2, 3],
+        nonce: [0x55; 16],
+        issued_at: 1_790_000_000,
+        ledger: sample_ledger(),
+    }
+    .sign(&OrgKey::from_bytes(&[9; 32]))
 }
 
 fn invalid(description: &str, bytes: &[u8]) -> Invalid {
@@ -100,7 +119,7 @@ fn compute() -> Vectors {
         .into_iter()
         .map(|r| {
             let kind = r.kind().to_owned();
-            let signed = SignedRecord::sign(r, "bureau-a", &key);
+            let signed = SignedRecord::sign(r, "bureau-a", &key, &sample_ledger());
             Vector {
                 kind,
                 writer_secret_hex: hex::encode(secret),
@@ -113,19 +132,30 @@ fn compute() -> Vectors {
     let mut trailing = good.clone();
     trailing.push(0);
     let mut unknown_kind = good.clone();
-    unknown_kind[4 + "bureau-a".len()] = 99;
+    unknown_kind[RECORD_TAG.len() + 4 + "bureau-a".len()] = 99;
+    let mut version_1 = good[RECORD_TAG.len()..].to_vec();
+    version_1.truncate(version_1.len() - 64);
+    let mut version_3 = good.clone();
+    version_3[3] = 3;
     let mut huge_list = Writer::new();
-    huge_list.str("bank").u8(1).str("o").str("n").u32(5000);
+    huge_list.fixed(&RECORD_TAG).str("bank").u8(1).str("o").str("n").u32(5000);
     let mut bad_utf8 = Writer::new();
-    bad_utf8.bytes(&[0xff, 0xfe]);
+    bad_utf8.fixed(&RECORD_TAG).bytes(&[0xff, 0xfe]);
     let invalid = vec![
         invalid("one trailing byte", &trailing),
         invalid("cut short", &good[..good.len() - 1]),
         invalid("unknown record kind 99", &unknown_kind),
         invalid("a list of 5000 roles", &huge_list.into_bytes()),
         invalid("a writer name that is not UTF-8", &bad_utf8.into_bytes()),
+        invalid("a records-v1 encoding (no tag)", &version_1),
+        invalid("a records-v3 tag", &version_3),
     ];
-    Vectors { version: "stayput/ledger/record/v1".into(), records, invalid }
+    Vectors {
+        version: "stayput/ledger/record/v2".into(),
+        ledger_id_hex: hex::encode(sample_ledger().0),
+        records,
+        invalid,
+    }
 }
 
 #[test]
@@ -141,7 +171,7 @@ fn vectors() {
     for v in &stored.records {
         let bytes = hex::decode(&v.signed_record_hex).unwrap();
         let record = SignedRecord::from_bytes(&bytes).unwrap();
-        record.verify(&public).unwrap();
+        record.verify(&public, &sample_ledger()).unwrap();
         assert_eq!(record.to_bytes(), bytes);
         assert_eq!(hex::encode(record.hash()), v.record_hash_hex);
         assert_eq!(record.record.kind(), v.kind);
@@ -149,18 +179,28 @@ fn vectors() {
 }
 
 #[test]
+fn records_v1_are_refused_saying_so() {
+    let stored = std::fs::read_to_string(vectors_path().with_file_name("records-v1.json"));
+    assert!(stored.is_err(), "the v1 vectors are gone with the format");
+    let v1 = compute().invalid.into_iter().find(|i| i.description.contains("v1")).unwrap();
+    assert!(v1.error.contains("records-v1") && v1.error.contains("records v2"), "{}", v1.error);
+}
+
+#[test]
 fn a_changed_byte_breaks_the_signature() {
     let key = OrgKey::generate();
-    let signed = SignedRecord::sign(samples().remove(6), "bureau-a", &key);
+    let signed = SignedRecord::sign(samples().remove(6), "bureau-a", &key, &sample_ledger());
     let mut tampered = signed.clone();
     if let Record::Use(u) = &mut tampered.record {
         u.items += 1;
     }
-    assert!(signed.verify(&key.public_key()).is_ok());
-    assert!(matches!(tampered.verify(&key.public_key()), Err(LedgerError::BadSignature { .. })));
+    assert!(signed.verify(&key.public_key(), &sample_ledger()).is_ok());
+    assert!(matches!(tampered.verify(&key.public_key(), &sample_ledger()), Err(LedgerError::BadSignature { .. })));
+    let other_ledger = LedgerId::evm(20201, &[0xAB; 20]);
+    assert!(signed.verify(&key.public_key(), &other_ledger).is_err(), "the ledger's identity is signed too");
     let mut renamed = signed;
     renamed.writer = "bureau-b".into();
-    assert!(renamed.verify(&key.public_key()).is_err(), "the writer is signed too");
+    assert!(renamed.verify(&key.public_key(), &sample_ledger()).is_err(), "the writer is signed too");
 }
 
 proptest! {
@@ -172,7 +212,7 @@ proptest! {
     #[test]
     fn uses_round_trip(task in "[a-z0-9-]{1,40}", grant in "[a-z0-9-]{1,40}", items in any::<u64>(), epsilon in any::<u32>()) {
         let key = OrgKey::from_bytes(&[3; 32]);
-        let signed = SignedRecord::sign(Record::Use(UseRecord { task, grant, items, epsilon }), "x", &key);
+        let signed = SignedRecord::sign(Record::Use(UseRecord { task, grant, items, epsilon }), "x", &key, &sample_ledger());
         prop_assert_eq!(SignedRecord::from_bytes(&signed.to_bytes()).unwrap(), signed);
     }
 }
