@@ -299,7 +299,7 @@ async fn run_anvil(orgs: &Orgs, records: usize, writers: usize) -> Result<Ledger
     }
     let accounts: BTreeMap<String, _> = signers.iter().map(|(o, s)| (o.clone(), s.address())).collect();
     let operator_member = member("operator", &orgs.operator, &[Role::Operator]);
-    let config = EvmLedger::deploy(&anvil.url, signers["operator"].clone(), &orgs.operator, operator_member)
+    let config = EvmLedger::deploy(&anvil.url, None, signers["operator"].clone(), &orgs.operator, operator_member)
         .await
         .map_err(key_err)?;
     let ledger = Arc::new(EvmLedger::connect(config.clone(), signers.clone(), accounts.clone()).map_err(key_err)?);

@@ -29,6 +29,7 @@ contract StayputLedger {
     uint256 private constant MAX_REQUEST_BYTES = 16 * 1024 + 64 * 1024;
     uint256 private constant MAX_PARAMS_BYTES = 16 * 1024;
     uint256 private constant REQUEST_WINDOW_SECS = 300;
+    uint256 private constant MAX_BATCH = 256;
 
     uint8 private constant ROLE_DATA_OWNER = 1;
     uint8 private constant ROLE_REQUESTER = 2;
@@ -206,6 +207,12 @@ contract StayputLedger {
         }
     }
 
+    /// The block's time in seconds: FISCO BCOS stamps blocks in milliseconds.
+    function _now() private view returns (uint64) {
+        uint256 t = block.timestamp;
+        return uint64(t > 100_000_000_000 ? t / 1000 : t);
+    }
+
     /// `v` as 8 little-endian bytes.
     function _le64(uint64 v) private pure returns (bytes memory out) {
         out = new bytes(8);
@@ -246,6 +253,27 @@ contract StayputLedger {
     /// @param signedRecord the canonical signed record (writer, record, ed25519 signature)
     /// @param account for a member record: the admitted organisation's account; otherwise ignored
     function submit(bytes calldata signedRecord, address account) external returns (uint64 seq) {
+        return _submit(signedRecord, account);
+    }
+
+    /// Appends several records of one writer's account in order, all or
+    /// none: one transaction carries many records.
+    /// @param signedRecords the canonical signed records
+    /// @param accounts for each member record, the admitted organisation's account
+    function submitBatch(bytes[] calldata signedRecords, address[] calldata accounts)
+        external
+        returns (uint64 first)
+    {
+        if (signedRecords.length == 0 || signedRecords.length > MAX_BATCH || accounts.length != signedRecords.length) {
+            revert Malformed("a batch holds 1 to 256 records and one account per record");
+        }
+        first = recordCount;
+        for (uint256 i = 0; i < signedRecords.length; i++) {
+            _submit(signedRecords[i], accounts[i]);
+        }
+    }
+
+    function _submit(bytes memory signedRecord, address account) private returns (uint64 seq) {
         Cursor memory c = Cursor(signedRecord, 0);
         if (uint32(_uint(c, 4)) != 0x025253ff) revert Malformed("not a records-v2 encoding");
         string memory writer = _str(c);
@@ -401,7 +429,7 @@ contract StayputLedger {
         g = grants[_key(id)];
         if (!g.exists) revert Unknown("grant", id);
         if (g.revoked) revert Revoked(id);
-        if (block.timestamp >= g.expiresAt) revert Expired(id, g.expiresAt, uint64(block.timestamp));
+        if (_now() >= g.expiresAt) revert Expired(id, g.expiresAt, _now());
     }
 
     function _revoke(Cursor memory c, string memory writer) private returns (bytes32) {
@@ -442,8 +470,9 @@ contract StayputLedger {
         string[] memory ds = q.datasets;
         if (!_eq(_taskId(q.digest), id)) revert BadTaskRequest(id, "the request gives another task id");
         if (q.ledger != ledgerId()) revert BadTaskRequest(id, "it was signed for another ledger");
-        uint256 drift = block.timestamp > q.issuedAt ? block.timestamp - q.issuedAt : q.issuedAt - block.timestamp;
-        if (drift > REQUEST_WINDOW_SECS) revert StaleTaskRequest(id, q.issuedAt, uint64(block.timestamp));
+        uint64 now_ = _now();
+        uint256 drift = now_ > q.issuedAt ? now_ - q.issuedAt : q.issuedAt - now_;
+        if (drift > REQUEST_WINDOW_SECS) revert StaleTaskRequest(id, q.issuedAt, now_);
         Task storage t = tasks[_key(id)];
         if (t.exists) revert Duplicate("task", id);
         if (!_eq(writer, requester) && !_isOperator(writer)) revert NotTaskParty(writer, id, requester);

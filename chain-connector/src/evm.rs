@@ -3,17 +3,36 @@
 //! through its web3 endpoint, Hyperledger Besu, geth, anvil.
 //!
 //! * **Writes.** A record is checked locally first (its ed25519 signature
-//!   against the writer's member key, which the contract cannot do on a
-//!   london EVM), simulated with `eth_call` so a refusal comes back as the
-//!   rule that refused it, then signed locally with the writer's account
-//!   and sent with `eth_sendRawTransaction` (FISCO BCOS's endpoint does not
-//!   sign). Sends are serialised per account, so nonces never gap. The
-//!   contract enforces the rules again, authoritatively, at write time.
+//!   against the writer's member key and every rule, which the contract
+//!   cannot fully do), then queued for its writer's account. Whoever sends
+//!   next takes every record waiting (up to [`MAX_BATCH`]) into one
+//!   transaction (`submitBatch`, all or none), simulated with `eth_call`,
+//!   signed locally with the account, given an explicit gas price and sent
+//!   with `eth_sendRawTransaction` (FISCO BCOS's endpoint neither signs nor
+//!   has `eth_feeHistory`). A batch that the simulation or the chain
+//!   refuses is sent again one record at a time, so each refusal comes back
+//!   as the rule that refused it. Sends are serialised per account, so
+//!   nonces never gap. A record counts as written only when the receipt's
+//!   log of this contract carries its hash. The contract enforces the rules
+//!   again, authoritatively, at write time.
 //! * **Reads.** A replica follows the contract's `Recorded` events with
 //!   `eth_getLogs`, decodes each record, checks its hash, verifies its
 //!   signature and replays it through [`crate::rules`] at its block's
 //!   timestamp: any disagreement with the contract is reported as damage.
 //!   Grant usage and task status are read live with `eth_call`.
+//! * **Trust anchor.** A reader pins the chain id, the contract, its
+//!   deployment block and the operator's key ([`EvmConfig`]): another
+//!   chain, or a contract whose genesis admits another operator, is
+//!   refused. Logs are read 10 blocks per call (FISCO BCOS answers no more)
+//!   and each page is checked against the contract's own record count, so
+//!   an endpoint that hides a record (a revocation) is caught. Readers stay
+//!   `confirmations` blocks behind the head, and a replica whose last block
+//!   the chain no longer holds is rebuilt (a reorganisation).
+//! * **Endpoint.** `http://`, or `https://` over rustls with the CA the
+//!   endpoint's certificate must chain to pinned in `[ledger.evm.tls]`
+//!   (and a client certificate where the endpoint asks for one); never the
+//!   system's roots by accident. TLS keeps the traffic private; integrity
+//!   rests on the checks above, not on the endpoint.
 //! * **Heights** are EVM block numbers; a receipt's index is the log index.
 
 use std::collections::{BTreeMap, HashMap};
@@ -47,6 +66,11 @@ use StayputLedger::StayputLedgerErrors as ContractError;
 
 /// The contract's deployment bytecode (compiled by `contracts/build.mjs`).
 pub const BYTECODE_HEX: &str = include_str!("../contracts/StayputLedger.bin");
+
+/// A block timestamp in seconds: FISCO BCOS stamps blocks in milliseconds.
+fn seconds(timestamp: u64) -> u64 {
+    if timestamp > 100_000_000_000 { timestamp / 1000 } else { timestamp }
+}
 
 fn rpc_err(context: &str, e: impl std::fmt::Display) -> LedgerError {
     LedgerError::Rpc(format!("{context}: {e}"))
@@ -155,6 +179,11 @@ pub struct EvmConfig {
     /// The operator's ed25519 public key: the genesis record on the
     /// contract must admit exactly this key, or the reader refuses the chain.
     pub operator_key: [u8; 32],
+    /// Blocks a record must be buried under before readers apply it (0 on
+    /// a chain with immediate finality, such as FISCO BCOS's PBFT).
+    pub confirmations: u64,
+    /// TLS towards an `https` endpoint.
+    pub tls: Option<EndpointTls>,
 }
 
 impl EvmConfig {
@@ -193,6 +222,13 @@ pub struct EvmSettings {
     pub contract: Address,
     /// The block the contract was deployed in.
     pub deployed_at: u64,
+    /// Blocks a record must be buried under before it is read (default 0:
+    /// immediate finality).
+    #[serde(default)]
+    pub confirmations: u64,
+    /// TLS towards an `https` endpoint (`[ledger.evm.tls]`).
+    #[serde(default)]
+    pub tls: Option<EndpointTls>,
     /// File holding this organisation's EVM account key (hex; mode 0600).
     pub account_key: PathBuf,
 }
@@ -216,6 +252,14 @@ pub fn create_account(path: &std::path::Path) -> Result<PrivateKeySigner, Ledger
 }
 
 impl EvmSettings {
+    /// The settings with every file path passed through `resolve` (a
+    /// configuration resolves relative paths against its own folder).
+    pub fn with_paths_resolved(self, resolve: impl Fn(PathBuf) -> PathBuf) -> Self {
+        let tls =
+            self.tls.map(|t| EndpointTls { ca: resolve(t.ca), cert: t.cert.map(&resolve), key: t.key.map(&resolve) });
+        Self { account_key: resolve(self.account_key), tls, ..self }
+    }
+
     /// The deployment these settings name, trusting `operator_key`.
     pub fn config(&self, operator_key: [u8; 32]) -> EvmConfig {
         EvmConfig {
@@ -224,6 +268,8 @@ impl EvmSettings {
             contract: self.contract,
             deployed_at: self.deployed_at,
             operator_key,
+            confirmations: self.confirmations,
+            tls: self.tls.clone(),
         }
     }
 
@@ -251,6 +297,13 @@ pub struct Quarantined {
 struct Replica {
     state: State,
     synced_to: Option<u64>,
+    /// The hash of block `synced_to`: if the chain no longer holds it, the
+    /// chain was reorganised and the replica is rebuilt.
+    synced_hash: Option<alloy::primitives::B256>,
+    /// The chain head at the last sync.
+    head_seen: Option<u64>,
+    /// When the replica last caught up with the head.
+    synced_at: Option<Instant>,
     next_seq: u64,
     quarantined: Vec<Quarantined>,
     /// Whether the endpoint's chain id was checked against the pinned one.
@@ -259,7 +312,16 @@ struct Replica {
 
 impl Replica {
     fn new(ledger: LedgerId) -> Self {
-        Self { state: State::new(ledger), synced_to: None, next_seq: 0, quarantined: Vec::new(), chain_checked: false }
+        Self {
+            state: State::new(ledger),
+            synced_to: None,
+            synced_hash: None,
+            head_seen: None,
+            synced_at: None,
+            next_seq: 0,
+            quarantined: Vec::new(),
+            chain_checked: false,
+        }
     }
 }
 
@@ -272,8 +334,23 @@ struct RawEvent {
     bytes: Vec<u8>,
 }
 
-/// Blocks per `eth_getLogs` request (nodes cap ranges).
-const LOG_PAGE_BLOCKS: u64 = 2000;
+/// Blocks per `eth_getLogs` request: FISCO BCOS answers at most 10 blocks
+/// per call and silently drops the rest, so no page is larger. (Each page
+/// is also checked against the contract's own record count.)
+const LOG_PAGE_BLOCKS: u64 = 10;
+/// Most records in one transaction (the contract's bound too).
+pub const MAX_BATCH: usize = 256;
+/// Records this client puts in one transaction: well inside a block's gas.
+const SEND_BATCH: usize = 64;
+
+/// Gas a batch is given per record: above what the contract spends on a
+/// task record with its request (about 260,000); a batch that runs out is
+/// sent again one record at a time, each with its own estimate.
+const BATCH_GAS_PER_RECORD: u64 = 400_000;
+
+/// How old the replica may be for a writer's local check of a record.
+const WRITE_CHECK_AGE: Duration = Duration::from_millis(100);
+
 /// How long to wait for a record's receipt.
 const RECEIPT_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -282,10 +359,64 @@ const RECEIPT_TIMEOUT: Duration = Duration::from_secs(120);
 pub struct EvmLedger {
     config: EvmConfig,
     reader: DynProvider,
-    writers: BTreeMap<String, Mutex<DynProvider>>,
+    writers: BTreeMap<String, AccountWriter>,
     accounts: BTreeMap<String, Address>,
     replica: Mutex<Replica>,
     timestamps: Mutex<HashMap<u64, u64>>,
+}
+
+/// One account's writes: records wait in `queue`; whoever holds `sending`
+/// sends everything waiting as one transaction (group commit).
+struct AccountWriter {
+    provider: DynProvider,
+    queue: std::sync::Mutex<Vec<Queued>>,
+    sending: Mutex<()>,
+}
+
+struct Queued {
+    record: SignedRecord,
+    account: Address,
+    reply: tokio::sync::oneshot::Sender<Result<Receipt, LedgerError>>,
+}
+
+/// Simulates a contract call, sends it and waits for a successful receipt;
+/// a revert comes back as the rule that refused it. The gas limit is
+/// `$limit` when given (a batch: estimating would run it a dozen times),
+/// else the estimate and a quarter (an estimate can fall short of what the
+/// chain charges).
+macro_rules! simulate_and_send {
+    ($call:expr, $limit:expr) => {{
+        let call = $call;
+        let simulated = match call.call().await {
+            Err(e) => Err(contract_error("simulating the record", &e)),
+            Ok(_) => match $limit {
+                Some(limit) => Ok(limit),
+                None => call
+                    .estimate_gas()
+                    .await
+                    .map(|g: u64| g.saturating_add(g / 4).saturating_add(50_000))
+                    .map_err(|e| contract_error("estimating the gas", &e)),
+            },
+        };
+        match simulated {
+            Err(e) => Err(e),
+            Ok(gas) => match call.clone().gas(gas).send().await {
+                Err(e) => Err(contract_error("sending the record", &e)),
+                Ok(pending) => {
+                    let tx_hash = *pending.tx_hash();
+                    match pending.with_timeout(Some(RECEIPT_TIMEOUT)).get_receipt().await {
+                        Err(e) => Err(rpc_err(&format!("waiting for the receipt of transaction {tx_hash}"), e)),
+                        // Reverted on chain after simulating cleanly: another write got in first.
+                        Ok(receipt) if !receipt.status() => Err(call.call().await.err().map_or_else(
+                            || rpc_err("sending the record", "the transaction reverted"),
+                            |e| contract_error("the record", &e),
+                        )),
+                        Ok(receipt) => Ok(receipt),
+                    }
+                }
+            },
+        }
+    }};
 }
 
 impl std::fmt::Debug for EvmLedger {
@@ -297,32 +428,138 @@ impl std::fmt::Debug for EvmLedger {
     }
 }
 
-fn parse_url(url: &str) -> Result<alloy::transports::http::reqwest::Url, LedgerError> {
-    url.parse().map_err(|e| rpc_err(&format!("endpoint '{url}'"), e))
+/// The endpoint's URL: `http`, or `https` with [`EndpointTls`].
+fn parse_url(url: &str) -> Result<reqwest::Url, LedgerError> {
+    // The URL may carry credentials: errors never echo it.
+    let parsed: reqwest::Url = url.parse().map_err(|e| rpc_err("[ledger.evm] rpc_url is not a URL", e))?;
+    match parsed.scheme() {
+        "http" | "https" => Ok(parsed),
+        other => Err(rpc_err(
+            "[ledger.evm] rpc_url",
+            format!("scheme '{other}' is not supported: give the chain node's http:// or https:// JSON-RPC endpoint"),
+        )),
+    }
+}
+
+/// TLS towards an `https` endpoint, as a `[ledger.evm.tls]` section. The
+/// endpoint is not trusted for integrity (every record is checked against
+/// its signature, the pinned operator key and the contract's own count);
+/// TLS keeps what the organisation reads and writes from the network.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointTls {
+    /// The CA certificates (PEM) the endpoint's certificate must chain to:
+    /// the chain operator's own CA, or a system bundle for a public one.
+    pub ca: PathBuf,
+    /// This organisation's client certificate (PEM), for an endpoint that
+    /// asks for one; with `key`.
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+}
+
+impl EndpointTls {
+    /// The rustls client configuration: only `ca`'s roots, TLS 1.2 or 1.3.
+    fn client_config(&self) -> Result<rustls::ClientConfig, LedgerError> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let bad = |path: &std::path::Path, reason: String| LedgerError::KeyFile { path: path.into(), reason };
+        let certs = |path: &std::path::Path| -> Result<Vec<CertificateDer<'static>>, LedgerError> {
+            let certs = CertificateDer::pem_file_iter(path)
+                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| bad(path, format!("reading PEM certificates: {e}")))?;
+            if certs.is_empty() {
+                return Err(bad(path, "holds no PEM certificate".into()));
+            }
+            Ok(certs)
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in certs(&self.ca)? {
+            roots.add(cert).map_err(|e| bad(&self.ca, format!("not a usable CA certificate: {e}")))?;
+        }
+        let builder =
+            rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .map_err(|e| rpc_err("TLS configuration", e))?
+                .with_root_certificates(roots);
+        match (&self.cert, &self.key) {
+            (None, None) => Ok(builder.with_no_client_auth()),
+            (Some(cert), Some(key)) => {
+                let chain = certs(cert)?;
+                let key_der = PrivateKeyDer::from_pem_file(key)
+                    .map_err(|e| bad(key, format!("reading a PEM private key: {e}")))?;
+                builder
+                    .with_client_auth_cert(chain, key_der)
+                    .map_err(|e| bad(cert, format!("the certificate and key do not make a client identity: {e}")))
+            }
+            _ => Err(rpc_err("[ledger.evm.tls]", "give both cert and key for a client certificate, or neither")),
+        }
+    }
+}
+
+/// The HTTP client for `url`. It never falls back to a process-wide TLS
+/// provider or the system's roots: `https` trusts `tls.ca` only.
+fn http_client(url: &reqwest::Url, tls: Option<&EndpointTls>) -> Result<reqwest::Client, LedgerError> {
+    let config = match (url.scheme(), tls) {
+        ("https", Some(tls)) => tls.client_config()?,
+        ("https", None) => {
+            return Err(rpc_err(
+                "[ledger.evm] rpc_url",
+                "an https endpoint needs [ledger.evm.tls] ca = the CA certificate(s) its certificate chains to",
+            ));
+        }
+        (_, Some(_)) => {
+            return Err(rpc_err(
+                "[ledger.evm] rpc_url",
+                "[ledger.evm.tls] is set but the endpoint is plain http: give its https:// address or drop the section",
+            ));
+        }
+        // Plain HTTP: a TLS configuration with no roots, so nothing is
+        // ever trusted by accident.
+        _ => rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| rpc_err("TLS configuration", e))?
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth(),
+    };
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(config)
+        .build()
+        .map_err(|e| rpc_err("the endpoint's HTTP client", e))
 }
 
 /// How often to poll for a receipt: a loopback node mines at once, a
 /// consortium chain takes seconds.
-fn poll_interval(url: &alloy::transports::http::reqwest::Url) -> Duration {
+fn poll_interval(url: &reqwest::Url) -> Duration {
     let local = url.host_str().is_some_and(|h| h == "localhost" || h == "::1" || h == "[::1]" || h.starts_with("127."));
     if local { Duration::from_millis(5) } else { Duration::from_secs(1) }
 }
 
-fn read_provider(url: &str) -> Result<DynProvider, LedgerError> {
+fn read_provider(url: &str, tls: Option<&EndpointTls>) -> Result<DynProvider, LedgerError> {
     let url = parse_url(url)?;
-    let provider = ProviderBuilder::default().connect_http(url.clone());
+    let provider = ProviderBuilder::default().connect_reqwest(http_client(&url, tls)?, url.clone());
     provider.client().set_poll_interval(poll_interval(&url));
     Ok(provider.erased())
 }
 
-fn wallet_provider(url: &str, signer: PrivateKeySigner) -> Result<DynProvider, LedgerError> {
+/// The gas price to send with, asked of the node (`eth_gasPrice`) and set
+/// explicitly: FISCO BCOS has no `eth_feeHistory`, so nothing may rely on
+/// EIP-1559 fee estimation; transactions are legacy ones.
+async fn gas_price(provider: &DynProvider) -> Result<u128, LedgerError> {
+    provider.get_gas_price().await.map_err(|e| rpc_err("eth_gasPrice", e))
+}
+
+fn wallet_provider(url: &str, tls: Option<&EndpointTls>, signer: PrivateKeySigner) -> Result<DynProvider, LedgerError> {
     let url = parse_url(url)?;
+    let client = http_client(&url, tls)?;
     let provider = ProviderBuilder::default()
         .with_simple_nonce_management()
         .with_gas_estimation()
         .fetch_chain_id()
         .wallet(EthereumWallet::from(signer))
-        .connect_http(url.clone());
+        .connect_reqwest(client, url.clone());
     provider.client().set_poll_interval(poll_interval(&url));
     Ok(provider.erased())
 }
@@ -335,13 +572,14 @@ impl EvmLedger {
     /// deployment's configuration.
     pub async fn deploy(
         rpc_url: &str,
+        tls: Option<EndpointTls>,
         account: PrivateKeySigner,
         operator_key: &OrgKey,
         operator_member: Member,
     ) -> Result<EvmConfig, LedgerError> {
-        let provider = wallet_provider(rpc_url, account)?;
+        let provider = wallet_provider(rpc_url, tls.as_ref(), account)?;
         let code = hex::decode(BYTECODE_HEX.trim()).map_err(|e| rpc_err("contract bytecode", e))?;
-        let tx = TransactionRequest::default().with_deploy_code(code);
+        let tx = TransactionRequest::default().with_deploy_code(code).with_gas_price(gas_price(&provider).await?);
         let pending = provider.send_transaction(tx).await.map_err(|e| rpc_err("deploying the contract", e))?;
         let receipt = pending.get_receipt().await.map_err(|e| rpc_err("deploying the contract", e))?;
         if !receipt.status() {
@@ -357,12 +595,15 @@ impl EvmLedger {
             contract,
             deployed_at,
             operator_key: operator_key.public_key(),
+            confirmations: 0,
+            tls,
         };
         let org = operator_member.org.clone();
         let genesis = SignedRecord::sign(Record::Member(operator_member), &org, operator_key, &config.ledger_id());
         genesis.check_storable()?;
+        let price = gas_price(&provider).await?;
         let instance = StayputLedger::new(contract, provider);
-        let call = instance.submit(Bytes::from(genesis.to_bytes()), Address::ZERO);
+        let call = instance.submit(Bytes::from(genesis.to_bytes()), Address::ZERO).gas_price(price);
         call.call().await.map_err(|e| contract_error("simulating the genesis record", &e))?;
         let pending = call.send().await.map_err(|e| contract_error("sending the genesis record", &e))?;
         let receipt = pending
@@ -383,10 +624,13 @@ impl EvmLedger {
         signers: BTreeMap<String, PrivateKeySigner>,
         accounts: BTreeMap<String, Address>,
     ) -> Result<Self, LedgerError> {
-        let reader = read_provider(&config.rpc_url)?;
+        let reader = read_provider(&config.rpc_url, config.tls.as_ref())?;
         let writers = signers
             .into_iter()
-            .map(|(org, signer)| Ok((org, Mutex::new(wallet_provider(&config.rpc_url, signer)?))))
+            .map(|(org, signer)| {
+                let provider = wallet_provider(&config.rpc_url, config.tls.as_ref(), signer)?;
+                Ok((org, AccountWriter { provider, queue: std::sync::Mutex::new(Vec::new()), sending: Mutex::new(()) }))
+            })
             .collect::<Result<_, LedgerError>>()?;
         Ok(Self {
             replica: Mutex::new(Replica::new(config.ledger_id())),
@@ -417,7 +661,7 @@ impl EvmLedger {
             .await
             .map_err(|e| rpc_err("reading a block", e))?
             .ok_or_else(|| rpc_err("reading a block", format!("block {block} is missing")))?;
-        let t = header.header.timestamp;
+        let t = seconds(header.header.timestamp);
         let mut cache = self.timestamps.lock().await;
         if cache.len() > 4096 {
             cache.clear();
@@ -436,25 +680,43 @@ impl EvmLedger {
             .to_block(to);
         let logs = self.reader.get_logs(&filter).await.map_err(|e| rpc_err("eth_getLogs", e))?;
         let mut events = Vec::with_capacity(logs.len());
-        for log in logs {
-            let bad = |reason: &str| rpc_err("eth_getLogs", format!("the node returned {reason}"));
+        for log in &logs {
             if log.address() != self.config.contract {
-                return Err(bad("a log of another contract"));
+                return Err(rpc_err("eth_getLogs", "the node returned a log of another contract"));
             }
-            if log.removed {
-                continue;
+            events.extend(raw_event(log, "eth_getLogs")?);
+        }
+        events.sort_by_key(|e| (e.height, e.index));
+        Ok(events)
+    }
+
+    /// The same events read from the blocks' transaction receipts: what a
+    /// node's log index may lack (anvil's misses logs of some blocks that
+    /// hold several records) its receipts hold.
+    async fn events_from_receipts(&self, from: u64, to: u64) -> Result<Vec<RawEvent>, LedgerError> {
+        let mut events = Vec::new();
+        for height in from..=to {
+            let block = self
+                .reader
+                .get_block_by_number(height.into())
+                .await
+                .map_err(|e| rpc_err("reading a block", e))?
+                .ok_or_else(|| rpc_err("reading a block", format!("block {height} is missing")))?;
+            for hash in block.transactions.hashes() {
+                let receipt = self
+                    .reader
+                    .get_transaction_receipt(hash)
+                    .await
+                    .map_err(|e| rpc_err("eth_getTransactionReceipt", e))?
+                    .ok_or_else(|| rpc_err("eth_getTransactionReceipt", format!("no receipt for {hash}")))?;
+                for log in receipt.inner.logs() {
+                    let ours = log.address() == self.config.contract
+                        && log.topic0() == Some(&StayputLedger::Recorded::SIGNATURE_HASH);
+                    if ours {
+                        events.extend(raw_event(log, "eth_getTransactionReceipt")?);
+                    }
+                }
             }
-            let height = log.block_number.ok_or_else(|| bad("a log without a block number"))?;
-            let index = log.log_index.ok_or_else(|| bad("a log without an index"))?;
-            let event = StayputLedger::Recorded::decode_log(&log.inner)
-                .map_err(|e| LedgerError::Corrupt { height, reason: format!("undecodable event: {e}") })?;
-            events.push(RawEvent {
-                height,
-                index: u32::try_from(index).map_err(|_| bad("a log index beyond u32"))?,
-                seq: event.seq,
-                record_hash: event.recordHash.0,
-                bytes: event.signedRecord.to_vec(),
-            });
         }
         events.sort_by_key(|e| (e.height, e.index));
         Ok(events)
@@ -468,6 +730,23 @@ impl EvmLedger {
     /// numbers means the node is hiding records: that stops the read.
     async fn sync(&self) -> Result<tokio::sync::MutexGuard<'_, Replica>, LedgerError> {
         let mut replica = self.replica.lock().await;
+        self.catch_up(&mut replica).await?;
+        Ok(replica)
+    }
+
+    /// The replica, brought up to the chain's head unless it was within
+    /// `age` (a writer's local check: the contract judges authoritatively
+    /// and every reader replays, so a check a moment old costs nothing in
+    /// safety and saves a round trip per record).
+    async fn synced_within(&self, age: Duration) -> Result<tokio::sync::MutexGuard<'_, Replica>, LedgerError> {
+        let mut replica = self.replica.lock().await;
+        if replica.synced_at.is_none_or(|at| at.elapsed() > age) {
+            self.catch_up(&mut replica).await?;
+        }
+        Ok(replica)
+    }
+
+    async fn catch_up(&self, replica: &mut Replica) -> Result<(), LedgerError> {
         if !replica.chain_checked {
             let chain_id = self.reader.get_chain_id().await.map_err(|e| rpc_err("eth_chainId", e))?;
             if chain_id != self.config.chain_id {
@@ -481,11 +760,23 @@ impl EvmLedger {
             }
             replica.chain_checked = true;
         }
-        let latest = self.reader.get_block_number().await.map_err(|e| rpc_err("eth_blockNumber", e))?;
+        // A reorganisation that replaced the last block read: start again.
+        // (Checked when the head moves: a chain that reorganises does so
+        // as new blocks arrive.)
+        let head = self.reader.get_block_number().await.map_err(|e| rpc_err("eth_blockNumber", e))?;
+        if replica.head_seen != Some(head)
+            && let (Some(height), Some(hash)) = (replica.synced_to, replica.synced_hash)
+            && self.block_hash(height).await? != hash
+        {
+            *replica = Replica { chain_checked: true, ..Replica::new(self.config.ledger_id()) };
+        }
+        replica.head_seen = Some(head);
+        let latest = head.saturating_sub(self.config.confirmations);
         let mut from = replica.synced_to.map_or(self.config.deployed_at, |h| h + 1);
         while from <= latest {
             let to = latest.min(from + LOG_PAGE_BLOCKS - 1);
-            let events = self.raw_events(from, to).await?;
+            let to_hash = self.block_hash(to).await?;
+            let events = self.page_of_events(from, to, to_hash, replica.next_seq).await?;
             let mut times = HashMap::new();
             for e in &events {
                 if let std::collections::hash_map::Entry::Vacant(slot) = times.entry(e.height) {
@@ -508,15 +799,155 @@ impl EvmLedger {
             replica.quarantined.extend(quarantined);
             outcome?;
             replica.synced_to = Some(to);
+            replica.synced_hash = Some(to_hash);
             from = to + 1;
         }
-        Ok(replica)
+        replica.synced_at = Some(Instant::now());
+        Ok(())
+    }
+
+    /// The `Recorded` events of blocks `from..=to`, exactly as many as the
+    /// contract's own count says were recorded in them (counting on from
+    /// `next_seq`): an endpoint that clips or hides logs is caught here.
+    /// Where the logs fall short, the blocks' receipts are read instead.
+    async fn page_of_events(
+        &self,
+        from: u64,
+        to: u64,
+        to_hash: alloy::primitives::B256,
+        next_seq: u64,
+    ) -> Result<Vec<RawEvent>, LedgerError> {
+        // At the block by its hash. A node that is mining the next block
+        // may answer from the newer state for a moment (anvil does), so a
+        // shortfall is asked again before it counts as records withheld.
+        let mut shortfall = (0, 0);
+        for attempt in 0..4u64 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(25 << attempt)).await;
+            }
+            let counted = self
+                .contract(self.reader.clone())
+                .recordCount()
+                .block(alloy::eips::BlockId::hash(to_hash))
+                .call()
+                .await
+                .map_err(|e| contract_error("eth_call recordCount", &e))?;
+            let expected = counted.saturating_sub(next_seq);
+            let events = self.raw_events(from, to).await?;
+            if events.len() as u64 == expected {
+                return Ok(events);
+            }
+            let events = self.events_from_receipts(from, to).await?;
+            if events.len() as u64 == expected {
+                return Ok(events);
+            }
+            shortfall = (counted, next_seq + events.len() as u64);
+        }
+        Err(LedgerError::Corrupt {
+            height: to,
+            reason: format!(
+                "the contract counts {} records up to here but the endpoint's logs and receipts hold {}: it omits records; use another endpoint",
+                shortfall.0, shortfall.1
+            ),
+        })
+    }
+
+    async fn block_hash(&self, height: u64) -> Result<alloy::primitives::B256, LedgerError> {
+        let block = self
+            .reader
+            .get_block_by_number(height.into())
+            .await
+            .map_err(|e| rpc_err("reading a block", e))?
+            .ok_or_else(|| rpc_err("reading a block", format!("block {height} is missing")))?;
+        Ok(block.header.hash)
+    }
+
+    /// Sends `batch` as one transaction; if the chain refuses it, one record
+    /// at a time, so each refusal names its rule. Answers every record.
+    async fn send_batch(&self, provider: &DynProvider, batch: Vec<Queued>) {
+        self.send_batch_unsynced(provider, batch).await;
+        // What was just written is not in the replica yet: the next local
+        // check catches up first.
+        self.replica.lock().await.synced_at = None;
+    }
+
+    async fn send_batch_unsynced(&self, provider: &DynProvider, batch: Vec<Queued>) {
+        if batch.len() > 1 {
+            let records: Vec<Bytes> = batch.iter().map(|q| Bytes::from(q.record.to_bytes())).collect();
+            let accounts: Vec<Address> = batch.iter().map(|q| q.account).collect();
+            let sent = match gas_price(provider).await {
+                Ok(price) => {
+                    let instance = self.contract(provider.clone());
+                    let limit = BATCH_GAS_PER_RECORD.saturating_mul(batch.len() as u64).saturating_add(100_000);
+                    simulate_and_send!(instance.submitBatch(records, accounts).gas_price(price), Some(limit))
+                }
+                Err(e) => Err(e),
+            };
+            if let Ok(receipt) = sent {
+                for q in batch {
+                    let _ = q.reply.send(self.receipt_for(&receipt, &q.record));
+                }
+                return;
+            }
+        }
+        for q in batch {
+            let sent = match gas_price(provider).await {
+                Ok(price) => {
+                    let instance = self.contract(provider.clone());
+                    let call = instance.submit(Bytes::from(q.record.to_bytes()), q.account).gas_price(price);
+                    simulate_and_send!(call, None::<u64>)
+                }
+                Err(e) => Err(e),
+            };
+            let _ = q.reply.send(sent.and_then(|receipt| self.receipt_for(&receipt, &q.record)));
+        }
+    }
+
+    /// Where `record` landed, by the receipt's log of this contract that
+    /// carries its hash: an endpoint cannot acknowledge a record it dropped.
+    fn receipt_for(
+        &self,
+        receipt: &alloy::rpc::types::TransactionReceipt,
+        record: &SignedRecord,
+    ) -> Result<Receipt, LedgerError> {
+        let hash = record.hash();
+        let log = receipt
+            .inner
+            .logs()
+            .iter()
+            .filter(|l| l.address() == self.config.contract)
+            .find(|l| StayputLedger::Recorded::decode_log(&l.inner).is_ok_and(|e| e.recordHash.0 == hash))
+            .ok_or_else(|| rpc_err("the record's receipt", "no Recorded event of this contract carries the record"))?;
+        Ok(Receipt {
+            height: receipt.block_number.unwrap_or(0),
+            index: u32::try_from(log.log_index.unwrap_or(0)).unwrap_or(u32::MAX),
+            record_hash: hash,
+        })
     }
 
     /// Records the contract accepted that the rules refuse, set aside.
     pub async fn quarantined(&self) -> Result<Vec<Quarantined>, LedgerError> {
         Ok(self.sync().await?.quarantined.clone())
     }
+}
+
+/// One `Recorded` log as an event (`None` when a reorganisation removed it).
+fn raw_event(log: &alloy::rpc::types::Log, source: &str) -> Result<Option<RawEvent>, LedgerError> {
+    let bad = |reason: &str| rpc_err(source, format!("the node returned {reason}"));
+    if log.removed {
+        return Ok(None);
+    }
+    let height = log.block_number.ok_or_else(|| bad("a log without a block number"))?;
+    let index = log.log_index.ok_or_else(|| bad("a log without an index"))?;
+    let event = StayputLedger::Recorded::decode_log(&log.inner)
+        .map_err(|e| LedgerError::Corrupt { height, reason: format!("undecodable event: {e}") })?;
+    Ok(Some(RawEvent {
+        height,
+        index: u32::try_from(index).map_err(|_| bad("a log index beyond u32"))?,
+        seq: event.seq,
+        record_hash: event.recordHash.0,
+        bytes: event.signedRecord.to_vec(),
+    }))
 }
 
 /// Applies one page of events in order to `state`: checks the contract's
@@ -573,7 +1004,7 @@ impl Ledger for EvmLedger {
             // The signature and every rule, locally, at the newest block's
             // time: what the contract cannot check (ed25519, key validity)
             // is refused here rather than quarantined by every reader.
-            let replica = self.sync().await?;
+            let replica = self.synced_within(WRITE_CHECK_AGE).await?;
             let now = match replica.synced_to {
                 Some(height) => self.block_timestamp(height).await?,
                 None => 0,
@@ -586,39 +1017,29 @@ impl Ledger for EvmLedger {
             }
             _ => Address::ZERO,
         };
-        let provider = writer.lock().await; // one send at a time per account
-        let instance = self.contract(provider.clone());
-        let call = instance.submit(Bytes::from(record.to_bytes()), account);
-        call.call().await.map_err(|e| contract_error("simulating the record", &e))?;
-        let pending = call.send().await.map_err(|e| contract_error("sending the record", &e))?;
-        let tx_hash = *pending.tx_hash();
-        let receipt = pending
-            .with_timeout(Some(RECEIPT_TIMEOUT))
-            .get_receipt()
-            .await
-            .map_err(|e| rpc_err(&format!("waiting for the receipt of transaction {tx_hash}"), e))?;
-        if !receipt.status() {
-            // Reverted on chain after simulating cleanly: another write got in first.
-            return Err(call.call().await.err().map_or_else(
-                || rpc_err("sending the record", "the transaction reverted"),
-                |e| contract_error("the record", &e),
-            ));
+        let (reply, mut answer) = tokio::sync::oneshot::channel();
+        writer.queue.lock().expect("queue lock").push(Queued { record, account, reply });
+        // One transaction in flight per account; whoever sends takes every
+        // record waiting, so concurrent writers share transactions.
+        let _sending = writer.sending.lock().await;
+        loop {
+            match answer.try_recv() {
+                Ok(result) => return result,
+                Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                    return Err(rpc_err("sending the record", "the sender stopped"));
+                }
+                Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {}
+            }
+            let batch: Vec<Queued> = {
+                let mut queue = writer.queue.lock().expect("queue lock");
+                let n = queue.len().min(SEND_BATCH);
+                queue.drain(..n).collect()
+            };
+            if batch.is_empty() {
+                return Err(rpc_err("sending the record", "the record left the queue unsent"));
+            }
+            self.send_batch(&writer.provider, batch).await;
         }
-        // Written only when the receipt's log of this contract carries this
-        // record's hash: an endpoint cannot acknowledge a record it dropped.
-        let hash = record.hash();
-        let log = receipt
-            .inner
-            .logs()
-            .iter()
-            .filter(|l| l.address() == self.config.contract)
-            .find(|l| StayputLedger::Recorded::decode_log(&l.inner).is_ok_and(|e| e.recordHash.0 == hash))
-            .ok_or_else(|| rpc_err("the record's receipt", "no Recorded event of this contract carries the record"))?;
-        Ok(Receipt {
-            height: receipt.block_number.unwrap_or(0),
-            index: u32::try_from(log.log_index.unwrap_or(0)).unwrap_or(u32::MAX),
-            record_hash: hash,
-        })
     }
 
     async fn identity(&self) -> Result<LedgerId, LedgerError> {
@@ -758,7 +1179,7 @@ impl Anvil {
             .spawn()
             .map_err(|e| rpc_err("starting anvil", e))?;
         let anvil = Self { child, url: format!("http://127.0.0.1:{port}") };
-        let provider = read_provider(&anvil.url)?;
+        let provider = read_provider(&anvil.url, None)?;
         let deadline = Instant::now() + Duration::from_secs(30);
         while provider.get_block_number().await.is_err() {
             if Instant::now() > deadline {
@@ -771,7 +1192,7 @@ impl Anvil {
 
     /// Gives `account` a large balance (anvil only).
     pub async fn fund(&self, account: Address) -> Result<(), LedgerError> {
-        let provider = read_provider(&self.url)?;
+        let provider = read_provider(&self.url, None)?;
         let _: serde_json::Value = provider
             .raw_request("anvil_setBalance".into(), (account, U256::from(10u128.pow(24))))
             .await
@@ -781,7 +1202,7 @@ impl Anvil {
 
     /// Moves the chain's clock forward and mines a block (anvil only).
     pub async fn advance(&self, seconds: u64) -> Result<(), LedgerError> {
-        let provider = read_provider(&self.url)?;
+        let provider = read_provider(&self.url, None)?;
         let _: serde_json::Value = provider
             .raw_request("evm_increaseTime".into(), (seconds,))
             .await
@@ -791,9 +1212,23 @@ impl Anvil {
         Ok(())
     }
 
+    /// Takes a snapshot of the chain to revert to (anvil only).
+    pub async fn snapshot(&self) -> Result<U256, LedgerError> {
+        let provider = read_provider(&self.url, None)?;
+        provider.raw_request("evm_snapshot".into(), ()).await.map_err(|e| rpc_err("evm_snapshot", e))
+    }
+
+    /// Reverts the chain to `snapshot`, dropping every block after it (anvil only).
+    pub async fn revert(&self, snapshot: U256) -> Result<(), LedgerError> {
+        let provider = read_provider(&self.url, None)?;
+        let reverted: bool =
+            provider.raw_request("evm_revert".into(), (snapshot,)).await.map_err(|e| rpc_err("evm_revert", e))?;
+        if reverted { Ok(()) } else { Err(rpc_err("evm_revert", "anvil did not revert")) }
+    }
+
     /// The newest block's timestamp.
     pub async fn now(&self) -> Result<u64, LedgerError> {
-        let provider = read_provider(&self.url)?;
+        let provider = read_provider(&self.url, None)?;
         let block = provider
             .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
             .await
@@ -807,5 +1242,31 @@ impl Drop for Anvil {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_are_http_or_https_and_errors_never_echo_them() {
+        assert!(parse_url("http://127.0.0.1:8545").is_ok());
+        let https = parse_url("https://user:secret@chain.example:8545").unwrap();
+        let no_ca = http_client(&https, None).unwrap_err().to_string();
+        assert!(no_ca.contains("needs [ledger.evm.tls] ca"), "{no_ca}");
+        let tls = EndpointTls { ca: "/nonexistent/ca.pem".into(), cert: None, key: None };
+        let plain = http_client(&parse_url("http://127.0.0.1:8545").unwrap(), Some(&tls)).unwrap_err().to_string();
+        assert!(plain.contains("plain http"), "{plain}");
+        let ws = parse_url("ws://user:secret@chain.example:8546").unwrap_err().to_string();
+        assert!(ws.contains("scheme 'ws' is not supported") && !ws.contains("secret"), "{ws}");
+        let junk = parse_url("not a url with secret").unwrap_err().to_string();
+        assert!(junk.contains("is not a URL") && !junk.contains("secret"), "{junk}");
+    }
+
+    #[test]
+    fn millisecond_timestamps_read_as_seconds() {
+        assert_eq!(seconds(1_764_000_000), 1_764_000_000);
+        assert_eq!(seconds(1_764_000_000_123), 1_764_000_000);
     }
 }

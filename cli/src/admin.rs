@@ -201,7 +201,8 @@ pub async fn run(command: ConsortiumCommand) -> Result<(), CliError> {
                 signing_key: key.public_key(),
                 endpoint: format!("https://{}", config.listen),
             };
-            let deployed = EvmLedger::deploy(&evm.rpc_url, load_account(&evm.account_key)?, &key, member).await?;
+            let deployed =
+                EvmLedger::deploy(&evm.rpc_url, evm.tls.clone(), load_account(&evm.account_key)?, &key, member).await?;
             println!(
                 "chain_id = {}\ncontract = \"{}\"\ndeployed_at = {}",
                 deployed.chain_id, deployed.contract, deployed.deployed_at

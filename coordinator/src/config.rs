@@ -107,10 +107,7 @@ impl CoordinatorConfig {
             tls: TlsPaths { ca: at(file.tls.ca), cert: at(file.tls.cert), key: at(file.tls.key) },
             ledger: match file.ledger {
                 LedgerBackend::Embedded { path } => LedgerBackend::Embedded { path: at(path) },
-                LedgerBackend::Evm(e) => LedgerBackend::Evm(stayput_chain_connector::evm::EvmSettings {
-                    account_key: at(e.account_key),
-                    ..e
-                }),
+                LedgerBackend::Evm(e) => LedgerBackend::Evm(e.with_paths_resolved(at)),
             },
         })
     }

@@ -222,9 +222,7 @@ impl NodeConfig {
             datasets,
             ledger: raw.ledger.map(|l| LedgerSettings {
                 signing_key: resolve(l.signing_key),
-                evm: l
-                    .evm
-                    .map(|e| stayput_chain_connector::evm::EvmSettings { account_key: resolve(e.account_key), ..e }),
+                evm: l.evm.map(|e| e.with_paths_resolved(resolve)),
                 ..l
             }),
         })
