@@ -53,11 +53,11 @@ fn closure(root: &str, names: &BTreeMap<String, String>, edges: &BTreeMap<String
 
 #[test]
 fn protocol_crates_are_sans_io() {
-    // Invariant 1: psi, mpc-engine, zk-proofs depend on neither tokio,
+    // Invariant 1: psi, pir, mpc-engine, learning, zk-proofs depend on neither tokio,
     // tonic nor prost, directly or through anything else.
     let meta = metadata();
     let (names, edges) = normal_edges(&meta);
-    for krate in ["stayput-psi", "stayput-pir", "stayput-mpc-engine", "stayput-zk-proofs"] {
+    for krate in ["stayput-psi", "stayput-pir", "stayput-mpc-engine", "stayput-learning", "stayput-zk-proofs"] {
         let deps = closure(krate, &names, &edges);
         let forbidden: Vec<&String> =
             deps.iter().filter(|d| ["tokio", "tonic", "prost", "hyper", "mio"].contains(&d.as_str())).collect();
@@ -84,7 +84,7 @@ fn only_proto_holds_prost_types() {
 #[test]
 fn protocol_crates_forbid_unsafe_code() {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    for krate in ["psi", "pir", "mpc-engine", "zk-proofs"] {
+    for krate in ["psi", "pir", "mpc-engine", "learning", "zk-proofs"] {
         let lib = std::fs::read_to_string(workspace.join(krate).join("src/lib.rs")).unwrap();
         assert!(lib.contains("#![forbid(unsafe_code)]"), "{krate}/src/lib.rs must forbid unsafe code");
     }

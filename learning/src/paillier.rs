@@ -1,0 +1,446 @@
+//! Paillier encryption at a 2048-bit modulus (Paillier 1999, with
+//! `g = n + 1`), the additively homomorphic scheme both vertical models
+//! use: the label holder encrypts, the feature holder adds ciphertexts it
+//! cannot read, the label holder decrypts sums.
+//!
+//! * **Keys.** `n = p·q` with `p`, `q` random 1024-bit primes
+//!   (Baillie–PSW via `crypto-primes`), `|n| = 2048` exactly — about 112
+//!   bits of security (NIST SP 800-57); 1024-bit moduli are never made.
+//! * **Encryption** `c = (1 + m·n) · rⁿ mod n²`, `r` uniform in `[1, n)`.
+//!   The key holder computes `rⁿ mod n²` by the CRT over `p²` and `q²`
+//!   ([`SecretKey::encrypt`]), about twice as fast as from the public key.
+//! * **Decryption** by the CRT: `m_p = L_p(c^{p−1} mod p²)·h_p mod p` with
+//!   `h_p = (−q)⁻¹ mod p` (the value `L_p(g^{p−1})` takes for `g = n+1`),
+//!   the same mod `q`, then recombined.
+//! * **Homomorphism.** `D(E(a)·E(b)) = a + b mod n` ([`PublicKey::add`]) and
+//!   `D(E(a)^k) = k·a mod n` ([`PublicKey::mul_plain`]). Sums are kept in
+//!   Montgomery form ([`Prepared`]) so each addition is one multiplication.
+//!
+//! Exponentiations with secret exponents are constant-time
+//! (`crypto-bigint`'s `pow`); secret values are zeroized on drop and never
+//! printed.
+
+use crypto_bigint::modular::{FixedMontyForm, FixedMontyParams};
+use crypto_bigint::{NonZero, Odd, RandomMod, U1024, U2048, U4096};
+use rand10::CryptoRng;
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use crate::LearningError;
+
+/// Bits of the modulus `n`.
+pub const MODULUS_BITS: u32 = 2048;
+/// Bytes of a ciphertext on the wire: a residue mod `n²`, big-endian.
+pub const CIPHERTEXT_BYTES: usize = 512;
+/// Bytes of a public key on the wire: `n`, big-endian.
+pub const PUBLIC_KEY_BYTES: usize = 256;
+/// Bits of plaintext a ciphertext carries without wrapping: `m < n`, and
+/// `n ≥ 2^2047`.
+pub const PLAINTEXT_BITS: u32 = MODULUS_BITS - 1;
+
+const N2_LIMBS: usize = U4096::LIMBS;
+const P2_LIMBS: usize = U2048::LIMBS;
+
+/// The public key: `n`, and Montgomery parameters for `n²`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PublicKey {
+    n: U2048,
+    n_squared: FixedMontyParams<N2_LIMBS>,
+}
+
+impl std::fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PublicKey(paillier-{MODULUS_BITS}, n = {:.16}…)", format!("{:x}", self.n))
+    }
+}
+
+/// The secret key: the factors of `n` and what decryption and fast
+/// encryption precompute from them. Zeroized on drop.
+#[derive(Clone)]
+pub struct SecretKey {
+    public: PublicKey,
+    factors: [PrimeFactor; 2],
+    /// `q⁻¹ mod p`, for recombining.
+    q_inv_p: U1024,
+}
+
+impl std::fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretKey").field("public", &self.public).finish_non_exhaustive()
+    }
+}
+
+impl Drop for SecretKey {
+    fn drop(&mut self) {
+        self.q_inv_p.zeroize();
+    }
+}
+
+impl ZeroizeOnDrop for SecretKey {}
+
+/// What one prime `p` of `n` contributes to decryption and encryption.
+#[derive(Clone)]
+struct PrimeFactor {
+    p: Odd<U1024>,
+    p_squared: FixedMontyParams<P2_LIMBS>,
+    /// `p − 1`: the decryption exponent mod `p²`.
+    p_minus_1: U1024,
+    /// `(−other)⁻¹ mod p`: `L_p(g^{p−1} mod p²)⁻¹` for `g = n + 1`.
+    h: U1024,
+    /// `n mod p(p−1)`: the encryption exponent mod `p²`.
+    n_mod_order: U2048,
+}
+
+impl Drop for PrimeFactor {
+    fn drop(&mut self) {
+        let mut p = *self.p.as_ref();
+        p.zeroize();
+        self.p_minus_1.zeroize();
+        self.h.zeroize();
+        self.n_mod_order.zeroize();
+    }
+}
+
+/// A ciphertext: a residue mod `n²`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Ciphertext(U4096);
+
+impl std::fmt::Debug for Ciphertext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Ciphertext(…)")
+    }
+}
+
+/// A ciphertext in Montgomery form, ready to be added to others.
+#[derive(Clone, Copy)]
+pub struct Prepared(FixedMontyForm<N2_LIMBS>);
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Prepared(…)")
+    }
+}
+
+/// A plaintext: an integer below `n`.
+pub type Plaintext = U2048;
+
+fn odd<const L: usize>(x: crypto_bigint::Uint<L>) -> Odd<crypto_bigint::Uint<L>> {
+    Option::from(Odd::new(x)).expect("the moduli here are products of odd primes")
+}
+
+impl PublicKey {
+    fn from_modulus(n: U2048) -> Result<Self, LearningError> {
+        if n.bit_width() != MODULUS_BITS || !bool::from(n.is_odd()) {
+            return Err(LearningError::BadKey(format!(
+                "a Paillier modulus must be an odd {MODULUS_BITS}-bit integer (got {} bits)",
+                n.bit_width()
+            )));
+        }
+        let n_squared: U4096 = n.concatenating_mul(&n);
+        Ok(Self { n, n_squared: FixedMontyParams::new_vartime(odd(n_squared)) })
+    }
+
+    /// The modulus `n`.
+    pub fn n(&self) -> &U2048 {
+        &self.n
+    }
+
+    /// `n` big-endian, [`PUBLIC_KEY_BYTES`] long.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.n.to_be_bytes().as_ref().to_vec()
+    }
+
+    /// Reads a public key, refusing anything but an odd 2048-bit modulus.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, LearningError> {
+        if bytes.len() != PUBLIC_KEY_BYTES {
+            return Err(LearningError::BadKey(format!(
+                "a Paillier public key is {PUBLIC_KEY_BYTES} bytes, got {}",
+                bytes.len()
+            )));
+        }
+        Self::from_modulus(U2048::from_be_slice(bytes))
+    }
+
+    fn n_squared(&self) -> &U4096 {
+        self.n_squared.modulus().as_ref()
+    }
+
+    /// `1 + m·n mod n²`: the message part of a ciphertext.
+    fn message_part(&self, m: &Plaintext) -> Result<U4096, LearningError> {
+        if m >= &self.n {
+            return Err(LearningError::PlaintextTooLarge);
+        }
+        let mn: U4096 = m.concatenating_mul(&self.n);
+        Ok(mn.wrapping_add(&U4096::ONE))
+    }
+
+    fn random_unit<R: CryptoRng + ?Sized>(&self, rng: &mut R) -> U2048 {
+        let n = NonZero::new(self.n).expect("n is not zero");
+        loop {
+            let r = U2048::random_mod_vartime(rng, &n);
+            // r ≠ 0; a non-unit would reveal a factor of n (probability 2^-1000).
+            if r != U2048::ZERO {
+                return r;
+            }
+        }
+    }
+
+    /// Encrypts `m < n` with fresh randomness.
+    pub fn encrypt<R: CryptoRng + ?Sized>(&self, m: &Plaintext, rng: &mut R) -> Result<Ciphertext, LearningError> {
+        let message = FixedMontyForm::new(&self.message_part(m)?, &self.n_squared);
+        let r: U4096 = self.random_unit(rng).resize();
+        let noise = FixedMontyForm::new(&r, &self.n_squared).pow(&self.n);
+        Ok(Ciphertext((message * noise).retrieve()))
+    }
+
+    /// Reads a ciphertext: [`CIPHERTEXT_BYTES`] big-endian, a non-zero
+    /// residue below `n²`.
+    pub fn ciphertext(&self, bytes: &[u8]) -> Result<Ciphertext, LearningError> {
+        if bytes.len() != CIPHERTEXT_BYTES {
+            return Err(LearningError::BadCiphertext(format!(
+                "a ciphertext is {CIPHERTEXT_BYTES} bytes, got {}",
+                bytes.len()
+            )));
+        }
+        let c = U4096::from_be_slice(bytes);
+        if c == U4096::ZERO || &c >= self.n_squared() {
+            return Err(LearningError::BadCiphertext("not a residue in [1, n²)".into()));
+        }
+        Ok(Ciphertext(c))
+    }
+
+    /// A ciphertext in Montgomery form for summing.
+    pub fn prepare(&self, c: &Ciphertext) -> Prepared {
+        Prepared(FixedMontyForm::new(&c.0, &self.n_squared))
+    }
+
+    /// The trivial encryption of zero: the start of a sum.
+    pub fn zero(&self) -> Prepared {
+        Prepared(FixedMontyForm::one(&self.n_squared))
+    }
+
+    /// `E(a + b)`.
+    pub fn add(&self, a: &Prepared, b: &Prepared) -> Prepared {
+        Prepared(a.0 * b.0)
+    }
+
+    /// `E(k·a)`.
+    pub fn mul_plain(&self, a: &Prepared, k: &Plaintext) -> Prepared {
+        Prepared(a.0.pow(k))
+    }
+
+    /// The ciphertext a sum stands for.
+    pub fn finish(&self, sum: &Prepared) -> Ciphertext {
+        Ciphertext(sum.0.retrieve())
+    }
+
+    /// `c` times a fresh encryption of zero: the same plaintext, unlinkable
+    /// to `c` for anyone without the key.
+    pub fn rerandomize<R: CryptoRng + ?Sized>(&self, c: &Ciphertext, rng: &mut R) -> Ciphertext {
+        let r: U4096 = self.random_unit(rng).resize();
+        let noise = FixedMontyForm::new(&r, &self.n_squared).pow(&self.n);
+        Ciphertext((FixedMontyForm::new(&c.0, &self.n_squared) * noise).retrieve())
+    }
+}
+
+impl Ciphertext {
+    /// [`CIPHERTEXT_BYTES`] big-endian.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.0.to_be_bytes().as_ref().to_vec()
+    }
+}
+
+impl PrimeFactor {
+    fn new(p: U1024, other: &U1024, n: &U2048) -> Result<Self, LearningError> {
+        let p_odd = odd(p);
+        let p_squared: U2048 = p.concatenating_mul(&p);
+        let p_minus_1 = p.wrapping_sub(&U1024::ONE);
+        let order: U2048 = p.concatenating_mul(&p_minus_1);
+        let n_mod_order = n.rem(&NonZero::new(order).expect("p(p-1) > 0"));
+        let p_nz = p_odd.to_nz().expect("p is odd");
+        let minus_other = p.wrapping_sub(&other.rem(&p_nz));
+        let h = Option::from(minus_other.invert_odd_mod(&p_odd))
+            .ok_or_else(|| LearningError::BadKey("the primes of n must be distinct".into()))?;
+        Ok(Self { p: p_odd, p_squared: FixedMontyParams::new(odd(p_squared)), p_minus_1, h, n_mod_order })
+    }
+
+    /// `c mod p` decrypted: `L_p(c^{p−1} mod p²)·h mod p`.
+    fn decrypt(&self, c: &U4096) -> U1024 {
+        let p_squared = NonZero::new(*self.p_squared.modulus().as_ref()).expect("p² > 0");
+        let c_mod = c.rem(&p_squared);
+        let x = FixedMontyForm::new(&c_mod, &self.p_squared).pow(&self.p_minus_1).retrieve();
+        // L_p(x) = (x − 1) / p, below p.
+        let p_wide: NonZero<U1024> = self.p.to_nz().expect("p is odd");
+        let (l, _) = x.wrapping_sub(&U2048::ONE).div_rem(&p_wide);
+        let l: U1024 = l.resize();
+        mul_mod(&l, &self.h, &self.p)
+    }
+
+    /// `r^n mod p²`.
+    fn noise(&self, r: &U2048) -> U2048 {
+        let p_squared = NonZero::new(*self.p_squared.modulus().as_ref()).expect("p² > 0");
+        let r_mod = r.rem(&p_squared);
+        FixedMontyForm::new(&r_mod, &self.p_squared).pow(&self.n_mod_order).retrieve()
+    }
+}
+
+/// `a·b mod p` for `a, b < p`.
+fn mul_mod(a: &U1024, b: &U1024, p: &Odd<U1024>) -> U1024 {
+    let wide: U2048 = a.concatenating_mul(b);
+    wide.rem(&p.to_nz().expect("p is odd"))
+}
+
+impl SecretKey {
+    /// A fresh key pair with a [`MODULUS_BITS`]-bit modulus.
+    pub fn generate<R: CryptoRng + ?Sized>(rng: &mut R) -> Self {
+        loop {
+            let p: U1024 = crypto_primes::random_prime(rng, crypto_primes::Flavor::Any, MODULUS_BITS / 2);
+            let q: U1024 = crypto_primes::random_prime(rng, crypto_primes::Flavor::Any, MODULUS_BITS / 2);
+            // Both have their top bit set, so n has 2047 or 2048 bits: keep 2048.
+            if p == q {
+                continue;
+            }
+            let n: U2048 = p.concatenating_mul(&q);
+            if n.bit_width() != MODULUS_BITS {
+                continue;
+            }
+            if let Ok(key) = Self::from_primes(p, q) {
+                return key;
+            }
+        }
+    }
+
+    fn from_primes(p: U1024, q: U1024) -> Result<Self, LearningError> {
+        let n: U2048 = p.concatenating_mul(&q);
+        let public = PublicKey::from_modulus(n)?;
+        let fp = PrimeFactor::new(p, &q, &n)?;
+        let fq = PrimeFactor::new(q, &p, &n)?;
+        let q_mod_p = q.rem(&fp.p.to_nz().expect("p is odd"));
+        let q_inv_p = Option::from(q_mod_p.invert_odd_mod(&fp.p))
+            .ok_or_else(|| LearningError::BadKey("the primes of n must be distinct".into()))?;
+        Ok(Self { public, factors: [fp, fq], q_inv_p })
+    }
+
+    /// The public half.
+    pub fn public(&self) -> &PublicKey {
+        &self.public
+    }
+
+    /// Encrypts `m < n`, computing `rⁿ mod n²` by the CRT (the key
+    /// holder's fast path; the ciphertext is distributed exactly as
+    /// [`PublicKey::encrypt`]'s).
+    pub fn encrypt<R: CryptoRng + ?Sized>(&self, m: &Plaintext, rng: &mut R) -> Result<Ciphertext, LearningError> {
+        let message = FixedMontyForm::new(&self.public.message_part(m)?, &self.public.n_squared);
+        let r = self.public.random_unit(rng);
+        let [fp, fq] = &self.factors;
+        let noise = self.crt_squared(&fp.noise(&r), &fq.noise(&r));
+        let noise = FixedMontyForm::new(&noise, &self.public.n_squared);
+        Ok(Ciphertext((message * noise).retrieve()))
+    }
+
+    /// The residue mod `n²` that is `a mod p²` and `b mod q²` (Garner).
+    fn crt_squared(&self, a: &U2048, b: &U2048) -> U4096 {
+        let [fp, fq] = &self.factors;
+        let p2 = *fp.p_squared.modulus().as_ref();
+        let q2 = *fq.p_squared.modulus().as_ref();
+        let p2_nz = NonZero::new(p2).expect("p² > 0");
+        // (a − b)·(q²)⁻¹ mod p², then b + q²·that.
+        let q2_inv =
+            Option::from(q2.rem(&p2_nz).invert_odd_mod(fp.p_squared.modulus())).expect("p² and q² are coprime");
+        let diff = a.sub_mod(&b.rem(&p2_nz), &p2_nz);
+        let wide: U4096 = diff.concatenating_mul(&q2_inv);
+        let t = wide.rem(&p2_nz);
+        let qt: U4096 = q2.concatenating_mul(&t);
+        qt.wrapping_add(&b.resize())
+    }
+
+    /// Decrypts `c`.
+    pub fn decrypt(&self, c: &Ciphertext) -> Plaintext {
+        let [fp, fq] = &self.factors;
+        let (mp, mq) = (fp.decrypt(&c.0), fq.decrypt(&c.0));
+        // m = mq + q·((mp − mq)·q⁻¹ mod p).
+        let p_nz = fp.p.to_nz().expect("p is odd");
+        let diff = mp.sub_mod(&mq.rem(&p_nz), &p_nz);
+        let t = mul_mod(&diff, &self.q_inv_p, &fp.p);
+        let q = *fq.p.as_ref();
+        let qt: U2048 = q.concatenating_mul(&t);
+        qt.wrapping_add(&mq.resize())
+    }
+}
+
+/// `x` as a plaintext.
+pub fn plaintext_from_u128(x: u128) -> Plaintext {
+    U2048::from_u128(x)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use rand10::SeedableRng;
+    use std::sync::OnceLock;
+
+    /// One key for the crate's tests: generating one takes a moment.
+    pub(crate) fn test_key() -> &'static SecretKey {
+        static KEY: OnceLock<SecretKey> = OnceLock::new();
+        KEY.get_or_init(|| SecretKey::generate(&mut rand10::rngs::StdRng::seed_from_u64(7)))
+    }
+
+    #[test]
+    fn keys_have_a_2048_bit_modulus_and_round_trip() {
+        let key = test_key();
+        assert_eq!(key.public().n().bit_width(), 2048);
+        let bytes = key.public().to_bytes();
+        assert_eq!(bytes.len(), PUBLIC_KEY_BYTES);
+        assert_eq!(&PublicKey::from_bytes(&bytes).unwrap(), key.public());
+        let short = U2048::from_u64(1_000_003).to_be_bytes();
+        assert!(PublicKey::from_bytes(short.as_ref()).unwrap_err().to_string().contains("2048-bit"));
+        assert!(PublicKey::from_bytes(&bytes[1..]).is_err());
+    }
+
+    #[test]
+    fn both_encryptions_decrypt_and_add() {
+        let key = test_key();
+        let public = key.public();
+        let mut rng = rand10::rngs::StdRng::seed_from_u64(1);
+        let a = plaintext_from_u128(123_456_789_012_345_678_901_234_567);
+        let b = plaintext_from_u128(987_654_321);
+        let ca = public.encrypt(&a, &mut rng).unwrap();
+        let cb = key.encrypt(&b, &mut rng).unwrap();
+        assert_eq!(key.decrypt(&ca), a);
+        assert_eq!(key.decrypt(&cb), b);
+        let sum = public.finish(&public.add(&public.prepare(&ca), &public.prepare(&cb)));
+        assert_eq!(key.decrypt(&sum), a.wrapping_add(&b));
+        let tripled = public.finish(&public.mul_plain(&public.prepare(&cb), &plaintext_from_u128(3)));
+        assert_eq!(key.decrypt(&tripled), plaintext_from_u128(3 * 987_654_321));
+        let fresh = public.rerandomize(&ca, &mut rng);
+        assert_ne!(fresh, ca);
+        assert_eq!(key.decrypt(&fresh), a);
+        assert_eq!(key.decrypt(&public.finish(&public.zero())), U2048::ZERO);
+        // The largest plaintext, and one too large.
+        let max = public.n().wrapping_sub(&U2048::ONE);
+        assert_eq!(key.decrypt(&key.encrypt(&max, &mut rng).unwrap()), max);
+        assert!(matches!(key.encrypt(public.n(), &mut rng), Err(LearningError::PlaintextTooLarge)));
+    }
+
+    #[test]
+    fn ciphertexts_are_bounded_when_read() {
+        let key = test_key();
+        let public = key.public();
+        let mut rng = rand10::rngs::StdRng::seed_from_u64(2);
+        let c = key.encrypt(&plaintext_from_u128(5), &mut rng).unwrap();
+        let bytes = c.to_bytes();
+        assert_eq!(bytes.len(), CIPHERTEXT_BYTES);
+        assert_eq!(public.ciphertext(&bytes).unwrap(), c);
+        assert!(public.ciphertext(&bytes[1..]).is_err());
+        assert!(public.ciphertext(&[0u8; CIPHERTEXT_BYTES]).is_err());
+        assert!(public.ciphertext(&[0xff; CIPHERTEXT_BYTES]).is_err(), "not below n²");
+    }
+
+    #[test]
+    fn debug_shows_no_secret() {
+        let key = test_key();
+        let shown = format!("{key:?}");
+        assert!(shown.contains("paillier-2048"));
+        let p = format!("{:x}", key.factors[0].p.as_ref());
+        assert!(!shown.contains(&p[..16]));
+    }
+}
