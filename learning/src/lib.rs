@@ -15,6 +15,8 @@
 //!   direction over bin sums.
 //! * [`boost`] — vertical SecureBoost: the label holder's and the feature
 //!   holder's state machines, their model shares and joint prediction.
+//! * [`logistic`] — two-party vertical logistic regression, each party
+//!   with its own key, gradients masked before any decryption.
 //!
 //! No I/O, no async: nodes carry the messages.
 #![forbid(unsafe_code)]
@@ -24,6 +26,7 @@ pub mod binning;
 pub mod boost;
 mod error;
 pub mod gradients;
+pub mod logistic;
 pub mod paillier;
 pub mod split;
 

@@ -228,6 +228,61 @@ impl PublicKey {
         Prepared(a.0.pow(k))
     }
 
+    /// `E(a + m)` for a known plaintext `m < n`.
+    pub fn add_plain(&self, a: &Prepared, m: &Plaintext) -> Result<Prepared, LearningError> {
+        Ok(Prepared(a.0 * FixedMontyForm::new(&self.message_part(m)?, &self.n_squared)))
+    }
+
+    /// `Σ kᵢ·aᵢ` for small signed `kᵢ`: positive and negative terms are
+    /// summed apart with 64-bit exponents and joined by one inversion.
+    pub fn dot_signed(&self, terms: impl IntoIterator<Item = (Prepared, i64)>) -> Result<Prepared, LearningError> {
+        let (mut plus, mut minus) = (self.zero(), self.zero());
+        for (c, k) in terms {
+            let e = crypto_bigint::U64::from_u64(k.unsigned_abs());
+            let term = c.0.pow_bounded_exp(&e, 64);
+            if k >= 0 {
+                plus.0 *= term;
+            } else {
+                minus.0 *= term;
+            }
+        }
+        let inverse: crypto_bigint::modular::FixedMontyForm<N2_LIMBS> = Option::from(minus.0.invert())
+            .ok_or_else(|| LearningError::BadCiphertext("a ciphertext is not invertible mod n²".into()))?;
+        Ok(Prepared(plus.0 * inverse))
+    }
+
+    /// A signed integer as a plaintext: `v mod n`.
+    pub fn encode_signed(&self, v: i128) -> Plaintext {
+        let magnitude = U2048::from_u128(v.unsigned_abs());
+        if v >= 0 { magnitude } else { self.n.wrapping_sub(&magnitude) }
+    }
+
+    /// A plaintext as a signed integer (`m > n/2` is negative); an error
+    /// if it does not fit 127 bits.
+    pub fn decode_signed(&self, m: &Plaintext) -> Result<i128, LearningError> {
+        let half = self.n.shr_vartime(1);
+        let (negative, magnitude) = if m > &half { (true, self.n.wrapping_sub(m)) } else { (false, *m) };
+        if magnitude.bit_width() > 127 {
+            return Err(LearningError::BadCiphertext("a decrypted value is out of range".into()));
+        }
+        let words = magnitude.to_words();
+        let v = i128::try_from(u128::from(words[0]) | (u128::from(words[1]) << 64)).expect("fits 127 bits");
+        Ok(if negative { -v } else { v })
+    }
+
+    /// A plaintext uniform in `[0, n)`: a mask that hides any value mod `n`.
+    pub fn random_plaintext<R: CryptoRng + ?Sized>(&self, rng: &mut R) -> Plaintext {
+        U2048::random_mod_vartime(rng, &NonZero::new(self.n).expect("n is not zero"))
+    }
+
+    /// `masked − mask mod n`, read as a signed integer.
+    pub fn unmask(&self, masked: &Plaintext, mask: &Plaintext) -> Result<i128, LearningError> {
+        if masked >= &self.n {
+            return Err(LearningError::BadCiphertext("a decrypted value is not below n".into()));
+        }
+        self.decode_signed(&masked.sub_mod(mask, &NonZero::new(self.n).expect("n is not zero")))
+    }
+
     /// The ciphertext a sum stands for.
     pub fn finish(&self, sum: &Prepared) -> Ciphertext {
         Ciphertext(sum.0.retrieve())
