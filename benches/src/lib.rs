@@ -16,6 +16,7 @@ pub mod lookup;
 pub mod ocean;
 pub mod psi;
 pub mod stats;
+pub mod train;
 
 /// What a benchmark run can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +35,8 @@ pub enum BenchError {
     Ledger(#[from] stayput_chain_connector::LedgerError),
     #[error("federated statistics: {0}")]
     Stats(String),
+    #[error("joint modelling: {0}")]
+    Learning(#[from] stayput_learning::LearningError),
     #[error("the run counted {got} where {expected} were expected")]
     WrongResult { expected: u64, got: u64 },
 }

@@ -247,6 +247,27 @@ enum BenchCommand {
         #[arg(long, default_value_t = 256)]
         record_bytes: usize,
     },
+    /// Vertical SecureBoost between a label holder and a feature holder:
+    /// the Paillier operations, training time, messages and test AUC —
+    /// on SecretFlow's data folder (`sf_vfl.py --data-dir`) when given one,
+    /// so both systems train on the same rows.
+    Train {
+        /// SecretFlow's folder of one data set (e.g. peer-data/vfl_r10000_s2024).
+        #[arg(long)]
+        secretflow_data: Option<PathBuf>,
+        /// Rows of the synthetic set used otherwise (80 % train).
+        #[arg(long, default_value_t = 10_000)]
+        rows: usize,
+        /// Trees.
+        #[arg(long, default_value_t = 10)]
+        trees: u32,
+        /// Depth.
+        #[arg(long, default_value_t = 5)]
+        depth: u32,
+        /// Bins per feature (SecretFlow's sketch_eps 0.1 ≈ 10).
+        #[arg(long, default_value_t = 10)]
+        max_bins: usize,
+    },
     /// The embedded ledger: durable signed records per second, and the time
     /// to re-verify the whole chain on open.
     Ledger {
@@ -379,6 +400,22 @@ async fn run(command: Command) -> Result<(), CliError> {
             let report = tokio::task::spawn_blocking(move || stayput_benches::lookup::run(records, record_bytes))
                 .await
                 .map_err(|e| CliError::Signal(e.to_string()))??;
+            println!("{report}");
+        }
+        Command::Bench(BenchCommand::Train { secretflow_data, rows, trees, depth, max_bins }) => {
+            let report = tokio::task::spawn_blocking(move || {
+                let params = stayput_benches::train::secretflow_like(trees, depth, max_bins);
+                let ((train, test), source) = match &secretflow_data {
+                    Some(dir) => (
+                        stayput_benches::train::load_secretflow(dir)?,
+                        format!("SecretFlow's rows from {}", dir.display()),
+                    ),
+                    None => (stayput_benches::train::synthetic(rows, 2024), format!("{rows} synthetic rows")),
+                };
+                stayput_benches::train::run(&train, &test, params, source)
+            })
+            .await
+            .map_err(|e| CliError::Signal(e.to_string()))??;
             println!("{report}");
         }
         Command::Bench(BenchCommand::Ledger { backend, records, writers, dir, print_acks }) => {

@@ -79,13 +79,50 @@ impl GradientCodec {
 
     /// A decrypted sum: `(Σg, Σh, rows)`.
     pub fn decode(&self, sum: &Plaintext) -> Result<BinSum, LearningError> {
-        let [g, h, count] = self.unpack(sum)?;
-        let count = u64::try_from(count)
-            .ok()
-            .filter(|c| *c <= self.max_rows)
-            .ok_or(LearningError::TooManyRows { rows: u64::try_from(count).unwrap_or(u64::MAX), max: self.max_rows })?;
+        Ok(self.decode_packed(sum, 1)?[0])
+    }
+
+    /// Bits one sum takes in a plaintext.
+    pub fn sum_bits(&self) -> u32 {
+        SLOTS * self.slot_bits
+    }
+
+    /// Sums one plaintext holds side by side (sum `i` shifted left by
+    /// `i·sum_bits`): how the feature holder packs a histogram.
+    pub fn sums_per_plaintext(&self) -> usize {
+        (PLAINTEXT_BITS / self.sum_bits()) as usize
+    }
+
+    /// `count` sums packed side by side in one decrypted plaintext.
+    pub fn decode_packed(&self, packed: &Plaintext, count: usize) -> Result<Vec<BinSum>, LearningError> {
+        if count == 0 || count > self.sums_per_plaintext() {
+            return Err(LearningError::Protocol(format!("{count} sums cannot share one plaintext")));
+        }
+        let words = packed.to_words();
+        // Nothing may sit above the last sum: an overflow, or a plaintext
+        // that is not a sum of encoded rows.
+        let top = index(count) * self.sum_bits();
+        let beyond = words.iter().zip((0u32..).step_by(64)).any(|(w, b)| {
+            let keep_from = top.saturating_sub(b);
+            keep_from < 64 && (w >> keep_from) != 0
+        });
+        if beyond {
+            return Err(LearningError::BadCiphertext("the decrypted sum has bits beyond its slots".into()));
+        }
+        let mask = (1u128 << self.slot_bits) - 1;
         let scale = (1u64 << FRACTION_BITS) as f64;
-        Ok(BinSum { g: g as f64 / scale - self.gradient_bound * count as f64, h: h as f64 / scale, count })
+        (0..index(count))
+            .map(|i| {
+                let at = |slot: u32| get_bits(&words, i * self.sum_bits() + slot * self.slot_bits) & mask;
+                let (g, h, count) = (at(0), at(1), at(2));
+                let count =
+                    u64::try_from(count).ok().filter(|c| *c <= self.max_rows).ok_or(LearningError::TooManyRows {
+                        rows: u64::try_from(count).unwrap_or(u64::MAX),
+                        max: self.max_rows,
+                    })?;
+                Ok(BinSum { g: g as f64 / scale - self.gradient_bound * count as f64, h: h as f64 / scale, count })
+            })
+            .collect()
     }
 
     fn pack(&self, slots: [u128; SLOTS as usize]) -> Plaintext {
@@ -95,26 +132,10 @@ impl GradientCodec {
         }
         U2048::from_words(words)
     }
+}
 
-    fn unpack(&self, x: &Plaintext) -> Result<[u128; SLOTS as usize], LearningError> {
-        let words = x.to_words();
-        let mask = (1u128 << self.slot_bits) - 1;
-        let mut out = [0u128; SLOTS as usize];
-        for (i, slot) in (0..SLOTS).zip(out.iter_mut()) {
-            *slot = get_bits(&words, i * self.slot_bits) & mask;
-        }
-        // Nothing may sit above the last slot: a sum that overflowed, or
-        // a plaintext that is not a sum of encoded rows.
-        let top = SLOTS * self.slot_bits;
-        let beyond = words.iter().zip((0u32..).step_by(64)).any(|(w, b)| {
-            let keep_from = top.saturating_sub(b);
-            keep_from < 64 && (w >> keep_from) != 0
-        });
-        if beyond {
-            return Err(LearningError::BadCiphertext("the decrypted sum has bits beyond its slots".into()));
-        }
-        Ok(out)
-    }
+fn index(i: usize) -> u32 {
+    u32::try_from(i).expect("at most a plaintext's worth of sums")
 }
 
 /// Bits to write `x`.

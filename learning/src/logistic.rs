@@ -340,15 +340,18 @@ impl Party {
         let rows = self.rows();
         let one = 1i64 << SCALE_BITS;
         let columns = self.weights.len() + usize::from(self.intercept.is_some());
-        let mut out = Vec::with_capacity(columns);
-        self.masks.clear();
-        for j in 0..columns {
-            let terms = rows.clone().zip(d).map(|(r, c)| (*c, self.data.x[r].get(j).copied().unwrap_or(one)));
-            let sum = peer.dot_signed(terms)?;
-            let mask = peer.random_plaintext(rng);
-            out.push(peer.rerandomize(&peer.finish(&peer.add_plain(&sum, &mask)?), rng));
-            self.masks.push(mask);
-        }
+        use rayon::prelude::*;
+        let masks: Vec<Plaintext> = (0..columns).map(|_| peer.random_plaintext(rng)).collect();
+        let sums = (0..columns)
+            .into_par_iter()
+            .map(|j| {
+                let terms = rows.clone().zip(d).map(|(r, c)| (*c, self.data.x[r].get(j).copied().unwrap_or(one)));
+                peer.add_plain(&peer.dot_signed(terms)?, &masks[j])
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        // Fresh randomness, so the sums' ciphertexts say nothing of the rows'.
+        let out = sums.iter().map(|s| peer.rerandomize(&peer.finish(s), rng)).collect();
+        self.masks = masks;
         Ok(out)
     }
 
@@ -439,11 +442,9 @@ impl LabelHolder {
             return Ok(None);
         }
         let public = self.party.key.public();
-        let partial = self
-            .own_part()?
-            .into_iter()
-            .map(|a| self.party.key.encrypt(&public.encode_signed(i128::from(a)), rng))
-            .collect::<Result<_, _>>()?;
+        let plaintexts: Vec<Plaintext> =
+            self.own_part()?.into_iter().map(|a| public.encode_signed(i128::from(a))).collect();
+        let partial = self.party.key.encrypt_all(&plaintexts, rng)?;
         Ok(Some(ToFeatureHolder::Batch { batch: index(self.party.batch), partial }))
     }
 
@@ -536,10 +537,8 @@ impl FeatureHolder {
                     .map(|(c, u)| peer.add_plain(&peer.prepare(c), &peer.encode_signed(i128::from(*u))))
                     .collect::<Result<Vec<_>, _>>()?;
                 let masked = self.party.masked_gradient(&d, rng)?;
-                let partial = u
-                    .iter()
-                    .map(|u| self.party.key.encrypt(&public.encode_signed(i128::from(*u)), rng))
-                    .collect::<Result<_, _>>()?;
+                let plaintexts: Vec<Plaintext> = u.iter().map(|u| public.encode_signed(i128::from(*u))).collect();
+                let partial = self.party.key.encrypt_all(&plaintexts, rng)?;
                 Ok(Some(ToLabelHolder::Batch { batch, partial, masked }))
             }
             ToFeatureHolder::Masked { batch, yours, mine } => {

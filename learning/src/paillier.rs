@@ -6,9 +6,13 @@
 //! * **Keys.** `n = p·q` with `p`, `q` random 1024-bit primes
 //!   (Baillie–PSW via `crypto-primes`), `|n| = 2048` exactly — about 112
 //!   bits of security (NIST SP 800-57); 1024-bit moduli are never made.
-//! * **Encryption** `c = (1 + m·n) · rⁿ mod n²`, `r` uniform in `[1, n)`.
-//!   The key holder computes `rⁿ mod n²` by the CRT over `p²` and `q²`
-//!   ([`SecretKey::encrypt`]), about twice as fast as from the public key.
+//! * **Encryption** `c = (1 + m·n) · rⁿ mod n²`, `r` uniform in `[1, n)`
+//!   ([`PublicKey::encrypt`]). The key holder, who encrypts every row,
+//!   uses Damgård–Jurik–Nielsen's variant instead ([`SecretKey::encrypt`]):
+//!   `c = (1 + m·n) · h_sᵅ` with `h_s = (−x²)ⁿ` fixed at key generation and
+//!   `α` of 1024 random bits, computed by the CRT mod `p²` and `q²` from
+//!   fixed-base tables (6-bit windows, constant-time selection) — one
+//!   171-multiplication product per prime instead of a full exponentiation.
 //! * **Decryption** by the CRT: `m_p = L_p(c^{p−1} mod p²)·h_p mod p` with
 //!   `h_p = (−q)⁻¹ mod p` (the value `L_p(g^{p−1})` takes for `g = n+1`),
 //!   the same mod `q`, then recombined.
@@ -20,6 +24,8 @@
 //! (`crypto-bigint`'s `pow`); secret values are zeroized on drop and never
 //! printed.
 
+#[cfg(test)]
+use crypto_bigint::RandomBits;
 use crypto_bigint::modular::{FixedMontyForm, FixedMontyParams};
 use crypto_bigint::{NonZero, Odd, RandomMod, U1024, U2048, U4096};
 use rand10::CryptoRng;
@@ -61,6 +67,9 @@ pub struct SecretKey {
     factors: [PrimeFactor; 2],
     /// `q⁻¹ mod p`, for recombining.
     q_inv_p: U1024,
+    /// `h_s = (−x²)ⁿ mod p²` and `mod q²` as fixed-base tables, for the
+    /// key holder's encryption with short randomness.
+    noise_bases: [FixedBase; 2],
 }
 
 impl std::fmt::Debug for SecretKey {
@@ -283,6 +292,16 @@ impl PublicKey {
         self.decode_signed(&masked.sub_mod(mask, &NonZero::new(self.n).expect("n is not zero")))
     }
 
+    /// `E(a·2^bits)`: a plaintext shifted left, for packing sums side by
+    /// side (the caller keeps the result below `n`).
+    pub fn shift_left(&self, a: &Prepared, bits: u32) -> Prepared {
+        let mut out = a.0;
+        for _ in 0..bits {
+            out = out.square();
+        }
+        Prepared(out)
+    }
+
     /// The ciphertext a sum stands for.
     pub fn finish(&self, sum: &Prepared) -> Ciphertext {
         Ciphertext(sum.0.retrieve())
@@ -338,6 +357,73 @@ impl PrimeFactor {
     }
 }
 
+/// Bits of the DJN noise exponent `α`: half the modulus.
+pub const NOISE_EXPONENT_BITS: u32 = MODULUS_BITS / 2;
+const WINDOW_BITS: u32 = 6;
+const WINDOWS: u32 = NOISE_EXPONENT_BITS.div_ceil(WINDOW_BITS);
+
+/// `base^e` for a fixed base and `e < 2^1024`: per 6-bit window `i` the
+/// 64 powers `base^(j·2^(6i))`, selected in constant time and multiplied.
+#[derive(Clone)]
+struct FixedBase {
+    table: Vec<FixedMontyForm<P2_LIMBS>>,
+    params: FixedMontyParams<P2_LIMBS>,
+}
+
+impl FixedBase {
+    fn new(base: FixedMontyForm<P2_LIMBS>) -> Self {
+        let params = *base.params();
+        let mut table = Vec::with_capacity((WINDOWS << WINDOW_BITS) as usize);
+        let mut g = base;
+        for _ in 0..WINDOWS {
+            let mut power = FixedMontyForm::one(&params);
+            for _ in 0..1u32 << WINDOW_BITS {
+                table.push(power);
+                power *= g;
+            }
+            // g^(2^6): the next window's base.
+            g = power;
+        }
+        Self { table, params }
+    }
+
+    fn pow(&self, e: &U1024) -> FixedMontyForm<P2_LIMBS> {
+        let words = e.to_words();
+        let mut acc = FixedMontyForm::one(&self.params);
+        for i in 0..WINDOWS {
+            let digit = window(&words, i * WINDOW_BITS);
+            let entries = &self.table[(i << WINDOW_BITS) as usize..((i + 1) << WINDOW_BITS) as usize];
+            let mut chosen = [0 as crypto_bigint::Word; P2_LIMBS];
+            for (j, entry) in (0u64..).zip(entries) {
+                // All-ones when j == digit, without a branch on the digit.
+                let diff = j ^ digit;
+                let mask = ((diff | diff.wrapping_neg()) >> 63).wrapping_sub(1);
+                for (c, w) in chosen.iter_mut().zip(entry.as_montgomery().to_words()) {
+                    *c |= w & mask;
+                }
+            }
+            acc *= FixedMontyForm::from_montgomery(U2048::from_words(chosen), &self.params);
+        }
+        acc
+    }
+}
+
+impl Drop for FixedBase {
+    fn drop(&mut self) {
+        for entry in &mut self.table {
+            entry.as_montgomery_mut().zeroize();
+        }
+    }
+}
+
+/// The 6 bits of `words` from bit `at`.
+fn window(words: &[crypto_bigint::Word], at: u32) -> u64 {
+    let (i, shift) = ((at / 64) as usize, at % 64);
+    let low = words.get(i).copied().unwrap_or(0) >> shift;
+    let high = if shift + WINDOW_BITS > 64 { words.get(i + 1).copied().unwrap_or(0) << (64 - shift) } else { 0 };
+    (low | high) & ((1 << WINDOW_BITS) - 1)
+}
+
 /// `a·b mod p` for `a, b < p`.
 fn mul_mod(a: &U1024, b: &U1024, p: &Odd<U1024>) -> U1024 {
     let wide: U2048 = a.concatenating_mul(b);
@@ -358,13 +444,13 @@ impl SecretKey {
             if n.bit_width() != MODULUS_BITS {
                 continue;
             }
-            if let Ok(key) = Self::from_primes(p, q) {
+            if let Ok(key) = Self::from_primes(p, q, rng) {
                 return key;
             }
         }
     }
 
-    fn from_primes(p: U1024, q: U1024) -> Result<Self, LearningError> {
+    fn from_primes<R: CryptoRng + ?Sized>(p: U1024, q: U1024, rng: &mut R) -> Result<Self, LearningError> {
         let n: U2048 = p.concatenating_mul(&q);
         let public = PublicKey::from_modulus(n)?;
         let fp = PrimeFactor::new(p, &q, &n)?;
@@ -372,7 +458,12 @@ impl SecretKey {
         let q_mod_p = q.rem(&fp.p.to_nz().expect("p is odd"));
         let q_inv_p = Option::from(q_mod_p.invert_odd_mod(&fp.p))
             .ok_or_else(|| LearningError::BadKey("the primes of n must be distinct".into()))?;
-        Ok(Self { public, factors: [fp, fq], q_inv_p })
+        // DJN: h = −x² mod n for a random unit x; h_s = hⁿ, reduced mod p² and q².
+        let x = public.random_unit(rng);
+        let x2: U4096 = x.concatenating_mul(&x);
+        let h = public.n.wrapping_sub(&x2.rem(&NonZero::new(public.n).expect("n > 0")));
+        let noise_bases = [&fp, &fq].map(|f| FixedBase::new(FixedMontyForm::new(&f.noise(&h), &f.p_squared)));
+        Ok(Self { public, factors: [fp, fq], q_inv_p, noise_bases })
     }
 
     /// The public half.
@@ -380,16 +471,49 @@ impl SecretKey {
         &self.public
     }
 
-    /// Encrypts `m < n`, computing `rⁿ mod n²` by the CRT (the key
-    /// holder's fast path; the ciphertext is distributed exactly as
-    /// [`PublicKey::encrypt`]'s).
+    /// Encrypts `m < n` as `(1 + m·n)·h_sᵅ mod n²` with `α` of
+    /// [`NOISE_EXPONENT_BITS`] random bits (Damgård–Jurik–Nielsen's
+    /// short-randomness variant, semantically secure under DCR with
+    /// `|α| = |n|/2`), computed by the CRT from fixed-base tables: the key
+    /// holder's fast path.
     pub fn encrypt<R: CryptoRng + ?Sized>(&self, m: &Plaintext, rng: &mut R) -> Result<Ciphertext, LearningError> {
         let message = FixedMontyForm::new(&self.public.message_part(m)?, &self.public.n_squared);
-        let r = self.public.random_unit(rng);
-        let [fp, fq] = &self.factors;
-        let noise = self.crt_squared(&fp.noise(&r), &fq.noise(&r));
+        let mut alpha_bytes = [0u8; NOISE_EXPONENT_BITS as usize / 8];
+        rng.fill_bytes(&mut alpha_bytes);
+        let mut alpha = U1024::from_be_slice(&alpha_bytes);
+        alpha_bytes.zeroize();
+        let [bp, bq] = &self.noise_bases;
+        let noise = self.crt_squared(&bp.pow(&alpha).retrieve(), &bq.pow(&alpha).retrieve());
+        alpha.zeroize();
         let noise = FixedMontyForm::new(&noise, &self.public.n_squared);
         Ok(Ciphertext((message * noise).retrieve()))
+    }
+
+    /// Encrypts every plaintext, on all cores: each chunk draws its
+    /// randomness from its own ChaCha stream seeded from `rng`.
+    pub fn encrypt_all<R: CryptoRng + ?Sized>(
+        &self,
+        plaintexts: &[Plaintext],
+        rng: &mut R,
+    ) -> Result<Vec<Ciphertext>, LearningError> {
+        use rand10::SeedableRng;
+        use rayon::prelude::*;
+        let mut seed = [0u8; 32];
+        rng.fill_bytes(&mut seed);
+        let chunks: Vec<Vec<Ciphertext>> = plaintexts
+            .par_chunks(64)
+            .enumerate()
+            .map(|(i, chunk)| {
+                let mut chunk_seed = seed;
+                for (s, b) in chunk_seed.iter_mut().zip((i as u64).to_le_bytes()) {
+                    *s ^= b;
+                }
+                let mut chunk_rng = rand10::rngs::StdRng::from_seed(chunk_seed);
+                chunk.iter().map(|m| self.encrypt(m, &mut chunk_rng)).collect()
+            })
+            .collect::<Result<_, _>>()?;
+        seed.zeroize();
+        Ok(chunks.into_iter().flatten().collect())
     }
 
     /// The residue mod `n²` that is `a mod p²` and `b mod q²` (Garner).
@@ -474,6 +598,18 @@ pub(crate) mod tests {
         let max = public.n().wrapping_sub(&U2048::ONE);
         assert_eq!(key.decrypt(&key.encrypt(&max, &mut rng).unwrap()), max);
         assert!(matches!(key.encrypt(public.n(), &mut rng), Err(LearningError::PlaintextTooLarge)));
+    }
+
+    #[test]
+    fn fixed_base_powers_equal_plain_powers() {
+        let key = test_key();
+        let [fp, _] = &key.factors;
+        let base = FixedMontyForm::new(&U2048::from_u64(0x1234_5678_9abc_def1), &fp.p_squared);
+        let table = FixedBase::new(base);
+        let mut rng = rand10::rngs::StdRng::seed_from_u64(9);
+        for e in [U1024::ZERO, U1024::ONE, U1024::MAX, U1024::from_u64(64), U1024::random_bits(&mut rng, 1024)] {
+            assert_eq!(table.pow(&e).retrieve(), base.pow(&e).retrieve());
+        }
     }
 
     #[test]
