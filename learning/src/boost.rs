@@ -518,6 +518,9 @@ impl LabelHolder {
                     return Err(LearningError::Protocol("the partition names rows outside the node".into()));
                 }
                 let left_set: std::collections::HashSet<u32> = left.iter().copied().collect();
+                if left_set.len() != left.len() {
+                    return Err(LearningError::Protocol("the partition names a row twice".into()));
+                }
                 let right: Vec<u32> = rows.iter().copied().filter(|r| !left_set.contains(r)).collect();
                 self.waiting -= 1;
                 out.extend(self.grow(node, left, right)?);
@@ -982,7 +985,7 @@ mod tests {
         assert!(peer.on_message(beyond).is_err());
         // The label holder refuses a partition it did not ask for and a stray tree.
         let stray = ToLabelHolder::Partition { tree: 0, node: 0, left: vec![1] };
-        assert!(holder.on_message(stray, &mut rng).is_err());
+        assert!(holder.on_message(stray, &mut rng).unwrap_err().to_string().contains("no split asked"));
         let other_tree = ToLabelHolder::Histogram { tree: 7, node: 0, candidates: Vec::new(), packed: Vec::new() };
         assert!(holder.on_message(other_tree, &mut rng).is_err());
         assert!(LabelHolder::start(&[0, 2], &[], params, &mut rng).is_err());
