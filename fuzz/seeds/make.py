@@ -51,6 +51,12 @@ def main():
     # Two columns: "ab" and a null (pir/src/record.rs's known answer).
     write("pir_record", "kat", bytes([2, 2, 0]) + b"ab" + bytes([0xFF, 0xFF]))
 
+    # Paillier: an odd 2048-bit modulus, then a small ciphertext under it;
+    # and a packed histogram plaintext of two sums (count 2, 8,000 rows).
+    modulus = (1 << 2047) | 0xF1
+    write("paillier", "key-and-ciphertext", bytes([0]) + modulus.to_bytes(256, "big") + (7).to_bytes(512, "big"))
+    write("paillier", "packed-sums", bytes([1, 2]) + (8000).to_bytes(2, "little") + (0x1234 << 100).to_bytes(256, "big"))
+
     records = vectors("chain-connector/test-vectors/records-v2.json")
     for r in records["records"]:
         write("records", r["kind"], bytes.fromhex(r["signed_record_hex"]))

@@ -551,6 +551,17 @@ pub fn plaintext_from_u128(x: u128) -> Plaintext {
     U2048::from_u128(x)
 }
 
+/// A plaintext from 256 big-endian bytes.
+pub fn plaintext_from_bytes(bytes: &[u8]) -> Result<Plaintext, LearningError> {
+    if bytes.len() != PUBLIC_KEY_BYTES {
+        return Err(LearningError::BadCiphertext(format!(
+            "a plaintext is {PUBLIC_KEY_BYTES} bytes, got {}",
+            bytes.len()
+        )));
+    }
+    Ok(U2048::from_be_slice(bytes))
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
