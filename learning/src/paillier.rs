@@ -67,6 +67,8 @@ pub struct SecretKey {
     factors: [PrimeFactor; 2],
     /// `q⁻¹ mod p`, for recombining.
     q_inv_p: U1024,
+    /// `(q²)⁻¹ mod p²` in Montgomery form, for recombining noise.
+    q2_inv_p2: FixedMontyForm<P2_LIMBS>,
     /// `h_s = (−x²)ⁿ mod p²` and `mod q²` as fixed-base tables, for the
     /// key holder's encryption with short randomness.
     noise_bases: [FixedBase; 2],
@@ -81,6 +83,7 @@ impl std::fmt::Debug for SecretKey {
 impl Drop for SecretKey {
     fn drop(&mut self) {
         self.q_inv_p.zeroize();
+        self.q2_inv_p2.as_montgomery_mut().zeroize();
     }
 }
 
@@ -463,7 +466,13 @@ impl SecretKey {
         let x2: U4096 = x.concatenating_mul(&x);
         let h = public.n.wrapping_sub(&x2.rem(&NonZero::new(public.n).expect("n > 0")));
         let noise_bases = [&fp, &fq].map(|f| FixedBase::new(FixedMontyForm::new(&f.noise(&h), &f.p_squared)));
-        Ok(Self { public, factors: [fp, fq], q_inv_p, noise_bases })
+        let p2 = *fp.p_squared.modulus().as_ref();
+        let q2 = *fq.p_squared.modulus().as_ref();
+        let q2_inv: U2048 =
+            Option::from(q2.rem(&NonZero::new(p2).expect("p² > 0")).invert_odd_mod(fp.p_squared.modulus()))
+                .ok_or_else(|| LearningError::BadKey("the primes of n must be distinct".into()))?;
+        let q2_inv_p2 = FixedMontyForm::new(&q2_inv, &fp.p_squared);
+        Ok(Self { public, factors: [fp, fq], q_inv_p, q2_inv_p2, noise_bases })
     }
 
     /// The public half.
@@ -523,11 +532,8 @@ impl SecretKey {
         let q2 = *fq.p_squared.modulus().as_ref();
         let p2_nz = NonZero::new(p2).expect("p² > 0");
         // (a − b)·(q²)⁻¹ mod p², then b + q²·that.
-        let q2_inv =
-            Option::from(q2.rem(&p2_nz).invert_odd_mod(fp.p_squared.modulus())).expect("p² and q² are coprime");
         let diff = a.sub_mod(&b.rem(&p2_nz), &p2_nz);
-        let wide: U4096 = diff.concatenating_mul(&q2_inv);
-        let t = wide.rem(&p2_nz);
+        let t = (FixedMontyForm::new(&diff, &fp.p_squared) * self.q2_inv_p2).retrieve();
         let qt: U4096 = q2.concatenating_mul(&t);
         qt.wrapping_add(&b.resize())
     }
