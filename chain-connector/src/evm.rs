@@ -655,13 +655,7 @@ impl EvmLedger {
         if let Some(t) = self.timestamps.lock().await.get(&block) {
             return Ok(*t);
         }
-        let header = self
-            .reader
-            .get_block_by_number(block.into())
-            .await
-            .map_err(|e| rpc_err("reading a block", e))?
-            .ok_or_else(|| rpc_err("reading a block", format!("block {block} is missing")))?;
-        let t = seconds(header.header.timestamp);
+        let t = seconds(self.block(block).await?.header.timestamp);
         let mut cache = self.timestamps.lock().await;
         if cache.len() > 4096 {
             cache.clear();
@@ -696,13 +690,7 @@ impl EvmLedger {
     async fn events_from_receipts(&self, from: u64, to: u64) -> Result<Vec<RawEvent>, LedgerError> {
         let mut events = Vec::new();
         for height in from..=to {
-            let block = self
-                .reader
-                .get_block_by_number(height.into())
-                .await
-                .map_err(|e| rpc_err("reading a block", e))?
-                .ok_or_else(|| rpc_err("reading a block", format!("block {height} is missing")))?;
-            for hash in block.transactions.hashes() {
+            for hash in self.block(height).await?.transactions.hashes() {
                 let receipt = self
                     .reader
                     .get_transaction_receipt(hash)
@@ -852,14 +840,17 @@ impl EvmLedger {
         })
     }
 
-    async fn block_hash(&self, height: u64) -> Result<alloy::primitives::B256, LedgerError> {
-        let block = self
-            .reader
+    /// Block `height` (its header and transaction hashes).
+    async fn block(&self, height: u64) -> Result<alloy::rpc::types::Block, LedgerError> {
+        self.reader
             .get_block_by_number(height.into())
             .await
             .map_err(|e| rpc_err("reading a block", e))?
-            .ok_or_else(|| rpc_err("reading a block", format!("block {height} is missing")))?;
-        Ok(block.header.hash)
+            .ok_or_else(|| rpc_err("reading a block", format!("block {height} is missing")))
+    }
+
+    async fn block_hash(&self, height: u64) -> Result<alloy::primitives::B256, LedgerError> {
+        Ok(self.block(height).await?.header.hash)
     }
 
     /// Sends `batch` as one transaction; if the chain refuses it, one record

@@ -17,8 +17,19 @@ use alloy::signers::local::PrivateKeySigner;
 use stayput_chain_connector::Ledger;
 use stayput_chain_connector::conformance::{self, Backend};
 use stayput_chain_connector::evm::{Anvil, EndpointTls, EvmConfig, EvmLedger};
-use stayput_chain_connector::records::{Member, OrgKey, Record, SignedRecord};
+use stayput_chain_connector::records::{Member, OrgKey, Record, Role, SignedRecord};
 use support::fisco_proxy::{FiscoProxy, Tamper};
+
+/// A member record for `org` with `key` and `roles`.
+fn member(org: &str, key: &OrgKey, roles: &[Role]) -> Member {
+    Member {
+        org: org.into(),
+        name: org.into(),
+        roles: roles.to_vec(),
+        signing_key: key.public_key(),
+        endpoint: String::new(),
+    }
+}
 
 struct AnvilBackend {
     anvil: Anvil,
@@ -45,14 +56,10 @@ impl AnvilBackend {
 
     /// Deploys a consortium whose operator is `operator`.
     async fn deploy(&self, operator: &OrgKey) -> EvmConfig {
-        let member = Member {
-            org: "operator".into(),
-            name: "operator".into(),
-            roles: vec![stayput_chain_connector::records::Role::Operator],
-            signing_key: operator.public_key(),
-            endpoint: String::new(),
-        };
-        EvmLedger::deploy(&self.proxy.url, None, self.signers["operator"].clone(), operator, member).await.unwrap()
+        let operator_member = member("operator", operator, &[Role::Operator]);
+        EvmLedger::deploy(&self.proxy.url, None, self.signers["operator"].clone(), operator, operator_member)
+            .await
+            .unwrap()
     }
 }
 
@@ -94,17 +101,10 @@ alloy::sol!(
 async fn a_badly_signed_record_on_chain_is_quarantined() {
     use alloy::network::EthereumWallet;
     use alloy::providers::{Provider, ProviderBuilder};
-    use stayput_chain_connector::records::{DatasetVersion, Role};
+    use stayput_chain_connector::records::DatasetVersion;
 
     let backend = AnvilBackend::start().await;
     let (operator, bureau) = (OrgKey::generate(), OrgKey::generate());
-    let member = |org: &str, key: &OrgKey, roles: &[Role]| Member {
-        org: org.into(),
-        name: org.into(),
-        roles: roles.to_vec(),
-        signing_key: key.public_key(),
-        endpoint: String::new(),
-    };
     let operator_member = member("operator", &operator, &[Role::Operator]);
     let config =
         EvmLedger::deploy(&backend.proxy.url, None, backend.signers["operator"].clone(), &operator, operator_member)
@@ -175,20 +175,13 @@ fn contract_artifacts_match_the_source() {
 /// A consortium on the chain: operator, bureau (data owner) and bank, a
 /// dataset and a grant to the bank, written through the honest proxy.
 async fn small_consortium(backend: &AnvilBackend) -> (EvmConfig, OrgKey, EvmLedger) {
-    use stayput_chain_connector::records::{Computation, DatasetVersion, Grant, Role};
+    use stayput_chain_connector::records::{Computation, DatasetVersion, Grant};
     let (operator, bureau, bank) = (OrgKey::generate(), OrgKey::generate(), OrgKey::generate());
     let config = backend.deploy(&operator).await;
     let id = config.ledger_id();
     let ledger = EvmLedger::connect(config.clone(), backend.signers.clone(), backend.accounts()).unwrap();
-    let member = |org: &str, key: &OrgKey, role| Member {
-        org: org.into(),
-        name: org.into(),
-        roles: vec![role],
-        signing_key: key.public_key(),
-        endpoint: String::new(),
-    };
     for (org, key, role) in [("bureau", &bureau, Role::DataOwner), ("bank", &bank, Role::Requester)] {
-        let admit = SignedRecord::sign(Record::Member(member(org, key, role)), "operator", &operator, &id);
+        let admit = SignedRecord::sign(Record::Member(member(org, key, &[role])), "operator", &operator, &id);
         ledger.submit(admit).await.unwrap();
     }
     let version = DatasetVersion {
@@ -371,25 +364,18 @@ async fn an_https_endpoint_is_reached_under_the_pinned_ca() {
     };
 
     let operator = OrgKey::generate();
-    let member = Member {
-        org: "operator".into(),
-        name: "operator".into(),
-        roles: vec![stayput_chain_connector::records::Role::Operator],
-        signing_key: operator.public_key(),
-        endpoint: String::new(),
-    };
-    let config =
-        EvmLedger::deploy(&proxy.url, Some(tls.clone()), backend.signers["operator"].clone(), &operator, member)
-            .await
-            .unwrap();
+    let operator_member = member("operator", &operator, &[Role::Operator]);
+    let config = EvmLedger::deploy(
+        &proxy.url,
+        Some(tls.clone()),
+        backend.signers["operator"].clone(),
+        &operator,
+        operator_member,
+    )
+    .await
+    .unwrap();
     let ledger = EvmLedger::connect(config.clone(), backend.signers.clone(), backend.accounts()).unwrap();
-    let bank = Member {
-        org: "bank".into(),
-        name: "bank".into(),
-        roles: vec![stayput_chain_connector::records::Role::Requester],
-        signing_key: OrgKey::generate().public_key(),
-        endpoint: String::new(),
-    };
+    let bank = member("bank", &OrgKey::generate(), &[Role::Requester]);
     let admit = SignedRecord::sign(Record::Member(bank.clone()), "operator", &operator, &config.ledger_id());
     ledger.submit(admit).await.unwrap();
     assert_eq!(ledger.member("bank").await.unwrap(), Some(bank));

@@ -318,6 +318,15 @@ impl Party {
         Ok(())
     }
 
+    /// Refuses a gradient message unless this party's masked sums for
+    /// `batch` are out and awaited.
+    fn expect_gradient(&self, batch: u32) -> Result<(), LearningError> {
+        if self.done() || batch as usize != self.batch || self.masks.is_empty() {
+            return Err(LearningError::Protocol(format!("no gradient of batch {batch} is awaited")));
+        }
+        Ok(())
+    }
+
     /// `u` of the batch's rows (with the intercept), at scale 2²⁰.
     fn partial(&self) -> Result<Vec<i64>, LearningError> {
         self.rows()
@@ -475,9 +484,7 @@ impl LabelHolder {
                 Ok(Some(ToFeatureHolder::Masked { batch, yours, mine }))
             }
             ToLabelHolder::Unmasked { batch, values } => {
-                if self.party.done() || batch as usize != self.party.batch || self.party.masks.is_empty() {
-                    return Err(LearningError::Protocol(format!("no gradient of batch {batch} is awaited")));
-                }
+                self.party.expect_gradient(batch)?;
                 self.party.step(&values)?;
                 self.batch_message(rng)
             }
@@ -542,9 +549,7 @@ impl FeatureHolder {
                 Ok(Some(ToLabelHolder::Batch { batch, partial, masked }))
             }
             ToFeatureHolder::Masked { batch, yours, mine } => {
-                if self.party.done() || batch as usize != self.party.batch || self.party.masks.is_empty() {
-                    return Err(LearningError::Protocol(format!("no gradient of batch {batch} is awaited")));
-                }
+                self.party.expect_gradient(batch)?;
                 let columns = self.party.data.means.len() + 1;
                 if mine.len() != columns {
                     return Err(LearningError::Protocol(format!(
