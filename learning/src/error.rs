@@ -12,13 +12,12 @@ pub enum LearningError {
     /// A plaintext does not fit below the modulus.
     #[error("a plaintext must be below the Paillier modulus n")]
     PlaintextTooLarge,
-    /// A gradient or hessian outside the bounds the codec was made for.
-    #[error("{what} {value} is outside [{min}, {max}]: the objective's gradients must be bounded")]
+    /// A gradient, hessian or feature value outside the bounds the
+    /// encoding was made for (the value itself is data, so it is not kept).
+    #[error("a {what} is outside [{min}, {max}]: the objective's gradients and the features must be bounded")]
     OutOfRange {
         /// Which quantity.
         what: &'static str,
-        /// Its value.
-        value: f64,
         /// The lower bound.
         min: f64,
         /// The upper bound.

@@ -65,7 +65,7 @@ impl GradientCodec {
             if value.is_finite() && value >= min && value <= max {
                 Ok(())
             } else {
-                Err(LearningError::OutOfRange { what, value, min, max })
+                Err(LearningError::OutOfRange { what, min, max })
             }
         };
         check("gradient", gradient, -self.gradient_bound, self.gradient_bound)?;
@@ -196,6 +196,8 @@ mod tests {
         let codec = GradientCodec::logistic(1000).unwrap();
         assert!(matches!(codec.encode(1.5, 0.1), Err(LearningError::OutOfRange { what: "gradient", .. })));
         assert!(matches!(codec.encode(0.5, -0.1), Err(LearningError::OutOfRange { what: "hessian", .. })));
+        let shown = codec.encode(1.234_567, 0.1).unwrap_err().to_string();
+        assert!(!shown.contains("1.234567"), "the value is data and stays out of the message: {shown}");
         assert!(codec.encode(f64::NAN, 0.1).is_err());
         assert!(GradientCodec::logistic(u64::MAX).is_ok(), "a slot holds a sum over 2^64 rows");
         assert!(GradientCodec::new(0.0, 1.0, 10).is_err());

@@ -223,7 +223,7 @@ struct Scaled {
 fn to_fixed(v: f64) -> Result<i64, LearningError> {
     let scaled = (v * f64::from(1u32 << SCALE_BITS)).round();
     if !scaled.is_finite() || scaled.abs() > 2f64.powi(50) {
-        return Err(LearningError::OutOfRange { what: "fixed-point value", value: v, min: -1e9, max: 1e9 });
+        return Err(LearningError::OutOfRange { what: "standardised feature or partial score", min: -1e9, max: 1e9 });
     }
     // Checked to lie within ±2^50 above: the cast is exact.
     #[allow(clippy::cast_possible_truncation)]
