@@ -353,8 +353,9 @@ async fn run(command: Command) -> Result<(), CliError> {
         Command::Node { config } => {
             let config = NodeConfig::load(&config)?;
             let node = stayput_node::server::spawn(config).await?;
+            let stop = task::StopSignal::install()?;
             eprintln!("node '{}' listening on {}", node.state.config.org, node.addr);
-            let signal = task::stop_signal().await?;
+            let signal = stop.wait().await?;
             eprintln!("{signal}: shutting down");
             node.shutdown().await?;
             eprintln!("stopped cleanly");

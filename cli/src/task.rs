@@ -377,32 +377,58 @@ pub fn cardinality_of(text: &str) -> Option<u64> {
 pub async fn coordinator(config: PathBuf) -> Result<(), CliError> {
     let config = stayput_coordinator::CoordinatorConfig::load(&config)?;
     let running = stayput_coordinator::spawn(&config).await?;
+    let stop = StopSignal::install()?;
     eprintln!("coordinator '{}' listening on {}", config.org, running.addr);
-    let signal = stop_signal().await?;
+    let signal = stop.wait().await?;
     eprintln!("{signal}: shutting down");
     running.shutdown().await?;
     eprintln!("stopped cleanly");
     Ok(())
 }
 
-/// Waits for what stops a server: SIGTERM (what service managers and
-/// Kubernetes send) or SIGINT (Ctrl-C). Either way the caller then shuts
-/// down cleanly — the embedded ledger closed, so it opens again without
-/// recovery. Returns the signal's name.
-pub async fn stop_signal() -> Result<&'static str, CliError> {
-    let failed = |e: std::io::Error| CliError::Signal(e.to_string());
+/// What stops a server: SIGTERM (what service managers and Kubernetes
+/// send) or SIGINT (Ctrl-C). Installed before the server says it is
+/// listening, so a signal sent as soon as it does is caught too; either
+/// way the caller then shuts down cleanly — the embedded ledger closed, so
+/// it opens again without recovery.
+pub struct StopSignal {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut terminate = signal(SignalKind::terminate()).map_err(failed)?;
-        tokio::select! {
-            interrupted = tokio::signal::ctrl_c() => interrupted.map(|()| "SIGINT").map_err(failed),
-            _ = terminate.recv() => Ok("SIGTERM"),
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl StopSignal {
+    /// Takes over SIGTERM (SIGINT is taken when waiting, as tokio does).
+    pub fn install() -> Result<Self, CliError> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let terminate = signal(SignalKind::terminate()).map_err(|e| CliError::Signal(e.to_string()))?;
+            Ok(Self { terminate })
+        }
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    /// Waits for a stop; returns the signal's name.
+    pub async fn wait(mut self) -> Result<&'static str, CliError> {
+        let failed = |e: std::io::Error| CliError::Signal(e.to_string());
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                interrupted = tokio::signal::ctrl_c() => interrupted.map(|()| "SIGINT").map_err(failed),
+                _ = self.terminate.recv() => Ok("SIGTERM"),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            tokio::signal::ctrl_c().await.map(|()| "Ctrl-C").map_err(failed)
         }
     }
-    #[cfg(not(unix))]
-    {
-        tokio::signal::ctrl_c().await.map(|()| "Ctrl-C").map_err(failed)
+}
+
+impl std::fmt::Debug for StopSignal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StopSignal")
     }
 }
 
