@@ -57,6 +57,23 @@ def main():
     write("paillier", "key-and-ciphertext", bytes([0]) + modulus.to_bytes(256, "big") + (7).to_bytes(512, "big"))
     write("paillier", "packed-sums", bytes([1, 2]) + (8000).to_bytes(2, "little") + (0x1234 << 100).to_bytes(256, "big"))
 
+    # The learning crate's known-answer vectors, each behind the selector of
+    # its decoder (see fuzz_targets/learning_wire.rs).
+    selectors = {"boost-histogram": 1, "boost-partition": 1, "leaf-masks": 4, "partial-scores": 5}
+    for line in (ROOT / "learning/test-vectors/wire-v1.txt").read_text().splitlines():
+        name, hexed = line.split()
+        if name.startswith("share-"):
+            selector = 6
+        elif name in selectors:
+            selector = selectors[name]
+        elif name.startswith("boost-"):
+            selector = 0
+        elif name.endswith("label-holder") or name == "lr-masked":
+            selector = 2
+        else:
+            selector = 3
+        write("learning_wire", name, bytes([selector]) + bytes.fromhex(hexed))
+
     records = vectors("chain-connector/test-vectors/records-v2.json")
     for r in records["records"]:
         write("records", r["kind"], bytes.fromhex(r["signed_record_hex"]))

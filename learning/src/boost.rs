@@ -213,14 +213,14 @@ impl TreeShape {
 
 /// A split of the label holder's own.
 #[derive(Debug, Clone, Copy, PartialEq)]
-struct OwnSplit {
-    feature: usize,
-    threshold: f64,
-    missing_left: bool,
+pub(crate) struct OwnSplit {
+    pub(crate) feature: usize,
+    pub(crate) threshold: f64,
+    pub(crate) missing_left: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-enum Node {
+pub(crate) enum Node {
     Leaf(f64),
     Own(OwnSplit),
     Peer,
@@ -231,15 +231,15 @@ enum Node {
 /// splits and every leaf weight.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LabelHolderModel {
-    base_score: f64,
-    trees: Vec<(TreeShape, Vec<Node>)>,
+    pub(crate) base_score: f64,
+    pub(crate) trees: Vec<(TreeShape, Vec<Node>)>,
 }
 
 /// The feature holder's share: its splits' features and thresholds.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct FeatureHolderModel {
-    splits: BTreeMap<(u32, u32), OwnSplit>,
-    shapes: Vec<TreeShape>,
+    pub(crate) splits: BTreeMap<(u32, u32), OwnSplit>,
+    pub(crate) shapes: Vec<TreeShape>,
 }
 
 fn goes_left(split: &OwnSplit, value: f64) -> bool {
@@ -247,6 +247,11 @@ fn goes_left(split: &OwnSplit, value: f64) -> bool {
 }
 
 impl FeatureHolderModel {
+    /// Trees whose shape this share holds.
+    pub fn trees(&self) -> usize {
+        self.shapes.len()
+    }
+
     /// Per row, per tree: the leaves the row can reach given this party's
     /// splits. `features[f][row]`.
     pub fn leaf_masks(&self, features: &[Vec<f64>]) -> Result<Vec<Vec<Vec<bool>>>, LearningError> {
@@ -270,6 +275,12 @@ impl FeatureHolderModel {
 }
 
 impl LabelHolderModel {
+    /// Each tree's node count, what the feature holder's leaf masks must
+    /// match.
+    pub fn tree_sizes(&self) -> Vec<usize> {
+        self.trees.iter().map(|(shape, _)| shape.children.len()).collect()
+    }
+
     /// Probabilities for rows whose own features are `features[f][row]`
     /// and whose feature holder's leaf masks are `peer_masks[row][tree]`.
     pub fn predict(&self, features: &[Vec<f64>], peer_masks: &[Vec<Vec<bool>>]) -> Result<Vec<f64>, LearningError> {

@@ -34,6 +34,24 @@ pub enum LearningError {
     /// Training or prediction parameters out of range.
     #[error("bad parameter: {0}")]
     BadParameter(String),
+    /// Bytes that are not a well-formed message or model share.
+    #[error("malformed {what}: {reason}")]
+    Malformed {
+        /// What was being read.
+        what: &'static str,
+        /// What was wrong.
+        reason: String,
+    },
+    /// Bytes of a format version this build does not read.
+    #[error("{what} of format version {got}; this node reads version {supported} (upgrade the older side)")]
+    UnsupportedVersion {
+        /// What was being read.
+        what: &'static str,
+        /// The version found.
+        got: u8,
+        /// The version this build reads.
+        supported: u8,
+    },
     /// A peer's message does not fit the protocol's state.
     #[error("protocol violation: {0}")]
     Protocol(String),

@@ -17,6 +17,8 @@
 //!   holder's state machines, their model shares and joint prediction.
 //! * [`logistic`] — two-party vertical logistic regression, each party
 //!   with its own key, gradients masked before any decryption.
+//! * [`wire`] — the versioned encodings of every message and model share,
+//!   with validating decoders.
 //!
 //! No I/O, no async: nodes carry the messages.
 #![forbid(unsafe_code)]
@@ -29,5 +31,6 @@ pub mod gradients;
 pub mod logistic;
 pub mod paillier;
 pub mod split;
+pub mod wire;
 
 pub use error::LearningError;

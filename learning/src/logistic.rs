@@ -159,11 +159,11 @@ pub enum ToLabelHolder {
 /// One party's share of the model: its scaler and weights.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LrShare {
-    means: Vec<f64>,
-    stds: Vec<f64>,
-    weights: Vec<f64>,
+    pub(crate) means: Vec<f64>,
+    pub(crate) stds: Vec<f64>,
+    pub(crate) weights: Vec<f64>,
     /// The intercept (label holder only; 0 at the feature holder).
-    intercept: f64,
+    pub(crate) intercept: f64,
 }
 
 impl LrShare {
@@ -515,6 +515,11 @@ impl FeatureHolder {
         let party = Party::new(features, rows, params, false, rng)?;
         let setup = ToLabelHolder::Setup(Box::new(party.key.public().clone()));
         Ok((Self { party }, setup))
+    }
+
+    /// Whether every batch is done.
+    pub fn is_done(&self) -> bool {
+        self.party.done()
     }
 
     /// The feature holder's share (weights of its features).
