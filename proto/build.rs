@@ -19,6 +19,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "proto/stayput/v1/blacklist.proto",
                 "proto/stayput/v1/compute_only.proto",
                 "proto/stayput/v1/lookup.proto",
+                "proto/stayput/v1/learning.proto",
             ],
             &["proto"],
         )?;

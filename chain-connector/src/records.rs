@@ -150,6 +150,10 @@ wire_enum!(
         ComputeOnly = 5 => "compute_only",
         /// Private record lookup.
         Lookup = 6 => "lookup",
+        /// Vertical joint model training.
+        Train = 7 => "train",
+        /// Joint prediction with a trained model.
+        Predict = 8 => "predict",
     }
 );
 

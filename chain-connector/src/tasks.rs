@@ -289,8 +289,88 @@ pub struct LookupParams {
     pub requester_dataset: String,
 }
 
-/// The parameters of a task, by kind.
+/// The model a training task fits, with its hyperparameters (see
+/// `stayput-learning`'s `boost` and `logistic` modules for their meaning).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ModelSpec {
+    /// Vertical SecureBoost.
+    BoostedTrees {
+        /// Trees to grow.
+        trees: u32,
+        /// Most quantile bins per feature.
+        max_bins: u32,
+        /// Deepest level of a tree.
+        max_depth: u32,
+        /// Shrinkage of every leaf weight.
+        learning_rate: f64,
+        /// Least hessian sum of a child.
+        min_child_weight: f64,
+        /// L2 regularisation of leaf weights.
+        lambda: f64,
+        /// Least gain of a split.
+        gamma: f64,
+        /// Fewest rows of a node the feature holder is asked about.
+        min_node_rows: u64,
+    },
+    /// Two-party vertical logistic regression.
+    LogisticRegression {
+        /// Passes over the aligned rows.
+        epochs: u32,
+        /// Rows per gradient step.
+        batch_size: u32,
+        /// Step size.
+        learning_rate: f64,
+        /// L2 penalty.
+        l2: f64,
+    },
+}
+
+impl ModelSpec {
+    /// The model's name as the CLI and the ledger's readers show it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ModelSpec::BoostedTrees { .. } => "boosted_trees",
+            ModelSpec::LogisticRegression { .. } => "logistic_regression",
+        }
+    }
+}
+
+/// Parameters of a training task (kind `train`): the requester is the
+/// label holder and runs on its own dataset; the peer dataset's owner is
+/// the feature holder. Rows are aligned by PSI on both datasets' key
+/// columns inside the task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainParams {
+    /// The requester's dataset (labels and its features).
+    pub requester_dataset: String,
+    /// The feature holder's dataset on the ledger.
+    pub peer_dataset: String,
+    /// The requester's label column (0 or 1).
+    pub label: String,
+    /// The requester's feature columns.
+    pub features: Vec<String>,
+    /// The peer dataset's feature columns (within its grant).
+    pub peer_features: Vec<String>,
+    /// The model and its hyperparameters.
+    pub model: ModelSpec,
+}
+
+/// Parameters of a prediction task (kind `predict`): score the rows of the
+/// requester's dataset with the model a training task left on both nodes;
+/// each node checks its model share against the commitment that training
+/// recorded before it uses it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PredictParams {
+    /// The training task whose model is used.
+    pub model_task: String,
+    /// The requester's dataset of applicants (its model features).
+    pub requester_dataset: String,
+    /// The feature holder's dataset on the ledger (its model features).
+    pub peer_dataset: String,
+}
+
+/// The parameters of a task, by kind.
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum TaskParams {
     /// Balanced PSI, intersection or cardinality.
@@ -303,6 +383,25 @@ pub enum TaskParams {
     ComputeOnly(ComputeOnlyParams),
     /// A private record lookup.
     Lookup(LookupParams),
+    /// Joint model training.
+    Train(TrainParams),
+    /// Joint prediction.
+    Predict(PredictParams),
+}
+
+fn f64_bits(v: f64) -> u64 {
+    v.to_bits()
+}
+
+fn read_f64(r: &mut Reader<'_>) -> Result<f64, LedgerError> {
+    let v = f64::from_bits(r.u64()?);
+    if !v.is_finite() {
+        return Err(LedgerError::Malformed {
+            what: "task parameters",
+            reason: "a hyperparameter is not finite".into(),
+        });
+    }
+    Ok(v)
 }
 
 impl TaskParams {
@@ -328,6 +427,36 @@ impl TaskParams {
             }
             TaskParams::Lookup(p) => {
                 w.u8(5).str(&p.dataset).str(&p.requester_dataset);
+            }
+            TaskParams::Train(p) => {
+                w.u8(7).str(&p.requester_dataset).str(&p.peer_dataset).str(&p.label);
+                w.list(&p.features, |w, c| {
+                    w.str(c);
+                });
+                w.list(&p.peer_features, |w, c| {
+                    w.str(c);
+                });
+                match p.model {
+                    ModelSpec::BoostedTrees {
+                        trees,
+                        max_bins,
+                        max_depth,
+                        learning_rate,
+                        min_child_weight,
+                        lambda,
+                        gamma,
+                        min_node_rows,
+                    } => {
+                        w.u8(1).u32(trees).u32(max_bins).u32(max_depth).u64(f64_bits(learning_rate));
+                        w.u64(f64_bits(min_child_weight)).u64(f64_bits(lambda)).u64(f64_bits(gamma)).u64(min_node_rows);
+                    }
+                    ModelSpec::LogisticRegression { epochs, batch_size, learning_rate, l2 } => {
+                        w.u8(2).u32(epochs).u32(batch_size).u64(f64_bits(learning_rate)).u64(f64_bits(l2));
+                    }
+                }
+            }
+            TaskParams::Predict(p) => {
+                w.u8(8).str(&p.model_task).str(&p.requester_dataset).str(&p.peer_dataset);
             }
         }
         w.into_bytes()
@@ -377,6 +506,42 @@ impl TaskParams {
             (Computation::Lookup, 5) => {
                 TaskParams::Lookup(LookupParams { dataset: r.str()?, requester_dataset: r.str()? })
             }
+            (Computation::Train, 7) => TaskParams::Train(TrainParams {
+                requester_dataset: r.str()?,
+                peer_dataset: r.str()?,
+                label: r.str()?,
+                features: r.list(Reader::str)?,
+                peer_features: r.list(Reader::str)?,
+                model: match r.u8()? {
+                    1 => ModelSpec::BoostedTrees {
+                        trees: r.u32()?,
+                        max_bins: r.u32()?,
+                        max_depth: r.u32()?,
+                        learning_rate: read_f64(&mut r)?,
+                        min_child_weight: read_f64(&mut r)?,
+                        lambda: read_f64(&mut r)?,
+                        gamma: read_f64(&mut r)?,
+                        min_node_rows: r.u64()?,
+                    },
+                    2 => ModelSpec::LogisticRegression {
+                        epochs: r.u32()?,
+                        batch_size: r.u32()?,
+                        learning_rate: read_f64(&mut r)?,
+                        l2: read_f64(&mut r)?,
+                    },
+                    other => {
+                        return Err(LedgerError::Malformed {
+                            what: "task parameters",
+                            reason: format!("model {other} is unknown; boosted_trees (1) or logistic_regression (2)"),
+                        });
+                    }
+                },
+            }),
+            (Computation::Predict, 8) => TaskParams::Predict(PredictParams {
+                model_task: r.str()?,
+                requester_dataset: r.str()?,
+                peer_dataset: r.str()?,
+            }),
             (kind, tag) => {
                 return Err(LedgerError::Malformed {
                     what: "task parameters",
@@ -513,6 +678,64 @@ mod tests {
         assert_eq!(TaskParams::decode(Computation::Lookup, &bytes).unwrap(), params);
         assert!(TaskParams::decode(Computation::ComputeOnly, &bytes).is_err());
         assert!(TaskParams::decode(Computation::Lookup, &bytes[..bytes.len() - 2]).is_err());
+    }
+
+    #[test]
+    fn training_and_prediction_parameters_have_one_encoding() {
+        let params = TaskParams::Train(TrainParams {
+            requester_dataset: "loans".into(),
+            peer_dataset: "bureau".into(),
+            label: "y".into(),
+            features: vec!["a".into()],
+            peer_features: vec!["b".into()],
+            model: ModelSpec::LogisticRegression { epochs: 2, batch_size: 64, learning_rate: 0.5, l2: 0.0 },
+        });
+        let bytes = params.encode();
+        // Known answer: tag 7, the datasets and label, both feature lists,
+        // model 2 (LR) with epochs, batch size and both rates as f64 bits.
+        let expected = concat!(
+            "07",
+            "05000000",
+            "6c6f616e73",
+            "06000000",
+            "627572656175",
+            "01000000",
+            "79",
+            "01000000",
+            "01000000",
+            "61",
+            "01000000",
+            "01000000",
+            "62",
+            "02",
+            "02000000",
+            "40000000",
+            "000000000000e03f",
+            "0000000000000000"
+        );
+        assert_eq!(hex::encode(&bytes), expected);
+        assert_eq!(TaskParams::decode(Computation::Train, &bytes).unwrap(), params);
+        assert!(TaskParams::decode(Computation::Predict, &bytes).is_err());
+        let mut nan = bytes.clone();
+        let at = nan.len() - 16;
+        nan[at..at + 8].copy_from_slice(&f64::NAN.to_bits().to_le_bytes());
+        assert!(TaskParams::decode(Computation::Train, &nan).unwrap_err().to_string().contains("not finite"));
+        let mut model = bytes.clone();
+        model[bytes.len() - 25] = 9;
+        assert!(TaskParams::decode(Computation::Train, &model).unwrap_err().to_string().contains("model 9"));
+
+        let params = TaskParams::Predict(PredictParams {
+            model_task: "t-1".into(),
+            requester_dataset: "new".into(),
+            peer_dataset: "bureau".into(),
+        });
+        let bytes = params.encode();
+        assert_eq!(
+            hex::encode(&bytes),
+            concat!("08", "03000000", "742d31", "03000000", "6e6577", "06000000", "627572656175")
+        );
+        assert_eq!(TaskParams::decode(Computation::Predict, &bytes).unwrap(), params);
+        assert!(TaskParams::decode(Computation::Predict, &bytes[..bytes.len() - 1]).is_err());
     }
 
     #[test]

@@ -18,7 +18,7 @@ use stayput_chain_connector::Ledger;
 use stayput_chain_connector::ledger::GrantFilter;
 use stayput_chain_connector::records::{Computation, DatasetVersion, Role, Task};
 use stayput_chain_connector::rules::GrantState;
-use stayput_chain_connector::tasks::{REQUEST_WINDOW_SECS, SignedTaskRequest, TaskParams};
+use stayput_chain_connector::tasks::{REQUEST_WINDOW_SECS, SignedTaskRequest, TaskParams, TaskRequest};
 
 use crate::CoordinatorError;
 
@@ -59,7 +59,9 @@ fn grant_problem(
     // A grant naming no columns allows the dataset's key columns only, which
     // the owner's node knows; statistics read other columns, so they need a
     // grant that names them.
-    if matches!(kind, Computation::Stats | Computation::ComputeOnly) && g.grant.columns.is_empty() {
+    if matches!(kind, Computation::Stats | Computation::ComputeOnly | Computation::Train | Computation::Predict)
+        && g.grant.columns.is_empty()
+    {
         return problem(format!("grant '{id}' names no columns; a {kind} task needs a grant that names them"));
     }
     if matches!(kind, Computation::ComputeOnly | Computation::Stats) {
@@ -186,6 +188,8 @@ pub async fn admit(
             | Computation::Blacklist
             | Computation::ComputeOnly
             | Computation::Lookup
+            | Computation::Train
+            | Computation::Predict
     ) {
         return Err(CoordinatorError::Unsupported { kind: request.kind.to_string() });
     }
@@ -248,6 +252,42 @@ pub async fn admit(
                 versions.last().ok_or_else(|| CoordinatorError::UnknownDataset { dataset: p.dataset.clone() })?;
             check_lookup_table(latest)?;
             Vec::new()
+        }
+        TaskParams::Train(p) => {
+            one_dataset(request, &p.peer_dataset)?;
+            let distinct: BTreeSet<&String> = p.peer_features.iter().chain(&p.features).collect();
+            if p.peer_features.is_empty()
+                || distinct.len() != p.peer_features.len() + p.features.len()
+                || p.features.contains(&p.label)
+            {
+                return Err(CoordinatorError::BadRequest(
+                    "a train task names at least one peer feature, no feature twice, and a label that is not a feature"
+                        .into(),
+                ));
+            }
+            p.peer_features.clone()
+        }
+        TaskParams::Predict(p) => {
+            one_dataset(request, &p.peer_dataset)?;
+            let model = ledger.task(&p.model_task).await?.ok_or_else(|| {
+                CoordinatorError::BadRequest(format!("model task '{}' is not on the ledger", p.model_task))
+            })?;
+            let trained = match TaskParams::decode(model.task.kind(), &model.task.request.request.params) {
+                Ok(TaskParams::Train(t)) => t,
+                _ => {
+                    return Err(CoordinatorError::BadRequest(format!(
+                        "task '{}' is not a training task",
+                        p.model_task
+                    )));
+                }
+            };
+            if model.task.requester() != request.requester || model.result().is_none() {
+                return Err(CoordinatorError::BadRequest(format!(
+                    "task '{}' is not a finished training of '{}'; predict with a model you trained",
+                    p.model_task, request.requester
+                )));
+            }
+            trained.peer_features
         }
         _ => return Err(CoordinatorError::Unsupported { kind: request.kind.to_string() }),
     };
@@ -318,4 +358,15 @@ pub async fn admit(
 
     let task = Task::new(signed.clone(), grants);
     Ok(Admitted { task, params })
+}
+
+/// A task that reads exactly one peer dataset.
+fn one_dataset(request: &TaskRequest, dataset: &str) -> Result<(), CoordinatorError> {
+    if request.datasets != [dataset] {
+        return Err(CoordinatorError::BadRequest(format!(
+            "a {} task reads exactly the peer's dataset '{dataset}'; the request names {:?}",
+            request.kind, request.datasets
+        )));
+    }
+    Ok(())
 }

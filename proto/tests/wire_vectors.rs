@@ -10,11 +10,12 @@ use prost::Message;
 use stayput_proto::v1::{
     CensusRequest, CensusResponse, ComputeOnlyRequest, ComputeOnlyResponse, ContributeRequest, ContributeResponse,
     EvaluateRequest, EvaluateResponse, FetchHintRequest, FetchSetRequest, FheDeposit, FheDownload, FheOpen, FhePhase,
-    FheUpload, HintChunk, HintHeader, LookupRequest, LookupResponse, OutputFormat, PsiAccept, PsiMode, PsiOpen,
-    PsiRequesterMessage, PsiResponderMessage, PsiSummary, RunPsiRequest, RunTaskRequest, SetChunk, SetHeader,
+    FheUpload, HintChunk, HintHeader, LearningAccept, LearningFrame, LearningOpen, LearningRequesterMessage,
+    LearningResponderMessage, LearningSummary, LookupRequest, LookupResponse, OutputFormat, PsiAccept, PsiMode,
+    PsiOpen, PsiRequesterMessage, PsiResponderMessage, PsiSummary, RunPsiRequest, RunTaskRequest, SetChunk, SetHeader,
     ShareRequest, SubmitTaskRequest, SubmitTaskResponse, TaskEvent, TaskProgress, TaskResult, TaskState, TaskUpdate,
-    WatchTaskRequest, fhe_download, fhe_upload, hint_chunk, psi_requester_message, psi_responder_message, set_chunk,
-    task_event,
+    WatchTaskRequest, fhe_download, fhe_upload, hint_chunk, learning_requester_message, learning_responder_message,
+    psi_requester_message, psi_responder_message, set_chunk, task_event,
 };
 
 /// The vectors beside this crate, found at run time: a test binary reused
@@ -303,6 +304,55 @@ fn encoded() -> BTreeMap<&'static str, Vec<u8>> {
             receiver: "bank".into(),
             error: String::new(),
             result_count: 300,
+        }
+        .encode_to_vec(),
+    );
+    let learning_open = LearningOpen {
+        protocol_version: 1,
+        task_id: "t-0002".into(),
+        dataset: "bureau".into(),
+        requester_size: 8000,
+        key_columns: 1,
+        normalisation: vec!["trim".into()],
+        batch_size: 4096,
+    };
+    v.insert(
+        "LearningRequesterMessage.open",
+        LearningRequesterMessage { body: Some(learning_requester_message::Body::Open(learning_open)) }.encode_to_vec(),
+    );
+    v.insert(
+        "LearningRequesterMessage.frame",
+        LearningRequesterMessage {
+            body: Some(learning_requester_message::Body::Frame(LearningFrame {
+                chunk: vec![1, 0x12].into(),
+                last: true,
+            })),
+        }
+        .encode_to_vec(),
+    );
+    v.insert(
+        "LearningRequesterMessage.psi",
+        LearningRequesterMessage {
+            body: Some(learning_requester_message::Body::Psi(PsiRequesterMessage {
+                body: Some(psi_requester_message::Body::EchoTags(vec![0xbb; 12].into())),
+            })),
+        }
+        .encode_to_vec(),
+    );
+    v.insert(
+        "LearningResponderMessage.accept",
+        LearningResponderMessage {
+            body: Some(learning_responder_message::Body::Accept(LearningAccept { responder_size: 9000 })),
+        }
+        .encode_to_vec(),
+    );
+    v.insert(
+        "LearningResponderMessage.summary",
+        LearningResponderMessage {
+            body: Some(learning_responder_message::Body::Summary(LearningSummary {
+                aligned_rows: 7000,
+                share_commitment: vec![0xcc; 32].into(),
+            })),
         }
         .encode_to_vec(),
     );
