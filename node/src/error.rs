@@ -97,6 +97,10 @@ pub enum NodeError {
     NodeReported(String),
     #[error("the session was cancelled")]
     Cancelled,
+    #[error("joint modelling: {0}")]
+    Learning(#[from] stayput_learning::LearningError),
+    #[error("joint modelling: {0}")]
+    Model(String),
     #[error("a worker task failed: {0}")]
     Worker(String),
     #[error("cannot listen on {address}: {detail}")]
@@ -127,6 +131,7 @@ impl NodeError {
             | NodeError::MissingMode
             | NodeError::InvalidQuery(_) => Code::InvalidArgument,
             NodeError::Psi(_) | NodeError::Lookup(_) | NodeError::UnexpectedMessage { .. } => Code::InvalidArgument,
+            NodeError::Learning(_) => Code::InvalidArgument,
             NodeError::NotOwnOrganisation { .. } | NodeError::NotAuthorised { .. } | NodeError::LedgerRefused(_) => {
                 Code::PermissionDenied
             }
@@ -136,9 +141,11 @@ impl NodeError {
             NodeError::Busy { .. } | NodeError::TooManyPeerKeys { .. } => Code::ResourceExhausted,
             NodeError::ResultExists { .. } => Code::AlreadyExists,
             NodeError::DatasetChanged { .. } => Code::Aborted,
-            NodeError::Stats(_) | NodeError::Blacklist(_) | NodeError::ComputeOnly(_) | NodeError::Pir(_) => {
-                Code::FailedPrecondition
-            }
+            NodeError::Stats(_)
+            | NodeError::Blacklist(_)
+            | NodeError::ComputeOnly(_)
+            | NodeError::Pir(_)
+            | NodeError::Model(_) => Code::FailedPrecondition,
             NodeError::Cancelled => Code::Cancelled,
             _ => Code::Internal,
         }

@@ -59,6 +59,7 @@ pub mod config;
 pub mod control;
 pub mod dataset;
 mod error;
+pub mod learning;
 pub mod ledger_client;
 pub mod lookup;
 pub mod peers;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use stayput_proto::v1::blacklist_peer_server::BlacklistPeerServer;
 use stayput_proto::v1::compute_only_peer_server::ComputeOnlyPeerServer;
+use stayput_proto::v1::learning_peer_server::LearningPeerServer;
 use stayput_proto::v1::lookup_peer_server::LookupPeerServer;
 use stayput_proto::v1::node_control_server::NodeControlServer;
 use stayput_proto::v1::psi_peer_server::PsiPeerServer;
@@ -83,6 +84,7 @@ pub async fn serve_on(
     health.set_serving::<BlacklistPeerServer<crate::blacklist::BlacklistPeerService>>().await;
     health.set_serving::<ComputeOnlyPeerServer<crate::compute_only::ComputeOnlyPeerService>>().await;
     health.set_serving::<LookupPeerServer<crate::lookup::LookupPeerService>>().await;
+    health.set_serving::<LearningPeerServer<crate::learning::owner::LearningPeerService>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(stayput_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -104,6 +106,9 @@ pub async fn serve_on(
     let pir = LookupPeerServer::new(crate::lookup::LookupPeerService::new(state.clone()))
         .max_decoding_message_size(crate::lookup::MAX_PIR_MESSAGE_BYTES)
         .max_encoding_message_size(crate::lookup::MAX_PIR_MESSAGE_BYTES);
+    let learning = LearningPeerServer::new(crate::learning::owner::LearningPeerService::new(state.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
     tracing::info!(org = %state.config.org, addr = ?listener.local_addr().ok(), "node listening");
     Server::builder()
         .tls_config(state.tls.server())
@@ -119,6 +124,7 @@ pub async fn serve_on(
         .add_service(labeled)
         .add_service(aggregate)
         .add_service(pir)
+        .add_service(learning)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
         .map_err(|e| NodeError::Listen { address: "(bound)".into(), detail: e.to_string() })

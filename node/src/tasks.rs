@@ -210,6 +210,18 @@ async fn execute(
             tracing::info!(task = %task_id, lookups = outcome.lookups, found = outcome.found, "private lookup finished");
             TaskResult { file_sha256, file, count: outcome.lookups, intermediates: vec![], count_withheld: false }
         }
+        TaskParams::Train(p) => {
+            if task.task.datasets() != [p.peer_dataset.clone()] {
+                return Err(refuse("its peer dataset is not the task's dataset".into()));
+            }
+            crate::learning::requester::run_train(state, task_id, p, progress).await?
+        }
+        TaskParams::Predict(p) => {
+            if task.task.datasets() != [p.peer_dataset.clone()] {
+                return Err(refuse("its peer dataset is not the task's dataset".into()));
+            }
+            crate::learning::requester::run_predict(state, task_id, p, progress).await?
+        }
         _ => return Err(refuse(format!("{} tasks are not supported by this node yet", task.task.kind()))),
     };
     finish(dir, task_id, result)

@@ -122,6 +122,97 @@ impl<In, Out> PeerLink<In, Out> {
     }
 }
 
+/// What a protocol role needs of its connection to the peer, so a role
+/// can run over its own stream ([`PeerLink`]) or nested inside another
+/// protocol's stream ([`Nested`]).
+pub trait Link<In, Out> {
+    /// The peer's organisation.
+    fn peer(&self) -> &str;
+    /// The next message.
+    fn recv(&mut self, phase: &'static str) -> Result<In, NodeError>;
+    /// A message if one is waiting.
+    fn try_recv(&mut self, phase: &'static str) -> Result<Option<In>, NodeError>;
+    /// Sends a message.
+    fn send(&self, message: Out, phase: &'static str) -> Result<(), NodeError>;
+    /// Ends our side (a nested role leaves that to its host).
+    fn close(&mut self);
+}
+
+impl<In, Out> Link<In, Out> for PeerLink<In, Out> {
+    fn peer(&self) -> &str {
+        PeerLink::peer(self)
+    }
+    fn recv(&mut self, phase: &'static str) -> Result<In, NodeError> {
+        PeerLink::recv(self, phase)
+    }
+    fn try_recv(&mut self, phase: &'static str) -> Result<Option<In>, NodeError> {
+        PeerLink::try_recv(self, phase)
+    }
+    fn send(&self, message: Out, phase: &'static str) -> Result<(), NodeError> {
+        PeerLink::send(self, message, phase)
+    }
+    fn close(&mut self) {
+        PeerLink::close(self)
+    }
+}
+
+/// One protocol's messages carried inside another's stream: `unwrap` takes
+/// the inner message out of an outer one (or names what came instead),
+/// `wrap` puts one in. Closing is left to the host protocol.
+pub struct Nested<'a, L, U, W, OuterIn, OuterOut> {
+    link: &'a mut L,
+    unwrap: U,
+    wrap: W,
+    expected: &'static str,
+    outer: std::marker::PhantomData<fn(OuterIn) -> OuterOut>,
+}
+
+impl<L, U, W, OuterIn, OuterOut> std::fmt::Debug for Nested<'_, L, U, W, OuterIn, OuterOut> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Nested").field("expected", &self.expected).finish_non_exhaustive()
+    }
+}
+
+impl<'a, L, U, W, OuterIn, OuterOut> Nested<'a, L, U, W, OuterIn, OuterOut> {
+    /// The inner protocol (named `expected` in errors) over `link`.
+    pub fn new(link: &'a mut L, expected: &'static str, unwrap: U, wrap: W) -> Self {
+        Self { link, unwrap, wrap, expected, outer: std::marker::PhantomData }
+    }
+}
+
+impl<OuterIn, OuterOut, In, Out, L, U, W> Link<In, Out> for Nested<'_, L, U, W, OuterIn, OuterOut>
+where
+    L: Link<OuterIn, OuterOut>,
+    U: Fn(OuterIn) -> Result<In, &'static str>,
+    W: Fn(Out) -> OuterOut,
+{
+    fn peer(&self) -> &str {
+        self.link.peer()
+    }
+    fn recv(&mut self, phase: &'static str) -> Result<In, NodeError> {
+        let outer = self.link.recv(phase)?;
+        (self.unwrap)(outer).map_err(|got| NodeError::UnexpectedMessage {
+            peer: self.link.peer().into(),
+            expected: self.expected,
+            got,
+        })
+    }
+    fn try_recv(&mut self, phase: &'static str) -> Result<Option<In>, NodeError> {
+        match self.link.try_recv(phase)? {
+            None => Ok(None),
+            Some(outer) => (self.unwrap)(outer).map(Some).map_err(|got| NodeError::UnexpectedMessage {
+                peer: self.link.peer().into(),
+                expected: self.expected,
+                got,
+            }),
+        }
+    }
+    fn send(&self, message: Out, phase: &'static str) -> Result<(), NodeError> {
+        self.link.send((self.wrap)(message), phase)
+    }
+    fn close(&mut self) {}
+}
+
 /// Maps a status received from a peer.
 pub fn status_error(status: tonic::Status, peer: &str, phase: &'static str) -> NodeError {
     match status.code() {

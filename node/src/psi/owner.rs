@@ -21,7 +21,7 @@ use stayput_proto::v1::{
     PsiAccept, PsiOpen, PsiRequesterMessage, PsiResponderMessage, PsiSummary, psi_requester_message::Body as In,
     psi_responder_message::Body as Out,
 };
-use stayput_psi::ecdh::{OutputMode, ResponderSession, SessionParams};
+use stayput_psi::ecdh::{OutputMode, ResponderOutput, ResponderSession, SessionParams};
 use stayput_psi::group::TaskId;
 use stayput_psi::messages::{PointBatch, TagBatch};
 use tokio::sync::mpsc;
@@ -32,7 +32,9 @@ use crate::authorisation::ServeRequest;
 use crate::dataset::{Dataset, DatasetKeys, FileFormat};
 use crate::identity::caller_org;
 use crate::serve::{Authorised, Recorded};
-use crate::wire::{INBOUND_CAPACITY, PeerLink, check_task_id, forward_inbound, mode_from_wire, requester_body_name};
+use crate::wire::{
+    INBOUND_CAPACITY, Link, PeerLink, check_task_id, forward_inbound, mode_from_wire, requester_body_name,
+};
 use crate::{NodeError, NodeState};
 
 /// The responder's gRPC service.
@@ -48,7 +50,12 @@ impl PsiPeerService {
     }
 }
 
-type Link = PeerLink<PsiRequesterMessage, Result<PsiResponderMessage, Status>>;
+type OwnLink = PeerLink<PsiRequesterMessage, Result<PsiResponderMessage, Status>>;
+
+/// A link the responder's role runs over: its own stream, or nested in a
+/// learning session's.
+pub(crate) trait ResponderLink: Link<PsiRequesterMessage, Result<PsiResponderMessage, Status>> {}
+impl<L: Link<PsiRequesterMessage, Result<PsiResponderMessage, Status>>> ResponderLink for L {}
 
 /// A validated session request.
 struct Accepted {
@@ -184,11 +191,11 @@ enum Session {
     Unledgered(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit),
 }
 
-fn send(link: &Link, body: Out, phase: &'static str) -> Result<(), NodeError> {
+pub(crate) fn send(link: &impl ResponderLink, body: Out, phase: &'static str) -> Result<(), NodeError> {
     link.send(Ok(PsiResponderMessage { body: Some(body) }), phase)
 }
 
-fn expect(link: &mut Link, expected: &'static str) -> Result<In, NodeError> {
+fn expect(link: &mut impl ResponderLink, expected: &'static str) -> Result<In, NodeError> {
     let message = link.recv(expected)?;
     message.body.ok_or_else(|| NodeError::UnexpectedMessage {
         peer: link.peer().into(),
@@ -197,7 +204,7 @@ fn expect(link: &mut Link, expected: &'static str) -> Result<In, NodeError> {
     })
 }
 
-fn unexpected(link: &Link, expected: &'static str, got: &In) -> NodeError {
+fn unexpected(link: &impl ResponderLink, expected: &'static str, got: &In) -> NodeError {
     NodeError::UnexpectedMessage { peer: link.peer().into(), expected, got: requester_body_name(Some(got)) }
 }
 
@@ -208,10 +215,37 @@ fn respond(
     session: &Accepted,
     params: SessionParams,
     keys: &DatasetKeys,
-    link: &mut Link,
+    link: &mut OwnLink,
 ) -> Result<u64, NodeError> {
+    send(link, Out::Accept(PsiAccept { responder_size: params.responder_len() }), "accept")?;
+    let output = respond_role(params, keys, link)?;
+    let matches = match output.intersection() {
+        Some(indices) => {
+            let common: HashSet<Vec<u8>> = indices.iter().map(|&i| keys.keys.get(i as usize).to_vec()).collect();
+            let target = state.config.output_dir.join(format!("from-{}", session.peer)).join(format!(
+                "{}-{}.{}",
+                session.task,
+                session.dataset.name,
+                FileFormat::Csv.extension()
+            ));
+            session.dataset.write_rows_with_keys(&common, keys.fingerprint, &target, FileFormat::Csv)?;
+            indices.len() as u64
+        }
+        None => 0,
+    };
+    send(link, Out::Summary(PsiSummary { responder_matches: matches }), "summary")?;
+    Ok(matches)
+}
+
+/// The responder's protocol after its accept, up to its output (the caller
+/// sends the accept and the summary), on a blocking thread.
+pub(crate) fn respond_role(
+    params: SessionParams,
+    keys: &DatasetKeys,
+    link: &mut impl ResponderLink,
+) -> Result<ResponderOutput, NodeError> {
     let (requester_len, responder_len) = (params.requester_len(), params.responder_len());
-    send(link, Out::Accept(PsiAccept { responder_size: responder_len }), "accept")?;
+    let mode = params.mode();
 
     let mut own = ResponderSession::new(params, &keys.keys, &mut OsRng)?;
     while let Some(batch) = own.next_batch() {
@@ -234,7 +268,7 @@ fn respond(
     while let Some(reply) = closing.next_batch() {
         send(link, Out::ReplyTags(reply.to_bytes().into()), "replies")?;
     }
-    if session.mode == OutputMode::IntersectionToBoth {
+    if mode == OutputMode::IntersectionToBoth {
         while closing.echoed() < responder_len {
             match expect(link, "echo tags")? {
                 In::EchoTags(bytes) => closing.absorb_echo(TagBatch::decode(&bytes)?)?,
@@ -242,21 +276,5 @@ fn respond(
             }
         }
     }
-    let output = closing.finish()?;
-    let matches = match output.intersection() {
-        Some(indices) => {
-            let common: HashSet<Vec<u8>> = indices.iter().map(|&i| keys.keys.get(i as usize).to_vec()).collect();
-            let target = state.config.output_dir.join(format!("from-{}", session.peer)).join(format!(
-                "{}-{}.{}",
-                session.task,
-                session.dataset.name,
-                FileFormat::Csv.extension()
-            ));
-            session.dataset.write_rows_with_keys(&common, keys.fingerprint, &target, FileFormat::Csv)?;
-            indices.len() as u64
-        }
-        None => 0,
-    };
-    send(link, Out::Summary(PsiSummary { responder_matches: matches }), "summary")?;
-    Ok(matches)
+    Ok(closing.finish()?)
 }

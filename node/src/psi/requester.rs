@@ -24,7 +24,7 @@ use crate::dataset::{DatasetKeys, FileFormat, WrittenFile};
 use crate::peers::connect_peer;
 use crate::wire::Progress;
 use crate::wire::{
-    IDLE_TIMEOUT, INBOUND_CAPACITY, MAX_MESSAGE_BYTES, MAX_OUTSTANDING_BATCHES, PeerLink, check_task_id,
+    IDLE_TIMEOUT, INBOUND_CAPACITY, Link, MAX_MESSAGE_BYTES, MAX_OUTSTANDING_BATCHES, PeerLink, check_task_id,
     forward_inbound, mode_to_wire, responder_body_name, status_error,
 };
 use crate::{NodeError, NodeState};
@@ -165,13 +165,16 @@ pub async fn run_psi(state: Arc<NodeState>, request: PsiRequest, progress: Progr
     Ok(report)
 }
 
-type Link = PeerLink<PsiResponderMessage, PsiRequesterMessage>;
+/// A link the requester's role runs over: its own stream, or nested in a
+/// learning session's.
+pub(crate) trait RequesterLink: Link<PsiResponderMessage, PsiRequesterMessage> {}
+impl<L: Link<PsiResponderMessage, PsiRequesterMessage>> RequesterLink for L {}
 
-fn send(link: &Link, body: Out, phase: &'static str) -> Result<(), NodeError> {
+fn send(link: &impl RequesterLink, body: Out, phase: &'static str) -> Result<(), NodeError> {
     link.send(PsiRequesterMessage { body: Some(body) }, phase)
 }
 
-fn body(link: &Link, message: PsiResponderMessage, expected: &'static str) -> Result<In, NodeError> {
+fn body(link: &impl RequesterLink, message: PsiResponderMessage, expected: &'static str) -> Result<In, NodeError> {
     message.body.ok_or_else(|| NodeError::UnexpectedMessage {
         peer: link.peer().into(),
         expected,
@@ -179,12 +182,12 @@ fn body(link: &Link, message: PsiResponderMessage, expected: &'static str) -> Re
     })
 }
 
-fn unexpected(link: &Link, expected: &'static str, got: &In) -> NodeError {
+fn unexpected(link: &impl RequesterLink, expected: &'static str, got: &In) -> NodeError {
     NodeError::UnexpectedMessage { peer: link.peer().into(), expected, got: responder_body_name(Some(got)) }
 }
 
 fn absorb_reply(
-    link: &Link,
+    link: &impl RequesterLink,
     requests: &mut RequesterRequests<'_, KeyList>,
     message: PsiResponderMessage,
 ) -> Result<(), NodeError> {
@@ -195,10 +198,10 @@ fn absorb_reply(
 }
 
 /// The requester's role, on a blocking thread.
-fn request_role(
+pub(crate) fn request_role(
     params: SessionParams,
     keys: &DatasetKeys,
-    link: &mut Link,
+    link: &mut impl RequesterLink,
     progress: &ProgressTx,
 ) -> Result<RequesterOutput, NodeError> {
     let (requester_len, responder_len) = (params.requester_len(), params.responder_len());
