@@ -93,6 +93,8 @@ struct DemoData {
     /// The ocean centre's station registry and the lab's wanted stations.
     registry_csv: PathBuf,
     wanted_csv: PathBuf,
+    /// Journey 7's loan history, applicants to score and credit profiles.
+    modelling: crate::demo_modelling::ModellingData,
 }
 
 fn io_err(e: impl std::fmt::Display) -> CliError {
@@ -197,6 +199,14 @@ fn generate(dir: &Path) -> Result<DemoData, CliError> {
 
     // The credit journey: the last 1,000 applicants are new; each bureau
     // keeps a defaults list of 100,000 with a label per entry.
+    let modelling = crate::demo_modelling::generate(
+        dir,
+        &mut rng,
+        &applicants[..crate::demo_modelling::HISTORY],
+        &applicants[APPLICANTS - crate::demo_modelling::SCORED..],
+        write_csv,
+    )?;
+
     let new = &applicants[APPLICANTS - NEW_APPLICANTS..];
     let new_applicants_csv = dir.join("bank").join("new-applicants.csv");
     write_csv(&new_applicants_csv, "applicant_id", new.iter().cloned())?;
@@ -323,6 +333,7 @@ fn generate(dir: &Path) -> Result<DemoData, CliError> {
         hospitals,
         hypertension,
         observations_parquet,
+        modelling,
     })
 }
 
@@ -422,7 +433,12 @@ fn psi_task(kind: Computation, peer_dataset: &str) -> TaskSpec {
 }
 
 /// Submits a task as `org` and follows it with a spinner.
-async fn run_task(net: &LocalConsortium, org: &str, spec: &TaskSpec, what: &str) -> Result<TaskReport, CliError> {
+pub(crate) async fn run_task(
+    net: &LocalConsortium,
+    org: &str,
+    spec: &TaskSpec,
+    what: &str,
+) -> Result<TaskReport, CliError> {
     let submitted = net.submit(org, spec).await?;
     let bar = spinner(&format!("{}: {what}", submitted.task_id));
     let report = net
@@ -483,6 +499,8 @@ pub async fn run(dir: Option<PathBuf>) -> Result<(), CliError> {
             vec![
                 ("applicants", &data.applicants_csv, "applicant_id", Serving::Plain),
                 ("new-applicants", &data.new_applicants_csv, "applicant_id", Serving::Plain),
+                ("loan-history", &data.modelling.loans_csv, "applicant_id", Serving::Plain),
+                ("scoring", &data.modelling.scoring_csv, "applicant_id", Serving::Plain),
             ],
         ),
         participant(
@@ -492,6 +510,7 @@ pub async fn run(dir: Option<PathBuf>) -> Result<(), CliError> {
             vec![
                 ("blacklist-a", &data.bureau_a_parquet, "national_id", Serving::Plain),
                 ("defaults-a", &data.defaults_csv[0], "national_id", Serving::Blacklist("status")),
+                ("credit-profiles", &data.modelling.profiles_csv, "national_id", Serving::Plain),
             ],
         ),
         participant(
@@ -628,6 +647,8 @@ pub async fn run(dir: Option<PathBuf>) -> Result<(), CliError> {
         }),
     )
     .await?;
+    // Bureau-a lets the bank train and score with its credit profiles.
+    net.write("bureau-a", crate::demo_modelling::grant(stayput_coordinator::client::unix_now() + month)).await?;
     let clinical = ["age", "sex", "bmi", "systolic_bp", "diagnosis", "length_of_stay"];
     for h in ["a", "b", "c"] {
         let (owner, dataset) = (format!("hospital-{h}"), format!("inpatients-{h}"));
@@ -651,7 +672,7 @@ pub async fn run(dir: Option<PathBuf>) -> Result<(), CliError> {
     }
     bar.finish_and_clear();
     println!(
-        "ledger: 9 members, 10 dataset versions (schema and content digests; the two defaults lists as encoded sets with their OPRF keys, the station registry as a PIR layout and hint digest), 8 grants — each signed by its writer"
+        "ledger: 9 members, 13 dataset versions (schema and content digests; the two defaults lists as encoded sets with their OPRF keys, the station registry as a PIR layout and hint digest), 9 grants — each signed by its writer"
     );
     println!("  grant g-a-bank: bureau-a lets bank run psi or psi_cardinality on blacklist-a.national_id, 10 uses");
     println!("  grant g-b-bank: bureau-b lets bank learn only counts (psi_cardinality) on judgements-b.national_id");
@@ -754,6 +775,7 @@ pub async fn run(dir: Option<PathBuf>) -> Result<(), CliError> {
 
     ocean_journey(&net).await?;
     lookup_journey(&net).await?;
+    crate::demo_modelling::journey(&net, &data.modelling).await?;
 
     println!("\na refused request — the bank asks bureau-b for the names, which its grant does not allow:");
     match net.submit("bank", &psi_task(Computation::Psi, "judgements-b")).await {

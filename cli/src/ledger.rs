@@ -206,6 +206,29 @@ pub fn task_trail(task: &TaskState, grants: &[GrantState], events: &[LedgerEvent
     let _ = writeln!(out, "task {id}: {} by {}, {}", task.task.kind(), task.task.requester(), task.status);
     let _ = writeln!(out, "  datasets: {}", task.task.datasets().join(", "));
     let _ = writeln!(out, "  parameters digest: {}", hex::encode(task.task.params_digest()));
+    let request = &task.task.request.request;
+    match stayput_chain_connector::tasks::TaskParams::decode(request.kind, &request.params) {
+        Ok(stayput_chain_connector::tasks::TaskParams::Train(p)) => {
+            let _ = writeln!(
+                out,
+                "  model: {:?}\n  label holder {} [{}; label {}], feature holder {} [{}]",
+                p.model,
+                p.requester_dataset,
+                p.features.join(", "),
+                p.label,
+                p.peer_dataset,
+                p.peer_features.join(", ")
+            );
+        }
+        Ok(stayput_chain_connector::tasks::TaskParams::Predict(p)) => {
+            let _ = writeln!(
+                out,
+                "  scores {} × {} with the model of task {}",
+                p.requester_dataset, p.peer_dataset, p.model_task
+            );
+        }
+        _ => {}
+    }
     for g in grants {
         let _ = writeln!(
             out,
@@ -228,7 +251,17 @@ pub fn task_trail(task: &TaskState, grants: &[GrantState], events: &[LedgerEvent
             Record::TaskStatus { task, status } if task == id => format!("status → {status}"),
             Record::Use(u) if u.task == *id => format!("use of grant {} for {} items", u.grant, u.items),
             Record::Result(r) if r.task == *id => {
-                format!("result {} for {}", short(&r.result_digest), r.receiver)
+                let committed: Vec<String> = r.intermediates.iter().map(|d| short(d)).collect();
+                let what = match task.task.kind() {
+                    stayput_chain_connector::records::Computation::Train => "model shares",
+                    stayput_chain_connector::records::Computation::Predict => "model share used",
+                    _ => "intermediates",
+                };
+                if committed.is_empty() {
+                    format!("result {} for {}", short(&r.result_digest), r.receiver)
+                } else {
+                    format!("result {} for {}; {what} {}", short(&r.result_digest), r.receiver, committed.join(" "))
+                }
             }
             _ => continue,
         };

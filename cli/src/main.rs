@@ -3,6 +3,7 @@
 
 mod admin;
 mod demo;
+mod demo_modelling;
 mod error;
 mod ledger;
 mod task;

@@ -7,7 +7,8 @@ use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
 use stayput_chain_connector::records::Computation;
 use stayput_chain_connector::tasks::{
-    BlacklistParams, ComputeOnlyParams, LookupParams, PsiParams, ResultFormat, TaskParams,
+    BlacklistParams, ComputeOnlyParams, LookupParams, ModelSpec, PredictParams, PsiParams, ResultFormat, TaskParams,
+    TrainParams,
 };
 use stayput_coordinator::client::{Client, Phase, TaskReport, TaskSpec, sign, unix_now};
 use stayput_node::NodeConfig;
@@ -113,6 +114,75 @@ pub enum TaskCommand {
         /// match the table's.
         #[arg(long)]
         keys: String,
+    },
+    /// Submit a joint training task: your labels and features with a
+    /// partner's features of the same customers (aligned by PSI inside the
+    /// task), under a grant the partner gave you. Each node keeps its own
+    /// share of the model; both shares' commitments go on the ledger.
+    Train {
+        /// Your node's TOML configuration (with its [ledger] section).
+        #[arg(long)]
+        config: PathBuf,
+        /// Your dataset (labels and features), by the name in your node's
+        /// configuration.
+        #[arg(long)]
+        dataset: String,
+        /// Your label column (0 or 1).
+        #[arg(long)]
+        label: String,
+        /// Your feature columns (may be none).
+        #[arg(long, value_delimiter = ',')]
+        features: Vec<String>,
+        /// The partner's dataset, as on the ledger.
+        #[arg(long)]
+        peer_dataset: String,
+        /// The partner's feature columns (as the grant allows).
+        #[arg(long, value_delimiter = ',', required = true)]
+        peer_features: Vec<String>,
+        /// boosted_trees (vertical SecureBoost) or logistic_regression.
+        #[arg(long, default_value = "boosted_trees")]
+        model: String,
+        /// Trees (boosted_trees).
+        #[arg(long, default_value_t = 10)]
+        trees: u32,
+        /// Tree depth (boosted_trees).
+        #[arg(long, default_value_t = 5)]
+        depth: u32,
+        /// Most quantile bins per feature (boosted_trees).
+        #[arg(long, default_value_t = 32)]
+        max_bins: u32,
+        /// Fewest rows in a node the partner is asked about (boosted_trees).
+        #[arg(long, default_value_t = 20)]
+        min_node_rows: u64,
+        /// Learning rate (shrinkage for trees, step size for LR).
+        #[arg(long)]
+        learning_rate: Option<f64>,
+        /// L2 regularisation (λ of leaf weights; the LR penalty).
+        #[arg(long)]
+        l2: Option<f64>,
+        /// Passes over the aligned rows (logistic_regression).
+        #[arg(long, default_value_t = 5)]
+        epochs: u32,
+        /// Rows per gradient step (logistic_regression; at least 32).
+        #[arg(long, default_value_t = 128)]
+        batch_size: u32,
+    },
+    /// Submit a joint prediction task: score your dataset's applicants with
+    /// a model you trained with a partner; applicants the partner does not
+    /// hold come back as explicit error rows.
+    Predict {
+        /// Your node's TOML configuration (with its [ledger] section).
+        #[arg(long)]
+        config: PathBuf,
+        /// The training task whose model scores.
+        #[arg(long)]
+        model_task: String,
+        /// Your dataset of applicants (with your model features).
+        #[arg(long)]
+        dataset: String,
+        /// The partner's dataset of the applicants' features, on the ledger.
+        #[arg(long)]
+        peer_dataset: String,
     },
     /// Follow a task until it ends.
     Watch {
@@ -226,8 +296,92 @@ async fn run_to_end(
     Ok((last, path))
 }
 
+/// The model a `stayput task train` asks for.
+#[allow(clippy::too_many_arguments)]
+fn model_spec(
+    model: &str,
+    trees: u32,
+    depth: u32,
+    max_bins: u32,
+    min_node_rows: u64,
+    learning_rate: Option<f64>,
+    l2: Option<f64>,
+    epochs: u32,
+    batch_size: u32,
+) -> Result<ModelSpec, CliError> {
+    match model {
+        "boosted_trees" => Ok(ModelSpec::BoostedTrees {
+            trees,
+            max_bins,
+            max_depth: depth,
+            learning_rate: learning_rate.unwrap_or(0.3),
+            min_child_weight: 1.0,
+            lambda: l2.unwrap_or(1.0),
+            gamma: 0.0,
+            min_node_rows,
+        }),
+        "logistic_regression" => Ok(ModelSpec::LogisticRegression {
+            epochs,
+            batch_size,
+            learning_rate: learning_rate.unwrap_or(0.5),
+            l2: l2.unwrap_or(0.001),
+        }),
+        other => Err(CliError::Usage(format!("--model '{other}': use boosted_trees or logistic_regression"))),
+    }
+}
+
 pub async fn run(command: TaskCommand) -> Result<(), CliError> {
     match command {
+        TaskCommand::Train {
+            config,
+            dataset,
+            label,
+            features,
+            peer_dataset,
+            peer_features,
+            model,
+            trees,
+            depth,
+            max_bins,
+            min_node_rows,
+            learning_rate,
+            l2,
+            epochs,
+            batch_size,
+        } => {
+            let (config, key) = requester(&config)?;
+            let model =
+                model_spec(&model, trees, depth, max_bins, min_node_rows, learning_rate, l2, epochs, batch_size)?;
+            let spec = TaskSpec {
+                kind: Computation::Train,
+                datasets: vec![peer_dataset.clone()],
+                receiver: config.org.clone(),
+                params: TaskParams::Train(TrainParams {
+                    requester_dataset: dataset,
+                    peer_dataset,
+                    label,
+                    features,
+                    peer_features,
+                    model,
+                }),
+            };
+            let (last, path) = run_to_end(&config, &key, &spec).await?;
+            println!("task {} succeeded: {} trained on {} aligned rows", last.task_id, model.name(), last.result_count);
+            print!("{}", std::fs::read_to_string(&path).unwrap_or_default());
+            println!("model card on your node: {} (digest on the ledger: {})", path.display(), last.result_digest);
+        }
+        TaskCommand::Predict { config, model_task, dataset, peer_dataset } => {
+            let (config, key) = requester(&config)?;
+            let spec = TaskSpec {
+                kind: Computation::Predict,
+                datasets: vec![peer_dataset.clone()],
+                receiver: config.org.clone(),
+                params: TaskParams::Predict(PredictParams { model_task, requester_dataset: dataset, peer_dataset }),
+            };
+            let (last, path) = run_to_end(&config, &key, &spec).await?;
+            println!("task {} succeeded: {} applicants", last.task_id, last.result_count);
+            println!("scores on your node: {} (digest on the ledger: {})", path.display(), last.result_digest);
+        }
         TaskCommand::Psi { config, dataset, peer_dataset, columns, cardinality, no_wait } => {
             let (config, key) = requester(&config)?;
             let spec = TaskSpec {

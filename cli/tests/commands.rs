@@ -50,7 +50,10 @@ fn demo_runs_every_journey_and_checks_it() {
     let dir = tempfile::tempdir().unwrap();
     let kept = dir.path().join("demo");
     let out = run(&["demo", "--dir", kept.to_str().unwrap()]);
-    assert!(out.contains("9 members, 10 dataset versions"), "{out}");
+    assert!(out.contains("9 members, 13 dataset versions"), "{out}");
+    assert!(out.contains("trained on the 2700 customers both hold"), "{out}");
+    assert!(out.contains("scored 450 of 500 applicants") && out.contains("not held by bureau-a"), "{out}");
+    assert!(out.contains("use of grant g-profiles-bank for 500 items") && out.contains("model share used"), "{out}");
     assert!(out.contains("bureau-a lists 40 of them (40 planted)"), "{out}");
     assert!(out.contains("bureau-b lists 25 of them (25 planted)"), "{out}");
     assert!(out.contains("10 applicants are on both lists (10 planted)"), "{out}");
