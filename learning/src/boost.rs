@@ -60,11 +60,18 @@
 //! * *Feature-order leakage* (the label holder orders a feature's bins by
 //!   cumulative counts and so learns each row's quantile bin of a chosen
 //!   split): inherent to revealing left sums; bounded by `max_bins`.
-//! * *A malicious label holder* could encrypt crafted "gradients" (e.g. a
-//!   one-hot per row) to read a row's bin from the sums: `min_node_rows`
-//!   refuses histogram requests over fewer rows, but a crafted gradient
-//!   vector is not detected; the protocol is semi-honest, and the grant
-//!   and ledger trail are what binds a label holder to its behaviour.
+//! * *Differencing by a hostile label holder*: asking for the histogram of
+//!   a row set and of the same set plus one row (or naming a row twice)
+//!   would give that row's bins. Within a tree the feature holder accepts
+//!   only requests that follow a tree ([`FeatureHolder`] keeps every row's
+//!   node): rows strictly increasing (no row twice), a request naming a
+//!   whole node or a part of one that leaves at least `min_node_rows` rows
+//!   on each side, splits only of whole nodes. Across trees the partitions
+//!   are the label holder's to choose, so two trees whose nodes differ by
+//!   one row still difference; that, like crafted "gradients" (e.g. a
+//!   one-hot per row), is not detected: the protocol is semi-honest, and
+//!   the grant (rows, uses) and the ledger trail are what bind a label
+//!   holder to its behaviour.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -703,6 +710,10 @@ pub struct FeatureHolder {
     model: FeatureHolderModel,
     min_node_rows: u64,
     codec: Option<GradientCodec>,
+    /// This tree's node of every row, as the requests have cut it, and
+    /// the rows of each node.
+    node_of: Vec<u32>,
+    node_rows: Vec<u64>,
 }
 
 impl std::fmt::Debug for FeatureHolder {
@@ -744,6 +755,8 @@ impl FeatureHolder {
             model: FeatureHolderModel::default(),
             min_node_rows: params.tree.min_node_rows,
             codec: None,
+            node_of: Vec::new(),
+            node_rows: Vec::new(),
         })
     }
 
@@ -753,17 +766,44 @@ impl FeatureHolder {
         &self.model
     }
 
-    fn rows_ok(&self, rows: &[u32]) -> Result<(), LearningError> {
-        if (rows.len() as u64) < self.min_node_rows {
-            return Err(LearningError::Protocol(format!(
-                "a node of {} rows is smaller than min_node_rows = {}",
-                rows.len(),
-                self.min_node_rows
-            )));
+    /// Admits `rows` as a node of this tree: rows strictly increasing and
+    /// within the aligned rows, at least `min_node_rows` of them, all in
+    /// one node cut so far; `whole` asks for that whole node, otherwise a
+    /// part of it that leaves at least `min_node_rows` rows beside it, and
+    /// the part becomes a node of its own.
+    fn admit_node(&mut self, rows: &[u32], whole: bool) -> Result<(), LearningError> {
+        let refuse = |why: String| Err(LearningError::Protocol(why));
+        let min = self.min_node_rows;
+        if (rows.len() as u64) < min {
+            return refuse(format!("a node of {} rows is smaller than min_node_rows = {min}", rows.len()));
         }
         if rows.iter().any(|r| *r >= self.rows) {
-            return Err(LearningError::Protocol("a row beyond the aligned rows".into()));
+            return refuse("a row beyond the aligned rows".into());
         }
+        if rows.windows(2).any(|w| w[0] >= w[1]) {
+            return refuse("a node's rows must be strictly increasing: no row twice".into());
+        }
+        let node = self.node_of[rows[0] as usize];
+        if rows.iter().any(|r| self.node_of[*r as usize] != node) {
+            return refuse("a node's rows must lie in one node of the tree".into());
+        }
+        let all = self.node_rows[node as usize];
+        let part = rows.len() as u64;
+        if part == all {
+            return Ok(());
+        }
+        if whole {
+            return refuse("a split must name all rows of its node".into());
+        }
+        if all - part < min {
+            return refuse(format!("a child leaving {} rows beside it, fewer than min_node_rows = {min}", all - part));
+        }
+        let child = index(self.node_rows.len());
+        for r in rows {
+            self.node_of[*r as usize] = child;
+        }
+        self.node_rows[node as usize] -= part;
+        self.node_rows.push(part);
         Ok(())
     }
 
@@ -792,17 +832,19 @@ impl FeatureHolder {
                 }
                 self.tree = tree;
                 self.gradients = ciphertexts.iter().map(|c| public.prepare(c)).collect();
+                self.node_of = vec![0; self.rows as usize];
+                self.node_rows = vec![u64::from(self.rows)];
                 Ok(None)
             }
             ToFeatureHolder::Histogram { tree, node, rows } => {
                 self.check_tree(tree)?;
-                self.rows_ok(&rows)?;
+                self.admit_node(&rows, false)?;
                 let (candidates, packed) = self.histogram(&rows)?;
                 Ok(Some(ToLabelHolder::Histogram { tree, node, candidates, packed }))
             }
             ToFeatureHolder::Split { tree, node, candidate, missing_left, rows } => {
                 self.check_tree(tree)?;
-                self.rows_ok(&rows)?;
+                self.admit_node(&rows, true)?;
                 let &(_, feature, k) = self
                     .candidates
                     .get(candidate as usize)
@@ -994,6 +1036,21 @@ mod tests {
         assert!(peer.on_message(tiny).unwrap_err().to_string().contains("min_node_rows"));
         let beyond = ToFeatureHolder::Histogram { tree: 0, node: 0, rows: (50..70).collect() };
         assert!(peer.on_message(beyond).is_err());
+        // Differencing within a tree: a row named twice, and a part that
+        // leaves a single row beside it (its sibling would be that row).
+        let twice = ToFeatureHolder::Histogram { tree: 0, node: 1, rows: [0].repeat(20) };
+        assert!(peer.on_message(twice).unwrap_err().to_string().contains("no row twice"));
+        let all_but_one = ToFeatureHolder::Histogram { tree: 0, node: 1, rows: (1..60).collect() };
+        assert!(peer.on_message(all_but_one).unwrap_err().to_string().contains("leaving 1 rows"));
+        // A proper child, then a request straddling it and its sibling.
+        let child = ToFeatureHolder::Histogram { tree: 0, node: 1, rows: (0..20).collect() };
+        assert!(peer.on_message(child).unwrap().is_some());
+        let straddling = ToFeatureHolder::Histogram { tree: 0, node: 3, rows: (10..30).collect() };
+        assert!(peer.on_message(straddling).unwrap_err().to_string().contains("one node"));
+        // A split must name a whole node.
+        let part =
+            ToFeatureHolder::Split { tree: 0, node: 2, candidate: 0, missing_left: true, rows: (20..50).collect() };
+        assert!(peer.on_message(part).unwrap_err().to_string().contains("all rows of its node"));
         // The label holder refuses a partition it did not ask for and a stray tree.
         let stray = ToLabelHolder::Partition { tree: 0, node: 0, left: vec![1] };
         assert!(holder.on_message(stray, &mut rng).unwrap_err().to_string().contains("no split asked"));
