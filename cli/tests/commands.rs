@@ -70,7 +70,7 @@ fn demo_runs_every_journey_and_checks_it() {
     // Results were written on the receiver's node only; secrets are 0600.
     let results: Vec<_> =
         std::fs::read_dir(kept.join("bank/results")).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert_eq!(results.iter().filter(|n| n.to_string_lossy().ends_with(".csv")).count(), 3, "{results:?}");
+    assert_eq!(results.iter().filter(|n| n.to_string_lossy().ends_with(".csv")).count(), 5, "{results:?}");
     assert!(!kept.join("bureau-a/results").exists(), "the bureau holds no result");
     assert!(!kept.join("hospital-a/results").exists(), "no hospital holds a result");
     assert_eq!(

@@ -15,6 +15,8 @@ use stayput_chain_connector::tasks::{ModelSpec, PredictParams, TaskParams, Train
 use stayput_coordinator::client::{Phase, TaskSpec};
 use stayput_localnet::{DatasetSpec, LocalConsortium, OrgSpec, Participant};
 use stayput_node::learning::ShareFile;
+use stayput_proto::v1::learning_peer_client::LearningPeerClient;
+use stayput_proto::v1::{LearningOpen, LearningRequesterMessage, learning_requester_message::Body};
 
 /// A customer: the bank's label and income, the bureau's debt ratio and
 /// inquiries (missing for some).
@@ -158,6 +160,35 @@ async fn run(net: &LocalConsortium, spec: &TaskSpec) -> Result<(String, u64), St
     }
 }
 
+/// Opens a learning session with the bureau's node as `org`, straight to
+/// the peer service (no coordinator), and returns its refusal.
+async fn open_as(net: &LocalConsortium, org: &str, task: &str, version: u32) -> tonic::Status {
+    let addr = net.net.nodes["bureau"].addr;
+    let channel = stayput_node::peers::connect(net.net.state(org), "bureau", &format!("https://{addr}")).await.unwrap();
+    let open = LearningOpen {
+        protocol_version: version,
+        task_id: task.into(),
+        dataset: "bureau".into(),
+        requester_size: 10,
+        key_columns: 1,
+        normalisation: vec!["trim".into()],
+        batch_size: 16,
+    };
+    let outbound = tokio_stream::iter(vec![LearningRequesterMessage { body: Some(Body::Open(open)) }]);
+    let mut inbound = match LearningPeerClient::new(channel).session(outbound).await {
+        Ok(response) => response.into_inner(),
+        Err(status) => return status,
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match tokio::time::timeout_at(deadline, inbound.message()).await.expect("a refusal, not a hang") {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the session ended without a refusal"),
+            Err(status) => return status,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bank_and_a_bureau_train_and_score_without_sharing_columns() {
     let dir = tempfile::tempdir().unwrap();
@@ -187,8 +218,13 @@ async fn a_bank_and_a_bureau_train_and_score_without_sharing_columns() {
         display: "Credit bureau".into(),
         roles: vec![Role::DataOwner],
     };
+    let rival = Participant {
+        spec: OrgSpec { name: "rival".into(), datasets: vec![] },
+        display: "Another bank".into(),
+        roles: vec![Role::Requester],
+    };
     let clock = stayput_chain_connector::embedded::system_clock();
-    let net = LocalConsortium::start(d, &[bank, bureau], clock).await.unwrap();
+    let net = LocalConsortium::start(d, &[bank, bureau, rival], clock).await.unwrap();
     for name in ["bureau", "bureau-strict"] {
         net.publish_dataset("bureau", name).await.unwrap();
     }
@@ -271,6 +307,18 @@ async fn a_bank_and_a_bureau_train_and_score_without_sharing_columns() {
     let err = run(&net, &predict(&trees)).await.unwrap_err();
     assert!(err.contains("not the one the training recorded"), "{err}");
     std::fs::write(&path, &original).unwrap();
+    // Straight to the bureau's node, past the coordinator: another member
+    // naming the bank's task, the bank replaying a finished training, and
+    // a session of another protocol version — each refused before any key
+    // is touched, and no use recorded.
+    let status = open_as(&net, "rival", &trees, 1).await;
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    assert!(status.message().contains("requested by 'bank', not by 'rival'"), "{status:?}");
+    let status = open_as(&net, "bank", &trees, 1).await;
+    assert!(status.message().contains("it is succeeded"), "{status:?}");
+    let status = open_as(&net, "bank", &trees, 2).await;
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert_eq!(net.ledger.task(&trees).await.unwrap().unwrap().uses.len(), 1);
 
     net.shutdown().await.unwrap();
 }

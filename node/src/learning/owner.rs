@@ -107,12 +107,17 @@ fn validate_open(state: &NodeState, open: &LearningOpen) -> Result<Dataset, Node
     Ok(dataset)
 }
 
-/// The task's work as its ledger record says, for this dataset.
-async fn work_of(state: &NodeState, task: &str, dataset: &str) -> Result<Work, NodeError> {
+/// The task's work as its ledger record says, for this dataset, asked by
+/// `peer`. Only the task's own requester gets past the first check, so no
+/// other member learns anything of this node's model shares.
+async fn work_of(state: &NodeState, task: &str, dataset: &str, peer: &str) -> Result<Work, NodeError> {
     let refuse = |reason: String| NodeError::NotAuthorised { task: task.to_owned(), reason };
     let ledger = &*ledger_access(state, "joint modelling")?.ledger;
     let record =
         ledger.task(task).await.map_err(NodeError::from_ledger)?.ok_or_else(|| refuse("not on the ledger".into()))?;
+    if record.task.requester() != peer {
+        return Err(refuse(format!("it was requested by '{}', not by '{peer}'", record.task.requester())));
+    }
     let request = &record.task.request.request;
     match TaskParams::decode(request.kind, &request.params).map_err(|e| refuse(e.to_string()))? {
         TaskParams::Train(p) if p.peer_dataset == dataset => {
@@ -168,7 +173,7 @@ impl LearningPeer for LearningPeerService {
             Status::from(e)
         };
         let dataset = validate_open(&self.state, &open).map_err(refused)?;
-        let work = work_of(&self.state, &task, &dataset.name).await.map_err(refused)?;
+        let work = work_of(&self.state, &task, &dataset.name, &peer).await.map_err(refused)?;
         let mut columns = work.columns().to_vec();
         columns.extend(dataset.key_columns.iter().cloned());
         let serve = ServeRequest {
