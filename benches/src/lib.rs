@@ -37,6 +37,8 @@ pub enum BenchError {
     Stats(String),
     #[error("joint modelling: {0}")]
     Learning(#[from] stayput_learning::LearningError),
+    #[error("a task of the benchmark failed: {0}")]
+    Task(String),
     #[error("the run counted {got} where {expected} were expected")]
     WrongResult { expected: u64, got: u64 },
 }

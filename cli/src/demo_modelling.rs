@@ -138,24 +138,6 @@ fn predict(model_task: &str) -> TaskSpec {
     }
 }
 
-/// The area under the ROC curve of `(score, outcome)` pairs.
-fn auc(scored: &[(f64, u8)]) -> f64 {
-    let (mut wins, mut pairs) = (0.0, 0.0);
-    for (s, _) in scored.iter().filter(|(_, y)| *y == 1) {
-        for (t, _) in scored.iter().filter(|(_, y)| *y == 0) {
-            pairs += 1.0;
-            wins += if s > t {
-                1.0
-            } else if s == t {
-                0.5
-            } else {
-                0.0
-            };
-        }
-    }
-    wins / pairs
-}
-
 /// Journey 7: train, score, and show the trail.
 pub async fn journey(net: &LocalConsortium, data: &ModellingData) -> Result<(), CliError> {
     println!(
@@ -194,7 +176,8 @@ pub async fn journey(net: &LocalConsortium, data: &ModellingData) -> Result<(), 
             _ => return Err(CliError::Demo(format!("an unexpected scoring row: {line}"))),
         }
     }
-    let auc = auc(&pairs);
+    let (scores, outcomes): (Vec<f64>, Vec<u8>) = pairs.iter().copied().unzip();
+    let auc = stayput_benches::train::auc(&scores, &outcomes);
     if pairs.len() + missing != SCORED || missing != SCORED / 10 || auc < 0.7 {
         return Err(CliError::Demo(format!(
             "scoring went wrong: {} scored, {missing} not held, AUC {auc:.3}",

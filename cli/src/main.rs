@@ -268,6 +268,10 @@ enum BenchCommand {
         /// Bins per feature (SecretFlow's sketch_eps 0.1 ≈ 10).
         #[arg(long, default_value_t = 10)]
         max_bins: usize,
+        /// Also train and score the same rows as `train` and `predict`
+        /// tasks between two nodes (mTLS, coordinator, embedded ledger).
+        #[arg(long)]
+        nodes: bool,
     },
     /// The embedded ledger: durable signed records per second, and the time
     /// to re-verify the whole chain on open.
@@ -404,8 +408,8 @@ async fn run(command: Command) -> Result<(), CliError> {
                 .map_err(|e| CliError::Signal(e.to_string()))??;
             println!("{report}");
         }
-        Command::Bench(BenchCommand::Train { secretflow_data, rows, trees, depth, max_bins }) => {
-            let report = tokio::task::spawn_blocking(move || {
+        Command::Bench(BenchCommand::Train { secretflow_data, rows, trees, depth, max_bins, nodes }) => {
+            let (report, carried) = tokio::task::spawn_blocking(move || {
                 let params = stayput_benches::train::secretflow_like(trees, depth, max_bins);
                 let ((train, test), source) = match &secretflow_data {
                     Some(dir) => (
@@ -414,11 +418,18 @@ async fn run(command: Command) -> Result<(), CliError> {
                     ),
                     None => (stayput_benches::train::synthetic(rows, 2024), format!("{rows} synthetic rows")),
                 };
-                stayput_benches::train::run(&train, &test, params, source)
+                let report = stayput_benches::train::run(&train, &test, params, source)?;
+                let carried = nodes
+                    .then(|| stayput_benches::train::over_nodes(&train, &test, params, report.train_seconds()))
+                    .transpose()?;
+                Ok::<_, stayput_benches::BenchError>((report, carried))
             })
             .await
             .map_err(|e| CliError::Signal(e.to_string()))??;
             println!("{report}");
+            if let Some(carried) = carried {
+                println!("{carried}");
+            }
         }
         Command::Bench(BenchCommand::Ledger { backend, records, writers, dir, print_acks }) => {
             let backend = match backend {

@@ -255,13 +255,16 @@ pub async fn admit(
         }
         TaskParams::Train(p) => {
             one_dataset(request, &p.peer_dataset)?;
-            let distinct: BTreeSet<&String> = p.peer_features.iter().chain(&p.features).collect();
+            // Each party's columns are its own: the same name on both sides
+            // is two columns.
+            let distinct = |columns: &[String]| columns.iter().collect::<BTreeSet<_>>().len() == columns.len();
             if p.peer_features.is_empty()
-                || distinct.len() != p.peer_features.len() + p.features.len()
+                || !distinct(&p.peer_features)
+                || !distinct(&p.features)
                 || p.features.contains(&p.label)
             {
                 return Err(CoordinatorError::BadRequest(
-                    "a train task names at least one peer feature, no feature twice, and a label that is not a feature"
+                    "a train task names at least one peer feature, no feature of a party twice, and a label that is not a feature"
                         .into(),
                 ));
             }

@@ -17,6 +17,7 @@
 //!   holder's state machines, their model shares and joint prediction.
 //! * [`logistic`] — two-party vertical logistic regression, each party
 //!   with its own key, gradients masked before any decryption.
+//! * [`metrics`] — how good a model is (AUC).
 //! * [`wire`] — the versioned encodings of every message and model share,
 //!   with validating decoders.
 //!
@@ -29,6 +30,7 @@ pub mod boost;
 mod error;
 pub mod gradients;
 pub mod logistic;
+pub mod metrics;
 pub mod paillier;
 pub mod split;
 pub mod wire;

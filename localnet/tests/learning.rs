@@ -132,25 +132,6 @@ const TREES: ModelSpec = ModelSpec::BoostedTrees {
 
 const LOGISTIC: ModelSpec = ModelSpec::LogisticRegression { epochs: 2, batch_size: 100, learning_rate: 0.5, l2: 0.001 };
 
-/// The area under the ROC curve of `scores` for `labels`.
-fn auc(scored: &[(f64, u8)]) -> f64 {
-    let positives = scored.iter().filter(|(_, y)| *y == 1).count() as f64;
-    let negatives = scored.len() as f64 - positives;
-    let mut wins = 0.0;
-    for (s, _) in scored.iter().filter(|(_, y)| *y == 1) {
-        for (t, _) in scored.iter().filter(|(_, y)| *y == 0) {
-            wins += if s > t {
-                1.0
-            } else if s == t {
-                0.5
-            } else {
-                0.0
-            };
-        }
-    }
-    wins / (positives * negatives)
-}
-
 async fn run(net: &LocalConsortium, spec: &TaskSpec) -> Result<(String, u64), String> {
     let submitted = net.submit("bank", spec).await.map_err(|e| e.to_string())?;
     let report = net.client("bank").await.unwrap().follow(&submitted.task_id, |_| {}).await.unwrap();
@@ -265,7 +246,8 @@ async fn a_bank_and_a_bureau_train_and_score_without_sharing_columns() {
             rows.iter().filter(|r| r[2] == "scored").map(|r| (r[1].parse::<f64>().unwrap(), truth[r[0]])).collect();
         assert_eq!(scored.len(), 90);
         assert!(scored.iter().all(|(p, _)| (0.0..=1.0).contains(p)));
-        auc(&scored)
+        let (scores, outcomes): (Vec<f64>, Vec<u8>) = scored.into_iter().unzip();
+        stayput_learning::metrics::auc(&scores, &outcomes)
     };
     let (scoring, count) = run(&net, &predict(&trees)).await.unwrap();
     assert_eq!(count, 120);

@@ -58,6 +58,38 @@ pub async fn forward_inbound<M: Send + 'static>(
     }
 }
 
+/// The first message of a peer's stream (its open), within
+/// [`IDLE_TIMEOUT`]; `None` if the stream ended first.
+pub async fn first_message<M>(inbound: &mut tonic::Streaming<M>) -> Result<Option<M>, tonic::Status> {
+    tokio::time::timeout(IDLE_TIMEOUT, inbound.message())
+        .await
+        .map_err(|_| tonic::Status::deadline_exceeded("no open message arrived"))?
+}
+
+/// Opens a session with `peer`: the stream `call` opens and its first
+/// message (the accept), each awaited at most [`IDLE_TIMEOUT`]; a refusal
+/// is the peer's status, and silence or an empty stream says so.
+pub async fn open_stream<M>(
+    peer: &str,
+    call: impl std::future::Future<Output = Result<tonic::Response<tonic::Streaming<M>>, tonic::Status>>,
+) -> Result<(tonic::Streaming<M>, M), NodeError> {
+    let silent = || NodeError::PeerVanished {
+        peer: peer.to_owned(),
+        phase: "open",
+        detail: format!("no answer for {} s", IDLE_TIMEOUT.as_secs()),
+    };
+    let mut inbound = tokio::time::timeout(IDLE_TIMEOUT, call)
+        .await
+        .map_err(|_| silent())?
+        .map_err(|s| status_error(s, peer, "open"))?
+        .into_inner();
+    match tokio::time::timeout(IDLE_TIMEOUT, inbound.message()).await.map_err(|_| silent())? {
+        Ok(Some(first)) => Ok((inbound, first)),
+        Ok(None) => Err(NodeError::PeerVanished { peer: peer.to_owned(), phase: "open", detail: "no answer".into() }),
+        Err(status) => Err(status_error(status, peer, "open")),
+    }
+}
+
 /// A role's connection to its peer, used from a blocking thread: every wait
 /// is bounded by [`IDLE_TIMEOUT`], counted only while the role itself waits.
 #[derive(Debug)]

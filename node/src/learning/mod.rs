@@ -88,6 +88,27 @@ impl Reassembly {
     }
 }
 
+/// The peer's next learning message over `link`, reassembled from its
+/// frames (`frame_of` takes the frame out of a message, or names what came
+/// instead).
+pub fn recv_message<I, O>(
+    link: &mut impl crate::wire::Link<I, O>,
+    max: usize,
+    frame_of: impl Fn(I) -> Result<LearningFrame, &'static str>,
+) -> Result<Vec<u8>, NodeError> {
+    let mut message = Reassembly::default();
+    loop {
+        let frame = frame_of(link.recv("learning")?).map_err(|got| NodeError::UnexpectedMessage {
+            peer: link.peer().into(),
+            expected: "frame",
+            got,
+        })?;
+        if let Some(bytes) = message.push(frame, max, link.peer())? {
+            return Ok(bytes);
+        }
+    }
+}
+
 /// The aligned order: the common keys, sorted by their encoding, which both
 /// sides share (the same key columns and normalisation, checked at open).
 pub fn align(mut common: Vec<Vec<u8>>) -> Vec<Vec<u8>> {

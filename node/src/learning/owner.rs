@@ -28,14 +28,13 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{
-    AlignedColumns, Party, Reassembly, ShareFile, align, boost_params, frames, load_aligned, lr_params,
-    max_message_bytes,
+    AlignedColumns, Party, ShareFile, align, boost_params, frames, load_aligned, lr_params, max_message_bytes,
 };
 use crate::authorisation::ServeRequest;
 use crate::dataset::{Dataset, DatasetKeys};
 use crate::identity::caller_org;
 use crate::serve::{Authorised, Recorded, ledger_access};
-use crate::wire::{INBOUND_CAPACITY, Nested, PeerLink, check_task_id, forward_inbound};
+use crate::wire::{INBOUND_CAPACITY, Nested, PeerLink, check_task_id, first_message, forward_inbound};
 use crate::{NodeError, NodeState};
 
 /// The feature holder's gRPC service.
@@ -157,10 +156,7 @@ impl LearningPeer for LearningPeerService {
     ) -> Result<Response<Self::SessionStream>, Status> {
         let peer = caller_org(&request)?;
         let mut inbound = request.into_inner();
-        let first = tokio::time::timeout(crate::wire::IDLE_TIMEOUT, inbound.message())
-            .await
-            .map_err(|_| Status::deadline_exceeded("no open message arrived"))??;
-        let open = match first.and_then(|m| m.body) {
+        let open = match first_message(&mut inbound).await?.and_then(|m| m.body) {
             Some(In::Open(open)) => open,
             other => {
                 let got = body_name(other.as_ref());
@@ -244,20 +240,10 @@ fn send_message(link: &OwnLink, message: &[u8]) -> Result<(), NodeError> {
 
 /// The requester's next learning message, reassembled.
 fn recv_message(link: &mut OwnLink, max: usize) -> Result<Vec<u8>, NodeError> {
-    let mut message = Reassembly::default();
-    loop {
-        match link.recv("learning")?.body {
-            Some(In::Frame(frame)) => {
-                if let Some(bytes) = message.push(frame, max, link.peer())? {
-                    return Ok(bytes);
-                }
-            }
-            other => {
-                let got = body_name(other.as_ref());
-                return Err(NodeError::UnexpectedMessage { peer: link.peer().into(), expected: "frame", got });
-            }
-        }
-    }
+    super::recv_message(link, max, |m: LearningRequesterMessage| match m.body {
+        Some(In::Frame(frame)) => Ok(frame),
+        other => Err(body_name(other.as_ref())),
+    })
 }
 
 impl Session<'_> {

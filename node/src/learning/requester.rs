@@ -29,15 +29,13 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::{
-    AlignedColumns, Party, Reassembly, ShareFile, align, boost_params, frames, key_texts, labels, load_aligned,
-    lr_params, max_message_bytes, positions,
+    AlignedColumns, Party, ShareFile, align, boost_params, frames, key_texts, labels, load_aligned, lr_params,
+    max_message_bytes, positions,
 };
 use crate::dataset::{Dataset, DatasetKeys};
 use crate::peers::connect_peer;
 use crate::results::{TaskResult, result_path, write_table, write_text};
-use crate::wire::{
-    IDLE_TIMEOUT, INBOUND_CAPACITY, MAX_MESSAGE_BYTES, Nested, PeerLink, Progress, forward_inbound, status_error,
-};
+use crate::wire::{INBOUND_CAPACITY, MAX_MESSAGE_BYTES, Nested, PeerLink, Progress, forward_inbound, open_stream};
 use crate::{NodeError, NodeState};
 
 type ProgressTx = mpsc::UnboundedSender<Progress>;
@@ -96,25 +94,13 @@ async fn open_and_align(
         batch_size: u32::try_from(state.config.batch_size).unwrap_or(u32::MAX),
     };
     out_tx.send(LearningRequesterMessage { body: Some(Out::Open(open)) }).await.map_err(|_| NodeError::Cancelled)?;
-    let silent = |phase| NodeError::PeerVanished {
-        peer: peer.clone(),
-        phase,
-        detail: format!("no answer for {} s", IDLE_TIMEOUT.as_secs()),
-    };
-    let mut inbound = tokio::time::timeout(IDLE_TIMEOUT, client.session(ReceiverStream::new(out_rx)))
-        .await
-        .map_err(|_| silent("open"))?
-        .map_err(|s| status_error(s, &peer, "open"))?
-        .into_inner();
-    let accept = tokio::time::timeout(IDLE_TIMEOUT, inbound.message()).await.map_err(|_| silent("open"))?;
-    let responder_size = match accept {
-        Ok(Some(LearningResponderMessage { body: Some(In::Accept(accept)) })) => accept.responder_size,
-        Ok(Some(other)) => {
-            let got = body_name(other.body.as_ref());
+    let (inbound, accept) = open_stream(&peer, client.session(ReceiverStream::new(out_rx))).await?;
+    let responder_size = match accept.body {
+        Some(In::Accept(accept)) => accept.responder_size,
+        other => {
+            let got = body_name(other.as_ref());
             return Err(NodeError::UnexpectedMessage { peer, expected: "accept", got });
         }
-        Ok(None) => return Err(NodeError::PeerVanished { peer, phase: "open", detail: "no answer".into() }),
-        Err(status) => return Err(status_error(status, &peer, "open")),
     };
     let params = SessionParams::new(
         TaskId::new(task.to_owned())?,
@@ -172,20 +158,10 @@ fn send_message(link: &OwnLink, message: &[u8]) -> Result<(), NodeError> {
 
 /// The feature holder's next learning message, reassembled.
 fn recv_message(link: &mut OwnLink, max: usize) -> Result<Vec<u8>, NodeError> {
-    let mut message = Reassembly::default();
-    loop {
-        match link.recv("learning")?.body {
-            Some(In::Frame(frame)) => {
-                if let Some(bytes) = message.push(frame, max, link.peer())? {
-                    return Ok(bytes);
-                }
-            }
-            other => {
-                let got = body_name(other.as_ref());
-                return Err(NodeError::UnexpectedMessage { peer: link.peer().into(), expected: "frame", got });
-            }
-        }
-    }
+    super::recv_message(link, max, |m: LearningResponderMessage| match m.body {
+        Some(In::Frame(frame)) => Ok(frame),
+        other => Err(body_name(other.as_ref())),
+    })
 }
 
 fn recv_summary(link: &mut OwnLink, aligned: usize) -> Result<LearningSummary, NodeError> {

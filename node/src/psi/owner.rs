@@ -33,7 +33,8 @@ use crate::dataset::{Dataset, DatasetKeys, FileFormat};
 use crate::identity::caller_org;
 use crate::serve::{Authorised, Recorded};
 use crate::wire::{
-    INBOUND_CAPACITY, Link, PeerLink, check_task_id, forward_inbound, mode_from_wire, requester_body_name,
+    INBOUND_CAPACITY, Link, PeerLink, check_task_id, first_message, forward_inbound, mode_from_wire,
+    requester_body_name,
 };
 use crate::{NodeError, NodeState};
 
@@ -102,10 +103,7 @@ impl PsiPeer for PsiPeerService {
     ) -> Result<Response<Self::ExchangeStream>, Status> {
         let peer = caller_org(&request)?;
         let mut inbound = request.into_inner();
-        let first = tokio::time::timeout(crate::wire::IDLE_TIMEOUT, inbound.message())
-            .await
-            .map_err(|_| Status::deadline_exceeded("no open message arrived"))??;
-        let open = match first.and_then(|m| m.body) {
+        let open = match first_message(&mut inbound).await?.and_then(|m| m.body) {
             Some(In::Open(open)) => open,
             other => {
                 let got = requester_body_name(other.as_ref());

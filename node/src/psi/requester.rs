@@ -24,8 +24,8 @@ use crate::dataset::{DatasetKeys, FileFormat, WrittenFile};
 use crate::peers::connect_peer;
 use crate::wire::Progress;
 use crate::wire::{
-    IDLE_TIMEOUT, INBOUND_CAPACITY, Link, MAX_MESSAGE_BYTES, MAX_OUTSTANDING_BATCHES, PeerLink, check_task_id,
-    forward_inbound, mode_to_wire, responder_body_name, status_error,
+    INBOUND_CAPACITY, Link, MAX_MESSAGE_BYTES, MAX_OUTSTANDING_BATCHES, PeerLink, check_task_id, forward_inbound,
+    mode_to_wire, open_stream, responder_body_name,
 };
 use crate::{NodeError, NodeState};
 
@@ -102,27 +102,13 @@ pub async fn run_psi(state: Arc<NodeState>, request: PsiRequest, progress: Progr
     };
     out_tx.send(PsiRequesterMessage { body: Some(Out::Open(open)) }).await.map_err(|_| NodeError::Cancelled)?;
     let peer = request.peer.clone();
-    let silent = |phase| NodeError::PeerVanished {
-        peer: peer.clone(),
-        phase,
-        detail: format!("no answer for {} s", IDLE_TIMEOUT.as_secs()),
-    };
-    let mut inbound = tokio::time::timeout(IDLE_TIMEOUT, client.exchange(ReceiverStream::new(out_rx)))
-        .await
-        .map_err(|_| silent("open"))?
-        .map_err(|s| status_error(s, &peer, "open"))?
-        .into_inner();
-    let accept = tokio::time::timeout(IDLE_TIMEOUT, inbound.message()).await.map_err(|_| silent("open"))?;
-    let responder_size = match accept {
-        Ok(Some(PsiResponderMessage { body: Some(In::Accept(accept)) })) => accept.responder_size,
-        Ok(Some(other)) => {
-            let got = responder_body_name(other.body.as_ref());
+    let (inbound, accept) = open_stream(&peer, client.exchange(ReceiverStream::new(out_rx))).await?;
+    let responder_size = match accept.body {
+        Some(In::Accept(accept)) => accept.responder_size,
+        other => {
+            let got = responder_body_name(other.as_ref());
             return Err(NodeError::UnexpectedMessage { peer, expected: "accept", got });
         }
-        Ok(None) => {
-            return Err(NodeError::PeerVanished { peer, phase: "open", detail: "no answer".into() });
-        }
-        Err(status) => return Err(status_error(status, &peer, "open")),
     };
     let params = SessionParams::new(
         TaskId::new(request.task_id.clone())?,
