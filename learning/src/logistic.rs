@@ -178,7 +178,11 @@ impl LrShare {
                 for (f, col) in features.iter().enumerate() {
                     let v = col[r];
                     if !v.is_finite() {
-                        return Err(LearningError::BadParameter(format!("row {r} has no value for feature {f}")));
+                        // Which row lacks it is the data of the party that holds
+                        // the column: the error names the feature only.
+                        return Err(LearningError::BadParameter(format!(
+                            "feature {f} has a missing value; logistic regression scores only applicants with every feature"
+                        )));
                     }
                     u += self.weights[f] * (v - self.means[f]) / self.stds[f];
                 }
@@ -705,7 +709,8 @@ mod tests {
         // Prediction refuses a missing value rather than defaulting it.
         let (share, _) = train(&labels, &bank, &bureau, params);
         let mut applicant = vec![vec![50.0], vec![f64::NAN]];
-        assert!(share.partial_scores(&applicant).unwrap_err().to_string().contains("row 0 has no value for feature 1"));
+        let err = share.partial_scores(&applicant).unwrap_err().to_string();
+        assert!(err.contains("feature 1 has a missing value") && !err.contains("row"), "{err}");
         applicant[1][0] = 0.3;
         assert_eq!(share.partial_scores(&applicant).unwrap().len(), 1);
         assert!(share.partial_scores(&applicant[..1]).is_err());

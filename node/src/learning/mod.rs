@@ -292,6 +292,15 @@ impl ShareFile {
         Ok(self.commitment())
     }
 
+    /// Reads the share of `task` on a blocking thread (a model share can
+    /// be megabytes to read and decode).
+    pub async fn load(state_dir: &Path, task: &str) -> Result<Self, NodeError> {
+        let (dir, task) = (state_dir.to_path_buf(), task.to_owned());
+        tokio::task::spawn_blocking(move || Self::read(&dir, &task))
+            .await
+            .map_err(|e| NodeError::Worker(e.to_string()))?
+    }
+
     /// Reads the share of `task`.
     pub fn read(state_dir: &Path, task: &str) -> Result<Self, NodeError> {
         let path = Self::path(state_dir, task);

@@ -133,7 +133,7 @@ async fn work_of(state: &NodeState, task: &str, dataset: &str, peer: &str) -> Re
             if trained.task.requester() != request.requester || trained.task.kind() != Computation::Train {
                 return Err(refuse(format!("'{}' is not a training task of the same requester", p.model_task)));
             }
-            let share = ShareFile::read(&state.config.state_dir, &p.model_task)?;
+            let share = ShareFile::load(&state.config.state_dir, &p.model_task).await?;
             if share.party != Party::FeatureHolder || !committed.contains(&share.commitment()) {
                 return Err(refuse(format!(
                     "this node's model share of '{}' is not the one the training recorded",

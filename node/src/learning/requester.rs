@@ -307,7 +307,7 @@ async fn checked_share(state: &NodeState, task: &str, model_task: &str) -> Resul
         return Err(refuse(format!("'{model_task}' is not a training task of this organisation")));
     }
     let committed = trained.result().map(|r| r.intermediates.clone()).unwrap_or_default();
-    let share = ShareFile::read(&state.config.state_dir, model_task)?;
+    let share = ShareFile::load(&state.config.state_dir, model_task).await?;
     if share.party != Party::LabelHolder || !committed.contains(&share.commitment()) {
         return Err(refuse(format!("this node's model share of '{model_task}' is not the one the training recorded")));
     }
