@@ -23,9 +23,11 @@ use rayon::prelude::*;
 use stayput_localnet::{DatasetSpec, LocalNet, OrgSpec};
 use stayput_node::dataset::FileFormat;
 use stayput_node::psi::requester::PsiRequest;
+use stayput_psi::Protocol;
 use stayput_psi::ecdh::{OutputMode, PROTOCOL_LABEL, SessionParams, run_in_memory};
 use stayput_psi::group::{HashToGroup, TaskId};
 use stayput_psi::keys::KeySet;
+use stayput_psi::kkrt;
 
 use crate::{BenchError, peak_rss_bytes};
 
@@ -106,6 +108,8 @@ pub struct PsiBenchReport {
     pub n: usize,
     /// Output mode.
     pub mode: OutputMode,
+    /// The protocol.
+    pub protocol: Protocol,
     /// Whether it ran without gRPC.
     pub in_memory: bool,
     /// Keys per batch.
@@ -142,8 +146,9 @@ impl fmt::Display for PsiBenchReport {
         let unit = us(fl.hash) + 2.0 * us(fl.mul) + 2.0 * us(fl.compress) + us(fl.decompress);
         writeln!(
             f,
-            "psi n={} per side, mode {} ({}), batch {}, {} threads",
+            "psi n={} per side, protocol {}, mode {} ({}), batch {}, {} threads",
             self.n,
+            self.protocol,
             self.mode,
             if self.in_memory { "in memory" } else { "two nodes, gRPC over mTLS on loopback, CSV input" },
             self.batch,
@@ -166,7 +171,14 @@ impl fmt::Display for PsiBenchReport {
             unit
         )?;
         writeln!(f, "  floor, all cores: {:.0} elements/s per side", fl.units_per_sec / 2.0)?;
-        writeln!(f, "  ratio to floor: {:.2}", self.ratio())?;
+        match self.protocol {
+            Protocol::Ecdh => writeln!(f, "  ratio to floor: {:.2}", self.ratio())?,
+            Protocol::Kkrt => writeln!(
+                f,
+                "  ratio to the ECDH curve floor: {:.2} (KKRT does no curve work per key; above 1 is faster than any ECDH-PSI could run here)",
+                self.ratio()
+            )?,
+        }
         match self.peak_rss {
             Some(b) => write!(f, "  peak RSS: {:.1} MB", b as f64 / 1e6),
             None => write!(f, "  peak RSS: unavailable"),
@@ -175,18 +187,31 @@ impl fmt::Display for PsiBenchReport {
 }
 
 /// Runs the benchmark.
-pub fn run(n: usize, mode: OutputMode, in_memory: bool, batch: usize) -> Result<PsiBenchReport, BenchError> {
+pub fn run(
+    n: usize,
+    protocol: Protocol,
+    mode: OutputMode,
+    in_memory: bool,
+    batch: usize,
+) -> Result<PsiBenchReport, BenchError> {
     let floor = measure_floor(8192);
     let requester = SyntheticIds { start: 0, len: n };
     let responder = SyntheticIds { start: (n / 2) as u64, len: n };
     let expected = (n - n / 2) as u64;
-    let (elapsed, intersection) = if in_memory {
-        let params = SessionParams::new(TaskId::new("bench-psi")?, mode, n as u64, n as u64, batch)?;
-        let t = Instant::now();
-        let (out, _) = run_in_memory(&params, &requester, &responder, &mut OsRng, &mut OsRng)?;
-        (t.elapsed(), out.cardinality())
-    } else {
-        over_grpc(requester, responder, mode, batch)?
+    let (elapsed, intersection) = match (in_memory, protocol) {
+        (true, Protocol::Ecdh) => {
+            let params = SessionParams::new(TaskId::new("bench-psi")?, mode, n as u64, n as u64, batch)?;
+            let t = Instant::now();
+            let (out, _) = run_in_memory(&params, &requester, &responder, &mut OsRng, &mut OsRng)?;
+            (t.elapsed(), out.cardinality())
+        }
+        (true, Protocol::Kkrt) => {
+            let params = kkrt::SessionParams::new(TaskId::new("bench-psi")?, mode, n as u64, n as u64)?;
+            let t = Instant::now();
+            let (out, _) = kkrt::run_in_memory(&params, &requester, &responder, &mut OsRng, &mut OsRng)?;
+            (t.elapsed(), out.intersection().len() as u64)
+        }
+        (false, _) => over_grpc(requester, responder, protocol, mode, batch)?,
     };
     if intersection != expected {
         return Err(BenchError::WrongResult { expected, got: intersection });
@@ -194,6 +219,7 @@ pub fn run(n: usize, mode: OutputMode, in_memory: bool, batch: usize) -> Result<
     Ok(PsiBenchReport {
         n,
         mode,
+        protocol,
         in_memory,
         batch,
         elapsed,
@@ -220,6 +246,7 @@ fn write_ids(path: &std::path::Path, ids: SyntheticIds) -> Result<(), BenchError
 fn over_grpc(
     requester: SyntheticIds,
     responder: SyntheticIds,
+    protocol: Protocol,
     mode: OutputMode,
     batch: usize,
 ) -> Result<(Duration, u64), BenchError> {
@@ -252,6 +279,7 @@ fn over_grpc(
             peer: "bureau".into(),
             peer_dataset: "customers".into(),
             mode,
+            protocol,
             output_format: FileFormat::Csv,
         };
         let t = Instant::now();
@@ -276,9 +304,12 @@ mod tests {
 
     #[test]
     fn small_in_memory_run_finds_the_planted_intersection() {
-        let report = run(300, OutputMode::IntersectionToRequester, true, 64).unwrap();
+        let report = run(300, Protocol::Ecdh, OutputMode::IntersectionToRequester, true, 64).unwrap();
         assert_eq!(report.intersection, 150);
         assert!(report.ratio() > 0.0);
         assert!(report.to_string().contains("ratio to floor"));
+        let report = run(300, Protocol::Kkrt, OutputMode::IntersectionToBoth, true, 64).unwrap();
+        assert_eq!(report.intersection, 150);
+        assert!(report.to_string().contains("protocol kkrt"));
     }
 }

@@ -192,6 +192,49 @@ pub struct PsiParams {
     pub peer_dataset: String,
     /// The peer dataset's key columns the task matches on.
     pub columns: Vec<String>,
+    /// The protocol both nodes run.
+    pub protocol: PsiProtocol,
+}
+
+/// The balanced-PSI protocol a task runs. ECDH parameters keep their
+/// original encoding (type 1); other protocols are type 9 with the
+/// protocol's code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PsiProtocol {
+    /// Commutative blinding over Ristretto255: every mode.
+    #[default]
+    Ecdh = 0,
+    /// OT-based (KKRT16): intersection only, an order of magnitude faster.
+    Kkrt = 1,
+}
+
+impl PsiProtocol {
+    /// The protocol's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            PsiProtocol::Ecdh => "ecdh",
+            PsiProtocol::Kkrt => "kkrt",
+        }
+    }
+
+    /// Parses `ecdh` or `kkrt`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "ecdh" => Ok(PsiProtocol::Ecdh),
+            "kkrt" => Ok(PsiProtocol::Kkrt),
+            other => Err(format!("'{other}' is not a PSI protocol; use ecdh or kkrt")),
+        }
+    }
+
+    fn from_code(code: u8) -> Result<Self, LedgerError> {
+        match code {
+            1 => Ok(PsiProtocol::Kkrt),
+            other => Err(LedgerError::Malformed {
+                what: "task parameters",
+                reason: format!("PSI protocol code {other} is not known (1 = kkrt; ecdh uses parameters of type 1)"),
+            }),
+        }
+    }
 }
 
 /// Parameters of a federated-statistics task: the cohort query (canonical
@@ -410,7 +453,11 @@ impl TaskParams {
         let mut w = Writer::new();
         match self {
             TaskParams::Psi(p) => {
-                w.u8(1).str(&p.requester_dataset).str(&p.peer_dataset).list(&p.columns, |w, c| {
+                match p.protocol {
+                    PsiProtocol::Ecdh => w.u8(1),
+                    other => w.u8(9).u8(other as u8),
+                };
+                w.str(&p.requester_dataset).str(&p.peer_dataset).list(&p.columns, |w, c| {
                     w.str(c);
                 });
             }
@@ -472,11 +519,15 @@ impl TaskParams {
         }
         let mut r = Reader::new(bytes, "task parameters");
         let params = match (kind, r.u8()?) {
-            (Computation::Psi | Computation::PsiCardinality, 1) => TaskParams::Psi(PsiParams {
-                requester_dataset: r.str()?,
-                peer_dataset: r.str()?,
-                columns: r.list(Reader::str)?,
-            }),
+            (Computation::Psi | Computation::PsiCardinality, tag @ (1 | 9)) => {
+                let protocol = if tag == 1 { PsiProtocol::Ecdh } else { PsiProtocol::from_code(r.u8()?)? };
+                TaskParams::Psi(PsiParams {
+                    requester_dataset: r.str()?,
+                    peer_dataset: r.str()?,
+                    columns: r.list(Reader::str)?,
+                    protocol,
+                })
+            }
             (Computation::Stats, 6) => TaskParams::Stats(StatsParams {
                 epsilon: r.u32()?,
                 query: String::from_utf8(r.bytes_bounded(MAX_PARAMS_BYTES)?).map_err(|_| LedgerError::Malformed {
@@ -563,6 +614,7 @@ mod tests {
             requester_dataset: "applicants".into(),
             peer_dataset: "blacklist".into(),
             columns: vec!["national_id".into()],
+            protocol: PsiProtocol::Ecdh,
         });
         TaskRequest {
             requester: "bank".into(),
@@ -633,6 +685,26 @@ mod tests {
         assert_eq!(TaskParams::decode(Computation::Blacklist, &bytes).unwrap(), params);
         assert!(TaskParams::decode(Computation::Psi, &bytes).is_err());
         assert!(TaskParams::decode(Computation::Blacklist, &bytes[..bytes.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn psi_parameters_keep_their_encoding_and_name_other_protocols() {
+        let mut params = PsiParams {
+            requester_dataset: "a".into(),
+            peer_dataset: "b".into(),
+            columns: vec!["id".into()],
+            protocol: PsiProtocol::Ecdh,
+        };
+        let body = concat!("01000000", "61", "01000000", "62", "01000000", "02000000", "6964");
+        let ecdh = TaskParams::Psi(params.clone()).encode();
+        assert_eq!(hex::encode(&ecdh), format!("01{body}"), "ECDH parameters are unchanged");
+        params.protocol = PsiProtocol::Kkrt;
+        let kkrt = TaskParams::Psi(params.clone()).encode();
+        assert_eq!(hex::encode(&kkrt), format!("0901{body}"));
+        assert_eq!(TaskParams::decode(Computation::Psi, &kkrt).unwrap(), TaskParams::Psi(params));
+        let unknown = hex::decode(format!("0907{body}")).unwrap();
+        let err = TaskParams::decode(Computation::Psi, &unknown).unwrap_err().to_string();
+        assert!(err.contains("PSI protocol code 7 is not known"), "{err}");
     }
 
     #[test]

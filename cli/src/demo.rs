@@ -28,7 +28,7 @@ use rand::{Rng, SeedableRng};
 use stayput_chain_connector::Ledger as _;
 use stayput_chain_connector::embedded::system_clock;
 use stayput_chain_connector::records::{Computation, Grant, Record, Role};
-use stayput_chain_connector::tasks::{BlacklistParams, LookupParams, PsiParams, StatsParams, TaskParams};
+use stayput_chain_connector::tasks::{BlacklistParams, LookupParams, PsiParams, PsiProtocol, StatsParams, TaskParams};
 use stayput_coordinator::client::{Phase, TaskReport, TaskSpec};
 use stayput_localnet::{DatasetSpec, LocalConsortium, OrgSpec, Participant};
 use stayput_node::dataset::write_parquet;
@@ -428,6 +428,7 @@ fn psi_task(kind: Computation, peer_dataset: &str) -> TaskSpec {
             requester_dataset: "applicants".into(),
             peer_dataset: peer_dataset.into(),
             columns: vec!["national_id".into()],
+            protocol: PsiProtocol::Ecdh,
         }),
     }
 }
@@ -1006,6 +1007,7 @@ async fn ocean_journey(net: &LocalConsortium) -> Result<(), CliError> {
             requester_dataset: "stations".into(),
             peer_dataset: "ctd-observations".into(),
             columns: vec!["station_id".into()],
+            protocol: PsiProtocol::Ecdh,
         }),
     };
     let extreme = SST_QUERY.replace("kind = \"mean\"", "kind = \"max\"");

@@ -18,7 +18,7 @@ use stayput_chain_connector::Ledger;
 use stayput_chain_connector::ledger::GrantFilter;
 use stayput_chain_connector::records::{Computation, DatasetVersion, Role, Task};
 use stayput_chain_connector::rules::GrantState;
-use stayput_chain_connector::tasks::{REQUEST_WINDOW_SECS, SignedTaskRequest, TaskParams, TaskRequest};
+use stayput_chain_connector::tasks::{PsiProtocol, REQUEST_WINDOW_SECS, SignedTaskRequest, TaskParams, TaskRequest};
 
 use crate::CoordinatorError;
 
@@ -205,6 +205,12 @@ pub async fn admit(
             }
             if p.columns.is_empty() {
                 return Err(CoordinatorError::BadRequest("a psi task must name the key columns it matches on".into()));
+            }
+            if request.kind == Computation::PsiCardinality && p.protocol != PsiProtocol::Ecdh {
+                return Err(CoordinatorError::BadRequest(format!(
+                    "a cardinality-only task needs the ecdh protocol; {} reveals which keys matched",
+                    p.protocol.name()
+                )));
             }
             p.columns.clone()
         }

@@ -7,7 +7,9 @@ use stayput_localnet::{DatasetSpec, LocalNet, OrgSpec};
 use stayput_node::peers::connect;
 use stayput_proto::v1::node_control_client::NodeControlClient;
 use stayput_proto::v1::psi_peer_client::PsiPeerClient;
-use stayput_proto::v1::{ListDatasetsRequest, PsiMode, PsiOpen, PsiRequesterMessage, psi_requester_message::Body};
+use stayput_proto::v1::{
+    ListDatasetsRequest, PsiMode, PsiOpen, PsiProtocol, PsiRequesterMessage, psi_requester_message::Body,
+};
 use tonic::Code;
 
 async fn consortium(dir: &std::path::Path) -> LocalNet {
@@ -38,8 +40,22 @@ fn open(size: u64) -> PsiRequesterMessage {
             key_columns: 1,
             normalisation: vec!["trim".into()],
             batch_size: 16,
+            protocol: PsiProtocol::Ecdh as i32,
         })),
     }
+}
+
+fn open_kkrt(size: u64, mode: PsiMode) -> PsiRequesterMessage {
+    let mut message = open(size);
+    if let Some(Body::Open(o)) = message.body.as_mut() {
+        o.protocol = PsiProtocol::Kkrt as i32;
+        o.mode = mode as i32;
+    }
+    message
+}
+
+fn kkrt(bytes: Vec<u8>) -> PsiRequesterMessage {
+    PsiRequesterMessage { body: Some(Body::Kkrt(bytes.into())) }
 }
 
 /// Sends `messages` as bank to bureau's peer service and returns the first
@@ -104,6 +120,38 @@ async fn misbehaving_requesters_get_clear_statuses() {
     )
     .await;
     assert!(status.message().contains("sent 2 items in the requests phase but announced 1"), "{status:?}");
+
+    // KKRT: an unknown protocol, cardinality, another message version, a
+    // setup that does not fit the announced size, an ECDH message in a
+    // KKRT session, corrections that skip bins.
+    let mut unknown = open(1);
+    if let Some(Body::Open(o)) = unknown.body.as_mut() {
+        o.protocol = 7;
+    }
+    let status = exchange_error(&net, vec![unknown]).await;
+    assert!(status.message().contains("PSI protocol 7 is not known"), "{status:?}");
+    let status = exchange_error(&net, vec![open_kkrt(1, PsiMode::Cardinality)]).await;
+    assert!(status.message().contains("does not offer the cardinality mode"), "{status:?}");
+    use stayput_psi::kkrt::messages::{Corrections, Setup};
+    let base = curve25519_dalek::constants::RISTRETTO_BASEPOINT_COMPRESSED.to_bytes();
+    let setup = Setup { seed: [1; 16], bins: 128, point: base };
+    let mut v2 = setup.to_bytes();
+    v2[0] = 2;
+    let status = exchange_error(&net, vec![open_kkrt(1, PsiMode::Intersection), kkrt(v2)]).await;
+    assert!(status.message().contains("format version 2") && status.message().contains("upgrade"), "{status:?}");
+    let wrong_bins = Setup { bins: 256, ..setup.clone() }.to_bytes();
+    let status = exchange_error(&net, vec![open_kkrt(1, PsiMode::Intersection), kkrt(wrong_bins)]).await;
+    assert!(status.message().contains("256 bins for 1 announced keys"), "{status:?}");
+    let ecdh_message = PsiRequesterMessage { body: Some(Body::RequestPoints(base.to_vec().into())) };
+    let status = exchange_error(&net, vec![open_kkrt(1, PsiMode::Intersection), ecdh_message]).await;
+    assert!(status.message().contains("request points where KKRT setup was expected"), "{status:?}");
+    let mut skipping = vec![1u8, 3];
+    skipping.extend_from_slice(&128u32.to_le_bytes());
+    skipping.resize(6 + 128 * 64, 0);
+    assert!(Corrections::decode(&skipping).is_ok());
+    let status =
+        exchange_error(&net, vec![open_kkrt(1, PsiMode::Intersection), kkrt(setup.to_bytes()), kkrt(skipping)]).await;
+    assert!(status.message().contains("rows from bin 128 where bin 0 comes next"), "{status:?}");
 
     net.shutdown().await.unwrap();
 }

@@ -10,12 +10,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use stayput_chain_connector::Ledger;
 use stayput_chain_connector::records::{Computation, LedgerId, Record, Role, Task, TaskStatus};
-use stayput_chain_connector::tasks::{PsiParams, SignedTaskRequest, TaskParams, TaskRequest};
+use stayput_chain_connector::tasks::{PsiParams, PsiProtocol, SignedTaskRequest, TaskParams, TaskRequest};
 use stayput_coordinator::client::{TaskSpec, sign};
 use stayput_coordinator::store::{Phase, Store, StoredTask};
 use stayput_localnet::{DatasetSpec, LocalConsortium, OrgSpec, Participant};
 use stayput_node::dataset::FileFormat;
 use stayput_node::psi::requester::PsiRequest;
+use stayput_psi::Protocol;
 use stayput_psi::ecdh::OutputMode;
 
 fn ids(path: &std::path::Path, range: std::ops::Range<u32>) -> std::path::PathBuf {
@@ -75,6 +76,7 @@ fn psi(kind: Computation, dataset: &str, columns: &[&str], receiver: &str) -> Ta
             requester_dataset: "applicants".into(),
             peer_dataset: dataset.into(),
             columns: columns.iter().map(|c| (*c).to_owned()).collect(),
+            protocol: PsiProtocol::Ecdh,
         }),
     }
 }
@@ -194,12 +196,22 @@ async fn psi_direct(net: &LocalConsortium, task: &str) -> Result<u64, String> {
 }
 
 async fn psi_direct_mode(net: &LocalConsortium, task: &str, mode: OutputMode) -> Result<u64, String> {
+    psi_direct_with(net, task, mode, Protocol::Ecdh).await
+}
+
+async fn psi_direct_with(
+    net: &LocalConsortium,
+    task: &str,
+    mode: OutputMode,
+    protocol: Protocol,
+) -> Result<u64, String> {
     let request = PsiRequest {
         task_id: task.into(),
         dataset: "applicants".into(),
         peer: "bureau".into(),
         peer_dataset: "blacklist".into(),
         mode,
+        protocol,
         output_format: FileFormat::Csv,
     };
     stayput_node::control::request_psi(net.net.state("bank"), &request, |_| {})
@@ -243,6 +255,66 @@ async fn data_owners_refuse_what_the_ledger_does_not_allow() {
     for (grant, uses) in [("g-once", 1), ("g-revoked", 0), ("g-short", 0), ("g-other", 0)] {
         assert_eq!(net.ledger.grant(grant).await.unwrap().unwrap().uses, uses, "{grant}");
     }
+    f.net.shutdown().await.unwrap();
+}
+
+/// Records a PSI task with parameters naming `protocol`.
+async fn record_psi_task(net: &LocalConsortium, protocol: PsiProtocol, grant: &str) -> String {
+    let TaskParams::Psi(p) = psi(Computation::Psi, "blacklist", &["id"], "bank").params else { unreachable!() };
+    let params = TaskParams::Psi(PsiParams { protocol, ..p }).encode();
+    net.record_task("bank", Computation::Psi, &["blacklist"], params, &[grant]).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kkrt_tasks_run_end_to_end_and_the_ledger_fixes_the_protocol() {
+    let f = consortium().await;
+    let net = &f.net;
+    let both = vec![Computation::Psi, Computation::PsiCardinality];
+    net.grant("bureau", "g-fast", "blacklist", "bank", both, &["id"], 10, 3600).await.unwrap();
+
+    // Through the coordinator: the same answer as ECDH, one use, metered
+    // in cuckoo bins (1.27 × 200 keys, in blocks of 128).
+    let mut spec = psi(Computation::Psi, "blacklist", &["id"], "bank");
+    let TaskParams::Psi(p) = &mut spec.params else { unreachable!() };
+    p.protocol = PsiProtocol::Kkrt;
+    let done = run(&f, &spec).await;
+    assert_eq!(done.phase, Phase::Succeeded, "{}", done.error);
+    assert_eq!(done.result_count, 100);
+    let trail = net.ledger.task(&done.task_id).await.unwrap().unwrap();
+    assert_eq!(trail.uses.len(), 1);
+    assert_eq!(trail.uses[0].1.items, 256);
+    let bank_out = net.net.state("bank").config.output_dir.clone();
+    let rows = std::fs::read_to_string(stayput_node::results::result_path(&bank_out, &done.task_id)).unwrap();
+    assert_eq!(rows.lines().count(), 101, "a header and the 100 common rows");
+    assert!(rows.contains("C00100,100") && rows.contains("C00199,199") && !rows.contains("C00099"));
+
+    // Cardinality only is ECDH's: refused before anything is recorded.
+    let tasks_before = net.ledger.tasks(None).await.unwrap().len();
+    let mut count_spec = spec.clone();
+    count_spec.kind = Computation::PsiCardinality;
+    let err = net.submit("bank", &count_spec).await.unwrap_err().to_string();
+    assert!(err.contains("needs the ecdh protocol"), "{err}");
+    assert_eq!(net.ledger.tasks(None).await.unwrap().len(), tasks_before);
+
+    // Intersection to both, straight between the nodes.
+    let kkrt_task = record_psi_task(net, PsiProtocol::Kkrt, "g-fast").await;
+    assert_eq!(psi_direct_with(net, &kkrt_task, OutputMode::IntersectionToBoth, Protocol::Kkrt).await, Ok(100));
+    let bureau_out = net.net.state("bureau").config.output_dir.clone();
+    let theirs = bureau_out.join("from-bank").join(format!("{kkrt_task}-blacklist.csv"));
+    assert_eq!(std::fs::read_to_string(theirs).unwrap().lines().count(), 101);
+
+    // A hostile requester cannot pick another protocol than its
+    // organisation signed for, either way; nothing is used.
+    let uses = net.ledger.grant("g-fast").await.unwrap().unwrap().uses;
+    let ecdh_task = record_psi_task(net, PsiProtocol::Ecdh, "g-fast").await;
+    let err = psi_direct_with(net, &ecdh_task, OutputMode::IntersectionToRequester, Protocol::Kkrt).await.unwrap_err();
+    assert!(err.contains("runs the ecdh protocol, the session asked for kkrt"), "{err}");
+    let kkrt_task = record_psi_task(net, PsiProtocol::Kkrt, "g-fast").await;
+    let err = psi_direct(net, &kkrt_task).await.unwrap_err();
+    assert!(err.contains("runs the kkrt protocol, the session asked for ecdh"), "{err}");
+    let err = psi_direct_with(net, &kkrt_task, OutputMode::CardinalityOnly, Protocol::Kkrt).await.unwrap_err();
+    assert!(err.contains("does not offer the cardinality mode"), "{err}");
+    assert_eq!(net.ledger.grant("g-fast").await.unwrap().unwrap().uses, uses, "no use was consumed");
     f.net.shutdown().await.unwrap();
 }
 

@@ -66,6 +66,7 @@ fn request_from_wire(r: RunPsiRequest) -> Result<PsiRequest, NodeError> {
         peer: r.peer,
         peer_dataset: r.peer_dataset,
         mode: mode_from_wire(r.mode)?,
+        protocol: crate::wire::protocol_from_wire(r.protocol)?,
         output_format,
     })
 }
@@ -242,6 +243,7 @@ pub async fn request_psi(
             FileFormat::Csv => OutputFormat::Csv,
             FileFormat::Parquet => OutputFormat::Parquet,
         } as i32,
+        protocol: crate::wire::protocol_to_wire(request.protocol) as i32,
     };
     let own = state.config.org.clone();
     let refused = |status: Status| match crate::wire::status_error(status, &own, "control") {

@@ -74,6 +74,8 @@ pub enum NodeError {
     UnsupportedVersion(u32),
     #[error("the request does not name an output mode")]
     MissingMode,
+    #[error("PSI protocol {0} is not known to this node (ecdh = 0, kkrt = 1); upgrade it")]
+    UnsupportedProtocol(i32),
     #[error("{0}")]
     Psi(#[from] PsiError),
     #[error("{0}")]
@@ -129,6 +131,7 @@ impl NodeError {
             NodeError::BadTaskId(_)
             | NodeError::UnsupportedVersion(_)
             | NodeError::MissingMode
+            | NodeError::UnsupportedProtocol(_)
             | NodeError::InvalidQuery(_) => Code::InvalidArgument,
             NodeError::Psi(_) | NodeError::Lookup(_) | NodeError::UnexpectedMessage { .. } => Code::InvalidArgument,
             NodeError::Learning(_) => Code::InvalidArgument,

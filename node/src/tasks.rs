@@ -150,6 +150,10 @@ async fn execute(
                 peer: owner,
                 peer_dataset: p.peer_dataset,
                 mode,
+                protocol: match p.protocol {
+                    stayput_chain_connector::tasks::PsiProtocol::Ecdh => stayput_psi::Protocol::Ecdh,
+                    stayput_chain_connector::tasks::PsiProtocol::Kkrt => stayput_psi::Protocol::Kkrt,
+                },
                 output_format: FileFormat::Csv,
             };
             let report = run_psi(state.clone(), request, progress).await?;

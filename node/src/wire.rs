@@ -9,7 +9,8 @@
 
 use std::time::Duration;
 
-use stayput_proto::v1::{PsiMode, psi_requester_message, psi_responder_message};
+use stayput_proto::v1::{PsiMode, PsiProtocol, psi_requester_message, psi_responder_message};
+use stayput_psi::Protocol;
 use stayput_psi::ecdh::OutputMode;
 use tokio::sync::mpsc;
 
@@ -278,12 +279,30 @@ pub fn mode_to_wire(mode: OutputMode) -> PsiMode {
     }
 }
 
+/// The domain protocol from the wire enum.
+pub fn protocol_from_wire(protocol: i32) -> Result<Protocol, NodeError> {
+    match PsiProtocol::try_from(protocol) {
+        Ok(PsiProtocol::Ecdh) => Ok(Protocol::Ecdh),
+        Ok(PsiProtocol::Kkrt) => Ok(Protocol::Kkrt),
+        Err(_) => Err(NodeError::UnsupportedProtocol(protocol)),
+    }
+}
+
+/// Wire enum from the domain protocol.
+pub fn protocol_to_wire(protocol: Protocol) -> PsiProtocol {
+    match protocol {
+        Protocol::Ecdh => PsiProtocol::Ecdh,
+        Protocol::Kkrt => PsiProtocol::Kkrt,
+    }
+}
+
 /// Name of a requester message body, for errors.
 pub fn requester_body_name(body: Option<&psi_requester_message::Body>) -> &'static str {
     match body {
         Some(psi_requester_message::Body::Open(_)) => "open",
         Some(psi_requester_message::Body::RequestPoints(_)) => "request points",
         Some(psi_requester_message::Body::EchoTags(_)) => "echo tags",
+        Some(psi_requester_message::Body::Kkrt(_)) => "a KKRT message",
         None => "an empty message",
     }
 }
@@ -295,6 +314,7 @@ pub fn responder_body_name(body: Option<&psi_responder_message::Body>) -> &'stat
         Some(psi_responder_message::Body::ResponderPoints(_)) => "responder points",
         Some(psi_responder_message::Body::ReplyTags(_)) => "reply tags",
         Some(psi_responder_message::Body::Summary(_)) => "summary",
+        Some(psi_responder_message::Body::Kkrt(_)) => "a KKRT message",
         None => "an empty message",
     }
 }

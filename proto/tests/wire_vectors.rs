@@ -12,10 +12,10 @@ use stayput_proto::v1::{
     EvaluateRequest, EvaluateResponse, FetchHintRequest, FetchSetRequest, FheDeposit, FheDownload, FheOpen, FhePhase,
     FheUpload, HintChunk, HintHeader, LearningAccept, LearningFrame, LearningOpen, LearningRequesterMessage,
     LearningResponderMessage, LearningSummary, LookupRequest, LookupResponse, OutputFormat, PsiAccept, PsiMode,
-    PsiOpen, PsiRequesterMessage, PsiResponderMessage, PsiSummary, RunPsiRequest, RunTaskRequest, SetChunk, SetHeader,
-    ShareRequest, SubmitTaskRequest, SubmitTaskResponse, TaskEvent, TaskProgress, TaskResult, TaskState, TaskUpdate,
-    WatchTaskRequest, fhe_download, fhe_upload, hint_chunk, learning_requester_message, learning_responder_message,
-    psi_requester_message, psi_responder_message, set_chunk, task_event,
+    PsiOpen, PsiProtocol, PsiRequesterMessage, PsiResponderMessage, PsiSummary, RunPsiRequest, RunTaskRequest,
+    SetChunk, SetHeader, ShareRequest, SubmitTaskRequest, SubmitTaskResponse, TaskEvent, TaskProgress, TaskResult,
+    TaskState, TaskUpdate, WatchTaskRequest, fhe_download, fhe_upload, hint_chunk, learning_requester_message,
+    learning_responder_message, psi_requester_message, psi_responder_message, set_chunk, task_event,
 };
 
 /// The vectors beside this crate, found at run time: a test binary reused
@@ -35,6 +35,7 @@ fn open() -> PsiOpen {
         key_columns: 2,
         normalisation: vec!["trim".into(), "uppercase".into()],
         batch_size: 4096,
+        protocol: PsiProtocol::Ecdh as i32,
     }
 }
 
@@ -44,6 +45,18 @@ fn encoded() -> BTreeMap<&'static str, Vec<u8>> {
     v.insert(
         "PsiRequesterMessage.open",
         PsiRequesterMessage { body: Some(psi_requester_message::Body::Open(open())) }.encode_to_vec(),
+    );
+    v.insert(
+        "PsiOpen.kkrt",
+        PsiOpen { protocol: PsiProtocol::Kkrt as i32, mode: PsiMode::Intersection as i32, ..open() }.encode_to_vec(),
+    );
+    v.insert(
+        "PsiRequesterMessage.kkrt",
+        PsiRequesterMessage { body: Some(psi_requester_message::Body::Kkrt(vec![1, 1, 0xbb].into())) }.encode_to_vec(),
+    );
+    v.insert(
+        "PsiResponderMessage.kkrt",
+        PsiResponderMessage { body: Some(psi_responder_message::Body::Kkrt(vec![1, 2, 0xcc].into())) }.encode_to_vec(),
     );
     v.insert(
         "PsiRequesterMessage.request_points",
@@ -84,6 +97,7 @@ fn encoded() -> BTreeMap<&'static str, Vec<u8>> {
             peer_dataset: "blacklist".into(),
             mode: PsiMode::Cardinality as i32,
             output_format: OutputFormat::Parquet as i32,
+            protocol: PsiProtocol::Ecdh as i32,
         }
         .encode_to_vec(),
     );

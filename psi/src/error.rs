@@ -66,4 +66,30 @@ pub enum PsiError {
     /// A key too long to encode.
     #[error("a key part of {len} bytes exceeds the limit of {max} bytes")]
     KeyTooLong { len: usize, max: usize },
+    /// A KKRT message of a format version this build does not speak.
+    #[error(
+        "a {message} of format version {got} arrived; this node speaks version {supported}; upgrade the older node"
+    )]
+    UnsupportedMessageVersion { message: &'static str, got: u8, supported: u8 },
+    /// A message that does not decode, or does not fit the session.
+    #[error("a malformed {message}: {reason}; the peer is faulty or not speaking this protocol version")]
+    Malformed { message: &'static str, reason: String },
+    /// A message that arrived, or was asked for, at the wrong step.
+    #[error("{message} out of turn; the peer does not follow the protocol")]
+    OutOfTurn { message: &'static str },
+    /// More items than the session announced.
+    #[error("the peer sent {received} {message} items but the session announced {announced}")]
+    TooMany { message: &'static str, announced: u64, received: u64 },
+    /// Fewer items than the session announced.
+    #[error("the session ended after {received} of {announced} announced {message} items; the peer stopped early")]
+    TooFew { message: &'static str, announced: u64, received: u64 },
+    /// Cuckoo hashing failed with every seed tried (probability below 2^-40 each).
+    #[error("could not place {keys} keys in cuckoo bins with any of the seeds tried; run the task again")]
+    CuckooFailed { keys: u64 },
+    /// An output mode the protocol does not offer.
+    #[error("the {protocol} protocol does not offer the {mode} mode; use the ecdh protocol for it")]
+    ModeNotOffered { protocol: &'static str, mode: crate::ecdh::OutputMode },
+    /// A set larger than the protocol supports.
+    #[error("a set of {len} keys exceeds what the {protocol} protocol supports ({max}); split the input")]
+    SetTooLarge { protocol: &'static str, len: u64, max: u64 },
 }

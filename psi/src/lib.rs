@@ -10,6 +10,9 @@
 //!   (the "ECDH-PSI" of Meadows 1986 / Huberman–Franklin–Hogg 1999), with
 //!   three output modes: intersection to the requester, to both parties, or
 //!   cardinality only.
+//! * [`kkrt`] — balanced PSI from oblivious transfer (KKRT16: base OTs,
+//!   OT extension into a batched OPRF, cuckoo hashing): the fast mode, for
+//!   millions of keys, in intersection and intersection-to-both modes.
 //! * [`keys`] — the inputs: how key columns are normalised and encoded into
 //!   the byte strings both sides hash, identically.
 //! * [`messages`] — the wire messages, their canonical encodings and their
@@ -31,9 +34,50 @@ pub mod ecdh;
 mod error;
 pub mod group;
 pub mod keys;
+pub mod kkrt;
 pub mod labeled;
 pub mod messages;
 pub mod oprf;
 mod permutation;
 
 pub use error::PsiError;
+
+/// Which balanced-PSI protocol a task runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Protocol {
+    /// [`ecdh`]: commutative blinding; every mode, including cardinality.
+    #[default]
+    Ecdh,
+    /// [`kkrt`]: OT-based, an order of magnitude faster; intersection modes.
+    Kkrt,
+}
+
+impl Protocol {
+    /// Every protocol.
+    pub const ALL: [Protocol; 2] = [Self::Ecdh, Self::Kkrt];
+
+    /// The protocol's name on the command line, in task parameters and on the wire.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ecdh => "ecdh",
+            Self::Kkrt => "kkrt",
+        }
+    }
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Protocol {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| format!("unknown PSI protocol '{s}'; use ecdh or kkrt"))
+    }
+}

@@ -21,8 +21,10 @@ use stayput_proto::v1::{
     PsiAccept, PsiOpen, PsiRequesterMessage, PsiResponderMessage, PsiSummary, psi_requester_message::Body as In,
     psi_responder_message::Body as Out,
 };
+use stayput_psi::Protocol;
 use stayput_psi::ecdh::{OutputMode, ResponderOutput, ResponderSession, SessionParams};
 use stayput_psi::group::TaskId;
+use stayput_psi::kkrt::{self, KkrtResponder};
 use stayput_psi::messages::{PointBatch, TagBatch};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -34,7 +36,7 @@ use crate::identity::caller_org;
 use crate::serve::{Authorised, Recorded};
 use crate::wire::{
     INBOUND_CAPACITY, Link, PeerLink, check_task_id, first_message, forward_inbound, mode_from_wire,
-    requester_body_name,
+    protocol_from_wire, requester_body_name,
 };
 use crate::{NodeError, NodeState};
 
@@ -63,8 +65,21 @@ struct Accepted {
     peer: String,
     task: String,
     mode: OutputMode,
+    protocol: Protocol,
     requester_size: u64,
     dataset: Dataset,
+}
+
+impl Accepted {
+    /// What the use record meters: the requester's keys, or for KKRT its
+    /// cuckoo bins — each bin can carry one key a malicious requester
+    /// tests, so bins are what it could learn about.
+    fn metered_items(&self) -> u64 {
+        match self.protocol {
+            Protocol::Ecdh => self.requester_size,
+            Protocol::Kkrt => kkrt::hashing::bin_count(self.requester_size),
+        }
+    }
 }
 
 fn validate_open(state: &NodeState, peer: String, open: PsiOpen) -> Result<Accepted, NodeError> {
@@ -73,7 +88,14 @@ fn validate_open(state: &NodeState, peer: String, open: PsiOpen) -> Result<Accep
     }
     check_task_id(&open.task_id)?;
     let mode = mode_from_wire(open.mode)?;
-    let max = u64::from(u32::MAX);
+    let protocol = protocol_from_wire(open.protocol)?;
+    if protocol == Protocol::Kkrt && mode == OutputMode::CardinalityOnly {
+        return Err(stayput_psi::PsiError::ModeNotOffered { protocol: "kkrt", mode }.into());
+    }
+    let max = match protocol {
+        Protocol::Ecdh => u64::from(u32::MAX),
+        Protocol::Kkrt => kkrt::MAX_SET_LEN,
+    };
     if open.requester_size > max {
         return Err(NodeError::TooManyPeerKeys { announced: open.requester_size, max });
     }
@@ -90,7 +112,7 @@ fn validate_open(state: &NodeState, peer: String, open: PsiOpen) -> Result<Accep
             theirs: declared(open.key_columns as usize, &open.normalisation),
         });
     }
-    Ok(Accepted { peer, task: open.task_id, mode, requester_size: open.requester_size, dataset })
+    Ok(Accepted { peer, task: open.task_id, mode, protocol, requester_size: open.requester_size, dataset })
 }
 
 #[tonic::async_trait]
@@ -121,11 +143,15 @@ impl PsiPeer for PsiPeerService {
                 peer: &accepted.peer,
                 dataset: &dataset_name,
                 kinds: crate::authorisation::kinds_for(accepted.mode),
-                items: accepted.requester_size,
+                items: accepted.metered_items(),
                 columns: &accepted.dataset.key_columns,
                 key_columns: &accepted.dataset.key_columns,
             };
-            let recorded = async { Authorised::new(&self.state, &request).await?.record_asked(request.items).await };
+            let recorded = async {
+                let authorised = Authorised::new(&self.state, &request).await?;
+                check_protocol(&self.state, &accepted).await?;
+                authorised.record_asked(request.items).await
+            };
             let recorded = recorded.await.map_err(|e| {
                 tracing::warn!(task = %accepted.task, peer = %accepted.peer, error = %e, "psi session refused");
                 Status::from(e)
@@ -140,6 +166,7 @@ impl PsiPeer for PsiPeerService {
             peer = %accepted.peer,
             dataset = %dataset_name,
             mode = %accepted.mode,
+            protocol = %accepted.protocol,
             requester_size = accepted.requester_size,
             "psi session opened"
         );
@@ -152,14 +179,7 @@ impl PsiPeer for PsiPeerService {
             tracing::error!(task = %accepted.task, dataset = %dataset_name, error = %err, "cannot serve dataset");
             Status::from(err)
         })?;
-        let params = SessionParams::new(
-            TaskId::new(accepted.task.clone()).map_err(NodeError::from)?,
-            accepted.mode,
-            accepted.requester_size,
-            keys.keys.len() as u64,
-            self.state.config.batch_size,
-        )
-        .map_err(NodeError::from)?;
+        let params = Params::new(&accepted, keys.keys.len() as u64, self.state.config.batch_size)?;
 
         let (out_tx, out_rx) = mpsc::channel(4);
         let (in_tx, in_rx) = mpsc::channel(INBOUND_CAPACITY);
@@ -178,6 +198,64 @@ impl PsiPeer for PsiPeerService {
             }
         });
         Ok(Response::new(ReceiverStream::new(out_rx)))
+    }
+}
+
+/// The task's protocol on the ledger must be the one the session opened
+/// with: a requester cannot pick another protocol than the one its
+/// organisation signed for.
+async fn check_protocol(state: &NodeState, accepted: &Accepted) -> Result<(), NodeError> {
+    use stayput_chain_connector::tasks::{PsiProtocol, TaskParams};
+    let ledger = &*crate::serve::ledger_access(state, "serving a task")?.ledger;
+    let refuse = |reason: String| NodeError::NotAuthorised { task: accepted.task.clone(), reason };
+    let record = ledger
+        .task(&accepted.task)
+        .await
+        .map_err(NodeError::from_ledger)?
+        .ok_or_else(|| refuse("not on the ledger".into()))?;
+    let request = &record.task.request.request;
+    let recorded = match TaskParams::decode(request.kind, &request.params) {
+        Ok(TaskParams::Psi(p)) => p.protocol,
+        _ => PsiProtocol::Ecdh,
+    };
+    if recorded.name() != accepted.protocol.name() {
+        return Err(refuse(format!(
+            "the task on the ledger runs the {} protocol, the session asked for {}",
+            recorded.name(),
+            accepted.protocol
+        )));
+    }
+    Ok(())
+}
+
+/// A session's parameters, by protocol.
+pub(crate) enum Params {
+    Ecdh(SessionParams),
+    Kkrt(kkrt::SessionParams),
+}
+
+impl Params {
+    fn new(accepted: &Accepted, responder_size: u64, batch_size: usize) -> Result<Self, NodeError> {
+        let task = TaskId::new(accepted.task.clone())?;
+        Ok(match accepted.protocol {
+            Protocol::Ecdh => Self::Ecdh(SessionParams::new(
+                task,
+                accepted.mode,
+                accepted.requester_size,
+                responder_size,
+                batch_size,
+            )?),
+            Protocol::Kkrt => {
+                Self::Kkrt(kkrt::SessionParams::new(task, accepted.mode, accepted.requester_size, responder_size)?)
+            }
+        })
+    }
+
+    fn responder_len(&self) -> u64 {
+        match self {
+            Self::Ecdh(p) => p.responder_len(),
+            Self::Kkrt(p) => p.responder_len(),
+        }
     }
 }
 
@@ -211,13 +289,16 @@ fn unexpected(link: &impl ResponderLink, expected: &'static str, got: &In) -> No
 fn respond(
     state: &NodeState,
     session: &Accepted,
-    params: SessionParams,
+    params: Params,
     keys: &DatasetKeys,
     link: &mut OwnLink,
 ) -> Result<u64, NodeError> {
     send(link, Out::Accept(PsiAccept { responder_size: params.responder_len() }), "accept")?;
-    let output = respond_role(params, keys, link)?;
-    let matches = match output.intersection() {
+    let intersection = match params {
+        Params::Ecdh(params) => respond_role(params, keys, link)?.intersection().map(<[u32]>::to_vec),
+        Params::Kkrt(params) => respond_kkrt(params, keys, link)?,
+    };
+    let matches = match intersection {
         Some(indices) => {
             let common: HashSet<Vec<u8>> = indices.iter().map(|&i| keys.keys.get(i as usize).to_vec()).collect();
             let target = state.config.output_dir.join(format!("from-{}", session.peer)).join(format!(
@@ -233,6 +314,36 @@ fn respond(
     };
     send(link, Out::Summary(PsiSummary { responder_matches: matches }), "summary")?;
     Ok(matches)
+}
+
+fn expect_kkrt(link: &mut impl ResponderLink, expected: &'static str) -> Result<impl AsRef<[u8]>, NodeError> {
+    match expect(link, expected)? {
+        In::Kkrt(bytes) => Ok(bytes),
+        other => Err(unexpected(link, expected, &other)),
+    }
+}
+
+/// The KKRT responder after its accept, up to its intersection (both mode).
+fn respond_kkrt(
+    params: kkrt::SessionParams,
+    keys: &DatasetKeys,
+    link: &mut impl ResponderLink,
+) -> Result<Option<Vec<u32>>, NodeError> {
+    use kkrt::messages::{Corrections, Matches, Setup};
+    let both = params.mode() == OutputMode::IntersectionToBoth;
+    let setup = Setup::decode(expect_kkrt(link, "KKRT setup")?.as_ref())?;
+    let (mut session, choices) = KkrtResponder::new(params, &keys.keys, &setup, &mut OsRng)?;
+    send(link, Out::Kkrt(choices.to_bytes().into()), "KKRT base choices")?;
+    while !session.corrections_done() {
+        session.absorb_corrections(Corrections::decode(expect_kkrt(link, "KKRT corrections")?.as_ref())?)?;
+    }
+    while let Some(outputs) = session.next_outputs()? {
+        send(link, Out::Kkrt(outputs.to_bytes().into()), "KKRT outputs")?;
+    }
+    while both && !session.matches_done() {
+        session.absorb_matches(Matches::decode(expect_kkrt(link, "KKRT matches")?.as_ref())?)?;
+    }
+    Ok(session.finish()?.intersection().map(<[u32]>::to_vec))
 }
 
 /// The responder's protocol after its accept, up to its output (the caller

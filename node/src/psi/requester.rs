@@ -12,10 +12,12 @@ use stayput_proto::v1::{
     PsiOpen, PsiRequesterMessage, PsiResponderMessage, psi_requester_message::Body as Out,
     psi_responder_message::Body as In,
 };
+use stayput_psi::Protocol;
 use stayput_psi::ecdh::requester::RequesterRequests;
 use stayput_psi::ecdh::{OutputMode, RequesterOutput, RequesterSession, SessionParams};
 use stayput_psi::group::TaskId;
 use stayput_psi::keys::KeyList;
+use stayput_psi::kkrt::{self, KkrtRequester};
 use stayput_psi::messages::{PointBatch, TagBatch};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -25,7 +27,7 @@ use crate::peers::connect_peer;
 use crate::wire::Progress;
 use crate::wire::{
     INBOUND_CAPACITY, Link, MAX_MESSAGE_BYTES, MAX_OUTSTANDING_BATCHES, PeerLink, check_task_id, forward_inbound,
-    mode_to_wire, open_stream, responder_body_name,
+    mode_to_wire, open_stream, protocol_to_wire, responder_body_name,
 };
 use crate::{NodeError, NodeState};
 
@@ -42,6 +44,8 @@ pub struct PsiRequest {
     pub peer_dataset: String,
     /// Output mode.
     pub mode: OutputMode,
+    /// The protocol.
+    pub protocol: Protocol,
     /// Format of the result file.
     pub output_format: FileFormat,
 }
@@ -99,6 +103,7 @@ pub async fn run_psi(state: Arc<NodeState>, request: PsiRequest, progress: Progr
         key_columns: u32::try_from(dataset.key_columns.len()).unwrap_or(u32::MAX),
         normalisation: dataset.rules.names().into_iter().map(String::from).collect(),
         batch_size: u32::try_from(state.config.batch_size).unwrap_or(u32::MAX),
+        protocol: protocol_to_wire(request.protocol) as i32,
     };
     out_tx.send(PsiRequesterMessage { body: Some(Out::Open(open)) }).await.map_err(|_| NodeError::Cancelled)?;
     let peer = request.peer.clone();
@@ -110,14 +115,21 @@ pub async fn run_psi(state: Arc<NodeState>, request: PsiRequest, progress: Progr
             return Err(NodeError::UnexpectedMessage { peer, expected: "accept", got });
         }
     };
-    let params = SessionParams::new(
-        TaskId::new(request.task_id.clone())?,
-        request.mode,
-        keys.keys.len() as u64,
-        responder_size,
-        state.config.batch_size,
-    )?;
-    tracing::info!(task = %request.task_id, peer = %peer, mode = %request.mode, "psi session started");
+    let task = TaskId::new(request.task_id.clone())?;
+    let (requester_size, batch_size) = (keys.keys.len() as u64, state.config.batch_size);
+    let params = match request.protocol {
+        Protocol::Ecdh => {
+            Params::Ecdh(SessionParams::new(task, request.mode, requester_size, responder_size, batch_size)?)
+        }
+        Protocol::Kkrt => Params::Kkrt(kkrt::SessionParams::new(task, request.mode, requester_size, responder_size)?),
+    };
+    tracing::info!(
+        task = %request.task_id,
+        peer = %peer,
+        mode = %request.mode,
+        protocol = %request.protocol,
+        "psi session started"
+    );
 
     let (in_tx, in_rx) = mpsc::channel(INBOUND_CAPACITY);
     tokio::spawn(forward_inbound(inbound, in_tx));
@@ -125,8 +137,18 @@ pub async fn run_psi(state: Arc<NodeState>, request: PsiRequest, progress: Progr
     let format = request.output_format;
     let report = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        let output = request_role(params, &keys, &mut link, &progress)?;
-        let written = match output.intersection() {
+        let (intersection, cardinality) = match params {
+            Params::Ecdh(params) => {
+                let output = request_role(params, &keys, &mut link, &progress)?;
+                (output.intersection().map(<[u32]>::to_vec), output.cardinality())
+            }
+            Params::Kkrt(params) => {
+                let indices = request_kkrt(params, &keys, &mut link, &progress)?;
+                let found = indices.len() as u64;
+                (Some(indices), found)
+            }
+        };
+        let written = match intersection {
             Some(indices) => {
                 let _ = progress.send(Progress { phase: "writing", done: 0, total: indices.len() as u64 });
                 let common: HashSet<Vec<u8>> = indices.iter().map(|&i| keys.keys.get(i as usize).to_vec()).collect();
@@ -141,7 +163,7 @@ pub async fn run_psi(state: Arc<NodeState>, request: PsiRequest, progress: Progr
             duplicate_keys: keys.duplicates,
             null_keys: keys.null_keys,
             peer_keys: responder_size,
-            intersection_keys: output.cardinality(),
+            intersection_keys: cardinality,
             elapsed: started.elapsed(),
         })
     })
@@ -149,6 +171,12 @@ pub async fn run_psi(state: Arc<NodeState>, request: PsiRequest, progress: Progr
     .map_err(|e| NodeError::Worker(e.to_string()))??;
     tracing::info!(task = %request.task_id, "psi session completed");
     Ok(report)
+}
+
+/// A session's parameters, by protocol.
+enum Params {
+    Ecdh(SessionParams),
+    Kkrt(kkrt::SessionParams),
 }
 
 /// A link the requester's role runs over: its own stream, or nested in a
@@ -235,21 +263,62 @@ pub(crate) fn request_role(
         send(link, Out::EchoTags(echo.to_bytes().into()), "echo")?;
     }
     link.close(); // half-close: the peer sees the end of our stream
+    expect_summary(link, mode, output.cardinality())?;
+    Ok(output)
+}
+
+/// The responder's closing summary; in both mode its count must be ours.
+fn expect_summary(link: &mut impl RequesterLink, mode: OutputMode, found: u64) -> Result<(), NodeError> {
     let message = link.recv("summary")?;
     match body(link, message, "summary")? {
         In::Summary(summary) => {
-            if mode == OutputMode::IntersectionToBoth && summary.responder_matches != output.cardinality() {
+            if mode == OutputMode::IntersectionToBoth && summary.responder_matches != found {
                 return Err(NodeError::InconsistentPeer {
                     peer: link.peer().into(),
-                    detail: format!(
-                        "it found {} common keys where we found {}",
-                        summary.responder_matches,
-                        output.cardinality()
-                    ),
+                    detail: format!("it found {} common keys where we found {found}", summary.responder_matches),
                 });
             }
+            Ok(())
         }
-        other => return Err(unexpected(link, "summary", &other)),
+        other => Err(unexpected(link, "summary", &other)),
     }
-    Ok(output)
+}
+
+fn expect_kkrt(link: &mut impl RequesterLink, expected: &'static str) -> Result<impl AsRef<[u8]>, NodeError> {
+    let message = link.recv(expected)?;
+    match body(link, message, expected)? {
+        In::Kkrt(bytes) => Ok(bytes),
+        other => Err(unexpected(link, expected, &other)),
+    }
+}
+
+/// The KKRT requester, on a blocking thread: the indices of its common keys.
+fn request_kkrt(
+    params: kkrt::SessionParams,
+    keys: &DatasetKeys,
+    link: &mut impl RequesterLink,
+    progress: &ProgressTx,
+) -> Result<Vec<u32>, NodeError> {
+    use kkrt::messages::{BaseChoices, Outputs};
+    let report = |phase, done, total| drop(progress.send(Progress { phase, done, total }));
+    let (bins, total, mode) = (params.bins(), params.output_count(), params.mode());
+    let mut session = KkrtRequester::new(params, &keys.keys, &mut OsRng)?;
+    send(link, Out::Kkrt(session.setup().to_bytes().into()), "KKRT setup")?;
+    session.absorb_choices(BaseChoices::decode(expect_kkrt(link, "KKRT base choices")?.as_ref())?)?;
+    while let Some(run) = session.next_corrections()? {
+        let done = u64::from(run.first_bin) + run.len() as u64;
+        send(link, Out::Kkrt(run.to_bytes().into()), "KKRT corrections")?;
+        report("own keys", done, bins);
+    }
+    while session.received() < total {
+        session.absorb_outputs(Outputs::decode(expect_kkrt(link, "KKRT outputs")?.as_ref())?)?;
+        report("peer keys", session.received(), total);
+    }
+    let output = session.finish()?;
+    for matches in output.matches() {
+        send(link, Out::Kkrt(matches.to_bytes().into()), "KKRT matches")?;
+    }
+    link.close();
+    expect_summary(link, mode, output.intersection().len() as u64)?;
+    Ok(output.intersection().to_vec())
 }

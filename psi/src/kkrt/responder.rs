@@ -1,0 +1,253 @@
+//! The responder's role: base-OT receiver and OT-extension sender; it
+//! evaluates the OPRF on each of its keys under each of the key's three
+//! bins and sends the outputs in a secret order.
+
+use rand_core::{CryptoRng, RngCore};
+use rayon::prelude::*;
+use zeroize::Zeroize;
+
+use super::hashing::{Digested, SessionHashes, bin_count};
+use super::messages::{BaseChoices, Corrections, MAX_OUTPUTS, Matches, Outputs, Setup};
+use super::ot::{BLOCK_BINS, Expander, ROW_WORDS, Row, base_ot_receive};
+use super::requester::xor_into;
+use super::{HASHES, SUB_CHUNK, SessionParams};
+use crate::PsiError;
+use crate::ecdh::OutputMode;
+use crate::keys::KeySet;
+use crate::permutation::SecretPermutation;
+
+/// The responder's session.
+pub struct KkrtResponder {
+    params: SessionParams,
+    hashes: SessionHashes,
+    bins: u64,
+    choices: Row,
+    expander: Expander,
+    q: Vec<Row>,
+    digests: Vec<Digested>,
+    order: SecretPermutation,
+    next_position: u64,
+    matched: Vec<u32>,
+    last_match: Option<u32>,
+    matches_done: bool,
+}
+
+impl std::fmt::Debug for KkrtResponder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KkrtResponder").field("bins", &self.bins).finish_non_exhaustive()
+    }
+}
+
+impl KkrtResponder {
+    /// Takes the requester's setup; returns the base-OT points to send.
+    pub fn new<K: KeySet>(
+        params: SessionParams,
+        keys: &K,
+        setup: &Setup,
+        rng: &mut (impl RngCore + CryptoRng),
+    ) -> Result<(Self, BaseChoices), PsiError> {
+        params.check_responder_keys(keys)?;
+        let bins = bin_count(params.requester_len());
+        if u64::from(setup.bins) != bins {
+            return Err(PsiError::Malformed {
+                message: "KKRT setup",
+                reason: format!(
+                    "{} bins for {} announced keys; this version uses {bins}",
+                    setup.bins,
+                    params.requester_len()
+                ),
+            });
+        }
+        let (choices, points, mut seeds) = base_ot_receive(params.task(), &setup.point, rng)?;
+        let expander = Expander::new(seeds.iter().copied());
+        seeds.zeroize();
+        let hashes = SessionHashes::new(params.task(), &setup.seed);
+        let digests: Vec<Digested> = (0..keys.len())
+            .into_par_iter()
+            .map_init(Vec::new, |buf, i| {
+                keys.key_into(i, buf);
+                let d = hashes.digest(buf);
+                buf.zeroize();
+                d
+            })
+            .collect();
+        let order = SecretPermutation::random(params.output_count() as usize, rng);
+        let responder = Self {
+            params,
+            hashes,
+            bins,
+            choices,
+            expander,
+            q: Vec::with_capacity(bins as usize),
+            digests,
+            order,
+            next_position: 0,
+            matched: Vec::new(),
+            last_match: None,
+            matches_done: false,
+        };
+        Ok((responder, BaseChoices { points }))
+    }
+
+    /// Takes the next run of correction rows: `qᵦ = G(k^s)ᵦ ⊕ (uᵦ ∧ s)`.
+    pub fn absorb_corrections(&mut self, corrections: Corrections) -> Result<(), PsiError> {
+        let next = self.q.len() as u64;
+        let count = corrections.rows.len() as u64;
+        if u64::from(corrections.first_bin) != next {
+            return Err(PsiError::Malformed {
+                message: "KKRT corrections",
+                reason: format!("rows from bin {} where bin {next} comes next", corrections.first_bin),
+            });
+        }
+        if next + count > self.bins || !(count as usize).is_multiple_of(BLOCK_BINS) {
+            return Err(PsiError::Malformed {
+                message: "KKRT corrections",
+                reason: format!(
+                    "{count} rows from bin {next}: runs are whole blocks of {BLOCK_BINS} within the {} bins",
+                    self.bins
+                ),
+            });
+        }
+        let mut rows = corrections.rows;
+        let s = self.choices;
+        let expander = &self.expander;
+        rows.par_chunks_mut(SUB_CHUNK).enumerate().for_each(|(c, chunk)| {
+            let start = next as usize + c * SUB_CHUNK;
+            let mut g = vec![[0u64; ROW_WORDS]; chunk.len()];
+            expander.rows(start, &mut g);
+            for (u, g_row) in chunk.iter_mut().zip(&g) {
+                for (w, s_word) in u.iter_mut().zip(&s) {
+                    *w &= s_word;
+                }
+                xor_into(u, g_row);
+            }
+            g.zeroize();
+        });
+        self.q.extend_from_slice(&rows);
+        Ok(())
+    }
+
+    /// Whether every bin's row arrived.
+    pub fn corrections_done(&self) -> bool {
+        self.q.len() as u64 == self.bins
+    }
+
+    /// Bins whose rows arrived so far.
+    pub fn bins_received(&self) -> u64 {
+        self.q.len() as u64
+    }
+
+    /// The next run of outputs, in the secret order, once every row arrived.
+    pub fn next_outputs(&mut self) -> Result<Option<Outputs>, PsiError> {
+        if !self.corrections_done() {
+            return Err(PsiError::OutOfTurn { message: "KKRT outputs (before every correction arrived)" });
+        }
+        let total = self.params.output_count();
+        if self.next_position >= total {
+            return Ok(None);
+        }
+        let end = (self.next_position + MAX_OUTPUTS as u64).min(total);
+        let len = self.params.output_len();
+        let values = (self.next_position..end)
+            .into_par_iter()
+            .map(|position| {
+                let (key, i) = self.slot(position);
+                let digest = &self.digests[key];
+                let bin = digest.bin(i, self.bins);
+                let mut row = self.hashes.code(&digest.id, i);
+                for ((w, s), q) in row.iter_mut().zip(&self.choices).zip(&self.q[bin as usize]) {
+                    *w = (*w & s) ^ q;
+                }
+                let out = self.hashes.output(bin, &row, len);
+                row.zeroize();
+                out
+            })
+            .collect();
+        self.next_position = end;
+        Ok(Some(Outputs { len: len as u8, values }))
+    }
+
+    /// The key and hash function behind the output at `position`.
+    fn slot(&self, position: u64) -> (usize, usize) {
+        let index = self.order.at(position as usize);
+        (index / HASHES, index % HASHES)
+    }
+
+    /// Takes the requester's matched positions (intersection to both).
+    pub fn absorb_matches(&mut self, matches: Matches) -> Result<(), PsiError> {
+        if self.params.mode() != OutputMode::IntersectionToBoth {
+            return Err(PsiError::NotInMode { message: "KKRT matches", mode: self.params.mode() });
+        }
+        if self.matches_done || self.next_position < self.params.output_count() {
+            return Err(PsiError::OutOfTurn { message: "KKRT matches" });
+        }
+        for &position in &matches.positions {
+            if self.last_match.is_some_and(|last| position <= last) || u64::from(position) >= self.params.output_count()
+            {
+                return Err(PsiError::Malformed {
+                    message: "KKRT matches",
+                    reason: "positions must ascend and name outputs that were sent".into(),
+                });
+            }
+            self.last_match = Some(position);
+            self.matched.push(self.slot(u64::from(position)).0 as u32);
+        }
+        self.matches_done = matches.last;
+        Ok(())
+    }
+
+    /// Whether the requester's last matches message arrived.
+    pub fn matches_done(&self) -> bool {
+        self.matches_done
+    }
+
+    /// The responder's output.
+    pub fn finish(mut self) -> Result<ResponderOutput, PsiError> {
+        let total = self.params.output_count();
+        if self.next_position < total {
+            return Err(PsiError::OutOfTurn { message: "KKRT finish (outputs not all sent)" });
+        }
+        let intersection = if self.params.mode() == OutputMode::IntersectionToBoth {
+            if !self.matches_done {
+                return Err(PsiError::TooFew { message: "KKRT matches", announced: 1, received: 0 });
+            }
+            let mut matched = std::mem::take(&mut self.matched);
+            matched.sort_unstable();
+            matched.dedup();
+            Some(matched)
+        } else {
+            None
+        };
+        Ok(ResponderOutput { intersection, requester_len: self.params.requester_len() })
+    }
+}
+
+impl Drop for KkrtResponder {
+    fn drop(&mut self) {
+        self.choices.zeroize();
+        self.q.zeroize();
+        for d in &mut self.digests {
+            d.id.zeroize();
+        }
+    }
+}
+
+/// What the responder ends with.
+#[derive(Debug)]
+pub struct ResponderOutput {
+    intersection: Option<Vec<u32>>,
+    requester_len: u64,
+}
+
+impl ResponderOutput {
+    /// Indices (ascending) of the responder's common keys, in
+    /// intersection-to-both mode; `None` otherwise.
+    pub fn intersection(&self) -> Option<&[u32]> {
+        self.intersection.as_deref()
+    }
+
+    /// The requester's set size, which the responder always learns.
+    pub fn requester_len(&self) -> u64 {
+        self.requester_len
+    }
+}

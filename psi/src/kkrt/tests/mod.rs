@@ -1,0 +1,280 @@
+use std::collections::BTreeSet;
+
+use proptest::prelude::*;
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+
+use super::*;
+use crate::keys::{KeyList, encode_key};
+
+mod vectors;
+
+const MODES: [OutputMode; 2] = [OutputMode::IntersectionToRequester, OutputMode::IntersectionToBoth];
+
+fn params(mode: OutputMode, a: usize, b: usize) -> SessionParams {
+    SessionParams::new(TaskId::new("task-test").unwrap(), mode, a as u64, b as u64).unwrap()
+}
+
+fn rngs(seed: u64) -> (ChaCha20Rng, ChaCha20Rng) {
+    (ChaCha20Rng::seed_from_u64(seed), ChaCha20Rng::seed_from_u64(seed ^ 0x5eed))
+}
+
+fn run(mode: OutputMode, a: &KeyList, b: &KeyList, seed: u64) -> (RequesterOutput, ResponderOutput) {
+    let (mut ra, mut rb) = rngs(seed);
+    run_in_memory(&params(mode, a.len(), b.len()), a, b, &mut ra, &mut rb).unwrap()
+}
+
+/// The reference: plain set intersection, as indices into each distinct list.
+fn plain(a: &KeyList, b: &KeyList) -> (Vec<u32>, Vec<u32>) {
+    let sa: BTreeSet<&[u8]> = a.iter().collect();
+    let sb: BTreeSet<&[u8]> = b.iter().collect();
+    let index = |i: usize| u32::try_from(i).unwrap();
+    let ia = a.iter().enumerate().filter(|(_, k)| sb.contains(k)).map(|(i, _)| index(i)).collect();
+    let ib = b.iter().enumerate().filter(|(_, k)| sa.contains(k)).map(|(i, _)| index(i)).collect();
+    (ia, ib)
+}
+
+fn check_both_modes(raw_a: &[Vec<u8>], raw_b: &[Vec<u8>], seed: u64) {
+    let (a, _) = raw_a.iter().collect::<KeyList>().dedup();
+    let (b, _) = raw_b.iter().collect::<KeyList>().dedup();
+    let (want_a, want_b) = plain(&a, &b);
+    for mode in MODES {
+        let (out_a, out_b) = run(mode, &a, &b, seed);
+        assert_eq!(out_a.intersection(), &want_a[..], "{mode}");
+        assert_eq!(out_b.requester_len(), a.len() as u64);
+        match mode {
+            OutputMode::IntersectionToBoth => assert_eq!(out_b.intersection(), Some(&want_b[..])),
+            _ => assert_eq!(out_b.intersection(), None),
+        }
+    }
+}
+
+fn keys(values: impl IntoIterator<Item = u32>) -> Vec<Vec<u8>> {
+    values.into_iter().map(|v| format!("id-{v}").into_bytes()).collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Random sets over a small universe, so overlaps and duplicates are common.
+    #[test]
+    fn matches_plain_intersection(
+        a in proptest::collection::vec(0u32..60, 0..40),
+        b in proptest::collection::vec(0u32..60, 0..40),
+        seed in any::<u64>(),
+    ) {
+        check_both_modes(&keys(a), &keys(b), seed);
+    }
+
+    /// Very unequal sizes.
+    #[test]
+    fn unequal_sizes(small in proptest::collection::vec(0u32..400, 0..3), seed in any::<u64>()) {
+        let large = keys(0..300);
+        check_both_modes(&keys(small.clone()), &large, seed);
+        check_both_modes(&large, &keys(small), seed);
+    }
+}
+
+#[test]
+fn edge_cases() {
+    let some = keys(0..20);
+    check_both_modes(&[], &[], 1);
+    check_both_modes(&[], &some, 2);
+    check_both_modes(&some, &[], 3);
+    check_both_modes(&some, &some, 4);
+    check_both_modes(&keys(0..10), &keys(10..20), 5);
+    check_both_modes(&keys([7]), &keys([7]), 6);
+    check_both_modes(&keys([7, 7, 7, 8]), &keys([7, 9, 9]), 7);
+}
+
+#[test]
+fn composite_keys_match_part_by_part() {
+    let encode = |parts: &[&str]| {
+        let mut out = Vec::new();
+        encode_key(parts, &mut out).unwrap();
+        out
+    };
+    let a = vec![encode(&["ab", "c"]), encode(&["x", "1"]), encode(&["", "z"])];
+    let b = vec![encode(&["a", "bc"]), encode(&["x", "1"]), encode(&["z", ""])];
+    let (a, _) = a.iter().collect::<KeyList>().dedup();
+    let (b, _) = b.iter().collect::<KeyList>().dedup();
+    let (out, _) = run(OutputMode::IntersectionToRequester, &a, &b, 8);
+    assert_eq!(out.intersection(), &[1]);
+}
+
+#[test]
+fn many_keys_over_several_runs_of_each_message() {
+    // 40,000 bins: three runs of corrections; 60,000 outputs: one run.
+    let a: KeyList = keys(0..30_000).iter().collect();
+    let b: KeyList = keys(20_000..40_000).iter().collect();
+    let (out_a, out_b) = run(OutputMode::IntersectionToBoth, &a, &b, 9);
+    let want: Vec<u32> = (20_000..30_000).collect();
+    assert_eq!(out_a.intersection(), &want[..]);
+    let want_b: Vec<u32> = (0..10_000).collect();
+    assert_eq!(out_b.intersection(), Some(&want_b[..]));
+}
+
+#[test]
+fn different_tasks_do_not_match() {
+    let a: KeyList = keys(0..50).iter().collect();
+    let mut requester =
+        KkrtRequester::new(params(OutputMode::IntersectionToRequester, 50, 50), &a, &mut rngs(1).0).unwrap();
+    let other =
+        SessionParams::new(TaskId::new("another-task").unwrap(), OutputMode::IntersectionToRequester, 50, 50).unwrap();
+    let (mut responder, choices) = KkrtResponder::new(other, &a, requester.setup(), &mut rngs(1).1).unwrap();
+    requester.absorb_choices(choices).unwrap();
+    while let Some(run) = requester.next_corrections().unwrap() {
+        responder.absorb_corrections(run).unwrap();
+    }
+    while let Some(run) = responder.next_outputs().unwrap() {
+        requester.absorb_outputs(run).unwrap();
+    }
+    assert!(requester.finish().unwrap().intersection().is_empty());
+}
+
+#[test]
+fn parameters_are_bounded() {
+    let task = || TaskId::new("t").unwrap();
+    assert!(matches!(
+        SessionParams::new(task(), OutputMode::CardinalityOnly, 1, 1),
+        Err(PsiError::ModeNotOffered { .. })
+    ));
+    assert!(matches!(
+        SessionParams::new(task(), OutputMode::IntersectionToRequester, MAX_SET_LEN + 1, 1),
+        Err(PsiError::SetTooLarge { .. })
+    ));
+    let a: KeyList = keys(0..3).iter().collect();
+    assert!(matches!(
+        KkrtRequester::new(params(OutputMode::IntersectionToRequester, 4, 1), &a, &mut rngs(1).0),
+        Err(PsiError::KeyCountMismatch { .. })
+    ));
+}
+
+/// A session up to the responder's first outputs, for the hostile tests.
+fn started(mode: OutputMode) -> (KkrtRequester, KkrtResponder, Vec<Corrections>) {
+    let a: KeyList = keys(0..300).iter().collect();
+    let b: KeyList = keys(200..400).iter().collect();
+    let p = params(mode, a.len(), b.len());
+    let (mut ra, mut rb) = rngs(3);
+    let mut requester = KkrtRequester::new(p.clone(), &a, &mut ra).unwrap();
+    let (responder, choices) = KkrtResponder::new(p, &b, requester.setup(), &mut rb).unwrap();
+    requester.absorb_choices(choices).unwrap();
+    let mut runs = Vec::new();
+    while let Some(run) = requester.next_corrections().unwrap() {
+        runs.push(run);
+    }
+    (requester, responder, runs)
+}
+
+#[test]
+fn hostile_requester_messages_are_refused() {
+    let (_, mut responder, runs) = started(OutputMode::IntersectionToBoth);
+    let run = runs[0].clone();
+    // Outputs before the corrections.
+    assert!(matches!(responder.next_outputs(), Err(PsiError::OutOfTurn { .. })));
+    // A run that skips bins, one that is not whole blocks, one past the end.
+    let mut skipping = run.clone();
+    skipping.first_bin = 128;
+    assert!(matches!(responder.absorb_corrections(skipping), Err(PsiError::Malformed { .. })));
+    let mut ragged = run.clone();
+    ragged.rows.pop();
+    assert!(matches!(responder.absorb_corrections(ragged), Err(PsiError::Malformed { .. })));
+    let mut long = run.clone();
+    long.rows.extend_from_within(..128);
+    assert!(matches!(responder.absorb_corrections(long), Err(PsiError::Malformed { .. })));
+    responder.absorb_corrections(run.clone()).unwrap();
+    // Replayed.
+    assert!(matches!(responder.absorb_corrections(run), Err(PsiError::Malformed { .. })));
+    while responder.next_outputs().unwrap().is_some() {}
+    // Matches that do not ascend, or name outputs never sent.
+    let bad = Matches { last: true, positions: vec![5, 5] };
+    assert!(matches!(responder.absorb_matches(bad), Err(PsiError::Malformed { .. })));
+    let (_, mut responder, runs) = started(OutputMode::IntersectionToBoth);
+    for run in runs {
+        responder.absorb_corrections(run).unwrap();
+    }
+    while responder.next_outputs().unwrap().is_some() {}
+    let beyond = Matches { last: true, positions: vec![600] };
+    assert!(matches!(responder.absorb_matches(beyond), Err(PsiError::Malformed { .. })));
+    // No matches at all in both mode: the responder has no result.
+    assert!(matches!(responder.finish(), Err(PsiError::TooFew { .. })));
+    // Matches in intersection-only mode.
+    let (_, mut responder, runs) = started(OutputMode::IntersectionToRequester);
+    for run in runs {
+        responder.absorb_corrections(run).unwrap();
+    }
+    while responder.next_outputs().unwrap().is_some() {}
+    let any = Matches { last: true, positions: vec![] };
+    assert!(matches!(responder.absorb_matches(any), Err(PsiError::NotInMode { .. })));
+}
+
+#[test]
+fn hostile_responder_messages_are_refused() {
+    let (mut requester, mut responder, runs) = started(OutputMode::IntersectionToRequester);
+    for run in runs {
+        responder.absorb_corrections(run).unwrap();
+    }
+    let outputs = responder.next_outputs().unwrap().unwrap();
+    // Outputs of another length than the session's.
+    let mut short = outputs.clone();
+    short.len -= 1;
+    assert!(matches!(requester.absorb_outputs(short), Err(PsiError::Malformed { .. })));
+    requester.absorb_outputs(outputs.clone()).unwrap();
+    // More outputs than 3·n_B.
+    assert!(matches!(requester.absorb_outputs(outputs), Err(PsiError::TooMany { .. })));
+    // A responder that stops early.
+    let (mut requester, _, _) = started(OutputMode::IntersectionToRequester);
+    while requester.next_corrections().unwrap().is_some() {}
+    assert!(matches!(requester.finish(), Err(PsiError::TooFew { .. })));
+    // Base choices twice; a setup whose bins do not fit the announced size.
+    let (mut requester, _, _) = started(OutputMode::IntersectionToRequester);
+    let points = BaseChoices { points: vec![[0u8; 32]; ot::WIDTH] };
+    assert!(matches!(requester.absorb_choices(points), Err(PsiError::OutOfTurn { .. })));
+    let b: KeyList = keys(0..3).iter().collect();
+    let mut setup = requester.setup().clone();
+    setup.bins += 128;
+    let p = params(OutputMode::IntersectionToRequester, 300, 3);
+    assert!(matches!(KkrtResponder::new(p, &b, &setup, &mut rngs(4).1), Err(PsiError::Malformed { .. })));
+}
+
+#[test]
+fn malformed_points_are_refused() {
+    let a: KeyList = keys(0..3).iter().collect();
+    let p = params(OutputMode::IntersectionToRequester, 3, 3);
+    let mut requester = KkrtRequester::new(p.clone(), &a, &mut rngs(5).0).unwrap();
+    // A non-canonical base-OT point from the responder.
+    let mut points = vec![crate::group::decode_point(&requester.setup().point, 0).unwrap().compress().to_bytes(); 512];
+    points[17] = [0xff; 32];
+    assert!(matches!(requester.absorb_choices(BaseChoices { points }), Err(PsiError::NonCanonicalPoint { .. })));
+    // The identity as the requester's point.
+    let mut setup = requester.setup().clone();
+    setup.point = [0; 32];
+    assert!(matches!(KkrtResponder::new(p, &a, &setup, &mut rngs(5).1), Err(PsiError::IdentityPoint { .. })));
+}
+
+#[test]
+fn decoders_refuse_bad_bytes() {
+    let setup = Setup { seed: [1; 16], bins: 128, point: [2; 32] };
+    let bytes = setup.to_bytes();
+    assert_eq!(Setup::decode(&bytes).unwrap(), setup);
+    let mut other_version = bytes.clone();
+    other_version[0] = 2;
+    assert!(matches!(Setup::decode(&other_version), Err(PsiError::UnsupportedMessageVersion { got: 2, .. })));
+    assert!(matches!(Setup::decode(&bytes[..bytes.len() - 1]), Err(PsiError::Malformed { .. })));
+    assert!(matches!(BaseChoices::decode(&bytes), Err(PsiError::Malformed { .. })));
+    assert!(matches!(Setup::decode(&[]), Err(PsiError::Malformed { .. })));
+    // Corrections: empty, ragged, too many rows.
+    assert!(Corrections::decode(&[1, 3, 0, 0, 0, 0]).is_err());
+    assert!(Corrections::decode(&[1, 3, 0, 0, 0, 0, 9]).is_err());
+    let mut huge = vec![1, 3, 0, 0, 0, 0];
+    huge.resize(6 + (messages::MAX_ROWS + 1) * 64, 0);
+    assert!(Corrections::decode(&huge).is_err());
+    // Outputs: length 0 or 17, ragged.
+    assert!(Outputs::decode(&[1, 4, 0]).is_err());
+    assert!(Outputs::decode(&[1, 4, 17, 1]).is_err());
+    assert!(Outputs::decode(&[1, 4, 2, 1, 2, 3]).is_err());
+    // Matches: a flag of 2, ragged positions.
+    assert!(Matches::decode(&[1, 5, 2]).is_err());
+    assert!(Matches::decode(&[1, 5, 1, 0, 0]).is_err());
+    assert_eq!(Matches::decode(&[1, 5, 1]).unwrap(), Matches { last: true, positions: vec![] });
+}
