@@ -37,6 +37,13 @@ def main():
     encoded = bytes.fromhex(labeled["encoded_set_hex"])
     for target in ("labeled_set", "labeled_answer"):
         write(target, "kat", encoded)
+    kkrt = vectors("psi/test-vectors/kkrt-v1.json")
+    for s, session in enumerate(kkrt["sessions"]):
+        for m in session["messages"]:
+            if "hex" in m:
+                write("psi_kkrt", f"{m['step'].lower()}-{s}", bytes.fromhex(m["hex"]))
+    write("psi_kkrt", "corrections", bytes([1, 3]) + bytes(4) + bytes(range(256)) * 32)
+    write("psi_kkrt", "choices", bytes([1, 2]) + bytes(32 * 512))
     write("labeled_query", "kat", b"".join(bytes.fromhex(h) for h in labeled["blinded_hex"]))
     write("labeled_delta", "kat", bytes.fromhex(vectors("psi/test-vectors/labeled-delta-v1.json")["delta_hex"]))
 

@@ -348,4 +348,4 @@ pub fn run_observed<A: KeySet, B: KeySet>(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -216,13 +216,17 @@ impl std::fmt::Debug for ResponderClosing {
     }
 }
 
-/// What the responder learns.
+/// What the responder learns (in either balanced protocol).
 pub struct ResponderOutput {
     intersection: Option<Vec<u32>>,
     requester_len: u64,
 }
 
 impl ResponderOutput {
+    pub(crate) fn new(intersection: Option<Vec<u32>>, requester_len: u64) -> Self {
+        Self { intersection, requester_len }
+    }
+
     /// Indices (into the responder's key set, ascending) of the common keys,
     /// in intersection-to-both mode; `None` otherwise.
     pub fn intersection(&self) -> Option<&[u32]> {

@@ -1,7 +1,10 @@
 //! Everything both sides hash identically: keys to a 128-bit identity and
 //! three bins, the pseudorandom code, and the OPRF output.
 //!
-//! * **Key digest.** `d = SHA-256(DST_key ‖ T ‖ seed ‖ k)`: the identity
+//! Each hash is keyed by a 32-byte session key `K_x = SHA-256(DST_x ‖ T ‖
+//! seed)`, so hashing a short key costs one SHA-256 block and an output two.
+//!
+//! * **Key digest.** `d = SHA-256(K_key ‖ len(k) ‖ k)`: the identity
 //!   `k̂ = d[0..16]` and the three bins `hᵢ = ⌊wᵢ·m / 2⁶⁴⌋` of the words
 //!   `w₀ = d[16..24]`, `w₁ = d[24..32]`, `w₂ = d[8..16]` — disjoint bits of a
 //!   random oracle, so independent hash functions for cuckoo hashing.
@@ -10,16 +13,19 @@
 //!   (KKRT §4), which at 512 bits keeps every pair of codewords in a session
 //!   at Hamming distance ≥ 128 except with negligible probability (KKRT
 //!   Table 2 asks for 448 bits at 2^24 items and σ = 40).
-//! * **Output.** `F = SHA-256(DST_out ‖ T ‖ seed ‖ b ‖ row)[..ℓ]` for bin
+//! * **Output.** `F = SHA-256(K_out ‖ b ‖ row)[..ℓ]` for bin
 //!   `b`, truncated to [`output_len`] bytes.
 
 use aes::Aes128;
 use aes::cipher::{BlockEncrypt, KeyInit, generic_array::GenericArray};
+use rayon::prelude::*;
 use sha2::{Digest, Sha256};
+use zeroize::Zeroize;
 
-use super::ot::{ROW_WORDS, Row};
+use super::ot::Row;
 use crate::PsiError;
 use crate::group::TaskId;
+use crate::keys::KeySet;
 
 /// Hash functions per key in cuckoo hashing.
 pub const HASHES: usize = 3;
@@ -49,13 +55,21 @@ pub fn output_len(requester_len: u64, responder_len: u64) -> usize {
     bits.div_ceil(8) as usize
 }
 
-fn prefixed(label: &[u8], task: &TaskId, seed: &[u8; 16]) -> Sha256 {
+/// `SHA-256(label ‖ T ‖ seed)`, lengths prefixed.
+fn session_key(label: &[u8], task: &TaskId, seed: &[u8; 16]) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update((label.len() as u64).to_le_bytes());
     h.update(label);
     h.update((task.as_bytes().len() as u64).to_le_bytes());
     h.update(task.as_bytes());
     h.update(seed);
+    h.finalize().into()
+}
+
+/// A hasher that starts with a session key.
+fn keyed(label: &[u8], task: &TaskId, seed: &[u8; 16]) -> Sha256 {
+    let mut h = Sha256::new();
+    h.update(session_key(label, task, seed));
     h
 }
 
@@ -84,12 +98,12 @@ pub(crate) struct SessionHashes {
 impl SessionHashes {
     pub(crate) fn new(task: &TaskId, seed: &[u8; 16]) -> Self {
         let code = std::array::from_fn(|l| {
-            let mut h = prefixed(CODE_LABEL, task, seed);
+            let mut h = keyed(CODE_LABEL, task, seed);
             h.update([l as u8]);
             let digest = h.finalize();
             Aes128::new(GenericArray::from_slice(&digest[..16]))
         });
-        Self { key: prefixed(KEY_LABEL, task, seed), output: prefixed(OUTPUT_LABEL, task, seed), code }
+        Self { key: keyed(KEY_LABEL, task, seed), output: keyed(OUTPUT_LABEL, task, seed), code }
     }
 
     pub(crate) fn digest(&self, key: &[u8]) -> Digested {
@@ -101,18 +115,36 @@ impl SessionHashes {
         Digested { id: d[..16].try_into().expect("16 bytes"), words: [word(16), word(24), word(8)] }
     }
 
-    /// `C(k̂, i)`.
-    pub(crate) fn code(&self, id: &[u8; 16], i: usize) -> Row {
-        let mut input = *id;
-        input[15] ^= i as u8 + 1;
-        let mut row = [0u64; ROW_WORDS];
+    /// Every key's digest, on all cores.
+    pub(crate) fn digest_all<K: KeySet>(&self, keys: &K) -> Vec<Digested> {
+        (0..keys.len())
+            .into_par_iter()
+            .map_init(Vec::new, |buf, i| {
+                keys.key_into(i, buf);
+                let d = self.digest(buf);
+                buf.zeroize();
+                d
+            })
+            .collect()
+    }
+
+    /// `C(k̂, i)` for every `(k̂, i)`, into `rows`: each AES key runs over
+    /// the whole batch, so the cipher's pipeline stays full.
+    pub(crate) fn codes(&self, inputs: &[([u8; 16], usize)], rows: &mut [Row]) {
+        let mut blocks: Vec<_> = Vec::with_capacity(inputs.len());
         for (l, cipher) in self.code.iter().enumerate() {
-            let mut block = GenericArray::from(input);
-            cipher.encrypt_block(&mut block);
-            row[2 * l] = u64::from_le_bytes(block[..8].try_into().expect("8 bytes"));
-            row[2 * l + 1] = u64::from_le_bytes(block[8..].try_into().expect("8 bytes"));
+            blocks.clear();
+            blocks.extend(inputs.iter().map(|(id, i)| {
+                let mut input = *id;
+                input[15] ^= *i as u8 + 1;
+                GenericArray::from(input)
+            }));
+            cipher.encrypt_blocks(&mut blocks);
+            for (block, row) in blocks.iter().zip(rows.iter_mut()) {
+                row[2 * l] = u64::from_le_bytes(block[..8].try_into().expect("8 bytes"));
+                row[2 * l + 1] = u64::from_le_bytes(block[8..].try_into().expect("8 bytes"));
+            }
         }
-        row
     }
 
     /// The OPRF output of bin `bin` whose row is `row`, as a number (the

@@ -22,8 +22,11 @@
 //!    `b` is `F_b(v) = H(b, qᵦ ⊕ (C(v) ∧ s))`, and `A` knows its value at
 //!    its own key: `H(b, tᵦ)`.
 //! 4. **Outputs** `B → A`: for every key `y` and every hash function `i`,
-//!    `F_{hᵢ(y)}(ŷ, i)` truncated to `ℓ` bytes — `3·n_B` values, in a secret
-//!    random order. `A` keeps its keys whose value is among them.
+//!    `F_{hᵢ(y)}(ŷ, i)` truncated to `ℓ` bytes — `3·n_B` values, the keys in
+//!    a secret random order (a fresh shuffle), each key's three outputs
+//!    together. `A` keeps its keys whose value is among them. (That three
+//!    outputs share a key tells `A` nothing: outside the intersection they
+//!    are pseudorandom.)
 //! 5. **Matches** `A → B` (intersection to both only): the positions of the
 //!    outputs that matched, ascending; `B` maps them back to its keys.
 //!
@@ -68,9 +71,15 @@
 //! ## Memory
 //!
 //! `A`: 40 bytes per own key (identity and bins), 4 per bin, and a table of
-//! its own outputs (≈ 48 bytes per key). `B`: 40 bytes per own key and one
+//! its own outputs (≈ 48 bytes per key). `B`: 44 bytes per own key (identity, bins, place in the order) and one
 //! 64-byte row per bin of `A` (`≈ 81·n_A` bytes). Outputs and corrections
 //! are streamed in runs of at most 1 MiB.
+
+// Every count and index here is bounded by `SessionParams::new`: keys at
+// most 2^30 a side, so outputs (3 per key) and bins (1.27 per key) fit in
+// 32 bits, hash-function indices are below 3 and output lengths at most 16
+// bytes; the one u128 → u64 narrowing folds a random value on purpose.
+#![allow(clippy::cast_possible_truncation)]
 
 pub mod hashing;
 pub mod messages;
@@ -78,9 +87,10 @@ pub mod ot;
 mod requester;
 mod responder;
 
+pub use crate::ecdh::ResponderOutput;
 pub use hashing::HASHES;
 pub use requester::{KkrtRequester, RequesterOutput};
-pub use responder::{KkrtResponder, ResponderOutput};
+pub use responder::KkrtResponder;
 
 use rand_core::{CryptoRng, RngCore};
 

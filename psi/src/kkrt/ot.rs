@@ -84,13 +84,16 @@ impl BaseOtSender {
     }
 }
 
+/// The choice bits, the points `Bⱼ` and the chosen seeds.
+pub(crate) type BaseOtReceived = (Row, Vec<[u8; POINT_LEN]>, Vec<[u8; 16]>);
+
 /// The responder's base OTs: its secret choice bits `s`, the points `Bⱼ`
 /// for the requester, and the seeds `kⱼ^{sⱼ}`.
 pub(crate) fn base_ot_receive(
     task: &TaskId,
     a_bytes: &[u8; POINT_LEN],
     rng: &mut (impl RngCore + CryptoRng),
-) -> Result<(Row, Vec<[u8; POINT_LEN]>, Vec<[u8; 16]>), PsiError> {
+) -> Result<BaseOtReceived, PsiError> {
     let big_a = decode_point(a_bytes, 0)?;
     let mut choices: Row = [0; ROW_WORDS];
     for word in &mut choices {
@@ -236,9 +239,9 @@ mod tests {
         let original: [u64; 64] = std::array::from_fn(|_| rng.next_u64());
         let mut a = original;
         transpose64(&mut a);
-        for k in 0..64 {
-            for t in 0..64 {
-                assert_eq!((a[t] >> k) & 1, (original[k] >> t) & 1);
+        for (k, column) in original.iter().enumerate() {
+            for (t, row) in a.iter().enumerate() {
+                assert_eq!((row >> k) & 1, (column >> t) & 1);
             }
         }
     }
@@ -270,8 +273,8 @@ mod tests {
         let mut block = GenericArray::from(2u128.to_le_bytes());
         Aes128::new(&GenericArray::from([5u8; 16])).encrypt_block(&mut block);
         let stream = u128::from_le_bytes(block.into());
-        for b in 256..384 {
-            assert_eq!(bit(&whole[b], 5), (stream >> (b - 256)) & 1 == 1);
+        for (b, row) in whole[256..384].iter().enumerate() {
+            assert_eq!(bit(row, 5), (stream >> b) & 1 == 1);
         }
     }
 }

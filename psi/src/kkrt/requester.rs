@@ -77,15 +77,7 @@ impl KkrtRequester {
             let mut seed = [0u8; 16];
             rng.fill_bytes(&mut seed);
             let hashes = SessionHashes::new(params.task(), &seed);
-            let digests: Vec<Digested> = (0..keys.len())
-                .into_par_iter()
-                .map_init(Vec::new, |buf, i| {
-                    keys.key_into(i, buf);
-                    let d = hashes.digest(buf);
-                    buf.zeroize();
-                    d
-                })
-                .collect();
+            let digests = hashes.digest_all(keys);
             let Ok(table) = CuckooTable::build(&digests, bins, || rng.next_u32() as usize) else {
                 continue;
             };
@@ -150,20 +142,29 @@ impl KkrtRequester {
                 let mut t = vec![[0u64; ROW_WORDS]; chunk.len()];
                 zero.rows(start, &mut t);
                 one.rows(start, chunk);
-                let mut own = Vec::new();
-                for (offset, (u, t_row)) in chunk.iter_mut().zip(&t).enumerate() {
-                    let bin = start + offset;
-                    let code = match self.table.slots[bin] {
-                        Some((key, i)) => {
-                            own.push((self.hashes.output(bin as u32, t_row, len), key));
-                            self.hashes.code(&self.digests[key as usize].id, usize::from(i))
-                        }
-                        None => [0; ROW_WORDS],
-                    };
+                // Codes of the occupied bins; an empty bin's code is zero.
+                let slots = &self.table.slots[start..start + chunk.len()];
+                let occupied: Vec<(usize, u32, ([u8; 16], usize))> = slots
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(offset, slot)| {
+                        slot.map(|(key, i)| (offset, key, (self.digests[key as usize].id, usize::from(i))))
+                    })
+                    .collect();
+                let inputs: Vec<([u8; 16], usize)> = occupied.iter().map(|(_, _, input)| *input).collect();
+                let mut codes = vec![[0u64; ROW_WORDS]; inputs.len()];
+                self.hashes.codes(&inputs, &mut codes);
+                for (u, t_row) in chunk.iter_mut().zip(&t) {
                     xor_into(u, t_row);
-                    xor_into(u, &code);
+                }
+                let mut own = Vec::with_capacity(occupied.len());
+                for ((offset, key, _), code) in occupied.iter().zip(&codes) {
+                    let bin = start + offset;
+                    own.push((self.hashes.output(bin as u32, &t[*offset], len), *key));
+                    xor_into(&mut chunk[*offset], code);
                 }
                 t.zeroize();
+                codes.zeroize();
                 own
             })
             .collect();

@@ -2,6 +2,9 @@
 //! evaluates the OPRF on each of its keys under each of the key's three
 //! bins and sends the outputs in a secret order.
 
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha20Rng;
 use rand_core::{CryptoRng, RngCore};
 use rayon::prelude::*;
 use zeroize::Zeroize;
@@ -12,9 +15,8 @@ use super::ot::{BLOCK_BINS, Expander, ROW_WORDS, Row, base_ot_receive};
 use super::requester::xor_into;
 use super::{HASHES, SUB_CHUNK, SessionParams};
 use crate::PsiError;
-use crate::ecdh::OutputMode;
+use crate::ecdh::{OutputMode, ResponderOutput};
 use crate::keys::KeySet;
-use crate::permutation::SecretPermutation;
 
 /// The responder's session.
 pub struct KkrtResponder {
@@ -25,7 +27,9 @@ pub struct KkrtResponder {
     expander: Expander,
     q: Vec<Row>,
     digests: Vec<Digested>,
-    order: SecretPermutation,
+    /// The secret order of the keys: output `p` belongs to key
+    /// `order[p / 3]` and hash function `p mod 3`.
+    order: Vec<u32>,
     next_position: u64,
     matched: Vec<u32>,
     last_match: Option<u32>,
@@ -62,16 +66,12 @@ impl KkrtResponder {
         let expander = Expander::new(seeds.iter().copied());
         seeds.zeroize();
         let hashes = SessionHashes::new(params.task(), &setup.seed);
-        let digests: Vec<Digested> = (0..keys.len())
-            .into_par_iter()
-            .map_init(Vec::new, |buf, i| {
-                keys.key_into(i, buf);
-                let d = hashes.digest(buf);
-                buf.zeroize();
-                d
-            })
-            .collect();
-        let order = SecretPermutation::random(params.output_count() as usize, rng);
+        let digests = hashes.digest_all(keys);
+        let mut order: Vec<u32> = (0..keys.len() as u32).collect();
+        let mut shuffle_seed = [0u8; 32];
+        rng.fill_bytes(&mut shuffle_seed);
+        order.shuffle(&mut ChaCha20Rng::from_seed(shuffle_seed));
+        shuffle_seed.zeroize();
         let responder = Self {
             params,
             hashes,
@@ -148,18 +148,26 @@ impl KkrtResponder {
         }
         let end = (self.next_position + MAX_OUTPUTS as u64).min(total);
         let len = self.params.output_len();
-        let values = (self.next_position..end)
-            .into_par_iter()
-            .map(|position| {
-                let (key, i) = self.slot(position);
-                let digest = &self.digests[key];
-                let bin = digest.bin(i, self.bins);
-                let mut row = self.hashes.code(&digest.id, i);
-                for ((w, s), q) in row.iter_mut().zip(&self.choices).zip(&self.q[bin as usize]) {
-                    *w = (*w & s) ^ q;
-                }
-                let out = self.hashes.output(bin, &row, len);
-                row.zeroize();
+        let positions: Vec<u64> = (self.next_position..end).collect();
+        let values = positions
+            .par_chunks(SUB_CHUNK)
+            .flat_map_iter(|chunk| {
+                let slots: Vec<(usize, usize)> = chunk.iter().map(|&p| self.slot(p)).collect();
+                let inputs: Vec<([u8; 16], usize)> = slots.iter().map(|&(key, i)| (self.digests[key].id, i)).collect();
+                let mut rows = vec![[0u64; ROW_WORDS]; chunk.len()];
+                self.hashes.codes(&inputs, &mut rows);
+                let out: Vec<u128> = slots
+                    .iter()
+                    .zip(&mut rows)
+                    .map(|(&(key, i), row)| {
+                        let bin = self.digests[key].bin(i, self.bins);
+                        for ((w, s), q) in row.iter_mut().zip(&self.choices).zip(&self.q[bin as usize]) {
+                            *w = (*w & s) ^ q;
+                        }
+                        self.hashes.output(bin, row, len)
+                    })
+                    .collect();
+                rows.zeroize();
                 out
             })
             .collect();
@@ -169,8 +177,7 @@ impl KkrtResponder {
 
     /// The key and hash function behind the output at `position`.
     fn slot(&self, position: u64) -> (usize, usize) {
-        let index = self.order.at(position as usize);
-        (index / HASHES, index % HASHES)
+        (self.order[(position / HASHES as u64) as usize] as usize, (position % HASHES as u64) as usize)
     }
 
     /// Takes the requester's matched positions (intersection to both).
@@ -218,7 +225,7 @@ impl KkrtResponder {
         } else {
             None
         };
-        Ok(ResponderOutput { intersection, requester_len: self.params.requester_len() })
+        Ok(ResponderOutput::new(intersection, self.params.requester_len()))
     }
 }
 
@@ -226,28 +233,9 @@ impl Drop for KkrtResponder {
     fn drop(&mut self) {
         self.choices.zeroize();
         self.q.zeroize();
+        self.order.zeroize();
         for d in &mut self.digests {
             d.id.zeroize();
         }
-    }
-}
-
-/// What the responder ends with.
-#[derive(Debug)]
-pub struct ResponderOutput {
-    intersection: Option<Vec<u32>>,
-    requester_len: u64,
-}
-
-impl ResponderOutput {
-    /// Indices (ascending) of the responder's common keys, in
-    /// intersection-to-both mode; `None` otherwise.
-    pub fn intersection(&self) -> Option<&[u32]> {
-        self.intersection.as_deref()
-    }
-
-    /// The requester's set size, which the responder always learns.
-    pub fn requester_len(&self) -> u64 {
-        self.requester_len
     }
 }

@@ -20,7 +20,7 @@ fn run(mode: OutputMode, a: &KeyList, b: &KeyList, batch: usize, seed: u64) -> (
 }
 
 /// The reference: plain set intersection, as indices into each distinct list.
-fn plain(a: &KeyList, b: &KeyList) -> (Vec<u32>, Vec<u32>) {
+pub(crate) fn plain(a: &KeyList, b: &KeyList) -> (Vec<u32>, Vec<u32>) {
     let sa: BTreeSet<&[u8]> = a.iter().collect();
     let sb: BTreeSet<&[u8]> = b.iter().collect();
     let index = |i: usize| u32::try_from(i).unwrap();
@@ -54,7 +54,7 @@ fn check_all_modes(raw_a: &[Vec<u8>], raw_b: &[Vec<u8>], batch: usize, seed: u64
     }
 }
 
-fn keys(values: impl IntoIterator<Item = u32>) -> Vec<Vec<u8>> {
+pub(crate) fn keys(values: impl IntoIterator<Item = u32>) -> Vec<Vec<u8>> {
     values.into_iter().map(|v| format!("id-{v}").into_bytes()).collect()
 }
 

@@ -1,10 +1,9 @@
-use std::collections::BTreeSet;
-
 use proptest::prelude::*;
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
 use super::*;
+use crate::ecdh::tests::{keys, plain};
 use crate::keys::{KeyList, encode_key};
 
 mod vectors;
@@ -24,16 +23,6 @@ fn run(mode: OutputMode, a: &KeyList, b: &KeyList, seed: u64) -> (RequesterOutpu
     run_in_memory(&params(mode, a.len(), b.len()), a, b, &mut ra, &mut rb).unwrap()
 }
 
-/// The reference: plain set intersection, as indices into each distinct list.
-fn plain(a: &KeyList, b: &KeyList) -> (Vec<u32>, Vec<u32>) {
-    let sa: BTreeSet<&[u8]> = a.iter().collect();
-    let sb: BTreeSet<&[u8]> = b.iter().collect();
-    let index = |i: usize| u32::try_from(i).unwrap();
-    let ia = a.iter().enumerate().filter(|(_, k)| sb.contains(k)).map(|(i, _)| index(i)).collect();
-    let ib = b.iter().enumerate().filter(|(_, k)| sa.contains(k)).map(|(i, _)| index(i)).collect();
-    (ia, ib)
-}
-
 fn check_both_modes(raw_a: &[Vec<u8>], raw_b: &[Vec<u8>], seed: u64) {
     let (a, _) = raw_a.iter().collect::<KeyList>().dedup();
     let (b, _) = raw_b.iter().collect::<KeyList>().dedup();
@@ -47,10 +36,6 @@ fn check_both_modes(raw_a: &[Vec<u8>], raw_b: &[Vec<u8>], seed: u64) {
             _ => assert_eq!(out_b.intersection(), None),
         }
     }
-}
-
-fn keys(values: impl IntoIterator<Item = u32>) -> Vec<Vec<u8>> {
-    values.into_iter().map(|v| format!("id-{v}").into_bytes()).collect()
 }
 
 proptest! {
@@ -94,8 +79,8 @@ fn composite_keys_match_part_by_part() {
         encode_key(parts, &mut out).unwrap();
         out
     };
-    let a = vec![encode(&["ab", "c"]), encode(&["x", "1"]), encode(&["", "z"])];
-    let b = vec![encode(&["a", "bc"]), encode(&["x", "1"]), encode(&["z", ""])];
+    let a = [encode(&["ab", "c"]), encode(&["x", "1"]), encode(&["", "z"])];
+    let b = [encode(&["a", "bc"]), encode(&["x", "1"]), encode(&["z", ""])];
     let (a, _) = a.iter().collect::<KeyList>().dedup();
     let (b, _) = b.iter().collect::<KeyList>().dedup();
     let (out, _) = run(OutputMode::IntersectionToRequester, &a, &b, 8);
