@@ -1,10 +1,11 @@
-//! PSI batches and a small whole session, in memory.
+//! PSI batches and small whole sessions of both balanced protocols, in memory.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rand::rngs::OsRng;
 use stayput_benches::psi::SyntheticIds;
 use stayput_psi::ecdh::{OutputMode, ResponderSession, SessionParams, run_in_memory};
 use stayput_psi::group::TaskId;
+use stayput_psi::kkrt;
 use stayput_psi::messages::PointBatch;
 
 fn psi(c: &mut Criterion) {
@@ -36,5 +37,27 @@ fn psi(c: &mut Criterion) {
     session.finish();
 }
 
-criterion_group!(benches, psi);
+/// KKRT on 2^16 keys a side: the same work per key as a large set, with the
+/// fixed cost (512 base OTs) a small share of it.
+fn kkrt(c: &mut Criterion) {
+    let n = 1 << 16;
+    let keys = SyntheticIds { start: 0, len: n };
+    let other = SyntheticIds { start: (n / 2) as u64, len: n };
+    let params = kkrt::SessionParams::new(
+        TaskId::new("bench").unwrap(),
+        OutputMode::IntersectionToRequester,
+        n as u64,
+        n as u64,
+    )
+    .unwrap();
+    let mut group = c.benchmark_group("kkrt_session");
+    group.throughput(Throughput::Elements(2 * n as u64));
+    group.sample_size(10);
+    group.bench_function("in_memory_65536x65536", |b| {
+        b.iter(|| kkrt::run_in_memory(&params, &keys, &other, &mut OsRng, &mut OsRng).unwrap())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, psi, kkrt);
 criterion_main!(benches);

@@ -78,7 +78,9 @@ impl KkrtResponder {
             bins,
             choices,
             expander,
-            q: Vec::with_capacity(bins as usize),
+            // Grown run by run as rows arrive: an announced size alone
+            // allocates nothing.
+            q: Vec::new(),
             digests,
             order,
             next_position: 0,

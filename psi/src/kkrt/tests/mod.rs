@@ -263,3 +263,16 @@ fn decoders_refuse_bad_bytes() {
     assert!(Matches::decode(&[1, 5, 1, 0, 0]).is_err());
     assert_eq!(Matches::decode(&[1, 5, 1]).unwrap(), Matches { last: true, positions: vec![] });
 }
+
+#[test]
+fn an_announced_size_alone_allocates_nothing() {
+    // A requester announcing 2^30 keys gets no 87 GB table reserved for it
+    // by the responder: rows are stored only as they arrive.
+    let b: KeyList = keys(0..3).iter().collect();
+    let p = params(OutputMode::IntersectionToRequester, MAX_SET_LEN as usize, 3);
+    let point = curve25519_dalek::constants::RISTRETTO_BASEPOINT_COMPRESSED.to_bytes();
+    let setup = Setup { seed: [1; 16], bins: u32::try_from(p.bins()).unwrap(), point };
+    let (responder, _) = KkrtResponder::new(p, &b, &setup, &mut rngs(6).1).unwrap();
+    assert_eq!(responder.bins_received(), 0);
+    assert!(!responder.corrections_done());
+}
