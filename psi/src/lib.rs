@@ -13,6 +13,9 @@
 //! * [`kkrt`] — balanced PSI from oblivious transfer (KKRT16: base OTs,
 //!   OT extension into a batched OPRF, cuckoo hashing): the fast mode, for
 //!   millions of keys, in intersection and intersection-to-both modes.
+//! * [`partition`] — splitting a key set into parts by a keyed hash per
+//!   task, so large sets run as independent sessions part by part (and
+//!   part `i` of each side can run on its own machine).
 //! * [`keys`] — the inputs: how key columns are normalised and encoded into
 //!   the byte strings both sides hash, identically.
 //! * [`messages`] — the wire messages, their canonical encodings and their
@@ -38,6 +41,7 @@ pub mod kkrt;
 pub mod labeled;
 pub mod messages;
 pub mod oprf;
+pub mod partition;
 mod permutation;
 
 pub use error::PsiError;
