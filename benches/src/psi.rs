@@ -190,6 +190,7 @@ impl fmt::Display for PsiBenchReport {
 pub fn run(
     n: usize,
     protocol: Protocol,
+    parts: u32,
     mode: OutputMode,
     in_memory: bool,
     batch: usize,
@@ -211,7 +212,7 @@ pub fn run(
             let (out, _) = kkrt::run_in_memory(&params, &requester, &responder, &mut OsRng, &mut OsRng)?;
             (t.elapsed(), out.intersection().len() as u64)
         }
-        (false, _) => over_grpc(requester, responder, protocol, mode, batch)?,
+        (false, _) => over_grpc(requester, responder, protocol, parts, mode, batch)?,
     };
     if intersection != expected {
         return Err(BenchError::WrongResult { expected, got: intersection });
@@ -247,6 +248,7 @@ fn over_grpc(
     requester: SyntheticIds,
     responder: SyntheticIds,
     protocol: Protocol,
+    parts: u32,
     mode: OutputMode,
     batch: usize,
 ) -> Result<(Duration, u64), BenchError> {
@@ -280,6 +282,7 @@ fn over_grpc(
             peer_dataset: "customers".into(),
             mode,
             protocol,
+            parts,
             output_format: FileFormat::Csv,
         };
         let t = Instant::now();
@@ -304,11 +307,11 @@ mod tests {
 
     #[test]
     fn small_in_memory_run_finds_the_planted_intersection() {
-        let report = run(300, Protocol::Ecdh, OutputMode::IntersectionToRequester, true, 64).unwrap();
+        let report = run(300, Protocol::Ecdh, 0, OutputMode::IntersectionToRequester, true, 64).unwrap();
         assert_eq!(report.intersection, 150);
         assert!(report.ratio() > 0.0);
         assert!(report.to_string().contains("ratio to floor"));
-        let report = run(300, Protocol::Kkrt, OutputMode::IntersectionToBoth, true, 64).unwrap();
+        let report = run(300, Protocol::Kkrt, 0, OutputMode::IntersectionToBoth, true, 64).unwrap();
         assert_eq!(report.intersection, 150);
         assert!(report.to_string().contains("protocol kkrt"));
     }

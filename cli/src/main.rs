@@ -202,6 +202,10 @@ enum BenchCommand {
         /// The protocol: `ecdh` or `kkrt`.
         #[arg(long, default_value = "ecdh")]
         protocol: stayput_psi::Protocol,
+        /// KKRT over nodes: run the sets in this many parts (0: one per
+        /// 2^20 keys).
+        #[arg(long, default_value_t = 0)]
+        parts: u32,
         /// Keys per batch.
         #[arg(long, default_value_t = 4096)]
         batch: usize,
@@ -382,9 +386,9 @@ async fn run(command: Command) -> Result<(), CliError> {
                 println!("{name}: key columns [{}], normalisation [{}]", keys.join(", "), rules.join(", "));
             }
         }
-        Command::Bench(BenchCommand::Psi { n, in_memory, mode, protocol, batch }) => {
+        Command::Bench(BenchCommand::Psi { n, in_memory, mode, protocol, parts, batch }) => {
             let report = tokio::task::spawn_blocking(move || {
-                stayput_benches::psi::run(n, protocol, mode.into(), in_memory, batch)
+                stayput_benches::psi::run(n, protocol, parts, mode.into(), in_memory, batch)
             })
             .await
             .map_err(|e| CliError::Signal(e.to_string()))??;
@@ -481,6 +485,7 @@ async fn psi(args: PsiArgs) -> Result<(), CliError> {
         peer_dataset: args.peer_dataset,
         mode: args.mode.into(),
         protocol: args.protocol,
+        parts: 0,
         output_format: match args.format {
             Format::Csv => FileFormat::Csv,
             Format::Parquet => FileFormat::Parquet,

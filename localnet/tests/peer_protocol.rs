@@ -41,6 +41,8 @@ fn open(size: u64) -> PsiRequesterMessage {
             normalisation: vec!["trim".into()],
             batch_size: 16,
             protocol: PsiProtocol::Ecdh as i32,
+            parts: 0,
+            partition_key: Default::default(),
         })),
     }
 }
@@ -152,6 +154,26 @@ async fn misbehaving_requesters_get_clear_statuses() {
     let status =
         exchange_error(&net, vec![open_kkrt(1, PsiMode::Intersection), kkrt(setup.to_bytes()), kkrt(skipping)]).await;
     assert!(status.message().contains("rows from bin 128 where bin 0 comes next"), "{status:?}");
+
+    // Parts: ECDH never runs in parts; KKRT parts need a 32-byte key, no
+    // more parts than keys, and part sizes that add up to the set.
+    let with_parts = |mut message: PsiRequesterMessage, parts: u32, key: Vec<u8>| {
+        if let Some(Body::Open(o)) = message.body.as_mut() {
+            o.parts = parts;
+            o.partition_key = key.into();
+        }
+        message
+    };
+    let status = exchange_error(&net, vec![with_parts(open(2), 2, vec![9; 32])]).await;
+    assert!(status.message().contains("only KKRT sessions run in parts"), "{status:?}");
+    let status = exchange_error(&net, vec![with_parts(open_kkrt(2, PsiMode::Intersection), 2, vec![9; 31])]).await;
+    assert!(status.message().contains("a partition key of 31 bytes"), "{status:?}");
+    let status = exchange_error(&net, vec![with_parts(open_kkrt(1, PsiMode::Intersection), 2, vec![9; 32])]).await;
+    assert!(status.message().contains("2 parts for 1 keys"), "{status:?}");
+    let sizes = stayput_psi::kkrt::messages::PartSizes { sizes: vec![1, 2] }.to_bytes();
+    let status =
+        exchange_error(&net, vec![with_parts(open_kkrt(2, PsiMode::Intersection), 2, vec![9; 32]), kkrt(sizes)]).await;
+    assert!(status.message().contains("part sizes adding up to Some(3) for 2 parts of 2 keys"), "{status:?}");
 
     net.shutdown().await.unwrap();
 }

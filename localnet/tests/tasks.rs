@@ -205,6 +205,16 @@ async fn psi_direct_with(
     mode: OutputMode,
     protocol: Protocol,
 ) -> Result<u64, String> {
+    psi_direct_parts(net, task, mode, protocol, 0).await
+}
+
+async fn psi_direct_parts(
+    net: &LocalConsortium,
+    task: &str,
+    mode: OutputMode,
+    protocol: Protocol,
+    parts: u32,
+) -> Result<u64, String> {
     let request = PsiRequest {
         task_id: task.into(),
         dataset: "applicants".into(),
@@ -212,6 +222,7 @@ async fn psi_direct_with(
         peer_dataset: "blacklist".into(),
         mode,
         protocol,
+        parts,
         output_format: FileFormat::Csv,
     };
     stayput_node::control::request_psi(net.net.state("bank"), &request, |_| {})
@@ -302,6 +313,26 @@ async fn kkrt_tasks_run_end_to_end_and_the_ledger_fixes_the_protocol() {
     let bureau_out = net.net.state("bureau").config.output_dir.clone();
     let theirs = bureau_out.join("from-bank").join(format!("{kkrt_task}-blacklist.csv"));
     assert_eq!(std::fs::read_to_string(theirs).unwrap().lines().count(), 101);
+
+    // The same in four parts: the same rows on both sides, metered with
+    // the bound on four parts' bins.
+    let parted = record_psi_task(net, PsiProtocol::Kkrt, "g-fast").await;
+    assert_eq!(psi_direct_parts(net, &parted, OutputMode::IntersectionToBoth, Protocol::Kkrt, 4).await, Ok(100));
+    let theirs_parted = bureau_out.join("from-bank").join(format!("{parted}-blacklist.csv"));
+    let theirs_whole = bureau_out.join("from-bank").join(format!("{kkrt_task}-blacklist.csv"));
+    assert_eq!(std::fs::read_to_string(theirs_parted).unwrap(), std::fs::read_to_string(theirs_whole).unwrap());
+    let trail = net.ledger.task(&parted).await.unwrap().unwrap();
+    assert_eq!(trail.uses[0].1.items, stayput_psi::kkrt::metered_bins(200, 4));
+    let err = psi_direct_parts(
+        net,
+        &record_psi_task(net, PsiProtocol::Kkrt, "g-fast").await,
+        OutputMode::IntersectionToRequester,
+        Protocol::Kkrt,
+        201,
+    )
+    .await
+    .unwrap_err();
+    assert!(err.contains("201 parts for 200 keys"), "{err}");
 
     // A hostile requester cannot pick another protocol than its
     // organisation signed for, either way; nothing is used.

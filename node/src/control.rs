@@ -67,6 +67,7 @@ fn request_from_wire(r: RunPsiRequest) -> Result<PsiRequest, NodeError> {
         peer_dataset: r.peer_dataset,
         mode: mode_from_wire(r.mode)?,
         protocol: crate::wire::protocol_from_wire(r.protocol)?,
+        parts: r.parts,
         output_format,
     })
 }
@@ -244,6 +245,7 @@ pub async fn request_psi(
             FileFormat::Parquet => OutputFormat::Parquet,
         } as i32,
         protocol: crate::wire::protocol_to_wire(request.protocol) as i32,
+        parts: request.parts,
     };
     let own = state.config.org.clone();
     let refused = |status: Status| match crate::wire::status_error(status, &own, "control") {

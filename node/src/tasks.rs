@@ -154,6 +154,7 @@ async fn execute(
                     stayput_chain_connector::tasks::PsiProtocol::Ecdh => stayput_psi::Protocol::Ecdh,
                     stayput_chain_connector::tasks::PsiProtocol::Kkrt => stayput_psi::Protocol::Kkrt,
                 },
+                parts: 0,
                 output_format: FileFormat::Csv,
             };
             let report = run_psi(state.clone(), request, progress).await?;

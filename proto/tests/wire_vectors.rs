@@ -36,6 +36,8 @@ fn open() -> PsiOpen {
         normalisation: vec!["trim".into(), "uppercase".into()],
         batch_size: 4096,
         protocol: PsiProtocol::Ecdh as i32,
+        parts: 0,
+        partition_key: Default::default(),
     }
 }
 
@@ -48,7 +50,14 @@ fn encoded() -> BTreeMap<&'static str, Vec<u8>> {
     );
     v.insert(
         "PsiOpen.kkrt",
-        PsiOpen { protocol: PsiProtocol::Kkrt as i32, mode: PsiMode::Intersection as i32, ..open() }.encode_to_vec(),
+        PsiOpen {
+            protocol: PsiProtocol::Kkrt as i32,
+            mode: PsiMode::Intersection as i32,
+            parts: 4,
+            partition_key: vec![0x11; 32].into(),
+            ..open()
+        }
+        .encode_to_vec(),
     );
     v.insert(
         "PsiRequesterMessage.kkrt",
@@ -98,6 +107,7 @@ fn encoded() -> BTreeMap<&'static str, Vec<u8>> {
             mode: PsiMode::Cardinality as i32,
             output_format: OutputFormat::Parquet as i32,
             protocol: PsiProtocol::Ecdh as i32,
+            parts: 0,
         }
         .encode_to_vec(),
     );

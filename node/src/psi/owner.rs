@@ -24,8 +24,11 @@ use stayput_proto::v1::{
 use stayput_psi::Protocol;
 use stayput_psi::ecdh::{OutputMode, ResponderOutput, ResponderSession, SessionParams};
 use stayput_psi::group::TaskId;
+use stayput_psi::keys::KeyList;
+use stayput_psi::kkrt::messages::PartSizes;
 use stayput_psi::kkrt::{self, KkrtResponder};
 use stayput_psi::messages::{PointBatch, TagBatch};
+use stayput_psi::partition::{Partition, PartitionKey};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -33,6 +36,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::authorisation::ServeRequest;
 use crate::dataset::{Dataset, DatasetKeys, FileFormat};
 use crate::identity::caller_org;
+use crate::psi::requester::check_part_sizes;
 use crate::serve::{Authorised, Recorded};
 use crate::wire::{
     INBOUND_CAPACITY, Link, PeerLink, check_task_id, first_message, forward_inbound, mode_from_wire,
@@ -67,6 +71,9 @@ struct Accepted {
     mode: OutputMode,
     protocol: Protocol,
     requester_size: u64,
+    /// KKRT: the requester's split into parts, when it asked for one.
+    partition_key: Option<PartitionKey>,
+    parts: u32,
     dataset: Dataset,
 }
 
@@ -77,7 +84,7 @@ impl Accepted {
     fn metered_items(&self) -> u64 {
         match self.protocol {
             Protocol::Ecdh => self.requester_size,
-            Protocol::Kkrt => kkrt::hashing::bin_count(self.requester_size),
+            Protocol::Kkrt => kkrt::metered_bins(self.requester_size, self.parts),
         }
     }
 }
@@ -99,6 +106,26 @@ fn validate_open(state: &NodeState, peer: String, open: PsiOpen) -> Result<Accep
     if open.requester_size > max {
         return Err(NodeError::TooManyPeerKeys { announced: open.requester_size, max });
     }
+    let parts = open.parts.max(1);
+    let partition_key = match (protocol, parts) {
+        (_, 1) => None,
+        (Protocol::Ecdh, _) => {
+            return Err(stayput_psi::PsiError::Malformed {
+                message: "open",
+                reason: "only KKRT sessions run in parts".into(),
+            }
+            .into());
+        }
+        (Protocol::Kkrt, _) => {
+            kkrt::check_parts(parts, open.requester_size)?;
+            let key: [u8; 32] =
+                open.partition_key.as_ref().try_into().map_err(|_| stayput_psi::PsiError::Malformed {
+                    message: "open",
+                    reason: format!("a partition key of {} bytes; parts need one of 32", open.partition_key.len()),
+                })?;
+            Some(PartitionKey::from_bytes(key))
+        }
+    };
     let dataset = state.config.dataset(&open.dataset)?.clone();
     let declared = |columns: usize, rules: &[String]| {
         let rules = if rules.is_empty() { "(none)".to_owned() } else { rules.join(", ") };
@@ -112,7 +139,16 @@ fn validate_open(state: &NodeState, peer: String, open: PsiOpen) -> Result<Accep
             theirs: declared(open.key_columns as usize, &open.normalisation),
         });
     }
-    Ok(Accepted { peer, task: open.task_id, mode, protocol, requester_size: open.requester_size, dataset })
+    Ok(Accepted {
+        peer,
+        task: open.task_id,
+        mode,
+        protocol,
+        requester_size: open.requester_size,
+        partition_key,
+        parts,
+        dataset,
+    })
 }
 
 #[tonic::async_trait]
@@ -231,7 +267,8 @@ async fn check_protocol(state: &NodeState, accepted: &Accepted) -> Result<(), No
 /// A session's parameters, by protocol.
 pub(crate) enum Params {
     Ecdh(SessionParams),
-    Kkrt(kkrt::SessionParams),
+    /// With the split when the set runs in parts.
+    Kkrt(kkrt::SessionParams, Option<Partition>),
 }
 
 impl Params {
@@ -246,7 +283,14 @@ impl Params {
                 batch_size,
             )?),
             Protocol::Kkrt => {
-                Self::Kkrt(kkrt::SessionParams::new(task, accepted.mode, accepted.requester_size, responder_size)?)
+                let split = match &accepted.partition_key {
+                    Some(key) => Some(Partition::new(key, &task, accepted.parts)?),
+                    None => None,
+                };
+                Self::Kkrt(
+                    kkrt::SessionParams::new(task, accepted.mode, accepted.requester_size, responder_size)?,
+                    split,
+                )
             }
         })
     }
@@ -254,7 +298,7 @@ impl Params {
     fn responder_len(&self) -> u64 {
         match self {
             Self::Ecdh(p) => p.responder_len(),
-            Self::Kkrt(p) => p.responder_len(),
+            Self::Kkrt(p, _) => p.responder_len(),
         }
     }
 }
@@ -296,7 +340,7 @@ fn respond(
     send(link, Out::Accept(PsiAccept { responder_size: params.responder_len() }), "accept")?;
     let intersection = match params {
         Params::Ecdh(params) => respond_role(params, keys, link)?.intersection().map(<[u32]>::to_vec),
-        Params::Kkrt(params) => respond_kkrt(params, keys, link)?,
+        Params::Kkrt(params, split) => respond_kkrt(params, split.as_ref(), &keys.keys, link)?,
     };
     let matches = match intersection {
         Some(indices) => {
@@ -323,16 +367,48 @@ fn expect_kkrt(link: &mut impl ResponderLink, expected: &'static str) -> Result<
     }
 }
 
-/// The KKRT responder after its accept, up to its intersection (both mode).
+/// The KKRT responder after its accept, up to its intersection (both
+/// mode): the whole set, or part by part after both sides' part sizes.
 fn respond_kkrt(
     params: kkrt::SessionParams,
-    keys: &DatasetKeys,
+    split: Option<&Partition>,
+    keys: &KeyList,
+    link: &mut impl ResponderLink,
+) -> Result<Option<Vec<u32>>, NodeError> {
+    let Some(split) = split else {
+        return respond_kkrt_part(params, keys, link);
+    };
+    let theirs = PartSizes::decode(expect_kkrt(link, "KKRT part sizes")?.as_ref())?;
+    check_part_sizes(link.peer(), &theirs, split.parts(), params.requester_len())?;
+    let parts = split.split(keys);
+    let sizes = PartSizes { sizes: parts.iter().map(|p| p.keys.len() as u64).collect() };
+    send(link, Out::Kkrt(sizes.to_bytes().into()), "KKRT part sizes")?;
+    let mut found: Option<Vec<u32>> = None;
+    for (i, (part, their_len)) in (0u32..).zip(parts.iter().zip(&theirs.sizes)) {
+        let task = kkrt::part_task(params.task(), i)?;
+        let part_params = kkrt::SessionParams::new(task, params.mode(), *their_len, part.keys.len() as u64)?;
+        if let Some(indices) = respond_kkrt_part(part_params, &part.keys, link)? {
+            found.get_or_insert_with(Vec::new).extend(indices.into_iter().map(|j| part.indices[j as usize]));
+        }
+    }
+    if params.mode() == OutputMode::IntersectionToBoth {
+        let mut found = found.unwrap_or_default();
+        found.sort_unstable();
+        return Ok(Some(found));
+    }
+    Ok(None)
+}
+
+/// One KKRT session as the responder: a whole set or one part of it.
+fn respond_kkrt_part(
+    params: kkrt::SessionParams,
+    keys: &KeyList,
     link: &mut impl ResponderLink,
 ) -> Result<Option<Vec<u32>>, NodeError> {
     use kkrt::messages::{Corrections, Matches, Setup};
     let both = params.mode() == OutputMode::IntersectionToBoth;
     let setup = Setup::decode(expect_kkrt(link, "KKRT setup")?.as_ref())?;
-    let (mut session, choices) = KkrtResponder::new(params, &keys.keys, &setup, &mut OsRng)?;
+    let (mut session, choices) = KkrtResponder::new(params, keys, &setup, &mut OsRng)?;
     send(link, Out::Kkrt(choices.to_bytes().into()), "KKRT base choices")?;
     while !session.corrections_done() {
         session.absorb_corrections(Corrections::decode(expect_kkrt(link, "KKRT corrections")?.as_ref())?)?;

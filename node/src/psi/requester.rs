@@ -17,8 +17,10 @@ use stayput_psi::ecdh::requester::RequesterRequests;
 use stayput_psi::ecdh::{OutputMode, RequesterOutput, RequesterSession, SessionParams};
 use stayput_psi::group::TaskId;
 use stayput_psi::keys::KeyList;
+use stayput_psi::kkrt::messages::PartSizes;
 use stayput_psi::kkrt::{self, KkrtRequester};
 use stayput_psi::messages::{PointBatch, TagBatch};
+use stayput_psi::partition::{Partition, PartitionKey};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -46,6 +48,8 @@ pub struct PsiRequest {
     pub mode: OutputMode,
     /// The protocol.
     pub protocol: Protocol,
+    /// KKRT: parts to run the set in (0: one per `kkrt::PART_KEYS` keys).
+    pub parts: u32,
     /// Format of the result file.
     pub output_format: FileFormat,
 }
@@ -90,6 +94,15 @@ pub async fn run_psi(state: Arc<NodeState>, request: PsiRequest, progress: Progr
         .await
         .map_err(|e| NodeError::Worker(e.to_string()))??;
 
+    let parts = match (request.protocol, request.parts) {
+        (Protocol::Ecdh, _) => 1,
+        (Protocol::Kkrt, 0) => kkrt::parts_for(keys.keys.len() as u64),
+        (Protocol::Kkrt, parts) => parts,
+    };
+    if request.protocol == Protocol::Kkrt {
+        kkrt::check_parts(parts, keys.keys.len() as u64)?;
+    }
+    let partition_key = (parts > 1).then(|| PartitionKey::random(&mut OsRng));
     let mut client = PsiPeerClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -104,6 +117,8 @@ pub async fn run_psi(state: Arc<NodeState>, request: PsiRequest, progress: Progr
         normalisation: dataset.rules.names().into_iter().map(String::from).collect(),
         batch_size: u32::try_from(state.config.batch_size).unwrap_or(u32::MAX),
         protocol: protocol_to_wire(request.protocol) as i32,
+        parts,
+        partition_key: partition_key.as_ref().map(|k| k.to_bytes().to_vec()).unwrap_or_default().into(),
     };
     out_tx.send(PsiRequesterMessage { body: Some(Out::Open(open)) }).await.map_err(|_| NodeError::Cancelled)?;
     let peer = request.peer.clone();
@@ -121,7 +136,13 @@ pub async fn run_psi(state: Arc<NodeState>, request: PsiRequest, progress: Progr
         Protocol::Ecdh => {
             Params::Ecdh(SessionParams::new(task, request.mode, requester_size, responder_size, batch_size)?)
         }
-        Protocol::Kkrt => Params::Kkrt(kkrt::SessionParams::new(task, request.mode, requester_size, responder_size)?),
+        Protocol::Kkrt => {
+            let split = match &partition_key {
+                Some(key) => Some(Partition::new(key, &task, parts)?),
+                None => None,
+            };
+            Params::Kkrt(kkrt::SessionParams::new(task, request.mode, requester_size, responder_size)?, split)
+        }
     };
     tracing::info!(
         task = %request.task_id,
@@ -142,8 +163,8 @@ pub async fn run_psi(state: Arc<NodeState>, request: PsiRequest, progress: Progr
                 let output = request_role(params, &keys, &mut link, &progress)?;
                 (output.intersection().map(<[u32]>::to_vec), output.cardinality())
             }
-            Params::Kkrt(params) => {
-                let indices = request_kkrt(params, &keys, &mut link, &progress)?;
+            Params::Kkrt(params, split) => {
+                let indices = request_kkrt(params, split.as_ref(), &keys.keys, &mut link, &progress)?;
                 let found = indices.len() as u64;
                 (Some(indices), found)
             }
@@ -176,7 +197,8 @@ pub async fn run_psi(state: Arc<NodeState>, request: PsiRequest, progress: Progr
 /// A session's parameters, by protocol.
 enum Params {
     Ecdh(SessionParams),
-    Kkrt(kkrt::SessionParams),
+    /// With the split when the set runs in parts.
+    Kkrt(kkrt::SessionParams, Option<Partition>),
 }
 
 /// A link the requester's role runs over: its own stream, or nested in a
@@ -292,17 +314,68 @@ fn expect_kkrt(link: &mut impl RequesterLink, expected: &'static str) -> Result<
     }
 }
 
-/// The KKRT requester, on a blocking thread: the indices of its common keys.
+/// The KKRT requester, on a blocking thread: the indices of its common
+/// keys. With a split, each side first sends its part sizes, then the parts
+/// run one after another as sessions of their own, bound to part task ids.
 fn request_kkrt(
     params: kkrt::SessionParams,
-    keys: &DatasetKeys,
+    split: Option<&Partition>,
+    keys: &KeyList,
+    link: &mut impl RequesterLink,
+    progress: &ProgressTx,
+) -> Result<Vec<u32>, NodeError> {
+    let mode = params.mode();
+    let mut found = match split {
+        None => request_kkrt_part(params, keys, link, progress)?,
+        Some(split) => {
+            let parts = split.split(keys);
+            let sizes = PartSizes { sizes: parts.iter().map(|p| p.keys.len() as u64).collect() };
+            send(link, Out::Kkrt(sizes.to_bytes().into()), "KKRT part sizes")?;
+            let theirs = PartSizes::decode(expect_kkrt(link, "KKRT part sizes")?.as_ref())?;
+            check_part_sizes(link.peer(), &theirs, split.parts(), params.responder_len())?;
+            let mut found = Vec::new();
+            for (i, (part, their_len)) in (0u32..).zip(parts.iter().zip(&theirs.sizes)) {
+                let task = kkrt::part_task(params.task(), i)?;
+                let part_params = kkrt::SessionParams::new(task, mode, part.keys.len() as u64, *their_len)?;
+                let indices = request_kkrt_part(part_params, &part.keys, link, progress)?;
+                found.extend(indices.into_iter().map(|j| part.indices[j as usize]));
+            }
+            found
+        }
+    };
+    found.sort_unstable();
+    link.close();
+    expect_summary(link, mode, found.len() as u64)?;
+    Ok(found)
+}
+
+/// The peer's part sizes must be one per part and add up to its set.
+pub(crate) fn check_part_sizes(peer: &str, sizes: &PartSizes, parts: u32, total: u64) -> Result<(), NodeError> {
+    let sum = sizes.sizes.iter().try_fold(0u64, |a, &s| a.checked_add(s));
+    if sizes.sizes.len() != parts as usize || sum != Some(total) {
+        return Err(NodeError::InconsistentPeer {
+            peer: peer.into(),
+            detail: format!(
+                "it sent {} part sizes adding up to {sum:?} for {parts} parts of {total} keys",
+                sizes.sizes.len()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// One KKRT session (a whole set or one part of it): the indices of the
+/// common keys among `keys`.
+fn request_kkrt_part(
+    params: kkrt::SessionParams,
+    keys: &KeyList,
     link: &mut impl RequesterLink,
     progress: &ProgressTx,
 ) -> Result<Vec<u32>, NodeError> {
     use kkrt::messages::{BaseChoices, Outputs};
     let report = |phase, done, total| drop(progress.send(Progress { phase, done, total }));
-    let (bins, total, mode) = (params.bins(), params.output_count(), params.mode());
-    let mut session = KkrtRequester::new(params, &keys.keys, &mut OsRng)?;
+    let (bins, total) = (params.bins(), params.output_count());
+    let mut session = KkrtRequester::new(params, keys, &mut OsRng)?;
     send(link, Out::Kkrt(session.setup().to_bytes().into()), "KKRT setup")?;
     session.absorb_choices(BaseChoices::decode(expect_kkrt(link, "KKRT base choices")?.as_ref())?)?;
     while let Some(run) = session.next_corrections()? {
@@ -318,7 +391,5 @@ fn request_kkrt(
     for matches in output.matches() {
         send(link, Out::Kkrt(matches.to_bytes().into()), "KKRT matches")?;
     }
-    link.close();
-    expect_summary(link, mode, output.intersection().len() as u64)?;
     Ok(output.intersection().to_vec())
 }

@@ -10,6 +10,7 @@
 //! | 3 | [`Corrections`] | requester | first bin (u32) ‖ rows (64 bytes each, 1 to [`MAX_ROWS`]) |
 //! | 4 | [`Outputs`] | responder | output length ℓ (u8) ‖ outputs (ℓ bytes each, 1 to [`MAX_OUTPUTS`]) |
 //! | 5 | [`Matches`] | requester | last (u8: 0 or 1) ‖ positions (u32 each, 0 to [`MAX_OUTPUTS`]) |
+//! | 6 | [`PartSizes`] | either | sizes (u64 each, 1 to [`MAX_PARTS`](crate::partition::MAX_PARTS)) |
 //!
 //! Decoders check version, tag, length and bounds before allocating; the
 //! roles check what depends on the session (bins, order, ℓ, positions).
@@ -282,6 +283,37 @@ impl Matches {
             ));
         }
         Ok(Self { last: last == 1, positions: positions.chunks_exact(4).map(|p| u32_at(p, 0)).collect() })
+    }
+}
+
+/// The sizes of a side's parts, when a set runs part by part
+/// ([`crate::partition`]): each side sends its own before the first part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartSizes {
+    /// Keys in each part.
+    pub sizes: Vec<u64>,
+}
+
+impl PartSizes {
+    const NAME: &'static str = "KKRT part sizes";
+
+    /// The wire encoding.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut bytes = header(6, 8 * self.sizes.len());
+        for size in &self.sizes {
+            bytes.extend_from_slice(&size.to_le_bytes());
+        }
+        bytes
+    }
+
+    /// Decodes and checks the count.
+    pub fn decode(bytes: &[u8]) -> Result<Self, PsiError> {
+        let b = body(Self::NAME, 6, bytes)?;
+        let max = crate::partition::MAX_PARTS as usize;
+        if b.is_empty() || !b.len().is_multiple_of(8) || b.len() / 8 > max {
+            return Err(malformed(Self::NAME, format!("{} bytes; 1 to {max} sizes of 8 bytes", b.len())));
+        }
+        Ok(Self { sizes: b.chunks_exact(8).map(|s| u64::from_le_bytes(s.try_into().expect("8 bytes"))).collect() })
     }
 }
 

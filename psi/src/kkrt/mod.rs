@@ -105,6 +105,56 @@ pub const PROTOCOL_LABEL: &[u8] = b"stayput/psi/kkrt/v1";
 /// Largest set either side may hold: `3·n_B` positions and the bins must
 /// fit in 32 bits.
 pub const MAX_SET_LEN: u64 = 1 << 30;
+/// Keys per part a requester's node aims for when its set runs part by
+/// part ([`crate::partition`]): memory then follows a part, not the set.
+pub const PART_KEYS: u64 = 1 << 20;
+/// Most requester keys a part may hold: what bounds a responder's memory
+/// for one part (≈ 81 bytes per requester key), whatever the requester asks.
+pub const MAX_PART_KEYS: u64 = 1 << 22;
+
+/// The parts a requester with `requester_len` keys runs in by default.
+pub fn parts_for(requester_len: u64) -> u32 {
+    requester_len.div_ceil(PART_KEYS).max(1) as u32
+}
+
+/// Checks a requested number of parts: 1 to `MAX_PARTS`, no more than
+/// keys, and parts of at most [`MAX_PART_KEYS`] keys on average.
+pub fn check_parts(parts: u32, requester_len: u64) -> Result<(), PsiError> {
+    let max = crate::partition::MAX_PARTS;
+    if parts == 0 || parts > max || u64::from(parts) > requester_len.max(1) {
+        return Err(PsiError::Malformed {
+            message: "KKRT parts",
+            reason: format!("{parts} parts for {requester_len} keys; 1 to min({max}, keys) are allowed"),
+        });
+    }
+    if requester_len.div_ceil(u64::from(parts)) > MAX_PART_KEYS {
+        return Err(PsiError::Malformed {
+            message: "KKRT parts",
+            reason: format!(
+                "{parts} parts for {requester_len} keys exceed {MAX_PART_KEYS} keys a part; use more parts"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// What a session over `parts` parts may cost the responder, in cuckoo
+/// bins: each part's bins, bounded before the part sizes are known.
+pub fn metered_bins(requester_len: u64, parts: u32) -> u64 {
+    if parts <= 1 {
+        hashing::bin_count(requester_len)
+    } else {
+        (requester_len * 127).div_ceil(100) + 128 * u64::from(parts)
+    }
+}
+
+/// The task id of part `i` of `task`: every hash of a part is bound to it.
+pub fn part_task(task: &TaskId, part: u32) -> Result<TaskId, PsiError> {
+    let mut id = task.as_bytes().to_vec();
+    id.extend_from_slice(format!("/part-{part}").as_bytes());
+    TaskId::new(id)
+}
+
 /// Rows handled by one worker at a time (256 KiB of rows).
 pub(crate) const SUB_CHUNK: usize = 4096;
 

@@ -276,3 +276,36 @@ fn an_announced_size_alone_allocates_nothing() {
     assert_eq!(responder.bins_received(), 0);
     assert!(!responder.corrections_done());
 }
+
+#[test]
+fn parts_are_bounded_and_metered_from_above() {
+    assert_eq!(parts_for(0), 1);
+    assert_eq!(parts_for(PART_KEYS), 1);
+    assert_eq!(parts_for(PART_KEYS + 1), 2);
+    assert_eq!(parts_for(1 << 24), 16);
+    check_parts(16, 1 << 24).unwrap();
+    for (parts, keys) in [(0, 10), (11, 10), (2, 4 * MAX_PART_KEYS), (crate::partition::MAX_PARTS + 1, 1 << 30)] {
+        assert!(matches!(check_parts(parts, keys), Err(PsiError::Malformed { .. })), "{parts} parts of {keys}");
+    }
+    check_parts(1, 0).unwrap();
+    // The bound covers every way of splitting the keys.
+    let n = 10_000u64;
+    for parts in [2u32, 3, 7, 64] {
+        let uneven: Vec<u64> =
+            (0..u64::from(parts)).map(|i| if i == 0 { n - u64::from(parts) + 1 } else { 1 }).collect();
+        let even: Vec<u64> =
+            (0..u64::from(parts)).map(|i| n / u64::from(parts) + u64::from(i < n % u64::from(parts))).collect();
+        for sizes in [uneven, even] {
+            assert_eq!(sizes.iter().sum::<u64>(), n);
+            let bins: u64 = sizes.iter().map(|&s| hashing::bin_count(s)).sum();
+            assert!(bins <= metered_bins(n, parts), "{parts} parts: {bins} bins");
+        }
+    }
+    assert_eq!(metered_bins(200, 1), 256);
+    let task = TaskId::new("t-1").unwrap();
+    assert_eq!(part_task(&task, 3).unwrap().as_bytes(), b"t-1/part-3");
+    let sizes = messages::PartSizes { sizes: vec![3, 0, 5] };
+    assert_eq!(messages::PartSizes::decode(&sizes.to_bytes()).unwrap(), sizes);
+    assert!(messages::PartSizes::decode(&[1, 6]).is_err());
+    assert!(messages::PartSizes::decode(&[1, 6, 0, 0, 0]).is_err());
+}
