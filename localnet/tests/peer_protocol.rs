@@ -174,6 +174,13 @@ async fn misbehaving_requesters_get_clear_statuses() {
     let status =
         exchange_error(&net, vec![with_parts(open_kkrt(2, PsiMode::Intersection), 2, vec![9; 32]), kkrt(sizes)]).await;
     assert!(status.message().contains("part sizes adding up to Some(3) for 2 parts of 2 keys"), "{status:?}");
+    // Sizes that add up but put everything in one part beyond the bound.
+    let n = stayput_psi::kkrt::MAX_PART_KEYS + 1;
+    let lopsided = stayput_psi::kkrt::messages::PartSizes { sizes: vec![n, 0] }.to_bytes();
+    let status =
+        exchange_error(&net, vec![with_parts(open_kkrt(n, PsiMode::Intersection), 2, vec![9; 32]), kkrt(lopsided)])
+            .await;
+    assert!(status.message().contains("claims a part of 4194305 keys"), "{status:?}");
 
     net.shutdown().await.unwrap();
 }

@@ -380,6 +380,14 @@ fn respond_kkrt(
     };
     let theirs = PartSizes::decode(expect_kkrt(link, "KKRT part sizes")?.as_ref())?;
     check_part_sizes(link.peer(), &theirs, split.parts(), params.requester_len())?;
+    // A keyed split is even; a requester that claims one huge part would
+    // make this node hold that part's rows at once.
+    if let Some(&largest) = theirs.sizes.iter().max().filter(|&&s| s > kkrt::MAX_PART_KEYS) {
+        return Err(NodeError::InconsistentPeer {
+            peer: link.peer().into(),
+            detail: format!("it claims a part of {largest} keys; a part holds at most {}", kkrt::MAX_PART_KEYS),
+        });
+    }
     let parts = split.split(keys);
     let sizes = PartSizes { sizes: parts.iter().map(|p| p.keys.len() as u64).collect() };
     send(link, Out::Kkrt(sizes.to_bytes().into()), "KKRT part sizes")?;
