@@ -31,6 +31,9 @@ contract StayputLedger {
     uint256 private constant REQUEST_WINDOW_SECS = 300;
     uint256 private constant MAX_BATCH = 256;
 
+    uint8 private constant KIND_PSI = 1;
+    uint8 private constant PSI_TO_BOTH_TYPE = 10; // the first byte of PSI parameters delivered to both
+
     uint8 private constant ROLE_DATA_OWNER = 1;
     uint8 private constant ROLE_REQUESTER = 2;
     uint8 private constant ROLE_OPERATOR = 3;
@@ -76,6 +79,8 @@ contract StayputLedger {
         uint8 status;
         bool exists;
         bool hasResult;
+        bool toBoth; // PSI to both: the owner of its dataset records its own result too
+        bool hasPeerResult;
         string[] datasets;
         string[] grants;
     }
@@ -89,6 +94,7 @@ contract StayputLedger {
         uint64 issuedAt;
         bytes32 ledger;
         bytes32 digest; // SHA-256 of the signed request
+        bool toBoth;
     }
 
     mapping(bytes32 => Member) private members;
@@ -113,6 +119,7 @@ contract StayputLedger {
     error MissingRole(string org, uint8 role);
     error NotOwner(string writer, string owner, string dataset);
     error NotTaskParty(string writer, string task, string requester);
+    error NotReceiver(string writer, string task, string receiver);
     error Unknown(string what, string id);
     error Duplicate(string what, string id);
     error VersionOutOfOrder(string dataset, uint32 current, uint32 got);
@@ -453,7 +460,8 @@ contract StayputLedger {
         q.receiver = _str(c);
         uint256 paramsLen = _uint(c, 4);
         if (paramsLen > MAX_PARAMS_BYTES) revert Malformed("task parameters too long");
-        _take(c, paramsLen + 16); // parameters and nonce
+        uint256 params = _take(c, paramsLen + 16); // parameters and nonce
+        q.toBoth = q.kind == KIND_PSI && paramsLen > 0 && uint8(c.data[params]) == PSI_TO_BOTH_TYPE;
         q.issuedAt = uint64(_uint(c, 8));
         q.ledger = bytes32(_bytes(c, 32));
         _take(c, 64); // the requester's ed25519 signature
@@ -497,6 +505,7 @@ contract StayputLedger {
         t.kind = kind;
         t.status = SUBMITTED;
         t.exists = true;
+        t.toBoth = q.toBoth;
         for (uint256 i = 0; i < ds.length; i++) t.datasets.push(ds[i]);
         for (uint256 i = 0; i < gs.length; i++) t.grants.push(gs[i]);
         return _key(id);
@@ -563,11 +572,26 @@ contract StayputLedger {
         uint256 n = _count(c);
         _take(c, 32 * n); // intermediate digests
         Task storage t = _existingTask(id);
+        if (t.toBoth && !_eq(receiver, t.receiver) && _ownsADataset(receiver, t)) {
+            // The peer of a PSI to both attests its own result; nobody
+            // writes it for it.
+            if (!_eq(writer, receiver)) revert NotReceiver(writer, id, receiver);
+            if (t.hasPeerResult) revert DuplicateResult(id, receiver);
+            t.hasPeerResult = true;
+            return _key(id);
+        }
         _requireTaskParty(writer, id, t);
         if (!_eq(receiver, t.receiver)) revert WrongReceiver(id, receiver, t.receiver);
         if (t.hasResult) revert DuplicateResult(id, receiver);
         t.hasResult = true;
         return _key(id);
+    }
+
+    function _ownsADataset(string memory org, Task storage t) private view returns (bool) {
+        for (uint256 i = 0; i < t.datasets.length; i++) {
+            if (_eq(datasets[_key(t.datasets[i])].owner, org)) return true;
+        }
+        return false;
     }
 
     // ---- Reads (eth_call) ----

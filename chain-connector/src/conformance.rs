@@ -148,15 +148,20 @@ impl Consortium {
 
     /// The bank's signed PSI request called `name` on `datasets`.
     pub fn request_for(&self, name: &str, datasets: &[&str]) -> SignedTaskRequest {
+        self.request_with(name, Computation::Psi, datasets, name.as_bytes().to_vec())
+    }
+
+    /// The bank's signed request called `name`, of `kind`, with `params`.
+    pub fn request_with(&self, name: &str, kind: Computation, datasets: &[&str], params: Vec<u8>) -> SignedTaskRequest {
         let mut nonce = [0u8; 16];
         let n = name.len().min(16);
         nonce[..n].copy_from_slice(&name.as_bytes()[..n]);
         TaskRequest {
             requester: "bank".into(),
-            kind: Computation::Psi,
+            kind,
             datasets: datasets.iter().map(|d| (*d).to_owned()).collect(),
             receiver: "bank".into(),
-            params: name.as_bytes().to_vec(),
+            params,
             nonce,
             issued_at: self.created,
             ledger: self.bank.ledger,
@@ -531,6 +536,66 @@ pub async fn no_cross_consortium_replay(backend: &dyn Backend) {
     b.ledger.submit(for_b.sign(version)).await.expect("the same record signed for this ledger");
 }
 
+/// A PSI task delivering to both: the requester's result is written by the
+/// requester or the operator, the peer's (the owner of the dataset the task
+/// reads) by the peer alone — and only when the parameters' type byte says
+/// so; one result per receiver.
+pub async fn results_of_a_task_to_both(backend: &dyn Backend) {
+    use crate::tasks::PSI_TO_BOTH_TYPE;
+    let c = Consortium::new(backend).await;
+    let now = backend.now(&c.ledger).await;
+    c.ok(&c.bureau, c.grant("g", 5, 100, now + 86_400)).await;
+    let to_both = |name: &str, kind| {
+        let mut params = vec![PSI_TO_BOTH_TYPE];
+        params.extend_from_slice(name.as_bytes());
+        c.request_with(name, kind, &["blacklist"], params)
+    };
+    let request = to_both("both", Computation::Psi);
+    let id = request.task_id();
+    c.ok(&c.bank, Record::Task(Task::new(request, vec!["g".into()]))).await;
+    let result = |receiver: &str, d: u8| {
+        Record::Result(ResultRecord {
+            task: id.clone(),
+            result_digest: digest(d),
+            receiver: receiver.into(),
+            intermediates: vec![],
+        })
+    };
+    // Nobody records the peer's result for it: not the requester, not the
+    // operator.
+    expect_refusal!(c, c.bank.sign(result("bureau", 1)), Refusal::NotReceiver { .. });
+    expect_refusal!(c, c.operator.sign(result("bureau", 1)), Refusal::NotReceiver { .. });
+    // A member owning no dataset of the task receives nothing from it.
+    expect_refusal!(c, c.hospital.sign(result("hospital", 1)), Refusal::NotTaskParty { .. });
+    expect_refusal!(c, c.operator.sign(result("hospital", 1)), Refusal::WrongReceiver { .. });
+    // The peer cannot write the requester's result.
+    expect_refusal!(c, c.bureau.sign(result("bank", 1)), Refusal::NotTaskParty { .. });
+    // The peer's result first (it is written before the requester's
+    // session ends), then the requester's; one each.
+    c.ok(&c.bureau, result("bureau", 2)).await;
+    expect_refusal!(c, c.bureau.sign(result("bureau", 3)), Refusal::DuplicateResult { .. });
+    c.ok(&c.operator, result("bank", 4)).await;
+    expect_refusal!(c, c.bank.sign(result("bank", 5)), Refusal::DuplicateResult { .. });
+    let trail = c.ledger.task(&id).await.unwrap().unwrap();
+    assert_eq!(trail.results.len(), 2);
+    assert_eq!(trail.result().map(|r| (r.receiver.as_str(), r.result_digest)), Some(("bank", digest(4))));
+    assert_eq!(trail.peer_result().map(|r| (r.receiver.as_str(), r.result_digest)), Some(("bureau", digest(2))));
+    // Without the type byte the peer receives nothing.
+    c.ok(&c.bank, c.task("to-bank", &["g"])).await;
+    expect_refusal!(c, c.bureau.sign(c.result("to-bank", "bureau")), Refusal::NotTaskParty { .. });
+    // The type byte counts for kind psi only.
+    let cardinality = to_both("count", Computation::PsiCardinality);
+    let count_id = cardinality.task_id();
+    c.ok(&c.bank, Record::Task(Task::new(cardinality, vec![]))).await;
+    let peer_count = Record::Result(ResultRecord {
+        task: count_id,
+        result_digest: digest(6),
+        receiver: "bureau".into(),
+        intermediates: vec![],
+    });
+    expect_refusal!(c, c.bureau.sign(peer_count), Refusal::NotTaskParty { .. });
+}
+
 /// Every check, in order.
 pub async fn run_all(backend: &dyn Backend) {
     owner_only_writes(backend).await;
@@ -542,4 +607,5 @@ pub async fn run_all(backend: &dyn Backend) {
     tasks_carry_the_requesters_request(backend).await;
     one_use_per_task_and_grant(backend).await;
     no_cross_consortium_replay(backend).await;
+    results_of_a_task_to_both(backend).await;
 }

@@ -103,6 +103,7 @@ fn refusal(e: ContractError) -> LedgerError {
         },
         E::NotOwner(x) => Refusal::NotOwner { writer: x.writer, owner: x.owner, dataset: x.dataset },
         E::NotTaskParty(x) => Refusal::NotTaskParty { writer: x.writer, task: x.task, requester: x.requester },
+        E::NotReceiver(x) => Refusal::NotReceiver { writer: x.writer, task: x.task, receiver: x.receiver },
         E::Unknown(x) => {
             Refusal::Unknown { what: static_str(&x.what, &["member", "dataset", "grant", "task"]), id: x.id }
         }

@@ -288,6 +288,14 @@ impl Task {
         &self.request.request.receiver
     }
 
+    /// Whether the task delivers its result to the owner of the dataset it
+    /// reads as well (balanced PSI to both): read from the parameters' type
+    /// byte alone, as the EVM contract reads it, so both ledgers judge the
+    /// same bytes the same way.
+    pub fn delivers_to_both(&self) -> bool {
+        self.kind() == Computation::Psi && self.request.request.params.first() == Some(&crate::tasks::PSI_TO_BOTH_TYPE)
+    }
+
     /// Digest of its canonical parameters.
     pub fn params_digest(&self) -> Digest {
         crate::tasks::params_digest(self.kind(), &self.request.request.params)

@@ -16,7 +16,7 @@
 //! | task | its requester (a `requester`) or the operator | the requester's signed request is missing its signature (under the requester's key at the time), is for another ledger, is outside [`REQUEST_WINDOW_SECS`] of the ledger's clock, or does not give the task id; id reused; a dataset unknown; a grant not the requester's, not for a listed dataset, revoked or expired |
 //! | task status | its requester or the operator | not a legal transition |
 //! | use | the owner of the grant's dataset | task not submitted or running; grant not in the task; this writer already recorded a use of this grant for this task; revoked; expired; no uses left; items would exceed the limit |
-//! | result | the operator or the task's requester | task unknown; the receiver is not the one the requester named; a result for it is already recorded |
+//! | result | for the receiver the requester named: the operator or the task's requester; for a task delivering to both (PSI parameters of type 10), the owner of the dataset it reads, for itself only | task unknown; the receiver is neither the one the requester named nor, for a task delivering to both, the owner of a dataset it reads; the writer is not entitled to that receiver's result; a result for it is already recorded |
 //!
 //! **Keys.** A record is valid only under the key its writer held when it
 //! was written: every reader replays the ledger from its genesis through
@@ -60,6 +60,10 @@ pub enum Refusal {
     NotOwner { writer: String, owner: String, dataset: String },
     #[error("'{writer}' may not write records for task '{task}' of '{requester}'")]
     NotTaskParty { writer: String, task: String, requester: String },
+    #[error(
+        "'{writer}' may not record the result '{receiver}' receives from task '{task}'; only '{receiver}' records its own"
+    )]
+    NotReceiver { writer: String, task: String, receiver: String },
     #[error("unknown {what} '{id}'")]
     Unknown { what: &'static str, id: String },
     #[error("{what} '{id}' exists already; ids are single-use")]
@@ -139,15 +143,22 @@ pub struct TaskState {
     pub status: TaskStatus,
     /// Uses served for it, with the serving organisation.
     pub uses: Vec<(String, UseRecord)>,
-    /// Result digests recorded for it: at most one, for the receiver the
-    /// requester named.
+    /// Result digests recorded for it: at most one for the receiver the
+    /// requester named and, for a task delivering to both, at most one for
+    /// the peer, in the order written.
     pub results: Vec<ResultRecord>,
 }
 
 impl TaskState {
-    /// The task's one result, when it is recorded.
+    /// The result of the receiver the requester named, when it is
+    /// recorded.
     pub fn result(&self) -> Option<&ResultRecord> {
-        self.results.first()
+        self.results.iter().find(|r| r.receiver == self.task.receiver())
+    }
+
+    /// The peer's own result of a task delivering to both, when recorded.
+    pub fn peer_result(&self) -> Option<&ResultRecord> {
+        self.results.iter().find(|r| r.receiver != self.task.receiver())
     }
 }
 
@@ -487,12 +498,25 @@ impl State {
             }
             Record::Result(r) => {
                 let task = self.task(&r.task)?;
-                self.require_task_party(writer, task)?;
-                if r.receiver != task.task.receiver() {
-                    return Err(Refusal::WrongReceiver {
+                let peer_of_both = task.task.delivers_to_both()
+                    && r.receiver != task.task.receiver()
+                    && task.task.datasets().iter().any(|d| self.owner_of(d).is_ok_and(|owner| owner == r.receiver));
+                if !peer_of_both {
+                    self.require_task_party(writer, task)?;
+                    if r.receiver != task.task.receiver() {
+                        return Err(Refusal::WrongReceiver {
+                            task: r.task.clone(),
+                            receiver: r.receiver.clone(),
+                            expected: task.task.receiver().into(),
+                        });
+                    }
+                } else if writer != r.receiver {
+                    // The peer attests its own result; nobody writes it
+                    // for it, not the requester, not the operator.
+                    return Err(Refusal::NotReceiver {
+                        writer: writer.into(),
                         task: r.task.clone(),
                         receiver: r.receiver.clone(),
-                        expected: task.task.receiver().into(),
                     });
                 }
                 if task.results.iter().any(|done| done.receiver == r.receiver) {

@@ -183,7 +183,15 @@ pub fn params_digest(kind: Computation, params: &[u8]) -> Digest {
 /// Parameters of a balanced PSI task (kinds `psi` and `psi_cardinality`):
 /// the requester's node runs the requester role on its own dataset against
 /// the peer dataset's owner; `psi` delivers the common rows of the
-/// requester's dataset to the requester, `psi_cardinality` only their count.
+/// requester's dataset to the requester — and with [`PsiDelivery::ToBoth`]
+/// the common rows of the peer's dataset to the peer —, `psi_cardinality`
+/// only their count.
+///
+/// Encodings: type 1 (ECDH, to the requester — the original one), type 9
+/// with the protocol's code (to the requester), type
+/// [`PSI_TO_BOTH_TYPE`] with the protocol's code (to both). The type byte
+/// comes first, so a ledger that cannot decode parameters (the EVM
+/// contract) still reads who receives a result from it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PsiParams {
     /// The requester node's own dataset (a name in its configuration).
@@ -194,6 +202,35 @@ pub struct PsiParams {
     pub columns: Vec<String>,
     /// The protocol both nodes run.
     pub protocol: PsiProtocol,
+    /// Who receives the intersection.
+    pub delivery: PsiDelivery,
+}
+
+/// The type byte of PSI parameters that deliver the intersection to both
+/// parties: the ledger's rules let the peer dataset's owner record its own
+/// result for such a task, and only for such a task.
+pub const PSI_TO_BOTH_TYPE: u8 = 10;
+
+/// Who receives a PSI task's intersection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PsiDelivery {
+    /// The requester only (its own rows that match).
+    #[default]
+    ToRequester,
+    /// The requester and the peer, each its own matching rows; each
+    /// result's digest is recorded by its receiver (the peer's node records
+    /// its own before the requester's result is complete).
+    ToBoth,
+}
+
+impl PsiDelivery {
+    /// The name the CLI takes: `intersection` or `intersection-both`.
+    pub fn name(self) -> &'static str {
+        match self {
+            PsiDelivery::ToRequester => "intersection",
+            PsiDelivery::ToBoth => "intersection-both",
+        }
+    }
 }
 
 /// The balanced-PSI protocol a task runs. ECDH parameters keep their
@@ -204,7 +241,8 @@ pub enum PsiProtocol {
     /// Commutative blinding over Ristretto255: every mode.
     #[default]
     Ecdh = 0,
-    /// OT-based (KKRT16): intersection only, an order of magnitude faster.
+    /// OT-based (KKRT16): the intersection (to one or both), not the
+    /// cardinality; an order of magnitude faster.
     Kkrt = 1,
 }
 
@@ -226,12 +264,19 @@ impl PsiProtocol {
         }
     }
 
-    fn from_code(code: u8) -> Result<Self, LedgerError> {
+    /// The protocol's code after type 9 (`ecdh` keeps type 1 there) or
+    /// type [`PSI_TO_BOTH_TYPE`] (where `ecdh` is 0).
+    fn from_code(code: u8, ecdh_allowed: bool) -> Result<Self, LedgerError> {
         match code {
+            0 if ecdh_allowed => Ok(PsiProtocol::Ecdh),
             1 => Ok(PsiProtocol::Kkrt),
             other => Err(LedgerError::Malformed {
                 what: "task parameters",
-                reason: format!("PSI protocol code {other} is not known (1 = kkrt; ecdh uses parameters of type 1)"),
+                reason: if ecdh_allowed {
+                    format!("PSI protocol code {other} is not known (0 = ecdh, 1 = kkrt)")
+                } else {
+                    format!("PSI protocol code {other} is not known (1 = kkrt; ecdh uses parameters of type 1)")
+                },
             }),
         }
     }
@@ -453,9 +498,10 @@ impl TaskParams {
         let mut w = Writer::new();
         match self {
             TaskParams::Psi(p) => {
-                match p.protocol {
-                    PsiProtocol::Ecdh => w.u8(1),
-                    other => w.u8(9).u8(other as u8),
+                match (p.delivery, p.protocol) {
+                    (PsiDelivery::ToRequester, PsiProtocol::Ecdh) => w.u8(1),
+                    (PsiDelivery::ToRequester, other) => w.u8(9).u8(other as u8),
+                    (PsiDelivery::ToBoth, protocol) => w.u8(PSI_TO_BOTH_TYPE).u8(protocol as u8),
                 };
                 w.str(&p.requester_dataset).str(&p.peer_dataset).list(&p.columns, |w, c| {
                     w.str(c);
@@ -520,13 +566,29 @@ impl TaskParams {
         let mut r = Reader::new(bytes, "task parameters");
         let params = match (kind, r.u8()?) {
             (Computation::Psi | Computation::PsiCardinality, tag @ (1 | 9)) => {
-                let protocol = if tag == 1 { PsiProtocol::Ecdh } else { PsiProtocol::from_code(r.u8()?)? };
+                let protocol = if tag == 1 { PsiProtocol::Ecdh } else { PsiProtocol::from_code(r.u8()?, false)? };
                 TaskParams::Psi(PsiParams {
                     requester_dataset: r.str()?,
                     peer_dataset: r.str()?,
                     columns: r.list(Reader::str)?,
                     protocol,
+                    delivery: PsiDelivery::ToRequester,
                 })
+            }
+            (Computation::Psi, PSI_TO_BOTH_TYPE) => TaskParams::Psi(PsiParams {
+                protocol: PsiProtocol::from_code(r.u8()?, true)?,
+                requester_dataset: r.str()?,
+                peer_dataset: r.str()?,
+                columns: r.list(Reader::str)?,
+                delivery: PsiDelivery::ToBoth,
+            }),
+            (Computation::PsiCardinality, PSI_TO_BOTH_TYPE) => {
+                return Err(LedgerError::Malformed {
+                    what: "task parameters",
+                    reason: "a cardinality task delivers its count to the requester only; \
+                             intersection-both is a mode of kind psi"
+                        .into(),
+                });
             }
             (Computation::Stats, 6) => TaskParams::Stats(StatsParams {
                 epsilon: r.u32()?,
@@ -615,6 +677,7 @@ mod tests {
             peer_dataset: "blacklist".into(),
             columns: vec!["national_id".into()],
             protocol: PsiProtocol::Ecdh,
+            delivery: PsiDelivery::ToRequester,
         });
         TaskRequest {
             requester: "bank".into(),
@@ -694,6 +757,7 @@ mod tests {
             peer_dataset: "b".into(),
             columns: vec!["id".into()],
             protocol: PsiProtocol::Ecdh,
+            delivery: PsiDelivery::ToRequester,
         };
         let body = concat!("01000000", "61", "01000000", "62", "01000000", "02000000", "6964");
         let ecdh = TaskParams::Psi(params.clone()).encode();
@@ -705,6 +769,32 @@ mod tests {
         let unknown = hex::decode(format!("0907{body}")).unwrap();
         let err = TaskParams::decode(Computation::Psi, &unknown).unwrap_err().to_string();
         assert!(err.contains("PSI protocol code 7 is not known"), "{err}");
+        // Type 9 never names ECDH: one encoding per parameters.
+        assert!(TaskParams::decode(Computation::Psi, &hex::decode(format!("0900{body}")).unwrap()).is_err());
+    }
+
+    #[test]
+    fn psi_parameters_to_both_lead_with_their_own_type() {
+        let mut params = PsiParams {
+            requester_dataset: "a".into(),
+            peer_dataset: "b".into(),
+            columns: vec!["id".into()],
+            protocol: PsiProtocol::Ecdh,
+            delivery: PsiDelivery::ToBoth,
+        };
+        let body = concat!("01000000", "61", "01000000", "62", "01000000", "02000000", "6964");
+        for (protocol, code) in [(PsiProtocol::Ecdh, "00"), (PsiProtocol::Kkrt, "01")] {
+            params.protocol = protocol;
+            let bytes = TaskParams::Psi(params.clone()).encode();
+            assert_eq!(hex::encode(&bytes), format!("0a{code}{body}"), "known answer for {}", protocol.name());
+            assert_eq!(bytes[0], PSI_TO_BOTH_TYPE, "the type byte is what the EVM contract reads");
+            assert_eq!(TaskParams::decode(Computation::Psi, &bytes).unwrap(), TaskParams::Psi(params.clone()));
+            let err = TaskParams::decode(Computation::PsiCardinality, &bytes).unwrap_err().to_string();
+            assert!(err.contains("delivers its count to the requester only"), "{err}");
+        }
+        let unknown = hex::decode(format!("0a05{body}")).unwrap();
+        let err = TaskParams::decode(Computation::Psi, &unknown).unwrap_err().to_string();
+        assert!(err.contains("PSI protocol code 5 is not known (0 = ecdh, 1 = kkrt)"), "{err}");
     }
 
     #[test]

@@ -28,7 +28,9 @@ use rand::{Rng, SeedableRng};
 use stayput_chain_connector::Ledger as _;
 use stayput_chain_connector::embedded::system_clock;
 use stayput_chain_connector::records::{Computation, Grant, Record, Role};
-use stayput_chain_connector::tasks::{BlacklistParams, LookupParams, PsiParams, PsiProtocol, StatsParams, TaskParams};
+use stayput_chain_connector::tasks::{
+    BlacklistParams, LookupParams, PsiDelivery, PsiParams, PsiProtocol, StatsParams, TaskParams,
+};
 use stayput_coordinator::client::{Phase, TaskReport, TaskSpec};
 use stayput_localnet::{DatasetSpec, LocalConsortium, OrgSpec, Participant};
 use stayput_node::dataset::write_parquet;
@@ -429,6 +431,7 @@ fn psi_task(kind: Computation, peer_dataset: &str) -> TaskSpec {
             peer_dataset: peer_dataset.into(),
             columns: vec!["national_id".into()],
             protocol: PsiProtocol::Ecdh,
+            delivery: PsiDelivery::ToRequester,
         }),
     }
 }
@@ -1008,6 +1011,7 @@ async fn ocean_journey(net: &LocalConsortium) -> Result<(), CliError> {
             peer_dataset: "ctd-observations".into(),
             columns: vec!["station_id".into()],
             protocol: PsiProtocol::Ecdh,
+            delivery: PsiDelivery::ToRequester,
         }),
     };
     let extreme = SST_QUERY.replace("kind = \"mean\"", "kind = \"max\"");

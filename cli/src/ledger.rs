@@ -278,38 +278,45 @@ pub fn task_trail(task: &TaskState, grants: &[GrantState], events: &[LedgerEvent
     out
 }
 
-/// Checks the result file's SHA-256 against the task's result digest.
+/// Checks the result file's salted commitment against the task's result
+/// digests (the requester's, and for a task to both the peer's), naming
+/// the receiver whose digest it matches.
 pub fn check_result(task: &TaskState, path: &std::path::Path) -> Result<String, CliError> {
-    let recorded = task
-        .results
-        .last()
-        .ok_or_else(|| CliError::NotFound(format!("task '{}' has no result digest on the ledger yet", task.task.id)))?;
+    if task.results.is_empty() {
+        return Err(CliError::NotFound(format!("task '{}' has no result digest on the ledger yet", task.task.id)));
+    }
     let actual = stayput_node::results::file_sha256(path)?;
-    let actual = {
-        // Every result is recorded as a salted commitment; the salt lies
-        // beside the result on the requester's node.
-        let salt_path = path.with_extension("salt");
-        let salt = std::fs::read_to_string(&salt_path)
-            .ok()
-            .and_then(|t| hex::decode(t.trim()).ok())
-            .and_then(|b| <[u8; 32]>::try_from(b).ok())
-            .ok_or_else(|| {
-                CliError::NotFound(format!(
-                    "{} is missing or malformed: a result is checked with the salt kept beside it",
-                    salt_path.display()
-                ))
-            })?;
-        stayput_node::results::salted_commitment(&salt, &actual)
-    };
-    if actual == recorded.result_digest {
-        Ok(format!("  result file {} matches the digest on the ledger ({})", path.display(), hex::encode(actual)))
-    } else {
-        Err(CliError::NotFound(format!(
-            "the result file {} does NOT match the ledger: its SHA-256 is {}, the ledger records {}",
+    // Every result is recorded as a salted commitment; the salt lies
+    // beside the result on its receiver's node.
+    let salt_path = path.with_extension("salt");
+    let salt = std::fs::read_to_string(&salt_path)
+        .ok()
+        .and_then(|t| hex::decode(t.trim()).ok())
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .ok_or_else(|| {
+            CliError::NotFound(format!(
+                "{} is missing or malformed: a result is checked with the salt kept beside it",
+                salt_path.display()
+            ))
+        })?;
+    let actual = stayput_node::results::salted_commitment(&salt, &actual);
+    match task.results.iter().find(|r| r.result_digest == actual) {
+        Some(r) => Ok(format!(
+            "  result file {} matches the digest on the ledger for '{}' ({})",
             path.display(),
-            hex::encode(actual),
-            hex::encode(recorded.result_digest)
-        )))
+            r.receiver,
+            hex::encode(actual)
+        )),
+        None => {
+            let recorded: Vec<String> =
+                task.results.iter().map(|r| format!("{} for '{}'", hex::encode(r.result_digest), r.receiver)).collect();
+            Err(CliError::NotFound(format!(
+                "the result file {} does NOT match the ledger: its commitment is {}, the ledger records {}",
+                path.display(),
+                hex::encode(actual),
+                recorded.join(" and ")
+            )))
+        }
     }
 }
 
@@ -330,8 +337,15 @@ pub async fn audit_task_remote(id: &str, config: &std::path::Path, result: Optio
     }
     let events = ledger.events_after(0, usize::MAX).await?;
     print!("{}", task_trail(&task, &grants, &events));
-    let own = task.result().is_some_and(|r| r.receiver == state.config.org);
-    let path = result.or_else(|| own.then(|| stayput_node::results::result_path(&state.config.output_dir, id)));
+    let org = &state.config.org;
+    let dir = &state.config.output_dir;
+    let own = task.result().is_some_and(|r| &r.receiver == org).then(|| stayput_node::results::result_path(dir, id));
+    // The peer of a task to both keeps its rows under `from-<requester>/`.
+    let as_peer = task.peer_result().filter(|r| &r.receiver == org).map(|_| {
+        let dataset = task.task.datasets().first().map_or("", String::as_str);
+        dir.join(format!("from-{}", task.task.requester())).join(format!("{id}-{dataset}.csv"))
+    });
+    let path = result.or(own).or(as_peer);
     if let Some(path) = path {
         println!("{}", check_result(&task, &path)?);
     }

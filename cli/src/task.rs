@@ -7,8 +7,8 @@ use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
 use stayput_chain_connector::records::Computation;
 use stayput_chain_connector::tasks::{
-    BlacklistParams, ComputeOnlyParams, LookupParams, ModelSpec, PredictParams, PsiParams, PsiProtocol, ResultFormat,
-    TaskParams, TrainParams,
+    BlacklistParams, ComputeOnlyParams, LookupParams, ModelSpec, PredictParams, PsiDelivery, PsiParams, PsiProtocol,
+    ResultFormat, TaskParams, TrainParams,
 };
 use stayput_coordinator::client::{Client, Phase, TaskReport, TaskSpec, sign, unix_now};
 use stayput_node::NodeConfig;
@@ -34,10 +34,16 @@ pub enum TaskCommand {
         #[arg(long, value_delimiter = ',', required = true)]
         columns: Vec<String>,
         /// Learn only how many keys are common (ecdh only).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "both")]
         cardinality: bool,
+        /// Deliver the intersection to both: the peer's node receives its
+        /// own matching rows too (under `from-<you>/` on its node) and
+        /// records their digest on the ledger beside yours.
+        #[arg(long)]
+        both: bool,
         /// The protocol: `ecdh` (every mode) or `kkrt` (OT-based, an order
-        /// of magnitude faster on large sets; intersection only).
+        /// of magnitude faster on large sets; the intersection, not the
+        /// cardinality).
         #[arg(long, default_value = "ecdh", value_parser = PsiProtocol::parse)]
         protocol: PsiProtocol,
         /// Return once the task is accepted instead of following it.
@@ -386,7 +392,7 @@ pub async fn run(command: TaskCommand) -> Result<(), CliError> {
             println!("task {} succeeded: {} applicants", last.task_id, last.result_count);
             println!("scores on your node: {} (digest on the ledger: {})", path.display(), last.result_digest);
         }
-        TaskCommand::Psi { config, dataset, peer_dataset, columns, cardinality, protocol, no_wait } => {
+        TaskCommand::Psi { config, dataset, peer_dataset, columns, cardinality, both, protocol, no_wait } => {
             if cardinality && protocol != PsiProtocol::Ecdh {
                 return Err(CliError::Usage(format!(
                     "--cardinality needs the ecdh protocol: {} reveals which keys matched",
@@ -398,7 +404,13 @@ pub async fn run(command: TaskCommand) -> Result<(), CliError> {
                 kind: if cardinality { Computation::PsiCardinality } else { Computation::Psi },
                 datasets: vec![peer_dataset.clone()],
                 receiver: config.org.clone(),
-                params: TaskParams::Psi(PsiParams { requester_dataset: dataset, peer_dataset, columns, protocol }),
+                params: TaskParams::Psi(PsiParams {
+                    requester_dataset: dataset,
+                    peer_dataset,
+                    columns,
+                    protocol,
+                    delivery: if both { PsiDelivery::ToBoth } else { PsiDelivery::ToRequester },
+                }),
             };
             let signed = sign_for_ledger(&config, &key, &spec).await?;
             let mut client = client(&config).await?;

@@ -6,7 +6,7 @@
 //! |---|---|
 //! | accepted | writes the task record unless the ledger has it (a refusal fails the task before anything ran) |
 //! | recorded | moves the ledger's status to running (unless it is already) |
-//! | running | asks the receiver's node to run the task — idempotent: a node that has the result returns it, one still running is joined — then writes the result record (unless the ledger has one) and the status `succeeded` |
+//! | running | asks the receiver's node to run the task — idempotent: a node that has the result returns it, one still running is joined; a node that (or whose peer) went away is asked again, a bounded number of times, and a PSI in parts resumes from its last completed part — then writes the result record (unless the ledger has one) and the status `succeeded` |
 //!
 //! A task the ledger shows ended is settled from the ledger. A node that
 //! refuses or fails the task ends it as `failed` on the ledger. Uses are
@@ -31,6 +31,9 @@ use crate::store::{Phase, StoredTask};
 
 /// Attempts to reach a node before the task fails.
 const CONNECT_ATTEMPTS: u32 = 4;
+/// Runs of a task on its node before a node that keeps going away fails
+/// it.
+const RUN_ATTEMPTS: u32 = 7;
 /// Attempts at a ledger write before the task is left for a restart.
 const LEDGER_ATTEMPTS: u32 = 6;
 
@@ -124,8 +127,7 @@ async fn step(inner: &Arc<Inner>, task: &mut StoredTask) -> Result<(), Coordinat
     }
 
     let receiver = request.request.receiver.clone();
-    let (digest, count, intermediates) =
-        run_on_node(inner, &task.id, &receiver, request.request.params.clone()).await?;
+    let (digest, count, intermediates) = run_until_done(inner, &task.id, &receiver, &request.request.params).await?;
     // One result per task on the ledger: a rerun after a crash finds the
     // node's recorded outcome, whose digest must be the one on the ledger.
     match state.result() {
@@ -141,6 +143,20 @@ async fn step(inner: &Arc<Inner>, task: &mut StoredTask) -> Result<(), Coordinat
             });
         }
     }
+    // A PSI task to both ends only with both results on the ledger: the
+    // peer's node records its own before the requester's result is whole,
+    // so a missing one means the peer did not get (or attest) its rows.
+    if state.task.delivers_to_both() {
+        let now = inner.ledger.task(&task.id).await?.ok_or_else(|| CoordinatorError::UnknownTask(task.id.clone()))?;
+        if now.peer_result().is_none() {
+            let dataset = state.task.datasets().first().cloned().unwrap_or_default();
+            let peer = inner.ledger.dataset(&dataset).await?.last().map(|v| v.owner.clone()).unwrap_or(dataset);
+            return Err(CoordinatorError::NodeFailed {
+                org: peer,
+                message: "the task delivers to both, and this peer's node recorded no result of its own".into(),
+            });
+        }
+    }
     record(inner, Record::TaskStatus { task: task.id.clone(), status: TaskStatus::Succeeded }).await?;
     task.result_digest = Some(hex::encode(digest));
     task.result_count = count;
@@ -148,6 +164,32 @@ async fn step(inner: &Arc<Inner>, task: &mut StoredTask) -> Result<(), Coordinat
     inner.save(task).await;
     tracing::info!(task = %task.id, "task succeeded; result digest recorded");
     Ok(())
+}
+
+/// Runs the task on `org`'s node, again after a node or its peer went
+/// away — at most [`RUN_ATTEMPTS`] times, waiting longer each time (about
+/// a minute in all), so a node restarted by its operator or scheduler
+/// picks the task up again; a protocol in parts resumes from its last
+/// completed part, and every owner's node serves a task once, so a rerun
+/// never serves more than the first run's use record allows.
+async fn run_until_done(
+    inner: &Arc<Inner>,
+    task: &str,
+    org: &str,
+    params: &[u8],
+) -> Result<([u8; 32], u64, Vec<[u8; 32]>), CoordinatorError> {
+    let mut delay = Duration::from_secs(1);
+    for attempt in 1..=RUN_ATTEMPTS {
+        match run_on_node(inner, task, org, params.to_vec()).await {
+            Err(e) if e.is_transient() && attempt < RUN_ATTEMPTS => {
+                tracing::warn!(task = %task, org = %org, attempt, error = %e, "task interrupted; running it again");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(16));
+            }
+            done => return done,
+        }
+    }
+    unreachable!("the last attempt returns")
 }
 
 /// Asks `org`'s node to run the task; returns the result digest, count and
@@ -177,8 +219,17 @@ async fn run_on_node(
             Err(e) => return Err(e.into()),
         }
     };
-    let failed =
-        |status: tonic::Status| CoordinatorError::NodeFailed { org: org.into(), message: status.message().into() };
+    // A node that went away, or whose peer did, may finish on a later run.
+    let failed = |status: tonic::Status| {
+        let (org, message) = (org.into(), status.message().into());
+        match status.code() {
+            tonic::Code::Unavailable
+            | tonic::Code::Unknown
+            | tonic::Code::Cancelled
+            | tonic::Code::DeadlineExceeded => CoordinatorError::NodeUnavailable { org, message },
+            _ => CoordinatorError::NodeFailed { org, message },
+        }
+    };
     let mut events = NodeControlClient::new(channel)
         .run_task(RunTaskRequest { task_id: task.into(), params: params.into() })
         .await

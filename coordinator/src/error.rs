@@ -55,6 +55,23 @@ pub enum CoordinatorError {
     Unavailable(String),
     #[error("the node of '{org}' failed the task: {message}")]
     NodeFailed { org: String, message: String },
+    /// The node, or a peer it talks to, went away or could not be reached
+    /// while running the task: the task is run again (it resumes where the
+    /// protocol allows) a bounded number of times before it fails.
+    #[error("the node of '{org}' could not finish the task for now: {message}")]
+    NodeUnavailable { org: String, message: String },
+}
+
+impl CoordinatorError {
+    /// Whether running the task again may succeed: a node or its peer went
+    /// away or could not be reached.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            CoordinatorError::NodeUnavailable { .. } => true,
+            CoordinatorError::Identity(e) => e.code() == Code::Unavailable,
+            _ => false,
+        }
+    }
 }
 
 impl From<CoordinatorError> for Status {

@@ -13,7 +13,9 @@ use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
 use stayput_chain_connector::Ledger;
 use stayput_chain_connector::records::{Computation, Grant, Record, Role};
-use stayput_chain_connector::tasks::{ComputeOnlyParams, PsiParams, PsiProtocol, ResultFormat, TaskParams};
+use stayput_chain_connector::tasks::{
+    ComputeOnlyParams, PsiDelivery, PsiParams, PsiProtocol, ResultFormat, TaskParams,
+};
 use stayput_coordinator::client::{Phase, TaskSpec};
 use stayput_localnet::{DatasetSpec, LocalConsortium, OrgSpec, Participant};
 use stayput_mpc_engine::query::CohortQuery;
@@ -227,6 +229,7 @@ async fn a_scientist_gets_aggregates_and_never_rows() {
             peer_dataset: "ctd".into(),
             columns: vec!["station_id".into()],
             protocol: PsiProtocol::Ecdh,
+            delivery: PsiDelivery::ToRequester,
         }),
     };
     let err = net.submit("scientist", &psi).await.unwrap_err().to_string();

@@ -43,6 +43,8 @@ fn open(size: u64) -> PsiRequesterMessage {
             protocol: PsiProtocol::Ecdh as i32,
             parts: 0,
             partition_key: Default::default(),
+            resume: false,
+            parts_done: 0,
         })),
     }
 }
@@ -181,6 +183,28 @@ async fn misbehaving_requesters_get_clear_statuses() {
         exchange_error(&net, vec![with_parts(open_kkrt(n, PsiMode::Intersection), 2, vec![9; 32]), kkrt(lopsided)])
             .await;
     assert!(status.message().contains("claims a part of 4194305 keys"), "{status:?}");
+    // A keyed split is even: a part above twice the even share is refused
+    // (a part run again on resumption is metered at that bound).
+    let uneven = stayput_psi::kkrt::messages::PartSizes { sizes: vec![7000, 1000, 1000, 1000] }.to_bytes();
+    let status =
+        exchange_error(&net, vec![with_parts(open_kkrt(10_000, PsiMode::Intersection), 4, vec![9; 32]), kkrt(uneven)])
+            .await;
+    assert!(status.message().contains("10000 keys into 4 parts holds at most 6024 a part"), "{status:?}");
+
+    // Resuming: KKRT in parts only, and only under a ledger's use record.
+    let resuming = |mut message: PsiRequesterMessage| {
+        if let Some(Body::Open(o)) = message.body.as_mut() {
+            o.resume = true;
+            o.parts_done = 1;
+        }
+        message
+    };
+    let status = exchange_error(&net, vec![resuming(open(2))]).await;
+    assert!(status.message().contains("only KKRT sessions in parts resume"), "{status:?}");
+    let status =
+        exchange_error(&net, vec![resuming(with_parts(open_kkrt(2, PsiMode::Intersection), 2, vec![9; 32]))]).await;
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert!(status.message().contains("resuming a session needs the ledger's use record"), "{status:?}");
 
     net.shutdown().await.unwrap();
 }

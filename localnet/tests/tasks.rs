@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use stayput_chain_connector::Ledger;
 use stayput_chain_connector::records::{Computation, LedgerId, Record, Role, Task, TaskStatus};
-use stayput_chain_connector::tasks::{PsiParams, PsiProtocol, SignedTaskRequest, TaskParams, TaskRequest};
+use stayput_chain_connector::tasks::{PsiDelivery, PsiParams, PsiProtocol, SignedTaskRequest, TaskParams, TaskRequest};
 use stayput_coordinator::client::{TaskSpec, sign};
 use stayput_coordinator::store::{Phase, Store, StoredTask};
 use stayput_localnet::{DatasetSpec, LocalConsortium, OrgSpec, Participant};
@@ -77,6 +77,7 @@ fn psi(kind: Computation, dataset: &str, columns: &[&str], receiver: &str) -> Ta
             peer_dataset: dataset.into(),
             columns: columns.iter().map(|c| (*c).to_owned()).collect(),
             protocol: PsiProtocol::Ecdh,
+            delivery: PsiDelivery::ToRequester,
         }),
     }
 }
@@ -269,11 +270,35 @@ async fn data_owners_refuse_what_the_ledger_does_not_allow() {
     f.net.shutdown().await.unwrap();
 }
 
-/// Records a PSI task with parameters naming `protocol`.
+/// Records a PSI task to the requester with parameters naming `protocol`.
 async fn record_psi_task(net: &LocalConsortium, protocol: PsiProtocol, grant: &str) -> String {
+    record_psi_task_to(net, protocol, PsiDelivery::ToRequester, grant).await
+}
+
+/// Records a PSI task naming `protocol` and `delivery`.
+async fn record_psi_task_to(
+    net: &LocalConsortium,
+    protocol: PsiProtocol,
+    delivery: PsiDelivery,
+    grant: &str,
+) -> String {
     let TaskParams::Psi(p) = psi(Computation::Psi, "blacklist", &["id"], "bank").params else { unreachable!() };
-    let params = TaskParams::Psi(PsiParams { protocol, ..p }).encode();
+    let params = TaskParams::Psi(PsiParams { protocol, delivery, ..p }).encode();
     net.record_task("bank", Computation::Psi, &["blacklist"], params, &[grant]).await.unwrap()
+}
+
+/// The bureau's rows of a task to both, checked against the salted
+/// commitment its node recorded on the ledger; returns the rows.
+async fn peer_rows_checked(net: &LocalConsortium, task: &str) -> String {
+    let folder = net.net.state("bureau").config.output_dir.join("from-bank");
+    let name = format!("{task}-blacklist");
+    let rows = std::fs::read_to_string(folder.join(format!("{name}.csv"))).unwrap();
+    let outcome = stayput_node::results::read_outcome(&folder, &name).unwrap().expect("the bureau's outcome");
+    let trail = net.ledger.task(task).await.unwrap().unwrap();
+    let recorded = trail.peer_result().expect("the bureau's result on the ledger");
+    assert_eq!(recorded.receiver, "bureau");
+    assert_eq!(recorded.result_digest, outcome.result_sha256, "the ledger holds the bureau's own commitment");
+    rows
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -308,7 +333,7 @@ async fn kkrt_tasks_run_end_to_end_and_the_ledger_fixes_the_protocol() {
     assert_eq!(net.ledger.tasks(None).await.unwrap().len(), tasks_before);
 
     // Intersection to both, straight between the nodes.
-    let kkrt_task = record_psi_task(net, PsiProtocol::Kkrt, "g-fast").await;
+    let kkrt_task = record_psi_task_to(net, PsiProtocol::Kkrt, PsiDelivery::ToBoth, "g-fast").await;
     assert_eq!(psi_direct_with(net, &kkrt_task, OutputMode::IntersectionToBoth, Protocol::Kkrt).await, Ok(100));
     let bureau_out = net.net.state("bureau").config.output_dir.clone();
     let theirs = bureau_out.join("from-bank").join(format!("{kkrt_task}-blacklist.csv"));
@@ -316,7 +341,7 @@ async fn kkrt_tasks_run_end_to_end_and_the_ledger_fixes_the_protocol() {
 
     // The same in four parts: the same rows on both sides, metered with
     // the bound on four parts' bins.
-    let parted = record_psi_task(net, PsiProtocol::Kkrt, "g-fast").await;
+    let parted = record_psi_task_to(net, PsiProtocol::Kkrt, PsiDelivery::ToBoth, "g-fast").await;
     assert_eq!(psi_direct_parts(net, &parted, OutputMode::IntersectionToBoth, Protocol::Kkrt, 4).await, Ok(100));
     let theirs_parted = bureau_out.join("from-bank").join(format!("{parted}-blacklist.csv"));
     let theirs_whole = bureau_out.join("from-bank").join(format!("{kkrt_task}-blacklist.csv"));
@@ -346,6 +371,166 @@ async fn kkrt_tasks_run_end_to_end_and_the_ledger_fixes_the_protocol() {
     let err = psi_direct_with(net, &kkrt_task, OutputMode::CardinalityOnly, Protocol::Kkrt).await.unwrap_err();
     assert!(err.contains("does not offer the cardinality mode"), "{err}");
     assert_eq!(net.ledger.grant("g-fast").await.unwrap().unwrap().uses, uses, "no use was consumed");
+    f.net.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_to_both_deliver_to_both_and_record_both_results() {
+    let f = consortium().await;
+    let net = &f.net;
+    net.grant("bureau", "g-both", "blacklist", "bank", vec![Computation::Psi], &["id"], 20, 3600).await.unwrap();
+
+    // Through the coordinator, with either protocol: each side its own
+    // common rows, each result's commitment on the ledger by its receiver.
+    let bank_out = net.net.state("bank").config.output_dir.clone();
+    for protocol in [PsiProtocol::Ecdh, PsiProtocol::Kkrt] {
+        let mut spec = psi(Computation::Psi, "blacklist", &["id"], "bank");
+        let TaskParams::Psi(p) = &mut spec.params else { unreachable!() };
+        p.protocol = protocol;
+        p.delivery = PsiDelivery::ToBoth;
+        let done = run(&f, &spec).await;
+        assert_eq!(done.phase, Phase::Succeeded, "{}", done.error);
+        assert_eq!(done.result_count, 100);
+        let trail = net.ledger.task(&done.task_id).await.unwrap().unwrap();
+        assert_eq!(trail.status, TaskStatus::Succeeded);
+        assert_eq!(trail.results.len(), 2, "{protocol:?}: both receivers' digests");
+        assert_eq!(trail.uses.len(), 1, "one use, by the bureau");
+        let mine = trail.result().unwrap();
+        assert_eq!((mine.receiver.as_str(), hex::encode(mine.result_digest)), ("bank", done.result_digest.clone()));
+        let bank_rows = std::fs::read_to_string(stayput_node::results::result_path(&bank_out, &done.task_id)).unwrap();
+        let bureau_rows = peer_rows_checked(net, &done.task_id).await;
+        for rows in [&bank_rows, &bureau_rows] {
+            assert_eq!(rows.lines().count(), 101, "a header and the 100 common rows");
+            assert!(rows.contains("C00100,100") && rows.contains("C00199,199"));
+            assert!(!rows.contains("C00099,") && !rows.contains("C00200,"));
+        }
+    }
+
+    // A hostile requester cannot keep the bureau from the rows a task to
+    // both promises it (intersection or cardinality mode), nor make a task
+    // to the requester deliver to the bureau; nothing is used.
+    let uses = net.ledger.grant("g-both").await.unwrap().unwrap().uses;
+    for protocol in [Protocol::Ecdh, Protocol::Kkrt] {
+        let code = if protocol == Protocol::Ecdh { PsiProtocol::Ecdh } else { PsiProtocol::Kkrt };
+        let to_both = record_psi_task_to(net, code, PsiDelivery::ToBoth, "g-both").await;
+        let err = psi_direct_with(net, &to_both, OutputMode::IntersectionToRequester, protocol).await.unwrap_err();
+        assert!(err.contains("delivers the intersection to both parties, the session asked for intersection"), "{err}");
+        let to_bank = record_psi_task_to(net, code, PsiDelivery::ToRequester, "g-both").await;
+        let err = psi_direct_with(net, &to_bank, OutputMode::IntersectionToBoth, protocol).await.unwrap_err();
+        assert!(err.contains("delivers its result to the requester only"), "{err}");
+        let trail = net.ledger.task(&to_bank).await.unwrap().unwrap();
+        assert!(trail.results.is_empty() && trail.uses.is_empty());
+    }
+    let to_both = record_psi_task_to(net, PsiProtocol::Ecdh, PsiDelivery::ToBoth, "g-both").await;
+    let err = psi_direct_with(net, &to_both, OutputMode::CardinalityOnly, Protocol::Ecdh).await.unwrap_err();
+    assert!(err.contains("the session asked for cardinality"), "{err}");
+    assert_eq!(net.ledger.grant("g-both").await.unwrap().unwrap().uses, uses, "no use was consumed");
+
+    // The requester cannot write the bureau's result for it, and the bureau
+    // records its own once.
+    let digest = stayput_chain_connector::records::ResultRecord {
+        task: to_both.clone(),
+        result_digest: [9; 32],
+        receiver: "bureau".into(),
+        intermediates: vec![],
+    };
+    let err = net.write("bank", Record::Result(digest.clone())).await.unwrap_err().to_string();
+    assert!(err.contains("only 'bureau' records its own"), "{err}");
+    assert_eq!(psi_direct_with(net, &to_both, OutputMode::IntersectionToBoth, Protocol::Ecdh).await, Ok(100));
+    peer_rows_checked(net, &to_both).await;
+    let err = net.write("bureau", Record::Result(digest)).await.unwrap_err().to_string();
+    assert!(err.contains("already has its result for 'bureau'"), "{err}");
+    f.net.shutdown().await.unwrap();
+}
+
+/// Opens a KKRT session in two parts as the bank straight at the bureau's
+/// peer service, and hangs up as soon as it is accepted (as a requester
+/// that dies would): the accept's resume point, or the refusal.
+async fn open_in_parts(
+    net: &LocalConsortium,
+    task: &str,
+    key: [u8; 32],
+    size: u64,
+    resume: bool,
+) -> Result<u32, tonic::Status> {
+    use stayput_proto::v1::psi_peer_client::PsiPeerClient;
+    use stayput_proto::v1::{PsiMode, PsiOpen, PsiRequesterMessage, psi_requester_message::Body};
+    let open = PsiOpen {
+        protocol_version: 1,
+        task_id: task.into(),
+        dataset: "blacklist".into(),
+        mode: PsiMode::Intersection as i32,
+        requester_size: size,
+        key_columns: 1,
+        normalisation: vec!["trim".into()],
+        batch_size: 16,
+        protocol: stayput_proto::v1::PsiProtocol::Kkrt as i32,
+        parts: 2,
+        partition_key: key.to_vec().into(),
+        resume,
+        parts_done: u32::from(resume),
+    };
+    let addr = net.net.nodes["bureau"].addr;
+    // A resumption waits for the earlier session to end: retried while the
+    // bureau says so, within a bound.
+    for _ in 0..50 {
+        let channel =
+            stayput_node::peers::connect(net.net.state("bank"), "bureau", &format!("https://{addr}")).await.unwrap();
+        let message = PsiRequesterMessage { body: Some(Body::Open(open.clone())) };
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tx.send(message).await.unwrap();
+        let reply = match PsiPeerClient::new(channel).exchange(tokio_stream::wrappers::ReceiverStream::new(rx)).await {
+            Ok(response) => response.into_inner().message().await,
+            Err(status) => Err(status),
+        };
+        match reply {
+            Ok(Some(m)) => match m.body {
+                Some(stayput_proto::v1::psi_responder_message::Body::Accept(a)) => return Ok(a.resume_from),
+                other => panic!("{other:?} where an accept was expected"),
+            },
+            Ok(None) => panic!("the bureau ended the session without a word"),
+            Err(status) if status.code() == tonic::Code::Unavailable => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(status) => return Err(status),
+        }
+    }
+    panic!("the bureau kept saying the task is being served")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_requester_cannot_resume_its_way_to_more() {
+    let f = consortium().await;
+    let net = &f.net;
+    net.grant("bureau", "g-parts", "blacklist", "bank", vec![Computation::Psi], &["id"], 10, 3600).await.unwrap();
+    let task = record_psi_task(net, PsiProtocol::Kkrt, "g-parts").await;
+    let uses = || async { net.ledger.grant("g-parts").await.unwrap().unwrap().uses };
+
+    // Nothing to resume before the task was served here.
+    let err = open_in_parts(net, &task, [1; 32], 200, true).await.unwrap_err();
+    assert!(err.message().contains("never served; start it afresh"), "{err:?}");
+    assert_eq!(uses().await, 0);
+    // The first session records the use and keeps the plan; the
+    // requester vanishes after the accept.
+    assert_eq!(open_in_parts(net, &task, [1; 32], 200, false).await.unwrap(), 0);
+    assert_eq!(uses().await, 1);
+    // Served once: a fresh session is refused.
+    let err = open_in_parts(net, &task, [1; 32], 200, false).await.unwrap_err();
+    assert!(err.message().contains("served it under grant 'g-parts' already"), "{err:?}");
+    // A resumption with another split key or set size is another session.
+    let err = open_in_parts(net, &task, [2; 32], 200, true).await.unwrap_err();
+    assert!(err.message().contains("not the ones it started with"), "{err:?}");
+    let err = open_in_parts(net, &task, [1; 32], 199, true).await.unwrap_err();
+    assert!(err.message().contains("not the ones it started with"), "{err:?}");
+    // The same plan resumes where the bureau finished (nothing yet), twice.
+    for _ in 0..stayput_psi::kkrt::MAX_RESUMES {
+        assert_eq!(open_in_parts(net, &task, [1; 32], 200, true).await.unwrap(), 0);
+    }
+    let err = open_in_parts(net, &task, [1; 32], 200, true).await.unwrap_err();
+    assert!(err.message().contains("resumed 2 times already"), "{err:?}");
+    assert_eq!(uses().await, 1, "one use for the task, whatever the sessions");
+    let trail = net.ledger.task(&task).await.unwrap().unwrap();
+    assert_eq!(trail.uses[0].1.items, stayput_psi::kkrt::metered_bins(200, 2), "resumptions metered up front");
     f.net.shutdown().await.unwrap();
 }
 

@@ -116,6 +116,29 @@ pub async fn record_use_spending(
     })
 }
 
+/// Records, as this organisation, the digest of the result it received as
+/// the peer of a task delivering to both (its salted commitment); the
+/// ledger lets only the receiver itself write it, once.
+pub async fn record_own_result(
+    ledger: &dyn Ledger,
+    own_org: &str,
+    own_key: &OrgKey,
+    task: &str,
+    result_digest: [u8; 32],
+) -> Result<(), NodeError> {
+    let record = stayput_chain_connector::records::ResultRecord {
+        task: task.to_owned(),
+        result_digest,
+        receiver: own_org.to_owned(),
+        intermediates: vec![],
+    };
+    let submitted = async {
+        let id = ledger.identity().await?;
+        ledger.submit(SignedRecord::sign(Record::Result(record), own_org, own_key, &id)).await.map(|_| ())
+    };
+    submitted.await.map_err(ledger_error(task))
+}
+
 async fn submit_use(
     ledger: &dyn Ledger,
     own_org: &str,
@@ -177,6 +200,19 @@ pub async fn check_continuing(
         });
     }
     Ok(())
+}
+
+/// The grant under which this node recorded its use of the task: what a
+/// resumed session continues under (nothing more is recorded).
+pub async fn served_grant(ledger: &dyn Ledger, own_org: &str, request: &ServeRequest<'_>) -> Result<String, NodeError> {
+    let (grant, served) = covering_grant(ledger, own_org, request).await?;
+    if !served {
+        return Err(NodeError::NotAuthorised {
+            task: request.task.to_owned(),
+            reason: "it asks to resume a session this node never served; start it afresh".into(),
+        });
+    }
+    Ok(grant)
 }
 
 /// The grant that covers the request, and whether this node has recorded a

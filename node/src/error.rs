@@ -42,6 +42,10 @@ pub enum NodeError {
     ResultExists { path: PathBuf },
     #[error("this node is already running its maximum of {max} sessions; retry later")]
     Busy { max: usize },
+    #[error(
+        "task '{task}' is being served already; a task is served once, and a session resuming it waits for the earlier one to end — retry shortly"
+    )]
+    InFlight { task: String },
     #[error("the peer announced {announced} keys; sessions are limited to {max} keys per side")]
     TooManyPeerKeys { announced: u64, max: u64 },
     #[error("unknown dataset '{name}'; this node serves: {known}")]
@@ -140,7 +144,9 @@ impl NodeError {
             }
             NodeError::Identity(e) => e.code(),
             NodeError::PeerRefused { code, .. } => *code,
-            NodeError::PeerVanished { .. } | NodeError::LedgerUnavailable(_) => Code::Unavailable,
+            NodeError::PeerVanished { .. } | NodeError::LedgerUnavailable(_) | NodeError::InFlight { .. } => {
+                Code::Unavailable
+            }
             NodeError::Busy { .. } | NodeError::TooManyPeerKeys { .. } => Code::ResourceExhausted,
             NodeError::ResultExists { .. } => Code::AlreadyExists,
             NodeError::DatasetChanged { .. } => Code::Aborted,

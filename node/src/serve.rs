@@ -132,10 +132,10 @@ impl Authorised {
         // slot; then the slot; then the ledger again, since another session
         // of the task may have recorded its use in between.
         judge().await?;
-        let flight = state.in_flight.enter(request.task, request.dataset).ok_or_else(|| NodeError::NotAuthorised {
-            task: request.task.to_owned(),
-            reason: "it is being served already; a task is served once".into(),
-        })?;
+        let flight = state
+            .in_flight
+            .enter(request.task, request.dataset)
+            .ok_or_else(|| NodeError::InFlight { task: request.task.to_owned() })?;
         let grant_id = judge().await?;
         let grant = ledger.grant(&grant_id).await.map_err(NodeError::from_ledger)?.ok_or_else(|| {
             NodeError::NotAuthorised { task: request.task.to_owned(), reason: format!("grant '{grant_id}' vanished") }

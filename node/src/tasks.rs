@@ -140,8 +140,9 @@ async fn execute(
                 .last()
                 .map(|v| v.owner.clone())
                 .ok_or_else(|| refuse(format!("dataset '{}' is not on the ledger", p.peer_dataset)))?;
-            let mode = match task.task.kind() {
-                Computation::PsiCardinality => OutputMode::CardinalityOnly,
+            let mode = match (task.task.kind(), p.delivery) {
+                (Computation::PsiCardinality, _) => OutputMode::CardinalityOnly,
+                (_, stayput_chain_connector::tasks::PsiDelivery::ToBoth) => OutputMode::IntersectionToBoth,
                 _ => OutputMode::IntersectionToRequester,
             };
             let request = PsiRequest {

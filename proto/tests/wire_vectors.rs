@@ -38,6 +38,8 @@ fn open() -> PsiOpen {
         protocol: PsiProtocol::Ecdh as i32,
         parts: 0,
         partition_key: Default::default(),
+        resume: false,
+        parts_done: 0,
     }
 }
 
@@ -56,6 +58,26 @@ fn encoded() -> BTreeMap<&'static str, Vec<u8>> {
             parts: 4,
             partition_key: vec![0x11; 32].into(),
             ..open()
+        }
+        .encode_to_vec(),
+    );
+    v.insert(
+        "PsiOpen.kkrt_resumed",
+        PsiOpen {
+            protocol: PsiProtocol::Kkrt as i32,
+            mode: PsiMode::Intersection as i32,
+            parts: 4,
+            partition_key: vec![0x11; 32].into(),
+            resume: true,
+            parts_done: 2,
+            ..open()
+        }
+        .encode_to_vec(),
+    );
+    v.insert(
+        "PsiResponderMessage.accept_resumed",
+        PsiResponderMessage {
+            body: Some(psi_responder_message::Body::Accept(PsiAccept { responder_size: 300, resume_from: 1 })),
         }
         .encode_to_vec(),
     );
@@ -79,8 +101,10 @@ fn encoded() -> BTreeMap<&'static str, Vec<u8>> {
     );
     v.insert(
         "PsiResponderMessage.accept",
-        PsiResponderMessage { body: Some(psi_responder_message::Body::Accept(PsiAccept { responder_size: 300 })) }
-            .encode_to_vec(),
+        PsiResponderMessage {
+            body: Some(psi_responder_message::Body::Accept(PsiAccept { responder_size: 300, resume_from: 0 })),
+        }
+        .encode_to_vec(),
     );
     v.insert(
         "PsiResponderMessage.responder_points",

@@ -7,6 +7,9 @@
 //!   key is touched), runs the responder's role.
 //! * [`requester`] — the requesting organisation's side: loads its keys,
 //!   dials the owner, runs the requester's role, writes the result.
+//! * `progress` — a task run in parts, remembered on both nodes' disks so
+//!   it resumes from its last completed part after either node died.
 
 pub mod owner;
+mod progress;
 pub mod requester;

@@ -10,7 +10,19 @@
 //! Nothing is written unless the session completes; in
 //! intersection-to-both mode this side's rows go to
 //! `<output_dir>/from-<peer>/<task>-<dataset>.csv`, so no peer can name a
-//! file outside its own folder.
+//! file outside its own folder, with the salt and outcome of its salted
+//! commitment beside it (`results::finish`).
+//!
+//! **Under a ledger, the session must be the task's.** The protocol and
+//! who receives the intersection are read from the task's parameters on
+//! the ledger, before the use record: a requester cannot switch a task to
+//! another protocol, cannot keep this node from the rows a task to both
+//! promises it (by opening in intersection or cardinality mode), and cannot
+//! make a task to the requester deliver here. For a task to both, this
+//! node records its own result's commitment on the ledger — the only
+//! writer the rules allow for it — before its closing summary, so the
+//! requester's result is never whole while this side's is unrecorded, and
+//! the coordinator ends the task only when both are on the ledger.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -33,10 +45,12 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::authorisation::ServeRequest;
+use crate::authorisation::{ServeRequest, record_own_result, served_grant};
 use crate::dataset::{Dataset, DatasetKeys, FileFormat};
 use crate::identity::caller_org;
+use crate::psi::progress::{ResponderPlan, ResponderProgress};
 use crate::psi::requester::check_part_sizes;
+use crate::results::TaskResult;
 use crate::serve::{Authorised, Recorded};
 use crate::wire::{
     INBOUND_CAPACITY, Link, PeerLink, check_task_id, first_message, forward_inbound, mode_from_wire,
@@ -74,6 +88,10 @@ struct Accepted {
     /// KKRT: the requester's split into parts, when it asked for one.
     partition_key: Option<PartitionKey>,
     parts: u32,
+    /// A resumption of the task's interrupted session in parts, and the
+    /// parts the requester says it completed.
+    resume: bool,
+    parts_done: u32,
     dataset: Dataset,
 }
 
@@ -126,6 +144,13 @@ fn validate_open(state: &NodeState, peer: String, open: PsiOpen) -> Result<Accep
             Some(PartitionKey::from_bytes(key))
         }
     };
+    if open.resume && partition_key.is_none() {
+        return Err(stayput_psi::PsiError::Malformed {
+            message: "open",
+            reason: "only KKRT sessions in parts resume".into(),
+        }
+        .into());
+    }
     let dataset = state.config.dataset(&open.dataset)?.clone();
     let declared = |columns: usize, rules: &[String]| {
         let rules = if rules.is_empty() { "(none)".to_owned() } else { rules.join(", ") };
@@ -147,6 +172,8 @@ fn validate_open(state: &NodeState, peer: String, open: PsiOpen) -> Result<Accep
         requester_size: open.requester_size,
         partition_key,
         parts,
+        resume: open.resume,
+        parts_done: open.parts_done,
         dataset,
     })
 }
@@ -184,8 +211,18 @@ impl PsiPeer for PsiPeerService {
                 key_columns: &accepted.dataset.key_columns,
             };
             let recorded = async {
+                if accepted.resume {
+                    // The use was recorded by the session this resumes;
+                    // the plan on this node's disk bounds what it may
+                    // serve again (checked once the keys are loaded).
+                    let ledger = &*crate::serve::ledger_access(&self.state, "serving a task")?.ledger;
+                    let grant = served_grant(ledger, &self.state.config.org, &request).await?;
+                    let recorded = Authorised::continuing(&self.state, &request, &grant).await?;
+                    check_task_terms(&self.state, &accepted).await?;
+                    return Ok(recorded);
+                }
                 let authorised = Authorised::new(&self.state, &request).await?;
-                check_protocol(&self.state, &accepted).await?;
+                check_task_terms(&self.state, &accepted).await?;
                 authorised.record_asked(request.items).await
             };
             let recorded = recorded.await.map_err(|e| {
@@ -194,6 +231,12 @@ impl PsiPeer for PsiPeerService {
             })?;
             tracing::info!(task = %accepted.task, grant = %recorded.session().grant_id, "use recorded on the ledger");
             Session::Recorded(Box::new(recorded))
+        } else if accepted.resume {
+            return Err(NodeError::NotAuthorised {
+                task: accepted.task.clone(),
+                reason: "resuming a session needs the ledger's use record; this node has no [ledger]".into(),
+            }
+            .into());
         } else {
             Session::Unledgered(self.state.session_permit()?)
         };
@@ -216,16 +259,21 @@ impl PsiPeer for PsiPeerService {
             Status::from(err)
         })?;
         let params = Params::new(&accepted, keys.keys.len() as u64, self.state.config.batch_size)?;
+        let kept = keep_progress(&self.state, &accepted, &session, &keys.keys).map_err(|e| {
+            tracing::warn!(task = %accepted.task, peer = %accepted.peer, error = %e, "psi session refused");
+            Status::from(e)
+        })?;
 
         let (out_tx, out_rx) = mpsc::channel(4);
         let (in_tx, in_rx) = mpsc::channel(INBOUND_CAPACITY);
         tokio::spawn(forward_inbound(inbound, in_tx));
         let mut link = PeerLink::new(&accepted.peer, in_rx, out_tx);
         let state = self.state.clone();
+        let ledger = state.ledger.as_ref().map(|_| tokio::runtime::Handle::current());
         tokio::task::spawn_blocking(move || {
             let _session = session;
             let task = accepted.task.clone();
-            match respond(&state, &accepted, params, &keys, &mut link) {
+            match respond(&state, &accepted, params, &keys, &mut link, ledger.as_ref(), kept) {
                 Ok(matches) => tracing::info!(task = %task, matches, "psi session completed"),
                 Err(err) => {
                     tracing::warn!(task = %task, error = ?err.to_string(), "psi session failed");
@@ -237,11 +285,38 @@ impl PsiPeer for PsiPeerService {
     }
 }
 
-/// The task's protocol on the ledger must be the one the session opened
-/// with: a requester cannot pick another protocol than the one its
-/// organisation signed for.
-async fn check_protocol(state: &NodeState, accepted: &Accepted) -> Result<(), NodeError> {
-    use stayput_chain_connector::tasks::{PsiProtocol, TaskParams};
+/// A session in parts under a ledger keeps its progress on this node's
+/// disk: a fresh one starts it (its use is recorded), a resumption must
+/// match it and have a resumption left; returns it with the part both
+/// continue from.
+fn keep_progress(
+    state: &NodeState,
+    accepted: &Accepted,
+    session: &Session,
+    keys: &KeyList,
+) -> Result<Option<(ResponderProgress, u32)>, NodeError> {
+    let (Some(key), Session::Recorded(_)) = (&accepted.partition_key, session) else {
+        return Ok(None);
+    };
+    let plan = ResponderPlan::new(key, accepted.parts, accepted.requester_size, accepted.mode, keys);
+    let (dir, task, dataset) = (&state.config.state_dir, &accepted.task, &accepted.dataset.name);
+    if !accepted.resume {
+        return Ok(Some((ResponderProgress::start(dir, task, dataset, plan, keys.len())?, 0)));
+    }
+    let resumed =
+        ResponderProgress::resume(dir, task, dataset, &plan, accepted.parts_done, keys.len()).map_err(|reason| {
+            NodeError::NotAuthorised { task: task.clone(), reason: format!("cannot resume: {reason}") }
+        })?;
+    tracing::info!(task = %task, peer = %accepted.peer, resume_from = resumed.1, "psi session resumed");
+    Ok(Some(resumed))
+}
+
+/// The task's terms on the ledger must be the session's: its protocol (a
+/// requester cannot pick another protocol than the one its organisation
+/// signed for) and who receives the intersection (a task to both is served
+/// in intersection-to-both mode only, and only a task to both is).
+async fn check_task_terms(state: &NodeState, accepted: &Accepted) -> Result<(), NodeError> {
+    use stayput_chain_connector::tasks::{PsiDelivery, PsiProtocol, TaskParams};
     let ledger = &*crate::serve::ledger_access(state, "serving a task")?.ledger;
     let refuse = |reason: String| NodeError::NotAuthorised { task: accepted.task.clone(), reason };
     let record = ledger
@@ -250,15 +325,26 @@ async fn check_protocol(state: &NodeState, accepted: &Accepted) -> Result<(), No
         .map_err(NodeError::from_ledger)?
         .ok_or_else(|| refuse("not on the ledger".into()))?;
     let request = &record.task.request.request;
-    let recorded = match TaskParams::decode(request.kind, &request.params) {
-        Ok(TaskParams::Psi(p)) => p.protocol,
-        _ => PsiProtocol::Ecdh,
+    let (protocol, delivery) = match TaskParams::decode(request.kind, &request.params) {
+        Ok(TaskParams::Psi(p)) => (p.protocol, p.delivery),
+        _ => (PsiProtocol::Ecdh, PsiDelivery::ToRequester),
     };
-    if recorded.name() != accepted.protocol.name() {
+    if protocol.name() != accepted.protocol.name() {
         return Err(refuse(format!(
             "the task on the ledger runs the {} protocol, the session asked for {}",
-            recorded.name(),
+            protocol.name(),
             accepted.protocol
+        )));
+    }
+    let to_both = accepted.mode == OutputMode::IntersectionToBoth;
+    if to_both != (delivery == PsiDelivery::ToBoth) {
+        return Err(refuse(format!(
+            "the task on the ledger delivers {}, the session asked for {}",
+            match delivery {
+                PsiDelivery::ToBoth => "the intersection to both parties",
+                PsiDelivery::ToRequester => "its result to the requester only",
+            },
+            accepted.mode
         )));
     }
     Ok(())
@@ -330,33 +416,63 @@ fn unexpected(link: &impl ResponderLink, expected: &'static str, got: &In) -> No
 
 /// Runs the responder's role; returns how many of its keys matched (both
 /// mode) for the log.
+///
+/// `ledger` (the runtime's handle, when the node has a ledger): a task to
+/// both has this node's result recorded through it before the summary.
 fn respond(
     state: &NodeState,
     session: &Accepted,
     params: Params,
     keys: &DatasetKeys,
     link: &mut OwnLink,
+    ledger: Option<&tokio::runtime::Handle>,
+    kept: Option<(ResponderProgress, u32)>,
 ) -> Result<u64, NodeError> {
-    send(link, Out::Accept(PsiAccept { responder_size: params.responder_len() }), "accept")?;
+    let resume_from = kept.as_ref().map_or(0, |(_, from)| *from);
+    send(link, Out::Accept(PsiAccept { responder_size: params.responder_len(), resume_from }), "accept")?;
+    let mut kept = kept.map(|(progress, _)| progress);
     let intersection = match params {
         Params::Ecdh(params) => respond_role(params, keys, link)?.intersection().map(<[u32]>::to_vec),
-        Params::Kkrt(params, split) => respond_kkrt(params, split.as_ref(), &keys.keys, link)?,
+        Params::Kkrt(params, split) => {
+            let parted = split.as_ref().map(|split| (split, kept.as_mut(), resume_from));
+            respond_kkrt(params, parted, &keys.keys, link)?
+        }
     };
     let matches = match intersection {
         Some(indices) => {
             let common: HashSet<Vec<u8>> = indices.iter().map(|&i| keys.keys.get(i as usize).to_vec()).collect();
-            let target = state.config.output_dir.join(format!("from-{}", session.peer)).join(format!(
-                "{}-{}.{}",
-                session.task,
-                session.dataset.name,
-                FileFormat::Csv.extension()
-            ));
-            session.dataset.write_rows_with_keys(&common, keys.fingerprint, &target, FileFormat::Csv)?;
-            indices.len() as u64
+            let folder = state.config.output_dir.join(format!("from-{}", session.peer));
+            let name = format!("{}-{}", session.task, session.dataset.name);
+            let target = folder.join(format!("{name}.{}", FileFormat::Csv.extension()));
+            let written = session.dataset.write_rows_with_keys(&common, keys.fingerprint, &target, FileFormat::Csv)?;
+            let count = indices.len() as u64;
+            let result = TaskResult {
+                file_sha256: written.sha256,
+                file: target,
+                count,
+                intermediates: vec![],
+                count_withheld: false,
+            };
+            let outcome = crate::results::finish(&folder, &name, result)?;
+            if let Some(ledger) = ledger {
+                let access = crate::serve::ledger_access(state, "recording a result")?;
+                ledger.block_on(record_own_result(
+                    &*access.ledger,
+                    &state.config.org,
+                    &access.key,
+                    &session.task,
+                    outcome.result_sha256,
+                ))?;
+                tracing::info!(task = %session.task, "own result of a task to both recorded on the ledger");
+            }
+            count
         }
         None => 0,
     };
     send(link, Out::Summary(PsiSummary { responder_matches: matches }), "summary")?;
+    if let Some(done) = kept {
+        done.finish();
+    }
     Ok(matches)
 }
 
@@ -368,35 +484,56 @@ fn expect_kkrt(link: &mut impl ResponderLink, expected: &'static str) -> Result<
 }
 
 /// The KKRT responder after its accept, up to its intersection (both
-/// mode): the whole set, or part by part after both sides' part sizes.
+/// mode): the whole set, or part by part after both sides' part sizes —
+/// then from `resume_from` on, each part marked served before its outputs
+/// leave and finished after, when the node keeps the task's progress.
 fn respond_kkrt(
     params: kkrt::SessionParams,
-    split: Option<&Partition>,
+    parted: Option<(&Partition, Option<&mut ResponderProgress>, u32)>,
     keys: &KeyList,
     link: &mut impl ResponderLink,
 ) -> Result<Option<Vec<u32>>, NodeError> {
-    let Some(split) = split else {
-        return respond_kkrt_part(params, keys, link);
+    let Some((split, mut kept, resume_from)) = parted else {
+        return respond_kkrt_part(params, keys, link, &mut || Ok(()));
     };
     let theirs = PartSizes::decode(expect_kkrt(link, "KKRT part sizes")?.as_ref())?;
     check_part_sizes(link.peer(), &theirs, split.parts(), params.requester_len())?;
     // A keyed split is even; a requester that claims one huge part would
-    // make this node hold that part's rows at once.
-    if let Some(&largest) = theirs.sizes.iter().max().filter(|&&s| s > kkrt::MAX_PART_KEYS) {
+    // make this node hold that part's rows at once, and a part run again
+    // on resumption would cost more than its use record metered.
+    let cap = kkrt::max_part_len(params.requester_len(), split.parts());
+    if let Some(&largest) = theirs.sizes.iter().max().filter(|&&s| s > cap) {
         return Err(NodeError::InconsistentPeer {
             peer: link.peer().into(),
-            detail: format!("it claims a part of {largest} keys; a part holds at most {}", kkrt::MAX_PART_KEYS),
+            detail: format!(
+                "it claims a part of {largest} keys; a keyed split of {} keys into {} parts holds at most {cap} a part",
+                params.requester_len(),
+                split.parts()
+            ),
         });
     }
     let parts = split.split(keys);
     let sizes = PartSizes { sizes: parts.iter().map(|p| p.keys.len() as u64).collect() };
     send(link, Out::Kkrt(sizes.to_bytes().into()), "KKRT part sizes")?;
+    let both = params.mode() == OutputMode::IntersectionToBoth;
     let mut found: Option<Vec<u32>> = None;
     for (i, (part, their_len)) in (0u32..).zip(parts.iter().zip(&theirs.sizes)) {
+        if i < resume_from {
+            if let (true, Some(kept)) = (both, kept.as_deref()) {
+                found.get_or_insert_with(Vec::new).extend(kept.own_part(i)?);
+            }
+            continue;
+        }
         let task = kkrt::part_task(params.task(), i)?;
         let part_params = kkrt::SessionParams::new(task, params.mode(), *their_len, part.keys.len() as u64)?;
-        if let Some(indices) = respond_kkrt_part(part_params, &part.keys, link)? {
-            found.get_or_insert_with(Vec::new).extend(indices.into_iter().map(|j| part.indices[j as usize]));
+        let mut serving = || kept.as_deref_mut().map_or(Ok(()), |k| k.serving(i));
+        let own = respond_kkrt_part(part_params, &part.keys, link, &mut serving)?
+            .map(|indices| indices.into_iter().map(|j| part.indices[j as usize]).collect::<Vec<u32>>());
+        if let Some(kept) = kept.as_deref_mut() {
+            kept.finished(i, own.as_deref())?;
+        }
+        if let Some(own) = own {
+            found.get_or_insert_with(Vec::new).extend(own);
         }
     }
     if params.mode() == OutputMode::IntersectionToBoth {
@@ -407,11 +544,13 @@ fn respond_kkrt(
     Ok(None)
 }
 
-/// One KKRT session as the responder: a whole set or one part of it.
+/// One KKRT session as the responder: a whole set or one part of it;
+/// `serving` runs just before the first outputs leave.
 fn respond_kkrt_part(
     params: kkrt::SessionParams,
     keys: &KeyList,
     link: &mut impl ResponderLink,
+    serving: &mut dyn FnMut() -> Result<(), NodeError>,
 ) -> Result<Option<Vec<u32>>, NodeError> {
     use kkrt::messages::{Corrections, Matches, Setup};
     let both = params.mode() == OutputMode::IntersectionToBoth;
@@ -421,6 +560,7 @@ fn respond_kkrt_part(
     while !session.corrections_done() {
         session.absorb_corrections(Corrections::decode(expect_kkrt(link, "KKRT corrections")?.as_ref())?)?;
     }
+    serving()?;
     while let Some(outputs) = session.next_outputs()? {
         send(link, Out::Kkrt(outputs.to_bytes().into()), "KKRT outputs")?;
     }

@@ -26,6 +26,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::dataset::{DatasetKeys, FileFormat, WrittenFile};
 use crate::peers::connect_peer;
+use crate::psi::progress::RequesterProgress;
 use crate::wire::Progress;
 use crate::wire::{
     INBOUND_CAPACITY, Link, MAX_MESSAGE_BYTES, MAX_OUTSTANDING_BATCHES, PeerLink, check_task_id, forward_inbound,
@@ -102,7 +103,34 @@ pub async fn run_psi(state: Arc<NodeState>, request: PsiRequest, progress: Progr
     if request.protocol == Protocol::Kkrt {
         kkrt::check_parts(parts, keys.keys.len() as u64)?;
     }
-    let partition_key = (parts > 1).then(|| PartitionKey::random(&mut OsRng));
+    // A task in parts keeps its split key and each completed part on disk
+    // before the first message, so it resumes after either node died (a
+    // resumption continues under the owner's use record: ledger only).
+    let kept = match (parts, &state.ledger) {
+        (1, _) | (_, None) => None,
+        _ => Some(match RequesterProgress::load(&state.config.state_dir, &request.task_id, &keys.keys)? {
+            Some(earlier) => earlier,
+            None => RequesterProgress::start(
+                &state.config.state_dir,
+                &request.task_id,
+                parts,
+                &keys.keys,
+                PartitionKey::random(&mut OsRng),
+            )?,
+        }),
+    };
+    let parts = kept.as_ref().map_or(parts, |p| p.parts);
+    let partition_key = match &kept {
+        Some(p) => Some(p.key.clone()),
+        None => (parts > 1).then(|| PartitionKey::random(&mut OsRng)),
+    };
+    let (resume, parts_done) = match &kept {
+        Some(p) if p.accepted() => (true, p.parts_done()),
+        _ => (false, 0),
+    };
+    if resume {
+        tracing::info!(task = %request.task_id, parts_done, parts, "psi session resumes an interrupted one");
+    }
     let mut client = PsiPeerClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -119,17 +147,29 @@ pub async fn run_psi(state: Arc<NodeState>, request: PsiRequest, progress: Progr
         protocol: protocol_to_wire(request.protocol) as i32,
         parts,
         partition_key: partition_key.as_ref().map(|k| k.to_bytes().to_vec()).unwrap_or_default().into(),
+        resume,
+        parts_done,
     };
     out_tx.send(PsiRequesterMessage { body: Some(Out::Open(open)) }).await.map_err(|_| NodeError::Cancelled)?;
     let peer = request.peer.clone();
     let (inbound, accept) = open_stream(&peer, client.exchange(ReceiverStream::new(out_rx))).await?;
-    let responder_size = match accept.body {
-        Some(In::Accept(accept)) => accept.responder_size,
+    let (responder_size, resume_from) = match accept.body {
+        Some(In::Accept(accept)) => (accept.responder_size, accept.resume_from),
         other => {
             let got = responder_body_name(other.as_ref());
             return Err(NodeError::UnexpectedMessage { peer, expected: "accept", got });
         }
     };
+    if resume_from > parts_done {
+        return Err(NodeError::InconsistentPeer {
+            peer,
+            detail: format!("it resumes from part {resume_from}, and this node completed {parts_done}"),
+        });
+    }
+    if let Some(kept) = &kept {
+        kept.accepted_now()?;
+        kept.forget_from(resume_from)?;
+    }
     let task = TaskId::new(request.task_id.clone())?;
     let (requester_size, batch_size) = (keys.keys.len() as u64, state.config.batch_size);
     let params = match request.protocol {
@@ -156,6 +196,7 @@ pub async fn run_psi(state: Arc<NodeState>, request: PsiRequest, progress: Progr
     tokio::spawn(forward_inbound(inbound, in_tx));
     let mut link = PeerLink::new(&peer, in_rx, out_tx);
     let format = request.output_format;
+    let parts_progress = kept;
     let report = tokio::task::spawn_blocking(move || {
         let _permit = permit;
         let (intersection, cardinality) = match params {
@@ -164,7 +205,8 @@ pub async fn run_psi(state: Arc<NodeState>, request: PsiRequest, progress: Progr
                 (output.intersection().map(<[u32]>::to_vec), output.cardinality())
             }
             Params::Kkrt(params, split) => {
-                let indices = request_kkrt(params, split.as_ref(), &keys.keys, &mut link, &progress)?;
+                let parted = split.as_ref().map(|s| (s, parts_progress.as_ref(), resume_from));
+                let indices = request_kkrt(params, parted, &keys.keys, &mut link, &progress)?;
                 let found = indices.len() as u64;
                 (Some(indices), found)
             }
@@ -177,6 +219,9 @@ pub async fn run_psi(state: Arc<NodeState>, request: PsiRequest, progress: Progr
             }
             None => None,
         };
+        if let Some(done) = parts_progress {
+            done.finish();
+        }
         Ok::<_, NodeError>(PsiReport {
             output: written,
             rows_read: keys.rows_read,
@@ -316,18 +361,20 @@ fn expect_kkrt(link: &mut impl RequesterLink, expected: &'static str) -> Result<
 
 /// The KKRT requester, on a blocking thread: the indices of its common
 /// keys. With a split, each side first sends its part sizes, then the parts
-/// run one after another as sessions of their own, bound to part task ids.
+/// run one after another as sessions of their own, bound to part task ids;
+/// each completed part is kept on disk, and the parts before `resume_from`
+/// (completed by an earlier session of the task) are read back, not run.
 fn request_kkrt(
     params: kkrt::SessionParams,
-    split: Option<&Partition>,
+    parted: Option<(&Partition, Option<&RequesterProgress>, u32)>,
     keys: &KeyList,
     link: &mut impl RequesterLink,
     progress: &ProgressTx,
 ) -> Result<Vec<u32>, NodeError> {
     let mode = params.mode();
-    let mut found = match split {
+    let mut found = match parted {
         None => request_kkrt_part(params, keys, link, progress)?,
-        Some(split) => {
+        Some((split, done, resume_from)) => {
             let parts = split.split(keys);
             let sizes = PartSizes { sizes: parts.iter().map(|p| p.keys.len() as u64).collect() };
             send(link, Out::Kkrt(sizes.to_bytes().into()), "KKRT part sizes")?;
@@ -335,10 +382,18 @@ fn request_kkrt(
             check_part_sizes(link.peer(), &theirs, split.parts(), params.responder_len())?;
             let mut found = Vec::new();
             for (i, (part, their_len)) in (0u32..).zip(parts.iter().zip(&theirs.sizes)) {
+                if let (true, Some(done)) = (i < resume_from, done) {
+                    found.extend(done.part(i)?);
+                    continue;
+                }
                 let task = kkrt::part_task(params.task(), i)?;
                 let part_params = kkrt::SessionParams::new(task, mode, part.keys.len() as u64, *their_len)?;
                 let indices = request_kkrt_part(part_params, &part.keys, link, progress)?;
-                found.extend(indices.into_iter().map(|j| part.indices[j as usize]));
+                let global: Vec<u32> = indices.into_iter().map(|j| part.indices[j as usize]).collect();
+                if let Some(done) = done {
+                    done.complete(i, &global)?;
+                }
+                found.extend(global);
             }
             found
         }

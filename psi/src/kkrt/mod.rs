@@ -138,13 +138,30 @@ pub fn check_parts(parts: u32, requester_len: u64) -> Result<(), PsiError> {
     Ok(())
 }
 
+/// Times a session in parts may be resumed after either side went away;
+/// each resumption runs at most one part again (the one under way).
+pub const MAX_RESUMES: u32 = 2;
+
+/// The most requester keys one part of a keyed split of `requester_len`
+/// keys into `parts` may hold: twice the even share and 1024 more — a
+/// keyed split exceeds it with negligible probability (a part's size is
+/// binomial around the share) — and never more than [`MAX_PART_KEYS`]. A
+/// responder refuses part sizes above it, so a part run again costs it a
+/// known bound.
+pub fn max_part_len(requester_len: u64, parts: u32) -> u64 {
+    (2 * requester_len.div_ceil(u64::from(parts.max(1))) + 1024).min(MAX_PART_KEYS)
+}
+
 /// What a session over `parts` parts may cost the responder, in cuckoo
-/// bins: each part's bins, bounded before the part sizes are known.
+/// bins, bounded before the part sizes are known: each part's bins, and
+/// for a session in parts, [`MAX_RESUMES`] parts of at most
+/// [`max_part_len`] keys run again.
 pub fn metered_bins(requester_len: u64, parts: u32) -> u64 {
     if parts <= 1 {
         hashing::bin_count(requester_len)
     } else {
-        (requester_len * 127).div_ceil(100) + 128 * u64::from(parts)
+        let one_part = (max_part_len(requester_len, parts) * 127).div_ceil(100) + 128;
+        (requester_len * 127).div_ceil(100) + 128 * u64::from(parts) + u64::from(MAX_RESUMES) * one_part
     }
 }
 

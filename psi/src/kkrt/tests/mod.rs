@@ -302,6 +302,19 @@ fn parts_are_bounded_and_metered_from_above() {
         }
     }
     assert_eq!(metered_bins(200, 1), 256);
+    // And the parts run again on resumption: MAX_RESUMES times the largest
+    // part a responder accepts, on top of every part once.
+    for parts in [2u32, 3, 7, 64] {
+        let cap = max_part_len(n, parts);
+        assert!(cap >= 2 * n / u64::from(parts), "a keyed split's parts fit under the cap");
+        let rest = (n - cap.min(n)) / u64::from(parts - 1);
+        let mut sizes: Vec<u64> = std::iter::once(cap.min(n)).chain((1..parts).map(|_| rest)).collect();
+        sizes[1] += n - sizes.iter().sum::<u64>();
+        let bins: u64 = sizes.iter().map(|&s| hashing::bin_count(s)).sum();
+        let again = u64::from(MAX_RESUMES) * hashing::bin_count(cap);
+        assert!(bins + again <= metered_bins(n, parts), "{parts} parts: {bins} + {again} bins");
+    }
+    assert_eq!(max_part_len(1 << 30, 4), MAX_PART_KEYS);
     let task = TaskId::new("t-1").unwrap();
     assert_eq!(part_task(&task, 3).unwrap().as_bytes(), b"t-1/part-3");
     let sizes = messages::PartSizes { sizes: vec![3, 0, 5] };
