@@ -124,6 +124,10 @@ pub struct PsiBenchReport {
     pub peak_rss: Option<u64>,
     /// Cores rayon used.
     pub threads: usize,
+    /// Over nodes: the protocol messages' bytes, both directions.
+    pub wire_bytes: Option<u64>,
+    /// KKRT: the same sets, mode and transport run with ECDH in this run.
+    pub ecdh: Option<Duration>,
 }
 
 impl PsiBenchReport {
@@ -179,6 +183,23 @@ impl fmt::Display for PsiBenchReport {
                 self.ratio()
             )?,
         }
+        if let Some(bytes) = self.wire_bytes {
+            writeln!(
+                f,
+                "  communication: {:.1} MB in protocol messages, {:.1} bytes per element (both directions, per key of one side)",
+                bytes as f64 / 1e6,
+                bytes as f64 / self.n as f64
+            )?;
+        }
+        if let Some(ecdh) = self.ecdh {
+            writeln!(
+                f,
+                "  ECDH on the same sets in this run: {:.2} s; {} is {:.1}x faster",
+                ecdh.as_secs_f64(),
+                self.protocol,
+                ecdh.as_secs_f64() / self.elapsed.as_secs_f64()
+            )?;
+        }
         match self.peak_rss {
             Some(b) => write!(f, "  peak RSS: {:.1} MB", b as f64 / 1e6),
             None => write!(f, "  peak RSS: unavailable"),
@@ -186,7 +207,8 @@ impl fmt::Display for PsiBenchReport {
     }
 }
 
-/// Runs the benchmark.
+/// Runs the benchmark; with `compare_ecdh`, a KKRT run is followed by
+/// ECDH on the same sets, mode and transport, for the ratio.
 pub fn run(
     n: usize,
     protocol: Protocol,
@@ -194,8 +216,42 @@ pub fn run(
     mode: OutputMode,
     in_memory: bool,
     batch: usize,
+    compare_ecdh: bool,
 ) -> Result<PsiBenchReport, BenchError> {
     let floor = measure_floor(8192);
+    let received = stayput_node::wire::peer_bytes_received();
+    let (elapsed, intersection) = run_once(n, protocol, parts, mode, in_memory, batch)?;
+    let wire_bytes = (!in_memory).then(|| stayput_node::wire::peer_bytes_received() - received);
+    let peak_rss = peak_rss_bytes();
+    let ecdh = match (protocol, compare_ecdh) {
+        (Protocol::Kkrt, true) => Some(run_once(n, Protocol::Ecdh, 0, mode, in_memory, batch)?.0),
+        _ => None,
+    };
+    Ok(PsiBenchReport {
+        n,
+        mode,
+        protocol,
+        in_memory,
+        batch,
+        elapsed,
+        intersection,
+        floor,
+        peak_rss,
+        threads: rayon::current_num_threads(),
+        wire_bytes,
+        ecdh,
+    })
+}
+
+/// One protocol run on `n × n` keys with half in common, checked.
+fn run_once(
+    n: usize,
+    protocol: Protocol,
+    parts: u32,
+    mode: OutputMode,
+    in_memory: bool,
+    batch: usize,
+) -> Result<(Duration, u64), BenchError> {
     let requester = SyntheticIds { start: 0, len: n };
     let responder = SyntheticIds { start: (n / 2) as u64, len: n };
     let expected = (n - n / 2) as u64;
@@ -217,18 +273,7 @@ pub fn run(
     if intersection != expected {
         return Err(BenchError::WrongResult { expected, got: intersection });
     }
-    Ok(PsiBenchReport {
-        n,
-        mode,
-        protocol,
-        in_memory,
-        batch,
-        elapsed,
-        intersection,
-        floor,
-        peak_rss: peak_rss_bytes(),
-        threads: rayon::current_num_threads(),
-    })
+    Ok((elapsed, intersection))
 }
 
 fn write_ids(path: &std::path::Path, ids: SyntheticIds) -> Result<(), BenchError> {
@@ -307,12 +352,28 @@ mod tests {
 
     #[test]
     fn small_in_memory_run_finds_the_planted_intersection() {
-        let report = run(300, Protocol::Ecdh, 0, OutputMode::IntersectionToRequester, true, 64).unwrap();
+        let report = run(300, Protocol::Ecdh, 0, OutputMode::IntersectionToRequester, true, 64, true).unwrap();
         assert_eq!(report.intersection, 150);
         assert!(report.ratio() > 0.0);
         assert!(report.to_string().contains("ratio to floor"));
-        let report = run(300, Protocol::Kkrt, 0, OutputMode::IntersectionToBoth, true, 64).unwrap();
+        assert!(report.ecdh.is_none() && report.wire_bytes.is_none(), "in memory, ECDH itself: neither");
+        let report = run(300, Protocol::Kkrt, 0, OutputMode::IntersectionToBoth, true, 64, true).unwrap();
         assert_eq!(report.intersection, 150);
         assert!(report.to_string().contains("protocol kkrt"));
+        assert!(report.to_string().contains("ECDH on the same sets in this run"));
+    }
+
+    #[test]
+    fn a_run_over_nodes_counts_its_communication() {
+        let n = 2000;
+        let report = run(n, Protocol::Kkrt, 0, OutputMode::IntersectionToRequester, false, 256, false).unwrap();
+        assert_eq!(report.intersection, 1000);
+        let bytes = report.wire_bytes.expect("counted over nodes");
+        // KKRT: a 64-byte correction per cuckoo bin (1.27 n, in blocks of
+        // 128) and three outputs per responder key, plus the base OTs.
+        let (bins, outputs) = (kkrt::hashing::bin_count(n as u64), 3 * n as u64);
+        let at_least = 64 * bins + outputs * kkrt::hashing::output_len(n as u64, n as u64) as u64;
+        assert!(bytes >= at_least && bytes < at_least + 64 * 1024, "{bytes} bytes, {at_least} at least");
+        assert!(report.to_string().contains("bytes per element"), "{report}");
     }
 }

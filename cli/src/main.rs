@@ -209,6 +209,10 @@ enum BenchCommand {
         /// Keys per batch.
         #[arg(long, default_value_t = 4096)]
         batch: usize,
+        /// KKRT: skip the ECDH run on the same sets that gives the ratio
+        /// (ECDH takes about a minute per 2^20 keys here).
+        #[arg(long)]
+        no_ecdh: bool,
     },
     /// The blacklist query (unbalanced labeled PSI, in memory): bureau
     /// precompute, encoded set size, online latency against one and several
@@ -386,9 +390,9 @@ async fn run(command: Command) -> Result<(), CliError> {
                 println!("{name}: key columns [{}], normalisation [{}]", keys.join(", "), rules.join(", "));
             }
         }
-        Command::Bench(BenchCommand::Psi { n, in_memory, mode, protocol, parts, batch }) => {
+        Command::Bench(BenchCommand::Psi { n, in_memory, mode, protocol, parts, batch, no_ecdh }) => {
             let report = tokio::task::spawn_blocking(move || {
-                stayput_benches::psi::run(n, protocol, parts, mode.into(), in_memory, batch)
+                stayput_benches::psi::run(n, protocol, parts, mode.into(), in_memory, batch, !no_ecdh)
             })
             .await
             .map_err(|e| CliError::Signal(e.to_string()))??;

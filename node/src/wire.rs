@@ -38,17 +38,30 @@ pub const INBOUND_CAPACITY: usize = 8;
 /// Request batches a requester may have sent without an answer.
 pub const MAX_OUTSTANDING_BATCHES: usize = 4;
 
+/// Message bytes this process received from peers in protocol sessions
+/// (their protobuf encoding, not TLS or HTTP/2 framing): what a benchmark
+/// reads as a protocol's communication.
+static PEER_BYTES_RECEIVED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Peer message bytes received by this process's sessions so far.
+pub fn peer_bytes_received() -> u64 {
+    PEER_BYTES_RECEIVED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Forwards messages from a gRPC stream into a bounded channel until the
 /// stream ends or fails. The forwarder waits when the channel is full, so
 /// HTTP/2 flow control pushes back on a peer that sends faster than the
 /// role absorbs; a failure is forwarded as the peer's status.
-pub async fn forward_inbound<M: Send + 'static>(
+pub async fn forward_inbound<M: stayput_proto::WireLen + Send + 'static>(
     mut stream: tonic::Streaming<M>,
     tx: mpsc::Sender<Result<M, tonic::Status>>,
 ) {
     loop {
         let item = match stream.message().await {
-            Ok(Some(message)) => Ok(message),
+            Ok(Some(message)) => {
+                PEER_BYTES_RECEIVED.fetch_add(message.wire_len() as u64, std::sync::atomic::Ordering::Relaxed);
+                Ok(message)
+            }
             Ok(None) => return, // dropping tx tells the role the stream ended
             Err(status) => Err(status),
         };
