@@ -348,6 +348,11 @@ async fn kkrt_tasks_run_end_to_end_and_the_ledger_fixes_the_protocol() {
     assert_eq!(std::fs::read_to_string(theirs_parted).unwrap(), std::fs::read_to_string(theirs_whole).unwrap());
     let trail = net.ledger.task(&parted).await.unwrap().unwrap();
     assert_eq!(trail.uses[0].1.items, stayput_psi::kkrt::metered_bins(200, 4));
+    // Neither node keeps a finished task's progress (the bank's split key).
+    let kept = |org: &str, side: &str| net.net.state(org).config.state_dir.join("psi-progress").join(side);
+    let leftovers = |dir: std::path::PathBuf| std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(leftovers(kept("bank", "requester")), 0);
+    assert_eq!(leftovers(kept("bureau", "responder")), 0);
     let err = psi_direct_parts(
         net,
         &record_psi_task(net, PsiProtocol::Kkrt, "g-fast").await,
@@ -365,6 +370,10 @@ async fn kkrt_tasks_run_end_to_end_and_the_ledger_fixes_the_protocol() {
     let ecdh_task = record_psi_task(net, PsiProtocol::Ecdh, "g-fast").await;
     let err = psi_direct_with(net, &ecdh_task, OutputMode::IntersectionToRequester, Protocol::Kkrt).await.unwrap_err();
     assert!(err.contains("runs the ecdh protocol, the session asked for kkrt"), "{err}");
+    // Refused for good in parts: the bank drops the split key it kept.
+    let err = psi_direct_parts(net, &ecdh_task, OutputMode::IntersectionToRequester, Protocol::Kkrt, 2).await;
+    assert!(err.unwrap_err().contains("runs the ecdh protocol"));
+    assert_eq!(leftovers(kept("bank", "requester")), 0, "no split key left behind");
     let kkrt_task = record_psi_task(net, PsiProtocol::Kkrt, "g-fast").await;
     let err = psi_direct(net, &kkrt_task).await.unwrap_err();
     assert!(err.contains("runs the kkrt protocol, the session asked for ecdh"), "{err}");

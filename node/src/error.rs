@@ -124,6 +124,14 @@ impl NodeError {
         }
     }
 
+    /// Whether the same work may succeed when tried again: this node's
+    /// peer (or the ledger) went away, was busy winding down, or the call
+    /// was cancelled.
+    pub fn may_succeed_later(&self) -> bool {
+        use tonic::Code;
+        matches!(self.code(), Code::Unavailable | Code::Cancelled | Code::Unknown | Code::DeadlineExceeded)
+    }
+
     fn code(&self) -> tonic::Code {
         use tonic::Code;
         match self {

@@ -219,6 +219,11 @@ impl RequesterProgress {
     pub fn finish(self) {
         remove_dir(&self.dir);
     }
+
+    /// The task failed for good: its key and parts go.
+    pub fn discard(state_dir: &Path, task: &str) {
+        remove_dir(&Self::dir(state_dir, task));
+    }
 }
 
 #[cfg(unix)]

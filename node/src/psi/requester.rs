@@ -80,6 +80,20 @@ type ProgressTx = mpsc::UnboundedSender<Progress>;
 
 /// Runs a PSI session as the requester.
 pub async fn run_psi(state: Arc<NodeState>, request: PsiRequest, progress: ProgressTx) -> Result<PsiReport, NodeError> {
+    let task = request.task_id.clone();
+    let ran = run_session(state.clone(), request, progress).await;
+    // A task in parts that failed for good takes its split key with it;
+    // one whose node or peer went away keeps it, to resume.
+    if let Err(e) = &ran
+        && !e.may_succeed_later()
+        && check_task_id(&task).is_ok()
+    {
+        RequesterProgress::discard(&state.config.state_dir, &task);
+    }
+    ran
+}
+
+async fn run_session(state: Arc<NodeState>, request: PsiRequest, progress: ProgressTx) -> Result<PsiReport, NodeError> {
     let started = Instant::now();
     check_task_id(&request.task_id)?;
     let permit = state.session_permit()?;
