@@ -229,7 +229,12 @@ impl PsiPeer for PsiPeerService {
                 tracing::warn!(task = %accepted.task, peer = %accepted.peer, error = %e, "psi session refused");
                 Status::from(e)
             })?;
-            tracing::info!(task = %accepted.task, grant = %recorded.session().grant_id, "use recorded on the ledger");
+            let grant = &recorded.session().grant_id;
+            if accepted.resume {
+                tracing::info!(task = %accepted.task, grant = %grant, "resuming under the use on the ledger");
+            } else {
+                tracing::info!(task = %accepted.task, grant = %grant, "use recorded on the ledger");
+            }
             Session::Recorded(Box::new(recorded))
         } else if accepted.resume {
             return Err(NodeError::NotAuthorised {
