@@ -461,6 +461,7 @@ async fn open_in_parts(
     key: [u8; 32],
     size: u64,
     resume: bool,
+    sizes: Option<Vec<u64>>,
 ) -> Result<u32, tonic::Status> {
     use stayput_proto::v1::psi_peer_client::PsiPeerClient;
     use stayput_proto::v1::{PsiMode, PsiOpen, PsiRequesterMessage, psi_requester_message::Body};
@@ -488,13 +489,26 @@ async fn open_in_parts(
         let message = PsiRequesterMessage { body: Some(Body::Open(open.clone())) };
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         tx.send(message).await.unwrap();
-        let reply = match PsiPeerClient::new(channel).exchange(tokio_stream::wrappers::ReceiverStream::new(rx)).await {
-            Ok(response) => response.into_inner().message().await,
-            Err(status) => Err(status),
-        };
-        match reply {
+        let mut inbound =
+            match PsiPeerClient::new(channel).exchange(tokio_stream::wrappers::ReceiverStream::new(rx)).await {
+                Ok(response) => response.into_inner(),
+                Err(status) if status.code() == tonic::Code::Unavailable => {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+                Err(status) => return Err(status),
+            };
+        match inbound.message().await {
             Ok(Some(m)) => match m.body {
-                Some(stayput_proto::v1::psi_responder_message::Body::Accept(a)) => return Ok(a.resume_from),
+                Some(stayput_proto::v1::psi_responder_message::Body::Accept(a)) => {
+                    // Then, if asked, its part sizes, and the bureau's answer.
+                    if let Some(sizes) = &sizes {
+                        let bytes = stayput_psi::kkrt::messages::PartSizes { sizes: sizes.clone() }.to_bytes();
+                        tx.send(PsiRequesterMessage { body: Some(Body::Kkrt(bytes.into())) }).await.unwrap();
+                        inbound.message().await?;
+                    }
+                    return Ok(a.resume_from);
+                }
                 other => panic!("{other:?} where an accept was expected"),
             },
             Ok(None) => panic!("the bureau ended the session without a word"),
@@ -516,26 +530,31 @@ async fn a_hostile_requester_cannot_resume_its_way_to_more() {
     let uses = || async { net.ledger.grant("g-parts").await.unwrap().unwrap().uses };
 
     // Nothing to resume before the task was served here.
-    let err = open_in_parts(net, &task, [1; 32], 200, true).await.unwrap_err();
+    let err = open_in_parts(net, &task, [1; 32], 200, true, None).await.unwrap_err();
     assert!(err.message().contains("never served; start it afresh"), "{err:?}");
     assert_eq!(uses().await, 0);
     // The first session records the use and keeps the plan; the
     // requester vanishes after the accept.
-    assert_eq!(open_in_parts(net, &task, [1; 32], 200, false).await.unwrap(), 0);
+    assert_eq!(open_in_parts(net, &task, [1; 32], 200, false, Some(vec![100, 100])).await.unwrap(), 0);
     assert_eq!(uses().await, 1);
     // Served once: a fresh session is refused.
-    let err = open_in_parts(net, &task, [1; 32], 200, false).await.unwrap_err();
+    let err = open_in_parts(net, &task, [1; 32], 200, false, None).await.unwrap_err();
     assert!(err.message().contains("served it under grant 'g-parts' already"), "{err:?}");
     // A resumption with another split key or set size is another session.
-    let err = open_in_parts(net, &task, [2; 32], 200, true).await.unwrap_err();
+    let err = open_in_parts(net, &task, [2; 32], 200, true, None).await.unwrap_err();
     assert!(err.message().contains("not the ones it started with"), "{err:?}");
-    let err = open_in_parts(net, &task, [1; 32], 199, true).await.unwrap_err();
+    let err = open_in_parts(net, &task, [1; 32], 199, true, None).await.unwrap_err();
     assert!(err.message().contains("not the ones it started with"), "{err:?}");
-    // The same plan resumes where the bureau finished (nothing yet), twice.
-    for _ in 0..stayput_psi::kkrt::MAX_RESUMES {
-        assert_eq!(open_in_parts(net, &task, [1; 32], 200, true).await.unwrap(), 0);
+    // Moving keys between parts on resumption would have more bins served
+    // than metered: the part sizes are the first session's.
+    let err = open_in_parts(net, &task, [1; 32], 200, true, Some(vec![0, 200])).await.unwrap_err();
+    assert!(err.message().contains("part sizes are not the ones it started with"), "{err:?}");
+    // The same plan resumes where the bureau finished (nothing yet), until
+    // the allowance is spent (the refused one above counted).
+    for _ in 1..stayput_psi::kkrt::MAX_RESUMES {
+        assert_eq!(open_in_parts(net, &task, [1; 32], 200, true, None).await.unwrap(), 0);
     }
-    let err = open_in_parts(net, &task, [1; 32], 200, true).await.unwrap_err();
+    let err = open_in_parts(net, &task, [1; 32], 200, true, None).await.unwrap_err();
     assert!(err.message().contains("resumed 2 times already"), "{err:?}");
     assert_eq!(uses().await, 1, "one use for the task, whatever the sessions");
     let trail = net.ledger.task(&task).await.unwrap().unwrap();

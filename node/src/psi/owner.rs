@@ -517,6 +517,10 @@ fn respond_kkrt(
             ),
         });
     }
+    if let Some(kept) = kept.as_deref_mut() {
+        kept.their_sizes(&theirs.sizes)
+            .map_err(|detail| NodeError::InconsistentPeer { peer: link.peer().into(), detail })?;
+    }
     let parts = split.split(keys);
     let sizes = PartSizes { sizes: parts.iter().map(|p| p.keys.len() as u64).collect() };
     send(link, Out::Kkrt(sizes.to_bytes().into()), "KKRT part sizes")?;

@@ -12,17 +12,19 @@
 //!
 //! **Responder** (`<state_dir>/psi-progress/responder/<task>-<dataset>/`):
 //! `plan` holds a digest of the partition key (never the key), the parts,
-//! the requester's announced size, the mode, the SHA-256 of this node's
-//! key list, and three counters: parts `served` (outputs started), parts
-//! `finished`, and `resumes` used; `part-<i>` holds this node's own common
-//! keys of part `i` in intersection-to-both mode.
+//! the requester's announced size and its part sizes, the mode, the
+//! SHA-256 of this node's key list, and three counters: parts `served`
+//! (outputs started), parts `finished`, and `resumes` used; `part-<i>`
+//! holds this node's own common keys of part `i` in intersection-to-both
+//! mode.
 //!
 //! **What a resumption may cost the owner.** Each part's OPRF outputs are
 //! served once, except that a resumption may serve again the one part
 //! under way when the session broke (`served - resume_from ≤ 1`), at most
 //! [`kkrt::MAX_RESUMES`] times per task; the use record written at the
 //! start metered that allowance ([`kkrt::metered_bins`]). A requester
-//! cannot resume with another key, split, size or mode than the plan's.
+//! cannot resume with another key, split, size, part sizes or mode than
+//! the plan's (moving keys between parts would have more bins served).
 //!
 //! Every file is written atomically (a temporary file renamed into place),
 //! so a node killed mid-write leaves the previous state.
@@ -270,6 +272,8 @@ pub(crate) struct ResponderProgress {
     pub finished: u32,
     /// Resumptions used.
     pub resumes: u32,
+    /// The requester's part sizes, as its first session claimed them.
+    their_sizes: Vec<u64>,
     keys_len: usize,
 }
 
@@ -288,7 +292,7 @@ impl ResponderProgress {
     ) -> Result<Self, NodeError> {
         let dir = Self::dir(state_dir, task, dataset);
         remove_dir(&dir);
-        let progress = Self { dir, plan, served: 0, finished: 0, resumes: 0, keys_len };
+        let progress = Self { dir, plan, served: 0, finished: 0, resumes: 0, their_sizes: vec![], keys_len };
         progress.save()?;
         Ok(progress)
     }
@@ -359,6 +363,13 @@ impl ResponderProgress {
             served: field(&f, &path, "served")?,
             finished: field(&f, &path, "finished")?,
             resumes: field(&f, &path, "resumes")?,
+            their_sizes: match f.get("their_sizes").map(String::as_str) {
+                None | Some("") => vec![],
+                Some(list) => list
+                    .split(',')
+                    .map(|v| v.parse().map_err(|_| damaged(&path, "their_sizes")))
+                    .collect::<Result<_, _>>()?,
+            },
             keys_len,
         })
     }
@@ -366,7 +377,7 @@ impl ResponderProgress {
     fn save(&self) -> Result<(), NodeError> {
         let p = &self.plan;
         let text = format!(
-            "key_sha256={}\nparts={}\nrequester_size={}\nmode={}\nkeys_sha256={}\nserved={}\nfinished={}\nresumes={}\n",
+            "key_sha256={}\nparts={}\nrequester_size={}\nmode={}\nkeys_sha256={}\nserved={}\nfinished={}\nresumes={}\ntheir_sizes={}\n",
             hex::encode(p.key_digest),
             p.parts,
             p.requester_size,
@@ -374,9 +385,25 @@ impl ResponderProgress {
             hex::encode(p.keys_sha256),
             self.served,
             self.finished,
-            self.resumes
+            self.resumes,
+            self.their_sizes.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
         );
         write_atomic(&self.dir.join("plan"), &[text.as_bytes()])
+    }
+
+    /// The requester's part sizes: those of its first session, which every
+    /// resumption must claim again — a requester moving keys between parts
+    /// on resumption could otherwise have more bins served than its use
+    /// record metered.
+    pub fn their_sizes(&mut self, sizes: &[u64]) -> Result<(), String> {
+        if self.their_sizes.is_empty() {
+            self.their_sizes = sizes.to_vec();
+            return self.save().map_err(|e| e.to_string());
+        }
+        if self.their_sizes != sizes {
+            return Err("the resumed session's part sizes are not the ones it started with".into());
+        }
+        Ok(())
     }
 
     /// Part `part`'s outputs are about to leave this node.
@@ -456,12 +483,16 @@ mod tests {
         assert!(resume(&other, 1).unwrap_err().contains("not the ones it started with"));
         let bigger = ResponderPlan { requester_size: 1001, ..plan.clone() };
         assert!(resume(&bigger, 1).unwrap_err().contains("not the ones it started with"));
+        // The part sizes are the first session's, always.
+        progress.their_sizes(&[300, 200, 250, 250]).unwrap();
+        progress.their_sizes(&[300, 200, 250, 250]).unwrap();
+        assert!(progress.their_sizes(&[200, 300, 250, 250]).unwrap_err().contains("part sizes"));
         // The requester claims more than this node finished: part 1 runs again.
-        let (progress, from) = resume(&plan, 3).unwrap();
+        let (mut progress, from) = resume(&plan, 3).unwrap();
         assert_eq!((from, progress.resumes), (1, 1));
+        assert!(progress.their_sizes(&[0, 0, 500, 500]).unwrap_err().contains("part sizes"), "kept on disk");
         assert_eq!(progress.own_part(0).unwrap(), vec![4, 8]);
         // A requester that lost its parts would have two parts served again.
-        let mut progress = progress;
         progress.serving(1).unwrap();
         progress.finished(1, Some(&[])).unwrap();
         progress.serving(2).unwrap();
