@@ -79,6 +79,7 @@ pub(crate) trait ResponderLink: Link<PsiRequesterMessage, Result<PsiResponderMes
 impl<L: Link<PsiRequesterMessage, Result<PsiResponderMessage, Status>>> ResponderLink for L {}
 
 /// A validated session request.
+#[derive(Clone)]
 struct Accepted {
     peer: String,
     task: String,
@@ -264,7 +265,16 @@ impl PsiPeer for PsiPeerService {
             Status::from(err)
         })?;
         let params = Params::new(&accepted, keys.keys.len() as u64, self.state.config.batch_size)?;
-        let kept = keep_progress(&self.state, &accepted, &session, &keys.keys).map_err(|e| {
+        // The plan digests the whole key list: off the async executor.
+        let (state, plan_of, recorded) =
+            (self.state.clone(), accepted.clone(), matches!(session, Session::Recorded(_)));
+        let (keys, kept) = tokio::task::spawn_blocking(move || {
+            let kept = keep_progress(&state, &plan_of, recorded, &keys.keys);
+            (keys, kept)
+        })
+        .await
+        .map_err(|e| Status::from(NodeError::Worker(e.to_string())))?;
+        let kept = kept.map_err(|e| {
             tracing::warn!(task = %accepted.task, peer = %accepted.peer, error = %e, "psi session refused");
             Status::from(e)
         })?;
@@ -297,10 +307,10 @@ impl PsiPeer for PsiPeerService {
 fn keep_progress(
     state: &NodeState,
     accepted: &Accepted,
-    session: &Session,
+    recorded: bool,
     keys: &KeyList,
 ) -> Result<Option<(ResponderProgress, u32)>, NodeError> {
-    let (Some(key), Session::Recorded(_)) = (&accepted.partition_key, session) else {
+    let (Some(key), true) = (&accepted.partition_key, recorded) else {
         return Ok(None);
     };
     let plan = ResponderPlan::new(key, accepted.parts, accepted.requester_size, accepted.mode, keys);

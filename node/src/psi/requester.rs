@@ -120,18 +120,22 @@ async fn run_session(state: Arc<NodeState>, request: PsiRequest, progress: Progr
     // A task in parts keeps its split key and each completed part on disk
     // before the first message, so it resumes after either node died (a
     // resumption continues under the owner's use record: ledger only).
-    let kept = match (parts, &state.ledger) {
-        (1, _) | (_, None) => None,
-        _ => Some(match RequesterProgress::load(&state.config.state_dir, &request.task_id, &keys.keys)? {
-            Some(earlier) => earlier,
-            None => RequesterProgress::start(
-                &state.config.state_dir,
-                &request.task_id,
-                parts,
-                &keys.keys,
-                PartitionKey::random(&mut OsRng),
-            )?,
-        }),
+    // The plan digests the whole key list: off the async executor.
+    let (keys, kept) = match (parts, &state.ledger) {
+        (1, _) | (_, None) => (keys, None),
+        _ => {
+            let (dir, task) = (state.config.state_dir.clone(), request.task_id.clone());
+            let (keys, kept) = tokio::task::spawn_blocking(move || {
+                let kept = RequesterProgress::load(&dir, &task, &keys.keys).and_then(|earlier| match earlier {
+                    Some(earlier) => Ok(earlier),
+                    None => RequesterProgress::start(&dir, &task, parts, &keys.keys, PartitionKey::random(&mut OsRng)),
+                });
+                (keys, kept)
+            })
+            .await
+            .map_err(|e| NodeError::Worker(e.to_string()))?;
+            (keys, Some(kept?))
+        }
     };
     let parts = kept.as_ref().map_or(parts, |p| p.parts);
     let partition_key = match &kept {
