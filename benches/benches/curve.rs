@@ -1,37 +1,37 @@
-//! The curve operations PSI is made of, per element.
+//! The curve operations ECDH-PSI is made of, per element: hashing a key to
+//! an X25519 u-coordinate and the ladder on each backend, against
+//! Ristretto255's multiply-and-compress of protocol version 1.
 
-use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use curve25519_dalek::ristretto::{CompressedRistretto, RistrettoPoint};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use curve25519_dalek::ristretto::RistrettoPoint;
 use curve25519_dalek::scalar::Scalar;
 use rand::rngs::OsRng;
 use stayput_psi::ecdh::PROTOCOL_LABEL;
-use stayput_psi::group::{HashToGroup, SecretScalar, TaskId};
+use stayput_psi::ecdh::curve::{Coordinate, HashToCoordinate};
+use stayput_psi::group::TaskId;
+use stayput_x25519::{Backend, SecretScalar, mul_batch_on};
 
 fn curve(c: &mut Criterion) {
-    let hasher = HashToGroup::new(PROTOCOL_LABEL, &TaskId::new("bench").unwrap());
-    let scalar = Scalar::random(&mut OsRng);
-    let point = hasher.hash(b"id-000000000001");
-    let compressed = point.compress();
+    let hasher = HashToCoordinate::new(PROTOCOL_LABEL, &TaskId::new("bench").unwrap());
     let mut group = c.benchmark_group("curve");
     group.throughput(Throughput::Elements(1));
-    group.bench_function("hash_to_group", |b| b.iter(|| hasher.hash(std::hint::black_box(b"id-000000000001"))));
-    group.bench_function("scalar_mul", |b| b.iter(|| std::hint::black_box(point) * scalar));
-    group.bench_function("compress", |b| b.iter(|| std::hint::black_box(point).compress()));
-    group.bench_function("decompress", |b| {
-        b.iter(|| CompressedRistretto::decompress(std::hint::black_box(&compressed)))
+    group.bench_function("hash_to_coordinate", |b| b.iter(|| hasher.hash(std::hint::black_box(b"id-000000000001"))));
+    let point = RistrettoPoint::from_uniform_bytes(&[7; 64]);
+    let scalar = Scalar::random(&mut OsRng);
+    group.bench_function("ristretto_mul_compress (v1)", |b| {
+        b.iter(|| (std::hint::black_box(point) * scalar).compress())
     });
     group.finish();
 
-    let points: Vec<RistrettoPoint> = (0..256u32).map(|i| hasher.hash(&i.to_le_bytes())).collect();
-    let mut batch = c.benchmark_group("curve_batch_256");
-    batch.throughput(Throughput::Elements(points.len() as u64));
-    batch.bench_function("double_and_compress_batch", |b| {
-        b.iter(|| RistrettoPoint::double_and_compress_batch(std::hint::black_box(&points)))
-    });
+    let points: Vec<Coordinate> = (0..1024u32).map(|i| hasher.hash(&i.to_le_bytes())).collect();
     let secret = SecretScalar::random(&mut OsRng);
-    batch.bench_function("mul_compress (all cores)", |b| {
-        b.iter_batched(|| points.clone(), |p| secret.mul_compress(&p), BatchSize::SmallInput)
-    });
+    let mut batch = c.benchmark_group("x25519_batch_1024");
+    batch.throughput(Throughput::Elements(points.len() as u64));
+    for backend in [Backend::detect(), Backend::Portable] {
+        batch.bench_function(format!("{} (all cores)", backend.name()), |b| {
+            b.iter(|| mul_batch_on(backend, &secret, std::hint::black_box(&points)))
+        });
+    }
     batch.finish();
 }
 

@@ -5,27 +5,24 @@
 //! the fly (`--in-memory`).
 //!
 //! The **floor** is what the curve operations alone cost, measured in the
-//! same run on all cores: per key and party, one hash-to-group, two scalar
-//! multiplications, two compressions and one decompression. The protocol
+//! same run on all cores: per key and party, one hash to a u-coordinate and
+//! two X25519 ladders (on this CPU's fastest backend). The ECDH protocol
 //! needs exactly one such unit per key per side, so
-//! `ratio = floor time for 2n units / protocol wall time`. The protocol
-//! uses batched double-and-compress where the floor uses plain
-//! compressions, so a ratio slightly above 1 is possible.
+//! `ratio = floor time for 2n units / protocol wall time`.
 
 use std::fmt;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use curve25519_dalek::ristretto::{CompressedRistretto, RistrettoPoint};
-use curve25519_dalek::scalar::Scalar;
 use rand::rngs::OsRng;
 use rayon::prelude::*;
 use stayput_localnet::{DatasetSpec, LocalNet, OrgSpec};
 use stayput_node::dataset::FileFormat;
 use stayput_node::psi::requester::PsiRequest;
 use stayput_psi::Protocol;
+use stayput_psi::ecdh::curve::{BlindingScalar, Coordinate, HashToCoordinate};
 use stayput_psi::ecdh::{OutputMode, PROTOCOL_LABEL, SessionParams, run_in_memory};
-use stayput_psi::group::{HashToGroup, TaskId};
+use stayput_psi::group::TaskId;
 use stayput_psi::keys::KeySet;
 use stayput_psi::kkrt;
 
@@ -51,54 +48,40 @@ impl KeySet for SyntheticIds {
     }
 }
 
-/// Per-operation costs on one core, and the all-core floor rate.
-#[derive(Debug, Clone, Copy)]
+/// Per-operation costs, and the all-core floor rate.
+#[derive(Debug, Clone)]
 pub struct Floor {
-    /// Hash-to-group, one core.
+    /// Hashing one key to a u-coordinate, one core.
     pub hash: Duration,
-    /// Scalar multiplication, one core.
-    pub mul: Duration,
-    /// Compression, one core.
-    pub compress: Duration,
-    /// Decompression, one core.
-    pub decompress: Duration,
+    /// One X25519 ladder, batched on all cores (wall time per point).
+    pub ladder: Duration,
+    /// The ladder's backend on this CPU.
+    pub backend: &'static str,
     /// Units (one key, one party) per second on all cores.
     pub units_per_sec: f64,
 }
 
 /// Measures the floor on `samples` keys.
 pub fn measure_floor(samples: usize) -> Floor {
-    let hasher = HashToGroup::new(PROTOCOL_LABEL, &TaskId::new("bench-floor").expect("valid"));
-    let scalar = Scalar::from(0x1234_5678_9abc_def1u64) * Scalar::from(0xfedc_ba98_7654_3210u64);
+    let hasher = HashToCoordinate::new(PROTOCOL_LABEL, &TaskId::new("bench-floor").expect("valid"));
+    let scalar = BlindingScalar::random(&mut OsRng);
     let keys: Vec<Vec<u8>> = (0..samples).map(|i| format!("id-{i:012}").into_bytes()).collect();
     let per = |d: Duration| d.div_f64(samples as f64);
 
     let t = Instant::now();
-    let points: Vec<RistrettoPoint> = keys.iter().map(|k| hasher.hash(k)).collect();
+    let points: Vec<Coordinate> = keys.iter().map(|k| hasher.hash(k)).collect();
     let hash = per(t.elapsed());
     let t = Instant::now();
-    let blinded: Vec<RistrettoPoint> = points.iter().map(|p| p * scalar).collect();
-    let mul = per(t.elapsed());
-    let t = Instant::now();
-    let compressed: Vec<CompressedRistretto> = blinded.iter().map(RistrettoPoint::compress).collect();
-    let compress = per(t.elapsed());
-    let t = Instant::now();
-    let decompressed: Vec<RistrettoPoint> = compressed.iter().filter_map(CompressedRistretto::decompress).collect();
-    let decompress = per(t.elapsed());
-    assert_eq!(decompressed.len(), samples);
+    let blinded = scalar.blind(&points);
+    let ladder = per(t.elapsed());
+    std::hint::black_box(blinded);
 
     let t = Instant::now();
-    let units: usize = keys
-        .par_iter()
-        .map(|k| {
-            let own = (hasher.hash(k) * scalar).compress();
-            let peer = own.decompress().expect("valid point");
-            usize::from((peer * scalar).compress().as_bytes()[0] == 0xff)
-        })
-        .sum();
-    std::hint::black_box(units);
+    let hashed: Vec<Coordinate> = keys.par_iter().map(|k| hasher.hash(k)).collect();
+    let twice = scalar.blind(&scalar.blind(&hashed));
+    std::hint::black_box(twice);
     let units_per_sec = samples as f64 / t.elapsed().as_secs_f64();
-    Floor { hash, mul, compress, decompress, units_per_sec }
+    Floor { hash, ladder, backend: stayput_x25519::Backend::detect().name(), units_per_sec }
 }
 
 /// One benchmark run's figures.
@@ -147,7 +130,6 @@ impl fmt::Display for PsiBenchReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let us = |d: Duration| d.as_secs_f64() * 1e6;
         let fl = &self.floor;
-        let unit = us(fl.hash) + 2.0 * us(fl.mul) + 2.0 * us(fl.compress) + us(fl.decompress);
         writeln!(
             f,
             "psi n={} per side, protocol {}, mode {} ({}), batch {}, {} threads",
@@ -167,12 +149,10 @@ impl fmt::Display for PsiBenchReport {
         )?;
         writeln!(
             f,
-            "  floor, one core: hash {:.1} µs, mul {:.1} µs, compress {:.1} µs, decompress {:.1} µs = {:.1} µs per key per party",
+            "  floor: hash {:.2} µs (one core), X25519 ladder {:.2} µs per point on all cores ({}); one hash and two ladders per key per party",
             us(fl.hash),
-            us(fl.mul),
-            us(fl.compress),
-            us(fl.decompress),
-            unit
+            us(fl.ladder),
+            fl.backend
         )?;
         writeln!(f, "  floor, all cores: {:.0} elements/s per side", fl.units_per_sec / 2.0)?;
         match self.protocol {

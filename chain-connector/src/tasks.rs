@@ -238,7 +238,7 @@ impl PsiDelivery {
 /// protocol's code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PsiProtocol {
-    /// Commutative blinding over Ristretto255: every mode.
+    /// Commutative blinding over X25519: every mode.
     #[default]
     Ecdh = 0,
     /// OT-based (KKRT16): the intersection (to one or both), not the

@@ -32,7 +32,7 @@ async fn consortium(dir: &std::path::Path) -> LocalNet {
 fn open(size: u64) -> PsiRequesterMessage {
     PsiRequesterMessage {
         body: Some(Body::Open(PsiOpen {
-            protocol_version: 1,
+            protocol_version: stayput_node::psi::PROTOCOL_VERSION,
             task_id: "t-1".into(),
             dataset: "ids".into(),
             mode: PsiMode::Intersection as i32,
@@ -95,10 +95,11 @@ async fn misbehaving_requesters_get_clear_statuses() {
 
     let mut bad_version = open(1);
     if let Some(Body::Open(o)) = bad_version.body.as_mut() {
-        o.protocol_version = 2;
+        o.protocol_version = 1;
     }
+    // A node of protocol version 1 (ECDH over Ristretto255) is told to upgrade.
     let status = exchange_error(&net, vec![bad_version]).await;
-    assert!(status.message().contains("protocol version 2"), "{status:?}");
+    assert!(status.message().contains("protocol version 1 is not supported; this node speaks version 2"), "{status:?}");
 
     // The point 2^255 - 1 is not canonical: named, the session ends.
     let mut bad_point = vec![0xffu8; 32];
@@ -107,7 +108,16 @@ async fn misbehaving_requesters_get_clear_statuses() {
         exchange_error(&net, vec![open(1), PsiRequesterMessage { body: Some(Body::RequestPoints(bad_point.into())) }])
             .await;
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    assert!(status.message().contains("not a canonical Ristretto255 encoding"), "{status:?}");
+    assert!(status.message().contains("not a canonical X25519 u-coordinate"), "{status:?}");
+
+    // u = 1 has order 4: a small-subgroup probe is refused, not answered.
+    let mut order_four = vec![0u8; 32];
+    order_four[0] = 1;
+    let status =
+        exchange_error(&net, vec![open(1), PsiRequesterMessage { body: Some(Body::RequestPoints(order_four.into())) }])
+            .await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("point 0 of the batch has small order"), "{status:?}");
 
     // A message beyond the size limit is refused by the transport.
     let huge = vec![0u8; stayput_node::wire::MAX_MESSAGE_BYTES + 64];
@@ -117,7 +127,7 @@ async fn misbehaving_requesters_get_clear_statuses() {
     assert!(status.message().contains("message length too large"), "{status:?}");
 
     // More points than announced: two valid points where one was announced.
-    let point = curve25519_dalek::constants::RISTRETTO_BASEPOINT_COMPRESSED.to_bytes();
+    let point = curve25519_dalek::constants::X25519_BASEPOINT.to_bytes();
     let status = exchange_error(
         &net,
         vec![open(1), PsiRequesterMessage { body: Some(Body::RequestPoints([point, point].concat().into())) }],

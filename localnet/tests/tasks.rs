@@ -466,7 +466,7 @@ async fn open_in_parts(
     use stayput_proto::v1::psi_peer_client::PsiPeerClient;
     use stayput_proto::v1::{PsiMode, PsiOpen, PsiRequesterMessage, psi_requester_message::Body};
     let open = PsiOpen {
-        protocol_version: 1,
+        protocol_version: stayput_node::psi::PROTOCOL_VERSION,
         task_id: task.into(),
         dataset: "blacklist".into(),
         mode: PsiMode::Intersection as i32,

@@ -74,8 +74,8 @@ pub enum NodeError {
     InvalidQuery(String),
     #[error("private lookup: {0}")]
     Pir(String),
-    #[error("protocol version {0} is not supported; this node speaks version 1")]
-    UnsupportedVersion(u32),
+    #[error("protocol version {got} is not supported; this node speaks version {speaks}; upgrade the older node")]
+    UnsupportedVersion { got: u32, speaks: u32 },
     #[error("the request does not name an output mode")]
     MissingMode,
     #[error("PSI protocol {0} is not known to this node (ecdh = 0, kkrt = 1); upgrade it")]
@@ -141,7 +141,7 @@ impl NodeError {
             | NodeError::KeyDeclarationMismatch { .. }
             | NodeError::UnknownFormat { .. } => Code::FailedPrecondition,
             NodeError::BadTaskId(_)
-            | NodeError::UnsupportedVersion(_)
+            | NodeError::UnsupportedVersion { .. }
             | NodeError::MissingMode
             | NodeError::UnsupportedProtocol(_)
             | NodeError::InvalidQuery(_) => Code::InvalidArgument,

@@ -13,6 +13,15 @@ pub enum PsiError {
         "point {index} of the batch is not a canonical Ristretto255 encoding; the peer is faulty or not speaking this protocol version"
     )]
     NonCanonicalPoint { index: usize },
+    /// An X25519 u-coordinate that is not below 2^255 - 19.
+    #[error(
+        "point {index} of the batch is not a canonical X25519 u-coordinate; the peer is faulty or not speaking this protocol version"
+    )]
+    NonCanonicalCoordinate { index: usize },
+    /// A point of small order (zero, or one that blinding maps to zero): a
+    /// small-subgroup probe or a faulty peer.
+    #[error("point {index} of the batch has small order; the peer is faulty or malicious")]
+    SmallOrderPoint { index: usize },
     /// Labeled PSI input or answers that are refused.
     #[error("labeled PSI: {0}")]
     Labeled(&'static str),

@@ -6,7 +6,7 @@
 //! and hand encoded messages out, so the whole protocol runs in a unit test
 //! with no network ([`ecdh::run_in_memory`]) and the node only carries bytes.
 //!
-//! * [`ecdh`] — balanced PSI by commutative blinding over Ristretto255
+//! * [`ecdh`] — balanced PSI by commutative blinding over X25519
 //!   (the "ECDH-PSI" of Meadows 1986 / Huberman–Franklin–Hogg 1999), with
 //!   three output modes: intersection to the requester, to both parties, or
 //!   cardinality only.

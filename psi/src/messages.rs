@@ -1,21 +1,21 @@
-//! Wire messages of the ECDH-PSI protocol, version 1.
+//! Wire messages of the ECDH-PSI protocol, version 2.
 //!
 //! Both messages are flat arrays of fixed-size items with no header: the
 //! carrier (a gRPC frame) gives the length, the session gives the context.
 //!
 //! | message | item | encoding |
 //! |---|---|---|
-//! | [`PointBatch`] | a blinded key `s·H_T(k)` | 32-byte canonical Ristretto255 encoding (RFC 9496 §4.3.2) |
+//! | [`PointBatch`] | a blinded key `X25519(s, H_T(k))` | 32-byte canonical u-coordinate (RFC 7748 §5), below `2^255 − 19` |
 //! | [`TagBatch`] | a doubly blinded key, as a tag | [`TAG_LEN`] bytes, see [`crate::ecdh`] |
 //!
 //! Decoders check the length, the batch bound ([`MAX_BATCH`]) and, for
-//! points, canonicity and non-identity of every item before the protocol
-//! sees them; they allocate only after the length check.
-
-use curve25519_dalek::ristretto::{CompressedRistretto, RistrettoPoint};
+//! points, that every item is canonical and not zero before the protocol
+//! sees them; they allocate only after the length check. (Version 1 carried
+//! Ristretto255 points; a node speaking it is refused at the session's
+//! open by its protocol version.)
 
 use crate::PsiError;
-use crate::group::{POINT_LEN, decode_points};
+use crate::ecdh::curve::{Coordinate, POINT_LEN, decode_coordinates};
 
 /// Most items one batch may carry (2 MiB of points).
 pub const MAX_BATCH: usize = 1 << 16;
@@ -50,12 +50,8 @@ pub struct PointBatch {
 impl PointBatch {
     const NAME: &'static str = "point batch";
 
-    pub(crate) fn from_compressed(points: &[CompressedRistretto]) -> Self {
-        let mut bytes = Vec::with_capacity(points.len() * POINT_LEN);
-        for point in points {
-            bytes.extend_from_slice(point.as_bytes());
-        }
-        Self { bytes }
+    pub(crate) fn from_coordinates(points: &[Coordinate]) -> Self {
+        Self { bytes: points.concat() }
     }
 
     /// Number of points.
@@ -78,11 +74,11 @@ impl PointBatch {
         self.bytes
     }
 
-    /// Decodes and validates a received batch: every point canonical and not
-    /// the identity. Decompression runs on the rayon pool.
+    /// Decodes and validates a received batch: every point canonical and
+    /// not zero.
     pub fn decode(bytes: &[u8]) -> Result<DecodedPoints, PsiError> {
         check_shape(Self::NAME, bytes, POINT_LEN)?;
-        Ok(DecodedPoints { points: decode_points(bytes)? })
+        Ok(DecodedPoints { points: decode_coordinates(bytes)? })
     }
 }
 
@@ -95,7 +91,7 @@ impl std::fmt::Debug for PointBatch {
 /// A received [`PointBatch`] whose every point has been validated.
 #[derive(Debug, Clone)]
 pub struct DecodedPoints {
-    pub(crate) points: Vec<RistrettoPoint>,
+    pub(crate) points: Vec<Coordinate>,
 }
 
 impl DecodedPoints {

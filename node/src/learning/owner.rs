@@ -88,7 +88,7 @@ fn body_name(body: Option<&In>) -> &'static str {
 
 fn validate_open(state: &NodeState, open: &LearningOpen) -> Result<Dataset, NodeError> {
     if open.protocol_version != super::PROTOCOL_VERSION {
-        return Err(NodeError::UnsupportedVersion(open.protocol_version));
+        return Err(NodeError::UnsupportedVersion { got: open.protocol_version, speaks: super::PROTOCOL_VERSION });
     }
     check_task_id(&open.task_id)?;
     if open.requester_size > u64::from(u32::MAX) {

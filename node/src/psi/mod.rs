@@ -1,6 +1,7 @@
 //! Balanced private set intersection between two nodes (ledger kinds
 //! `psi` and `psi_cardinality`, `stayput task psi`, the `PsiPeer`
-//! service), over the sans-IO protocol of [`stayput_psi::ecdh`].
+//! service), over the sans-IO protocols of [`stayput_psi::ecdh`] and
+//! [`stayput_psi::kkrt`].
 //!
 //! * [`owner`] — the data owner's `PsiPeer` service: validates the open
 //!   message, takes the serve path (ledger check and use record before any
@@ -9,6 +10,11 @@
 //!   dials the owner, runs the requester's role, writes the result.
 //! * `progress` — a task run in parts, remembered on both nodes' disks so
 //!   it resumes from its last completed part after either node died.
+
+/// The `PsiPeer` session's version. Version 2 runs ECDH over X25519
+/// (version 1 ran it over Ristretto255; a version-1 node is refused at the
+/// open, before anything is metered).
+pub const PROTOCOL_VERSION: u32 = 2;
 
 pub mod owner;
 mod progress;

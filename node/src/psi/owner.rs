@@ -109,8 +109,8 @@ impl Accepted {
 }
 
 fn validate_open(state: &NodeState, peer: String, open: PsiOpen) -> Result<Accepted, NodeError> {
-    if open.protocol_version != 1 {
-        return Err(NodeError::UnsupportedVersion(open.protocol_version));
+    if open.protocol_version != super::PROTOCOL_VERSION {
+        return Err(NodeError::UnsupportedVersion { got: open.protocol_version, speaks: super::PROTOCOL_VERSION });
     }
     check_task_id(&open.task_id)?;
     let mode = mode_from_wire(open.mode)?;

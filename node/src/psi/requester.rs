@@ -154,7 +154,7 @@ async fn run_session(state: Arc<NodeState>, request: PsiRequest, progress: Progr
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let (out_tx, out_rx) = mpsc::channel(4);
     let open = PsiOpen {
-        protocol_version: 1,
+        protocol_version: super::PROTOCOL_VERSION,
         task_id: request.task_id.clone(),
         dataset: request.peer_dataset.clone(),
         mode: mode_to_wire(request.mode) as i32,

@@ -41,7 +41,7 @@ impl<'k, K: KeySet> RequesterSession<'k, K> {
                 received,
             });
         }
-        self.peer_tags.extend(self.blinder.tags(&batch.points));
+        self.peer_tags.extend(self.blinder.tags(&batch.points)?);
         Ok(())
     }
 

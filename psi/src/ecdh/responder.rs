@@ -89,7 +89,7 @@ impl ResponderAnswering {
             });
         }
         self.received = received;
-        let tags = self.blinder.tags(&batch.points);
+        let tags = self.blinder.tags(&batch.points)?;
         Ok(match self.params.mode() {
             OutputMode::IntersectionToRequester => Some(TagBatch { tags }),
             OutputMode::IntersectionToBoth => {

@@ -1,7 +1,7 @@
-//! Known-answer vectors for the ECDH-PSI v1 wire format.
+//! Known-answer vectors for the ECDH-PSI v2 wire format (X25519).
 //!
-//! `test-vectors/ecdh-ristretto255-v1.json` pins the hash-to-group output
-//! (reproducible by any implementation of the spec in [`crate::group`]) and
+//! `test-vectors/ecdh-x25519-v2.json` pins the hash to u-coordinates
+//! (reproducible by any implementation of the spec in [`super::curve`]) and
 //! full transcripts of small sessions in every mode from seeded randomness
 //! (ChaCha20 seeds as given, scalar drawn before the order), plus invalid
 //! messages with the error each must produce. A change that alters any
@@ -10,20 +10,20 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::curve::HashToCoordinate;
 use super::*;
-use crate::group::HashToGroup;
 
 /// The vectors beside this crate, found at run time: a test binary reused
 /// from a shared target directory must not read another checkout's file.
 fn vectors_path() -> std::path::PathBuf {
     std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("run by cargo"))
-        .join("test-vectors/ecdh-ristretto255-v1.json")
+        .join("test-vectors/ecdh-x25519-v2.json")
 }
 
 #[derive(Serialize, Deserialize, PartialEq, Debug)]
 struct Vectors {
     protocol: String,
-    hash_to_group: Vec<HashVector>,
+    hash_to_coordinate: Vec<HashVector>,
     sessions: Vec<SessionVector>,
     invalid: Vec<InvalidVector>,
 }
@@ -113,13 +113,13 @@ fn invalid(description: &str, message: &str, bytes: &[u8]) -> InvalidVector {
 
 fn compute() -> Vectors {
     let task = TaskId::new("kat-task-0001").unwrap();
-    let hasher = HashToGroup::new(PROTOCOL_LABEL, &task);
-    let hash_to_group = ["", "alice", "13800138000", "张三"]
+    let hasher = HashToCoordinate::new(PROTOCOL_LABEL, &task);
+    let hash_to_coordinate = ["", "alice", "13800138000", "张三"]
         .into_iter()
         .map(|key| HashVector {
             task_id: "kat-task-0001".into(),
             key_hex: hex::encode(key),
-            point_hex: hex::encode(hasher.hash(key.as_bytes()).compress().as_bytes()),
+            point_hex: hex::encode(hasher.hash(key.as_bytes())),
         })
         .collect();
     let sessions = OutputMode::ALL.into_iter().zip([11, 22, 33]).map(|(m, s)| session(m, s)).collect();
@@ -127,21 +127,23 @@ fn compute() -> Vectors {
     let mut non_canonical = good.clone();
     non_canonical[32..64].copy_from_slice(&[0xff; 32]);
     non_canonical[63] = 0x7f;
-    let mut identity = good.clone();
-    identity[..32].fill(0);
-    let mut negative = good.clone();
-    negative[32..64].fill(0);
-    negative[32] = 1;
+    let mut zero = good.clone();
+    zero[..32].fill(0);
+    let mut p = non_canonical.clone();
+    p[32] = 0xed;
+    let mut high_bit = good.clone();
+    high_bit[63] |= 0x80;
     let invalid = vec![
         invalid("empty point batch", "point batch", &[]),
         invalid("point batch cut one byte short", "point batch", &good[..good.len() - 1]),
-        invalid("second point is 2^255-1, a non-canonical field element", "point batch", &non_canonical),
-        invalid("first point is the identity", "point batch", &identity),
-        invalid("second point is the negative field element 1", "point batch", &negative),
+        invalid("second point is 2^255-1, not below p", "point batch", &non_canonical),
+        invalid("first point is zero, of order 2", "point batch", &zero),
+        invalid("second point is p = 2^255-19 itself", "point batch", &p),
+        invalid("second point has bit 255 set", "point batch", &high_bit),
         invalid("tag batch of 13 bytes", "tag batch", &[7; 13]),
         invalid("empty tag batch", "tag batch", &[]),
     ];
-    Vectors { protocol: String::from_utf8(PROTOCOL_LABEL.to_vec()).unwrap(), hash_to_group, sessions, invalid }
+    Vectors { protocol: String::from_utf8(PROTOCOL_LABEL.to_vec()).unwrap(), hash_to_coordinate, sessions, invalid }
 }
 
 #[test]
@@ -151,7 +153,7 @@ fn known_answer_vectors() {
         std::fs::write(vectors_path(), serde_json::to_string_pretty(&computed).unwrap() + "\n").unwrap();
     }
     let stored: Vectors = serde_json::from_str(&std::fs::read_to_string(vectors_path()).unwrap()).unwrap();
-    assert_eq!(stored.hash_to_group, computed.hash_to_group, "hash-to-group changed");
+    assert_eq!(stored.hash_to_coordinate, computed.hash_to_coordinate, "hash to coordinate changed");
     for (s, c) in stored.sessions.iter().zip(&computed.sessions) {
         assert_eq!(s, c, "transcript of the {} session changed", s.mode);
     }
