@@ -117,6 +117,17 @@ pub struct DatasetKeys {
     pub fingerprint: Fingerprint,
 }
 
+/// What streaming a dataset's keys counted.
+#[derive(Debug, Clone, Copy)]
+pub struct KeysRead {
+    /// Data rows read.
+    pub rows_read: u64,
+    /// Rows skipped for a null or empty key part.
+    pub null_keys: u64,
+    /// The file version the keys came from.
+    pub fingerprint: Fingerprint,
+}
+
 /// A result file that was written.
 #[derive(Debug, Clone)]
 pub struct WrittenFile {
@@ -141,23 +152,49 @@ pub type Batches = Box<dyn Iterator<Item = Result<RecordBatch, NodeError>> + Sen
 impl Dataset {
     /// Reads the key columns and returns the distinct keys.
     pub fn load_keys(&self) -> Result<DatasetKeys, NodeError> {
+        let mut all = KeyList::new();
+        let read = self.for_each_key_batch(|keys| {
+            for key in keys {
+                all.push(&key);
+            }
+            Ok(())
+        })?;
+        let (keys, duplicates) = all.dedup();
+        Ok(DatasetKeys {
+            keys,
+            rows_read: read.rows_read,
+            duplicates: duplicates as u64,
+            null_keys: read.null_keys,
+            fingerprint: read.fingerprint,
+        })
+    }
+
+    /// Data rows in the file, read without encoding any key: what sizes a
+    /// large task's parts before its keys are split.
+    pub fn count_rows(&self) -> Result<u64, NodeError> {
+        let (schema, batches) = self.open(true)?;
+        self.check_key_columns(&schema)?;
+        batches.map(|b| b.map(|b| b.num_rows() as u64)).sum()
+    }
+
+    /// Streams the encoded keys (duplicates included, null keys skipped)
+    /// one record batch at a time, without holding the whole set.
+    pub fn for_each_key_batch(
+        &self,
+        mut each: impl FnMut(Vec<Vec<u8>>) -> Result<(), NodeError>,
+    ) -> Result<KeysRead, NodeError> {
         let fingerprint = self.fingerprint()?;
         let (schema, batches) = self.open(true)?;
         self.check_key_columns(&schema)?;
-        let mut all = KeyList::new();
         let (mut rows_read, mut null_keys) = (0u64, 0u64);
         for batch in batches {
             let batch = batch?;
             rows_read += batch.num_rows() as u64;
-            for key in self.encode_rows(&batch)? {
-                match key {
-                    Some(key) => all.push(&key),
-                    None => null_keys += 1,
-                }
-            }
+            let encoded = self.encode_rows(&batch)?;
+            null_keys += encoded.iter().filter(|k| k.is_none()).count() as u64;
+            each(encoded.into_iter().flatten().collect())?;
         }
-        let (keys, duplicates) = all.dedup();
-        Ok(DatasetKeys { keys, rows_read, duplicates: duplicates as u64, null_keys, fingerprint })
+        Ok(KeysRead { rows_read, null_keys, fingerprint })
     }
 
     /// The digests a dataset version records on the ledger: the schema

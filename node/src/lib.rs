@@ -134,6 +134,8 @@ impl NodeState {
     pub fn new(config: NodeConfig) -> Result<Self, NodeError> {
         let tls = identity::TlsMaterial::load(&config.tls)?;
         let sessions = std::sync::Arc::new(tokio::sync::Semaphore::new(config.max_sessions));
+        // Key buckets a killed process left: nothing can be using them yet.
+        psi::buckets::remove_stale(&config.state_dir);
         let ledger = match &config.ledger {
             Some(settings) => Some(LedgerAccess::open(settings, &tls, &config.org)?),
             None => None,

@@ -8,6 +8,8 @@
 //!   key is touched), runs the responder's role.
 //! * [`requester`] — the requesting organisation's side: loads its keys,
 //!   dials the owner, runs the requester's role, writes the result.
+//! * [`buckets`] — a task's keys split into its parts on disk, one part in
+//!   memory at a time, so a set bigger than memory runs part by part.
 //! * `progress` — a task run in parts, remembered on both nodes' disks so
 //!   it resumes from its last completed part after either node died.
 
@@ -16,6 +18,7 @@
 /// open, before anything is metered).
 pub const PROTOCOL_VERSION: u32 = 2;
 
+pub mod buckets;
 pub mod owner;
 mod progress;
 pub mod requester;

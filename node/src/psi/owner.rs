@@ -24,7 +24,6 @@
 //! requester's result is never whole while this side's is unrecorded, and
 //! the coordinator ends the task only when both are on the ledger.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use rand::rngs::OsRng;
@@ -48,6 +47,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::authorisation::{ServeRequest, record_own_result, served_grant};
 use crate::dataset::{Dataset, DatasetKeys, FileFormat};
 use crate::identity::caller_org;
+use crate::psi::buckets::SessionKeys;
 use crate::psi::progress::{ResponderPlan, ResponderProgress};
 use crate::psi::requester::check_part_sizes;
 use crate::results::TaskResult;
@@ -255,8 +255,18 @@ impl PsiPeer for PsiPeerService {
             requester_size = accepted.requester_size,
             "psi session opened"
         );
-        let dataset = accepted.dataset.clone();
-        let loaded = tokio::task::spawn_blocking(move || dataset.load_keys())
+        // A session in parts splits this node's keys onto disk by the
+        // task's split, one part in memory at a time.
+        let (dataset, state_dir) = (accepted.dataset.clone(), self.state.config.state_dir.clone());
+        let split = match &accepted.partition_key {
+            Some(key) => Some(
+                TaskId::new(accepted.task.clone())
+                    .and_then(|task| Partition::new(key, &task, accepted.parts))
+                    .map_err(|e| Status::from(NodeError::from(e)))?,
+            ),
+            None => None,
+        };
+        let loaded = tokio::task::spawn_blocking(move || SessionKeys::load(&dataset, split.as_ref(), &state_dir))
             .await
             .map_err(|e| NodeError::Worker(e.to_string()))
             .and_then(|r| r);
@@ -264,12 +274,12 @@ impl PsiPeer for PsiPeerService {
             tracing::error!(task = %accepted.task, dataset = %dataset_name, error = %err, "cannot serve dataset");
             Status::from(err)
         })?;
-        let params = Params::new(&accepted, keys.keys.len() as u64, self.state.config.batch_size)?;
+        let params = Params::new(&accepted, keys.len(), self.state.config.batch_size)?;
         // The plan digests the whole key list: off the async executor.
         let (state, plan_of, recorded) =
             (self.state.clone(), accepted.clone(), matches!(session, Session::Recorded(_)));
         let (keys, kept) = tokio::task::spawn_blocking(move || {
-            let kept = keep_progress(&state, &plan_of, recorded, &keys.keys);
+            let kept = keep_progress(&state, &plan_of, recorded, &keys);
             (keys, kept)
         })
         .await
@@ -308,18 +318,19 @@ fn keep_progress(
     state: &NodeState,
     accepted: &Accepted,
     recorded: bool,
-    keys: &KeyList,
+    keys: &SessionKeys,
 ) -> Result<Option<(ResponderProgress, u32)>, NodeError> {
     let (Some(key), true) = (&accepted.partition_key, recorded) else {
         return Ok(None);
     };
-    let plan = ResponderPlan::new(key, accepted.parts, accepted.requester_size, accepted.mode, keys);
+    let plan = ResponderPlan::new(key, accepted.parts, accepted.requester_size, accepted.mode, keys.digest());
+    let keys_len = usize::try_from(keys.len()).unwrap_or(usize::MAX);
     let (dir, task, dataset) = (&state.config.state_dir, &accepted.task, &accepted.dataset.name);
     if !accepted.resume {
-        return Ok(Some((ResponderProgress::start(dir, task, dataset, plan, keys.len())?, 0)));
+        return Ok(Some((ResponderProgress::start(dir, task, dataset, plan, keys_len)?, 0)));
     }
     let resumed =
-        ResponderProgress::resume(dir, task, dataset, &plan, accepted.parts_done, keys.len()).map_err(|reason| {
+        ResponderProgress::resume(dir, task, dataset, &plan, accepted.parts_done, keys_len).map_err(|reason| {
             NodeError::NotAuthorised { task: task.clone(), reason: format!("cannot resume: {reason}") }
         })?;
     tracing::info!(task = %task, peer = %accepted.peer, resume_from = resumed.1, "psi session resumed");
@@ -368,8 +379,7 @@ async fn check_task_terms(state: &NodeState, accepted: &Accepted) -> Result<(), 
 /// A session's parameters, by protocol.
 pub(crate) enum Params {
     Ecdh(SessionParams),
-    /// With the split when the set runs in parts.
-    Kkrt(kkrt::SessionParams, Option<Partition>),
+    Kkrt(kkrt::SessionParams),
 }
 
 impl Params {
@@ -384,14 +394,7 @@ impl Params {
                 batch_size,
             )?),
             Protocol::Kkrt => {
-                let split = match &accepted.partition_key {
-                    Some(key) => Some(Partition::new(key, &task, accepted.parts)?),
-                    None => None,
-                };
-                Self::Kkrt(
-                    kkrt::SessionParams::new(task, accepted.mode, accepted.requester_size, responder_size)?,
-                    split,
-                )
+                Self::Kkrt(kkrt::SessionParams::new(task, accepted.mode, accepted.requester_size, responder_size)?)
             }
         })
     }
@@ -399,7 +402,7 @@ impl Params {
     fn responder_len(&self) -> u64 {
         match self {
             Self::Ecdh(p) => p.responder_len(),
-            Self::Kkrt(p, _) => p.responder_len(),
+            Self::Kkrt(p) => p.responder_len(),
         }
     }
 }
@@ -438,7 +441,7 @@ fn respond(
     state: &NodeState,
     session: &Accepted,
     params: Params,
-    keys: &DatasetKeys,
+    keys: &SessionKeys,
     link: &mut OwnLink,
     ledger: Option<&tokio::runtime::Handle>,
     kept: Option<(ResponderProgress, u32)>,
@@ -447,19 +450,16 @@ fn respond(
     send(link, Out::Accept(PsiAccept { responder_size: params.responder_len(), resume_from }), "accept")?;
     let mut kept = kept.map(|(progress, _)| progress);
     let intersection = match params {
-        Params::Ecdh(params) => respond_role(params, keys, link)?.intersection().map(<[u32]>::to_vec),
-        Params::Kkrt(params, split) => {
-            let parted = split.as_ref().map(|split| (split, kept.as_mut(), resume_from));
-            respond_kkrt(params, parted, &keys.keys, link)?
-        }
+        Params::Ecdh(params) => respond_role(params, keys.whole()?, link)?.intersection().map(<[u32]>::to_vec),
+        Params::Kkrt(params) => respond_kkrt(params, keys, (kept.as_mut(), resume_from), link)?,
     };
     let matches = match intersection {
         Some(indices) => {
-            let common: HashSet<Vec<u8>> = indices.iter().map(|&i| keys.keys.get(i as usize).to_vec()).collect();
+            let common = keys.keys_at(&indices)?;
             let folder = state.config.output_dir.join(format!("from-{}", session.peer));
             let name = format!("{}-{}", session.task, session.dataset.name);
             let target = folder.join(format!("{name}.{}", FileFormat::Csv.extension()));
-            let written = session.dataset.write_rows_with_keys(&common, keys.fingerprint, &target, FileFormat::Csv)?;
+            let written = session.dataset.write_rows_with_keys(&common, keys.counts().3, &target, FileFormat::Csv)?;
             let count = indices.len() as u64;
             let result = TaskResult {
                 file_sha256: written.sha256,
@@ -504,26 +504,28 @@ fn expect_kkrt(link: &mut impl ResponderLink, expected: &'static str) -> Result<
 /// leave and finished after, when the node keeps the task's progress.
 fn respond_kkrt(
     params: kkrt::SessionParams,
-    parted: Option<(&Partition, Option<&mut ResponderProgress>, u32)>,
-    keys: &KeyList,
+    keys: &SessionKeys,
+    (mut kept, resume_from): (Option<&mut ResponderProgress>, u32),
     link: &mut impl ResponderLink,
 ) -> Result<Option<Vec<u32>>, NodeError> {
-    let Some((split, mut kept, resume_from)) = parted else {
-        return respond_kkrt_part(params, keys, link, &mut || Ok(()));
+    let buckets = match keys {
+        SessionKeys::Whole(keys) => return respond_kkrt_part(params, &keys.keys, link, &mut || Ok(())),
+        SessionKeys::Parts(buckets) => buckets,
     };
+    let parts = u32::try_from(buckets.sizes().len()).expect("at most MAX_PARTS parts");
     let theirs = PartSizes::decode(expect_kkrt(link, "KKRT part sizes")?.as_ref())?;
-    check_part_sizes(link.peer(), &theirs, split.parts(), params.requester_len())?;
+    check_part_sizes(link.peer(), &theirs, parts, params.requester_len())?;
     // A keyed split is even; a requester that claims one huge part would
     // make this node hold that part's rows at once, and a part run again
     // on resumption would cost more than its use record metered.
-    let cap = kkrt::max_part_len(params.requester_len(), split.parts());
+    let cap = kkrt::max_part_len(params.requester_len(), parts);
     if let Some(&largest) = theirs.sizes.iter().max().filter(|&&s| s > cap) {
         return Err(NodeError::InconsistentPeer {
             peer: link.peer().into(),
             detail: format!(
                 "it claims a part of {largest} keys; a keyed split of {} keys into {} parts holds at most {cap} a part",
                 params.requester_len(),
-                split.parts()
+                parts
             ),
         });
     }
@@ -531,23 +533,24 @@ fn respond_kkrt(
         kept.their_sizes(&theirs.sizes)
             .map_err(|detail| NodeError::InconsistentPeer { peer: link.peer().into(), detail })?;
     }
-    let parts = split.split(keys);
-    let sizes = PartSizes { sizes: parts.iter().map(|p| p.keys.len() as u64).collect() };
+    let sizes = PartSizes { sizes: buckets.sizes().to_vec() };
     send(link, Out::Kkrt(sizes.to_bytes().into()), "KKRT part sizes")?;
     let both = params.mode() == OutputMode::IntersectionToBoth;
     let mut found: Option<Vec<u32>> = None;
-    for (i, (part, their_len)) in (0u32..).zip(parts.iter().zip(&theirs.sizes)) {
+    for (i, their_len) in (0u32..).zip(&theirs.sizes) {
         if i < resume_from {
             if let (true, Some(kept)) = (both, kept.as_deref()) {
                 found.get_or_insert_with(Vec::new).extend(kept.own_part(i)?);
             }
             continue;
         }
+        let part = buckets.part(i)?;
+        let offset = u32::try_from(buckets.offset(i)).expect("key sets hold fewer than 2^32 keys");
         let task = kkrt::part_task(params.task(), i)?;
-        let part_params = kkrt::SessionParams::new(task, params.mode(), *their_len, part.keys.len() as u64)?;
+        let part_params = kkrt::SessionParams::new(task, params.mode(), *their_len, part.len() as u64)?;
         let mut serving = || kept.as_deref_mut().map_or(Ok(()), |k| k.serving(i));
-        let own = respond_kkrt_part(part_params, &part.keys, link, &mut serving)?
-            .map(|indices| indices.into_iter().map(|j| part.indices[j as usize]).collect::<Vec<u32>>());
+        let own = respond_kkrt_part(part_params, &part, link, &mut serving)?
+            .map(|indices| indices.into_iter().map(|j| offset + j).collect::<Vec<u32>>());
         if let Some(kept) = kept.as_deref_mut() {
             kept.finished(i, own.as_deref())?;
         }

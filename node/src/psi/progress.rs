@@ -43,14 +43,29 @@ use crate::state_files::{read, write_atomic};
 /// SHA-256 over a key list (each key length-prefixed): what ties a plan to
 /// the keys it was made for.
 pub(crate) fn keys_digest(keys: &KeyList) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(b"stayput/psi/progress/keys/v1");
-    for i in 0..keys.len() {
-        let key = keys.get(i);
-        h.update((key.len() as u64).to_le_bytes());
-        h.update(key);
+    let mut digest = KeysDigest::new();
+    keys.iter().for_each(|key| digest.update(key));
+    digest.finish()
+}
+
+/// [`keys_digest`], one key at a time.
+pub(crate) struct KeysDigest(Sha256);
+
+impl KeysDigest {
+    pub(crate) fn new() -> Self {
+        let mut h = Sha256::new();
+        h.update(b"stayput/psi/progress/keys/v1");
+        Self(h)
     }
-    h.finalize().into()
+
+    pub(crate) fn update(&mut self, key: &[u8]) {
+        self.0.update((key.len() as u64).to_le_bytes());
+        self.0.update(key);
+    }
+
+    pub(crate) fn finish(self) -> [u8; 32] {
+        self.0.finalize().into()
+    }
 }
 
 fn read_fields(path: &Path) -> Result<std::collections::HashMap<String, String>, NodeError> {
@@ -124,6 +139,7 @@ pub(crate) struct RequesterProgress {
     pub key: PartitionKey,
     /// Parts.
     pub parts: u32,
+    keys_sha256: [u8; 32],
     keys_len: usize,
 }
 
@@ -132,8 +148,10 @@ impl RequesterProgress {
         state_dir.join("psi-progress").join("requester").join(task)
     }
 
-    /// The progress of `task` left by an earlier run, or `None`.
-    pub fn load(state_dir: &Path, task: &str, keys: &KeyList) -> Result<Option<Self>, NodeError> {
+    /// The progress of `task` left by an earlier run, or `None`; its keys
+    /// are checked with [`Self::for_keys`] once they are loaded (by its
+    /// split, which the plan holds).
+    pub fn load(state_dir: &Path, task: &str) -> Result<Option<Self>, NodeError> {
         let dir = Self::dir(state_dir, task);
         let plan = dir.join("plan");
         if !plan.exists() {
@@ -142,14 +160,23 @@ impl RequesterProgress {
         let fields = read_fields(&plan)?;
         let key = PartitionKey::from_bytes(digest_field(&fields, &plan, "key")?);
         let parts: u32 = field(&fields, &plan, "parts")?;
-        if digest_field(&fields, &plan, "keys_sha256")? != keys_digest(keys) {
+        let keys_sha256 = digest_field(&fields, &plan, "keys_sha256")?;
+        Ok(Some(Self { dir, key, parts, keys_sha256, keys_len: 0 }))
+    }
+
+    /// Binds a loaded plan to the session's keys: they must be the keys it
+    /// started with (SHA-256 of the session's key list, see
+    /// [`keys_digest`]).
+    pub fn for_keys(mut self, task: &str, keys_sha256: [u8; 32], keys_len: u64) -> Result<Self, NodeError> {
+        if keys_sha256 != self.keys_sha256 {
             return Err(NodeError::InvalidConfig(format!(
                 "the dataset's keys changed since task '{task}' started here; it cannot resume on other keys \
                  (its progress is in {})",
-                dir.display()
+                self.dir.display()
             )));
         }
-        Ok(Some(Self { dir, key, parts, keys_len: keys.len() }))
+        self.keys_len = usize::try_from(keys_len).unwrap_or(usize::MAX);
+        Ok(self)
     }
 
     /// Starts the progress of `task`: a fresh split key, kept before the
@@ -158,20 +185,17 @@ impl RequesterProgress {
         state_dir: &Path,
         task: &str,
         parts: u32,
-        keys: &KeyList,
+        (keys_sha256, keys_len): ([u8; 32], u64),
         key: PartitionKey,
     ) -> Result<Self, NodeError> {
         let dir = Self::dir(state_dir, task);
         remove_dir(&dir);
-        let plan = format!(
-            "key={}\nparts={parts}\nkeys_sha256={}\n",
-            hex::encode(key.to_bytes()),
-            hex::encode(keys_digest(keys))
-        );
+        let plan =
+            format!("key={}\nparts={parts}\nkeys_sha256={}\n", hex::encode(key.to_bytes()), hex::encode(keys_sha256));
         let path = dir.join("plan");
         write_atomic(&path, &[plan.as_bytes()])?;
         restrict(&path)?;
-        Ok(Self { dir, key, parts, keys_len: keys.len() })
+        Ok(Self { dir, key, parts, keys_sha256, keys_len: usize::try_from(keys_len).unwrap_or(usize::MAX) })
     }
 
     /// Whether the owner accepted a session of this plan: only then is
@@ -253,11 +277,11 @@ pub(crate) struct ResponderPlan {
 
 impl ResponderPlan {
     /// The plan of a session: its split key's digest, never the key.
-    pub fn new(key: &PartitionKey, parts: u32, requester_size: u64, mode: OutputMode, keys: &KeyList) -> Self {
+    pub fn new(key: &PartitionKey, parts: u32, requester_size: u64, mode: OutputMode, keys_sha256: [u8; 32]) -> Self {
         let mut h = Sha256::new();
         h.update(b"stayput/psi/progress/partition-key/v1");
         h.update(key.to_bytes());
-        Self { key_digest: h.finalize().into(), parts, requester_size, mode, keys_sha256: keys_digest(keys) }
+        Self { key_digest: h.finalize().into(), parts, requester_size, mode, keys_sha256 }
     }
 }
 
@@ -317,13 +341,15 @@ impl ResponderProgress {
             );
         }
         let mut progress = Self::load(dir, keys_len).map_err(|e| e.to_string())?;
-        if progress.plan.keys_sha256 != plan.keys_sha256 {
-            return Err("this node's dataset changed since the task started; it cannot resume on other keys".into());
-        }
-        if progress.plan != *plan {
+        // The terms first: this node's key list (split into parts by the
+        // key) differs under another split key too.
+        if (ResponderPlan { keys_sha256: plan.keys_sha256, ..progress.plan.clone() }) != *plan {
             return Err(
                 "the resumed session's split key, parts, set size or mode are not the ones it started with".into()
             );
+        }
+        if progress.plan.keys_sha256 != plan.keys_sha256 {
+            return Err("this node's dataset changed since the task started; it cannot resume on other keys".into());
         }
         if progress.resumes >= kkrt::MAX_RESUMES {
             return Err(format!("it was resumed {} times already, the most a task may be", progress.resumes));
@@ -450,19 +476,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let list = keys(100);
         let key = PartitionKey::from_bytes([7; 32]);
-        let progress = RequesterProgress::start(dir.path(), "t-1", 4, &list, key).unwrap();
+        let progress = RequesterProgress::start(dir.path(), "t-1", 4, (keys_digest(&list), 100), key).unwrap();
         progress.complete(0, &[1, 5]).unwrap();
         progress.complete(1, &[]).unwrap();
         progress.complete(3, &[9]).unwrap();
-        let again = RequesterProgress::load(dir.path(), "t-1", &list).unwrap().unwrap();
+        let loaded = |list: &KeyList| {
+            let plan = RequesterProgress::load(dir.path(), "t-1").unwrap().unwrap();
+            plan.for_keys("t-1", keys_digest(list), list.len() as u64)
+        };
+        let again = loaded(&list).unwrap();
         assert_eq!((again.key.to_bytes(), again.parts, again.parts_done()), ([7; 32], 4, 2), "in order from the first");
         assert_eq!(again.part(0).unwrap(), vec![1, 5]);
         again.forget_from(1).unwrap();
         assert_eq!(again.parts_done(), 1);
-        let err = RequesterProgress::load(dir.path(), "t-1", &keys(101)).unwrap_err().to_string();
+        let err = loaded(&keys(101)).unwrap_err().to_string();
         assert!(err.contains("keys changed"), "{err}");
         again.finish();
-        assert!(RequesterProgress::load(dir.path(), "t-1", &list).unwrap().is_none());
+        assert!(RequesterProgress::load(dir.path(), "t-1").unwrap().is_none());
     }
 
     #[test]
@@ -470,7 +500,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let list = keys(50);
         let key = PartitionKey::from_bytes([3; 32]);
-        let plan = ResponderPlan::new(&key, 4, 1000, OutputMode::IntersectionToBoth, &list);
+        let plan = ResponderPlan::new(&key, 4, 1000, OutputMode::IntersectionToBoth, keys_digest(&list));
         let resume = |plan: &ResponderPlan, done| ResponderProgress::resume(dir.path(), "t-1", "d", plan, done, 50);
         assert!(resume(&plan, 0).unwrap_err().contains("no interrupted session"));
         let mut progress = ResponderProgress::start(dir.path(), "t-1", "d", plan.clone(), 50).unwrap();
@@ -478,8 +508,13 @@ mod tests {
         progress.finished(0, Some(&[4, 8])).unwrap();
         progress.serving(1).unwrap();
         // Another key, size or mode is another session.
-        let other =
-            ResponderPlan::new(&PartitionKey::from_bytes([4; 32]), 4, 1000, OutputMode::IntersectionToBoth, &list);
+        let other = ResponderPlan::new(
+            &PartitionKey::from_bytes([4; 32]),
+            4,
+            1000,
+            OutputMode::IntersectionToBoth,
+            keys_digest(&list),
+        );
         assert!(resume(&other, 1).unwrap_err().contains("not the ones it started with"));
         let bigger = ResponderPlan { requester_size: 1001, ..plan.clone() };
         assert!(resume(&bigger, 1).unwrap_err().contains("not the ones it started with"));

@@ -2,7 +2,7 @@
 //! the requester's role on a blocking thread, and write the result on this
 //! node only after the peer has confirmed a clean end.
 
-use std::collections::HashSet;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,8 +24,9 @@ use stayput_psi::partition::{Partition, PartitionKey};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::dataset::{DatasetKeys, FileFormat, WrittenFile};
+use crate::dataset::{Dataset, DatasetKeys, FileFormat, WrittenFile};
 use crate::peers::connect_peer;
+use crate::psi::buckets::SessionKeys;
 use crate::psi::progress::RequesterProgress;
 use crate::wire::Progress;
 use crate::wire::{
@@ -104,44 +105,17 @@ async fn run_session(state: Arc<NodeState>, request: PsiRequest, progress: Progr
     }
     let channel = connect_peer(&state, &request.peer).await?;
     let _ = progress.send(Progress { phase: "loading keys", done: 0, total: 0 });
-    let loader = dataset.clone();
-    let keys = tokio::task::spawn_blocking(move || loader.load_keys())
-        .await
-        .map_err(|e| NodeError::Worker(e.to_string()))??;
-
-    let parts = match (request.protocol, request.parts) {
-        (Protocol::Ecdh, _) => 1,
-        (Protocol::Kkrt, 0) => kkrt::parts_for(keys.keys.len() as u64),
-        (Protocol::Kkrt, parts) => parts,
-    };
-    if request.protocol == Protocol::Kkrt {
-        kkrt::check_parts(parts, keys.keys.len() as u64)?;
-    }
     // A task in parts keeps its split key and each completed part on disk
     // before the first message, so it resumes after either node died (a
     // resumption continues under the owner's use record: ledger only).
-    // The plan digests the whole key list: off the async executor.
-    let (keys, kept) = match (parts, &state.ledger) {
-        (1, _) | (_, None) => (keys, None),
-        _ => {
-            let (dir, task) = (state.config.state_dir.clone(), request.task_id.clone());
-            let (keys, kept) = tokio::task::spawn_blocking(move || {
-                let kept = RequesterProgress::load(&dir, &task, &keys.keys).and_then(|earlier| match earlier {
-                    Some(earlier) => Ok(earlier),
-                    None => RequesterProgress::start(&dir, &task, parts, &keys.keys, PartitionKey::random(&mut OsRng)),
-                });
-                (keys, kept)
-            })
+    // Its keys are split onto disk by that key, one part in memory at a
+    // time. Reading, splitting and digesting run off the async executor.
+    let (loader, dir, task) = (dataset.clone(), state.config.state_dir.clone(), request.task_id.clone());
+    let (protocol, requested_parts, ledger) = (request.protocol, request.parts, state.ledger.is_some());
+    let (keys, parts, partition_key, kept) =
+        tokio::task::spawn_blocking(move || plan_keys(&loader, &dir, &task, protocol, requested_parts, ledger))
             .await
-            .map_err(|e| NodeError::Worker(e.to_string()))?;
-            (keys, Some(kept?))
-        }
-    };
-    let parts = kept.as_ref().map_or(parts, |p| p.parts);
-    let partition_key = match &kept {
-        Some(p) => Some(p.key.clone()),
-        None => (parts > 1).then(|| PartitionKey::random(&mut OsRng)),
-    };
+            .map_err(|e| NodeError::Worker(e.to_string()))??;
     let (resume, parts_done) = match &kept {
         Some(p) if p.accepted() => (true, p.parts_done()),
         _ => (false, 0),
@@ -158,7 +132,7 @@ async fn run_session(state: Arc<NodeState>, request: PsiRequest, progress: Progr
         task_id: request.task_id.clone(),
         dataset: request.peer_dataset.clone(),
         mode: mode_to_wire(request.mode) as i32,
-        requester_size: keys.keys.len() as u64,
+        requester_size: keys.len(),
         key_columns: u32::try_from(dataset.key_columns.len()).unwrap_or(u32::MAX),
         normalisation: dataset.rules.names().into_iter().map(String::from).collect(),
         batch_size: u32::try_from(state.config.batch_size).unwrap_or(u32::MAX),
@@ -189,18 +163,12 @@ async fn run_session(state: Arc<NodeState>, request: PsiRequest, progress: Progr
         kept.forget_from(resume_from)?;
     }
     let task = TaskId::new(request.task_id.clone())?;
-    let (requester_size, batch_size) = (keys.keys.len() as u64, state.config.batch_size);
+    let (requester_size, batch_size) = (keys.len(), state.config.batch_size);
     let params = match request.protocol {
         Protocol::Ecdh => {
             Params::Ecdh(SessionParams::new(task, request.mode, requester_size, responder_size, batch_size)?)
         }
-        Protocol::Kkrt => {
-            let split = match &partition_key {
-                Some(key) => Some(Partition::new(key, &task, parts)?),
-                None => None,
-            };
-            Params::Kkrt(kkrt::SessionParams::new(task, request.mode, requester_size, responder_size)?, split)
-        }
+        Protocol::Kkrt => Params::Kkrt(kkrt::SessionParams::new(task, request.mode, requester_size, responder_size)?),
     };
     tracing::info!(
         task = %request.task_id,
@@ -217,14 +185,15 @@ async fn run_session(state: Arc<NodeState>, request: PsiRequest, progress: Progr
     let parts_progress = kept;
     let report = tokio::task::spawn_blocking(move || {
         let _permit = permit;
+        let (rows_read, duplicate_keys, null_keys, fingerprint) = keys.counts();
         let (intersection, cardinality) = match params {
             Params::Ecdh(params) => {
-                let output = request_role(params, &keys, &mut link, &progress)?;
+                let output = request_role(params, keys.whole()?, &mut link, &progress)?;
                 (output.intersection().map(<[u32]>::to_vec), output.cardinality())
             }
-            Params::Kkrt(params, split) => {
-                let parted = split.as_ref().map(|s| (s, parts_progress.as_ref(), resume_from));
-                let indices = request_kkrt(params, parted, &keys.keys, &mut link, &progress)?;
+            Params::Kkrt(params) => {
+                let indices =
+                    request_kkrt(params, &keys, (parts_progress.as_ref(), resume_from), &mut link, &progress)?;
                 let found = indices.len() as u64;
                 (Some(indices), found)
             }
@@ -232,8 +201,8 @@ async fn run_session(state: Arc<NodeState>, request: PsiRequest, progress: Progr
         let written = match intersection {
             Some(indices) => {
                 let _ = progress.send(Progress { phase: "writing", done: 0, total: indices.len() as u64 });
-                let common: HashSet<Vec<u8>> = indices.iter().map(|&i| keys.keys.get(i as usize).to_vec()).collect();
-                Some(dataset.write_rows_with_keys(&common, keys.fingerprint, &target, format)?)
+                let common = keys.keys_at(&indices)?;
+                Some(dataset.write_rows_with_keys(&common, fingerprint, &target, format)?)
             }
             None => None,
         };
@@ -242,10 +211,10 @@ async fn run_session(state: Arc<NodeState>, request: PsiRequest, progress: Progr
         }
         Ok::<_, NodeError>(PsiReport {
             output: written,
-            rows_read: keys.rows_read,
-            distinct_keys: keys.keys.len() as u64,
-            duplicate_keys: keys.duplicates,
-            null_keys: keys.null_keys,
+            rows_read,
+            distinct_keys: keys.len(),
+            duplicate_keys,
+            null_keys,
             peer_keys: responder_size,
             intersection_keys: cardinality,
             elapsed: started.elapsed(),
@@ -260,8 +229,48 @@ async fn run_session(state: Arc<NodeState>, request: PsiRequest, progress: Progr
 /// A session's parameters, by protocol.
 enum Params {
     Ecdh(SessionParams),
-    /// With the split when the set runs in parts.
-    Kkrt(kkrt::SessionParams, Option<Partition>),
+    Kkrt(kkrt::SessionParams),
+}
+
+/// The keys a session runs on, its parts, its split key (in parts) and,
+/// with a ledger, its progress on disk: an interrupted task's plan is
+/// taken up again (its split, checked against the keys it started with),
+/// else the parts are the request's, or one per [`kkrt::PART_KEYS`] rows.
+/// Blocking: reads the whole dataset.
+fn plan_keys(
+    dataset: &Dataset,
+    state_dir: &Path,
+    task: &str,
+    protocol: Protocol,
+    requested_parts: u32,
+    ledger: bool,
+) -> Result<(SessionKeys, u32, Option<PartitionKey>, Option<RequesterProgress>), NodeError> {
+    let earlier = match (protocol, ledger) {
+        (Protocol::Kkrt, true) => RequesterProgress::load(state_dir, task)?,
+        _ => None,
+    };
+    let (parts, key) = match (&earlier, protocol, requested_parts) {
+        (Some(kept), _, _) => (kept.parts, kept.key.clone()),
+        (None, Protocol::Ecdh, _) => (1, PartitionKey::random(&mut OsRng)),
+        (None, Protocol::Kkrt, 0) => (kkrt::parts_for(dataset.count_rows()?), PartitionKey::random(&mut OsRng)),
+        (None, Protocol::Kkrt, parts) => (parts, PartitionKey::random(&mut OsRng)),
+    };
+    let split = match parts {
+        1 => None,
+        _ => Some(Partition::new(&key, &TaskId::new(task)?, parts)?),
+    };
+    let keys = SessionKeys::load(dataset, split.as_ref(), state_dir)?;
+    if protocol == Protocol::Kkrt {
+        kkrt::check_parts(parts, keys.len())?;
+    }
+    let kept = match (earlier, split.is_some() && ledger) {
+        (Some(earlier), _) => Some(earlier.for_keys(task, keys.digest(), keys.len())?),
+        (None, true) => {
+            Some(RequesterProgress::start(state_dir, task, parts, (keys.digest(), keys.len()), key.clone())?)
+        }
+        (None, false) => None,
+    };
+    Ok((keys, parts, split.map(|_| key), kept))
 }
 
 /// A link the requester's role runs over: its own stream, or nested in a
@@ -384,30 +393,32 @@ fn expect_kkrt(link: &mut impl RequesterLink, expected: &'static str) -> Result<
 /// (completed by an earlier session of the task) are read back, not run.
 fn request_kkrt(
     params: kkrt::SessionParams,
-    parted: Option<(&Partition, Option<&RequesterProgress>, u32)>,
-    keys: &KeyList,
+    keys: &SessionKeys,
+    (done, resume_from): (Option<&RequesterProgress>, u32),
     link: &mut impl RequesterLink,
     progress: &ProgressTx,
 ) -> Result<Vec<u32>, NodeError> {
     let mode = params.mode();
-    let mut found = match parted {
-        None => request_kkrt_part(params, keys, link, progress)?,
-        Some((split, done, resume_from)) => {
-            let parts = split.split(keys);
-            let sizes = PartSizes { sizes: parts.iter().map(|p| p.keys.len() as u64).collect() };
+    let mut found = match keys {
+        SessionKeys::Whole(keys) => request_kkrt_part(params, &keys.keys, link, progress)?,
+        SessionKeys::Parts(buckets) => {
+            let sizes = PartSizes { sizes: buckets.sizes().to_vec() };
+            let parts = u32::try_from(sizes.sizes.len()).expect("at most MAX_PARTS parts");
             send(link, Out::Kkrt(sizes.to_bytes().into()), "KKRT part sizes")?;
             let theirs = PartSizes::decode(expect_kkrt(link, "KKRT part sizes")?.as_ref())?;
-            check_part_sizes(link.peer(), &theirs, split.parts(), params.responder_len())?;
+            check_part_sizes(link.peer(), &theirs, parts, params.responder_len())?;
             let mut found = Vec::new();
-            for (i, (part, their_len)) in (0u32..).zip(parts.iter().zip(&theirs.sizes)) {
+            for (i, their_len) in (0u32..).zip(&theirs.sizes) {
                 if let (true, Some(done)) = (i < resume_from, done) {
                     found.extend(done.part(i)?);
                     continue;
                 }
+                let part = buckets.part(i)?;
+                let offset = u32::try_from(buckets.offset(i)).expect("key sets hold fewer than 2^32 keys");
                 let task = kkrt::part_task(params.task(), i)?;
-                let part_params = kkrt::SessionParams::new(task, mode, part.keys.len() as u64, *their_len)?;
-                let indices = request_kkrt_part(part_params, &part.keys, link, progress)?;
-                let global: Vec<u32> = indices.into_iter().map(|j| part.indices[j as usize]).collect();
+                let part_params = kkrt::SessionParams::new(task, mode, part.len() as u64, *their_len)?;
+                let indices = request_kkrt_part(part_params, &part, link, progress)?;
+                let global: Vec<u32> = indices.into_iter().map(|j| offset + j).collect();
                 if let Some(done) = done {
                     done.complete(i, &global)?;
                 }
