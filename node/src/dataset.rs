@@ -22,6 +22,7 @@
 //! before rows are written, so a result always comes from the data that was
 //! keyed.
 
+use rayon::prelude::*;
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::Seek;
@@ -243,8 +244,12 @@ impl Dataset {
         let mut rows = 0u64;
         for batch in batches {
             let batch = batch?;
-            let mask: BooleanArray =
-                self.encode_rows(&batch)?.into_iter().map(|k| Some(k.is_some_and(|k| keys.contains(&k)))).collect();
+            let mask: BooleanArray = self
+                .encode_rows(&batch)?
+                .into_par_iter()
+                .map(|k| Some(k.is_some_and(|k| keys.contains(&k))))
+                .collect::<Vec<_>>()
+                .into();
             let selected = filter_record_batch(&batch, &mask).map_err(write_err)?;
             rows += selected.num_rows() as u64;
             writer.write(&selected).map_err(write_err)?;
@@ -478,7 +483,10 @@ impl Dataset {
             .collect::<Result<_, _>>()?;
         let text: Vec<&StringArray> =
             columns.iter().map(|c| c.as_any().downcast_ref::<StringArray>().expect("cast to Utf8")).collect();
+        // Rows are independent: normalised and encoded on the rayon pool
+        // (callers run on a blocking thread), in order.
         (0..batch.num_rows())
+            .into_par_iter()
             .map(|row| {
                 let mut parts = Vec::with_capacity(text.len());
                 for column in &text {

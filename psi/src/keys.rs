@@ -14,6 +14,7 @@
 //! Keys are personal data. [`KeyList`] zeroizes its buffer on drop and never
 //! prints its contents.
 
+use rayon::prelude::*;
 use std::fmt;
 use std::str::FromStr;
 
@@ -219,7 +220,8 @@ impl KeyList {
     /// duplicates were dropped.
     pub fn dedup(&self) -> (KeyList, usize) {
         let mut order: Vec<usize> = (0..self.len()).collect();
-        order.sort_by(|&a, &b| self.get(a).cmp(self.get(b)).then(a.cmp(&b)));
+        // Ties broken by index: the unstable parallel sort is deterministic.
+        order.par_sort_unstable_by(|&a, &b| self.get(a).cmp(self.get(b)).then(a.cmp(&b)));
         let mut keep = vec![false; self.len()];
         for (pos, &index) in order.iter().enumerate() {
             keep[index] = pos == 0 || self.get(order[pos - 1]) != self.get(index);
