@@ -15,6 +15,7 @@ pub mod ledger;
 pub mod lookup;
 pub mod ocean;
 pub mod psi;
+pub mod score;
 pub mod stats;
 pub mod train;
 

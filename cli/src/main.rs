@@ -231,6 +231,14 @@ enum BenchCommand {
         #[arg(long)]
         no_balanced: bool,
     },
+    /// A credit score only its subject can decrypt: a scorecard of binned
+    /// features under the subject's TFHE key, timed phase by phase
+    /// (key generation, encryption, evaluation, decryption).
+    Score {
+        /// Features of the scorecard.
+        #[arg(long, default_value_t = 20)]
+        features: usize,
+    },
     /// Federated statistics: the demo's hospital query over several sites,
     /// timed phase by phase (scan, proofs, sharing, verification).
     Stats {
@@ -404,6 +412,12 @@ async fn run(command: Command) -> Result<(), CliError> {
             })
             .await
             .map_err(|e| CliError::Signal(e.to_string()))??;
+            println!("{report}");
+        }
+        Command::Bench(BenchCommand::Score { features }) => {
+            let report = tokio::task::spawn_blocking(move || stayput_benches::score::run(features))
+                .await
+                .map_err(|e| CliError::Signal(e.to_string()))??;
             println!("{report}");
         }
         Command::Bench(BenchCommand::Stats { sites, rows }) => {

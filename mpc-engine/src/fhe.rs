@@ -91,11 +91,11 @@ pub fn extreme_kinds(query: &CohortQuery) -> Vec<Extreme> {
     std::iter::repeat_n(per_group, group_count(query)).flatten().collect()
 }
 
-fn fhe_err(what: &str, e: impl std::fmt::Display) -> MpcError {
+pub(crate) fn fhe_err(what: &str, e: impl std::fmt::Display) -> MpcError {
     MpcError::Fhe(format!("{what}: {e}"))
 }
 
-fn ser<T: serde::Serialize + tfhe::named::Named + tfhe::Versionize>(
+pub(crate) fn ser<T: serde::Serialize + tfhe::named::Named + tfhe::Versionize>(
     value: &T,
     what: &str,
 ) -> Result<Vec<u8>, MpcError> {
@@ -104,7 +104,7 @@ fn ser<T: serde::Serialize + tfhe::named::Named + tfhe::Versionize>(
     Ok(out)
 }
 
-fn de<T>(bytes: &[u8], limit: u64, what: &str) -> Result<T, MpcError>
+pub(crate) fn de<T>(bytes: &[u8], limit: u64, what: &str) -> Result<T, MpcError>
 where
     T: serde::de::DeserializeOwned + tfhe::named::Named + tfhe::Unversionize,
 {
@@ -144,12 +144,8 @@ impl std::fmt::Debug for RequesterKeys {
 impl RequesterKeys {
     /// Fresh keys (seconds of work: run it off the async executor).
     pub fn generate() -> Result<(Self, PublicMaterial), MpcError> {
-        let client = ClientKey::generate(ConfigBuilder::default().build());
-        let public = CompactPublicKey::try_new(&client).map_err(|e| fhe_err("compact public key", e))?;
-        let server = CompressedServerKey::new(&client);
-        let material =
-            PublicMaterial { public_key: ser(&public, "public key")?, server_key: ser(&server, "server key")? };
-        Ok((Self { client }, material))
+        let (client, public_key, server_key) = fresh_keys()?;
+        Ok((Self { client }, PublicMaterial { public_key, server_key }))
     }
 
     /// The extremes the evaluator returned (`None` where no site had a value).
@@ -189,6 +185,15 @@ impl RequesterKeys {
     }
 }
 
+/// A fresh client key of this project's configuration, with its compact
+/// public key and compressed server key, serialised.
+pub(crate) fn fresh_keys() -> Result<(ClientKey, Vec<u8>, Vec<u8>), MpcError> {
+    let client = ClientKey::generate(ConfigBuilder::default().build());
+    let public = CompactPublicKey::try_new(&client).map_err(|e| fhe_err("compact public key", e))?;
+    let server = CompressedServerKey::new(&client);
+    Ok((client, ser(&public, "public key")?, ser(&server, "server key")?))
+}
+
 /// The encryption parameters of this project's TFHE configuration: what a
 /// public key and an encrypted list must conform to.
 fn encryption_parameters() -> Result<tfhe::shortint::parameters::CompactPublicKeyEncryptionParameters, MpcError> {
@@ -197,7 +202,7 @@ fn encryption_parameters() -> Result<tfhe::shortint::parameters::CompactPublicKe
 
 /// A public key, checked to be of this project's parameters (a key of other
 /// dimensions would make encryption allocate or fail at will).
-fn public_key(bytes: &[u8]) -> Result<CompactPublicKey, MpcError> {
+pub(crate) fn public_key(bytes: &[u8]) -> Result<CompactPublicKey, MpcError> {
     if bytes.len() as u64 > PUBLIC_KEY_LIMIT {
         return Err(fhe_err("public key", format!("{} bytes exceed the limit of {PUBLIC_KEY_LIMIT}", bytes.len())));
     }
@@ -255,7 +260,7 @@ impl std::fmt::Debug for Evaluator {
     }
 }
 
-fn expand<T: tfhe::HlExpandable + tfhe::prelude::Tagged>(
+pub(crate) fn expand<T: tfhe::HlExpandable + tfhe::prelude::Tagged>(
     bytes: &[u8],
     len: usize,
     what: &str,

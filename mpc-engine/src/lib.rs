@@ -25,6 +25,9 @@
 //! * [`fhe`] (feature `fhe`, on by default) — TFHE post-processing of
 //!   per-site aggregates: cross-site min/max and small-cell suppression,
 //!   evaluated under the requester's key by someone who cannot decrypt.
+//! * [`score`] (feature `fhe`) — credit scores that only their subject can
+//!   decrypt: institutions encrypt binned features under the subject's
+//!   key, a scorer evaluates a published scorecard on them.
 //!
 //! No I/O, no async: nodes feed batches and messages in and carry what
 //! comes out.
@@ -41,6 +44,8 @@ pub mod local;
 pub mod privacy;
 pub mod query;
 pub mod release;
+#[cfg(feature = "fhe")]
+pub mod score;
 pub mod sharing;
 
 pub use error::MpcError;
