@@ -6,18 +6,20 @@
 //! `v = Σ lᵢ·2^(52i)`, one element per 64-bit lane of five `__m512i`
 //! registers. `vpmadd52luq`/`vpmadd52huq` add the low and high 52 bits of
 //! a 52×52-bit product to a 64-bit accumulator and **ignore input bits above
-//! 52**, so every multiplication input must have limbs below 2^52. All
-//! operations therefore return *weakly reduced* elements: limbs 0–3 below
-//! 2^52, limb 4 below 2^47 + 2^8, so `v < 2^255 + 2^216`.
+//! 52**, so every multiplication input must have limbs below 2^52.
+//! Products return *reduced* elements: limbs 0–3 below 2^52, limb 4 below
+//! 2^47 + 2^8, so `v < 2^255 + 2^216`. Sums and differences of reduced
+//! elements are only carried, not folded: limbs 0–3 below 2^52, limb 4
+//! below 2^49 (*loose*) — fit for multiplication; the ladder only ever adds
+//! and subtracts reduced elements.
 //!
 //! * Multiplication forms ten 52-bit columns (25 low and 25 high halves;
 //!   squaring needs 15 of each), normalises columns 5–9 below 2^52 and
 //!   folds them down with `2^260 ≡ 608 (mod p)`, folds limb 4's bits above
 //!   2^255 with `2^255 ≡ 19`, and ends with one carry chain.
-//! * Subtraction adds `2p` written with limbs no smaller than any weakly
-//!   reduced limb (`2^53 − 38, 2^53 − 2, 2^53 − 2, 2^53 − 2, 2^48 − 2`), so
-//!   no lane goes negative; sums and differences then take the same fold and
-//!   carry chain as products.
+//! * Subtraction adds `2p` written with limbs no smaller than any reduced
+//!   limb (`2^53 − 38, 2^53 − 2, 2^53 − 2, 2^53 − 2, 2^48 − 2`), so no lane
+//!   goes negative; sums and differences then take one carry chain.
 //!
 //! ## Ladder
 //!
@@ -65,14 +67,22 @@ fn hi(acc: __m512i, a: __m512i, b: __m512i) -> __m512i {
 
 /// Folds limb 4's bits above 2^255, plus `top`, a count of 2^260, into
 /// limb 0 (`2^255 ≡ 19`, `2^260 ≡ 19·32`) and runs one carry chain. Input
-/// limbs below 2^60, `top` below 2^16; output weakly reduced.
+/// limbs below 2^60, `top` below 2^16; output reduced.
 #[inline]
 #[target_feature(enable = "avx512f,avx512ifma")]
 fn fold_and_carry(mut z: [__m512i; 5], top: __m512i) -> Fe {
-    let m52 = splat(MASK52);
     let over = _mm512_add_epi64(_mm512_srli_epi64::<47>(z[4]), _mm512_slli_epi64::<5>(top));
     z[4] = _mm512_and_si512(z[4], splat(MASK47));
     z[0] = lo(z[0], over, splat(19));
+    carry(z)
+}
+
+/// One carry chain: limbs below 2^60 in, limbs 0–3 below 2^52 out, limb 4
+/// keeping the carries (the caller bounds it).
+#[inline]
+#[target_feature(enable = "avx512f,avx512ifma")]
+fn carry(mut z: [__m512i; 5]) -> Fe {
+    let m52 = splat(MASK52);
     for i in 0..4 {
         let carry = _mm512_srli_epi64::<52>(z[i]);
         z[i] = _mm512_and_si512(z[i], m52);
@@ -81,28 +91,26 @@ fn fold_and_carry(mut z: [__m512i; 5], top: __m512i) -> Fe {
     Fe(z)
 }
 
-/// Reduces ten product columns (each below 2^57) to a weakly reduced element.
+/// Reduces ten product columns (each below 2^57) to a reduced element.
 #[inline]
 #[target_feature(enable = "avx512f,avx512ifma")]
-fn reduce_columns(mut z: [__m512i; 10]) -> Fe {
-    let m52 = splat(MASK52);
-    for k in 5..9 {
-        let carry = _mm512_srli_epi64::<52>(z[k]);
-        z[k] = _mm512_and_si512(z[k], m52);
-        z[k + 1] = _mm512_add_epi64(z[k + 1], carry);
-    }
-    // Column 9 is at most 2^45, so its high fold `top` is below 2^3.
-    let c608 = splat(608);
+fn reduce_columns(z: [__m512i; 10]) -> Fe {
+    // Column k ≥ 5 weighs 2^(52(k−5))·2^260 ≡ 2^(52(k−5))·608. Its low 52
+    // bits fold into columns k−5 (low half) and k−4 (high half); its bits
+    // above 52 (below 2^5) weigh 2^(52(k−4))·2^260 and fold into column
+    // k−4. No carry runs between the high columns, so the folds are
+    // independent. Inputs' limb 4 is below 2^49: column 9 is below 2^47
+    // and needs no split; its high fold `top` (weight 2^260) is below 2^5.
+    let (m52, c608) = (splat(MASK52), splat(608));
     let mut low = [z[0], z[1], z[2], z[3], z[4]];
-    let mut top = _mm512_setzero_si512();
-    for k in 5..10 {
-        low[k - 5] = lo(low[k - 5], z[k], c608);
-        if k < 9 {
-            low[k - 4] = hi(low[k - 4], z[k], c608);
-        } else {
-            top = hi(top, z[k], c608);
-        }
+    for k in 5..9 {
+        let (bits, over) = (_mm512_and_si512(z[k], m52), _mm512_srli_epi64::<52>(z[k]));
+        low[k - 5] = lo(low[k - 5], bits, c608);
+        low[k - 4] = hi(low[k - 4], bits, c608);
+        low[k - 4] = lo(low[k - 4], over, c608);
     }
+    low[4] = lo(low[4], z[9], c608);
+    let top = hi(_mm512_setzero_si512(), z[9], c608);
     fold_and_carry(low, top)
 }
 
@@ -117,16 +125,16 @@ impl Fe {
     #[inline]
     #[target_feature(enable = "avx512f,avx512ifma")]
     fn add(&self, other: &Fe) -> Fe {
-        let z = std::array::from_fn(|i| _mm512_add_epi64(self.0[i], other.0[i]));
-        fold_and_carry(z, _mm512_setzero_si512())
+        // Reduced inputs: limb 4 below 2^49 before the carries.
+        carry(std::array::from_fn(|i| _mm512_add_epi64(self.0[i], other.0[i])))
     }
 
     #[inline]
     #[target_feature(enable = "avx512f,avx512ifma")]
     fn sub(&self, other: &Fe) -> Fe {
         const TWO_P: [u64; 5] = [(1 << 53) - 38, (1 << 53) - 2, (1 << 53) - 2, (1 << 53) - 2, (1 << 48) - 2];
-        let z = std::array::from_fn(|i| _mm512_sub_epi64(_mm512_add_epi64(self.0[i], splat(TWO_P[i])), other.0[i]));
-        fold_and_carry(z, _mm512_setzero_si512())
+        // Reduced inputs: limb 4 below 2^47 + 2^8 + 2^48 before the carries.
+        carry(std::array::from_fn(|i| _mm512_sub_epi64(_mm512_add_epi64(self.0[i], splat(TWO_P[i])), other.0[i])))
     }
 
     #[inline]
@@ -186,8 +194,8 @@ impl Fe {
             if i < 4 {
                 z[i + 1] = hi(z[i + 1], self.0[i], a24);
             } else {
-                // Column 5 weighs 2^260: limb 4 is below 2^48, so this
-                // high half is below 2^13 and joins the fold as `top`.
+                // Column 5 weighs 2^260: limb 4 is below 2^49, so this
+                // high half is below 2^14 and joins the fold as `top`.
                 top = hi(top, self.0[i], a24);
             }
         }
@@ -300,7 +308,7 @@ fn unpack(bytes: &[u8; LEN]) -> [u64; 5] {
     ]
 }
 
-/// A weakly reduced element, frozen to its canonical value and encoded.
+/// A reduced element, frozen to its canonical value and encoded.
 fn pack(mut l: [u64; 5]) -> [u8; LEN] {
     let carry = |l: &mut [u64; 5]| {
         for i in 0..4 {
