@@ -101,23 +101,20 @@ async fn misbehaving_requesters_get_clear_statuses() {
     let status = exchange_error(&net, vec![bad_version]).await;
     assert!(status.message().contains("protocol version 1 is not supported; this node speaks version 2"), "{status:?}");
 
-    // The point 2^255 - 1 is not canonical: named, the session ends.
-    let mut bad_point = vec![0xffu8; 32];
-    bad_point[31] = 0x7f;
-    let status =
-        exchange_error(&net, vec![open(1), PsiRequesterMessage { body: Some(Body::RequestPoints(bad_point.into())) }])
-            .await;
-    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    assert!(status.message().contains("not a canonical X25519 u-coordinate"), "{status:?}");
-
-    // u = 1 has order 4: a small-subgroup probe is refused, not answered.
-    let mut order_four = vec![0u8; 32];
+    // The point 2^255 - 1 is not canonical, and u = 1 has order 4 (a
+    // small-subgroup probe): each is named and refused, not answered.
+    let mut not_canonical = [0xffu8; 32];
+    not_canonical[31] = 0x7f;
+    let mut order_four = [0u8; 32];
     order_four[0] = 1;
-    let status =
-        exchange_error(&net, vec![open(1), PsiRequesterMessage { body: Some(Body::RequestPoints(order_four.into())) }])
-            .await;
-    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    assert!(status.message().contains("point 0 of the batch has small order"), "{status:?}");
+    for (point, says) in
+        [(not_canonical, "not a canonical X25519 u-coordinate"), (order_four, "point 0 of the batch has small order")]
+    {
+        let request = PsiRequesterMessage { body: Some(Body::RequestPoints(point.to_vec().into())) };
+        let status = exchange_error(&net, vec![open(1), request]).await;
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(status.message().contains(says), "{status:?}");
+    }
 
     // A message beyond the size limit is refused by the transport.
     let huge = vec![0u8; stayput_node::wire::MAX_MESSAGE_BYTES + 64];
