@@ -6,6 +6,7 @@ mod demo;
 mod demo_modelling;
 mod error;
 mod ledger;
+mod subject;
 mod task;
 
 use std::path::PathBuf;
@@ -90,6 +91,9 @@ enum Command {
     /// Measure performance and print figures and ratios.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// A person's own keys: credit scores that only they can decrypt.
+    #[command(subcommand)]
+    Subject(SubjectCommand),
     /// Run the whole product on loopback with synthetic data, end to end.
     Demo {
         /// Working directory to create (kept for inspection); a temporary one otherwise.
@@ -183,6 +187,21 @@ struct PsiArgs {
     /// Format of the result file written on your node.
     #[arg(long, value_enum, default_value = "csv")]
     format: Format,
+}
+
+#[derive(Debug, Subcommand)]
+enum SubjectCommand {
+    /// Create the TFHE key pair on this device: `subject.key` (secret, 0600,
+    /// never to leave it) and `subject.pub` (public key and server key, to
+    /// publish).
+    Keys {
+        /// Where to write the two files.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Replace an existing pair; scores made under it become unreadable.
+        #[arg(long)]
+        rotate: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -397,6 +416,12 @@ async fn run(command: Command) -> Result<(), CliError> {
             for (name, keys, rules) in stayput_node::control::list_datasets(&state).await? {
                 println!("{name}: key columns [{}], normalisation [{}]", keys.join(", "), rules.join(", "));
             }
+        }
+        Command::Subject(SubjectCommand::Keys { dir, rotate }) => {
+            let said = tokio::task::spawn_blocking(move || subject::keys(&dir, rotate))
+                .await
+                .map_err(|e| CliError::Signal(e.to_string()))??;
+            println!("{said}");
         }
         Command::Bench(BenchCommand::Psi { n, in_memory, mode, protocol, parts, batch, no_ecdh }) => {
             let report = tokio::task::spawn_blocking(move || {

@@ -1,7 +1,9 @@
 //! TFHE wrappers (feature `fhe`; not in scripts/fuzz, see ARCHITECTURE.md):
 //! the evaluator's decoding of a site's encrypted census and extremes
 //! lists, the requester's decoding of the evaluator's ciphertexts and a
-//! site's decoding of the requester's public key. The first byte picks
+//! site's decoding of the requester's public key, and a subject's key
+//! files (`stayput subject keys`: the public file a scorer and the
+//! institutions read, the secret file). The first byte picks
 //! which; the rest is either the message itself (second byte 0) or edits
 //! (4-byte offset, xor byte) applied to an honest message made at start-up
 //! under fresh keys, which reaches past the format checks far more often.
@@ -12,6 +14,7 @@ use std::sync::OnceLock;
 use libfuzzer_sys::fuzz_target;
 use stayput_fuzz as _; // the capped allocator
 use stayput_mpc_engine::fhe::{Evaluator, Extreme, PublicMaterial, RequesterKeys, encrypt_census, encrypt_extremes};
+use stayput_mpc_engine::score::{SubjectKeys, SubjectPublic};
 
 struct Fixture {
     keys: RequesterKeys,
@@ -20,6 +23,8 @@ struct Fixture {
     census: Vec<u8>,
     extremes: Vec<u8>,
     token: Vec<u8>,
+    subject_public: Vec<u8>,
+    subject_secret: Vec<u8>,
 }
 
 fn fixture() -> &'static Fixture {
@@ -30,7 +35,10 @@ fn fixture() -> &'static Fixture {
         let census = encrypt_census(&public.public_key, &[3, 9], &[11, 12]).expect("census");
         let extremes = encrypt_extremes(&public.public_key, &[Extreme::Min], &[Some(-4)]).expect("extremes");
         let token = evaluator.census(&[None, None], &[(census.clone(), true)], 5).expect("census")[0][0].clone();
-        Fixture { keys, public, evaluator, census, extremes, token }
+        let (subject, subject_public) = SubjectKeys::generate().expect("subject keys");
+        let subject_secret = subject.to_bytes().expect("subject key file").to_vec();
+        let subject_public = subject_public.to_bytes();
+        Fixture { keys, public, evaluator, census, extremes, token, subject_public, subject_secret }
     })
 }
 
@@ -55,7 +63,7 @@ fn message(honest: &[u8], data: &[u8]) -> Vec<u8> {
 fuzz_target!(|data: &[u8]| {
     let Some((which, rest)) = data.split_first() else { return };
     let f = fixture();
-    match which % 4 {
+    match which % 6 {
         0 => {
             let _ = f.evaluator.census(&[None, None], &[(message(&f.census, rest), true)], 5);
         }
@@ -66,8 +74,14 @@ fuzz_target!(|data: &[u8]| {
             let _ = f.keys.decrypt_tokens(&[message(&f.token, rest)]);
             let _ = f.keys.decrypt_extremes(&[message(&f.token, rest)], &[Extreme::Max]);
         }
-        _ => {
+        3 => {
             let _ = encrypt_census(&message(&f.public.public_key, rest), &[1], &[2]);
+        }
+        4 => {
+            let _ = SubjectPublic::from_bytes(&message(&f.subject_public, rest));
+        }
+        _ => {
+            let _ = SubjectKeys::from_bytes(&message(&f.subject_secret, rest));
         }
     }
 });

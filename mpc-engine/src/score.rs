@@ -180,6 +180,84 @@ impl std::fmt::Debug for SubjectKeys {
     }
 }
 
+/// The subject's files (`stayput subject keys`), format version 1: a magic,
+/// the version, the key id, then length-prefixed (8 bytes, little-endian)
+/// parts — for the secret key file, tfhe's serialised client key; for the
+/// public file, the compact public key then the compressed server key.
+/// tfhe's own serialisation inside is versioned too and bounded on read.
+pub const KEY_FILE_VERSION: u8 = 1;
+const SECRET_MAGIC: &[u8; 20] = b"stayput/subject-key\0";
+const PUBLIC_MAGIC: &[u8; 20] = b"stayput/subject-pub\0";
+
+fn encode_file(magic: &[u8; 20], key_id: &[u8; 32], parts: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(53 + parts.iter().map(|p| 8 + p.len()).sum::<usize>());
+    out.extend_from_slice(magic);
+    out.push(KEY_FILE_VERSION);
+    out.extend_from_slice(key_id);
+    for part in parts {
+        out.extend_from_slice(&(part.len() as u64).to_le_bytes());
+        out.extend_from_slice(part);
+    }
+    out
+}
+
+/// Splits a subject file into its key id and `N` parts, bounding each part
+/// by what remains before taking it.
+fn decode_file<'a, const N: usize>(
+    magic: &[u8; 20],
+    what: &str,
+    bytes: &'a [u8],
+) -> Result<([u8; 32], [&'a [u8]; N]), MpcError> {
+    let bad = |reason: &str| fhe_err(what, reason);
+    let rest = bytes.strip_prefix(magic.as_slice()).ok_or_else(|| bad("not a subject key file of Stayput"))?;
+    let (&version, rest) = rest.split_first().ok_or_else(|| bad("truncated"))?;
+    if version != KEY_FILE_VERSION {
+        return Err(bad(&format!(
+            "format version {version}; this build reads version {KEY_FILE_VERSION} — create the keys again with `stayput subject keys --rotate`"
+        )));
+    }
+    let (key_id, mut rest) = rest.split_first_chunk::<32>().ok_or_else(|| bad("truncated"))?;
+    let mut parts = [&[][..]; N];
+    for part in &mut parts {
+        let (len, tail) = rest.split_first_chunk::<8>().ok_or_else(|| bad("truncated"))?;
+        let len = usize::try_from(u64::from_le_bytes(*len)).map_err(|_| bad("a part longer than memory"))?;
+        if len > tail.len() {
+            return Err(bad("truncated"));
+        }
+        (*part, rest) = tail.split_at(len);
+    }
+    if !rest.is_empty() {
+        return Err(bad("trailing bytes"));
+    }
+    Ok((*key_id, parts))
+}
+
+impl SubjectPublic {
+    /// The public file.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        encode_file(PUBLIC_MAGIC, &self.key_id, &[&self.public_key, &self.server_key])
+    }
+
+    /// Reads a public file: the key id must be the public key's digest, and
+    /// the public key this project's parameters (the server key is checked
+    /// when a scorer decompresses it).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, MpcError> {
+        let (key_id, [public_key, server_key]) = decode_file::<2>(PUBLIC_MAGIC, "subject public file", bytes)?;
+        if <[u8; 32]>::from(Sha256::digest(public_key)) != key_id {
+            return Err(fhe_err("subject public file", "its key id is not its public key's"));
+        }
+        public_key_checked(public_key)?;
+        if server_key.len() as u64 > KEY_LIMIT {
+            return Err(fhe_err("subject public file", "the server key exceeds the size limit"));
+        }
+        Ok(Self { public_key: public_key.to_vec(), server_key: server_key.to_vec(), key_id })
+    }
+}
+
+fn public_key_checked(bytes: &[u8]) -> Result<(), MpcError> {
+    public_key(bytes).map(drop)
+}
+
 /// An encrypted score and decision, for the subject.
 #[derive(Debug, Clone)]
 pub struct EncryptedScore {
@@ -202,6 +280,19 @@ impl SubjectKeys {
     /// The key pair's id.
     pub fn key_id(&self) -> [u8; 32] {
         self.key_id
+    }
+
+    /// The secret key file (keep it on the subject's device, 0600).
+    pub fn to_bytes(&self) -> Result<zeroize::Zeroizing<Vec<u8>>, MpcError> {
+        let client = zeroize::Zeroizing::new(ser(&self.client, "subject key")?);
+        Ok(zeroize::Zeroizing::new(encode_file(SECRET_MAGIC, &self.key_id, &[&client])))
+    }
+
+    /// Reads a secret key file.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, MpcError> {
+        let (key_id, [client]) = decode_file::<1>(SECRET_MAGIC, "subject key file", bytes)?;
+        let client: ClientKey = de(client, KEY_LIMIT, "subject key")?;
+        Ok(Self { client, key_id })
     }
 
     /// Decrypts a score made under this key pair; one made under another

@@ -96,3 +96,44 @@ fn the_digest_names_the_scorecard() {
     b.features[2].points[1] += 1;
     assert_ne!(a.digest(), b.digest());
 }
+
+#[test]
+fn key_files_round_trip_and_bad_ones_are_named() {
+    let (keys, public) = subject();
+    let secret = keys.to_bytes().unwrap();
+    let again = SubjectKeys::from_bytes(&secret).unwrap();
+    assert_eq!(again.key_id(), keys.key_id());
+    let read = SubjectPublic::from_bytes(&public.to_bytes()).unwrap();
+    assert_eq!(
+        (read.key_id, &read.public_key, &read.server_key),
+        (public.key_id, &public.public_key, &public.server_key)
+    );
+    // The read key decrypts what the original pair scored.
+    let card = card(2);
+    let encrypted = score_encrypted(&read, &card, &[1, 2], 1);
+    assert_eq!(again.decrypt(&encrypted).unwrap(), card.score_clear(&[1, 2]).unwrap());
+
+    let bytes = public.to_bytes();
+    let err = |b: &[u8]| SubjectPublic::from_bytes(b).unwrap_err().to_string();
+    assert!(err(&secret).contains("not a subject key file"), "a secret file is not a public one");
+    assert!(err(&bytes[..bytes.len() - 1]).contains("truncated"));
+    let mut newer = bytes.clone();
+    newer[20] = 2;
+    assert!(err(&newer).contains("format version 2; this build reads version 1"));
+    let mut other_id = bytes.clone();
+    other_id[21] ^= 1;
+    assert!(err(&other_id).contains("key id is not its public key's"));
+    let mut trailing = bytes;
+    trailing.push(0);
+    assert!(err(&trailing).contains("trailing bytes"));
+    let mut huge = secret.to_vec();
+    huge[53..61].copy_from_slice(&u64::MAX.to_le_bytes());
+    assert!(SubjectKeys::from_bytes(&huge).unwrap_err().to_string().contains("truncated"));
+}
+
+#[test]
+fn secrets_are_redacted() {
+    let (keys, public) = subject();
+    assert_eq!(format!("{keys:?}"), "SubjectKeys(redacted)");
+    assert!(format!("{public:?}").starts_with("SubjectPublic(public key "));
+}
