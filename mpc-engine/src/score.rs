@@ -33,7 +33,10 @@
 //! holding a subject's server key cannot decrypt; a malicious scorer can
 //! return a wrong score, which the subject cannot tell from a right one in
 //! this module alone (the ledger records what was scored, by whom, under
-//! which scorecard digest). Decoders bound sizes before allocating and
+//! which scorecard digest). Likewise an institution that encrypts under
+//! another key, or bins wrongly, corrupts the score undetected: tfhe's
+//! zero-knowledge proofs of compact lists would bind each list to the
+//! subject's public key and bin range, and are not used yet. Decoders bound sizes before allocating and
 //! check keys and lists against this project's parameters ([`crate::fhe`]).
 
 use serde::{Deserialize, Serialize};

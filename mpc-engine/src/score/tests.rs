@@ -83,9 +83,19 @@ fn bad_scorecards_and_contributions_are_refused() {
     let scorer = Scorer::new(public).unwrap();
     let missing = [EncryptedBins { first: 0, count: 2, list: list.clone() }];
     assert!(scorer.score(&card, &missing).unwrap_err().to_string().contains("no institution sent feature 'f2'"));
-    let overlap =
-        [EncryptedBins { first: 0, count: 2, list: list.clone() }, EncryptedBins { first: 1, count: 2, list }];
+    let overlap = [
+        EncryptedBins { first: 0, count: 2, list: list.clone() },
+        EncryptedBins { first: 1, count: 2, list: list.clone() },
+    ];
     assert!(scorer.score(&card, &overlap).unwrap_err().to_string().contains("overlap"));
+    // A list that holds another number of bins than it claims.
+    let third = encrypt_bins(&public.public_key, &[0]).unwrap();
+    let miscounted =
+        [EncryptedBins { first: 0, count: 1, list }, EncryptedBins { first: 1, count: 2, list: third.clone() }];
+    let err = scorer.score(&card, &miscounted).unwrap_err().to_string();
+    assert!(err.contains("expected 1") || err.contains("expected 2"), "{err}");
+    let garbage = [EncryptedBins { first: 0, count: 3, list: vec![7; 64] }];
+    assert!(scorer.score(&card, &garbage).is_err());
 }
 
 #[test]
