@@ -41,6 +41,9 @@ use crate::dataset::{Dataset, DatasetKeys, Fingerprint};
 /// The folder under `state_dir` that holds every task's buckets.
 pub const BUCKETS_DIR: &str = "psi-buckets";
 
+/// Most part files written at once.
+const OPEN_FILES: u32 = 256;
+
 /// A dataset's distinct keys in a task's parts, on disk.
 #[derive(Debug)]
 pub struct KeyBuckets {
@@ -69,24 +72,39 @@ impl KeyBuckets {
             .map_err(|source| NodeError::WriteFile { path: under.clone(), source })?;
         restrict(dir.path())?;
         let raw_path = |i: u32| dir.path().join(format!("raw-{i}"));
-        let mut raw: Vec<BufWriter<File>> = (0..split.parts())
-            .map(|i| {
-                let path = raw_path(i);
-                File::create(&path).map(BufWriter::new).map_err(|source| NodeError::WriteFile { path, source })
-            })
-            .collect::<Result<_, _>>()?;
-        let read = dataset.for_each_key_batch(|mut keys| {
-            let parts: Vec<u32> = keys.par_iter().map(|k| split.part_of(k)).collect();
-            for (key, part) in keys.iter().zip(parts) {
-                write_key(&mut raw[part as usize], key)
-                    .map_err(|source| NodeError::WriteFile { path: raw_path(part), source })?;
+        // At most OPEN_FILES part files are written at once: a session of
+        // many small parts (a requester may ask for up to one part per
+        // key) reads the dataset once per window of parts instead of
+        // opening a file per part at once.
+        let mut read = None;
+        for window in (0..split.parts()).step_by(OPEN_FILES as usize) {
+            let window = window..(window + OPEN_FILES).min(split.parts());
+            let mut raw: Vec<BufWriter<File>> = window
+                .clone()
+                .map(|i| {
+                    let path = raw_path(i);
+                    File::create(&path).map(BufWriter::new).map_err(|source| NodeError::WriteFile { path, source })
+                })
+                .collect::<Result<_, _>>()?;
+            let this = dataset.for_each_key_batch(|mut keys| {
+                let parts: Vec<u32> = keys.par_iter().map(|k| split.part_of(k)).collect();
+                for (key, part) in keys.iter().zip(parts).filter(|(_, part)| window.contains(part)) {
+                    write_key(&mut raw[(part - window.start) as usize], key)
+                        .map_err(|source| NodeError::WriteFile { path: raw_path(part), source })?;
+                }
+                keys.iter_mut().for_each(Zeroize::zeroize);
+                Ok(())
+            })?;
+            // Every window must have read the same version of the file.
+            if read.is_some_and(|first: crate::dataset::KeysRead| first.fingerprint != this.fingerprint) {
+                return Err(NodeError::DatasetChanged { path: dataset.path.clone() });
             }
-            keys.iter_mut().for_each(Zeroize::zeroize);
-            Ok(())
-        })?;
-        for (i, writer) in (0u32..).zip(raw) {
-            writer.into_inner().map_err(|e| NodeError::WriteFile { path: raw_path(i), source: e.into_error() })?;
+            read = Some(this);
+            for (i, writer) in window.zip(raw) {
+                writer.into_inner().map_err(|e| NodeError::WriteFile { path: raw_path(i), source: e.into_error() })?;
+            }
         }
+        let read = read.expect("a split has at least one part");
 
         let mut digest = super::progress::KeysDigest::new();
         let (mut sizes, mut duplicates) = (Vec::new(), 0u64);
@@ -340,6 +358,20 @@ mod tests {
         let expected: HashSet<Vec<u8>> = picked.iter().map(|&i| list.get(i as usize).to_vec()).collect();
         assert_eq!(buckets.keys_at(&picked).unwrap(), expected);
         assert!(buckets.keys_at(&[400]).is_err(), "an index beyond the list is refused");
+    }
+
+    #[test]
+    fn more_parts_than_open_files_take_several_passes() {
+        let dir = tempfile::tempdir().unwrap();
+        let ids: Vec<String> = (0..2000).map(|i| format!("id-{i}")).collect();
+        let data = dataset(dir.path(), &ids.iter().map(String::as_str).collect::<Vec<_>>());
+        let split = split(OPEN_FILES * 2 + 3);
+        let buckets = KeyBuckets::build(&data, &split, dir.path()).unwrap();
+        assert_eq!((buckets.len(), buckets.sizes().len()), (2000, (OPEN_FILES * 2 + 3) as usize));
+        assert_eq!(buckets.rows_read, 2000);
+        for (i, expected) in (0u32..).zip(split.split(&data.load_keys().unwrap().keys)) {
+            assert_eq!(buckets.part(i).unwrap().len(), expected.keys.len(), "part {i}");
+        }
     }
 
     #[test]
