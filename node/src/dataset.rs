@@ -170,12 +170,32 @@ impl Dataset {
         })
     }
 
-    /// Data rows in the file, read without encoding any key: what sizes a
-    /// large task's parts before its keys are split.
-    pub fn count_rows(&self) -> Result<u64, NodeError> {
-        let (schema, batches) = self.open(true)?;
-        self.check_key_columns(&schema)?;
-        batches.map(|b| b.map(|b| b.num_rows() as u64)).sum()
+    /// Data rows in the file, without encoding any key — or `None` when
+    /// the file is too small to hold more than `at_most` rows (a CSV row
+    /// takes at least two bytes), which is all a caller sizing parts
+    /// needs to know. Parquet answers from its metadata; a larger CSV file
+    /// is read once more.
+    pub fn rows_beyond(&self, at_most: u64) -> Result<Option<u64>, NodeError> {
+        let path = &self.path;
+        let read_err = |source| NodeError::ReadFile { path: path.clone(), source };
+        match self.format {
+            FileFormat::Parquet => {
+                let file = File::open(path).map_err(read_err)?;
+                let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+                    .map_err(|source| NodeError::Parquet { path: path.clone(), source })?;
+                let rows = u64::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0);
+                Ok((rows > at_most).then_some(rows))
+            }
+            FileFormat::Csv => {
+                if std::fs::metadata(path).map_err(read_err)?.len() / 2 <= at_most {
+                    return Ok(None);
+                }
+                let (schema, batches) = self.open(true)?;
+                self.check_key_columns(&schema)?;
+                let rows = batches.map(|b| b.map(|b| b.num_rows() as u64)).sum::<Result<u64, _>>()?;
+                Ok((rows > at_most).then_some(rows))
+            }
+        }
     }
 
     /// Streams the encoded keys (duplicates included, null keys skipped)

@@ -144,3 +144,23 @@ fn results_hold_every_matching_row_and_are_written_atomically() {
     let back = dataset(&out, &["customer_no"], &[]).load_keys().unwrap();
     assert_eq!((back.rows_read, back.duplicates), (2, 1));
 }
+
+#[test]
+fn rows_beyond_a_bound_are_counted_only_when_the_file_could_hold_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("ids.csv");
+    let rows: Vec<String> = (0..10).map(|i| format!("id-{i}")).collect();
+    std::fs::write(&csv, format!("id\n{}\n", rows.join("\n"))).unwrap();
+    let d = dataset(&csv, &["id"], &[]);
+    assert_eq!(d.rows_beyond(1000).unwrap(), None, "too small to hold more: not read");
+    assert_eq!(d.rows_beyond(3).unwrap(), Some(10));
+    assert_eq!(d.rows_beyond(10).unwrap(), None);
+
+    let pq = dir.path().join("ids.parquet");
+    let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Utf8, false)]));
+    let batch = RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(rows))]).unwrap();
+    write_parquet(&pq, &[batch]).unwrap();
+    let d = dataset(&pq, &["id"], &[]);
+    assert_eq!(d.rows_beyond(3).unwrap(), Some(10), "from the metadata");
+    assert_eq!(d.rows_beyond(10).unwrap(), None);
+}

@@ -249,15 +249,20 @@ fn plan_keys(
         (Protocol::Kkrt, true) => RequesterProgress::load(state_dir, task)?,
         _ => None,
     };
-    let (parts, key) = match (&earlier, protocol, requested_parts) {
-        (Some(kept), _, _) => (kept.parts, kept.key.clone()),
-        (None, Protocol::Ecdh, _) => (1, PartitionKey::random(&mut OsRng)),
-        (None, Protocol::Kkrt, 0) => (kkrt::parts_for(dataset.count_rows()?), PartitionKey::random(&mut OsRng)),
-        (None, Protocol::Kkrt, parts) => (parts, PartitionKey::random(&mut OsRng)),
+    let parts = match (&earlier, protocol, requested_parts) {
+        (Some(kept), _, _) => kept.parts,
+        (None, Protocol::Ecdh, _) => 1,
+        (None, Protocol::Kkrt, 0) => dataset.rows_beyond(kkrt::PART_KEYS)?.map_or(1, kkrt::parts_for),
+        (None, Protocol::Kkrt, parts) => parts,
     };
-    let split = match parts {
-        1 => None,
-        _ => Some(Partition::new(&key, &TaskId::new(task)?, parts)?),
+    let key = match (&earlier, parts) {
+        (_, 1) => None,
+        (Some(kept), _) => Some(kept.key.clone()),
+        (None, _) => Some(PartitionKey::random(&mut OsRng)),
+    };
+    let split = match &key {
+        Some(key) => Some(Partition::new(key, &TaskId::new(task)?, parts)?),
+        None => None,
     };
     let keys = SessionKeys::load(dataset, split.as_ref(), state_dir)?;
     if protocol == Protocol::Kkrt {
@@ -266,11 +271,12 @@ fn plan_keys(
     let kept = match (earlier, split.is_some() && ledger) {
         (Some(earlier), _) => Some(earlier.for_keys(task, keys.digest(), keys.len())?),
         (None, true) => {
-            Some(RequesterProgress::start(state_dir, task, parts, (keys.digest(), keys.len()), key.clone())?)
+            let key = key.clone().expect("a split has its key");
+            Some(RequesterProgress::start(state_dir, task, parts, (keys.digest(), keys.len()), key)?)
         }
         (None, false) => None,
     };
-    Ok((keys, parts, split.map(|_| key), kept))
+    Ok((keys, parts, key, kept))
 }
 
 /// A link the requester's role runs over: its own stream, or nested in a
