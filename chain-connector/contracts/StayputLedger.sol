@@ -25,6 +25,7 @@ contract StayputLedger {
     uint8 private constant USE = 7;
     uint8 private constant RESULT = 8;
     uint8 private constant ROTATE_KEY = 9;
+    uint8 private constant SHARD_USE = 10; // a use by one shard of a task run as shards
 
     uint256 private constant MAX_REQUEST_BYTES = 16 * 1024 + 64 * 1024;
     uint256 private constant MAX_PARAMS_BYTES = 16 * 1024;
@@ -33,6 +34,9 @@ contract StayputLedger {
 
     uint8 private constant KIND_PSI = 1;
     uint8 private constant PSI_TO_BOTH_TYPE = 10; // the first byte of PSI parameters delivered to both
+    uint8 private constant PSI_SHARDED_TYPE = 11; // the first byte of PSI parameters run as shards
+    uint256 private constant MAX_SHARDS = 256;
+    bytes private constant SHARD_DIGESTS_LABEL = "stayput/psi/shard-digests/v1";
 
     uint8 private constant ROLE_DATA_OWNER = 1;
     uint8 private constant ROLE_REQUESTER = 2;
@@ -81,6 +85,7 @@ contract StayputLedger {
         bool hasResult;
         bool toBoth; // PSI to both: the owner of its dataset records its own result too
         bool hasPeerResult;
+        uint32 shards; // shard pairs it runs as (1: one session)
         string[] datasets;
         string[] grants;
     }
@@ -95,6 +100,7 @@ contract StayputLedger {
         bytes32 ledger;
         bytes32 digest; // SHA-256 of the signed request
         bool toBoth;
+        uint32 shards; // 0: a sharded type with a count out of range
     }
 
     mapping(bytes32 => Member) private members;
@@ -103,6 +109,8 @@ contract StayputLedger {
     mapping(bytes32 => Task) private tasks;
     mapping(bytes32 => bool) private seen;
     mapping(bytes32 => bool) private used; // (task, grant, writer) that recorded a use
+    mapping(bytes32 => bool) private usedShard; // (task, grant, writer, shard) that recorded a use
+    mapping(bytes32 => uint64) private taskItems; // (task, grant, writer): items of its shards' uses
     address public immutable deployer;
     uint256 public memberCount;
     uint64 public recordCount;
@@ -140,6 +148,9 @@ contract StayputLedger {
     error BadTaskRequest(string task, string problem);
     error StaleTaskRequest(string task, uint64 issuedAt, uint64 now_);
     error DuplicateUse(string task, string grant, string writer);
+    error DuplicateShardUse(string task, string grant, string writer, uint32 shard);
+    error ShardMismatch(string task, string problem);
+    error ShardResult(string task, string problem);
     error WrongReceiver(string task, string receiver, string expected);
     error DuplicateResult(string task, string receiver);
 
@@ -207,6 +218,13 @@ contract StayputLedger {
     }
 
     /// SHA-256 of `len` bytes of `data` from `start`, without copying them.
+    function _slice(bytes memory data, uint256 start, uint256 len) private pure returns (bytes memory out) {
+        out = new bytes(len);
+        for (uint256 i = 0; i < len; i++) {
+            out[i] = data[start + i];
+        }
+    }
+
     function _sha256Slice(bytes memory data, uint256 start, uint256 len) private view returns (bytes32 h) {
         assembly {
             if iszero(staticcall(gas(), 0x02, add(add(data, 32), start), len, 0x00, 0x20)) { revert(0, 0) }
@@ -302,7 +320,7 @@ contract StayputLedger {
         else if (kind == REVOKE_GRANT) subject = _revoke(c, writer);
         else if (kind == TASK) subject = _task(c, writer);
         else if (kind == TASK_STATUS) subject = _taskStatus(c, writer);
-        else if (kind == USE) subject = _use(c, writer);
+        else if (kind == USE || kind == SHARD_USE) subject = _use(c, writer, kind == SHARD_USE);
         else if (kind == RESULT) subject = _result(c, writer);
         else if (kind == ROTATE_KEY) subject = _rotateKey(c, writer);
         else revert Malformed("unknown record kind");
@@ -462,6 +480,16 @@ contract StayputLedger {
         if (paramsLen > MAX_PARAMS_BYTES) revert Malformed("task parameters too long");
         uint256 params = _take(c, paramsLen + 16); // parameters and nonce
         q.toBoth = q.kind == KIND_PSI && paramsLen > 0 && uint8(c.data[params]) == PSI_TO_BOTH_TYPE;
+        q.shards = 1;
+        if (q.kind == KIND_PSI && paramsLen > 0 && uint8(c.data[params]) == PSI_SHARDED_TYPE) {
+            uint256 count = 0;
+            if (paramsLen >= 6) {
+                for (uint256 i = 0; i < 4; i++) {
+                    count |= uint256(uint8(c.data[params + 2 + i])) << (8 * i);
+                }
+            }
+            q.shards = count >= 2 && count <= MAX_SHARDS ? uint32(count) : 0;
+        }
         q.issuedAt = uint64(_uint(c, 8));
         q.ledger = bytes32(_bytes(c, 32));
         _take(c, 64); // the requester's ed25519 signature
@@ -481,6 +509,7 @@ contract StayputLedger {
         uint64 now_ = _now();
         uint256 drift = now_ > q.issuedAt ? now_ - q.issuedAt : q.issuedAt - now_;
         if (drift > REQUEST_WINDOW_SECS) revert StaleTaskRequest(id, q.issuedAt, now_);
+        if (q.shards == 0) revert BadTaskRequest(id, "a sharded task runs as 2 to 256 shards");
         Task storage t = tasks[_key(id)];
         if (t.exists) revert Duplicate("task", id);
         if (!_eq(writer, requester) && !_isOperator(writer)) revert NotTaskParty(writer, id, requester);
@@ -506,6 +535,7 @@ contract StayputLedger {
         t.status = SUBMITTED;
         t.exists = true;
         t.toBoth = q.toBoth;
+        t.shards = q.shards;
         for (uint256 i = 0; i < ds.length; i++) t.datasets.push(ds[i]);
         for (uint256 i = 0; i < gs.length; i++) t.grants.push(gs[i]);
         return _key(id);
@@ -534,11 +564,12 @@ contract StayputLedger {
         return _key(id);
     }
 
-    function _use(Cursor memory c, string memory writer) private returns (bytes32) {
+    function _use(Cursor memory c, string memory writer, bool sharded) private returns (bytes32) {
         string memory taskId = _str(c);
         string memory grantId = _str(c);
         uint64 items = uint64(_uint(c, 8));
         uint32 epsilon = uint32(_uint(c, 4));
+        uint32 shard = sharded ? uint32(_uint(c, 4)) : 0;
         Task storage t = _existingTask(taskId);
         Grant storage g = grants[_key(grantId)];
         if (!g.exists) revert Unknown("grant", grantId);
@@ -549,17 +580,36 @@ contract StayputLedger {
         }
         if (!listed) revert GrantMismatch(grantId, taskId, "not listed");
         if (t.status != SUBMITTED && t.status != RUNNING) revert TaskNotActive(taskId, t.status);
+        // A task run as shards is served by each of the owner's shards
+        // under one use of the grant: the first shard's record counts the
+        // use, and all its shards' items together stay within one use.
+        if (t.shards == 1 && sharded) {
+            revert ShardMismatch(taskId, "the task runs as one session, and the use names a shard");
+        }
+        if (t.shards > 1 && !sharded) revert ShardMismatch(taskId, "the task runs as shards, and the use names none");
+        if (sharded && shard >= t.shards) revert ShardMismatch(taskId, "the use names a shard beyond the task's");
         bytes32 useKey = keccak256(abi.encode(taskId, grantId, writer));
-        if (used[useKey]) revert DuplicateUse(taskId, grantId, writer);
+        bool first = !used[useKey];
+        if (sharded) {
+            bytes32 shardKey = keccak256(abi.encode(taskId, grantId, writer, shard));
+            if (usedShard[shardKey]) revert DuplicateShardUse(taskId, grantId, writer, shard);
+            usedShard[shardKey] = true;
+        } else if (!first) {
+            revert DuplicateUse(taskId, grantId, writer);
+        }
         used[useKey] = true;
         _liveGrant(grantId);
-        if (g.uses >= g.maxUses) revert UsesExhausted(grantId, g.maxUses);
-        if (items > g.maxItemsPerUse) revert ItemsPerUseExceeded(grantId, g.maxItemsPerUse, items);
+        if (first && g.uses >= g.maxUses) revert UsesExhausted(grantId, g.maxUses);
+        uint256 sum = uint256(taskItems[useKey]) + items;
+        if (sum > g.maxItemsPerUse) {
+            revert ItemsPerUseExceeded(grantId, g.maxItemsPerUse, sum > type(uint64).max ? type(uint64).max : uint64(sum));
+        }
+        taskItems[useKey] = uint64(sum);
         if (uint256(g.items) + items > g.maxItems) revert ItemsExhausted(grantId, g.maxItems, g.items, items);
         if (uint256(g.epsilonSpent) + epsilon > g.epsilonBudget) {
             revert EpsilonExhausted(grantId, g.epsilonBudget, g.epsilonSpent, epsilon);
         }
-        g.uses += 1;
+        if (first) g.uses += 1;
         g.items += items;
         g.epsilonSpent += epsilon;
         return _key(taskId);
@@ -567,10 +617,10 @@ contract StayputLedger {
 
     function _result(Cursor memory c, string memory writer) private returns (bytes32) {
         string memory id = _str(c);
-        _take(c, 32); // result digest
+        bytes32 digest = bytes32(_bytes(c, 32));
         string memory receiver = _str(c);
         uint256 n = _count(c);
-        _take(c, 32 * n); // intermediate digests
+        uint256 intermediates = _take(c, 32 * n); // intermediate digests
         Task storage t = _existingTask(id);
         if (t.toBoth && !_eq(receiver, t.receiver) && _ownsADataset(receiver, t)) {
             // The peer of a PSI to both attests its own result; nobody
@@ -583,6 +633,15 @@ contract StayputLedger {
         _requireTaskParty(writer, id, t);
         if (!_eq(receiver, t.receiver)) revert WrongReceiver(id, receiver, t.receiver);
         if (t.hasResult) revert DuplicateResult(id, receiver);
+        // A sharded task's result is the union of its shards': the record
+        // carries each shard's digest and their combination.
+        if (t.shards > 1) {
+            if (n != t.shards) revert ShardResult(id, "a task run as shards records one digest per shard");
+            bytes memory joined = abi.encodePacked(SHARD_DIGESTS_LABEL, _slice(c.data, intermediates, 32 * n));
+            if (sha256(joined) != digest) {
+                revert ShardResult(id, "its digest is not the combination of its shards' digests");
+            }
+        }
         t.hasResult = true;
         return _key(id);
     }

@@ -201,7 +201,8 @@ impl Consortium {
 
     /// A use record of `items` spending `epsilon` milli-ε.
     pub fn spend(&self, task: &str, grant: &str, items: u64, epsilon: u32) -> SignedRecord {
-        self.bureau.sign(Record::Use(UseRecord { task: self.task_id(task), grant: grant.into(), items, epsilon }))
+        let task = self.task_id(task);
+        self.bureau.sign(Record::Use(UseRecord { task, grant: grant.into(), items, epsilon, shard: None }))
     }
 
     /// Submits and expects acceptance.
@@ -296,8 +297,13 @@ pub async fn grant_limits(backend: &dyn Backend) {
     // Only the dataset owner's node records uses; a grant must be in the task.
     c.ok(&c.bureau, c.grant("g2", 5, 100, now + 86_400)).await;
     c.ok(&c.bank, c.task("t4", &["g2"])).await;
-    let by_bank =
-        c.bank.sign(Record::Use(UseRecord { task: c.task_id("t4"), grant: "g2".into(), items: 1, epsilon: 0 }));
+    let by_bank = c.bank.sign(Record::Use(UseRecord {
+        task: c.task_id("t4"),
+        grant: "g2".into(),
+        items: 1,
+        epsilon: 0,
+        shard: None,
+    }));
     expect_refusal!(c, by_bank, Refusal::NotOwner { .. });
     expect_refusal!(c, c.use_of("t1", "g2", 1), Refusal::GrantMismatch { .. });
 
@@ -596,8 +602,69 @@ pub async fn results_of_a_task_to_both(backend: &dyn Backend) {
     expect_refusal!(c, c.bureau.sign(peer_count), Refusal::NotTaskParty { .. });
 }
 
+/// A PSI task run as shards: its count is read from fixed offsets of its
+/// parameters; each of the owner's shards records its own use, the first
+/// counting the grant's use and all together within one use's items; its
+/// result carries one digest per shard and their combination.
+pub async fn sharded_tasks(backend: &dyn Backend) {
+    use crate::tasks::{PSI_SHARDED_TYPE, combine_shard_digests};
+    let c = Consortium::new(backend).await;
+    let now = backend.now(&c.ledger).await;
+    c.ok(&c.bureau, c.grant("g", 1, 100, now + 86_400)).await;
+    c.ok(&c.bureau, c.grant("g-one", 5, 100, now + 86_400)).await;
+    let sharded = |name: &str, count: &[u8]| {
+        let mut params = vec![PSI_SHARDED_TYPE, 1];
+        params.extend_from_slice(count);
+        params.extend_from_slice(name.as_bytes());
+        c.request_with(name, Computation::Psi, &["blacklist"], params)
+    };
+    for (name, count) in [("one", &[1u8, 0, 0, 0][..]), ("many", &[1, 1, 0, 0]), ("short", &[4])] {
+        let task = Record::Task(Task::new(sharded(name, count), vec!["g".into()]));
+        expect_refusal!(c, c.bank.sign(task), Refusal::BadTaskRequest { .. });
+    }
+    let request = sharded("four", &[4, 0, 0, 0]);
+    let id = request.task_id();
+    c.ok(&c.bank, Record::Task(Task::new(request, vec!["g".into()]))).await;
+    let shard_use = |shard: Option<u32>, items: u64| {
+        c.bureau.sign(Record::Use(UseRecord { task: id.clone(), grant: "g".into(), items, epsilon: 0, shard }))
+    };
+    expect_refusal!(c, shard_use(None, 1), Refusal::ShardMismatch { .. });
+    expect_refusal!(c, shard_use(Some(4), 1), Refusal::ShardMismatch { .. });
+    // The grant allows one use of at most 60 items: four shards share it.
+    c.ledger.submit(shard_use(Some(0), 20)).await.expect("shard 0's use");
+    expect_refusal!(c, shard_use(Some(0), 21), Refusal::DuplicateShardUse { shard: 0, .. });
+    c.ledger.submit(shard_use(Some(2), 20)).await.expect("shard 2's use");
+    expect_refusal!(c, shard_use(Some(1), 21), Refusal::ItemsPerUseExceeded { asked: 61, .. });
+    c.ledger.submit(shard_use(Some(1), 20)).await.expect("shard 1's use");
+    c.ledger.submit(shard_use(Some(3), 0)).await.expect("shard 3's use");
+    let grant = c.ledger.grant("g").await.unwrap().unwrap();
+    assert_eq!((grant.uses, grant.items), (1, 60), "one use of 60 items");
+    // An unsharded task's use names no shard.
+    c.ok(&c.bank, c.task("plain", &["g-one"])).await;
+    let named = UseRecord { task: c.task_id("plain"), grant: "g-one".into(), items: 1, epsilon: 0, shard: Some(0) };
+    expect_refusal!(c, c.bureau.sign(Record::Use(named)), Refusal::ShardMismatch { .. });
+    // The result: one digest per shard, and their combination.
+    c.ok(&c.bank, Record::TaskStatus { task: id.clone(), status: TaskStatus::Running }).await;
+    let shard_digests: Vec<[u8; 32]> = (1..=4).map(digest).collect();
+    let result = |digests: &[[u8; 32]], result_digest| {
+        Record::Result(ResultRecord {
+            task: id.clone(),
+            result_digest,
+            receiver: "bank".into(),
+            intermediates: digests.to_vec(),
+        })
+    };
+    let three = result(&shard_digests[..3], combine_shard_digests(&shard_digests[..3]));
+    expect_refusal!(c, c.operator.sign(three), Refusal::ShardResult { .. });
+    expect_refusal!(c, c.operator.sign(result(&shard_digests, digest(9))), Refusal::ShardResult { .. });
+    c.ok(&c.operator, result(&shard_digests, combine_shard_digests(&shard_digests))).await;
+    let trail = c.ledger.task(&id).await.unwrap().unwrap();
+    assert_eq!(trail.uses.iter().map(|(_, u)| u.shard).collect::<Vec<_>>(), [Some(0), Some(2), Some(1), Some(3)]);
+}
+
 /// Every check, in order.
 pub async fn run_all(backend: &dyn Backend) {
+    sharded_tasks(backend).await;
     owner_only_writes(backend).await;
     grant_limits(backend).await;
     task_transitions(backend).await;

@@ -152,6 +152,30 @@ fn refusal(e: ContractError) -> LedgerError {
         E::BadTaskRequest(x) => Refusal::BadTaskRequest { task: x.task, problem: x.problem },
         E::StaleTaskRequest(x) => Refusal::StaleTaskRequest { task: x.task, issued_at: x.issuedAt, now: x.now_ },
         E::DuplicateUse(x) => Refusal::DuplicateUse { task: x.task, grant: x.grant, writer: x.writer },
+        E::DuplicateShardUse(x) => {
+            Refusal::DuplicateShardUse { task: x.task, grant: x.grant, writer: x.writer, shard: x.shard }
+        }
+        E::ShardMismatch(x) => Refusal::ShardMismatch {
+            task: x.task,
+            problem: static_str(
+                &x.problem,
+                &[
+                    "the task runs as one session, and the use names a shard",
+                    "the task runs as shards, and the use names none",
+                    "the use names a shard beyond the task's",
+                ],
+            ),
+        },
+        E::ShardResult(x) => Refusal::ShardResult {
+            task: x.task,
+            problem: static_str(
+                &x.problem,
+                &[
+                    "a task run as shards records one digest per shard",
+                    "its digest is not the combination of its shards' digests",
+                ],
+            ),
+        },
         E::WrongReceiver(x) => Refusal::WrongReceiver { task: x.task, receiver: x.receiver, expected: x.expected },
         E::DuplicateResult(x) => Refusal::DuplicateResult { task: x.task, receiver: x.receiver },
     };

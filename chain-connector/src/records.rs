@@ -296,6 +296,21 @@ impl Task {
         self.kind() == Computation::Psi && self.request.request.params.first() == Some(&crate::tasks::PSI_TO_BOTH_TYPE)
     }
 
+    /// The shard pairs a PSI task runs as: the count after the protocol
+    /// byte of parameters of type [`crate::tasks::PSI_SHARDED_TYPE`], 1 for
+    /// every other task — read from fixed offsets, as the EVM contract
+    /// reads it. An error says why a sharded type's count is not allowed.
+    pub fn shards(&self) -> Result<u32, &'static str> {
+        use crate::tasks::{MAX_SHARDS, PSI_SHARDED_TYPE};
+        let params = &self.request.request.params;
+        if self.kind() != Computation::Psi || params.first() != Some(&PSI_SHARDED_TYPE) {
+            return Ok(1);
+        }
+        let count = params.get(2..6).ok_or("a sharded task runs as 2 to 256 shards")?;
+        let count = u32::from_le_bytes(count.try_into().expect("4 bytes"));
+        if (2..=MAX_SHARDS).contains(&count) { Ok(count) } else { Err("a sharded task runs as 2 to 256 shards") }
+    }
+
     /// Digest of its canonical parameters.
     pub fn params_digest(&self) -> Digest {
         crate::tasks::params_digest(self.kind(), &self.request.request.params)
@@ -313,6 +328,9 @@ pub struct UseRecord {
     pub items: u64,
     /// Privacy budget spent, in milli-ε (0 for a release without noise).
     pub epsilon: u32,
+    /// The shard served, for a task run as shards (kind 10 on the wire);
+    /// `None` for every other task (kind 7).
+    pub shard: Option<u32>,
 }
 
 /// A task's result, by digest.
@@ -427,7 +445,14 @@ impl Record {
                 w.u8(6).str(task).u8(status.code());
             }
             Record::Use(u) => {
-                w.u8(7).str(&u.task).str(&u.grant).u64(u.items).u32(u.epsilon);
+                match u.shard {
+                    None => w.u8(7),
+                    Some(_) => w.u8(10),
+                };
+                w.str(&u.task).str(&u.grant).u64(u.items).u32(u.epsilon);
+                if let Some(shard) = u.shard {
+                    w.u32(shard);
+                }
             }
             Record::Result(r) => {
                 w.u8(8).str(&r.task).fixed(&r.result_digest).str(&r.receiver);
@@ -485,7 +510,13 @@ impl Record {
                 request: SignedTaskRequest::from_bytes(&r.bytes_bounded(MAX_REQUEST_BYTES)?)?,
             }),
             6 => Record::TaskStatus { task: r.str()?, status: TaskStatus::from_code(r.u8()?)? },
-            7 => Record::Use(UseRecord { task: r.str()?, grant: r.str()?, items: r.u64()?, epsilon: r.u32()? }),
+            kind @ (7 | 10) => Record::Use(UseRecord {
+                task: r.str()?,
+                grant: r.str()?,
+                items: r.u64()?,
+                epsilon: r.u32()?,
+                shard: if kind == 10 { Some(r.u32()?) } else { None },
+            }),
             8 => Record::Result(ResultRecord {
                 task: r.str()?,
                 result_digest: r.fixed()?,

@@ -113,6 +113,14 @@ pub enum Refusal {
         "'{writer}' has already recorded its use of grant '{grant}' for task '{task}'; one use per task, grant and owner"
     )]
     DuplicateUse { task: String, grant: String, writer: String },
+    #[error(
+        "'{writer}' has already recorded its use of grant '{grant}' for shard {shard} of task '{task}'; one use per shard"
+    )]
+    DuplicateShardUse { task: String, grant: String, writer: String, shard: u32 },
+    #[error("use of task '{task}': {problem}")]
+    ShardMismatch { task: String, problem: &'static str },
+    #[error("result of task '{task}': {problem}")]
+    ShardResult { task: String, problem: &'static str },
     #[error("task '{task}' delivers its result to '{expected}', not '{receiver}'")]
     WrongReceiver { task: String, receiver: String, expected: String },
     #[error("task '{task}' already has its result for '{receiver}'; one result per receiver")]
@@ -338,6 +346,7 @@ impl State {
         if now.abs_diff(t.request.request.issued_at) > REQUEST_WINDOW_SECS {
             return Err(Refusal::StaleTaskRequest { task: t.id.clone(), issued_at: t.request.request.issued_at, now });
         }
+        t.shards().map_err(|problem| bad(problem.into()))?;
         Ok(())
     }
 
@@ -461,22 +470,54 @@ impl State {
                 if !matches!(task.status, TaskStatus::Submitted | TaskStatus::Running) {
                     return Err(Refusal::TaskNotActive { task: u.task.clone(), status: task.status });
                 }
-                if task.uses.iter().any(|(by, used)| by == writer && used.grant == u.grant) {
-                    return Err(Refusal::DuplicateUse {
-                        task: u.task.clone(),
-                        grant: u.grant.clone(),
-                        writer: writer.into(),
-                    });
+                // A task run as shards is served by each of the owner's
+                // shards under one use of the grant: the first shard's
+                // record counts the use, and the items of all its shards
+                // together stay within one use's allowance.
+                let shards = task.task.shards().unwrap_or(1);
+                let shard_problem = match (shards, u.shard) {
+                    (1, Some(_)) => Some("the task runs as one session, and the use names a shard"),
+                    (2.., None) => Some("the task runs as shards, and the use names none"),
+                    (n, Some(shard)) if shard >= n => Some("the use names a shard beyond the task's"),
+                    _ => None,
+                };
+                if let Some(problem) = shard_problem {
+                    return Err(Refusal::ShardMismatch { task: u.task.clone(), problem });
+                }
+                let earlier: Vec<&UseRecord> = task
+                    .uses
+                    .iter()
+                    .filter(|(by, used)| by == writer && used.grant == u.grant)
+                    .map(|(_, used)| used)
+                    .collect();
+                match u.shard {
+                    None if !earlier.is_empty() => {
+                        return Err(Refusal::DuplicateUse {
+                            task: u.task.clone(),
+                            grant: u.grant.clone(),
+                            writer: writer.into(),
+                        });
+                    }
+                    Some(shard) if earlier.iter().any(|used| used.shard == Some(shard)) => {
+                        return Err(Refusal::DuplicateShardUse {
+                            task: u.task.clone(),
+                            grant: u.grant.clone(),
+                            writer: writer.into(),
+                            shard,
+                        });
+                    }
+                    _ => {}
                 }
                 Self::require_live(grant, now)?;
-                if grant.uses >= grant.grant.max_uses {
+                if earlier.is_empty() && grant.uses >= grant.grant.max_uses {
                     return Err(Refusal::UsesExhausted { grant: u.grant.clone(), max_uses: grant.grant.max_uses });
                 }
-                if u.items > grant.grant.max_items_per_use {
+                let task_items = earlier.iter().fold(u.items, |sum, used| sum.saturating_add(used.items));
+                if task_items > grant.grant.max_items_per_use {
                     return Err(Refusal::ItemsPerUseExceeded {
                         grant: u.grant.clone(),
                         max_items_per_use: grant.grant.max_items_per_use,
-                        asked: u.items,
+                        asked: task_items,
                     });
                 }
                 if grant.items.checked_add(u.items).is_none_or(|total| total > grant.grant.max_items) {
@@ -522,6 +563,21 @@ impl State {
                 if task.results.iter().any(|done| done.receiver == r.receiver) {
                     return Err(Refusal::DuplicateResult { task: r.task.clone(), receiver: r.receiver.clone() });
                 }
+                // A sharded task's result is the union of its shards': the
+                // record carries each shard's digest and their combination.
+                let shards = task.task.shards().unwrap_or(1);
+                if shards > 1 {
+                    let problem = if r.intermediates.len() != shards as usize {
+                        Some("a task run as shards records one digest per shard")
+                    } else if crate::tasks::combine_shard_digests(&r.intermediates) != r.result_digest {
+                        Some("its digest is not the combination of its shards' digests")
+                    } else {
+                        None
+                    };
+                    if let Some(problem) = problem {
+                        return Err(Refusal::ShardResult { task: r.task.clone(), problem });
+                    }
+                }
             }
         }
         Ok(())
@@ -554,8 +610,13 @@ impl State {
                 }
             }
             Record::Use(u) => {
+                // One use per task and grant, however many shards served it.
+                let first = self
+                    .tasks
+                    .get(&u.task)
+                    .is_none_or(|t| !t.uses.iter().any(|(by, used)| by == &signed.writer && used.grant == u.grant));
                 if let Some(g) = self.grants.get_mut(&u.grant) {
-                    g.uses += 1;
+                    g.uses += u32::from(first);
                     g.items += u.items;
                     g.epsilon_spent += u.epsilon;
                 }

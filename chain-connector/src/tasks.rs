@@ -189,9 +189,12 @@ pub fn params_digest(kind: Computation, params: &[u8]) -> Digest {
 ///
 /// Encodings: type 1 (ECDH, to the requester — the original one), type 9
 /// with the protocol's code (to the requester), type
-/// [`PSI_TO_BOTH_TYPE`] with the protocol's code (to both). The type byte
-/// comes first, so a ledger that cannot decode parameters (the EVM
-/// contract) still reads who receives a result from it.
+/// [`PSI_TO_BOTH_TYPE`] with the protocol's code (to both), type
+/// [`PSI_SHARDED_TYPE`] with the protocol's code and the shard count as a
+/// 4-byte little-endian number (to the requester, run as that many shard
+/// pairs). The type byte comes first, and a sharded task's count at a fixed
+/// offset after it, so a ledger that does not decode parameters (the EVM
+/// contract) still reads who receives a result and how many shards serve.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PsiParams {
     /// The requester node's own dataset (a name in its configuration).
@@ -204,7 +207,34 @@ pub struct PsiParams {
     pub protocol: PsiProtocol,
     /// Who receives the intersection.
     pub delivery: PsiDelivery,
+    /// Shard pairs the task runs as (1: one session). With `N > 1` both
+    /// organisations run `N` nodes, and pair `i` intersects the keys that
+    /// a keyed hash puts in shard `i` on both sides; the result is the
+    /// union of the requester's `N` shard results, whose digests the
+    /// result record carries beside their combination
+    /// ([`combine_shard_digests`]). To the requester only.
+    pub shards: u32,
 }
+
+/// The type byte of PSI parameters run as shards.
+pub const PSI_SHARDED_TYPE: u8 = 11;
+
+/// Most shards a PSI task may run as.
+pub const MAX_SHARDS: u32 = 256;
+
+/// The digest a sharded task's result record carries: SHA-256 of a
+/// domain label and the shard results' digests in shard order.
+pub fn combine_shard_digests(shards: &[Digest]) -> Digest {
+    let mut h = Sha256::new();
+    h.update(SHARD_DIGESTS_LABEL);
+    for d in shards {
+        h.update(d);
+    }
+    h.finalize().into()
+}
+
+/// The label [`combine_shard_digests`] starts with.
+pub const SHARD_DIGESTS_LABEL: &[u8] = b"stayput/psi/shard-digests/v1";
 
 /// The type byte of PSI parameters that deliver the intersection to both
 /// parties: the ledger's rules let the peer dataset's owner record its own
@@ -498,10 +528,13 @@ impl TaskParams {
         let mut w = Writer::new();
         match self {
             TaskParams::Psi(p) => {
-                match (p.delivery, p.protocol) {
-                    (PsiDelivery::ToRequester, PsiProtocol::Ecdh) => w.u8(1),
-                    (PsiDelivery::ToRequester, other) => w.u8(9).u8(other as u8),
-                    (PsiDelivery::ToBoth, protocol) => w.u8(PSI_TO_BOTH_TYPE).u8(protocol as u8),
+                match (p.delivery, p.protocol, p.shards) {
+                    (PsiDelivery::ToRequester, PsiProtocol::Ecdh, 0 | 1) => w.u8(1),
+                    (PsiDelivery::ToRequester, other, 0 | 1) => w.u8(9).u8(other as u8),
+                    (PsiDelivery::ToBoth, protocol, 0 | 1) => w.u8(PSI_TO_BOTH_TYPE).u8(protocol as u8),
+                    // Decoding refuses a sharded task to both: it cannot be
+                    // recorded.
+                    (_, protocol, shards) => w.u8(PSI_SHARDED_TYPE).u8(protocol as u8).u32(shards),
                 };
                 w.str(&p.requester_dataset).str(&p.peer_dataset).list(&p.columns, |w, c| {
                     w.str(c);
@@ -573,6 +606,7 @@ impl TaskParams {
                     columns: r.list(Reader::str)?,
                     protocol,
                     delivery: PsiDelivery::ToRequester,
+                    shards: 1,
                 })
             }
             (Computation::Psi, PSI_TO_BOTH_TYPE) => TaskParams::Psi(PsiParams {
@@ -581,7 +615,32 @@ impl TaskParams {
                 peer_dataset: r.str()?,
                 columns: r.list(Reader::str)?,
                 delivery: PsiDelivery::ToBoth,
+                shards: 1,
             }),
+            (Computation::Psi, PSI_SHARDED_TYPE) => {
+                let protocol = PsiProtocol::from_code(r.u8()?, true)?;
+                let shards = r.u32()?;
+                if !(2..=MAX_SHARDS).contains(&shards) {
+                    return Err(LedgerError::Malformed {
+                        what: "task parameters",
+                        reason: format!("{shards} shards; a sharded task runs as 2 to {MAX_SHARDS}"),
+                    });
+                }
+                TaskParams::Psi(PsiParams {
+                    protocol,
+                    requester_dataset: r.str()?,
+                    peer_dataset: r.str()?,
+                    columns: r.list(Reader::str)?,
+                    delivery: PsiDelivery::ToRequester,
+                    shards,
+                })
+            }
+            (Computation::PsiCardinality, PSI_SHARDED_TYPE) => {
+                return Err(LedgerError::Malformed {
+                    what: "task parameters",
+                    reason: "a cardinality task runs as one session; shards are a mode of kind psi".into(),
+                });
+            }
             (Computation::PsiCardinality, PSI_TO_BOTH_TYPE) => {
                 return Err(LedgerError::Malformed {
                     what: "task parameters",
@@ -678,6 +737,7 @@ mod tests {
             columns: vec!["national_id".into()],
             protocol: PsiProtocol::Ecdh,
             delivery: PsiDelivery::ToRequester,
+            shards: 1,
         });
         TaskRequest {
             requester: "bank".into(),
@@ -758,6 +818,7 @@ mod tests {
             columns: vec!["id".into()],
             protocol: PsiProtocol::Ecdh,
             delivery: PsiDelivery::ToRequester,
+            shards: 1,
         };
         let body = concat!("01000000", "61", "01000000", "62", "01000000", "02000000", "6964");
         let ecdh = TaskParams::Psi(params.clone()).encode();
@@ -774,6 +835,37 @@ mod tests {
     }
 
     #[test]
+    fn sharded_psi_parameters_carry_their_count_after_the_protocol() {
+        let params = PsiParams {
+            requester_dataset: "a".into(),
+            peer_dataset: "b".into(),
+            columns: vec!["id".into()],
+            protocol: PsiProtocol::Kkrt,
+            delivery: PsiDelivery::ToRequester,
+            shards: 4,
+        };
+        let body = concat!("01000000", "61", "01000000", "62", "01000000", "02000000", "6964");
+        let bytes = TaskParams::Psi(params.clone()).encode();
+        // Known answer: type 11, protocol 1 (kkrt), 4 shards (u32 LE), then
+        // the datasets and columns as in every PSI encoding.
+        assert_eq!(hex::encode(&bytes), format!("0b0104000000{body}"));
+        assert_eq!(TaskParams::decode(Computation::Psi, &bytes).unwrap(), TaskParams::Psi(params.clone()));
+        // One shard is the unsharded encoding: one encoding per parameters.
+        let one = TaskParams::Psi(PsiParams { shards: 1, ..params.clone() }).encode();
+        assert_eq!(hex::encode(&one), format!("0901{body}"));
+        for (count, expect) in [("01000000", "1 shards"), ("00000000", "0 shards"), ("01010000", "257 shards")] {
+            let bad = hex::decode(format!("0b01{count}{body}")).unwrap();
+            let err = TaskParams::decode(Computation::Psi, &bad).unwrap_err().to_string();
+            assert!(err.contains(expect) && err.contains("2 to 256"), "{err}");
+        }
+        let err = TaskParams::decode(Computation::PsiCardinality, &bytes).unwrap_err().to_string();
+        assert!(err.contains("one session"), "{err}");
+        // A sharded task to both is never written: it would not decode.
+        let both = TaskParams::Psi(PsiParams { delivery: PsiDelivery::ToBoth, ..params }).encode();
+        assert_eq!(both, bytes, "the encoding has no room for it; the CLI refuses it first");
+    }
+
+    #[test]
     fn psi_parameters_to_both_lead_with_their_own_type() {
         let mut params = PsiParams {
             requester_dataset: "a".into(),
@@ -781,6 +873,7 @@ mod tests {
             columns: vec!["id".into()],
             protocol: PsiProtocol::Ecdh,
             delivery: PsiDelivery::ToBoth,
+            shards: 1,
         };
         let body = concat!("01000000", "61", "01000000", "62", "01000000", "02000000", "6964");
         for (protocol, code) in [(PsiProtocol::Ecdh, "00"), (PsiProtocol::Kkrt, "01")] {

@@ -432,6 +432,7 @@ fn psi_task(kind: Computation, peer_dataset: &str) -> TaskSpec {
             columns: vec!["national_id".into()],
             protocol: PsiProtocol::Ecdh,
             delivery: PsiDelivery::ToRequester,
+            shards: 1,
         }),
     }
 }
@@ -1012,6 +1013,7 @@ async fn ocean_journey(net: &LocalConsortium) -> Result<(), CliError> {
             columns: vec!["station_id".into()],
             protocol: PsiProtocol::Ecdh,
             delivery: PsiDelivery::ToRequester,
+            shards: 1,
         }),
     };
     let extreme = SST_QUERY.replace("kind = \"mean\"", "kind = \"max\"");

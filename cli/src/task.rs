@@ -410,6 +410,7 @@ pub async fn run(command: TaskCommand) -> Result<(), CliError> {
                     columns,
                     protocol,
                     delivery: if both { PsiDelivery::ToBoth } else { PsiDelivery::ToRequester },
+                    shards: 1,
                 }),
             };
             let signed = sign_for_ledger(&config, &key, &spec).await?;

@@ -230,6 +230,7 @@ async fn a_scientist_gets_aggregates_and_never_rows() {
             columns: vec!["station_id".into()],
             protocol: PsiProtocol::Ecdh,
             delivery: PsiDelivery::ToRequester,
+            shards: 1,
         }),
     };
     let err = net.submit("scientist", &psi).await.unwrap_err().to_string();

@@ -78,6 +78,7 @@ fn psi(kind: Computation, dataset: &str, columns: &[&str], receiver: &str) -> Ta
             columns: columns.iter().map(|c| (*c).to_owned()).collect(),
             protocol: PsiProtocol::Ecdh,
             delivery: PsiDelivery::ToRequester,
+            shards: 1,
         }),
     }
 }

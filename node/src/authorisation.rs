@@ -80,7 +80,7 @@ pub async fn record_use(
         ledger,
         own_org,
         own_key,
-        UseRecord { task: task.to_owned(), grant: grant.to_owned(), items, epsilon: 0 },
+        UseRecord { task: task.to_owned(), grant: grant.to_owned(), items, epsilon: 0, shard: None },
     )
     .await
     .map_err(ledger_error(task))
@@ -101,7 +101,7 @@ pub async fn record_use_spending(
     items: u64,
     epsilon: u32,
 ) -> Result<(), NodeError> {
-    let record = UseRecord { task: task.to_owned(), grant: grant.to_owned(), items, epsilon };
+    let record = UseRecord { task: task.to_owned(), grant: grant.to_owned(), items, epsilon, shard: None };
     submit_use(ledger, own_org, own_key, record).await.map_err(|e| match NodeError::from_ledger(e) {
         NodeError::LedgerRefused(reason) => {
             tracing::warn!(task = %task, grant = %grant, reason = %reason, "the ledger refused this node's use record");

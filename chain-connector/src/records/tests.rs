@@ -77,6 +77,14 @@ fn samples() -> Vec<Record> {
             grant: "g-2026-001".into(),
             items: 1000,
             epsilon: 250,
+            shard: None,
+        }),
+        Record::Use(UseRecord {
+            task: sample_request().task_id(),
+            grant: "g-2026-001".into(),
+            items: 1000,
+            epsilon: 0,
+            shard: Some(3),
         }),
         Record::Result(ResultRecord {
             task: sample_request().task_id(),
@@ -210,9 +218,9 @@ proptest! {
     }
 
     #[test]
-    fn uses_round_trip(task in "[a-z0-9-]{1,40}", grant in "[a-z0-9-]{1,40}", items in any::<u64>(), epsilon in any::<u32>()) {
+    fn uses_round_trip(task in "[a-z0-9-]{1,40}", grant in "[a-z0-9-]{1,40}", items in any::<u64>(), epsilon in any::<u32>(), shard in proptest::option::of(any::<u32>())) {
         let key = OrgKey::from_bytes(&[3; 32]);
-        let signed = SignedRecord::sign(Record::Use(UseRecord { task, grant, items, epsilon }), "x", &key, &sample_ledger());
+        let signed = SignedRecord::sign(Record::Use(UseRecord { task, grant, items, epsilon, shard }), "x", &key, &sample_ledger());
         prop_assert_eq!(SignedRecord::from_bytes(&signed.to_bytes()).unwrap(), signed);
     }
 }
