@@ -203,6 +203,7 @@ fn dataset(path: PathBuf) -> Dataset {
         null_values: vec![],
         labels: None,
         pir: None,
+        shard: None,
     }
 }
 

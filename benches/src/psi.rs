@@ -309,6 +309,7 @@ fn over_grpc(
             protocol,
             parts,
             output_format: FileFormat::Csv,
+            shard: None,
         };
         let t = Instant::now();
         let report = stayput_node::control::request_psi(net.state("bank"), &request, |_| {}).await?;

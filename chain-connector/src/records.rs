@@ -655,6 +655,38 @@ impl OrgKey {
     pub fn sign_bytes(&self, message: &[u8]) -> [u8; 64] {
         self.0.sign(message).to_bytes()
     }
+
+    /// A secret this organisation and the member whose ed25519 public key
+    /// is `peer` each compute alone, exchanging nothing: X25519 between
+    /// this key's secret scalar and `peer` in its Montgomery form (both
+    /// sides reach the same point, `a·b·G`), hashed with `label` and
+    /// `context`. Only the two organisations' keys can compute it. Using
+    /// an Ed25519 key for X25519 as well is sound when the uses are kept
+    /// apart (Thormarker, "On using the same key pair for Ed25519 and an
+    /// X25519 based KEM", 2021): here every output is hashed under its own
+    /// label and never signed. A peer key that is not a curve point, or of
+    /// small order, is refused.
+    pub fn agree(
+        &self,
+        peer: &[u8; 32],
+        label: &[u8],
+        context: &[u8],
+    ) -> Result<zeroize::Zeroizing<[u8; 32]>, LedgerError> {
+        use sha2::{Digest as _, Sha256};
+        let bad = |reason: &str| LedgerError::Malformed { what: "member key", reason: reason.into() };
+        let peer = ed25519_dalek::VerifyingKey::from_bytes(peer).map_err(|_| bad("not an ed25519 public key"))?;
+        let scalar = zeroize::Zeroizing::new(self.0.to_scalar_bytes());
+        let shared = zeroize::Zeroizing::new(peer.to_montgomery().mul_clamped(*scalar).to_bytes());
+        if *shared == [0u8; 32] {
+            return Err(bad("a key of small order"));
+        }
+        let mut h = Sha256::new();
+        for part in [label, &shared[..], context] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part);
+        }
+        Ok(zeroize::Zeroizing::new(h.finalize().into()))
+    }
 }
 
 impl std::fmt::Debug for OrgKey {

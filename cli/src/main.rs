@@ -533,6 +533,7 @@ async fn psi(args: PsiArgs) -> Result<(), CliError> {
             Format::Csv => FileFormat::Csv,
             Format::Parquet => FileFormat::Parquet,
         },
+        shard: None,
     };
     let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template("{spinner} {msg:>12} [{bar:30}] {pos}/{len} keys ({elapsed})")

@@ -46,6 +46,12 @@ pub enum TaskCommand {
         /// cardinality).
         #[arg(long, default_value = "ecdh", value_parser = PsiProtocol::parse)]
         protocol: PsiProtocol,
+        /// Run as this many shard pairs (2 to 256): both organisations run
+        /// one node per shard (`shard = "i/N"`), each result file on your
+        /// shard `i`'s node holds that shard's rows, and the ledger records
+        /// each shard's digest and their combination.
+        #[arg(long, default_value_t = 1, conflicts_with_all = ["both", "cardinality"])]
+        shards: u32,
         /// Return once the task is accepted instead of following it.
         #[arg(long)]
         no_wait: bool,
@@ -392,7 +398,11 @@ pub async fn run(command: TaskCommand) -> Result<(), CliError> {
             println!("task {} succeeded: {} applicants", last.task_id, last.result_count);
             println!("scores on your node: {} (digest on the ledger: {})", path.display(), last.result_digest);
         }
-        TaskCommand::Psi { config, dataset, peer_dataset, columns, cardinality, both, protocol, no_wait } => {
+        TaskCommand::Psi { config, dataset, peer_dataset, columns, cardinality, both, protocol, shards, no_wait } => {
+            let max = stayput_chain_connector::tasks::MAX_SHARDS;
+            if shards == 0 || shards > max {
+                return Err(CliError::Usage(format!("--shards {shards}: give 1 (one session) to {max}")));
+            }
             if cardinality && protocol != PsiProtocol::Ecdh {
                 return Err(CliError::Usage(format!(
                     "--cardinality needs the ecdh protocol: {} reveals which keys matched",
@@ -410,7 +420,7 @@ pub async fn run(command: TaskCommand) -> Result<(), CliError> {
                     columns,
                     protocol,
                     delivery: if both { PsiDelivery::ToBoth } else { PsiDelivery::ToRequester },
-                    shards: 1,
+                    shards,
                 }),
             };
             let signed = sign_for_ledger(&config, &key, &spec).await?;

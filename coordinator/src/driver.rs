@@ -20,7 +20,7 @@ use std::time::Duration;
 use stayput_chain_connector::LedgerError;
 use stayput_chain_connector::records::{Record, ResultRecord, SignedRecord, Task, TaskStatus};
 use stayput_chain_connector::rules::Refusal;
-use stayput_chain_connector::tasks::SignedTaskRequest;
+use stayput_chain_connector::tasks::{SignedTaskRequest, combine_shard_digests};
 use stayput_proto::v1::RunTaskRequest;
 use stayput_proto::v1::node_control_client::NodeControlClient;
 use stayput_proto::v1::task_event::Event;
@@ -127,7 +127,12 @@ async fn step(inner: &Arc<Inner>, task: &mut StoredTask) -> Result<(), Coordinat
     }
 
     let receiver = request.request.receiver.clone();
-    let (digest, count, intermediates) = run_until_done(inner, &task.id, &receiver, &request.request.params).await?;
+    let shards = state.task.shards().unwrap_or(1);
+    let (digest, count, intermediates) = if shards > 1 {
+        run_shards(inner, &task.id, &receiver, &request.request.params, shards).await?
+    } else {
+        run_until_done(inner, &task.id, &receiver, &request.request.params, 0).await?
+    };
     // One result per task on the ledger: a rerun after a crash finds the
     // node's recorded outcome, whose digest must be the one on the ledger.
     match state.result() {
@@ -166,6 +171,57 @@ async fn step(inner: &Arc<Inner>, task: &mut StoredTask) -> Result<(), Coordinat
     Ok(())
 }
 
+/// `org`'s member record.
+async fn member(inner: &Inner, org: &str) -> Result<stayput_chain_connector::records::Member, CoordinatorError> {
+    inner
+        .ledger
+        .member(org)
+        .await?
+        .ok_or_else(|| CoordinatorError::NodeFailed { org: org.into(), message: "not a member".into() })
+}
+
+/// Runs a task of `shards` shards on each of `org`'s shard nodes at once;
+/// its result is the union of theirs: their digests, in shard order, and
+/// their combination ([`combine_shard_digests`]), and the sum of their
+/// counts. Each shard is retried on its own; one that fails for good fails
+/// the task (the others' uses stay on the ledger, as any served use does).
+async fn run_shards(
+    inner: &Arc<Inner>,
+    task: &str,
+    org: &str,
+    params: &[u8],
+    shards: u32,
+) -> Result<([u8; 32], u64, Vec<[u8; 32]>), CoordinatorError> {
+    let member = member(inner, org).await?;
+    if !stayput_identity::names_shards(&member.endpoint) {
+        return Err(CoordinatorError::NodeFailed {
+            org: org.into(),
+            message: format!(
+                "the task runs as {shards} shards, and the member's endpoint '{}' does not name them; \
+                 register an endpoint with {{shard}} where each shard node's index goes",
+                member.endpoint
+            ),
+        });
+    }
+    let mut runs = tokio::task::JoinSet::new();
+    for shard in 0..shards {
+        let (inner, task, org, params) = (inner.clone(), task.to_owned(), org.to_owned(), params.to_vec());
+        runs.spawn(async move { (shard, run_until_done(&inner, &task, &org, &params, shard).await) });
+    }
+    let mut digests = vec![[0u8; 32]; shards as usize];
+    let mut count = 0u64;
+    while let Some(joined) = runs.join_next().await {
+        let (shard, outcome) = joined.map_err(|e| CoordinatorError::NodeFailed {
+            org: org.into(),
+            message: format!("a shard's run ended abnormally: {e}"),
+        })?;
+        let (digest, shard_count, _) = outcome?;
+        digests[shard as usize] = digest;
+        count = count.saturating_add(shard_count);
+    }
+    Ok((combine_shard_digests(&digests), count, digests))
+}
+
 /// Runs the task on `org`'s node, again after a node or its peer went
 /// away — at most [`RUN_ATTEMPTS`] times, waiting longer each time (about
 /// a minute in all), so a node restarted by its operator or scheduler
@@ -177,10 +233,11 @@ async fn run_until_done(
     task: &str,
     org: &str,
     params: &[u8],
+    shard: u32,
 ) -> Result<([u8; 32], u64, Vec<[u8; 32]>), CoordinatorError> {
     let mut delay = Duration::from_secs(1);
     for attempt in 1..=RUN_ATTEMPTS {
-        match run_on_node(inner, task, org, params.to_vec()).await {
+        match run_on_node(inner, task, org, params.to_vec(), shard).await {
             Err(e) if e.is_transient() && attempt < RUN_ATTEMPTS => {
                 tracing::warn!(task = %task, org = %org, attempt, error = %e, "task interrupted; running it again");
                 tokio::time::sleep(delay).await;
@@ -192,24 +249,22 @@ async fn run_until_done(
     unreachable!("the last attempt returns")
 }
 
-/// Asks `org`'s node to run the task; returns the result digest, count and
-/// intermediate digests.
+/// Asks `org`'s node (its shard `shard`) to run the task; returns the
+/// result digest, count and intermediate digests.
 async fn run_on_node(
     inner: &Arc<Inner>,
     task: &str,
     org: &str,
     params: Vec<u8>,
+    shard: u32,
 ) -> Result<([u8; 32], u64, Vec<[u8; 32]>), CoordinatorError> {
-    let member = inner
-        .ledger
-        .member(org)
-        .await?
-        .ok_or_else(|| CoordinatorError::NodeFailed { org: org.into(), message: "not a member".into() })?;
+    let member = member(inner, org).await?;
     let mut delay = Duration::from_millis(250);
     let mut attempt = 0;
     let channel = loop {
         attempt += 1;
-        match stayput_identity::dial(&inner.tls, org, &member.endpoint).await {
+        let endpoint = stayput_identity::shard_endpoint(&member.endpoint, shard);
+        match stayput_identity::dial(&inner.tls, org, &endpoint).await {
             Ok(channel) => break channel,
             Err(e) if attempt < CONNECT_ATTEMPTS => {
                 tracing::warn!(task = %task, org = %org, attempt, error = %e, "node unreachable; retrying");
@@ -231,7 +286,7 @@ async fn run_on_node(
         }
     };
     let mut events = NodeControlClient::new(channel)
-        .run_task(RunTaskRequest { task_id: task.into(), params: params.into() })
+        .run_task(RunTaskRequest { task_id: task.into(), params: params.into(), shard })
         .await
         .map_err(failed)?
         .into_inner();

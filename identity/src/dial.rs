@@ -35,6 +35,24 @@ pub async fn dial(tls: &TlsMaterial, org: &str, endpoint: &str) -> Result<Channe
         .map_err(|e| connect_err(error_chain(&e)))
 }
 
+/// What a member's endpoint says where its shard's index goes: an
+/// organisation that runs a task as shards runs one node per shard, and
+/// its endpoint names them all, e.g. `https://psi-{shard}.bank.svc:7101`
+/// for the pods of a Kubernetes Indexed Job.
+pub const SHARD_PLACEHOLDER: &str = "{shard}";
+
+/// The endpoint of shard `shard` of a member whose endpoint is `endpoint`
+/// (an endpoint without [`SHARD_PLACEHOLDER`] is the same for every shard;
+/// a task of one session goes to shard 0).
+pub fn shard_endpoint(endpoint: &str, shard: u32) -> String {
+    endpoint.replace(SHARD_PLACEHOLDER, &shard.to_string())
+}
+
+/// Whether `endpoint` names one node per shard.
+pub fn names_shards(endpoint: &str) -> bool {
+    endpoint.contains(SHARD_PLACEHOLDER)
+}
+
 /// An error and its sources on one line (TLS failures hide the useful part
 /// in a source).
 fn error_chain(err: &dyn std::error::Error) -> String {
@@ -73,5 +91,15 @@ mod tests {
         assert!(err.to_string().contains(&endpoint), "{err}");
         let err = dial(&tls, "bureau", "not a url").await.unwrap_err();
         assert!(matches!(err, IdentityError::Connect { .. }), "{err}");
+    }
+
+    #[test]
+    fn shards_are_dialled_by_index() {
+        let template = "https://psi-{shard}.bank.svc:7101";
+        assert!(names_shards(template));
+        assert_eq!(shard_endpoint(template, 3), "https://psi-3.bank.svc:7101");
+        assert_eq!(shard_endpoint("https://127.0.{shard}.2:7101", 0), "https://127.0.0.2:7101");
+        assert!(!names_shards("https://bank:7101"));
+        assert_eq!(shard_endpoint("https://bank:7101", 2), "https://bank:7101");
     }
 }

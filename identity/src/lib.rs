@@ -44,6 +44,6 @@ pub use certificate::{
     CertifiedKey, PrivateKeyPem, check_org_name, generate_ca, issue_org_certificate, read_certified_key,
     write_certified_key,
 };
-pub use dial::{CALL_DEADLINE, dial};
+pub use dial::{CALL_DEADLINE, SHARD_PLACEHOLDER, dial, names_shards, shard_endpoint};
 pub use error::IdentityError;
 pub use tls::{TlsMaterial, TlsPaths, caller_org};

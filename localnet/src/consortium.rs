@@ -44,6 +44,8 @@ pub struct LocalConsortium {
     pub coordinator_config: PathBuf,
     /// The operator organisation.
     pub operator: String,
+    /// Shard nodes by organisation, in shard order ([`Self::start_shards`]).
+    pub shards: BTreeMap<String, Vec<stayput_node::server::RunningNode>>,
     keys: BTreeMap<String, OrgKey>,
     clock: Clock,
 }
@@ -127,6 +129,7 @@ impl LocalConsortium {
             ledger,
             coordinator_config,
             operator: OPERATOR.into(),
+            shards: BTreeMap::new(),
             keys: org_keys,
             clock,
         })
@@ -228,10 +231,106 @@ impl LocalConsortium {
         self.client(org).await?.submit(&signed).await
     }
 
+    /// Starts `count` shard nodes for each `(org, count)`, as a deployment
+    /// runs them: the organisation's certificate, ledger key and dataset
+    /// files, `shard = "i/N"`, its own result and state folders; shard `i`
+    /// of every sharded organisation listens on `127.0.i.2` at a port of
+    /// that organisation, so its member endpoint on the ledger becomes
+    /// `https://127.0.{shard}.2:<port>` and its peers' shard nodes dial
+    /// theirs by index. The organisation's first node keeps running.
+    pub async fn start_shards(&mut self, orgs: &[(&str, u32)]) -> Result<(), LocalnetError> {
+        let mut listeners: BTreeMap<String, Vec<TcpListener>> = BTreeMap::new();
+        for (org, count) in orgs {
+            listeners.insert((*org).to_owned(), bind_shards(*count).await?);
+        }
+        let templates: BTreeMap<String, String> = listeners
+            .iter()
+            .map(|(org, l)| {
+                let port = l[0].local_addr().expect("bound").port();
+                (org.clone(), format!("https://127.0.{{shard}}.2:{port}"))
+            })
+            .collect();
+        let template = |org: &str| templates.get(org).cloned();
+        for (org, count) in orgs {
+            let path = &self.net.configs[*org];
+            let text = std::fs::read_to_string(path)
+                .map_err(|source| LocalnetError::WriteFile { path: path.clone(), source })?;
+            let mut nodes = Vec::new();
+            for (index, listener) in (0..*count).zip(listeners.remove(*org).expect("bound above")) {
+                let addr = listener
+                    .local_addr()
+                    .map_err(|e| LocalnetError::Listen { address: "127.0.x.2".into(), detail: e.to_string() })?;
+                let mut config = String::new();
+                for line in text.lines() {
+                    let peer = line.split_once(" = \"https://").map(|(name, _)| name);
+                    if line.starts_with("listen = ") {
+                        config.push_str(&format!("listen = \"{addr}\"\nshard = \"{index}/{count}\"\n"));
+                    } else if line.starts_with("output_dir = ") {
+                        config.push_str(&format!(
+                            "output_dir = \"results-shard-{index}\"\nstate_dir = \"state-shard-{index}\"\n"
+                        ));
+                    } else if let Some(endpoint) = peer.and_then(template) {
+                        config.push_str(&format!("{} = \"{endpoint}\"\n", peer.unwrap_or_default()));
+                    } else {
+                        config.push_str(line);
+                        config.push('\n');
+                    }
+                }
+                let shard_path = path.with_file_name(format!("node-shard-{index}.toml"));
+                std::fs::write(&shard_path, config)
+                    .map_err(|source| LocalnetError::WriteFile { path: shard_path.clone(), source })?;
+                let config = stayput_node::NodeConfig::load(&shard_path)?;
+                nodes.push(stayput_node::server::spawn_on(config, listener).await?);
+            }
+            self.shards.insert((*org).to_owned(), nodes);
+        }
+        for (org, _) in orgs {
+            let mut member = self
+                .ledger
+                .member(org)
+                .await?
+                .ok_or_else(|| LocalnetError::Worker(format!("'{org}' is not a member")))?;
+            member.endpoint = template(org).expect("every sharded organisation has a template");
+            self.write(OPERATOR, Record::Member(member)).await?;
+        }
+        Ok(())
+    }
+
     /// Stops the coordinator and every node.
     pub async fn shutdown(self) -> Result<(), LocalnetError> {
+        for node in self.shards.into_values().flatten() {
+            node.shutdown().await?;
+        }
         self.coordinator.shutdown().await?;
         self.net.shutdown().await?;
         Ok(())
     }
+}
+
+/// Listeners for `count` shards at one port: shard `i` on `127.0.i.2`
+/// (every 127/8 address is loopback). A port taken on one of them is
+/// tried again with another, a bounded number of times.
+async fn bind_shards(count: u32) -> Result<Vec<TcpListener>, LocalnetError> {
+    let listen_err =
+        |address: String| move |e: std::io::Error| LocalnetError::Listen { address, detail: e.to_string() };
+    let mut last = None;
+    for _ in 0..16 {
+        let first = TcpListener::bind("127.0.0.2:0").await.map_err(listen_err("127.0.0.2:0".into()))?;
+        let port = first.local_addr().map_err(listen_err("127.0.0.2:0".into()))?.port();
+        let mut all = vec![first];
+        for index in 1..count {
+            let address = format!("127.0.{index}.2:{port}");
+            match TcpListener::bind(&address).await {
+                Ok(listener) => all.push(listener),
+                Err(e) => {
+                    last = Some(listen_err(address)(e));
+                    break;
+                }
+            }
+        }
+        if all.len() == count as usize {
+            return Ok(all);
+        }
+    }
+    Err(last.unwrap_or_else(|| LocalnetError::Listen { address: "127.0.x.2".into(), detail: "no common port".into() }))
 }

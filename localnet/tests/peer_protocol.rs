@@ -45,6 +45,8 @@ fn open(size: u64) -> PsiRequesterMessage {
             partition_key: Default::default(),
             resume: false,
             parts_done: 0,
+            shard: 0,
+            shards: 0,
         })),
     }
 }

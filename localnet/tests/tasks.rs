@@ -226,6 +226,7 @@ async fn psi_direct_parts(
         protocol,
         parts,
         output_format: FileFormat::Csv,
+        shard: None,
     };
     stayput_node::control::request_psi(net.net.state("bank"), &request, |_| {})
         .await
@@ -480,6 +481,8 @@ async fn open_in_parts(
         partition_key: key.to_vec().into(),
         resume,
         parts_done: u32::from(resume),
+        shard: 0,
+        shards: 0,
     };
     let addr = net.net.nodes["bureau"].addr;
     // A resumption waits for the earlier session to end: retried while the
@@ -595,7 +598,7 @@ async fn a_restarted_coordinator_finishes_each_task_exactly_once() {
     f.net.write("operator", Record::TaskStatus { task: ran_id.clone(), status: TaskStatus::Running }).await.unwrap();
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
     let bank = f.net.net.state("bank").clone();
-    let outcome = stayput_node::tasks::run_task(bank, ran_id.clone(), ran.request.params.clone(), tx).await.unwrap();
+    let outcome = stayput_node::tasks::run_task(bank, ran_id.clone(), ran.request.params.clone(), 0, tx).await.unwrap();
     assert_eq!(f.net.ledger.task(&ran_id).await.unwrap().unwrap().uses.len(), 1);
 
     // The coordinator goes down; its store holds both tasks mid-way.

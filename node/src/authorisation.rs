@@ -48,6 +48,9 @@ pub struct ServeRequest<'a> {
     pub columns: &'a [String],
     /// The dataset's key columns: what a grant naming no columns allows.
     pub key_columns: &'a [String],
+    /// The shard this node serves of a task run as shards: it records its
+    /// own use, and has served the task once it recorded that shard's.
+    pub shard: Option<u32>,
 }
 
 /// The computation kinds under which a PSI output mode may run.
@@ -74,13 +77,13 @@ pub async fn record_use(
     own_key: &OrgKey,
     task: &str,
     grant: &str,
-    items: u64,
+    (items, shard): (u64, Option<u32>),
 ) -> Result<(), NodeError> {
     submit_use(
         ledger,
         own_org,
         own_key,
-        UseRecord { task: task.to_owned(), grant: grant.to_owned(), items, epsilon: 0, shard: None },
+        UseRecord { task: task.to_owned(), grant: grant.to_owned(), items, epsilon: 0, shard },
     )
     .await
     .map_err(ledger_error(task))
@@ -278,7 +281,8 @@ async fn covering_grant(
     if owner.as_deref() != Some(own_org) {
         return Err(refuse(format!("dataset '{}' is not this organisation's on the ledger", request.dataset)));
     }
-    let served = task.uses.iter().any(|(org, used)| org == own_org && used.grant == grant);
+    let served =
+        task.uses.iter().any(|(org, used)| org == own_org && used.grant == grant && used.shard == request.shard);
     Ok((grant, served))
 }
 

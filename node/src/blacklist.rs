@@ -224,6 +224,7 @@ async fn authorise(
         items,
         columns: &columns,
         key_columns: &source.key_columns,
+        shard: None,
     };
     Authorised::new(state, &serve).await
 }

@@ -313,6 +313,7 @@ async fn serve(
         items: 0,
         columns: &columns,
         key_columns: &source.key_columns,
+        shard: None,
     };
     let session = Authorised::new(state, &request).await?;
     let disclosure = policy(task_id, &query, &p, &session.grant)?;

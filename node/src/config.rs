@@ -7,6 +7,7 @@
 //! output_dir = "results"             # where results are written
 //! state_dir = "state"                # the node's own working state (default "state")
 //! max_sessions = 4                   # sessions at once (each holds a dataset's keys)
+//! shard = "0/4"                      # optional: this node is shard 0 of 4 of its organisation
 //!
 //! [tls]
 //! ca = "keys/ca.pem"                 # the consortium CA
@@ -30,6 +31,16 @@
 //! ```
 //!
 //! Relative paths are resolved against the configuration file's folder.
+//!
+//! **Shards.** An organisation with more rows than one machine serves runs
+//! `N` nodes for PSI tasks run as shards, each with the same organisation
+//! certificate and ledger key, the same dataset files (shared storage) and
+//! `shard = "i/N"`; node `i` keeps the keys that fall in shard `i` and
+//! pairs with the peer's shard `i`. A peer endpoint (here, and the
+//! member's endpoint on the ledger) may name its shards with `{shard}`,
+//! e.g. `https://psi-{shard}.bureau.svc:7101`: a shard node dials the
+//! peer's node of its own index. A shard node also runs tasks of one
+//! session (reading every key).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -68,6 +79,8 @@ struct RawNode {
     batch_size: Option<usize>,
     #[serde(default)]
     max_sessions: Option<usize>,
+    #[serde(default)]
+    shard: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -131,6 +144,43 @@ pub struct NodeConfig {
     pub datasets: BTreeMap<String, Dataset>,
     /// The ledger, when the node checks authorisation on it.
     pub ledger: Option<LedgerSettings>,
+    /// Which shard of its organisation this node is, when it runs PSI
+    /// tasks as shards.
+    pub shard: Option<ShardOf>,
+}
+
+/// Shard `index` (from 0) of `count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardOf {
+    /// This shard.
+    pub index: u32,
+    /// Shards in all.
+    pub count: u32,
+}
+
+impl ShardOf {
+    /// Parses `i/N` (0 ≤ i < N, 2 ≤ N ≤ 256).
+    pub fn parse(text: &str) -> Result<Self, NodeError> {
+        let max = stayput_chain_connector::tasks::MAX_SHARDS;
+        let bad = || {
+            NodeError::InvalidConfig(format!(
+                "shard = \"{text}\": give \"i/N\", this node's index from 0 and the shard count (2 to {max})"
+            ))
+        };
+        let (index, count) = text.split_once('/').ok_or_else(bad)?;
+        let (index, count): (u32, u32) =
+            (index.trim().parse().map_err(|_| bad())?, count.trim().parse().map_err(|_| bad())?);
+        if !(2..=max).contains(&count) || index >= count {
+            return Err(bad());
+        }
+        Ok(Self { index, count })
+    }
+}
+
+impl std::fmt::Display for ShardOf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
 }
 
 /// Default number of concurrent sessions: each holds a dataset's keys.
@@ -193,6 +243,7 @@ impl NodeConfig {
                     null_values: d.null_values,
                     labels,
                     pir: d.pir,
+                    shard: None,
                 },
             );
         }
@@ -210,7 +261,9 @@ impl NodeConfig {
                 stayput_psi::messages::MAX_BATCH
             )));
         }
+        let shard = raw.node.shard.as_deref().map(ShardOf::parse).transpose()?;
         Ok(Self {
+            shard,
             org: raw.node.org,
             listen: raw.node.listen,
             output_dir: resolve(raw.node.output_dir),

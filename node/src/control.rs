@@ -69,6 +69,7 @@ fn request_from_wire(r: RunPsiRequest) -> Result<PsiRequest, NodeError> {
         protocol: crate::wire::protocol_from_wire(r.protocol)?,
         parts: r.parts,
         output_format,
+        shard: None,
     })
 }
 
@@ -182,10 +183,10 @@ impl NodeControl for ControlService {
 
     async fn run_task(&self, request: Request<RunTaskRequest>) -> Result<Response<Self::RunTaskStream>, Status> {
         let local = self.authorise_task(&request)?;
-        let RunTaskRequest { task_id, params } = request.into_inner();
+        let RunTaskRequest { task_id, params, shard } = request.into_inner();
         let state = self.state.clone();
         let rx = stream_events(local, move |progress| async move {
-            let outcome = crate::tasks::run_task(state, task_id, params.to_vec(), progress).await?;
+            let outcome = crate::tasks::run_task(state, task_id, params.to_vec(), shard, progress).await?;
             Ok(TaskResult {
                 result_digest: outcome.result_sha256.to_vec().into(),
                 // A count that is the result itself is not the coordinator's.

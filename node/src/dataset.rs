@@ -94,6 +94,42 @@ pub struct Dataset {
     pub labels: Option<LabelSettings>,
     /// Set when the dataset is served for private record lookup.
     pub pir: Option<PirSettings>,
+    /// Set for a session of a PSI task run as shards: only the keys of
+    /// this node's shard are read (rows are still counted).
+    pub shard: Option<ShardFilter>,
+}
+
+/// Which keys a dataset read as one shard keeps: those a keyed hash puts
+/// in shard `index` of `count` (the key, per task, is derived by
+/// the PSI node module, `psi::shards`).
+#[derive(Clone)]
+pub struct ShardFilter {
+    split: stayput_psi::partition::Partition,
+    index: u32,
+}
+
+impl std::fmt::Debug for ShardFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardFilter").field("index", &self.index).finish_non_exhaustive()
+    }
+}
+
+impl ShardFilter {
+    /// Shard `index` of `count` of `task` under `key`.
+    pub fn new(
+        key: &stayput_psi::partition::PartitionKey,
+        task: &str,
+        index: u32,
+        count: u32,
+    ) -> Result<Self, NodeError> {
+        let task = stayput_psi::group::TaskId::new(task)?;
+        Ok(Self { split: stayput_psi::partition::Partition::new(key, &task, count)?, index })
+    }
+
+    /// Whether `key` falls in this shard.
+    pub fn keeps(&self, key: &[u8]) -> bool {
+        self.split.part_of(key) == self.index
+    }
 }
 
 /// What identifies one version of a dataset file on disk.
@@ -213,7 +249,11 @@ impl Dataset {
             rows_read += batch.num_rows() as u64;
             let encoded = self.encode_rows(&batch)?;
             null_keys += encoded.iter().filter(|k| k.is_none()).count() as u64;
-            each(encoded.into_iter().flatten().collect())?;
+            let keys = encoded.into_iter().flatten();
+            match &self.shard {
+                None => each(keys.collect())?,
+                Some(shard) => each(keys.filter(|key| shard.keeps(key)).collect())?,
+            }
         }
         Ok(KeysRead { rows_read, null_keys, fingerprint })
     }

@@ -348,6 +348,7 @@ async fn authorise(
         items,
         columns: &settings(source)?.columns,
         key_columns: &source.key_columns,
+        shard: None,
     };
     Authorised::new(state, &serve).await
 }

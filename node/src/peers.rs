@@ -6,10 +6,17 @@ use tonic::transport::Channel;
 
 use crate::{NodeError, NodeState};
 
-/// Opens a mutually authenticated channel to a peer organisation's node.
+/// Opens a mutually authenticated channel to a peer organisation's node
+/// (its shard 0, when its endpoint names shards).
 pub async fn connect_peer(state: &NodeState, peer: &str) -> Result<Channel, NodeError> {
-    let endpoint = state.config.peer(peer)?;
-    connect(state, peer, endpoint).await
+    connect_peer_shard(state, peer, 0).await
+}
+
+/// Opens a mutually authenticated channel to shard `shard` of a peer
+/// organisation: its endpoint with `{shard}` replaced by the index.
+pub async fn connect_peer_shard(state: &NodeState, peer: &str, shard: u32) -> Result<Channel, NodeError> {
+    let endpoint = stayput_identity::shard_endpoint(state.config.peer(peer)?, shard);
+    connect(state, peer, &endpoint).await
 }
 
 /// Opens a mutually authenticated channel to `endpoint`, which must present

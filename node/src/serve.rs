@@ -79,6 +79,8 @@ pub struct Authorised {
     pub grant_id: String,
     /// That grant as the ledger holds it now (limits, uses, ε spent).
     pub grant: GrantState,
+    /// The shard served, of a task run as shards.
+    pub shard: Option<u32>,
     state: Arc<NodeState>,
     permit: Arc<tokio::sync::OwnedSemaphorePermit>,
     _flight: Flight,
@@ -146,6 +148,7 @@ impl Authorised {
             peer: request.peer.to_owned(),
             grant_id,
             grant,
+            shard: request.shard,
             state: state.clone(),
             permit: Arc::new(permit),
             _flight: flight,
@@ -173,7 +176,8 @@ impl Authorised {
     /// ledger's reason for a refusal is passed on in full.
     pub async fn record_asked(self, items: u64) -> Result<Recorded, NodeError> {
         let access = ledger_access(&self.state, "serving a task")?;
-        record_use(&*access.ledger, &self.state.config.org, &access.key, &self.task, &self.grant_id, items).await?;
+        let (org, key) = (&self.state.config.org, &access.key);
+        record_use(&*access.ledger, org, key, &self.task, &self.grant_id, (items, self.shard)).await?;
         Ok(Recorded(self))
     }
 

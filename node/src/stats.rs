@@ -509,6 +509,7 @@ async fn serve_checks(
         items: 0,
         columns: &columns,
         key_columns: &source.key_columns,
+        shard: None,
     };
     let stage = match continuing {
         None => Stage::Fresh(Authorised::new(state, &serve).await?),

@@ -45,6 +45,7 @@ pub async fn run_task(
     state: Arc<NodeState>,
     task_id: String,
     params: Vec<u8>,
+    shard: u32,
     progress: mpsc::UnboundedSender<Progress>,
 ) -> Result<TaskOutcome, NodeError> {
     crate::wire::check_task_id(&task_id)?;
@@ -83,7 +84,7 @@ pub async fn run_task(
     if let Some(done) = read_outcome(&dir, &task_id)? {
         return Ok(done);
     }
-    let outcome = execute(&state, &task_id, &params, progress).await;
+    let outcome = execute(&state, &task_id, &params, shard, progress).await;
     let _ = tx.send(Some(outcome.as_ref().map(Clone::clone).map_err(ToString::to_string)));
     outcome
 }
@@ -104,6 +105,7 @@ async fn execute(
     state: &Arc<NodeState>,
     task_id: &str,
     params: &[u8],
+    shard: u32,
     progress: mpsc::UnboundedSender<Progress>,
 ) -> Result<TaskOutcome, NodeError> {
     let refuse = |reason: String| NodeError::NotAuthorised { task: task_id.to_owned(), reason };
@@ -127,6 +129,13 @@ async fn execute(
         return Err(refuse("the parameters given are not the ones recorded with the task".into()));
     }
     let decoded = TaskParams::decode(task.task.kind(), params).map_err(|e| refuse(e.to_string()))?;
+    // Only a PSI task runs as shards; this node runs the shard its
+    // configuration names, and refuses to be asked for another.
+    let shards = match &decoded {
+        TaskParams::Psi(p) => p.shards,
+        _ => 1,
+    };
+    let shard = crate::psi::shards::own_shard(state, task_id, shards, Some(shard))?;
     let dir = &state.config.output_dir;
     let result = match decoded {
         TaskParams::Psi(p) => {
@@ -157,6 +166,7 @@ async fn execute(
                 },
                 parts: 0,
                 output_format: FileFormat::Csv,
+                shard,
             };
             let report = run_psi(state.clone(), request, progress).await?;
             let file = result_path(dir, task_id);

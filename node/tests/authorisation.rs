@@ -48,7 +48,7 @@ async fn authorise(
     request: &ServeRequest<'_>,
 ) -> Result<String, NodeError> {
     let grant = check(ledger, own_org, request).await?;
-    record_use(ledger, own_org, own_key, request.task, &grant, request.items).await?;
+    record_use(ledger, own_org, own_key, request.task, &grant, (request.items, request.shard)).await?;
     Ok(grant)
 }
 
@@ -61,6 +61,7 @@ fn request<'a>(task: &'a str, peer: &'a str, dataset: &'a str) -> ServeRequest<'
         items: 10,
         columns: &[],
         key_columns: &[],
+        shard: None,
     }
 }
 
@@ -130,6 +131,7 @@ async fn the_node_serves_only_what_the_ledger_authorises() {
         items: 1,
         columns: &[],
         key_columns: &[],
+        shard: None,
     };
     let err = authorise(c.ledger.as_ref(), "hospital", &c.hospital.key, &by_hospital).await.unwrap_err();
     assert!(err.to_string().contains("none of its grants covers dataset 'records'"), "{err}");

@@ -40,6 +40,8 @@ fn open() -> PsiOpen {
         partition_key: Default::default(),
         resume: false,
         parts_done: 0,
+        shard: 0,
+        shards: 0,
     }
 }
 
@@ -70,6 +72,17 @@ fn encoded() -> BTreeMap<&'static str, Vec<u8>> {
             partition_key: vec![0x11; 32].into(),
             resume: true,
             parts_done: 2,
+            ..open()
+        }
+        .encode_to_vec(),
+    );
+    v.insert(
+        "PsiOpen.kkrt_shard",
+        PsiOpen {
+            protocol: PsiProtocol::Kkrt as i32,
+            mode: PsiMode::Intersection as i32,
+            shard: 2,
+            shards: 4,
             ..open()
         }
         .encode_to_vec(),
@@ -137,7 +150,11 @@ fn encoded() -> BTreeMap<&'static str, Vec<u8>> {
     );
     v.insert(
         "RunTaskRequest",
-        RunTaskRequest { task_id: "t-0001".into(), params: vec![1, 2, 3].into() }.encode_to_vec(),
+        RunTaskRequest { task_id: "t-0001".into(), params: vec![1, 2, 3].into(), shard: 0 }.encode_to_vec(),
+    );
+    v.insert(
+        "RunTaskRequest.shard",
+        RunTaskRequest { task_id: "t-0001".into(), params: vec![1, 2, 3].into(), shard: 3 }.encode_to_vec(),
     );
     v.insert("SubmitTaskRequest", SubmitTaskRequest { signed_request: vec![0xee; 8].into() }.encode_to_vec());
     v.insert(

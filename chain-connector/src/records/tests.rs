@@ -224,3 +224,27 @@ proptest! {
         prop_assert_eq!(SignedRecord::from_bytes(&signed.to_bytes()).unwrap(), signed);
     }
 }
+
+#[test]
+fn two_members_agree_on_a_secret_no_one_else_computes() {
+    let (bank, bureau, other) = (OrgKey::generate(), OrgKey::generate(), OrgKey::generate());
+    let ours = bank.agree(&bureau.public_key(), b"label", b"task-1").unwrap();
+    let theirs = bureau.agree(&bank.public_key(), b"label", b"task-1").unwrap();
+    assert_eq!(*ours, *theirs, "both sides reach the same secret");
+    assert_ne!(*ours, *bank.agree(&bureau.public_key(), b"label", b"task-2").unwrap(), "bound to the context");
+    assert_ne!(*ours, *bank.agree(&bureau.public_key(), b"other", b"task-1").unwrap(), "bound to the label");
+    assert_ne!(*ours, *other.agree(&bureau.public_key(), b"label", b"task-1").unwrap(), "a third key gets another");
+    // The identity point (small order) and a non-point are refused.
+    let mut identity = [0u8; 32];
+    identity[0] = 1;
+    assert!(bank.agree(&identity, b"label", b"t").is_err());
+    let not_a_point = (2u8..=255)
+        .map(|y| {
+            let mut k = [0u8; 32];
+            k[0] = y;
+            k
+        })
+        .find(|k| ed25519_dalek::VerifyingKey::from_bytes(k).is_err())
+        .unwrap();
+    assert!(bank.agree(&not_a_point, b"label", b"t").is_err());
+}

@@ -12,6 +12,7 @@ fn dataset(path: &Path, keys: &[&str], rules: &[&str]) -> Dataset {
     Dataset {
         labels: None,
         pir: None,
+        shard: None,
         name: "d".into(),
         path: path.into(),
         format: FileFormat::from_path(path).unwrap(),

@@ -180,6 +180,7 @@ impl LearningPeer for LearningPeerService {
             items: open.requester_size,
             columns: &columns,
             key_columns: &dataset.key_columns,
+            shard: None,
         };
         let recorded = async { Authorised::new(&self.state, &serve).await?.record_asked(serve.items).await };
         let recorded = recorded.await.map_err(refused)?;

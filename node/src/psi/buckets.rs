@@ -321,6 +321,7 @@ mod tests {
             null_values: Vec::new(),
             labels: None,
             pir: None,
+            shard: None,
         }
     }
 

@@ -10,6 +10,8 @@
 //!   dials the owner, runs the requester's role, writes the result.
 //! * [`buckets`] — a task's keys split into its parts on disk, one part in
 //!   memory at a time, so a set bigger than memory runs part by part.
+//! * [`shards`] — a task run as shards: which keys a shard keeps, under a
+//!   key both organisations derive alone.
 //! * `progress` — a task run in parts, remembered on both nodes' disks so
 //!   it resumes from its last completed part after either node died.
 
@@ -22,3 +24,4 @@ pub mod buckets;
 pub mod owner;
 mod progress;
 pub mod requester;
+pub mod shards;

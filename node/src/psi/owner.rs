@@ -45,6 +45,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::authorisation::{ServeRequest, record_own_result, served_grant};
+use crate::config::ShardOf;
 use crate::dataset::{Dataset, DatasetKeys, FileFormat};
 use crate::identity::caller_org;
 use crate::psi::buckets::SessionKeys;
@@ -94,6 +95,8 @@ struct Accepted {
     resume: bool,
     parts_done: u32,
     dataset: Dataset,
+    /// The shard this node serves, of a task run as shards.
+    shard: Option<ShardOf>,
 }
 
 impl Accepted {
@@ -152,6 +155,9 @@ fn validate_open(state: &NodeState, peer: String, open: PsiOpen) -> Result<Accep
         }
         .into());
     }
+    // A shard pair: this node must be the shard the requester's shard
+    // means (and the task's shard count is checked on the ledger).
+    let shard = super::shards::own_shard(state, &open.task_id, open.shards, Some(open.shard))?;
     let dataset = state.config.dataset(&open.dataset)?.clone();
     let declared = |columns: usize, rules: &[String]| {
         let rules = if rules.is_empty() { "(none)".to_owned() } else { rules.join(", ") };
@@ -176,6 +182,7 @@ fn validate_open(state: &NodeState, peer: String, open: PsiOpen) -> Result<Accep
         resume: open.resume,
         parts_done: open.parts_done,
         dataset,
+        shard,
     })
 }
 
@@ -210,6 +217,7 @@ impl PsiPeer for PsiPeerService {
                 items: accepted.metered_items(),
                 columns: &accepted.dataset.key_columns,
                 key_columns: &accepted.dataset.key_columns,
+                shard: accepted.shard.map(|s| s.index),
             };
             let recorded = async {
                 if accepted.resume {
@@ -255,9 +263,13 @@ impl PsiPeer for PsiPeerService {
             requester_size = accepted.requester_size,
             "psi session opened"
         );
-        // A session in parts splits this node's keys onto disk by the
-        // task's split, one part in memory at a time.
-        let (dataset, state_dir) = (accepted.dataset.clone(), self.state.config.state_dir.clone());
+        // A shard keeps the keys of its shard; a session in parts splits
+        // them onto disk by the task's split, one part in memory at a time.
+        let (mut dataset, state_dir) = (accepted.dataset.clone(), self.state.config.state_dir.clone());
+        if let Some(shard) = accepted.shard {
+            let filter = super::shards::filter(&self.state, &accepted.task, &accepted.peer, shard).await;
+            dataset.shard = Some(filter.map_err(Status::from)?);
+        }
         let split = match &accepted.partition_key {
             Some(key) => Some(
                 TaskId::new(accepted.task.clone())
@@ -351,10 +363,14 @@ async fn check_task_terms(state: &NodeState, accepted: &Accepted) -> Result<(), 
         .map_err(NodeError::from_ledger)?
         .ok_or_else(|| refuse("not on the ledger".into()))?;
     let request = &record.task.request.request;
-    let (protocol, delivery) = match TaskParams::decode(request.kind, &request.params) {
-        Ok(TaskParams::Psi(p)) => (p.protocol, p.delivery),
-        _ => (PsiProtocol::Ecdh, PsiDelivery::ToRequester),
+    let (protocol, delivery, shards) = match TaskParams::decode(request.kind, &request.params) {
+        Ok(TaskParams::Psi(p)) => (p.protocol, p.delivery, p.shards),
+        _ => (PsiProtocol::Ecdh, PsiDelivery::ToRequester, 1),
     };
+    let asked = accepted.shard.map_or(1, |s| s.count);
+    if shards != asked {
+        return Err(refuse(format!("the task on the ledger runs as {shards} shard(s), the session asked for {asked}")));
+    }
     if protocol.name() != accepted.protocol.name() {
         return Err(refuse(format!(
             "the task on the ledger runs the {} protocol, the session asked for {}",
@@ -384,7 +400,7 @@ pub(crate) enum Params {
 
 impl Params {
     fn new(accepted: &Accepted, responder_size: u64, batch_size: usize) -> Result<Self, NodeError> {
-        let task = TaskId::new(accepted.task.clone())?;
+        let task = super::shards::session_task(&accepted.task, accepted.shard)?;
         Ok(match accepted.protocol {
             Protocol::Ecdh => Self::Ecdh(SessionParams::new(
                 task,

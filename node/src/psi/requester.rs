@@ -24,8 +24,9 @@ use stayput_psi::partition::{Partition, PartitionKey};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::config::ShardOf;
 use crate::dataset::{Dataset, DatasetKeys, FileFormat, WrittenFile};
-use crate::peers::connect_peer;
+use crate::peers::connect_peer_shard;
 use crate::psi::buckets::SessionKeys;
 use crate::psi::progress::RequesterProgress;
 use crate::wire::Progress;
@@ -54,6 +55,8 @@ pub struct PsiRequest {
     pub parts: u32,
     /// Format of the result file.
     pub output_format: FileFormat,
+    /// The shard this node runs, of a task run as shards.
+    pub shard: Option<ShardOf>,
 }
 
 /// What a finished session reports to the requester.
@@ -98,12 +101,17 @@ async fn run_session(state: Arc<NodeState>, request: PsiRequest, progress: Progr
     let started = Instant::now();
     check_task_id(&request.task_id)?;
     let permit = state.session_permit()?;
-    let dataset = state.config.dataset(&request.dataset)?.clone();
+    let mut dataset = state.config.dataset(&request.dataset)?.clone();
+    // A shard keeps the keys that fall in its shard, and dials the peer's
+    // node of the same index.
+    if let Some(shard) = request.shard {
+        dataset.shard = Some(super::shards::filter(&state, &request.task_id, &request.peer, shard).await?);
+    }
     let target = state.config.output_dir.join(format!("{}.{}", request.task_id, request.output_format.extension()));
     if request.mode.reveals_intersection() && target.exists() {
         return Err(NodeError::ResultExists { path: target });
     }
-    let channel = connect_peer(&state, &request.peer).await?;
+    let channel = connect_peer_shard(&state, &request.peer, request.shard.map_or(0, |s| s.index)).await?;
     let _ = progress.send(Progress { phase: "loading keys", done: 0, total: 0 });
     // A task in parts keeps its split key and each completed part on disk
     // before the first message, so it resumes after either node died (a
@@ -112,10 +120,12 @@ async fn run_session(state: Arc<NodeState>, request: PsiRequest, progress: Progr
     // time. Reading, splitting and digesting run off the async executor.
     let (loader, dir, task) = (dataset.clone(), state.config.state_dir.clone(), request.task_id.clone());
     let (protocol, requested_parts, ledger) = (request.protocol, request.parts, state.ledger.is_some());
-    let (keys, parts, partition_key, kept) =
-        tokio::task::spawn_blocking(move || plan_keys(&loader, &dir, &task, protocol, requested_parts, ledger))
-            .await
-            .map_err(|e| NodeError::Worker(e.to_string()))??;
+    let shards = request.shard.map_or(1, |s| s.count);
+    let (keys, parts, partition_key, kept) = tokio::task::spawn_blocking(move || {
+        plan_keys(&loader, &dir, &task, protocol, (requested_parts, shards), ledger)
+    })
+    .await
+    .map_err(|e| NodeError::Worker(e.to_string()))??;
     let (resume, parts_done) = match &kept {
         Some(p) if p.accepted() => (true, p.parts_done()),
         _ => (false, 0),
@@ -141,6 +151,8 @@ async fn run_session(state: Arc<NodeState>, request: PsiRequest, progress: Progr
         partition_key: partition_key.as_ref().map(|k| k.to_bytes().to_vec()).unwrap_or_default().into(),
         resume,
         parts_done,
+        shard: request.shard.map_or(0, |s| s.index),
+        shards: request.shard.map_or(0, |s| s.count),
     };
     out_tx.send(PsiRequesterMessage { body: Some(Out::Open(open)) }).await.map_err(|_| NodeError::Cancelled)?;
     let peer = request.peer.clone();
@@ -162,7 +174,7 @@ async fn run_session(state: Arc<NodeState>, request: PsiRequest, progress: Progr
         kept.accepted_now()?;
         kept.forget_from(resume_from)?;
     }
-    let task = TaskId::new(request.task_id.clone())?;
+    let task = super::shards::session_task(&request.task_id, request.shard)?;
     let (requester_size, batch_size) = (keys.len(), state.config.batch_size);
     let params = match request.protocol {
         Protocol::Ecdh => {
@@ -242,7 +254,7 @@ fn plan_keys(
     state_dir: &Path,
     task: &str,
     protocol: Protocol,
-    requested_parts: u32,
+    (requested_parts, shards): (u32, u32),
     ledger: bool,
 ) -> Result<(SessionKeys, u32, Option<PartitionKey>, Option<RequesterProgress>), NodeError> {
     let earlier = match (protocol, ledger) {
@@ -252,7 +264,10 @@ fn plan_keys(
     let parts = match (&earlier, protocol, requested_parts) {
         (Some(kept), _, _) => kept.parts,
         (None, Protocol::Ecdh, _) => 1,
-        (None, Protocol::Kkrt, 0) => dataset.rows_beyond(kkrt::PART_KEYS)?.map_or(1, kkrt::parts_for),
+        // A shard holds about 1/shards of the rows.
+        (None, Protocol::Kkrt, 0) => dataset
+            .rows_beyond(kkrt::PART_KEYS.saturating_mul(u64::from(shards)))?
+            .map_or(1, |rows| kkrt::parts_for(rows / u64::from(shards))),
         (None, Protocol::Kkrt, parts) => parts,
     };
     let key = match (&earlier, parts) {
