@@ -26,6 +26,8 @@ contract StayputLedger {
     uint8 private constant RESULT = 8;
     uint8 private constant ROTATE_KEY = 9;
     uint8 private constant SHARD_USE = 10; // a use by one shard of a task run as shards
+    uint8 private constant DISPUTE = 11;
+    uint8 private constant DISPUTE_RULING = 12;
 
     uint256 private constant MAX_REQUEST_BYTES = 16 * 1024 + 64 * 1024;
     uint256 private constant MAX_PARAMS_BYTES = 16 * 1024;
@@ -33,6 +35,13 @@ contract StayputLedger {
     uint256 private constant MAX_BATCH = 256;
 
     uint8 private constant KIND_PSI = 1;
+    uint8 private constant KIND_BLACKLIST = 3;
+    uint256 private constant MAX_SEALED_ID_BYTES = 1024;
+    uint256 private constant MAX_DISPUTE_SECS = 180 * 86400;
+    uint8 private constant FILED = 0;
+    uint8 private constant UNDER_REVIEW = 1;
+    uint8 private constant UPHELD = 2;
+    uint8 private constant OVERTURNED = 3;
     uint8 private constant PSI_TO_BOTH_TYPE = 10; // the first byte of PSI parameters delivered to both
     uint8 private constant PSI_SHARDED_TYPE = 11; // the first byte of PSI parameters run as shards
     uint256 private constant MAX_SHARDS = 256;
@@ -41,6 +50,7 @@ contract StayputLedger {
     uint8 private constant ROLE_DATA_OWNER = 1;
     uint8 private constant ROLE_REQUESTER = 2;
     uint8 private constant ROLE_OPERATOR = 3;
+    uint8 private constant ROLE_ARBITRATOR = 6;
 
     uint8 private constant SUBMITTED = 0;
     uint8 private constant RUNNING = 1;
@@ -90,6 +100,15 @@ contract StayputLedger {
         string[] grants;
     }
 
+    struct DisputeRec {
+        string dataset;
+        bytes8 tag;
+        string arbitrator;
+        uint64 deadline;
+        uint8 state;
+        bool exists;
+    }
+
     /// What a parsed task request holds that the rules read.
     struct Request {
         string requester;
@@ -111,6 +130,9 @@ contract StayputLedger {
     mapping(bytes32 => bool) private used; // (task, grant, writer) that recorded a use
     mapping(bytes32 => bool) private usedShard; // (task, grant, writer, shard) that recorded a use
     mapping(bytes32 => uint64) private taskItems; // (task, grant, writer): items of its shards' uses
+    mapping(bytes32 => DisputeRec) private disputes;
+    mapping(bytes32 => bool) private disputedTag; // (dataset, tag) under an open dispute
+    mapping(bytes32 => uint256) private blacklistGrants; // (dataset, grantee): live grants allowing blacklist
     address public immutable deployer;
     uint256 public memberCount;
     uint64 public recordCount;
@@ -151,6 +173,10 @@ contract StayputLedger {
     error DuplicateShardUse(string task, string grant, string writer, uint32 shard);
     error ShardMismatch(string task, string problem);
     error ShardResult(string task, string problem);
+    error DisputeRefused(string dispute, string problem);
+    error NotArbitrator(string writer, string dispute, string arbitrator);
+    error IllegalDisputeTransition(string dispute, uint8 from, uint8 to);
+    error DisputeDeadlinePassed(string dispute, uint64 deadline, uint64 now_);
     error WrongReceiver(string task, string receiver, string expected);
     error DuplicateResult(string task, string receiver);
 
@@ -323,6 +349,8 @@ contract StayputLedger {
         else if (kind == USE || kind == SHARD_USE) subject = _use(c, writer, kind == SHARD_USE);
         else if (kind == RESULT) subject = _result(c, writer);
         else if (kind == ROTATE_KEY) subject = _rotateKey(c, writer);
+        else if (kind == DISPUTE) subject = _dispute(c, writer);
+        else if (kind == DISPUTE_RULING) subject = _disputeRuling(c, writer);
         else revert Malformed("unknown record kind");
         _take(c, 64); // the writer's ed25519 signature
         if (c.pos != signedRecord.length) revert Malformed("trailing bytes");
@@ -360,7 +388,7 @@ contract StayputLedger {
         uint256 roles;
         for (uint256 i = 0; i < n; i++) {
             uint8 role = _u8(c);
-            if (role < 1 || role > 5) revert Malformed("unknown role");
+            if (role < 1 || role > 6) revert Malformed("unknown role");
             roles |= 1 << role;
         }
         bytes32 signingKey = bytes32(_bytes(c, 32));
@@ -447,6 +475,7 @@ contract StayputLedger {
         g.expiresAt = expiresAt;
         g.epsilonBudget = epsilonBudget;
         g.exists = true;
+        if ((computations & (1 << KIND_BLACKLIST)) != 0) blacklistGrants[keccak256(abi.encode(dataset, grantee))] += 1;
         return _key(id);
     }
 
@@ -464,6 +493,70 @@ contract StayputLedger {
         _requireOwner(writer, g.dataset);
         if (g.revoked) revert Revoked(id);
         g.revoked = true;
+        if ((g.computations & (1 << KIND_BLACKLIST)) != 0) blacklistGrants[keccak256(abi.encode(g.dataset, g.grantee))] -= 1;
+        return _key(id);
+    }
+
+    /// A dispute is filed by a member holding a blacklist grant on the
+    /// dataset, about a version it has, to an arbitrator who is a party to
+    /// neither side, with a deadline within 180 days, and not about an
+    /// entry already under dispute.
+    function _dispute(Cursor memory c, string memory writer) private returns (bytes32) {
+        string memory id = _str(c);
+        string memory dataset = _str(c);
+        uint32 version = uint32(_uint(c, 4));
+        bytes8 tag = bytes8(_bytes(c, 8));
+        uint256 sealedLen = _uint(c, 4);
+        if (sealedLen > MAX_SEALED_ID_BYTES) revert Malformed("field too long");
+        _take(c, sealedLen);
+        string memory arbitrator = _str(c);
+        _take(c, 32); // evidence digest
+        uint64 deadline = uint64(_uint(c, 8));
+        DisputeRec storage d = disputes[_key(id)];
+        if (d.exists) revert Duplicate("dispute", id);
+        string memory owner = _ownerOf(dataset);
+        if (version == 0 || version > datasets[_key(dataset)].version) {
+            revert DisputeRefused(id, "it names a version the dataset does not have");
+        }
+        if (blacklistGrants[keccak256(abi.encode(dataset, writer))] == 0) {
+            revert DisputeRefused(id, "its filer holds no blacklist grant on the dataset");
+        }
+        _requireRole(arbitrator, ROLE_ARBITRATOR);
+        if (_eq(arbitrator, owner) || _eq(arbitrator, writer)) revert DisputeRefused(id, "its arbitrator is a party to it");
+        uint64 now_ = _now();
+        if (deadline <= now_ || deadline - now_ > MAX_DISPUTE_SECS) {
+            revert DisputeRefused(id, "its deadline is not within 180 days from now");
+        }
+        if (sealedLen == 0) revert DisputeRefused(id, "it carries no sealed id for the arbitrator");
+        bytes32 tagKey = keccak256(abi.encode(dataset, tag));
+        if (disputedTag[tagKey]) revert DisputeRefused(id, "the entry is under dispute already");
+        disputedTag[tagKey] = true;
+        d.dataset = dataset;
+        d.tag = tag;
+        d.arbitrator = arbitrator;
+        d.deadline = deadline;
+        d.state = FILED;
+        d.exists = true;
+        return _key(id);
+    }
+
+    /// Its arbitrator takes a dispute up, then upholds or overturns the
+    /// listing before the deadline.
+    function _disputeRuling(Cursor memory c, string memory writer) private returns (bytes32) {
+        string memory id = _str(c);
+        uint8 next = _u8(c);
+        if (next > OVERTURNED) revert Malformed("unknown dispute state");
+        DisputeRec storage d = disputes[_key(id)];
+        if (!d.exists) revert Unknown("dispute", id);
+        if (!_eq(writer, d.arbitrator)) revert NotArbitrator(writer, id, d.arbitrator);
+        uint8 cur = d.state;
+        bool legal = (cur == FILED && next == UNDER_REVIEW)
+            || (cur == UNDER_REVIEW && (next == UPHELD || next == OVERTURNED));
+        if (!legal) revert IllegalDisputeTransition(id, cur, next);
+        uint64 now_ = _now();
+        if (next != UNDER_REVIEW && now_ >= d.deadline) revert DisputeDeadlinePassed(id, d.deadline, now_);
+        d.state = next;
+        if (next != UNDER_REVIEW) disputedTag[keccak256(abi.encode(d.dataset, d.tag))] = false;
         return _key(id);
     }
 

@@ -662,8 +662,92 @@ pub async fn sharded_tasks(backend: &dyn Backend) {
     assert_eq!(trail.uses.iter().map(|(_, u)| u.shard).collect::<Vec<_>>(), [Some(0), Some(2), Some(1), Some(3)]);
 }
 
+/// Disputes: filed by a member holding a blacklist grant on the dataset,
+/// to an arbitrator party to neither side, within 180 days; ruled by that
+/// arbitrator alone — taken up, then upheld or overturned before the
+/// deadline; one open dispute per entry.
+pub async fn disputes(backend: &dyn Backend) {
+    use crate::records::{Dispute, DisputeState};
+    let c = Consortium::new(backend).await;
+    let now = backend.now(&c.ledger).await;
+    let day = 86_400;
+    // The hospital arbitrates (every backend knows its account).
+    let court = &c.hospital;
+    let roles = [Role::DataOwner, Role::Requester, Role::Arbitrator];
+    c.ok(&c.operator, Record::Member(court.member(&roles))).await;
+    // The bureau arbitrates too — never on its own dataset's listings.
+    c.ok(&c.operator, Record::Member(c.bureau.member(&[Role::DataOwner, Role::Arbitrator]))).await;
+    c.ok(&c.bureau, c.grant("g", 5, 100, now + day)).await;
+    let dispute = |id: &str, tag: u8, deadline: u64| Dispute {
+        id: id.into(),
+        dataset: "blacklist".into(),
+        version: 1,
+        tag: [tag; 8],
+        sealed_id: vec![0x5e; 48],
+        arbitrator: "hospital".into(),
+        evidence_digest: digest(8),
+        deadline,
+    };
+    let d1 = dispute("d1", 7, now + 30 * day);
+    let file = |org: &Org, d: Dispute| org.sign(Record::Dispute(d));
+    // Who may file, about what, to whom, until when.
+    expect_refusal!(c, file(&c.operator, d1.clone()), Refusal::DisputeRefused { .. });
+    let to = |arbitrator: &str| Dispute { arbitrator: arbitrator.into(), ..d1.clone() };
+    expect_refusal!(c, file(&c.bank, to("bureau")), Refusal::DisputeRefused { .. });
+    expect_refusal!(c, file(&c.bank, to("operator")), Refusal::MissingRole { .. });
+    expect_refusal!(c, file(&c.bank, to("nobody")), Refusal::Unknown { what: "member", .. });
+    expect_refusal!(c, file(&c.bank, Dispute { version: 2, ..d1.clone() }), Refusal::DisputeRefused { .. });
+    expect_refusal!(c, file(&c.bank, Dispute { dataset: "other".into(), ..d1.clone() }), Refusal::Unknown { .. });
+    for deadline in [now, now + 181 * day] {
+        expect_refusal!(c, file(&c.bank, Dispute { deadline, ..d1.clone() }), Refusal::DisputeRefused { .. });
+    }
+    expect_refusal!(c, file(&c.bank, Dispute { sealed_id: vec![], ..d1.clone() }), Refusal::DisputeRefused { .. });
+    c.ok(&c.bank, Record::Dispute(d1.clone())).await;
+    expect_refusal!(c, file(&c.bank, Dispute { sealed_id: vec![1], ..d1.clone() }), Refusal::Duplicate { .. });
+    let same_entry = dispute("d1-again", 7, now + 30 * day);
+    expect_refusal!(c, file(&c.bank, same_entry), Refusal::DisputeRefused { .. });
+    // Who rules, in which order, until when.
+    let rule = |org: &Org, id: &str, state| org.sign(Record::DisputeRuling { dispute: id.into(), state });
+    expect_refusal!(c, rule(&c.bureau, "d1", DisputeState::UnderReview), Refusal::NotArbitrator { .. });
+    expect_refusal!(c, rule(&c.bank, "d1", DisputeState::UnderReview), Refusal::NotArbitrator { .. });
+    expect_refusal!(c, rule(court, "d1", DisputeState::Overturned), Refusal::IllegalDisputeTransition { .. });
+    expect_refusal!(c, rule(court, "d-none", DisputeState::UnderReview), Refusal::Unknown { what: "dispute", .. });
+    c.ok(court, Record::DisputeRuling { dispute: "d1".into(), state: DisputeState::UnderReview }).await;
+    backend.advance(&c.ledger, 31 * day).await;
+    expect_refusal!(c, rule(court, "d1", DisputeState::Overturned), Refusal::DisputeDeadlinePassed { .. });
+    let now = backend.now(&c.ledger).await;
+    let d2 = dispute("d2", 9, now + 30 * day);
+    c.ok(&c.bank, Record::Dispute(d2)).await;
+    c.ok(court, Record::DisputeRuling { dispute: "d2".into(), state: DisputeState::UnderReview }).await;
+    c.ok(court, Record::DisputeRuling { dispute: "d2".into(), state: DisputeState::Upheld }).await;
+    expect_refusal!(c, rule(court, "d2", DisputeState::Overturned), Refusal::IllegalDisputeTransition { .. });
+    // A ruled entry may be contested again.
+    c.ok(&c.bank, Record::Dispute(dispute("d3", 9, now + 30 * day))).await;
+    let states: Vec<(String, DisputeState, String)> = c
+        .ledger
+        .disputes(Some("blacklist"))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.dispute.id, d.state, d.filer))
+        .collect();
+    let bank = String::from("bank");
+    assert_eq!(
+        states,
+        [
+            ("d1".into(), DisputeState::UnderReview, bank.clone()),
+            ("d2".into(), DisputeState::Upheld, bank.clone()),
+            ("d3".into(), DisputeState::Filed, bank)
+        ]
+    );
+    // Without a live grant, no more disputes.
+    c.ok(&c.bureau, Record::RevokeGrant { grant: "g".into() }).await;
+    expect_refusal!(c, file(&c.bank, dispute("d4", 10, now + day)), Refusal::DisputeRefused { .. });
+}
+
 /// Every check, in order.
 pub async fn run_all(backend: &dyn Backend) {
+    disputes(backend).await;
     sharded_tasks(backend).await;
     owner_only_writes(backend).await;
     grant_limits(backend).await;

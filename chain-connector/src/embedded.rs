@@ -614,6 +614,10 @@ impl Ledger for EmbeddedLedger {
         self.read(|s| s.tasks_of(requester))
     }
 
+    async fn disputes(&self, dataset: Option<&str>) -> Result<Vec<crate::rules::DisputeStatus>, LedgerError> {
+        self.read(|s| s.disputes_of(dataset))
+    }
+
     async fn events_after(&self, height: u64, limit: usize) -> Result<Vec<LedgerEvent>, LedgerError> {
         let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || {

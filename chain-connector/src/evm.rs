@@ -52,7 +52,7 @@ use tokio::sync::Mutex;
 
 use crate::LedgerError;
 use crate::ledger::{GrantFilter, Ledger, LedgerEvent, Receipt};
-use crate::records::{DatasetVersion, LedgerId, Member, OrgKey, Record, Role, SignedRecord, TaskStatus};
+use crate::records::{DatasetVersion, DisputeState, LedgerId, Member, OrgKey, Record, Role, SignedRecord, TaskStatus};
 use crate::rules::{GrantState, Refusal, State, TaskState};
 
 sol!(
@@ -105,9 +105,9 @@ fn refusal(e: ContractError) -> LedgerError {
         E::NotTaskParty(x) => Refusal::NotTaskParty { writer: x.writer, task: x.task, requester: x.requester },
         E::NotReceiver(x) => Refusal::NotReceiver { writer: x.writer, task: x.task, receiver: x.receiver },
         E::Unknown(x) => {
-            Refusal::Unknown { what: static_str(&x.what, &["member", "dataset", "grant", "task"]), id: x.id }
+            Refusal::Unknown { what: static_str(&x.what, &["member", "dataset", "grant", "task", "dispute"]), id: x.id }
         }
-        E::Duplicate(x) => Refusal::Duplicate { what: static_str(&x.what, &["grant", "task"]), id: x.id },
+        E::Duplicate(x) => Refusal::Duplicate { what: static_str(&x.what, &["grant", "task", "dispute"]), id: x.id },
         E::VersionOutOfOrder(x) => Refusal::VersionOutOfOrder { dataset: x.dataset, current: x.current, got: x.got },
         E::EmptyGrant(x) => Refusal::EmptyGrant { grant: x.grant },
         E::Revoked(x) => Refusal::Revoked { grant: x.grant },
@@ -166,6 +166,39 @@ fn refusal(e: ContractError) -> LedgerError {
                 ],
             ),
         },
+        E::DisputeRefused(x) => Refusal::DisputeRefused {
+            dispute: x.dispute,
+            problem: static_str(
+                &x.problem,
+                &[
+                    "it names a version the dataset does not have",
+                    "its filer holds no blacklist grant on the dataset",
+                    "its arbitrator is a party to it",
+                    "its deadline is not within 180 days from now",
+                    "it carries no sealed id for the arbitrator",
+                    "the entry is under dispute already",
+                ],
+            ),
+        },
+        E::NotArbitrator(x) => {
+            Refusal::NotArbitrator { writer: x.writer, dispute: x.dispute, arbitrator: x.arbitrator }
+        }
+        E::IllegalDisputeTransition(x) => {
+            let state = |code: u8| {
+                DisputeState::ALL
+                    .iter()
+                    .copied()
+                    .find(|s| s.code() == code)
+                    .ok_or_else(|| unknown("dispute state", code))
+            };
+            match (state(x.from), state(x.to)) {
+                (Ok(from), Ok(to)) => Refusal::IllegalDisputeTransition { dispute: x.dispute, from, to },
+                (Err(e), _) | (_, Err(e)) => return e,
+            }
+        }
+        E::DisputeDeadlinePassed(x) => {
+            Refusal::DisputeDeadlinePassed { dispute: x.dispute, deadline: x.deadline, now: x.now_ }
+        }
         E::ShardResult(x) => Refusal::ShardResult {
             task: x.task,
             problem: static_str(
@@ -1108,6 +1141,10 @@ impl Ledger for EvmLedger {
 
     async fn tasks(&self, requester: Option<&str>) -> Result<Vec<TaskState>, LedgerError> {
         Ok(self.sync().await?.state.tasks_of(requester))
+    }
+
+    async fn disputes(&self, dataset: Option<&str>) -> Result<Vec<crate::rules::DisputeStatus>, LedgerError> {
+        Ok(self.sync().await?.state.disputes_of(dataset))
     }
 
     async fn events_after(&self, height: u64, limit: usize) -> Result<Vec<LedgerEvent>, LedgerError> {

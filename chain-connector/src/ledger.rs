@@ -69,6 +69,8 @@ pub trait Ledger: Send + Sync + std::fmt::Debug {
     async fn task(&self, id: &str) -> Result<Option<TaskState>, LedgerError>;
     /// Tasks requested by `requester` (all when `None`).
     async fn tasks(&self, requester: Option<&str>) -> Result<Vec<TaskState>, LedgerError>;
+    /// Disputes of `dataset`'s listings (every dataset's when `None`).
+    async fn disputes(&self, dataset: Option<&str>) -> Result<Vec<crate::rules::DisputeStatus>, LedgerError>;
     /// Records in blocks above `height`, oldest first: whole blocks, stopping
     /// after the block in which `limit` records are reached.
     async fn events_after(&self, height: u64, limit: usize) -> Result<Vec<LedgerEvent>, LedgerError>;

@@ -132,8 +132,79 @@ wire_enum!(
         AlgorithmProvider = 4 => "algorithm_provider",
         /// Reads the whole trail.
         Regulator = 5 => "regulator",
+        /// Rules on disputes of listings, binding every member.
+        Arbitrator = 6 => "arbitrator",
     }
 );
+
+wire_enum!(
+    /// Where a dispute of a listing is.
+    DisputeState {
+        /// Filed by an entitled member, awaiting its arbitrator.
+        Filed = 0 => "filed",
+        /// Taken up by its arbitrator.
+        UnderReview = 1 => "under_review",
+        /// The listing stands.
+        Upheld = 2 => "upheld",
+        /// The listing was wrong: the bureau's next version must drop or
+        /// correct it, and members' nodes no longer report it.
+        Overturned = 3 => "overturned",
+    }
+);
+
+impl DisputeState {
+    /// Whether `self → next` is a legal transition.
+    pub fn may_become(self, next: DisputeState) -> bool {
+        use DisputeState::*;
+        matches!((self, next), (Filed, UnderReview) | (UnderReview, Upheld) | (UnderReview, Overturned))
+    }
+
+    /// Whether the dispute still awaits a ruling.
+    pub fn is_open(self) -> bool {
+        matches!(self, DisputeState::Filed | DisputeState::UnderReview)
+    }
+}
+
+/// Bytes of a disputed listing's tag (the labeled-PSI set's tag length).
+pub const DISPUTE_TAG_LEN: usize = 8;
+
+/// Most bytes of a dispute's sealed id.
+pub const MAX_SEALED_ID_BYTES: usize = 1024;
+
+/// Longest a dispute may wait for its ruling: 180 days.
+pub const MAX_DISPUTE_SECS: u64 = 180 * 86_400;
+
+/// A member contests one listing of one version of a dataset (a bank for
+/// its customer, or the listed person through a member that holds a
+/// blacklist grant on it). The listing is named by its tag in the
+/// dataset's encoded set — which the bureau can match to its own row and
+/// nobody else can invert — and the listed id travels only sealed to the
+/// arbitrator's key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dispute {
+    /// The dispute's id (unique on the ledger).
+    pub id: String,
+    /// The dataset.
+    pub dataset: String,
+    /// The version the listing was found in.
+    pub version: u32,
+    /// The listing's tag in the encoded set ([`DISPUTE_TAG_LEN`] bytes, the
+    /// tag of the labeled-PSI set: a hash of the id's OPRF output under the
+    /// bureau's key, so only the bureau — and a member who queried the id —
+    /// can tie it to an id).
+    pub tag: [u8; DISPUTE_TAG_LEN],
+    /// The listed id, sealed to the arbitrator (at most
+    /// [`MAX_SEALED_ID_BYTES`]).
+    pub sealed_id: Vec<u8>,
+    /// The member who rules (role arbitrator; neither the filer nor the
+    /// dataset's owner).
+    pub arbitrator: String,
+    /// Digest of the evidence the filer hands the arbitrator.
+    pub evidence_digest: Digest,
+    /// The ruling's deadline (unix seconds; within
+    /// [`MAX_DISPUTE_SECS`] of filing).
+    pub deadline: u64,
+}
 
 wire_enum!(
     /// A kind of computation a grant allows and a task runs.
@@ -379,6 +450,17 @@ pub enum Record {
         /// The new ed25519 public key.
         new_key: [u8; 32],
     },
+    /// A dispute of one listing (a member holding a blacklist grant on the
+    /// dataset).
+    Dispute(Dispute),
+    /// A dispute moves on: taken up, upheld or overturned (its arbitrator
+    /// only; a ruling only before the deadline).
+    DisputeRuling {
+        /// The dispute.
+        dispute: String,
+        /// Its new state.
+        state: DisputeState,
+    },
 }
 
 impl Record {
@@ -394,6 +476,8 @@ impl Record {
             Record::Use(_) => "use",
             Record::Result(_) => "result",
             Record::RotateKey { .. } => "rotate_key",
+            Record::Dispute(_) => "dispute",
+            Record::DisputeRuling { .. } => "dispute_ruling",
         }
     }
 
@@ -463,6 +547,13 @@ impl Record {
             Record::RotateKey { new_key } => {
                 w.u8(9).fixed(new_key);
             }
+            Record::Dispute(d) => {
+                w.u8(11).str(&d.id).str(&d.dataset).u32(d.version).fixed(&d.tag).bytes(&d.sealed_id);
+                w.str(&d.arbitrator).fixed(&d.evidence_digest).u64(d.deadline);
+            }
+            Record::DisputeRuling { dispute, state } => {
+                w.u8(12).str(dispute).u8(state.code());
+            }
         }
     }
 
@@ -524,6 +615,17 @@ impl Record {
                 intermediates: r.list(|r| r.fixed())?,
             }),
             9 => Record::RotateKey { new_key: r.fixed()? },
+            11 => Record::Dispute(Dispute {
+                id: r.str()?,
+                dataset: r.str()?,
+                version: r.u32()?,
+                tag: r.fixed()?,
+                sealed_id: r.bytes_bounded(MAX_SEALED_ID_BYTES)?,
+                arbitrator: r.str()?,
+                evidence_digest: r.fixed()?,
+                deadline: r.u64()?,
+            }),
+            12 => Record::DisputeRuling { dispute: r.str()?, state: DisputeState::from_code(r.u8()?)? },
             other => {
                 return Err(LedgerError::Malformed { what: "record", reason: format!("unknown kind {other}") });
             }
@@ -654,6 +756,51 @@ impl OrgKey {
     /// Signs arbitrary bytes (block headers).
     pub fn sign_bytes(&self, message: &[u8]) -> [u8; 64] {
         self.0.sign(message).to_bytes()
+    }
+
+    /// Seals `plain` to the member whose ed25519 public key is `recipient`
+    /// (ECIES): a fresh key pair agrees a key with the recipient's
+    /// ([`OrgKey::agree`] under `label` and `context`), which seals `plain`
+    /// with AES-256-GCM. Output: the fresh public key (32 bytes), the nonce
+    /// (12), the ciphertext and its tag. Only the recipient's key opens it.
+    pub fn seal_to(recipient: &[u8; 32], label: &[u8], context: &[u8], plain: &[u8]) -> Result<Vec<u8>, LedgerError> {
+        use aes_gcm::aead::{Aead, KeyInit};
+        let fresh = OrgKey::generate();
+        let key = fresh.agree(recipient, label, context)?;
+        let mut nonce = [0u8; 12];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut nonce);
+        let sealed = aes_gcm::Aes256Gcm::new_from_slice(key.as_slice())
+            .expect("32-byte key")
+            .encrypt(aes_gcm::Nonce::from_slice(&nonce), plain)
+            .map_err(|_| LedgerError::Malformed { what: "sealed value", reason: "cannot seal".into() })?;
+        Ok([&fresh.public_key()[..], &nonce, &sealed].concat())
+    }
+
+    /// Opens what [`OrgKey::seal_to`] sealed to this key under `label` and
+    /// `context`; anything else — another recipient, context or a changed
+    /// byte — is refused.
+    pub fn open_sealed(
+        &self,
+        label: &[u8],
+        context: &[u8],
+        sealed: &[u8],
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>, LedgerError> {
+        use aes_gcm::aead::{Aead, KeyInit};
+        let bad = || LedgerError::Malformed {
+            what: "sealed value",
+            reason: "it does not open with this key (sealed to another member, for another record, or damaged)".into(),
+        };
+        if sealed.len() < 32 + 12 + 16 {
+            return Err(bad());
+        }
+        let (fresh, rest) = sealed.split_at(32);
+        let (nonce, body) = rest.split_at(12);
+        let key = self.agree(&fresh.try_into().expect("32 bytes"), label, context).map_err(|_| bad())?;
+        let plain = aes_gcm::Aes256Gcm::new_from_slice(key.as_slice())
+            .expect("32-byte key")
+            .decrypt(aes_gcm::Nonce::from_slice(nonce), body)
+            .map_err(|_| bad())?;
+        Ok(zeroize::Zeroizing::new(plain))
     }
 
     /// A secret this organisation and the member whose ed25519 public key

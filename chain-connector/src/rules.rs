@@ -35,7 +35,8 @@ use std::collections::BTreeMap;
 
 use crate::LedgerError;
 use crate::records::{
-    DatasetVersion, Grant, LedgerId, Member, Record, ResultRecord, Role, SignedRecord, Task, TaskStatus, UseRecord,
+    DatasetVersion, Dispute, DisputeState, Grant, LedgerId, MAX_DISPUTE_SECS, Member, Record, ResultRecord, Role,
+    SignedRecord, Task, TaskStatus, UseRecord,
 };
 use crate::tasks::REQUEST_WINDOW_SECS;
 
@@ -121,6 +122,14 @@ pub enum Refusal {
     ShardMismatch { task: String, problem: &'static str },
     #[error("result of task '{task}': {problem}")]
     ShardResult { task: String, problem: &'static str },
+    #[error("dispute '{dispute}' cannot be filed: {problem}")]
+    DisputeRefused { dispute: String, problem: &'static str },
+    #[error("'{writer}' may not rule on dispute '{dispute}'; its arbitrator is '{arbitrator}'")]
+    NotArbitrator { writer: String, dispute: String, arbitrator: String },
+    #[error("dispute '{dispute}' may not go from {from} to {to}")]
+    IllegalDisputeTransition { dispute: String, from: DisputeState, to: DisputeState },
+    #[error("dispute '{dispute}' had to be ruled on by {deadline} (unix seconds); the ledger's time is {now}")]
+    DisputeDeadlinePassed { dispute: String, deadline: u64, now: u64 },
     #[error("task '{task}' delivers its result to '{expected}', not '{receiver}'")]
     WrongReceiver { task: String, receiver: String, expected: String },
     #[error("task '{task}' already has its result for '{receiver}'; one result per receiver")]
@@ -140,6 +149,22 @@ pub struct GrantState {
     pub epsilon_spent: u32,
     /// Whether its owner revoked it.
     pub revoked: bool,
+}
+
+/// A dispute, who filed it and where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DisputeStatus {
+    /// The dispute as filed.
+    pub dispute: Dispute,
+    /// The member that filed it.
+    pub filer: String,
+    /// Its state.
+    pub state: DisputeState,
+    /// The dataset's newest version when the ruling was recorded: after an
+    /// overturn, every later version must no longer hold the entry, which
+    /// members' nodes check against the encoded set's tags before they use
+    /// it.
+    pub ruled_at_version: Option<u32>,
 }
 
 /// A task and its trail.
@@ -183,6 +208,8 @@ pub struct State {
     pub grants: BTreeMap<String, GrantState>,
     /// Tasks by id.
     pub tasks: BTreeMap<String, TaskState>,
+    /// Disputes of listings by id.
+    pub disputes: BTreeMap<String, DisputeStatus>,
     /// Hashes of every record applied: a record is never accepted twice.
     pub seen: std::collections::HashSet<crate::records::Digest>,
 }
@@ -196,6 +223,7 @@ impl State {
             datasets: BTreeMap::new(),
             grants: BTreeMap::new(),
             tasks: BTreeMap::new(),
+            disputes: BTreeMap::new(),
             seen: std::collections::HashSet::new(),
         }
     }
@@ -214,6 +242,11 @@ impl State {
             .filter(|g| filter.grantee.as_ref().is_none_or(|o| &g.grant.grantee == o))
             .cloned()
             .collect()
+    }
+
+    /// Disputes of `dataset`'s listings (all when `None`), in id order.
+    pub fn disputes_of(&self, dataset: Option<&str>) -> Vec<DisputeStatus> {
+        self.disputes.values().filter(|d| dataset.is_none_or(|ds| d.dispute.dataset == ds)).cloned().collect()
     }
 
     /// Tasks requested by `requester` (all when `None`).
@@ -347,6 +380,46 @@ impl State {
             return Err(Refusal::StaleTaskRequest { task: t.id.clone(), issued_at: t.request.request.issued_at, now });
         }
         t.shards().map_err(|problem| bad(problem.into()))?;
+        Ok(())
+    }
+
+    /// A dispute is filed by a member holding a blacklist grant on the
+    /// dataset, about a version it has, to an arbitrator who is a party to
+    /// neither side, with a deadline within [`MAX_DISPUTE_SECS`], and not
+    /// about an entry already under dispute.
+    fn check_dispute(&self, writer: &str, d: &Dispute, now: u64) -> Result<(), Refusal> {
+        let refuse = |problem| Refusal::DisputeRefused { dispute: d.id.clone(), problem };
+        if self.disputes.contains_key(&d.id) {
+            return Err(Refusal::Duplicate { what: "dispute", id: d.id.clone() });
+        }
+        let owner = self.owner_of(&d.dataset)?.to_owned();
+        let versions = self.datasets.get(&d.dataset).map_or(0, Vec::len);
+        if d.version == 0 || d.version as usize > versions {
+            return Err(refuse("it names a version the dataset does not have"));
+        }
+        let entitled = self.grants.values().any(|g| {
+            g.grant.dataset == d.dataset
+                && g.grant.grantee == writer
+                && g.grant.computations.contains(&crate::records::Computation::Blacklist)
+                && !g.revoked
+        });
+        if !entitled {
+            return Err(refuse("its filer holds no blacklist grant on the dataset"));
+        }
+        self.require_role(&d.arbitrator, Role::Arbitrator)?;
+        if d.arbitrator == owner || d.arbitrator == writer {
+            return Err(refuse("its arbitrator is a party to it"));
+        }
+        if d.deadline <= now || d.deadline - now > MAX_DISPUTE_SECS {
+            return Err(refuse("its deadline is not within 180 days from now"));
+        }
+        if d.sealed_id.is_empty() {
+            return Err(refuse("it carries no sealed id for the arbitrator"));
+        }
+        if self.disputes.values().any(|o| o.state.is_open() && o.dispute.dataset == d.dataset && o.dispute.tag == d.tag)
+        {
+            return Err(refuse("the entry is under dispute already"));
+        }
         Ok(())
     }
 
@@ -537,6 +610,34 @@ impl State {
                     });
                 }
             }
+            Record::Dispute(d) => self.check_dispute(writer, d, now)?,
+            Record::DisputeRuling { dispute, state } => {
+                let filed = self
+                    .disputes
+                    .get(dispute)
+                    .ok_or_else(|| Refusal::Unknown { what: "dispute", id: dispute.clone() })?;
+                if writer != filed.dispute.arbitrator {
+                    return Err(Refusal::NotArbitrator {
+                        writer: writer.into(),
+                        dispute: dispute.clone(),
+                        arbitrator: filed.dispute.arbitrator.clone(),
+                    });
+                }
+                if !filed.state.may_become(*state) {
+                    return Err(Refusal::IllegalDisputeTransition {
+                        dispute: dispute.clone(),
+                        from: filed.state,
+                        to: *state,
+                    });
+                }
+                if !state.is_open() && now >= filed.dispute.deadline {
+                    return Err(Refusal::DisputeDeadlinePassed {
+                        dispute: dispute.clone(),
+                        deadline: filed.dispute.deadline,
+                        now,
+                    });
+                }
+            }
             Record::Result(r) => {
                 let task = self.task(&r.task)?;
                 let peer_of_both = task.task.delivers_to_both()
@@ -627,6 +728,24 @@ impl State {
             Record::Result(r) => {
                 if let Some(t) = self.tasks.get_mut(&r.task) {
                     t.results.push(r.clone());
+                }
+            }
+            Record::Dispute(d) => {
+                let status = DisputeStatus {
+                    dispute: d.clone(),
+                    filer: signed.writer.clone(),
+                    state: DisputeState::Filed,
+                    ruled_at_version: None,
+                };
+                self.disputes.insert(d.id.clone(), status);
+            }
+            Record::DisputeRuling { dispute, state } => {
+                if let Some(d) = self.disputes.get_mut(dispute) {
+                    d.state = *state;
+                    if !state.is_open() {
+                        let versions = self.datasets.get(&d.dispute.dataset).map_or(0, Vec::len);
+                        d.ruled_at_version = Some(u32::try_from(versions).unwrap_or(u32::MAX));
+                    }
                 }
             }
             Record::RotateKey { new_key } => {

@@ -56,7 +56,7 @@ pub enum ConsortiumCommand {
         /// Display name.
         #[arg(long)]
         name: String,
-        /// Roles: data_owner, requester, operator, algorithm_provider, regulator.
+        /// Roles: data_owner, requester, operator, algorithm_provider, regulator, arbitrator.
         #[arg(long, value_delimiter = ',', required = true)]
         roles: Vec<Role>,
         /// Its ed25519 public key: 64 hex characters or a .ed25519.pub file.

@@ -4,6 +4,7 @@
 mod admin;
 mod demo;
 mod demo_modelling;
+mod dispute;
 mod error;
 mod ledger;
 mod subject;
@@ -82,6 +83,9 @@ enum Command {
     /// (the operator); publish datasets, grant and revoke use (data owners).
     #[command(subcommand)]
     Consortium(admin::ConsortiumCommand),
+    /// Contest a blacklist listing, and rule on it (arbitrators).
+    #[command(subcommand)]
+    Dispute(dispute::DisputeCommand),
     /// Read the consortium's ledger: members, datasets, grants, tasks.
     #[command(subcommand)]
     Ledger(ledger::LedgerCommand),
@@ -410,6 +414,7 @@ async fn run(command: Command) -> Result<(), CliError> {
         Command::Coordinator { config } => task::coordinator(config).await?,
         Command::Task(command) => task::run(command).await?,
         Command::Consortium(command) => admin::run(command).await?,
+        Command::Dispute(command) => dispute::run(command).await?,
         Command::Psi(args) => psi(args).await?,
         Command::Datasets { config } => {
             let state = stayput_node::NodeState::new(NodeConfig::load(&config)?)?;

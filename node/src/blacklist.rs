@@ -34,12 +34,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use sha2::{Digest as _, Sha256};
-use stayput_chain_connector::records::{Computation, DatasetVersion};
+use stayput_chain_connector::records::{Computation, DatasetVersion, DisputeState};
+use stayput_chain_connector::rules::DisputeStatus;
 use stayput_chain_connector::tasks::BlacklistParams;
 use stayput_proto::v1::blacklist_peer_client::BlacklistPeerClient;
 use stayput_proto::v1::blacklist_peer_server::BlacklistPeer;
 use stayput_proto::v1::{EvaluateRequest, EvaluateResponse, FetchSetRequest, SetChunk, SetHeader, set_chunk};
-use stayput_psi::labeled::{Delta, EncodedSet, MAX_ENTRIES, MAX_QUERY, Query, SEALED_LEN, TAG_LEN};
+use stayput_psi::labeled::{Delta, EncodedSet, MAX_ENTRIES, MAX_QUERY, Query, SEALED_LEN, TAG_LEN, Tag};
 use tonic::{Request, Response, Status};
 
 use crate::authorisation::ServeRequest;
@@ -467,8 +468,50 @@ async fn synced_set(
     .map_err(|e| NodeError::Worker(e.to_string()))?
 }
 
-/// One bureau's answer: per listed key (index into the bank's keys), its label.
-type Listings = Vec<(usize, Vec<u8>)>;
+/// One bureau's answer: the encoded set's version, per listed key (index
+/// into the bank's keys) its tag and label, and the disputes of the
+/// dataset's listings on the ledger.
+struct Listings {
+    version: u32,
+    found: Vec<(usize, Tag, Vec<u8>)>,
+    disputes: Vec<DisputeStatus>,
+}
+
+/// A version that still holds an entry an arbitrator overturned before it
+/// was published defies the ruling: the consortium's rules let no member
+/// use it. (A version the ruling found may still hold it; its rows are
+/// reported `overturned`, never `listed`.)
+fn check_rulings(set: &EncodedSet, disputes: &[DisputeStatus]) -> Result<(), NodeError> {
+    let defied = disputes.iter().find(|d| {
+        d.state == DisputeState::Overturned
+            && d.ruled_at_version.is_some_and(|at| set.version > at)
+            && set.holds(&d.dispute.tag)
+    });
+    match defied {
+        None => Ok(()),
+        Some(d) => Err(err(format!(
+            "version {} of '{}' still lists the entry overturned in dispute '{}' (ruled at version {}); \
+             the bureau must drop or correct it, and this version is not used",
+            set.version,
+            set.dataset,
+            d.dispute.id,
+            d.ruled_at_version.unwrap_or_default()
+        ))),
+    }
+}
+
+/// A listing's status in the result: `listed`, `under_dispute` while a
+/// dispute of it awaits its ruling, `overturned` once one overturned it.
+fn listing_status(tag: &Tag, disputes: &[DisputeStatus]) -> &'static str {
+    let of_entry = || disputes.iter().filter(|d| &d.dispute.tag == tag);
+    if of_entry().any(|d| d.state == DisputeState::Overturned) {
+        "overturned"
+    } else if of_entry().any(|d| d.state.is_open()) {
+        "under_dispute"
+    } else {
+        "listed"
+    }
+}
 
 async fn query_bureau(
     state: Arc<NodeState>,
@@ -478,6 +521,7 @@ async fn query_bureau(
     own_declaration: String,
 ) -> Result<(String, Listings), (String, NodeError)> {
     let ledger = &state.ledger.as_ref().ok_or_else(|| (String::new(), no_ledger()))?.ledger;
+    let disputes = ledger.disputes(Some(&dataset)).await.map_err(|e| (String::new(), NodeError::from_ledger(e)))?;
     let bureau = ledger
         .dataset(&dataset)
         .await
@@ -488,6 +532,10 @@ async fn query_bureau(
     let channel = crate::peers::connect_peer(&state, &bureau).await.map_err(fail)?;
     let mut client = BlacklistPeerClient::new(channel).max_decoding_message_size(crate::wire::MAX_MESSAGE_BYTES);
     let set = synced_set(&state, &mut client, &task_id, &dataset, &bureau, &own_declaration).await.map_err(fail)?;
+    // Before anything is asked (and metered): a version that defies a
+    // ruling is not used.
+    check_rulings(&set, &disputes).map_err(fail)?;
+    let version = set.version;
     let (ids, set_dataset) = (keys.clone(), set.dataset.clone());
     let (query, blinded) =
         tokio::task::spawn_blocking(move || Query::blind(&set_dataset, ids.as_slice(), &mut rand::rngs::OsRng))
@@ -514,13 +562,13 @@ async fn query_bureau(
             .collect();
         let proof = stayput_zk_proofs::dleq::DleqProof::from_bytes(&response.proof)
             .map_err(|e| err(format!("the bureau's proof does not decode: {e}")))?;
-        Ok(query.finish(task_id.as_bytes(), &blinded, &answers, &proof, &set)?)
+        Ok(query.finish_with_tags(task_id.as_bytes(), &blinded, &answers, &proof, &set)?)
     })
     .await
     .map_err(|e| fail(NodeError::Worker(e.to_string())))?
     .map_err(fail)?;
-    let found = labels.into_iter().enumerate().filter_map(|(i, l)| l.map(|l| (i, l))).collect();
-    Ok((bureau, found))
+    let found = labels.into_iter().enumerate().filter_map(|(i, l)| l.map(|(tag, label)| (i, tag, label))).collect();
+    Ok((bureau, Listings { version, found, disputes }))
 }
 
 /// Text of an encoded key (parts joined with `|`), for the bank's own
@@ -540,13 +588,29 @@ pub(crate) fn csv_field(text: &str) -> String {
     if text.contains([',', '"', '\n', '\r']) { format!("\"{}\"", text.replace('"', "\"\"")) } else { text.to_owned() }
 }
 
+/// The first line of a blacklist result (format 2: with each listing's set
+/// version and tag, which a dispute of it names, and its dispute status).
+pub const RESULT_HEADER: &str = "key,bureau,dataset,version,tag,status,label\n";
+
+/// One listing found.
+struct Row {
+    key: String,
+    bureau: String,
+    dataset: String,
+    version: u32,
+    tag: Tag,
+    status: &'static str,
+    label: String,
+}
+
 /// What a blacklist task produced on the bank's node.
 #[derive(Debug)]
 pub struct BlacklistOutcome {
-    /// The result file's text: `key,bureau,dataset,status,label`, one row
-    /// per listing, and one `unavailable` row per bureau that did not answer.
+    /// The result file's text ([`RESULT_HEADER`]): one row per listing —
+    /// `listed`, `under_dispute` or `overturned` —, and one `unavailable`
+    /// row per bureau that did not answer.
     pub table: String,
-    /// Listings found.
+    /// Listings found (not counting overturned ones).
     pub listings: u64,
     /// Bureaus that did not answer: organisation, dataset, why.
     pub unavailable: Vec<(String, String, String)>,
@@ -580,14 +644,17 @@ pub async fn run_blacklist(
     let mut unavailable = Vec::new();
     for (dataset, call) in params.bureau_datasets.iter().zip(calls) {
         match call.await.map_err(|e| NodeError::Worker(e.to_string()))? {
-            Ok((bureau, found)) => {
-                for (i, label) in found {
-                    rows.push((
-                        key_text(&keys[i]),
-                        bureau.clone(),
-                        dataset.clone(),
-                        String::from_utf8_lossy(&label).into_owned(),
-                    ));
+            Ok((bureau, listings)) => {
+                for (i, tag, label) in listings.found {
+                    rows.push(Row {
+                        key: key_text(&keys[i]),
+                        bureau: bureau.clone(),
+                        dataset: dataset.clone(),
+                        version: listings.version,
+                        status: listing_status(&tag, &listings.disputes),
+                        tag,
+                        label: String::from_utf8_lossy(&label).into_owned(),
+                    });
                 }
             }
             Err((bureau, e)) => {
@@ -600,19 +667,23 @@ pub async fn run_blacklist(
         let reasons: Vec<String> = unavailable.iter().map(|(_, d, e)| format!("{d}: {e}")).collect();
         return Err(err(format!("no bureau answered ({})", reasons.join("; "))));
     }
-    rows.sort();
-    let mut table = String::from("key,bureau,dataset,status,label\n");
-    for (key, bureau, dataset, label) in &rows {
+    rows.sort_by(|a, b| (&a.key, &a.bureau, &a.dataset).cmp(&(&b.key, &b.bureau, &b.dataset)));
+    let mut table = String::from(RESULT_HEADER);
+    for r in &rows {
         table.push_str(&format!(
-            "{},{},{},listed,{}\n",
-            csv_field(key),
-            csv_field(bureau),
-            csv_field(dataset),
-            csv_field(label)
+            "{},{},{},{},{},{},{}\n",
+            csv_field(&r.key),
+            csv_field(&r.bureau),
+            csv_field(&r.dataset),
+            r.version,
+            hex::encode(r.tag),
+            r.status,
+            csv_field(&r.label)
         ));
     }
     for (bureau, dataset, reason) in &unavailable {
-        table.push_str(&format!(",{},{},unavailable,{}\n", csv_field(bureau), csv_field(dataset), csv_field(reason)));
+        table.push_str(&format!(",{},{},,,unavailable,{}\n", csv_field(bureau), csv_field(dataset), csv_field(reason)));
     }
-    Ok(BlacklistOutcome { table, listings: rows.len() as u64, unavailable })
+    let listings = rows.iter().filter(|r| r.status != "overturned").count() as u64;
+    Ok(BlacklistOutcome { table, listings, unavailable })
 }

@@ -240,6 +240,13 @@ impl Ledger for RemoteLedger {
         Ok(self.sync().await?.state()?.tasks_of(requester))
     }
 
+    async fn disputes(
+        &self,
+        dataset: Option<&str>,
+    ) -> Result<Vec<stayput_chain_connector::rules::DisputeStatus>, LedgerError> {
+        Ok(self.sync().await?.state()?.disputes_of(dataset))
+    }
+
     async fn events_after(&self, height: u64, limit: usize) -> Result<Vec<LedgerEvent>, LedgerError> {
         let tip = self.sync().await?.tip.map_or(0, |t| t.height);
         let mut events = Vec::new();

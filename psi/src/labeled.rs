@@ -60,6 +60,8 @@ const HASH_LABEL: &[u8] = b"stayput/labeled-psi/v1";
 pub type Tag = [u8; TAG_LEN];
 /// A sealed label.
 pub type Sealed = [u8; SEALED_LEN];
+/// A listed id's tag in the set and its label.
+pub type Listing = (Tag, Vec<u8>);
 
 fn hasher(dataset: &str) -> Result<Domain, PsiError> {
     Domain::new(HASH_LABEL, dataset)
@@ -270,6 +272,11 @@ impl EncodedSet {
         self.entries.is_empty()
     }
 
+    /// Whether the set holds an entry under `tag`.
+    pub fn holds(&self, tag: &Tag) -> bool {
+        self.entries.contains_key(tag)
+    }
+
     /// SHA-256 of the canonical encoding (what the ledger records).
     pub fn digest(&self) -> [u8; 32] {
         Sha256::digest(self.to_bytes()).into()
@@ -446,6 +453,21 @@ impl Query {
         proof: &DleqProof,
         set: &EncodedSet,
     ) -> Result<Vec<Option<Vec<u8>>>, PsiError> {
+        let listed = self.finish_with_tags(context, blinded, evaluations, proof, set)?;
+        Ok(listed.into_iter().map(|l| l.map(|(_, label)| label)).collect())
+    }
+
+    /// [`Query::finish`], with each listing's tag in the set: what names
+    /// the entry in a dispute of it (the bureau ties it to its row; nobody
+    /// else can tie it to an id without querying the id).
+    pub fn finish_with_tags(
+        self,
+        context: &[u8],
+        blinded: &[CompressedRistretto],
+        evaluations: &[CompressedRistretto],
+        proof: &DleqProof,
+        set: &EncodedSet,
+    ) -> Result<Vec<Option<Listing>>, PsiError> {
         let outputs = self.0.unblind(context, blinded, evaluations, proof, &set.public_key)?;
         outputs
             .par_iter()
@@ -454,7 +476,7 @@ impl Query {
                 match set.entries.get(&tag) {
                     None => Ok(None),
                     Some(sealed) => open(y, sealed)
-                        .map(Some)
+                        .map(|label| Some((tag, label)))
                         .ok_or(PsiError::Labeled("a listed entry does not decrypt: the cached set is damaged")),
                 }
             })

@@ -93,6 +93,17 @@ fn samples() -> Vec<Record> {
             intermediates: vec![[0x77; 32], [0x88; 32]],
         }),
         Record::RotateKey { new_key: OrgKey::from_bytes(&[8; 32]).public_key() },
+        Record::Dispute(Dispute {
+            id: "dispute-2026-001".into(),
+            dataset: "blacklist-a".into(),
+            version: 3,
+            tag: [0x99; 8],
+            sealed_id: vec![0xaa; 48],
+            arbitrator: "court".into(),
+            evidence_digest: [0xbb; 32],
+            deadline: 1_893_456_000,
+        }),
+        Record::DisputeRuling { dispute: "dispute-2026-001".into(), state: DisputeState::Overturned },
     ]
 }
 
@@ -247,4 +258,18 @@ fn two_members_agree_on_a_secret_no_one_else_computes() {
         .find(|k| ed25519_dalek::VerifyingKey::from_bytes(k).is_err())
         .unwrap();
     assert!(bank.agree(&not_a_point, b"label", b"t").is_err());
+}
+
+#[test]
+fn a_value_sealed_to_a_member_opens_with_its_key_only() {
+    let (court, other) = (OrgKey::generate(), OrgKey::generate());
+    let sealed = OrgKey::seal_to(&court.public_key(), b"label", b"dispute-1", b"ID000123").unwrap();
+    assert_eq!(court.open_sealed(b"label", b"dispute-1", &sealed).unwrap().as_slice(), b"ID000123");
+    assert!(other.open_sealed(b"label", b"dispute-1", &sealed).is_err(), "another member");
+    assert!(court.open_sealed(b"label", b"dispute-2", &sealed).is_err(), "another record");
+    let mut changed = sealed.clone();
+    changed[40] ^= 1;
+    assert!(court.open_sealed(b"label", b"dispute-1", &changed).is_err(), "a changed byte");
+    assert!(court.open_sealed(b"label", b"dispute-1", &sealed[..50]).is_err(), "too short");
+    assert_ne!(sealed, OrgKey::seal_to(&court.public_key(), b"label", b"dispute-1", b"ID000123").unwrap(), "fresh");
 }
