@@ -493,8 +493,9 @@ pub async fn run(dir: Option<PathBuf>) -> Result<(), CliError> {
          ocean centre {OBSERVATIONS} CTD observations (Parquet) and a {STATIONS}-station registry (CSV)"
     );
 
-    let bar =
-        spinner("creating the CA, certificates, signing keys and configurations; starting the coordinator and 7 nodes");
+    let bar = spinner(
+        "creating the CA, certificates, signing keys and configurations; starting the coordinator and 10 nodes",
+    );
     let h = &data.hospitals;
     let participants = [
         participant(
@@ -546,6 +547,7 @@ pub async fn run(dir: Option<PathBuf>) -> Result<(), CliError> {
             vec![("inpatients-c", &h[2].1, "patient_id", Serving::Plain)],
         ),
         participant("research", "Cardiovascular Research Institute", vec![Role::Requester], vec![]),
+        participant("court", "Credit Arbitration Court", vec![Role::Arbitrator], vec![]),
         participant(
             "ocean",
             "Ocean Science Data Centre",
@@ -565,7 +567,7 @@ pub async fn run(dir: Option<PathBuf>) -> Result<(), CliError> {
     let net = LocalConsortium::start(&dir, &participants, system_clock()).await?;
     bar.finish_and_clear();
     println!(
-        "coordinator: {} (embedded ledger {}), 9 nodes on loopback, mutual TLS under the consortium CA",
+        "coordinator: {} (embedded ledger {}), 10 nodes on loopback, mutual TLS under the consortium CA",
         net.coordinator.addr,
         dir.join("operator/ledger.redb").display()
     );
@@ -677,7 +679,7 @@ pub async fn run(dir: Option<PathBuf>) -> Result<(), CliError> {
     }
     bar.finish_and_clear();
     println!(
-        "ledger: 9 members, 13 dataset versions (schema and content digests; the two defaults lists as encoded sets with their OPRF keys, the station registry as a PIR layout and hint digest), 9 grants — each signed by its writer"
+        "ledger: 10 members, 13 dataset versions (schema and content digests; the two defaults lists as encoded sets with their OPRF keys, the station registry as a PIR layout and hint digest), 9 grants — each signed by its writer"
     );
     println!("  grant g-a-bank: bureau-a lets bank run psi or psi_cardinality on blacklist-a.national_id, 10 uses");
     println!("  grant g-b-bank: bureau-b lets bank learn only counts (psi_cardinality) on judgements-b.national_id");
@@ -755,6 +757,7 @@ pub async fn run(dir: Option<PathBuf>) -> Result<(), CliError> {
         println!("  metered: {org} recorded a use of {} ids under grant {}", used.items, used.grant);
     }
     println!("  the bureaus learned how many ids were asked, nothing about which");
+    dispute_journey(&net, &spec, &table).await?;
 
     println!("\njourney 4 — federated statistics (research × 3 hospitals): hypertensive inpatients (I10)");
     let stats = run_task(&net, "research", &hospital_query()?, "research × hospitals").await?;
@@ -873,6 +876,75 @@ fn compute_only(query: &str, epsilon: u32) -> Result<TaskSpec, CliError> {
 }
 
 /// Journey 6: a private lookup in the ocean centre's station registry.
+/// Journey 3b: an applicant listed by bureau-a alone contests the listing
+/// through the bank; the court overturns it; bureau-a publishes a corrected
+/// version; the next query no longer lists the applicant.
+async fn dispute_journey(net: &LocalConsortium, spec: &TaskSpec, table: &str) -> Result<(), CliError> {
+    use stayput_chain_connector::records::{Dispute, DisputeState, OrgKey};
+    let demo_err = |e: &dyn std::fmt::Display| CliError::Demo(format!("the dispute journey: {e}"));
+    println!("\njourney 3b — a disputed listing (bank × bureau-a, before the Credit Arbitration Court)");
+    let rows: Vec<Vec<&str>> = table.lines().skip(1).map(|l| l.split(',').collect()).collect();
+    let only_a = rows
+        .iter()
+        .find(|r| r[1] == "bureau-a" && rows.iter().filter(|o| o[0] == r[0]).count() == 1)
+        .ok_or_else(|| demo_err(&"no applicant listed by bureau-a alone"))?;
+    let (key, version) = (only_a[0].to_owned(), only_a[3].parse::<u32>().map_err(|e| demo_err(&e))?);
+    let mut tag = [0u8; 8];
+    hex::decode_to_slice(only_a[4], &mut tag).map_err(|e| demo_err(&e))?;
+    let court = net.ledger.member("court").await?.ok_or_else(|| demo_err(&"no court"))?;
+    let id = "d-demo-1";
+    let sealed_id =
+        OrgKey::seal_to(&court.signing_key, crate::dispute::SEALED_ID_LABEL, id.as_bytes(), key.as_bytes())?;
+    let dispute = Dispute {
+        id: id.into(),
+        dataset: "defaults-a".into(),
+        version,
+        tag,
+        sealed_id: sealed_id.clone(),
+        arbitrator: "court".into(),
+        evidence_digest: [0x1e; 32],
+        deadline: stayput_coordinator::client::unix_now() + 30 * 86_400,
+    };
+    net.write("bank", Record::Dispute(dispute)).await?;
+    println!(
+        "  bank files dispute {id} on defaults-a v{version}: the entry named by its tag {}, the applicant's id sealed to the court",
+        hex::encode(tag)
+    );
+    let opened = net.key("court").open_sealed(crate::dispute::SEALED_ID_LABEL, id.as_bytes(), &sealed_id)?;
+    if opened.as_slice() != key.as_bytes() {
+        return Err(demo_err(&"the court opened another id"));
+    }
+    for state in [DisputeState::UnderReview, DisputeState::Overturned] {
+        net.write("court", Record::DisputeRuling { dispute: id.into(), state }).await?;
+    }
+    println!(
+        "  the court opens the id, takes the dispute up and overturns the listing (ledger records by the court only)"
+    );
+    // Bureau-a drops the entry and publishes the corrected version.
+    let path = net.net.state("bureau-a").config.dataset("defaults-a")?.path.clone();
+    let text = std::fs::read_to_string(&path).map_err(|e| demo_err(&e))?;
+    let kept: Vec<&str> = text.lines().filter(|l| l.split(',').next() != Some(key.as_str())).collect();
+    std::fs::write(&path, kept.join("\n")).map_err(|e| demo_err(&e))?;
+    net.publish_dataset("bureau-a", "defaults-a").await?;
+    let again = run_task(net, "bank", spec, "bank × bureaus, after the ruling").await?;
+    let file = stayput_node::results::result_path(&net.net.state("bank").config.output_dir, &again.task_id);
+    let after = std::fs::read_to_string(&file).map_err(|e| demo_err(&e))?;
+    let still = after.lines().any(|l| l.split(',').next() == Some(key.as_str()));
+    if still || again.result_count != (DEFAULTS_A + DEFAULTS_B - 1) as u64 {
+        return Err(demo_err(&format!(
+            "after the correction {} listings, the applicant listed: {still}",
+            again.result_count
+        )));
+    }
+    println!(
+        "  bureau-a publishes defaults-a v{}; the next query (task {}) lists {} applicants — the overturned one no longer",
+        version + 1,
+        again.task_id,
+        again.result_count
+    );
+    Ok(())
+}
+
 async fn lookup_journey(net: &LocalConsortium) -> Result<(), CliError> {
     println!(
         "\njourney 6 — private record lookup (climate lab × ocean centre): one station's registry record, without the ocean centre learning which"

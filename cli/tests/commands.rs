@@ -50,13 +50,14 @@ fn demo_runs_every_journey_and_checks_it() {
     let dir = tempfile::tempdir().unwrap();
     let kept = dir.path().join("demo");
     let out = run(&["demo", "--dir", kept.to_str().unwrap()]);
-    assert!(out.contains("9 members, 13 dataset versions"), "{out}");
+    assert!(out.contains("10 members, 13 dataset versions"), "{out}");
     assert!(out.contains("trained on the 2700 customers both hold"), "{out}");
     assert!(out.contains("scored 450 of 500 applicants") && out.contains("not held by bureau-a"), "{out}");
     assert!(out.contains("use of grant g-profiles-bank for 500 items") && out.contains("model share used"), "{out}");
     assert!(out.contains("bureau-a lists 40 of them (40 planted)"), "{out}");
     assert!(out.contains("bureau-b lists 25 of them (25 planted)"), "{out}");
     assert!(out.contains("10 applicants are on both lists (10 planted)"), "{out}");
+    assert!(out.contains("the overturned one no longer"), "{out}");
     assert!(out.contains("recorded a use of 1000 ids"), "{out}");
     assert!(out.contains("matches the merged tables") && out.contains("regression(systolic_bp ~ age + bmi)"), "{out}");
     assert!(out.contains("300 applicants listed — matches the 300 planted"), "{out}");
@@ -70,7 +71,7 @@ fn demo_runs_every_journey_and_checks_it() {
     // Results were written on the receiver's node only; secrets are 0600.
     let results: Vec<_> =
         std::fs::read_dir(kept.join("bank/results")).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert_eq!(results.iter().filter(|n| n.to_string_lossy().ends_with(".csv")).count(), 5, "{results:?}");
+    assert_eq!(results.iter().filter(|n| n.to_string_lossy().ends_with(".csv")).count(), 6, "{results:?}");
     assert!(!kept.join("bureau-a/results").exists(), "the bureau holds no result");
     assert!(!kept.join("hospital-a/results").exists(), "no hospital holds a result");
     assert_eq!(
