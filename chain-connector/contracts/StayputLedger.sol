@@ -131,7 +131,7 @@ contract StayputLedger {
     mapping(bytes32 => bool) private usedShard; // (task, grant, writer, shard) that recorded a use
     mapping(bytes32 => uint64) private taskItems; // (task, grant, writer): items of its shards' uses
     mapping(bytes32 => DisputeRec) private disputes;
-    mapping(bytes32 => bool) private disputedTag; // (dataset, tag) under an open dispute
+    mapping(bytes32 => uint64) private disputedUntil; // (dataset, tag): deadline of its open dispute
     mapping(bytes32 => uint256) private blacklistGrants; // (dataset, grantee): live grants allowing blacklist
     address public immutable deployer;
     uint256 public memberCount;
@@ -528,9 +528,10 @@ contract StayputLedger {
             revert DisputeRefused(id, "its deadline is not within 180 days from now");
         }
         if (sealedLen == 0) revert DisputeRefused(id, "it carries no sealed id for the arbitrator");
+        // A dispute its arbitrator let lapse no longer holds the entry.
         bytes32 tagKey = keccak256(abi.encode(dataset, tag));
-        if (disputedTag[tagKey]) revert DisputeRefused(id, "the entry is under dispute already");
-        disputedTag[tagKey] = true;
+        if (disputedUntil[tagKey] > now_) revert DisputeRefused(id, "the entry is under dispute already");
+        disputedUntil[tagKey] = deadline;
         d.dataset = dataset;
         d.tag = tag;
         d.arbitrator = arbitrator;
@@ -556,7 +557,7 @@ contract StayputLedger {
         uint64 now_ = _now();
         if (next != UNDER_REVIEW && now_ >= d.deadline) revert DisputeDeadlinePassed(id, d.deadline, now_);
         d.state = next;
-        if (next != UNDER_REVIEW) disputedTag[keccak256(abi.encode(d.dataset, d.tag))] = false;
+        if (next != UNDER_REVIEW) disputedUntil[keccak256(abi.encode(d.dataset, d.tag))] = 0;
         return _key(id);
     }
 

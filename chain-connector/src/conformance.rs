@@ -716,6 +716,8 @@ pub async fn disputes(backend: &dyn Backend) {
     backend.advance(&c.ledger, 31 * day).await;
     expect_refusal!(c, rule(court, "d1", DisputeState::Overturned), Refusal::DisputeDeadlinePassed { .. });
     let now = backend.now(&c.ledger).await;
+    // Unruled by its deadline, d1 lapsed: the entry may be contested again.
+    c.ok(&c.bank, Record::Dispute(dispute("d1-again", 7, now + 30 * day))).await;
     let d2 = dispute("d2", 9, now + 30 * day);
     c.ok(&c.bank, Record::Dispute(d2)).await;
     c.ok(court, Record::DisputeRuling { dispute: "d2".into(), state: DisputeState::UnderReview }).await;
@@ -736,6 +738,7 @@ pub async fn disputes(backend: &dyn Backend) {
         states,
         [
             ("d1".into(), DisputeState::UnderReview, bank.clone()),
+            ("d1-again".into(), DisputeState::Filed, bank.clone()),
             ("d2".into(), DisputeState::Upheld, bank.clone()),
             ("d3".into(), DisputeState::Filed, bank)
         ]

@@ -386,7 +386,7 @@ impl State {
     /// A dispute is filed by a member holding a blacklist grant on the
     /// dataset, about a version it has, to an arbitrator who is a party to
     /// neither side, with a deadline within [`MAX_DISPUTE_SECS`], and not
-    /// about an entry already under dispute.
+    /// about an entry under an open dispute that has not lapsed.
     fn check_dispute(&self, writer: &str, d: &Dispute, now: u64) -> Result<(), Refusal> {
         let refuse = |problem| Refusal::DisputeRefused { dispute: d.id.clone(), problem };
         if self.disputes.contains_key(&d.id) {
@@ -416,8 +416,10 @@ impl State {
         if d.sealed_id.is_empty() {
             return Err(refuse("it carries no sealed id for the arbitrator"));
         }
-        if self.disputes.values().any(|o| o.state.is_open() && o.dispute.dataset == d.dataset && o.dispute.tag == d.tag)
-        {
+        // A dispute its arbitrator let lapse (no ruling by the deadline)
+        // no longer holds the entry.
+        let open = |o: &DisputeStatus| o.state.is_open() && now < o.dispute.deadline;
+        if self.disputes.values().any(|o| open(o) && o.dispute.dataset == d.dataset && o.dispute.tag == d.tag) {
             return Err(refuse("the entry is under dispute already"));
         }
         Ok(())

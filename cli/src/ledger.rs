@@ -249,7 +249,10 @@ pub fn task_trail(task: &TaskState, grants: &[GrantState], events: &[LedgerEvent
         let line = match &event.record.record {
             Record::Task(t) if t.id == *id => "submitted".to_string(),
             Record::TaskStatus { task, status } if task == id => format!("status → {status}"),
-            Record::Use(u) if u.task == *id => format!("use of grant {} for {} items", u.grant, u.items),
+            Record::Use(u) if u.task == *id => match u.shard {
+                None => format!("use of grant {} for {} items", u.grant, u.items),
+                Some(shard) => format!("use of grant {} for {} items (shard {shard})", u.grant, u.items),
+            },
             Record::Result(r) if r.task == *id => {
                 let committed: Vec<String> = r.intermediates.iter().map(|d| short(d)).collect();
                 let what = match task.task.kind() {
@@ -300,6 +303,27 @@ pub fn check_result(task: &TaskState, path: &std::path::Path) -> Result<String, 
             ))
         })?;
     let actual = stayput_node::results::salted_commitment(&salt, &actual);
+    // A task run as shards: this file is one shard's, recorded among the
+    // result's intermediates, whose combination is the result digest.
+    if task.task.shards().unwrap_or(1) > 1
+        && let Some(r) = task.result()
+        && let Some(shard) = r.intermediates.iter().position(|d| *d == actual)
+    {
+        let combined = stayput_chain_connector::tasks::combine_shard_digests(&r.intermediates);
+        if combined != r.result_digest {
+            return Err(CliError::NotFound(format!(
+                "the ledger's result digest for '{}' is not the combination of its shard digests",
+                task.task.id
+            )));
+        }
+        return Ok(format!(
+            "  result file {} matches shard {shard}'s digest on the ledger for '{}' ({}), one of {} whose combination is the result digest",
+            path.display(),
+            r.receiver,
+            hex::encode(actual),
+            r.intermediates.len()
+        ));
+    }
     match task.results.iter().find(|r| r.result_digest == actual) {
         Some(r) => Ok(format!(
             "  result file {} matches the digest on the ledger for '{}' ({})",

@@ -33,6 +33,21 @@ pub struct DatasetSpec {
     pub pir: Option<stayput_node::config::PirSettings>,
 }
 
+impl DatasetSpec {
+    /// A dataset served for the balanced protocols only: `path`, keyed by
+    /// `key_column`, keys trimmed.
+    pub fn plain(name: &str, path: PathBuf, key_column: &str) -> Self {
+        Self {
+            name: name.into(),
+            path,
+            key_columns: vec![key_column.into()],
+            normalise: vec!["trim".into()],
+            labels: None,
+            pir: None,
+        }
+    }
+}
+
 /// An organisation of the local consortium.
 #[derive(Debug, Clone)]
 pub struct OrgSpec {

@@ -27,14 +27,7 @@ fn ids(path: &Path, range: std::ops::Range<u32>) -> PathBuf {
 }
 
 fn participant(name: &str, role: Role, dataset: &str, path: PathBuf) -> Participant {
-    let dataset = DatasetSpec {
-        name: dataset.into(),
-        path,
-        key_columns: vec!["id".into()],
-        normalise: vec!["trim".into()],
-        labels: None,
-        pir: None,
-    };
+    let dataset = DatasetSpec::plain(dataset, path, "id");
     Participant {
         spec: OrgSpec { name: name.into(), datasets: vec![dataset] },
         display: name.into(),

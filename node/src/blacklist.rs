@@ -501,12 +501,14 @@ fn check_rulings(set: &EncodedSet, disputes: &[DisputeStatus]) -> Result<(), Nod
 }
 
 /// A listing's status in the result: `listed`, `under_dispute` while a
-/// dispute of it awaits its ruling, `overturned` once one overturned it.
+/// dispute of it awaits its ruling (until its deadline), `overturned` once
+/// one overturned it.
 fn listing_status(tag: &Tag, disputes: &[DisputeStatus]) -> &'static str {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let of_entry = || disputes.iter().filter(|d| &d.dispute.tag == tag);
     if of_entry().any(|d| d.state == DisputeState::Overturned) {
         "overturned"
-    } else if of_entry().any(|d| d.state.is_open()) {
+    } else if of_entry().any(|d| d.state.is_open() && now < d.dispute.deadline) {
         "under_dispute"
     } else {
         "listed"
