@@ -5,7 +5,8 @@
 //! the id, takes the dispute up and overturns the listing; the bank's
 //! results then report it `overturned`, not listed; a later version that
 //! still holds the entry is refused before anything is asked or metered;
-//! the corrected version no longer lists the applicant.
+//! the corrected version no longer lists the applicant; a re-keyed version,
+//! which could hide the entry under a new tag, is refused too.
 
 use stayput_chain_connector::Ledger;
 use stayput_chain_connector::records::{Computation, Dispute, DisputeState, OrgKey, Record, Role};
@@ -134,5 +135,20 @@ async fn an_overturned_listing_binds_the_bureau_and_every_bank() {
     assert_eq!((report.phase, report.result_count), (Phase::Succeeded, 9), "{}", report.error);
     assert!(row(&rows, "C00093").is_none());
     assert_eq!(row(&rows, "C00094").unwrap()[3], "3");
+
+    // A bureau that re-keys its OPRF key would hide the entry under a new
+    // tag (its own node keeps one key per list: a hostile bureau clears its
+    // node's state first): a re-keyed version cannot show the entry is
+    // gone, and is refused.
+    let bureau = net.net.state("bureau").config.clone();
+    std::fs::remove_file(bureau.dataset("blacklist").unwrap().labels.clone().unwrap().oprf_key).unwrap();
+    std::fs::remove_dir_all(bureau.state_dir.join("labeled")).unwrap();
+    listed(&mut (90..190));
+    net.publish_dataset("bureau", "blacklist").await.unwrap();
+    let (report, _) = query(&net).await;
+    assert_eq!(report.phase, Phase::Failed);
+    assert!(report.error.contains("under another OPRF key"), "{}", report.error);
+    let trail = net.ledger.task(&report.task_id).await.unwrap().unwrap();
+    assert!(trail.uses.is_empty(), "nothing was asked of the bureau");
     net.shutdown().await.unwrap();
 }

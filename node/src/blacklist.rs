@@ -480,24 +480,31 @@ struct Listings {
 /// A version that still holds an entry an arbitrator overturned before it
 /// was published defies the ruling: the consortium's rules let no member
 /// use it. (A version the ruling found may still hold it; its rows are
-/// reported `overturned`, never `listed`.)
-fn check_rulings(set: &EncodedSet, disputes: &[DisputeStatus]) -> Result<(), NodeError> {
-    let defied = disputes.iter().find(|d| {
-        d.state == DisputeState::Overturned
-            && d.ruled_at_version.is_some_and(|at| set.version > at)
-            && set.holds(&d.dispute.tag)
-    });
-    match defied {
-        None => Ok(()),
-        Some(d) => Err(err(format!(
-            "version {} of '{}' still lists the entry overturned in dispute '{}' (ruled at version {}); \
-             the bureau must drop or correct it, and this version is not used",
-            set.version,
-            set.dataset,
-            d.dispute.id,
-            d.ruled_at_version.unwrap_or_default()
-        ))),
+/// reported `overturned`, never `listed`.) Tags are bound to the bureau's
+/// OPRF key, so a later version under another key could hide the entry
+/// under a new tag: it cannot be checked, and is not used either (a
+/// re-keyed list is published as a new dataset).
+fn check_rulings(set: &EncodedSet, versions: &[DatasetVersion], disputes: &[DisputeStatus]) -> Result<(), NodeError> {
+    let key_of = |version: u32| versions.get((version as usize).wrapping_sub(1)).and_then(|v| v.protocol_key.clone());
+    for d in disputes.iter().filter(|d| d.state == DisputeState::Overturned) {
+        let Some(at) = d.ruled_at_version.filter(|at| set.version > *at) else { continue };
+        let (dataset, id) = (&set.dataset, &d.dispute.id);
+        if set.holds(&d.dispute.tag) {
+            return Err(err(format!(
+                "version {} of '{dataset}' still lists the entry overturned in dispute '{id}' (ruled at version {at}); \
+                 the bureau must drop or correct it, and this version is not used",
+                set.version
+            )));
+        }
+        if key_of(d.dispute.version).as_deref() != Some(set.public_key.as_bytes().as_slice()) {
+            return Err(err(format!(
+                "version {} of '{dataset}' is under another OPRF key than the entry overturned in dispute '{id}', \
+                 so it cannot show the entry is gone, and is not used; a re-keyed list is published as a new dataset",
+                set.version
+            )));
+        }
     }
+    Ok(())
 }
 
 /// A listing's status in the result: `listed`, `under_dispute` while a
@@ -536,7 +543,8 @@ async fn query_bureau(
     let set = synced_set(&state, &mut client, &task_id, &dataset, &bureau, &own_declaration).await.map_err(fail)?;
     // Before anything is asked (and metered): a version that defies a
     // ruling is not used.
-    check_rulings(&set, &disputes).map_err(fail)?;
+    let versions = ledger.dataset(&dataset).await.map_err(|e| fail(NodeError::from_ledger(e)))?;
+    check_rulings(&set, &versions, &disputes).map_err(fail)?;
     let version = set.version;
     let (ids, set_dataset) = (keys.clone(), set.dataset.clone());
     let (query, blinded) =
