@@ -24,7 +24,7 @@ use stayput_psi::ecdh::curve::{BlindingScalar, Coordinate, HashToCoordinate};
 use stayput_psi::ecdh::{OutputMode, PROTOCOL_LABEL, SessionParams, run_in_memory};
 use stayput_psi::group::TaskId;
 use stayput_psi::keys::KeySet;
-use stayput_psi::kkrt;
+use stayput_psi::{kkrt, rr22};
 
 use crate::{BenchError, peak_rss_bytes};
 
@@ -109,8 +109,11 @@ pub struct PsiBenchReport {
     pub threads: usize,
     /// Over nodes: the protocol messages' bytes, both directions.
     pub wire_bytes: Option<u64>,
-    /// KKRT: the same sets, mode and transport run with ECDH in this run.
+    /// OT protocols: the same sets, mode and transport run with ECDH in
+    /// this run.
     pub ecdh: Option<Duration>,
+    /// RR22: the same sets, mode and transport run with KKRT in this run.
+    pub kkrt: Option<Duration>,
 }
 
 impl PsiBenchReport {
@@ -157,10 +160,11 @@ impl fmt::Display for PsiBenchReport {
         writeln!(f, "  floor, all cores: {:.0} elements/s per side", fl.units_per_sec / 2.0)?;
         match self.protocol {
             Protocol::Ecdh => writeln!(f, "  ratio to floor: {:.2}", self.ratio())?,
-            Protocol::Kkrt => writeln!(
+            Protocol::Kkrt | Protocol::Rr22 => writeln!(
                 f,
-                "  ratio to the ECDH curve floor: {:.2} (KKRT does no curve work per key; above 1 is faster than any ECDH-PSI could run here)",
-                self.ratio()
+                "  ratio to the ECDH curve floor: {:.2} ({} does no curve work per key; above 1 is faster than any ECDH-PSI could run here)",
+                self.ratio(),
+                self.protocol
             )?,
         }
         if let Some(bytes) = self.wire_bytes {
@@ -169,6 +173,15 @@ impl fmt::Display for PsiBenchReport {
                 "  communication: {:.1} MB in protocol messages, {:.1} bytes per element (both directions, per key of one side)",
                 bytes as f64 / 1e6,
                 bytes as f64 / self.n as f64
+            )?;
+        }
+        if let Some(kkrt) = self.kkrt {
+            writeln!(
+                f,
+                "  KKRT on the same sets in this run: {:.2} s; {} is {:.1}x faster",
+                kkrt.as_secs_f64(),
+                self.protocol,
+                kkrt.as_secs_f64() / self.elapsed.as_secs_f64()
             )?;
         }
         if let Some(ecdh) = self.ecdh {
@@ -187,8 +200,9 @@ impl fmt::Display for PsiBenchReport {
     }
 }
 
-/// Runs the benchmark; with `compare_ecdh`, a KKRT run is followed by
-/// ECDH on the same sets, mode and transport, for the ratio.
+/// Runs the benchmark; with `compare`, a run of an OT protocol is followed
+/// by ECDH (and an RR22 run by KKRT) on the same sets, mode and transport,
+/// for the ratios.
 pub fn run(
     n: usize,
     protocol: Protocol,
@@ -196,15 +210,19 @@ pub fn run(
     mode: OutputMode,
     in_memory: bool,
     batch: usize,
-    compare_ecdh: bool,
+    compare: bool,
 ) -> Result<PsiBenchReport, BenchError> {
     let floor = measure_floor(8192);
     let received = stayput_node::wire::peer_bytes_received();
     let (elapsed, intersection) = run_once(n, protocol, parts, mode, in_memory, batch)?;
     let wire_bytes = (!in_memory).then(|| stayput_node::wire::peer_bytes_received() - received);
     let peak_rss = peak_rss_bytes();
-    let ecdh = match (protocol, compare_ecdh) {
-        (Protocol::Kkrt, true) => Some(run_once(n, Protocol::Ecdh, 0, mode, in_memory, batch)?.0),
+    let kkrt = match (protocol, compare) {
+        (Protocol::Rr22, true) => Some(run_once(n, Protocol::Kkrt, parts, mode, in_memory, batch)?.0),
+        _ => None,
+    };
+    let ecdh = match (protocol.is_ot(), compare) {
+        (true, true) => Some(run_once(n, Protocol::Ecdh, 0, mode, in_memory, batch)?.0),
         _ => None,
     };
     Ok(PsiBenchReport {
@@ -220,6 +238,7 @@ pub fn run(
         threads: rayon::current_num_threads(),
         wire_bytes,
         ecdh,
+        kkrt,
     })
 }
 
@@ -246,6 +265,12 @@ fn run_once(
             let params = kkrt::SessionParams::new(TaskId::new("bench-psi")?, mode, n as u64, n as u64)?;
             let t = Instant::now();
             let (out, _) = kkrt::run_in_memory(&params, &requester, &responder, &mut OsRng, &mut OsRng)?;
+            (t.elapsed(), out.intersection().len() as u64)
+        }
+        (true, Protocol::Rr22) => {
+            let params = rr22::SessionParams::new(TaskId::new("bench-psi")?, mode, n as u64, n as u64)?;
+            let t = Instant::now();
+            let (out, _) = rr22::run_in_memory(&params, &requester, &responder, &mut OsRng, &mut OsRng)?;
             (t.elapsed(), out.intersection().len() as u64)
         }
         (false, _) => over_grpc(requester, responder, protocol, parts, mode, batch)?,

@@ -274,6 +274,9 @@ pub enum PsiProtocol {
     /// OT-based (KKRT16): the intersection (to one or both), not the
     /// cardinality; an order of magnitude faster.
     Kkrt = 1,
+    /// VOLE-based (RR22): the intersection (to one or both), faster than
+    /// KKRT with a quarter of its traffic.
+    Rr22 = 2,
 }
 
 impl PsiProtocol {
@@ -282,15 +285,17 @@ impl PsiProtocol {
         match self {
             PsiProtocol::Ecdh => "ecdh",
             PsiProtocol::Kkrt => "kkrt",
+            PsiProtocol::Rr22 => "rr22",
         }
     }
 
-    /// Parses `ecdh` or `kkrt`.
+    /// Parses `ecdh`, `kkrt` or `rr22`.
     pub fn parse(text: &str) -> Result<Self, String> {
         match text {
             "ecdh" => Ok(PsiProtocol::Ecdh),
             "kkrt" => Ok(PsiProtocol::Kkrt),
-            other => Err(format!("'{other}' is not a PSI protocol; use ecdh or kkrt")),
+            "rr22" => Ok(PsiProtocol::Rr22),
+            other => Err(format!("'{other}' is not a PSI protocol; use ecdh, kkrt or rr22")),
         }
     }
 
@@ -300,12 +305,15 @@ impl PsiProtocol {
         match code {
             0 if ecdh_allowed => Ok(PsiProtocol::Ecdh),
             1 => Ok(PsiProtocol::Kkrt),
+            2 => Ok(PsiProtocol::Rr22),
             other => Err(LedgerError::Malformed {
                 what: "task parameters",
                 reason: if ecdh_allowed {
-                    format!("PSI protocol code {other} is not known (0 = ecdh, 1 = kkrt)")
+                    format!("PSI protocol code {other} is not known (0 = ecdh, 1 = kkrt, 2 = rr22)")
                 } else {
-                    format!("PSI protocol code {other} is not known (1 = kkrt; ecdh uses parameters of type 1)")
+                    format!(
+                        "PSI protocol code {other} is not known (1 = kkrt, 2 = rr22; ecdh uses parameters of type 1)"
+                    )
                 },
             }),
         }
@@ -826,6 +834,11 @@ mod tests {
         params.protocol = PsiProtocol::Kkrt;
         let kkrt = TaskParams::Psi(params.clone()).encode();
         assert_eq!(hex::encode(&kkrt), format!("0901{body}"));
+        let mut rr22 = params.clone();
+        rr22.protocol = PsiProtocol::Rr22;
+        let bytes = TaskParams::Psi(rr22.clone()).encode();
+        assert_eq!(hex::encode(&bytes), format!("0902{body}"), "RR22 is protocol code 2");
+        assert_eq!(TaskParams::decode(Computation::Psi, &bytes).unwrap(), TaskParams::Psi(rr22));
         assert_eq!(TaskParams::decode(Computation::Psi, &kkrt).unwrap(), TaskParams::Psi(params));
         let unknown = hex::decode(format!("0907{body}")).unwrap();
         let err = TaskParams::decode(Computation::Psi, &unknown).unwrap_err().to_string();
@@ -876,7 +889,7 @@ mod tests {
             shards: 1,
         };
         let body = concat!("01000000", "61", "01000000", "62", "01000000", "02000000", "6964");
-        for (protocol, code) in [(PsiProtocol::Ecdh, "00"), (PsiProtocol::Kkrt, "01")] {
+        for (protocol, code) in [(PsiProtocol::Ecdh, "00"), (PsiProtocol::Kkrt, "01"), (PsiProtocol::Rr22, "02")] {
             params.protocol = protocol;
             let bytes = TaskParams::Psi(params.clone()).encode();
             assert_eq!(hex::encode(&bytes), format!("0a{code}{body}"), "known answer for {}", protocol.name());
@@ -887,7 +900,7 @@ mod tests {
         }
         let unknown = hex::decode(format!("0a05{body}")).unwrap();
         let err = TaskParams::decode(Computation::Psi, &unknown).unwrap_err().to_string();
-        assert!(err.contains("PSI protocol code 5 is not known (0 = ecdh, 1 = kkrt)"), "{err}");
+        assert!(err.contains("PSI protocol code 5 is not known (0 = ecdh, 1 = kkrt, 2 = rr22)"), "{err}");
     }
 
     #[test]

@@ -181,8 +181,10 @@ struct PsiArgs {
     peer_dataset: String,
     #[arg(long, value_enum, default_value = "intersection")]
     mode: Mode,
-    /// The protocol: `ecdh` (every mode) or `kkrt` (OT-based, an order of
-    /// magnitude faster on large sets; intersection modes only).
+    /// The protocol: `ecdh` (every mode), `kkrt` (OT-based, an order of
+    /// magnitude faster on large sets) or `rr22` (silent VOLE, faster still
+    /// with a quarter of KKRT's traffic); the last two in intersection modes
+    /// only.
     #[arg(long, default_value = "ecdh")]
     protocol: stayput_psi::Protocol,
     /// Task id (letters, digits, '.', '_', '-'): names the result file and binds the protocol.
@@ -222,18 +224,18 @@ enum BenchCommand {
         /// Output mode.
         #[arg(long, value_enum, default_value = "intersection")]
         mode: Mode,
-        /// The protocol: `ecdh` or `kkrt`.
+        /// The protocol: `ecdh`, `kkrt` or `rr22`.
         #[arg(long, default_value = "ecdh")]
         protocol: stayput_psi::Protocol,
-        /// KKRT over nodes: run the sets in this many parts (0: one per
-        /// 2^20 keys).
+        /// KKRT or RR22 over nodes: run the sets in this many parts (0: one
+        /// per 2^20 keys).
         #[arg(long, default_value_t = 0)]
         parts: u32,
         /// Keys per batch.
         #[arg(long, default_value_t = 4096)]
         batch: usize,
-        /// KKRT: skip the ECDH run on the same sets that gives the ratio
-        /// (ECDH takes about a minute per 2^20 keys here).
+        /// KKRT, RR22: skip the runs on the same sets that give the ratios
+        /// (ECDH, and KKRT for RR22; ECDH takes about 25 s per 2^20 keys here).
         #[arg(long)]
         no_ecdh: bool,
     },

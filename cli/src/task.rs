@@ -41,9 +41,10 @@ pub enum TaskCommand {
         /// records their digest on the ledger beside yours.
         #[arg(long)]
         both: bool,
-        /// The protocol: `ecdh` (every mode) or `kkrt` (OT-based, an order
-        /// of magnitude faster on large sets; the intersection, not the
-        /// cardinality).
+        /// The protocol: `ecdh` (every mode), `kkrt` (OT-based, an order of
+        /// magnitude faster on large sets) or `rr22` (silent VOLE, faster
+        /// still with a quarter of KKRT's traffic); the last two give the
+        /// intersection, not the cardinality.
         #[arg(long, default_value = "ecdh", value_parser = PsiProtocol::parse)]
         protocol: PsiProtocol,
         /// Run as this many shard pairs (2 to 256): both organisations run

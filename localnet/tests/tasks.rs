@@ -386,6 +386,61 @@ async fn kkrt_tasks_run_end_to_end_and_the_ledger_fixes_the_protocol() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rr22_tasks_run_whole_in_parts_and_to_both_and_the_ledger_fixes_the_protocol() {
+    let f = consortium().await;
+    let net = &f.net;
+    net.grant("bureau", "g-vole", "blacklist", "bank", vec![Computation::Psi], &["id"], 10, 3600).await.unwrap();
+
+    // Through the coordinator: the answer ECDH gives, one use, metered in
+    // store elements (1.1 × 200 keys + 128, in multiples of 64).
+    let mut spec = psi(Computation::Psi, "blacklist", &["id"], "bank");
+    let TaskParams::Psi(p) = &mut spec.params else { unreachable!() };
+    p.protocol = PsiProtocol::Rr22;
+    let done = run(&f, &spec).await;
+    assert_eq!(done.phase, Phase::Succeeded, "{}", done.error);
+    assert_eq!(done.result_count, 100);
+    let trail = net.ledger.task(&done.task_id).await.unwrap().unwrap();
+    assert_eq!(trail.uses.len(), 1);
+    assert_eq!(trail.uses[0].1.items, 384);
+    assert_eq!(stayput_psi::rr22::metered_keys(200, 1), 384);
+    let bank_out = net.net.state("bank").config.output_dir.clone();
+    let rows = std::fs::read_to_string(stayput_node::results::result_path(&bank_out, &done.task_id)).unwrap();
+    assert_eq!(rows.lines().count(), 101, "a header and the 100 common rows");
+    assert!(rows.contains("C00100,100") && rows.contains("C00199,199") && !rows.contains("C00099"));
+
+    // To both, straight between the nodes, whole and in four parts: the
+    // same rows on the bureau's side, the parts metered with their bound.
+    let whole = record_psi_task_to(net, PsiProtocol::Rr22, PsiDelivery::ToBoth, "g-vole").await;
+    assert_eq!(psi_direct_with(net, &whole, OutputMode::IntersectionToBoth, Protocol::Rr22).await, Ok(100));
+    let parted = record_psi_task_to(net, PsiProtocol::Rr22, PsiDelivery::ToBoth, "g-vole").await;
+    assert_eq!(psi_direct_parts(net, &parted, OutputMode::IntersectionToBoth, Protocol::Rr22, 4).await, Ok(100));
+    let theirs = |task: &str| {
+        let path = net.net.state("bureau").config.output_dir.join("from-bank").join(format!("{task}-blacklist.csv"));
+        std::fs::read_to_string(path).unwrap()
+    };
+    assert_eq!(theirs(&whole).lines().count(), 101);
+    assert_eq!(theirs(&parted), theirs(&whole));
+    let trail = net.ledger.task(&parted).await.unwrap().unwrap();
+    assert_eq!(trail.uses[0].1.items, stayput_psi::rr22::metered_keys(200, 4));
+
+    // A hostile requester cannot run another protocol than the task's, nor
+    // ask RR22 for the cardinality; nothing is used.
+    let uses = net.ledger.grant("g-vole").await.unwrap().unwrap().uses;
+    let rr22_task = record_psi_task(net, PsiProtocol::Rr22, "g-vole").await;
+    let err = psi_direct_with(net, &rr22_task, OutputMode::IntersectionToRequester, Protocol::Kkrt).await.unwrap_err();
+    assert!(err.contains("runs the rr22 protocol, the session asked for kkrt"), "{err}");
+    let err = psi_direct(net, &rr22_task).await.unwrap_err();
+    assert!(err.contains("runs the rr22 protocol, the session asked for ecdh"), "{err}");
+    let err = psi_direct_with(net, &rr22_task, OutputMode::CardinalityOnly, Protocol::Rr22).await.unwrap_err();
+    assert!(err.contains("does not offer the cardinality mode"), "{err}");
+    let kkrt_task = record_psi_task(net, PsiProtocol::Kkrt, "g-vole").await;
+    let err = psi_direct_with(net, &kkrt_task, OutputMode::IntersectionToRequester, Protocol::Rr22).await.unwrap_err();
+    assert!(err.contains("runs the kkrt protocol, the session asked for rr22"), "{err}");
+    assert_eq!(net.ledger.grant("g-vole").await.unwrap().unwrap().uses, uses, "no use was consumed");
+    f.net.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_to_both_deliver_to_both_and_record_both_results() {
     let f = consortium().await;
     let net = &f.net;
@@ -394,7 +449,7 @@ async fn tasks_to_both_deliver_to_both_and_record_both_results() {
     // Through the coordinator, with either protocol: each side its own
     // common rows, each result's commitment on the ledger by its receiver.
     let bank_out = net.net.state("bank").config.output_dir.clone();
-    for protocol in [PsiProtocol::Ecdh, PsiProtocol::Kkrt] {
+    for protocol in [PsiProtocol::Ecdh, PsiProtocol::Kkrt, PsiProtocol::Rr22] {
         let mut spec = psi(Computation::Psi, "blacklist", &["id"], "bank");
         let TaskParams::Psi(p) = &mut spec.params else { unreachable!() };
         p.protocol = protocol;

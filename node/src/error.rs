@@ -78,7 +78,7 @@ pub enum NodeError {
     UnsupportedVersion { got: u32, speaks: u32 },
     #[error("the request does not name an output mode")]
     MissingMode,
-    #[error("PSI protocol {0} is not known to this node (ecdh = 0, kkrt = 1); upgrade it")]
+    #[error("PSI protocol {0} is not known to this node (ecdh = 0, kkrt = 1, rr22 = 2); upgrade it")]
     UnsupportedProtocol(i32),
     #[error("{0}")]
     Psi(#[from] PsiError),

@@ -163,6 +163,7 @@ async fn execute(
                 protocol: match p.protocol {
                     stayput_chain_connector::tasks::PsiProtocol::Ecdh => stayput_psi::Protocol::Ecdh,
                     stayput_chain_connector::tasks::PsiProtocol::Kkrt => stayput_psi::Protocol::Kkrt,
+                    stayput_chain_connector::tasks::PsiProtocol::Rr22 => stayput_psi::Protocol::Rr22,
                 },
                 parts: 0,
                 output_format: FileFormat::Csv,

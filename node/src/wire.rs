@@ -297,6 +297,7 @@ pub fn protocol_from_wire(protocol: i32) -> Result<Protocol, NodeError> {
     match PsiProtocol::try_from(protocol) {
         Ok(PsiProtocol::Ecdh) => Ok(Protocol::Ecdh),
         Ok(PsiProtocol::Kkrt) => Ok(Protocol::Kkrt),
+        Ok(PsiProtocol::Rr22) => Ok(Protocol::Rr22),
         Err(_) => Err(NodeError::UnsupportedProtocol(protocol)),
     }
 }
@@ -306,6 +307,7 @@ pub fn protocol_to_wire(protocol: Protocol) -> PsiProtocol {
     match protocol {
         Protocol::Ecdh => PsiProtocol::Ecdh,
         Protocol::Kkrt => PsiProtocol::Kkrt,
+        Protocol::Rr22 => PsiProtocol::Rr22,
     }
 }
 

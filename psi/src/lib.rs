@@ -43,6 +43,7 @@ pub mod messages;
 pub mod oprf;
 pub mod partition;
 mod permutation;
+pub mod rr22;
 
 pub use error::PsiError;
 
@@ -54,18 +55,28 @@ pub enum Protocol {
     Ecdh,
     /// [`kkrt`]: OT-based, an order of magnitude faster; intersection modes.
     Kkrt,
+    /// [`rr22`]: silent VOLE and an OKVS, faster still with a quarter of
+    /// KKRT's traffic; intersection modes.
+    Rr22,
 }
 
 impl Protocol {
     /// Every protocol.
-    pub const ALL: [Protocol; 2] = [Self::Ecdh, Self::Kkrt];
+    pub const ALL: [Protocol; 3] = [Self::Ecdh, Self::Kkrt, Self::Rr22];
 
     /// The protocol's name on the command line, in task parameters and on the wire.
     pub fn name(self) -> &'static str {
         match self {
             Self::Ecdh => "ecdh",
             Self::Kkrt => "kkrt",
+            Self::Rr22 => "rr22",
         }
+    }
+
+    /// Whether the protocol is OT-based: intersection modes only, and a set
+    /// may run in parts ([`partition`]) and resume.
+    pub fn is_ot(self) -> bool {
+        matches!(self, Self::Kkrt | Self::Rr22)
     }
 }
 
@@ -82,6 +93,6 @@ impl std::str::FromStr for Protocol {
         Self::ALL
             .into_iter()
             .find(|p| p.name() == s)
-            .ok_or_else(|| format!("unknown PSI protocol '{s}'; use ecdh or kkrt"))
+            .ok_or_else(|| format!("unknown PSI protocol '{s}'; use ecdh, kkrt or rr22"))
     }
 }

@@ -40,6 +40,7 @@ use stayput_psi::kkrt::messages::PartSizes;
 use stayput_psi::kkrt::{self, KkrtResponder};
 use stayput_psi::messages::{PointBatch, TagBatch};
 use stayput_psi::partition::{Partition, PartitionKey};
+use stayput_psi::rr22::{self, Rr22Responder};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -107,6 +108,7 @@ impl Accepted {
         match self.protocol {
             Protocol::Ecdh => self.requester_size,
             Protocol::Kkrt => kkrt::metered_bins(self.requester_size, self.parts),
+            Protocol::Rr22 => rr22::metered_keys(self.requester_size, self.parts),
         }
     }
 }
@@ -118,12 +120,13 @@ fn validate_open(state: &NodeState, peer: String, open: PsiOpen) -> Result<Accep
     check_task_id(&open.task_id)?;
     let mode = mode_from_wire(open.mode)?;
     let protocol = protocol_from_wire(open.protocol)?;
-    if protocol == Protocol::Kkrt && mode == OutputMode::CardinalityOnly {
-        return Err(stayput_psi::PsiError::ModeNotOffered { protocol: "kkrt", mode }.into());
+    if protocol.is_ot() && mode == OutputMode::CardinalityOnly {
+        return Err(stayput_psi::PsiError::ModeNotOffered { protocol: protocol.name(), mode }.into());
     }
     let max = match protocol {
         Protocol::Ecdh => u64::from(u32::MAX),
         Protocol::Kkrt => kkrt::MAX_SET_LEN,
+        Protocol::Rr22 => rr22::MAX_SET_LEN,
     };
     if open.requester_size > max {
         return Err(NodeError::TooManyPeerKeys { announced: open.requester_size, max });
@@ -134,11 +137,11 @@ fn validate_open(state: &NodeState, peer: String, open: PsiOpen) -> Result<Accep
         (Protocol::Ecdh, _) => {
             return Err(stayput_psi::PsiError::Malformed {
                 message: "open",
-                reason: "only KKRT sessions run in parts".into(),
+                reason: "only sessions of an OT protocol (kkrt, rr22) run in parts".into(),
             }
             .into());
         }
-        (Protocol::Kkrt, _) => {
+        (Protocol::Kkrt | Protocol::Rr22, _) => {
             kkrt::check_parts(parts, open.requester_size)?;
             let key: [u8; 32] =
                 open.partition_key.as_ref().try_into().map_err(|_| stayput_psi::PsiError::Malformed {
@@ -392,10 +395,11 @@ async fn check_task_terms(state: &NodeState, accepted: &Accepted) -> Result<(), 
     Ok(())
 }
 
-/// A session's parameters, by protocol.
+/// A session's parameters, by protocol: an OT protocol's (KKRT or RR22)
+/// are its task, mode and sizes.
 pub(crate) enum Params {
     Ecdh(SessionParams),
-    Kkrt(kkrt::SessionParams),
+    Ot(Protocol, kkrt::SessionParams),
 }
 
 impl Params {
@@ -409,16 +413,17 @@ impl Params {
                 responder_size,
                 batch_size,
             )?),
-            Protocol::Kkrt => {
-                Self::Kkrt(kkrt::SessionParams::new(task, accepted.mode, accepted.requester_size, responder_size)?)
-            }
+            protocol => Self::Ot(
+                protocol,
+                kkrt::SessionParams::new(task, accepted.mode, accepted.requester_size, responder_size)?,
+            ),
         })
     }
 
     fn responder_len(&self) -> u64 {
         match self {
             Self::Ecdh(p) => p.responder_len(),
-            Self::Kkrt(p) => p.responder_len(),
+            Self::Ot(_, p) => p.responder_len(),
         }
     }
 }
@@ -467,7 +472,7 @@ fn respond(
     let mut kept = kept.map(|(progress, _)| progress);
     let intersection = match params {
         Params::Ecdh(params) => respond_role(params, keys.whole()?, link)?.intersection().map(<[u32]>::to_vec),
-        Params::Kkrt(params) => respond_kkrt(params, keys, (kept.as_mut(), resume_from), link)?,
+        Params::Ot(protocol, params) => respond_ot(protocol, params, keys, (kept.as_mut(), resume_from), link)?,
     };
     let matches = match intersection {
         Some(indices) => {
@@ -518,18 +523,19 @@ fn expect_kkrt(link: &mut impl ResponderLink, expected: &'static str) -> Result<
 /// mode): the whole set, or part by part after both sides' part sizes —
 /// then from `resume_from` on, each part marked served before its outputs
 /// leave and finished after, when the node keeps the task's progress.
-fn respond_kkrt(
+fn respond_ot(
+    protocol: Protocol,
     params: kkrt::SessionParams,
     keys: &SessionKeys,
     (mut kept, resume_from): (Option<&mut ResponderProgress>, u32),
     link: &mut impl ResponderLink,
 ) -> Result<Option<Vec<u32>>, NodeError> {
     let buckets = match keys {
-        SessionKeys::Whole(keys) => return respond_kkrt_part(params, &keys.keys, link, &mut || Ok(())),
+        SessionKeys::Whole(keys) => return respond_part(protocol, params, &keys.keys, link, &mut || Ok(())),
         SessionKeys::Parts(buckets) => buckets,
     };
     let parts = u32::try_from(buckets.sizes().len()).expect("at most MAX_PARTS parts");
-    let theirs = PartSizes::decode(expect_kkrt(link, "KKRT part sizes")?.as_ref())?;
+    let theirs = PartSizes::decode(expect_kkrt(link, "part sizes")?.as_ref())?;
     check_part_sizes(link.peer(), &theirs, parts, params.requester_len())?;
     // A keyed split is even; a requester that claims one huge part would
     // make this node hold that part's rows at once, and a part run again
@@ -550,7 +556,7 @@ fn respond_kkrt(
             .map_err(|detail| NodeError::InconsistentPeer { peer: link.peer().into(), detail })?;
     }
     let sizes = PartSizes { sizes: buckets.sizes().to_vec() };
-    send(link, Out::Kkrt(sizes.to_bytes().into()), "KKRT part sizes")?;
+    send(link, Out::Kkrt(sizes.to_bytes().into()), "part sizes")?;
     let both = params.mode() == OutputMode::IntersectionToBoth;
     let mut found: Option<Vec<u32>> = None;
     for (i, their_len) in (0u32..).zip(&theirs.sizes) {
@@ -565,7 +571,7 @@ fn respond_kkrt(
         let task = kkrt::part_task(params.task(), i)?;
         let part_params = kkrt::SessionParams::new(task, params.mode(), *their_len, part.len() as u64)?;
         let mut serving = || kept.as_deref_mut().map_or(Ok(()), |k| k.serving(i));
-        let own = respond_kkrt_part(part_params, &part, link, &mut serving)?
+        let own = respond_part(protocol, part_params, &part, link, &mut serving)?
             .map(|indices| indices.into_iter().map(|j| offset + j).collect::<Vec<u32>>());
         if let Some(kept) = kept.as_deref_mut() {
             kept.finished(i, own.as_deref())?;
@@ -582,8 +588,28 @@ fn respond_kkrt(
     Ok(None)
 }
 
-/// One KKRT session as the responder: a whole set or one part of it;
-/// `serving` runs just before the first outputs leave.
+/// One session of an OT protocol as the responder: a whole set or one part
+/// of it; `serving` runs just before the first outputs leave.
+fn respond_part(
+    protocol: Protocol,
+    params: kkrt::SessionParams,
+    keys: &KeyList,
+    link: &mut impl ResponderLink,
+    serving: &mut dyn FnMut() -> Result<(), NodeError>,
+) -> Result<Option<Vec<u32>>, NodeError> {
+    if protocol == Protocol::Rr22 {
+        let params = rr22::SessionParams::new(
+            params.task().clone(),
+            params.mode(),
+            params.requester_len(),
+            params.responder_len(),
+        )?;
+        return respond_rr22_part(params, keys, link, serving);
+    }
+    respond_kkrt_part(params, keys, link, serving)
+}
+
+/// One KKRT session as the responder.
 fn respond_kkrt_part(
     params: kkrt::SessionParams,
     keys: &KeyList,
@@ -604,6 +630,37 @@ fn respond_kkrt_part(
     }
     while both && !session.matches_done() {
         session.absorb_matches(Matches::decode(expect_kkrt(link, "KKRT matches")?.as_ref())?)?;
+    }
+    Ok(session.finish()?.intersection().map(<[u32]>::to_vec))
+}
+
+/// One RR22 session as the responder.
+fn respond_rr22_part(
+    params: rr22::SessionParams,
+    keys: &KeyList,
+    link: &mut impl ResponderLink,
+    serving: &mut dyn FnMut() -> Result<(), NodeError>,
+) -> Result<Option<Vec<u32>>, NodeError> {
+    use kkrt::messages::Matches;
+    use rr22::messages::{CotCorrections, Masked, Setup};
+    let both = params.mode() == OutputMode::IntersectionToBoth;
+    let store = params.store_len();
+    let setup = Setup::decode(expect_kkrt(link, "RR22 setup")?.as_ref())?;
+    let (mut session, choices) = Rr22Responder::new(params, keys, &setup, &mut OsRng)?;
+    send(link, Out::Kkrt(choices.to_bytes().into()), "RR22 base choices")?;
+    while !session.corrections_done() {
+        session.absorb_corrections(CotCorrections::decode(expect_kkrt(link, "RR22 OT corrections")?.as_ref())?)?;
+    }
+    send(link, Out::Kkrt(session.trees()?.to_bytes().into()), "RR22 trees")?;
+    while session.masked_received() < store {
+        session.absorb_masked(Masked::decode(expect_kkrt(link, "RR22 masked store")?.as_ref())?)?;
+    }
+    serving()?;
+    while let Some(outputs) = session.next_outputs()? {
+        send(link, Out::Kkrt(outputs.to_bytes().into()), "RR22 outputs")?;
+    }
+    while both && !session.matches_done() {
+        session.absorb_matches(Matches::decode(expect_kkrt(link, "RR22 matches")?.as_ref())?)?;
     }
     Ok(session.finish()?.intersection().map(<[u32]>::to_vec))
 }

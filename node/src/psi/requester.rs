@@ -21,6 +21,7 @@ use stayput_psi::kkrt::messages::PartSizes;
 use stayput_psi::kkrt::{self, KkrtRequester};
 use stayput_psi::messages::{PointBatch, TagBatch};
 use stayput_psi::partition::{Partition, PartitionKey};
+use stayput_psi::rr22::{self, Rr22Requester};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -180,7 +181,7 @@ async fn run_session(state: Arc<NodeState>, request: PsiRequest, progress: Progr
         Protocol::Ecdh => {
             Params::Ecdh(SessionParams::new(task, request.mode, requester_size, responder_size, batch_size)?)
         }
-        Protocol::Kkrt => Params::Kkrt(kkrt::SessionParams::new(task, request.mode, requester_size, responder_size)?),
+        protocol => Params::Ot(protocol, kkrt::SessionParams::new(task, request.mode, requester_size, responder_size)?),
     };
     tracing::info!(
         task = %request.task_id,
@@ -203,9 +204,9 @@ async fn run_session(state: Arc<NodeState>, request: PsiRequest, progress: Progr
                 let output = request_role(params, keys.whole()?, &mut link, &progress)?;
                 (output.intersection().map(<[u32]>::to_vec), output.cardinality())
             }
-            Params::Kkrt(params) => {
-                let indices =
-                    request_kkrt(params, &keys, (parts_progress.as_ref(), resume_from), &mut link, &progress)?;
+            Params::Ot(protocol, params) => {
+                let parts = (parts_progress.as_ref(), resume_from);
+                let indices = request_ot(protocol, params, &keys, parts, &mut link, &progress)?;
                 let found = indices.len() as u64;
                 (Some(indices), found)
             }
@@ -238,10 +239,11 @@ async fn run_session(state: Arc<NodeState>, request: PsiRequest, progress: Progr
     Ok(report)
 }
 
-/// A session's parameters, by protocol.
+/// A session's parameters, by protocol: an OT protocol's (KKRT or RR22)
+/// are its task, mode and sizes.
 enum Params {
     Ecdh(SessionParams),
-    Kkrt(kkrt::SessionParams),
+    Ot(Protocol, kkrt::SessionParams),
 }
 
 /// The keys a session runs on, its parts, its split key (in parts) and,
@@ -258,17 +260,17 @@ fn plan_keys(
     ledger: bool,
 ) -> Result<(SessionKeys, u32, Option<PartitionKey>, Option<RequesterProgress>), NodeError> {
     let earlier = match (protocol, ledger) {
-        (Protocol::Kkrt, true) => RequesterProgress::load(state_dir, task)?,
+        (protocol, true) if protocol.is_ot() => RequesterProgress::load(state_dir, task)?,
         _ => None,
     };
     let parts = match (&earlier, protocol, requested_parts) {
         (Some(kept), _, _) => kept.parts,
         (None, Protocol::Ecdh, _) => 1,
         // A shard holds about 1/shards of the rows.
-        (None, Protocol::Kkrt, 0) => dataset
+        (None, _, 0) => dataset
             .rows_beyond(kkrt::PART_KEYS.saturating_mul(u64::from(shards)))?
             .map_or(1, |rows| kkrt::parts_for(rows / u64::from(shards))),
-        (None, Protocol::Kkrt, parts) => parts,
+        (None, _, parts) => parts,
     };
     let key = match (&earlier, parts) {
         (_, 1) => None,
@@ -280,7 +282,7 @@ fn plan_keys(
         None => None,
     };
     let keys = SessionKeys::load(dataset, split.as_ref(), state_dir)?;
-    if protocol == Protocol::Kkrt {
+    if protocol.is_ot() {
         kkrt::check_parts(parts, keys.len())?;
     }
     let kept = match (earlier, split.is_some() && ledger) {
@@ -407,12 +409,13 @@ fn expect_kkrt(link: &mut impl RequesterLink, expected: &'static str) -> Result<
     }
 }
 
-/// The KKRT requester, on a blocking thread: the indices of its common
-/// keys. With a split, each side first sends its part sizes, then the parts
+/// The requester of an OT protocol (KKRT or RR22), on a blocking thread:
+/// the indices of its common keys. With a split, each side first sends its part sizes, then the parts
 /// run one after another as sessions of their own, bound to part task ids;
 /// each completed part is kept on disk, and the parts before `resume_from`
 /// (completed by an earlier session of the task) are read back, not run.
-fn request_kkrt(
+fn request_ot(
+    protocol: Protocol,
     params: kkrt::SessionParams,
     keys: &SessionKeys,
     (done, resume_from): (Option<&RequesterProgress>, u32),
@@ -421,12 +424,12 @@ fn request_kkrt(
 ) -> Result<Vec<u32>, NodeError> {
     let mode = params.mode();
     let mut found = match keys {
-        SessionKeys::Whole(keys) => request_kkrt_part(params, &keys.keys, link, progress)?,
+        SessionKeys::Whole(keys) => request_part(protocol, params, &keys.keys, link, progress)?,
         SessionKeys::Parts(buckets) => {
             let sizes = PartSizes { sizes: buckets.sizes().to_vec() };
             let parts = u32::try_from(sizes.sizes.len()).expect("at most MAX_PARTS parts");
-            send(link, Out::Kkrt(sizes.to_bytes().into()), "KKRT part sizes")?;
-            let theirs = PartSizes::decode(expect_kkrt(link, "KKRT part sizes")?.as_ref())?;
+            send(link, Out::Kkrt(sizes.to_bytes().into()), "part sizes")?;
+            let theirs = PartSizes::decode(expect_kkrt(link, "part sizes")?.as_ref())?;
             check_part_sizes(link.peer(), &theirs, parts, params.responder_len())?;
             let mut found = Vec::new();
             for (i, their_len) in (0u32..).zip(&theirs.sizes) {
@@ -438,7 +441,7 @@ fn request_kkrt(
                 let offset = u32::try_from(buckets.offset(i)).expect("key sets hold fewer than 2^32 keys");
                 let task = kkrt::part_task(params.task(), i)?;
                 let part_params = kkrt::SessionParams::new(task, mode, part.len() as u64, *their_len)?;
-                let indices = request_kkrt_part(part_params, &part, link, progress)?;
+                let indices = request_part(protocol, part_params, &part, link, progress)?;
                 let global: Vec<u32> = indices.into_iter().map(|j| offset + j).collect();
                 if let Some(done) = done {
                     done.complete(i, &global)?;
@@ -469,8 +472,28 @@ pub(crate) fn check_part_sizes(peer: &str, sizes: &PartSizes, parts: u32, total:
     Ok(())
 }
 
-/// One KKRT session (a whole set or one part of it): the indices of the
-/// common keys among `keys`.
+/// One session of an OT protocol (a whole set or one part of it): the
+/// indices of the common keys among `keys`.
+fn request_part(
+    protocol: Protocol,
+    params: kkrt::SessionParams,
+    keys: &KeyList,
+    link: &mut impl RequesterLink,
+    progress: &ProgressTx,
+) -> Result<Vec<u32>, NodeError> {
+    if protocol == Protocol::Rr22 {
+        let params = rr22::SessionParams::new(
+            params.task().clone(),
+            params.mode(),
+            params.requester_len(),
+            params.responder_len(),
+        )?;
+        return request_rr22_part(params, keys, link, progress);
+    }
+    request_kkrt_part(params, keys, link, progress)
+}
+
+/// One KKRT session.
 fn request_kkrt_part(
     params: kkrt::SessionParams,
     keys: &KeyList,
@@ -495,6 +518,39 @@ fn request_kkrt_part(
     let output = session.finish()?;
     for matches in output.matches() {
         send(link, Out::Kkrt(matches.to_bytes().into()), "KKRT matches")?;
+    }
+    Ok(output.intersection().to_vec())
+}
+
+/// One RR22 session.
+fn request_rr22_part(
+    params: rr22::SessionParams,
+    keys: &KeyList,
+    link: &mut impl RequesterLink,
+    progress: &ProgressTx,
+) -> Result<Vec<u32>, NodeError> {
+    use rr22::messages::{BaseChoices, Trees};
+    let report = |phase, done, total| drop(progress.send(Progress { phase, done, total }));
+    let (store, total) = (params.store_len(), params.output_count());
+    let mut session = Rr22Requester::new(params, keys, &mut OsRng)?;
+    send(link, Out::Kkrt(session.setup().to_bytes().into()), "RR22 setup")?;
+    session.absorb_choices(BaseChoices::decode(expect_kkrt(link, "RR22 base choices")?.as_ref())?)?;
+    while let Some(run) = session.next_corrections()? {
+        send(link, Out::Kkrt(run.to_bytes().into()), "RR22 OT corrections")?;
+    }
+    session.absorb_trees(Trees::decode(expect_kkrt(link, "RR22 trees")?.as_ref())?)?;
+    while let Some(run) = session.next_masked()? {
+        let done = u64::from(run.first) + run.len() as u64;
+        send(link, Out::Kkrt(run.to_bytes().into()), "RR22 masked store")?;
+        report("own keys", done, store);
+    }
+    while session.received() < total {
+        session.absorb_outputs(kkrt::messages::Outputs::decode(expect_kkrt(link, "RR22 outputs")?.as_ref())?)?;
+        report("peer keys", session.received(), total);
+    }
+    let output = session.finish()?;
+    for matches in output.matches() {
+        send(link, Out::Kkrt(matches.to_bytes().into()), "RR22 matches")?;
     }
     Ok(output.intersection().to_vec())
 }

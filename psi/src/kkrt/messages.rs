@@ -28,13 +28,13 @@ pub const MAX_OUTPUTS: usize = 1 << 16;
 
 const HEADER: usize = 2;
 
-fn header(tag: u8, capacity: usize) -> Vec<u8> {
+pub(crate) fn header(tag: u8, capacity: usize) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(HEADER + capacity);
     bytes.extend_from_slice(&[VERSION, tag]);
     bytes
 }
 
-fn body<'a>(message: &'static str, tag: u8, bytes: &'a [u8]) -> Result<&'a [u8], PsiError> {
+pub(crate) fn body<'a>(message: &'static str, tag: u8, bytes: &'a [u8]) -> Result<&'a [u8], PsiError> {
     match bytes {
         [] | [_] => Err(malformed(message, format!("{} bytes is shorter than the header", bytes.len()))),
         [version, ..] if *version != VERSION => {
@@ -45,11 +45,11 @@ fn body<'a>(message: &'static str, tag: u8, bytes: &'a [u8]) -> Result<&'a [u8],
     }
 }
 
-fn malformed(message: &'static str, reason: String) -> PsiError {
+pub(crate) fn malformed(message: &'static str, reason: String) -> PsiError {
     PsiError::Malformed { message, reason }
 }
 
-fn u32_at(bytes: &[u8], at: usize) -> u32 {
+pub(crate) fn u32_at(bytes: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
 }
 

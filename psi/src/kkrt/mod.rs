@@ -84,7 +84,7 @@
 pub mod hashing;
 pub mod messages;
 pub mod ot;
-mod requester;
+pub(crate) mod requester;
 mod responder;
 
 pub use crate::ecdh::ResponderOutput;

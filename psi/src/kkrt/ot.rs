@@ -43,6 +43,7 @@ const SEED_LABEL: &[u8] = b"stayput/psi/kkrt/v1/base-ot";
 
 /// The requester's half of the base OTs: the secret `a`.
 pub(crate) struct BaseOtSender {
+    label: &'static [u8],
     a: Scalar,
     big_a: RistrettoPoint,
     big_a_bytes: [u8; POINT_LEN],
@@ -59,9 +60,14 @@ pub(crate) type SeedPairs = Vec<([u8; 16], [u8; 16])>;
 
 impl BaseOtSender {
     pub(crate) fn new(rng: &mut (impl RngCore + CryptoRng)) -> Self {
+        Self::labelled(SEED_LABEL, rng)
+    }
+
+    /// A sender whose seeds are bound to `label` (one per protocol).
+    pub(crate) fn labelled(label: &'static [u8], rng: &mut (impl RngCore + CryptoRng)) -> Self {
         let a = Scalar::random(rng);
         let big_a = &a * RISTRETTO_BASEPOINT_TABLE;
-        Self { a, big_a, big_a_bytes: big_a.compress().to_bytes() }
+        Self { label, a, big_a, big_a_bytes: big_a.compress().to_bytes() }
     }
 
     /// `A`, for the setup message.
@@ -76,8 +82,8 @@ impl BaseOtSender {
             .enumerate()
             .map(|(j, b_bytes)| {
                 let b = decode_point(b_bytes, j)?;
-                let k0 = seed(task, j, &self.big_a_bytes, b_bytes, &(self.a * b));
-                let k1 = seed(task, j, &self.big_a_bytes, b_bytes, &(self.a * (b - self.big_a)));
+                let k0 = seed(self.label, task, j, &self.big_a_bytes, b_bytes, &(self.a * b));
+                let k1 = seed(self.label, task, j, &self.big_a_bytes, b_bytes, &(self.a * (b - self.big_a)));
                 Ok((k0, k1))
             })
             .collect()
@@ -94,33 +100,56 @@ pub(crate) fn base_ot_receive(
     a_bytes: &[u8; POINT_LEN],
     rng: &mut (impl RngCore + CryptoRng),
 ) -> Result<BaseOtReceived, PsiError> {
-    let big_a = decode_point(a_bytes, 0)?;
     let mut choices: Row = [0; ROW_WORDS];
     for word in &mut choices {
         *word = rng.next_u64();
     }
-    let mut secrets: Vec<Scalar> = (0..WIDTH).map(|_| Scalar::random(rng)).collect();
+    let (points, seeds) = base_ot_receive_chosen(SEED_LABEL, task, a_bytes, WIDTH, |j| bit(&choices, j), rng)?;
+    Ok((choices, points, seeds))
+}
+
+/// The points `Bⱼ` for the sender and the seeds the receiver chose.
+pub(crate) type ChosenSeeds = (Vec<[u8; POINT_LEN]>, Vec<[u8; 16]>);
+
+/// `count` base OTs received with the choice bits `choice(j)`: the points
+/// `Bⱼ` for the sender and the seeds `kⱼ^{choice(j)}`, bound to `label`.
+pub(crate) fn base_ot_receive_chosen(
+    label: &[u8],
+    task: &TaskId,
+    a_bytes: &[u8; POINT_LEN],
+    count: usize,
+    choice: impl Fn(usize) -> bool + Sync,
+    rng: &mut (impl RngCore + CryptoRng),
+) -> Result<ChosenSeeds, PsiError> {
+    let big_a = decode_point(a_bytes, 0)?;
+    let mut secrets: Vec<Scalar> = (0..count).map(|_| Scalar::random(rng)).collect();
     let out: Vec<([u8; POINT_LEN], [u8; 16])> = secrets
         .par_iter()
         .enumerate()
         .map(|(j, b)| {
             let mut point = b * RISTRETTO_BASEPOINT_TABLE;
-            if bit(&choices, j) {
+            if choice(j) {
                 point += big_a;
             }
             let b_bytes = point.compress().to_bytes();
-            (b_bytes, seed(task, j, a_bytes, &b_bytes, &(b * big_a)))
+            (b_bytes, seed(label, task, j, a_bytes, &b_bytes, &(b * big_a)))
         })
         .collect();
     secrets.zeroize();
-    let (points, seeds) = out.into_iter().unzip();
-    Ok((choices, points, seeds))
+    Ok(out.into_iter().unzip())
 }
 
-fn seed(task: &TaskId, j: usize, a: &[u8; POINT_LEN], b: &[u8; POINT_LEN], shared: &RistrettoPoint) -> [u8; 16] {
+fn seed(
+    label: &[u8],
+    task: &TaskId,
+    j: usize,
+    a: &[u8; POINT_LEN],
+    b: &[u8; POINT_LEN],
+    shared: &RistrettoPoint,
+) -> [u8; 16] {
     let mut h = Sha256::new();
-    h.update((SEED_LABEL.len() as u64).to_le_bytes());
-    h.update(SEED_LABEL);
+    h.update((label.len() as u64).to_le_bytes());
+    h.update(label);
     h.update((task.as_bytes().len() as u64).to_le_bytes());
     h.update(task.as_bytes());
     h.update((j as u32).to_le_bytes());

@@ -22,7 +22,7 @@ const CUCKOO_ATTEMPTS: usize = 8;
 
 /// OPRF outputs are random oracle values: folding them is a fine hash.
 #[derive(Default)]
-struct Fold(u64);
+pub(crate) struct Fold(u64);
 
 impl Hasher for Fold {
     fn finish(&self) -> u64 {
@@ -40,7 +40,8 @@ impl Hasher for Fold {
     }
 }
 
-type OwnOutputs = HashMap<u128, u32, BuildHasherDefault<Fold>>;
+/// Own outputs by value, hashed by folding (they are random oracle values).
+pub(crate) type OwnOutputs = HashMap<u128, u32, BuildHasherDefault<Fold>>;
 
 /// The requester's session, from setup to its output.
 pub struct KkrtRequester {
@@ -259,6 +260,10 @@ pub struct RequesterOutput {
 }
 
 impl RequesterOutput {
+    pub(crate) fn new(intersection: Vec<u32>, matches: Vec<Matches>) -> Self {
+        Self { intersection, matches }
+    }
+
     /// Indices (into the requester's key set, ascending) of the common keys.
     pub fn intersection(&self) -> &[u32] {
         &self.intersection

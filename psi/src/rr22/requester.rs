@@ -1,0 +1,305 @@
+//! The requester's role: encodes its keys in the OKVS, acts as base-OT
+//! sender, IKNP receiver and VOLE receiver, and matches the outputs.
+
+use rand_core::{CryptoRng, RngCore};
+use rayon::prelude::*;
+use zeroize::Zeroize;
+
+use super::cot::{CotReceiver, KAPPA};
+use super::field::Gf;
+use super::hashing::SessionHashes;
+use super::messages::{BaseChoices, CotCorrections, MAX_CORRECTION_WORDS, MAX_VALUES, Masked, Setup, Trees};
+use super::okvs::{self, Row};
+use super::vole::{self, Code, Puncture, Shape};
+use super::{PROTOCOL_LABEL, SessionParams};
+use crate::PsiError;
+use crate::ecdh::OutputMode;
+use crate::keys::KeySet;
+use crate::kkrt::RequesterOutput;
+use crate::kkrt::messages::{MAX_OUTPUTS, Matches, Outputs};
+use crate::kkrt::ot::BaseOtSender;
+use crate::kkrt::requester::OwnOutputs;
+
+/// Seeds tried before the OKVS is declared failed; each fails with
+/// probability around 2^-20 or less.
+const OKVS_ATTEMPTS: usize = 8;
+
+/// Where the session is.
+enum Phase {
+    /// Setup sent, waiting for the base-OT points.
+    Setup,
+    /// Sending the IKNP columns.
+    Corrections { corrections: Vec<u64>, t: Vec<Gf>, next_column: usize },
+    /// Every column sent, waiting for the trees.
+    Trees { t: Vec<Gf> },
+    /// Sending the masked store.
+    Masked { masked: Vec<Gf>, next: usize },
+    /// Receiving outputs.
+    Outputs,
+}
+
+/// The requester's session, from setup to its output.
+pub struct Rr22Requester {
+    params: SessionParams,
+    hashes: SessionHashes,
+    setup: Setup,
+    base: BaseOtSender,
+    shape: Shape,
+    rows: Vec<Row>,
+    store: Vec<Gf>,
+    punctures: Vec<Puncture>,
+    phase: Phase,
+    own: OwnOutputs,
+    received: u64,
+    hit_keys: Vec<u32>,
+    hit_positions: Vec<u32>,
+}
+
+impl std::fmt::Debug for Rr22Requester {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rr22Requester").field("store", &self.store.len()).finish_non_exhaustive()
+    }
+}
+
+fn random_gf(rng: &mut impl RngCore) -> Gf {
+    u128::from(rng.next_u64()) | (u128::from(rng.next_u64()) << 64)
+}
+
+impl Rr22Requester {
+    /// Hashes and encodes the keys, draws the VOLE's noise and prepares the
+    /// setup message.
+    pub fn new<K: KeySet>(
+        params: SessionParams,
+        keys: &K,
+        rng: &mut (impl RngCore + CryptoRng),
+    ) -> Result<Self, PsiError> {
+        SessionParams::check_len(keys, params.requester_len())?;
+        let columns = params.store_len();
+        for _ in 0..OKVS_ATTEMPTS {
+            let mut seed = [0u8; 16];
+            rng.fill_bytes(&mut seed);
+            let hashes = SessionHashes::new(params.task(), &seed, columns);
+            let mut rows = hashes.digest_all(keys);
+            let Ok(store) = okvs::encode(columns, &rows, rng) else {
+                continue;
+            };
+            for (_, value) in &mut rows {
+                value.zeroize();
+            }
+            let shape = params.shape();
+            let punctures = (0..shape.trees)
+                .map(|_| Puncture {
+                    point: (rng.next_u64() % shape.leaves() as u64) as usize,
+                    value: loop {
+                        let v = random_gf(rng);
+                        if v != 0 {
+                            break v;
+                        }
+                    },
+                })
+                .collect();
+            let base = BaseOtSender::labelled(PROTOCOL_LABEL, rng);
+            let setup = Setup { seed, point: base.point() };
+            return Ok(Self {
+                params,
+                hashes,
+                setup,
+                base,
+                shape,
+                rows: rows.into_iter().map(|(row, _)| row).collect(),
+                store,
+                punctures,
+                phase: Phase::Setup,
+                own: OwnOutputs::default(),
+                received: 0,
+                hit_keys: Vec::new(),
+                hit_positions: Vec::new(),
+            });
+        }
+        Err(PsiError::Malformed {
+            message: "RR22 store",
+            reason: format!("{} keys gave dependent rows under {OKVS_ATTEMPTS} seeds", keys.len()),
+        })
+    }
+
+    /// The first message.
+    pub fn setup(&self) -> &Setup {
+        &self.setup
+    }
+
+    /// Takes the responder's base-OT points and extends them into the
+    /// correlated OTs the VOLE needs.
+    pub fn absorb_choices(&mut self, choices: BaseChoices) -> Result<(), PsiError> {
+        if !matches!(self.phase, Phase::Setup) {
+            return Err(PsiError::OutOfTurn { message: "RR22 base choices" });
+        }
+        debug_assert_eq!(choices.points.len(), KAPPA);
+        let pairs = self.base.seeds(self.params.task(), &choices.points)?;
+        let mut choice_bits = vole::choice_bits(&self.shape, &self.punctures);
+        let (corrections, t) = CotReceiver::new(pairs).extend(&choice_bits);
+        choice_bits.zeroize();
+        self.phase = Phase::Corrections { corrections, t, next_column: 0 };
+        Ok(())
+    }
+
+    /// The next run of IKNP columns, until all 128 are sent.
+    pub fn next_corrections(&mut self) -> Result<Option<CotCorrections>, PsiError> {
+        let words = self.shape.cot_count() / 64;
+        let Phase::Corrections { corrections, next_column, .. } = &mut self.phase else {
+            return match self.phase {
+                Phase::Setup => Err(PsiError::OutOfTurn { message: "RR22 OT corrections (before the base choices)" }),
+                _ => Ok(None),
+            };
+        };
+        let per_run = (MAX_CORRECTION_WORDS / words).clamp(1, KAPPA);
+        let first = *next_column;
+        let end = (first + per_run).min(KAPPA);
+        let run = CotCorrections {
+            first_column: first as u8,
+            words_per_column: words as u32,
+            words: corrections[first * words..end * words].to_vec(),
+        };
+        *next_column = end;
+        if end == KAPPA {
+            let Phase::Corrections { t, .. } = std::mem::replace(&mut self.phase, Phase::Setup) else {
+                unreachable!("checked above");
+            };
+            self.phase = Phase::Trees { t };
+        }
+        Ok(Some(run))
+    }
+
+    /// Takes the responder's trees: finishes the VOLE, masks the store and
+    /// computes its own outputs.
+    pub fn absorb_trees(&mut self, trees: Trees) -> Result<(), PsiError> {
+        let Phase::Trees { t } = &mut self.phase else {
+            return Err(PsiError::OutOfTurn { message: "RR22 trees" });
+        };
+        if usize::from(trees.depth) != self.shape.depth as usize || trees.trees.len() != self.shape.trees {
+            return Err(PsiError::Malformed {
+                message: "RR22 trees",
+                reason: format!(
+                    "{} trees of depth {} where the session uses {} of depth {}",
+                    trees.trees.len(),
+                    trees.depth,
+                    self.shape.trees,
+                    self.shape.depth
+                ),
+            });
+        }
+        let mut w = vole::receiver_expand(&self.shape, t, &self.hashes.mask_key, &self.punctures, &trees.trees);
+        t.zeroize();
+        let mut e = vec![0u128; self.shape.noise_len()];
+        for (tree, p) in self.punctures.iter_mut().enumerate() {
+            e[tree * self.shape.leaves() + p.point] = p.value;
+            p.value.zeroize();
+        }
+        let code = Code::new(&self.shape, self.hashes.code_seed);
+        let (mut a, c) = rayon::join(|| code.encode(&mut e), || code.encode(&mut w));
+        e.zeroize();
+        w.zeroize();
+        // P + A_v, in place of A_v.
+        a.par_iter_mut().zip(&self.store).for_each(|(a, p)| *a ^= p);
+        self.store.zeroize();
+        self.store = Vec::new();
+        let len = self.params.output_len();
+        let hashes = &self.hashes;
+        let outputs = okvs::decode_all(&c, &self.rows, |_, z| hashes.output(z, len));
+        let mut c = c;
+        c.zeroize();
+        self.own = outputs.into_iter().enumerate().map(|(i, o)| (o, i as u32)).collect();
+        self.phase = Phase::Masked { masked: a, next: 0 };
+        Ok(())
+    }
+
+    /// The next run of the masked store, until all of it is sent.
+    pub fn next_masked(&mut self) -> Result<Option<Masked>, PsiError> {
+        let Phase::Masked { masked, next } = &mut self.phase else {
+            return match self.phase {
+                Phase::Outputs => Ok(None),
+                _ => Err(PsiError::OutOfTurn { message: "RR22 masked store (before the trees)" }),
+            };
+        };
+        let first = *next;
+        let end = (first + MAX_VALUES).min(masked.len());
+        let run = Masked { first: first as u32, values: masked[first..end].to_vec() };
+        *next = end;
+        if end == masked.len() {
+            self.phase = Phase::Outputs;
+        }
+        Ok(Some(run))
+    }
+
+    /// Outputs received so far.
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// Matches a run of the responder's outputs against its own.
+    pub fn absorb_outputs(&mut self, outputs: Outputs) -> Result<(), PsiError> {
+        if !matches!(self.phase, Phase::Outputs) {
+            return Err(PsiError::OutOfTurn { message: "RR22 outputs (before the whole store was sent)" });
+        }
+        let expected_len = self.params.output_len();
+        if usize::from(outputs.len) != expected_len {
+            return Err(PsiError::Malformed {
+                message: "RR22 outputs",
+                reason: format!("outputs of {} bytes where the session uses {expected_len}", outputs.len),
+            });
+        }
+        let announced = self.params.output_count();
+        let received = self.received + outputs.values.len() as u64;
+        if received > announced {
+            return Err(PsiError::TooMany { message: "RR22 outputs", announced, received });
+        }
+        for (offset, value) in outputs.values.iter().enumerate() {
+            if let Some(&key) = self.own.get(value) {
+                self.hit_keys.push(key);
+                self.hit_positions.push((self.received + offset as u64) as u32);
+            }
+        }
+        self.received = received;
+        Ok(())
+    }
+
+    /// The intersection, once every output arrived.
+    pub fn finish(mut self) -> Result<RequesterOutput, PsiError> {
+        let announced = self.params.output_count();
+        if !matches!(self.phase, Phase::Outputs) || self.received != announced {
+            return Err(PsiError::TooFew { message: "RR22 outputs", announced, received: self.received });
+        }
+        let mut keys = std::mem::take(&mut self.hit_keys);
+        keys.sort_unstable();
+        keys.dedup();
+        let matches = if self.params.mode() == OutputMode::IntersectionToBoth {
+            let mut batches: Vec<Matches> = self
+                .hit_positions
+                .chunks(MAX_OUTPUTS)
+                .map(|p| Matches { last: false, positions: p.to_vec() })
+                .collect();
+            if batches.is_empty() {
+                batches.push(Matches { last: false, positions: Vec::new() });
+            }
+            batches.last_mut().expect("one batch at least").last = true;
+            batches
+        } else {
+            Vec::new()
+        };
+        Ok(RequesterOutput::new(keys, matches))
+    }
+}
+
+impl Drop for Rr22Requester {
+    fn drop(&mut self) {
+        self.store.zeroize();
+        for p in &mut self.punctures {
+            p.value.zeroize();
+            p.point.zeroize();
+        }
+        match &mut self.phase {
+            Phase::Corrections { t, .. } | Phase::Trees { t } => t.zeroize(),
+            Phase::Masked { masked, .. } => masked.zeroize(),
+            Phase::Setup | Phase::Outputs => {}
+        }
+    }
+}
