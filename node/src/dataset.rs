@@ -38,7 +38,7 @@ use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReaderBuilder};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use stayput_psi::keys::{KeyList, KeyRules, encode_key};
+use stayput_psi::keys::{KeyList, KeyRules, encode_key_part};
 
 use crate::NodeError;
 use crate::results::{AtomicFile, BatchWriter, ResultFormat};
@@ -548,19 +548,20 @@ impl Dataset {
         (0..batch.num_rows())
             .into_par_iter()
             .map(|row| {
-                let mut parts = Vec::with_capacity(text.len());
+                // One allocation per row: parts are borrowed unless a rule
+                // changes them, and encoded straight into the key.
+                let capacity = text.iter().map(|column| 4 + column.value(row).len()).sum();
+                let mut key = Vec::with_capacity(capacity);
                 for column in &text {
                     if column.is_null(row) || self.is_null_value(column.value(row)) {
                         return Ok(None);
                     }
-                    let part = self.rules.normalise(column.value(row));
+                    let part = self.rules.normalised(column.value(row));
                     if part.is_empty() {
                         return Ok(None);
                     }
-                    parts.push(part);
+                    encode_key_part(part.as_bytes(), &mut key)?;
                 }
-                let mut key = Vec::new();
-                encode_key(&parts, &mut key)?;
                 Ok(Some(key))
             })
             .collect()

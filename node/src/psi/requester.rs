@@ -21,7 +21,7 @@ use stayput_psi::kkrt::messages::PartSizes;
 use stayput_psi::kkrt::{self, KkrtRequester};
 use stayput_psi::messages::{PointBatch, TagBatch};
 use stayput_psi::partition::{Partition, PartitionKey};
-use stayput_psi::rr22::{self, Rr22Requester};
+use stayput_psi::rr22::{self, Rr22Prepared, Rr22Requester};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -127,6 +127,19 @@ async fn run_session(state: Arc<NodeState>, request: PsiRequest, progress: Progr
     })
     .await
     .map_err(|e| NodeError::Worker(e.to_string()))??;
+    // RR22 over a whole set: the requester's OKVS needs only its own keys,
+    // so it is built while the responder loads its keys.
+    let keys = Arc::new(keys);
+    let session_task = super::shards::session_task(&request.task_id, request.shard)?;
+    let prepared = match (protocol, &*keys) {
+        (Protocol::Rr22, SessionKeys::Whole(_)) => {
+            let (keys, task) = (keys.clone(), session_task.clone());
+            Some(tokio::task::spawn_blocking(move || {
+                Ok::<_, NodeError>(Rr22Prepared::new(task, &keys.whole()?.keys, &mut OsRng)?)
+            }))
+        }
+        _ => None,
+    };
     let (resume, parts_done) = match &kept {
         Some(p) if p.accepted() => (true, p.parts_done()),
         _ => (false, 0),
@@ -175,8 +188,12 @@ async fn run_session(state: Arc<NodeState>, request: PsiRequest, progress: Progr
         kept.accepted_now()?;
         kept.forget_from(resume_from)?;
     }
-    let task = super::shards::session_task(&request.task_id, request.shard)?;
+    let task = session_task;
     let (requester_size, batch_size) = (keys.len(), state.config.batch_size);
+    let prepared = match prepared {
+        Some(handle) => Some(handle.await.map_err(|e| NodeError::Worker(e.to_string()))??),
+        None => None,
+    };
     let params = match request.protocol {
         Protocol::Ecdh => {
             Params::Ecdh(SessionParams::new(task, request.mode, requester_size, responder_size, batch_size)?)
@@ -206,7 +223,7 @@ async fn run_session(state: Arc<NodeState>, request: PsiRequest, progress: Progr
             }
             Params::Ot(protocol, params) => {
                 let parts = (parts_progress.as_ref(), resume_from);
-                let indices = request_ot(protocol, params, &keys, parts, &mut link, &progress)?;
+                let indices = request_ot((protocol, prepared), params, &keys, parts, &mut link, &progress)?;
                 let found = indices.len() as u64;
                 (Some(indices), found)
             }
@@ -415,7 +432,7 @@ fn expect_kkrt(link: &mut impl RequesterLink, expected: &'static str) -> Result<
 /// each completed part is kept on disk, and the parts before `resume_from`
 /// (completed by an earlier session of the task) are read back, not run.
 fn request_ot(
-    protocol: Protocol,
+    (protocol, prepared): (Protocol, Option<Rr22Prepared>),
     params: kkrt::SessionParams,
     keys: &SessionKeys,
     (done, resume_from): (Option<&RequesterProgress>, u32),
@@ -424,7 +441,7 @@ fn request_ot(
 ) -> Result<Vec<u32>, NodeError> {
     let mode = params.mode();
     let mut found = match keys {
-        SessionKeys::Whole(keys) => request_part(protocol, params, &keys.keys, link, progress)?,
+        SessionKeys::Whole(keys) => request_part((protocol, prepared), params, &keys.keys, link, progress)?,
         SessionKeys::Parts(buckets) => {
             let sizes = PartSizes { sizes: buckets.sizes().to_vec() };
             let parts = u32::try_from(sizes.sizes.len()).expect("at most MAX_PARTS parts");
@@ -441,7 +458,7 @@ fn request_ot(
                 let offset = u32::try_from(buckets.offset(i)).expect("key sets hold fewer than 2^32 keys");
                 let task = kkrt::part_task(params.task(), i)?;
                 let part_params = kkrt::SessionParams::new(task, mode, part.len() as u64, *their_len)?;
-                let indices = request_part(protocol, part_params, &part, link, progress)?;
+                let indices = request_part((protocol, None), part_params, &part, link, progress)?;
                 let global: Vec<u32> = indices.into_iter().map(|j| offset + j).collect();
                 if let Some(done) = done {
                     done.complete(i, &global)?;
@@ -475,7 +492,7 @@ pub(crate) fn check_part_sizes(peer: &str, sizes: &PartSizes, parts: u32, total:
 /// One session of an OT protocol (a whole set or one part of it): the
 /// indices of the common keys among `keys`.
 fn request_part(
-    protocol: Protocol,
+    (protocol, prepared): (Protocol, Option<Rr22Prepared>),
     params: kkrt::SessionParams,
     keys: &KeyList,
     link: &mut impl RequesterLink,
@@ -488,7 +505,11 @@ fn request_part(
             params.requester_len(),
             params.responder_len(),
         )?;
-        return request_rr22_part(params, keys, link, progress);
+        let session = match prepared {
+            Some(prepared) => Rr22Requester::from_prepared(params, prepared)?,
+            None => Rr22Requester::new(params, keys, &mut OsRng)?,
+        };
+        return request_rr22_part(session, link, progress);
     }
     request_kkrt_part(params, keys, link, progress)
 }
@@ -524,15 +545,13 @@ fn request_kkrt_part(
 
 /// One RR22 session.
 fn request_rr22_part(
-    params: rr22::SessionParams,
-    keys: &KeyList,
+    mut session: Rr22Requester,
     link: &mut impl RequesterLink,
     progress: &ProgressTx,
 ) -> Result<Vec<u32>, NodeError> {
     use rr22::messages::{BaseChoices, Trees};
     let report = |phase, done, total| drop(progress.send(Progress { phase, done, total }));
-    let (store, total) = (params.store_len(), params.output_count());
-    let mut session = Rr22Requester::new(params, keys, &mut OsRng)?;
+    let (store, total) = (session.params().store_len(), session.params().output_count());
     send(link, Out::Kkrt(session.setup().to_bytes().into()), "RR22 setup")?;
     session.absorb_choices(BaseChoices::decode(expect_kkrt(link, "RR22 base choices")?.as_ref())?)?;
     while let Some(run) = session.next_corrections()? {

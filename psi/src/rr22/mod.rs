@@ -88,7 +88,7 @@ pub mod vole;
 
 pub use crate::ecdh::ResponderOutput;
 pub use crate::kkrt::RequesterOutput;
-pub use requester::Rr22Requester;
+pub use requester::{Rr22Prepared, Rr22Requester};
 pub use responder::Rr22Responder;
 
 use rand_core::{CryptoRng, RngCore};

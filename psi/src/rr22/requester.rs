@@ -3,7 +3,7 @@
 
 use rand_core::{CryptoRng, RngCore};
 use rayon::prelude::*;
-use zeroize::Zeroize;
+use zeroize::{Zeroize, Zeroizing};
 
 use super::cot::{CotReceiver, KAPPA};
 use super::field::Gf;
@@ -14,6 +14,7 @@ use super::vole::{self, Code, Puncture, Shape};
 use super::{PROTOCOL_LABEL, SessionParams};
 use crate::PsiError;
 use crate::ecdh::OutputMode;
+use crate::group::TaskId;
 use crate::keys::KeySet;
 use crate::kkrt::RequesterOutput;
 use crate::kkrt::messages::{MAX_OUTPUTS, Matches, Outputs};
@@ -36,6 +37,69 @@ enum Phase {
     Masked { masked: Vec<Gf>, next: usize },
     /// Receiving outputs.
     Outputs,
+}
+
+/// What the requester computes from its own keys alone — the OKVS, the
+/// VOLE's noise, the setup message — before it knows the responder's size:
+/// a node prepares it while the responder loads its keys.
+pub struct Rr22Prepared {
+    task: TaskId,
+    requester_len: u64,
+    hashes: SessionHashes,
+    setup: Setup,
+    base: BaseOtSender,
+    shape: Shape,
+    rows: Vec<Row>,
+    store: Zeroizing<Vec<Gf>>,
+    punctures: Zeroizing<Vec<Puncture>>,
+}
+
+impl std::fmt::Debug for Rr22Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rr22Prepared").field("store", &self.store.len()).finish_non_exhaustive()
+    }
+}
+
+impl Rr22Prepared {
+    /// Hashes and encodes the keys of a session bound to `task`, and draws
+    /// the VOLE's noise.
+    pub fn new<K: KeySet>(task: TaskId, keys: &K, rng: &mut (impl RngCore + CryptoRng)) -> Result<Self, PsiError> {
+        let requester_len = keys.len() as u64;
+        let columns = super::okvs::columns(requester_len);
+        for _ in 0..OKVS_ATTEMPTS {
+            let mut seed = [0u8; 16];
+            rng.fill_bytes(&mut seed);
+            let hashes = SessionHashes::new(&task, &seed, columns);
+            let mut rows = hashes.digest_all(keys);
+            let Ok(store) = okvs::encode(columns, &rows, rng) else {
+                continue;
+            };
+            for (_, value) in &mut rows {
+                value.zeroize();
+            }
+            let shape = Shape::new(columns as usize);
+            let punctures: Vec<Puncture> = (0..shape.trees)
+                .map(|_| Puncture {
+                    point: (rng.next_u64() % shape.leaves() as u64) as usize,
+                    value: loop {
+                        let v = random_gf(rng);
+                        if v != 0 {
+                            break v;
+                        }
+                    },
+                })
+                .collect();
+            let base = BaseOtSender::labelled(PROTOCOL_LABEL, rng);
+            let setup = Setup { seed, point: base.point() };
+            let rows = rows.into_iter().map(|(row, _)| row).collect();
+            let (store, punctures) = (Zeroizing::new(store), Zeroizing::new(punctures));
+            return Ok(Self { task, requester_len, hashes, setup, base, shape, rows, store, punctures });
+        }
+        Err(PsiError::Malformed {
+            message: "RR22 store",
+            reason: format!("{} keys gave dependent rows under {OKVS_ATTEMPTS} seeds", keys.len()),
+        })
+    }
 }
 
 /// The requester's session, from setup to its output.
@@ -74,52 +138,40 @@ impl Rr22Requester {
         rng: &mut (impl RngCore + CryptoRng),
     ) -> Result<Self, PsiError> {
         SessionParams::check_len(keys, params.requester_len())?;
-        let columns = params.store_len();
-        for _ in 0..OKVS_ATTEMPTS {
-            let mut seed = [0u8; 16];
-            rng.fill_bytes(&mut seed);
-            let hashes = SessionHashes::new(params.task(), &seed, columns);
-            let mut rows = hashes.digest_all(keys);
-            let Ok(store) = okvs::encode(columns, &rows, rng) else {
-                continue;
-            };
-            for (_, value) in &mut rows {
-                value.zeroize();
-            }
-            let shape = params.shape();
-            let punctures = (0..shape.trees)
-                .map(|_| Puncture {
-                    point: (rng.next_u64() % shape.leaves() as u64) as usize,
-                    value: loop {
-                        let v = random_gf(rng);
-                        if v != 0 {
-                            break v;
-                        }
-                    },
-                })
-                .collect();
-            let base = BaseOtSender::labelled(PROTOCOL_LABEL, rng);
-            let setup = Setup { seed, point: base.point() };
-            return Ok(Self {
-                params,
-                hashes,
-                setup,
-                base,
-                shape,
-                rows: rows.into_iter().map(|(row, _)| row).collect(),
-                store,
-                punctures,
-                phase: Phase::Setup,
-                own: OwnOutputs::default(),
-                received: 0,
-                hit_keys: Vec::new(),
-                hit_positions: Vec::new(),
+        let prepared = Rr22Prepared::new(params.task().clone(), keys, rng)?;
+        Self::from_prepared(params, prepared)
+    }
+
+    /// The session from what was prepared for it: same task, same keys.
+    pub fn from_prepared(params: SessionParams, prepared: Rr22Prepared) -> Result<Self, PsiError> {
+        if prepared.task != *params.task() || prepared.requester_len != params.requester_len() {
+            return Err(PsiError::KeyCountMismatch {
+                announced: params.requester_len(),
+                actual: prepared.requester_len,
             });
         }
-        Err(PsiError::Malformed {
-            message: "RR22 store",
-            reason: format!("{} keys gave dependent rows under {OKVS_ATTEMPTS} seeds", keys.len()),
+        let Rr22Prepared { hashes, setup, base, shape, rows, mut store, mut punctures, .. } = prepared;
+        let (store, punctures) = (std::mem::take(&mut *store), std::mem::take(&mut *punctures));
+        Ok(Self {
+            params,
+            hashes,
+            setup,
+            base,
+            shape,
+            rows,
+            store,
+            punctures,
+            phase: Phase::Setup,
+            own: OwnOutputs::default(),
+            received: 0,
+            hit_keys: Vec::new(),
+            hit_positions: Vec::new(),
         })
+    }
+
+    /// The session's parameters.
+    pub fn params(&self) -> &SessionParams {
+        &self.params
     }
 
     /// The first message.

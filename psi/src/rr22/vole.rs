@@ -207,6 +207,13 @@ pub struct Puncture {
     pub value: Gf,
 }
 
+impl zeroize::Zeroize for Puncture {
+    fn zeroize(&mut self) {
+        self.point.zeroize();
+        self.value.zeroize();
+    }
+}
+
 /// The choice bits of the requester's correlated OTs for its punctures
 /// (bit `i` of word `i/64`): `¬αⱼ,ₗ` for level `l` (most significant bit
 /// of `αⱼ` first), then the bits of `βⱼ`.

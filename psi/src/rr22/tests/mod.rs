@@ -269,3 +269,30 @@ fn a_corrupted_tree_gives_a_wrong_result_not_a_crash() {
     assert!(found.intersection().len() < 100);
     assert!(found.intersection().iter().all(|i| (200..300).contains(i)));
 }
+
+#[test]
+fn a_prepared_session_serves_only_its_task_and_keys() {
+    let a: KeyList = keys(0..50).iter().collect();
+    let b: KeyList = keys(25..75).iter().collect();
+    let prepare = |task: &str| Rr22Prepared::new(TaskId::new(task).unwrap(), &a, &mut rngs(4).0).unwrap();
+    let p = params(OutputMode::IntersectionToRequester, 50, 50);
+    assert!(matches!(
+        Rr22Requester::from_prepared(p.clone(), prepare("other")),
+        Err(PsiError::KeyCountMismatch { .. })
+    ));
+    let bigger = params(OutputMode::IntersectionToRequester, 51, 50);
+    assert!(matches!(
+        Rr22Requester::from_prepared(bigger, prepare("task-test")),
+        Err(PsiError::KeyCountMismatch { .. })
+    ));
+    // Prepared before the responder's size was known, then run.
+    let mut requester = Rr22Requester::from_prepared(p.clone(), prepare("task-test")).unwrap();
+    let (mut responder, choices) = Rr22Responder::new(p, &b, requester.setup(), &mut rngs(4).1).unwrap();
+    requester.absorb_choices(choices).unwrap();
+    let runs: Vec<_> = std::iter::from_fn(|| requester.next_corrections().unwrap()).collect();
+    finish_vole(&mut requester, &mut responder, runs);
+    while let Some(run) = responder.next_outputs().unwrap() {
+        requester.absorb_outputs(run).unwrap();
+    }
+    assert_eq!(requester.finish().unwrap().intersection(), &(25..50).collect::<Vec<u32>>()[..]);
+}
