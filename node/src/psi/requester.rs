@@ -563,6 +563,8 @@ fn request_rr22_part(
         send(link, Out::Kkrt(run.to_bytes().into()), "RR22 masked store")?;
         report("own keys", done, store);
     }
+    // While the responder turns the store into its outputs.
+    session.prepare_matching()?;
     while session.received() < total {
         session.absorb_outputs(kkrt::messages::Outputs::decode(expect_kkrt(link, "RR22 outputs")?.as_ref())?)?;
         report("peer keys", session.received(), total);

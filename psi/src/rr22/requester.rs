@@ -33,8 +33,11 @@ enum Phase {
     Corrections { corrections: Vec<u64>, t: Vec<Gf>, next_column: usize },
     /// Every column sent, waiting for the trees.
     Trees { t: Vec<Gf> },
-    /// Sending the masked store.
-    Masked { masked: Vec<Gf>, next: usize },
+    /// Sending the masked store; `C` kept for the own outputs.
+    Masked { masked: Vec<Gf>, next: usize, c: Vec<Gf> },
+    /// The whole store sent; own outputs computed at the first outputs
+    /// received, so they overlap the responder's work.
+    Sent { c: Vec<Gf> },
     /// Receiving outputs.
     Outputs,
 }
@@ -254,21 +257,41 @@ impl Rr22Requester {
         a.par_iter_mut().zip(&self.store).for_each(|(a, p)| *a ^= p);
         self.store.zeroize();
         self.store = Vec::new();
+        self.phase = Phase::Masked { masked: a, next: 0, c };
+        Ok(())
+    }
+
+    /// Computes the own keys' outputs once the whole store is sent — a
+    /// node calls it then, so the work overlaps the responder's; otherwise
+    /// the first outputs received trigger it.
+    pub fn prepare_matching(&mut self) -> Result<(), PsiError> {
+        match std::mem::replace(&mut self.phase, Phase::Outputs) {
+            Phase::Sent { c } => {
+                self.own_outputs(c);
+                Ok(())
+            }
+            Phase::Outputs => Ok(()),
+            other => {
+                self.phase = other;
+                Err(PsiError::OutOfTurn { message: "RR22 matching (before the whole store was sent)" })
+            }
+        }
+    }
+
+    /// Each own key's output, `H(Decode(C, r(x)))`, by value.
+    fn own_outputs(&mut self, mut c: Vec<Gf>) {
         let len = self.params.output_len();
         let hashes = &self.hashes;
         let outputs = okvs::decode_all(&c, &self.rows, |_, z| hashes.output(z, len));
-        let mut c = c;
         c.zeroize();
         self.own = outputs.into_iter().enumerate().map(|(i, o)| (o, i as u32)).collect();
-        self.phase = Phase::Masked { masked: a, next: 0 };
-        Ok(())
     }
 
     /// The next run of the masked store, until all of it is sent.
     pub fn next_masked(&mut self) -> Result<Option<Masked>, PsiError> {
-        let Phase::Masked { masked, next } = &mut self.phase else {
+        let Phase::Masked { masked, next, c } = &mut self.phase else {
             return match self.phase {
-                Phase::Outputs => Ok(None),
+                Phase::Sent { .. } | Phase::Outputs => Ok(None),
                 _ => Err(PsiError::OutOfTurn { message: "RR22 masked store (before the trees)" }),
             };
         };
@@ -277,7 +300,9 @@ impl Rr22Requester {
         let run = Masked { first: first as u32, values: masked[first..end].to_vec() };
         *next = end;
         if end == masked.len() {
-            self.phase = Phase::Outputs;
+            masked.zeroize();
+            let c = std::mem::take(c);
+            self.phase = Phase::Sent { c };
         }
         Ok(Some(run))
     }
@@ -289,7 +314,7 @@ impl Rr22Requester {
 
     /// Matches a run of the responder's outputs against its own.
     pub fn absorb_outputs(&mut self, outputs: Outputs) -> Result<(), PsiError> {
-        if !matches!(self.phase, Phase::Outputs) {
+        if self.prepare_matching().is_err() {
             return Err(PsiError::OutOfTurn { message: "RR22 outputs (before the whole store was sent)" });
         }
         let expected_len = self.params.output_len();
@@ -317,7 +342,15 @@ impl Rr22Requester {
     /// The intersection, once every output arrived.
     pub fn finish(mut self) -> Result<RequesterOutput, PsiError> {
         let announced = self.params.output_count();
-        if !matches!(self.phase, Phase::Outputs) || self.received != announced {
+        match std::mem::replace(&mut self.phase, Phase::Outputs) {
+            // A responder without keys sends no outputs at all.
+            Phase::Sent { .. } | Phase::Outputs => {}
+            other => {
+                self.phase = other;
+                return Err(PsiError::TooFew { message: "RR22 outputs", announced, received: self.received });
+            }
+        }
+        if self.received != announced {
             return Err(PsiError::TooFew { message: "RR22 outputs", announced, received: self.received });
         }
         let mut keys = std::mem::take(&mut self.hit_keys);
@@ -350,7 +383,11 @@ impl Drop for Rr22Requester {
         }
         match &mut self.phase {
             Phase::Corrections { t, .. } | Phase::Trees { t } => t.zeroize(),
-            Phase::Masked { masked, .. } => masked.zeroize(),
+            Phase::Masked { masked, c, .. } => {
+                masked.zeroize();
+                c.zeroize();
+            }
+            Phase::Sent { c } => c.zeroize(),
             Phase::Setup | Phase::Outputs => {}
         }
     }

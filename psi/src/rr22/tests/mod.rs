@@ -296,3 +296,12 @@ fn a_prepared_session_serves_only_its_task_and_keys() {
     }
     assert_eq!(requester.finish().unwrap().intersection(), &(25..50).collect::<Vec<u32>>()[..]);
 }
+
+#[test]
+fn the_requester_cannot_finish_before_its_store_is_sent() {
+    // Even against a responder without keys (no outputs to wait for).
+    let a: KeyList = keys(0..10).iter().collect();
+    let p = params(OutputMode::IntersectionToRequester, 10, 0);
+    let requester = Rr22Requester::new(p, &a, &mut rngs(5).0).unwrap();
+    assert!(matches!(requester.finish(), Err(PsiError::TooFew { .. })));
+}
