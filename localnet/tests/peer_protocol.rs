@@ -176,7 +176,7 @@ async fn misbehaving_requesters_get_clear_statuses() {
         message
     };
     let status = exchange_error(&net, vec![with_parts(open(2), 2, vec![9; 32])]).await;
-    assert!(status.message().contains("only KKRT sessions run in parts"), "{status:?}");
+    assert!(status.message().contains("only sessions of an OT protocol (kkrt, rr22) run in parts"), "{status:?}");
     let status = exchange_error(&net, vec![with_parts(open_kkrt(2, PsiMode::Intersection), 2, vec![9; 31])]).await;
     assert!(status.message().contains("a partition key of 31 bytes"), "{status:?}");
     let status = exchange_error(&net, vec![with_parts(open_kkrt(1, PsiMode::Intersection), 2, vec![9; 32])]).await;
@@ -209,7 +209,7 @@ async fn misbehaving_requesters_get_clear_statuses() {
         message
     };
     let status = exchange_error(&net, vec![resuming(open(2))]).await;
-    assert!(status.message().contains("only KKRT sessions in parts resume"), "{status:?}");
+    assert!(status.message().contains("only sessions in parts (kkrt, rr22) resume"), "{status:?}");
     let status =
         exchange_error(&net, vec![resuming(with_parts(open_kkrt(2, PsiMode::Intersection), 2, vec![9; 32]))]).await;
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");

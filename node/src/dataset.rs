@@ -152,7 +152,14 @@ pub struct DatasetKeys {
     pub null_keys: u64,
     /// The file version the keys came from.
     pub fingerprint: Fingerprint,
+    /// For each data row, the index of its key among `keys`, or [`NO_KEY`]
+    /// (a null key, or a key another shard holds): what lets a result be
+    /// written without encoding the rows again.
+    pub rows: Vec<u32>,
 }
+
+/// A row without a key in [`DatasetKeys::rows`].
+pub const NO_KEY: u32 = u32::MAX;
 
 /// What streaming a dataset's keys counted.
 #[derive(Debug, Clone, Copy)]
@@ -189,21 +196,37 @@ pub type Batches = Box<dyn Iterator<Item = Result<RecordBatch, NodeError>> + Sen
 impl Dataset {
     /// Reads the key columns and returns the distinct keys.
     pub fn load_keys(&self) -> Result<DatasetKeys, NodeError> {
+        let fingerprint = self.fingerprint()?;
+        let (schema, batches) = self.open(true)?;
+        self.check_key_columns(&schema)?;
+        let (mut rows_read, mut null_keys) = (0u64, 0u64);
         let mut all = KeyList::new();
-        let read = self.for_each_key_batch(|keys| {
-            for key in keys {
-                all.push(&key);
+        let mut rows = Vec::new();
+        for batch in batches {
+            let batch = batch?;
+            rows_read += batch.num_rows() as u64;
+            for key in self.encode_rows(&batch)? {
+                match key {
+                    None => {
+                        null_keys += 1;
+                        rows.push(NO_KEY);
+                    }
+                    Some(key) if self.shard.as_ref().is_some_and(|shard| !shard.keeps(&key)) => rows.push(NO_KEY),
+                    Some(key) => {
+                        let index = u32::try_from(all.len()).ok().filter(|&i| i != NO_KEY).ok_or_else(|| {
+                            NodeError::Worker(format!("{} holds more than 2^32 - 2 keys", self.path.display()))
+                        })?;
+                        rows.push(index);
+                        all.push(&key);
+                    }
+                }
             }
-            Ok(())
-        })?;
-        let (keys, duplicates) = all.dedup();
-        Ok(DatasetKeys {
-            keys,
-            rows_read: read.rows_read,
-            duplicates: duplicates as u64,
-            null_keys: read.null_keys,
-            fingerprint: read.fingerprint,
-        })
+        }
+        let (keys, map) = all.dedup_mapped();
+        for row in rows.iter_mut().filter(|r| **r != NO_KEY) {
+            *row = map[*row as usize];
+        }
+        Ok(DatasetKeys { duplicates: (all.len() - keys.len()) as u64, keys, rows_read, null_keys, fingerprint, rows })
     }
 
     /// Data rows in the file, without encoding any key — or `None` when
@@ -290,6 +313,48 @@ impl Dataset {
         target: &Path,
         format: FileFormat,
     ) -> Result<WrittenFile, NodeError> {
+        self.write_selected_rows(keyed, target, format, |batch, _| {
+            Ok(self
+                .encode_rows(batch)?
+                .into_par_iter()
+                .map(|k| Some(k.is_some_and(|k| keys.contains(&k))))
+                .collect::<Vec<_>>()
+                .into())
+        })
+    }
+
+    /// Writes every row whose key is selected — `selected[rows[r]]` for
+    /// row `r`, from the keys' [`DatasetKeys::rows`] — as
+    /// [`Dataset::write_rows_with_keys`] does, without encoding a key.
+    pub fn write_rows_of_keys(
+        &self,
+        rows: &[u32],
+        selected: &[bool],
+        keyed: Fingerprint,
+        target: &Path,
+        format: FileFormat,
+    ) -> Result<WrittenFile, NodeError> {
+        let changed = || NodeError::DatasetChanged { path: self.path.clone() };
+        self.write_selected_rows(keyed, target, format, |batch, first| {
+            let these = rows.get(first..first + batch.num_rows()).ok_or_else(changed)?;
+            Ok(these
+                .iter()
+                .map(|&k| Some(k != NO_KEY && selected.get(k as usize) == Some(&true)))
+                .collect::<Vec<_>>()
+                .into())
+        })
+    }
+
+    /// Writes the rows `select` marks, batch by batch (`select` gets each
+    /// batch and the index of its first row), atomically, provided the file
+    /// is still the version `keyed` and `target` does not exist yet.
+    fn write_selected_rows(
+        &self,
+        keyed: Fingerprint,
+        target: &Path,
+        format: FileFormat,
+        mut select: impl FnMut(&RecordBatch, usize) -> Result<BooleanArray, NodeError>,
+    ) -> Result<WrittenFile, NodeError> {
         if self.fingerprint()? != keyed {
             return Err(NodeError::DatasetChanged { path: self.path.clone() });
         }
@@ -301,15 +366,11 @@ impl Dataset {
         let mut out = AtomicFile::create(target)?;
         let write_err = |source| NodeError::WriteResult { path: target.into(), source };
         let mut writer = BatchWriter::new(format.into(), out.file(), schema).map_err(write_err)?;
-        let mut rows = 0u64;
+        let (mut rows, mut first) = (0u64, 0usize);
         for batch in batches {
             let batch = batch?;
-            let mask: BooleanArray = self
-                .encode_rows(&batch)?
-                .into_par_iter()
-                .map(|k| Some(k.is_some_and(|k| keys.contains(&k))))
-                .collect::<Vec<_>>()
-                .into();
+            let mask = select(&batch, first)?;
+            first += batch.num_rows();
             let selected = filter_record_batch(&batch, &mask).map_err(write_err)?;
             rows += selected.num_rows() as u64;
             writer.write(&selected).map_err(write_err)?;

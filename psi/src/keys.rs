@@ -252,19 +252,34 @@ impl KeyList {
     /// The distinct keys, in order of first appearance, and how many
     /// duplicates were dropped.
     pub fn dedup(&self) -> (KeyList, usize) {
-        let mut order: Vec<usize> = (0..self.len()).collect();
-        // Ties broken by index: the unstable parallel sort is deterministic.
-        order.par_sort_unstable_by(|&a, &b| self.get(a).cmp(self.get(b)).then(a.cmp(&b)));
-        let mut keep = vec![false; self.len()];
-        for (pos, &index) in order.iter().enumerate() {
-            keep[index] = pos == 0 || self.get(order[pos - 1]) != self.get(index);
-        }
-        let mut distinct = KeyList::new();
-        for (index, _) in keep.iter().enumerate().filter(|(_, k)| **k) {
-            distinct.push(self.get(index));
-        }
+        let (distinct, _) = self.dedup_mapped();
         let dropped = self.len() - distinct.len();
         (distinct, dropped)
+    }
+
+    /// The distinct keys, in order of first appearance, and for each key of
+    /// this list the index of its equal among them.
+    pub fn dedup_mapped(&self) -> (KeyList, Vec<u32>) {
+        let mut order: Vec<usize> = (0..self.len()).collect();
+        // Ties broken by index: the unstable parallel sort is deterministic,
+        // and each run of equal keys starts with its first appearance.
+        order.par_sort_unstable_by(|&a, &b| self.get(a).cmp(self.get(b)).then(a.cmp(&b)));
+        let mut first = vec![0usize; self.len()];
+        for (pos, &index) in order.iter().enumerate() {
+            first[index] =
+                if pos > 0 && self.get(order[pos - 1]) == self.get(index) { first[order[pos - 1]] } else { index };
+        }
+        let mut distinct = KeyList::new();
+        let mut map = vec![0u32; self.len()];
+        for index in 0..self.len() {
+            if first[index] == index {
+                map[index] = u32::try_from(distinct.len()).expect("key lists hold fewer than 2^32 keys");
+                distinct.push(self.get(index));
+            } else {
+                map[index] = map[first[index]];
+            }
+        }
+        (distinct, map)
     }
 }
 
@@ -365,5 +380,8 @@ mod tests {
         assert_eq!(dropped, 3);
         assert_eq!(distinct.iter().collect::<Vec<_>>(), vec![&b"b"[..], b"a", b"", b"c"]);
         assert_eq!(format!("{distinct:?}"), "KeyList(4 keys, <redacted>)");
+        let (mapped, map) = list.dedup_mapped();
+        assert_eq!(mapped.iter().collect::<Vec<_>>(), distinct.iter().collect::<Vec<_>>());
+        assert_eq!(map, [0, 1, 0, 2, 1, 3, 2], "each key to its first appearance among the distinct");
     }
 }

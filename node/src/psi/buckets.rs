@@ -36,7 +36,7 @@ use stayput_psi::partition::Partition;
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::NodeError;
-use crate::dataset::{Dataset, DatasetKeys, Fingerprint};
+use crate::dataset::{Dataset, DatasetKeys, FileFormat, Fingerprint, WrittenFile};
 
 /// The folder under `state_dir` that holds every task's buckets.
 pub const BUCKETS_DIR: &str = "psi-buckets";
@@ -237,6 +237,31 @@ impl SessionKeys {
         match self {
             Self::Whole(k) => (k.rows_read, k.duplicates, k.null_keys, k.fingerprint),
             Self::Parts(b) => (b.rows_read, b.duplicates, b.null_keys, b.fingerprint),
+        }
+    }
+
+    /// Writes `dataset`'s rows whose keys are at `indices` into the
+    /// session's key list to `target`: for keys in memory straight from
+    /// the rows' key indices, for keys in parts by encoding the rows again.
+    pub fn write_rows(
+        &self,
+        dataset: &Dataset,
+        indices: &[u32],
+        target: &Path,
+        format: FileFormat,
+    ) -> Result<WrittenFile, NodeError> {
+        match self {
+            Self::Whole(k) => {
+                let mut selected = vec![false; k.keys.len()];
+                for &i in indices {
+                    *selected
+                        .get_mut(i as usize)
+                        .ok_or_else(|| NodeError::Worker(format!("a common key index {i} is beyond the key list")))? =
+                        true;
+                }
+                dataset.write_rows_of_keys(&k.rows, &selected, k.fingerprint, target, format)
+            }
+            Self::Parts(b) => dataset.write_rows_with_keys(&b.keys_at(indices)?, b.fingerprint, target, format),
         }
     }
 

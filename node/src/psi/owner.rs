@@ -154,7 +154,7 @@ fn validate_open(state: &NodeState, peer: String, open: PsiOpen) -> Result<Accep
     if open.resume && partition_key.is_none() {
         return Err(stayput_psi::PsiError::Malformed {
             message: "open",
-            reason: "only KKRT sessions in parts resume".into(),
+            reason: "only sessions in parts (kkrt, rr22) resume".into(),
         }
         .into());
     }
@@ -476,11 +476,10 @@ fn respond(
     };
     let matches = match intersection {
         Some(indices) => {
-            let common = keys.keys_at(&indices)?;
             let folder = state.config.output_dir.join(format!("from-{}", session.peer));
             let name = format!("{}-{}", session.task, session.dataset.name);
             let target = folder.join(format!("{name}.{}", FileFormat::Csv.extension()));
-            let written = session.dataset.write_rows_with_keys(&common, keys.counts().3, &target, FileFormat::Csv)?;
+            let written = keys.write_rows(&session.dataset, &indices, &target, FileFormat::Csv)?;
             let count = indices.len() as u64;
             let result = TaskResult {
                 file_sha256: written.sha256,

@@ -215,7 +215,7 @@ async fn run_session(state: Arc<NodeState>, request: PsiRequest, progress: Progr
     let parts_progress = kept;
     let report = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        let (rows_read, duplicate_keys, null_keys, fingerprint) = keys.counts();
+        let (rows_read, duplicate_keys, null_keys, _) = keys.counts();
         let (intersection, cardinality) = match params {
             Params::Ecdh(params) => {
                 let output = request_role(params, keys.whole()?, &mut link, &progress)?;
@@ -231,8 +231,7 @@ async fn run_session(state: Arc<NodeState>, request: PsiRequest, progress: Progr
         let written = match intersection {
             Some(indices) => {
                 let _ = progress.send(Progress { phase: "writing", done: 0, total: indices.len() as u64 });
-                let common = keys.keys_at(&indices)?;
-                Some(dataset.write_rows_with_keys(&common, fingerprint, &target, format)?)
+                Some(keys.write_rows(&dataset, &indices, &target, format)?)
             }
             None => None,
         };
