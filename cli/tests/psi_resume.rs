@@ -1,7 +1,8 @@
 //! A PSI task over 2^22 keys a side, run in parts, survives the death of
 //! either node: `examples/consortium/` as separate processes on a real
-//! anvil chain, the bank's `stayput task psi --protocol kkrt`, and while
-//! its parts run, one node killed with SIGKILL and started again. The
+//! anvil chain, the bank's `stayput task psi --protocol kkrt` (then
+//! `rr22`), and while its parts run, one node killed with SIGKILL and
+//! started again. The
 //! coordinator runs the task again, both nodes resume from their last
 //! completed part, and the task ends with the same rows as the plain
 //! intersection and one use record by the bureau.
@@ -38,8 +39,8 @@ fn wait_for(path: &Path, what: &str) {
     }
 }
 
-fn submit(d: &Path) -> String {
-    let out = support::bank_psi(d, "blacklist-a", &["--protocol", "kkrt", "--no-wait"]);
+fn submit(d: &Path, protocol: &str) -> String {
+    let out = support::bank_psi(d, "blacklist-a", &["--protocol", protocol, "--no-wait"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).split_whitespace().nth(1).expect("the task id").to_owned()
 }
@@ -74,8 +75,10 @@ async fn a_psi_task_in_parts_resumes_after_either_node_is_killed() {
     ];
     ok(d, &grant);
 
-    for (victim, index) in [("bureau-a", 2), ("bank", 1)] {
-        let task = submit(d);
+    // Each OT protocol runs in parts the same way: KKRT loses the bureau,
+    // RR22 the bank.
+    for (victim, index, protocol) in [("bureau-a", 2, "kkrt"), ("bank", 1, "rr22")] {
+        let task = submit(d, protocol);
         // Killed once the bank kept its second part: parts 0 and 1 are
         // done on its disk, the bureau may be serving part 2.
         let kept = d.join("state/bank/psi-progress/requester").join(&task);

@@ -39,11 +39,14 @@ pub mod group;
 pub mod keys;
 pub mod kkrt;
 pub mod labeled;
+mod matching;
 pub mod messages;
 pub mod oprf;
 pub mod partition;
 mod permutation;
 pub mod rr22;
+#[cfg(test)]
+mod transcripts;
 
 pub use error::PsiError;
 

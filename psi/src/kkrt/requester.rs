@@ -9,12 +9,12 @@ use rayon::prelude::*;
 use zeroize::Zeroize;
 
 use super::hashing::{CuckooTable, Digested, SessionHashes, bin_count};
-use super::messages::{BaseChoices, Corrections, MAX_OUTPUTS, MAX_ROWS, Matches, Outputs, Setup};
+use super::messages::{BaseChoices, Corrections, MAX_ROWS, Matches, Outputs, Setup};
 use super::ot::{BaseOtSender, Expander, ROW_WORDS, Row, WIDTH};
 use super::{HASHES, SUB_CHUNK, SessionParams};
 use crate::PsiError;
-use crate::ecdh::OutputMode;
 use crate::keys::KeySet;
+use crate::matching::OutputMatcher;
 
 /// Seeds tried before cuckoo hashing is declared failed; each fails with
 /// probability below 2^-40 at the bin factor used.
@@ -53,10 +53,7 @@ pub struct KkrtRequester {
     table: CuckooTable,
     expanders: Option<(Expander, Expander)>,
     next_bin: u64,
-    own: OwnOutputs,
-    received: u64,
-    hit_keys: Vec<u32>,
-    hit_positions: Vec<u32>,
+    matcher: OutputMatcher,
 }
 
 impl std::fmt::Debug for KkrtRequester {
@@ -93,10 +90,7 @@ impl KkrtRequester {
                 table,
                 expanders: None,
                 next_bin: 0,
-                own: OwnOutputs::default(),
-                received: 0,
-                hit_keys: Vec::new(),
-                hit_positions: Vec::new(),
+                matcher: OutputMatcher::default(),
             });
         }
         Err(PsiError::CuckooFailed { keys: keys.len() as u64 })
@@ -170,7 +164,7 @@ impl KkrtRequester {
             })
             .collect();
         for (output, key) in found.into_iter().flatten() {
-            self.own.insert(output, key);
+            self.matcher.own.insert(output, key);
         }
         self.next_bin += count as u64;
         Ok(Some(Corrections { first_bin: first as u32, rows }))
@@ -183,7 +177,7 @@ impl KkrtRequester {
 
     /// Outputs received so far.
     pub fn received(&self) -> u64 {
-        self.received
+        self.matcher.received()
     }
 
     /// Matches a run of the responder's outputs against its own.
@@ -191,51 +185,16 @@ impl KkrtRequester {
         if !self.corrections_done() {
             return Err(PsiError::OutOfTurn { message: "KKRT outputs (before every correction was sent)" });
         }
-        let expected_len = self.params.output_len();
-        if usize::from(outputs.len) != expected_len {
-            return Err(PsiError::Malformed {
-                message: "KKRT outputs",
-                reason: format!("outputs of {} bytes where the session uses {expected_len}", outputs.len),
-            });
-        }
-        let announced = self.params.output_count();
-        let received = self.received + outputs.values.len() as u64;
-        if received > announced {
-            return Err(PsiError::TooMany { message: "KKRT outputs", announced, received });
-        }
-        for (offset, value) in outputs.values.iter().enumerate() {
-            if let Some(&key) = self.own.get(value) {
-                self.hit_keys.push(key);
-                self.hit_positions.push((self.received + offset as u64) as u32);
-            }
-        }
-        self.received = received;
-        Ok(())
+        self.matcher.absorb("KKRT outputs", &outputs, self.params.output_len(), self.params.output_count())
     }
 
     /// The intersection, once every output arrived.
     pub fn finish(mut self) -> Result<RequesterOutput, PsiError> {
         let announced = self.params.output_count();
-        if !self.corrections_done() || self.received != announced {
-            return Err(PsiError::TooFew { message: "KKRT outputs", announced, received: self.received });
+        if !self.corrections_done() {
+            return Err(PsiError::TooFew { message: "KKRT outputs", announced, received: self.matcher.received() });
         }
-        self.hit_keys.sort_unstable();
-        self.hit_keys.dedup();
-        let matches = if self.params.mode() == OutputMode::IntersectionToBoth {
-            let mut batches: Vec<Matches> = self
-                .hit_positions
-                .chunks(MAX_OUTPUTS)
-                .map(|p| Matches { last: false, positions: p.to_vec() })
-                .collect();
-            if batches.is_empty() {
-                batches.push(Matches { last: false, positions: Vec::new() });
-            }
-            batches.last_mut().expect("one batch at least").last = true;
-            batches
-        } else {
-            Vec::new()
-        };
-        Ok(RequesterOutput { intersection: std::mem::take(&mut self.hit_keys), matches })
+        self.matcher.finish("KKRT outputs", self.params.mode(), announced)
     }
 }
 

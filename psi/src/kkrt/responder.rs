@@ -15,8 +15,9 @@ use super::ot::{BLOCK_BINS, Expander, ROW_WORDS, Row, base_ot_receive};
 use super::requester::xor_into;
 use super::{HASHES, SUB_CHUNK, SessionParams};
 use crate::PsiError;
-use crate::ecdh::{OutputMode, ResponderOutput};
+use crate::ecdh::ResponderOutput;
 use crate::keys::KeySet;
+use crate::matching::MatchedKeys;
 
 /// The responder's session.
 pub struct KkrtResponder {
@@ -31,9 +32,7 @@ pub struct KkrtResponder {
     /// `order[p / 3]` and hash function `p mod 3`.
     order: Vec<u32>,
     next_position: u64,
-    matched: Vec<u32>,
-    last_match: Option<u32>,
-    matches_done: bool,
+    matched: MatchedKeys,
 }
 
 impl std::fmt::Debug for KkrtResponder {
@@ -84,9 +83,7 @@ impl KkrtResponder {
             digests,
             order,
             next_position: 0,
-            matched: Vec::new(),
-            last_match: None,
-            matches_done: false,
+            matched: MatchedKeys::default(),
         };
         Ok((responder, BaseChoices { points }))
     }
@@ -184,49 +181,22 @@ impl KkrtResponder {
 
     /// Takes the requester's matched positions (intersection to both).
     pub fn absorb_matches(&mut self, matches: Matches) -> Result<(), PsiError> {
-        if self.params.mode() != OutputMode::IntersectionToBoth {
-            return Err(PsiError::NotInMode { message: "KKRT matches", mode: self.params.mode() });
-        }
-        if self.matches_done || self.next_position < self.params.output_count() {
-            return Err(PsiError::OutOfTurn { message: "KKRT matches" });
-        }
-        for &position in &matches.positions {
-            if self.last_match.is_some_and(|last| position <= last) || u64::from(position) >= self.params.output_count()
-            {
-                return Err(PsiError::Malformed {
-                    message: "KKRT matches",
-                    reason: "positions must ascend and name outputs that were sent".into(),
-                });
-            }
-            self.last_match = Some(position);
-            self.matched.push(self.slot(u64::from(position)).0 as u32);
-        }
-        self.matches_done = matches.last;
-        Ok(())
+        let progress = (self.params.mode(), self.next_position, self.params.output_count());
+        let order = &self.order;
+        self.matched.absorb("KKRT matches", progress, &matches, |p| order[p as usize / HASHES])
     }
 
     /// Whether the requester's last matches message arrived.
     pub fn matches_done(&self) -> bool {
-        self.matches_done
+        self.matched.done()
     }
 
     /// The responder's output.
     pub fn finish(mut self) -> Result<ResponderOutput, PsiError> {
-        let total = self.params.output_count();
-        if self.next_position < total {
+        if self.next_position < self.params.output_count() {
             return Err(PsiError::OutOfTurn { message: "KKRT finish (outputs not all sent)" });
         }
-        let intersection = if self.params.mode() == OutputMode::IntersectionToBoth {
-            if !self.matches_done {
-                return Err(PsiError::TooFew { message: "KKRT matches", announced: 1, received: 0 });
-            }
-            let mut matched = std::mem::take(&mut self.matched);
-            matched.sort_unstable();
-            matched.dedup();
-            Some(matched)
-        } else {
-            None
-        };
+        let intersection = self.matched.finish("KKRT matches", self.params.mode())?;
         Ok(ResponderOutput::new(intersection, self.params.requester_len()))
     }
 }

@@ -13,13 +13,12 @@ use super::okvs::{self, Row};
 use super::vole::{self, Code, Puncture, Shape};
 use super::{PROTOCOL_LABEL, SessionParams};
 use crate::PsiError;
-use crate::ecdh::OutputMode;
 use crate::group::TaskId;
 use crate::keys::KeySet;
 use crate::kkrt::RequesterOutput;
-use crate::kkrt::messages::{MAX_OUTPUTS, Matches, Outputs};
+use crate::kkrt::messages::Outputs;
 use crate::kkrt::ot::BaseOtSender;
-use crate::kkrt::requester::OwnOutputs;
+use crate::matching::OutputMatcher;
 
 /// Seeds tried before the OKVS is declared failed; each fails with
 /// probability around 2^-20 or less.
@@ -116,10 +115,7 @@ pub struct Rr22Requester {
     store: Vec<Gf>,
     punctures: Vec<Puncture>,
     phase: Phase,
-    own: OwnOutputs,
-    received: u64,
-    hit_keys: Vec<u32>,
-    hit_positions: Vec<u32>,
+    matcher: OutputMatcher,
 }
 
 impl std::fmt::Debug for Rr22Requester {
@@ -165,10 +161,7 @@ impl Rr22Requester {
             store,
             punctures,
             phase: Phase::Setup,
-            own: OwnOutputs::default(),
-            received: 0,
-            hit_keys: Vec::new(),
-            hit_positions: Vec::new(),
+            matcher: OutputMatcher::default(),
         })
     }
 
@@ -284,7 +277,7 @@ impl Rr22Requester {
         let hashes = &self.hashes;
         let outputs = okvs::decode_all(&c, &self.rows, |_, z| hashes.output(z, len));
         c.zeroize();
-        self.own = outputs.into_iter().enumerate().map(|(i, o)| (o, i as u32)).collect();
+        self.matcher.own = outputs.into_iter().enumerate().map(|(i, o)| (o, i as u32)).collect();
     }
 
     /// The next run of the masked store, until all of it is sent.
@@ -309,7 +302,7 @@ impl Rr22Requester {
 
     /// Outputs received so far.
     pub fn received(&self) -> u64 {
-        self.received
+        self.matcher.received()
     }
 
     /// Matches a run of the responder's outputs against its own.
@@ -317,26 +310,7 @@ impl Rr22Requester {
         if self.prepare_matching().is_err() {
             return Err(PsiError::OutOfTurn { message: "RR22 outputs (before the whole store was sent)" });
         }
-        let expected_len = self.params.output_len();
-        if usize::from(outputs.len) != expected_len {
-            return Err(PsiError::Malformed {
-                message: "RR22 outputs",
-                reason: format!("outputs of {} bytes where the session uses {expected_len}", outputs.len),
-            });
-        }
-        let announced = self.params.output_count();
-        let received = self.received + outputs.values.len() as u64;
-        if received > announced {
-            return Err(PsiError::TooMany { message: "RR22 outputs", announced, received });
-        }
-        for (offset, value) in outputs.values.iter().enumerate() {
-            if let Some(&key) = self.own.get(value) {
-                self.hit_keys.push(key);
-                self.hit_positions.push((self.received + offset as u64) as u32);
-            }
-        }
-        self.received = received;
-        Ok(())
+        self.matcher.absorb("RR22 outputs", &outputs, self.params.output_len(), self.params.output_count())
     }
 
     /// The intersection, once every output arrived.
@@ -347,30 +321,11 @@ impl Rr22Requester {
             Phase::Sent { .. } | Phase::Outputs => {}
             other => {
                 self.phase = other;
-                return Err(PsiError::TooFew { message: "RR22 outputs", announced, received: self.received });
+                let received = self.matcher.received();
+                return Err(PsiError::TooFew { message: "RR22 outputs", announced, received });
             }
         }
-        if self.received != announced {
-            return Err(PsiError::TooFew { message: "RR22 outputs", announced, received: self.received });
-        }
-        let mut keys = std::mem::take(&mut self.hit_keys);
-        keys.sort_unstable();
-        keys.dedup();
-        let matches = if self.params.mode() == OutputMode::IntersectionToBoth {
-            let mut batches: Vec<Matches> = self
-                .hit_positions
-                .chunks(MAX_OUTPUTS)
-                .map(|p| Matches { last: false, positions: p.to_vec() })
-                .collect();
-            if batches.is_empty() {
-                batches.push(Matches { last: false, positions: Vec::new() });
-            }
-            batches.last_mut().expect("one batch at least").last = true;
-            batches
-        } else {
-            Vec::new()
-        };
-        Ok(RequesterOutput::new(keys, matches))
+        self.matcher.finish("RR22 outputs", self.params.mode(), announced)
     }
 }
 

@@ -17,10 +17,11 @@ use super::okvs::{self, Row};
 use super::vole::{self, Code, Shape};
 use super::{PROTOCOL_LABEL, SessionParams};
 use crate::PsiError;
-use crate::ecdh::{OutputMode, ResponderOutput};
+use crate::ecdh::ResponderOutput;
 use crate::keys::KeySet;
 use crate::kkrt::messages::{MAX_OUTPUTS, Matches, Outputs};
 use crate::kkrt::ot::base_ot_receive_chosen;
+use crate::matching::MatchedKeys;
 
 /// Values handled by one worker at a time.
 const CHUNK: usize = 1 << 12;
@@ -47,9 +48,7 @@ pub struct Rr22Responder {
     /// Every key's output, once the whole store arrived.
     outputs: Vec<u128>,
     next_position: u64,
-    matched: Vec<u32>,
-    last_match: Option<u32>,
-    matches_done: bool,
+    matched: MatchedKeys,
 }
 
 impl std::fmt::Debug for Rr22Responder {
@@ -95,9 +94,7 @@ impl Rr22Responder {
             order,
             outputs: Vec::new(),
             next_position: 0,
-            matched: Vec::new(),
-            last_match: None,
-            matches_done: false,
+            matched: MatchedKeys::default(),
         };
         Ok((responder, BaseChoices { points }))
     }
@@ -214,30 +211,14 @@ impl Rr22Responder {
 
     /// Takes the requester's matched positions (intersection to both).
     pub fn absorb_matches(&mut self, matches: Matches) -> Result<(), PsiError> {
-        if self.params.mode() != OutputMode::IntersectionToBoth {
-            return Err(PsiError::NotInMode { message: "RR22 matches", mode: self.params.mode() });
-        }
-        if self.matches_done || self.next_position < self.params.output_count() {
-            return Err(PsiError::OutOfTurn { message: "RR22 matches" });
-        }
-        for &position in &matches.positions {
-            if self.last_match.is_some_and(|last| position <= last) || u64::from(position) >= self.params.output_count()
-            {
-                return Err(PsiError::Malformed {
-                    message: "RR22 matches",
-                    reason: "positions must ascend and name outputs that were sent".into(),
-                });
-            }
-            self.last_match = Some(position);
-            self.matched.push(self.order[position as usize]);
-        }
-        self.matches_done = matches.last;
-        Ok(())
+        let progress = (self.params.mode(), self.next_position, self.params.output_count());
+        let order = &self.order;
+        self.matched.absorb("RR22 matches", progress, &matches, |p| order[p as usize])
     }
 
     /// Whether the requester's last matches message arrived.
     pub fn matches_done(&self) -> bool {
-        self.matches_done
+        self.matched.done()
     }
 
     /// The responder's output.
@@ -245,17 +226,7 @@ impl Rr22Responder {
         if self.next_position < self.params.output_count() || self.masked != self.params.store_len() {
             return Err(PsiError::OutOfTurn { message: "RR22 finish (outputs not all sent)" });
         }
-        let intersection = if self.params.mode() == OutputMode::IntersectionToBoth {
-            if !self.matches_done {
-                return Err(PsiError::TooFew { message: "RR22 matches", announced: 1, received: 0 });
-            }
-            let mut matched = std::mem::take(&mut self.matched);
-            matched.sort_unstable();
-            matched.dedup();
-            Some(matched)
-        } else {
-            None
-        };
+        let intersection = self.matched.finish("RR22 matches", self.params.mode())?;
         Ok(ResponderOutput::new(intersection, self.params.requester_len()))
     }
 }
