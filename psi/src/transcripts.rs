@@ -119,3 +119,39 @@ pub(crate) fn check(file: &str, computed: &Vectors) -> Vectors {
     assert_eq!(stored.sessions[1].responder_intersection, Some(vec![0, 2]));
     stored
 }
+
+/// Runs `run` on `raw_a` and `raw_b` (deduplicated) in both intersection
+/// modes and checks each side's result against the plain intersection.
+pub(crate) fn check_both_modes(
+    raw_a: &[Vec<u8>],
+    raw_b: &[Vec<u8>],
+    seed: u64,
+    run: impl Fn(OutputMode, &KeyList, &KeyList, u64) -> (RequesterOutput, ResponderOutput),
+) {
+    let (a, _) = raw_a.iter().collect::<KeyList>().dedup();
+    let (b, _) = raw_b.iter().collect::<KeyList>().dedup();
+    let (want_a, want_b) = crate::ecdh::tests::plain(&a, &b);
+    for mode in [OutputMode::IntersectionToRequester, OutputMode::IntersectionToBoth] {
+        let (out_a, out_b) = run(mode, &a, &b, seed);
+        assert_eq!(out_a.intersection(), &want_a[..], "{mode}");
+        assert_eq!(out_b.requester_len(), a.len() as u64);
+        match mode {
+            OutputMode::IntersectionToBoth => assert_eq!(out_b.intersection(), Some(&want_b[..])),
+            _ => assert_eq!(out_b.intersection(), None),
+        }
+    }
+}
+
+/// The edge cases every OT protocol must get right: empty, one-sided,
+/// equal, disjoint and single-key sets, duplicates.
+pub(crate) fn edge_cases(check: impl Fn(&[Vec<u8>], &[Vec<u8>], u64)) {
+    use crate::ecdh::tests::keys;
+    let some = keys(0..20);
+    check(&[], &[], 1);
+    check(&[], &some, 2);
+    check(&some, &[], 3);
+    check(&some, &some, 4);
+    check(&keys(0..10), &keys(10..20), 5);
+    check(&keys([7]), &keys([7]), 6);
+    check(&keys([7, 7, 7, 8]), &keys([7, 9, 9]), 7);
+}

@@ -597,13 +597,7 @@ fn respond_part(
     serving: &mut dyn FnMut() -> Result<(), NodeError>,
 ) -> Result<Option<Vec<u32>>, NodeError> {
     if protocol == Protocol::Rr22 {
-        let params = rr22::SessionParams::new(
-            params.task().clone(),
-            params.mode(),
-            params.requester_len(),
-            params.responder_len(),
-        )?;
-        return respond_rr22_part(params, keys, link, serving);
+        return respond_rr22_part(rr22::SessionParams::like(&params)?, keys, link, serving);
     }
     respond_kkrt_part(params, keys, link, serving)
 }

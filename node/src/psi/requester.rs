@@ -498,12 +498,7 @@ fn request_part(
     progress: &ProgressTx,
 ) -> Result<Vec<u32>, NodeError> {
     if protocol == Protocol::Rr22 {
-        let params = rr22::SessionParams::new(
-            params.task().clone(),
-            params.mode(),
-            params.requester_len(),
-            params.responder_len(),
-        )?;
+        let params = rr22::SessionParams::like(&params)?;
         let session = match prepared {
             Some(prepared) => Rr22Requester::from_prepared(params, prepared)?,
             None => Rr22Requester::new(params, keys, &mut OsRng)?,

@@ -56,7 +56,7 @@ pub fn output_len(requester_len: u64, responder_len: u64) -> usize {
 }
 
 /// `SHA-256(label ‖ T ‖ seed)`, lengths prefixed.
-fn session_key(label: &[u8], task: &TaskId, seed: &[u8; 16]) -> [u8; 32] {
+pub(crate) fn session_key(label: &[u8], task: &TaskId, seed: &[u8; 16]) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update((label.len() as u64).to_le_bytes());
     h.update(label);

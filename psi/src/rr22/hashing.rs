@@ -20,6 +20,7 @@ use super::field::Gf;
 use super::okvs::{self, Row};
 use crate::group::TaskId;
 use crate::keys::KeySet;
+use crate::kkrt::hashing::session_key;
 
 /// Statistical security of the false-positive bound, in bits.
 pub const STATISTICAL_BITS: u32 = 40;
@@ -38,16 +39,6 @@ pub fn output_len(requester_len: u64, responder_len: u64) -> usize {
     let log = |x: u64| u64::BITS - x.max(1).saturating_sub(1).leading_zeros();
     let bits = STATISTICAL_BITS + log(requester_len) + log(responder_len);
     (bits.div_ceil(8) as usize).min(16)
-}
-
-fn session_key(label: &[u8], task: &TaskId, seed: &[u8; 16]) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update((label.len() as u64).to_le_bytes());
-    h.update(label);
-    h.update((task.as_bytes().len() as u64).to_le_bytes());
-    h.update(task.as_bytes());
-    h.update(seed);
-    h.finalize().into()
 }
 
 /// The session's hash keys.

@@ -143,6 +143,13 @@ impl SessionParams {
         Ok(Self { task, mode, requester_len, responder_len })
     }
 
+    /// RR22's parameters for the session `other` describes (the task, the
+    /// mode and both sizes of a KKRT session: what the nodes carry for
+    /// either OT protocol).
+    pub fn like(other: &crate::kkrt::SessionParams) -> Result<Self, PsiError> {
+        Self::new(other.task().clone(), other.mode(), other.requester_len(), other.responder_len())
+    }
+
     /// The task this session is bound to.
     pub fn task(&self) -> &TaskId {
         &self.task

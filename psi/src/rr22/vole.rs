@@ -362,6 +362,22 @@ mod tests {
         u128::from(rng.next_u64()) | (u128::from(rng.next_u64()) << 64)
     }
 
+    /// Correlated OTs for `punctures` as IKNP would give them (the
+    /// requester's `t`, the responder's `q`) and the trees' seeds.
+    fn correlated_ots(
+        shape: &Shape,
+        punctures: &[Puncture],
+        delta: Gf,
+        rng: &mut impl RngCore,
+    ) -> (Vec<Gf>, Vec<Gf>, Vec<Gf>) {
+        let choices = choice_bits(shape, punctures);
+        let t: Vec<Gf> = (0..shape.cot_count()).map(|_| random(rng)).collect();
+        let chosen = |i: usize| (choices[i / 64] >> (i % 64)) & 1 == 1;
+        let q = t.iter().enumerate().map(|(i, t)| if chosen(i) { t ^ delta } else { *t }).collect();
+        let seeds = (0..shape.trees).map(|_| random(rng)).collect();
+        (t, q, seeds)
+    }
+
     #[test]
     fn shapes_keep_the_noise_weight_and_twice_the_outputs() {
         for outputs in [0, 1, 100, 5_000, 1 << 20, 1_153_536, 1 << 22] {
@@ -382,15 +398,7 @@ mod tests {
         let punctures: Vec<Puncture> = (0..shape.trees)
             .map(|_| Puncture { point: rng.next_u32() as usize % shape.leaves(), value: random(&mut rng) | 1 })
             .collect();
-        // Correlated OTs as IKNP would give them.
-        let choices = choice_bits(&shape, &punctures);
-        let t: Vec<Gf> = (0..shape.cot_count()).map(|_| random(&mut rng)).collect();
-        let q: Vec<Gf> = t
-            .iter()
-            .enumerate()
-            .map(|(i, t)| if (choices[i / 64] >> (i % 64)) & 1 == 1 { t ^ delta } else { *t })
-            .collect();
-        let seeds: Vec<Gf> = (0..shape.trees).map(|_| random(&mut rng)).collect();
+        let (t, q, seeds) = correlated_ots(&shape, &punctures, delta, &mut rng);
         let (mut v, messages) = sender_expand(&shape, &q, delta, &mask_key, &seeds);
         let mut w = receiver_expand(&shape, &t, &mask_key, &punctures, &messages);
         let mut e = vec![0u128; shape.noise_len()];
@@ -417,14 +425,7 @@ mod tests {
         let delta = random(&mut rng);
         let punctures: Vec<Puncture> =
             (0..shape.trees).map(|_| Puncture { point: 1, value: random(&mut rng) | 1 }).collect();
-        let choices = choice_bits(&shape, &punctures);
-        let t: Vec<Gf> = (0..shape.cot_count()).map(|_| random(&mut rng)).collect();
-        let q: Vec<Gf> = t
-            .iter()
-            .enumerate()
-            .map(|(i, t)| if (choices[i / 64] >> (i % 64)) & 1 == 1 { t ^ delta } else { *t })
-            .collect();
-        let seeds: Vec<Gf> = (0..shape.trees).map(|_| random(&mut rng)).collect();
+        let (t, q, seeds) = correlated_ots(&shape, &punctures, delta, &mut rng);
         let (v, messages) = sender_expand(&shape, &q, delta, &[0; 32], &seeds);
         let w = receiver_expand(&shape, &t, &[0; 32], &punctures, &messages);
         let other = delta ^ 2;

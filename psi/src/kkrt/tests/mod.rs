@@ -3,12 +3,10 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
 use super::*;
-use crate::ecdh::tests::{keys, plain};
+use crate::ecdh::tests::keys;
 use crate::keys::{KeyList, encode_key};
 
 mod vectors;
-
-const MODES: [OutputMode; 2] = [OutputMode::IntersectionToRequester, OutputMode::IntersectionToBoth];
 
 fn params(mode: OutputMode, a: usize, b: usize) -> SessionParams {
     SessionParams::new(TaskId::new("task-test").unwrap(), mode, a as u64, b as u64).unwrap()
@@ -24,18 +22,7 @@ fn run(mode: OutputMode, a: &KeyList, b: &KeyList, seed: u64) -> (RequesterOutpu
 }
 
 fn check_both_modes(raw_a: &[Vec<u8>], raw_b: &[Vec<u8>], seed: u64) {
-    let (a, _) = raw_a.iter().collect::<KeyList>().dedup();
-    let (b, _) = raw_b.iter().collect::<KeyList>().dedup();
-    let (want_a, want_b) = plain(&a, &b);
-    for mode in MODES {
-        let (out_a, out_b) = run(mode, &a, &b, seed);
-        assert_eq!(out_a.intersection(), &want_a[..], "{mode}");
-        assert_eq!(out_b.requester_len(), a.len() as u64);
-        match mode {
-            OutputMode::IntersectionToBoth => assert_eq!(out_b.intersection(), Some(&want_b[..])),
-            _ => assert_eq!(out_b.intersection(), None),
-        }
-    }
+    crate::transcripts::check_both_modes(raw_a, raw_b, seed, run);
 }
 
 proptest! {
@@ -62,14 +49,7 @@ proptest! {
 
 #[test]
 fn edge_cases() {
-    let some = keys(0..20);
-    check_both_modes(&[], &[], 1);
-    check_both_modes(&[], &some, 2);
-    check_both_modes(&some, &[], 3);
-    check_both_modes(&some, &some, 4);
-    check_both_modes(&keys(0..10), &keys(10..20), 5);
-    check_both_modes(&keys([7]), &keys([7]), 6);
-    check_both_modes(&keys([7, 7, 7, 8]), &keys([7, 9, 9]), 7);
+    crate::transcripts::edge_cases(check_both_modes);
 }
 
 #[test]
