@@ -175,6 +175,16 @@ async fn misbehaving_requesters_get_clear_statuses() {
         }
         message
     };
+    // A whole OT set above the part bound is refused at the open: RR22 (and
+    // KKRT) sizes its work by the announced count.
+    for protocol in [PsiProtocol::Kkrt, PsiProtocol::Rr22] {
+        let mut huge = open_kkrt(1 << 23, PsiMode::Intersection);
+        if let Some(Body::Open(o)) = huge.body.as_mut() {
+            o.protocol = protocol as i32;
+        }
+        let status = exchange_error(&net, vec![huge]).await;
+        assert!(status.message().contains("exceed 4194304 keys a part; use more parts"), "{status:?}");
+    }
     let status = exchange_error(&net, vec![with_parts(open(2), 2, vec![9; 32])]).await;
     assert!(status.message().contains("only sessions of an OT protocol (kkrt, rr22) run in parts"), "{status:?}");
     let status = exchange_error(&net, vec![with_parts(open_kkrt(2, PsiMode::Intersection), 2, vec![9; 31])]).await;

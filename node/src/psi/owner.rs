@@ -132,6 +132,12 @@ fn validate_open(state: &NodeState, peer: String, open: PsiOpen) -> Result<Accep
         return Err(NodeError::TooManyPeerKeys { announced: open.requester_size, max });
     }
     let parts = open.parts.max(1);
+    // An OT session holds one part at a time: a whole set above the part
+    // bound would make this node allocate for keys no part limits (RR22's
+    // VOLE is sized by the announced count before any key arrives).
+    if protocol.is_ot() {
+        kkrt::check_parts(parts, open.requester_size)?;
+    }
     let partition_key = match (protocol, parts) {
         (_, 1) => None,
         (Protocol::Ecdh, _) => {
@@ -142,7 +148,6 @@ fn validate_open(state: &NodeState, peer: String, open: PsiOpen) -> Result<Accep
             .into());
         }
         (Protocol::Kkrt | Protocol::Rr22, _) => {
-            kkrt::check_parts(parts, open.requester_size)?;
             let key: [u8; 32] =
                 open.partition_key.as_ref().try_into().map_err(|_| stayput_psi::PsiError::Malformed {
                     message: "open",

@@ -198,13 +198,19 @@ pub fn sender_expand(
     (leaves, messages)
 }
 
-/// What the requester chose for one tree.
-#[derive(Debug, Clone, Copy)]
+/// What the requester chose for one tree: secret, never printed.
+#[derive(Clone, Copy)]
 pub struct Puncture {
     /// The punctured leaf `αⱼ`.
     pub point: usize,
     /// The noise value `βⱼ ≠ 0`.
     pub value: Gf,
+}
+
+impl std::fmt::Debug for Puncture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Puncture(<redacted>)")
+    }
 }
 
 impl zeroize::Zeroize for Puncture {
